@@ -1,0 +1,313 @@
+//! Allocation as a marketplace: a request names conditions (its SLA), every free partition
+//! of an open computer that meets them is a candidate, and the candidate with the smallest
+//! [`Score`] wins. The score is a struct ordered by its fields, so the policy reads in one
+//! place and ties always break the same way on every replica.
+
+use super::error::DomainError;
+use super::ids::InstanceId;
+use super::state::{Computer, SoftwareState, State};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// SLA keys SlapOS defines that carry information for nodes or the portal but do not
+/// constrain allocation. They are accepted and kept in the instance's SLA (`_filter_dict`,
+/// which slapgrid reads for `retention_delay` and the firewall keys).
+const PASSIVE_KEYS: &[&str] = &[
+    "project_guid",
+    "retention_delay",
+    "fw_restricted_access",
+    "fw_authorized_sources",
+    "fw_rejected_sources",
+    "fw_authorized_ports",
+    "source_instance_id",
+];
+
+/// How a tree asks to be spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    Computer,
+    Region,
+    Network,
+}
+
+/// An SLA, parsed and checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlaFilter {
+    pub computer: Option<String>,
+    pub instance: Option<String>,
+    pub region: Option<String>,
+    pub network: Option<String>,
+    pub max_price: Option<f64>,
+    pub spread: Option<Spread>,
+    /// Equality on declared computer attributes.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl SlaFilter {
+    /// Parse an SLA against the attributes computers declare. Unknown keys and malformed
+    /// values are errors, never silently ignored.
+    pub fn parse(
+        sla: &BTreeMap<String, String>,
+        declared: &BTreeSet<&str>,
+    ) -> Result<SlaFilter, DomainError> {
+        let mut filter = SlaFilter::default();
+        for (key, value) in sla {
+            match key.as_str() {
+                "computer_guid" => filter.computer = Some(value.clone()),
+                "instance_guid" => filter.instance = Some(value.clone()),
+                "region" => filter.region = Some(value.clone()),
+                "network_guid" => filter.network = Some(value.clone()),
+                "max_price" => {
+                    let price: f64 = value.trim().parse().map_err(|_| {
+                        DomainError::invalid("sla max_price", format!("'{value}' is not a number"))
+                    })?;
+                    if !price.is_finite() {
+                        return Err(DomainError::invalid(
+                            "sla max_price",
+                            format!("'{value}' is not a finite number"),
+                        ));
+                    }
+                    filter.max_price = Some(price);
+                }
+                "spread" => {
+                    filter.spread = Some(match value.as_str() {
+                        "computer" => Spread::Computer,
+                        "region" => Spread::Region,
+                        "network" => Spread::Network,
+                        other => {
+                            return Err(DomainError::invalid(
+                                "sla spread",
+                                format!("'{other}' is not one of computer, region, network"),
+                            ))
+                        }
+                    })
+                }
+                // SlapOS's own spelling of "one instance per network".
+                "mode" => match value.as_str() {
+                    "unique_by_network" => filter.spread = Some(Spread::Network),
+                    other => {
+                        return Err(DomainError::invalid(
+                            "sla mode",
+                            format!("'{other}' is not a known mode (unique_by_network)"),
+                        ))
+                    }
+                },
+                "master_url" => {
+                    return Err(DomainError::invalid(
+                        "sla master_url",
+                        "forwarding requests to another master is not supported",
+                    ))
+                }
+                k if PASSIVE_KEYS.contains(&k) => {}
+                k if declared.contains(k) => {
+                    filter.attributes.insert(key.clone(), value.clone());
+                }
+                _ => return Err(DomainError::UnknownSlaKey(key.clone())),
+            }
+        }
+        Ok(filter)
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = &self.computer {
+            parts.push(format!("computer_guid={c}"));
+        }
+        if let Some(r) = &self.region {
+            parts.push(format!("region={r}"));
+        }
+        if let Some(n) = &self.network {
+            parts.push(format!("network_guid={n}"));
+        }
+        if let Some(p) = self.max_price {
+            parts.push(format!("max_price={p}"));
+        }
+        for (k, v) in &self.attributes {
+            parts.push(format!("{k}={v}"));
+        }
+        if parts.is_empty() {
+            "no condition".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// Whether a computer meets every condition that concerns the computer itself.
+    pub(crate) fn admits(&self, computer: &Computer) -> bool {
+        if self.computer.as_deref().is_some_and(|c| c != computer.id) {
+            return false;
+        }
+        if let Some(region) = &self.region {
+            if computer.region.as_ref() != Some(region) {
+                return false;
+            }
+        }
+        if let Some(network) = &self.network {
+            if computer.network.as_ref() != Some(network) {
+                return false;
+            }
+        }
+        if let Some(max) = self.max_price {
+            let price = computer
+                .attributes
+                .get("price")
+                .and_then(|p| p.trim().parse::<f64>().ok());
+            match price {
+                Some(p) if p <= max => {}
+                _ => return false,
+            }
+        }
+        self.attributes
+            .iter()
+            .all(|(k, v)| computer.attributes.get(k) == Some(v))
+    }
+}
+
+/// The attribute names computers declare, i.e. the keys an SLA may test for equality.
+pub(crate) fn declared_attributes(state: &State) -> BTreeSet<&str> {
+    state
+        .computers
+        .values()
+        .flat_map(|c| c.attributes.keys().map(String::as_str))
+        .collect()
+}
+
+/// How a candidate partition ranks; smaller is better. Field order is the policy:
+/// 1. the software release is already installed there (then merely supplied, then not);
+/// 2. the computer carries the fewest instances;
+/// 3. stable keys: computer id, then the partition's position in format order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Score {
+    pub software: u8,
+    pub load: usize,
+    pub computer: String,
+    pub partition_index: usize,
+}
+
+/// The chosen partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub computer: String,
+    pub partition: String,
+    pub score: Score,
+}
+
+/// Choose a free partition for a new regular instance.
+pub(crate) fn allocate(
+    state: &State,
+    title: &str,
+    software_release: &str,
+    filter: &SlaFilter,
+    tree: Option<InstanceId>,
+) -> Result<Placement, DomainError> {
+    let no_capacity = |reason: String| DomainError::NoCapacity {
+        title: title.to_string(),
+        reason,
+    };
+    if let Some(c) = &filter.computer {
+        if !state.computers.contains_key(c) {
+            return Err(no_capacity(format!("computer_guid '{c}' is not a known computer")));
+        }
+    }
+    if filter.instance.is_some() {
+        return Err(DomainError::invalid(
+            "sla instance_guid",
+            "only shared instances can be pinned to an instance",
+        ));
+    }
+
+    // What the tree already occupies, for spreading.
+    let mut used_computers = BTreeSet::new();
+    let mut used_regions = BTreeSet::new();
+    let mut used_networks = BTreeSet::new();
+    if let (Some(root), Some(_)) = (tree, filter.spread) {
+        for member in state.tree_members(root) {
+            if let super::state::Placement::Partition { computer, .. } = &member.placement {
+                if let Some(c) = state.computers.get(computer) {
+                    used_computers.insert(c.id.as_str());
+                    if let Some(r) = &c.region {
+                        used_regions.insert(r.as_str());
+                    }
+                    if let Some(n) = &c.network {
+                        used_networks.insert(n.as_str());
+                    }
+                }
+            }
+        }
+    }
+
+    let mut matching = 0usize;
+    let mut best: Option<Placement> = None;
+    for computer in state.computers.values() {
+        if !computer.allocation_open || !filter.admits(computer) {
+            continue;
+        }
+        let spread_ok = match filter.spread {
+            None => true,
+            Some(Spread::Computer) => !used_computers.contains(computer.id.as_str()),
+            Some(Spread::Region) => computer
+                .region
+                .as_deref()
+                .is_some_and(|r| !used_regions.contains(r)),
+            Some(Spread::Network) => computer
+                .network
+                .as_deref()
+                .is_some_and(|n| !used_networks.contains(n)),
+        };
+        if !spread_ok {
+            continue;
+        }
+        matching += 1;
+        let software = match state
+            .software
+            .get(&(computer.id.clone(), software_release.to_string()))
+        {
+            Some(sw) if sw.requested == SoftwareState::Available => {
+                if sw.reported == Some(super::command::SoftwareReport::Available) {
+                    0
+                } else {
+                    1
+                }
+            }
+            _ => 2,
+        };
+        let load = computer.used_partitions();
+        if let Some((index, partition)) = computer
+            .partitions
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.instance.is_none())
+        {
+            let score = Score {
+                software,
+                load,
+                computer: computer.id.clone(),
+                partition_index: index,
+            };
+            if best.as_ref().is_none_or(|b| score < b.score) {
+                best = Some(Placement {
+                    computer: computer.id.clone(),
+                    partition: partition.id.clone(),
+                    score,
+                });
+            }
+        }
+    }
+    best.ok_or_else(|| {
+        let conditions = filter.describe();
+        let spread = match filter.spread {
+            Some(Spread::Computer) => ", spread over distinct computers",
+            Some(Spread::Region) => ", spread over distinct regions",
+            Some(Spread::Network) => ", spread over distinct networks",
+            None => "",
+        };
+        if matching == 0 {
+            no_capacity(format!(
+                "no open computer meets the conditions ({conditions}{spread})"
+            ))
+        } else {
+            no_capacity(format!(
+                "all partitions are busy on the {matching} computer(s) meeting the conditions ({conditions}{spread})"
+            ))
+        }
+    })
+}

@@ -1,0 +1,186 @@
+//! Commands: every change to the state is one of these, applied in log order.
+
+use super::error::DomainError;
+use super::ids::{InstanceId, RequestId, Timestamp};
+use super::param::{Params, StringParams};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One write, as the proposer stamped it: who asks (request id), when (time), and what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub request_id: RequestId,
+    pub at: Timestamp,
+    pub op: Op,
+}
+
+/// Who is requesting an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Requester {
+    /// A person (`slapos request`, the portal); the id of their account.
+    Person(String),
+    /// An instance, identified by the partition it runs in (its certificate, or the
+    /// `X-SlapPartition` header in proxy mode).
+    Partition { computer: String, partition: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressSpec {
+    pub addr: String,
+    pub netmask: String,
+    pub gateway: Option<String>,
+    pub network: Option<String>,
+}
+
+/// One partition as `slapos node format` declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSpec {
+    pub id: String,
+    pub tap: Option<String>,
+    pub addresses: Vec<AddressSpec>,
+}
+
+/// A computer's layout as `loadComputerConfigurationFromXML` carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputerSpec {
+    pub address: Option<String>,
+    pub netmask: Option<String>,
+    pub partitions: Vec<PartitionSpec>,
+}
+
+/// What a node reports about one software release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SoftwareReport {
+    Building,
+    Available,
+    Error(String),
+    Destroyed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Create a computer (`slapos node register`). Fails if the id exists.
+    RegisterComputer {
+        computer: String,
+        title: String,
+        owner: String,
+        region: Option<String>,
+        network: Option<String>,
+        attributes: BTreeMap<String, String>,
+    },
+    /// Change a computer's declared attributes, region, network and allocation scope.
+    UpdateComputer {
+        computer: String,
+        region: Option<String>,
+        network: Option<String>,
+        attributes: BTreeMap<String, String>,
+        allocation_open: bool,
+    },
+    /// `loadComputerConfigurationFromXML`: declare the partitions and addresses. Creates
+    /// the computer when it does not exist yet (slapproxy does the same).
+    FormatComputer {
+        computer: String,
+        spec: ComputerSpec,
+    },
+    /// `supplySupply`: ask a computer to install (available) or remove (destroyed) a
+    /// software release.
+    Supply {
+        computer: String,
+        url: String,
+        state: String,
+    },
+    /// building / available / error / destroyed reports of `slapos node software`.
+    ReportSoftware {
+        computer: String,
+        url: String,
+        report: SoftwareReport,
+    },
+    /// `requestComputerPartition`.
+    RequestInstance {
+        requester: Requester,
+        title: String,
+        software_release: String,
+        software_type: String,
+        /// None keeps the stored state (started for a new instance).
+        state: Option<String>,
+        shared: bool,
+        parameters: Params,
+        sla: BTreeMap<String, String>,
+    },
+    /// `setComputerPartitionConnectionXml`.
+    SetConnection {
+        computer: String,
+        partition: String,
+        /// The shared instance whose parameters the host publishes, if any.
+        shared: Option<String>,
+        connection: StringParams,
+    },
+    /// started / stopped / error reports (`startedComputerPartition`, ...).
+    ReportStatus {
+        computer: String,
+        partition: String,
+        shared: Option<String>,
+        kind: super::state::StatusKind,
+        message: String,
+    },
+    /// `softwareInstanceBang`: reprocess the caller's whole tree.
+    Bang {
+        computer: String,
+        partition: String,
+        message: String,
+    },
+    /// `computerBang`: reprocess every instance on a computer.
+    BangComputer { computer: String, message: String },
+    /// `softwareInstanceRename`.
+    Rename {
+        computer: String,
+        partition: String,
+        shared: Option<String>,
+        new_name: String,
+    },
+    /// `destroyedComputerPartition`: the node wiped the partition.
+    DestroyedPartition { computer: String, partition: String },
+}
+
+impl Op {
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::RegisterComputer { .. } => "register_computer",
+            Op::UpdateComputer { .. } => "update_computer",
+            Op::FormatComputer { .. } => "format_computer",
+            Op::Supply { .. } => "supply",
+            Op::ReportSoftware { .. } => "report_software",
+            Op::RequestInstance { .. } => "request_instance",
+            Op::SetConnection { .. } => "set_connection",
+            Op::ReportStatus { .. } => "report_status",
+            Op::Bang { .. } => "bang",
+            Op::BangComputer { .. } => "bang_computer",
+            Op::Rename { .. } => "rename",
+            Op::DestroyedPartition { .. } => "destroyed_partition",
+        }
+    }
+}
+
+/// What a successful command answers. Kept small: it is remembered per client for
+/// retries; callers read views for the details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Done,
+    /// An instance was allocated, updated or left as is.
+    Instance { id: InstanceId, changed: bool },
+    /// A shared instance was destroyed and removed from its host.
+    SharedRemoved { id: InstanceId },
+    /// The partition was freed and its instance removed.
+    PartitionFreed,
+    /// A root reported destroyed while members of its tree remain: they were asked to be
+    /// destroyed and the root is kept until they are gone.
+    DestroyDeferred { remaining: Vec<String> },
+    /// The software release row was removed after the node destroyed it.
+    SoftwareRemoved,
+    /// Number of instances whose timestamp a bang changed.
+    Banged { instances: usize },
+}
+
+/// The outcome of applying a command, remembered for retries.
+pub type Outcome = Result<Reply, DomainError>;

@@ -1,0 +1,32 @@
+//! The master's domain: state, commands, deterministic apply, allocation and queries.
+//!
+//! No I/O here. Everything a command needs from the outside world (its time, its request
+//! id, who asks) arrives inside the [`Command`]; ids the state hands out come from counters
+//! kept in the state itself, so they are the same on every replica.
+
+mod alloc;
+mod apply;
+mod command;
+mod error;
+mod ids;
+mod invariants;
+mod param;
+mod state;
+mod view;
+
+pub use apply::{OUTCOMES_PER_CLIENT, SESSION_TTL_MICROS};
+pub use alloc::{Placement as AllocationPlacement, Score, SlaFilter, Spread};
+pub use command::{
+    AddressSpec, Command, ComputerSpec, Op, Outcome, PartitionSpec, Reply, Requester,
+    SoftwareReport,
+};
+pub use error::DomainError;
+pub use ids::{InstanceId, RequestId, Timestamp};
+pub use param::{ParamValue, Params, StringParams};
+pub use state::{
+    AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState, Session,
+    SoftwareInstallation, SoftwareState, State, StatusKind,
+};
+pub use view::{
+    ComputerView, InstanceView, PartitionView, SharedOnHostView, SoftwareView, TreeMember,
+};

@@ -1,0 +1,237 @@
+//! The master's state. Every collection is ordered (BTreeMap/Vec), so serializing two
+//! states that applied the same commands yields identical bytes.
+
+use super::command::Outcome;
+use super::ids::{InstanceId, Timestamp};
+use super::param::{Params, StringParams};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The requested state of an instance, ordered by severity: a tree member's effective
+/// state is the most severe of its own and its root's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RequestedState {
+    Started,
+    Stopped,
+    Destroyed,
+}
+
+impl RequestedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestedState::Started => "started",
+            RequestedState::Stopped => "stopped",
+            RequestedState::Destroyed => "destroyed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "started" => Some(RequestedState::Started),
+            "stopped" => Some(RequestedState::Stopped),
+            "destroyed" => Some(RequestedState::Destroyed),
+            _ => None,
+        }
+    }
+}
+
+/// One address of a partition (or of the computer), as `slapos node format` declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    pub addr: String,
+    pub netmask: String,
+    /// Gateway and network, when format knows them (the real master's `full_ip_list`).
+    pub gateway: Option<String>,
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partition {
+    pub id: String,
+    /// Interface name the addresses are reported under (`ip_list`): the tap name, or the
+    /// partition id when format declared no tap.
+    pub interface: String,
+    pub tap: Option<String>,
+    pub addresses: Vec<Address>,
+    /// The non-shared instance this partition hosts; None when free.
+    pub instance: Option<InstanceId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Computer {
+    pub id: String,
+    pub title: String,
+    pub owner: String,
+    pub region: Option<String>,
+    pub network: Option<String>,
+    /// Declared attributes such as `arch`, `cpu`, `memory`, `price` that SLA filters can
+    /// name (`price` is compared as a number against `max_price`).
+    pub attributes: BTreeMap<String, String>,
+    /// Whether new instances may be allocated here. Existing ones stay.
+    pub allocation_open: bool,
+    pub address: Option<String>,
+    pub netmask: Option<String>,
+    /// Partitions in format order (the order nodes and slapproxy list them).
+    pub partitions: Vec<Partition>,
+    pub last_contact: Option<Timestamp>,
+    pub registered_at: Timestamp,
+}
+
+impl Computer {
+    pub fn partition(&self, id: &str) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.id == id)
+    }
+
+    pub(crate) fn partition_mut(&mut self, id: &str) -> Option<&mut Partition> {
+        self.partitions.iter_mut().find(|p| p.id == id)
+    }
+
+    pub fn used_partitions(&self) -> usize {
+        self.partitions
+            .iter()
+            .filter(|p| p.instance.is_some())
+            .count()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SoftwareState {
+    Available,
+    Destroyed,
+}
+
+impl SoftwareState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SoftwareState::Available => "available",
+            SoftwareState::Destroyed => "destroyed",
+        }
+    }
+}
+
+/// One software release on one computer: what was requested and what the node reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoftwareInstallation {
+    pub requested: SoftwareState,
+    pub reported: Option<super::command::SoftwareReport>,
+    pub reported_at: Option<Timestamp>,
+    pub supplied_at: Timestamp,
+}
+
+/// Where an instance lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Placement {
+    /// A regular instance on its own partition.
+    Partition { computer: String, partition: String },
+    /// A shared instance hosted by a regular instance.
+    Hosted { host: InstanceId },
+    /// A shared instance whose host went away; the next request re-hosts it.
+    Unplaced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatusKind {
+    Started,
+    Stopped,
+    Error,
+    Bang,
+}
+
+/// The last status a node (or a bang) reported for an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessStatus {
+    pub kind: StatusKind,
+    pub message: String,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub title: String,
+    /// The person who owns the tree.
+    pub owner: String,
+    /// Root of the tree; equal to `id` for a root.
+    pub root: InstanceId,
+    /// The instance that requested this one directly; None when a person did.
+    pub requester: Option<InstanceId>,
+    pub software_release: String,
+    pub software_type: String,
+    pub parameters: Params,
+    /// `parameters` as instance XML reads back; kept for the nodes' polling path.
+    pub parameter_strings: StringParams,
+    pub sla: BTreeMap<String, String>,
+    /// What the requester last asked for.
+    pub own_state: RequestedState,
+    /// What nodes see: the most severe of `own_state` and the root's effective state.
+    pub requested_state: RequestedState,
+    pub shared: bool,
+    pub placement: Placement,
+    pub connection: StringParams,
+    /// Shared instances hosted here, in the order they arrived (regular instances only).
+    pub hosted: Vec<InstanceId>,
+    pub timestamp: Timestamp,
+    pub access_status: Option<AccessStatus>,
+    pub created_at: Timestamp,
+}
+
+impl Instance {
+    pub fn is_root(&self) -> bool {
+        self.root == self.id
+    }
+}
+
+/// Recent outcomes of one client, for exactly-once application of retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Session {
+    pub outcomes: BTreeMap<u64, Outcome>,
+    pub last_seen: Timestamp,
+}
+
+/// The whole replicated state of a master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct State {
+    pub(crate) computers: BTreeMap<String, Computer>,
+    /// (computer, software release url) -> installation.
+    #[serde(with = "pairs")]
+    pub(crate) software: BTreeMap<(String, String), SoftwareInstallation>,
+    pub(crate) instances: BTreeMap<InstanceId, Instance>,
+    /// Roots by (owner, title).
+    #[serde(with = "pairs")]
+    pub(crate) roots: BTreeMap<(String, String), InstanceId>,
+    /// Tree members by (root, title), the root itself included.
+    #[serde(with = "pairs")]
+    pub(crate) members: BTreeMap<(InstanceId, String), InstanceId>,
+    /// Members of each tree (the root included).
+    pub(crate) trees: BTreeMap<InstanceId, BTreeSet<InstanceId>>,
+    pub(crate) next_instance: u64,
+    pub(crate) sessions: BTreeMap<String, Session>,
+    /// The latest command time applied: time never runs backwards inside the state, even
+    /// when a new leader's clock is behind the old one's.
+    pub(crate) clock: Timestamp,
+    pub(crate) applied: u64,
+}
+
+/// Serializes a map with composite keys as a list of pairs (JSON objects only take string
+/// keys); the order, and so the bytes, stay deterministic.
+pub(crate) mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        let pairs: Vec<(K, V)> = Vec::deserialize(d)?;
+        Ok(pairs.into_iter().collect())
+    }
+}

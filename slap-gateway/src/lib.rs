@@ -1,0 +1,1 @@
+//! Placeholder: see DESIGN.md for what this crate will own.
