@@ -441,7 +441,11 @@ fn shared_instances_land_on_a_matching_host_and_bump_it() {
     // Destroyed: removed from the host, which reprocesses.
     assert_eq!(
         h.ok(with_state(op, Some("destroyed"))),
-        Reply::SharedRemoved { id: shared }
+        Reply::SharedRemoved {
+            id: shared,
+            host: Some(host),
+            connection: Default::default()
+        }
     );
     assert!(h.instance(host).hosted.is_empty());
     assert!(timestamp(&h, host) > t2);

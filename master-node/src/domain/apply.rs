@@ -12,7 +12,7 @@ use super::error::DomainError;
 use super::ids::{InstanceId, Timestamp};
 use super::param::{stringify, Params, StringParams};
 use super::state::{
-    AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState, Session,
+    AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState,
     SoftwareInstallation, SoftwareState, State, StatusKind,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,13 +109,13 @@ impl State {
         if let Err(e) = &outcome {
             tracing::debug!(request_id = %cmd.request_id, op = cmd.op.name(), error = %e, "command refused");
         }
-        let session = self.sessions.entry(client.clone()).or_insert_with(Session::default);
+        let session = self.sessions.entry(client.clone()).or_default();
         session.outcomes.insert(seq, outcome.clone());
         session.last_seen = now;
         while session.outcomes.len() > OUTCOMES_PER_CLIENT {
             session.outcomes.pop_first();
         }
-        if self.applied % PRUNE_EVERY == 0 {
+        if self.applied.is_multiple_of(PRUNE_EVERY) {
             let horizon = now.micros().saturating_sub(SESSION_TTL_MICROS);
             self.sessions.retain(|_, s| s.last_seen.micros() >= horizon);
         }
@@ -750,8 +750,17 @@ impl State {
                     });
                 }
                 if req.state == Some(RequestedState::Destroyed) {
+                    let host = match inst.placement {
+                        Placement::Hosted { host } => Some(host),
+                        _ => None,
+                    };
+                    let connection = inst.connection.clone();
                     self.remove_shared(id, now);
-                    return Ok(Reply::SharedRemoved { id });
+                    return Ok(Reply::SharedRemoved {
+                        id,
+                        host,
+                        connection,
+                    });
                 }
                 let current_host = match inst.placement {
                     Placement::Hosted { host } => Some(host),

@@ -169,8 +169,13 @@ pub enum Reply {
     Done,
     /// An instance was allocated, updated or left as is.
     Instance { id: InstanceId, changed: bool },
-    /// A shared instance was destroyed and removed from its host.
-    SharedRemoved { id: InstanceId },
+    /// A shared instance was destroyed and removed from its host (None when it had
+    /// none at the time); `connection` is what the host had last published for it.
+    SharedRemoved {
+        id: InstanceId,
+        host: Option<InstanceId>,
+        connection: StringParams,
+    },
     /// The partition was freed and its instance removed.
     PartitionFreed,
     /// A root reported destroyed while members of its tree remain: they were asked to be

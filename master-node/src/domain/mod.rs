@@ -22,7 +22,7 @@ pub use command::{
 };
 pub use error::DomainError;
 pub use ids::{InstanceId, RequestId, Timestamp};
-pub use param::{ParamValue, Params, StringParams};
+pub use param::{stringify, ParamValue, Params, StringParams};
 pub use state::{
     AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState, Session,
     SoftwareInstallation, SoftwareState, State, StatusKind,
