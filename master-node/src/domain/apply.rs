@@ -90,13 +90,11 @@ impl State {
     pub fn apply(&mut self, cmd: &Command) -> Outcome {
         let client = &cmd.request_id.client;
         let seq = cmd.request_id.seq;
-        if let Some(session) = self.sessions.get(client) {
-            if let Some(outcome) = session.outcomes.get(&seq) {
-                return outcome.clone();
-            }
-            if session.outcomes.len() >= OUTCOMES_PER_CLIENT
-                && session.outcomes.keys().next().is_some_and(|&oldest| seq < oldest)
-            {
+        if let Some(outcome) = self.outcomes.get(&(client.clone(), seq)) {
+            return outcome.clone();
+        }
+        if let Some(&(_, oldest)) = self.client_outcomes(client).next() {
+            if seq < oldest && self.client_outcomes(client).count() >= OUTCOMES_PER_CLIENT {
                 return Err(DomainError::RequestExpired {
                     request: cmd.request_id.to_string(),
                 });
@@ -109,17 +107,40 @@ impl State {
         if let Err(e) = &outcome {
             tracing::debug!(request_id = %cmd.request_id, op = cmd.op.name(), error = %e, "command refused");
         }
-        let session = self.sessions.entry(client.clone()).or_default();
-        session.outcomes.insert(seq, outcome.clone());
-        session.last_seen = now;
-        while session.outcomes.len() > OUTCOMES_PER_CLIENT {
-            session.outcomes.pop_first();
+        self.outcomes.insert((client.clone(), seq), outcome.clone());
+        self.sessions.insert(client.clone(), now);
+        let excess = self
+            .client_outcomes(client)
+            .count()
+            .saturating_sub(OUTCOMES_PER_CLIENT);
+        let oldest: Vec<(String, u64)> = self.client_outcomes(client).take(excess).cloned().collect();
+        for key in oldest {
+            self.outcomes.remove(&key);
         }
         if self.applied.is_multiple_of(PRUNE_EVERY) {
             let horizon = now.micros().saturating_sub(SESSION_TTL_MICROS);
-            self.sessions.retain(|_, s| s.last_seen.micros() >= horizon);
+            let stale: Vec<String> = self
+                .sessions
+                .iter()
+                .filter(|(_, seen)| seen.micros() < horizon)
+                .map(|(c, _)| c.clone())
+                .collect();
+            for c in stale {
+                let keys: Vec<(String, u64)> = self.client_outcomes(&c).cloned().collect();
+                for key in keys {
+                    self.outcomes.remove(&key);
+                }
+                self.sessions.remove(&c);
+            }
         }
         outcome
+    }
+
+    /// Keys of the outcomes remembered for one client, oldest first.
+    fn client_outcomes<'a>(&'a self, client: &str) -> impl Iterator<Item = &'a (String, u64)> + 'a {
+        self.outcomes
+            .range((client.to_string(), 0)..=(client.to_string(), u64::MAX))
+            .map(|(k, _)| k)
     }
 
     fn execute(&mut self, op: &Op, now: Timestamp) -> Outcome {
@@ -441,7 +462,7 @@ impl State {
                 });
             }
         }
-        let c = self.computers.entry(computer.to_string()).or_insert_with(|| Computer {
+        let c = self.computers.get_or_insert_with(computer.to_string(), || Computer {
             id: computer.to_string(),
             title: computer.to_string(),
             owner: String::new(),

@@ -33,7 +33,7 @@ impl State {
                 }
             }
         }
-        for (id, inst) in &self.instances {
+        for (id, inst) in self.instances.iter() {
             if inst.id != *id {
                 return Err(format!("instance keyed {id} says it is {}", inst.id));
             }

@@ -11,7 +11,9 @@ mod error;
 mod ids;
 mod invariants;
 mod param;
+mod persist;
 mod state;
+mod tracked;
 mod view;
 
 pub use apply::{OUTCOMES_PER_CLIENT, SESSION_TTL_MICROS};
@@ -22,9 +24,10 @@ pub use command::{
 };
 pub use error::DomainError;
 pub use ids::{InstanceId, RequestId, Timestamp};
+pub use persist::{Change, KeyKind, PersistError};
 pub use param::{stringify, ParamValue, Params, StringParams};
 pub use state::{
-    AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState, Session,
+    AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState,
     SoftwareInstallation, SoftwareState, State, StatusKind,
 };
 pub use view::{

@@ -2,6 +2,7 @@
 //! states that applied the same commands yields identical bytes.
 
 use super::command::Outcome;
+use super::tracked::Tracked;
 use super::ids::{InstanceId, Timestamp};
 use super::param::{Params, StringParams};
 use serde::{Deserialize, Serialize};
@@ -181,57 +182,31 @@ impl Instance {
     }
 }
 
-/// Recent outcomes of one client, for exactly-once application of retries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Session {
-    pub outcomes: BTreeMap<u64, Outcome>,
-    pub last_seen: Timestamp,
-}
-
 /// The whole replicated state of a master.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+///
+/// Entities (computers, software installations, instances, remembered outcomes, client
+/// sessions) live in [`Tracked`] maps, so a command's changes can be persisted entity by
+/// entity (`take_changes`); the title and tree indexes are derived from the instances and
+/// rebuilt on load.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct State {
-    pub(crate) computers: BTreeMap<String, Computer>,
+    pub(crate) computers: Tracked<String, Computer>,
     /// (computer, software release url) -> installation.
-    #[serde(with = "pairs")]
-    pub(crate) software: BTreeMap<(String, String), SoftwareInstallation>,
-    pub(crate) instances: BTreeMap<InstanceId, Instance>,
-    /// Roots by (owner, title).
-    #[serde(with = "pairs")]
-    pub(crate) roots: BTreeMap<(String, String), InstanceId>,
-    /// Tree members by (root, title), the root itself included.
-    #[serde(with = "pairs")]
-    pub(crate) members: BTreeMap<(InstanceId, String), InstanceId>,
-    /// Members of each tree (the root included).
-    pub(crate) trees: BTreeMap<InstanceId, BTreeSet<InstanceId>>,
+    pub(crate) software: Tracked<(String, String), SoftwareInstallation>,
+    pub(crate) instances: Tracked<InstanceId, Instance>,
+    /// Outcomes remembered for retries, by (client, sequence number).
+    pub(crate) outcomes: Tracked<(String, u64), Outcome>,
+    /// When each client was last heard of (command time), for pruning.
+    pub(crate) sessions: Tracked<String, Timestamp>,
     pub(crate) next_instance: u64,
-    pub(crate) sessions: BTreeMap<String, Session>,
     /// The latest command time applied: time never runs backwards inside the state, even
     /// when a new leader's clock is behind the old one's.
     pub(crate) clock: Timestamp,
     pub(crate) applied: u64,
-}
-
-/// Serializes a map with composite keys as a list of pairs (JSON objects only take string
-/// keys); the order, and so the bytes, stay deterministic.
-pub(crate) mod pairs {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::BTreeMap;
-
-    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
-        map: &BTreeMap<K, V>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(map.iter())
-    }
-
-    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
-    where
-        K: Deserialize<'de> + Ord,
-        V: Deserialize<'de>,
-        D: Deserializer<'de>,
-    {
-        let pairs: Vec<(K, V)> = Vec::deserialize(d)?;
-        Ok(pairs.into_iter().collect())
-    }
+    /// Roots by (owner, title). Derived.
+    pub(crate) roots: BTreeMap<(String, String), InstanceId>,
+    /// Tree members by (root, title), the root itself included. Derived.
+    pub(crate) members: BTreeMap<(InstanceId, String), InstanceId>,
+    /// Members of each tree (the root included). Derived.
+    pub(crate) trees: BTreeMap<InstanceId, BTreeSet<InstanceId>>,
 }

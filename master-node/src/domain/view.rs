@@ -251,14 +251,4 @@ impl State {
             })
             .collect())
     }
-
-    /// The state as bytes: the snapshot format. Deterministic: equal states give equal
-    /// bytes.
-    pub fn to_snapshot(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
-    }
-
-    pub fn from_snapshot(bytes: &[u8]) -> Result<State, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
 }

@@ -106,16 +106,19 @@ impl Harness {
     }
 }
 
-/// The state without the bookkeeping every command touches (sessions, clock, counters).
+/// The domain entities of the state, without the bookkeeping every command touches
+/// (sessions, remembered outcomes, clock and counters).
 pub fn domain_bytes(state: &State) -> Vec<u8> {
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&state.to_snapshot().expect("serializes")).expect("json");
-    if let Some(obj) = v.as_object_mut() {
-        obj.remove("sessions");
-        obj.remove("clock");
-        obj.remove("applied");
+    let mut out = Vec::new();
+    for (k, v) in state.entries().expect("entries encode") {
+        if master_node::domain::KeyKind::of(&k).is_some_and(|kind| kind.is_domain()) {
+            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            out.extend_from_slice(&k);
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(&v);
+        }
     }
-    serde_json::to_vec(&v).expect("serializes")
+    out
 }
 
 pub fn person() -> Requester {

@@ -1,0 +1,357 @@
+//! The state as key/value entities, for write-through persistence and snapshots.
+//!
+//! Each entity is one key: a computer (with its partitions), a software installation, an
+//! instance, a remembered outcome, a client session, and one `meta` key for the counters
+//! and the clock. After a command, [`State::take_changes`] lists exactly the keys it wrote
+//! (the maps are [`Tracked`](super::tracked::Tracked)), which the storage layer writes in
+//! the same batch as the applied log id. [`State::from_entries`] rebuilds a state from
+//! every pair and derives the indexes. A snapshot is the same pairs, length-prefixed, in
+//! key order: equal states give equal bytes.
+//!
+//! Values are JSON: self-describing, so adding a field with `#[serde(default)]` keeps old
+//! data readable.
+
+use super::command::Outcome;
+use super::ids::{InstanceId, Timestamp};
+use super::state::{Computer, Instance, SoftwareInstallation, State};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// One persisted change: a key and its new value, or None when the entity is gone.
+pub type Change = (Vec<u8>, Option<Vec<u8>>);
+
+const COMPUTER: u8 = b'c';
+const SOFTWARE: u8 = b's';
+const INSTANCE: u8 = b'i';
+const OUTCOME: u8 = b'o';
+const SESSION: u8 = b'n';
+const META: u8 = b'm';
+
+/// What a key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Computer,
+    Software,
+    Instance,
+    /// Exactly-once bookkeeping: remembered outcomes and sessions.
+    Outcome,
+    Session,
+    /// Counters and the clock.
+    Meta,
+}
+
+impl KeyKind {
+    pub fn of(key: &[u8]) -> Option<KeyKind> {
+        Some(match key.first()? {
+            &COMPUTER => KeyKind::Computer,
+            &SOFTWARE => KeyKind::Software,
+            &INSTANCE => KeyKind::Instance,
+            &OUTCOME => KeyKind::Outcome,
+            &SESSION => KeyKind::Session,
+            &META => KeyKind::Meta,
+            _ => return None,
+        })
+    }
+
+    /// Keys that hold the domain proper (not exactly-once bookkeeping nor counters).
+    pub fn is_domain(self) -> bool {
+        matches!(
+            self,
+            KeyKind::Computer | KeyKind::Software | KeyKind::Instance
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("malformed key {key:?}: {reason}")]
+    BadKey { key: Vec<u8>, reason: &'static str },
+    #[error("malformed value for key {key:?}: {source}")]
+    BadValue {
+        key: Vec<u8>,
+        source: serde_json::Error,
+    },
+    #[error("cannot encode the value of key {key:?}: {source}")]
+    Encode {
+        key: Vec<u8>,
+        source: serde_json::Error,
+    },
+    #[error("snapshot truncated at byte {0}")]
+    Truncated(usize),
+    #[error("snapshot keys out of order at byte {0}")]
+    Unordered(usize),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    next_instance: u64,
+    clock: Timestamp,
+    applied: u64,
+}
+
+fn with_len(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn computer_key(id: &str) -> Vec<u8> {
+    let mut k = vec![COMPUTER];
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn software_key(computer: &str, url: &str) -> Vec<u8> {
+    let mut k = vec![SOFTWARE];
+    with_len(&mut k, computer.as_bytes());
+    k.extend_from_slice(url.as_bytes());
+    k
+}
+
+fn instance_key(id: InstanceId) -> Vec<u8> {
+    let mut k = vec![INSTANCE];
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+fn outcome_key(client: &str, seq: u64) -> Vec<u8> {
+    let mut k = vec![OUTCOME];
+    with_len(&mut k, client.as_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn session_key(client: &str) -> Vec<u8> {
+    let mut k = vec![SESSION];
+    k.extend_from_slice(client.as_bytes());
+    k
+}
+
+/// Split `len(u32 BE) bytes rest` from a key body.
+fn split_len(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_be_bytes(body.get(..4)?.try_into().ok()?) as usize;
+    let field = body.get(4..4 + len)?;
+    Some((field, body.get(4 + len..)?))
+}
+
+fn utf8(key: &[u8], bytes: &[u8]) -> Result<String, PersistError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| PersistError::BadKey {
+        key: key.to_vec(),
+        reason: "not UTF-8",
+    })
+}
+
+fn json<T: Serialize>(key: &[u8], value: &T) -> Result<Vec<u8>, PersistError> {
+    serde_json::to_vec(value).map_err(|source| PersistError::Encode {
+        key: key.to_vec(),
+        source,
+    })
+}
+
+fn parse<'a, T: Deserialize<'a>>(key: &[u8], value: &'a [u8]) -> Result<T, PersistError> {
+    serde_json::from_slice(value).map_err(|source| PersistError::BadValue {
+        key: key.to_vec(),
+        source,
+    })
+}
+
+impl State {
+    /// The entities written since the last call, in key order, with the meta key (the
+    /// clock and counters move with every applied command).
+    pub fn take_changes(&mut self) -> Result<Vec<Change>, PersistError> {
+        let mut out = Vec::new();
+        for (id, v) in self.computers.take_dirty() {
+            let k = computer_key(&id);
+            let v = v.map(|v| json(&k, v)).transpose()?;
+            out.push((k, v));
+        }
+        for ((computer, url), v) in self.software.take_dirty() {
+            let k = software_key(&computer, &url);
+            let v = v.map(|v| json(&k, v)).transpose()?;
+            out.push((k, v));
+        }
+        for (id, v) in self.instances.take_dirty() {
+            let k = instance_key(id);
+            let v = v.map(|v| json(&k, v)).transpose()?;
+            out.push((k, v));
+        }
+        for ((client, seq), v) in self.outcomes.take_dirty() {
+            let k = outcome_key(&client, seq);
+            let v = v.map(|v| json(&k, v)).transpose()?;
+            out.push((k, v));
+        }
+        for (client, v) in self.sessions.take_dirty() {
+            let k = session_key(&client);
+            let v = v.map(|v| json(&k, v)).transpose()?;
+            out.push((k, v));
+        }
+        let meta = Meta {
+            next_instance: self.next_instance,
+            clock: self.clock,
+            applied: self.applied,
+        };
+        let k = vec![META];
+        let v = json(&k, &meta)?;
+        out.push((k, Some(v)));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Every entity as (key, value), in key order.
+    pub fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PersistError> {
+        let mut out = Vec::new();
+        for (id, v) in self.computers.iter() {
+            let k = computer_key(id);
+            let v = json(&k, v)?;
+            out.push((k, v));
+        }
+        for ((computer, url), v) in self.software.iter() {
+            let k = software_key(computer, url);
+            let v = json(&k, v)?;
+            out.push((k, v));
+        }
+        for (id, v) in self.instances.iter() {
+            let k = instance_key(*id);
+            let v = json(&k, v)?;
+            out.push((k, v));
+        }
+        for ((client, seq), v) in self.outcomes.iter() {
+            let k = outcome_key(client, *seq);
+            let v = json(&k, v)?;
+            out.push((k, v));
+        }
+        for (client, v) in self.sessions.iter() {
+            let k = session_key(client);
+            let v = json(&k, v)?;
+            out.push((k, v));
+        }
+        let meta = Meta {
+            next_instance: self.next_instance,
+            clock: self.clock,
+            applied: self.applied,
+        };
+        let k = vec![META];
+        let v = json(&k, &meta)?;
+        out.push((k, v));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Rebuild a state from every persisted pair (any order).
+    pub fn from_entries<I, K, V>(pairs: I) -> Result<State, PersistError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let mut state = State::new();
+        for (k, v) in pairs {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            let bad = |reason| PersistError::BadKey {
+                key: k.to_vec(),
+                reason,
+            };
+            let body = k.get(1..).unwrap_or_default();
+            match KeyKind::of(k) {
+                Some(KeyKind::Computer) => {
+                    let c: Computer = parse(k, v)?;
+                    state.computers.load(utf8(k, body)?, c);
+                }
+                Some(KeyKind::Software) => {
+                    let (computer, url) = split_len(body).ok_or(bad("short software key"))?;
+                    let sw: SoftwareInstallation = parse(k, v)?;
+                    state
+                        .software
+                        .load((utf8(k, computer)?, utf8(k, url)?), sw);
+                }
+                Some(KeyKind::Instance) => {
+                    let id: [u8; 8] = body.try_into().map_err(|_| bad("instance key length"))?;
+                    let inst: Instance = parse(k, v)?;
+                    state.instances.load(InstanceId(u64::from_be_bytes(id)), inst);
+                }
+                Some(KeyKind::Outcome) => {
+                    let (client, seq) = split_len(body).ok_or(bad("short outcome key"))?;
+                    let seq: [u8; 8] = seq.try_into().map_err(|_| bad("outcome key length"))?;
+                    let outcome: Outcome = parse(k, v)?;
+                    state
+                        .outcomes
+                        .load((utf8(k, client)?, u64::from_be_bytes(seq)), outcome);
+                }
+                Some(KeyKind::Session) => {
+                    let seen: Timestamp = parse(k, v)?;
+                    state.sessions.load(utf8(k, body)?, seen);
+                }
+                Some(KeyKind::Meta) => {
+                    let meta: Meta = parse(k, v)?;
+                    state.next_instance = meta.next_instance;
+                    state.clock = meta.clock;
+                    state.applied = meta.applied;
+                }
+                None => return Err(bad("unknown key kind")),
+            }
+        }
+        state.rebuild_indexes();
+        Ok(state)
+    }
+
+    /// Derive the title and tree indexes from the instances.
+    pub(crate) fn rebuild_indexes(&mut self) {
+        self.roots.clear();
+        self.members.clear();
+        self.trees.clear();
+        for inst in self.instances.values() {
+            if inst.is_root() {
+                self.roots
+                    .insert((inst.owner.clone(), inst.title.clone()), inst.id);
+            }
+            self.members.insert((inst.root, inst.title.clone()), inst.id);
+            self.trees
+                .entry(inst.root)
+                .or_insert_with(BTreeSet::new)
+                .insert(inst.id);
+        }
+    }
+
+    /// The state as one byte string: every entity, length-prefixed, in key order.
+    /// Deterministic: equal states give equal bytes.
+    pub fn to_snapshot(&self) -> Result<Vec<u8>, PersistError> {
+        let mut out = Vec::new();
+        for (k, v) in self.entries()? {
+            with_len(&mut out, &k);
+            with_len(&mut out, &v);
+        }
+        Ok(out)
+    }
+
+    pub fn from_snapshot(bytes: &[u8]) -> Result<State, PersistError> {
+        let mut pairs = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let at = bytes.len() - rest.len();
+            let (k, after) = split_len(rest).ok_or(PersistError::Truncated(at))?;
+            let (v, after) = split_len(after).ok_or(PersistError::Truncated(at))?;
+            if pairs.last().is_some_and(|(last, _): &(&[u8], &[u8])| *last >= k) {
+                return Err(PersistError::Unordered(at));
+            }
+            pairs.push((k, v));
+            rest = after;
+        }
+        State::from_entries(pairs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_kind_then_id_and_round_trip() {
+        assert!(instance_key(InstanceId(2)) < instance_key(InstanceId(10)));
+        assert!(outcome_key("a", 2) < outcome_key("a", 10));
+        assert_eq!(KeyKind::of(&software_key("C", "u")), Some(KeyKind::Software));
+        assert_eq!(KeyKind::of(b"zz"), None);
+        let err = State::from_entries([(b"i12".to_vec(), b"{}".to_vec())]).unwrap_err();
+        assert!(err.to_string().contains("instance key length"), "{err}");
+        let err = State::from_snapshot(&[0, 0, 0, 5, b'm']).unwrap_err();
+        assert!(matches!(err, PersistError::Truncated(0)));
+    }
+}
