@@ -24,4 +24,8 @@ pub enum DecodeError {
         offset: usize,
         message: String,
     },
+    /// A well-formed value of the wrong shape for the typed object asked for. There is no
+    /// offset: the check runs on a value that was already decoded.
+    #[error("invalid {what}: {message}")]
+    Shape { what: &'static str, message: String },
 }
