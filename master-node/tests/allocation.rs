@@ -31,9 +31,24 @@ fn placed(h: &mut Harness, op: Op) -> String {
 
 fn market() -> Harness {
     let mut h = Harness::new();
-    register(&mut h, "COMP-A", "eu", &[("arch", "x86_64"), ("price", "3")]);
-    register(&mut h, "COMP-B", "us", &[("arch", "arm64"), ("price", "1.5")]);
-    register(&mut h, "COMP-C", "asia", &[("arch", "x86_64"), ("price", "2")]);
+    register(
+        &mut h,
+        "COMP-A",
+        "eu",
+        &[("arch", "x86_64"), ("price", "3")],
+    );
+    register(
+        &mut h,
+        "COMP-B",
+        "us",
+        &[("arch", "arm64"), ("price", "1.5")],
+    );
+    register(
+        &mut h,
+        "COMP-C",
+        "asia",
+        &[("arch", "x86_64"), ("price", "2")],
+    );
     h
 }
 
@@ -41,12 +56,24 @@ fn market() -> Harness {
 fn each_sla_condition_narrows_the_candidates() {
     let mut h = market();
     let req = |t: &str| request_op(person(), t);
-    assert_eq!(placed(&mut h, with_sla(req("a"), "computer_guid", "COMP-C")), "COMP-C");
+    assert_eq!(
+        placed(&mut h, with_sla(req("a"), "computer_guid", "COMP-C")),
+        "COMP-C"
+    );
     assert_eq!(placed(&mut h, with_sla(req("b"), "region", "us")), "COMP-B");
-    assert_eq!(placed(&mut h, with_sla(req("c"), "network_guid", "net-eu")), "COMP-A");
-    assert_eq!(placed(&mut h, with_sla(req("d"), "arch", "arm64")), "COMP-B");
+    assert_eq!(
+        placed(&mut h, with_sla(req("c"), "network_guid", "net-eu")),
+        "COMP-A"
+    );
+    assert_eq!(
+        placed(&mut h, with_sla(req("d"), "arch", "arm64")),
+        "COMP-B"
+    );
     // max_price 2 admits B (1.5) and C (2); C has one instance, B has two: C wins on load.
-    assert_eq!(placed(&mut h, with_sla(req("e"), "max_price", "2")), "COMP-C");
+    assert_eq!(
+        placed(&mut h, with_sla(req("e"), "max_price", "2")),
+        "COMP-C"
+    );
     // Conditions combine.
     let op = with_sla(with_sla(req("f"), "arch", "x86_64"), "region", "eu");
     assert_eq!(placed(&mut h, op), "COMP-A");
@@ -57,15 +84,26 @@ fn impossible_or_unknown_conditions_are_clear_errors() {
     let mut h = market();
     let req = || request_op(person(), "x");
     let err = h.refused(with_sla(req(), "computer_guid", "COMP-NOPE"));
-    assert!(err.to_string().contains("'COMP-NOPE' is not a known computer"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("'COMP-NOPE' is not a known computer"),
+        "{err}"
+    );
     let err = h.refused(with_sla(req(), "region", "mars"));
-    assert!(err.to_string().contains("no open computer meets the conditions (region=mars)"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no open computer meets the conditions (region=mars)"),
+        "{err}"
+    );
     let err = h.refused(with_sla(req(), "colour", "blue"));
     assert_eq!(err, DomainError::UnknownSlaKey("colour".into()));
     let err = h.refused(with_sla(req(), "max_price", "cheap"));
     assert!(err.to_string().contains("'cheap' is not a number"), "{err}");
     let err = h.refused(with_sla(req(), "spread", "galaxy"));
-    assert!(err.to_string().contains("computer, region, network"), "{err}");
+    assert!(
+        err.to_string().contains("computer, region, network"),
+        "{err}"
+    );
     let err = h.refused(with_sla(req(), "instance_guid", "SOFTINST-1"));
     assert!(err.to_string().contains("only shared instances"), "{err}");
     let err = h.refused(with_sla(req(), "master_url", "https://elsewhere"));
@@ -84,13 +122,24 @@ fn trees_spread_over_distinct_computers_or_regions_when_asked() {
     let root = h.request(person(), "root");
     let mut seen = vec![h.partition_of(root).0];
     for title in ["r1", "r2"] {
-        let op = with_sla(request_op(h.as_requester(root), title), "spread", "computer");
+        let op = with_sla(
+            request_op(h.as_requester(root), title),
+            "spread",
+            "computer",
+        );
         let c = placed(&mut h, op);
         assert!(!seen.contains(&c), "{c} used twice in {seen:?}");
         seen.push(c);
     }
-    let err = h.refused(with_sla(request_op(h.as_requester(root), "r3"), "spread", "region"));
-    assert!(err.to_string().contains("spread over distinct regions"), "{err}");
+    let err = h.refused(with_sla(
+        request_op(h.as_requester(root), "r3"),
+        "spread",
+        "region",
+    ));
+    assert!(
+        err.to_string().contains("spread over distinct regions"),
+        "{err}"
+    );
     // Without the request to spread, the tree may share a computer.
     let op = request_op(h.as_requester(root), "r4");
     let c = placed(&mut h, op);
@@ -135,7 +184,11 @@ fn the_score_prefers_installed_software_then_low_load_then_stable_keys() {
     {
         *software_release = other.into();
     }
-    assert_eq!(placed(&mut h, op), "COMP-B", "installed beats supplied and lower load");
+    assert_eq!(
+        placed(&mut h, op),
+        "COMP-B",
+        "installed beats supplied and lower load"
+    );
 }
 
 #[test]
@@ -160,10 +213,18 @@ fn closed_computers_take_no_new_instances_but_keep_theirs() {
 #[test]
 fn a_rerequest_naming_another_computer_stays_where_it_is() {
     let mut h = market();
-    let id = match h.ok(with_sla(request_op(person(), "a"), "computer_guid", "COMP-B")) {
+    let id = match h.ok(with_sla(
+        request_op(person(), "a"),
+        "computer_guid",
+        "COMP-B",
+    )) {
         Reply::Instance { id, .. } => id,
         r => panic!("{r:?}"),
     };
-    h.ok(with_sla(request_op(person(), "a"), "computer_guid", "COMP-C"));
+    h.ok(with_sla(
+        request_op(person(), "a"),
+        "computer_guid",
+        "COMP-C",
+    ));
     assert_eq!(h.partition_of(id).0, "COMP-B");
 }

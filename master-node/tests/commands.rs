@@ -4,9 +4,7 @@
 mod common;
 
 use common::*;
-use master_node::domain::{
-    Op, ParamValue, Placement, Requester, SoftwareReport, StatusKind,
-};
+use master_node::domain::{Op, ParamValue, Placement, Requester, SoftwareReport, StatusKind};
 use master_node::{DomainError, Reply, RequestedState, Timestamp};
 use std::collections::BTreeMap;
 
@@ -21,7 +19,11 @@ fn format_creates_free_partitions_in_order_and_is_idempotent() {
     let mut h = Harness::new();
     h.format("COMP-1", 3);
     let view = h.state.computer_view("COMP-1").unwrap();
-    let ids: Vec<_> = view.partitions.iter().map(|p| p.partition.id.as_str()).collect();
+    let ids: Vec<_> = view
+        .partitions
+        .iter()
+        .map(|p| p.partition.id.as_str())
+        .collect();
     assert_eq!(ids, ["slappart0", "slappart1", "slappart2"]);
     assert!(view.partitions.iter().all(|p| p.instance.is_none()));
     assert_eq!(view.partitions[1].partition.interface, "slaptap1");
@@ -29,7 +31,10 @@ fn format_creates_free_partitions_in_order_and_is_idempotent() {
     h.format("COMP-1", 3);
     let after = h.state.computer("COMP-1").unwrap();
     assert_eq!(before.partitions, after.partitions);
-    assert!(after.last_contact > before.last_contact, "only the last contact moves");
+    assert!(
+        after.last_contact > before.last_contact,
+        "only the last contact moves"
+    );
 }
 
 #[test]
@@ -153,7 +158,10 @@ fn supply_report_and_remove_software() {
             .as_str(),
         "destroyed"
     );
-    assert_eq!(h.ok(report(SoftwareReport::Destroyed)), Reply::SoftwareRemoved);
+    assert_eq!(
+        h.ok(report(SoftwareReport::Destroyed)),
+        Reply::SoftwareRemoved
+    );
     assert!(h.state.computer_view("COMP-1").unwrap().software.is_empty());
     let err = h.refused(report(SoftwareReport::Building));
     assert!(matches!(err, DomainError::UnknownSoftware { .. }));
@@ -168,7 +176,9 @@ fn supply_errors() {
         url: SR.into(),
         state: "started".into(),
     });
-    assert!(err.to_string().contains("'started' is not one of available, destroyed"));
+    assert!(err
+        .to_string()
+        .contains("'started' is not one of available, destroyed"));
     let err = h.refused(Op::Supply {
         computer: "COMP-X".into(),
         url: SR.into(),
@@ -206,7 +216,10 @@ fn new_request_allocates_supplies_and_rerequests_change_timestamps_only_on_chang
     let p = &view.partitions[0];
     assert_eq!(p.instance.map(|i| i.id), Some(id));
     assert_eq!(p.root_title, Some("root"));
-    assert_eq!(p.instance.unwrap().parameter_strings["count"].as_deref(), Some("3"));
+    assert_eq!(
+        p.instance.unwrap().parameter_strings["count"].as_deref(),
+        Some("3")
+    );
     // Identical re-request: nothing changes.
     assert_eq!(h.ok(op.clone()), Reply::Instance { id, changed: false });
     assert_eq!(timestamp(&h, id), t1);
@@ -220,7 +233,10 @@ fn new_request_allocates_supplies_and_rerequests_change_timestamps_only_on_chang
     let t2 = timestamp(&h, id);
     assert!(t2 > t1);
     // So does a new state.
-    h.ok(with_state(with_param(op, "count", ParamValue::Int(4)), Some("stopped")));
+    h.ok(with_state(
+        with_param(op, "count", ParamValue::Int(4)),
+        Some("stopped"),
+    ));
     assert!(timestamp(&h, id) > t2);
     assert_eq!(h.instance(id).requested_state, RequestedState::Stopped);
 }
@@ -230,7 +246,9 @@ fn request_errors_change_nothing() {
     let mut h = Harness::new();
     h.format("COMP-1", 1);
     let err = h.refused(with_state(request_op(person(), "x"), Some("running")));
-    assert!(err.to_string().contains("'running' is not one of started, stopped, destroyed"));
+    assert!(err
+        .to_string()
+        .contains("'running' is not one of started, stopped, destroyed"));
     let err = h.refused(request_op(person(), ""));
     assert!(err.to_string().contains("partition_reference"));
     // Destroying what does not exist.
@@ -285,7 +303,11 @@ fn trees_are_flat_and_titles_are_scoped_by_tree() {
     assert_eq!(titles, ["root", "child", "grandchild"]);
     // An instance cannot request its own root or itself.
     let err = h.refused(request_op(h.as_requester(child), "root"));
-    assert!(err.to_string().contains("cannot request itself or its root"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("cannot request itself or its root"),
+        "{err}"
+    );
     let err = h.refused(request_op(h.as_requester(child), "child"));
     assert!(matches!(err, DomainError::InvalidArgument { .. }));
 }
@@ -299,7 +321,10 @@ fn root_state_is_pushed_to_the_tree_and_released() {
     let t_child = timestamp(&h, child);
     h.ok(with_state(request_op(person(), "root"), Some("stopped")));
     assert_eq!(h.instance(child).requested_state, RequestedState::Stopped);
-    assert!(timestamp(&h, child) > t_child, "pushed state must be reprocessed");
+    assert!(
+        timestamp(&h, child) > t_child,
+        "pushed state must be reprocessed"
+    );
     // The child re-requested started while its root is stopped stays stopped.
     assert_eq!(
         h.ok(request_op(h.as_requester(root), "child")),
@@ -315,7 +340,10 @@ fn root_state_is_pushed_to_the_tree_and_released() {
     assert_eq!(h.instance(child).requested_state, RequestedState::Started);
     assert!(timestamp(&h, child) > t);
     // A child stopped on its own stays stopped when the root starts.
-    h.ok(with_state(request_op(h.as_requester(root), "child"), Some("stopped")));
+    h.ok(with_state(
+        request_op(h.as_requester(root), "child"),
+        Some("stopped"),
+    ));
     h.ok(with_state(request_op(person(), "root"), Some("stopped")));
     h.ok(request_op(person(), "root"));
     assert_eq!(h.instance(child).requested_state, RequestedState::Stopped);
@@ -366,7 +394,9 @@ fn destruction_waits_for_the_tree_then_frees_partitions() {
     let err = h.refused(destroyed(&c0, &p0));
     assert!(matches!(err, DomainError::PartitionFree { .. }));
     let err = h.refused(destroyed("COMP-1", "slappart77"));
-    assert!(err.to_string().contains("unknown partition 'slappart77' on 'COMP-1'"));
+    assert!(err
+        .to_string()
+        .contains("unknown partition 'slappart77' on 'COMP-1'"));
     let again = h.request(person(), "root");
     assert_ne!(again, root, "ids are never reused");
 }
@@ -410,7 +440,12 @@ fn shared_instances_land_on_a_matching_host_and_bump_it() {
     let (root, host) = with_host(&mut h);
     let t_host = timestamp(&h, host);
     let op = with_param(
-        shared_op(h.as_requester(root), "my-shared", FRONTEND, "custom-frontend"),
+        shared_op(
+            h.as_requester(root),
+            "my-shared",
+            FRONTEND,
+            "custom-frontend",
+        ),
         "port",
         ParamValue::Int(8080),
     );
@@ -427,7 +462,10 @@ fn shared_instances_land_on_a_matching_host_and_bump_it() {
     assert_eq!(pv.shared.len(), 1);
     assert_eq!(pv.shared[0].instance.id, shared);
     // Typed parameters survive for the host.
-    assert_eq!(pv.shared[0].instance.parameters["port"], ParamValue::Int(8080));
+    assert_eq!(
+        pv.shared[0].instance.parameters["port"],
+        ParamValue::Int(8080)
+    );
     // Identical re-request: the host is not bothered.
     h.ok(op.clone());
     assert_eq!(timestamp(&h, host), t1);
@@ -452,7 +490,12 @@ fn shared_instances_land_on_a_matching_host_and_bump_it() {
 fn shared_requests_without_a_host_or_with_a_pin() {
     let mut h = Harness::new();
     let (_root, host) = with_host(&mut h);
-    let err = h.refused(shared_op(person(), "orphan", "https://example.com/unused.cfg", "default"));
+    let err = h.refused(shared_op(
+        person(),
+        "orphan",
+        "https://example.com/unused.cfg",
+        "default",
+    ));
     assert!(matches!(err, DomainError::NoSharedHost { .. }), "{err}");
     assert!(err.to_string().contains("unused.cfg"));
     // Wrong software type: no host either.
@@ -535,7 +578,10 @@ fn publishing_connection_bumps_the_direct_requester_only_on_change() {
         h.instance(grandchild).connection["url"].as_deref(),
         Some("http://x")
     );
-    assert!(timestamp(&h, child) > t_child, "direct requester reprocesses");
+    assert!(
+        timestamp(&h, child) > t_child,
+        "direct requester reprocesses"
+    );
     assert_eq!(timestamp(&h, root), t_root, "not further up");
     let t = timestamp(&h, child);
     h.ok(publish(connection(&[("url", "http://x")])));
@@ -553,7 +599,12 @@ fn publishing_connection_bumps_the_direct_requester_only_on_change() {
 fn hosts_publish_for_their_shared_instances() {
     let mut h = Harness::new();
     let (root, host) = with_host(&mut h);
-    let s = match h.ok(shared_op(h.as_requester(root), "my-shared", FRONTEND, "custom-frontend")) {
+    let s = match h.ok(shared_op(
+        h.as_requester(root),
+        "my-shared",
+        FRONTEND,
+        "custom-frontend",
+    )) {
         Reply::Instance { id, .. } => id,
         r => panic!("{r:?}"),
     };
@@ -569,7 +620,10 @@ fn hosts_publish_for_their_shared_instances() {
         h.instance(s).connection["site_url"].as_deref(),
         Some("https://a.example.org")
     );
-    assert!(timestamp(&h, root) > t_root, "the requester of the shared instance reprocesses");
+    assert!(
+        timestamp(&h, root) > t_root,
+        "the requester of the shared instance reprocesses"
+    );
     // slapproxy's reference form is accepted too.
     h.ok(Op::SetConnection {
         computer: c.clone(),
@@ -609,7 +663,11 @@ fn status_reports_are_kept_as_access_status() {
     let status = h.instance(id).access_status.clone().unwrap();
     assert_eq!(status.kind, StatusKind::Error);
     assert_eq!(status.message, "buildout failed");
-    assert_eq!(timestamp(&h, id), t, "a status report is not a change to reprocess");
+    assert_eq!(
+        timestamp(&h, id),
+        t,
+        "a status report is not a change to reprocess"
+    );
     assert_eq!(
         h.state.computer("COMP-1").unwrap().last_contact,
         Some(Timestamp(h.now))
@@ -623,7 +681,10 @@ fn bang_reprocesses_the_whole_tree_and_computer_bang_the_whole_computer() {
     let root = h.request(person(), "root");
     let child = h.request(h.as_requester(root), "child");
     let other = h.request(person(), "other");
-    let before: Vec<_> = [root, child, other].iter().map(|i| timestamp(&h, *i)).collect();
+    let before: Vec<_> = [root, child, other]
+        .iter()
+        .map(|i| timestamp(&h, *i))
+        .collect();
     let (c, p) = h.partition_of(child);
     assert_eq!(
         h.ok(Op::Bang {
@@ -677,7 +738,11 @@ fn rename_keeps_the_tree_and_refuses_taken_titles() {
     assert_eq!(h.instance(a).root, root);
     let pv = {
         let (c, p) = h.partition_of(a);
-        h.state.partition_view(&c, &p).unwrap().root_title.map(str::to_string)
+        h.state
+            .partition_view(&c, &p)
+            .unwrap()
+            .root_title
+            .map(str::to_string)
     };
     assert_eq!(pv.as_deref(), Some("new-root"));
     let err = h.refused(rename(&h, root, ""));

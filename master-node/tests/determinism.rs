@@ -5,9 +5,7 @@
 mod common;
 
 use common::{domain_bytes, format_op};
-use master_node::domain::{
-    ParamValue, Params, Requester, SoftwareReport, StatusKind,
-};
+use master_node::domain::{ParamValue, Params, Requester, SoftwareReport, StatusKind};
 use master_node::{Command, Op, RequestId, State, Timestamp};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -101,28 +99,36 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Commands with request ids from two clients; `retry` repeats an earlier command.
 fn commands() -> impl Strategy<Value = Vec<Command>> {
-    prop::collection::vec((op(), any::<bool>(), prop::option::of(any::<prop::sample::Index>()), 0..3_000_000u64), 1..120)
-        .prop_map(|steps| {
-            let mut out: Vec<Command> = Vec::new();
-            let mut seq = [0u64; 2];
-            let mut at = 1_795_000_000_000_000u64;
-            for (op, second_client, retry, dt) in steps {
-                if let (Some(i), false) = (retry, out.is_empty()) {
-                    let earlier = out[i.index(out.len())].clone();
-                    out.push(earlier);
-                    continue;
-                }
-                let c = usize::from(second_client);
-                seq[c] += 1;
-                at += dt;
-                out.push(Command {
-                    request_id: RequestId::new(format!("client-{c}"), seq[c]),
-                    at: Timestamp(at),
-                    op,
-                });
+    prop::collection::vec(
+        (
+            op(),
+            any::<bool>(),
+            prop::option::of(any::<prop::sample::Index>()),
+            0..3_000_000u64,
+        ),
+        1..120,
+    )
+    .prop_map(|steps| {
+        let mut out: Vec<Command> = Vec::new();
+        let mut seq = [0u64; 2];
+        let mut at = 1_795_000_000_000_000u64;
+        for (op, second_client, retry, dt) in steps {
+            if let (Some(i), false) = (retry, out.is_empty()) {
+                let earlier = out[i.index(out.len())].clone();
+                out.push(earlier);
+                continue;
             }
-            out
-        })
+            let c = usize::from(second_client);
+            seq[c] += 1;
+            at += dt;
+            out.push(Command {
+                request_id: RequestId::new(format!("client-{c}"), seq[c]),
+                at: Timestamp(at),
+                op,
+            });
+        }
+        out
+    })
 }
 
 proptest! {

@@ -205,7 +205,9 @@ pub(crate) fn allocate(
     };
     if let Some(c) = &filter.computer {
         if !state.computers.contains_key(c) {
-            return Err(no_capacity(format!("computer_guid '{c}' is not a known computer")));
+            return Err(no_capacity(format!(
+                "computer_guid '{c}' is not a known computer"
+            )));
         }
     }
     if filter.instance.is_some() {

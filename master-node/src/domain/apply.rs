@@ -5,9 +5,7 @@
 //! monotonic clock), ids from counters in the state.
 
 use super::alloc::{allocate, declared_attributes, SlaFilter};
-use super::command::{
-    Command, ComputerSpec, Op, Outcome, Reply, Requester, SoftwareReport,
-};
+use super::command::{Command, ComputerSpec, Op, Outcome, Reply, Requester, SoftwareReport};
 use super::error::DomainError;
 use super::ids::{InstanceId, Timestamp};
 use super::param::{stringify, Params, StringParams};
@@ -46,7 +44,10 @@ fn check_name(field: &str, value: &str) -> Result<(), DomainError> {
 
 fn check_url(value: &str) -> Result<(), DomainError> {
     if value.is_empty() {
-        return Err(DomainError::invalid("software_release", "must not be empty"));
+        return Err(DomainError::invalid(
+            "software_release",
+            "must not be empty",
+        ));
     }
     if value.len() > MAX_URL {
         return Err(DomainError::invalid(
@@ -113,7 +114,8 @@ impl State {
             .client_outcomes(client)
             .count()
             .saturating_sub(OUTCOMES_PER_CLIENT);
-        let oldest: Vec<(String, u64)> = self.client_outcomes(client).take(excess).cloned().collect();
+        let oldest: Vec<(String, u64)> =
+            self.client_outcomes(client).take(excess).cloned().collect();
         for key in oldest {
             self.outcomes.remove(&key);
         }
@@ -462,20 +464,22 @@ impl State {
                 });
             }
         }
-        let c = self.computers.get_or_insert_with(computer.to_string(), || Computer {
-            id: computer.to_string(),
-            title: computer.to_string(),
-            owner: String::new(),
-            region: None,
-            network: None,
-            attributes: BTreeMap::new(),
-            allocation_open: true,
-            address: None,
-            netmask: None,
-            partitions: Vec::new(),
-            last_contact: None,
-            registered_at: now,
-        });
+        let c = self
+            .computers
+            .get_or_insert_with(computer.to_string(), || Computer {
+                id: computer.to_string(),
+                title: computer.to_string(),
+                owner: String::new(),
+                region: None,
+                network: None,
+                attributes: BTreeMap::new(),
+                allocation_open: true,
+                address: None,
+                netmask: None,
+                partitions: Vec::new(),
+                last_contact: None,
+                registered_at: now,
+            });
         let old: BTreeMap<String, Option<InstanceId>> = c
             .partitions
             .iter()
@@ -519,7 +523,11 @@ impl State {
     }
 
     /// The instance a partition hosts.
-    fn partition_instance(&self, computer: &str, partition: &str) -> Result<InstanceId, DomainError> {
+    fn partition_instance(
+        &self,
+        computer: &str,
+        partition: &str,
+    ) -> Result<InstanceId, DomainError> {
         let c = self.computer(computer)?;
         let p = c
             .partition(partition)
@@ -892,11 +900,17 @@ impl State {
                 return false;
             }
         }
-        self.computers.get(computer).is_some_and(|c| filter.admits(c))
+        self.computers
+            .get(computer)
+            .is_some_and(|c| filter.admits(c))
     }
 
     /// The first admitting host in (computer id, format order).
-    fn find_host(&self, req: &InstanceRequest, filter: &SlaFilter) -> Result<InstanceId, DomainError> {
+    fn find_host(
+        &self,
+        req: &InstanceRequest,
+        filter: &SlaFilter,
+    ) -> Result<InstanceId, DomainError> {
         for c in self.computers.values() {
             for p in &c.partitions {
                 if let Some(id) = p.instance {
@@ -957,9 +971,13 @@ impl State {
         if instance.is_root() {
             self.roots
                 .insert((owner.to_string(), instance.title.clone()), instance.id);
-            self.trees.insert(instance.id, BTreeSet::from([instance.id]));
+            self.trees
+                .insert(instance.id, BTreeSet::from([instance.id]));
         } else {
-            self.trees.entry(instance.root).or_default().insert(instance.id);
+            self.trees
+                .entry(instance.root)
+                .or_default()
+                .insert(instance.id);
         }
         self.members
             .insert((instance.root, instance.title.clone()), instance.id);
@@ -1049,7 +1067,11 @@ impl State {
                 scope: "tree".to_string(),
             });
         }
-        if inst.is_root() && self.roots.contains_key(&(owner.clone(), new_name.to_string())) {
+        if inst.is_root()
+            && self
+                .roots
+                .contains_key(&(owner.clone(), new_name.to_string()))
+        {
             return Err(DomainError::TitleTaken {
                 title: new_name.to_string(),
                 scope: "account".to_string(),

@@ -168,7 +168,10 @@ impl Op {
 pub enum Reply {
     Done,
     /// An instance was allocated, updated or left as is.
-    Instance { id: InstanceId, changed: bool },
+    Instance {
+        id: InstanceId,
+        changed: bool,
+    },
     /// A shared instance was destroyed and removed from its host (None when it had
     /// none at the time); `connection` is what the host had last published for it.
     SharedRemoved {
@@ -180,11 +183,15 @@ pub enum Reply {
     PartitionFreed,
     /// A root reported destroyed while members of its tree remain: they were asked to be
     /// destroyed and the root is kept until they are gone.
-    DestroyDeferred { remaining: Vec<String> },
+    DestroyDeferred {
+        remaining: Vec<String>,
+    },
     /// The software release row was removed after the node destroyed it.
     SoftwareRemoved,
     /// Number of instances whose timestamp a bang changed.
-    Banged { instances: usize },
+    Banged {
+        instances: usize,
+    },
 }
 
 /// The outcome of applying a command, remembered for retries.

@@ -32,7 +32,9 @@ pub enum DomainError {
         computer: String,
         partitions: Vec<String>,
     },
-    #[error("unknown SLA key '{0}': not a known SLA parameter nor an attribute any computer declares")]
+    #[error(
+        "unknown SLA key '{0}': not a known SLA parameter nor an attribute any computer declares"
+    )]
     UnknownSlaKey(String),
     #[error("no free partition found for '{title}': {reason}")]
     NoCapacity { title: String, reason: String },
@@ -46,7 +48,9 @@ pub enum DomainError {
     UnknownSoftware { computer: String, url: String },
     #[error("software release '{url}' on '{computer}' is requested available, not destroyed")]
     SoftwareNotDestroyed { computer: String, url: String },
-    #[error("request {request} is older than the outcomes kept for its client; its result is unknown")]
+    #[error(
+        "request {request} is older than the outcomes kept for its client; its result is unknown"
+    )]
     RequestExpired { request: String },
 }
 

@@ -121,7 +121,13 @@ mod tests {
     fn instance_ids_parse_only_their_own_form() {
         assert_eq!(InstanceId::parse("SOFTINST-42"), Some(InstanceId(42)));
         assert_eq!(InstanceId(7).to_string(), "SOFTINST-7");
-        for bad in ["SOFTINST-", "SOFTINST-x", "COMP-1-slappart0", "softinst-1", "SOFTINST--1"] {
+        for bad in [
+            "SOFTINST-",
+            "SOFTINST-x",
+            "COMP-1-slappart0",
+            "softinst-1",
+            "SOFTINST--1",
+        ] {
             assert_eq!(InstanceId::parse(bad), None, "{bad}");
         }
     }

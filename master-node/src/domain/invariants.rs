@@ -52,7 +52,12 @@ impl State {
                 }
                 _ => {}
             }
-            if inst.shared != matches!(inst.placement, Placement::Hosted { .. } | Placement::Unplaced) {
+            if inst.shared
+                != matches!(
+                    inst.placement,
+                    Placement::Hosted { .. } | Placement::Unplaced
+                )
+            {
                 return Err(format!("{id}: shared flag and placement disagree"));
             }
             for s in &inst.hosted {
@@ -66,7 +71,10 @@ impl State {
             }
             // Indexes.
             if self.members.get(&(inst.root, inst.title.clone())) != Some(id) {
-                return Err(format!("{id} '{}' missing from its tree's title index", inst.title));
+                return Err(format!(
+                    "{id} '{}' missing from its tree's title index",
+                    inst.title
+                ));
             }
             if !self.trees.get(&inst.root).is_some_and(|t| t.contains(id)) {
                 return Err(format!("{id} missing from tree {}", inst.root));

@@ -16,16 +16,16 @@ mod state;
 mod tracked;
 mod view;
 
-pub use apply::{OUTCOMES_PER_CLIENT, SESSION_TTL_MICROS};
 pub use alloc::{Placement as AllocationPlacement, Score, SlaFilter, Spread};
+pub use apply::{OUTCOMES_PER_CLIENT, SESSION_TTL_MICROS};
 pub use command::{
     AddressSpec, Command, ComputerSpec, Op, Outcome, PartitionSpec, Reply, Requester,
     SoftwareReport,
 };
 pub use error::DomainError;
 pub use ids::{InstanceId, RequestId, Timestamp};
-pub use persist::{Change, KeyKind, PersistError};
 pub use param::{stringify, ParamValue, Params, StringParams};
+pub use persist::{Change, KeyKind, PersistError};
 pub use state::{
     AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState,
     SoftwareInstallation, SoftwareState, State, StatusKind,

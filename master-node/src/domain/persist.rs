@@ -15,10 +15,11 @@ use super::command::Outcome;
 use super::ids::{InstanceId, Timestamp};
 use super::state::{Computer, Instance, SoftwareInstallation, State};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 
 /// One persisted change: a key and its new value, or None when the entity is gone.
 pub type Change = (Vec<u8>, Option<Vec<u8>>);
+/// One persisted entity: its key and value.
+pub type Entry = (Vec<u8>, Vec<u8>);
 
 const COMPUTER: u8 = b'c';
 const SOFTWARE: u8 = b's';
@@ -42,13 +43,13 @@ pub enum KeyKind {
 
 impl KeyKind {
     pub fn of(key: &[u8]) -> Option<KeyKind> {
-        Some(match key.first()? {
-            &COMPUTER => KeyKind::Computer,
-            &SOFTWARE => KeyKind::Software,
-            &INSTANCE => KeyKind::Instance,
-            &OUTCOME => KeyKind::Outcome,
-            &SESSION => KeyKind::Session,
-            &META => KeyKind::Meta,
+        Some(match *key.first()? {
+            COMPUTER => KeyKind::Computer,
+            SOFTWARE => KeyKind::Software,
+            INSTANCE => KeyKind::Instance,
+            OUTCOME => KeyKind::Outcome,
+            SESSION => KeyKind::Session,
+            META => KeyKind::Meta,
             _ => return None,
         })
     }
@@ -197,7 +198,7 @@ impl State {
     }
 
     /// Every entity as (key, value), in key order.
-    pub fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PersistError> {
+    pub fn entries(&self) -> Result<Vec<Entry>, PersistError> {
         let mut out = Vec::new();
         for (id, v) in self.computers.iter() {
             let k = computer_key(id);
@@ -259,14 +260,14 @@ impl State {
                 Some(KeyKind::Software) => {
                     let (computer, url) = split_len(body).ok_or(bad("short software key"))?;
                     let sw: SoftwareInstallation = parse(k, v)?;
-                    state
-                        .software
-                        .load((utf8(k, computer)?, utf8(k, url)?), sw);
+                    state.software.load((utf8(k, computer)?, utf8(k, url)?), sw);
                 }
                 Some(KeyKind::Instance) => {
                     let id: [u8; 8] = body.try_into().map_err(|_| bad("instance key length"))?;
                     let inst: Instance = parse(k, v)?;
-                    state.instances.load(InstanceId(u64::from_be_bytes(id)), inst);
+                    state
+                        .instances
+                        .load(InstanceId(u64::from_be_bytes(id)), inst);
                 }
                 Some(KeyKind::Outcome) => {
                     let (client, seq) = split_len(body).ok_or(bad("short outcome key"))?;
@@ -303,11 +304,9 @@ impl State {
                 self.roots
                     .insert((inst.owner.clone(), inst.title.clone()), inst.id);
             }
-            self.members.insert((inst.root, inst.title.clone()), inst.id);
-            self.trees
-                .entry(inst.root)
-                .or_insert_with(BTreeSet::new)
-                .insert(inst.id);
+            self.members
+                .insert((inst.root, inst.title.clone()), inst.id);
+            self.trees.entry(inst.root).or_default().insert(inst.id);
         }
     }
 
@@ -329,7 +328,10 @@ impl State {
             let at = bytes.len() - rest.len();
             let (k, after) = split_len(rest).ok_or(PersistError::Truncated(at))?;
             let (v, after) = split_len(after).ok_or(PersistError::Truncated(at))?;
-            if pairs.last().is_some_and(|(last, _): &(&[u8], &[u8])| *last >= k) {
+            if pairs
+                .last()
+                .is_some_and(|(last, _): &(&[u8], &[u8])| *last >= k)
+            {
                 return Err(PersistError::Unordered(at));
             }
             pairs.push((k, v));
@@ -347,7 +349,10 @@ mod tests {
     fn keys_sort_by_kind_then_id_and_round_trip() {
         assert!(instance_key(InstanceId(2)) < instance_key(InstanceId(10)));
         assert!(outcome_key("a", 2) < outcome_key("a", 10));
-        assert_eq!(KeyKind::of(&software_key("C", "u")), Some(KeyKind::Software));
+        assert_eq!(
+            KeyKind::of(&software_key("C", "u")),
+            Some(KeyKind::Software)
+        );
         assert_eq!(KeyKind::of(b"zz"), None);
         let err = State::from_entries([(b"i12".to_vec(), b"{}".to_vec())]).unwrap_err();
         assert!(err.to_string().contains("instance key length"), "{err}");

@@ -2,9 +2,9 @@
 //! states that applied the same commands yields identical bytes.
 
 use super::command::Outcome;
-use super::tracked::Tracked;
 use super::ids::{InstanceId, Timestamp};
 use super::param::{Params, StringParams};
+use super::tracked::Tracked;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -4,9 +4,7 @@
 
 use super::error::DomainError;
 use super::ids::InstanceId;
-use super::state::{
-    Computer, Instance, Partition, Placement, SoftwareInstallation, State,
-};
+use super::state::{Computer, Instance, Partition, Placement, SoftwareInstallation, State};
 use serde::{Deserialize, Serialize};
 
 /// One computer as its node sees it.
@@ -172,7 +170,11 @@ impl State {
         Ok(self.partition_view_of(c, p))
     }
 
-    fn partition_view_of<'a>(&'a self, computer: &'a Computer, p: &'a Partition) -> PartitionView<'a> {
+    fn partition_view_of<'a>(
+        &'a self,
+        computer: &'a Computer,
+        p: &'a Partition,
+    ) -> PartitionView<'a> {
         let instance = p.instance.and_then(|id| self.instances.get(&id));
         let shared = instance
             .map(|inst| {
@@ -205,7 +207,11 @@ impl State {
             Placement::Hosted { host } => self.instances.get(&host),
             _ => None,
         };
-        let located = if instance.shared { host } else { Some(instance) };
+        let located = if instance.shared {
+            host
+        } else {
+            Some(instance)
+        };
         let (computer, partition) = match located.map(|i| &i.placement) {
             Some(Placement::Partition {
                 computer,
