@@ -1,1 +1,298 @@
-//! Placeholder: see DESIGN.md for what this crate will own.
+//! openraft 0.9 storage on RocksDB: a durable Raft log, a state-machine store whose data
+//! lives in memory and is persisted through key/value changes, and snapshots.
+//!
+//! The crate is generic: it knows an application only through [`StateMachine`] and the
+//! openraft type configuration ([`StoreConfig`]). See `DESIGN.md` for the layout, the
+//! durability rules and the snapshot format.
+//!
+//! ```ignore
+//! let (log_store, sm_store) = raft_store::open::<TypeConfig, Machine>(dir, StoreOptions::default()).await?;
+//! let reads = sm_store.handle();      // local reads: reads.read(|m, applied| ...)
+//! let log_stats = log_store.stats();  // log_stats.log_size_bytes() -> raft.trigger().snapshot()
+//! let raft = openraft::Raft::new(id, config, network, log_store, sm_store).await?;
+//! // ... raft.shutdown().await; drop(raft); reads.wait_closed().await; // before reopening
+//! ```
+
+// openraft's trait methods return `StorageError<u64>` (224 bytes); the crate's internal
+// helpers return the same type so that `?` carries it unchanged.
+#![allow(clippy::result_large_err)]
+
+mod error;
+mod keys;
+mod log_store;
+mod sm_store;
+pub mod snapshot;
+
+use std::io::Cursor;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftTypeConfig, StorageError, StorageIOError};
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+
+pub use error::{SnapshotError, StoreError};
+pub use keys::{CF_LOG, CF_META, CF_SM, CF_SNAPSHOT};
+pub use log_store::{LogReader, LogStats, LogStore};
+pub use sm_store::{Pairs, SnapshotBuilder, StateDigest, StateMachineHandle, StateMachineStore};
+
+/// A replicated state machine that keeps its data in memory and persists it through
+/// key/value changes written in the same RocksDB batch as the last applied log id.
+pub trait StateMachine: Sized + Send + Sync + 'static {
+    type Command; // = C::D
+    type Response; // = C::R
+    /// An empty machine, before any command.
+    fn empty() -> Self;
+    /// Apply one committed command. Must be deterministic. Every persisted key whose
+    /// value changed is recorded in `changes` (put or delete).
+    fn apply(&mut self, command: &Self::Command, changes: &mut Changes) -> Self::Response;
+    /// Rebuild from every persisted pair (start-up, and after a snapshot is installed).
+    fn load(pairs: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Self, String>;
+    /// The response given for log entries that carry no command (openraft's blank entries,
+    /// written by every new leader, and membership entries). Nobody waits on it in
+    /// practice, but openraft wants one response per applied entry.
+    fn blank_response() -> Self::Response;
+}
+
+/// The persisted key/value changes made by the commands of one `apply` call, in order.
+/// A later change of the same key wins (they go into one RocksDB `WriteBatch` in order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Changes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Record that `key` now holds `value`.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push((key.into(), Some(value.into())));
+    }
+
+    /// Record that `key` no longer exists.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push((key.into(), None));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The changes in the order they were recorded; `None` is a delete.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + '_ {
+        self.ops.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+
+    pub fn clear(&mut self) {
+        self.ops.clear();
+    }
+}
+
+/// The openraft type configurations this store serves: node ids are `u64`, entries are
+/// `openraft::Entry<C>`, snapshots travel as `Cursor<Vec<u8>>`, the runtime is tokio.
+/// Implemented for every such `RaftTypeConfig`, e.g. one declared with
+/// `openraft::declare_raft_types!(pub TypeConfig: D = Cmd, R = Resp, Node = MyNode)`.
+pub trait StoreConfig:
+    RaftTypeConfig<
+    NodeId = u64,
+    Entry = openraft::Entry<Self>,
+    SnapshotData = Cursor<Vec<u8>>,
+    AsyncRuntime = openraft::TokioRuntime,
+>
+{
+}
+
+impl<C> StoreConfig for C where
+    C: RaftTypeConfig<
+        NodeId = u64,
+        Entry = openraft::Entry<C>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+    >
+{
+}
+
+/// Options of [`open`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// fsync every state-machine batch. Off by default: the log is synced before it is
+    /// acknowledged, and openraft re-applies committed entries after the durable
+    /// `applied` on start-up (see DESIGN.md).
+    pub sync_state_machine: bool,
+    /// How many RocksDB info LOG files to keep in the data directory.
+    pub keep_info_log_files: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sync_state_machine: false,
+            keep_info_log_files: 3,
+        }
+    }
+}
+
+/// Opens (or creates, mode 0700) the store in `path`: one RocksDB with the column
+/// families `log`, `meta`, `sm` and `snapshot`, shared by both halves. The in-memory
+/// machine is rebuilt with [`StateMachine::load`] and the applied state read back, so a
+/// restart does not replay the log.
+pub async fn open<C, SM>(
+    path: &Path,
+    options: StoreOptions,
+) -> Result<(LogStore<C>, StateMachineStore<C, SM>), StoreError>
+where
+    C: StoreConfig,
+    SM: StateMachine<Command = C::D, Response = C::R>,
+{
+    create_private_dir(path)?;
+
+    let mut db_opts = Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    db_opts.set_keep_log_file_num(options.keep_info_log_files.max(1));
+    let cfs = keys::ALL_CFS
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    let db = Arc::new(Db {
+        db: DB::open_cf_descriptors(&db_opts, path, cfs)?,
+        closed: CloseSignal(Arc::new(AtomicBool::new(false))),
+    });
+    for name in keys::ALL_CFS {
+        if db.cf_handle(name).is_none() {
+            return Err(StoreError::MissingColumnFamily(name));
+        }
+    }
+    check_format(&db)?;
+
+    let log_store = LogStore::<C>::new(db.clone())?;
+    let sm_store = StateMachineStore::<C, SM>::new(db, &options)?;
+    Ok((log_store, sm_store))
+}
+
+fn create_private_dir(path: &Path) -> Result<(), StoreError> {
+    let dir_err = |source| StoreError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() {
+        let meta = std::fs::metadata(path).map_err(dir_err)?;
+        if !meta.is_dir() {
+            return Err(dir_err(std::io::Error::other("not a directory")));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
+                "raft data directory is readable by group or others"
+            );
+        }
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(dir_err)?;
+    // The umask cannot widen 0700, but make the mode exact whatever it is.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+    Ok(())
+}
+
+fn check_format(db: &DB) -> Result<(), StoreError> {
+    let meta = db
+        .cf_handle(keys::CF_META)
+        .ok_or(StoreError::MissingColumnFamily(keys::CF_META))?;
+    match db.get_cf(meta, keys::META_FORMAT)? {
+        None => {
+            let mut wo = rocksdb::WriteOptions::default();
+            wo.set_sync(true);
+            db.put_cf_opt(
+                meta,
+                keys::META_FORMAT,
+                keys::STORE_FORMAT.to_be_bytes(),
+                &wo,
+            )?;
+            Ok(())
+        }
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(v.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("format record is not 4 bytes".into()))?;
+            if found != keys::STORE_FORMAT {
+                return Err(StoreError::UnsupportedFormat {
+                    found,
+                    supported: keys::STORE_FORMAT,
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The RocksDB shared by both halves of the store. Fields drop in order: RocksDB is
+/// closed (and its LOCK released) before `closed` is raised, so a handle that sees
+/// `closed` knows the directory can be opened again.
+pub(crate) struct Db {
+    db: DB,
+    closed: CloseSignal,
+}
+
+pub(crate) struct CloseSignal(Arc<AtomicBool>);
+
+impl Drop for CloseSignal {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+impl Db {
+    pub(crate) fn closed_flag(&self) -> Arc<AtomicBool> {
+        self.closed.0.clone()
+    }
+}
+
+impl std::ops::Deref for Db {
+    type Target = DB;
+    fn deref(&self) -> &DB {
+        &self.db
+    }
+}
+
+/// Builds openraft's storage error.
+pub(crate) fn sto_err(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError<u64> {
+    StorageIOError::new(subject, verb, AnyError::new(&e)).into()
+}
+
+/// Builds openraft's storage error from a message.
+pub(crate) fn sto_msg(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    msg: impl ToString,
+) -> StorageError<u64> {
+    StorageIOError::new(subject, verb, AnyError::error(msg)).into()
+}
+
+/// Looks a column family up, as openraft's error.
+pub(crate) fn cf<'a>(
+    db: &'a DB,
+    name: &'static str,
+) -> Result<&'a rocksdb::ColumnFamily, StorageError<u64>> {
+    db.cf_handle(name).ok_or_else(|| {
+        sto_msg(
+            ErrorSubject::Store,
+            ErrorVerb::Read,
+            format!("column family `{name}` is missing"),
+        )
+    })
+}
