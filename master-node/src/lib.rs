@@ -7,6 +7,7 @@
 //! the same log reaches the same bytes. Raft wiring and gRPC services come on top of it.
 
 pub mod domain;
+pub mod raft;
 
 pub use domain::{
     Command, DomainError, InstanceId, Op, Outcome, Reply, RequestId, RequestedState, State,

@@ -5,8 +5,43 @@
 mod common;
 
 use common::{domain_bytes, format_op};
+use master_node::domain::Query;
 use master_node::domain::{ParamValue, Params, Requester, SoftwareReport, StatusKind};
 use master_node::{Command, Op, RequestId, State, Timestamp};
+
+type Summary = Option<
+    Vec<(
+        String,
+        Option<(String, String, String)>,
+        Vec<(String, String)>,
+    )>,
+>;
+
+/// What a node would be told about a computer, as comparable data.
+fn view_summary(s: &State, computer: &str) -> Summary {
+    let v = s.computer_view(computer).ok()?;
+    Some(
+        v.partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.partition.id.clone(),
+                    p.instance.map(|i| {
+                        (
+                            format!("{:?}", i),
+                            p.root_title.unwrap_or_default().to_string(),
+                            i.timestamp.to_slap_string(),
+                        )
+                    }),
+                    p.shared
+                        .iter()
+                        .map(|sh| (format!("{:?}", sh.instance), sh.root_title.to_string()))
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -185,6 +220,29 @@ proptest! {
         let rebuilt = State::from_entries(disk.iter()).unwrap();
         prop_assert_eq!(&rebuilt, &s);
         prop_assert_eq!(rebuilt.to_snapshot().unwrap(), s.to_snapshot().unwrap());
+    }
+
+    #[test]
+    fn a_computer_read_carries_everything_its_view_needs(cmds in commands()) {
+        let mut s = State::new();
+        for cmd in &cmds {
+            let _ = s.apply(cmd);
+        }
+        for c in COMPUTERS {
+            let partial = State::from_entries(
+                s.query_entries(&Query::Computer { computer: c.to_string() }).unwrap(),
+            )
+            .unwrap();
+            prop_assert_eq!(view_summary(&partial, c), view_summary(&s, c));
+        }
+        for inst in s.instances() {
+            let partial = State::from_entries(s.query_entries(&Query::Instance { id: inst.id }).unwrap()).unwrap();
+            let (full, part) = (s.instance_view(inst.id).unwrap(), partial.instance_view(inst.id).unwrap());
+            prop_assert_eq!(full.root_title, part.root_title);
+            prop_assert_eq!(full.instance, part.instance);
+            prop_assert_eq!(full.host, part.host);
+            prop_assert_eq!(full.partition, part.partition);
+        }
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!   computer) that `useComputer` carries.
 //! * [`pyrepr`]: Python's `str()`/`repr()` of scalars, which the wire formats inherit.
 //!
+//! * [`rpc`]: the gRPC services between replicas (Raft) and to the masters (master
+//!   API), generated from `protos/*.proto`.
+//!
 //! Every decoder is bounded by [`Limits`] and returns a [`DecodeError`] that says what was
 //! wrong and where; no input makes one panic.
 
@@ -17,6 +20,7 @@ pub mod journal;
 pub mod limits;
 pub mod marshal;
 pub mod pyrepr;
+pub mod rpc;
 pub mod slap;
 
 pub use error::DecodeError;

@@ -412,6 +412,12 @@ impl State {
                 computer,
                 partition,
             } => self.destroyed_partition(computer, partition, now),
+            Op::RetireReplica { id } => {
+                if !self.retired_replicas.contains_key(id) {
+                    self.retired_replicas.insert(*id, now);
+                }
+                Ok(Reply::Done)
+            }
         }
     }
 

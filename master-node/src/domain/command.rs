@@ -140,6 +140,8 @@ pub enum Op {
     },
     /// `destroyedComputerPartition`: the node wiped the partition.
     DestroyedPartition { computer: String, partition: String },
+    /// A master replica left the Raft group: its id is never given again.
+    RetireReplica { id: u64 },
 }
 
 impl Op {
@@ -158,6 +160,7 @@ impl Op {
             Op::BangComputer { .. } => "bang_computer",
             Op::Rename { .. } => "rename",
             Op::DestroyedPartition { .. } => "destroyed_partition",
+            Op::RetireReplica { .. } => "retire_replica",
         }
     }
 }

@@ -25,7 +25,7 @@ pub use command::{
 pub use error::DomainError;
 pub use ids::{InstanceId, RequestId, Timestamp};
 pub use param::{stringify, ParamValue, Params, StringParams};
-pub use persist::{Change, KeyKind, PersistError};
+pub use persist::{Change, Entry, KeyKind, PersistError, Query};
 pub use state::{
     AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState,
     SoftwareInstallation, SoftwareState, State, StatusKind,

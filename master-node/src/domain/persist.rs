@@ -13,8 +13,23 @@
 
 use super::command::Outcome;
 use super::ids::{InstanceId, Timestamp};
-use super::state::{Computer, Instance, SoftwareInstallation, State};
+use super::state::{Computer, Instance, Placement, SoftwareInstallation, State};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// A read of the master: which entities to return.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    /// What a computer's node is told: the computer, its software, the instances on its
+    /// partitions and the shared instances they host, with their trees' roots.
+    Computer { computer: String },
+    /// One instance, its tree's root, its host if shared, and the computers they run on.
+    Instance { id: InstanceId },
+    /// Every member of a tree, with their hosts.
+    Tree { root: InstanceId },
+    /// The whole state.
+    All,
+}
 
 /// One persisted change: a key and its new value, or None when the entity is gone.
 pub type Change = (Vec<u8>, Option<Vec<u8>>);
@@ -27,6 +42,7 @@ const INSTANCE: u8 = b'i';
 const OUTCOME: u8 = b'o';
 const SESSION: u8 = b'n';
 const META: u8 = b'm';
+const RETIRED: u8 = b'r';
 
 /// What a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +55,8 @@ pub enum KeyKind {
     Session,
     /// Counters and the clock.
     Meta,
+    /// Raft replica ids that left the group.
+    Retired,
 }
 
 impl KeyKind {
@@ -50,6 +68,7 @@ impl KeyKind {
             OUTCOME => KeyKind::Outcome,
             SESSION => KeyKind::Session,
             META => KeyKind::Meta,
+            RETIRED => KeyKind::Retired,
             _ => return None,
         })
     }
@@ -121,6 +140,12 @@ fn outcome_key(client: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+fn retired_key(id: u64) -> Vec<u8> {
+    let mut k = vec![RETIRED];
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
 fn session_key(client: &str) -> Vec<u8> {
     let mut k = vec![SESSION];
     k.extend_from_slice(client.as_bytes());
@@ -185,6 +210,11 @@ impl State {
             let v = v.map(|v| json(&k, v)).transpose()?;
             out.push((k, v));
         }
+        for (id, v) in self.retired_replicas.take_dirty() {
+            let k = retired_key(id);
+            let v = v.map(|v| json(&k, v)).transpose()?;
+            out.push((k, v));
+        }
         let meta = Meta {
             next_instance: self.next_instance,
             clock: self.clock,
@@ -225,6 +255,11 @@ impl State {
             let v = json(&k, v)?;
             out.push((k, v));
         }
+        for (id, v) in self.retired_replicas.iter() {
+            let k = retired_key(*id);
+            let v = json(&k, v)?;
+            out.push((k, v));
+        }
         let meta = Meta {
             next_instance: self.next_instance,
             clock: self.clock,
@@ -235,6 +270,91 @@ impl State {
         out.push((k, v));
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// The entities answering a read: enough for the reader to rebuild a partial state
+    /// with [`State::from_entries`] and render its views from it.
+    pub fn query_entries(&self, query: &Query) -> Result<Vec<Entry>, PersistError> {
+        let mut computers = BTreeSet::new();
+        let mut instances = BTreeSet::new();
+        let mut software_of = BTreeSet::new();
+        match query {
+            Query::All => return self.entries(),
+            Query::Computer { computer } => {
+                if let Some(c) = self.computers.get(computer) {
+                    computers.insert(c.id.clone());
+                    software_of.insert(c.id.clone());
+                    for p in &c.partitions {
+                        if let Some(id) = p.instance {
+                            self.with_context(id, &mut instances);
+                            if let Some(inst) = self.instances.get(&id) {
+                                for s in &inst.hosted {
+                                    self.with_context(*s, &mut instances);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Query::Instance { id } => {
+                self.with_context(*id, &mut instances);
+                if let Some(inst) = self.instances.get(id) {
+                    if let Placement::Hosted { host } = inst.placement {
+                        self.with_context(host, &mut instances);
+                    }
+                }
+            }
+            Query::Tree { root } => {
+                for m in self.tree_members(*root) {
+                    self.with_context(m.id, &mut instances);
+                    if let Placement::Hosted { host } = m.placement {
+                        self.with_context(host, &mut instances);
+                    }
+                }
+            }
+        }
+        // The computers the chosen instances run on, for their partitions' addresses.
+        for id in &instances {
+            if let Some(Placement::Partition { computer, .. }) =
+                self.instances.get(id).map(|i| &i.placement)
+            {
+                computers.insert(computer.clone());
+            }
+        }
+        let mut out = Vec::new();
+        for id in &computers {
+            if let Some(c) = self.computers.get(id) {
+                let k = computer_key(id);
+                out.push((k.clone(), json(&k, c)?));
+            }
+        }
+        for ((computer, url), sw) in self.software.iter() {
+            if software_of.contains(computer) {
+                let k = software_key(computer, url);
+                out.push((k.clone(), json(&k, sw)?));
+            }
+        }
+        for id in &instances {
+            if let Some(inst) = self.instances.get(id) {
+                let k = instance_key(*id);
+                out.push((k.clone(), json(&k, inst)?));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// An instance and its tree's root (its views need the root's title).
+    fn with_context(&self, id: InstanceId, out: &mut BTreeSet<InstanceId>) {
+        if let Some(inst) = self.instances.get(&id) {
+            out.insert(id);
+            out.insert(inst.root);
+        }
+    }
+
+    /// Whether a Raft replica id was used before and retired.
+    pub fn is_retired_replica(&self, id: u64) -> bool {
+        self.retired_replicas.contains_key(&id)
     }
 
     /// Rebuild a state from every persisted pair (any order).
@@ -280,6 +400,11 @@ impl State {
                 Some(KeyKind::Session) => {
                     let seen: Timestamp = parse(k, v)?;
                     state.sessions.load(utf8(k, body)?, seen);
+                }
+                Some(KeyKind::Retired) => {
+                    let id: [u8; 8] = body.try_into().map_err(|_| bad("retired key length"))?;
+                    let at: Timestamp = parse(k, v)?;
+                    state.retired_replicas.load(u64::from_be_bytes(id), at);
                 }
                 Some(KeyKind::Meta) => {
                     let meta: Meta = parse(k, v)?;

@@ -198,6 +198,8 @@ pub struct State {
     pub(crate) outcomes: Tracked<(String, u64), Outcome>,
     /// When each client was last heard of (command time), for pruning.
     pub(crate) sessions: Tracked<String, Timestamp>,
+    /// Raft replica ids that left the group, with when: never to be reused.
+    pub(crate) retired_replicas: Tracked<u64, Timestamp>,
     pub(crate) next_instance: u64,
     /// The latest command time applied: time never runs backwards inside the state, even
     /// when a new leader's clock is behind the old one's.

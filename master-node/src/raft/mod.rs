@@ -1,0 +1,7 @@
+//! The master as a Raft group: openraft over raft-store (RocksDB), replicas talking gRPC.
+
+pub mod network;
+mod sm;
+pub mod types;
+
+pub use types::{NodeId, NodeInfo, Raft, TypeConfig};

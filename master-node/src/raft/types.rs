@@ -1,0 +1,42 @@
+//! openraft's type configuration for the master, and what a replica is.
+
+use crate::domain::{Command, Outcome};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::Cursor;
+
+/// A replica as the membership records it: where to reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// host:port of its Raft gRPC service.
+    pub raft_addr: String,
+    /// host:port of its master API.
+    pub api_addr: String,
+    /// Where it runs (region label), for operators.
+    #[serde(default)]
+    pub region: String,
+}
+
+impl fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "raft={} api={}", self.raft_addr, self.api_addr)?;
+        if !self.region.is_empty() {
+            write!(f, " region={}", self.region)?;
+        }
+        Ok(())
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The master's Raft: commands in, domain outcomes out.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        Node = NodeInfo,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogStore = raft_store::LogStore<TypeConfig>;
+pub type StateMachineStore = raft_store::StateMachineStore<TypeConfig, crate::domain::State>;
+pub type StateHandle = raft_store::StateMachineHandle<crate::domain::State>;
