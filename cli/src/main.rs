@@ -1,6 +1,7 @@
 //! `slapos`: the one binary. Argument parsing and wiring only.
 
 mod demo;
+mod master;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -23,6 +24,12 @@ enum Command {
     /// show what the node is told. Every step goes through the real form parsing, state
     /// machine and rendering; no network is involved yet.
     Demo(demo::DemoArgs),
+    /// One master replica: run, init, join, leave.
+    #[command(subcommand)]
+    Master(master::MasterCommand),
+    /// The master group as a whole.
+    #[command(subcommand)]
+    Cluster(master::ClusterCommand),
 }
 
 fn main() -> Result<()> {
@@ -36,5 +43,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => demo::run(&args),
+        Command::Master(cmd) => runtime()?.block_on(master::run(cmd)),
+        Command::Cluster(cmd) => runtime()?.block_on(master::cluster(cmd)),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

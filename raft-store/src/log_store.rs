@@ -12,7 +12,7 @@ use openraft::{
 };
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
-use crate::keys::{self, CF_LOG, CF_META};
+use crate::keys::{self, CF_LOG, CF_META, CF_SNAPSHOT};
 use crate::{cf, sto_err, sto_msg, Db, StoreConfig, StoreError};
 
 fn synced() -> WriteOptions {
@@ -78,6 +78,30 @@ impl LogStats {
                 .unwrap_or(0)
         };
         prop("rocksdb.total-sst-files-size") + prop("rocksdb.cur-size-all-mem-tables")
+    }
+
+    /// The committed log index as last saved by openraft (None before any, or once the
+    /// database is closed).
+    pub fn committed_index(&self) -> Option<u64> {
+        let db = self.db.upgrade()?;
+        let cf = db.cf_handle(CF_META)?;
+        let bytes = db.get_cf(cf, keys::META_COMMITTED).ok()??;
+        let id: Option<openraft::LogId<u64>> = serde_json::from_slice(&bytes).ok()?;
+        id.map(|l| l.index)
+    }
+
+    /// Size of the current snapshot, encoded, in bytes (0 when there is none).
+    pub fn snapshot_size_bytes(&self) -> u64 {
+        let Some(db) = self.db.upgrade() else {
+            return 0;
+        };
+        let Some(cf) = db.cf_handle(CF_SNAPSHOT) else {
+            return 0;
+        };
+        db.get_pinned_cf(cf, keys::SNAPSHOT_CURRENT)
+            .ok()
+            .flatten()
+            .map_or(0, |v| v.len() as u64)
     }
 }
 

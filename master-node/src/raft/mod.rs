@@ -5,3 +5,6 @@ mod sm;
 pub mod types;
 
 pub use types::{NodeId, NodeInfo, Raft, TypeConfig};
+pub mod client;
+pub mod node;
+pub mod service;

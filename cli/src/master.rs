@@ -1,0 +1,282 @@
+//! `slapos master ...` and `slapos cluster ...`: wiring to master_node::raft.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use master_node::raft::client::MasterClient;
+use master_node::raft::node::{Replica, ReplicaConfig};
+use serde::Serialize;
+use slapos_proto::rpc::master::{AddReplicaRequest, StatusResponse};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum MasterCommand {
+    /// Run one replica until interrupted (SIGINT/SIGTERM).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Bootstrap a new group of one with this replica (its data directory must be empty).
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Add this (running) replica to a group: as a learner, and once it has caught up,
+    /// as a voter.
+    Join {
+        #[arg(long)]
+        config: PathBuf,
+        /// Master API addresses of the group (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        via: Vec<String>,
+        /// Stay a learner (do not vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a replica from its group. Its id is never used again.
+    Leave {
+        #[arg(long)]
+        id: u64,
+        #[arg(long, value_delimiter = ',', required = true)]
+        via: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Members, roles, leader, term, indexes, lag, log and snapshot sizes.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Master API addresses to ask (comma-separated); every member is then asked.
+    #[arg(long, value_delimiter = ',', required = true)]
+    via: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+async fn wait_for_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+pub async fn run(cmd: MasterCommand) -> Result<()> {
+    match cmd {
+        MasterCommand::Run { config } => {
+            let config = ReplicaConfig::load(&config)?;
+            let mut replica = Replica::open(&config).await?;
+            replica.serve(&config).await?;
+            println!(
+                "replica {} serving: raft {} api {} data {}",
+                config.id,
+                config.raft_addr,
+                config.api_addr,
+                config.data_dir.display()
+            );
+            wait_for_signal().await?;
+            tracing::info!("shutting down");
+            replica.shutdown().await;
+            Ok(())
+        }
+        MasterCommand::Init { config } => {
+            let config = ReplicaConfig::load(&config)?;
+            let replica = Replica::open(&config).await?;
+            let already = replica
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .count()
+                > 0;
+            if already {
+                replica.shutdown().await;
+                bail!(
+                    "{} already holds a group's data; init only bootstraps an empty data directory",
+                    config.data_dir.display()
+                );
+            }
+            replica.initialize(config.node_info()).await?;
+            // Wait until the one-member group has elected us and applied its membership.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut metrics = replica.raft.metrics();
+            loop {
+                let ready = {
+                    let m = metrics.borrow();
+                    m.current_leader == Some(config.id) && m.last_applied.is_some()
+                };
+                if ready {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    replica.shutdown().await;
+                    bail!("the new group did not elect its leader within 10 s");
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(200), metrics.changed()).await;
+            }
+            replica.shutdown().await;
+            println!(
+                "initialized a group of one: replica {} ({})",
+                config.id,
+                config.node_info()
+            );
+            Ok(())
+        }
+        MasterCommand::Join {
+            config,
+            via,
+            learner,
+        } => {
+            let config = ReplicaConfig::load(&config)?;
+            let node = config.node_info();
+            let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(120));
+            client.call_timeout = Duration::from_secs(110);
+            let msg = client
+                .add_replica(&AddReplicaRequest {
+                    id: config.id,
+                    raft_addr: node.raft_addr,
+                    api_addr: node.api_addr,
+                    region: node.region,
+                    voter: !learner,
+                })
+                .await?;
+            println!("{msg}");
+            Ok(())
+        }
+        MasterCommand::Leave { id, via } => {
+            let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(60));
+            let msg = client.remove_replica(id).await?;
+            println!("{msg}");
+            Ok(())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MemberStatus {
+    id: u64,
+    role: String,
+    state: Option<String>,
+    raft_addr: String,
+    api_addr: String,
+    region: String,
+    term: Option<u64>,
+    last_log_index: Option<u64>,
+    committed_index: Option<u64>,
+    applied_index: Option<u64>,
+    /// Entries behind the leader's last log index (from the leader's replication state).
+    lag: u64,
+    snapshot_index: Option<u64>,
+    purged_index: Option<u64>,
+    log_size_bytes: Option<u64>,
+    snapshot_size_bytes: Option<u64>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ClusterStatus {
+    leader: Option<u64>,
+    term: u64,
+    members: Vec<MemberStatus>,
+}
+
+pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
+    match cmd {
+        ClusterCommand::Status(args) => {
+            let mut client = MasterClient::new(args.via).with_deadline(Duration::from_secs(10));
+            let first = client.status().await.context("no replica answered")?;
+            // The leader knows every member's lag; ask it when we can.
+            let view = if first.has_leader && first.leader_id != first.id {
+                let leader_addr = first
+                    .members
+                    .iter()
+                    .find(|m| m.id == first.leader_id)
+                    .map(|m| m.api_addr.clone());
+                match leader_addr {
+                    Some(a) => client.status_of(&a).await.unwrap_or(first),
+                    None => first,
+                }
+            } else {
+                first
+            };
+            let mut members = Vec::new();
+            for m in &view.members {
+                let own: Result<StatusResponse> = if m.id == view.id {
+                    Ok(view.clone())
+                } else {
+                    let mut c = MasterClient::single(&m.api_addr);
+                    c.call_timeout = Duration::from_secs(2);
+                    c.status_of(&m.api_addr).await.map_err(|e| anyhow!(e))
+                };
+                let (s, error) = match own {
+                    Ok(s) => (Some(s), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                members.push(MemberStatus {
+                    id: m.id,
+                    role: m.role.clone(),
+                    state: s.as_ref().map(|s| s.state.clone()),
+                    raft_addr: m.raft_addr.clone(),
+                    api_addr: m.api_addr.clone(),
+                    region: m.region.clone(),
+                    term: s.as_ref().map(|s| s.term),
+                    last_log_index: s.as_ref().map(|s| s.last_log_index),
+                    committed_index: s.as_ref().map(|s| s.committed_index),
+                    applied_index: s.as_ref().map(|s| s.applied_index),
+                    lag: m.lag,
+                    snapshot_index: s.as_ref().map(|s| s.snapshot_index),
+                    purged_index: s.as_ref().map(|s| s.purged_index),
+                    log_size_bytes: s.as_ref().map(|s| s.log_size_bytes),
+                    snapshot_size_bytes: s.as_ref().map(|s| s.snapshot_size_bytes),
+                    error,
+                });
+            }
+            let status = ClusterStatus {
+                leader: view.has_leader.then_some(view.leader_id),
+                term: view.term,
+                members,
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(());
+            }
+            println!(
+                "leader: {}   term: {}",
+                status.leader.map_or("none".to_string(), |l| l.to_string()),
+                status.term
+            );
+            println!(
+                "{:>4} {:<8} {:<10} {:<22} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>10}  region",
+                "id", "role", "state", "api", "term", "last_log", "committed", "applied", "lag", "snapshot", "log_bytes", "snap_bytes"
+            );
+            let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            for m in &status.members {
+                println!(
+                    "{:>4} {:<8} {:<10} {:<22} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>10}  {}{}",
+                    m.id,
+                    m.role,
+                    m.state.as_deref().unwrap_or("unreachable"),
+                    m.api_addr,
+                    opt(m.term),
+                    opt(m.last_log_index),
+                    opt(m.committed_index),
+                    opt(m.applied_index),
+                    m.lag,
+                    opt(m.snapshot_index),
+                    opt(m.log_size_bytes),
+                    opt(m.snapshot_size_bytes),
+                    m.region,
+                    m.error.as_ref().map_or(String::new(), |e| format!("  ({e})"))
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The master client: leader discovery, forwarding hints and bounded retries that reuse
+//! the request id, so a leader change in the middle of a call is invisible to the caller
+//! (the state machine answers a retried request id with its first outcome).
+
+use super::network::lazy_channel;
+use super::service::FORWARDED;
+use crate::domain::{Command, Outcome, Query};
+use slapos_proto::rpc::master::master_client::MasterClient as Grpc;
+use slapos_proto::rpc::master::{
+    membership_response, read_response, submit_response, AddReplicaRequest, Consistency,
+    MembershipResponse, ReadRequest, ReadResponse, RemoveReplicaRequest, StatusRequest,
+    StatusResponse, SubmitRequest, SubmitResponse,
+};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no master answered within {elapsed_ms} ms after {attempts} attempts; last error: {last}"
+    )]
+    Unavailable {
+        attempts: u32,
+        elapsed_ms: u64,
+        last: String,
+    },
+    #[error("master at {addr}: {message}")]
+    Transport { addr: String, message: String },
+    #[error("malformed answer from {addr}: {message}")]
+    Decode { addr: String, message: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error("no master address given")]
+    NoAddress,
+}
+
+/// One answer of one attempt.
+enum Attempt<T> {
+    Done(T),
+    Leader(String),
+    Retry(String),
+}
+
+/// A client of the master API over a list of replica addresses.
+pub struct MasterClient {
+    addrs: Vec<String>,
+    current: usize,
+    forwarded: bool,
+    /// Per-call timeout.
+    pub call_timeout: Duration,
+    /// Total time a call may take across retries.
+    pub deadline: Duration,
+    connect_timeout: Duration,
+    channels: Vec<(String, Grpc<Channel>)>,
+}
+
+impl MasterClient {
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(addrs: I) -> Self {
+        MasterClient {
+            addrs: addrs.into_iter().map(Into::into).collect(),
+            current: 0,
+            forwarded: false,
+            call_timeout: Duration::from_secs(12),
+            deadline: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            channels: Vec::new(),
+        }
+    }
+
+    pub fn single(addr: &str) -> Self {
+        let mut c = Self::new([addr]);
+        c.deadline = Duration::from_secs(12);
+        c
+    }
+
+    /// Mark calls as already forwarded once (a replica receiving one does not forward it
+    /// again).
+    pub fn forwarded(mut self) -> Self {
+        self.forwarded = true;
+        self
+    }
+
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The address calls go to first (the last known leader).
+    pub fn current_addr(&self) -> Option<&str> {
+        self.addrs.get(self.current).map(String::as_str)
+    }
+
+    fn grpc(&mut self, addr: &str) -> Result<Grpc<Channel>, ClientError> {
+        if let Some((_, c)) = self.channels.iter().find(|(a, _)| a == addr) {
+            return Ok(c.clone());
+        }
+        let channel =
+            lazy_channel(addr, self.connect_timeout).map_err(|e| ClientError::Transport {
+                addr: addr.to_string(),
+                message: e.to_string(),
+            })?;
+        let c = Grpc::new(channel)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(64 << 20);
+        self.channels.push((addr.to_string(), c.clone()));
+        Ok(c)
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.set_timeout(self.call_timeout);
+        if self.forwarded {
+            r.metadata_mut()
+                .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        }
+        r
+    }
+
+    fn point_at(&mut self, addr: String) {
+        match self.addrs.iter().position(|a| *a == addr) {
+            Some(i) => self.current = i,
+            None => {
+                self.addrs.push(addr);
+                self.current = self.addrs.len() - 1;
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        if !self.addrs.is_empty() {
+            self.current = (self.current + 1) % self.addrs.len();
+        }
+    }
+
+    /// Run `one` until it is done, following leader hints, rotating over addresses and
+    /// backing off on failures, within the deadline.
+    async fn retry<T, F>(&mut self, mut one: F) -> Result<T, ClientError>
+    where
+        F: AsyncFnMut(&mut Self, String) -> Result<Attempt<T>, ClientError>,
+    {
+        if self.addrs.is_empty() {
+            return Err(ClientError::NoAddress);
+        }
+        let start = Instant::now();
+        let mut attempts = 0u32;
+        let mut backoff = Duration::from_millis(25);
+        let mut last;
+        loop {
+            attempts += 1;
+            let addr = self.addrs[self.current % self.addrs.len()].clone();
+            match one(self, addr.clone()).await {
+                Ok(Attempt::Done(t)) => return Ok(t),
+                Ok(Attempt::Leader(leader)) => {
+                    last = format!("{addr} is not the leader; {leader} is");
+                    self.point_at(leader);
+                }
+                Ok(Attempt::Retry(why)) => {
+                    last = format!("{addr}: {why}");
+                    self.rotate();
+                }
+                Err(ClientError::Transport { addr, message }) => {
+                    last = format!("{addr}: {message}");
+                    self.channels.retain(|(a, _)| *a != addr);
+                    self.rotate();
+                }
+                Err(e) => return Err(e),
+            }
+            if start.elapsed() + backoff > self.deadline {
+                return Err(ClientError::Unavailable {
+                    attempts,
+                    elapsed_ms: start.elapsed().as_millis() as u64,
+                    last,
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(400));
+        }
+    }
+
+    fn transport(addr: &str, status: tonic::Status) -> ClientError {
+        ClientError::Transport {
+            addr: addr.to_string(),
+            message: format!("{:?}: {}", status.code(), status.message()),
+        }
+    }
+
+    /// One attempt at the current address.
+    pub async fn submit_once(&mut self, command: &Command) -> Result<SubmitResponse, ClientError> {
+        let addr = self
+            .current_addr()
+            .ok_or(ClientError::NoAddress)?
+            .to_string();
+        let bytes = serde_json::to_vec(command).map_err(|e| ClientError::Decode {
+            addr: addr.clone(),
+            message: e.to_string(),
+        })?;
+        let mut c = self.grpc(&addr)?;
+        c.submit(self.request(SubmitRequest { command: bytes }))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Self::transport(&addr, s))
+    }
+
+    /// Apply a command, wherever the leader is. Returns the domain outcome and the log
+    /// index it was applied at.
+    pub async fn submit(&mut self, command: &Command) -> Result<(Outcome, u64), ClientError> {
+        let bytes = serde_json::to_vec(command).map_err(|e| ClientError::Decode {
+            addr: String::new(),
+            message: e.to_string(),
+        })?;
+        self.retry(async |client: &mut Self, addr: String| {
+            let mut c = client.grpc(&addr)?;
+            let r = c
+                .submit(client.request(SubmitRequest {
+                    command: bytes.clone(),
+                }))
+                .await
+                .map_err(|s| Self::transport(&addr, s))?
+                .into_inner();
+            Ok(match r.result {
+                Some(submit_response::Result::Outcome(o)) => {
+                    let outcome: Outcome =
+                        serde_json::from_slice(&o).map_err(|e| ClientError::Decode {
+                            addr: addr.clone(),
+                            message: e.to_string(),
+                        })?;
+                    Attempt::Done((outcome, r.log_index))
+                }
+                Some(submit_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
+                Some(submit_response::Result::Unavailable(why)) => Attempt::Retry(why),
+                None => Attempt::Retry("empty answer".into()),
+            })
+        })
+        .await
+    }
+
+    pub async fn read_once(
+        &mut self,
+        query: &Query,
+        consistency: Consistency,
+        max_staleness_ms: u64,
+    ) -> Result<ReadResponse, ClientError> {
+        let addr = self
+            .current_addr()
+            .ok_or(ClientError::NoAddress)?
+            .to_string();
+        let bytes = serde_json::to_vec(query).map_err(|e| ClientError::Decode {
+            addr: addr.clone(),
+            message: e.to_string(),
+        })?;
+        let mut c = self.grpc(&addr)?;
+        c.read(self.request(ReadRequest {
+            consistency: consistency as i32,
+            max_staleness_ms,
+            query: bytes,
+        }))
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| Self::transport(&addr, s))
+    }
+
+    /// Read entities with the given consistency. Returns them and the applied index of
+    /// the replica that answered.
+    pub async fn read(
+        &mut self,
+        query: &Query,
+        consistency: Consistency,
+        max_staleness_ms: u64,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, u64), ClientError> {
+        let bytes = serde_json::to_vec(query).map_err(|e| ClientError::Decode {
+            addr: String::new(),
+            message: e.to_string(),
+        })?;
+        self.retry(async |client: &mut Self, addr: String| {
+            let mut c = client.grpc(&addr)?;
+            let r = c
+                .read(client.request(ReadRequest {
+                    consistency: consistency as i32,
+                    max_staleness_ms,
+                    query: bytes.clone(),
+                }))
+                .await
+                .map_err(|s| Self::transport(&addr, s))?
+                .into_inner();
+            Ok(match r.result {
+                Some(read_response::Result::Entries(e)) => Attempt::Done((
+                    e.entries.into_iter().map(|e| (e.key, e.value)).collect(),
+                    r.applied_index,
+                )),
+                Some(read_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
+                Some(read_response::Result::Unavailable(why)) => Attempt::Retry(why),
+                None => Attempt::Retry("empty answer".into()),
+            })
+        })
+        .await
+    }
+
+    /// The status of the replica at `addr` (no retries elsewhere: it is that replica's).
+    pub async fn status_of(&mut self, addr: &str) -> Result<StatusResponse, ClientError> {
+        let mut c = self.grpc(addr)?;
+        c.status(self.request(StatusRequest {}))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Self::transport(addr, s))
+    }
+
+    /// The status of the first replica that answers.
+    pub async fn status(&mut self) -> Result<StatusResponse, ClientError> {
+        self.retry(async |client: &mut Self, addr: String| {
+            client.status_of(&addr).await.map(Attempt::Done)
+        })
+        .await
+    }
+
+    pub async fn add_replica_once(
+        &mut self,
+        req: &AddReplicaRequest,
+    ) -> Result<MembershipResponse, ClientError> {
+        let addr = self
+            .current_addr()
+            .ok_or(ClientError::NoAddress)?
+            .to_string();
+        let mut c = self.grpc(&addr)?;
+        c.add_replica(self.request(req.clone()))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Self::transport(&addr, s))
+    }
+
+    pub async fn remove_replica_once(
+        &mut self,
+        id: u64,
+    ) -> Result<MembershipResponse, ClientError> {
+        let addr = self
+            .current_addr()
+            .ok_or(ClientError::NoAddress)?
+            .to_string();
+        let mut c = self.grpc(&addr)?;
+        c.remove_replica(self.request(RemoveReplicaRequest { id }))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Self::transport(&addr, s))
+    }
+
+    fn membership(addr: &str, r: MembershipResponse) -> Result<Attempt<String>, ClientError> {
+        Ok(match r.result {
+            Some(membership_response::Result::Ok(m)) => Attempt::Done(m),
+            Some(membership_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
+            Some(membership_response::Result::Error(e)) if e.contains("no leader") => {
+                Attempt::Retry(e)
+            }
+            Some(membership_response::Result::Error(e)) => {
+                return Err(ClientError::Refused(format!("{addr}: {e}")))
+            }
+            None => Attempt::Retry("empty answer".into()),
+        })
+    }
+
+    /// Add a replica (as a learner that catches up, then a voter when asked).
+    pub async fn add_replica(&mut self, req: &AddReplicaRequest) -> Result<String, ClientError> {
+        self.retry(async |client: &mut Self, addr: String| {
+            let mut c = client.grpc(&addr)?;
+            let r = c
+                .add_replica(client.request(req.clone()))
+                .await
+                .map_err(|s| Self::transport(&addr, s))?
+                .into_inner();
+            Self::membership(&addr, r)
+        })
+        .await
+    }
+
+    pub async fn remove_replica(&mut self, id: u64) -> Result<String, ClientError> {
+        self.retry(async |client: &mut Self, addr: String| {
+            let mut c = client.grpc(&addr)?;
+            let r = c
+                .remove_replica(client.request(RemoveReplicaRequest { id }))
+                .await
+                .map_err(|s| Self::transport(&addr, s))?
+                .into_inner();
+            Self::membership(&addr, r)
+        })
+        .await
+    }
+}

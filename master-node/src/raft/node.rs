@@ -1,0 +1,339 @@
+//! One master replica: configuration, start-up, the two gRPC listeners, the snapshot
+//! triggers, and a clean shutdown.
+
+use super::network::Network;
+use super::service::{raft_server, LeaderContact, MasterService, RaftService};
+use super::types::{NodeId, NodeInfo, Raft, StateHandle};
+use crate::domain::State;
+use serde::{Deserialize, Serialize};
+use slapos_proto::rpc::master::master_server::MasterServer;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A replica's configuration file (TOML).
+///
+/// ```toml
+/// id = 1
+/// raft_addr = "[2001:db8::1]:7101"
+/// api_addr = "[2001:db8::1]:7201"
+/// data_dir = "/srv/slapos/master-1"
+/// region = "eu-west"
+///
+/// [timers]            # across regions: heartbeat >= RTT, election >= 5 x heartbeat
+/// heartbeat_ms = 100
+/// election_timeout_min_ms = 500
+/// election_timeout_max_ms = 1000
+///
+/// [snapshot]
+/// logs_since_last = 5000
+/// max_log_bytes = 67108864
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    pub id: NodeId,
+    /// Listen address of the Raft service (host:port; IPv6 in brackets).
+    pub raft_addr: String,
+    /// Listen address of the master API.
+    pub api_addr: String,
+    /// Address peers use to reach the Raft service, when it differs from `raft_addr`
+    /// (e.g. listening on `[::]:7101`).
+    #[serde(default)]
+    pub advertise_raft_addr: Option<String>,
+    #[serde(default)]
+    pub advertise_api_addr: Option<String>,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub timers: Timers,
+    #[serde(default)]
+    pub snapshot: SnapshotPolicy,
+    /// Sync the state machine's batches too (the log is always synced).
+    #[serde(default)]
+    pub sync_state_machine: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timers {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for Timers {
+    /// For a LAN or one region. Across regions, raise them with the round-trip time.
+    fn default() -> Self {
+        Timers {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotPolicy {
+    /// Build a snapshot every this many log entries.
+    pub logs_since_last: u64,
+    /// ... or as soon as the log holds more than this many bytes.
+    pub max_log_bytes: u64,
+    /// Entries kept in the log behind a snapshot, for slow followers.
+    pub keep_logs: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            logs_since_last: 5000,
+            max_log_bytes: 64 << 20,
+            keep_logs: 1000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot read {path}: {source}")]
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] raft_store::StoreError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {message}")]
+    Listen { addr: String, message: String },
+}
+
+impl ReplicaConfig {
+    pub fn load(path: &Path) -> Result<ReplicaConfig, NodeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeError::ReadConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| NodeError::Config {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<ReplicaConfig, String> {
+        let c: ReplicaConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, addr) in [("raft_addr", &self.raft_addr), ("api_addr", &self.api_addr)] {
+            addr.parse::<SocketAddr>()
+                .map_err(|e| format!("{name} '{addr}' is not host:port ({e})"))?;
+        }
+        let t = &self.timers;
+        if t.heartbeat_ms == 0 || t.election_timeout_min_ms <= t.heartbeat_ms {
+            return Err("timers: election_timeout_min_ms must exceed heartbeat_ms (> 0)".into());
+        }
+        if t.election_timeout_max_ms <= t.election_timeout_min_ms {
+            return Err(
+                "timers: election_timeout_max_ms must exceed election_timeout_min_ms".into(),
+            );
+        }
+        if self.snapshot.logs_since_last == 0 {
+            return Err("snapshot: logs_since_last must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// How the membership records this replica.
+    pub fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            raft_addr: self
+                .advertise_raft_addr
+                .clone()
+                .unwrap_or_else(|| self.raft_addr.clone()),
+            api_addr: self
+                .advertise_api_addr
+                .clone()
+                .unwrap_or_else(|| self.api_addr.clone()),
+            region: self.region.clone(),
+        }
+    }
+
+    fn raft_config(&self) -> Result<Arc<openraft::Config>, NodeError> {
+        let c = openraft::Config {
+            cluster_name: "slapos-master".into(),
+            heartbeat_interval: self.timers.heartbeat_ms,
+            election_timeout_min: self.timers.election_timeout_min_ms,
+            election_timeout_max: self.timers.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot.logs_since_last),
+            max_in_snapshot_log_to_keep: self.snapshot.keep_logs,
+            max_payload_entries: 512,
+            ..Default::default()
+        };
+        Ok(Arc::new(
+            c.validate().map_err(|e| NodeError::Raft(e.to_string()))?,
+        ))
+    }
+}
+
+/// A started replica.
+pub struct Replica {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: StateHandle,
+    pub log_stats: raft_store::LogStats,
+    pub contact: Arc<LeaderContact>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Replica {
+    /// Open the store and start Raft, without serving anything.
+    pub async fn open(config: &ReplicaConfig) -> Result<Replica, NodeError> {
+        let (log_store, sm_store) = raft_store::open::<super::TypeConfig, State>(
+            &config.data_dir,
+            raft_store::StoreOptions {
+                sync_state_machine: config.sync_state_machine,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let state = sm_store.handle();
+        let log_stats = log_store.stats();
+        let raft = Raft::new(
+            config.id,
+            config.raft_config()?,
+            Network::default(),
+            log_store,
+            sm_store,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        Ok(Replica {
+            id: config.id,
+            raft,
+            state,
+            log_stats,
+            contact: Arc::new(LeaderContact::default()),
+            tasks: Vec::new(),
+            shutdown,
+        })
+    }
+
+    /// Bootstrap a group of one with this replica (only on empty storage).
+    pub async fn initialize(&self, node: NodeInfo) -> Result<(), NodeError> {
+        let mut members = BTreeMap::new();
+        members.insert(self.id, node);
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))
+    }
+
+    /// Serve the Raft and master APIs, and watch the log size.
+    pub async fn serve(&mut self, config: &ReplicaConfig) -> Result<(), NodeError> {
+        let raft_listener = bind(&config.raft_addr).await?;
+        let api_listener = bind(&config.api_addr).await?;
+        let raft_service = raft_server(RaftService {
+            raft: self.raft.clone(),
+            contact: self.contact.clone(),
+        });
+        let master_service = MasterServer::new(MasterService {
+            id: self.id,
+            raft: self.raft.clone(),
+            state: self.state.clone(),
+            log_stats: self.log_stats.clone(),
+            contact: self.contact.clone(),
+        })
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(256 << 20);
+        let mut stop = self.shutdown.subscribe();
+        self.tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
+            let r = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(raft_service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "raft service stopped");
+            }
+        }));
+        let mut stop = self.shutdown.subscribe();
+        self.tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(api_listener);
+            let r = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(master_service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "master API stopped");
+            }
+        }));
+        // Snapshot by size: openraft counts entries; we watch bytes.
+        let raft = self.raft.clone();
+        let stats = self.log_stats.clone();
+        let max = config.snapshot.max_log_bytes;
+        let mut stop = self.shutdown.subscribe();
+        self.tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if stats.log_size_bytes() > max {
+                    tracing::info!(
+                        bytes = stats.log_size_bytes(),
+                        max,
+                        "log over its size limit: snapshot"
+                    );
+                    if let Err(e) = raft.trigger().snapshot().await {
+                        tracing::warn!(error = %e, "cannot trigger a snapshot");
+                    }
+                }
+            }
+        }));
+        tracing::info!(id = self.id, raft = %config.raft_addr, api = %config.api_addr, "replica serving");
+        Ok(())
+    }
+
+    /// Stop serving, shut Raft down and wait until the store is closed.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.state.wait_closed().await;
+    }
+}
+
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener, NodeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| NodeError::Listen {
+            addr: addr.to_string(),
+            message: e.to_string(),
+        })
+}

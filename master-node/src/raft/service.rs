@@ -1,0 +1,600 @@
+//! The gRPC services a replica serves: Raft traffic from its peers, and the master API
+//! (submit, read, status, membership) for gateways and operators.
+//!
+//! Callers never see a raw Raft error: a follower forwards a write (once) to the leader,
+//! or answers with the leader's address when it cannot; a group without a leader answers
+//! `unavailable`, which callers retry.
+
+use super::client::MasterClient;
+use super::network::MAX_RAFT_MESSAGE;
+use super::types::{NodeId, NodeInfo, Raft, StateHandle, TypeConfig};
+use crate::domain::{Command, Op, Query, RequestId, Timestamp};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::{ChangeMembers, ServerState, Snapshot, SnapshotMeta, Vote};
+use slapos_proto::rpc::master::master_server::Master;
+use slapos_proto::rpc::master::{
+    membership_response, read_response, submit_response, AddReplicaRequest, Consistency, Entries,
+    Entry, LeaderHint, Member, MembershipResponse, ReadRequest, ReadResponse, RemoveReplicaRequest,
+    StatusRequest, StatusResponse, SubmitRequest, SubmitResponse,
+};
+use slapos_proto::rpc::raft::raft_server;
+use slapos_proto::rpc::raft::{RaftMessage, SnapshotChunk};
+use std::collections::BTreeSet;
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tonic::{Request, Response, Status};
+
+/// Metadata header marking a call already forwarded by a follower (forward at most once).
+pub const FORWARDED: &str = "x-slapos-forwarded";
+/// Largest snapshot a replica accepts over the wire.
+pub const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
+/// How long a write may wait for commit before the caller is told to retry.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// When this replica last heard from a leader (monotonic milliseconds since start).
+#[derive(Debug)]
+pub struct LeaderContact {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Default for LeaderContact {
+    fn default() -> Self {
+        LeaderContact {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl LeaderContact {
+    pub fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the last contact, None if never.
+    pub fn millis_since(&self) -> Option<u64> {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last == u64::MAX {
+            return None;
+        }
+        Some((self.start.elapsed().as_millis() as u64).saturating_sub(last))
+    }
+}
+
+fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Status> {
+    serde_json::to_vec(value).map_err(|e| Status::internal(format!("encode: {e}")))
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, Status> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Status::invalid_argument(format!("malformed {what}: {e}")))
+}
+
+// ----- Raft ------------------------------------------------------------------------------
+
+pub struct RaftService {
+    pub raft: Raft,
+    pub contact: Arc<LeaderContact>,
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> =
+            decode_json("append entries", &request.get_ref().data)?;
+        let result = self.raft.append_entries(req).await;
+        if result.is_ok() {
+            self.contact.touch();
+        }
+        Ok(Response::new(RaftMessage {
+            data: encode_json(&result)?,
+        }))
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let req: VoteRequest<NodeId> = decode_json("vote", &request.get_ref().data)?;
+        let result = self.raft.vote(req).await;
+        Ok(Response::new(RaftMessage {
+            data: encode_json(&result)?,
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<tonic::Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let (vote, meta): (Vote<NodeId>, SnapshotMeta<NodeId, NodeInfo>) =
+            decode_json("snapshot header", &first.header)?;
+        let mut data = first.data;
+        while let Some(chunk) = stream.message().await? {
+            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "snapshot over {MAX_SNAPSHOT_BYTES} bytes"
+                )));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        tracing::info!(bytes = data.len(), snapshot = %meta.snapshot_id, "snapshot received");
+        self.contact.touch();
+        let result = self
+            .raft
+            .install_full_snapshot(
+                vote,
+                Snapshot {
+                    meta,
+                    snapshot: Box::new(Cursor::new(data)),
+                },
+            )
+            .await;
+        Ok(Response::new(RaftMessage {
+            data: encode_json(&result)?,
+        }))
+    }
+}
+
+pub fn raft_server(service: RaftService) -> raft_server::RaftServer<RaftService> {
+    raft_server::RaftServer::new(service)
+        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE)
+}
+
+// ----- Master API --------------------------------------------------------------------------
+
+pub struct MasterService {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: StateHandle,
+    pub log_stats: raft_store::LogStats,
+    pub contact: Arc<LeaderContact>,
+}
+
+fn hint_of(raft_leader: Option<NodeId>, node: Option<&NodeInfo>) -> Option<LeaderHint> {
+    Some(LeaderHint {
+        leader_id: raft_leader?,
+        api_addr: node?.api_addr.clone(),
+    })
+}
+
+impl MasterService {
+    fn leader_hint(&self) -> Option<LeaderHint> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader).cloned();
+        hint_of(Some(leader), node.as_ref())
+    }
+
+    fn is_forwarded<T>(request: &Request<T>) -> bool {
+        request.metadata().get(FORWARDED).is_some()
+    }
+
+    /// The leader, for a one-shot forward; None when unknown or when it is us.
+    fn forward_target(&self, hint: &Option<LeaderHint>) -> Option<MasterClient> {
+        let hint = hint.as_ref()?;
+        if hint.leader_id == self.id {
+            return None;
+        }
+        Some(MasterClient::single(&hint.api_addr).forwarded())
+    }
+
+    fn domain_time() -> Timestamp {
+        Timestamp(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Propose a command on this replica (which must be the leader).
+    async fn write(&self, command: Command) -> SubmitResponse {
+        let result = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await;
+        match result {
+            Err(_) => SubmitResponse {
+                result: Some(submit_response::Result::Unavailable(
+                    "the write was not committed in time; its outcome is unknown: retry with the same request id".into(),
+                )),
+                log_index: 0,
+            },
+            Ok(Ok(resp)) => match serde_json::to_vec(&resp.data) {
+                Ok(outcome) => SubmitResponse {
+                    result: Some(submit_response::Result::Outcome(outcome)),
+                    log_index: resp.log_id.index,
+                },
+                Err(e) => SubmitResponse {
+                    result: Some(submit_response::Result::Unavailable(format!("encode outcome: {e}"))),
+                    log_index: resp.log_id.index,
+                },
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                match hint_of(f.leader_id, f.leader_node.as_ref()) {
+                    Some(h) => SubmitResponse {
+                        result: Some(submit_response::Result::NotLeader(h)),
+                        log_index: 0,
+                    },
+                    None => SubmitResponse {
+                        result: Some(submit_response::Result::Unavailable(
+                            "no leader is known at the moment".into(),
+                        )),
+                        log_index: 0,
+                    },
+                }
+            }
+            Ok(Err(e)) => SubmitResponse {
+                result: Some(submit_response::Result::Unavailable(e.to_string())),
+                log_index: 0,
+            },
+        }
+    }
+
+    async fn local_read(&self, query: &Query) -> Result<ReadResponse, Status> {
+        let (entries, applied) = self
+            .state
+            .read(|state, applied| (state.query_entries(query), applied.map_or(0, |l| l.index)));
+        let entries = entries.map_err(|e| Status::internal(e.to_string()))?;
+        Ok(ReadResponse {
+            result: Some(read_response::Result::Entries(Entries {
+                entries: entries
+                    .into_iter()
+                    .map(|(key, value)| Entry { key, value })
+                    .collect(),
+            })),
+            applied_index: applied,
+        })
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Change membership on the leader: one change at a time (openraft refuses a change
+    /// while another is in progress).
+    async fn change(&self, changes: ChangeMembers<NodeId, NodeInfo>) -> Result<(), String> {
+        match self.raft.change_membership(changes, false).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn retire(&self, id: NodeId) -> Result<(), String> {
+        let command = Command {
+            request_id: RequestId::new(
+                format!("master-{}-membership", self.id),
+                Self::domain_time().micros(),
+            ),
+            at: Self::domain_time(),
+            op: Op::RetireReplica { id },
+        };
+        match self.write(command).await.result {
+            Some(submit_response::Result::Outcome(_)) => Ok(()),
+            Some(submit_response::Result::NotLeader(h)) => {
+                Err(format!("leadership moved to {}", h.leader_id))
+            }
+            Some(submit_response::Result::Unavailable(e)) => Err(e),
+            None => Err("no answer".into()),
+        }
+    }
+}
+
+fn membership_error(message: impl Into<String>) -> MembershipResponse {
+    MembershipResponse {
+        result: Some(membership_response::Result::Error(message.into())),
+    }
+}
+
+#[tonic::async_trait]
+impl Master for MasterService {
+    async fn submit(
+        &self,
+        request: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        let forwarded = Self::is_forwarded(&request);
+        let command: Command = decode_json("command", &request.get_ref().command)?;
+        let answer = self.write(command.clone()).await;
+        if let Some(submit_response::Result::NotLeader(h)) = &answer.result {
+            if !forwarded {
+                if let Some(mut leader) = self.forward_target(&Some(h.clone())) {
+                    if let Ok(r) = leader.submit_once(&command).await {
+                        return Ok(Response::new(r));
+                    }
+                }
+            }
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        let forwarded = Self::is_forwarded(&request);
+        let req = request.into_inner();
+        let query: Query = decode_json("query", &req.query)?;
+        let consistency =
+            Consistency::try_from(req.consistency).unwrap_or(Consistency::Unspecified);
+        match consistency {
+            Consistency::Linearizable | Consistency::Unspecified => {
+                match self.raft.ensure_linearizable().await {
+                    Ok(_) => Ok(Response::new(self.local_read(&query).await?)),
+                    Err(e) => {
+                        let hint = e
+                            .forward_to_leader::<NodeInfo>()
+                            .and_then(|f| hint_of(f.leader_id, f.leader_node.as_ref()));
+                        if !forwarded {
+                            if let Some(mut leader) = self.forward_target(&hint) {
+                                if let Ok(r) =
+                                    leader.read_once(&query, Consistency::Linearizable, 0).await
+                                {
+                                    return Ok(Response::new(r));
+                                }
+                            }
+                        }
+                        Ok(Response::new(ReadResponse {
+                            result: Some(match hint {
+                                Some(h) => read_response::Result::NotLeader(h),
+                                None => read_response::Result::Unavailable(format!(
+                                    "cannot confirm leadership: {e}"
+                                )),
+                            }),
+                            applied_index: 0,
+                        }))
+                    }
+                }
+            }
+            Consistency::Local => {
+                let m = self.raft.metrics().borrow().clone();
+                let staleness = if m.state == ServerState::Leader {
+                    m.millis_since_quorum_ack
+                } else {
+                    self.contact.millis_since()
+                };
+                let fresh = staleness.is_some_and(|s| s <= req.max_staleness_ms);
+                if fresh {
+                    return Ok(Response::new(self.local_read(&query).await?));
+                }
+                let hint = self.leader_hint();
+                if !forwarded {
+                    if let Some(mut leader) = self.forward_target(&hint) {
+                        if let Ok(r) = leader
+                            .read_once(&query, Consistency::Local, req.max_staleness_ms)
+                            .await
+                        {
+                            return Ok(Response::new(r));
+                        }
+                    }
+                }
+                Ok(Response::new(ReadResponse {
+                    result: Some(read_response::Result::Unavailable(format!(
+                        "replica {} last heard from a leader {} ago, over the allowed {} ms",
+                        self.id,
+                        staleness.map_or("never".to_string(), |s| format!("{s} ms")),
+                        req.max_staleness_ms
+                    ))),
+                    applied_index: m.last_applied.map_or(0, |l| l.index),
+                }))
+            }
+        }
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|l| l.index);
+                let matched = if *id == m.id { Some(last) } else { matched };
+                Member {
+                    id: *id,
+                    raft_addr: node.raft_addr.clone(),
+                    api_addr: node.api_addr.clone(),
+                    role: if voters.contains(id) {
+                        "voter"
+                    } else {
+                        "learner"
+                    }
+                    .into(),
+                    matched_index: matched.unwrap_or(0),
+                    lag: matched.map_or(0, |x| last.saturating_sub(x)),
+                    region: node.region.clone(),
+                }
+            })
+            .collect();
+        let stats = &self.log_stats;
+        Ok(Response::new(StatusResponse {
+            id: m.id,
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .into(),
+            term: m.current_term,
+            leader_id: m.current_leader.unwrap_or(0),
+            has_leader: m.current_leader.is_some(),
+            last_log_index: last,
+            committed_index: stats.committed_index().unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+            log_size_bytes: stats.log_size_bytes(),
+            snapshot_size_bytes: stats.snapshot_size_bytes(),
+            members,
+            millis_since_leader_contact: if m.state == ServerState::Leader {
+                m.millis_since_quorum_ack.unwrap_or(0)
+            } else {
+                self.contact.millis_since().unwrap_or(u64::MAX)
+            },
+        }))
+    }
+
+    async fn add_replica(
+        &self,
+        request: Request<AddReplicaRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let forwarded = Self::is_forwarded(&request);
+        let req = request.into_inner();
+        if !self.is_leader() {
+            let hint = self.leader_hint();
+            if !forwarded {
+                if let Some(mut leader) = self.forward_target(&hint) {
+                    if let Ok(r) = leader.add_replica_once(&req).await {
+                        return Ok(Response::new(r));
+                    }
+                }
+            }
+            return Ok(Response::new(MembershipResponse {
+                result: Some(match hint {
+                    Some(h) => membership_response::Result::NotLeader(h),
+                    None => membership_response::Result::Error(
+                        "no leader is known at the moment".into(),
+                    ),
+                }),
+            }));
+        }
+        if req.raft_addr.is_empty() || req.api_addr.is_empty() {
+            return Ok(Response::new(membership_error(
+                "raft_addr and api_addr are required",
+            )));
+        }
+        // Ids are never reused: not a current member's, not a retired one's.
+        if let Err(e) = self.raft.ensure_linearizable().await {
+            return Ok(Response::new(membership_error(format!(
+                "cannot confirm leadership: {e}"
+            ))));
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let existing = m.membership_config.membership().get_node(&req.id).cloned();
+        let node = NodeInfo {
+            raft_addr: req.raft_addr.clone(),
+            api_addr: req.api_addr.clone(),
+            region: req.region.clone(),
+        };
+        if let Some(existing) = &existing {
+            if existing != &node {
+                return Ok(Response::new(membership_error(format!(
+                    "replica id {} is already a member at {existing}; a replica that lost its data rejoins under a new id",
+                    req.id
+                ))));
+            }
+        }
+        if self.state.read(|s, _| s.is_retired_replica(req.id)) {
+            return Ok(Response::new(membership_error(format!(
+                "replica id {} was used before and retired; ids are never reused",
+                req.id
+            ))));
+        }
+        // As a learner first; openraft blocks until it has caught up with the leader.
+        if existing.is_none() {
+            tracing::info!(id = req.id, %node, "adding learner");
+            if let Err(e) = self.raft.add_learner(req.id, node.clone(), true).await {
+                return Ok(Response::new(membership_error(format!("add learner: {e}"))));
+            }
+        }
+        if req.voter {
+            tracing::info!(id = req.id, "promoting to voter");
+            let mut ids = BTreeSet::new();
+            ids.insert(req.id);
+            if let Err(e) = self.change(ChangeMembers::AddVoterIds(ids)).await {
+                return Ok(Response::new(membership_error(format!(
+                    "promote to voter: {e}"
+                ))));
+            }
+        }
+        Ok(Response::new(MembershipResponse {
+            result: Some(membership_response::Result::Ok(format!(
+                "replica {} joined as {}",
+                req.id,
+                if req.voter { "voter" } else { "learner" }
+            ))),
+        }))
+    }
+
+    async fn remove_replica(
+        &self,
+        request: Request<RemoveReplicaRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let forwarded = Self::is_forwarded(&request);
+        let req = request.into_inner();
+        if !self.is_leader() {
+            let hint = self.leader_hint();
+            if !forwarded {
+                if let Some(mut leader) = self.forward_target(&hint) {
+                    if let Ok(r) = leader.remove_replica_once(req.id).await {
+                        return Ok(Response::new(r));
+                    }
+                }
+            }
+            return Ok(Response::new(MembershipResponse {
+                result: Some(match hint {
+                    Some(h) => membership_response::Result::NotLeader(h),
+                    None => membership_response::Result::Error(
+                        "no leader is known at the moment".into(),
+                    ),
+                }),
+            }));
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&req.id).is_none() {
+            return Ok(Response::new(membership_error(format!(
+                "replica {} is not a member",
+                req.id
+            ))));
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if voters.len() == 1 && voters.contains(&req.id) {
+            return Ok(Response::new(membership_error(
+                "refusing to remove the last voter",
+            )));
+        }
+        // Record the retirement first, while this leader surely leads.
+        if let Err(e) = self.retire(req.id).await {
+            return Ok(Response::new(membership_error(format!(
+                "record retirement: {e}"
+            ))));
+        }
+        let mut ids = BTreeSet::new();
+        ids.insert(req.id);
+        if voters.contains(&req.id) {
+            if let Err(e) = self.change(ChangeMembers::RemoveVoters(ids.clone())).await {
+                return Ok(Response::new(membership_error(format!(
+                    "remove voter: {e}"
+                ))));
+            }
+        }
+        // Removing the leader itself: the new configuration is committed and this replica
+        // steps down; the learner entry can only be dropped by the next leader.
+        if req.id != self.id {
+            if let Err(e) = self.change(ChangeMembers::RemoveNodes(ids)).await {
+                return Ok(Response::new(membership_error(format!("remove node: {e}"))));
+            }
+        }
+        Ok(Response::new(MembershipResponse {
+            result: Some(membership_response::Result::Ok(format!(
+                "replica {} left the group",
+                req.id
+            ))),
+        }))
+    }
+}
