@@ -262,7 +262,7 @@ impl Replica {
         .max_encoding_message_size(256 << 20);
         let mut stop = self.shutdown.subscribe();
         self.tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
+            let incoming = nodelay(raft_listener);
             let r = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(raft_service)
@@ -276,7 +276,7 @@ impl Replica {
         }));
         let mut stop = self.shutdown.subscribe();
         self.tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(api_listener);
+            let incoming = nodelay(api_listener);
             let r = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(master_service)
@@ -327,6 +327,20 @@ impl Replica {
         }
         self.state.wait_closed().await;
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: Raft and API messages are small and
+/// latency-bound (the server builder's own `tcp_nodelay` does not reach streams handed to
+/// `serve_with_incoming`).
+fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }
 
 async fn bind(addr: &str) -> Result<tokio::net::TcpListener, NodeError> {
