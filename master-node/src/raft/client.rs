@@ -41,7 +41,9 @@ enum Attempt<T> {
     Retry(String),
 }
 
-/// A client of the master API over a list of replica addresses.
+/// A client of the master API over a list of replica addresses. Clones share the
+/// connections (HTTP/2 multiplexes their calls).
+#[derive(Clone)]
 pub struct MasterClient {
     addrs: Vec<String>,
     current: usize,
@@ -132,49 +134,51 @@ impl MasterClient {
         }
     }
 
-    /// Run `one` until it is done, following leader hints, rotating over addresses and
-    /// backing off on failures, within the deadline.
-    async fn retry<T, F>(&mut self, mut one: F) -> Result<T, ClientError>
-    where
-        F: AsyncFnMut(&mut Self, String) -> Result<Attempt<T>, ClientError>,
-    {
-        if self.addrs.is_empty() {
-            return Err(ClientError::NoAddress);
-        }
-        let start = Instant::now();
-        let mut attempts = 0u32;
-        let mut backoff = Duration::from_millis(25);
-        let mut last;
-        loop {
-            attempts += 1;
-            let addr = self.addrs[self.current % self.addrs.len()].clone();
-            match one(self, addr.clone()).await {
-                Ok(Attempt::Done(t)) => return Ok(t),
-                Ok(Attempt::Leader(leader)) => {
-                    last = format!("{addr} is not the leader; {leader} is");
-                    self.point_at(leader);
-                }
-                Ok(Attempt::Retry(why)) => {
-                    last = format!("{addr}: {why}");
-                    self.rotate();
-                }
-                Err(ClientError::Transport { addr, message }) => {
-                    last = format!("{addr}: {message}");
-                    self.channels.retain(|(a, _)| *a != addr);
-                    self.rotate();
-                }
-                Err(e) => return Err(e),
+    /// The address of the next attempt.
+    fn pick(&self) -> Result<String, ClientError> {
+        self.addrs
+            .get(self.current % self.addrs.len().max(1))
+            .cloned()
+            .ok_or(ClientError::NoAddress)
+    }
+
+    /// Account for one attempt: Some(answer) when done; None to try again (after
+    /// following a leader hint or rotating, and backing off); an error when the deadline
+    /// passed or the failure is final.
+    async fn settle<T>(
+        &mut self,
+        retry: &mut Retry,
+        addr: String,
+        attempt: Result<Attempt<T>, ClientError>,
+    ) -> Result<Option<T>, ClientError> {
+        retry.attempts += 1;
+        match attempt {
+            Ok(Attempt::Done(t)) => return Ok(Some(t)),
+            Ok(Attempt::Leader(leader)) => {
+                retry.last = format!("{addr} is not the leader; {leader} is");
+                self.point_at(leader);
             }
-            if start.elapsed() + backoff > self.deadline {
-                return Err(ClientError::Unavailable {
-                    attempts,
-                    elapsed_ms: start.elapsed().as_millis() as u64,
-                    last,
-                });
+            Ok(Attempt::Retry(why)) => {
+                retry.last = format!("{addr}: {why}");
+                self.rotate();
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(400));
+            Err(ClientError::Transport { addr, message }) => {
+                retry.last = format!("{addr}: {message}");
+                self.channels.retain(|(a, _)| *a != addr);
+                self.rotate();
+            }
+            Err(e) => return Err(e),
         }
+        if retry.start.elapsed() + retry.backoff > self.deadline {
+            return Err(ClientError::Unavailable {
+                attempts: retry.attempts,
+                elapsed_ms: retry.start.elapsed().as_millis() as u64,
+                last: std::mem::take(&mut retry.last),
+            });
+        }
+        tokio::time::sleep(retry.backoff).await;
+        retry.backoff = (retry.backoff * 2).min(Duration::from_millis(400));
+        Ok(None)
     }
 
     fn transport(addr: &str, status: tonic::Status) -> ClientError {
@@ -208,30 +212,42 @@ impl MasterClient {
             addr: String::new(),
             message: e.to_string(),
         })?;
-        self.retry(async |client: &mut Self, addr: String| {
-            let mut c = client.grpc(&addr)?;
-            let r = c
-                .submit(client.request(SubmitRequest {
-                    command: bytes.clone(),
-                }))
-                .await
-                .map_err(|s| Self::transport(&addr, s))?
-                .into_inner();
-            Ok(match r.result {
-                Some(submit_response::Result::Outcome(o)) => {
-                    let outcome: Outcome =
-                        serde_json::from_slice(&o).map_err(|e| ClientError::Decode {
-                            addr: addr.clone(),
-                            message: e.to_string(),
-                        })?;
-                    Attempt::Done((outcome, r.log_index))
-                }
-                Some(submit_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
-                Some(submit_response::Result::Unavailable(why)) => Attempt::Retry(why),
-                None => Attempt::Retry("empty answer".into()),
-            })
+        let mut retry = Retry::new();
+        loop {
+            let addr = self.pick()?;
+            let attempt = self.submit_attempt(&addr, &bytes).await;
+            if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
+                return Ok(t);
+            }
+        }
+    }
+
+    async fn submit_attempt(
+        &mut self,
+        addr: &str,
+        bytes: &[u8],
+    ) -> Result<Attempt<(Outcome, u64)>, ClientError> {
+        let mut c = self.grpc(addr)?;
+        let r = c
+            .submit(self.request(SubmitRequest {
+                command: bytes.to_vec(),
+            }))
+            .await
+            .map_err(|s| Self::transport(addr, s))?
+            .into_inner();
+        Ok(match r.result {
+            Some(submit_response::Result::Outcome(o)) => {
+                let outcome: Outcome =
+                    serde_json::from_slice(&o).map_err(|e| ClientError::Decode {
+                        addr: addr.to_string(),
+                        message: e.to_string(),
+                    })?;
+                Attempt::Done((outcome, r.log_index))
+            }
+            Some(submit_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
+            Some(submit_response::Result::Unavailable(why)) => Attempt::Retry(why),
+            None => Attempt::Retry("empty answer".into()),
         })
-        .await
     }
 
     pub async fn read_once(
@@ -271,28 +287,44 @@ impl MasterClient {
             addr: String::new(),
             message: e.to_string(),
         })?;
-        self.retry(async |client: &mut Self, addr: String| {
-            let mut c = client.grpc(&addr)?;
-            let r = c
-                .read(client.request(ReadRequest {
-                    consistency: consistency as i32,
-                    max_staleness_ms,
-                    query: bytes.clone(),
-                }))
-                .await
-                .map_err(|s| Self::transport(&addr, s))?
-                .into_inner();
-            Ok(match r.result {
-                Some(read_response::Result::Entries(e)) => Attempt::Done((
-                    e.entries.into_iter().map(|e| (e.key, e.value)).collect(),
-                    r.applied_index,
-                )),
-                Some(read_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
-                Some(read_response::Result::Unavailable(why)) => Attempt::Retry(why),
-                None => Attempt::Retry("empty answer".into()),
-            })
+        let mut retry = Retry::new();
+        loop {
+            let addr = self.pick()?;
+            let attempt = self
+                .read_attempt(&addr, &bytes, consistency, max_staleness_ms)
+                .await;
+            if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
+                return Ok(t);
+            }
+        }
+    }
+
+    async fn read_attempt(
+        &mut self,
+        addr: &str,
+        bytes: &[u8],
+        consistency: Consistency,
+        max_staleness_ms: u64,
+    ) -> Result<Attempt<(Vec<(Vec<u8>, Vec<u8>)>, u64)>, ClientError> {
+        let mut c = self.grpc(addr)?;
+        let r = c
+            .read(self.request(ReadRequest {
+                consistency: consistency as i32,
+                max_staleness_ms,
+                query: bytes.to_vec(),
+            }))
+            .await
+            .map_err(|s| Self::transport(addr, s))?
+            .into_inner();
+        Ok(match r.result {
+            Some(read_response::Result::Entries(e)) => Attempt::Done((
+                e.entries.into_iter().map(|e| (e.key, e.value)).collect(),
+                r.applied_index,
+            )),
+            Some(read_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
+            Some(read_response::Result::Unavailable(why)) => Attempt::Retry(why),
+            None => Attempt::Retry("empty answer".into()),
         })
-        .await
     }
 
     /// The status of the replica at `addr` (no retries elsewhere: it is that replica's).
@@ -306,10 +338,14 @@ impl MasterClient {
 
     /// The status of the first replica that answers.
     pub async fn status(&mut self) -> Result<StatusResponse, ClientError> {
-        self.retry(async |client: &mut Self, addr: String| {
-            client.status_of(&addr).await.map(Attempt::Done)
-        })
-        .await
+        let mut retry = Retry::new();
+        loop {
+            let addr = self.pick()?;
+            let attempt = self.status_of(&addr).await.map(Attempt::Done);
+            if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
+                return Ok(t);
+            }
+        }
     }
 
     pub async fn add_replica_once(
@@ -358,28 +394,58 @@ impl MasterClient {
 
     /// Add a replica (as a learner that catches up, then a voter when asked).
     pub async fn add_replica(&mut self, req: &AddReplicaRequest) -> Result<String, ClientError> {
-        self.retry(async |client: &mut Self, addr: String| {
-            let mut c = client.grpc(&addr)?;
-            let r = c
-                .add_replica(client.request(req.clone()))
-                .await
-                .map_err(|s| Self::transport(&addr, s))?
-                .into_inner();
-            Self::membership(&addr, r)
-        })
-        .await
+        let mut retry = Retry::new();
+        loop {
+            let addr = self.pick()?;
+            let attempt = match self.grpc(&addr) {
+                Ok(mut c) => match c.add_replica(self.request(req.clone())).await {
+                    Ok(r) => Self::membership(&addr, r.into_inner()),
+                    Err(s) => Err(Self::transport(&addr, s)),
+                },
+                Err(e) => Err(e),
+            };
+            if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
+                return Ok(t);
+            }
+        }
     }
 
     pub async fn remove_replica(&mut self, id: u64) -> Result<String, ClientError> {
-        self.retry(async |client: &mut Self, addr: String| {
-            let mut c = client.grpc(&addr)?;
-            let r = c
-                .remove_replica(client.request(RemoveReplicaRequest { id }))
-                .await
-                .map_err(|s| Self::transport(&addr, s))?
-                .into_inner();
-            Self::membership(&addr, r)
-        })
-        .await
+        let mut retry = Retry::new();
+        loop {
+            let addr = self.pick()?;
+            let attempt = match self.grpc(&addr) {
+                Ok(mut c) => match c
+                    .remove_replica(self.request(RemoveReplicaRequest { id }))
+                    .await
+                {
+                    Ok(r) => Self::membership(&addr, r.into_inner()),
+                    Err(s) => Err(Self::transport(&addr, s)),
+                },
+                Err(e) => Err(e),
+            };
+            if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
+                return Ok(t);
+            }
+        }
+    }
+}
+
+/// Bookkeeping of one call's retries.
+struct Retry {
+    start: Instant,
+    attempts: u32,
+    backoff: Duration,
+    last: String,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Retry {
+            start: Instant::now(),
+            attempts: 0,
+            backoff: Duration::from_millis(25),
+            last: String::new(),
+        }
     }
 }
