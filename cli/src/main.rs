@@ -1,5 +1,6 @@
 //! `slapos`: the one binary. Argument parsing and wiring only.
 
+mod bench;
 mod demo;
 mod master;
 
@@ -30,6 +31,9 @@ enum Command {
     /// The master group as a whole.
     #[command(subcommand)]
     Cluster(master::ClusterCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> Result<()> {
@@ -45,6 +49,7 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::Master(cmd) => runtime()?.block_on(master::run(cmd)),
         Command::Cluster(cmd) => runtime()?.block_on(master::cluster(cmd)),
+        Command::Bench(cmd) => runtime()?.block_on(bench::run(cmd)),
     }
 }
 

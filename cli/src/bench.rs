@@ -1,0 +1,88 @@
+//! `slapos bench ...`: wiring to the chaos crate's benchmarks.
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Commits per second and p50/p99 commit latency of a replica group on loopback, and
+    /// the time from a leader's kill -9 to the first successful write.
+    Raft(RaftArgs),
+}
+
+#[derive(Args)]
+pub struct RaftArgs {
+    /// Working directory for the replicas' data (default: a new one under /tmp).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    /// Concurrent writers, one measurement each.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    writers: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Leader kills for the failover measurement (0 to skip).
+    #[arg(long, default_value_t = 10)]
+    kills: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub async fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Raft(args) => {
+            let dir = match args.dir {
+                Some(d) => d,
+                None => {
+                    std::env::temp_dir().join(format!("slapos-bench-raft-{}", std::process::id()))
+                }
+            };
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("clear {}", dir.display()))?;
+            }
+            let opts = chaos::bench::RaftBenchOptions {
+                bin: std::env::current_exe()?,
+                dir: dir.clone(),
+                replicas: args.replicas,
+                writers: args.writers,
+                duration: Duration::from_secs(args.seconds),
+                kills: args.kills,
+            };
+            let report = chaos::bench::run_raft_bench(&opts).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            let report = report?;
+            println!(
+                "raft bench: {} replicas on loopback, synced log writes",
+                report.replicas
+            );
+            println!(
+                "{:>8} {:>12} {:>10} {:>10}",
+                "writers", "commits/s", "p50 ms", "p99 ms"
+            );
+            for l in &report.levels {
+                println!(
+                    "{:>8} {:>12.0} {:>10.2} {:>10.2}",
+                    l.writers, l.commits_per_sec, l.p50_ms, l.p99_ms
+                );
+            }
+            if let Some(f) = &report.failover {
+                println!(
+                    "failover (kill -9 of the leader to first acknowledged write), {} kills: median {:.0} ms, max {:.0} ms",
+                    f.samples_ms.len(),
+                    f.median_ms,
+                    f.max_ms
+                );
+            }
+            if let Some(path) = args.json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+            }
+            Ok(())
+        }
+    }
+}
