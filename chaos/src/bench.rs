@@ -6,6 +6,7 @@
 use crate::cluster::{ClusterError, ProcessCluster};
 use master_node::domain::{AddressSpec, ComputerSpec, PartitionSpec};
 use master_node::raft::client::MasterClient;
+use master_node::raft::node::Timers;
 use master_node::{Command, Op, RequestId, Timestamp};
 use serde::Serialize;
 use slapos_proto::rpc::master::submit_response;
@@ -21,6 +22,7 @@ pub struct RaftBenchOptions {
     pub writers: Vec<usize>,
     pub duration: Duration,
     pub kills: usize,
+    pub timers: Timers,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,6 +47,7 @@ pub struct FailoverResult {
 #[derive(Debug, Serialize)]
 pub struct RaftBenchReport {
     pub replicas: u64,
+    pub timers: Timers,
     pub levels: Vec<LevelResult>,
     pub failover: Option<FailoverResult>,
 }
@@ -190,6 +193,7 @@ async fn failover_once(cluster: &mut ProcessCluster, run: u64) -> Result<f64, Cl
 
 pub async fn run_raft_bench(opts: &RaftBenchOptions) -> Result<RaftBenchReport, ClusterError> {
     let mut cluster = ProcessCluster::new(&opts.bin, &opts.dir);
+    cluster.timers = opts.timers.clone();
     cluster.start(opts.replicas).await?;
     let mut client = cluster.client();
     // Put the leader first so writers start there.
@@ -255,6 +259,7 @@ pub async fn run_raft_bench(opts: &RaftBenchOptions) -> Result<RaftBenchReport, 
     };
     Ok(RaftBenchReport {
         replicas: opts.replicas,
+        timers: opts.timers.clone(),
         levels,
         failover,
     })

@@ -89,6 +89,7 @@ impl ProcessCluster {
             advertise_raft_addr: None,
             advertise_api_addr: None,
             data_dir: self.dir.join(format!("replica-{id}")),
+            metrics_addr: Some(format!("127.0.0.1:{}", free_port()?)),
             region: format!("region-{id}"),
             timers: self.timers.clone(),
             snapshot: self.snapshot.clone(),

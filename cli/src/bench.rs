@@ -28,6 +28,12 @@ pub struct RaftArgs {
     /// Leader kills for the failover measurement (0 to skip).
     #[arg(long, default_value_t = 10)]
     kills: usize,
+    /// Raft heartbeat interval of the replicas, in ms.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// Election timeout range of the replicas, in ms (min,max).
+    #[arg(long, value_delimiter = ',', default_value = "400,800")]
+    election_ms: Vec<u64>,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -53,6 +59,11 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                 writers: args.writers,
                 duration: Duration::from_secs(args.seconds),
                 kills: args.kills,
+                timers: master_node::raft::node::Timers {
+                    heartbeat_ms: args.heartbeat_ms,
+                    election_timeout_min_ms: args.election_ms.first().copied().unwrap_or(400),
+                    election_timeout_max_ms: args.election_ms.get(1).copied().unwrap_or(800),
+                },
             };
             let report = chaos::bench::run_raft_bench(&opts).await;
             let _ = std::fs::remove_dir_all(&dir);

@@ -1,5 +1,6 @@
 //! The master as a Raft group: openraft over raft-store (RocksDB), replicas talking gRPC.
 
+pub mod metrics;
 pub mod network;
 mod sm;
 pub mod types;

@@ -21,6 +21,7 @@ use std::time::Duration;
 /// api_addr = "[2001:db8::1]:7201"
 /// data_dir = "/srv/slapos/master-1"
 /// region = "eu-west"
+/// metrics_addr = "127.0.0.1:9101"   # optional: Prometheus text on GET /metrics
 ///
 /// [timers]            # across regions: heartbeat >= RTT, election >= 5 x heartbeat
 /// heartbeat_ms = 100
@@ -46,6 +47,9 @@ pub struct ReplicaConfig {
     #[serde(default)]
     pub advertise_api_addr: Option<String>,
     pub data_dir: PathBuf,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
     #[serde(default)]
     pub region: String,
     #[serde(default)]
@@ -195,6 +199,7 @@ pub struct Replica {
     pub state: StateHandle,
     pub log_stats: raft_store::LogStats,
     pub contact: Arc<LeaderContact>,
+    pub metrics: Arc<super::metrics::Metrics>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -228,6 +233,7 @@ impl Replica {
             state,
             log_stats,
             contact: Arc::new(LeaderContact::default()),
+            metrics: Arc::new(super::metrics::Metrics::default()),
             tasks: Vec::new(),
             shutdown,
         })
@@ -253,6 +259,7 @@ impl Replica {
         });
         let master_service = MasterServer::new(MasterService {
             id: self.id,
+            metrics: self.metrics.clone(),
             raft: self.raft.clone(),
             state: self.state.clone(),
             log_stats: self.log_stats.clone(),
@@ -288,6 +295,41 @@ impl Replica {
                 tracing::error!(error = %e, "master API stopped");
             }
         }));
+        self.tasks.push(self.metrics.watch(&self.raft));
+        if let Some(addr) = &config.metrics_addr {
+            let listener = bind(addr).await?;
+            let (metrics, raft, log) = (
+                self.metrics.clone(),
+                self.raft.clone(),
+                self.log_stats.clone(),
+            );
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let body = metrics.render(&raft, &log);
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            body,
+                        )
+                    }
+                }),
+            );
+            let mut stop = self.shutdown.subscribe();
+            self.tasks.push(tokio::spawn(async move {
+                let r = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            }));
+        }
         // Snapshot by size: openraft counts entries; we watch bytes.
         let raft = self.raft.clone();
         let stats = self.log_stats.clone();

@@ -155,6 +155,7 @@ pub fn raft_server(service: RaftService) -> raft_server::RaftServer<RaftService>
 
 pub struct MasterService {
     pub id: NodeId,
+    pub metrics: Arc<super::metrics::Metrics>,
     pub raft: Raft,
     pub state: StateHandle,
     pub log_stats: raft_store::LogStats,
@@ -200,7 +201,28 @@ impl MasterService {
 
     /// Propose a command on this replica (which must be the leader).
     async fn write(&self, command: Command) -> SubmitResponse {
+        let started = Instant::now();
         let result = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await;
+        let answer = Self::write_answer(result);
+        use super::metrics::WriteResult;
+        let kind = match &answer.result {
+            Some(submit_response::Result::Outcome(_)) => WriteResult::Ok,
+            Some(submit_response::Result::NotLeader(_)) => WriteResult::NotLeader,
+            _ => WriteResult::Unavailable,
+        };
+        self.metrics.write(kind, started.elapsed());
+        answer
+    }
+
+    fn write_answer(
+        result: Result<
+            Result<
+                openraft::raft::ClientWriteResponse<TypeConfig>,
+                RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>,
+            >,
+            tokio::time::error::Elapsed,
+        >,
+    ) -> SubmitResponse {
         match result {
             Err(_) => SubmitResponse {
                 result: Some(submit_response::Result::Unavailable(
@@ -306,6 +328,7 @@ impl Master for MasterService {
         if let Some(submit_response::Result::NotLeader(h)) = &answer.result {
             if !forwarded {
                 if let Some(mut leader) = self.forward_target(&Some(h.clone())) {
+                    self.metrics.forwarded();
                     if let Ok(r) = leader.submit_once(&command).await {
                         return Ok(Response::new(r));
                     }
