@@ -27,6 +27,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tonic::{Request, Response, Status};
 
+/// What openraft answers a proposal.
+type WriteResult = Result<
+    openraft::raft::ClientWriteResponse<TypeConfig>,
+    RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>,
+>;
+
 /// Metadata header marking a call already forwarded by a follower (forward at most once).
 pub const FORWARDED: &str = "x-slapos-forwarded";
 /// Largest snapshot a replica accepts over the wire.
@@ -214,15 +220,7 @@ impl MasterService {
         answer
     }
 
-    fn write_answer(
-        result: Result<
-            Result<
-                openraft::raft::ClientWriteResponse<TypeConfig>,
-                RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>,
-            >,
-            tokio::time::error::Elapsed,
-        >,
-    ) -> SubmitResponse {
+    fn write_answer(result: Result<WriteResult, tokio::time::error::Elapsed>) -> SubmitResponse {
         match result {
             Err(_) => SubmitResponse {
                 result: Some(submit_response::Result::Unavailable(
