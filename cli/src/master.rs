@@ -193,19 +193,20 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
             let mut client = MasterClient::new(args.via).with_deadline(Duration::from_secs(10));
             let first = client.status().await.context("no replica answered")?;
             // The leader knows every member's lag; ask it when we can.
-            let view = if first.has_leader && first.leader_id != first.id {
-                let leader_addr = first
-                    .members
-                    .iter()
-                    .find(|m| m.id == first.leader_id)
-                    .map(|m| m.api_addr.clone());
-                match leader_addr {
-                    Some(a) => client.status_of(&a).await.unwrap_or(first),
-                    None => first,
-                }
-            } else {
-                first
-            };
+            let view =
+                if first.has_leader && !(first.leader_id == first.id && first.state == "leader") {
+                    let leader_addr = first
+                        .members
+                        .iter()
+                        .find(|m| m.id == first.leader_id)
+                        .map(|m| m.api_addr.clone());
+                    match leader_addr {
+                        Some(a) => client.status_of(&a).await.unwrap_or(first),
+                        None => first,
+                    }
+                } else {
+                    first
+                };
             let mut members = Vec::new();
             for m in &view.members {
                 let own: Result<StatusResponse> = if m.id == view.id {

@@ -37,6 +37,8 @@ type WriteResult = Result<
 pub const FORWARDED: &str = "x-slapos-forwarded";
 /// Largest snapshot a replica accepts over the wire.
 pub const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
+/// How long a joining replica may take to catch up before it is promoted.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a write may wait for commit before the caller is told to retry.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -288,6 +290,38 @@ impl MasterService {
         }
     }
 
+    /// Wait until the leader's replication to `id` has matched the leader's last log
+    /// index as it was when we started waiting.
+    async fn wait_caught_up(&self, id: NodeId, timeout: Duration) -> Result<(), String> {
+        let mut rx = self.raft.metrics();
+        let target = rx.borrow().last_log_index.unwrap_or(0);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let matched = {
+                let m = rx.borrow();
+                if m.state != ServerState::Leader {
+                    return Err("leadership moved while the new replica was catching up".into());
+                }
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .map(|l| l.index)
+            };
+            if matched.is_some_and(|i| i >= target) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "replica {id} did not catch up to index {target} within {} s (it has {}); it stays a learner",
+                    timeout.as_secs(),
+                    matched.map_or("nothing".to_string(), |i| i.to_string())
+                ));
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), rx.changed()).await;
+        }
+    }
+
     async fn retire(&self, id: NodeId) -> Result<(), String> {
         let command = Command {
             request_id: RequestId::new(
@@ -414,6 +448,11 @@ impl Master for MasterService {
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let last = m.last_log_index.unwrap_or(0);
+        // A replica that left keeps its last vote: it only names itself leader while it
+        // actually leads.
+        let leader = m
+            .current_leader
+            .filter(|l| *l != m.id || m.state == ServerState::Leader);
         let members = membership
             .nodes()
             .map(|(id, node)| {
@@ -451,8 +490,8 @@ impl Master for MasterService {
             }
             .into(),
             term: m.current_term,
-            leader_id: m.current_leader.unwrap_or(0),
-            has_leader: m.current_leader.is_some(),
+            leader_id: leader.unwrap_or(0),
+            has_leader: leader.is_some(),
             last_log_index: last,
             committed_index: stats.committed_index().unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |l| l.index),
@@ -525,12 +564,17 @@ impl Master for MasterService {
                 req.id
             ))));
         }
-        // As a learner first; openraft blocks until it has caught up with the leader.
+        // As a learner first, then wait until it holds everything the leader had when it
+        // was added (openraft's own blocking add_learner counts a learner within
+        // `replication_lag_threshold` entries as caught up, even an empty one).
         if existing.is_none() {
             tracing::info!(id = req.id, %node, "adding learner");
-            if let Err(e) = self.raft.add_learner(req.id, node.clone(), true).await {
+            if let Err(e) = self.raft.add_learner(req.id, node.clone(), false).await {
                 return Ok(Response::new(membership_error(format!("add learner: {e}"))));
             }
+        }
+        if let Err(e) = self.wait_caught_up(req.id, CATCH_UP_TIMEOUT).await {
+            return Ok(Response::new(membership_error(e)));
         }
         if req.voter {
             tracing::info!(id = req.id, "promoting to voter");
@@ -604,9 +648,10 @@ impl Master for MasterService {
                 ))));
             }
         }
-        // Removing the leader itself: the new configuration is committed and this replica
-        // steps down; the learner entry can only be dropped by the next leader.
-        if req.id != self.id {
+        // `RemoveVoters` without `retain` drops the node entirely; a learner is removed
+        // with `RemoveNodes`. Removing the leader itself: the new configuration commits
+        // and this replica steps down.
+        if !voters.contains(&req.id) {
             if let Err(e) = self.change(ChangeMembers::RemoveNodes(ids)).await {
                 return Ok(Response::new(membership_error(format!("remove node: {e}"))));
             }
