@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests: they run the real `slapos` binary.
 
+pub mod cluster;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
