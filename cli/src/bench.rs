@@ -32,7 +32,7 @@ pub struct RaftArgs {
     #[arg(long, default_value_t = 100)]
     heartbeat_ms: u64,
     /// Election timeout range of the replicas, in ms (min,max).
-    #[arg(long, value_delimiter = ',', default_value = "400,800")]
+    #[arg(long, value_delimiter = ',', default_value = "300,600")]
     election_ms: Vec<u64>,
     /// Also write the report as JSON here.
     #[arg(long)]
@@ -61,8 +61,8 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                 kills: args.kills,
                 timers: master_node::raft::node::Timers {
                     heartbeat_ms: args.heartbeat_ms,
-                    election_timeout_min_ms: args.election_ms.first().copied().unwrap_or(400),
-                    election_timeout_max_ms: args.election_ms.get(1).copied().unwrap_or(800),
+                    election_timeout_min_ms: args.election_ms.first().copied().unwrap_or(300),
+                    election_timeout_max_ms: args.election_ms.get(1).copied().unwrap_or(600),
                 },
             };
             let report = chaos::bench::run_raft_bench(&opts).await;

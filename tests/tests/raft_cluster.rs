@@ -537,3 +537,47 @@ async fn cluster_status_json_describes_the_group() {
         "{text}"
     );
 }
+
+/// Concurrent writers share log entries (group commit on the leader), yet each gets its
+/// own outcome: of two registrations of the same computer, exactly one succeeds and the
+/// other is told it exists, whichever batch each landed in.
+#[tokio::test]
+async fn concurrent_writes_each_get_their_own_outcome() {
+    let cluster = Cluster::start("batch", 3, Settings::default()).await;
+    let client = cluster.client();
+    let mut tasks = Vec::new();
+    for n in 0..64u64 {
+        let mut client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let computer = format!("COMP-B{}", n % 32);
+            let command = Command {
+                request_id: RequestId::new(format!("e2e-batch-{n}"), 1),
+                at: now(),
+                op: register(&computer),
+            };
+            (computer, client.submit(&command).await)
+        }));
+    }
+    let mut per_computer: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
+    for t in tasks {
+        let (computer, result) = t.await.expect("writer task");
+        match result {
+            Ok((outcome, _)) => per_computer.entry(computer).or_default().push(outcome),
+            Err(e) => cluster.fail(&format!("a concurrent write failed: {e}")),
+        }
+    }
+    assert_eq!(per_computer.len(), 32);
+    for (computer, outcomes) in &per_computer {
+        let ok = outcomes.iter().filter(|o| **o == Ok(Reply::Done)).count();
+        let exists = outcomes
+            .iter()
+            .filter(|o| matches!(o, Err(DomainError::ComputerExists(c)) if c == computer))
+            .count();
+        assert_eq!((ok, exists), (1, 1), "{computer}: {outcomes:?}");
+    }
+    let leader = cluster.wait_leader().await;
+    let (entries, _) = cluster.wait_local_state(leader, 0).await;
+    let state = state_of(&entries);
+    assert_eq!(state.computers().count(), 32);
+    assert_eq!(state.applied_commands(), 64);
+}

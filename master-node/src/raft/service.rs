@@ -159,10 +159,113 @@ pub fn raft_server(service: RaftService) -> raft_server::RaftServer<RaftService>
         .max_encoding_message_size(MAX_RAFT_MESSAGE)
 }
 
+// ----- group commit -----------------------------------------------------------------------
+
+/// Most commands in one log entry.
+pub const MAX_BATCH: usize = 512;
+/// Batches proposed and not yet answered. While all are in flight, new writes wait and
+/// gather into the next batch: one synced append then carries many commands.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+type Pending = (Command, tokio::sync::oneshot::Sender<SubmitResponse>);
+
+/// Packs concurrent writes into batches, one Raft entry each.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: tokio::sync::mpsc::Sender<Pending>,
+}
+
+impl Batcher {
+    pub fn start(raft: Raft) -> (Batcher, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(MAX_BATCH * MAX_IN_FLIGHT);
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        let task = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let raft = raft.clone();
+                tokio::spawn(async move {
+                    let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+                    let n = commands.len();
+                    let result =
+                        tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(commands)).await;
+                    for (i, reply) in replies.into_iter().enumerate() {
+                        let _ = reply.send(answer_of(&result, i, n));
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        (Batcher { tx }, task)
+    }
+
+    /// Propose one command and wait for its own answer.
+    pub async fn submit(&self, command: Command) -> SubmitResponse {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send((command, tx)).await.is_err() {
+            return unavailable("this replica is shutting down");
+        }
+        rx.await
+            .unwrap_or_else(|_| unavailable("this replica is shutting down"))
+    }
+}
+
+fn unavailable(why: &str) -> SubmitResponse {
+    SubmitResponse {
+        result: Some(submit_response::Result::Unavailable(why.to_string())),
+        log_index: 0,
+    }
+}
+
+/// The answer of the `i`-th command of a batch of `n`.
+fn answer_of(
+    result: &Result<WriteResult, tokio::time::error::Elapsed>,
+    i: usize,
+    n: usize,
+) -> SubmitResponse {
+    match result {
+        Err(_) => unavailable(
+            "the write was not committed in time; its outcome is unknown: retry with the same request id",
+        ),
+        Ok(Ok(resp)) => match resp.data.get(i) {
+            Some(outcome) => match serde_json::to_vec(outcome) {
+                Ok(outcome) => SubmitResponse {
+                    result: Some(submit_response::Result::Outcome(outcome)),
+                    log_index: resp.log_id.index,
+                },
+                Err(e) => unavailable(&format!("encode outcome: {e}")),
+            },
+            None => unavailable(&format!(
+                "the batch of {n} commands answered {} outcomes",
+                resp.data.len()
+            )),
+        },
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            match hint_of(f.leader_id, f.leader_node.as_ref()) {
+                Some(h) => SubmitResponse {
+                    result: Some(submit_response::Result::NotLeader(h)),
+                    log_index: 0,
+                },
+                None => unavailable("no leader is known at the moment"),
+            }
+        }
+        Ok(Err(e)) => unavailable(&e.to_string()),
+    }
+}
+
 // ----- Master API --------------------------------------------------------------------------
 
 pub struct MasterService {
     pub id: NodeId,
+    pub batcher: Batcher,
     pub metrics: Arc<super::metrics::Metrics>,
     pub raft: Raft,
     pub state: StateHandle,
@@ -207,11 +310,11 @@ impl MasterService {
         )
     }
 
-    /// Propose a command on this replica (which must be the leader).
+    /// Propose a command on this replica (which must be the leader), through the
+    /// group-commit batcher.
     async fn write(&self, command: Command) -> SubmitResponse {
         let started = Instant::now();
-        let result = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await;
-        let answer = Self::write_answer(result);
+        let answer = self.batcher.submit(command).await;
         use super::metrics::WriteResult;
         let kind = match &answer.result {
             Some(submit_response::Result::Outcome(_)) => WriteResult::Ok,
@@ -220,45 +323,6 @@ impl MasterService {
         };
         self.metrics.write(kind, started.elapsed());
         answer
-    }
-
-    fn write_answer(result: Result<WriteResult, tokio::time::error::Elapsed>) -> SubmitResponse {
-        match result {
-            Err(_) => SubmitResponse {
-                result: Some(submit_response::Result::Unavailable(
-                    "the write was not committed in time; its outcome is unknown: retry with the same request id".into(),
-                )),
-                log_index: 0,
-            },
-            Ok(Ok(resp)) => match serde_json::to_vec(&resp.data) {
-                Ok(outcome) => SubmitResponse {
-                    result: Some(submit_response::Result::Outcome(outcome)),
-                    log_index: resp.log_id.index,
-                },
-                Err(e) => SubmitResponse {
-                    result: Some(submit_response::Result::Unavailable(format!("encode outcome: {e}"))),
-                    log_index: resp.log_id.index,
-                },
-            },
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                match hint_of(f.leader_id, f.leader_node.as_ref()) {
-                    Some(h) => SubmitResponse {
-                        result: Some(submit_response::Result::NotLeader(h)),
-                        log_index: 0,
-                    },
-                    None => SubmitResponse {
-                        result: Some(submit_response::Result::Unavailable(
-                            "no leader is known at the moment".into(),
-                        )),
-                        log_index: 0,
-                    },
-                }
-            }
-            Ok(Err(e)) => SubmitResponse {
-                result: Some(submit_response::Result::Unavailable(e.to_string())),
-                log_index: 0,
-            },
-        }
     }
 
     async fn local_read(&self, query: &Query) -> Result<ReadResponse, Status> {

@@ -1,19 +1,19 @@
-//! The domain state as raft-store's state machine: apply, then hand over exactly the
-//! entities the command wrote.
+//! The domain state as raft-store's state machine: apply a batch of commands in order,
+//! then hand over exactly the entities they wrote.
 
-use crate::domain::{Command, Outcome, Reply, State};
+use crate::domain::{Command, Outcome, State};
 use raft_store::Changes;
 
 impl raft_store::StateMachine for State {
-    type Command = Command;
-    type Response = Outcome;
+    type Command = Vec<Command>;
+    type Response = Vec<Outcome>;
 
     fn empty() -> Self {
         State::new()
     }
 
-    fn apply(&mut self, command: &Command, changes: &mut Changes) -> Outcome {
-        let outcome = State::apply(self, command);
+    fn apply(&mut self, batch: &Vec<Command>, changes: &mut Changes) -> Vec<Outcome> {
+        let outcomes = batch.iter().map(|c| State::apply(self, c)).collect();
         match self.take_changes() {
             Ok(list) => {
                 for (key, value) in list {
@@ -27,14 +27,14 @@ impl raft_store::StateMachine for State {
             // did, the entity would be missing from disk until the next snapshot.
             Err(e) => tracing::error!(error = %e, "cannot encode state changes"),
         }
-        outcome
+        outcomes
     }
 
     fn load(pairs: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Self, String> {
         State::from_entries(pairs).map_err(|e| e.to_string())
     }
 
-    fn blank_response() -> Outcome {
-        Ok(Reply::Done)
+    fn blank_response() -> Vec<Outcome> {
+        Vec::new()
     }
 }

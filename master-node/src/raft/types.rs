@@ -28,10 +28,12 @@ impl fmt::Display for NodeInfo {
 }
 
 openraft::declare_raft_types!(
-    /// The master's Raft: commands in, domain outcomes out.
+    /// The master's Raft. One log entry carries a batch of commands (group commit: the
+    /// leader packs the writes that arrive while earlier batches are in flight); the
+    /// response holds one outcome per command, in order.
     pub TypeConfig:
-        D = Command,
-        R = Outcome,
+        D = Vec<Command>,
+        R = Vec<Outcome>,
         Node = NodeInfo,
 );
 
