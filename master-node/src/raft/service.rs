@@ -354,6 +354,31 @@ impl MasterService {
         }
     }
 
+    /// A membership change that reached a follower: forward it once to the leader, or
+    /// answer where the leader is.
+    async fn membership_elsewhere(
+        &self,
+        forwarded: bool,
+        call: impl AsyncFnOnce(MasterClient) -> Result<MembershipResponse, super::client::ClientError>,
+    ) -> MembershipResponse {
+        let hint = self.leader_hint();
+        if !forwarded {
+            if let Some(leader) = self.forward_target(&hint) {
+                if let Ok(r) = call(leader).await {
+                    return r;
+                }
+            }
+        }
+        MembershipResponse {
+            result: Some(match hint {
+                Some(h) => membership_response::Result::NotLeader(h),
+                None => {
+                    membership_response::Result::Error("no leader is known at the moment".into())
+                }
+            }),
+        }
+    }
+
     /// Wait until the leader's replication to `id` has matched the leader's last log
     /// index as it was when we started waiting.
     async fn wait_caught_up(&self, id: NodeId, timeout: Duration) -> Result<(), String> {
@@ -579,22 +604,12 @@ impl Master for MasterService {
         let forwarded = Self::is_forwarded(&request);
         let req = request.into_inner();
         if !self.is_leader() {
-            let hint = self.leader_hint();
-            if !forwarded {
-                if let Some(mut leader) = self.forward_target(&hint) {
-                    if let Ok(r) = leader.add_replica_once(&req).await {
-                        return Ok(Response::new(r));
-                    }
-                }
-            }
-            return Ok(Response::new(MembershipResponse {
-                result: Some(match hint {
-                    Some(h) => membership_response::Result::NotLeader(h),
-                    None => membership_response::Result::Error(
-                        "no leader is known at the moment".into(),
-                    ),
-                }),
-            }));
+            let r = self
+                .membership_elsewhere(forwarded, async |mut leader: MasterClient| {
+                    leader.add_replica_once(&req).await
+                })
+                .await;
+            return Ok(Response::new(r));
         }
         if req.raft_addr.is_empty() || req.api_addr.is_empty() {
             return Ok(Response::new(membership_error(
@@ -666,22 +681,12 @@ impl Master for MasterService {
         let forwarded = Self::is_forwarded(&request);
         let req = request.into_inner();
         if !self.is_leader() {
-            let hint = self.leader_hint();
-            if !forwarded {
-                if let Some(mut leader) = self.forward_target(&hint) {
-                    if let Ok(r) = leader.remove_replica_once(req.id).await {
-                        return Ok(Response::new(r));
-                    }
-                }
-            }
-            return Ok(Response::new(MembershipResponse {
-                result: Some(match hint {
-                    Some(h) => membership_response::Result::NotLeader(h),
-                    None => membership_response::Result::Error(
-                        "no leader is known at the moment".into(),
-                    ),
-                }),
-            }));
+            let r = self
+                .membership_elsewhere(forwarded, async |mut leader: MasterClient| {
+                    leader.remove_replica_once(req.id).await
+                })
+                .await;
+            return Ok(Response::new(r));
         }
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
