@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod gateway;
 mod master;
 
 use anyhow::Result;
@@ -28,6 +29,9 @@ enum Command {
     /// One master replica: run, init, join, leave.
     #[command(subcommand)]
     Master(master::MasterCommand),
+    /// One SLAP gateway (HTTPS in front of the master group): run.
+    #[command(subcommand)]
+    Gateway(gateway::GatewayCommand),
     /// The master group as a whole.
     #[command(subcommand)]
     Cluster(master::ClusterCommand),
@@ -48,6 +52,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Master(cmd) => runtime()?.block_on(master::run(cmd)),
+        Command::Gateway(cmd) => runtime()?.block_on(gateway::run(cmd)),
         Command::Cluster(cmd) => runtime()?.block_on(master::cluster(cmd)),
         Command::Bench(cmd) => runtime()?.block_on(bench::run(cmd)),
     }

@@ -3,10 +3,12 @@
 //!
 //! [`slap`] is the transport-independent layer: parsing each legacy SLAP endpoint's inputs
 //! into a [`master_node::Op`] or a query ([`slap::forms`]), and rendering views, outcomes and
-//! errors into the bytes and status codes the SLAP client expects ([`slap::render`]). The
-//! HTTPS server, authentication by client certificate and the master client come on top
-//! of it; see `DESIGN.md`.
+//! errors into the bytes and status codes the SLAP client expects ([`slap::render`]).
+//! [`server`] serves it over HTTPS in front of the master's Raft group (`slapos gateway
+//! run`). Authentication by client certificate and JSON-RPC come on top; see `DESIGN.md`.
 
+pub mod server;
 pub mod slap;
 
+pub use server::{Gateway, GatewayConfig};
 pub use slap::{serve_local, Endpoint, FieldLimits, Method, SlapContext, SlapResponse};

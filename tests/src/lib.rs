@@ -19,7 +19,26 @@ pub fn slapos_bin() -> PathBuf {
             .expect("target/<profile>")
             .to_path_buf();
         let bin = profile_dir.join("slapos");
-        let status = Command::new(env!("CARGO"))
+        let mut cargo = Command::new(env!("CARGO"));
+        // Without the variables `cargo test` set for this test binary: build scripts
+        // that watch them (ring's watches CARGO_MANIFEST_DIR and CARGO_PKG_*) would
+        // otherwise rerun, and the next `cargo test` would rebuild them again.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name.as_ref())
+            {
+                cargo.env_remove(name.as_ref());
+            }
+        }
+        let status = cargo
             .args(["build", "--quiet", "-p", "slapos-cli", "--bin", "slapos"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()

@@ -1,0 +1,53 @@
+//! `slapos gateway ...`: wiring to slap_gateway::server.
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use slap_gateway::server::{Gateway, GatewayConfig};
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum GatewayCommand {
+    /// Serve SLAP over HTTPS in front of the master group until interrupted
+    /// (SIGINT/SIGTERM).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Serve plain HTTP (no TLS): for local tests only. Like `insecure_http = true`
+        /// in the configuration; any certificate it names is ignored.
+        #[arg(long)]
+        insecure_http: bool,
+    },
+}
+
+async fn wait_for_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+pub async fn run(cmd: GatewayCommand) -> Result<()> {
+    match cmd {
+        GatewayCommand::Run {
+            config,
+            insecure_http,
+        } => {
+            let mut config = GatewayConfig::load(&config)?;
+            if insecure_http {
+                config.insecure_http = true;
+                config.tls_cert = None;
+                config.tls_key = None;
+            }
+            let gateway = Gateway::start(&config)
+                .await
+                .context("cannot start the gateway")?;
+            println!("gateway serving SLAP at {}", gateway.url());
+            wait_for_signal().await?;
+            tracing::info!("shutting down");
+            gateway.shutdown().await;
+            Ok(())
+        }
+    }
+}

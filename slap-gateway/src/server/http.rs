@@ -1,0 +1,358 @@
+//! The HTTP side of the gateway: routing `<prefix>/<methodName>` to the SLAP layer,
+//! decoding query strings and form bodies (bounded), and answering with the status,
+//! content type and body the SLAP layer rendered.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method as HttpMethod, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tracing::field::Empty;
+use tracing::Instrument;
+
+use super::master::Masters;
+use super::metrics::Metrics;
+use crate::slap::forms::{self, SlapCall};
+use crate::slap::{render, Endpoint, Method, SlapContext, SlapResponse};
+
+/// How long a client may take to send its request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// A body over the limit is still read (and thrown away) up to this many times the
+/// limit, so that a client that sends it all before reading gets its 413 instead of a
+/// broken connection; beyond, the connection is closed after the answer.
+const DRAIN_FACTOR: usize = 4;
+
+/// What every request handler shares.
+pub struct App {
+    pub ctx: SlapContext,
+    /// `""` or `/prefix`.
+    pub prefix: String,
+    pub max_body_bytes: usize,
+    pub masters: Masters,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The gateway's routes: `GET /metrics`, `GET /healthz`, and every SLAP method under the
+/// prefix.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(slap)
+        .with_state(app)
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "ok\n",
+    )
+        .into_response()
+}
+
+fn respond(r: SlapResponse) -> Response {
+    let mut response = Response::new(Body::from(r.body));
+    *response.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(r.content_type),
+    );
+    response
+}
+
+impl App {
+    /// The SLAP method a path names: `<prefix>/<methodName>` (a trailing `/` tolerated).
+    fn endpoint(&self, path: &str) -> Option<Endpoint> {
+        let rest = path.strip_prefix(self.prefix.as_str())?;
+        let name = rest.strip_prefix('/')?;
+        let name = name.strip_suffix('/').unwrap_or(name);
+        Endpoint::ALL.iter().copied().find(|e| e.name() == name)
+    }
+}
+
+/// Every request that is not `/metrics` nor `/healthz`.
+async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
+    let started = Instant::now();
+    let _in_flight = app.metrics.start();
+    let endpoint = app.endpoint(request.uri().path());
+    let span = tracing::info_span!(
+        "slap",
+        endpoint = endpoint.map_or("-", Endpoint::name),
+        computer_id = Empty,
+        partition_id = Empty,
+        request_id = Empty,
+        status = Empty,
+    );
+    let answer = match endpoint {
+        None => SlapResponse::text(
+            404,
+            format!(
+                "unknown SLAP method: {} (methods live at {}/<methodName>)",
+                request.uri().path(),
+                app.prefix
+            ),
+        ),
+        Some(endpoint) => {
+            handle(app.clone(), endpoint, request)
+                .instrument(span.clone())
+                .await
+        }
+    };
+    let status = answer.status;
+    let elapsed = started.elapsed();
+    app.metrics.request(endpoint, status, elapsed);
+    span.record("status", status);
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, ms = elapsed.as_millis() as u64, message = %answer.body_text(), "answered");
+        } else {
+            tracing::debug!(status, ms = elapsed.as_millis() as u64, "answered");
+        }
+    });
+    let allow = (status == 405).then(|| match endpoint.map(Endpoint::method) {
+        Some(Method::Post) => "POST",
+        _ => "GET",
+    });
+    let mut response = respond(answer);
+    if let Some(allow) = allow {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    response
+}
+
+async fn handle(app: Arc<App>, endpoint: Endpoint, request: Request) -> SlapResponse {
+    let (parts, body) = request.into_parts();
+    let expected = match endpoint.method() {
+        Method::Get => HttpMethod::GET,
+        Method::Post => HttpMethod::POST,
+    };
+    if parts.method != expected {
+        return SlapResponse::text(
+            405,
+            format!("{endpoint} is called with {expected}, not {}", parts.method),
+        );
+    }
+    let fields = match endpoint.method() {
+        Method::Get => decode_form(parts.uri.query().unwrap_or("").as_bytes()),
+        Method::Post => {
+            if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+                let mime = ct
+                    .to_str()
+                    .unwrap_or("")
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim();
+                if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+                    return SlapResponse::text(
+                        415,
+                        format!(
+                            "{endpoint} takes an application/x-www-form-urlencoded body, not '{}'",
+                            String::from_utf8_lossy(ct.as_bytes())
+                        ),
+                    );
+                }
+            }
+            let declared = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            match read_body(body, declared, app.max_body_bytes).await {
+                Ok(bytes) => decode_form(&bytes),
+                Err(e) => return e,
+            }
+        }
+    };
+    let fields = match fields {
+        Ok(f) => f,
+        Err(message) => return SlapResponse::text(400, message),
+    };
+    let span = tracing::Span::current();
+    if let Some(c) = field(&fields, &["computer_id", "computer_reference"]) {
+        span.record("computer_id", c);
+    }
+    if let Some(p) = field(
+        &fields,
+        &["computer_partition_id", "computer_partition_reference"],
+    ) {
+        span.record("partition_id", p);
+    }
+    let authorization = match parts.headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            return SlapResponse::text(400, "malformed Authorization header: not ASCII text")
+        }
+    };
+    let call = match forms::parse(&app.ctx, endpoint, &fields, authorization) {
+        Ok(call) => call,
+        Err(e) => return e.to_response(),
+    };
+    match call {
+        SlapCall::Answer(response) => response,
+        SlapCall::Query(query) => match app.masters.read(&query).await {
+            Ok(state) => render::query(&app.ctx, &state, &query),
+            Err(e) => SlapResponse::text(e.status(), e.to_string()),
+        },
+        SlapCall::Write(write) => {
+            if let master_node::Op::FormatComputer { computer, .. } = &write.op {
+                span.record("computer_id", computer.as_str());
+            }
+            // In its own task: a client that hangs up does not cut a write in the middle
+            // of its retries (it is applied or not, and its lane stays consistent).
+            let task = tokio::spawn(
+                async move {
+                    match app.masters.write(write.op.clone()).await {
+                        Ok(w) => render::write(&w.state, &write, &w.outcome),
+                        Err(e) => SlapResponse::text(e.status(), e.to_string()),
+                    }
+                }
+                .instrument(span),
+            );
+            task.await.unwrap_or_else(|e| {
+                SlapResponse::text(500, format!("the write was interrupted: {e}"))
+            })
+        }
+    }
+}
+
+fn field<'a>(fields: &'a [(String, String)], names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()))
+}
+
+/// Reads a request body of at most `max` bytes. Over it: 413 (after draining a bounded
+/// excess, see [`DRAIN_FACTOR`]).
+async fn read_body(
+    mut body: Body,
+    declared: Option<u64>,
+    max: usize,
+) -> Result<Bytes, SlapResponse> {
+    let too_large = |size: String| {
+        SlapResponse::text(
+            413,
+            format!("request body of {size} bytes is over the limit of {max} bytes"),
+        )
+    };
+    let cap = max.saturating_mul(DRAIN_FACTOR);
+    if let Some(n) = declared {
+        if n > cap as u64 {
+            return Err(too_large(n.to_string()));
+        }
+    }
+    let read = async {
+        let mut buf = Vec::with_capacity(declared.map_or(0, |n| (n as usize).min(max)));
+        let mut total = 0usize;
+        while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            let frame = frame.map_err(|e| {
+                SlapResponse::text(400, format!("cannot read the request body: {e}"))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                total += data.len();
+                if total > cap {
+                    return Err(too_large(format!("more than {total}")));
+                }
+                if total <= max {
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+        if total > max {
+            return Err(too_large(total.to_string()));
+        }
+        Ok(Bytes::from(buf))
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(r) => r,
+        Err(_) => Err(SlapResponse::text(
+            408,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Decodes `application/x-www-form-urlencoded` pairs (a query string or a form body) the
+/// way werkzeug does: `&`-separated, split on the first `=` (none: empty value), `+` is a
+/// space, `%XX` escapes decoded (malformed ones kept as they are), empty items skipped.
+/// Names and values must be UTF-8 once decoded.
+pub fn decode_form(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let decode = |part: &[u8], what: &str, index: usize| -> Result<String, String> {
+        let plus: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&plus)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| format!("form item {index}: the {what} is not UTF-8 once decoded"))
+    };
+    bytes
+        .split(|&b| b == b'&')
+        .filter(|item| !item.is_empty())
+        .enumerate()
+        .map(|(i, item)| {
+            let (name, value) = match item.iter().position(|&b| b == b'=') {
+                Some(at) => (&item[..at], &item[at + 1..]),
+                None => (item, &b""[..]),
+            };
+            Ok((decode(name, "name", i)?, decode(value, "value", i)?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn decodes_forms_like_werkzeug() {
+        assert_eq!(
+            decode_form(b"computer_id=COMP-1&url=http%3A%2F%2Fx%2Fa+b.cfg&&flag&e=").unwrap(),
+            pairs(&[
+                ("computer_id", "COMP-1"),
+                ("url", "http://x/a b.cfg"),
+                ("flag", ""),
+                ("e", ""),
+            ])
+        );
+        assert_eq!(decode_form(b"").unwrap(), pairs(&[]));
+        assert_eq!(
+            decode_form(b"a=%zz%2&b=1=2").unwrap(),
+            pairs(&[("a", "%zz%2"), ("b", "1=2")])
+        );
+        assert_eq!(
+            decode_form("x=%C3%A9t%C3%A9".as_bytes()).unwrap(),
+            pairs(&[("x", "été")])
+        );
+        let err = decode_form(b"ok=1&bad=%ff").unwrap_err();
+        assert!(err.contains("form item 1: the value is not UTF-8"), "{err}");
+    }
+}

@@ -1,0 +1,290 @@
+//! The gateway's side of the master: request ids for exactly-once writes, the master
+//! clients (one following the leader for writes and linearizable reads, one reading the
+//! nearest replica with a bounded staleness), and the reads each answer needs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use master_node::domain::{Entry, Query as MasterQuery};
+use master_node::raft::client::{ClientError, MasterClient};
+use master_node::{Command, InstanceId, Op, Outcome, Reply, RequestId, State, Timestamp};
+use slapos_proto::rpc::master::Consistency;
+
+use super::metrics::Metrics;
+use crate::slap::forms::Query;
+
+/// Why the master could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("the master is unavailable: {0}")]
+    Unavailable(ClientError),
+    #[error("the master answered something this gateway cannot read: {0}")]
+    BadAnswer(String),
+}
+
+impl MasterError {
+    /// 503 when no master answered (the SLAP client maps it to `ServerError` and retries
+    /// on its next run), 502 when one answered nonsense.
+    pub fn status(&self) -> u16 {
+        match self {
+            MasterError::Unavailable(_) => 503,
+            MasterError::BadAnswer(_) => 502,
+        }
+    }
+}
+
+fn from_client(e: ClientError) -> MasterError {
+    match e {
+        ClientError::Decode { .. } | ClientError::Refused(_) => {
+            MasterError::BadAnswer(e.to_string())
+        }
+        other => MasterError::Unavailable(other),
+    }
+}
+
+/// Microseconds since the epoch, the time stamped on commands.
+pub fn now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or_default(),
+    )
+}
+
+/// A client id with its own sequence, used by one write at a time.
+///
+/// The state machine remembers the last [`master_node::domain::OUTCOMES_PER_CLIENT`]
+/// outcomes per client and refuses a retry older than those (`RequestExpired`). With one
+/// client id and many concurrent writes, a write retried across a slow leader change could
+/// fall behind that window. A lane carries one write at a time, so its retry is always
+/// its client's newest request: lanes are created on demand (at most
+/// `max_inflight_writes`) and reused.
+struct Lane {
+    client: String,
+    seq: u64,
+}
+
+struct Lanes {
+    base: String,
+    created: AtomicU64,
+    free: Mutex<Vec<Lane>>,
+}
+
+impl Lanes {
+    fn take(&self) -> Lane {
+        if let Some(lane) = self.free.lock().ok().and_then(|mut f| f.pop()) {
+            return lane;
+        }
+        let n = self.created.fetch_add(1, Ordering::Relaxed);
+        Lane {
+            client: format!("{}.{n}", self.base),
+            seq: 0,
+        }
+    }
+
+    fn put(&self, lane: Lane) {
+        if let Ok(mut f) = self.free.lock() {
+            f.push(lane);
+        }
+    }
+}
+
+/// The master, as the gateway sees it. Cheap to share (`Arc`).
+pub struct Masters {
+    /// Writes and linearizable reads: follows the leader (calls are marked forwarded, so
+    /// followers answer with a leader hint instead of relaying).
+    writer: Mutex<MasterClient>,
+    /// Local reads: the first configured replica first; a replica too stale relays to
+    /// the leader itself.
+    reader: Mutex<MasterClient>,
+    lanes: Lanes,
+    writes: tokio::sync::Semaphore,
+    staleness_ms: u64,
+    metrics: Arc<Metrics>,
+}
+
+/// What a write came to: its outcome and the state the answer is rendered from.
+pub struct Written {
+    pub request_id: RequestId,
+    pub outcome: Outcome,
+    pub state: State,
+}
+
+impl Masters {
+    pub fn new(
+        addrs: &[String],
+        deadline: Duration,
+        call_timeout: Duration,
+        max_inflight_writes: usize,
+        staleness_ms: u64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let client = |forwarded: bool| {
+            let mut c = MasterClient::new(addrs.iter().cloned()).with_deadline(deadline);
+            c.call_timeout = call_timeout;
+            if forwarded {
+                c.forwarded()
+            } else {
+                c
+            }
+        };
+        let start = now().micros();
+        Masters {
+            writer: Mutex::new(client(true)),
+            reader: Mutex::new(client(false)),
+            lanes: Lanes {
+                // Unique per process: the pid and the start time.
+                base: format!("gw-{}-{start:x}", std::process::id()),
+                created: AtomicU64::new(0),
+                free: Mutex::new(Vec::new()),
+            },
+            writes: tokio::sync::Semaphore::new(max_inflight_writes),
+            staleness_ms,
+            metrics,
+        }
+    }
+
+    /// The client id prefix of this gateway's writes.
+    pub fn client_id(&self) -> &str {
+        &self.lanes.base
+    }
+
+    /// A copy of a shared client (clones share connections); put back after the call
+    /// so that the next call starts from the leader this one found.
+    fn client(slot: &Mutex<MasterClient>) -> Result<MasterClient, MasterError> {
+        slot.lock()
+            .map(|c| c.clone())
+            .map_err(|_| MasterError::BadAnswer("master client lock poisoned".into()))
+    }
+
+    fn put_back(slot: &Mutex<MasterClient>, client: MasterClient) {
+        if let Ok(mut c) = slot.lock() {
+            *c = client;
+        }
+    }
+
+    async fn read_entries(
+        &self,
+        query: &MasterQuery,
+        linearizable: bool,
+    ) -> Result<Vec<Entry>, MasterError> {
+        self.metrics.master_read(linearizable);
+        let slot = if linearizable {
+            &self.writer
+        } else {
+            &self.reader
+        };
+        let mut client = Self::client(slot)?;
+        let r = if linearizable {
+            client.read(query, Consistency::Linearizable, 0).await
+        } else {
+            client
+                .read(query, Consistency::Local, self.staleness_ms)
+                .await
+        };
+        Self::put_back(slot, client);
+        let (entries, _applied) = r.map_err(|e| {
+            self.metrics.master_error();
+            from_client(e)
+        })?;
+        Ok(entries)
+    }
+
+    fn state(entries: Vec<Entry>) -> Result<State, MasterError> {
+        State::from_entries(entries).map_err(|e| MasterError::BadAnswer(e.to_string()))
+    }
+
+    /// Apply `op` through Raft (retried across leader changes under one request id), then
+    /// read, linearizably, what its answer shows.
+    pub async fn write(&self, op: Op) -> Result<Written, MasterError> {
+        let _permit = self
+            .writes
+            .acquire()
+            .await
+            .map_err(|_| MasterError::BadAnswer("gateway shutting down".into()))?;
+        let mut lane = self.lanes.take();
+        lane.seq += 1;
+        let request_id = RequestId::new(lane.client.clone(), lane.seq);
+        tracing::Span::current().record("request_id", tracing::field::display(&request_id));
+        let command = Command {
+            request_id: request_id.clone(),
+            at: now(),
+            op,
+        };
+        self.metrics.master_write();
+        let mut client = Self::client(&self.writer)?;
+        let submitted = client.submit(&command).await;
+        Self::put_back(&self.writer, client);
+        // The lane is free again whatever happened: a write that failed is not retried
+        // under its id, and a later one takes the next sequence number.
+        self.lanes.put(lane);
+        let (outcome, _index) = submitted.map_err(|e| {
+            self.metrics.master_error();
+            from_client(e)
+        })?;
+        let shown: Option<InstanceId> = match &outcome {
+            Ok(Reply::Instance { id, .. }) => Some(*id),
+            Ok(Reply::SharedRemoved { host, .. }) => *host,
+            _ => None,
+        };
+        let state = match shown {
+            Some(id) => Self::state(
+                self.read_entries(&MasterQuery::Instance { id }, true)
+                    .await?,
+            )?,
+            None => State::new(),
+        };
+        Ok(Written {
+            request_id,
+            outcome,
+            state,
+        })
+    }
+
+    /// Read what the answer to `query` needs, with a bounded staleness: these are the
+    /// node's and its instances' reads, promises it converges to anyway.
+    pub async fn read(&self, query: &Query) -> Result<State, MasterError> {
+        match query {
+            Query::Computer { computer }
+            | Query::ComputerStatus { computer }
+            | Query::Partition { computer, .. }
+            | Query::PartitionCertificate { computer, .. }
+            | Query::PartitionStatus { computer, .. } => Self::state(
+                self.read_entries(
+                    &MasterQuery::Computer {
+                        computer: computer.clone(),
+                    },
+                    false,
+                )
+                .await?,
+            ),
+            Query::HostingSubscriptionIpList {
+                computer,
+                partition,
+            } => {
+                let mut entries = self
+                    .read_entries(
+                        &MasterQuery::Computer {
+                            computer: computer.clone(),
+                        },
+                        false,
+                    )
+                    .await?;
+                let root = Self::state(entries.clone())?
+                    .partition_view(computer, partition)
+                    .ok()
+                    .and_then(|v| v.instance.map(|i| i.root));
+                if let Some(root) = root {
+                    entries.extend(
+                        self.read_entries(&MasterQuery::Tree { root }, false)
+                            .await?,
+                    );
+                }
+                Self::state(entries)
+            }
+            Query::SoftwareReleaseList(_) | Query::HateoasUrl | Query::RunId => Ok(State::new()),
+        }
+    }
+}

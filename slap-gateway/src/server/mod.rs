@@ -1,0 +1,231 @@
+//! The gateway process: SLAP over HTTPS (rustls) in front of the master's Raft group.
+//!
+//! [`Gateway::start`] binds the listener and serves until [`Gateway::shutdown`]:
+//!
+//! * every legacy SLAP method at `<url_prefix>/<methodName>` (GET query parameters, POST
+//!   `application/x-www-form-urlencoded` bodies, bounded), parsed by
+//!   [`crate::slap::forms`] and answered by [`crate::slap::render`];
+//! * writes become [`master_node::Command`]s with this gateway's request ids and clock,
+//!   submitted through the master client (leader discovery, retries under the same request
+//!   id), then the answer is rendered from a linearizable read of what it shows;
+//! * reads (the nodes' polling) read one replica with a bounded staleness;
+//! * `GET /metrics` (Prometheus text) and `GET /healthz`.
+//!
+//! See `DESIGN.md`, section "The server".
+
+pub mod config;
+pub mod http;
+pub mod master;
+pub mod metrics;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use config::{ConfigError, GatewayConfig, SlapSettings};
+pub use http::{decode_form, router, App};
+pub use master::{MasterError, Masters};
+pub use metrics::Metrics;
+
+/// Time a client has to send its request headers (slow-loris bound).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time connections get to finish their current request at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("TLS: {path}: {message}")]
+    Tls { path: String, message: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    local_addr: SocketAddr,
+    tls: bool,
+    prefix: String,
+    app: Arc<App>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Check the configuration, load the certificate, bind, and serve in the background.
+    pub async fn start(config: &GatewayConfig) -> Result<Gateway, GatewayError> {
+        config.validate().map_err(GatewayError::Config)?;
+        let acceptor = match (&config.tls_cert, &config.tls_key, config.insecure_http) {
+            (Some(cert), Some(key), false) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                tls::server_config(cert, key)?,
+            ))),
+            _ => None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let masters = Masters::new(
+            &config.masters,
+            Duration::from_millis(config.master_deadline_ms),
+            Duration::from_millis(config.master_call_timeout_ms),
+            config.max_inflight_writes,
+            config.local_read_staleness_ms,
+            metrics.clone(),
+        );
+        let app = Arc::new(App {
+            ctx: config.slap_context(),
+            prefix: config.url_prefix.clone(),
+            max_body_bytes: config.max_body_bytes,
+            masters,
+            metrics,
+        });
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| GatewayError::Listen {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| GatewayError::Listen {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        let (stop, stopped) = watch::channel(false);
+        let tls = acceptor.is_some();
+        let task = tokio::spawn(accept_loop(listener, acceptor, app.clone(), stopped));
+        tracing::info!(
+            %local_addr,
+            tls,
+            client_id = app.masters.client_id(),
+            masters = ?config.masters,
+            "gateway serving"
+        );
+        Ok(Gateway {
+            local_addr,
+            tls,
+            prefix: config.url_prefix.clone(),
+            app,
+            stop,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The SLAP base URL clients use as `master_url` (`https://127.0.0.1:8443/prefix`).
+    pub fn url(&self) -> String {
+        format!(
+            "{}://{}{}",
+            if self.tls { "https" } else { "http" },
+            self.local_addr,
+            self.prefix
+        )
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.app.metrics
+    }
+
+    /// Stop accepting, let open connections finish their current request (bounded), and
+    /// return when they are closed.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    app: Arc<App>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let router = http::router(app.clone());
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        app.metrics.connection();
+        let _ = tcp.set_nodelay(true);
+        let service = router.clone();
+        let stop = stopped.clone();
+        let acceptor = acceptor.clone();
+        let metrics = app.metrics.clone();
+        connections.spawn(async move {
+            match acceptor {
+                None => serve_connection(tcp, service, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, service, stop).await,
+                        Ok(Err(e)) => {
+                            metrics.tls_handshake_error();
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            metrics.tls_handshake_error();
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        tracing::warn!("connections still open after the shutdown grace period: closing them");
+        connections.shutdown().await;
+    }
+}
+
+async fn serve_connection<S>(stream: S, router: axum::Router, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        r = connection.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            return;
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
