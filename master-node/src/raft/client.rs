@@ -154,9 +154,21 @@ impl MasterClient {
         retry.attempts += 1;
         match attempt {
             Ok(Attempt::Done(t)) => return Ok(Some(t)),
+            // During an election, followers still name the dead leader: a hint to an
+            // address that already failed in this call is not followed.
+            Ok(Attempt::Leader(leader)) if retry.failed.contains(&leader) => {
+                retry.last = format!("{addr} names {leader} as leader, which is down");
+                self.rotate();
+            }
             Ok(Attempt::Leader(leader)) => {
                 retry.last = format!("{addr} is not the leader; {leader} is");
                 self.point_at(leader);
+                // A fresh hint is followed at once (a few times: two replicas naming
+                // each other during a change must not make the client spin).
+                if retry.quick < 3 {
+                    retry.quick += 1;
+                    return Ok(None);
+                }
             }
             Ok(Attempt::Retry(why)) => {
                 retry.last = format!("{addr}: {why}");
@@ -165,6 +177,7 @@ impl MasterClient {
             Err(ClientError::Transport { addr, message }) => {
                 retry.last = format!("{addr}: {message}");
                 self.channels.retain(|(a, _)| *a != addr);
+                retry.failed.push(addr);
                 self.rotate();
             }
             Err(e) => return Err(e),
@@ -177,7 +190,7 @@ impl MasterClient {
             });
         }
         tokio::time::sleep(retry.backoff).await;
-        retry.backoff = (retry.backoff * 2).min(Duration::from_millis(400));
+        retry.backoff = (retry.backoff * 2).min(MAX_BACKOFF);
         Ok(None)
     }
 
@@ -431,12 +444,19 @@ impl MasterClient {
     }
 }
 
+/// Longest pause between two attempts of one call.
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
+
 /// Bookkeeping of one call's retries.
 struct Retry {
     start: Instant,
     attempts: u32,
     backoff: Duration,
     last: String,
+    /// Addresses whose transport failed during this call.
+    failed: Vec<String>,
+    /// Leader hints followed without pausing.
+    quick: u32,
 }
 
 impl Retry {
@@ -444,8 +464,10 @@ impl Retry {
         Retry {
             start: Instant::now(),
             attempts: 0,
-            backoff: Duration::from_millis(25),
+            backoff: Duration::from_millis(20),
             last: String::new(),
+            failed: Vec::new(),
+            quick: 0,
         }
     }
 }
