@@ -19,15 +19,6 @@ pub enum GatewayCommand {
     },
 }
 
-async fn wait_for_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
-}
-
 pub async fn run(cmd: GatewayCommand) -> Result<()> {
     match cmd {
         GatewayCommand::Run {
@@ -44,7 +35,7 @@ pub async fn run(cmd: GatewayCommand) -> Result<()> {
                 .await
                 .context("cannot start the gateway")?;
             println!("gateway serving SLAP at {}", gateway.url());
-            wait_for_signal().await?;
+            crate::wait_for_signal().await?;
             tracing::info!("shutting down");
             gateway.shutdown().await;
             Ok(())

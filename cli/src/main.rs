@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod gateway;
 mod master;
+mod up;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -26,6 +27,9 @@ enum Command {
     /// show what the node is told. Every step goes through the real form parsing, state
     /// machine and rendering; no network is involved yet.
     Demo(demo::DemoArgs),
+    /// A local cluster: master replicas and a gateway beside each, as real processes in
+    /// one directory, described in <dir>/cluster.json; runs until interrupted.
+    Up(up::UpArgs),
     /// One master replica: run, init, join, leave.
     #[command(subcommand)]
     Master(master::MasterCommand),
@@ -51,6 +55,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => demo::run(&args),
+        Command::Up(args) => runtime()?.block_on(up::run(args)),
         Command::Master(cmd) => runtime()?.block_on(master::run(cmd)),
         Command::Gateway(cmd) => runtime()?.block_on(gateway::run(cmd)),
         Command::Cluster(cmd) => runtime()?.block_on(master::cluster(cmd)),
@@ -62,4 +67,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+/// Until SIGINT or SIGTERM.
+pub(crate) async fn wait_for_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }

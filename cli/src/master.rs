@@ -57,15 +57,6 @@ pub struct StatusArgs {
     json: bool,
 }
 
-async fn wait_for_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
-}
-
 pub async fn run(cmd: MasterCommand) -> Result<()> {
     match cmd {
         MasterCommand::Run { config } => {
@@ -79,7 +70,7 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
                 config.api_addr,
                 config.data_dir.display()
             );
-            wait_for_signal().await?;
+            crate::wait_for_signal().await?;
             tracing::info!("shutting down");
             replica.shutdown().await;
             Ok(())

@@ -1,0 +1,319 @@
+//! `slapos up`: a local cluster of real processes (N master replicas, a gateway beside
+//! each) in one directory, described in `D/cluster.json`, until interrupted.
+//!
+//! Wiring only: configuration files for the replica and gateway commands, the same
+//! `slapos master init/run` and `slapos gateway run` processes an operator would start,
+//! and the membership calls of `slapos master join`.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use master_node::raft::client::MasterClient;
+use master_node::raft::node::{ReplicaConfig, SnapshotPolicy, Timers};
+use serde::Serialize;
+use slap_gateway::server::GatewayConfig;
+use slapos_proto::rpc::master::AddReplicaRequest;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Directory for configurations, data, logs and cluster.json.
+    #[arg(long, default_value = "slapos-up")]
+    dir: PathBuf,
+    /// Master replicas (each with a gateway beside it).
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    /// First port to use; each replica takes four consecutive ports (Raft, API,
+    /// metrics, gateway). Default: free ports picked by the system.
+    #[arg(long)]
+    base_port: Option<u16>,
+}
+
+#[derive(Serialize)]
+struct ProcessInfo {
+    role: &'static str,
+    id: u64,
+    pid: u32,
+    config: PathBuf,
+    log: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raft_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AdminClient {
+    /// A `slapos request`/`slapos supply` client configuration pointing at a gateway.
+    client_config: PathBuf,
+    /// Its certificate and key: none until the identity issue gives the master a CA;
+    /// the gateways serve plain HTTP on loopback meanwhile.
+    certificate: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct ClusterFile {
+    dir: PathBuf,
+    started_at_unix: u64,
+    processes: Vec<ProcessInfo>,
+    gateway_urls: Vec<String>,
+    master_api_addrs: Vec<String>,
+    admin: AdminClient,
+}
+
+struct Children(Vec<(String, Child)>);
+
+impl Children {
+    /// SIGTERM everyone, then SIGKILL whoever is still there after 10 s.
+    fn stop(&mut self) {
+        for (_, c) in &self.0 {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (name, c) in &mut self.0 {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        eprintln!("{name} did not stop within 10 s: killing it");
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn port(base: Option<u16>, offset: u16) -> Result<u16> {
+    match base {
+        Some(b) => b.checked_add(offset).context("--base-port too high"),
+        None => Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()),
+    }
+}
+
+fn spawn(bin: &Path, args: &[&str], config: &Path, log: &Path) -> Result<Child> {
+    let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
+    let err = out.try_clone()?;
+    Command::new(bin)
+        .args(args)
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))
+}
+
+pub async fn run(args: UpArgs) -> Result<()> {
+    if args.replicas == 0 {
+        bail!("--replicas must be at least 1");
+    }
+    let dir = std::path::absolute(&args.dir)?;
+    if dir.join("cluster.json").exists() || dir.join("replica-1").exists() {
+        bail!(
+            "{} holds an earlier cluster; remove it or choose another --dir",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(&dir)?;
+    let bin = std::env::current_exe()?;
+    let mut children = Children(Vec::new());
+    let mut processes = Vec::new();
+
+    // Replicas.
+    let mut replicas = Vec::new();
+    for id in 1..=args.replicas {
+        let o = ((id - 1) * 4) as u16;
+        let config = ReplicaConfig {
+            id,
+            raft_addr: format!("127.0.0.1:{}", port(args.base_port, o)?),
+            api_addr: format!("127.0.0.1:{}", port(args.base_port, o + 1)?),
+            advertise_raft_addr: None,
+            advertise_api_addr: None,
+            data_dir: dir.join(format!("replica-{id}")),
+            metrics_addr: Some(format!("127.0.0.1:{}", port(args.base_port, o + 2)?)),
+            region: "local".into(),
+            timers: Timers::default(),
+            snapshot: SnapshotPolicy::default(),
+            sync_state_machine: false,
+        };
+        let path = dir.join(format!("replica-{id}.toml"));
+        std::fs::write(&path, config.to_toml())?;
+        replicas.push((config, path));
+    }
+    let (first, first_path) = &replicas[0];
+    let init = Command::new(&bin)
+        .args(["master", "init", "--config"])
+        .arg(first_path)
+        .output()?;
+    if !init.status.success() {
+        bail!(
+            "master init failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
+    for (config, path) in &replicas {
+        let log = dir.join(format!("replica-{}.log", config.id));
+        let child = spawn(&bin, &["master", "run", "--config"], path, &log)?;
+        processes.push(ProcessInfo {
+            role: "master",
+            id: config.id,
+            pid: child.id(),
+            config: path.clone(),
+            log,
+            data_dir: Some(config.data_dir.clone()),
+            raft_addr: Some(config.raft_addr.clone()),
+            api_addr: Some(config.api_addr.clone()),
+            metrics_addr: config.metrics_addr.clone(),
+            url: None,
+        });
+        children.0.push((format!("replica {}", config.id), child));
+    }
+    let api_addrs: Vec<String> = replicas.iter().map(|(c, _)| c.api_addr.clone()).collect();
+    let mut client = MasterClient::single(&first.api_addr).with_deadline(Duration::from_secs(60));
+    client.call_timeout = Duration::from_secs(50);
+    client
+        .status()
+        .await
+        .context("the first replica does not answer")?;
+    for (config, _) in replicas.iter().skip(1) {
+        let node = config.node_info();
+        client
+            .add_replica(&AddReplicaRequest {
+                id: config.id,
+                raft_addr: node.raft_addr,
+                api_addr: node.api_addr,
+                region: node.region,
+                voter: true,
+            })
+            .await
+            .with_context(|| format!("replica {} could not join", config.id))?;
+    }
+
+    // A gateway beside each replica, reading from it first.
+    let mut urls = Vec::new();
+    for (i, (config, _)) in replicas.iter().enumerate() {
+        let mut masters = vec![config.api_addr.clone()];
+        masters.extend(api_addrs.iter().filter(|a| **a != config.api_addr).cloned());
+        let gw = GatewayConfig::parse(&format!(
+            "listen = \"127.0.0.1:{}\"\nmasters = {:?}\ninsecure_http = true\n",
+            port(args.base_port, (i as u16) * 4 + 3)?,
+            masters
+        ))
+        .map_err(anyhow::Error::msg)?;
+        let path = dir.join(format!("gateway-{}.toml", config.id));
+        std::fs::write(&path, gw.to_toml())?;
+        let log = dir.join(format!("gateway-{}.log", config.id));
+        let child = spawn(&bin, &["gateway", "run", "--config"], &path, &log)?;
+        let url = format!("http://{}/", gw.listen);
+        processes.push(ProcessInfo {
+            role: "gateway",
+            id: config.id,
+            pid: child.id(),
+            config: path,
+            log,
+            data_dir: None,
+            raft_addr: None,
+            api_addr: None,
+            metrics_addr: None,
+            url: Some(url.clone()),
+        });
+        children.0.push((format!("gateway {}", config.id), child));
+        urls.push(url);
+    }
+    // Wait until every gateway answers.
+    for url in &urls {
+        let addr = url.trim_start_matches("http://").trim_end_matches('/');
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "the gateway at {url} did not start; see its log in {}",
+                    dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let client_config = dir.join("client.cfg");
+    std::fs::write(
+        &client_config,
+        format!(
+            "# slapos request / slapos supply against this cluster: slapos request --cfg {}\n[slapos]\nmaster_url = {}\n\n[slapconsole]\n",
+            client_config.display(),
+            urls[0]
+        ),
+    )?;
+    let cluster = ClusterFile {
+        dir: dir.clone(),
+        started_at_unix: SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
+        processes,
+        gateway_urls: urls.clone(),
+        master_api_addrs: api_addrs.clone(),
+        admin: AdminClient {
+            client_config,
+            certificate: None,
+            key: None,
+        },
+    };
+    let json = dir.join("cluster.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(&cluster)?)?;
+    println!(
+        "slapos up: {} master replicas and {} gateways in {}",
+        args.replicas,
+        urls.len(),
+        dir.display()
+    );
+    for url in &urls {
+        println!("  SLAP gateway  {url}");
+    }
+    println!(
+        "  cluster       slapos cluster status --via {}",
+        api_addrs.join(",")
+    );
+    println!("  described in  {}", json.display());
+    println!("interrupt (Ctrl-C) to stop every process");
+
+    // Until interrupted; report children that exit on their own.
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let signal = crate::wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            r = &mut signal => { r?; break; }
+            _ = ticker.tick() => {
+                for (name, c) in &mut children.0 {
+                    if let Ok(Some(status)) = c.try_wait() {
+                        eprintln!("{name} exited ({status}); see its log in {}", dir.display());
+                    }
+                }
+                children.0.retain_mut(|(_, c)| !matches!(c.try_wait(), Ok(Some(_))));
+            }
+        }
+    }
+    println!("stopping");
+    children.stop();
+    let _ = std::fs::remove_file(&json);
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! `slapos up` as a user runs it: a real process that starts replicas and gateways,
+//! describes them in cluster.json, serves SLAP, and stops them all on SIGTERM.
+
+use slapos_e2e::slapos_bin;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn alive(pid: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+fn http_get(url: &str, path: &str) -> String {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(addr).expect("connect to the gateway");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the answer");
+    out
+}
+
+#[test]
+fn up_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster_dir = dir.path().join("c");
+    let mut up = Command::new(slapos_bin())
+        .args(["up", "--replicas", "3", "--dir"])
+        .arg(&cluster_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start slapos up");
+    let json_path = cluster_dir.join("cluster.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !json_path.exists() {
+        if let Ok(Some(status)) = up.try_wait() {
+            let mut err = String::new();
+            up.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            panic!("slapos up exited early ({status}): {err}");
+        }
+        assert!(Instant::now() < deadline, "no cluster.json after 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cluster: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).expect("cluster.json parses");
+    let procs = cluster["processes"].as_array().expect("processes");
+    let masters: Vec<_> = procs.iter().filter(|p| p["role"] == "master").collect();
+    let gateways: Vec<_> = procs.iter().filter(|p| p["role"] == "gateway").collect();
+    assert_eq!((masters.len(), gateways.len()), (3, 3), "{cluster}");
+    let pids: Vec<u64> = procs
+        .iter()
+        .map(|p| p["pid"].as_u64().expect("pid"))
+        .collect();
+    assert!(
+        pids.iter().all(|p| alive(*p)),
+        "every process runs: {pids:?}"
+    );
+    for m in &masters {
+        assert!(std::path::Path::new(m["data_dir"].as_str().unwrap()).is_dir());
+    }
+    let client_cfg = cluster["admin"]["client_config"].as_str().unwrap();
+    assert!(std::fs::read_to_string(client_cfg)
+        .unwrap()
+        .contains("master_url = http://"));
+
+    // The group has three voters and a leader.
+    let via: Vec<&str> = cluster["master_api_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let status = Command::new(slapos_bin())
+        .args(["cluster", "status", "--json", "--via", &via.join(",")])
+        .output()
+        .expect("cluster status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    assert!(status["leader"].is_u64(), "{status}");
+    assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");
+
+    // Every gateway speaks SLAP.
+    for url in cluster["gateway_urls"].as_array().unwrap() {
+        let answer = http_get(
+            url.as_str().unwrap(),
+            "getFullComputerInformation?computer_id=COMP-NONE",
+        );
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        assert!(answer.contains("COMP-NONE"), "{answer}");
+    }
+
+    // SIGTERM stops everything.
+    Command::new("kill")
+        .arg(up.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Ok(Some(s)) = up.try_wait() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slapos up did not stop within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "children left behind: {pids:?}"
+    );
+    assert!(
+        !json_path.exists(),
+        "cluster.json describes a stopped cluster"
+    );
+}
