@@ -10,7 +10,7 @@ use super::error::DomainError;
 use super::ids::{InstanceId, Timestamp};
 use super::param::{stringify, Params, StringParams};
 use super::state::{
-    AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState,
+    AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState, Session,
     SoftwareInstallation, SoftwareState, State, StatusKind,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -94,11 +94,14 @@ impl State {
         if let Some(outcome) = self.outcomes.get(&(client.clone(), seq)) {
             return outcome.clone();
         }
-        if let Some(&(_, oldest)) = self.client_outcomes(client).next() {
-            if seq < oldest && self.client_outcomes(client).count() >= OUTCOMES_PER_CLIENT {
-                return Err(DomainError::RequestExpired {
-                    request: cmd.request_id.to_string(),
-                });
+        let remembered = self.sessions.get(client).map_or(0, |s| s.remembered);
+        if remembered as usize >= OUTCOMES_PER_CLIENT {
+            if let Some(&(_, oldest)) = self.client_outcomes(client).next() {
+                if seq < oldest {
+                    return Err(DomainError::RequestExpired {
+                        request: cmd.request_id.to_string(),
+                    });
+                }
             }
         }
         self.clock = self.clock.max(cmd.at);
@@ -109,22 +112,27 @@ impl State {
             tracing::debug!(request_id = %cmd.request_id, op = cmd.op.name(), error = %e, "command refused");
         }
         self.outcomes.insert((client.clone(), seq), outcome.clone());
-        self.sessions.insert(client.clone(), now);
-        let excess = self
-            .client_outcomes(client)
-            .count()
-            .saturating_sub(OUTCOMES_PER_CLIENT);
-        let oldest: Vec<(String, u64)> =
-            self.client_outcomes(client).take(excess).cloned().collect();
-        for key in oldest {
-            self.outcomes.remove(&key);
+        let mut remembered = remembered + 1;
+        while remembered as usize > OUTCOMES_PER_CLIENT {
+            let Some(oldest) = self.client_outcomes(client).next().cloned() else {
+                break;
+            };
+            self.outcomes.remove(&oldest);
+            remembered -= 1;
         }
+        self.sessions.insert(
+            client.clone(),
+            Session {
+                last_seen: now,
+                remembered,
+            },
+        );
         if self.applied.is_multiple_of(PRUNE_EVERY) {
             let horizon = now.micros().saturating_sub(SESSION_TTL_MICROS);
             let stale: Vec<String> = self
                 .sessions
                 .iter()
-                .filter(|(_, seen)| seen.micros() < horizon)
+                .filter(|(_, s)| s.last_seen.micros() < horizon)
                 .map(|(c, _)| c.clone())
                 .collect();
             for c in stale {

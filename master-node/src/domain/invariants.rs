@@ -104,6 +104,22 @@ impl State {
                 self.instances.len()
             ));
         }
+        let mut counts = std::collections::BTreeMap::new();
+        for (client, _) in self.outcomes.keys() {
+            *counts.entry(client.as_str()).or_insert(0u32) += 1;
+        }
+        for (client, session) in self.sessions.iter() {
+            let n = counts.remove(client.as_str()).unwrap_or(0);
+            if n != session.remembered {
+                return Err(format!(
+                    "client {client}: session counts {} outcomes, {n} are kept",
+                    session.remembered
+                ));
+            }
+        }
+        if let Some((client, _)) = counts.into_iter().next() {
+            return Err(format!("outcomes kept for {client}, which has no session"));
+        }
         for (c, _) in self.software.keys() {
             if !self.computers.contains_key(c) {
                 return Err(format!("software supplied to missing computer {c}"));

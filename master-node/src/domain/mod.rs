@@ -27,7 +27,7 @@ pub use ids::{InstanceId, RequestId, Timestamp};
 pub use param::{stringify, ParamValue, Params, StringParams};
 pub use persist::{Change, Entry, KeyKind, PersistError, Query};
 pub use state::{
-    AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState,
+    AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState, Session,
     SoftwareInstallation, SoftwareState, State, StatusKind,
 };
 pub use view::{

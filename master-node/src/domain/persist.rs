@@ -13,7 +13,7 @@
 
 use super::command::Outcome;
 use super::ids::{InstanceId, Timestamp};
-use super::state::{Computer, Instance, Placement, SoftwareInstallation, State};
+use super::state::{Computer, Instance, Placement, Session, SoftwareInstallation, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -398,8 +398,8 @@ impl State {
                         .load((utf8(k, client)?, u64::from_be_bytes(seq)), outcome);
                 }
                 Some(KeyKind::Session) => {
-                    let seen: Timestamp = parse(k, v)?;
-                    state.sessions.load(utf8(k, body)?, seen);
+                    let session: Session = parse(k, v)?;
+                    state.sessions.load(utf8(k, body)?, session);
                 }
                 Some(KeyKind::Retired) => {
                     let id: [u8; 8] = body.try_into().map_err(|_| bad("retired key length"))?;

@@ -182,6 +182,14 @@ impl Instance {
     }
 }
 
+/// What the state keeps per client for exactly-once application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Session {
+    pub last_seen: Timestamp,
+    /// Outcomes remembered for this client (at most `OUTCOMES_PER_CLIENT`).
+    pub remembered: u32,
+}
+
 /// The whole replicated state of a master.
 ///
 /// Entities (computers, software installations, instances, remembered outcomes, client
@@ -196,8 +204,9 @@ pub struct State {
     pub(crate) instances: Tracked<InstanceId, Instance>,
     /// Outcomes remembered for retries, by (client, sequence number).
     pub(crate) outcomes: Tracked<(String, u64), Outcome>,
-    /// When each client was last heard of (command time), for pruning.
-    pub(crate) sessions: Tracked<String, Timestamp>,
+    /// Per client: when it was last heard of (command time, for pruning) and how many
+    /// outcomes are remembered for it.
+    pub(crate) sessions: Tracked<String, Session>,
     /// Raft replica ids that left the group, with when: never to be reused.
     pub(crate) retired_replicas: Tracked<u64, Timestamp>,
     pub(crate) next_instance: u64,
