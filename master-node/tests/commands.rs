@@ -817,3 +817,32 @@ fn time_never_runs_backwards_inside_the_state() {
     h.state.apply(&cmd).unwrap();
     assert!(timestamp(&h, id) > t);
 }
+
+#[test]
+fn the_software_list_follows_supply_order_and_a_resupply_moves_to_the_end() {
+    let mut h = Harness::new();
+    h.format("COMP-1", 1);
+    let supply = |url: &str| Op::Supply {
+        computer: "COMP-1".into(),
+        url: url.into(),
+        state: "available".into(),
+    };
+    for url in [
+        "https://z.example/a.cfg",
+        "https://a.example/b.cfg",
+        "https://m.example/c.cfg",
+    ] {
+        h.ok(supply(url));
+    }
+    h.ok(supply("https://z.example/a.cfg"));
+    let view = h.state.computer_view("COMP-1").unwrap();
+    let urls: Vec<_> = view.software.iter().map(|s| s.url).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://a.example/b.cfg",
+            "https://m.example/c.cfg",
+            "https://z.example/a.cfg"
+        ]
+    );
+}

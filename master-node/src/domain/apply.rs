@@ -223,10 +223,15 @@ impl State {
                 };
                 self.computer(computer)?;
                 let key = (computer.clone(), url.clone());
+                // Every supply moves the release to the end of the node's list (as
+                // slapproxy's INSERT OR REPLACE does).
+                self.next_supply += 1;
+                let order = self.next_supply;
                 match self.software.get_mut(&key) {
                     Some(sw) => {
                         sw.requested = requested;
                         sw.supplied_at = now;
+                        sw.order = order;
                     }
                     None => {
                         self.software.insert(
@@ -236,6 +241,7 @@ impl State {
                                 reported: None,
                                 reported_at: None,
                                 supplied_at: now,
+                                order,
                             },
                         );
                     }
@@ -1017,10 +1023,13 @@ impl State {
         match self.software.get_mut(&key) {
             Some(sw) if sw.requested == SoftwareState::Available => {}
             Some(sw) => {
+                self.next_supply += 1;
                 sw.requested = SoftwareState::Available;
                 sw.supplied_at = now;
+                sw.order = self.next_supply;
             }
             None => {
+                self.next_supply += 1;
                 self.software.insert(
                     key,
                     SoftwareInstallation {
@@ -1028,6 +1037,7 @@ impl State {
                         reported: None,
                         reported_at: None,
                         supplied_at: now,
+                        order: self.next_supply,
                     },
                 );
             }

@@ -105,6 +105,8 @@ pub enum PersistError {
 #[derive(Serialize, Deserialize)]
 struct Meta {
     next_instance: u64,
+    #[serde(default)]
+    next_supply: u64,
     clock: Timestamp,
     applied: u64,
 }
@@ -217,6 +219,7 @@ impl State {
         }
         let meta = Meta {
             next_instance: self.next_instance,
+            next_supply: self.next_supply,
             clock: self.clock,
             applied: self.applied,
         };
@@ -262,6 +265,7 @@ impl State {
         }
         let meta = Meta {
             next_instance: self.next_instance,
+            next_supply: self.next_supply,
             clock: self.clock,
             applied: self.applied,
         };
@@ -409,6 +413,7 @@ impl State {
                 Some(KeyKind::Meta) => {
                     let meta: Meta = parse(k, v)?;
                     state.next_instance = meta.next_instance;
+                    state.next_supply = meta.next_supply;
                     state.clock = meta.clock;
                     state.applied = meta.applied;
                 }

@@ -117,6 +117,9 @@ pub struct SoftwareInstallation {
     pub reported: Option<super::command::SoftwareReport>,
     pub reported_at: Option<Timestamp>,
     pub supplied_at: Timestamp,
+    /// Position in the node's software list: the last supplied comes last.
+    #[serde(default)]
+    pub order: u64,
 }
 
 /// Where an instance lives.
@@ -210,6 +213,8 @@ pub struct State {
     /// Raft replica ids that left the group, with when: never to be reused.
     pub(crate) retired_replicas: Tracked<u64, Timestamp>,
     pub(crate) next_instance: u64,
+    /// Counter giving each supply its place in the computer's software list.
+    pub(crate) next_supply: u64,
     /// The latest command time applied: time never runs backwards inside the state, even
     /// when a new leader's clock is behind the old one's.
     pub(crate) clock: Timestamp,

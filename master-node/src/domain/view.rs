@@ -136,12 +136,14 @@ impl State {
     /// What `getFullComputerInformation` answers.
     pub fn computer_view(&self, id: &str) -> Result<ComputerView<'_>, DomainError> {
         let computer = self.computer(id)?;
-        let software = self
+        let mut software: Vec<SoftwareView<'_>> = self
             .software
             .range((id.to_string(), String::new())..)
             .take_while(|((c, _), _)| c == id)
             .map(|((_, url), installation)| SoftwareView { url, installation })
             .collect();
+        // In supply order, the last supplied last (ties, from old data: by URL).
+        software.sort_by_key(|s| s.installation.order);
         let partitions = computer
             .partitions
             .iter()
