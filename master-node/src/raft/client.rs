@@ -269,6 +269,19 @@ impl MasterClient {
         consistency: Consistency,
         max_staleness_ms: u64,
     ) -> Result<ReadResponse, ClientError> {
+        self.read_once_at_least(query, consistency, max_staleness_ms, 0)
+            .await
+    }
+
+    /// One read attempt at the current address that answers only once the replica
+    /// applied `min_applied_index` (LOCAL reads).
+    pub async fn read_once_at_least(
+        &mut self,
+        query: &Query,
+        consistency: Consistency,
+        max_staleness_ms: u64,
+        min_applied_index: u64,
+    ) -> Result<ReadResponse, ClientError> {
         let addr = self
             .current_addr()
             .ok_or(ClientError::NoAddress)?
@@ -282,6 +295,7 @@ impl MasterClient {
             consistency: consistency as i32,
             max_staleness_ms,
             query: bytes,
+            min_applied_index,
         }))
         .await
         .map(tonic::Response::into_inner)
@@ -296,6 +310,19 @@ impl MasterClient {
         consistency: Consistency,
         max_staleness_ms: u64,
     ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, u64), ClientError> {
+        self.read_at_least(query, consistency, max_staleness_ms, 0)
+            .await
+    }
+
+    /// [`Self::read`], answered only by a replica that applied `min_applied_index`
+    /// (pass the index of the caller's own last write to read its own writes).
+    pub async fn read_at_least(
+        &mut self,
+        query: &Query,
+        consistency: Consistency,
+        max_staleness_ms: u64,
+        min_applied_index: u64,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, u64), ClientError> {
         let bytes = serde_json::to_vec(query).map_err(|e| ClientError::Decode {
             addr: String::new(),
             message: e.to_string(),
@@ -304,7 +331,13 @@ impl MasterClient {
         loop {
             let addr = self.pick()?;
             let attempt = self
-                .read_attempt(&addr, &bytes, consistency, max_staleness_ms)
+                .read_attempt(
+                    &addr,
+                    &bytes,
+                    consistency,
+                    max_staleness_ms,
+                    min_applied_index,
+                )
                 .await;
             if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
                 return Ok(t);
@@ -318,6 +351,7 @@ impl MasterClient {
         bytes: &[u8],
         consistency: Consistency,
         max_staleness_ms: u64,
+        min_applied_index: u64,
     ) -> Result<Attempt<(Vec<(Vec<u8>, Vec<u8>)>, u64)>, ClientError> {
         let mut c = self.grpc(addr)?;
         let r = c
@@ -325,6 +359,7 @@ impl MasterClient {
                 consistency: consistency as i32,
                 max_staleness_ms,
                 query: bytes.to_vec(),
+                min_applied_index,
             }))
             .await
             .map_err(|s| Self::transport(addr, s))?

@@ -37,6 +37,9 @@ type WriteResult = Result<
 pub const FORWARDED: &str = "x-slapos-forwarded";
 /// Largest snapshot a replica accepts over the wire.
 pub const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
+/// How long a local read waits for the caller's own last write to be applied here
+/// before it is relayed to the leader.
+pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_millis(500);
 /// How long a joining replica may take to catch up before it is promoted.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a write may wait for commit before the caller is told to retry.
@@ -341,6 +344,18 @@ impl MasterService {
         })
     }
 
+    /// Whether this replica has applied `index` (waiting a little for it: the caller's
+    /// own write is usually about to be applied here).
+    async fn applied_at_least(&self, index: u64) -> bool {
+        if index == 0 || self.state.last_applied().is_some_and(|l| l.index >= index) {
+            return true;
+        }
+        matches!(
+            tokio::time::timeout(READ_YOUR_WRITES_WAIT, self.state.wait_applied(index)).await,
+            Ok(Ok(_))
+        )
+    }
+
     fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
@@ -502,27 +517,42 @@ impl Master for MasterService {
                     self.contact.millis_since()
                 };
                 let fresh = staleness.is_some_and(|s| s <= req.max_staleness_ms);
-                if fresh {
+                if fresh && self.applied_at_least(req.min_applied_index).await {
                     return Ok(Response::new(self.local_read(&query).await?));
                 }
                 let hint = self.leader_hint();
                 if !forwarded {
                     if let Some(mut leader) = self.forward_target(&hint) {
                         if let Ok(r) = leader
-                            .read_once(&query, Consistency::Local, req.max_staleness_ms)
+                            .read_once_at_least(
+                                &query,
+                                Consistency::Local,
+                                req.max_staleness_ms,
+                                req.min_applied_index,
+                            )
                             .await
                         {
                             return Ok(Response::new(r));
                         }
                     }
                 }
-                Ok(Response::new(ReadResponse {
-                    result: Some(read_response::Result::Unavailable(format!(
+                let why = if fresh {
+                    format!(
+                        "replica {} has not applied index {} yet (it is at {})",
+                        self.id,
+                        req.min_applied_index,
+                        m.last_applied.map_or(0, |l| l.index)
+                    )
+                } else {
+                    format!(
                         "replica {} last heard from a leader {} ago, over the allowed {} ms",
                         self.id,
                         staleness.map_or("never".to_string(), |s| format!("{s} ms")),
                         req.max_staleness_ms
-                    ))),
+                    )
+                };
+                Ok(Response::new(ReadResponse {
+                    result: Some(read_response::Result::Unavailable(why)),
                     applied_index: m.last_applied.map_or(0, |l| l.index),
                 }))
             }

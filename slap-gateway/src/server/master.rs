@@ -102,6 +102,9 @@ pub struct Masters {
     lanes: Lanes,
     writes: tokio::sync::Semaphore,
     staleness_ms: u64,
+    /// Log index of the latest write this gateway made: its local reads wait for a
+    /// replica that applied it, so a client always reads its own writes.
+    last_write: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -142,6 +145,7 @@ impl Masters {
             },
             writes: tokio::sync::Semaphore::new(max_inflight_writes),
             staleness_ms,
+            last_write: AtomicU64::new(0),
             metrics,
         }
     }
@@ -181,7 +185,12 @@ impl Masters {
             client.read(query, Consistency::Linearizable, 0).await
         } else {
             client
-                .read(query, Consistency::Local, self.staleness_ms)
+                .read_at_least(
+                    query,
+                    Consistency::Local,
+                    self.staleness_ms,
+                    self.last_write.load(Ordering::Acquire),
+                )
                 .await
         };
         Self::put_back(slot, client);
@@ -220,10 +229,11 @@ impl Masters {
         // The lane is free again whatever happened: a write that failed is not retried
         // under its id, and a later one takes the next sequence number.
         self.lanes.put(lane);
-        let (outcome, _index) = submitted.map_err(|e| {
+        let (outcome, index) = submitted.map_err(|e| {
             self.metrics.master_error();
             from_client(e)
         })?;
+        self.last_write.fetch_max(index, Ordering::AcqRel);
         let shown: Option<InstanceId> = match &outcome {
             Ok(Reply::Instance { id, .. }) => Some(*id),
             Ok(Reply::SharedRemoved { host, .. }) => *host,
