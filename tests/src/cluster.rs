@@ -77,7 +77,7 @@ pub struct Cluster {
 
 /// A loopback port nobody listens on, below the ephemeral range (so that no outgoing
 /// connection takes it while a killed replica is down), distinct within this process.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     const LOW: u32 = 20_000;
     const SPAN: u32 = 12_000;
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: they run the real `slapos` binary.
 
 pub mod cluster;
+pub mod compat;
 
 use std::path::PathBuf;
 use std::process::Command;
