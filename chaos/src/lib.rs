@@ -4,3 +4,4 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod slap_bench;

@@ -10,6 +10,44 @@ pub enum BenchCommand {
     /// Commits per second and p50/p99 commit latency of a replica group on loopback, and
     /// the time from a leader's kill -9 to the first successful write.
     Raft(RaftArgs),
+    /// The slapproxy baseline workload (real Python slapos.core client) against a fresh
+    /// slapproxy and against a three-replica cluster behind a gateway, side by side; then
+    /// concurrent getFullComputerInformation pollers against both.
+    Slap(SlapArgs),
+}
+
+#[derive(Args)]
+pub struct SlapArgs {
+    /// Working directory (default: a new one under /tmp; removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// One scenario (fresh masters) per partition count.
+    #[arg(long, value_delimiter = ',', default_value = "20,200")]
+    partitions: Vec<usize>,
+    /// Sequential instance requests per scenario (at most its partition count).
+    #[arg(long, default_value_t = 200)]
+    requests: usize,
+    /// getFullComputerInformation calls per way of calling (slap client, plain HTTP).
+    #[arg(long, default_value_t = 200)]
+    calls: usize,
+    /// Concurrent pollers, one measurement each, at the largest partition count.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    pollers: Vec<usize>,
+    /// Seconds per poller measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Do not poll slapproxy (its pollers take about 140 ms of CPU per call).
+    #[arg(long)]
+    no_slapproxy_pollers: bool,
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    /// The Python venv with slapos.core 1.26.1 (default: $SLAPOS_VENV, else
+    /// /var/tmp/slapos-venv; .ci/run creates it).
+    #[arg(long)]
+    venv: Option<PathBuf>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -41,6 +79,7 @@ pub struct RaftArgs {
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Slap(args) => run_slap(args).await,
         BenchCommand::Raft(args) => {
             let dir = match args.dir {
                 Some(d) => d,
@@ -96,4 +135,43 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run_slap(args: SlapArgs) -> Result<()> {
+    let dir = match args.dir {
+        Some(d) => std::path::absolute(d)?,
+        None => std::env::temp_dir().join(format!("slapos-bench-slap-{}", std::process::id())),
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
+    }
+    let venv = args
+        .venv
+        .or_else(|| std::env::var_os("SLAPOS_VENV").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/slapos-venv"));
+    let opts = chaos::slap_bench::SlapBenchOptions {
+        bin: std::env::current_exe()?,
+        dir: dir.clone(),
+        venv,
+        replicas: args.replicas,
+        partitions: args.partitions,
+        requests: args.requests,
+        calls: args.calls,
+        pollers: args.pollers,
+        poll_duration: Duration::from_secs(args.seconds),
+        poll_slapproxy: !args.no_slapproxy_pollers,
+    };
+    let report = chaos::slap_bench::run_slap_bench(&opts, |m| eprintln!("bench slap: {m}")).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    println!(
+        "slap bench: real slapos.core client vs slapproxy and a {}-replica cluster (synced log) behind one gateway",
+        report.replicas
+    );
+    print!("{}", report.table());
+    print!("{}", report.goal());
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(())
 }
