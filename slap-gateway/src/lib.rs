@@ -5,8 +5,10 @@
 //! into a [`master_node::Op`] or a query ([`slap::forms`]), and rendering views, outcomes and
 //! errors into the bytes and status codes the SLAP client expects ([`slap::render`]).
 //! [`server`] serves it over HTTPS in front of the master's Raft group (`slapos gateway
-//! run`). Authentication by client certificate and JSON-RPC come on top; see `DESIGN.md`.
+//! run`). [`jsonrpc`] is the JSON-RPC v0 API over the same domain, served by the same
+//! server. Authentication by client certificate comes on top; see `DESIGN.md`.
 
+pub mod jsonrpc;
 pub mod server;
 pub mod slap;
 

@@ -48,14 +48,14 @@ const SKIPPED: &[(u32, &str)] = &[
         50,
         "multimaster forwarding to a dead master (523): not supported",
     ),
-    (73, "JSON-RPC v0: out of scope of the SLAP layer"),
-    (74, "JSON-RPC v0: out of scope of the SLAP layer"),
-    (75, "JSON-RPC v0: out of scope of the SLAP layer"),
-    (76, "JSON-RPC v0: out of scope of the SLAP layer"),
-    (77, "JSON-RPC v0: out of scope of the SLAP layer"),
-    (78, "JSON-RPC v0: out of scope of the SLAP layer"),
-    (79, "JSON-RPC v0: out of scope of the SLAP layer"),
-    (80, "JSON-RPC v0: out of scope of the SLAP layer"),
+    (73, "JSON-RPC v0: replayed by tests/jsonrpc.rs"),
+    (74, "JSON-RPC v0: replayed by tests/jsonrpc.rs"),
+    (75, "JSON-RPC v0: replayed by tests/jsonrpc.rs"),
+    (76, "JSON-RPC v0: replayed by tests/jsonrpc.rs"),
+    (77, "JSON-RPC v0: replayed by tests/jsonrpc.rs"),
+    (78, "JSON-RPC v0: replayed by tests/jsonrpc.rs"),
+    (79, "JSON-RPC v0: replayed by tests/jsonrpc.rs"),
+    (80, "JSON-RPC v0: replayed by tests/jsonrpc.rs"),
 ];
 
 /// How many exchanges are compared: every vector but the skipped ones.

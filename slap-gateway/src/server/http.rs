@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use super::master::Masters;
 use super::metrics::Metrics;
+use crate::jsonrpc;
 use crate::slap::forms::{self, SlapCall};
 use crate::slap::{render, Endpoint, Method, SlapContext, SlapResponse};
 
@@ -85,6 +86,63 @@ impl App {
     }
 }
 
+impl App {
+    /// The JSON-RPC method a path names: `<prefix>/slapos.<...>`.
+    fn jsonrpc_name(&self, path: &str) -> Option<String> {
+        let rest = path.strip_prefix(self.prefix.as_str())?;
+        let name = rest.strip_prefix('/')?;
+        let name = name.strip_suffix('/').unwrap_or(name);
+        jsonrpc::is_jsonrpc_name(name).then(|| name.to_string())
+    }
+}
+
+/// A JSON-RPC v0 call: checks, bounded JSON body, then reads or writes through the
+/// masters. Every answer, errors included, is JSON.
+async fn handle_jsonrpc(app: Arc<App>, name: String, request: Request) -> SlapResponse {
+    let (parts, body) = request.into_parts();
+    let accept = match parts.headers.get(header::ACCEPT).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            return jsonrpc::JsonError::new(400, "malformed Accept header").to_response()
+        }
+    };
+    let jname = match jsonrpc::check_http(&name, parts.method.as_str(), accept) {
+        Ok(n) => n,
+        Err(e) => return e.to_response(),
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bytes = match read_body(body, declared, app.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            return jsonrpc::JsonError::new(e.status, e.body_text().into_owned()).to_response()
+        }
+    };
+    let authorization = match parts.headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            return jsonrpc::JsonError::new(400, "malformed Authorization header: not ASCII text")
+                .to_response()
+        }
+    };
+    let call = match jsonrpc::parse(&app.ctx, jname, &bytes, authorization) {
+        Ok(c) => c,
+        Err(e) => return e.to_response(),
+    };
+    // Writes in their own task, as the XML endpoints' (see `handle`).
+    let span = tracing::Span::current();
+    let task = tokio::spawn(
+        async move { jsonrpc::remote::serve(&app.masters, call).await }.instrument(span),
+    );
+    task.await
+        .unwrap_or_else(|e| jsonrpc::JsonError::internal(format!("interrupted: {e}")).to_response())
+}
+
 /// Every request that is not `/metrics` nor `/healthz`.
 async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
     let started = Instant::now();
@@ -98,7 +156,14 @@ async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
         request_id = Empty,
         status = Empty,
     );
+    let jsonrpc = app.jsonrpc_name(request.uri().path());
     let answer = match endpoint {
+        None if jsonrpc.is_some() => {
+            let name = jsonrpc.clone().unwrap_or_default();
+            handle_jsonrpc(app.clone(), name, request)
+                .instrument(span.clone())
+                .await
+        }
         None => SlapResponse::text(
             404,
             format!(
@@ -126,6 +191,7 @@ async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
     });
     let allow = (status == 405).then(|| match endpoint.map(Endpoint::method) {
         Some(Method::Post) => "POST",
+        _ if jsonrpc.is_some() => "POST",
         _ => "GET",
     });
     let mut response = respond(answer);

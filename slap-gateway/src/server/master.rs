@@ -253,6 +253,26 @@ impl Masters {
         })
     }
 
+    /// What a JSON-RPC answer about one instance needs: the instance, its root, its host
+    /// if shared, and the computer that carries it with everything on it (so the shared
+    /// instances a host carries are there too). Bounded staleness, as [`Masters::read`].
+    pub async fn read_instance(&self, id: InstanceId) -> Result<State, MasterError> {
+        let mut entries = self
+            .read_entries(&MasterQuery::Instance { id }, false)
+            .await?;
+        let computer = Self::state(entries.clone())?
+            .instance_view(id)
+            .ok()
+            .and_then(|v| v.computer.map(|c| c.id.clone()));
+        if let Some(computer) = computer {
+            entries.extend(
+                self.read_entries(&MasterQuery::Computer { computer }, false)
+                    .await?,
+            );
+        }
+        Self::state(entries)
+    }
+
     /// Read what the answer to `query` needs, with a bounded staleness: these are the
     /// node's and its instances' reads, promises it converges to anyway.
     pub async fn read(&self, query: &Query) -> Result<State, MasterError> {
