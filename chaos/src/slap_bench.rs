@@ -103,7 +103,7 @@ pub fn check_venv(venv: &Path) -> Result<PathBuf, SlapBenchError> {
         .unwrap_or(false);
     if !ok {
         return Err(SlapBenchError::Setup(format!(
-            "no Python venv with slapos.core 1.26.1 at {} (set SLAPOS_VENV, or run .ci/run, \
+            "no Python venv with slapos.core 1.26.1 at {} (set SLAPOS_VENV, or run scripts/install-deps, \
              which creates it)",
             venv.display()
         )));

@@ -42,7 +42,7 @@ pub struct SlapArgs {
     #[arg(long, default_value_t = 3)]
     replicas: u64,
     /// The Python venv with slapos.core 1.26.1 (default: $SLAPOS_VENV, else
-    /// /var/tmp/slapos-venv; .ci/run creates it).
+    /// /var/tmp/slapos-venv; scripts/install-deps creates it).
     #[arg(long)]
     venv: Option<PathBuf>,
     /// Also write the report as JSON here.

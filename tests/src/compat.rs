@@ -33,7 +33,7 @@ pub fn venv() -> PathBuf {
     let help = format!(
         "The compatibility tests need a Python 3.12 venv with slapos.core=={SLAPOS_CORE} and \
          slapos.libnetworkcache at {} ($SLAPOS_VENV, default /var/tmp/slapos-venv). \
-         Run .ci/run once (it creates the venv; CI does so), or create it by hand: \
+         Run scripts/install-deps once (it creates the venv; .ci/run does so), or create it by hand: \
          python3.12 -m venv {0} && {0}/bin/pip install slapos.core=={SLAPOS_CORE} \
          slapos.libnetworkcache",
         dir.display()
