@@ -7,11 +7,11 @@ use crate::cluster::{ClusterError, ProcessCluster};
 use master_node::domain::{AddressSpec, ComputerSpec, PartitionSpec};
 use master_node::raft::client::MasterClient;
 use master_node::raft::node::Timers;
-use master_node::{Command, Op, RequestId, Timestamp};
+use master_node::{Command, Op, RequestId};
 use serde::Serialize;
 use slapos_proto::rpc::master::submit_response;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub struct RaftBenchOptions {
     /// The `slapos` binary to run replicas with.
@@ -54,14 +54,7 @@ pub struct RaftBenchReport {
 
 const COMPUTER: &str = "COMP-BENCH";
 
-fn now() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or_default(),
-    )
-}
+use master_node::raft::proposer_time as now;
 
 fn write_op(writer: usize, seq: u64) -> Op {
     Op::Supply {

@@ -83,17 +83,16 @@ impl ProcessCluster {
     /// Write the configuration of replica `id` (new ports) without starting it.
     pub fn configure(&mut self, id: u64) -> Result<(), ClusterError> {
         let config = ReplicaConfig {
-            id,
-            raft_addr: format!("127.0.0.1:{}", free_port()?),
-            api_addr: format!("127.0.0.1:{}", free_port()?),
-            advertise_raft_addr: None,
-            advertise_api_addr: None,
-            data_dir: self.dir.join(format!("replica-{id}")),
             metrics_addr: Some(format!("127.0.0.1:{}", free_port()?)),
             region: format!("region-{id}"),
             timers: self.timers.clone(),
             snapshot: self.snapshot.clone(),
-            sync_state_machine: false,
+            ..ReplicaConfig::new(
+                id,
+                format!("127.0.0.1:{}", free_port()?),
+                format!("127.0.0.1:{}", free_port()?),
+                self.dir.join(format!("replica-{id}")),
+            )
         };
         let config_path = self.dir.join(format!("replica-{id}.toml"));
         std::fs::write(&config_path, config.to_toml())

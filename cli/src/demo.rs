@@ -2,10 +2,9 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use master_node::{RequestId, State, Timestamp};
+use master_node::{RequestId, State};
 use slap_gateway::slap::{serve_local, Endpoint, SlapContext, SlapResponse};
 use slapos_proto::marshal::{self, Value};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -34,10 +33,6 @@ impl Session {
         authorization: Option<&str>,
     ) -> Result<SlapResponse> {
         self.seq += 1;
-        let micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or_default();
         let fields: Vec<(String, String)> = fields
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
@@ -49,7 +44,7 @@ impl Session {
             &fields,
             authorization,
             RequestId::new("slapos-demo", self.seq),
-            Timestamp(micros),
+            master_node::raft::proposer_time(),
         );
         let body = response.body_text();
         let shown = if body.len() > 100 {

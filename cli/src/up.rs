@@ -8,7 +8,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use master_node::raft::client::MasterClient;
-use master_node::raft::node::{ReplicaConfig, SnapshotPolicy, Timers};
+use master_node::raft::node::ReplicaConfig;
 use serde::Serialize;
 use slap_gateway::server::GatewayConfig;
 use slapos_proto::rpc::master::AddReplicaRequest;
@@ -145,17 +145,14 @@ pub async fn run(args: UpArgs) -> Result<()> {
     for id in 1..=args.replicas {
         let o = ((id - 1) * 4) as u16;
         let config = ReplicaConfig {
-            id,
-            raft_addr: format!("127.0.0.1:{}", port(args.base_port, o)?),
-            api_addr: format!("127.0.0.1:{}", port(args.base_port, o + 1)?),
-            advertise_raft_addr: None,
-            advertise_api_addr: None,
-            data_dir: dir.join(format!("replica-{id}")),
             metrics_addr: Some(format!("127.0.0.1:{}", port(args.base_port, o + 2)?)),
             region: "local".into(),
-            timers: Timers::default(),
-            snapshot: SnapshotPolicy::default(),
-            sync_state_machine: false,
+            ..ReplicaConfig::new(
+                id,
+                format!("127.0.0.1:{}", port(args.base_port, o)?),
+                format!("127.0.0.1:{}", port(args.base_port, o + 1)?),
+                dir.join(format!("replica-{id}")),
+            )
         };
         let path = dir.join(format!("replica-{id}.toml"));
         std::fs::write(&path, config.to_toml())?;

@@ -7,20 +7,13 @@
 
 use master_node::domain::{Entry, Query};
 use master_node::raft::client::MasterClient;
-use master_node::{Command, DomainError, Op, Outcome, Reply, RequestId, State, Timestamp};
+use master_node::{Command, DomainError, Op, Outcome, Reply, RequestId, State};
 use slapos_e2e::cluster::{Cluster, Settings};
 use slapos_proto::rpc::master::Consistency;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-fn now() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_micros() as u64,
-    )
-}
+use master_node::raft::proposer_time as now;
 
 fn register(computer: &str) -> Op {
     Op::RegisterComputer {

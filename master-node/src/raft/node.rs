@@ -122,6 +122,24 @@ pub enum NodeError {
 }
 
 impl ReplicaConfig {
+    /// A replica with default timers and snapshot policy, no metrics endpoint and no
+    /// advertised addresses of its own.
+    pub fn new(id: NodeId, raft_addr: String, api_addr: String, data_dir: PathBuf) -> Self {
+        ReplicaConfig {
+            id,
+            raft_addr,
+            api_addr,
+            advertise_raft_addr: None,
+            advertise_api_addr: None,
+            data_dir,
+            metrics_addr: None,
+            region: String::new(),
+            timers: Timers::default(),
+            snapshot: SnapshotPolicy::default(),
+            sync_state_machine: false,
+        }
+    }
+
     pub fn load(path: &Path) -> Result<ReplicaConfig, NodeError> {
         let text = std::fs::read_to_string(path).map_err(|source| NodeError::ReadConfig {
             path: path.to_path_buf(),

@@ -8,7 +8,7 @@
 use super::client::MasterClient;
 use super::network::MAX_RAFT_MESSAGE;
 use super::types::{NodeId, NodeInfo, Raft, StateHandle, TypeConfig};
-use crate::domain::{Command, Op, Query, RequestId, Timestamp};
+use crate::domain::{Command, Op, Query, RequestId};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{ChangeMembers, ServerState, Snapshot, SnapshotMeta, Vote};
@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
 /// What openraft answers a proposal.
@@ -304,15 +304,6 @@ impl MasterService {
         Some(MasterClient::single(&hint.api_addr).forwarded())
     }
 
-    fn domain_time() -> Timestamp {
-        Timestamp(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or_default(),
-        )
-    }
-
     /// Propose a command on this replica (which must be the leader), through the
     /// group-commit batcher.
     async fn write(&self, command: Command) -> SubmitResponse {
@@ -430,9 +421,9 @@ impl MasterService {
         let command = Command {
             request_id: RequestId::new(
                 format!("master-{}-membership", self.id),
-                Self::domain_time().micros(),
+                super::proposer_time().micros(),
             ),
-            at: Self::domain_time(),
+            at: super::proposer_time(),
             op: Op::RetireReplica { id },
         };
         match self.write(command).await.result {

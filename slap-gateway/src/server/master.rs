@@ -4,11 +4,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use master_node::domain::{Entry, Query as MasterQuery};
 use master_node::raft::client::{ClientError, MasterClient};
-use master_node::{Command, InstanceId, Op, Outcome, Reply, RequestId, State, Timestamp};
+use master_node::{Command, InstanceId, Op, Outcome, Reply, RequestId, State};
 use slapos_proto::rpc::master::Consistency;
 
 use super::metrics::Metrics;
@@ -44,14 +44,7 @@ fn from_client(e: ClientError) -> MasterError {
 }
 
 /// Microseconds since the epoch, the time stamped on commands.
-pub fn now() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or_default(),
-    )
-}
+pub use master_node::raft::proposer_time as now;
 
 /// A client id with its own sequence, used by one write at a time.
 ///
