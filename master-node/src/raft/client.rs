@@ -4,7 +4,7 @@
 
 use super::network::lazy_channel;
 use super::service::FORWARDED;
-use crate::domain::{Command, Outcome, Query};
+use crate::domain::{Command, Entry, Outcome, Query};
 use slapos_proto::rpc::master::master_client::MasterClient as Grpc;
 use slapos_proto::rpc::master::{
     membership_response, read_response, submit_response, AddReplicaRequest, Consistency,
@@ -201,53 +201,69 @@ impl MasterClient {
         }
     }
 
-    /// One attempt at the current address.
-    pub async fn submit_once(&mut self, command: &Command) -> Result<SubmitResponse, ClientError> {
-        let addr = self
-            .current_addr()
-            .ok_or(ClientError::NoAddress)?
-            .to_string();
-        let bytes = serde_json::to_vec(command).map_err(|e| ClientError::Decode {
-            addr: addr.clone(),
-            message: e.to_string(),
-        })?;
-        let mut c = self.grpc(&addr)?;
-        c.submit(self.request(SubmitRequest { command: bytes }))
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| Self::transport(&addr, s))
+    /// The address calls go to first, as an owned string.
+    fn current(&self) -> Result<String, ClientError> {
+        self.current_addr()
+            .map(str::to_string)
+            .ok_or(ClientError::NoAddress)
     }
 
-    /// Apply a command, wherever the leader is. Returns the domain outcome and the log
-    /// index it was applied at.
-    pub async fn submit(&mut self, command: &Command) -> Result<(Outcome, u64), ClientError> {
-        let bytes = serde_json::to_vec(command).map_err(|e| ClientError::Decode {
+    fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ClientError> {
+        serde_json::to_vec(value).map_err(|e| ClientError::Decode {
             addr: String::new(),
             message: e.to_string(),
-        })?;
-        let mut retry = Retry::new();
-        loop {
-            let addr = self.pick()?;
-            let attempt = self.submit_attempt(&addr, &bytes).await;
-            if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
-                return Ok(t);
-            }
-        }
+        })
     }
 
-    async fn submit_attempt(
+    // ----- one call to one address ---------------------------------------------------
+
+    async fn submit_at(
         &mut self,
         addr: &str,
-        bytes: &[u8],
-    ) -> Result<Attempt<(Outcome, u64)>, ClientError> {
+        command: Vec<u8>,
+    ) -> Result<SubmitResponse, ClientError> {
         let mut c = self.grpc(addr)?;
-        let r = c
-            .submit(self.request(SubmitRequest {
-                command: bytes.to_vec(),
-            }))
+        c.submit(self.request(SubmitRequest { command }))
             .await
-            .map_err(|s| Self::transport(addr, s))?
-            .into_inner();
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Self::transport(addr, s))
+    }
+
+    async fn read_at(&mut self, addr: &str, req: ReadRequest) -> Result<ReadResponse, ClientError> {
+        let mut c = self.grpc(addr)?;
+        c.read(self.request(req))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Self::transport(addr, s))
+    }
+
+    async fn add_replica_at(
+        &mut self,
+        addr: &str,
+        req: &AddReplicaRequest,
+    ) -> Result<MembershipResponse, ClientError> {
+        let mut c = self.grpc(addr)?;
+        c.add_replica(self.request(req.clone()))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Self::transport(addr, s))
+    }
+
+    async fn remove_replica_at(
+        &mut self,
+        addr: &str,
+        id: u64,
+    ) -> Result<MembershipResponse, ClientError> {
+        let mut c = self.grpc(addr)?;
+        c.remove_replica(self.request(RemoveReplicaRequest { id }))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Self::transport(addr, s))
+    }
+
+    // ----- answers as attempts ---------------------------------------------------------
+
+    fn submitted(addr: &str, r: SubmitResponse) -> Result<Attempt<(Outcome, u64)>, ClientError> {
         Ok(match r.result {
             Some(submit_response::Result::Outcome(o)) => {
                 let outcome: Outcome =
@@ -261,6 +277,43 @@ impl MasterClient {
             Some(submit_response::Result::Unavailable(why)) => Attempt::Retry(why),
             None => Attempt::Retry("empty answer".into()),
         })
+    }
+
+    fn was_read(r: ReadResponse) -> Attempt<(Vec<Entry>, u64)> {
+        match r.result {
+            Some(read_response::Result::Entries(e)) => Attempt::Done((
+                e.entries.into_iter().map(|e| (e.key, e.value)).collect(),
+                r.applied_index,
+            )),
+            Some(read_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
+            Some(read_response::Result::Unavailable(why)) => Attempt::Retry(why),
+            None => Attempt::Retry("empty answer".into()),
+        }
+    }
+
+    // ----- the API -------------------------------------------------------------------
+
+    /// One attempt at the current address.
+    pub async fn submit_once(&mut self, command: &Command) -> Result<SubmitResponse, ClientError> {
+        let addr = self.current()?;
+        self.submit_at(&addr, Self::encode(command)?).await
+    }
+
+    /// Apply a command, wherever the leader is. Returns the domain outcome and the log
+    /// index it was applied at.
+    pub async fn submit(&mut self, command: &Command) -> Result<(Outcome, u64), ClientError> {
+        let bytes = Self::encode(command)?;
+        let mut retry = Retry::new();
+        loop {
+            let addr = self.pick()?;
+            let attempt = match self.submit_at(&addr, bytes.clone()).await {
+                Ok(r) => Self::submitted(&addr, r),
+                Err(e) => Err(e),
+            };
+            if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
+                return Ok(t);
+            }
+        }
     }
 
     pub async fn read_once(
@@ -282,24 +335,14 @@ impl MasterClient {
         max_staleness_ms: u64,
         min_applied_index: u64,
     ) -> Result<ReadResponse, ClientError> {
-        let addr = self
-            .current_addr()
-            .ok_or(ClientError::NoAddress)?
-            .to_string();
-        let bytes = serde_json::to_vec(query).map_err(|e| ClientError::Decode {
-            addr: addr.clone(),
-            message: e.to_string(),
-        })?;
-        let mut c = self.grpc(&addr)?;
-        c.read(self.request(ReadRequest {
+        let addr = self.current()?;
+        let req = ReadRequest {
             consistency: consistency as i32,
             max_staleness_ms,
-            query: bytes,
+            query: Self::encode(query)?,
             min_applied_index,
-        }))
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|s| Self::transport(&addr, s))
+        };
+        self.read_at(&addr, req).await
     }
 
     /// Read entities with the given consistency. Returns them and the applied index of
@@ -309,7 +352,7 @@ impl MasterClient {
         query: &Query,
         consistency: Consistency,
         max_staleness_ms: u64,
-    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, u64), ClientError> {
+    ) -> Result<(Vec<Entry>, u64), ClientError> {
         self.read_at_least(query, consistency, max_staleness_ms, 0)
             .await
     }
@@ -322,57 +365,21 @@ impl MasterClient {
         consistency: Consistency,
         max_staleness_ms: u64,
         min_applied_index: u64,
-    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, u64), ClientError> {
-        let bytes = serde_json::to_vec(query).map_err(|e| ClientError::Decode {
-            addr: String::new(),
-            message: e.to_string(),
-        })?;
+    ) -> Result<(Vec<Entry>, u64), ClientError> {
+        let req = ReadRequest {
+            consistency: consistency as i32,
+            max_staleness_ms,
+            query: Self::encode(query)?,
+            min_applied_index,
+        };
         let mut retry = Retry::new();
         loop {
             let addr = self.pick()?;
-            let attempt = self
-                .read_attempt(
-                    &addr,
-                    &bytes,
-                    consistency,
-                    max_staleness_ms,
-                    min_applied_index,
-                )
-                .await;
+            let attempt = self.read_at(&addr, req.clone()).await.map(Self::was_read);
             if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
                 return Ok(t);
             }
         }
-    }
-
-    async fn read_attempt(
-        &mut self,
-        addr: &str,
-        bytes: &[u8],
-        consistency: Consistency,
-        max_staleness_ms: u64,
-        min_applied_index: u64,
-    ) -> Result<Attempt<(Vec<(Vec<u8>, Vec<u8>)>, u64)>, ClientError> {
-        let mut c = self.grpc(addr)?;
-        let r = c
-            .read(self.request(ReadRequest {
-                consistency: consistency as i32,
-                max_staleness_ms,
-                query: bytes.to_vec(),
-                min_applied_index,
-            }))
-            .await
-            .map_err(|s| Self::transport(addr, s))?
-            .into_inner();
-        Ok(match r.result {
-            Some(read_response::Result::Entries(e)) => Attempt::Done((
-                e.entries.into_iter().map(|e| (e.key, e.value)).collect(),
-                r.applied_index,
-            )),
-            Some(read_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
-            Some(read_response::Result::Unavailable(why)) => Attempt::Retry(why),
-            None => Attempt::Retry("empty answer".into()),
-        })
     }
 
     /// The status of the replica at `addr` (no retries elsewhere: it is that replica's).
@@ -400,30 +407,16 @@ impl MasterClient {
         &mut self,
         req: &AddReplicaRequest,
     ) -> Result<MembershipResponse, ClientError> {
-        let addr = self
-            .current_addr()
-            .ok_or(ClientError::NoAddress)?
-            .to_string();
-        let mut c = self.grpc(&addr)?;
-        c.add_replica(self.request(req.clone()))
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| Self::transport(&addr, s))
+        let addr = self.current()?;
+        self.add_replica_at(&addr, req).await
     }
 
     pub async fn remove_replica_once(
         &mut self,
         id: u64,
     ) -> Result<MembershipResponse, ClientError> {
-        let addr = self
-            .current_addr()
-            .ok_or(ClientError::NoAddress)?
-            .to_string();
-        let mut c = self.grpc(&addr)?;
-        c.remove_replica(self.request(RemoveReplicaRequest { id }))
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| Self::transport(&addr, s))
+        let addr = self.current()?;
+        self.remove_replica_at(&addr, id).await
     }
 
     fn membership(addr: &str, r: MembershipResponse) -> Result<Attempt<String>, ClientError> {
@@ -445,11 +438,8 @@ impl MasterClient {
         let mut retry = Retry::new();
         loop {
             let addr = self.pick()?;
-            let attempt = match self.grpc(&addr) {
-                Ok(mut c) => match c.add_replica(self.request(req.clone())).await {
-                    Ok(r) => Self::membership(&addr, r.into_inner()),
-                    Err(s) => Err(Self::transport(&addr, s)),
-                },
+            let attempt = match self.add_replica_at(&addr, req).await {
+                Ok(r) => Self::membership(&addr, r),
                 Err(e) => Err(e),
             };
             if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
@@ -462,14 +452,8 @@ impl MasterClient {
         let mut retry = Retry::new();
         loop {
             let addr = self.pick()?;
-            let attempt = match self.grpc(&addr) {
-                Ok(mut c) => match c
-                    .remove_replica(self.request(RemoveReplicaRequest { id }))
-                    .await
-                {
-                    Ok(r) => Self::membership(&addr, r.into_inner()),
-                    Err(s) => Err(Self::transport(&addr, s)),
-                },
+            let attempt = match self.remove_replica_at(&addr, id).await {
+                Ok(r) => Self::membership(&addr, r),
                 Err(e) => Err(e),
             };
             if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
