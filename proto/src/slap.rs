@@ -227,6 +227,35 @@ fn optional<T: Codec>(class: SlapClass, name: &str, value: &Value) -> Result<Att
     required(class, name, value).map(Attr::Set)
 }
 
+/// The shape error for constructor arguments that are not `expected`.
+fn bad_args(class: SlapClass, expected: &str, args: &[Value]) -> DecodeError {
+    shape(
+        class,
+        format!(
+            "constructor arguments: expected {expected}, found {}",
+            describe_args(args)
+        ),
+    )
+}
+
+/// `decode` (bytes to the typed object) and `encode` (the object to a marshalled
+/// document) for a type with `from_value` and `to_value`.
+macro_rules! marshal_shortcuts {
+    ($ty:ident) => {
+        impl $ty {
+            #[doc = concat!("Unmarshals a `", stringify!($ty), "` document.")]
+            pub fn decode(input: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
+                Self::from_value(&marshal::decode(input, limits)?)
+            }
+
+            #[doc = concat!("Marshals this `", stringify!($ty), "`.")]
+            pub fn encode(&self) -> Result<String, EncodeError> {
+                marshal::encode(&self.to_value())
+            }
+        }
+    };
+}
+
 fn describe_args(args: &[Value]) -> String {
     let names: Vec<&str> = args.iter().map(Value::type_name).collect();
     format!("({})", names.join(", "))
@@ -300,15 +329,7 @@ impl Computer {
         let object = expect_object(value, CLASS)?;
         let mut computer_id = match object.args.as_slice() {
             [Value::Str(id)] => id.clone(),
-            args => {
-                return Err(shape(
-                    CLASS,
-                    format!(
-                        "constructor arguments: expected (str,), found {}",
-                        describe_args(args)
-                    ),
-                ))
-            }
+            args => return Err(bad_args(CLASS, "(str,)", args)),
         };
         let mut software_release_list = Attr::Absent;
         let mut computer_partition_list = Attr::Absent;
@@ -344,17 +365,9 @@ impl Computer {
             attrs.finish(&self.extra),
         )
     }
-
-    /// Unmarshals a `Computer` document.
-    pub fn decode(input: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        Self::from_value(&marshal::decode(input, limits)?)
-    }
-
-    /// Marshals this computer.
-    pub fn encode(&self) -> Result<String, EncodeError> {
-        marshal::encode(&self.to_value())
-    }
 }
+
+marshal_shortcuts!(Computer);
 
 /// `ComputerPartition` (`getFullComputerInformation`, `registerComputerPartition`, and the
 /// fake partition of the apache-frontend bypass).
@@ -421,15 +434,7 @@ impl ComputerPartition {
                 p.request_dict = (!request_dict.is_none()).then(|| request_dict.clone());
                 p
             }
-            args => {
-                return Err(shape(
-                    CLASS,
-                    format!(
-                        "constructor arguments: expected (str, str, request_dict), found {}",
-                        describe_args(args)
-                    ),
-                ))
-            }
+            args => return Err(bad_args(CLASS, "(str, str, request_dict)", args)),
         };
         let p = &mut partition;
         for (name, value) in &object.attrs {
@@ -489,17 +494,9 @@ impl ComputerPartition {
             attrs.finish(&self.extra),
         )
     }
-
-    /// Unmarshals a `ComputerPartition` document.
-    pub fn decode(input: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        Self::from_value(&marshal::decode(input, limits)?)
-    }
-
-    /// Marshals this partition.
-    pub fn encode(&self) -> Result<String, EncodeError> {
-        marshal::encode(&self.to_value())
-    }
 }
+
+marshal_shortcuts!(ComputerPartition);
 
 /// `SoftwareRelease`: in a computer's `_software_release_list` (with `_requested_state`)
 /// and as a partition's `_software_release_document` (without).
@@ -540,15 +537,7 @@ impl SoftwareRelease {
                 requested_state: Attr::Absent,
                 extra: Vec::new(),
             },
-            args => {
-                return Err(shape(
-                    CLASS,
-                    format!(
-                        "constructor arguments: expected (str, str), found {}",
-                        describe_args(args)
-                    ),
-                ))
-            }
+            args => return Err(bad_args(CLASS, "(str, str)", args)),
         };
         let r = &mut release;
         for (name, value) in &object.attrs {
@@ -580,17 +569,9 @@ impl SoftwareRelease {
             attrs.finish(&self.extra),
         )
     }
-
-    /// Unmarshals a `SoftwareRelease` document.
-    pub fn decode(input: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        Self::from_value(&marshal::decode(input, limits)?)
-    }
-
-    /// Marshals this release.
-    pub fn encode(&self) -> Result<String, EncodeError> {
-        marshal::encode(&self.to_value())
-    }
 }
+
+marshal_shortcuts!(SoftwareRelease);
 
 /// `SoftwareInstance` (`requestComputerPartition`). Its attributes differ between a
 /// regular instance, a shared (slave) instance and the master's answer; each is an
@@ -713,17 +694,9 @@ impl SoftwareInstance {
             attrs.finish(&self.extra),
         )
     }
-
-    /// Unmarshals a `SoftwareInstance` document.
-    pub fn decode(input: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        Self::from_value(&marshal::decode(input, limits)?)
-    }
-
-    /// Marshals this instance.
-    pub fn encode(&self) -> Result<String, EncodeError> {
-        marshal::encode(&self.to_value())
-    }
 }
+
+marshal_shortcuts!(SoftwareInstance);
 
 /// Any of the four objects, for a response whose class is known only from the document
 /// (`requestComputerPartition` answers a `SoftwareInstance`, or a `ComputerPartition` for
