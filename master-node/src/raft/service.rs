@@ -501,9 +501,18 @@ impl Master for MasterService {
                 }
             }
             Consistency::Local => {
-                let m = self.raft.metrics().borrow().clone();
-                let staleness = if m.state == ServerState::Leader {
-                    m.millis_since_quorum_ack
+                // The node's polling path: read the two fields, do not clone the metrics.
+                let (leading, quorum_ack, applied) = {
+                    let m = self.raft.metrics();
+                    let m = m.borrow();
+                    (
+                        m.state == ServerState::Leader,
+                        m.millis_since_quorum_ack,
+                        m.last_applied.map_or(0, |l| l.index),
+                    )
+                };
+                let staleness = if leading {
+                    quorum_ack
                 } else {
                     self.contact.millis_since()
                 };
@@ -530,9 +539,7 @@ impl Master for MasterService {
                 let why = if fresh {
                     format!(
                         "replica {} has not applied index {} yet (it is at {})",
-                        self.id,
-                        req.min_applied_index,
-                        m.last_applied.map_or(0, |l| l.index)
+                        self.id, req.min_applied_index, applied
                     )
                 } else {
                     format!(
@@ -544,7 +551,7 @@ impl Master for MasterService {
                 };
                 Ok(Response::new(ReadResponse {
                     result: Some(read_response::Result::Unavailable(why)),
-                    applied_index: m.last_applied.map_or(0, |l| l.index),
+                    applied_index: applied,
                 }))
             }
         }
