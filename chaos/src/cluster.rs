@@ -1,5 +1,8 @@
-//! A cluster of real `slapos master run` processes on loopback.
+//! A cluster of real `slapos master run` processes, with a gateway beside each when
+//! asked: on loopback ports, or each on its own host (network namespace) of a
+//! [`Network`].
 
+use crate::netns::Network;
 use master_node::raft::client::MasterClient;
 use master_node::raft::node::{ReplicaConfig, SnapshotPolicy, Timers};
 use slapos_proto::rpc::master::AddReplicaRequest;
@@ -31,15 +34,45 @@ struct ReplicaProcess {
     config_path: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
+    /// The host (namespace index) it runs on; 0 on loopback.
+    host: usize,
 }
 
-/// Replicas as child processes; all are killed when the cluster is dropped.
+struct GatewayProcess {
+    addr: String,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+/// Where processes run: one namespace per host, or loopback.
+#[derive(Debug, Clone)]
+pub struct Hosts {
+    /// Per host (index 1..): namespace, IPv6 and IPv4 address.
+    pub hosts: Vec<(String, std::net::Ipv6Addr, std::net::Ipv4Addr)>,
+}
+
+impl Hosts {
+    pub fn of(net: &Network) -> Self {
+        Hosts {
+            hosts: (1..=net.hosts())
+                .map(|i| (net.host_ns(i), net.v6(i), net.v4(i)))
+                .collect(),
+        }
+    }
+}
+
+/// Replicas (and gateways) as child processes; all are killed when the cluster is dropped.
 pub struct ProcessCluster {
     bin: PathBuf,
     dir: PathBuf,
     replicas: BTreeMap<u64, ReplicaProcess>,
+    gateways: BTreeMap<usize, GatewayProcess>,
+    hosts: Option<Hosts>,
     pub timers: Timers,
     pub snapshot: SnapshotPolicy,
+    /// Extra lines for each gateway's configuration (before its `[slap]` table).
+    pub gateway_extra: String,
 }
 
 /// A loopback port nobody listens on right now.
@@ -56,8 +89,57 @@ impl ProcessCluster {
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
             replicas: BTreeMap::new(),
+            gateways: BTreeMap::new(),
+            hosts: None,
             timers: Timers::default(),
             snapshot: SnapshotPolicy::default(),
+            gateway_extra: String::new(),
+        }
+    }
+
+    /// Run replica `id` (and gateway) on host `id` of these namespaces.
+    pub fn on_hosts(mut self, hosts: Hosts) -> Self {
+        self.hosts = Some(hosts);
+        self
+    }
+
+    /// A command that runs the `slapos` binary on `host` (plainly on loopback).
+    fn command_on(&self, host: usize) -> Command {
+        match self
+            .hosts
+            .as_ref()
+            .and_then(|h| h.hosts.get(host.wrapping_sub(1)))
+        {
+            Some((ns, _, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        }
+    }
+
+    /// Addresses for a process on `host`: (Raft, API, metrics, gateway).
+    fn addresses(&self, host: usize) -> Result<[String; 4], ClusterError> {
+        match self
+            .hosts
+            .as_ref()
+            .and_then(|h| h.hosts.get(host.wrapping_sub(1)))
+        {
+            // Raft over IPv4 between hosts; the API, metrics and gateway on IPv6, which the
+            // harness reaches from the root namespace.
+            Some((_, v6, v4)) => Ok([
+                format!("{v4}:7101"),
+                format!("[{v6}]:7201"),
+                format!("[{v6}]:7301"),
+                format!("[{v6}]:8080"),
+            ]),
+            None => Ok([
+                format!("127.0.0.1:{}", free_port()?),
+                format!("127.0.0.1:{}", free_port()?),
+                format!("127.0.0.1:{}", free_port()?),
+                format!("127.0.0.1:{}", free_port()?),
+            ]),
         }
     }
 
@@ -80,19 +162,22 @@ impl ProcessCluster {
         Ok(text)
     }
 
-    /// Write the configuration of replica `id` (new ports) without starting it.
+    /// Write the configuration of replica `id` (new ports) without starting it; on
+    /// hosts, it goes to host `id`.
     pub fn configure(&mut self, id: u64) -> Result<(), ClusterError> {
+        let host = if self.hosts.is_some() { id as usize } else { 0 };
+        self.configure_on(id, host)
+    }
+
+    /// Write the configuration of replica `id` on `host` without starting it.
+    pub fn configure_on(&mut self, id: u64, host: usize) -> Result<(), ClusterError> {
+        let [raft, api, metrics, _] = self.addresses(host)?;
         let config = ReplicaConfig {
-            metrics_addr: Some(format!("127.0.0.1:{}", free_port()?)),
-            region: format!("region-{id}"),
+            metrics_addr: Some(metrics),
+            region: format!("region-{}", if host == 0 { id as usize } else { host }),
             timers: self.timers.clone(),
             snapshot: self.snapshot.clone(),
-            ..ReplicaConfig::new(
-                id,
-                format!("127.0.0.1:{}", free_port()?),
-                format!("127.0.0.1:{}", free_port()?),
-                self.dir.join(format!("replica-{id}")),
-            )
+            ..ReplicaConfig::new(id, raft, api, self.dir.join(format!("replica-{id}")))
         };
         let config_path = self.dir.join(format!("replica-{id}.toml"));
         std::fs::write(&config_path, config.to_toml())
@@ -104,6 +189,7 @@ impl ProcessCluster {
                 config_path,
                 log_path: self.dir.join(format!("replica-{id}.log")),
                 child: None,
+                host,
             },
         );
         Ok(())
@@ -111,6 +197,12 @@ impl ProcessCluster {
 
     /// Start the process of a configured replica (again).
     pub fn spawn(&mut self, id: u64) -> Result<(), ClusterError> {
+        let host = self
+            .replicas
+            .get(&id)
+            .ok_or(ClusterError::Unknown(id))?
+            .host;
+        let mut command = self.command_on(host);
         let r = self
             .replicas
             .get_mut(&id)
@@ -123,7 +215,7 @@ impl ProcessCluster {
         let err = log
             .try_clone()
             .map_err(|e| ClusterError::Io("log".into(), e))?;
-        let child = Command::new(&self.bin)
+        let child = command
             .args(["master", "run", "--config"])
             .arg(&r.config_path)
             .env("RUST_LOG", "warn")
@@ -235,6 +327,148 @@ impl ProcessCluster {
         }
     }
 
+    /// Configure and start a gateway on `host` (1.. on hosts; any key on loopback) that
+    /// talks to every replica, the one beside it first; its address comes back.
+    pub fn start_gateway(&mut self, host: usize) -> Result<String, ClusterError> {
+        let [_, _, _, addr] = self.addresses(host)?;
+        let mut masters: Vec<String> = self
+            .replicas
+            .values()
+            .filter(|r| r.host == host)
+            .map(|r| r.config.api_addr.clone())
+            .collect();
+        masters.extend(
+            self.replicas
+                .values()
+                .filter(|r| r.host != host)
+                .map(|r| r.config.api_addr.clone()),
+        );
+        let config_path = self.dir.join(format!("gateway-{host}.toml"));
+        let text = format!(
+            "listen = \"{addr}\"\nmasters = {masters:?}\ninsecure_http = true\n{}\n",
+            self.gateway_extra
+        );
+        std::fs::write(&config_path, text)
+            .map_err(|e| ClusterError::Io(config_path.display().to_string(), e))?;
+        self.gateways.insert(
+            host,
+            GatewayProcess {
+                addr: addr.clone(),
+                config_path,
+                log_path: self.dir.join(format!("gateway-{host}.log")),
+                child: None,
+            },
+        );
+        self.spawn_gateway(host)?;
+        Ok(addr)
+    }
+
+    /// Start a configured gateway's process (again).
+    pub fn spawn_gateway(&mut self, host: usize) -> Result<(), ClusterError> {
+        let mut command = self.command_on(host);
+        let g = self
+            .gateways
+            .get_mut(&host)
+            .ok_or(ClusterError::Unknown(host as u64))?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&g.log_path)
+            .map_err(|e| ClusterError::Io(g.log_path.display().to_string(), e))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| ClusterError::Io("log".into(), e))?;
+        let child = command
+            .args(["gateway", "run", "--insecure-http", "--config"])
+            .arg(&g.config_path)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| ClusterError::Io("spawn gateway".into(), e))?;
+        g.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL a gateway's process.
+    pub fn kill_gateway(&mut self, host: usize) {
+        if let Some(mut c) = self.gateways.get_mut(&host).and_then(|g| g.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Gateway addresses by host.
+    pub fn gateway_addrs(&self) -> Vec<(usize, String)> {
+        self.gateways
+            .iter()
+            .map(|(h, g)| (*h, g.addr.clone()))
+            .collect()
+    }
+
+    /// The host a replica runs on.
+    pub fn host_of(&self, id: u64) -> Option<usize> {
+        self.replicas.get(&id).map(|r| r.host)
+    }
+
+    /// The replica running on `host`.
+    pub fn replica_on(&self, host: usize) -> Option<u64> {
+        self.replicas
+            .iter()
+            .find(|(_, r)| r.host == host)
+            .map(|(id, _)| *id)
+    }
+
+    /// Send a signal (`STOP`, `CONT`...) to a replica's process.
+    pub fn signal(&self, id: u64, signal: &str) -> Result<(), ClusterError> {
+        let pid = self
+            .replicas
+            .get(&id)
+            .and_then(|r| r.child.as_ref())
+            .map(|c| c.id())
+            .ok_or(ClusterError::Unknown(id))?;
+        let out = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .output()
+            .map_err(|e| ClusterError::Io("kill".into(), e))?;
+        if !out.status.success() {
+            return Err(ClusterError::Command {
+                args: format!("kill -{signal} {pid}"),
+                output: String::from_utf8_lossy(&out.stderr).into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Take replica `old` out of the group, kill it, wipe its data directory, and bring
+    /// the same host back as a new, empty replica `new` that joins (and catches up).
+    pub async fn replace_wiped(&mut self, old: u64, new: u64) -> Result<(), ClusterError> {
+        let host = self.host_of(old).ok_or(ClusterError::Unknown(old))?;
+        let mut client = self.client().with_deadline(Duration::from_secs(30));
+        client.remove_replica(old).await?;
+        self.kill9(old)?;
+        if let Some(r) = self.replicas.remove(&old) {
+            let _ = std::fs::remove_dir_all(&r.config.data_dir);
+        }
+        self.configure_on(new, host)?;
+        self.spawn(new)?;
+        self.join(new).await
+    }
+
+    /// The status every running replica reports (unreachable ones are left out).
+    pub async fn statuses(&self) -> Vec<slapos_proto::rpc::master::StatusResponse> {
+        let mut out = Vec::new();
+        for r in self.replicas.values().filter(|r| r.child.is_some()) {
+            let mut c = MasterClient::single(&r.config.api_addr);
+            c.call_timeout = Duration::from_millis(500);
+            if let Ok(s) = c.status_of(&r.config.api_addr).await {
+                out.push(s);
+            }
+        }
+        out
+    }
+
     /// The replica's log, for failure reports.
     pub fn log(&self, id: u64) -> String {
         self.replicas
@@ -246,6 +480,12 @@ impl ProcessCluster {
 
 impl Drop for ProcessCluster {
     fn drop(&mut self) {
+        for g in self.gateways.values_mut() {
+            if let Some(mut c) = g.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
         for r in self.replicas.values_mut() {
             if let Some(mut c) = r.child.take() {
                 let _ = c.kill();

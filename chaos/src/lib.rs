@@ -4,4 +4,9 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod http;
+pub mod linearizability;
+pub mod netns;
+pub mod run;
 pub mod slap_bench;
+pub mod workload;

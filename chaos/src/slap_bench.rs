@@ -7,13 +7,13 @@
 //! (plain HTTP/1.1 keep-alive GETs from Rust) against both.
 
 use crate::cluster::ProcessCluster;
+use crate::http::HttpConn;
 use serde::Serialize;
 use serde_json::Value;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// The driver, shipped inside the binary.
@@ -312,130 +312,6 @@ fn run_workload(
     serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("bad JSON output: {e}")))
 }
 
-/// One persistent HTTP/1.1 connection, reopened when the server closes it.
-struct HttpConn {
-    addr: String,
-    stream: Option<BufReader<TcpStream>>,
-    buf: Vec<u8>,
-}
-
-impl HttpConn {
-    async fn get(&mut self, request: &[u8]) -> Result<usize, String> {
-        if self.stream.is_none() {
-            let s = TcpStream::connect(&self.addr)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            let _ = s.set_nodelay(true);
-            self.stream = Some(BufReader::with_capacity(64 * 1024, s));
-        }
-        let r = self.exchange(request).await;
-        match r {
-            Ok((n, keep)) => {
-                if !keep {
-                    self.stream = None;
-                }
-                Ok(n)
-            }
-            Err(e) => {
-                self.stream = None;
-                Err(e)
-            }
-        }
-    }
-
-    async fn exchange(&mut self, request: &[u8]) -> Result<(usize, bool), String> {
-        let s = self.stream.as_mut().expect("connected");
-        s.get_mut()
-            .write_all(request)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut line = String::new();
-        s.read_line(&mut line)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        let mut parts = line.split_whitespace();
-        let version = parts.next().unwrap_or("").to_string();
-        let status = parts.next().unwrap_or("").to_string();
-        if status != "200" {
-            return Err(format!("status line {:?}", line.trim_end()));
-        }
-        let mut keep = version == "HTTP/1.1";
-        let mut length: Option<usize> = None;
-        let mut chunked = false;
-        loop {
-            line.clear();
-            let n = s
-                .read_line(&mut line)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                return Err("connection closed in the headers".into());
-            }
-            let h = line.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                let k = k.trim().to_ascii_lowercase();
-                let v = v.trim();
-                match k.as_str() {
-                    "content-length" => length = v.parse().ok(),
-                    "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
-                    "connection" => {
-                        if v.eq_ignore_ascii_case("close") {
-                            keep = false
-                        } else if v.eq_ignore_ascii_case("keep-alive") {
-                            keep = true
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        self.buf.clear();
-        if chunked {
-            loop {
-                line.clear();
-                s.read_line(&mut line)
-                    .await
-                    .map_err(|e| format!("read: {e}"))?;
-                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                    .map_err(|_| format!("bad chunk size {line:?}"))?;
-                if size == 0 {
-                    loop {
-                        line.clear();
-                        let n = s
-                            .read_line(&mut line)
-                            .await
-                            .map_err(|e| format!("read: {e}"))?;
-                        if n == 0 || line.trim_end().is_empty() {
-                            break;
-                        }
-                    }
-                    break;
-                }
-                let start = self.buf.len();
-                self.buf.resize(start + size + 2, 0);
-                s.read_exact(&mut self.buf[start..])
-                    .await
-                    .map_err(|e| format!("read: {e}"))?;
-                self.buf.truncate(start + size);
-            }
-        } else if let Some(n) = length {
-            self.buf.resize(n, 0);
-            s.read_exact(&mut self.buf)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
-        } else {
-            s.read_to_end(&mut self.buf)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
-            keep = false;
-        }
-        Ok((self.buf.len(), keep))
-    }
-}
-
 fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
@@ -464,11 +340,7 @@ pub async fn poll_full_info(
         let request = request.clone();
         let addr = addr.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut conn = HttpConn {
-                addr,
-                stream: None,
-                buf: Vec::new(),
-            };
+            let mut conn = HttpConn::new(addr);
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut first_error = None;
@@ -487,8 +359,8 @@ pub async fn poll_full_info(
                     }
                     Err(_) => {
                         errors += 1;
+                        // the cancelled exchange dropped its connection
                         first_error.get_or_insert("timeout (120 s)".to_string());
-                        conn.stream = None;
                     }
                 }
             }
@@ -818,46 +690,6 @@ impl SlapBenchReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
-
-    /// Answers three requests on one connection: Content-Length, chunked, then
-    /// HTTP/1.0 read-to-close.
-    #[tokio::test]
-    async fn http_conn_reads_every_framing() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let (s, _) = l.accept().await.unwrap();
-            let mut s = BufReader::new(s);
-            let answers: [&[u8]; 3] = [
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
-                b"HTTP/1.0 200 OK\r\n\r\nuntil close",
-            ];
-            for a in answers {
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    s.read_line(&mut line).await.unwrap();
-                    if line.trim_end().is_empty() {
-                        break;
-                    }
-                }
-                s.get_mut().write_all(a).await.unwrap();
-            }
-        });
-        let mut c = HttpConn {
-            addr,
-            stream: None,
-            buf: Vec::new(),
-        };
-        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(c.get(req).await.unwrap(), 5);
-        assert_eq!(c.get(req).await.unwrap(), 7);
-        assert_eq!(&c.buf, b"abcdefg");
-        assert_eq!(c.get(req).await.unwrap(), 11);
-        assert!(c.stream.is_none());
-    }
 
     #[test]
     fn nearest_rank() {

@@ -1,6 +1,7 @@
 //! `slapos`: the one binary. Argument parsing and wiring only.
 
 mod bench;
+mod chaos;
 mod demo;
 mod gateway;
 mod master;
@@ -42,6 +43,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Fault injection with a checked history.
+    #[command(subcommand)]
+    Chaos(chaos::ChaosCommand),
 }
 
 fn main() -> Result<()> {
@@ -60,6 +64,7 @@ fn main() -> Result<()> {
         Command::Gateway(cmd) => runtime()?.block_on(gateway::run(cmd)),
         Command::Cluster(cmd) => runtime()?.block_on(master::cluster(cmd)),
         Command::Bench(cmd) => runtime()?.block_on(bench::run(cmd)),
+        Command::Chaos(cmd) => runtime()?.block_on(chaos::run(cmd)),
     }
 }
 

@@ -1,0 +1,433 @@
+//! Hosts as network namespaces joined through a router namespace, and link cuts made of
+//! `blackhole` policy rules in the router (this kernel has neither netem nor iptables):
+//! a cut drops packets silently, so peers time out as they would across a real cut.
+//!
+//! Host `i` (1..=n) lives in namespace `slapos-chaos-<pid>-h<i>` with
+//! `fd5c:<pid>:<i>::2/64` and `10.77.<i>.2/24`; the router has `::1` / `.1` on each link.
+//! The harness (root namespace) reaches every host over IPv6 through one more link
+//! (`<i>` = 0), so clients and checkers stay outside the faults.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("`{command}` failed: {output}")]
+    Command { command: String, output: String },
+    #[error("cannot run `ip`: {0}")]
+    Spawn(std::io::Error),
+    #[error("network namespaces need root (running as uid {0})")]
+    NotRoot(u32),
+}
+
+const PREFIX: &str = "slapos-chaos-";
+
+/// The namespaces of one run; deleted on drop.
+pub struct Network {
+    pid: u32,
+    hosts: usize,
+    cuts: Vec<(usize, usize)>,
+}
+
+fn run(args: &[&str]) -> Result<(), NetError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(NetError::Spawn)?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(NetError::Command {
+        command: format!("ip {}", args.join(" ")),
+        output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+fn uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+impl Network {
+    /// Whether namespaces can be made here (root and `ip` present).
+    pub fn available() -> Result<(), NetError> {
+        let u = uid();
+        if u != 0 {
+            return Err(NetError::NotRoot(u));
+        }
+        Command::new("ip")
+            .arg("-V")
+            .output()
+            .map_err(NetError::Spawn)
+            .map(|_| ())
+    }
+
+    /// Delete the namespaces of runs whose process is gone (a run killed before its drop).
+    pub fn sweep_leftovers() {
+        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            let Some(rest) = name.strip_prefix(PREFIX) else {
+                continue;
+            };
+            let pid = rest.split('-').next().unwrap_or("");
+            if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = run(&["netns", "del", name]);
+                if let Ok(p) = pid.parse::<u32>() {
+                    let _ = run(&["link", "del", &Self::harness_link_of(p)]);
+                }
+            }
+        }
+    }
+
+    /// `hosts` host namespaces, the router, and the harness link.
+    pub fn create(hosts: usize) -> Result<Network, NetError> {
+        Self::available()?;
+        Self::sweep_leftovers();
+        let net = Network {
+            pid: std::process::id(),
+            hosts,
+            cuts: Vec::new(),
+        };
+        net.build()?;
+        net.wait_settled();
+        Ok(net)
+    }
+
+    /// Wait (up to 5 s) until no IPv6 address is still tentative: link-local addresses go
+    /// through duplicate address detection, and neighbour discovery waits for them.
+    fn wait_settled(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut spaces: Vec<Option<String>> = vec![None, Some(self.router())];
+        spaces.extend((1..=self.hosts).map(|i| Some(self.host_ns(i))));
+        while std::time::Instant::now() < deadline {
+            let tentative = spaces.iter().any(|ns| {
+                let mut c = Command::new("ip");
+                if let Some(ns) = ns {
+                    c.args(["-n", ns]);
+                }
+                c.args(["-6", "addr", "show", "tentative"])
+                    .output()
+                    .map(|o| !o.stdout.is_empty())
+                    .unwrap_or(false)
+            });
+            if !tentative {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn build(&self) -> Result<(), NetError> {
+        let r = self.router();
+        run(&["netns", "add", &r])?;
+        run(&["-n", &r, "link", "set", "lo", "up"])?;
+        for key in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &r, "sysctl", "-qw", key])
+                .output()
+                .map_err(NetError::Spawn)?;
+            if !out.status.success() {
+                return Err(NetError::Command {
+                    command: format!("sysctl {key} in {r}"),
+                    output: String::from_utf8_lossy(&out.stderr).into(),
+                });
+            }
+        }
+        // the harness link: root namespace <-> router
+        let link = self.harness_link();
+        run(&[
+            "link", "add", &link, "type", "veth", "peer", "name", "h0", "netns", &r,
+        ])?;
+        run(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", self.v6_on(0, 2)),
+            "dev",
+            &link,
+            "nodad",
+        ])?;
+        run(&["link", "set", &link, "up"])?;
+        run(&[
+            "-n",
+            &r,
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", self.v6_on(0, 1)),
+            "dev",
+            "h0",
+            "nodad",
+        ])?;
+        run(&["-n", &r, "link", "set", "h0", "up"])?;
+        run(&[
+            "-6",
+            "route",
+            "add",
+            &self.v6_net48(),
+            "via",
+            &self.v6_on(0, 1).to_string(),
+            "dev",
+            &link,
+        ])?;
+        for i in 1..=self.hosts {
+            let h = self.host_ns(i);
+            let rl = format!("h{i}");
+            run(&["netns", "add", &h])?;
+            run(&["-n", &h, "link", "set", "lo", "up"])?;
+            run(&[
+                "-n", &r, "link", "add", &rl, "type", "veth", "peer", "name", "eth0", "netns", &h,
+            ])?;
+            run(&[
+                "-n",
+                &r,
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", self.v6_on(i, 1)),
+                "dev",
+                &rl,
+                "nodad",
+            ])?;
+            run(&[
+                "-n",
+                &r,
+                "addr",
+                "add",
+                &format!("10.77.{i}.1/24"),
+                "dev",
+                &rl,
+            ])?;
+            run(&["-n", &r, "link", "set", &rl, "up"])?;
+            run(&[
+                "-n",
+                &h,
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", self.v6(i)),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
+            run(&[
+                "-n",
+                &h,
+                "addr",
+                "add",
+                &format!("{}/24", self.v4(i)),
+                "dev",
+                "eth0",
+            ])?;
+            run(&["-n", &h, "link", "set", "eth0", "up"])?;
+            run(&[
+                "-n",
+                &h,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &self.v6_on(i, 1).to_string(),
+            ])?;
+            run(&[
+                "-n",
+                &h,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.77.{i}.1"),
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn harness_link_of(pid: u32) -> String {
+        format!("sc{pid:x}")
+    }
+
+    fn harness_link(&self) -> String {
+        Self::harness_link_of(self.pid)
+    }
+
+    fn router(&self) -> String {
+        format!("{PREFIX}{}-r", self.pid)
+    }
+
+    pub fn hosts(&self) -> usize {
+        self.hosts
+    }
+
+    /// The namespace of host `i` (1..=hosts).
+    pub fn host_ns(&self, i: usize) -> String {
+        format!("{PREFIX}{}-h{i}", self.pid)
+    }
+
+    fn v6_net48(&self) -> String {
+        format!("fd5c:{:x}:{:x}::/48", self.pid >> 16, self.pid & 0xffff)
+    }
+
+    fn v6_on(&self, link: usize, host: u16) -> Ipv6Addr {
+        Ipv6Addr::new(
+            0xfd5c,
+            (self.pid >> 16) as u16,
+            (self.pid & 0xffff) as u16,
+            link as u16,
+            0,
+            0,
+            0,
+            host,
+        )
+    }
+
+    /// Host `i`'s IPv6 address.
+    pub fn v6(&self, i: usize) -> Ipv6Addr {
+        self.v6_on(i, 2)
+    }
+
+    /// Host `i`'s IPv4 address (reachable from the other hosts only).
+    pub fn v4(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77, i as u8, 2)
+    }
+
+    /// A command that runs `program` inside host `i`'s namespace (`ip netns exec` execs
+    /// it, so the child's pid is the program's).
+    pub fn command(&self, i: usize, program: &std::path::Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.host_ns(i)]).arg(program);
+        c
+    }
+
+    fn rules(&self, a: usize, b: usize, verb: &str) -> Result<(), NetError> {
+        let r = self.router();
+        for (x, y) in [(a, b), (b, a)] {
+            run(&[
+                "-n",
+                &r,
+                "rule",
+                verb,
+                "from",
+                &format!("10.77.{x}.0/24"),
+                "to",
+                &format!("10.77.{y}.0/24"),
+                "blackhole",
+                "pref",
+                "100",
+            ])?;
+            run(&[
+                "-n",
+                &r,
+                "-6",
+                "rule",
+                verb,
+                "from",
+                &format!("{}/64", self.v6_on(x, 0)),
+                "to",
+                &format!("{}/64", self.v6_on(y, 0)),
+                "blackhole",
+                "pref",
+                "100",
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Drop every packet between hosts `a` and `b`, both ways.
+    pub fn cut(&mut self, a: usize, b: usize) -> Result<(), NetError> {
+        let key = (a.min(b), a.max(b));
+        if a == b || self.cuts.contains(&key) {
+            return Ok(());
+        }
+        self.rules(key.0, key.1, "add")?;
+        self.cuts.push(key);
+        Ok(())
+    }
+
+    /// Remove every cut.
+    pub fn heal(&mut self) -> Result<(), NetError> {
+        while let Some((a, b)) = self.cuts.pop() {
+            self.rules(a, b, "del")?;
+        }
+        Ok(())
+    }
+
+    /// The cuts in place.
+    pub fn cuts(&self) -> &[(usize, usize)] {
+        &self.cuts
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for i in 1..=self.hosts {
+            let _ = run(&["netns", "del", &self.host_ns(i)]);
+        }
+        let _ = run(&["netns", "del", &self.router()]);
+        let _ = run(&["link", "del", &self.harness_link()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    /// Whether a TCP connection from host `from` to `addr:port` succeeds within 1 s.
+    fn connects(net: &Network, from: usize, addr: &str, port: u16) -> bool {
+        let code = format!(
+            "import socket,sys\ns=socket.socket(socket.AF_INET6 if ':' in '{addr}' else socket.AF_INET)\ns.settimeout(1)\ntry:\n s.connect(('{addr}',{port}))\nexcept Exception:\n sys.exit(1)\n"
+        );
+        net.command(from, std::path::Path::new("/usr/bin/python3"))
+            .args(["-c", &code])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Hosts reach each other over both families until a cut, and again after healing;
+    /// the cut leaves the third host and the harness link alone.
+    #[test]
+    fn cuts_drop_traffic_between_two_hosts_only() {
+        if Network::available().is_err() {
+            eprintln!("SKIPPED: network namespaces need root");
+            return;
+        }
+        let mut net = Network::create(3).unwrap();
+        let listen = "import socket,time\nk=[]\nfor fam,a in ((socket.AF_INET6,'::'),(socket.AF_INET,'0.0.0.0')):\n s=socket.socket(fam)\n if fam==socket.AF_INET6: s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,1)\n s.bind((a,7070))\n s.listen(64)\n k.append(s)\ntime.sleep(60)\n";
+        let mut server = net
+            .command(2, std::path::Path::new("/usr/bin/python3"))
+            .args(["-c", listen])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let v6 = net.v6(2).to_string();
+        let v4 = net.v4(2).to_string();
+        assert!(connects(&net, 1, &v6, 7070));
+        assert!(connects(&net, 1, &v4, 7070));
+        net.cut(1, 2).unwrap();
+        assert!(!connects(&net, 1, &v6, 7070));
+        assert!(!connects(&net, 1, &v4, 7070));
+        assert!(connects(&net, 3, &v6, 7070));
+        net.heal().unwrap();
+        assert!(connects(&net, 1, &v6, 7070));
+        let _ = server.kill();
+        let _ = server.wait();
+        let ns = net.host_ns(1);
+        drop(net);
+        let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        assert!(!String::from_utf8_lossy(&list.stdout).contains(&ns));
+    }
+}

@@ -1,0 +1,615 @@
+//! The chaos workload: concurrent clients that drive SLAP through the gateways and read
+//! the master, recording every operation with its invocation and completion times and
+//! its outcome, so that the checkers can judge the history afterwards.
+//!
+//! Every key is a root instance (`chaos-K<n>`) with two registers: its parameters and
+//! requested state, written by re-requesting it (`requestComputerPartition`), and its
+//! connection parameters, written as its computer does (`setComputerPartitionConnectionXml`).
+//! Every write carries a value no other write uses, so a read names the write it saw.
+//! Registers are read linearizably from the master (gRPC, any replica, forwarded to the
+//! leader); the gateway's own reads (`getFullComputerInformation`) are bounded-staleness
+//! by design and get the weaker "no phantom value" check.
+
+use crate::http::{HttpConn, HttpError};
+use master_node::domain::Query as MasterQuery;
+use master_node::raft::client::MasterClient;
+use master_node::{InstanceId, RequestedState, State};
+use serde::Serialize;
+use slapos_proto::marshal::Value;
+use slapos_proto::rpc::master::Consistency;
+use slapos_proto::slap;
+use slapos_proto::Limits;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const COMPUTER: &str = "COMP-CHAOS";
+pub const SOFTWARE: &str = "https://lab.example/chaos/software.cfg";
+/// The parameter (and connection parameter) each write sets.
+pub const PARAM: &str = "chaos";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("setup: {0}")]
+    Setup(String),
+}
+
+/// One key of the workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Key {
+    pub reference: String,
+    pub instance: u64,
+    pub partition: String,
+}
+
+impl Key {
+    /// The register of the parameters and requested state.
+    pub fn request_register(&self) -> String {
+        self.reference.clone()
+    }
+
+    /// The register of the connection parameters.
+    pub fn connection_register(&self) -> String {
+        format!("{}/connection", self.reference)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Acknowledged (a write) or answered (a read).
+    Ok,
+    /// Definitely not applied (refused, or never sent).
+    Fail,
+    /// Timed out or failed ambiguously: may have been applied.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    Write { value: String },
+    Read { value: Option<String> },
+}
+
+/// One operation as its client saw it. Times are microseconds since the run began.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpRecord {
+    pub client: usize,
+    pub register: String,
+    pub kind: OpKind,
+    pub invoke_us: u64,
+    pub complete_us: Option<u64>,
+    pub outcome: Outcome,
+    /// The gateway or master the client used.
+    pub via: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A bounded-staleness read of the computer through a gateway: what every key showed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewRecord {
+    pub client: usize,
+    pub invoke_us: u64,
+    pub complete_us: u64,
+    pub via: String,
+    pub seen: Vec<(String, String)>,
+}
+
+/// Everything the clients did.
+#[derive(Debug, Default)]
+pub struct History {
+    pub ops: Vec<OpRecord>,
+    pub views: Vec<ViewRecord>,
+    /// Local reads that failed (not part of the checks; counted in the report).
+    pub failed_views: u64,
+}
+
+/// A tiny deterministic generator (SplitMix64): runs replay from their seed without a
+/// dependency.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in `lo..=hi` milliseconds.
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi.saturating_sub(lo) + 1))
+    }
+}
+
+fn marshal(v: &Value) -> Result<String, String> {
+    v.encode().map_err(|e| e.to_string())
+}
+
+fn str_dict(pairs: &[(&str, &str)]) -> Value {
+    Value::str_dict(pairs.iter().map(|(k, v)| (*k, Value::from(*v))))
+}
+
+/// The form of a re-request of `reference` setting `value` and `state`.
+fn request_form(
+    reference: &str,
+    value: &str,
+    state: &str,
+) -> Result<Vec<(String, String)>, String> {
+    Ok(vec![
+        ("software_release".into(), SOFTWARE.into()),
+        ("software_type".into(), "default".into()),
+        ("partition_reference".into(), reference.into()),
+        (
+            "partition_parameter_xml".into(),
+            marshal(&str_dict(&[(PARAM, value)]))?,
+        ),
+        ("filter_xml".into(), marshal(&Value::Dict(Vec::new()))?),
+        ("state".into(), marshal(&Value::from(state))?),
+        ("shared_xml".into(), marshal(&Value::Bool(false))?),
+    ])
+}
+
+/// What the request answer says about the instance: (id, partition).
+fn parse_instance(body: &[u8]) -> Result<(u64, String), String> {
+    let i = slap::SoftwareInstance::decode(body, &Limits::default()).map_err(|e| e.to_string())?;
+    let id = i
+        .instance_guid
+        .get()
+        .and_then(|g| InstanceId::parse(g))
+        .ok_or("no instance_guid")?;
+    let partition = i
+        .slap_computer_partition_id
+        .get()
+        .ok_or("no slap_computer_partition_id")?;
+    Ok((id.0, partition.clone()))
+}
+
+async fn post(
+    conn: &mut HttpConn,
+    path: &str,
+    form: &[(String, String)],
+) -> Result<u16, HttpError> {
+    let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    conn.post_form(path, &fields).await
+}
+
+/// Format the computer, supply the software and request every key once (before any
+/// fault), through `gateway`.
+pub async fn setup(gateway: &str, keys: usize) -> Result<Vec<Key>, WorkloadError> {
+    let fail = |what: &str, e: String| WorkloadError::Setup(format!("{what}: {e}"));
+    let mut conn = HttpConn::new(gateway);
+    let partitions: Vec<Value> = (0..keys + 2)
+        .map(|i| {
+            Value::str_dict([
+                ("reference", Value::from(format!("slappart{i}").as_str())),
+                (
+                    "address_list",
+                    Value::List(vec![str_dict(&[
+                        ("addr", &format!("fd00::{:x}", i + 1)),
+                        ("netmask", "ffff:ffff:ffff:ffff::"),
+                    ])]),
+                ),
+                ("tap", str_dict(&[("name", &format!("slaptap{i}"))])),
+            ])
+        })
+        .collect();
+    let computer = Value::str_dict([
+        ("reference", Value::from(COMPUTER)),
+        ("address", Value::from("fd00::1")),
+        ("netmask", Value::from("ffff:ffff:ffff:ffff::")),
+        ("partition_list", Value::List(partitions)),
+    ]);
+    let xml = marshal(&computer).map_err(|e| fail("format", e))?;
+    let form = vec![
+        ("computer_id".to_string(), COMPUTER.to_string()),
+        ("xml".to_string(), xml),
+    ];
+    expect_ok(
+        post(&mut conn, "/loadComputerConfigurationFromXML", &form).await,
+        &conn,
+    )
+    .map_err(|e| fail("format", e))?;
+    let form = vec![
+        ("url".to_string(), SOFTWARE.to_string()),
+        ("computer_id".to_string(), COMPUTER.to_string()),
+        ("state".to_string(), "available".to_string()),
+    ];
+    expect_ok(post(&mut conn, "/supplySupply", &form).await, &conn)
+        .map_err(|e| fail("supply", e))?;
+    let mut out = Vec::new();
+    for k in 0..keys {
+        let reference = format!("chaos-K{k}");
+        let form = request_form(&reference, &format!("init-{k}"), "started")
+            .map_err(|e| fail("request", e))?;
+        expect_ok(
+            post(&mut conn, "/requestComputerPartition", &form).await,
+            &conn,
+        )
+        .map_err(|e| fail(&format!("request {reference}"), e))?;
+        let (instance, partition) =
+            parse_instance(&conn.buf).map_err(|e| fail(&format!("request {reference}"), e))?;
+        out.push(Key {
+            reference,
+            instance,
+            partition,
+        });
+    }
+    Ok(out)
+}
+
+fn expect_ok(r: Result<u16, HttpError>, conn: &HttpConn) -> Result<(), String> {
+    match r {
+        Ok(200) => Ok(()),
+        Ok(s) => Err(format!(
+            "status {s}: {}",
+            String::from_utf8_lossy(&conn.buf)
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// How the clients behave.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub clients: usize,
+    /// Gateway addresses; client `c` starts with gateway `c % len` and moves on to the next
+    /// one when its gateway does not answer.
+    pub gateways: Vec<String>,
+    /// Master API addresses for linearizable reads.
+    pub masters: Vec<String>,
+    /// How long a client waits for one operation before calling its outcome unknown.
+    pub timeout: Duration,
+    pub seed: u64,
+}
+
+/// The shared clock and the switch that stops the clients.
+#[derive(Clone)]
+pub struct RunClock {
+    pub start: Instant,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl RunClock {
+    pub fn new() -> Self {
+        RunClock {
+            start: Instant::now(),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+}
+
+impl Default for RunClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Run the clients until `clock.stop` is set; their history comes back.
+pub async fn run_clients(keys: Arc<Vec<Key>>, opts: ClientOptions, clock: RunClock) -> History {
+    let history = Arc::new(Mutex::new(History::default()));
+    let mut tasks = Vec::new();
+    for c in 0..opts.clients {
+        let keys = keys.clone();
+        let opts = opts.clone();
+        let clock = clock.clone();
+        let history = history.clone();
+        tasks.push(tokio::spawn(async move {
+            client_loop(c, &keys, &opts, &clock, &history).await;
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut h = history
+        .lock()
+        .map(|mut h| std::mem::take(&mut *h))
+        .unwrap_or_default();
+    h.ops.sort_by_key(|o| o.invoke_us);
+    h
+}
+
+fn record(history: &Mutex<History>, op: OpRecord) {
+    if let Ok(mut h) = history.lock() {
+        h.ops.push(op);
+    }
+}
+
+/// Keys are shared by two clients each, so that operations on a key overlap.
+fn my_keys(c: usize, clients: usize, keys: usize) -> Vec<usize> {
+    (0..keys)
+        .filter(|k| k % clients == c || (k + 1) % clients == c)
+        .collect()
+}
+
+async fn client_loop(
+    c: usize,
+    keys: &[Key],
+    opts: &ClientOptions,
+    clock: &RunClock,
+    history: &Mutex<History>,
+) {
+    let mut rng = Rng::new(opts.seed ^ (0xC11E_0000 + c as u64).wrapping_mul(0x9E37_79B9));
+    let mine = my_keys(c, opts.clients, keys.len());
+    if mine.is_empty() || opts.gateways.is_empty() {
+        return;
+    }
+    let mut g = c % opts.gateways.len();
+    let mut conn = HttpConn::new(opts.gateways[g].clone());
+    let mut master = MasterClient::new(opts.masters.clone()).with_deadline(opts.timeout);
+    master.call_timeout = Duration::from_millis(1500);
+    let mut n = 0u64;
+    while !clock.stop.load(Ordering::Acquire) {
+        n += 1;
+        let key = &keys[mine[rng.below(mine.len() as u64) as usize]];
+        let dice = rng.below(100);
+        let moved = if dice < 40 {
+            let state = if rng.below(5) == 0 {
+                "stopped"
+            } else {
+                "started"
+            };
+            let value = format!("c{c}n{n}|{state}");
+            let form = match request_form(&key.reference, &format!("c{c}n{n}"), state) {
+                Ok(f) => f,
+                Err(_) => continue,
+            };
+            write(
+                c,
+                &key.request_register(),
+                value,
+                &mut conn,
+                "/requestComputerPartition",
+                &form,
+                opts,
+                clock,
+                history,
+            )
+            .await
+        } else if dice < 55 {
+            let value = format!("c{c}n{n}");
+            let Ok(xml) = marshal(&str_dict(&[(PARAM, &value)])) else {
+                continue;
+            };
+            let form = vec![
+                ("computer_id".to_string(), COMPUTER.to_string()),
+                ("computer_partition_id".to_string(), key.partition.clone()),
+                ("connection_xml".to_string(), xml),
+            ];
+            write(
+                c,
+                &key.connection_register(),
+                value,
+                &mut conn,
+                "/setComputerPartitionConnectionXml",
+                &form,
+                opts,
+                clock,
+                history,
+            )
+            .await
+        } else if dice < 85 {
+            read_linearizable(c, key, &mut master, clock, history).await;
+            false
+        } else {
+            read_view(c, &mut conn, opts, clock, history).await
+        };
+        if moved {
+            g = (g + 1) % opts.gateways.len();
+            conn = HttpConn::new(opts.gateways[g].clone());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// One write through the gateway; true when the gateway did not answer (move on).
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    c: usize,
+    register: &str,
+    value: String,
+    conn: &mut HttpConn,
+    path: &str,
+    form: &[(String, String)],
+    opts: &ClientOptions,
+    clock: &RunClock,
+    history: &Mutex<History>,
+) -> bool {
+    let via = conn.addr().to_string();
+    let invoke_us = clock.us();
+    let r = tokio::time::timeout(opts.timeout, post(conn, path, form)).await;
+    let complete_us = clock.us();
+    let (outcome, complete, error, moved) = match r {
+        Ok(Ok(200)) => (Outcome::Ok, Some(complete_us), None, false),
+        // refused by validation: nothing was applied
+        Ok(Ok(s @ 400..=499)) => (
+            Outcome::Fail,
+            Some(complete_us),
+            Some(format!("{s}: {}", String::from_utf8_lossy(&conn.buf))),
+            false,
+        ),
+        // the gateway gave up on the master (deadline, no leader): maybe applied
+        Ok(Ok(s)) => (
+            Outcome::Unknown,
+            None,
+            Some(format!("{s}: {}", String::from_utf8_lossy(&conn.buf))),
+            false,
+        ),
+        Ok(Err(HttpError::NotSent(e))) => {
+            (Outcome::Fail, Some(complete_us), Some(e.to_string()), true)
+        }
+        Ok(Err(e)) => (Outcome::Unknown, None, Some(e.to_string()), true),
+        Err(_) => (Outcome::Unknown, None, Some("timed out".into()), true),
+    };
+    record(
+        history,
+        OpRecord {
+            client: c,
+            register: register.to_string(),
+            kind: OpKind::Write { value },
+            invoke_us,
+            complete_us: complete,
+            outcome,
+            via,
+            error,
+        },
+    );
+    moved
+}
+
+/// The two registers of `key` as a state shows them.
+pub fn registers_of(state: &State, key: &Key) -> (Option<String>, Option<String>) {
+    let Some(inst) = state.instance(InstanceId(key.instance)) else {
+        return (None, None);
+    };
+    let value = inst.parameter_strings.get(PARAM).cloned().flatten();
+    let request = value.map(|v| {
+        let s = match inst.own_state {
+            RequestedState::Started => "started",
+            RequestedState::Stopped => "stopped",
+            RequestedState::Destroyed => "destroyed",
+        };
+        format!("{v}|{s}")
+    });
+    let connection = inst.connection.get(PARAM).cloned().flatten();
+    (request, connection)
+}
+
+/// Read one key's registers linearizably; returns them, or None when the read failed.
+pub async fn read_key(
+    master: &mut MasterClient,
+    key: &Key,
+) -> Result<(Option<String>, Option<String>), String> {
+    let (entries, _) = master
+        .read(
+            &MasterQuery::Instance {
+                id: InstanceId(key.instance),
+            },
+            Consistency::Linearizable,
+            0,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let state = State::from_entries(entries).map_err(|e| e.to_string())?;
+    Ok(registers_of(&state, key))
+}
+
+async fn read_linearizable(
+    c: usize,
+    key: &Key,
+    master: &mut MasterClient,
+    clock: &RunClock,
+    history: &Mutex<History>,
+) {
+    let invoke_us = clock.us();
+    let r = read_key(master, key).await;
+    let complete_us = clock.us();
+    let via = master.current_addr().unwrap_or("").to_string();
+    match r {
+        Ok((request, connection)) => {
+            // setup wrote every request register, so "never written" is a real answer only
+            // for the connection register
+            for (register, value) in [
+                (key.request_register(), request),
+                (key.connection_register(), connection),
+            ] {
+                record(
+                    history,
+                    OpRecord {
+                        client: c,
+                        register,
+                        kind: OpKind::Read { value },
+                        invoke_us,
+                        complete_us: Some(complete_us),
+                        outcome: Outcome::Ok,
+                        via: via.clone(),
+                        error: None,
+                    },
+                );
+            }
+        }
+        Err(e) => record(
+            history,
+            OpRecord {
+                client: c,
+                register: key.request_register(),
+                kind: OpKind::Read { value: None },
+                invoke_us,
+                complete_us: None,
+                outcome: Outcome::Fail,
+                via,
+                error: Some(e),
+            },
+        ),
+    }
+}
+
+/// Every key's request register as a computer document shows it: `(reference, value)`.
+fn view_of(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let computer = slap::Computer::decode(body, &Limits::default()).map_err(|e| e.to_string())?;
+    let mut seen = Vec::new();
+    for p in computer.partitions() {
+        let Some(params) = p.parameter_dict.get() else {
+            continue;
+        };
+        let title = params.get("instance_title").and_then(Value::as_str);
+        let value = params.get(PARAM).and_then(Value::as_str);
+        let state = p.requested_state.get();
+        if let (Some(t), Some(v), Some(s)) = (title, value, state) {
+            seen.push((t.to_string(), format!("{v}|{s}")));
+        }
+    }
+    Ok(seen)
+}
+
+async fn read_view(
+    c: usize,
+    conn: &mut HttpConn,
+    opts: &ClientOptions,
+    clock: &RunClock,
+    history: &Mutex<History>,
+) -> bool {
+    let via = conn.addr().to_string();
+    let invoke_us = clock.us();
+    let r = tokio::time::timeout(
+        opts.timeout,
+        conn.get_query("/getFullComputerInformation", &[("computer_id", COMPUTER)]),
+    )
+    .await;
+    let complete_us = clock.us();
+    let seen = match r {
+        Ok(Ok(200)) => view_of(&conn.buf).ok(),
+        _ => None,
+    };
+    let moved = !matches!(r, Ok(Ok(_)));
+    if let Ok(mut h) = history.lock() {
+        match seen {
+            Some(seen) => h.views.push(ViewRecord {
+                client: c,
+                invoke_us,
+                complete_us,
+                via,
+                seen,
+            }),
+            None => h.failed_views += 1,
+        }
+    }
+    moved
+}
