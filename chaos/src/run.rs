@@ -6,7 +6,8 @@ use crate::cluster::{ClusterError, Hosts, ProcessCluster};
 use crate::linearizability::{check_register, RegisterKind, RegisterOp, Verdict};
 use crate::netns::Network;
 use crate::workload::{
-    self, registers_of, ClientOptions, History, Key, OpKind, OpRecord, Outcome, Rng, RunClock,
+    self, register_by_title, registers_of, ClientOptions, History, Key, OpKind, OpRecord, Outcome,
+    Rng, RunClock,
 };
 use master_node::domain::Query as MasterQuery;
 use master_node::raft::client::MasterClient;
@@ -385,6 +386,7 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
             gateways: gateways.clone(),
             masters: masters.clone(),
             timeout: Duration::from_secs(12),
+            creations: workload::SPARE_PARTITIONS / opts.clients.max(1),
             seed: opts.seed,
         },
         clock.clone(),
@@ -618,6 +620,20 @@ fn lost_writes(state: &State, keys: &[Key], history: &History) -> Vec<String> {
             if let Some(lost) = final_value_lost(history, &register, value.as_deref()) {
                 out.push(lost);
             }
+        }
+    }
+    // instances created with unique references: an acknowledged one exists everywhere,
+    // a refused one nowhere
+    let created: std::collections::BTreeSet<&str> = history
+        .ops
+        .iter()
+        .filter(|o| o.register.starts_with(workload::NEW_PREFIX))
+        .map(|o| o.register.as_str())
+        .collect();
+    for register in created {
+        let value = register_by_title(state, register).flatten();
+        if let Some(lost) = final_value_lost(history, register, value.as_deref()) {
+            out.push(lost);
         }
     }
     out
@@ -991,6 +1007,7 @@ mod tests {
         let key = Key {
             reference: "K".into(),
             instance: 1,
+            computer: "COMP".into(),
             partition: "slappart0".into(),
         };
         let mut h = history(vec![

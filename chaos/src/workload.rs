@@ -24,6 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const COMPUTER: &str = "COMP-CHAOS";
+/// Where instances with unique references land (once the first computer is full).
+pub const SPARE_COMPUTER: &str = "COMP-CHAOS-SPARE";
+/// Partitions of the spare computer: the most unique instances a run creates.
+pub const SPARE_PARTITIONS: usize = 240;
+/// The prefix of unique references.
+pub const NEW_PREFIX: &str = "chaos-new-";
 pub const SOFTWARE: &str = "https://lab.example/chaos/software.cfg";
 /// The parameter (and connection parameter) each write sets.
 pub const PARAM: &str = "chaos";
@@ -39,6 +45,7 @@ pub enum WorkloadError {
 pub struct Key {
     pub reference: String,
     pub instance: u64,
+    pub computer: String,
     pub partition: String,
 }
 
@@ -163,19 +170,20 @@ fn request_form(
     ])
 }
 
-/// What the request answer says about the instance: (id, partition).
-fn parse_instance(body: &[u8]) -> Result<(u64, String), String> {
+/// What the request answer says about the instance: (id, computer, partition).
+fn parse_instance(body: &[u8]) -> Result<(u64, String, String), String> {
     let i = slap::SoftwareInstance::decode(body, &Limits::default()).map_err(|e| e.to_string())?;
     let id = i
         .instance_guid
         .get()
         .and_then(|g| InstanceId::parse(g))
         .ok_or("no instance_guid")?;
+    let computer = i.slap_computer_id.get().ok_or("no slap_computer_id")?;
     let partition = i
         .slap_computer_partition_id
         .get()
         .ok_or("no slap_computer_partition_id")?;
-    Ok((id.0, partition.clone()))
+    Ok((id.0, computer.clone(), partition.clone()))
 }
 
 async fn post(
@@ -187,19 +195,16 @@ async fn post(
     conn.post_form(path, &fields).await
 }
 
-/// Format the computer, supply the software and request every key once (before any
-/// fault), through `gateway`.
-pub async fn setup(gateway: &str, keys: usize) -> Result<Vec<Key>, WorkloadError> {
-    let fail = |what: &str, e: String| WorkloadError::Setup(format!("{what}: {e}"));
-    let mut conn = HttpConn::new(gateway);
-    let partitions: Vec<Value> = (0..keys + 2)
+/// What `slapos node format` would post for `partitions` partitions on network `fd0<net>::`.
+fn computer_dict(reference: &str, partitions: usize, net: u8) -> Value {
+    let list: Vec<Value> = (0..partitions)
         .map(|i| {
             Value::str_dict([
                 ("reference", Value::from(format!("slappart{i}").as_str())),
                 (
                     "address_list",
                     Value::List(vec![str_dict(&[
-                        ("addr", &format!("fd00::{:x}", i + 1)),
+                        ("addr", &format!("fd0{net}::{:x}", i + 1)),
                         ("netmask", "ffff:ffff:ffff:ffff::"),
                     ])]),
                 ),
@@ -207,29 +212,46 @@ pub async fn setup(gateway: &str, keys: usize) -> Result<Vec<Key>, WorkloadError
             ])
         })
         .collect();
-    let computer = Value::str_dict([
-        ("reference", Value::from(COMPUTER)),
-        ("address", Value::from("fd00::1")),
+    Value::str_dict([
+        ("reference", Value::from(reference)),
+        ("address", Value::from(format!("fd0{net}::1").as_str())),
         ("netmask", Value::from("ffff:ffff:ffff:ffff::")),
-        ("partition_list", Value::List(partitions)),
-    ]);
-    let xml = marshal(&computer).map_err(|e| fail("format", e))?;
+        ("partition_list", Value::List(list)),
+    ])
+}
+
+/// Format `computer` with `partitions` partitions and supply the software to it.
+async fn format_and_supply(
+    conn: &mut HttpConn,
+    computer: &str,
+    partitions: usize,
+    net: u8,
+) -> Result<(), WorkloadError> {
+    let fail = |what: &str, e: String| WorkloadError::Setup(format!("{what} {computer}: {e}"));
+    let xml = marshal(&computer_dict(computer, partitions, net)).map_err(|e| fail("format", e))?;
     let form = vec![
-        ("computer_id".to_string(), COMPUTER.to_string()),
+        ("computer_id".to_string(), computer.to_string()),
         ("xml".to_string(), xml),
     ];
     expect_ok(
-        post(&mut conn, "/loadComputerConfigurationFromXML", &form).await,
-        &conn,
+        post(conn, "/loadComputerConfigurationFromXML", &form).await,
+        conn,
     )
     .map_err(|e| fail("format", e))?;
     let form = vec![
         ("url".to_string(), SOFTWARE.to_string()),
-        ("computer_id".to_string(), COMPUTER.to_string()),
+        ("computer_id".to_string(), computer.to_string()),
         ("state".to_string(), "available".to_string()),
     ];
-    expect_ok(post(&mut conn, "/supplySupply", &form).await, &conn)
-        .map_err(|e| fail("supply", e))?;
+    expect_ok(post(conn, "/supplySupply", &form).await, conn).map_err(|e| fail("supply", e))
+}
+
+/// Format the keys' computer, request every key once (before any fault), then format the
+/// spare computer, all through `gateway`.
+pub async fn setup(gateway: &str, keys: usize) -> Result<Vec<Key>, WorkloadError> {
+    let fail = |what: &str, e: String| WorkloadError::Setup(format!("{what}: {e}"));
+    let mut conn = HttpConn::new(gateway);
+    format_and_supply(&mut conn, COMPUTER, keys, 1).await?;
     let mut out = Vec::new();
     for k in 0..keys {
         let reference = format!("chaos-K{k}");
@@ -240,14 +262,16 @@ pub async fn setup(gateway: &str, keys: usize) -> Result<Vec<Key>, WorkloadError
             &conn,
         )
         .map_err(|e| fail(&format!("request {reference}"), e))?;
-        let (instance, partition) =
+        let (instance, computer, partition) =
             parse_instance(&conn.buf).map_err(|e| fail(&format!("request {reference}"), e))?;
         out.push(Key {
             reference,
             instance,
+            computer,
             partition,
         });
     }
+    format_and_supply(&mut conn, SPARE_COMPUTER, SPARE_PARTITIONS, 2).await?;
     Ok(out)
 }
 
@@ -273,6 +297,8 @@ pub struct ClientOptions {
     pub masters: Vec<String>,
     /// How long a client waits for one operation before calling its outcome unknown.
     pub timeout: Duration,
+    /// Instances with unique references each client may create.
+    pub creations: usize,
     pub seed: u64,
 }
 
@@ -356,11 +382,43 @@ async fn client_loop(
     let mut master = MasterClient::new(opts.masters.clone()).with_deadline(opts.timeout);
     master.call_timeout = Duration::from_millis(1500);
     let mut n = 0u64;
+    let mut created: Vec<Key> = Vec::new();
+    let mut creations = 0;
     while !clock.stop.load(Ordering::Acquire) {
         n += 1;
         let key = &keys[mine[rng.below(mine.len() as u64) as usize]];
         let dice = rng.below(100);
-        let moved = if dice < 40 {
+        let moved = if dice < 1 && creations < opts.creations {
+            // a new instance with a reference nobody used
+            creations += 1;
+            let reference = format!("{NEW_PREFIX}c{c}n{n}");
+            let Ok(form) = request_form(&reference, &format!("c{c}n{n}"), "started") else {
+                continue;
+            };
+            let (moved, acked) = write(
+                c,
+                &reference,
+                format!("c{c}n{n}|started"),
+                &mut conn,
+                "/requestComputerPartition",
+                &form,
+                opts,
+                clock,
+                history,
+            )
+            .await;
+            if acked {
+                if let Ok((instance, computer, partition)) = parse_instance(&conn.buf) {
+                    created.push(Key {
+                        reference,
+                        instance,
+                        computer,
+                        partition,
+                    });
+                }
+            }
+            moved
+        } else if dice < 40 {
             let state = if rng.below(5) == 0 {
                 "stopped"
             } else {
@@ -383,13 +441,14 @@ async fn client_loop(
                 history,
             )
             .await
+            .0
         } else if dice < 55 {
             let value = format!("c{c}n{n}");
             let Ok(xml) = marshal(&str_dict(&[(PARAM, &value)])) else {
                 continue;
             };
             let form = vec![
-                ("computer_id".to_string(), COMPUTER.to_string()),
+                ("computer_id".to_string(), key.computer.clone()),
                 ("computer_partition_id".to_string(), key.partition.clone()),
                 ("connection_xml".to_string(), xml),
             ];
@@ -405,8 +464,16 @@ async fn client_loop(
                 history,
             )
             .await
+            .0
         } else if dice < 85 {
-            read_linearizable(c, key, &mut master, clock, history).await;
+            match created.len() {
+                // now and then, read back an instance this client created
+                m if m > 0 && rng.below(4) == 0 => {
+                    let k = created[rng.below(m as u64) as usize].clone();
+                    read_linearizable(c, &k, false, &mut master, clock, history).await
+                }
+                _ => read_linearizable(c, key, true, &mut master, clock, history).await,
+            }
             false
         } else {
             read_view(c, &mut conn, opts, clock, history).await
@@ -419,7 +486,8 @@ async fn client_loop(
     }
 }
 
-/// One write through the gateway; true when the gateway did not answer (move on).
+/// One write through the gateway: whether the gateway did not answer (move on), and
+/// whether the write was acknowledged (its answer is in `conn.buf`).
 #[allow(clippy::too_many_arguments)]
 async fn write(
     c: usize,
@@ -431,7 +499,7 @@ async fn write(
     opts: &ClientOptions,
     clock: &RunClock,
     history: &Mutex<History>,
-) -> bool {
+) -> (bool, bool) {
     let via = conn.addr().to_string();
     let invoke_us = clock.us();
     let r = tokio::time::timeout(opts.timeout, post(conn, path, form)).await;
@@ -471,7 +539,7 @@ async fn write(
             error,
         },
     );
-    moved
+    (moved, outcome == Outcome::Ok)
 }
 
 /// The two registers of `key` as a state shows them.
@@ -490,6 +558,20 @@ pub fn registers_of(state: &State, key: &Key) -> (Option<String>, Option<String>
     });
     let connection = inst.connection.get(PARAM).cloned().flatten();
     (request, connection)
+}
+
+/// The request register of the root instance titled `title`, if it exists in `state`.
+pub fn register_by_title(state: &State, title: &str) -> Option<Option<String>> {
+    let inst = state
+        .instances()
+        .find(|i| i.is_root() && i.title == title)?;
+    let key = Key {
+        reference: title.to_string(),
+        instance: inst.id.0,
+        computer: String::new(),
+        partition: String::new(),
+    };
+    Some(registers_of(state, &key).0)
 }
 
 /// Read one key's registers linearizably; returns them, or None when the read failed.
@@ -514,6 +596,7 @@ pub async fn read_key(
 async fn read_linearizable(
     c: usize,
     key: &Key,
+    with_connection: bool,
     master: &mut MasterClient,
     clock: &RunClock,
     history: &Mutex<History>,
@@ -526,10 +609,11 @@ async fn read_linearizable(
         Ok((request, connection)) => {
             // setup wrote every request register, so "never written" is a real answer only
             // for the connection register
-            for (register, value) in [
-                (key.request_register(), request),
-                (key.connection_register(), connection),
-            ] {
+            let mut registers = vec![(key.request_register(), request)];
+            if with_connection {
+                registers.push((key.connection_register(), connection));
+            }
+            for (register, value) in registers {
                 record(
                     history,
                     OpRecord {
