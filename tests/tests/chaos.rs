@@ -60,7 +60,10 @@ fn sixty_seconds_of_faults_lose_nothing_and_stay_linearizable() {
         "{stdout}"
     );
     // 12 keys with two registers each, and the instances created with unique references
-    assert!(report["registers_checked"].as_u64().unwrap_or(0) > 24, "{stdout}");
+    assert!(
+        report["registers_checked"].as_u64().unwrap_or(0) > 24,
+        "{stdout}"
+    );
     // every kind of fault this mode can inject was injected
     let mut kinds = vec![
         "kill_leader",

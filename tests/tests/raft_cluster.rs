@@ -574,3 +574,79 @@ async fn concurrent_writes_each_get_their_own_outcome() {
     assert_eq!(state.computers().count(), 32);
     assert_eq!(state.applied_commands(), 64);
 }
+
+/// A write asked to show its result answers, with its outcome, the requested instance as
+/// the leader holds it right after applying the write, also when it reaches a follower
+/// first (forwarded); an outcome that names no instance shows nothing.
+#[tokio::test]
+async fn a_request_answers_the_instance_it_shows_even_through_a_follower() {
+    let cluster = Cluster::start("show", 3, Settings::default()).await;
+    let leader = cluster.wait_leader().await;
+    let follower = cluster.running().into_iter().find(|id| *id != leader);
+    let follower = follower.expect("a follower");
+    let mut client = MasterClient::single(&cluster.api(follower));
+    let mut seq = 0;
+    let mut command = |op: Op| {
+        seq += 1;
+        Command {
+            request_id: RequestId::new("e2e-show", seq),
+            at: now(),
+            op,
+        }
+    };
+    let format = command(Op::FormatComputer {
+        computer: "COMP-SHOW".into(),
+        spec: master_node::domain::ComputerSpec {
+            address: None,
+            netmask: None,
+            partitions: vec![master_node::domain::PartitionSpec {
+                id: "slappart0".into(),
+                tap: None,
+                addresses: Vec::new(),
+            }],
+        },
+    });
+    let shown = client.submit_showing(&format).await.expect("format");
+    assert!(shown.outcome.is_ok(), "{:?}", shown.outcome);
+    assert!(shown.shown.is_empty(), "a format names no instance");
+    let supply = command(Op::Supply {
+        computer: "COMP-SHOW".into(),
+        url: "https://lab.example/show.cfg".into(),
+        state: "available".into(),
+    });
+    let (supplied, _) = client.submit(&supply).await.expect("supply");
+    assert!(supplied.is_ok(), "{supplied:?}");
+    let mut parameters = master_node::domain::Params::new();
+    parameters.insert(
+        "colour".into(),
+        master_node::domain::ParamValue::Str("blue".into()),
+    );
+    let request = command(Op::RequestInstance {
+        requester: master_node::domain::Requester::Person("alice".into()),
+        title: "shown".into(),
+        software_release: "https://lab.example/show.cfg".into(),
+        software_type: "default".into(),
+        state: None,
+        shared: false,
+        parameters,
+        sla: BTreeMap::new(),
+    });
+    let shown = client.submit_showing(&request).await.expect("request");
+    let Ok(Reply::Instance { id, .. }) = shown.outcome else {
+        cluster.fail(&format!("request answered {:?}", shown.outcome));
+    };
+    assert!(shown.log_index > 0);
+    let state = state_of(&shown.shown);
+    let instance = state.instance(id).expect("the answer shows the instance");
+    assert_eq!(instance.title, "shown");
+    assert_eq!(
+        instance.parameter_strings.get("colour"),
+        Some(&Some("blue".to_string()))
+    );
+    let view = state.instance_view(id).expect("and where it runs");
+    assert_eq!(
+        view.computer.map(|c| c.id.as_str()),
+        Some("COMP-SHOW"),
+        "the answer carries the computer the instance was allocated on"
+    );
+}

@@ -199,3 +199,13 @@ pub enum Reply {
 
 /// The outcome of applying a command, remembered for retries.
 pub type Outcome = Result<Reply, DomainError>;
+
+/// The instance whose state an answer to this outcome shows: the one requested, or the
+/// host a shared instance was removed from.
+pub fn shown_instance(outcome: &Outcome) -> Option<InstanceId> {
+    match outcome {
+        Ok(Reply::Instance { id, .. }) => Some(*id),
+        Ok(Reply::SharedRemoved { host, .. }) => *host,
+        _ => None,
+    }
+}

@@ -19,8 +19,8 @@ mod view;
 pub use alloc::{Placement as AllocationPlacement, Score, SlaFilter, Spread};
 pub use apply::{OUTCOMES_PER_CLIENT, SESSION_TTL_MICROS};
 pub use command::{
-    AddressSpec, Command, ComputerSpec, Op, Outcome, PartitionSpec, Reply, Requester,
-    SoftwareReport,
+    shown_instance, AddressSpec, Command, ComputerSpec, Op, Outcome, PartitionSpec, Reply,
+    Requester, SoftwareReport,
 };
 pub use error::DomainError;
 pub use ids::{InstanceId, RequestId, Timestamp};

@@ -41,6 +41,15 @@ enum Attempt<T> {
     Retry(String),
 }
 
+/// An applied command: its outcome, the log index it was applied at, and (when asked)
+/// the entities of the instance the outcome names.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub outcome: Outcome,
+    pub log_index: u64,
+    pub shown: Vec<Entry>,
+}
+
 /// A client of the master API over a list of replica addresses. Clones share the
 /// connections (HTTP/2 multiplexes their calls).
 #[derive(Clone)]
@@ -221,9 +230,10 @@ impl MasterClient {
         &mut self,
         addr: &str,
         command: Vec<u8>,
+        show: bool,
     ) -> Result<SubmitResponse, ClientError> {
         let mut c = self.grpc(addr)?;
-        c.submit(self.request(SubmitRequest { command }))
+        c.submit(self.request(SubmitRequest { command, show }))
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| Self::transport(addr, s))
@@ -263,7 +273,7 @@ impl MasterClient {
 
     // ----- answers as attempts ---------------------------------------------------------
 
-    fn submitted(addr: &str, r: SubmitResponse) -> Result<Attempt<(Outcome, u64)>, ClientError> {
+    fn submitted(addr: &str, r: SubmitResponse) -> Result<Attempt<Submitted>, ClientError> {
         Ok(match r.result {
             Some(submit_response::Result::Outcome(o)) => {
                 let outcome: Outcome =
@@ -271,7 +281,11 @@ impl MasterClient {
                         addr: addr.to_string(),
                         message: e.to_string(),
                     })?;
-                Attempt::Done((outcome, r.log_index))
+                Attempt::Done(Submitted {
+                    outcome,
+                    log_index: r.log_index,
+                    shown: r.shown.into_iter().map(|e| (e.key, e.value)).collect(),
+                })
             }
             Some(submit_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
             Some(submit_response::Result::Unavailable(why)) => Attempt::Retry(why),
@@ -295,18 +309,43 @@ impl MasterClient {
 
     /// One attempt at the current address.
     pub async fn submit_once(&mut self, command: &Command) -> Result<SubmitResponse, ClientError> {
+        self.submit_once_showing(command, false).await
+    }
+
+    /// One attempt at the current address, asking for what the outcome shows.
+    pub async fn submit_once_showing(
+        &mut self,
+        command: &Command,
+        show: bool,
+    ) -> Result<SubmitResponse, ClientError> {
         let addr = self.current()?;
-        self.submit_at(&addr, Self::encode(command)?).await
+        self.submit_at(&addr, Self::encode(command)?, show).await
     }
 
     /// Apply a command, wherever the leader is. Returns the domain outcome and the log
     /// index it was applied at.
     pub async fn submit(&mut self, command: &Command) -> Result<(Outcome, u64), ClientError> {
+        self.submit_with(command, false)
+            .await
+            .map(|s| (s.outcome, s.log_index))
+    }
+
+    /// [`Self::submit`], also answering the entities of the instance the outcome names, as
+    /// the leader holds them right after applying the command (empty when it names none).
+    pub async fn submit_showing(&mut self, command: &Command) -> Result<Submitted, ClientError> {
+        self.submit_with(command, true).await
+    }
+
+    async fn submit_with(
+        &mut self,
+        command: &Command,
+        show: bool,
+    ) -> Result<Submitted, ClientError> {
         let bytes = Self::encode(command)?;
         let mut retry = Retry::new();
         loop {
             let addr = self.pick()?;
-            let attempt = match self.submit_at(&addr, bytes.clone()).await {
+            let attempt = match self.submit_at(&addr, bytes.clone(), show).await {
                 Ok(r) => Self::submitted(&addr, r),
                 Err(e) => Err(e),
             };

@@ -225,6 +225,7 @@ fn unavailable(why: &str) -> SubmitResponse {
     SubmitResponse {
         result: Some(submit_response::Result::Unavailable(why.to_string())),
         log_index: 0,
+        shown: Vec::new(),
     }
 }
 
@@ -243,6 +244,7 @@ fn answer_of(
                 Ok(outcome) => SubmitResponse {
                     result: Some(submit_response::Result::Outcome(outcome)),
                     log_index: resp.log_id.index,
+                    shown: Vec::new(),
                 },
                 Err(e) => unavailable(&format!("encode outcome: {e}")),
             },
@@ -256,6 +258,7 @@ fn answer_of(
                 Some(h) => SubmitResponse {
                     result: Some(submit_response::Result::NotLeader(h)),
                     log_index: 0,
+                    shown: Vec::new(),
                 },
                 None => unavailable("no leader is known at the moment"),
             }
@@ -333,6 +336,32 @@ impl MasterService {
             })),
             applied_index: applied,
         })
+    }
+
+    /// What an answer to this applied command shows: the entities of the instance its
+    /// outcome names, read here (the leader that just applied it). Reading on the leader
+    /// right after the command applied is linearizable for the request it answers: the
+    /// state shown is the state just after the command, or later.
+    async fn shown(&self, answer: &SubmitResponse) -> Vec<Entry> {
+        let Some(submit_response::Result::Outcome(bytes)) = &answer.result else {
+            return Vec::new();
+        };
+        let Ok(outcome) = serde_json::from_slice::<crate::domain::Outcome>(bytes) else {
+            return Vec::new();
+        };
+        let Some(id) = crate::domain::shown_instance(&outcome) else {
+            return Vec::new();
+        };
+        if !self.applied_at_least(answer.log_index).await {
+            return Vec::new();
+        }
+        match self.local_read(&Query::Instance { id }).await {
+            Ok(ReadResponse {
+                result: Some(read_response::Result::Entries(e)),
+                ..
+            }) => e.entries,
+            _ => Vec::new(),
+        }
     }
 
     /// Whether this replica has applied `index` (waiting a little for it: the caller's
@@ -450,17 +479,21 @@ impl Master for MasterService {
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
         let forwarded = Self::is_forwarded(&request);
+        let show = request.get_ref().show;
         let command: Command = decode_json("command", &request.get_ref().command)?;
-        let answer = self.write(command.clone()).await;
+        let mut answer = self.write(command.clone()).await;
         if let Some(submit_response::Result::NotLeader(h)) = &answer.result {
             if !forwarded {
                 if let Some(mut leader) = self.forward_target(&Some(h.clone())) {
                     self.metrics.forwarded();
-                    if let Ok(r) = leader.submit_once(&command).await {
+                    if let Ok(r) = leader.submit_once_showing(&command, show).await {
                         return Ok(Response::new(r));
                     }
                 }
             }
+        }
+        if show {
+            answer.shown = self.shown(&answer).await;
         }
         Ok(Response::new(answer))
     }

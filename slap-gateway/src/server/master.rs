@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use master_node::domain::{Entry, Query as MasterQuery};
+use master_node::domain::{shown_instance, Entry, Query as MasterQuery};
 use master_node::raft::client::{ClientError, MasterClient};
-use master_node::{Command, InstanceId, Op, Outcome, Reply, RequestId, State};
+use master_node::{Command, InstanceId, Op, Outcome, RequestId, State};
 use slapos_proto::rpc::master::Consistency;
 
 use super::metrics::Metrics;
@@ -217,22 +217,22 @@ impl Masters {
         };
         self.metrics.master_write();
         let mut client = Self::client(&self.writer)?;
-        let submitted = client.submit(&command).await;
+        let submitted = client.submit_showing(&command).await;
         Self::put_back(&self.writer, client);
         // The lane is free again whatever happened: a write that failed is not retried
         // under its id, and a later one takes the next sequence number.
         self.lanes.put(lane);
-        let (outcome, index) = submitted.map_err(|e| {
+        let submitted = submitted.map_err(|e| {
             self.metrics.master_error();
             from_client(e)
         })?;
-        self.last_write.fetch_max(index, Ordering::AcqRel);
-        let shown: Option<InstanceId> = match &outcome {
-            Ok(Reply::Instance { id, .. }) => Some(*id),
-            Ok(Reply::SharedRemoved { host, .. }) => *host,
-            _ => None,
-        };
-        let state = match shown {
+        self.last_write
+            .fetch_max(submitted.log_index, Ordering::AcqRel);
+        let outcome = submitted.outcome;
+        // The leader answers the instance's state with the outcome; read it linearizably
+        // only if it did not (a replica that could not read right after applying).
+        let state = match shown_instance(&outcome) {
+            Some(_) if !submitted.shown.is_empty() => Self::state(submitted.shown)?,
             Some(id) => Self::state(
                 self.read_entries(&MasterQuery::Instance { id }, true)
                     .await?,
