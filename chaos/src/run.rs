@@ -154,7 +154,10 @@ pub struct Report {
     pub local_values_checked: usize,
     pub failed_local_reads: u64,
     pub longest_without_write_ms: u64,
+    /// When that window began (ms since the clients started).
+    pub longest_without_write_at_ms: u64,
     pub longest_without_read_ms: u64,
+    pub longest_without_read_at_ms: u64,
     pub linearizable: bool,
     pub first_violation: Option<RegisterVerdict>,
     pub registers_checked: usize,
@@ -674,17 +677,22 @@ fn final_value_lost(history: &History, register: &str, value: Option<&str>) -> O
     })
 }
 
-/// Longest gap between successive completions in `times` within `[from, to]`.
-fn longest_gap(mut times: Vec<u64>, from: u64, to: u64) -> u64 {
+/// Longest gap between successive completions in `times` within `[from, to]`, and
+/// where it began (both in ms).
+fn longest_gap(mut times: Vec<u64>, from: u64, to: u64) -> (u64, u64) {
     times.retain(|t| *t >= from && *t <= to);
     times.sort_unstable();
+    times.push(to);
     let mut last = from;
-    let mut gap = 0;
+    let (mut gap, mut at) = (0, from);
     for t in times {
-        gap = gap.max(t - last);
+        if t - last > gap {
+            gap = t - last;
+            at = last;
+        }
         last = t;
     }
-    gap.max(to.saturating_sub(last)) / 1000
+    (gap / 1000, at / 1000)
 }
 
 /// A local read may be stale, but never shows a value nobody wrote (or one whose write
@@ -799,6 +807,8 @@ fn judge(
         .filter_map(|o| o.complete_us)
         .chain(history.views.iter().map(|v| v.complete_us))
         .collect();
+    let no_write = longest_gap(write_times, from_us, to_us);
+    let no_read = longest_gap(read_times, from_us, to_us);
     let mut faults_by_kind: BTreeMap<String, usize> = BTreeMap::new();
     for f in &faults {
         if f.error.is_none() {
@@ -832,8 +842,10 @@ fn judge(
         local_reads: history.views.len(),
         local_values_checked,
         failed_local_reads: history.failed_views,
-        longest_without_write_ms: longest_gap(write_times, from_us, to_us),
-        longest_without_read_ms: longest_gap(read_times, from_us, to_us),
+        longest_without_write_ms: no_write.0,
+        longest_without_write_at_ms: no_write.1,
+        longest_without_read_ms: no_read.0,
+        longest_without_read_at_ms: no_read.1,
         linearizable,
         first_violation,
         registers_checked: verdicts.len(),
@@ -898,8 +910,11 @@ impl Report {
             self.phantom_local_reads.len()
         ));
         s.push_str(&format!(
-            "  longest window without a successful write: {} ms, without a successful read: {} ms\n",
-            self.longest_without_write_ms, self.longest_without_read_ms
+            "  longest window without a successful write: {} ms (from {:.1} s), without a successful read: {} ms (from {:.1} s)\n",
+            self.longest_without_write_ms,
+            self.longest_without_write_at_ms as f64 / 1000.0,
+            self.longest_without_read_ms,
+            self.longest_without_read_at_ms as f64 / 1000.0
         ));
         s.push_str(&format!(
             "  linearizability: {} ({} registers, {} undecided)\n",
@@ -1035,8 +1050,11 @@ mod tests {
 
     #[test]
     fn gaps_count_the_edges_of_the_window() {
-        assert_eq!(longest_gap(vec![3_000, 4_000, 9_000], 1_000, 10_000), 5);
-        assert_eq!(longest_gap(vec![], 0, 7_000), 7);
-        assert_eq!(longest_gap(vec![500, 20_000], 1_000, 10_000), 9);
+        assert_eq!(
+            longest_gap(vec![3_000, 4_000, 9_000], 1_000, 10_000),
+            (5, 4)
+        );
+        assert_eq!(longest_gap(vec![], 0, 7_000), (7, 0));
+        assert_eq!(longest_gap(vec![500, 20_000], 1_000, 10_000), (9, 1));
     }
 }

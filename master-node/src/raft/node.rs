@@ -278,7 +278,10 @@ impl Replica {
             raft: self.raft.clone(),
             contact: self.contact.clone(),
         });
-        let (batcher, batch_task) = super::service::Batcher::start(self.raft.clone());
+        let (batcher, batch_task) = super::service::Batcher::start(
+            self.raft.clone(),
+            Duration::from_millis(config.timers.election_timeout_max_ms),
+        );
         self.tasks.push(batch_task);
         let master_service = MasterServer::new(MasterService {
             id: self.id,

@@ -178,8 +178,48 @@ pub struct Batcher {
     tx: tokio::sync::mpsc::Sender<Pending>,
 }
 
+/// Why a batch was answered before its commit.
+enum Stalled {
+    /// Not committed within [`WRITE_TIMEOUT`].
+    Timeout,
+    /// This leader lost its quorum or its leadership while the batch was in flight.
+    Deposed(String),
+}
+
+/// Resolves once this replica, the leader when the batch was proposed, stops being one or
+/// has not heard from a quorum for longer than `lease`: its in-flight writes will not
+/// commit here soon (a cut or a pause), so their callers should retry elsewhere under the
+/// same request ids now rather than after [`WRITE_TIMEOUT`]. Never resolves on a follower
+/// (its writes answer at once with a leader hint).
+async fn deposed(raft: &Raft, lease: Duration) -> String {
+    let leading = raft.metrics().borrow().state == ServerState::Leader;
+    if !leading {
+        return std::future::pending().await;
+    }
+    loop {
+        let why = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            if m.state != ServerState::Leader {
+                Some(format!("this replica stopped leading ({:?})", m.state))
+            } else {
+                m.millis_since_quorum_ack
+                    .filter(|ms| *ms > lease.as_millis() as u64)
+                    .map(|ms| format!("the leader has not heard from a quorum for {ms} ms"))
+            }
+        };
+        if let Some(why) = why {
+            return why;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Batcher {
-    pub fn start(raft: Raft) -> (Batcher, tokio::task::JoinHandle<()>) {
+    /// `lease`: how long the leader may go without a quorum's acknowledgement before its
+    /// in-flight writes are answered "unknown, retry" (the maximum election timeout: by
+    /// then the followers may elect another leader).
+    pub fn start(raft: Raft, lease: Duration) -> (Batcher, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(MAX_BATCH * MAX_IN_FLIGHT);
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         let task = tokio::spawn(async move {
@@ -198,8 +238,11 @@ impl Batcher {
                 tokio::spawn(async move {
                     let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
                     let n = commands.len();
-                    let result =
-                        tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(commands)).await;
+                    let write = tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(commands));
+                    let result = tokio::select! {
+                        r = write => r.map_err(|_| Stalled::Timeout),
+                        why = deposed(&raft, lease) => Err(Stalled::Deposed(why)),
+                    };
                     for (i, reply) in replies.into_iter().enumerate() {
                         let _ = reply.send(answer_of(&result, i, n));
                     }
@@ -230,15 +273,14 @@ fn unavailable(why: &str) -> SubmitResponse {
 }
 
 /// The answer of the `i`-th command of a batch of `n`.
-fn answer_of(
-    result: &Result<WriteResult, tokio::time::error::Elapsed>,
-    i: usize,
-    n: usize,
-) -> SubmitResponse {
+fn answer_of(result: &Result<WriteResult, Stalled>, i: usize, n: usize) -> SubmitResponse {
     match result {
-        Err(_) => unavailable(
+        Err(Stalled::Timeout) => unavailable(
             "the write was not committed in time; its outcome is unknown: retry with the same request id",
         ),
+        Err(Stalled::Deposed(why)) => unavailable(&format!(
+            "{why}; the write's outcome is unknown: retry with the same request id"
+        )),
         Ok(Ok(resp)) => match resp.data.get(i) {
             Some(outcome) => match serde_json::to_vec(outcome) {
                 Ok(outcome) => SubmitResponse {

@@ -58,7 +58,9 @@ pub struct GatewayConfig {
     /// Total time one master call may take across its retries (leader changes).
     #[serde(default = "default_deadline")]
     pub master_deadline_ms: u64,
-    /// Time one attempt of a master call may take.
+    /// Time one attempt of a master call may take. A leader that lost its quorum answers
+    /// "retry" within its lease; this bounds the wait on one that is paused or silently
+    /// cut off, after which the write is retried (same request id) on another replica.
     #[serde(default = "default_call_timeout")]
     pub master_call_timeout_ms: u64,
     /// Writes forwarded to the master at once; more wait for a slot.
@@ -105,7 +107,7 @@ fn default_deadline() -> u64 {
     30_000
 }
 fn default_call_timeout() -> u64 {
-    10_000
+    3_000
 }
 fn default_inflight() -> usize {
     256
