@@ -3,9 +3,16 @@
 //! through three gateways, then the checkers. A lost acknowledged write, a history that
 //! is not linearizable, diverging replicas or a phantom local read fail the build.
 
+use chaos::cluster::{Hosts, ProcessCluster};
+use chaos::netns::Network;
+use master_node::raft::client::MasterClient;
+use master_node::{Command as MasterCommand, Op, RequestId};
 use serde_json::Value;
 use slapos_e2e::slapos_bin;
+use slapos_proto::rpc::master::submit_response;
+use std::collections::BTreeMap;
 use std::process::Command;
+use std::time::Duration;
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -89,4 +96,83 @@ fn sixty_seconds_of_faults_lose_nothing_and_stay_linearizable() {
             "namespaces left behind"
         );
     }
+}
+
+/// Found by the chaos runs: a leader cut off from the others kept its callers waiting for
+/// its 10 s commit timeout while the majority elected another leader in about a second.
+/// Now it answers "outcome unknown, retry with the same request id" once it has not heard
+/// from a quorum within its lease, and the retry through the majority applies the write
+/// once.
+#[tokio::test]
+async fn a_leader_cut_off_from_its_quorum_answers_retry_and_the_retry_applies_once() {
+    if !is_root() {
+        eprintln!("SKIPPED: network namespaces need root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut net = Network::create(3).expect("namespaces");
+    let mut cluster = ProcessCluster::new(&slapos_bin(), dir.path()).on_hosts(Hosts::of(&net));
+    cluster.start(3).await.expect("three replicas");
+    let leader = cluster
+        .wait_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader");
+    let host = cluster.host_of(leader).expect("leader host");
+    for other in (1..=3).filter(|h| *h != host) {
+        net.cut(host, other).expect("cut");
+    }
+    let command = MasterCommand {
+        request_id: RequestId::new("e2e-cut", 1),
+        at: master_node::raft::proposer_time(),
+        op: Op::RegisterComputer {
+            computer: "COMP-CUT".into(),
+            title: String::new(),
+            owner: "e2e".into(),
+            region: None,
+            network: None,
+            attributes: BTreeMap::new(),
+        },
+    };
+    let addr = cluster.api_addr(leader).expect("api").to_string();
+    let mut old = MasterClient::single(&addr);
+    old.call_timeout = Duration::from_secs(30);
+    let answer = old
+        .submit_once(&command)
+        .await
+        .expect("an answer, not a timeout");
+    match &answer.result {
+        Some(submit_response::Result::Unavailable(why)) => assert!(
+            why.contains("quorum") || why.contains("stopped leading"),
+            "the cut-off leader should say it lost its quorum: {why}"
+        ),
+        other => panic!("a cut-off leader answered {other:?}"),
+    }
+    // the same request id through the majority: applied once
+    let others: Vec<String> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .filter_map(|id| cluster.api_addr(id).map(str::to_string))
+        .collect();
+    let mut majority = MasterClient::new(others).with_deadline(Duration::from_secs(30));
+    let (outcome, _) = majority
+        .submit(&command)
+        .await
+        .expect("the majority takes it");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    net.heal().expect("heal");
+    let (again, _) = majority.submit(&command).await.expect("a retry");
+    assert_eq!(again, outcome, "a retry is answered from memory");
+    let mut everyone = cluster.client().with_deadline(Duration::from_secs(30));
+    let (entries, _) = everyone
+        .read(
+            &master_node::domain::Query::All,
+            slapos_proto::rpc::master::Consistency::Linearizable,
+            0,
+        )
+        .await
+        .expect("read");
+    let state = master_node::State::from_entries(entries).expect("state");
+    assert_eq!(state.computers().count(), 1);
+    assert_eq!(state.applied_commands(), 1, "applied exactly once");
 }
