@@ -128,12 +128,7 @@ async fn level(
 /// replica every few milliseconds (followers forward to the new leader).
 async fn failover_once(cluster: &mut ProcessCluster, run: u64) -> Result<f64, ClusterError> {
     let leader = cluster.wait_leader(Duration::from_secs(20)).await?;
-    let others: Vec<String> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .filter_map(|id| cluster.api_addr(id).map(str::to_string))
-        .collect();
+    let others = cluster.api_addrs_except(leader);
     let mut probes: Vec<MasterClient> = others
         .iter()
         .map(|a| {

@@ -75,6 +75,26 @@ pub struct ProcessCluster {
     pub gateway_extra: String,
 }
 
+/// Start `command <config>` with its output appended to `log`.
+fn spawn_logged(mut command: Command, config: &Path, log: &Path) -> Result<Child, ClusterError> {
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| ClusterError::Io(log.display().to_string(), e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| ClusterError::Io("log".into(), e))?;
+    command
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| ClusterError::Io(format!("spawn {}", config.display()), e))
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> Result<u16, ClusterError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| ClusterError::Io("bind".into(), e))?;
@@ -207,24 +227,8 @@ impl ProcessCluster {
             .replicas
             .get_mut(&id)
             .ok_or(ClusterError::Unknown(id))?;
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&r.log_path)
-            .map_err(|e| ClusterError::Io(r.log_path.display().to_string(), e))?;
-        let err = log
-            .try_clone()
-            .map_err(|e| ClusterError::Io("log".into(), e))?;
-        let child = command
-            .args(["master", "run", "--config"])
-            .arg(&r.config_path)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| ClusterError::Io("spawn".into(), e))?;
-        r.child = Some(child);
+        command.args(["master", "run", "--config"]);
+        r.child = Some(spawn_logged(command, &r.config_path, &r.log_path)?);
         Ok(())
     }
 
@@ -273,6 +277,15 @@ impl ProcessCluster {
         self.replicas
             .values()
             .map(|r| r.config.api_addr.clone())
+            .collect()
+    }
+
+    /// The API addresses of every replica but `id`.
+    pub fn api_addrs_except(&self, id: u64) -> Vec<String> {
+        self.replicas
+            .iter()
+            .filter(|(i, _)| **i != id)
+            .map(|(_, r)| r.config.api_addr.clone())
             .collect()
     }
 
@@ -370,24 +383,8 @@ impl ProcessCluster {
             .gateways
             .get_mut(&host)
             .ok_or(ClusterError::Unknown(host as u64))?;
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&g.log_path)
-            .map_err(|e| ClusterError::Io(g.log_path.display().to_string(), e))?;
-        let err = log
-            .try_clone()
-            .map_err(|e| ClusterError::Io("log".into(), e))?;
-        let child = command
-            .args(["gateway", "run", "--insecure-http", "--config"])
-            .arg(&g.config_path)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| ClusterError::Io("spawn gateway".into(), e))?;
-        g.child = Some(child);
+        command.args(["gateway", "run", "--insecure-http", "--config"]);
+        g.child = Some(spawn_logged(command, &g.config_path, &g.log_path)?);
         Ok(())
     }
 

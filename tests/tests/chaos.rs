@@ -148,12 +148,7 @@ async fn a_leader_cut_off_from_its_quorum_answers_retry_and_the_retry_applies_on
         other => panic!("a cut-off leader answered {other:?}"),
     }
     // the same request id through the majority: applied once
-    let others: Vec<String> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .filter_map(|id| cluster.api_addr(id).map(str::to_string))
-        .collect();
+    let others = cluster.api_addrs_except(leader);
     let mut majority = MasterClient::new(others).with_deadline(Duration::from_secs(30));
     let (outcome, _) = majority
         .submit(&command)
