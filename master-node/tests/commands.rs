@@ -846,3 +846,65 @@ fn the_software_list_follows_supply_order_and_a_resupply_moves_to_the_end() {
         ]
     );
 }
+
+/// Partitions are entities of their own: a read about one instance carries its
+/// computer's header and its own partition only, however large the computer; a format
+/// that takes partitions away deletes their keys; the state rebuilds from the pieces.
+#[test]
+fn an_instance_read_carries_only_its_partition_and_dropped_partitions_are_deleted() {
+    use master_node::domain::{KeyKind, Query};
+    use master_node::State;
+    let mut h = Harness::new();
+    h.format("COMP-BIG", 50);
+    let _ = h.state.take_changes().unwrap();
+    let id = h.request(person(), "one");
+    let (computer, partition) = h.partition_of(id);
+    // allocating writes the one partition that changed, not the whole computer
+    let written: Vec<KeyKind> = h
+        .state
+        .take_changes()
+        .unwrap()
+        .iter()
+        .filter_map(|(k, _)| KeyKind::of(k))
+        .filter(|k| matches!(k, KeyKind::Partition | KeyKind::Computer))
+        .collect();
+    assert_eq!(written, vec![KeyKind::Partition]);
+    let entries = h.state.query_entries(&Query::Instance { id }).unwrap();
+    let partitions: Vec<&Vec<u8>> = entries
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| KeyKind::of(k) == Some(KeyKind::Partition))
+        .collect();
+    assert_eq!(partitions.len(), 1, "only the instance's partition");
+    let partial = State::from_entries(entries.clone()).unwrap();
+    let view = partial.instance_view(id).unwrap();
+    assert_eq!(view.computer.map(|c| c.id.clone()), Some(computer.clone()));
+    assert_eq!(view.partition.map(|p| p.id.clone()), Some(partition));
+    // merged with the computer's own read, the whole computer is back, in format order
+    let mut merged = entries;
+    merged.extend(
+        h.state
+            .query_entries(&Query::Computer {
+                computer: computer.clone(),
+            })
+            .unwrap(),
+    );
+    let whole = State::from_entries(merged).unwrap();
+    let ids: Vec<String> = whole
+        .computer(&computer)
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.id.clone())
+        .collect();
+    let expected: Vec<String> = (0..50).map(|i| format!("slappart{i}")).collect();
+    assert_eq!(ids, expected);
+    // a reformat with fewer (free) partitions deletes the others' keys
+    h.ok(format_op("COMP-BIG", 10));
+    let changes = h.state.take_changes().unwrap();
+    let deleted = changes
+        .iter()
+        .filter(|(k, v)| v.is_none() && KeyKind::of(k) == Some(KeyKind::Partition))
+        .count();
+    assert_eq!(deleted, 40);
+}

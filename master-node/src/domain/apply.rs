@@ -531,6 +531,14 @@ impl State {
         c.address = spec.address.clone();
         c.netmask = spec.netmask.clone();
         c.last_contact = Some(now);
+        let kept: BTreeSet<&str> = c.partitions.iter().map(|p| p.id.as_str()).collect();
+        let computer = c.id.clone();
+        let dropped: Vec<(String, String)> = old
+            .keys()
+            .filter(|id| !kept.contains(id.as_str()))
+            .map(|id| (computer.clone(), id.clone()))
+            .collect();
+        self.dropped_partitions.0.extend(dropped);
         Ok(Reply::Done)
     }
 

@@ -1,8 +1,10 @@
 //! The state as key/value entities, for write-through persistence and snapshots.
 //!
-//! Each entity is one key: a computer (with its partitions), a software installation, an
-//! instance, a remembered outcome, a client session, and one `meta` key for the counters
-//! and the clock. After a command, [`State::take_changes`] lists exactly the keys it wrote
+//! Each entity is one key: a computer (its header, with its partitions' ids in format
+//! order), each of its partitions, a software installation, an instance, a remembered
+//! outcome, a client session, and one `meta` key for the counters and the clock. A read
+//! about one instance carries the header and only the partitions it needs, not every
+//! partition of a large computer. After a command, [`State::take_changes`] lists exactly the keys it wrote
 //! (the maps are [`Tracked`](super::tracked::Tracked)), which the storage layer writes in
 //! the same batch as the applied log id. [`State::from_entries`] rebuilds a state from
 //! every pair and derives the indexes. A snapshot is the same pairs, length-prefixed, in
@@ -13,7 +15,9 @@
 
 use super::command::Outcome;
 use super::ids::{InstanceId, Timestamp};
-use super::state::{Computer, Instance, Placement, Session, SoftwareInstallation, State};
+use super::state::{
+    Computer, Instance, Partition, Placement, Session, SoftwareInstallation, State,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -37,6 +41,7 @@ pub type Change = (Vec<u8>, Option<Vec<u8>>);
 pub type Entry = (Vec<u8>, Vec<u8>);
 
 const COMPUTER: u8 = b'c';
+const PARTITION: u8 = b'p';
 const SOFTWARE: u8 = b's';
 const INSTANCE: u8 = b'i';
 const OUTCOME: u8 = b'o';
@@ -48,6 +53,7 @@ const RETIRED: u8 = b'r';
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
     Computer,
+    Partition,
     Software,
     Instance,
     /// Exactly-once bookkeeping: remembered outcomes and sessions.
@@ -63,6 +69,7 @@ impl KeyKind {
     pub fn of(key: &[u8]) -> Option<KeyKind> {
         Some(match *key.first()? {
             COMPUTER => KeyKind::Computer,
+            PARTITION => KeyKind::Partition,
             SOFTWARE => KeyKind::Software,
             INSTANCE => KeyKind::Instance,
             OUTCOME => KeyKind::Outcome,
@@ -77,7 +84,7 @@ impl KeyKind {
     pub fn is_domain(self) -> bool {
         matches!(
             self,
-            KeyKind::Computer | KeyKind::Software | KeyKind::Instance
+            KeyKind::Computer | KeyKind::Partition | KeyKind::Software | KeyKind::Instance
         )
     }
 }
@@ -120,6 +127,60 @@ fn computer_key(id: &str) -> Vec<u8> {
     let mut k = vec![COMPUTER];
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+fn partition_key(computer: &str, partition: &str) -> Vec<u8> {
+    let mut k = vec![PARTITION];
+    with_len(&mut k, computer.as_bytes());
+    k.extend_from_slice(partition.as_bytes());
+    k
+}
+
+/// A computer's key without its partitions, which have keys of their own; their ids in
+/// format order say how to put the computer back together.
+#[derive(Serialize, Deserialize)]
+struct ComputerHeader {
+    #[serde(flatten)]
+    computer: Computer,
+    #[serde(default)]
+    partition_order: Vec<String>,
+}
+
+impl ComputerHeader {
+    fn of(c: &Computer) -> ComputerHeader {
+        ComputerHeader {
+            computer: Computer {
+                id: c.id.clone(),
+                title: c.title.clone(),
+                owner: c.owner.clone(),
+                region: c.region.clone(),
+                network: c.network.clone(),
+                attributes: c.attributes.clone(),
+                allocation_open: c.allocation_open,
+                address: c.address.clone(),
+                netmask: c.netmask.clone(),
+                partitions: Vec::new(),
+                last_contact: c.last_contact,
+                registered_at: c.registered_at,
+            },
+            partition_order: c.partitions.iter().map(|p| p.id.clone()).collect(),
+        }
+    }
+}
+
+/// A computer as entries: its header, then the partitions `wanted` lets through.
+fn computer_entries(
+    c: &Computer,
+    wanted: impl Fn(&Partition) -> bool,
+    out: &mut Vec<Entry>,
+) -> Result<(), PersistError> {
+    let k = computer_key(&c.id);
+    out.push((k.clone(), json(&k, &ComputerHeader::of(c))?));
+    for p in c.partitions.iter().filter(|p| wanted(p)) {
+        let k = partition_key(&c.id, &p.id);
+        out.push((k.clone(), json(&k, p)?));
+    }
+    Ok(())
 }
 
 fn software_key(computer: &str, url: &str) -> Vec<u8> {
@@ -187,10 +248,36 @@ impl State {
     /// clock and counters move with every applied command).
     pub fn take_changes(&mut self) -> Result<Vec<Change>, PersistError> {
         let mut out = Vec::new();
+        let written = &mut self.written.0;
         for (id, v) in self.computers.take_dirty() {
-            let k = computer_key(&id);
-            let v = v.map(|v| json(&k, v)).transpose()?;
-            out.push((k, v));
+            match v {
+                Some(c) => {
+                    let mut entries = Vec::new();
+                    computer_entries(c, |_| true, &mut entries)?;
+                    for (k, v) in entries {
+                        if written.get(&k) != Some(&v) {
+                            written.insert(k.clone(), v.clone());
+                            out.push((k, Some(v)));
+                        }
+                    }
+                }
+                None => {
+                    let k = computer_key(&id);
+                    written.remove(&k);
+                    out.push((k, None));
+                }
+            }
+        }
+        for (computer, partition) in std::mem::take(&mut self.dropped_partitions.0) {
+            let still = self
+                .computers
+                .get(&computer)
+                .is_some_and(|c| c.partition(&partition).is_some());
+            if !still {
+                let k = partition_key(&computer, &partition);
+                written.remove(&k);
+                out.push((k, None));
+            }
         }
         for ((computer, url), v) in self.software.take_dirty() {
             let k = software_key(&computer, &url);
@@ -233,10 +320,8 @@ impl State {
     /// Every entity as (key, value), in key order.
     pub fn entries(&self) -> Result<Vec<Entry>, PersistError> {
         let mut out = Vec::new();
-        for (id, v) in self.computers.iter() {
-            let k = computer_key(id);
-            let v = json(&k, v)?;
-            out.push((k, v));
+        for c in self.computers.values() {
+            computer_entries(c, |_| true, &mut out)?;
         }
         for ((computer, url), v) in self.software.iter() {
             let k = software_key(computer, url);
@@ -328,8 +413,14 @@ impl State {
         let mut out = Vec::new();
         for id in &computers {
             if let Some(c) = self.computers.get(id) {
-                let k = computer_key(id);
-                out.push((k.clone(), json(&k, c)?));
+                // the whole computer for its node; otherwise the partitions of the chosen
+                // instances
+                let whole = software_of.contains(id);
+                computer_entries(
+                    c,
+                    |p| whole || p.instance.is_some_and(|i| instances.contains(&i)),
+                    &mut out,
+                )?;
             }
         }
         for ((computer, url), sw) in self.software.iter() {
@@ -369,6 +460,11 @@ impl State {
         V: AsRef<[u8]>,
     {
         let mut state = State::new();
+        // by id: a reader may merge two reads that both carry a computer
+        let mut headers: std::collections::BTreeMap<String, ComputerHeader> =
+            std::collections::BTreeMap::new();
+        let mut partitions: std::collections::HashMap<(String, String), Partition> =
+            std::collections::HashMap::new();
         for (k, v) in pairs {
             let (k, v) = (k.as_ref(), v.as_ref());
             let bad = |reason| PersistError::BadKey {
@@ -378,8 +474,14 @@ impl State {
             let body = k.get(1..).unwrap_or_default();
             match KeyKind::of(k) {
                 Some(KeyKind::Computer) => {
-                    let c: Computer = parse(k, v)?;
-                    state.computers.load(utf8(k, body)?, c);
+                    let header: ComputerHeader = parse(k, v)?;
+                    headers.insert(utf8(k, body)?, header);
+                }
+                Some(KeyKind::Partition) => {
+                    let (computer, partition) =
+                        split_len(body).ok_or(bad("short partition key"))?;
+                    let p: Partition = parse(k, v)?;
+                    partitions.insert((utf8(k, computer)?, utf8(k, partition)?), p);
                 }
                 Some(KeyKind::Software) => {
                     let (computer, url) = split_len(body).ok_or(bad("short software key"))?;
@@ -419,6 +521,18 @@ impl State {
                 }
                 None => return Err(bad("unknown key kind")),
             }
+        }
+        // Computers back together: the partitions present (all of them for a whole
+        // state, those a read needed for a partial one), in format order. A header that
+        // still carries its partitions inline (the earlier layout) keeps them.
+        for (id, header) in headers {
+            let mut c = header.computer;
+            for pid in &header.partition_order {
+                if let Some(p) = partitions.remove(&(id.clone(), pid.clone())) {
+                    c.partitions.push(p);
+                }
+            }
+            state.computers.load(id, c);
         }
         state.rebuild_indexes();
         Ok(state)
