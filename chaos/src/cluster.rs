@@ -445,12 +445,45 @@ impl ProcessCluster {
         let mut client = self.client().with_deadline(Duration::from_secs(30));
         client.remove_replica(old).await?;
         self.kill9(old)?;
-        if let Some(r) = self.replicas.remove(&old) {
+        let addresses = self.replicas.remove(&old).map(|r| {
             let _ = std::fs::remove_dir_all(&r.config.data_dir);
-        }
+            r.config
+        });
         self.configure_on(new, host)?;
+        // the same host keeps its addresses (on loopback too), which gateways and
+        // clients know
+        if let (Some(old), Some(r)) = (addresses, self.replicas.get_mut(&new)) {
+            r.config.raft_addr = old.raft_addr;
+            r.config.api_addr = old.api_addr;
+            r.config.metrics_addr = old.metrics_addr;
+            std::fs::write(&r.config_path, r.config.to_toml())
+                .map_err(|e| ClusterError::Io(r.config_path.display().to_string(), e))?;
+        }
         self.spawn(new)?;
         self.join(new).await
+    }
+
+    /// Undo whatever a fault may have left: SIGCONT every replica, respawn every replica
+    /// and gateway that is not running.
+    pub fn restore_all(&mut self) {
+        for id in self.ids() {
+            if self.is_running(id) {
+                let _ = self.signal(id, "CONT");
+            } else if let Err(e) = self.spawn(id) {
+                tracing::warn!(id, error = %e, "respawn");
+            }
+        }
+        let down: Vec<usize> = self
+            .gateways
+            .iter()
+            .filter(|(_, g)| g.child.is_none())
+            .map(|(h, _)| *h)
+            .collect();
+        for host in down {
+            if let Err(e) = self.spawn_gateway(host) {
+                tracing::warn!(host, error = %e, "respawn gateway");
+            }
+        }
     }
 
     /// The status every running replica reports (unreachable ones are left out).

@@ -81,6 +81,12 @@ impl Network {
             };
             let pid = rest.split('-').next().unwrap_or("");
             if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                // the processes the dead run left inside first
+                if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+                    for p in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                        let _ = Command::new("kill").args(["-9", p]).status();
+                    }
+                }
                 let _ = run(&["netns", "del", name]);
                 if let Ok(p) = pid.parse::<u32>() {
                     let _ = run(&["link", "del", &Self::harness_link_of(p)]);
@@ -309,38 +315,40 @@ impl Network {
         c
     }
 
-    fn rules(&self, a: usize, b: usize, verb: &str) -> Result<(), NetError> {
+    /// The four rules (both ways, both families) of the cut between `a` and `b`.
+    fn rules(&self, a: usize, b: usize) -> Vec<Vec<String>> {
         let r = self.router();
+        let mut out = Vec::new();
         for (x, y) in [(a, b), (b, a)] {
-            run(&[
-                "-n",
-                &r,
-                "rule",
-                verb,
-                "from",
-                &format!("10.77.{x}.0/24"),
-                "to",
-                &format!("10.77.{y}.0/24"),
-                "blackhole",
-                "pref",
-                "100",
-            ])?;
-            run(&[
-                "-n",
-                &r,
-                "-6",
-                "rule",
-                verb,
-                "from",
-                &format!("{}/64", self.v6_on(x, 0)),
-                "to",
-                &format!("{}/64", self.v6_on(y, 0)),
-                "blackhole",
-                "pref",
-                "100",
-            ])?;
+            out.push(vec![
+                "-n".into(),
+                r.clone(),
+                "rule".into(),
+                "from".into(),
+                format!("10.77.{x}.0/24"),
+                "to".into(),
+                format!("10.77.{y}.0/24"),
+            ]);
+            out.push(vec![
+                "-n".into(),
+                r.clone(),
+                "-6".into(),
+                "rule".into(),
+                "from".into(),
+                format!("{}/64", self.v6_on(x, 0)),
+                "to".into(),
+                format!("{}/64", self.v6_on(y, 0)),
+            ]);
         }
-        Ok(())
+        out
+    }
+
+    fn rule(spec: &[String], verb: &str) -> Result<(), NetError> {
+        let mut args: Vec<&str> = spec.iter().map(String::as_str).collect();
+        let at = args.iter().position(|a| *a == "rule").map_or(0, |i| i + 1);
+        args.insert(at, verb);
+        args.extend(["blackhole", "pref", "100"]);
+        run(&args)
     }
 
     /// Drop every packet between hosts `a` and `b`, both ways.
@@ -349,17 +357,31 @@ impl Network {
         if a == b || self.cuts.contains(&key) {
             return Ok(());
         }
-        self.rules(key.0, key.1, "add")?;
+        // recorded first: a cut that fails halfway is still healed
         self.cuts.push(key);
+        for spec in self.rules(key.0, key.1) {
+            Self::rule(&spec, "add")?;
+        }
         Ok(())
     }
 
-    /// Remove every cut.
+    /// Remove every cut (rules already gone are fine; the first other error is returned
+    /// after trying them all).
     pub fn heal(&mut self) -> Result<(), NetError> {
-        while let Some((a, b)) = self.cuts.pop() {
-            self.rules(a, b, "del")?;
+        let mut first = None;
+        for (a, b) in std::mem::take(&mut self.cuts) {
+            for spec in self.rules(a, b) {
+                // `ip rule del` of a rule that is not there fails; try every one anyway
+                if let Err(e) = Self::rule(&spec, "del") {
+                    let absent = matches!(&e, NetError::Command { output, .. }
+                        if output.contains("No such file") || output.contains("not found"));
+                    if !absent && first.is_none() {
+                        first = Some(e);
+                    }
+                }
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// The cuts in place.

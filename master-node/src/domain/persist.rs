@@ -248,22 +248,30 @@ impl State {
     /// clock and counters move with every applied command).
     pub fn take_changes(&mut self) -> Result<Vec<Change>, PersistError> {
         let mut out = Vec::new();
-        let written = &mut self.written.0;
+        // The bytes-written cache is updated only once every value has been encoded.
+        let mut cache: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for (id, v) in self.computers.take_dirty() {
             match v {
                 Some(c) => {
                     let mut entries = Vec::new();
                     computer_entries(c, |_| true, &mut entries)?;
                     for (k, v) in entries {
-                        if written.get(&k) != Some(&v) {
-                            written.insert(k.clone(), v.clone());
+                        if self.written.0.get(&k) != Some(&v) {
+                            cache.push((k.clone(), Some(v.clone())));
                             out.push((k, Some(v)));
                         }
                     }
                 }
                 None => {
+                    // the computer and every partition key it had
+                    let mut prefix = vec![PARTITION];
+                    with_len(&mut prefix, id.as_bytes());
+                    for k in self.written.0.keys().filter(|k| k.starts_with(&prefix)) {
+                        cache.push((k.clone(), None));
+                        out.push((k.clone(), None));
+                    }
                     let k = computer_key(&id);
-                    written.remove(&k);
+                    cache.push((k.clone(), None));
                     out.push((k, None));
                 }
             }
@@ -275,7 +283,7 @@ impl State {
                 .is_some_and(|c| c.partition(&partition).is_some());
             if !still {
                 let k = partition_key(&computer, &partition);
-                written.remove(&k);
+                cache.push((k.clone(), None));
                 out.push((k, None));
             }
         }
@@ -314,6 +322,13 @@ impl State {
         let v = json(&k, &meta)?;
         out.push((k, Some(v)));
         out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
+        for (k, v) in cache {
+            match v {
+                Some(v) => self.written.0.insert(k, v),
+                None => self.written.0.remove(&k),
+            };
+        }
         Ok(out)
     }
 

@@ -280,7 +280,7 @@ impl Replica {
         });
         let (batcher, batch_task) = super::service::Batcher::start(
             self.raft.clone(),
-            Duration::from_millis(config.timers.election_timeout_max_ms),
+            Duration::from_millis(2 * config.timers.election_timeout_max_ms),
         );
         self.tasks.push(batch_task);
         let master_service = MasterServer::new(MasterService {

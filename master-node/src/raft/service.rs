@@ -217,8 +217,9 @@ async fn deposed(raft: &Raft, lease: Duration) -> String {
 
 impl Batcher {
     /// `lease`: how long the leader may go without a quorum's acknowledgement before its
-    /// in-flight writes are answered "unknown, retry" (the maximum election timeout: by
-    /// then the followers may elect another leader).
+    /// in-flight writes are answered "unknown, retry" (twice the maximum election
+    /// timeout: by then the followers have likely elected another leader, and a healthy
+    /// but briefly slow quorum does not send every caller elsewhere).
     pub fn start(raft: Raft, lease: Duration) -> (Batcher, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(MAX_BATCH * MAX_IN_FLIGHT);
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
@@ -240,6 +241,8 @@ impl Batcher {
                     let n = commands.len();
                     let write = tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(commands));
                     let result = tokio::select! {
+                        // an answer that is there wins over the watch
+                        biased;
                         r = write => r.map_err(|_| Stalled::Timeout),
                         why = deposed(&raft, lease) => Err(Stalled::Deposed(why)),
                     };

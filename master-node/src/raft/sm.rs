@@ -23,9 +23,13 @@ impl raft_store::StateMachine for State {
                     }
                 }
             }
-            // Encoding our own types to JSON cannot fail (string keys only); if it ever
-            // did, the entity would be missing from disk until the next snapshot.
-            Err(e) => tracing::error!(error = %e, "cannot encode state changes"),
+            // Encoding our own types to JSON cannot fail (string keys only). If it ever
+            // did, going on would leave the disk (and the snapshots built from it) behind
+            // the memory for good: stop this replica instead; it restarts from its disk.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode state changes; stopping");
+                panic!("cannot encode state changes: {e}");
+            }
         }
         outcomes
     }
