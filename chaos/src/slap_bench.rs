@@ -42,6 +42,9 @@ pub struct SlapBenchOptions {
     pub poll_duration: Duration,
     /// Also poll slapproxy.
     pub poll_slapproxy: bool,
+    /// Concurrent requesters re-requesting the allocated instances, one measurement each,
+    /// at the largest partition count (both masters).
+    pub requesters: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,8 @@ pub struct SideReport {
     /// What `slap_workload.py` printed, per partition count.
     pub scenarios: Vec<Value>,
     pub polls: Vec<PollResult>,
+    /// Concurrent re-requests (writes), per number of requesters.
+    pub rerequests: Vec<PollResult>,
 }
 
 #[derive(Debug, Serialize)]
@@ -333,10 +338,74 @@ pub async fn poll_full_info(
         "GET /getFullComputerInformation?computer_id={COMPUTER_ID} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
     )
     .into_bytes();
+    hammer(addr, pollers, partitions, duration, move |_, _| {
+        request.clone()
+    })
+    .await
+}
+
+/// `clients` connections re-request the `partitions` instances the workload allocated
+/// (`bench-NNN`), each time with a new parameter value, back to back for `duration`:
+/// every call is a write that changes the instance.
+pub async fn rerequest_instances(
+    addr: &str,
+    clients: usize,
+    partitions: usize,
+    duration: Duration,
+) -> PollResult {
+    let addr_owned = addr.to_string();
+    hammer(addr, clients, partitions, duration, move |c, n| {
+        let i = (c + n * clients) % partitions.max(1);
+        let fields = rerequest_form(i, c, n);
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = crate::http::form_urlencode(&fields);
+        format!(
+            "POST /requestComputerPartition HTTP/1.1\r\nHost: {addr_owned}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    })
+    .await
+}
+
+/// The form of the Python client's `request(SR, 'bench-NNN', {...})`, with a parameter
+/// that changes with every call.
+fn rerequest_form(i: usize, c: usize, n: usize) -> Vec<(&'static str, String)> {
+    use slapos_proto::marshal::Value;
+    let params = Value::str_dict([
+        ("index", Value::from(i.to_string().as_str())),
+        ("name", Value::from("bench")),
+        ("round", Value::from(format!("{c}-{n}").as_str())),
+    ]);
+    let enc = |v: &Value| v.encode().unwrap_or_default();
+    vec![
+        (
+            "software_release",
+            "https://example.com/bench/software.cfg".to_string(),
+        ),
+        ("software_type", "default".to_string()),
+        ("partition_reference", format!("bench-{i:03}")),
+        ("partition_parameter_xml", enc(&params)),
+        ("filter_xml", enc(&Value::Dict(Vec::new()))),
+        ("state", enc(&Value::from("started"))),
+        ("shared_xml", enc(&Value::Bool(false))),
+    ]
+}
+
+/// `clients` keep-alive connections send `request(client, n)` back to back for
+/// `duration`; 200 answers count, anything else is an error.
+async fn hammer(
+    addr: &str,
+    clients: usize,
+    partitions: usize,
+    duration: Duration,
+    request: impl Fn(usize, usize) -> Vec<u8> + Send + Sync + 'static,
+) -> PollResult {
+    let request = std::sync::Arc::new(request);
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
-    for _ in 0..pollers {
+    for c in 0..clients {
         let request = request.clone();
         let addr = addr.to_string();
         tasks.push(tokio::spawn(async move {
@@ -345,12 +414,15 @@ pub async fn poll_full_info(
             let mut errors = 0u64;
             let mut first_error = None;
             let mut bytes = 0;
+            let mut n = 0;
             while Instant::now() < deadline {
+                let req = request(c, n);
+                n += 1;
                 let t0 = Instant::now();
-                match tokio::time::timeout(Duration::from_secs(120), conn.get(&request)).await {
-                    Ok(Ok(n)) => {
+                match tokio::time::timeout(Duration::from_secs(120), conn.get(&req)).await {
+                    Ok(Ok(len)) => {
                         lat.push(t0.elapsed().as_micros() as u64);
-                        bytes = n;
+                        bytes = len;
                     }
                     Ok(Err(e)) => {
                         errors += 1;
@@ -384,7 +456,7 @@ pub async fn poll_full_info(
     let seconds = start.elapsed().as_secs_f64();
     lat.sort_unstable();
     PollResult {
-        pollers,
+        pollers: clients,
         partitions,
         ok: lat.len() as u64,
         errors,
@@ -413,11 +485,13 @@ pub async fn run_slap_bench(
         name: "slapproxy".into(),
         scenarios: Vec::new(),
         polls: Vec::new(),
+        rerequests: Vec::new(),
     };
     let mut cluster_side = SideReport {
         name: format!("{}-replica cluster + gateway", opts.replicas),
         scenarios: Vec::new(),
         polls: Vec::new(),
+        rerequests: Vec::new(),
     };
     for &n in &opts.partitions {
         for cluster in [false, true] {
@@ -453,6 +527,23 @@ pub async fn run_slap_bench(
                 }
             };
             side.scenarios.push(r);
+            if n == poll_at {
+                for &c in &opts.requesters {
+                    progress(&format!(
+                        "{}: {c} concurrent requesters for {:?}",
+                        side.name, opts.poll_duration
+                    ));
+                    side.rerequests.push(
+                        rerequest_instances(
+                            &server.addr,
+                            c,
+                            opts.requests.min(n),
+                            opts.poll_duration,
+                        )
+                        .await,
+                    );
+                }
+            }
             if n == poll_at && (cluster || opts.poll_slapproxy) {
                 for &p in &opts.pollers {
                     progress(&format!(
@@ -624,8 +715,30 @@ impl SlapBenchReport {
                 Better::Lower,
             );
         }
+        for p in &self.cluster.rerequests {
+            let a = self
+                .slapproxy
+                .rerequests
+                .iter()
+                .find(|q| q.pollers == p.pollers);
+            let n = p.partitions;
+            row(
+                &mut out,
+                format!("[{n}] {} concurrent Rust requesters, requests/s", p.pollers),
+                a.map(|a| a.per_sec),
+                Some(p.per_sec),
+                Better::Higher,
+            );
+            row(
+                &mut out,
+                format!("[{n}]   request latency p50, ms"),
+                a.map(|a| a.p50_ms),
+                Some(p.p50_ms),
+                Better::Lower,
+            );
+        }
         for s in [&self.slapproxy, &self.cluster] {
-            for p in &s.polls {
+            for p in s.polls.iter().chain(&s.rerequests) {
                 if p.errors > 0 {
                     out.push_str(&format!(
                         "note: {} with {} pollers: {} errors (first: {})\n",
@@ -672,6 +785,26 @@ impl SlapBenchReport {
             verdict(thr),
             verdict(lat)
         );
+        // Request throughput as a server's capacity: many requesters at once.
+        if let Some(p) = self.cluster.rerequests.iter().max_by_key(|p| p.pollers) {
+            if let Some(a) = self
+                .slapproxy
+                .rerequests
+                .iter()
+                .find(|q| q.pollers == p.pollers)
+            {
+                if a.per_sec > 0.0 {
+                    let r = p.per_sec / a.per_sec;
+                    text.push_str(&format!(
+                        "  request throughput with {} concurrent requesters: {:.0}/s vs {:.0}/s, {r:.1}x (>= 10x: {})\n",
+                        p.pollers,
+                        p.per_sec,
+                        a.per_sec,
+                        verdict(r)
+                    ));
+                }
+            }
+        }
         // The same from a Rust client, one connection (no Python HTTP overhead).
         let one = |s: &SideReport| s.polls.iter().find(|p| p.pollers == 1).map(|p| p.p50_ms);
         if let (Some(x), Some(y)) = (one(&self.slapproxy), one(&self.cluster)) {

@@ -36,6 +36,10 @@ pub struct SlapArgs {
     /// Seconds per poller measurement.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Concurrent requesters re-requesting the allocated instances (writes), one
+    /// measurement each, at the largest partition count, against both masters.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    requesters: Vec<usize>,
     /// Do not poll slapproxy (its pollers take about 140 ms of CPU per call).
     #[arg(long)]
     no_slapproxy_pollers: bool,
@@ -160,6 +164,7 @@ async fn run_slap(args: SlapArgs) -> Result<()> {
         pollers: args.pollers,
         poll_duration: Duration::from_secs(args.seconds),
         poll_slapproxy: !args.no_slapproxy_pollers,
+        requesters: args.requesters,
     };
     let report = chaos::slap_bench::run_slap_bench(&opts, |m| eprintln!("bench slap: {m}")).await;
     let _ = std::fs::remove_dir_all(&dir);
