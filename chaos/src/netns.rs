@@ -43,6 +43,18 @@ fn run(args: &[&str]) -> Result<(), NetError> {
     })
 }
 
+/// `ip [-n ns] -6 addr add <addr>/64 dev <dev> nodad` (no duplicate address detection:
+/// the address is usable at once).
+fn add_v6(ns: Option<&str>, addr: Ipv6Addr, dev: &str) -> Result<(), NetError> {
+    let addr = format!("{addr}/64");
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    args.extend(["-6", "addr", "add", &addr, "dev", dev, "nodad"]);
+    run(&args)
+}
+
 fn uid() -> u32 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -154,27 +166,9 @@ impl Network {
         run(&[
             "link", "add", &link, "type", "veth", "peer", "name", "h0", "netns", &r,
         ])?;
-        run(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{}/64", self.v6_on(0, 2)),
-            "dev",
-            &link,
-            "nodad",
-        ])?;
+        add_v6(None, self.v6_on(0, 2), &link)?;
         run(&["link", "set", &link, "up"])?;
-        run(&[
-            "-n",
-            &r,
-            "-6",
-            "addr",
-            "add",
-            &format!("{}/64", self.v6_on(0, 1)),
-            "dev",
-            "h0",
-            "nodad",
-        ])?;
+        add_v6(Some(&r), self.v6_on(0, 1), "h0")?;
         run(&["-n", &r, "link", "set", "h0", "up"])?;
         run(&[
             "-6",
@@ -194,17 +188,7 @@ impl Network {
             run(&[
                 "-n", &r, "link", "add", &rl, "type", "veth", "peer", "name", "eth0", "netns", &h,
             ])?;
-            run(&[
-                "-n",
-                &r,
-                "-6",
-                "addr",
-                "add",
-                &format!("{}/64", self.v6_on(i, 1)),
-                "dev",
-                &rl,
-                "nodad",
-            ])?;
+            add_v6(Some(&r), self.v6_on(i, 1), &rl)?;
             run(&[
                 "-n",
                 &r,
@@ -215,17 +199,7 @@ impl Network {
                 &rl,
             ])?;
             run(&["-n", &r, "link", "set", &rl, "up"])?;
-            run(&[
-                "-n",
-                &h,
-                "-6",
-                "addr",
-                "add",
-                &format!("{}/64", self.v6(i)),
-                "dev",
-                "eth0",
-                "nodad",
-            ])?;
+            add_v6(Some(&h), self.v6(i), "eth0")?;
             run(&[
                 "-n",
                 &h,

@@ -392,16 +392,11 @@ async fn client_loop(
             // a new instance with a reference nobody used
             creations += 1;
             let reference = format!("{NEW_PREFIX}c{c}n{n}");
-            let Ok(form) = request_form(&reference, &format!("c{c}n{n}"), "started") else {
-                continue;
-            };
-            let (moved, acked) = write(
+            let (moved, acked) = request(
                 c,
                 &reference,
-                format!("c{c}n{n}|started"),
+                (n, "started"),
                 &mut conn,
-                "/requestComputerPartition",
-                &form,
                 opts,
                 clock,
                 history,
@@ -424,18 +419,11 @@ async fn client_loop(
             } else {
                 "started"
             };
-            let value = format!("c{c}n{n}|{state}");
-            let form = match request_form(&key.reference, &format!("c{c}n{n}"), state) {
-                Ok(f) => f,
-                Err(_) => continue,
-            };
-            write(
+            request(
                 c,
                 &key.request_register(),
-                value,
+                (n, state),
                 &mut conn,
-                "/requestComputerPartition",
-                &form,
                 opts,
                 clock,
                 history,
@@ -484,6 +472,38 @@ async fn client_loop(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Client `c`'s `n`-th operation: (re-)request the root instance `reference` with its
+/// parameter set to `c<c>n<n>` and this requested state, recorded as a write of the
+/// register `reference`. As [`write`].
+async fn request(
+    c: usize,
+    reference: &str,
+    (n, state): (u64, &str),
+    conn: &mut HttpConn,
+    opts: &ClientOptions,
+    clock: &RunClock,
+    history: &Mutex<History>,
+) -> (bool, bool) {
+    let value = format!("c{c}n{n}");
+    let Ok(form) = request_form(reference, &value, state) else {
+        return (false, false);
+    };
+    let path = "/requestComputerPartition";
+    let register_value = format!("{value}|{state}");
+    write(
+        c,
+        reference,
+        register_value,
+        conn,
+        path,
+        &form,
+        opts,
+        clock,
+        history,
+    )
+    .await
 }
 
 /// One write through the gateway: whether the gateway did not answer (move on), and
