@@ -478,8 +478,10 @@ impl State {
         // by id: a reader may merge two reads that both carry a computer
         let mut headers: std::collections::BTreeMap<String, ComputerHeader> =
             std::collections::BTreeMap::new();
-        let mut partitions: std::collections::HashMap<(String, String), Partition> =
-            std::collections::HashMap::new();
+        let mut partitions: std::collections::HashMap<
+            String,
+            std::collections::HashMap<String, Partition>,
+        > = std::collections::HashMap::new();
         for (k, v) in pairs {
             let (k, v) = (k.as_ref(), v.as_ref());
             let bad = |reason| PersistError::BadKey {
@@ -496,7 +498,10 @@ impl State {
                     let (computer, partition) =
                         split_len(body).ok_or(bad("short partition key"))?;
                     let p: Partition = parse(k, v)?;
-                    partitions.insert((utf8(k, computer)?, utf8(k, partition)?), p);
+                    partitions
+                        .entry(utf8(k, computer)?)
+                        .or_default()
+                        .insert(utf8(k, partition)?, p);
                 }
                 Some(KeyKind::Software) => {
                     let (computer, url) = split_len(body).ok_or(bad("short software key"))?;
@@ -542,9 +547,12 @@ impl State {
         // still carries its partitions inline (the earlier layout) keeps them.
         for (id, header) in headers {
             let mut c = header.computer;
-            for pid in &header.partition_order {
-                if let Some(p) = partitions.remove(&(id.clone(), pid.clone())) {
-                    c.partitions.push(p);
+            if let Some(mut present) = partitions.remove(id.as_str()) {
+                c.partitions.reserve(present.len());
+                for pid in &header.partition_order {
+                    if let Some(p) = present.remove(pid.as_str()) {
+                        c.partitions.push(p);
+                    }
                 }
             }
             state.computers.load(id, c);
