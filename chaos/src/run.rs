@@ -109,9 +109,13 @@ pub struct FaultEvent {
     pub start_ms: u64,
     pub end_ms: u64,
     pub leader_before: Option<u64>,
-    /// A replica other than the one hit became leader this long after the injection.
+    /// For a fault that hit the leader: a replica other than the one hit became leader
+    /// this long after the injection, or (`leader_after_heal`) the group had a leader again
+    /// this long after the injection, once the fault was healed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_leader_after_ms: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub leader_after_heal: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_leader: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,11 +244,14 @@ impl Faults<'_> {
             end_ms: start_ms,
             leader_before: leader,
             new_leader_after_ms: None,
+            leader_after_heal: false,
             new_leader: None,
             error: None,
         };
         let pick = |rng: &mut Rng, v: &[u64]| v[rng.below(v.len() as u64) as usize];
-        let result: Result<Option<(u64, u64)>, String> = async {
+        // Ok(Some(found)) when the fault hit the leader (found: a new leader seen during
+        // the hold); Ok(None) when it did not.
+        let result: Result<Option<Option<(u64, u64)>>, String> = async {
             match kind {
                 FaultKind::KillLeader | FaultKind::KillReplica => {
                     let victim = match (kind, leader) {
@@ -256,7 +263,7 @@ impl Faults<'_> {
                     let watch = Some(victim) == leader;
                     let found = hold(self.cluster, hold_for, Some(victim), start, watch).await;
                     self.cluster.spawn(victim).map_err(|e| e.to_string())?;
-                    Ok(found)
+                    Ok(watch.then_some(found))
                 }
                 FaultKind::PauseLeader => {
                     let victim = leader.ok_or("no leader")?;
@@ -268,7 +275,7 @@ impl Faults<'_> {
                     self.cluster
                         .signal(victim, "CONT")
                         .map_err(|e| e.to_string())?;
-                    Ok(found)
+                    Ok(Some(found))
                 }
                 FaultKind::IsolateLeader | FaultKind::SplitGroup => {
                     let net = self.net.as_deref_mut().ok_or("no namespaces")?;
@@ -302,7 +309,7 @@ impl Faults<'_> {
                     let found = hold(self.cluster, hold_for, hit, start, leader_cut).await;
                     let net = self.net.as_deref_mut().ok_or("no namespaces")?;
                     net.heal().map_err(|e| e.to_string())?;
-                    Ok(found)
+                    Ok(leader_cut.then_some(found))
                 }
                 FaultKind::WipeRejoin => {
                     let followers: Vec<u64> =
@@ -336,9 +343,23 @@ impl Faults<'_> {
         }
         .await;
         match result {
-            Ok(Some((id, after))) => {
+            Ok(Some(Some((id, after)))) => {
                 event.new_leader = Some(id);
                 event.new_leader_after_ms = Some(after);
+            }
+            // the leader was hit and nobody else took over during the hold: how long
+            // until the group had a leader again (maybe the same one, once healed)
+            Ok(Some(None)) => {
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while Instant::now() < deadline {
+                    if let Some(id) = other_leader(self.cluster, None).await {
+                        event.new_leader = Some(id);
+                        event.new_leader_after_ms = Some(ms(start.elapsed()));
+                        event.leader_after_heal = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
             }
             Ok(None) => {}
             Err(e) => event.error = Some(e),
@@ -915,10 +936,11 @@ impl Report {
         elections.sort_unstable();
         if !elections.is_empty() {
             s.push_str(&format!(
-                "  new leader after a leader fault: median {} ms, max {} ms ({} elections)\n",
+                "  a leader again after a leader fault: median {} ms, max {} ms ({} faults, {} of them only once healed)\n",
                 elections[elections.len() / 2],
                 elections[elections.len() - 1],
-                elections.len()
+                elections.len(),
+                self.faults.iter().filter(|f| f.leader_after_heal).count()
             ));
         }
         s.push_str(&format!("  operations: {:?}\n", self.ops_by_outcome));
