@@ -3,7 +3,9 @@
 //! and history checkers come with the chaos issue. Nothing here is needed at run time.
 
 pub mod bench;
+pub mod check;
 pub mod cluster;
+pub mod faults;
 pub mod http;
 pub mod linearizability;
 pub mod netns;
