@@ -13,7 +13,6 @@ use crate::workload::{
 };
 use master_node::domain::Query as MasterQuery;
 use master_node::raft::client::MasterClient;
-use master_node::raft::node::Timers;
 use master_node::State;
 use slapos_proto::rpc::master::Consistency;
 use std::path::PathBuf;
@@ -61,7 +60,6 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
     if let Some(n) = &net {
         cluster = cluster.on_hosts(Hosts::of(n));
     }
-    cluster.timers = Timers::default();
     cluster.gateway_extra =
         "master_deadline_ms = 8000\nlocal_read_staleness_ms = 2000\n\n[slap]\npartition_header = true\n".into();
     cluster.start(opts.replicas).await?;

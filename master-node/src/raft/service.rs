@@ -170,7 +170,23 @@ pub const MAX_BATCH: usize = 512;
 /// gather into the next batch: one synced append then carries many commands.
 pub const MAX_IN_FLIGHT: usize = 4;
 
-type Pending = (Command, tokio::sync::oneshot::Sender<SubmitResponse>);
+type Pending = (Command, tokio::sync::oneshot::Sender<Answer>);
+
+/// A command's answer, and the instance its outcome names (what `show` reads), taken
+/// from the outcome before it is encoded.
+pub struct Answer {
+    pub response: SubmitResponse,
+    pub shows: Option<crate::domain::InstanceId>,
+}
+
+impl From<SubmitResponse> for Answer {
+    fn from(response: SubmitResponse) -> Self {
+        Answer {
+            response,
+            shows: None,
+        }
+    }
+}
 
 /// Packs concurrent writes into batches, one Raft entry each.
 #[derive(Clone)]
@@ -257,13 +273,13 @@ impl Batcher {
     }
 
     /// Propose one command and wait for its own answer.
-    pub async fn submit(&self, command: Command) -> SubmitResponse {
+    pub async fn submit(&self, command: Command) -> Answer {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.tx.send((command, tx)).await.is_err() {
-            return unavailable("this replica is shutting down");
+            return unavailable("this replica is shutting down").into();
         }
         rx.await
-            .unwrap_or_else(|_| unavailable("this replica is shutting down"))
+            .unwrap_or_else(|_| unavailable("this replica is shutting down").into())
     }
 }
 
@@ -276,7 +292,27 @@ fn unavailable(why: &str) -> SubmitResponse {
 }
 
 /// The answer of the `i`-th command of a batch of `n`.
-fn answer_of(result: &Result<WriteResult, Stalled>, i: usize, n: usize) -> SubmitResponse {
+fn answer_of(result: &Result<WriteResult, Stalled>, i: usize, n: usize) -> Answer {
+    if let Ok(Ok(resp)) = result {
+        if let Some(outcome) = resp.data.get(i) {
+            return match serde_json::to_vec(outcome) {
+                Ok(bytes) => Answer {
+                    response: SubmitResponse {
+                        result: Some(submit_response::Result::Outcome(bytes)),
+                        log_index: resp.log_id.index,
+                        shown: Vec::new(),
+                    },
+                    shows: crate::domain::shown_instance(outcome),
+                },
+                Err(e) => unavailable(&format!("encode outcome: {e}")).into(),
+            };
+        }
+    }
+    refusal_of(result, n).into()
+}
+
+/// The answer to a command of a batch of `n` that did not get its own outcome.
+fn refusal_of(result: &Result<WriteResult, Stalled>, n: usize) -> SubmitResponse {
     match result {
         Err(Stalled::Timeout) => unavailable(
             "the write was not committed in time; its outcome is unknown: retry with the same request id",
@@ -284,20 +320,10 @@ fn answer_of(result: &Result<WriteResult, Stalled>, i: usize, n: usize) -> Submi
         Err(Stalled::Deposed(why)) => unavailable(&format!(
             "{why}; the write's outcome is unknown: retry with the same request id"
         )),
-        Ok(Ok(resp)) => match resp.data.get(i) {
-            Some(outcome) => match serde_json::to_vec(outcome) {
-                Ok(outcome) => SubmitResponse {
-                    result: Some(submit_response::Result::Outcome(outcome)),
-                    log_index: resp.log_id.index,
-                    shown: Vec::new(),
-                },
-                Err(e) => unavailable(&format!("encode outcome: {e}")),
-            },
-            None => unavailable(&format!(
-                "the batch of {n} commands answered {} outcomes",
-                resp.data.len()
-            )),
-        },
+        Ok(Ok(resp)) => unavailable(&format!(
+            "the batch of {n} commands answered {} outcomes",
+            resp.data.len()
+        )),
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
             match hint_of(f.leader_id, f.leader_node.as_ref()) {
                 Some(h) => SubmitResponse {
@@ -354,11 +380,11 @@ impl MasterService {
 
     /// Propose a command on this replica (which must be the leader), through the
     /// group-commit batcher.
-    async fn write(&self, command: Command) -> SubmitResponse {
+    async fn write(&self, command: Command) -> Answer {
         let started = Instant::now();
         let answer = self.batcher.submit(command).await;
         use super::metrics::WriteResult;
-        let kind = match &answer.result {
+        let kind = match &answer.response.result {
             Some(submit_response::Result::Outcome(_)) => WriteResult::Ok,
             Some(submit_response::Result::NotLeader(_)) => WriteResult::NotLeader,
             _ => WriteResult::Unavailable,
@@ -387,17 +413,11 @@ impl MasterService {
     /// outcome names, read here (the leader that just applied it). Reading on the leader
     /// right after the command applied is linearizable for the request it answers: the
     /// state shown is the state just after the command, or later.
-    async fn shown(&self, answer: &SubmitResponse) -> Vec<Entry> {
-        let Some(submit_response::Result::Outcome(bytes)) = &answer.result else {
+    async fn shown(&self, answer: &Answer) -> Vec<Entry> {
+        let Some(id) = answer.shows else {
             return Vec::new();
         };
-        let Ok(outcome) = serde_json::from_slice::<crate::domain::Outcome>(bytes) else {
-            return Vec::new();
-        };
-        let Some(id) = crate::domain::shown_instance(&outcome) else {
-            return Vec::new();
-        };
-        if !self.applied_at_least(answer.log_index).await {
+        if !self.applied_at_least(answer.response.log_index).await {
             return Vec::new();
         }
         match self.local_read(&Query::Instance { id }).await {
@@ -500,7 +520,7 @@ impl MasterService {
             at: super::proposer_time(),
             op: Op::RetireReplica { id },
         };
-        match self.write(command).await.result {
+        match self.write(command).await.response.result {
             Some(submit_response::Result::Outcome(_)) => Ok(()),
             Some(submit_response::Result::NotLeader(h)) => {
                 Err(format!("leadership moved to {}", h.leader_id))
@@ -526,8 +546,8 @@ impl Master for MasterService {
         let forwarded = Self::is_forwarded(&request);
         let show = request.get_ref().show;
         let command: Command = decode_json("command", &request.get_ref().command)?;
-        let mut answer = self.write(command.clone()).await;
-        if let Some(submit_response::Result::NotLeader(h)) = &answer.result {
+        let answer = self.write(command.clone()).await;
+        if let Some(submit_response::Result::NotLeader(h)) = &answer.response.result {
             if !forwarded {
                 if let Some(mut leader) = self.forward_target(&Some(h.clone())) {
                     self.metrics.forwarded();
@@ -537,10 +557,15 @@ impl Master for MasterService {
                 }
             }
         }
-        if show {
-            answer.shown = self.shown(&answer).await;
-        }
-        Ok(Response::new(answer))
+        let shown = if show {
+            self.shown(&answer).await
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(SubmitResponse {
+            shown,
+            ..answer.response
+        }))
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
