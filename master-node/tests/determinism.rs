@@ -6,7 +6,10 @@ mod common;
 
 use common::{domain_bytes, format_op};
 use master_node::domain::Query;
-use master_node::domain::{ParamValue, Params, Requester, SoftwareReport, StatusKind};
+use master_node::domain::{
+    ParamValue, Params, PriceScope, Requester, SoftwareReport, StatusKind, UsageLine,
+    UsageTransaction,
+};
 use master_node::{Command, Op, RequestId, State, Timestamp};
 
 type Summary = Option<
@@ -129,6 +132,23 @@ fn op() -> impl Strategy<Value = Op> {
             computer, partition, shared: None, new_name,
         }),
         3 => (computer(), partition()).prop_map(|(computer, partition)| Op::DestroyedPartition { computer, partition }),
+        2 => (computer(), partition(), prop::sample::select(&["2026-11-18 at 09:00:00", "2026-11-18 at 09:30:00", "2026-11-18 at 12:00:00"][..]),
+              prop::sample::select(&["1", "2.5", "-1"][..]))
+            .prop_map(|(computer, partition, stop, quantity)| Op::RecordUsage {
+                transactions: vec![UsageTransaction {
+                    reference: computer.clone(),
+                    start_date: String::new(),
+                    stop_date: stop.into(),
+                    lines: vec![UsageLine { partition: Some(partition), resource: "cpu".into(), quantity: quantity.into() }],
+                }],
+                computer,
+            }),
+        1 => (prop::sample::select(&["hosting", "cpu"][..]), prop::sample::select(&["0.5", "2", "-1"][..]))
+            .prop_map(|(resource, price)| Op::SetPrice {
+                provider: "provider".into(), scope: PriceScope::Region("eu".into()), resource: resource.into(),
+                price: price.into(), currency: "EUR".into(), unit: "hour".into(),
+            }),
+        1 => (0..900u64).prop_map(|s| Op::CloseBooks { until: Timestamp(1_795_000_000_000_000 + s * 1_000_000) }),
     ]
 }
 

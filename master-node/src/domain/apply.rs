@@ -83,7 +83,10 @@ fn bumped(old: Timestamp, now: Timestamp) -> Timestamp {
 
 impl State {
     pub fn new() -> Self {
-        State::default()
+        State {
+            instances: super::tracked::Tracked::watched(),
+            ..State::default()
+        }
     }
 
     /// Apply one command. A request id seen before returns its first outcome and changes
@@ -108,6 +111,12 @@ impl State {
         self.applied += 1;
         let now = self.clock;
         let outcome = self.execute(&cmd.op, now);
+        match &outcome {
+            Ok(_) => self.sync_hosting(now),
+            Err(_) => {
+                self.instances.take_touched();
+            }
+        }
         if let Err(e) = &outcome {
             tracing::debug!(request_id = %cmd.request_id, op = cmd.op.name(), error = %e, "command refused");
         }
@@ -426,6 +435,29 @@ impl State {
                 computer,
                 partition,
             } => self.destroyed_partition(computer, partition, now),
+            Op::RecordUsage {
+                computer,
+                transactions,
+            } => {
+                let (recorded, known) = self.record_usage(computer, transactions, now)?;
+                Ok(Reply::UsageRecorded { recorded, known })
+            }
+            Op::SetPrice {
+                provider,
+                scope,
+                resource,
+                price,
+                currency,
+                unit,
+            } => {
+                let key = (provider.clone(), scope.clone(), resource.clone());
+                self.set_price(key, price, currency, unit, now)?;
+                Ok(Reply::Done)
+            }
+            Op::CloseBooks { until } => {
+                self.close_books(*until, now)?;
+                Ok(Reply::Done)
+            }
             Op::RetireReplica { id } => {
                 if !self.retired_replicas.contains_key(id) {
                     self.retired_replicas.insert(*id, now);

@@ -142,6 +142,24 @@ pub enum Op {
     DestroyedPartition { computer: String, partition: String },
     /// A master replica left the Raft group: its id is never given again.
     RetireReplica { id: u64 },
+    /// `useComputer`: a computer's usage journal, one transaction per period.
+    RecordUsage {
+        computer: String,
+        transactions: Vec<super::ledger::UsageTransaction>,
+    },
+    /// A provider prices a resource (`hosting`, or one journals report) on one of their
+    /// computers or in a region, from now on.
+    SetPrice {
+        provider: String,
+        scope: super::ledger::PriceScope,
+        resource: String,
+        /// Decimal text, per unit.
+        price: String,
+        currency: String,
+        unit: String,
+    },
+    /// Close every period that ends at or before `until` (microseconds, not after now).
+    CloseBooks { until: Timestamp },
 }
 
 impl Op {
@@ -161,6 +179,9 @@ impl Op {
             Op::Rename { .. } => "rename",
             Op::DestroyedPartition { .. } => "destroyed_partition",
             Op::RetireReplica { .. } => "retire_replica",
+            Op::RecordUsage { .. } => "record_usage",
+            Op::SetPrice { .. } => "set_price",
+            Op::CloseBooks { .. } => "close_books",
         }
     }
 }
@@ -194,6 +215,11 @@ pub enum Reply {
     /// Number of instances whose timestamp a bang changed.
     Banged {
         instances: usize,
+    },
+    /// Journal transactions recorded now, and those posted before with the same lines.
+    UsageRecorded {
+        recorded: usize,
+        known: usize,
     },
 }
 

@@ -52,6 +52,18 @@ pub enum DomainError {
         "request {request} is older than the outcomes kept for its client; its result is unknown"
     )]
     RequestExpired { request: String },
+    #[error("usage journal of '{computer}' refused: {reason}")]
+    UsageRefused { computer: String, reason: String },
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("{who} does not own {what}")]
+    NotOwner { who: String, what: String },
+    #[error(
+        "the journal of '{computer}' for period {period} was recorded before with other lines"
+    )]
+    JournalConflict { computer: String, period: String },
+    #[error("the books are closed until {until}: that period cannot change")]
+    PeriodClosed { until: String },
 }
 
 impl DomainError {

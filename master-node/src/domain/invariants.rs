@@ -125,6 +125,81 @@ impl State {
                 return Err(format!("software supplied to missing computer {c}"));
             }
         }
+        self.check_ledger()
+    }
+
+    /// Hosting is billed exactly while an instance is started on a partition; journals
+    /// and indexes point at movements that exist.
+    fn check_ledger(&self) -> Result<(), String> {
+        use super::ledger::MovementKind;
+        use super::state::RequestedState;
+        for (id, inst) in self.instances.iter() {
+            let billed = !inst.shared
+                && inst.requested_state == RequestedState::Started
+                && matches!(inst.placement, Placement::Partition { .. });
+            let open = self.open_hosting.get(id);
+            if billed != open.is_some() {
+                return Err(format!(
+                    "{id}: started on a partition is {billed}, open hosting movement is {open:?}"
+                ));
+            }
+        }
+        let mut open = 0;
+        for (id, m) in self.movements.iter() {
+            if m.id != *id || *id >= self.next_movement {
+                return Err(format!(
+                    "movement keyed {id} says {} (next {})",
+                    m.id, self.next_movement
+                ));
+            }
+            if m.quantity.is_none() != m.stop.is_none() {
+                return Err(format!("movement {id}: quantity and stop disagree"));
+            }
+            if m.stop.is_none() {
+                open += 1;
+                let instance = m
+                    .instance
+                    .ok_or(format!("open movement {id} has no instance"))?;
+                if m.kind != MovementKind::Hosting || self.open_hosting.get(&instance) != Some(id) {
+                    return Err(format!(
+                        "open movement {id} is not the open hosting of {instance}"
+                    ));
+                }
+            }
+            if !self
+                .by_customer
+                .get(&m.destination)
+                .is_some_and(|s| s.contains(id))
+            {
+                return Err(format!("movement {id} missing from its customer's index"));
+            }
+        }
+        if open != self.open_hosting.len() {
+            return Err(format!(
+                "{open} open movements, {} indexed",
+                self.open_hosting.len()
+            ));
+        }
+        let indexed: usize = self.by_customer.values().map(BTreeSet::len).sum();
+        if indexed != self.movements.len() {
+            return Err(format!(
+                "{indexed} movements indexed by customer, {} kept",
+                self.movements.len()
+            ));
+        }
+        for ((computer, key), record) in self.journals.iter() {
+            for id in &record.movements {
+                if self
+                    .movements
+                    .get(id)
+                    .is_none_or(|m| m.computer != *computer)
+                {
+                    return Err(format!(
+                        "journal {computer}/{key:?} lists missing movement {id}"
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -7,9 +7,12 @@
 mod alloc;
 mod apply;
 mod command;
+mod decimal;
 mod error;
 mod ids;
 mod invariants;
+mod invoice;
+mod ledger;
 mod param;
 mod persist;
 mod state;
@@ -22,8 +25,14 @@ pub use command::{
     shown_instance, AddressSpec, Command, ComputerSpec, Op, Outcome, PartitionSpec, Reply,
     Requester, SoftwareReport,
 };
+pub use decimal::{format_date, parse_date, Decimal};
 pub use error::DomainError;
 pub use ids::{InstanceId, RequestId, Timestamp};
+pub use invoice::{Invoice, InvoiceItem, InvoiceLine};
+pub use ledger::{
+    JournalRecord, Movement, MovementKind, PriceEntry, PriceKey, PriceScope, UsageLine,
+    UsageTransaction, HOSTING, MAX_CLOCK_SKEW_MICROS,
+};
 pub use param::{stringify, ParamValue, Params, StringParams};
 pub use persist::{Change, Entry, KeyKind, PersistError, Query};
 pub use state::{

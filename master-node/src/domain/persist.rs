@@ -15,6 +15,7 @@
 
 use super::command::Outcome;
 use super::ids::{InstanceId, Timestamp};
+use super::ledger::{JournalRecord, Movement, PriceEntry, PriceKey, PriceScope};
 use super::state::{
     Computer, Instance, Partition, Placement, Session, SoftwareInstallation, State,
 };
@@ -31,6 +32,15 @@ pub enum Query {
     Instance { id: InstanceId },
     /// Every member of a tree, with their hosts.
     Tree { root: InstanceId },
+    /// The ledger for an invoice or a usage listing: the movements that count in
+    /// `[from, to)` (of one customer, or everyone's; of one provider, or any), every
+    /// price, and the clock and closed watermark.
+    Ledger {
+        customer: Option<String>,
+        provider: Option<String>,
+        from: Timestamp,
+        to: Timestamp,
+    },
     /// The whole state.
     All,
 }
@@ -48,6 +58,9 @@ const OUTCOME: u8 = b'o';
 const SESSION: u8 = b'n';
 const META: u8 = b'm';
 const RETIRED: u8 = b'r';
+const MOVEMENT: u8 = b'v';
+const PRICE: u8 = b'$';
+const JOURNAL: u8 = b'j';
 
 /// What a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +76,10 @@ pub enum KeyKind {
     Meta,
     /// Raft replica ids that left the group.
     Retired,
+    /// The ledger: movements, price histories, recorded journal transactions.
+    Movement,
+    Price,
+    Journal,
 }
 
 impl KeyKind {
@@ -76,6 +93,9 @@ impl KeyKind {
             SESSION => KeyKind::Session,
             META => KeyKind::Meta,
             RETIRED => KeyKind::Retired,
+            MOVEMENT => KeyKind::Movement,
+            PRICE => KeyKind::Price,
+            JOURNAL => KeyKind::Journal,
             _ => return None,
         })
     }
@@ -84,7 +104,13 @@ impl KeyKind {
     pub fn is_domain(self) -> bool {
         matches!(
             self,
-            KeyKind::Computer | KeyKind::Partition | KeyKind::Software | KeyKind::Instance
+            KeyKind::Computer
+                | KeyKind::Partition
+                | KeyKind::Software
+                | KeyKind::Instance
+                | KeyKind::Movement
+                | KeyKind::Price
+                | KeyKind::Journal
         )
     }
 }
@@ -116,6 +142,23 @@ struct Meta {
     next_supply: u64,
     clock: Timestamp,
     applied: u64,
+    #[serde(default)]
+    next_movement: u64,
+    #[serde(default)]
+    books_closed_until: Timestamp,
+}
+
+impl Meta {
+    fn of(state: &State) -> Meta {
+        Meta {
+            next_instance: state.next_instance,
+            next_supply: state.next_supply,
+            clock: state.clock,
+            applied: state.applied,
+            next_movement: state.next_movement,
+            books_closed_until: state.books_closed_until,
+        }
+    }
 }
 
 fn with_len(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -206,6 +249,32 @@ fn outcome_key(client: &str, seq: u64) -> Vec<u8> {
 fn retired_key(id: u64) -> Vec<u8> {
     let mut k = vec![RETIRED];
     k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn movement_key(id: u64) -> Vec<u8> {
+    let mut k = vec![MOVEMENT];
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn price_key((provider, scope, resource): &PriceKey) -> Vec<u8> {
+    let mut k = vec![PRICE];
+    with_len(&mut k, provider.as_bytes());
+    let (tag, name) = match scope {
+        PriceScope::Computer(c) => (b'c', c),
+        PriceScope::Region(r) => (b'r', r),
+    };
+    k.push(tag);
+    with_len(&mut k, name.as_bytes());
+    k.extend_from_slice(resource.as_bytes());
+    k
+}
+
+fn journal_key((computer, transaction): &(String, String)) -> Vec<u8> {
+    let mut k = vec![JOURNAL];
+    with_len(&mut k, computer.as_bytes());
+    k.extend_from_slice(transaction.as_bytes());
     k
 }
 
@@ -312,14 +381,23 @@ impl State {
             let v = v.map(|v| json(&k, v)).transpose()?;
             out.push((k, v));
         }
-        let meta = Meta {
-            next_instance: self.next_instance,
-            next_supply: self.next_supply,
-            clock: self.clock,
-            applied: self.applied,
-        };
+        for (id, v) in self.movements.take_dirty() {
+            let k = movement_key(id);
+            let v = v.map(|v| json(&k, v)).transpose()?;
+            out.push((k, v));
+        }
+        for (key, v) in self.prices.take_dirty() {
+            let k = price_key(&key);
+            let v = v.map(|v| json(&k, v)).transpose()?;
+            out.push((k, v));
+        }
+        for (key, v) in self.journals.take_dirty() {
+            let k = journal_key(&key);
+            let v = v.map(|v| json(&k, v)).transpose()?;
+            out.push((k, v));
+        }
         let k = vec![META];
-        let v = json(&k, &meta)?;
+        let v = json(&k, &Meta::of(self))?;
         out.push((k, Some(v)));
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out.dedup_by(|a, b| a.0 == b.0);
@@ -363,14 +441,19 @@ impl State {
             let v = json(&k, v)?;
             out.push((k, v));
         }
-        let meta = Meta {
-            next_instance: self.next_instance,
-            next_supply: self.next_supply,
-            clock: self.clock,
-            applied: self.applied,
-        };
+        for (id, v) in self.movements.iter() {
+            let k = movement_key(*id);
+            let v = json(&k, v)?;
+            out.push((k, v));
+        }
+        self.price_entries(&mut out)?;
+        for (key, v) in self.journals.iter() {
+            let k = journal_key(key);
+            let v = json(&k, v)?;
+            out.push((k, v));
+        }
         let k = vec![META];
-        let v = json(&k, &meta)?;
+        let v = json(&k, &Meta::of(self))?;
         out.push((k, v));
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
@@ -384,6 +467,23 @@ impl State {
         let mut software_of = BTreeSet::new();
         match query {
             Query::All => return self.entries(),
+            Query::Ledger {
+                customer,
+                provider,
+                from,
+                to,
+            } => {
+                let mut out = Vec::new();
+                for m in self.usage(customer.as_deref(), provider.as_deref(), None, *from, *to) {
+                    let k = movement_key(m.id);
+                    out.push((k.clone(), json(&k, m)?));
+                }
+                self.price_entries(&mut out)?;
+                let k = vec![META];
+                out.push((k.clone(), json(&k, &Meta::of(self))?));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(out);
+            }
             Query::Computer { computer } => {
                 if let Some(c) = self.computers.get(computer) {
                     computers.insert(c.id.clone());
@@ -452,6 +552,14 @@ impl State {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    fn price_entries(&self, out: &mut Vec<Entry>) -> Result<(), PersistError> {
+        for (key, v) in self.prices.iter() {
+            let k = price_key(key);
+            out.push((k.clone(), json(&k, v)?));
+        }
+        Ok(())
     }
 
     /// An instance and its tree's root (its views need the root's title).
@@ -532,12 +640,41 @@ impl State {
                     let at: Timestamp = parse(k, v)?;
                     state.retired_replicas.load(u64::from_be_bytes(id), at);
                 }
+                Some(KeyKind::Movement) => {
+                    let id: [u8; 8] = body.try_into().map_err(|_| bad("movement key length"))?;
+                    let m: Movement = parse(k, v)?;
+                    state.movements.load(u64::from_be_bytes(id), m);
+                }
+                Some(KeyKind::Price) => {
+                    let (provider, rest) = split_len(body).ok_or(bad("short price key"))?;
+                    let (tag, rest) = rest.split_first().ok_or(bad("short price key"))?;
+                    let (name, resource) = split_len(rest).ok_or(bad("short price key"))?;
+                    let name = utf8(k, name)?;
+                    let scope = match tag {
+                        b'c' => PriceScope::Computer(name),
+                        b'r' => PriceScope::Region(name),
+                        _ => return Err(bad("unknown price scope")),
+                    };
+                    let history: Vec<PriceEntry> = parse(k, v)?;
+                    state
+                        .prices
+                        .load((utf8(k, provider)?, scope, utf8(k, resource)?), history);
+                }
+                Some(KeyKind::Journal) => {
+                    let (computer, rest) = split_len(body).ok_or(bad("short journal key"))?;
+                    let record: JournalRecord = parse(k, v)?;
+                    state
+                        .journals
+                        .load((utf8(k, computer)?, utf8(k, rest)?), record);
+                }
                 Some(KeyKind::Meta) => {
                     let meta: Meta = parse(k, v)?;
                     state.next_instance = meta.next_instance;
                     state.next_supply = meta.next_supply;
                     state.clock = meta.clock;
                     state.applied = meta.applied;
+                    state.next_movement = meta.next_movement;
+                    state.books_closed_until = meta.books_closed_until;
                 }
                 None => return Err(bad("unknown key kind")),
             }
@@ -575,6 +712,7 @@ impl State {
                 .insert((inst.root, inst.title.clone()), inst.id);
             self.trees.entry(inst.root).or_default().insert(inst.id);
         }
+        self.rebuild_ledger_indexes();
     }
 
     /// The state as one byte string: every entity, length-prefixed, in key order.

@@ -212,6 +212,14 @@ pub struct State {
     pub(crate) sessions: Tracked<String, Session>,
     /// Raft replica ids that left the group, with when: never to be reused.
     pub(crate) retired_replicas: Tracked<u64, Timestamp>,
+    /// The ledger: movements by id, price histories, recorded journal transactions.
+    pub(crate) movements: Tracked<u64, super::ledger::Movement>,
+    pub(crate) prices: Tracked<super::ledger::PriceKey, Vec<super::ledger::PriceEntry>>,
+    /// (computer, transaction key) -> what it recorded.
+    pub(crate) journals: Tracked<(String, String), super::ledger::JournalRecord>,
+    pub(crate) next_movement: u64,
+    /// No journal may report a period ending before this (see `ledger.rs`).
+    pub(crate) books_closed_until: Timestamp,
     pub(crate) next_instance: u64,
     /// Counter giving each supply its place in the computer's software list.
     pub(crate) next_supply: u64,
@@ -225,6 +233,10 @@ pub struct State {
     pub(crate) members: BTreeMap<(InstanceId, String), InstanceId>,
     /// Members of each tree (the root included). Derived.
     pub(crate) trees: BTreeMap<InstanceId, BTreeSet<InstanceId>>,
+    /// The open hosting movement of each billed instance. Derived.
+    pub(crate) open_hosting: BTreeMap<InstanceId, u64>,
+    /// Movement ids by customer (None: billed to no one). Derived.
+    pub(crate) by_customer: BTreeMap<Option<String>, BTreeSet<u64>>,
     /// Partitions a format took away since the last `take_changes` (their keys go).
     pub(crate) dropped_partitions: Pending<Vec<(String, String)>>,
     /// The bytes last written for each computer header and partition key, so that a

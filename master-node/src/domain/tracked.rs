@@ -14,6 +14,9 @@ use std::ops::Deref;
 pub(crate) struct Tracked<K: Ord + Clone, V> {
     map: BTreeMap<K, V>,
     dirty: BTreeSet<K>,
+    /// Keys written since the last `take_touched`, kept only when watched (a second
+    /// consumer that runs per command, unlike persistence which may run per batch).
+    touched: Option<BTreeSet<K>>,
 }
 
 impl<K: Ord + Clone, V> Default for Tracked<K, V> {
@@ -21,6 +24,7 @@ impl<K: Ord + Clone, V> Default for Tracked<K, V> {
         Tracked {
             map: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            touched: None,
         }
     }
 }
@@ -40,6 +44,30 @@ impl<K: Ord + Clone, V: PartialEq> PartialEq for Tracked<K, V> {
 }
 
 impl<K: Ord + Clone, V> Tracked<K, V> {
+    /// A map that also records the keys written for [`Tracked::take_touched`].
+    pub fn watched() -> Self {
+        Tracked {
+            map: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            touched: Some(BTreeSet::new()),
+        }
+    }
+
+    fn mark(&mut self, key: &K) {
+        self.dirty.insert(key.clone());
+        if let Some(touched) = &mut self.touched {
+            touched.insert(key.clone());
+        }
+    }
+
+    /// Keys written since the last call (always empty unless [`Tracked::watched`]).
+    pub fn take_touched(&mut self) -> BTreeSet<K> {
+        match &mut self.touched {
+            Some(touched) => std::mem::take(touched),
+            None => BTreeSet::new(),
+        }
+    }
+
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
@@ -47,7 +75,8 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
     {
         match self.map.get_key_value(key) {
             Some((k, _)) => {
-                self.dirty.insert(k.clone());
+                let k = k.clone();
+                self.mark(&k);
             }
             None => return None,
         }
@@ -55,7 +84,7 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
     }
 
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        self.dirty.insert(key.clone());
+        self.mark(&key);
         self.map.insert(key, value)
     }
 
@@ -65,12 +94,12 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
         Q: Ord + ?Sized,
     {
         let (k, v) = self.map.remove_entry(key)?;
-        self.dirty.insert(k);
+        self.mark(&k);
         Some(v)
     }
 
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        self.dirty.insert(key.clone());
+        self.mark(&key);
         self.map.entry(key).or_insert_with(make)
     }
 
@@ -105,6 +134,7 @@ impl<'de, K: Ord + Clone + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'d
         Ok(Tracked {
             map: BTreeMap::deserialize(d)?,
             dirty: BTreeSet::new(),
+            touched: None,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! `instance_guid` is the instance id (`SOFTINST-n`), not slapproxy's synthetic
 //! `<title>___<requested_by>___<0|1>`. See `DESIGN.md`, "JSON-RPC v0".
 
+pub mod ledger;
 pub mod remote;
 pub mod schema;
 
@@ -59,6 +60,12 @@ names! {
     PutSoftwareInstanceTitle = "slapos.put.v0.software_instance_title";
     PutSoftwareInstanceConnectionParameter = "slapos.put.v0.software_instance_connection_parameter";
     PutSoftwareInstanceError = "slapos.put.v0.software_instance_error";
+    PostComputeNodeUsage = "slapos.post.v0.compute_node_usage";
+    PostComputeNode = "slapos.post.v0.compute_node";
+    PutPrice = "slapos.put.v0.price";
+    PostAccountingPeriodClose = "slapos.post.v0.accounting_period_close";
+    GetInvoice = "slapos.get.v0.invoice";
+    MovementList = "slapos.allDocs.v0.movement_list";
 }
 
 /// Methods of slapos.core's `json_rpc.json` that this gateway does not implement: they
@@ -69,7 +76,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "slapos.get.v0.hateoas_url",
     "slapos.get.v0.compute_node_status",
     "slapos.get.v0.software_instance_certificate",
-    "slapos.post.v0.compute_node_usage",
     "slapos.post.v0.compute_node_certificate",
     "slapos.put.v0.compute_node_format",
     "slapos.remove.v0.compute_node_certificate",
@@ -98,6 +104,12 @@ impl Name {
             Name::PutSoftwareInstanceBang | Name::PutSoftwareInstanceError => INSTANCE_MESSAGE,
             Name::PutSoftwareInstanceTitle => INSTANCE_TITLE,
             Name::PutSoftwareInstanceConnectionParameter => CONNECTION_PARAMETER,
+            Name::PostComputeNodeUsage => ledger::COMPUTE_NODE_USAGE,
+            Name::PostComputeNode => ledger::COMPUTE_NODE,
+            Name::PutPrice => ledger::PRICE,
+            Name::PostAccountingPeriodClose => ledger::PERIOD_CLOSE,
+            Name::GetInvoice => ledger::INVOICE,
+            Name::MovementList => ledger::MOVEMENT_LIST,
         }
     }
 }
@@ -231,6 +243,8 @@ pub enum Read {
         computer: String,
         partition: String,
     },
+    /// Invoices and movement lists.
+    Ledger(ledger::LedgerRead),
 }
 
 /// A write on an instance named by its guid: the op depends on where it lives.
@@ -335,6 +349,12 @@ pub fn parse(
     let map = schema::validate(&value, name.schema()).map_err(bad)?;
     let s = |key: &str| str_of(map, key).to_string();
     Ok(match name {
+        Name::PostComputeNodeUsage => ledger::usage(ctx, map)?,
+        Name::PostComputeNode => ledger::register(ctx, map)?,
+        Name::PutPrice => ledger::price(ctx, map)?,
+        Name::PostAccountingPeriodClose => ledger::close(ctx, map)?,
+        Name::GetInvoice => ledger::invoice(ctx, map)?,
+        Name::MovementList => ledger::movements(ctx, map)?,
         Name::ComputeNodeInstanceList => Call::Read(Read::ComputerInstances(s("computer_guid"))),
         Name::ComputeNodeSoftwareInstallationList => {
             Call::Read(Read::ComputerSoftware(s("computer_guid")))
@@ -599,12 +619,17 @@ pub fn domain_error(err: &DomainError) -> JsonError {
         DomainError::PartitionFree { .. }
         | DomainError::NoCapacity { .. }
         | DomainError::NoSharedHost { .. } => 403,
-        DomainError::InvalidArgument { .. } | DomainError::UnknownSlaKey(_) => 400,
+        DomainError::InvalidArgument { .. }
+        | DomainError::UnknownSlaKey(_)
+        | DomainError::UsageRefused { .. } => 400,
+        DomainError::Forbidden(_) | DomainError::NotOwner { .. } => 403,
         DomainError::ComputerExists(_)
         | DomainError::PartitionsInUse { .. }
         | DomainError::TitleTaken { .. }
         | DomainError::NotRequestedDestroyed { .. }
-        | DomainError::SoftwareNotDestroyed { .. } => 409,
+        | DomainError::SoftwareNotDestroyed { .. }
+        | DomainError::JournalConflict { .. }
+        | DomainError::PeriodClosed { .. } => 409,
         DomainError::RequestExpired { .. } => return JsonError::internal(err),
         _ => return JsonError::internal(err),
     };
@@ -712,6 +737,7 @@ impl Read {
 
     fn value(&self, state: &State) -> Result<Value, JsonError> {
         match self {
+            Read::Ledger(read) => read.value(state),
             Read::ComputerInstances(computer) => {
                 let view = state
                     .computer_view(computer)

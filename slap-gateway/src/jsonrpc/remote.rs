@@ -32,6 +32,13 @@ async fn read_state(masters: &Masters, read: &Read) -> Result<State, JsonError> 
         Read::ComputerInstances(c) | Read::ComputerSoftware(c) => computer(masters, c).await,
         Read::Partition { computer: c, .. } => computer(masters, c).await,
         Read::Hosted(id) | Read::Instance(id) => instance(masters, *id).await,
+        Read::Ledger(read) => {
+            let (customer, provider) = read.filter();
+            masters
+                .read_ledger(customer, provider, read.from, read.to)
+                .await
+                .map_err(master_error)
+        }
     }
 }
 

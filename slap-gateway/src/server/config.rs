@@ -24,6 +24,7 @@ use crate::slap::{FieldLimits, SlapContext};
 /// person = "user"                            # owner of root requests
 /// partition_header = true                    # honour Authorization: X-SlapPartition
 /// # default_computer = "slaprunner"          # answered empty before it is formatted
+/// # admins = ["admin"]                      # may read every invoice, close periods
 /// software_product_list = """
 /// kvm https://lab.example/kvm/software.cfg
 /// """
@@ -84,6 +85,9 @@ pub struct SlapSettings {
     pub default_computer: Option<String>,
     /// slapproxy's `software_product_list`: one `<reference> <url>` per line.
     pub software_product_list: String,
+    /// People who may read anyone's invoices and movements and close accounting periods.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admins: Vec<String>,
 }
 
 impl Default for SlapSettings {
@@ -93,6 +97,7 @@ impl Default for SlapSettings {
             partition_header: true,
             default_computer: None,
             software_product_list: String::new(),
+            admins: Vec::new(),
         }
     }
 }
@@ -215,6 +220,7 @@ impl GatewayConfig {
             default_computer: self.slap.default_computer.clone(),
             software_products: Vec::new(),
             run_id: None,
+            admins: self.slap.admins.clone(),
             limits: FieldLimits::DEFAULT,
         }
         .with_software_product_list(&self.slap.software_product_list)

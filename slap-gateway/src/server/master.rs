@@ -246,6 +246,29 @@ impl Masters {
         })
     }
 
+    /// The ledger an invoice or a movement list needs, read linearizably: an invoice
+    /// must show every movement acknowledged before it was asked for.
+    pub async fn read_ledger(
+        &self,
+        customer: Option<String>,
+        provider: Option<String>,
+        from: master_node::Timestamp,
+        to: master_node::Timestamp,
+    ) -> Result<State, MasterError> {
+        Self::state(
+            self.read_entries(
+                &MasterQuery::Ledger {
+                    customer,
+                    provider,
+                    from,
+                    to,
+                },
+                true,
+            )
+            .await?,
+        )
+    }
+
     /// What a JSON-RPC answer about one instance needs: the instance, its root, its host
     /// if shared, and the computer that carries it with everything on it (so the shared
     /// instances a host carries are there too). Bounded staleness, as [`Masters::read`].

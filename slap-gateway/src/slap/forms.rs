@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use master_node::domain::{
     AddressSpec, ComputerSpec, ParamValue, Params, PartitionSpec, Requester, SoftwareReport,
-    StatusKind, StringParams,
+    StatusKind, StringParams, UsageLine, UsageTransaction,
 };
 use master_node::Op;
 use slapos_proto::marshal::{self, Value};
@@ -144,7 +144,7 @@ pub enum Query {
 pub enum SlapCall {
     Write(Write),
     Query(Query),
-    /// Answered without the state: a validated usage report (not recorded yet), the no-op
+    /// Answered without the state: the no-op
     /// `updateComputerPartitionRelatedInstanceList`, endpoints this gateway does not offer.
     Answer(SlapResponse),
 }
@@ -161,6 +161,36 @@ pub struct PartitionIdentity {
 /// each item split on its first `=`, keys and values stripped. Another scheme is no
 /// identity (`Ok(None)`); an item without `=`, or a header lacking `computer_id` or
 /// `computer_partition_id`, is malformed (slapproxy fails with a 500 there; we say 400).
+/// A computer's usage journal (`computer_consumption.xsd`, the body of `useComputer` and
+/// the `tioxml` of `compute_node_usage`) as the op that records it: validated against
+/// the schema here, against the state by the master.
+pub fn usage_op(computer: String, journal: &str, limits: &Limits) -> Result<Op, String> {
+    let journal = slapos_proto::journal::decode_computer_journal(journal.as_bytes(), limits)
+        .map_err(|e| format!("not a valid computer consumption journal: {e}"))?;
+    let transactions = journal
+        .transactions
+        .into_iter()
+        .map(|t| UsageTransaction {
+            reference: t.reference,
+            start_date: t.start_date,
+            stop_date: t.stop_date,
+            lines: t
+                .movements
+                .into_iter()
+                .map(|m| UsageLine {
+                    partition: m.reference,
+                    resource: m.resource,
+                    quantity: m.quantity.trimmed().to_string(),
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Op::RecordUsage {
+        computer,
+        transactions,
+    })
+}
+
 pub fn parse_partition_header(value: &str) -> Result<Option<PartitionIdentity>, FormError> {
     let value = value.trim();
     let (scheme, rest) = value.split_once(char::is_whitespace).unwrap_or((value, ""));
@@ -382,19 +412,18 @@ pub fn parse(
             })
         }
         Endpoint::UseComputer => {
-            f.required("computer_id")?;
+            let computer = f.required("computer_id")?;
             let journal = f.raw("use_string").ok_or(FormError::MissingField {
                 field: "use_string",
             })?;
-            slapos_proto::journal::decode_computer_journal(journal.as_bytes(), &limits.document)
-                .map_err(|source| FormError::Shape {
+            let op = usage_op(computer, journal, &limits.document).map_err(|message| {
+                FormError::Shape {
                     field: "use_string",
                     path: String::new(),
-                    message: format!("not a valid computer consumption journal: {source}"),
-                })?;
-            // Usage is validated like the real master does, but not recorded yet: the
-            // usage ledger is a later piece of the master.
-            Ok(SlapCall::Answer(SlapResponse::text(200, "OK")))
+                    message,
+                }
+            })?;
+            write(op)
         }
         Endpoint::ComputerBang => write(Op::BangComputer {
             computer: f.required("computer_id")?,

@@ -71,6 +71,8 @@ pub struct SlapContext {
     /// The answer of `getRunId` (slapproxy's process id, for multimaster self-detection);
     /// None answers 404.
     pub run_id: Option<String>,
+    /// People who may read anyone's invoices and movements and close periods.
+    pub admins: Vec<String>,
     /// Bounds on form fields.
     pub limits: FieldLimits,
 }
@@ -118,6 +120,7 @@ impl SlapContext {
             default_computer: default_computer.map(str::to_string),
             software_products: Vec::new(),
             run_id: None,
+            admins: Vec::new(),
             limits: FieldLimits::DEFAULT,
         }
     }

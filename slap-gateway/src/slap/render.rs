@@ -37,12 +37,17 @@ pub fn domain_status(err: &DomainError) -> u16 {
         | DomainError::UnknownSoftware { .. }
         | DomainError::NoCapacity { .. }
         | DomainError::NoSharedHost { .. } => 404,
-        DomainError::InvalidArgument { .. } | DomainError::UnknownSlaKey(_) => 400,
+        DomainError::InvalidArgument { .. }
+        | DomainError::UnknownSlaKey(_)
+        | DomainError::UsageRefused { .. } => 400,
+        DomainError::Forbidden(_) | DomainError::NotOwner { .. } => 403,
         DomainError::ComputerExists(_)
         | DomainError::PartitionsInUse { .. }
         | DomainError::TitleTaken { .. }
         | DomainError::NotRequestedDestroyed { .. }
-        | DomainError::SoftwareNotDestroyed { .. } => 409,
+        | DomainError::SoftwareNotDestroyed { .. }
+        | DomainError::JournalConflict { .. }
+        | DomainError::PeriodClosed { .. } => 409,
         DomainError::RequestExpired { .. } => 500,
     }
 }
@@ -132,6 +137,8 @@ pub fn write(state: &State, write: &Write, outcome: &Outcome) -> SlapResponse {
         }
         (Endpoint::DestroyedComputerPartition, _) => text("OK"),
         (Endpoint::DestroyedSoftwareRelease, _) => text("OK"),
+        // the real master's answer to a journal it accepted (re-posted ones included)
+        (Endpoint::UseComputer, _) => text("OK"),
         (Endpoint::ComputerBang, _) => marshalled(&Value::Str(String::new())),
         (endpoint, reply) => internal(format!("{endpoint} answered unexpectedly: {reply:?}")),
     }

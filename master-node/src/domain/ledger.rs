@@ -1,0 +1,632 @@
+//! Accounting: movements between parties, prices, and the period after which nothing
+//! changes.
+//!
+//! Two kinds of movement, both recorded by the state machine itself so every replica
+//! holds the same ledger:
+//!
+//! * **hosting**: derived from transitions the master already records. While a regular
+//!   instance sits on a partition with an effective requested state of `started`, one
+//!   hosting movement is open for it; it closes (its quantity becomes the hours between
+//!   start and stop) when the instance is stopped, destroyed or leaves the partition.
+//!   After every command, the instances it touched are compared with the open movements
+//!   (`sync_hosting`), so no code path that changes a state can forget to bill.
+//! * **usage**: the lines of the journals nodes post with `useComputer`, one movement
+//!   per line. A journal transaction is identified by (computer, reference, start date,
+//!   stop date): posted again with the same lines it records nothing; with different
+//!   lines it is refused, so a movement is never counted twice nor silently replaced.
+//!
+//! The source of a movement is the provider (the computer's owner), its destination the
+//! customer (the owner of the instance tree), as goods flow; money flows back.
+//!
+//! Prices are set by a provider per computer or per region and resource, and take effect
+//! at the time of the command that sets them (never earlier), so an invoice over a past
+//! period is a function of what was recorded. `CloseBooks` moves a watermark: no journal
+//! may report a period that ends before it, and since hosting movements and prices only
+//! ever change at the current time, a closed period's invoices never change.
+
+use super::decimal::{format_date, parse_date, Decimal};
+use super::error::DomainError;
+use super::ids::{InstanceId, Timestamp};
+use super::state::{Placement, RequestedState, State};
+use serde::{Deserialize, Serialize};
+
+/// The resource name of hosting movements.
+pub const HOSTING: &str = "hosting";
+/// How far a journal's stop date may lie ahead of the master's clock (node clocks drift).
+pub const MAX_CLOCK_SKEW_MICROS: u64 = 5 * 60 * 1_000_000;
+/// Largest quantity one usage line may report.
+pub const MAX_QUANTITY: i64 = 1_000_000_000_000;
+/// Largest unit price.
+pub const MAX_PRICE: i64 = 1_000_000;
+/// Most lines in one journal (the gateway's document size limit comes first).
+pub const MAX_USAGE_LINES: usize = 200_000;
+/// Longest resource, unit or currency name.
+const MAX_LABEL: usize = 255;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MovementKind {
+    Hosting,
+    Usage,
+}
+
+impl MovementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementKind::Hosting => "hosting",
+            MovementKind::Usage => "usage",
+        }
+    }
+}
+
+/// One movement of a resource from a provider to a customer. Self-contained: it keeps
+/// copies of the names it concerns, so it outlives the instance, partition or computer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Movement {
+    pub id: u64,
+    pub kind: MovementKind,
+    /// `hosting`, or the resource a journal line names.
+    pub resource: String,
+    /// Hours for hosting (None while open); the reported quantity for usage.
+    pub quantity: Option<Decimal>,
+    pub start: Timestamp,
+    /// None while a hosting movement is open.
+    pub stop: Option<Timestamp>,
+    /// The provider: the computer's owner.
+    pub source: String,
+    /// The customer: the owner of the instance tree; None for usage of a partition that
+    /// hosted nothing when the journal arrived (recorded, billed to no one).
+    pub destination: Option<String>,
+    pub computer: String,
+    pub partition: String,
+    /// The computer's region when the movement was recorded (prices per region).
+    pub region: Option<String>,
+    pub instance: Option<InstanceId>,
+    /// The instance tree (its root) and the root's title when recorded.
+    pub tree: Option<InstanceId>,
+    pub tree_title: Option<String>,
+    /// For usage: the journal transaction it came from.
+    pub journal: Option<String>,
+    pub recorded_at: Timestamp,
+}
+
+/// What a price applies to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PriceScope {
+    /// One computer of the provider.
+    Computer(String),
+    /// Every computer of the provider in a region (a computer's own price wins).
+    Region(String),
+}
+
+/// One price of a price's history: from `from` on, until the next entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceEntry {
+    pub from: Timestamp,
+    /// Per unit of the resource (per hour for hosting).
+    pub price: Decimal,
+    pub currency: String,
+    pub unit: String,
+}
+
+/// (provider, scope, resource).
+pub type PriceKey = (String, PriceScope, String);
+
+/// One usage line as the gateway read it from a journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageLine {
+    /// The journal movement's `reference`: the partition.
+    pub partition: Option<String>,
+    pub resource: String,
+    /// As written (`xs:float` text).
+    pub quantity: String,
+}
+
+/// One journal transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageTransaction {
+    /// The reporting computer (slapgrid writes the computer id).
+    pub reference: String,
+    /// Empty when the node did not say (slapgrid): the period then starts where the
+    /// computer's previous journal stopped.
+    pub start_date: String,
+    pub stop_date: String,
+    pub lines: Vec<UsageLine>,
+}
+
+/// A journal transaction once recorded: its period and the movements it produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    pub start: Timestamp,
+    pub stop: Timestamp,
+    pub movements: Vec<u64>,
+    pub recorded_at: Timestamp,
+}
+
+/// The key of a journal transaction: (computer, reference, start date, stop date).
+pub fn journal_key(computer: &str, t: &UsageTransaction) -> (String, String) {
+    (
+        computer.to_string(),
+        format!("{}\u{1f}{}\u{1f}{}", t.reference, t.start_date, t.stop_date),
+    )
+}
+
+fn check_label(field: &str, value: &str) -> Result<(), DomainError> {
+    if value.is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_LABEL || value.chars().any(char::is_control) {
+        return Err(DomainError::invalid(
+            field,
+            format!("at most {MAX_LABEL} bytes, no control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// What a validated journal will do.
+enum Planned {
+    /// Posted before with the same lines.
+    Known,
+    New {
+        key: (String, String),
+        start: Timestamp,
+        stop: Timestamp,
+        lines: Vec<(String, String, Decimal)>,
+    },
+}
+
+impl State {
+    /// `SetPrice`: a provider prices a resource on one of their computers or in a region.
+    pub(crate) fn set_price(
+        &mut self,
+        (provider, scope, resource): PriceKey,
+        price: &str,
+        currency: &str,
+        unit: &str,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
+        check_label("provider", &provider)?;
+        check_label("resource", &resource)?;
+        check_label("currency", currency)?;
+        check_label("unit", unit)?;
+        match &scope {
+            PriceScope::Computer(id) => {
+                let c = self
+                    .computers
+                    .get(id)
+                    .ok_or_else(|| DomainError::UnknownComputer(id.clone()))?;
+                if c.owner != provider {
+                    return Err(DomainError::NotOwner {
+                        who: provider.to_string(),
+                        what: format!("computer '{id}'"),
+                    });
+                }
+            }
+            PriceScope::Region(region) => check_label("region", region)?,
+        }
+        let price = Decimal::parse(price).map_err(|m| DomainError::invalid("price", m))?;
+        if price.is_negative() || price > Decimal::from_int(MAX_PRICE) {
+            return Err(DomainError::invalid(
+                "price",
+                format!("must be between 0 and {MAX_PRICE}"),
+            ));
+        }
+        let entry = PriceEntry {
+            from: now,
+            price,
+            currency: currency.to_string(),
+            unit: unit.to_string(),
+        };
+        let history = self
+            .prices
+            .get_or_insert_with((provider, scope, resource), Vec::new);
+        // two prices set at the same instant: the later command wins
+        if history.last().is_some_and(|e| e.from == now) {
+            history.pop();
+        }
+        history.push(entry);
+        Ok(())
+    }
+
+    /// `CloseBooks`: nothing reported before `until` may change any more.
+    pub(crate) fn close_books(
+        &mut self,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
+        if until > now {
+            return Err(DomainError::invalid(
+                "until",
+                format!(
+                    "{} is in the future (master clock {})",
+                    format_date(until),
+                    format_date(now)
+                ),
+            ));
+        }
+        if until < self.books_closed_until {
+            return Err(DomainError::PeriodClosed {
+                until: format_date(self.books_closed_until),
+            });
+        }
+        self.books_closed_until = until;
+        Ok(())
+    }
+
+    /// `RecordUsage`: a computer's journal. Validates every transaction, then records the
+    /// new ones; a transaction posted before with the same lines records nothing.
+    pub(crate) fn record_usage(
+        &mut self,
+        computer: &str,
+        transactions: &[UsageTransaction],
+        now: Timestamp,
+    ) -> Result<(usize, usize), DomainError> {
+        let refuse = |reason: String| DomainError::UsageRefused {
+            computer: computer.to_string(),
+            reason,
+        };
+        let c = self
+            .computers
+            .get(computer)
+            .ok_or_else(|| DomainError::UnknownComputer(computer.to_string()))?;
+        if transactions.is_empty() {
+            return Err(refuse("the journal has no transaction".into()));
+        }
+        let lines: usize = transactions.iter().map(|t| t.lines.len()).sum();
+        if lines > MAX_USAGE_LINES {
+            return Err(refuse(format!(
+                "{lines} lines, over the limit of {MAX_USAGE_LINES}"
+            )));
+        }
+        let mut plans = Vec::with_capacity(transactions.len());
+        let mut keys = std::collections::BTreeSet::new();
+        for t in transactions {
+            if t.reference != computer {
+                return Err(DomainError::Forbidden(format!(
+                    "computer '{computer}' posted a journal for '{}'",
+                    t.reference
+                )));
+            }
+            let key = journal_key(computer, t);
+            if !keys.insert(key.clone()) {
+                return Err(refuse(format!(
+                    "transaction for period '{}'..'{}' appears twice",
+                    t.start_date, t.stop_date
+                )));
+            }
+            let stop = parse_date(&t.stop_date).map_err(|m| refuse(format!("stop_date: {m}")))?;
+            let start = match t.start_date.trim() {
+                "" => None,
+                s => Some(parse_date(s).map_err(|m| refuse(format!("start_date: {m}")))?),
+            };
+            if start.is_some_and(|s| s > stop) {
+                return Err(refuse(format!(
+                    "period starts ({}) after it stops ({})",
+                    t.start_date, t.stop_date
+                )));
+            }
+            if stop.micros() > now.micros().saturating_add(MAX_CLOCK_SKEW_MICROS) {
+                return Err(refuse(format!(
+                    "period ends in the future ({}; master clock {})",
+                    format_date(stop),
+                    format_date(now)
+                )));
+            }
+            let mut parsed = Vec::with_capacity(t.lines.len());
+            for (n, line) in t.lines.iter().enumerate() {
+                let at = |m: String| refuse(format!("movement {}: {m}", n + 1));
+                let partition = line
+                    .partition
+                    .as_deref()
+                    .filter(|p| !p.is_empty())
+                    .ok_or_else(|| at("names no partition (reference)".into()))?;
+                if c.partition(partition).is_none() {
+                    return Err(DomainError::Forbidden(format!(
+                        "computer '{computer}' reported usage for '{partition}', which is not one of its partitions"
+                    )));
+                }
+                check_label("resource", &line.resource).map_err(|e| at(e.to_string()))?;
+                let quantity =
+                    Decimal::parse(&line.quantity).map_err(|m| at(format!("quantity: {m}")))?;
+                if quantity.is_negative() {
+                    return Err(at(format!("negative quantity {}", line.quantity.trim())));
+                }
+                if quantity > Decimal::from_int(MAX_QUANTITY) {
+                    return Err(at(format!("quantity over {MAX_QUANTITY}")));
+                }
+                parsed.push((partition.to_string(), line.resource.clone(), quantity));
+            }
+            if let Some(record) = self.journals.get(&key) {
+                let same = record.movements.len() == parsed.len()
+                    && record.movements.iter().zip(&parsed).all(|(id, (p, r, q))| {
+                        self.movements.get(id).is_some_and(|m| {
+                            m.partition == *p && m.resource == *r && m.quantity == Some(*q)
+                        })
+                    });
+                if !same {
+                    return Err(DomainError::JournalConflict {
+                        computer: computer.to_string(),
+                        period: format!("'{}'..'{}'", t.start_date, t.stop_date),
+                    });
+                }
+                plans.push(Planned::Known);
+                continue;
+            }
+            if stop < self.books_closed_until {
+                return Err(DomainError::PeriodClosed {
+                    until: format_date(self.books_closed_until),
+                });
+            }
+            let start = start.unwrap_or_else(|| self.previous_journal_stop(computer, stop));
+            plans.push(Planned::New {
+                key,
+                start,
+                stop,
+                lines: parsed,
+            });
+        }
+        let (mut recorded, mut known) = (0, 0);
+        let provider = c.owner.clone();
+        let region = c.region.clone();
+        for plan in plans {
+            let Planned::New {
+                key,
+                start,
+                stop,
+                lines,
+            } = plan
+            else {
+                known += 1;
+                continue;
+            };
+            let journal = key.1.replace('\u{1f}', " ");
+            let mut ids = Vec::with_capacity(lines.len());
+            for (partition, resource, quantity) in lines {
+                let (instance, tree, tree_title, customer) = self.occupant(computer, &partition);
+                let id = self.next_movement;
+                self.next_movement += 1;
+                self.insert_movement(Movement {
+                    id,
+                    kind: MovementKind::Usage,
+                    resource,
+                    quantity: Some(quantity),
+                    start,
+                    stop: Some(stop),
+                    source: provider.clone(),
+                    destination: customer,
+                    computer: computer.to_string(),
+                    partition,
+                    region: region.clone(),
+                    instance,
+                    tree,
+                    tree_title,
+                    journal: Some(journal.clone()),
+                    recorded_at: now,
+                });
+                ids.push(id);
+            }
+            self.journals.insert(
+                key,
+                JournalRecord {
+                    start,
+                    stop,
+                    movements: ids,
+                    recorded_at: now,
+                },
+            );
+            recorded += 1;
+        }
+        Ok((recorded, known))
+    }
+
+    /// Where a journal without a start date begins: the stop of the computer's latest
+    /// journal that ended before this one, or the stop itself (a reading at one instant).
+    fn previous_journal_stop(&self, computer: &str, stop: Timestamp) -> Timestamp {
+        let from = (computer.to_string(), String::new());
+        self.journals
+            .range(from..)
+            .take_while(|((c, _), _)| c == computer)
+            .map(|(_, r)| r.stop)
+            .filter(|s| *s < stop)
+            .max()
+            .unwrap_or(stop)
+    }
+
+    /// The instance a partition hosts, its tree, the tree's title and owner.
+    #[allow(clippy::type_complexity)]
+    fn occupant(
+        &self,
+        computer: &str,
+        partition: &str,
+    ) -> (
+        Option<InstanceId>,
+        Option<InstanceId>,
+        Option<String>,
+        Option<String>,
+    ) {
+        let Some(id) = self
+            .computers
+            .get(computer)
+            .and_then(|c| c.partition(partition))
+            .and_then(|p| p.instance)
+        else {
+            return (None, None, None, None);
+        };
+        let Some(inst) = self.instances.get(&id) else {
+            return (None, None, None, None);
+        };
+        let title = self.instances.get(&inst.root).map(|r| r.title.clone());
+        (Some(id), Some(inst.root), title, Some(inst.owner.clone()))
+    }
+
+    fn insert_movement(&mut self, m: Movement) {
+        if m.kind == MovementKind::Hosting && m.stop.is_none() {
+            if let Some(instance) = m.instance {
+                self.open_hosting.insert(instance, m.id);
+            }
+        }
+        self.by_customer
+            .entry(m.destination.clone())
+            .or_default()
+            .insert(m.id);
+        self.movements.insert(m.id, m);
+    }
+
+    /// Opens and closes hosting movements for the instances the last command touched.
+    pub(crate) fn sync_hosting(&mut self, now: Timestamp) {
+        for id in self.instances.take_touched() {
+            let billed = self.instances.get(&id).and_then(|inst| {
+                if inst.shared || inst.requested_state != RequestedState::Started {
+                    return None;
+                }
+                match &inst.placement {
+                    Placement::Partition {
+                        computer,
+                        partition,
+                    } => Some((computer.clone(), partition.clone())),
+                    _ => None,
+                }
+            });
+            let open = self.open_hosting.get(&id).copied();
+            match (billed, open) {
+                (Some((computer, partition)), None) => {
+                    let (instance, tree, tree_title, customer) =
+                        self.occupant(&computer, &partition);
+                    let Some(c) = self.computers.get(&computer) else {
+                        continue;
+                    };
+                    let (source, region) = (c.owner.clone(), c.region.clone());
+                    let movement = self.next_movement;
+                    self.next_movement += 1;
+                    self.insert_movement(Movement {
+                        id: movement,
+                        kind: MovementKind::Hosting,
+                        resource: HOSTING.to_string(),
+                        quantity: None,
+                        start: now,
+                        stop: None,
+                        source,
+                        destination: customer,
+                        computer,
+                        partition,
+                        region,
+                        instance,
+                        tree,
+                        tree_title,
+                        journal: None,
+                        recorded_at: now,
+                    });
+                }
+                (None, Some(movement)) => {
+                    self.open_hosting.remove(&id);
+                    if let Some(m) = self.movements.get_mut(&movement) {
+                        m.stop = Some(now);
+                        m.quantity = Some(Decimal::hours_of_micros(
+                            now.micros().saturating_sub(m.start.micros()),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The price in force for a movement's resource at `at`: the computer's own, else the
+    /// region's, of the movement's provider.
+    pub fn price_at(&self, m: &Movement, at: Timestamp) -> Option<&PriceEntry> {
+        let lookup = |scope: PriceScope| {
+            self.prices
+                .get(&(m.source.clone(), scope, m.resource.clone()))
+                .and_then(|h| h.iter().rev().find(|e| e.from <= at))
+        };
+        lookup(PriceScope::Computer(m.computer.clone())).or_else(|| {
+            m.region
+                .as_ref()
+                .and_then(|r| lookup(PriceScope::Region(r.clone())))
+        })
+    }
+
+    /// The instants in `(from, to)` at which a price for this movement changes.
+    pub(crate) fn price_changes(
+        &self,
+        m: &Movement,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Vec<Timestamp> {
+        let mut scopes = vec![PriceScope::Computer(m.computer.clone())];
+        if let Some(r) = &m.region {
+            scopes.push(PriceScope::Region(r.clone()));
+        }
+        let mut out: Vec<Timestamp> = scopes
+            .into_iter()
+            .filter_map(|s| self.prices.get(&(m.source.clone(), s, m.resource.clone())))
+            .flatten()
+            .map(|e| e.from)
+            .filter(|t| *t > from && *t < to)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Every price, by (provider, scope, resource), with its history.
+    pub fn prices(&self) -> impl Iterator<Item = (&PriceKey, &Vec<PriceEntry>)> {
+        self.prices.iter()
+    }
+
+    pub fn movement(&self, id: u64) -> Option<&Movement> {
+        self.movements.get(&id)
+    }
+
+    /// The movements billed to a customer (None: to no one), in id order.
+    pub fn movements_of(&self, customer: Option<&str>) -> impl Iterator<Item = &Movement> {
+        self.by_customer
+            .get(&customer.map(str::to_string))
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.movements.get(id))
+    }
+
+    /// Every movement, in id order.
+    pub fn all_movements(&self) -> impl Iterator<Item = &Movement> {
+        self.movements.values()
+    }
+
+    /// The end of the last closed period.
+    pub fn books_closed_until(&self) -> Timestamp {
+        self.books_closed_until
+    }
+
+    /// The journal transactions recorded for a computer.
+    pub fn journals_of<'a>(
+        &'a self,
+        computer: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a JournalRecord)> + 'a {
+        self.journals
+            .range((computer.to_string(), String::new())..)
+            .take_while(move |((c, _), _)| c == computer)
+            .map(|((_, k), r)| (k.as_str(), r))
+    }
+
+    /// The master's clock: the latest command time applied.
+    pub fn clock(&self) -> Timestamp {
+        self.clock
+    }
+
+    /// Rebuild the open-hosting and per-customer indexes from the movements.
+    pub(crate) fn rebuild_ledger_indexes(&mut self) {
+        self.open_hosting.clear();
+        self.by_customer.clear();
+        for m in self.movements.values() {
+            if m.kind == MovementKind::Hosting && m.stop.is_none() {
+                if let Some(instance) = m.instance {
+                    self.open_hosting.insert(instance, m.id);
+                }
+            }
+            self.by_customer
+                .entry(m.destination.clone())
+                .or_default()
+                .insert(m.id);
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! Accounting in the state machine: a simulated day of two customers on two computers
+//! with different prices, checked against a hand computation; re-posted journals; forged
+//! and malformed journals; closed periods; the ledger surviving persistence and partial
+//! reads.
+
+mod common;
+
+use common::{domain_bytes, format_op, request_op, with_sla, with_state};
+use master_node::domain::{
+    parse_date, Decimal, DomainError, Invoice, PriceScope, Query, Requester, UsageLine,
+    UsageTransaction,
+};
+use master_node::{Command, Op, Outcome, Reply, RequestId, State, Timestamp};
+use std::collections::BTreeMap;
+
+const DAY: &str = "2026-11-25";
+
+fn at(time: &str) -> Timestamp {
+    parse_date(&format!("{DAY}T{time}Z")).unwrap()
+}
+
+fn dec(s: &str) -> Decimal {
+    Decimal::parse(s).unwrap()
+}
+
+struct Ledger {
+    state: State,
+    seq: u64,
+}
+
+impl Ledger {
+    fn run(&mut self, when: Timestamp, op: Op) -> Outcome {
+        self.seq += 1;
+        let outcome = self.state.apply(&Command {
+            request_id: RequestId::new("ledger-test", self.seq),
+            at: when,
+            op,
+        });
+        if let Err(e) = self.state.check_invariants() {
+            panic!("invariant broken: {e}");
+        }
+        outcome
+    }
+
+    fn ok(&mut self, when: Timestamp, op: Op) -> Reply {
+        let name = op.name();
+        self.run(when, op)
+            .unwrap_or_else(|e| panic!("{name} refused: {e}"))
+    }
+
+    fn refused(&mut self, when: Timestamp, op: Op) -> DomainError {
+        let before = domain_bytes(&self.state);
+        let e = self.run(when, op).expect_err("should be refused");
+        assert_eq!(
+            before,
+            domain_bytes(&self.state),
+            "a refusal changed the ledger"
+        );
+        e
+    }
+
+    fn invoice(&self, customer: &str) -> Invoice {
+        self.state
+            .invoice(customer, at("00:00:00"), day_end())
+            .unwrap()
+    }
+}
+
+fn day_end() -> Timestamp {
+    parse_date("2026-11-26").unwrap()
+}
+
+fn register(computer: &str, region: &str) -> Op {
+    Op::RegisterComputer {
+        computer: computer.into(),
+        title: computer.into(),
+        owner: "provider".into(),
+        region: Some(region.into()),
+        network: None,
+        attributes: BTreeMap::new(),
+    }
+}
+
+fn price(scope: PriceScope, resource: &str, price: &str) -> Op {
+    Op::SetPrice {
+        provider: "provider".into(),
+        scope,
+        resource: resource.into(),
+        price: price.into(),
+        currency: "EUR".into(),
+        unit: if resource == "hosting" {
+            "hour"
+        } else {
+            "unit"
+        }
+        .into(),
+    }
+}
+
+fn order(customer: &str, title: &str, computer: &str, state: &str) -> Op {
+    with_state(
+        with_sla(
+            request_op(Requester::Person(customer.into()), title),
+            "computer_guid",
+            computer,
+        ),
+        Some(state),
+    )
+}
+
+fn journal(computer: &str, stop: &str, lines: &[(&str, &str, &str)]) -> Op {
+    Op::RecordUsage {
+        computer: computer.into(),
+        transactions: vec![UsageTransaction {
+            reference: computer.into(),
+            start_date: String::new(),
+            stop_date: stop.into(),
+            lines: lines
+                .iter()
+                .map(|(p, r, q)| UsageLine {
+                    partition: Some(p.to_string()),
+                    resource: r.to_string(),
+                    quantity: q.to_string(),
+                })
+                .collect(),
+        }],
+    }
+}
+
+/// Two customers, two computers priced differently (one by its own price, the other by
+/// its region's), a price change in the middle of a hosting period, usage journals.
+fn simulated_day() -> Ledger {
+    let mut l = Ledger {
+        state: State::new(),
+        seq: 0,
+    };
+    let t = at("00:00:00").micros();
+    let early = |s: u64| Timestamp(t - 3_600_000_000 + s * 1_000_000);
+    l.ok(early(1), register("COMP-1", "eu"));
+    l.ok(early(2), register("COMP-2", "us"));
+    l.ok(early(3), format_op("COMP-1", 4));
+    l.ok(early(4), format_op("COMP-2", 4));
+    l.ok(
+        early(5),
+        price(PriceScope::Computer("COMP-1".into()), "hosting", "0.5"),
+    );
+    l.ok(
+        early(6),
+        price(PriceScope::Computer("COMP-1".into()), "cpu", "0.01"),
+    );
+    l.ok(
+        early(7),
+        price(PriceScope::Region("us".into()), "hosting", "0.2"),
+    );
+    l.ok(
+        early(8),
+        price(PriceScope::Computer("COMP-2".into()), "cpu", "0.02"),
+    );
+    l.ok(
+        early(9),
+        price(PriceScope::Region("eu".into()), "hosting", "99"),
+    );
+
+    l.ok(at("00:00:00"), order("alice", "A", "COMP-1", "started"));
+    l.ok(at("00:00:00"), order("bob", "B", "COMP-2", "started"));
+    l.ok(at("06:00:00"), order("alice", "A", "COMP-1", "stopped"));
+    l.ok(at("12:00:00"), order("alice", "A", "COMP-1", "started"));
+    l.ok(
+        at("15:00:00"),
+        price(PriceScope::Computer("COMP-1".into()), "hosting", "1.0"),
+    );
+    l.ok(at("18:00:00"), order("bob", "B", "COMP-2", "destroyed"));
+    let reply = l.ok(
+        at("18:05:00"),
+        journal(
+            "COMP-2",
+            &format!("{DAY} at 18:00:00"),
+            &[("slappart0", "cpu", "50")],
+        ),
+    );
+    assert_eq!(
+        reply,
+        Reply::UsageRecorded {
+            recorded: 1,
+            known: 0
+        }
+    );
+    l.ok(
+        at("23:00:00"),
+        journal(
+            "COMP-1",
+            &format!("{DAY} at 23:00:00"),
+            &[
+                ("slappart0", "cpu", "60"),
+                ("slappart0", "cpu", "4e1"),
+                ("slappart1", "cpu", "7"),
+            ],
+        ),
+    );
+    // the clock moves past the end of the day (any command does)
+    l.ok(
+        Timestamp(day_end().micros() + 60_000_000),
+        price(PriceScope::Computer("COMP-2".into()), "cpu", "0.03"),
+    );
+    l
+}
+
+fn line<'a>(invoice: &'a Invoice, resource: &str) -> &'a master_node::domain::InvoiceLine {
+    invoice
+        .lines
+        .iter()
+        .find(|l| l.resource == resource)
+        .unwrap_or_else(|| panic!("no {resource} line in {invoice:#?}"))
+}
+
+#[test]
+fn a_simulated_day_invoices_as_computed_by_hand() {
+    let l = simulated_day();
+    let alice = l.invoice("alice");
+    // hosting: 00-06 at 0.5 (3), 12-15 at 0.5 (1.5), 15-24 at 1.0 (9): 18 h, 13.5 EUR;
+    // the region price of eu (99) never applies, COMP-1 has its own
+    let hosting = line(&alice, "hosting");
+    assert_eq!((hosting.quantity, hosting.amount), (dec("18"), dec("13.5")));
+    assert_eq!(hosting.items.len(), 3, "{hosting:#?}");
+    assert_eq!(hosting.unit, "hour");
+    assert_eq!(hosting.tree_title.as_deref(), Some("A"));
+    // cpu: 60 + 40 at 0.01 on A's partition = 1 EUR; slappart1 hosts nothing: no one's
+    let cpu = line(&alice, "cpu");
+    assert_eq!((cpu.quantity, cpu.amount), (dec("100"), dec("1")));
+    assert_eq!(alice.totals.get("EUR"), Some(&dec("14.5")));
+    assert!(!alice.closed);
+
+    let bob = l.invoice("bob");
+    // hosting 00-18 at the us region's 0.2 = 3.6; cpu 50 at 0.02 = 1
+    let hosting = line(&bob, "hosting");
+    assert_eq!((hosting.quantity, hosting.amount), (dec("18"), dec("3.6")));
+    assert_eq!(line(&bob, "cpu").amount, dec("1"));
+    assert_eq!(bob.totals.get("EUR"), Some(&dec("4.6")));
+
+    // the unassigned partition's usage is recorded, billed to no one
+    let unbilled = l
+        .state
+        .usage(None, None, Some("COMP-1"), at("00:00:00"), day_end());
+    assert!(unbilled
+        .iter()
+        .any(|m| m.partition == "slappart1" && m.destination.is_none()));
+    // nobody else pays anything
+    assert!(l.invoice("carol").lines.is_empty());
+}
+
+#[test]
+fn a_journal_posted_again_records_nothing_and_a_changed_one_is_refused() {
+    let mut l = simulated_day();
+    let before = (l.invoice("alice"), domain_bytes(&l.state));
+    let later = Timestamp(day_end().micros() + 120_000_000);
+    let again = journal(
+        "COMP-1",
+        &format!("{DAY} at 23:00:00"),
+        &[
+            ("slappart0", "cpu", "60"),
+            ("slappart0", "cpu", "4e1"),
+            ("slappart1", "cpu", "7"),
+        ],
+    );
+    assert_eq!(
+        l.ok(later, again),
+        Reply::UsageRecorded {
+            recorded: 0,
+            known: 1
+        }
+    );
+    assert_eq!(
+        before.1,
+        domain_bytes(&l.state),
+        "a re-post changed the ledger"
+    );
+    assert_eq!(before.0.lines, l.invoice("alice").lines);
+
+    let changed = journal(
+        "COMP-1",
+        &format!("{DAY} at 23:00:00"),
+        &[("slappart0", "cpu", "61")],
+    );
+    assert!(matches!(
+        l.refused(later, changed),
+        DomainError::JournalConflict { .. }
+    ));
+}
+
+#[test]
+fn forged_and_malformed_journals_are_refused_and_change_nothing() {
+    let mut l = simulated_day();
+    let now = Timestamp(day_end().micros() + 120_000_000);
+    let stop = "2026-11-26 at 00:01:00";
+    // a computer reporting for a partition of another computer (COMP-2 has slappart0 too,
+    // but COMP-1 has no slappart9)
+    let e = l.refused(now, journal("COMP-1", stop, &[("slappart9", "cpu", "1")]));
+    assert!(matches!(e, DomainError::Forbidden(_)), "{e}");
+    // a journal that says it is another computer's
+    let mut other = journal("COMP-1", stop, &[("slappart0", "cpu", "1")]);
+    if let Op::RecordUsage { transactions, .. } = &mut other {
+        transactions[0].reference = "COMP-2".into();
+    }
+    assert!(matches!(l.refused(now, other), DomainError::Forbidden(_)));
+    // negative, not a number, infinite, absurdly large
+    for q in ["-1", "NaN", "INF", "abc", "1e13"] {
+        let e = l.refused(now, journal("COMP-1", stop, &[("slappart0", "cpu", q)]));
+        assert!(matches!(e, DomainError::UsageRefused { .. }), "{q}: {e}");
+    }
+    // a period in the future (beyond the allowed clock skew), a bad date
+    let e = l.refused(
+        now,
+        journal(
+            "COMP-1",
+            "2026-11-27 at 00:00:00",
+            &[("slappart0", "cpu", "1")],
+        ),
+    );
+    assert!(e.to_string().contains("future"), "{e}");
+    let e = l.refused(
+        now,
+        journal("COMP-1", "tomorrow", &[("slappart0", "cpu", "1")]),
+    );
+    assert!(matches!(e, DomainError::UsageRefused { .. }), "{e}");
+    // a line naming no partition; an unknown computer
+    let mut nameless = journal("COMP-1", stop, &[("slappart0", "cpu", "1")]);
+    if let Op::RecordUsage { transactions, .. } = &mut nameless {
+        transactions[0].lines[0].partition = None;
+    }
+    assert!(matches!(
+        l.refused(now, nameless),
+        DomainError::UsageRefused { .. }
+    ));
+    assert!(matches!(
+        l.refused(now, journal("COMP-9", stop, &[("slappart0", "cpu", "1")])),
+        DomainError::UnknownComputer(_)
+    ));
+    // a provider pricing a computer that is not theirs
+    let e = l.refused(
+        now,
+        Op::SetPrice {
+            provider: "mallory".into(),
+            scope: PriceScope::Computer("COMP-1".into()),
+            resource: "hosting".into(),
+            price: "0".into(),
+            currency: "EUR".into(),
+            unit: "hour".into(),
+        },
+    );
+    assert!(matches!(e, DomainError::NotOwner { .. }), "{e}");
+    let e = l.refused(
+        now,
+        price(PriceScope::Computer("COMP-1".into()), "hosting", "-1"),
+    );
+    assert!(matches!(e, DomainError::InvalidArgument { .. }), "{e}");
+}
+
+#[test]
+fn a_closed_period_never_changes() {
+    let mut l = simulated_day();
+    let now = Timestamp(day_end().micros() + 3_600_000_000);
+    l.ok(now, Op::CloseBooks { until: day_end() });
+    let closed = l.invoice("alice");
+    assert!(closed.closed);
+    // later prices, later hosting, a late journal for the closed day
+    let later = Timestamp(now.micros() + 3_600_000_000);
+    l.ok(
+        later,
+        price(PriceScope::Computer("COMP-1".into()), "hosting", "7"),
+    );
+    l.ok(
+        later,
+        price(PriceScope::Computer("COMP-1".into()), "cpu", "7"),
+    );
+    l.ok(later, order("alice", "A", "COMP-1", "stopped"));
+    let e = l.refused(
+        later,
+        journal(
+            "COMP-1",
+            &format!("{DAY} at 22:00:00"),
+            &[("slappart0", "cpu", "1")],
+        ),
+    );
+    assert!(matches!(e, DomainError::PeriodClosed { .. }), "{e}");
+    let mut after = l.invoice("alice");
+    after.computed_at = closed.computed_at;
+    assert_eq!(after, closed);
+    // the watermark only moves forward, and never past the clock
+    assert!(matches!(
+        l.refused(
+            later,
+            Op::CloseBooks {
+                until: at("12:00:00")
+            }
+        ),
+        DomainError::PeriodClosed { .. }
+    ));
+    let future = Timestamp(later.micros() + 3_600_000_000);
+    assert!(matches!(
+        l.refused(later, Op::CloseBooks { until: future }),
+        DomainError::InvalidArgument { .. }
+    ));
+}
+
+#[test]
+fn the_ledger_survives_persistence_and_partial_reads() {
+    let l = simulated_day();
+    let rebuilt = State::from_entries(l.state.entries().unwrap()).unwrap();
+    assert_eq!(rebuilt, l.state);
+    rebuilt.check_invariants().unwrap();
+    let snapshot = State::from_snapshot(&l.state.to_snapshot().unwrap()).unwrap();
+    assert_eq!(
+        snapshot
+            .invoice("alice", at("00:00:00"), day_end())
+            .unwrap(),
+        l.invoice("alice")
+    );
+    // what a gateway reads for an invoice is enough to compute the same invoice
+    for customer in ["alice", "bob"] {
+        let entries = l
+            .state
+            .query_entries(&Query::Ledger {
+                customer: Some(customer.into()),
+                provider: None,
+                from: at("00:00:00"),
+                to: day_end(),
+            })
+            .unwrap();
+        let partial = State::from_entries(entries).unwrap();
+        assert_eq!(
+            partial
+                .invoice(customer, at("00:00:00"), day_end())
+                .unwrap(),
+            l.invoice(customer)
+        );
+    }
+}
+
+#[test]
+fn hosting_opens_and_closes_with_the_instance_state() {
+    let l = simulated_day();
+    let hosting: Vec<_> = l
+        .state
+        .all_movements()
+        .filter(|m| m.resource == "hosting")
+        .collect();
+    // A: 00-06 closed, 12- open; B: 00-18 closed
+    assert_eq!(hosting.len(), 3, "{hosting:#?}");
+    let open: Vec<_> = hosting.iter().filter(|m| m.stop.is_none()).collect();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].destination.as_deref(), Some("alice"));
+    assert_eq!(open[0].start, at("12:00:00"));
+    let b = hosting
+        .iter()
+        .find(|m| m.destination.as_deref() == Some("bob"))
+        .unwrap();
+    assert_eq!(
+        (b.stop, b.quantity),
+        (Some(at("18:00:00")), Some(dec("18")))
+    );
+    assert_eq!(b.source, "provider");
+}
