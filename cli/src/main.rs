@@ -1,5 +1,6 @@
 //! `slapos`: the one binary. Argument parsing and wiring only.
 
+mod accounting;
 mod bench;
 mod chaos;
 mod demo;
@@ -46,6 +47,18 @@ enum Command {
     /// Fault injection with a checked history.
     #[command(subcommand)]
     Chaos(chaos::ChaosCommand),
+    /// Movements (hosting and usage) of a customer, a provider or a computer, through a
+    /// gateway.
+    Usage(accounting::UsageArgs),
+    /// A customer's invoice for a period (lines per instance tree and resource, with the
+    /// movements behind each); `close` makes periods final.
+    Invoice(accounting::InvoiceArgs),
+    /// Prices of a provider's computers.
+    #[command(subcommand)]
+    Price(accounting::PriceCommand),
+    /// Computers of a provider's account.
+    #[command(subcommand)]
+    Computer(accounting::ComputerCommand),
 }
 
 fn main() -> Result<()> {
@@ -65,6 +78,10 @@ fn main() -> Result<()> {
         Command::Cluster(cmd) => runtime()?.block_on(master::cluster(cmd)),
         Command::Bench(cmd) => runtime()?.block_on(bench::run(cmd)),
         Command::Chaos(cmd) => runtime()?.block_on(chaos::run(cmd)),
+        Command::Usage(args) => runtime()?.block_on(accounting::usage(args)),
+        Command::Invoice(args) => runtime()?.block_on(accounting::invoice(args)),
+        Command::Price(cmd) => runtime()?.block_on(accounting::price(cmd)),
+        Command::Computer(cmd) => runtime()?.block_on(accounting::computer(cmd)),
     }
 }
 

@@ -213,7 +213,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
         let mut masters = vec![config.api_addr.clone()];
         masters.extend(api_addrs.iter().filter(|a| **a != config.api_addr).cloned());
         let gw = GatewayConfig::parse(&format!(
-            "listen = \"127.0.0.1:{}\"\nmasters = {:?}\ninsecure_http = true\n",
+            // the local cluster's one person operates it: they may close periods
+            "listen = \"127.0.0.1:{}\"\nmasters = {:?}\ninsecure_http = true\n[slap]\nadmins = [\"user\"]\n",
             port(args.base_port, (i as u16) * 4 + 3)?,
             masters
         ))

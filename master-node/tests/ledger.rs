@@ -61,7 +61,7 @@ impl Ledger {
 
     fn invoice(&self, customer: &str) -> Invoice {
         self.state
-            .invoice(customer, at("00:00:00"), day_end())
+            .invoice(customer, at("00:00:00"), day_end(), Timestamp::default())
             .unwrap()
     }
 }
@@ -411,7 +411,7 @@ fn the_ledger_survives_persistence_and_partial_reads() {
     let snapshot = State::from_snapshot(&l.state.to_snapshot().unwrap()).unwrap();
     assert_eq!(
         snapshot
-            .invoice("alice", at("00:00:00"), day_end())
+            .invoice("alice", at("00:00:00"), day_end(), Timestamp::default())
             .unwrap(),
         l.invoice("alice")
     );
@@ -429,7 +429,7 @@ fn the_ledger_survives_persistence_and_partial_reads() {
         let partial = State::from_entries(entries).unwrap();
         assert_eq!(
             partial
-                .invoice(customer, at("00:00:00"), day_end())
+                .invoice(customer, at("00:00:00"), day_end(), Timestamp::default())
                 .unwrap(),
             l.invoice(customer)
         );

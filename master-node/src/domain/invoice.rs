@@ -75,24 +75,27 @@ impl State {
         }
     }
 
-    /// The invoice of `customer` for `[from, to)`.
+    /// The invoice of `customer` for `[from, to)`, with open hosting counted until `now`
+    /// (the reader's clock; the master's when that is later). A closed period does not
+    /// depend on `now`: it ends before the master's clock.
     pub fn invoice(
         &self,
         customer: &str,
         from: Timestamp,
         to: Timestamp,
+        now: Timestamp,
     ) -> Result<Invoice, DomainError> {
         if from >= to {
             return Err(DomainError::invalid("period", "must end after it starts"));
         }
-        let clock = self.clock;
+        let clock = self.clock.max(now);
         let mut lines: BTreeMap<(Option<InstanceId>, String, String), InvoiceLine> =
             BTreeMap::new();
         for m in self.movements_of(Some(customer)) {
             if !State::movement_in(m, from, to, clock) {
                 continue;
             }
-            for item in self.items(m, from, to)? {
+            for item in self.items(m, from, to, clock)? {
                 let price = match m.kind {
                     MovementKind::Hosting => self.price_at(m, item.start),
                     MovementKind::Usage => self.price_at(m, item.stop),
@@ -147,6 +150,7 @@ impl State {
         m: &Movement,
         from: Timestamp,
         to: Timestamp,
+        clock: Timestamp,
     ) -> Result<Vec<InvoiceItem>, DomainError> {
         let item = |start: Timestamp, stop: Timestamp, quantity: Decimal, at: Timestamp| {
             let price = self.price_at(m, at).map(|p| p.price);
@@ -179,7 +183,7 @@ impl State {
             }
             MovementKind::Hosting => {
                 let start = m.start.max(from);
-                let stop = m.stop.unwrap_or(self.clock).min(to);
+                let stop = m.stop.unwrap_or(clock).min(to);
                 if stop <= start {
                     return Ok(Vec::new());
                 }

@@ -98,7 +98,7 @@ impl LedgerRead {
     pub fn value(&self, state: &State) -> Result<Value, JsonError> {
         match &self.what {
             LedgerWhat::Invoice { customer } => state
-                .invoice(customer, self.from, self.to)
+                .invoice(customer, self.from, self.to, wall_clock())
                 .map(|i| invoice_json(&i))
                 .map_err(|e| JsonError::new(400, e.to_string())),
             LedgerWhat::Movements {
@@ -123,6 +123,14 @@ impl LedgerRead {
             }
         }
     }
+}
+
+/// The gateway's clock: open hosting is counted until now, not until the last command.
+fn wall_clock() -> Timestamp {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    Timestamp::from_micros(micros)
 }
 
 fn closed(until: Timestamp) -> Value {

@@ -1,0 +1,400 @@
+//! `slapos usage`, `slapos invoice`, `slapos price`, `slapos computer`: accounting through
+//! a gateway's JSON-RPC API (the same calls the portal makes).
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use slap_gateway::client::JsonRpcClient;
+use std::path::PathBuf;
+
+#[derive(Args, Clone)]
+pub struct GatewayArgs {
+    /// Gateway URL (http:// or https://). Default: $SLAPOS_GATEWAY, else the first gateway
+    /// of the cluster `slapos up` runs in ./slapos-up.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// PEM file of the CA that signed an https:// gateway's certificate.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Print the gateway's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct PeriodArgs {
+    /// A calendar month (YYYY-MM, UTC). Default: the current month.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    month: Option<String>,
+    /// Start of the period (YYYY-MM-DD[THH:MM:SS], UTC), included.
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+    /// End of the period, excluded.
+    #[arg(long, requires = "from")]
+    to: Option<String>,
+}
+
+#[derive(Args)]
+pub struct UsageArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    #[command(flatten)]
+    period: PeriodArgs,
+    /// Whose consumption (default: the gateway's person; others need an admin).
+    #[arg(long, conflicts_with = "provider")]
+    customer: Option<String>,
+    /// What a provider's computers provided, to anyone.
+    #[arg(long)]
+    provider: Option<String>,
+    /// One computer only.
+    #[arg(long)]
+    computer: Option<String>,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct InvoiceArgs {
+    #[command(subcommand)]
+    action: Option<InvoiceAction>,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    #[command(flatten)]
+    period: PeriodArgs,
+    /// Whose invoice (default: the gateway's person; others need an admin).
+    #[arg(long)]
+    customer: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum InvoiceAction {
+    /// Close every period that ends at or before a date: their invoices are final (admin).
+    Close {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// YYYY-MM-DD[THH:MM:SS] UTC, not in the future.
+        #[arg(long)]
+        until: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PriceCommand {
+    /// Price a resource (`hosting` per hour, or one that journals report) on one of your
+    /// computers or on all of yours in a region, from now on.
+    Set {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        #[arg(long)]
+        resource: String,
+        /// Per unit, a decimal.
+        #[arg(long)]
+        price: String,
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+        /// Default: hour for hosting, unit otherwise.
+        #[arg(long)]
+        unit: Option<String>,
+        #[arg(long, conflicts_with = "region", required_unless_present = "region")]
+        computer: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ComputerCommand {
+    /// Declare a computer in your account (you become its provider); its node then formats
+    /// it and reports for it.
+    Register {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// The computer id.
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        network: Option<String>,
+    },
+}
+
+fn client(args: &GatewayArgs) -> Result<JsonRpcClient> {
+    let url = match &args.gateway {
+        Some(url) => url.clone(),
+        None => match std::env::var("SLAPOS_GATEWAY") {
+            Ok(url) => url,
+            Err(_) => {
+                let path = PathBuf::from("slapos-up/cluster.json");
+                let text = std::fs::read_to_string(&path).with_context(|| {
+                    "no --gateway given, $SLAPOS_GATEWAY unset and no ./slapos-up/cluster.json"
+                })?;
+                let cluster: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?;
+                cluster["gateway_urls"][0]
+                    .as_str()
+                    .map(str::to_string)
+                    .with_context(|| format!("{} lists no gateway", path.display()))?
+            }
+        },
+    };
+    Ok(JsonRpcClient::new(&url, args.ca.as_deref())?)
+}
+
+/// (from, to) as the gateway reads them.
+fn period(args: &PeriodArgs) -> Result<(String, String)> {
+    if let (Some(from), Some(to)) = (&args.from, &args.to) {
+        return Ok((from.clone(), to.clone()));
+    }
+    let month = match &args.month {
+        Some(m) => m.clone(),
+        None => {
+            let now = master_node::Timestamp::from_micros(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_micros() as u64,
+            );
+            master_node::domain::format_date(now)[..7].to_string()
+        }
+    };
+    let (y, m) = month
+        .split_once('-')
+        .and_then(|(y, m)| Some((y.parse::<u32>().ok()?, m.parse::<u32>().ok()?)))
+        .filter(|(_, m)| (1..=12).contains(m))
+        .with_context(|| format!("--month {month:?}: expected YYYY-MM"))?;
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    Ok((format!("{y:04}-{m:02}-01"), format!("{ny:04}-{nm:02}-01")))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Columns padded to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+pub async fn usage(args: UsageArgs) -> Result<()> {
+    let client = client(&args.gateway)?;
+    let (from, to) = period(&args.period)?;
+    let mut body = json!({"from": from, "to": to});
+    for (key, value) in [
+        ("customer", &args.customer),
+        ("provider", &args.provider),
+        ("computer_guid", &args.computer),
+    ] {
+        if let Some(v) = value {
+            body[key] = json!(v);
+        }
+    }
+    let answer = client
+        .call("slapos.allDocs.v0.movement_list", &body)
+        .await?;
+    if args.gateway.json {
+        return print_json(&answer);
+    }
+    let movements = answer["result_list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    println!("movements from {from} to {to}: {}", movements.len());
+    let rows: Vec<Vec<String>> = movements
+        .iter()
+        .map(|m| {
+            vec![
+                text(&m["id"]),
+                text(&m["kind"]),
+                text(&m["resource"]),
+                text(&m["quantity"]),
+                text(&m["start"]),
+                text(&m["stop"]),
+                text(&m["destination"]),
+                format!(
+                    "{}/{}",
+                    text(&m["computer_guid"]),
+                    text(&m["compute_partition_id"])
+                ),
+                text(&m["instance_tree_title"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "id",
+            "kind",
+            "resource",
+            "quantity",
+            "start",
+            "stop",
+            "customer",
+            "partition",
+            "tree",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+pub async fn invoice(args: InvoiceArgs) -> Result<()> {
+    if let Some(InvoiceAction::Close { gateway, until }) = args.action {
+        let client = client(&gateway)?;
+        let answer = client
+            .call(
+                "slapos.post.v0.accounting_period_close",
+                &json!({ "until": until }),
+            )
+            .await?;
+        if gateway.json {
+            return print_json(&answer);
+        }
+        println!("periods closed until {until}");
+        return Ok(());
+    }
+    let client = client(&args.gateway)?;
+    let (from, to) = period(&args.period)?;
+    let mut body = json!({"from": from, "to": to});
+    if let Some(c) = &args.customer {
+        body["customer"] = json!(c);
+    }
+    let answer = client.call("slapos.get.v0.invoice", &body).await?;
+    if args.gateway.json {
+        return print_json(&answer);
+    }
+    println!(
+        "invoice of {} from {} to {} ({}, computed at {})",
+        text(&answer["customer"]),
+        text(&answer["from"]),
+        text(&answer["to"]),
+        if answer["closed"].as_bool() == Some(true) {
+            "closed"
+        } else {
+            "open: may still change"
+        },
+        text(&answer["computed_at"]),
+    );
+    let lines = answer["line_list"].as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            vec![
+                format!(
+                    "{} {}",
+                    text(&l["instance_tree_title"]),
+                    text(&l["instance_tree_guid"])
+                ),
+                text(&l["resource"]),
+                format!("{} {}", text(&l["quantity"]), text(&l["unit"])),
+                text(&l["items"].as_array().map_or(0, Vec::len).into()),
+                if text(&l["currency"]).is_empty() {
+                    "unpriced".to_string()
+                } else {
+                    format!("{} {}", text(&l["amount"]), text(&l["currency"]))
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "instance tree",
+            "resource",
+            "quantity",
+            "movements",
+            "amount",
+        ],
+        &rows,
+    );
+    match answer["total"].as_object() {
+        Some(totals) if !totals.is_empty() => {
+            for (currency, total) in totals {
+                println!("total {} {currency}", text(total));
+            }
+        }
+        _ => println!("total 0"),
+    }
+    Ok(())
+}
+
+pub async fn price(cmd: PriceCommand) -> Result<()> {
+    let PriceCommand::Set {
+        gateway,
+        resource,
+        price,
+        currency,
+        unit,
+        computer,
+        region,
+    } = cmd;
+    let client = client(&gateway)?;
+    let mut body = json!({"resource": resource, "price": price, "currency": currency});
+    match (&computer, &region) {
+        (Some(c), None) => body["computer_guid"] = json!(c),
+        (None, Some(r)) => body["region"] = json!(r),
+        _ => bail!("give --computer or --region"),
+    }
+    if let Some(u) = unit {
+        body["unit"] = json!(u);
+    }
+    let answer = client.call("slapos.put.v0.price", &body).await?;
+    if gateway.json {
+        return print_json(&answer);
+    }
+    println!(
+        "{resource} on {} costs {price} {currency} from now on",
+        computer
+            .map(|c| format!("computer {c}"))
+            .or(region.map(|r| format!("region {r}")))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub async fn computer(cmd: ComputerCommand) -> Result<()> {
+    let ComputerCommand::Register {
+        gateway,
+        id,
+        title,
+        region,
+        network,
+    } = cmd;
+    let client = client(&gateway)?;
+    let mut body = json!({"computer_guid": id});
+    for (key, value) in [("title", title), ("region", region), ("network", network)] {
+        if let Some(v) = value {
+            body[key] = json!(v);
+        }
+    }
+    let answer = client.call("slapos.post.v0.compute_node", &body).await?;
+    if gateway.json {
+        return print_json(&answer);
+    }
+    println!("computer {id} registered");
+    Ok(())
+}
