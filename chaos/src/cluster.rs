@@ -297,6 +297,11 @@ impl ProcessCluster {
         self.replicas.keys().copied().collect()
     }
 
+    /// The process id of a running replica.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.replicas.get(&id)?.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL a replica's process.
     pub fn kill9(&mut self, id: u64) -> Result<(), ClusterError> {
         let r = self

@@ -11,4 +11,5 @@ pub mod linearizability;
 pub mod netns;
 pub mod run;
 pub mod slap_bench;
+pub mod usage_bench;
 pub mod workload;

@@ -14,6 +14,35 @@ pub enum BenchCommand {
     /// slapproxy and against a three-replica cluster behind a gateway, side by side; then
     /// concurrent getFullComputerInformation pollers against both.
     Slap(SlapArgs),
+    /// A day of usage journals from a fleet (default 1,000 computers of 100 partitions)
+    /// ingested by a three-replica cluster: time, rates, per-journal latency, the re-post
+    /// of every journal, and the replicas' peak memory.
+    Usage(UsageArgs),
+}
+
+#[derive(Args)]
+pub struct UsageArgs {
+    /// Working directory (default: a new one under /tmp; removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    #[arg(long, default_value_t = 1000)]
+    computers: usize,
+    #[arg(long, default_value_t = 100)]
+    partitions: usize,
+    /// Resources per partition line (cpu, memory, disk, ...).
+    #[arg(long, default_value_t = 3)]
+    resources: usize,
+    /// Partitions per computer given an instance first (their usage is billed).
+    #[arg(long, default_value_t = 10)]
+    occupied: usize,
+    /// Concurrent connections posting, spread over the gateways.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -84,6 +113,7 @@ pub struct RaftArgs {
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Slap(args) => run_slap(args).await,
+        BenchCommand::Usage(args) => run_usage(args).await,
         BenchCommand::Raft(args) => {
             let dir = match args.dir {
                 Some(d) => d,
@@ -178,5 +208,38 @@ async fn run_slap(args: SlapArgs) -> Result<()> {
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     }
+    Ok(())
+}
+
+async fn run_usage(args: UsageArgs) -> Result<()> {
+    let dir = match args.dir {
+        Some(d) => std::path::absolute(d)?,
+        None => std::env::temp_dir().join(format!("slapos-bench-usage-{}", std::process::id())),
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
+    }
+    let opts = chaos::usage_bench::UsageBenchOptions {
+        bin: std::env::current_exe()?,
+        dir: dir.clone(),
+        replicas: args.replicas,
+        computers: args.computers,
+        partitions: args.partitions,
+        resources: args.resources,
+        occupied: args.occupied,
+        concurrency: args.concurrency,
+    };
+    let report =
+        chaos::usage_bench::run_usage_bench(&opts, |m| eprintln!("bench usage: {m}")).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    print!("{}", report.summary());
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    anyhow::ensure!(
+        report.verified,
+        "the invoice does not match the journals posted"
+    );
     Ok(())
 }

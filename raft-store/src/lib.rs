@@ -128,6 +128,8 @@ pub struct StoreOptions {
     pub sync_state_machine: bool,
     /// How many RocksDB info LOG files to keep in the data directory.
     pub keep_info_log_files: usize,
+    /// Memtable memory of all column families together, in bytes.
+    pub write_buffer_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -135,6 +137,7 @@ impl Default for StoreOptions {
         StoreOptions {
             sync_state_machine: false,
             keep_info_log_files: 3,
+            write_buffer_bytes: 32 << 20,
         }
     }
 }
@@ -157,6 +160,10 @@ where
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);
     db_opts.set_keep_log_file_num(options.keep_info_log_files.max(1));
+    // One budget for the memtables of all column families: large batches (a fleet's
+    // usage journals in the log, their movements in `sm`) would otherwise keep up to
+    // 64 MiB per family resident before a flush.
+    db_opts.set_db_write_buffer_size(options.write_buffer_bytes);
     let cfs = keys::ALL_CFS
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));

@@ -65,13 +65,23 @@ impl JsonRpcClient {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
         };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && (!h.contains(':') || h.ends_with(']')) => {
-                (h, p.parse::<u16>().map_err(|_| bad())?)
+        let default_port = if tls { 443 } else { 80 };
+        let port_of = |p: &str| p.parse::<u16>().map_err(|_| bad());
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(bad)?;
+            match after {
+                "" => (host, default_port),
+                after => (host, port_of(after.strip_prefix(':').ok_or_else(bad)?)?),
             }
-            _ if !authority.is_empty() => (authority, if tls { 443 } else { 80 }),
-            _ => return Err(bad()),
+        } else {
+            match authority.split_once(':') {
+                Some((host, p)) => (host, port_of(p)?),
+                None => (authority, default_port),
+            }
         };
+        if host.is_empty() {
+            return Err(bad());
+        }
         let tls = if tls { Some(connector(ca)?) } else { None };
         Ok(JsonRpcClient {
             host: host

@@ -168,7 +168,7 @@ impl State {
             }
             if !self
                 .by_customer
-                .get(&m.destination)
+                .get(&m.destination.as_deref().map(str::to_string))
                 .is_some_and(|s| s.contains(id))
             {
                 return Err(format!("movement {id} missing from its customer's index"));
@@ -192,7 +192,7 @@ impl State {
                 if self
                     .movements
                     .get(id)
-                    .is_none_or(|m| m.computer != *computer)
+                    .is_none_or(|m| *m.computer != **computer)
                 {
                     return Err(format!(
                         "journal {computer}/{key:?} lists missing movement {id}"

@@ -108,11 +108,11 @@ impl State {
                         MovementKind::Usage => String::new(),
                     });
                 let line = lines
-                    .entry((m.tree, m.resource.clone(), currency.clone()))
+                    .entry((m.tree, m.resource.to_string(), currency.clone()))
                     .or_insert_with(|| InvoiceLine {
                         tree: m.tree,
-                        tree_title: m.tree_title.clone(),
-                        resource: m.resource.clone(),
+                        tree_title: m.tree_title.as_deref().map(str::to_string),
+                        resource: m.resource.to_string(),
                         unit,
                         currency,
                         quantity: Decimal::ZERO,
@@ -161,8 +161,8 @@ impl State {
             Ok(InvoiceItem {
                 movement: m.id,
                 kind: m.kind,
-                computer: m.computer.clone(),
-                partition: m.partition.clone(),
+                computer: m.computer.to_string(),
+                partition: m.partition.to_string(),
                 instance: m.instance,
                 start,
                 stop,
@@ -213,8 +213,8 @@ impl State {
         let clock = self.clock;
         let keep = move |m: &&Movement| {
             State::movement_in(m, from, to, clock)
-                && provider.is_none_or(|p| m.source == p)
-                && computer.is_none_or(|c| m.computer == c)
+                && provider.is_none_or(|p| *m.source == *p)
+                && computer.is_none_or(|c| *m.computer == *c)
         };
         match customer {
             Some(c) => self.movements_of(Some(c)).filter(keep).collect(),

@@ -27,6 +27,7 @@
 use super::decimal::{format_date, parse_date, Decimal};
 use super::error::DomainError;
 use super::ids::{InstanceId, Timestamp};
+use super::name::Name;
 use super::state::{Placement, RequestedState, State};
 use serde::{Deserialize, Serialize};
 
@@ -65,27 +66,27 @@ pub struct Movement {
     pub id: u64,
     pub kind: MovementKind,
     /// `hosting`, or the resource a journal line names.
-    pub resource: String,
+    pub resource: Name,
     /// Hours for hosting (None while open); the reported quantity for usage.
     pub quantity: Option<Decimal>,
     pub start: Timestamp,
     /// None while a hosting movement is open.
     pub stop: Option<Timestamp>,
     /// The provider: the computer's owner.
-    pub source: String,
+    pub source: Name,
     /// The customer: the owner of the instance tree; None for usage of a partition that
     /// hosted nothing when the journal arrived (recorded, billed to no one).
-    pub destination: Option<String>,
-    pub computer: String,
-    pub partition: String,
+    pub destination: Option<Name>,
+    pub computer: Name,
+    pub partition: Name,
     /// The computer's region when the movement was recorded (prices per region).
-    pub region: Option<String>,
+    pub region: Option<Name>,
     pub instance: Option<InstanceId>,
     /// The instance tree (its root) and the root's title when recorded.
     pub tree: Option<InstanceId>,
-    pub tree_title: Option<String>,
+    pub tree_title: Option<Name>,
     /// For usage: the journal transaction it came from.
-    pub journal: Option<String>,
+    pub journal: Option<Name>,
     pub recorded_at: Timestamp,
 }
 
@@ -366,8 +367,10 @@ impl State {
             });
         }
         let (mut recorded, mut known) = (0, 0);
-        let provider = c.owner.clone();
-        let region = c.region.clone();
+        let (owner, region) = (c.owner.clone(), c.region.clone());
+        let provider = self.names.0.get(&owner);
+        let region = region.map(|r| self.names.0.get(&r));
+        let computer_name = self.names.0.get(computer);
         for plan in plans {
             let Planned::New {
                 key,
@@ -379,30 +382,31 @@ impl State {
                 known += 1;
                 continue;
             };
-            let journal = key.1.replace('\u{1f}', " ");
+            let journal = self.names.0.get(&key.1.replace('\u{1f}', " "));
             let mut ids = Vec::with_capacity(lines.len());
             for (partition, resource, quantity) in lines {
                 let (instance, tree, tree_title, customer) = self.occupant(computer, &partition);
                 let id = self.next_movement;
                 self.next_movement += 1;
-                self.insert_movement(Movement {
+                let movement = Movement {
                     id,
                     kind: MovementKind::Usage,
-                    resource,
+                    resource: self.names.0.get(&resource),
                     quantity: Some(quantity),
                     start,
                     stop: Some(stop),
                     source: provider.clone(),
-                    destination: customer,
-                    computer: computer.to_string(),
-                    partition,
+                    destination: customer.map(|c| self.names.0.get(&c)),
+                    computer: computer_name.clone(),
+                    partition: self.names.0.get(&partition),
                     region: region.clone(),
                     instance,
                     tree,
-                    tree_title,
+                    tree_title: tree_title.map(|t| self.names.0.get(&t)),
                     journal: Some(journal.clone()),
                     recorded_at: now,
-                });
+                };
+                self.insert_movement(movement);
                 ids.push(id);
             }
             self.journals.insert(
@@ -466,7 +470,7 @@ impl State {
             }
         }
         self.by_customer
-            .entry(m.destination.clone())
+            .entry(m.destination.as_deref().map(str::to_string))
             .or_default()
             .insert(m.id);
         self.movements.insert(m.id, m);
@@ -498,24 +502,26 @@ impl State {
                     let (source, region) = (c.owner.clone(), c.region.clone());
                     let movement = self.next_movement;
                     self.next_movement += 1;
-                    self.insert_movement(Movement {
+                    let names = &mut self.names.0;
+                    let movement = Movement {
                         id: movement,
                         kind: MovementKind::Hosting,
-                        resource: HOSTING.to_string(),
+                        resource: names.get(HOSTING),
                         quantity: None,
                         start: now,
                         stop: None,
-                        source,
-                        destination: customer,
-                        computer,
-                        partition,
-                        region,
+                        source: names.get(&source),
+                        destination: customer.map(|c| names.get(&c)),
+                        computer: names.get(&computer),
+                        partition: names.get(&partition),
+                        region: region.map(|r| names.get(&r)),
                         instance,
                         tree,
-                        tree_title,
+                        tree_title: tree_title.map(|t| names.get(&t)),
                         journal: None,
                         recorded_at: now,
-                    });
+                    };
+                    self.insert_movement(movement);
                 }
                 (None, Some(movement)) => {
                     self.open_hosting.remove(&id);
@@ -536,13 +542,13 @@ impl State {
     pub fn price_at(&self, m: &Movement, at: Timestamp) -> Option<&PriceEntry> {
         let lookup = |scope: PriceScope| {
             self.prices
-                .get(&(m.source.clone(), scope, m.resource.clone()))
+                .get(&(m.source.to_string(), scope, m.resource.to_string()))
                 .and_then(|h| h.iter().rev().find(|e| e.from <= at))
         };
-        lookup(PriceScope::Computer(m.computer.clone())).or_else(|| {
+        lookup(PriceScope::Computer(m.computer.to_string())).or_else(|| {
             m.region
                 .as_ref()
-                .and_then(|r| lookup(PriceScope::Region(r.clone())))
+                .and_then(|r| lookup(PriceScope::Region(r.to_string())))
         })
     }
 
@@ -553,13 +559,16 @@ impl State {
         from: Timestamp,
         to: Timestamp,
     ) -> Vec<Timestamp> {
-        let mut scopes = vec![PriceScope::Computer(m.computer.clone())];
+        let mut scopes = vec![PriceScope::Computer(m.computer.to_string())];
         if let Some(r) = &m.region {
-            scopes.push(PriceScope::Region(r.clone()));
+            scopes.push(PriceScope::Region(r.to_string()));
         }
         let mut out: Vec<Timestamp> = scopes
             .into_iter()
-            .filter_map(|s| self.prices.get(&(m.source.clone(), s, m.resource.clone())))
+            .filter_map(|s| {
+                self.prices
+                    .get(&(m.source.to_string(), s, m.resource.to_string()))
+            })
             .flatten()
             .map(|e| e.from)
             .filter(|t| *t > from && *t < to)
@@ -624,9 +633,23 @@ impl State {
                 }
             }
             self.by_customer
-                .entry(m.destination.clone())
+                .entry(m.destination.as_deref().map(str::to_string))
                 .or_default()
                 .insert(m.id);
         }
+    }
+
+    /// A movement read from storage, its names shared with the others'.
+    pub(crate) fn share_names(&mut self, mut m: Movement) -> Movement {
+        let names = &mut self.names.0;
+        m.resource = names.share(m.resource);
+        m.source = names.share(m.source);
+        m.destination = m.destination.map(|n| names.share(n));
+        m.computer = names.share(m.computer);
+        m.partition = names.share(m.partition);
+        m.region = m.region.map(|n| names.share(n));
+        m.tree_title = m.tree_title.map(|n| names.share(n));
+        m.journal = m.journal.map(|n| names.share(n));
+        m
     }
 }

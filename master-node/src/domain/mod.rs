@@ -13,6 +13,7 @@ mod ids;
 mod invariants;
 mod invoice;
 mod ledger;
+mod name;
 mod param;
 mod persist;
 mod state;
@@ -33,6 +34,7 @@ pub use ledger::{
     JournalRecord, Movement, MovementKind, PriceEntry, PriceKey, PriceScope, UsageLine,
     UsageTransaction, HOSTING, MAX_CLOCK_SKEW_MICROS,
 };
+pub use name::Name;
 pub use param::{stringify, ParamValue, Params, StringParams};
 pub use persist::{Change, Entry, KeyKind, PersistError, Query};
 pub use state::{

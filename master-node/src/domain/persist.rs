@@ -643,6 +643,7 @@ impl State {
                 Some(KeyKind::Movement) => {
                     let id: [u8; 8] = body.try_into().map_err(|_| bad("movement key length"))?;
                     let m: Movement = parse(k, v)?;
+                    let m = state.share_names(m);
                     state.movements.load(u64::from_be_bytes(id), m);
                 }
                 Some(KeyKind::Price) => {

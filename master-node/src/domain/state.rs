@@ -235,6 +235,8 @@ pub struct State {
     pub(crate) trees: BTreeMap<InstanceId, BTreeSet<InstanceId>>,
     /// The open hosting movement of each billed instance. Derived.
     pub(crate) open_hosting: BTreeMap<InstanceId, u64>,
+    /// One shared copy of each name movements hold (bookkeeping, outside equality).
+    pub(crate) names: Pending<super::name::Interner>,
     /// Movement ids by customer (None: billed to no one). Derived.
     pub(crate) by_customer: BTreeMap<Option<String>, BTreeSet<u64>>,
     /// Partitions a format took away since the last `take_changes` (their keys go).
