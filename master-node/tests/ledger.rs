@@ -437,6 +437,42 @@ fn the_ledger_survives_persistence_and_partial_reads() {
 }
 
 #[test]
+fn an_sla_price_ceiling_is_held_against_the_ledger_prices() {
+    let mut l = simulated_day();
+    let now = Timestamp(day_end().micros() + 3_600_000_000);
+    // COMP-1 hosts at 1.0 an hour since 15:00, COMP-2 at its region's 0.2
+    let ceiling = |title: &str, max: &str| {
+        with_sla(
+            request_op(Requester::Person("carol".into()), title),
+            "max_price",
+            max,
+        )
+    };
+    l.ok(now, ceiling("cheap", "0.5"));
+    let placed = |l: &Ledger, title: &str| {
+        l.state
+            .all_movements()
+            .find(|m| m.tree_title.as_deref() == Some(title))
+            .map(|m| m.computer.to_string())
+    };
+    assert_eq!(placed(&l, "cheap").as_deref(), Some("COMP-2"));
+    l.ok(now, ceiling("any", "1"));
+    assert!(matches!(
+        l.refused(now, ceiling("too-cheap", "0.1")),
+        DomainError::NoCapacity { .. }
+    ));
+    // the movement names the software release it hosts
+    let m = l
+        .state
+        .all_movements()
+        .find(|m| m.tree_title.as_deref() == Some("any"));
+    assert_eq!(
+        m.and_then(|m| m.software_release.as_deref()),
+        Some(common::SR)
+    );
+}
+
+#[test]
 fn hosting_opens_and_closes_with_the_instance_state() {
     let l = simulated_day();
     let hosting: Vec<_> = l

@@ -132,7 +132,10 @@ impl SlaFilter {
     }
 
     /// Whether a computer meets every condition that concerns the computer itself.
-    pub(crate) fn admits(&self, computer: &Computer) -> bool {
+    /// Whether `computer` meets the conditions. `max_price` is held against the hosting
+    /// price per hour its provider set in the ledger (the computer's, else its
+    /// region's), or, when none is set, against the computer's declared `price`.
+    pub(crate) fn admits(&self, state: &State, computer: &Computer) -> bool {
         if self.computer.as_deref().is_some_and(|c| c != computer.id) {
             return false;
         }
@@ -147,10 +150,13 @@ impl SlaFilter {
             }
         }
         if let Some(max) = self.max_price {
-            let price = computer
-                .attributes
-                .get("price")
-                .and_then(|p| p.trim().parse::<f64>().ok());
+            let price = match state.hosting_price(computer) {
+                Some(p) => Some(p.billionths() as f64 / 1e9),
+                None => computer
+                    .attributes
+                    .get("price")
+                    .and_then(|p| p.trim().parse::<f64>().ok()),
+            };
             match price {
                 Some(p) if p <= max => {}
                 _ => return false,
@@ -240,7 +246,7 @@ pub(crate) fn allocate(
     let mut matching = 0usize;
     let mut best: Option<Placement> = None;
     for computer in state.computers.values() {
-        if !computer.allocation_open || !filter.admits(computer) {
+        if !computer.allocation_open || !filter.admits(state, computer) {
             continue;
         }
         let spread_ok = match filter.spread {

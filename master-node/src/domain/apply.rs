@@ -962,7 +962,7 @@ impl State {
         }
         self.computers
             .get(computer)
-            .is_some_and(|c| filter.admits(c))
+            .is_some_and(|c| filter.admits(self, c))
     }
 
     /// The first admitting host in (computer id, format order).

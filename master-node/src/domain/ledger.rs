@@ -85,6 +85,9 @@ pub struct Movement {
     /// The instance tree (its root) and the root's title when recorded.
     pub tree: Option<InstanceId>,
     pub tree_title: Option<Name>,
+    /// The software release of the instance.
+    #[serde(default)]
+    pub software_release: Option<Name>,
     /// For usage: the journal transaction it came from.
     pub journal: Option<Name>,
     pub recorded_at: Timestamp,
@@ -162,6 +165,16 @@ fn check_label(field: &str, value: &str) -> Result<(), DomainError> {
         ));
     }
     Ok(())
+}
+
+/// The instance on a partition, as movements record it.
+#[derive(Default)]
+struct Occupant {
+    instance: Option<InstanceId>,
+    tree: Option<InstanceId>,
+    tree_title: Option<String>,
+    customer: Option<String>,
+    software_release: Option<String>,
 }
 
 /// What a validated journal will do.
@@ -385,24 +398,26 @@ impl State {
             let journal = self.names.0.get(&key.1.replace('\u{1f}', " "));
             let mut ids = Vec::with_capacity(lines.len());
             for (partition, resource, quantity) in lines {
-                let (instance, tree, tree_title, customer) = self.occupant(computer, &partition);
+                let on = self.occupant(computer, &partition);
                 let id = self.next_movement;
                 self.next_movement += 1;
+                let names = &mut self.names.0;
                 let movement = Movement {
                     id,
                     kind: MovementKind::Usage,
-                    resource: self.names.0.get(&resource),
+                    resource: names.get(&resource),
                     quantity: Some(quantity),
                     start,
                     stop: Some(stop),
                     source: provider.clone(),
-                    destination: customer.map(|c| self.names.0.get(&c)),
+                    destination: on.customer.map(|c| names.get(&c)),
                     computer: computer_name.clone(),
-                    partition: self.names.0.get(&partition),
+                    partition: names.get(&partition),
                     region: region.clone(),
-                    instance,
-                    tree,
-                    tree_title: tree_title.map(|t| self.names.0.get(&t)),
+                    instance: on.instance,
+                    tree: on.tree,
+                    tree_title: on.tree_title.map(|t| names.get(&t)),
+                    software_release: on.software_release.map(|u| names.get(&u)),
                     journal: Some(journal.clone()),
                     recorded_at: now,
                 };
@@ -436,31 +451,24 @@ impl State {
             .unwrap_or(stop)
     }
 
-    /// The instance a partition hosts, its tree, the tree's title and owner.
-    #[allow(clippy::type_complexity)]
-    fn occupant(
-        &self,
-        computer: &str,
-        partition: &str,
-    ) -> (
-        Option<InstanceId>,
-        Option<InstanceId>,
-        Option<String>,
-        Option<String>,
-    ) {
-        let Some(id) = self
+    /// What a partition hosts, for the movements recorded on it.
+    fn occupant(&self, computer: &str, partition: &str) -> Occupant {
+        let Some(inst) = self
             .computers
             .get(computer)
             .and_then(|c| c.partition(partition))
             .and_then(|p| p.instance)
+            .and_then(|id| self.instances.get(&id))
         else {
-            return (None, None, None, None);
+            return Occupant::default();
         };
-        let Some(inst) = self.instances.get(&id) else {
-            return (None, None, None, None);
-        };
-        let title = self.instances.get(&inst.root).map(|r| r.title.clone());
-        (Some(id), Some(inst.root), title, Some(inst.owner.clone()))
+        Occupant {
+            instance: Some(inst.id),
+            tree: Some(inst.root),
+            tree_title: self.instances.get(&inst.root).map(|r| r.title.clone()),
+            customer: Some(inst.owner.clone()),
+            software_release: Some(inst.software_release.clone()),
+        }
     }
 
     fn insert_movement(&mut self, m: Movement) {
@@ -494,8 +502,7 @@ impl State {
             let open = self.open_hosting.get(&id).copied();
             match (billed, open) {
                 (Some((computer, partition)), None) => {
-                    let (instance, tree, tree_title, customer) =
-                        self.occupant(&computer, &partition);
+                    let on = self.occupant(&computer, &partition);
                     let Some(c) = self.computers.get(&computer) else {
                         continue;
                     };
@@ -511,13 +518,14 @@ impl State {
                         start: now,
                         stop: None,
                         source: names.get(&source),
-                        destination: customer.map(|c| names.get(&c)),
+                        destination: on.customer.map(|c| names.get(&c)),
                         computer: names.get(&computer),
                         partition: names.get(&partition),
                         region: region.map(|r| names.get(&r)),
-                        instance,
-                        tree,
-                        tree_title: tree_title.map(|t| names.get(&t)),
+                        instance: on.instance,
+                        tree: on.tree,
+                        tree_title: on.tree_title.map(|t| names.get(&t)),
+                        software_release: on.software_release.map(|u| names.get(&u)),
                         journal: None,
                         recorded_at: now,
                     };
@@ -549,6 +557,22 @@ impl State {
             m.region
                 .as_ref()
                 .and_then(|r| lookup(PriceScope::Region(r.to_string())))
+        })
+    }
+
+    /// The hosting price per hour in force now on a computer (its own, else its
+    /// region's, of its owner): what an SLA's `max_price` is held against.
+    pub fn hosting_price(&self, c: &super::state::Computer) -> Option<Decimal> {
+        let now = |scope: PriceScope| {
+            self.prices
+                .get(&(c.owner.clone(), scope, HOSTING.to_string()))
+                .and_then(|h| h.last())
+                .map(|e| e.price)
+        };
+        now(PriceScope::Computer(c.id.clone())).or_else(|| {
+            c.region
+                .as_ref()
+                .and_then(|r| now(PriceScope::Region(r.clone())))
         })
     }
 
@@ -649,6 +673,7 @@ impl State {
         m.partition = names.share(m.partition);
         m.region = m.region.map(|n| names.share(n));
         m.tree_title = m.tree_title.map(|n| names.share(n));
+        m.software_release = m.software_release.map(|n| names.share(n));
         m.journal = m.journal.map(|n| names.share(n));
         m
     }

@@ -161,6 +161,7 @@ pub fn movement_json(m: &Movement) -> Value {
         "instance_guid": m.instance.map(|i| i.to_string()),
         "instance_tree_guid": m.tree.map(|i| i.to_string()),
         "instance_tree_title": m.tree_title,
+        "software_release_uri": m.software_release,
         "journal": m.journal,
     })
 }
