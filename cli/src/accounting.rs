@@ -161,9 +161,13 @@ fn period(args: &PeriodArgs) -> Result<(String, String)> {
     let (y, m) = month
         .split_once('-')
         .and_then(|(y, m)| Some((y.parse::<u32>().ok()?, m.parse::<u32>().ok()?)))
-        .filter(|(_, m)| (1..=12).contains(m))
+        .filter(|(y, m)| (1..=12).contains(m) && (1970..=9998).contains(y))
         .with_context(|| format!("--month {month:?}: expected YYYY-MM"))?;
-    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    let (ny, nm) = if m == 12 {
+        (y.checked_add(1).context("--month: year out of range")?, 1)
+    } else {
+        (y, m + 1)
+    };
     Ok((format!("{y:04}-{m:02}-01"), format!("{ny:04}-{nm:02}-01")))
 }
 

@@ -135,6 +135,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (computer(), partition(), prop::sample::select(&["2026-11-18 at 09:00:00", "2026-11-18 at 09:30:00", "2026-11-18 at 12:00:00"][..]),
               prop::sample::select(&["1", "2.5", "-1"][..]))
             .prop_map(|(computer, partition, stop, quantity)| Op::RecordUsage {
+                reporter: None,
                 transactions: vec![UsageTransaction {
                     reference: computer.clone(),
                     start_date: String::new(),

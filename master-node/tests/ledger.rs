@@ -7,8 +7,8 @@ mod common;
 
 use common::{domain_bytes, format_op, request_op, with_sla, with_state};
 use master_node::domain::{
-    parse_date, Decimal, DomainError, Invoice, PriceScope, Query, Requester, UsageLine,
-    UsageTransaction,
+    format_date, parse_date, Decimal, DomainError, Invoice, PriceScope, Query, Requester,
+    UsageLine, UsageTransaction,
 };
 use master_node::{Command, Op, Outcome, Reply, RequestId, State, Timestamp};
 use std::collections::BTreeMap;
@@ -111,6 +111,7 @@ fn order(customer: &str, title: &str, computer: &str, state: &str) -> Op {
 fn journal(computer: &str, stop: &str, lines: &[(&str, &str, &str)]) -> Op {
     Op::RecordUsage {
         computer: computer.into(),
+        reporter: None,
         transactions: vec![UsageTransaction {
             reference: computer.into(),
             start_date: String::new(),
@@ -469,6 +470,261 @@ fn an_sla_price_ceiling_is_held_against_the_ledger_prices() {
     assert_eq!(
         m.and_then(|m| m.software_release.as_deref()),
         Some(common::SR)
+    );
+}
+
+fn transaction(
+    reference: &str,
+    start: &str,
+    stop: &str,
+    lines: &[(&str, &str, &str)],
+) -> UsageTransaction {
+    UsageTransaction {
+        reference: reference.into(),
+        start_date: start.into(),
+        stop_date: stop.into(),
+        lines: lines
+            .iter()
+            .map(|(p, r, q)| UsageLine {
+                partition: Some(p.to_string()),
+                resource: r.to_string(),
+                quantity: q.to_string(),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn the_same_period_written_differently_is_the_same_journal() {
+    let mut l = simulated_day();
+    let now = Timestamp(day_end().micros() + 120_000_000);
+    // recorded at 23:00 in slapgrid's form; ISO 8601 in UTC names the same instant (a
+    // partition may report a resource several times: slapgrid sends one line per file)
+    let again = journal(
+        "COMP-1",
+        &format!("{DAY}T23:00:00Z"),
+        &[
+            ("slappart0", "cpu", "60"),
+            ("slappart0", "cpu", "4e1"),
+            ("slappart1", "cpu", "7"),
+        ],
+    );
+    assert_eq!(
+        l.ok(now, again),
+        Reply::UsageRecorded {
+            recorded: 0,
+            known: 1
+        }
+    );
+    let iso = journal(
+        "COMP-2",
+        &format!("{DAY}T18:00:00+00:00"),
+        &[("slappart0", "cpu", "50")],
+    );
+    assert_eq!(
+        l.ok(now, iso),
+        Reply::UsageRecorded {
+            recorded: 0,
+            known: 1
+        }
+    );
+    let other = journal(
+        "COMP-2",
+        &format!("{DAY}T18:00:00Z"),
+        &[("slappart0", "cpu", "51")],
+    );
+    assert!(matches!(
+        l.refused(now, other),
+        DomainError::JournalConflict { .. }
+    ));
+}
+
+#[test]
+fn periods_chain_and_explicit_periods_do_not_overlap() {
+    let mut l = simulated_day();
+    let now = Timestamp(day_end().micros() + 3_600_000_000);
+    let day = |t: &str| format!("2026-11-26T{t}Z");
+    // two transactions without start dates in one journal: the second starts where the
+    // first stopped, the first where the computer's last journal (23:00) stopped
+    let op = Op::RecordUsage {
+        computer: "COMP-1".into(),
+        reporter: None,
+        transactions: vec![
+            transaction(
+                "COMP-1",
+                "",
+                &day("00:20:00"),
+                &[("slappart2", "disk", "1")],
+            ),
+            transaction(
+                "COMP-1",
+                "",
+                &day("00:40:00"),
+                &[("slappart2", "disk", "2")],
+            ),
+        ],
+    };
+    assert_eq!(
+        l.ok(now, op),
+        Reply::UsageRecorded {
+            recorded: 2,
+            known: 0
+        }
+    );
+    let disk: Vec<_> = l
+        .state
+        .all_movements()
+        .filter(|m| *m.resource == *"disk")
+        .map(|m| (m.start, m.stop))
+        .collect();
+    assert_eq!(
+        disk,
+        vec![
+            (at("23:00:00"), Some(parse_date(&day("00:20:00")).unwrap())),
+            (
+                parse_date(&day("00:20:00")).unwrap(),
+                Some(parse_date(&day("00:40:00")).unwrap())
+            ),
+        ]
+    );
+    // explicit periods: 00:00-00:30 is taken, 00:15-00:45 overlaps it, 00:30-00:45 does not
+    let explicit = |start: &str, stop: &str| Op::RecordUsage {
+        computer: "COMP-1".into(),
+        reporter: None,
+        transactions: vec![transaction(
+            "COMP-1",
+            &day(start),
+            &day(stop),
+            &[("slappart3", "disk", "1")],
+        )],
+    };
+    l.ok(now, explicit("00:00:00", "00:30:00"));
+    let e = l.refused(now, explicit("00:15:00", "00:45:00"));
+    assert!(e.to_string().contains("overlaps"), "{e}");
+    l.ok(now, explicit("00:30:00", "00:45:00"));
+}
+
+#[test]
+fn late_usage_is_billed_to_the_instance_of_its_period() {
+    let mut l = simulated_day();
+    let now = Timestamp(day_end().micros() + 3_600_000_000);
+    // B (bob) was destroyed at 18:00; the node frees the partition, carol takes it
+    l.ok(
+        now,
+        Op::DestroyedPartition {
+            computer: "COMP-2".into(),
+            partition: "slappart0".into(),
+        },
+    );
+    let later = Timestamp(now.micros() + 1_000_000);
+    l.ok(later, order("carol", "C", "COMP-2", "started"));
+    // a journal of 17:00 arrives now: bob's; one of a minute after carol started: hers
+    l.ok(
+        later,
+        journal(
+            "COMP-2",
+            &format!("{DAY} at 17:00:00"),
+            &[("slappart0", "cpu", "3")],
+        ),
+    );
+    l.ok(
+        Timestamp(later.micros() + 120_000_000),
+        journal(
+            "COMP-2",
+            &format_date(Timestamp(later.micros() + 60_000_000)),
+            &[("slappart0", "cpu", "4")],
+        ),
+    );
+    let of = |who: &str| {
+        l.state
+            .movements_of(Some(who))
+            .filter(|m| *m.resource == *"cpu")
+            .map(|m| m.quantity.unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("bob"), vec!["50", "3"]);
+    assert_eq!(of("carol"), vec!["4"]);
+}
+
+#[test]
+fn people_and_units_are_checked() {
+    let mut l = simulated_day();
+    let now = Timestamp(day_end().micros() + 3_600_000_000);
+    // a person posting the journal of a computer they do not own
+    let mut op = journal(
+        "COMP-1",
+        "2026-11-26 at 00:10:00",
+        &[("slappart0", "cpu", "1")],
+    );
+    if let Op::RecordUsage { reporter, .. } = &mut op {
+        *reporter = Some("mallory".into());
+    }
+    assert!(matches!(
+        l.refused(now, op.clone()),
+        DomainError::NotOwner { .. }
+    ));
+    if let Op::RecordUsage { reporter, .. } = &mut op {
+        *reporter = Some("provider".into());
+    }
+    l.ok(now, op);
+    // hosting is priced per hour only
+    let mut per_day = price(PriceScope::Computer("COMP-1".into()), "hosting", "12");
+    if let Op::SetPrice { unit, .. } = &mut per_day {
+        *unit = "day".into();
+    }
+    assert!(matches!(
+        l.refused(now, per_day),
+        DomainError::InvalidArgument { .. }
+    ));
+    // a node's local time may run up to 14 h ahead of UTC; an explicit UTC date may not
+    let ahead = Timestamp(now.micros() + 10 * 3_600_000_000);
+    let local = format_date(ahead)
+        .trim_end_matches('Z')
+        .replacen('T', " at ", 1);
+    l.ok(now, journal("COMP-1", &local, &[("slappart0", "cpu", "1")]));
+    let e = l.refused(
+        now,
+        journal("COMP-1", &format_date(ahead), &[("slappart2", "cpu", "1")]),
+    );
+    assert!(e.to_string().contains("future"), "{e}");
+}
+
+#[test]
+fn a_state_from_before_the_ledger_bills_its_started_instances_at_the_next_command() {
+    let l = simulated_day();
+    // the same state as an older master wrote it: no movements, no ledger flag
+    let entries: Vec<_> = l
+        .state
+        .entries()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k[0] != b'v' && k[0] != b'j')
+        .map(|(k, v)| {
+            if k == b"m" {
+                let mut meta: serde_json::Value = serde_json::from_slice(&v).unwrap();
+                meta.as_object_mut().unwrap().remove("hosting_synced");
+                (k, serde_json::to_vec(&meta).unwrap())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let mut old = Ledger {
+        state: State::from_entries(entries).unwrap(),
+        seq: 100,
+    };
+    assert!(old.state.check_invariants().is_err(), "A runs unbilled");
+    let now = Timestamp(day_end().micros() + 3_600_000_000);
+    old.ok(now, price(PriceScope::Region("us".into()), "cpu", "0.02"));
+    let open: Vec<_> = old
+        .state
+        .all_movements()
+        .filter(|m| m.stop.is_none())
+        .collect();
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        (open[0].start, open[0].tree_title.as_deref()),
+        (now, Some("A"))
     );
 }
 

@@ -110,6 +110,10 @@ impl State {
         self.clock = self.clock.max(cmd.at);
         self.applied += 1;
         let now = self.clock;
+        if !self.hosting_synced {
+            self.sync_all_hosting();
+            self.sync_hosting(now);
+        }
         let outcome = self.execute(&cmd.op, now);
         match &outcome {
             Ok(_) => self.sync_hosting(now),
@@ -437,9 +441,11 @@ impl State {
             } => self.destroyed_partition(computer, partition, now),
             Op::RecordUsage {
                 computer,
+                reporter,
                 transactions,
             } => {
-                let (recorded, known) = self.record_usage(computer, transactions, now)?;
+                let (recorded, known) =
+                    self.record_usage(computer, reporter.as_deref(), transactions, now)?;
                 Ok(Reply::UsageRecorded { recorded, known })
             }
             Op::SetPrice {

@@ -145,6 +145,10 @@ pub enum Op {
     /// `useComputer`: a computer's usage journal, one transaction per period.
     RecordUsage {
         computer: String,
+        /// The person posting it, when the caller is a person rather than the node
+        /// (JSON-RPC): they must own the computer.
+        #[serde(default)]
+        reporter: Option<String>,
         transactions: Vec<super::ledger::UsageTransaction>,
     },
     /// A provider prices a resource (`hosting`, or one journals report) on one of their

@@ -66,11 +66,11 @@ fn overflow() -> DomainError {
 }
 
 impl State {
-    /// Whether a movement counts in `[from, to)`: hosting when it overlaps, usage when
-    /// it stops inside.
-    pub fn movement_in(m: &Movement, from: Timestamp, to: Timestamp, clock: Timestamp) -> bool {
+    /// Whether a movement counts in `[from, to)`: hosting when it overlaps (an open one
+    /// runs on, whatever the master's clock says), usage when it stops inside.
+    pub fn movement_in(m: &Movement, from: Timestamp, to: Timestamp) -> bool {
         match m.kind {
-            MovementKind::Hosting => m.start < to && m.stop.unwrap_or(clock) > from,
+            MovementKind::Hosting => m.start < to && m.stop.is_none_or(|s| s > from),
             MovementKind::Usage => m.stop.is_some_and(|s| s >= from && s < to),
         }
     }
@@ -89,10 +89,10 @@ impl State {
             return Err(DomainError::invalid("period", "must end after it starts"));
         }
         let clock = self.clock.max(now);
-        let mut lines: BTreeMap<(Option<InstanceId>, String, String), InvoiceLine> =
+        let mut lines: BTreeMap<(Option<InstanceId>, String, String, String), InvoiceLine> =
             BTreeMap::new();
         for m in self.movements_of(Some(customer)) {
-            if !State::movement_in(m, from, to, clock) {
+            if !State::movement_in(m, from, to) {
                 continue;
             }
             for item in self.items(m, from, to, clock)? {
@@ -108,7 +108,12 @@ impl State {
                         MovementKind::Usage => String::new(),
                     });
                 let line = lines
-                    .entry((m.tree, m.resource.to_string(), currency.clone()))
+                    .entry((
+                        m.tree,
+                        m.resource.to_string(),
+                        unit.clone(),
+                        currency.clone(),
+                    ))
                     .or_insert_with(|| InvoiceLine {
                         tree: m.tree,
                         tree_title: m.tree_title.as_deref().map(str::to_string),
@@ -210,9 +215,8 @@ impl State {
         from: Timestamp,
         to: Timestamp,
     ) -> Vec<&'a Movement> {
-        let clock = self.clock;
         let keep = move |m: &&Movement| {
-            State::movement_in(m, from, to, clock)
+            State::movement_in(m, from, to)
                 && provider.is_none_or(|p| *m.source == *p)
                 && computer.is_none_or(|c| *m.computer == *c)
         };

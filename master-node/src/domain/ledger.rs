@@ -30,6 +30,7 @@ use super::ids::{InstanceId, Timestamp};
 use super::name::Name;
 use super::state::{Placement, RequestedState, State};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The resource name of hosting movements.
 pub const HOSTING: &str = "hosting";
@@ -144,14 +145,36 @@ pub struct JournalRecord {
     pub stop: Timestamp,
     pub movements: Vec<u64>,
     pub recorded_at: Timestamp,
+    /// The node gave the start date (otherwise it is where the previous journal stopped).
+    #[serde(default)]
+    pub explicit_start: bool,
 }
 
-/// The key of a journal transaction: (computer, reference, start date, stop date).
-pub fn journal_key(computer: &str, t: &UsageTransaction) -> (String, String) {
+/// The key of a journal transaction: (computer, reference, start and stop as read, in
+/// microseconds), so that the same dates written differently are the same transaction.
+/// The reference is the computer's id, which holds no control character.
+pub fn journal_key(
+    computer: &str,
+    reference: &str,
+    start: Option<Timestamp>,
+    stop: Timestamp,
+) -> (String, String) {
+    let start = start.map(|s| s.micros().to_string()).unwrap_or_default();
     (
         computer.to_string(),
-        format!("{}\u{1f}{}\u{1f}{}", t.reference, t.start_date, t.stop_date),
+        format!("{reference}\u{1f}{start}\u{1f}{}", stop.micros()),
     )
+}
+
+/// A journal date and how far ahead of the master's clock it may be: slapgrid writes
+/// its node's local time without an offset (`%Y-%m-%d at %H:%M:%S`), so a date without
+/// `Z`/`+00:00` may be up to 14 hours ahead (UTC+14), besides the clock skew.
+fn journal_date(text: &str) -> Result<(Timestamp, u64), String> {
+    let at = parse_date(text)?;
+    let t = text.trim();
+    let utc = t.ends_with('Z') || t.ends_with("+00:00");
+    let ahead = if utc { 0 } else { 14 * 3_600_000_000 };
+    Ok((at, ahead + MAX_CLOCK_SKEW_MICROS))
 }
 
 fn check_label(field: &str, value: &str) -> Result<(), DomainError> {
@@ -165,6 +188,29 @@ fn check_label(field: &str, value: &str) -> Result<(), DomainError> {
         ));
     }
     Ok(())
+}
+
+/// Enters a movement in the derived indexes: the open hosting of its instance, and its
+/// customer's movements.
+fn index_movement(
+    open_hosting: &mut BTreeMap<InstanceId, u64>,
+    by_customer: &mut BTreeMap<Option<String>, BTreeSet<u64>>,
+    hosting_by_partition: &mut BTreeMap<(String, String), BTreeSet<(Timestamp, u64)>>,
+    m: &Movement,
+) {
+    if let (MovementKind::Hosting, None, Some(instance)) = (m.kind, m.stop, m.instance) {
+        open_hosting.insert(instance, m.id);
+    }
+    if m.kind == MovementKind::Hosting {
+        hosting_by_partition
+            .entry((m.computer.to_string(), m.partition.to_string()))
+            .or_default()
+            .insert((m.start, m.id));
+    }
+    by_customer
+        .entry(m.destination.as_deref().map(str::to_string))
+        .or_default()
+        .insert(m.id);
 }
 
 /// The instance on a partition, as movements record it.
@@ -183,8 +229,10 @@ enum Planned {
     Known,
     New {
         key: (String, String),
+        reference: String,
         start: Timestamp,
         stop: Timestamp,
+        explicit_start: bool,
         lines: Vec<(String, String, Decimal)>,
     },
 }
@@ -217,6 +265,12 @@ impl State {
                 }
             }
             PriceScope::Region(region) => check_label("region", region)?,
+        }
+        if resource == HOSTING && unit != "hour" {
+            return Err(DomainError::invalid(
+                "unit",
+                format!("hosting is priced per hour, not per '{unit}'"),
+            ));
         }
         let price = Decimal::parse(price).map_err(|m| DomainError::invalid("price", m))?;
         if price.is_negative() || price > Decimal::from_int(MAX_PRICE) {
@@ -269,9 +323,11 @@ impl State {
 
     /// `RecordUsage`: a computer's journal. Validates every transaction, then records the
     /// new ones; a transaction posted before with the same lines records nothing.
+    /// `reporter`, when given, must own the computer (callers identified as a person).
     pub(crate) fn record_usage(
         &mut self,
         computer: &str,
+        reporter: Option<&str>,
         transactions: &[UsageTransaction],
         now: Timestamp,
     ) -> Result<(usize, usize), DomainError> {
@@ -283,6 +339,12 @@ impl State {
             .computers
             .get(computer)
             .ok_or_else(|| DomainError::UnknownComputer(computer.to_string()))?;
+        if let Some(who) = reporter.filter(|who| *who != c.owner) {
+            return Err(DomainError::NotOwner {
+                who: who.to_string(),
+                what: format!("computer '{computer}'"),
+            });
+        }
         if transactions.is_empty() {
             return Err(refuse("the journal has no transaction".into()));
         }
@@ -294,6 +356,8 @@ impl State {
         }
         let mut plans = Vec::with_capacity(transactions.len());
         let mut keys = std::collections::BTreeSet::new();
+        // periods of this journal's new transactions: (start, stop, explicit start)
+        let mut planned: Vec<(Timestamp, Timestamp, bool)> = Vec::new();
         for t in transactions {
             if t.reference != computer {
                 return Err(DomainError::Forbidden(format!(
@@ -301,25 +365,30 @@ impl State {
                     t.reference
                 )));
             }
-            let key = journal_key(computer, t);
+            let (stop, ahead) =
+                journal_date(&t.stop_date).map_err(|m| refuse(format!("stop_date: {m}")))?;
+            let start = match t.start_date.trim() {
+                "" => None,
+                s => Some(
+                    journal_date(s)
+                        .map_err(|m| refuse(format!("start_date: {m}")))?
+                        .0,
+                ),
+            };
+            let key = journal_key(computer, &t.reference, start, stop);
             if !keys.insert(key.clone()) {
                 return Err(refuse(format!(
                     "transaction for period '{}'..'{}' appears twice",
                     t.start_date, t.stop_date
                 )));
             }
-            let stop = parse_date(&t.stop_date).map_err(|m| refuse(format!("stop_date: {m}")))?;
-            let start = match t.start_date.trim() {
-                "" => None,
-                s => Some(parse_date(s).map_err(|m| refuse(format!("start_date: {m}")))?),
-            };
             if start.is_some_and(|s| s > stop) {
                 return Err(refuse(format!(
                     "period starts ({}) after it stops ({})",
                     t.start_date, t.stop_date
                 )));
             }
-            if stop.micros() > now.micros().saturating_add(MAX_CLOCK_SKEW_MICROS) {
+            if stop.micros() > now.micros().saturating_add(ahead) {
                 return Err(refuse(format!(
                     "period ends in the future ({}; master clock {})",
                     format_date(stop),
@@ -371,11 +440,40 @@ impl State {
                     until: format_date(self.books_closed_until),
                 });
             }
-            let start = start.unwrap_or_else(|| self.previous_journal_stop(computer, stop));
+            let start = match start {
+                Some(start) => {
+                    // an explicit period may not overlap another explicit one
+                    let overlaps = |(s, e): (Timestamp, Timestamp)| s < stop && start < e;
+                    let recorded = self
+                        .journals_of(computer)
+                        .filter(|(_, r)| r.explicit_start)
+                        .map(|(_, r)| (r.start, r.stop));
+                    let new = planned.iter().filter(|p| p.2).map(|p| (p.0, p.1));
+                    if let Some((s, e)) = recorded.chain(new).find(|p| overlaps(*p)) {
+                        return Err(refuse(format!(
+                            "period {}..{} overlaps the recorded period {}..{}",
+                            format_date(start),
+                            format_date(stop),
+                            format_date(s),
+                            format_date(e)
+                        )));
+                    }
+                    start
+                }
+                None => {
+                    let before = |s: &Timestamp| *s < stop;
+                    let recorded = self.journals_of(computer).map(|(_, r)| r.stop);
+                    let new = planned.iter().map(|p| p.1);
+                    recorded.chain(new).filter(before).max().unwrap_or(stop)
+                }
+            };
+            planned.push((start, stop, t.start_date.trim() != ""));
             plans.push(Planned::New {
                 key,
+                reference: t.reference.clone(),
                 start,
                 stop,
+                explicit_start: !t.start_date.trim().is_empty(),
                 lines: parsed,
             });
         }
@@ -387,18 +485,21 @@ impl State {
         for plan in plans {
             let Planned::New {
                 key,
+                reference,
                 start,
                 stop,
+                explicit_start,
                 lines,
             } = plan
             else {
                 known += 1;
                 continue;
             };
-            let journal = self.names.0.get(&key.1.replace('\u{1f}', " "));
+            let label = format!("{reference} {}/{}", format_date(start), format_date(stop));
+            let journal = self.names.0.get(&label);
             let mut ids = Vec::with_capacity(lines.len());
             for (partition, resource, quantity) in lines {
-                let on = self.occupant(computer, &partition);
+                let on = self.tenant_at(computer, &partition, stop);
                 let id = self.next_movement;
                 self.next_movement += 1;
                 let names = &mut self.names.0;
@@ -431,6 +532,7 @@ impl State {
                     stop,
                     movements: ids,
                     recorded_at: now,
+                    explicit_start,
                 },
             );
             recorded += 1;
@@ -438,30 +540,40 @@ impl State {
         Ok((recorded, known))
     }
 
-    /// Where a journal without a start date begins: the stop of the computer's latest
-    /// journal that ended before this one, or the stop itself (a reading at one instant).
-    fn previous_journal_stop(&self, computer: &str, stop: Timestamp) -> Timestamp {
-        let from = (computer.to_string(), String::new());
-        self.journals
-            .range(from..)
-            .take_while(|((c, _), _)| c == computer)
-            .map(|(_, r)| r.stop)
-            .filter(|s| *s < stop)
-            .max()
-            .unwrap_or(stop)
+    /// Who used a partition at `at`: the instance that last started there (its hosting
+    /// movement) at or before `at`, so a journal arriving late is billed to the instance
+    /// of its period even if the partition was freed or reused since; else whatever the
+    /// partition hosts now.
+    fn tenant_at(&self, computer: &str, partition: &str, at: Timestamp) -> Occupant {
+        let started = self
+            .hosting_by_partition
+            .get(&(computer.to_string(), partition.to_string()))
+            .and_then(|starts| starts.range(..=(at, u64::MAX)).next_back())
+            .and_then(|(_, id)| self.movements.get(id));
+        match started {
+            Some(m) => Occupant {
+                instance: m.instance,
+                tree: m.tree,
+                tree_title: m.tree_title.as_deref().map(str::to_string),
+                customer: m.destination.as_deref().map(str::to_string),
+                software_release: m.software_release.as_deref().map(str::to_string),
+            },
+            None => self.occupant(computer, partition),
+        }
     }
 
-    /// What a partition hosts, for the movements recorded on it.
+    /// What a partition hosts now, for the movements recorded on it.
     fn occupant(&self, computer: &str, partition: &str) -> Occupant {
-        let Some(inst) = self
-            .computers
+        self.computers
             .get(computer)
             .and_then(|c| c.partition(partition))
             .and_then(|p| p.instance)
             .and_then(|id| self.instances.get(&id))
-        else {
-            return Occupant::default();
-        };
+            .map(|inst| self.occupant_of(inst))
+            .unwrap_or_default()
+    }
+
+    fn occupant_of(&self, inst: &super::state::Instance) -> Occupant {
         Occupant {
             instance: Some(inst.id),
             tree: Some(inst.root),
@@ -472,15 +584,12 @@ impl State {
     }
 
     fn insert_movement(&mut self, m: Movement) {
-        if m.kind == MovementKind::Hosting && m.stop.is_none() {
-            if let Some(instance) = m.instance {
-                self.open_hosting.insert(instance, m.id);
-            }
-        }
-        self.by_customer
-            .entry(m.destination.as_deref().map(str::to_string))
-            .or_default()
-            .insert(m.id);
+        index_movement(
+            &mut self.open_hosting,
+            &mut self.by_customer,
+            &mut self.hosting_by_partition,
+            &m,
+        );
         self.movements.insert(m.id, m);
     }
 
@@ -495,14 +604,13 @@ impl State {
                     Placement::Partition {
                         computer,
                         partition,
-                    } => Some((computer.clone(), partition.clone())),
+                    } => Some((computer.clone(), partition.clone(), self.occupant_of(inst))),
                     _ => None,
                 }
             });
             let open = self.open_hosting.get(&id).copied();
             match (billed, open) {
-                (Some((computer, partition)), None) => {
-                    let on = self.occupant(&computer, &partition);
+                (Some((computer, partition, on)), None) => {
                     let Some(c) = self.computers.get(&computer) else {
                         continue;
                     };
@@ -543,6 +651,16 @@ impl State {
                 _ => {}
             }
         }
+    }
+
+    /// Marks every instance for `sync_hosting`: a state written before the ledger
+    /// existed gets its started instances billed from the first command applied after.
+    pub(crate) fn sync_all_hosting(&mut self) {
+        let ids: Vec<InstanceId> = self.instances.keys().copied().collect();
+        for id in ids {
+            self.instances.touch(&id);
+        }
+        self.hosting_synced = true;
     }
 
     /// The price in force for a movement's resource at `at`: the computer's own, else the
@@ -650,16 +768,14 @@ impl State {
     pub(crate) fn rebuild_ledger_indexes(&mut self) {
         self.open_hosting.clear();
         self.by_customer.clear();
+        self.hosting_by_partition.clear();
         for m in self.movements.values() {
-            if m.kind == MovementKind::Hosting && m.stop.is_none() {
-                if let Some(instance) = m.instance {
-                    self.open_hosting.insert(instance, m.id);
-                }
-            }
-            self.by_customer
-                .entry(m.destination.as_deref().map(str::to_string))
-                .or_default()
-                .insert(m.id);
+            index_movement(
+                &mut self.open_hosting,
+                &mut self.by_customer,
+                &mut self.hosting_by_partition,
+                m,
+            );
         }
     }
 

@@ -146,6 +146,8 @@ struct Meta {
     next_movement: u64,
     #[serde(default)]
     books_closed_until: Timestamp,
+    #[serde(default)]
+    hosting_synced: bool,
 }
 
 impl Meta {
@@ -157,6 +159,7 @@ impl Meta {
             applied: state.applied,
             next_movement: state.next_movement,
             books_closed_until: state.books_closed_until,
+            hosting_synced: state.hosting_synced,
         }
     }
 }
@@ -676,6 +679,7 @@ impl State {
                     state.applied = meta.applied;
                     state.next_movement = meta.next_movement;
                     state.books_closed_until = meta.books_closed_until;
+                    state.hosting_synced = meta.hosting_synced;
                 }
                 None => return Err(bad("unknown key kind")),
             }

@@ -220,6 +220,9 @@ pub struct State {
     pub(crate) next_movement: u64,
     /// No journal may report a period ending before this (see `ledger.rs`).
     pub(crate) books_closed_until: Timestamp,
+    /// Every started instance has had its hosting movement opened (false in a state
+    /// written before the ledger existed: the next command does it).
+    pub(crate) hosting_synced: bool,
     pub(crate) next_instance: u64,
     /// Counter giving each supply its place in the computer's software list.
     pub(crate) next_supply: u64,
@@ -237,6 +240,8 @@ pub struct State {
     pub(crate) open_hosting: BTreeMap<InstanceId, u64>,
     /// One shared copy of each name movements hold (bookkeeping, outside equality).
     pub(crate) names: Pending<super::name::Interner>,
+    /// Hosting movements by (computer, partition), by start. Derived.
+    pub(crate) hosting_by_partition: BTreeMap<(String, String), BTreeSet<(Timestamp, u64)>>,
     /// Movement ids by customer (None: billed to no one). Derived.
     pub(crate) by_customer: BTreeMap<Option<String>, BTreeSet<u64>>,
     /// Partitions a format took away since the last `take_changes` (their keys go).

@@ -60,6 +60,13 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
         }
     }
 
+    /// Records a key for [`Tracked::take_touched`] without writing it.
+    pub fn touch(&mut self, key: &K) {
+        if let Some(touched) = &mut self.touched {
+            touched.insert(key.clone());
+        }
+    }
+
     /// Keys written since the last call (always empty unless [`Tracked::watched`]).
     pub fn take_touched(&mut self) -> BTreeSet<K> {
         match &mut self.touched {

@@ -13,25 +13,9 @@ use master_node::domain::{format_date, parse_date, Decimal, Invoice, Movement, P
 use master_node::{Op, State, Timestamp};
 use serde_json::{json, Map, Value};
 
-use super::schema::{Field, Kind};
+use super::schema::{opt, req, Field, Kind};
 use super::{Call, JsonError, Read};
 use crate::slap::SlapContext;
-
-const fn req(name: &'static str, kind: Kind) -> Field {
-    Field {
-        name,
-        kind,
-        required: true,
-    }
-}
-
-const fn opt(name: &'static str, kind: Kind) -> Field {
-    Field {
-        name,
-        kind,
-        required: false,
-    }
-}
 
 pub const COMPUTE_NODE_USAGE: &[Field] =
     &[req("computer_guid", Kind::Str), req("tioxml", Kind::Str)];
@@ -227,12 +211,17 @@ fn is_admin(ctx: &SlapContext) -> bool {
     ctx.admins.contains(&ctx.person)
 }
 
-/// `compute_node_usage`: the journal of `useComputer`, as JSON.
+/// `compute_node_usage`: the journal of `useComputer`, as JSON, posted by the
+/// computer's owner (or an admin).
 pub fn usage(ctx: &SlapContext, map: &Map<String, Value>) -> Result<Call, JsonError> {
     let computer = text(map, "computer_guid").unwrap_or_default();
     let xml = text(map, "tioxml").unwrap_or_default();
-    let op = crate::slap::forms::usage_op(computer, &xml, &ctx.limits.document)
+    let mut op = crate::slap::forms::usage_op(computer, &xml, &ctx.limits.document)
         .map_err(|e| JsonError::new(400, format!("tioxml: {e}")))?;
+    // a person posting a computer's journal must own it (nodes post with useComputer)
+    if let Op::RecordUsage { reporter, .. } = &mut op {
+        *reporter = (!is_admin(ctx)).then(|| ctx.person.clone());
+    }
     Ok(Call::Write {
         op,
         title: "Usage recorded",

@@ -30,7 +30,7 @@ pub struct Field {
     pub required: bool,
 }
 
-const fn req(name: &'static str, kind: Kind) -> Field {
+pub(crate) const fn req(name: &'static str, kind: Kind) -> Field {
     Field {
         name,
         kind,
@@ -38,7 +38,7 @@ const fn req(name: &'static str, kind: Kind) -> Field {
     }
 }
 
-const fn opt(name: &'static str, kind: Kind) -> Field {
+pub(crate) const fn opt(name: &'static str, kind: Kind) -> Field {
     Field {
         name,
         kind,

@@ -187,6 +187,7 @@ pub fn usage_op(computer: String, journal: &str, limits: &Limits) -> Result<Op, 
         .collect();
     Ok(Op::RecordUsage {
         computer,
+        reporter: None,
         transactions,
     })
 }
