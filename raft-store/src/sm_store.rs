@@ -160,6 +160,41 @@ impl<SM> StateMachineHandle<SM> {
         })
     }
 
+    /// Reads data the application keeps on disk only, from one RocksDB snapshot: for
+    /// every `sm` key in `[from, to)`, `follow(key, value)` names the key to return
+    /// (the key itself for data, the entity an index key points at), and the pairs found
+    /// come back in scan order; a followed key that is absent is skipped.
+    pub fn persisted_range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        follow: impl Fn(&[u8], &[u8]) -> Option<Vec<u8>>,
+    ) -> Result<Pairs, StoreError> {
+        let db = self.db.upgrade().ok_or(StoreError::Closed)?;
+        let sm = db
+            .cf_handle(CF_SM)
+            .ok_or(StoreError::MissingColumnFamily(CF_SM))?;
+        let snap = db.snapshot();
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(from, rocksdb::Direction::Forward);
+        for item in snap.iterator_cf(sm, mode) {
+            let (k, v) = item?;
+            if *k >= *to {
+                break;
+            }
+            match follow(&k, &v) {
+                Some(target) if *target == *k => out.push((k.to_vec(), v.to_vec())),
+                Some(target) => {
+                    if let Some(value) = snap.get_cf(sm, &target)? {
+                        out.push((target, value));
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
     fn scan_persisted(
         &self,
         mut f: impl FnMut(&[u8], &[u8]),

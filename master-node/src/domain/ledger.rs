@@ -138,16 +138,43 @@ pub struct UsageTransaction {
     pub lines: Vec<UsageLine>,
 }
 
-/// A journal transaction once recorded: its period and the movements it produced.
+/// A journal transaction once recorded: its period, the movements it produced (ids
+/// `first_movement..first_movement + movements`, given in a row) and a fingerprint of its
+/// lines, enough to recognise it when posted again without reading those movements back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalRecord {
     pub start: Timestamp,
     pub stop: Timestamp,
-    pub movements: Vec<u64>,
+    pub first_movement: u64,
+    pub movements: u64,
+    /// 128-bit FNV-1a of the lines (partition, resource, quantity), in order.
+    pub fingerprint: String,
     pub recorded_at: Timestamp,
     /// The node gave the start date (otherwise it is where the previous journal stopped).
     #[serde(default)]
     pub explicit_start: bool,
+}
+
+/// The fingerprint of a transaction's lines: FNV-1a over 128 bits, hex. Deterministic on
+/// every replica and platform.
+fn fingerprint(lines: &[(String, String, Decimal)]) -> String {
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    let mut hash: u128 = 0x6c62272e07bb014262b821756295c58d;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u128::from(*b);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    };
+    for (partition, resource, quantity) in lines {
+        feed(partition.as_bytes());
+        feed(&[0]);
+        feed(resource.as_bytes());
+        feed(&[0]);
+        feed(&quantity.billionths().to_be_bytes());
+        feed(&[1]);
+    }
+    format!("{hash:032x}")
 }
 
 /// The key of a journal transaction: (computer, reference, start and stop as read, in
@@ -420,13 +447,7 @@ impl State {
                 parsed.push((partition.to_string(), line.resource.clone(), quantity));
             }
             if let Some(record) = self.journals.get(&key) {
-                let same = record.movements.len() == parsed.len()
-                    && record.movements.iter().zip(&parsed).all(|(id, (p, r, q))| {
-                        self.movements.get(id).is_some_and(|m| {
-                            m.partition == *p && m.resource == *r && m.quantity == Some(*q)
-                        })
-                    });
-                if !same {
+                if record.fingerprint != fingerprint(&parsed) {
                     return Err(DomainError::JournalConflict {
                         computer: computer.to_string(),
                         period: format!("'{}'..'{}'", t.start_date, t.stop_date),
@@ -497,13 +518,16 @@ impl State {
             };
             let label = format!("{reference} {}/{}", format_date(start), format_date(stop));
             let journal = self.names.0.get(&label);
-            let mut ids = Vec::with_capacity(lines.len());
+            let first_movement = self.next_movement;
+            let print = fingerprint(&lines);
+            let count = lines.len() as u64;
             for (partition, resource, quantity) in lines {
                 let on = self.tenant_at(computer, &partition, stop);
                 let id = self.next_movement;
                 self.next_movement += 1;
                 let names = &mut self.names.0;
-                let movement = Movement {
+                // usage is written to storage by `take_changes` and not kept in memory
+                self.usage_outbox.0.push(Movement {
                     id,
                     kind: MovementKind::Usage,
                     resource: names.get(&resource),
@@ -521,16 +545,16 @@ impl State {
                     software_release: on.software_release.map(|u| names.get(&u)),
                     journal: Some(journal.clone()),
                     recorded_at: now,
-                };
-                self.insert_movement(movement);
-                ids.push(id);
+                });
             }
             self.journals.insert(
                 key,
                 JournalRecord {
                     start,
                     stop,
-                    movements: ids,
+                    first_movement,
+                    movements: count,
+                    fingerprint: print,
                     recorded_at: now,
                     explicit_start,
                 },
@@ -727,6 +751,13 @@ impl State {
 
     pub fn movement(&self, id: u64) -> Option<&Movement> {
         self.movements.get(&id)
+    }
+
+    /// A usage movement read from storage into a reader's state.
+    /// (Indexed with the rest by `rebuild_indexes`.)
+    pub(crate) fn load_usage(&mut self, m: Movement) {
+        let m = self.share_names(m);
+        self.movements.load(m.id, m);
     }
 
     /// The movements billed to a customer (None: to no one), in id order.

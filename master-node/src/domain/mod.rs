@@ -36,7 +36,9 @@ pub use ledger::{
 };
 pub use name::Name;
 pub use param::{stringify, ParamValue, Params, StringParams};
-pub use persist::{Change, Entry, KeyKind, PersistError, Query};
+pub use persist::{
+    usage_disk_range, usage_disk_target, Change, Entry, KeyKind, PersistError, Query,
+};
 pub use state::{
     AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState, Session,
     SoftwareInstallation, SoftwareState, State, StatusKind,

@@ -59,6 +59,9 @@ const SESSION: u8 = b'n';
 const META: u8 = b'm';
 const RETIRED: u8 = b'r';
 const MOVEMENT: u8 = b'v';
+const USAGE: u8 = b'u';
+const BY_CUSTOMER: u8 = b'x';
+const BY_PROVIDER: u8 = b'y';
 const PRICE: u8 = b'$';
 const JOURNAL: u8 = b'j';
 
@@ -80,6 +83,10 @@ pub enum KeyKind {
     Movement,
     Price,
     Journal,
+    /// Usage movements, on disk only (a replica does not load them; readers do).
+    Usage,
+    /// Usage movements by (customer or provider, stop), for reads of a period.
+    UsageIndex,
 }
 
 impl KeyKind {
@@ -96,6 +103,8 @@ impl KeyKind {
             MOVEMENT => KeyKind::Movement,
             PRICE => KeyKind::Price,
             JOURNAL => KeyKind::Journal,
+            USAGE => KeyKind::Usage,
+            BY_CUSTOMER | BY_PROVIDER => KeyKind::UsageIndex,
             _ => return None,
         })
     }
@@ -111,6 +120,7 @@ impl KeyKind {
                 | KeyKind::Movement
                 | KeyKind::Price
                 | KeyKind::Journal
+                | KeyKind::Usage
         )
     }
 }
@@ -261,6 +271,63 @@ fn movement_key(id: u64) -> Vec<u8> {
     k
 }
 
+fn usage_key(id: u64) -> Vec<u8> {
+    let mut k = vec![USAGE];
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// `kind`, the party, then (when given) a stop time and a movement id.
+fn usage_index_key(kind: u8, party: &str, stop: Option<Timestamp>, id: Option<u64>) -> Vec<u8> {
+    let mut k = vec![kind];
+    with_len(&mut k, party.as_bytes());
+    if let Some(stop) = stop {
+        k.extend_from_slice(&stop.micros().to_be_bytes());
+    }
+    if let Some(id) = id {
+        k.extend_from_slice(&id.to_be_bytes());
+    }
+    k
+}
+
+/// The keys a ledger read must scan on disk for the usage of its period, `[from, to)`:
+/// the customer's index, else the provider's, else every usage movement.
+pub fn usage_disk_range(query: &Query) -> Option<(Vec<u8>, Vec<u8>)> {
+    let Query::Ledger {
+        customer,
+        provider,
+        from,
+        to,
+    } = query
+    else {
+        return None;
+    };
+    let range = |kind, party: &str| {
+        (
+            usage_index_key(kind, party, Some(*from), None),
+            usage_index_key(kind, party, Some(*to), None),
+        )
+    };
+    Some(match (customer, provider) {
+        (Some(c), _) => range(BY_CUSTOMER, c),
+        (None, Some(p)) => range(BY_PROVIDER, p),
+        (None, None) => (vec![USAGE], vec![USAGE + 1]),
+    })
+}
+
+/// For a key in a [`usage_disk_range`]: the usage movement's key to read (an index key
+/// ends with the movement id; a usage key is itself).
+pub fn usage_disk_target(key: &[u8], _value: &[u8]) -> Option<Vec<u8>> {
+    match *key.first()? {
+        USAGE => Some(key.to_vec()),
+        BY_CUSTOMER | BY_PROVIDER => {
+            let id: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+            Some(usage_key(u64::from_be_bytes(id)))
+        }
+        _ => None,
+    }
+}
+
 fn price_key((provider, scope, resource): &PriceKey) -> Vec<u8> {
     let mut k = vec![PRICE];
     with_len(&mut k, provider.as_bytes());
@@ -399,6 +466,22 @@ impl State {
             let v = v.map(|v| json(&k, v)).transpose()?;
             out.push((k, v));
         }
+        for m in &self.usage_outbox.0 {
+            let k = usage_key(m.id);
+            out.push((k.clone(), Some(json(&k, m)?)));
+            let stop = m.stop.unwrap_or(m.start);
+            if let Some(customer) = &m.destination {
+                out.push((
+                    usage_index_key(BY_CUSTOMER, customer, Some(stop), Some(m.id)),
+                    Some(Vec::new()),
+                ));
+            }
+            out.push((
+                usage_index_key(BY_PROVIDER, &m.source, Some(stop), Some(m.id)),
+                Some(Vec::new()),
+            ));
+        }
+        self.usage_outbox.0.clear();
         let k = vec![META];
         let v = json(&k, &Meta::of(self))?;
         out.push((k, Some(v)));
@@ -578,8 +661,29 @@ impl State {
         self.retired_replicas.contains_key(&id)
     }
 
-    /// Rebuild a state from every persisted pair (any order).
+    /// Rebuild a replica's state from every persisted pair (any order). Usage movements
+    /// and their indexes stay on disk.
     pub fn from_entries<I, K, V>(pairs: I) -> Result<State, PersistError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        State::build(pairs, false)
+    }
+
+    /// A reader's state from the entries a read returned, usage movements included: what
+    /// invoices and movement lists are computed from.
+    pub fn from_read<I, K, V>(pairs: I) -> Result<State, PersistError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        State::build(pairs, true)
+    }
+
+    fn build<I, K, V>(pairs: I, with_usage: bool) -> Result<State, PersistError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<[u8]>,
@@ -664,6 +768,11 @@ impl State {
                         .prices
                         .load((utf8(k, provider)?, scope, utf8(k, resource)?), history);
                 }
+                Some(KeyKind::Usage) if with_usage => {
+                    let m: Movement = parse(k, v)?;
+                    state.load_usage(m);
+                }
+                Some(KeyKind::Usage | KeyKind::UsageIndex) => {}
                 Some(KeyKind::Journal) => {
                     let (computer, rest) = split_len(body).ok_or(bad("short journal key"))?;
                     let record: JournalRecord = parse(k, v)?;

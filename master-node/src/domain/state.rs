@@ -238,6 +238,9 @@ pub struct State {
     pub(crate) trees: BTreeMap<InstanceId, BTreeSet<InstanceId>>,
     /// The open hosting movement of each billed instance. Derived.
     pub(crate) open_hosting: BTreeMap<InstanceId, u64>,
+    /// Usage movements recorded since the last `take_changes`, which writes them to
+    /// storage: a replica does not keep usage in memory (readers load it from disk).
+    pub(crate) usage_outbox: Pending<Vec<super::ledger::Movement>>,
     /// One shared copy of each name movements hold (bookkeeping, outside equality).
     pub(crate) names: Pending<super::name::Interner>,
     /// Hosting movements by (computer, partition), by start. Derived.

@@ -397,7 +397,16 @@ impl MasterService {
         let (entries, applied) = self
             .state
             .read(|state, applied| (state.query_entries(query), applied.map_or(0, |l| l.index)));
-        let entries = entries.map_err(|e| Status::internal(e.to_string()))?;
+        let mut entries = entries.map_err(|e| Status::internal(e.to_string()))?;
+        // Usage lives on disk only: the period's movements, after the memory read (a
+        // usage movement is written, never changed, in the batch that applies it).
+        if let Some((from, to)) = crate::domain::usage_disk_range(query) {
+            let usage = self
+                .state
+                .persisted_range(&from, &to, crate::domain::usage_disk_target)
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            entries.extend(usage);
+        }
         Ok(ReadResponse {
             result: Some(read_response::Result::Entries(Entries {
                 entries: entries

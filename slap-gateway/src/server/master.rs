@@ -195,7 +195,7 @@ impl Masters {
     }
 
     fn state(entries: Vec<Entry>) -> Result<State, MasterError> {
-        State::from_entries(entries).map_err(|e| MasterError::BadAnswer(e.to_string()))
+        State::from_read(entries).map_err(|e| MasterError::BadAnswer(e.to_string()))
     }
 
     /// Apply `op` through Raft (retried across leader changes under one request id), then
