@@ -35,7 +35,9 @@ use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 pub use error::{SnapshotError, StoreError};
 pub use keys::{CF_LOG, CF_META, CF_SM, CF_SNAPSHOT};
 pub use log_store::{LogReader, LogStats, LogStore};
-pub use sm_store::{Pairs, SnapshotBuilder, StateDigest, StateMachineHandle, StateMachineStore};
+pub use sm_store::{
+    DiskView, Pairs, SnapshotBuilder, StateDigest, StateMachineHandle, StateMachineStore,
+};
 
 /// A replicated state machine that keeps its data in memory and persists it through
 /// key/value changes written in the same RocksDB batch as the last applied log id.

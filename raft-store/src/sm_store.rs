@@ -160,39 +160,28 @@ impl<SM> StateMachineHandle<SM> {
         })
     }
 
-    /// Reads data the application keeps on disk only, from one RocksDB snapshot: for
-    /// every `sm` key in `[from, to)`, `follow(key, value)` names the key to return
-    /// (the key itself for data, the entity an index key points at), and the pairs found
-    /// come back in scan order; a followed key that is absent is skipped.
-    pub fn persisted_range(
+    /// A read of the in-memory machine and of data the application keeps on disk only,
+    /// both at the same applied log id: `read` runs under the machine's read lock, where
+    /// a RocksDB snapshot is also taken (apply changes the machine and writes its batch
+    /// under the write lock, so the snapshot holds exactly what `read` saw); then,
+    /// with the lock released (a long scan does not hold up apply), `scan` gets what
+    /// `read` returned and a [`DiskView`] of that snapshot.
+    pub fn read_and_scan<R, T>(
         &self,
-        from: &[u8],
-        to: &[u8],
-        follow: impl Fn(&[u8], &[u8]) -> Option<Vec<u8>>,
-    ) -> Result<Pairs, StoreError> {
+        read: impl FnOnce(&SM, Option<LogId<u64>>) -> R,
+        scan: impl FnOnce(R, &DiskView<'_>) -> T,
+    ) -> Result<T, StoreError> {
         let db = self.db.upgrade().ok_or(StoreError::Closed)?;
         let sm = db
             .cf_handle(CF_SM)
             .ok_or(StoreError::MissingColumnFamily(CF_SM))?;
-        let snap = db.snapshot();
-        let mut out = Vec::new();
-        let mode = IteratorMode::From(from, rocksdb::Direction::Forward);
-        for item in snap.iterator_cf(sm, mode) {
-            let (k, v) = item?;
-            if *k >= *to {
-                break;
-            }
-            match follow(&k, &v) {
-                Some(target) if *target == *k => out.push((k.to_vec(), v.to_vec())),
-                Some(target) => {
-                    if let Some(value) = snap.get_cf(sm, &target)? {
-                        out.push((target, value));
-                    }
-                }
-                None => {}
-            }
-        }
-        Ok(out)
+        let (r, snap) = {
+            let guard = self.machine.read().unwrap_or_else(PoisonError::into_inner);
+            let applied = *self.applied.borrow();
+            let snap = db.snapshot();
+            (read(&guard, applied), snap)
+        };
+        Ok(scan(r, &DiskView { snap: &snap, sm }))
     }
 
     fn scan_persisted(
@@ -219,6 +208,44 @@ impl<SM> StateMachineHandle<SM> {
             f(&k, &v);
         }
         Ok(applied)
+    }
+}
+
+/// The `sm` column family at one RocksDB snapshot (see
+/// [`StateMachineHandle::read_and_scan`]).
+pub struct DiskView<'a> {
+    snap: &'a rocksdb::Snapshot<'a>,
+    sm: &'a rocksdb::ColumnFamily,
+}
+
+impl DiskView<'_> {
+    /// For every key in `[from, to)`, `follow(key, value)` names the key to return (the
+    /// key itself for data, the entity an index key points at); the pairs found come
+    /// back in scan order, a followed key that is absent is skipped.
+    pub fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        follow: impl Fn(&[u8], &[u8]) -> Option<Vec<u8>>,
+    ) -> Result<Pairs, StoreError> {
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(from, rocksdb::Direction::Forward);
+        for item in self.snap.iterator_cf(self.sm, mode) {
+            let (k, v) = item?;
+            if *k >= *to {
+                break;
+            }
+            match follow(&k, &v) {
+                Some(target) if *target == *k => out.push((k.to_vec(), v.to_vec())),
+                Some(target) => {
+                    if let Some(value) = self.snap.get_cf(self.sm, &target)? {
+                        out.push((target, value));
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(out)
     }
 }
 

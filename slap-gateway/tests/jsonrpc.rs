@@ -755,6 +755,101 @@ fn instance_writes_reach_the_domain() {
     assert!(r.status == 403 || r.status == 400, "{}", r.body_text());
 }
 
+#[test]
+fn a_local_master_records_usage_and_invoices_it() {
+    use master_node::domain::{format_date, ComputerSpec, PartitionSpec};
+    use master_node::{Command, Op};
+    let mut state = State::new();
+    let ok = |r: SlapResponse| {
+        assert_eq!(r.status, 200, "{}", r.body_text());
+        body_json(&r)
+    };
+    ok(json_call(
+        &mut state,
+        "slapos.post.v0.compute_node",
+        &serde_json::json!({"computer_guid": "COMP-L", "region": "eu"}),
+        1,
+    ));
+    let spec = ComputerSpec {
+        address: None,
+        netmask: None,
+        partitions: vec![PartitionSpec {
+            id: "slappart0".into(),
+            tap: None,
+            addresses: Vec::new(),
+        }],
+    };
+    let format = Op::FormatComputer {
+        computer: "COMP-L".into(),
+        spec,
+    };
+    let cmd = Command {
+        request_id: RequestId::new("format", 1),
+        at: Timestamp(T0),
+        op: format,
+    };
+    assert!(state.apply(&cmd).is_ok());
+    ok(json_call(
+        &mut state,
+        "slapos.post.v0.software_instance",
+        &serde_json::json!({"title": "app", "software_release_uri": "https://example.com/sr.cfg",
+            "software_type": "default", "sla_parameters": {"computer_guid": "COMP-L"}}),
+        2,
+    ));
+    ok(json_call(
+        &mut state,
+        "slapos.put.v0.price",
+        &serde_json::json!({"region": "eu", "resource": "cpu", "price": "0.5", "currency": "EUR"}),
+        3,
+    ));
+    let stop = format_date(Timestamp(T0 + 100_000_010));
+    let journal = format!(
+        "<?xml version=\"1.0\"?><journal><transaction type=\"Sale Packing List\"><start_date></start_date>\
+         <stop_date>{stop}</stop_date><reference>COMP-L</reference><currency></currency>\
+         <payment_mode></payment_mode><arrow type=\"Administration\"></arrow><movement>\
+         <resource>cpu</resource><reference>slappart0</reference><quantity>4</quantity>\
+         <price>0</price><VAT></VAT></movement></transaction></journal>"
+    );
+    let usage = serde_json::json!({"computer_guid": "COMP-L", "tioxml": journal});
+    ok(json_call(
+        &mut state,
+        "slapos.post.v0.compute_node_usage",
+        &usage,
+        4,
+    ));
+    // posted again: recognised
+    ok(json_call(
+        &mut state,
+        "slapos.post.v0.compute_node_usage",
+        &usage,
+        5,
+    ));
+    let invoice = ok(json_call(
+        &mut state,
+        "slapos.get.v0.invoice",
+        &serde_json::json!({"from": "2000-01-01", "to": "2100-01-01"}),
+        6,
+    ));
+    let cpu = invoice["line_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["resource"] == "cpu")
+        .unwrap_or_else(|| panic!("no cpu line: {invoice}"));
+    assert_eq!(
+        (&cpu["quantity"], &cpu["amount"]),
+        (&Value::from("4"), &Value::from("2"))
+    );
+    // someone else's invoice needs an admin
+    let r = json_call(
+        &mut state,
+        "slapos.get.v0.invoice",
+        &serde_json::json!({"from": "2000-01-01", "to": "2100-01-01", "customer": "other"}),
+        7,
+    );
+    assert_eq!(r.status, 403, "{}", r.body_text());
+}
+
 // ----- through the HTTP server, in front of a real master process ----------------------
 
 struct Answer {

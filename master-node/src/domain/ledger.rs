@@ -517,7 +517,8 @@ impl State {
                 continue;
             };
             let label = format!("{reference} {}/{}", format_date(start), format_date(stop));
-            let journal = self.names.0.get(&label);
+            // shared by this journal's movements only: not interned (it would stay)
+            let journal = Name::from(label.as_str());
             let first_movement = self.next_movement;
             let print = fingerprint(&lines);
             let count = lines.len() as u64;
@@ -758,6 +759,20 @@ impl State {
     pub(crate) fn load_usage(&mut self, m: Movement) {
         let m = self.share_names(m);
         self.movements.load(m.id, m);
+    }
+
+    /// For a state with no storage behind it (proxy mode, `slapos demo`): keeps the usage
+    /// recorded since the last call in memory, where its reads find it, instead of
+    /// leaving it for `take_changes` to write.
+    pub fn keep_usage_in_memory(&mut self) {
+        let outbox = std::mem::take(&mut self.usage_outbox.0);
+        if outbox.is_empty() {
+            return;
+        }
+        for m in outbox {
+            self.load_usage(m);
+        }
+        self.rebuild_ledger_indexes();
     }
 
     /// The movements billed to a customer (None: to no one), in id order.

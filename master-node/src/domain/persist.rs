@@ -62,6 +62,7 @@ const MOVEMENT: u8 = b'v';
 const USAGE: u8 = b'u';
 const BY_CUSTOMER: u8 = b'x';
 const BY_PROVIDER: u8 = b'y';
+const BY_TIME: u8 = b't';
 const PRICE: u8 = b'$';
 const JOURNAL: u8 = b'j';
 
@@ -104,7 +105,7 @@ impl KeyKind {
             PRICE => KeyKind::Price,
             JOURNAL => KeyKind::Journal,
             USAGE => KeyKind::Usage,
-            BY_CUSTOMER | BY_PROVIDER => KeyKind::UsageIndex,
+            BY_CUSTOMER | BY_PROVIDER | BY_TIME => KeyKind::UsageIndex,
             _ => return None,
         })
     }
@@ -291,7 +292,7 @@ fn usage_index_key(kind: u8, party: &str, stop: Option<Timestamp>, id: Option<u6
 }
 
 /// The keys a ledger read must scan on disk for the usage of its period, `[from, to)`:
-/// the customer's index, else the provider's, else every usage movement.
+/// the customer's index, else the provider's, else the index by time.
 pub fn usage_disk_range(query: &Query) -> Option<(Vec<u8>, Vec<u8>)> {
     let Query::Ledger {
         customer,
@@ -311,7 +312,14 @@ pub fn usage_disk_range(query: &Query) -> Option<(Vec<u8>, Vec<u8>)> {
     Some(match (customer, provider) {
         (Some(c), _) => range(BY_CUSTOMER, c),
         (None, Some(p)) => range(BY_PROVIDER, p),
-        (None, None) => (vec![USAGE], vec![USAGE + 1]),
+        (None, None) => {
+            let at = |t: &Timestamp| {
+                let mut k = vec![BY_TIME];
+                k.extend_from_slice(&t.micros().to_be_bytes());
+                k
+            };
+            (at(from), at(to))
+        }
     })
 }
 
@@ -320,7 +328,7 @@ pub fn usage_disk_range(query: &Query) -> Option<(Vec<u8>, Vec<u8>)> {
 pub fn usage_disk_target(key: &[u8], _value: &[u8]) -> Option<Vec<u8>> {
     match *key.first()? {
         USAGE => Some(key.to_vec()),
-        BY_CUSTOMER | BY_PROVIDER => {
+        BY_CUSTOMER | BY_PROVIDER | BY_TIME => {
             let id: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
             Some(usage_key(u64::from_be_bytes(id)))
         }
@@ -480,6 +488,10 @@ impl State {
                 usage_index_key(BY_PROVIDER, &m.source, Some(stop), Some(m.id)),
                 Some(Vec::new()),
             ));
+            let mut by_time = vec![BY_TIME];
+            by_time.extend_from_slice(&stop.micros().to_be_bytes());
+            by_time.extend_from_slice(&m.id.to_be_bytes());
+            out.push((by_time, Some(Vec::new())));
         }
         self.usage_outbox.0.clear();
         let k = vec![META];

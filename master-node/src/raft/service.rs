@@ -394,19 +394,25 @@ impl MasterService {
     }
 
     async fn local_read(&self, query: &Query) -> Result<ReadResponse, Status> {
+        // Usage lives on disk only: a ledger read adds the period's usage, read from a
+        // RocksDB snapshot taken with the memory read (same applied index).
+        let disk = crate::domain::usage_disk_range(query);
         let (entries, applied) = self
             .state
-            .read(|state, applied| (state.query_entries(query), applied.map_or(0, |l| l.index)));
-        let mut entries = entries.map_err(|e| Status::internal(e.to_string()))?;
-        // Usage lives on disk only: the period's movements, after the memory read (a
-        // usage movement is written, never changed, in the batch that applies it).
-        if let Some((from, to)) = crate::domain::usage_disk_range(query) {
-            let usage = self
-                .state
-                .persisted_range(&from, &to, crate::domain::usage_disk_target)
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            entries.extend(usage);
-        }
+            .read_and_scan(
+                |state, applied| (state.query_entries(query), applied.map_or(0, |l| l.index)),
+                |(entries, applied), view| {
+                    let mut entries = entries.map_err(|e| Status::internal(e.to_string()))?;
+                    if let Some((from, to)) = &disk {
+                        let usage = view
+                            .range(from, to, crate::domain::usage_disk_target)
+                            .map_err(|e| Status::unavailable(e.to_string()))?;
+                        entries.extend(usage);
+                    }
+                    Ok::<_, Status>((entries, applied))
+                },
+            )
+            .map_err(|e| Status::unavailable(e.to_string()))??;
         Ok(ReadResponse {
             result: Some(read_response::Result::Entries(Entries {
                 entries: entries

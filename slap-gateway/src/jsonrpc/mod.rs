@@ -840,11 +840,14 @@ pub fn serve_local(
         Err(e) => return e.to_response(),
     };
     let apply = |state: &mut State, op: Op| {
-        state.apply(&Command {
+        let outcome = state.apply(&Command {
             request_id: request_id.clone(),
             at,
             op,
-        })
+        });
+        // no storage behind a local state: its usage stays where reads find it
+        state.keep_usage_in_memory();
+        outcome
     };
     match call {
         Call::Read(read) => read.render(state),

@@ -46,6 +46,8 @@ pub fn serve_local(
                 at,
                 op: w.op.clone(),
             });
+            // no storage behind a local state: its usage stays where reads find it
+            state.keep_usage_in_memory();
             render::write(state, &w, &outcome)
         }
     }
