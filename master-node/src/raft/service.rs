@@ -394,25 +394,28 @@ impl MasterService {
     }
 
     async fn local_read(&self, query: &Query) -> Result<ReadResponse, Status> {
+        let read = |state: &crate::domain::State, applied: Option<openraft::LogId<u64>>| {
+            (state.query_entries(query), applied.map_or(0, |l| l.index))
+        };
         // Usage lives on disk only: a ledger read adds the period's usage, read from a
         // RocksDB snapshot taken with the memory read (same applied index).
-        let disk = crate::domain::usage_disk_range(query);
-        let (entries, applied) = self
-            .state
-            .read_and_scan(
-                |state, applied| (state.query_entries(query), applied.map_or(0, |l| l.index)),
-                |(entries, applied), view| {
+        let (entries, applied) = match crate::domain::usage_disk_range(query) {
+            None => {
+                let (entries, applied) = self.state.read(read);
+                (entries.map_err(|e| Status::internal(e.to_string()))?, applied)
+            }
+            Some((from, to)) => self
+                .state
+                .read_and_scan(read, |(entries, applied), view| {
                     let mut entries = entries.map_err(|e| Status::internal(e.to_string()))?;
-                    if let Some((from, to)) = &disk {
-                        let usage = view
-                            .range(from, to, crate::domain::usage_disk_target)
-                            .map_err(|e| Status::unavailable(e.to_string()))?;
-                        entries.extend(usage);
-                    }
+                    let usage = view
+                        .range(&from, &to, crate::domain::usage_disk_target)
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    entries.extend(usage);
                     Ok::<_, Status>((entries, applied))
-                },
-            )
-            .map_err(|e| Status::unavailable(e.to_string()))??;
+                })
+                .map_err(|e| Status::unavailable(e.to_string()))??,
+        };
         Ok(ReadResponse {
             result: Some(read_response::Result::Entries(Entries {
                 entries: entries
