@@ -402,7 +402,10 @@ impl MasterService {
         let (entries, applied) = match crate::domain::usage_disk_range(query) {
             None => {
                 let (entries, applied) = self.state.read(read);
-                (entries.map_err(|e| Status::internal(e.to_string()))?, applied)
+                (
+                    entries.map_err(|e| Status::internal(e.to_string()))?,
+                    applied,
+                )
             }
             Some((from, to)) => self
                 .state
