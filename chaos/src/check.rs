@@ -29,6 +29,72 @@ pub struct ReplicaCheck {
     pub invariants: Result<(), String>,
     /// Registers whose value on this replica is not one the history allows as final.
     pub lost_writes: Vec<String>,
+    /// Usage journals this replica lost, doubled, or recorded without being asked.
+    pub usage_errors: Vec<String>,
+}
+
+/// A replica's usage on the spare computer: stop date (µs) -> (partition, quantity) lines.
+pub type UsageOnReplica = BTreeMap<u64, Vec<(String, String)>>;
+
+/// The usage a replica holds, from its state read with the period's usage.
+pub(crate) fn usage_on(state: &State) -> UsageOnReplica {
+    let mut out: UsageOnReplica = BTreeMap::new();
+    for m in state.all_movements() {
+        if m.kind != master_node::domain::MovementKind::Usage
+            || *m.computer != *workload::SPARE_COMPUTER
+        {
+            continue;
+        }
+        let (Some(stop), Some(quantity)) = (m.stop, m.quantity) else {
+            continue;
+        };
+        out.entry(stop.micros())
+            .or_default()
+            .push((m.partition.to_string(), quantity.to_string()));
+    }
+    for lines in out.values_mut() {
+        lines.sort();
+    }
+    out
+}
+
+/// Every acknowledged journal recorded exactly once with its lines, every refused one
+/// absent, every unknown one absent or recorded once, nothing recorded that nobody
+/// posted, and no acknowledged journal refused when posted again.
+pub(crate) fn usage_errors(on: &UsageOnReplica, history: &History) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut posted = std::collections::BTreeSet::new();
+    for u in history.usage.iter().filter(|u| !u.repost) {
+        posted.insert(u.stop_us);
+        let mut want = u.lines.clone();
+        want.sort();
+        let got = on.get(&u.stop_us);
+        let fine = match (u.outcome, got) {
+            (Outcome::Ok, Some(got)) => *got == want,
+            (Outcome::Ok, None) => false,
+            (Outcome::Unknown, None) | (Outcome::Fail, None) => true,
+            (Outcome::Unknown, Some(got)) => *got == want,
+            (Outcome::Fail, Some(_)) => false,
+        };
+        if !fine {
+            out.push(format!(
+                "journal {} ({:?}, lines {want:?}) recorded as {got:?}",
+                u.stop_us, u.outcome
+            ));
+        }
+    }
+    for stop in on.keys().filter(|s| !posted.contains(s)) {
+        out.push(format!("journal {stop} recorded but never posted"));
+    }
+    for u in history.usage.iter().filter(|u| u.repost) {
+        if u.status.is_some_and(|s| (400..500).contains(&s)) {
+            out.push(format!(
+                "acknowledged journal {} refused when posted again: {:?}",
+                u.stop_us, u.error
+            ));
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,6 +126,11 @@ pub struct Report {
     pub replicas_identical: bool,
     pub replica_checks: Vec<ReplicaCheck>,
     pub phantom_local_reads: Vec<String>,
+    /// Usage journals: posted (first time) by outcome, re-posts, and the errors found on
+    /// any replica.
+    pub usage_by_outcome: BTreeMap<String, usize>,
+    pub usage_reposts: usize,
+    pub usage_errors: usize,
     pub passed: bool,
 }
 
@@ -268,6 +339,14 @@ pub(crate) fn judge(
         }
     }
     let lost: usize = replica_checks.iter().map(|c| c.lost_writes.len()).sum();
+    let usage_errors: usize = replica_checks.iter().map(|c| c.usage_errors.len()).sum();
+    let mut usage_by_outcome: BTreeMap<String, usize> = BTreeMap::new();
+    for u in history.usage.iter().filter(|u| !u.repost) {
+        *usage_by_outcome
+            .entry(format!("{:?}", u.outcome).to_lowercase())
+            .or_default() += 1;
+    }
+    let usage_reposts = history.usage.iter().filter(|u| u.repost).count();
     let replicas_identical = replica_checks.len() as u64 == opts.replicas
         && replica_checks.iter().all(|c| c.identical_to_first);
     let invariants_ok = replica_checks.iter().all(|c| c.invariants.is_ok());
@@ -277,6 +356,7 @@ pub(crate) fn judge(
     let passed = progressed
         && linearizable
         && lost == 0
+        && usage_errors == 0
         && replicas_identical
         && invariants_ok
         && phantom_local_reads.is_empty();
@@ -310,6 +390,9 @@ pub(crate) fn judge(
         replicas_identical,
         replica_checks,
         phantom_local_reads,
+        usage_by_outcome,
+        usage_reposts,
+        usage_errors,
         passed,
     }
 }
@@ -400,6 +483,17 @@ impl Report {
             }
         ));
         s.push_str(&format!(
+            "  usage journals: {:?}, {} re-posts; lost, doubled or phantom on any replica: {}\n",
+            self.usage_by_outcome, self.usage_reposts, self.usage_errors
+        ));
+        if let Some(e) = self
+            .replica_checks
+            .iter()
+            .find_map(|c| c.usage_errors.first())
+        {
+            s.push_str(&format!("    first: {e}\n"));
+        }
+        s.push_str(&format!(
             "  verdict: {}\n",
             if self.passed { "PASS" } else { "FAIL" }
         ));
@@ -435,6 +529,78 @@ mod tests {
             ops,
             ..History::default()
         }
+    }
+
+    fn journal(
+        stop: u64,
+        lines: &[(&str, &str)],
+        outcome: Outcome,
+        repost: bool,
+    ) -> crate::workload::UsageRecord {
+        crate::workload::UsageRecord {
+            client: 0,
+            stop_us: stop,
+            lines: lines
+                .iter()
+                .map(|(p, q)| (p.to_string(), q.to_string()))
+                .collect(),
+            repost,
+            invoke_us: 0,
+            complete_us: Some(1),
+            outcome,
+            status: match outcome {
+                Outcome::Ok => Some(200),
+                Outcome::Fail => Some(409),
+                Outcome::Unknown => None,
+            },
+            via: String::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn lost_doubled_phantom_and_refused_usage_is_caught() {
+        let mut history = History {
+            usage: vec![
+                journal(10, &[("slappart1", "11")], Outcome::Ok, false),
+                journal(
+                    20,
+                    &[("slappart2", "21"), ("slappart3", "22")],
+                    Outcome::Ok,
+                    false,
+                ),
+                journal(30, &[("slappart4", "31")], Outcome::Unknown, false),
+                journal(40, &[("slappart5", "41")], Outcome::Fail, false),
+            ],
+            ..History::default()
+        };
+        let line = |p: &str, q: &str| (p.to_string(), q.to_string());
+        let mut good: UsageOnReplica = BTreeMap::new();
+        good.insert(10, vec![line("slappart1", "11")]);
+        good.insert(20, vec![line("slappart2", "21"), line("slappart3", "22")]);
+        assert!(usage_errors(&good, &history).is_empty());
+        // the unknown one may have landed
+        let mut landed = good.clone();
+        landed.insert(30, vec![line("slappart4", "31")]);
+        assert!(usage_errors(&landed, &history).is_empty());
+        // lost
+        let mut lost = good.clone();
+        lost.remove(&20);
+        assert_eq!(usage_errors(&lost, &history).len(), 1);
+        // doubled
+        let mut doubled = good.clone();
+        doubled.insert(10, vec![line("slappart1", "11"), line("slappart1", "11")]);
+        assert_eq!(usage_errors(&doubled, &history).len(), 1);
+        // the refused one recorded, and one nobody posted
+        let mut phantom = good.clone();
+        phantom.insert(40, vec![line("slappart5", "41")]);
+        phantom.insert(50, vec![line("slappart6", "1")]);
+        assert_eq!(usage_errors(&phantom, &history).len(), 2);
+        // an acknowledged journal refused when posted again
+        history
+            .usage
+            .push(journal(10, &[("slappart1", "11")], Outcome::Fail, true));
+        assert_eq!(usage_errors(&good, &history).len(), 1);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! each host in its own network namespace when root), the workload of [`crate::workload`],
 //! faults on a seeded schedule, then the checkers and the report.
 
-use crate::check::{judge, lost_writes, ReplicaCheck};
+use crate::check::{judge, lost_writes, usage_errors, usage_on, ReplicaCheck, UsageOnReplica};
 pub use crate::check::{RegisterVerdict, Report};
 use crate::cluster::{ClusterError, Hosts, ProcessCluster};
 use crate::faults::Faults;
@@ -209,6 +209,11 @@ fn dump_history(path: &std::path::Path, history: &History) {
             out.push(b'\n');
         }
     }
+    for usage in &history.usage {
+        if serde_json::to_writer(&mut out, usage).is_ok() {
+            out.push(b'\n');
+        }
+    }
     for view in &history.views {
         if serde_json::to_writer(&mut out, view).is_ok() {
             out.push(b'\n');
@@ -275,7 +280,13 @@ async fn converge_and_compare(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut checks: Vec<ReplicaCheck> = Vec::new();
-    let mut first: Option<Vec<master_node::domain::Entry>> = None;
+    let mut first: Option<(Vec<master_node::domain::Entry>, UsageOnReplica)> = None;
+    let everything = MasterQuery::Ledger {
+        customer: None,
+        provider: None,
+        from: master_node::Timestamp::default(),
+        to: master_node::Timestamp(u64::MAX),
+    };
     for id in cluster.ids() {
         let Some(addr) = cluster.api_addr(id) else {
             continue;
@@ -285,28 +296,45 @@ async fn converge_and_compare(
         let mut c = MasterClient::single(addr)
             .forwarded()
             .with_deadline(Duration::from_secs(10));
+        let unreadable = |e: String| ReplicaCheck {
+            id,
+            applied_index: 0,
+            entries: 0,
+            identical_to_first: false,
+            invariants: Err(format!("unreadable: {e}")),
+            lost_writes: Vec::new(),
+            usage_errors: Vec::new(),
+        };
         let read = c.read(&MasterQuery::All, Consistency::Local, 60_000).await;
         let (entries, applied) = match read {
             Ok(r) => r,
             Err(e) => {
-                checks.push(ReplicaCheck {
-                    id,
-                    applied_index: 0,
-                    entries: 0,
-                    identical_to_first: false,
-                    invariants: Err(format!("unreadable: {e}")),
-                    lost_writes: Vec::new(),
-                });
+                checks.push(unreadable(e.to_string()));
                 continue;
             }
         };
+        // usage lives on the replica's disk, not in its state: read it alone too
+        let usage = match c.read(&everything, Consistency::Local, 60_000).await {
+            Ok((ledger, _)) => match State::from_read(ledger) {
+                Ok(ledger) => usage_on(&ledger),
+                Err(e) => {
+                    checks.push(unreadable(e.to_string()));
+                    continue;
+                }
+            },
+            Err(e) => {
+                checks.push(unreadable(e.to_string()));
+                continue;
+            }
+        };
+        let usage_errors = usage_errors(&usage, history);
         let identical = applied == top
             && match &first {
                 None => {
-                    first = Some(entries.clone());
+                    first = Some((entries.clone(), usage));
                     true
                 }
-                Some(f) => *f == entries,
+                Some((f, u)) => *f == entries && *u == usage,
             };
         let n = entries.len();
         let (invariants, lost) = match State::from_entries(entries) {
@@ -320,6 +348,7 @@ async fn converge_and_compare(
             identical_to_first: identical,
             invariants,
             lost_writes: lost,
+            usage_errors,
         });
     }
     checks

@@ -104,10 +104,30 @@ pub struct ViewRecord {
     pub seen: Vec<(String, String)>,
 }
 
+/// A usage journal a client posted for the spare computer (`useComputer`), or posted
+/// again after it was acknowledged. Its stop date (microseconds, unique per journal) is
+/// its identity; its lines are (partition, quantity), every quantity unique.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageRecord {
+    pub client: usize,
+    pub stop_us: u64,
+    pub lines: Vec<(String, String)>,
+    pub repost: bool,
+    pub invoke_us: u64,
+    pub complete_us: Option<u64>,
+    pub outcome: Outcome,
+    /// The HTTP status, when one came back.
+    pub status: Option<u16>,
+    pub via: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Everything the clients did.
 #[derive(Debug, Default)]
 pub struct History {
     pub ops: Vec<OpRecord>,
+    pub usage: Vec<UsageRecord>,
     pub views: Vec<ViewRecord>,
     /// Local reads that failed (not part of the checks; counted in the report).
     pub failed_views: u64,
@@ -384,6 +404,9 @@ async fn client_loop(
     let mut n = 0u64;
     let mut created: Vec<Key> = Vec::new();
     let mut creations = 0;
+    // acknowledged journals, for re-posting; the last stop date used
+    let mut journals: Vec<(u64, Vec<(String, String)>)> = Vec::new();
+    let mut last_stop = 0u64;
     while !clock.stop.load(Ordering::Acquire) {
         n += 1;
         let key = &keys[mine[rng.below(mine.len() as u64) as usize]];
@@ -453,6 +476,30 @@ async fn client_loop(
             )
             .await
             .0
+        } else if dice < 61 {
+            // usage: a new journal, or one acknowledged before posted again
+            let (stop_us, lines, repost) = match journals.len() {
+                m if m > 0 && rng.below(5) == 0 => {
+                    let (stop, lines) = journals[rng.below(m as u64) as usize].clone();
+                    (stop, lines, true)
+                }
+                _ => {
+                    last_stop = unique_stop(c, last_stop);
+                    let lines = (0..=rng.below(2))
+                        .map(|i| {
+                            let p = rng.below(SPARE_PARTITIONS as u64);
+                            (format!("slappart{p}"), format!("{}{n:07}{i}", c + 1))
+                        })
+                        .collect();
+                    (last_stop, lines, false)
+                }
+            };
+            let (moved, acked) =
+                post_usage(c, stop_us, &lines, repost, &mut conn, opts, clock, history).await;
+            if acked && !repost {
+                journals.push((stop_us, lines));
+            }
+            moved
         } else if dice < 85 {
             match created.len() {
                 // now and then, read back an instance this client created
@@ -559,6 +606,111 @@ async fn write(
             error,
         },
     );
+    (moved, outcome == Outcome::Ok)
+}
+
+/// A stop date no other client uses (its remainder modulo 64 is the client's) and later
+/// than this client's last, from the wall clock (the master refuses future periods).
+fn unique_stop(c: usize, last: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mine = now / 64 * 64 + (c as u64 % 64);
+    if mine > last {
+        mine
+    } else {
+        last + 64
+    }
+}
+
+/// The journal `slapos node report` would post for the spare computer.
+pub fn usage_journal(stop_us: u64, lines: &[(String, String)]) -> Result<String, String> {
+    use slapos_proto::journal::{
+        encode_computer_journal, Amount, Arrow, Journal, Movement, Transaction,
+    };
+    let movements = lines
+        .iter()
+        .map(|(partition, quantity)| {
+            Ok(Movement {
+                resource: "cpu".into(),
+                title: None,
+                reference: Some(partition.clone()),
+                quantity: Amount::parse(quantity)?,
+                price: Amount::parse("0")?,
+                vat: "None".into(),
+                categories: Vec::new(),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(encode_computer_journal(&Journal {
+        transactions: vec![Transaction {
+            kind: "Sale Packing List".into(),
+            title: None,
+            start_date: String::new(),
+            stop_date: master_node::domain::format_date(master_node::Timestamp::from_micros(
+                stop_us,
+            )),
+            reference: SPARE_COMPUTER.into(),
+            currency: String::new(),
+            payment_mode: String::new(),
+            categories: Vec::new(),
+            arrows: vec![Arrow {
+                kind: "Administration".into(),
+                source: None,
+                destination: None,
+            }],
+            movements,
+        }],
+    }))
+}
+
+/// Post a usage journal through the gateway: whether the gateway did not answer (move
+/// on) and whether it was acknowledged. Outcomes as [`write`]'s.
+#[allow(clippy::too_many_arguments)]
+async fn post_usage(
+    c: usize,
+    stop_us: u64,
+    lines: &[(String, String)],
+    repost: bool,
+    conn: &mut HttpConn,
+    opts: &ClientOptions,
+    clock: &RunClock,
+    history: &Mutex<History>,
+) -> (bool, bool) {
+    let Ok(xml) = usage_journal(stop_us, lines) else {
+        return (false, false);
+    };
+    let form = vec![
+        ("computer_id".to_string(), SPARE_COMPUTER.to_string()),
+        ("use_string".to_string(), xml),
+    ];
+    let via = conn.addr().to_string();
+    let invoke_us = clock.us();
+    let r = tokio::time::timeout(opts.timeout, post(conn, "/useComputer", &form)).await;
+    let complete_us = clock.us();
+    let body = |conn: &HttpConn| String::from_utf8_lossy(&conn.buf).into_owned();
+    let (outcome, status, error, moved) = match r {
+        Ok(Ok(200)) => (Outcome::Ok, Some(200), None, false),
+        Ok(Ok(s @ 400..=499)) => (Outcome::Fail, Some(s), Some(body(conn)), false),
+        Ok(Ok(s)) => (Outcome::Unknown, Some(s), Some(body(conn)), false),
+        Ok(Err(HttpError::NotSent(e))) => (Outcome::Fail, None, Some(e.to_string()), true),
+        Ok(Err(e)) => (Outcome::Unknown, None, Some(e.to_string()), true),
+        Err(_) => (Outcome::Unknown, None, Some("timed out".into()), true),
+    };
+    if let Ok(mut h) = history.lock() {
+        h.usage.push(UsageRecord {
+            client: c,
+            stop_us,
+            lines: lines.to_vec(),
+            repost,
+            invoke_us,
+            complete_us: (outcome != Outcome::Unknown).then_some(complete_us),
+            outcome,
+            status,
+            via,
+            error,
+        });
+    }
     (moved, outcome == Outcome::Ok)
 }
 

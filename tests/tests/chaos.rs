@@ -62,6 +62,11 @@ fn sixty_seconds_of_faults_lose_nothing_and_stay_linearizable() {
     let acked = report["ops_by_outcome"]["write ok"].as_u64().unwrap_or(0);
     let reads = report["ops_by_outcome"]["read ok"].as_u64().unwrap_or(0);
     assert!(acked > 500 && reads > 500, "{stdout}");
+    // usage journals were posted, and posted again, through the faults
+    let journals = report["usage_by_outcome"]["ok"].as_u64().unwrap_or(0);
+    let reposts = report["usage_reposts"].as_u64().unwrap_or(0);
+    assert!(journals > 50 && reposts > 10, "{stdout}");
+    assert_eq!(report["usage_errors"].as_u64(), Some(0), "{stdout}");
     assert!(
         report["local_values_checked"].as_u64().unwrap_or(0) > 100,
         "{stdout}"
