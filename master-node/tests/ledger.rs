@@ -179,6 +179,20 @@ fn journal(computer: &str, stop: &str, lines: &[(&str, &str, &str)]) -> Op {
     }
 }
 
+/// COMP-1's journal of the evening: A's partition reports twice (two report files),
+/// the free partition once.
+fn comp1_evening(stop: &str) -> Op {
+    journal(
+        "COMP-1",
+        stop,
+        &[
+            ("slappart0", "cpu", "60"),
+            ("slappart0", "cpu", "4e1"),
+            ("slappart1", "cpu", "7"),
+        ],
+    )
+}
+
 /// Two customers, two computers priced differently (one by its own price, the other by
 /// its region's), a price change in the middle of a hosting period, usage journals.
 fn simulated_day() -> Ledger {
@@ -234,18 +248,7 @@ fn simulated_day() -> Ledger {
             known: 0
         }
     );
-    l.ok(
-        at("23:00:00"),
-        journal(
-            "COMP-1",
-            &format!("{DAY} at 23:00:00"),
-            &[
-                ("slappart0", "cpu", "60"),
-                ("slappart0", "cpu", "4e1"),
-                ("slappart1", "cpu", "7"),
-            ],
-        ),
-    );
+    l.ok(at("23:00:00"), comp1_evening(&format!("{DAY} at 23:00:00")));
     // the clock moves past the end of the day (any command does)
     l.ok(
         Timestamp(day_end().micros() + 60_000_000),
@@ -301,15 +304,7 @@ fn a_journal_posted_again_records_nothing_and_a_changed_one_is_refused() {
     let mut l = simulated_day();
     let before = (l.invoice("alice"), (domain_bytes(&l.state), l.disk.clone()));
     let later = Timestamp(day_end().micros() + 120_000_000);
-    let again = journal(
-        "COMP-1",
-        &format!("{DAY} at 23:00:00"),
-        &[
-            ("slappart0", "cpu", "60"),
-            ("slappart0", "cpu", "4e1"),
-            ("slappart1", "cpu", "7"),
-        ],
-    );
+    let again = comp1_evening(&format!("{DAY} at 23:00:00"));
     assert_eq!(
         l.ok(later, again),
         Reply::UsageRecorded {
@@ -544,15 +539,7 @@ fn the_same_period_written_differently_is_the_same_journal() {
     let now = Timestamp(day_end().micros() + 120_000_000);
     // recorded at 23:00 in slapgrid's form; ISO 8601 in UTC names the same instant (a
     // partition may report a resource several times: slapgrid sends one line per file)
-    let again = journal(
-        "COMP-1",
-        &format!("{DAY}T23:00:00Z"),
-        &[
-            ("slappart0", "cpu", "60"),
-            ("slappart0", "cpu", "4e1"),
-            ("slappart1", "cpu", "7"),
-        ],
-    );
+    let again = comp1_evening(&format!("{DAY}T23:00:00Z"));
     assert_eq!(
         l.ok(now, again),
         Reply::UsageRecorded {
