@@ -311,4 +311,38 @@ mod tests {
             assert!(parse_date(bad).is_err(), "{bad:?} accepted");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(text in "\\PC{0,40}") {
+            let _ = Decimal::parse(&text);
+            let _ = parse_date(&text);
+        }
+
+        #[test]
+        fn number_like_text_never_panics(
+            text in "[ +-]?[0-9]{0,45}(\\.[0-9]{0,45})?([eE][+-]?[0-9]{0,8})?"
+        ) {
+            if let Ok(d) = Decimal::parse(&text) {
+                // what is shown reads back as the same value
+                proptest::prop_assert_eq!(Decimal::parse(&d.to_string()), Ok(d));
+            }
+        }
+
+        #[test]
+        fn display_round_trips(b in -(10i128.pow(29))..10i128.pow(29)) {
+            let d = Decimal(b);
+            proptest::prop_assert_eq!(Decimal::parse(&d.to_string()), Ok(d));
+        }
+
+        #[test]
+        fn products_round_half_even_within_half_a_billionth(
+            a in 0i128..10i128.pow(21), b in 0i128..10i128.pow(15)
+        ) {
+            let p = Decimal(a).checked_mul(Decimal(b)).unwrap();
+            let exact = a * b;
+            let diff = (p.billionths() * 1_000_000_000 - exact).abs();
+            proptest::prop_assert!(diff <= 500_000_000);
+        }
+    }
 }
