@@ -10,11 +10,9 @@
 
 use crate::cluster::{ClusterError, ProcessCluster};
 use crate::http::HttpConn;
+use crate::workload::{self, computer_dict, expect_ok, journal_xml};
 use serde::Serialize;
 use serde_json::Value;
-use slapos_proto::journal::{
-    encode_computer_journal, Amount, Arrow, Journal, Movement, Transaction,
-};
 use slapos_proto::marshal::Value as Marshal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -98,44 +96,25 @@ fn quantity(c: usize, p: usize, r: usize) -> u64 {
     ((c * 7 + p * 3 + r) % 50 + 1) as u64
 }
 
-fn amount(n: u64) -> Amount {
-    // whole numbers always parse
-    Amount::parse(&n.to_string()).unwrap_or_else(|_| unreachable!("{n} is a number"))
-}
-
 /// The journal `slapos node report` would post for computer `c`.
-fn journal_of(c: usize, partitions: usize, resources: usize, stop: &str) -> String {
-    let computer = computer_id(c);
-    let movements = (0..partitions)
+fn journal_of(c: usize, partitions: usize, resources: usize, stop: &str) -> Result<String, String> {
+    let lines: Vec<(String, String, String)> = (0..partitions)
         .flat_map(|p| (0..resources).map(move |r| (p, r)))
-        .map(|(p, r)| Movement {
-            resource: resource(r),
-            title: None,
-            reference: Some(format!("slappart{p}")),
-            quantity: amount(quantity(c, p, r)),
-            price: amount(0),
-            vat: "None".into(),
-            categories: Vec::new(),
+        .map(|(p, r)| {
+            (
+                format!("slappart{p}"),
+                resource(r),
+                quantity(c, p, r).to_string(),
+            )
         })
         .collect();
-    encode_computer_journal(&Journal {
-        transactions: vec![Transaction {
-            kind: "Sale Packing List".into(),
-            title: Some("Resource consumptions".into()),
-            start_date: String::new(),
-            stop_date: stop.to_string(),
-            reference: computer,
-            currency: String::new(),
-            payment_mode: String::new(),
-            categories: vec![String::new()],
-            arrows: vec![Arrow {
-                kind: "Administration".into(),
-                source: Some(String::new()),
-                destination: Some(String::new()),
-            }],
-            movements,
-        }],
-    })
+    journal_xml(
+        &computer_id(c),
+        stop,
+        lines
+            .iter()
+            .map(|(p, r, q)| (p.as_str(), r.as_str(), q.as_str())),
+    )
 }
 
 fn str_dict(pairs: &[(&str, &str)]) -> Marshal {
@@ -143,28 +122,9 @@ fn str_dict(pairs: &[(&str, &str)]) -> Marshal {
 }
 
 fn format_xml(c: usize, partitions: usize) -> Result<String, String> {
-    let list: Vec<Marshal> = (0..partitions)
-        .map(|p| {
-            Marshal::str_dict([
-                ("reference", Marshal::from(format!("slappart{p}").as_str())),
-                (
-                    "address_list",
-                    Marshal::List(vec![str_dict(&[
-                        ("addr", &format!("fd10:{c:x}::{:x}", p + 2)),
-                        ("netmask", "ffff:ffff:ffff:ffff::"),
-                    ])]),
-                ),
-            ])
-        })
-        .collect();
-    Marshal::str_dict([
-        ("reference", Marshal::from(computer_id(c).as_str())),
-        ("address", Marshal::from(format!("fd10:{c:x}::1").as_str())),
-        ("netmask", Marshal::from("ffff:ffff:ffff:ffff::")),
-        ("partition_list", Marshal::List(list)),
-    ])
-    .encode()
-    .map_err(|e| e.to_string())
+    computer_dict(&computer_id(c), partitions, &format!("fd10:{c:x}"))
+        .encode()
+        .map_err(|e| e.to_string())
 }
 
 fn request_form(c: usize, i: usize) -> Result<Vec<(String, String)>, String> {
@@ -190,18 +150,8 @@ fn request_form(c: usize, i: usize) -> Result<Vec<(String, String)>, String> {
 }
 
 async fn post(conn: &mut HttpConn, path: &str, form: &[(String, String)]) -> Result<(), String> {
-    let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    match conn.post_form(path, &fields).await {
-        Ok(200) => Ok(()),
-        Ok(status) => Err(format!(
-            "{path}: status {status}: {}",
-            String::from_utf8_lossy(&conn.buf)
-                .chars()
-                .take(300)
-                .collect::<String>()
-        )),
-        Err(e) => Err(format!("{path}: {e}")),
-    }
+    let sent = workload::post(conn, path, form).await;
+    expect_ok(sent, conn).map_err(|e| format!("{path}: {e}"))
 }
 
 /// Runs `work(index, conn)` for every index in `0..n` over `concurrency` connections
@@ -338,7 +288,8 @@ pub async fn run_usage_bench(
     let journals: Arc<Vec<String>> = Arc::new(
         (0..n)
             .map(|c| journal_of(c, partitions, resources, &stop))
-            .collect(),
+            .collect::<Result<_, _>>()
+            .map_err(failed)?,
     );
     let journal_bytes: usize = journals.iter().map(String::len).sum();
     progress(&format!(

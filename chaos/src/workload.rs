@@ -206,7 +206,7 @@ fn parse_instance(body: &[u8]) -> Result<(u64, String, String), String> {
     Ok((id.0, computer.clone(), partition.clone()))
 }
 
-async fn post(
+pub(crate) async fn post(
     conn: &mut HttpConn,
     path: &str,
     form: &[(String, String)],
@@ -215,8 +215,9 @@ async fn post(
     conn.post_form(path, &fields).await
 }
 
-/// What `slapos node format` would post for `partitions` partitions on network `fd0<net>::`.
-fn computer_dict(reference: &str, partitions: usize, net: u8) -> Value {
+/// What `slapos node format` would post for `partitions` partitions on the IPv6 network
+/// `<prefix>::`.
+pub(crate) fn computer_dict(reference: &str, partitions: usize, prefix: &str) -> Value {
     let list: Vec<Value> = (0..partitions)
         .map(|i| {
             Value::str_dict([
@@ -224,7 +225,7 @@ fn computer_dict(reference: &str, partitions: usize, net: u8) -> Value {
                 (
                     "address_list",
                     Value::List(vec![str_dict(&[
-                        ("addr", &format!("fd0{net}::{:x}", i + 1)),
+                        ("addr", &format!("{prefix}::{:x}", i + 1)),
                         ("netmask", "ffff:ffff:ffff:ffff::"),
                     ])]),
                 ),
@@ -234,7 +235,7 @@ fn computer_dict(reference: &str, partitions: usize, net: u8) -> Value {
         .collect();
     Value::str_dict([
         ("reference", Value::from(reference)),
-        ("address", Value::from(format!("fd0{net}::1").as_str())),
+        ("address", Value::from(format!("{prefix}::1").as_str())),
         ("netmask", Value::from("ffff:ffff:ffff:ffff::")),
         ("partition_list", Value::List(list)),
     ])
@@ -248,7 +249,8 @@ async fn format_and_supply(
     net: u8,
 ) -> Result<(), WorkloadError> {
     let fail = |what: &str, e: String| WorkloadError::Setup(format!("{what} {computer}: {e}"));
-    let xml = marshal(&computer_dict(computer, partitions, net)).map_err(|e| fail("format", e))?;
+    let xml = marshal(&computer_dict(computer, partitions, &format!("fd0{net}")))
+        .map_err(|e| fail("format", e))?;
     let form = vec![
         ("computer_id".to_string(), computer.to_string()),
         ("xml".to_string(), xml),
@@ -295,12 +297,15 @@ pub async fn setup(gateway: &str, keys: usize) -> Result<Vec<Key>, WorkloadError
     Ok(out)
 }
 
-fn expect_ok(r: Result<u16, HttpError>, conn: &HttpConn) -> Result<(), String> {
+pub(crate) fn expect_ok(r: Result<u16, HttpError>, conn: &HttpConn) -> Result<(), String> {
     match r {
         Ok(200) => Ok(()),
         Ok(s) => Err(format!(
             "status {s}: {}",
             String::from_utf8_lossy(&conn.buf)
+                .chars()
+                .take(300)
+                .collect::<String>()
         )),
         Err(e) => Err(e.to_string()),
     }
@@ -623,18 +628,23 @@ fn unique_stop(c: usize, last: u64) -> u64 {
     }
 }
 
-/// The journal `slapos node report` would post for the spare computer.
-pub fn usage_journal(stop_us: u64, lines: &[(String, String)]) -> Result<String, String> {
+/// The journal `slapos node report` would post (slapgrid's shape): one transaction of
+/// `computer` stopping at `stop_date`, one movement per (partition, resource, quantity).
+pub(crate) fn journal_xml<'a>(
+    computer: &str,
+    stop_date: &str,
+    lines: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+) -> Result<String, String> {
     use slapos_proto::journal::{
         encode_computer_journal, Amount, Arrow, Journal, Movement, Transaction,
     };
     let movements = lines
-        .iter()
-        .map(|(partition, quantity)| {
+        .into_iter()
+        .map(|(partition, resource, quantity)| {
             Ok(Movement {
-                resource: "cpu".into(),
+                resource: resource.into(),
                 title: None,
-                reference: Some(partition.clone()),
+                reference: Some(partition.into()),
                 quantity: Amount::parse(quantity)?,
                 price: Amount::parse("0")?,
                 vat: "None".into(),
@@ -645,23 +655,31 @@ pub fn usage_journal(stop_us: u64, lines: &[(String, String)]) -> Result<String,
     Ok(encode_computer_journal(&Journal {
         transactions: vec![Transaction {
             kind: "Sale Packing List".into(),
-            title: None,
+            title: Some("Resource consumptions".into()),
             start_date: String::new(),
-            stop_date: master_node::domain::format_date(master_node::Timestamp::from_micros(
-                stop_us,
-            )),
-            reference: SPARE_COMPUTER.into(),
+            stop_date: stop_date.into(),
+            reference: computer.into(),
             currency: String::new(),
             payment_mode: String::new(),
-            categories: Vec::new(),
+            categories: vec![String::new()],
             arrows: vec![Arrow {
                 kind: "Administration".into(),
-                source: None,
-                destination: None,
+                source: Some(String::new()),
+                destination: Some(String::new()),
             }],
             movements,
         }],
     }))
+}
+
+/// The journal of the spare computer's usage, `cpu` lines.
+pub fn usage_journal(stop_us: u64, lines: &[(String, String)]) -> Result<String, String> {
+    let stop = master_node::domain::format_date(master_node::Timestamp::from_micros(stop_us));
+    journal_xml(
+        SPARE_COMPUTER,
+        &stop,
+        lines.iter().map(|(p, q)| (p.as_str(), "cpu", q.as_str())),
+    )
 }
 
 /// Post a usage journal through the gateway: whether the gateway did not answer (move

@@ -132,11 +132,8 @@ impl State {
     /// and indexes point at movements that exist.
     fn check_ledger(&self) -> Result<(), String> {
         use super::ledger::MovementKind;
-        use super::state::RequestedState;
         for (id, inst) in self.instances.iter() {
-            let billed = !inst.shared
-                && inst.requested_state == RequestedState::Started
-                && matches!(inst.placement, Placement::Partition { .. });
+            let billed = super::ledger::is_billed(inst);
             let open = self.open_hosting.get(id);
             if billed != open.is_some() {
                 return Err(format!(

@@ -217,6 +217,14 @@ fn check_label(field: &str, value: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Whether an instance is being billed for hosting: a regular instance on a partition
+/// whose effective requested state is `started`.
+pub(crate) fn is_billed(inst: &super::state::Instance) -> bool {
+    !inst.shared
+        && inst.requested_state == RequestedState::Started
+        && matches!(inst.placement, Placement::Partition { .. })
+}
+
 /// Enters a movement in the derived indexes: the open hosting of its instance, and its
 /// customer's movements.
 fn index_movement(
@@ -621,50 +629,10 @@ impl State {
     /// Opens and closes hosting movements for the instances the last command touched.
     pub(crate) fn sync_hosting(&mut self, now: Timestamp) {
         for id in self.instances.take_touched() {
-            let billed = self.instances.get(&id).and_then(|inst| {
-                if inst.shared || inst.requested_state != RequestedState::Started {
-                    return None;
-                }
-                match &inst.placement {
-                    Placement::Partition {
-                        computer,
-                        partition,
-                    } => Some((computer.clone(), partition.clone(), self.occupant_of(inst))),
-                    _ => None,
-                }
-            });
-            let open = self.open_hosting.get(&id).copied();
-            match (billed, open) {
-                (Some((computer, partition, on)), None) => {
-                    let Some(c) = self.computers.get(&computer) else {
-                        continue;
-                    };
-                    let (source, region) = (c.owner.clone(), c.region.clone());
-                    let movement = self.next_movement;
-                    self.next_movement += 1;
-                    let names = &mut self.names.0;
-                    let movement = Movement {
-                        id: movement,
-                        kind: MovementKind::Hosting,
-                        resource: names.get(HOSTING),
-                        quantity: None,
-                        start: now,
-                        stop: None,
-                        source: names.get(&source),
-                        destination: on.customer.map(|c| names.get(&c)),
-                        computer: names.get(&computer),
-                        partition: names.get(&partition),
-                        region: region.map(|r| names.get(&r)),
-                        instance: on.instance,
-                        tree: on.tree,
-                        tree_title: on.tree_title.map(|t| names.get(&t)),
-                        software_release: on.software_release.map(|u| names.get(&u)),
-                        journal: None,
-                        recorded_at: now,
-                    };
-                    self.insert_movement(movement);
-                }
-                (None, Some(movement)) => {
+            let billed = self.instances.get(&id).is_some_and(is_billed);
+            match (billed, self.open_hosting.get(&id).copied()) {
+                (true, None) => self.open_hosting_of(id, now),
+                (false, Some(movement)) => {
                     self.open_hosting.remove(&id);
                     if let Some(m) = self.movements.get_mut(&movement) {
                         m.stop = Some(now);
@@ -676,6 +644,48 @@ impl State {
                 _ => {}
             }
         }
+    }
+
+    /// A hosting movement for a billed instance, starting now.
+    fn open_hosting_of(&mut self, id: InstanceId, now: Timestamp) {
+        let Some(inst) = self.instances.get(&id) else {
+            return;
+        };
+        let Placement::Partition {
+            computer,
+            partition,
+        } = &inst.placement
+        else {
+            return;
+        };
+        let Some(c) = self.computers.get(computer) else {
+            return;
+        };
+        let on = self.occupant_of(inst);
+        let (computer, partition) = (computer.clone(), partition.clone());
+        let (source, region) = (c.owner.clone(), c.region.clone());
+        let names = &mut self.names.0;
+        let movement = Movement {
+            id: self.next_movement,
+            kind: MovementKind::Hosting,
+            resource: names.get(HOSTING),
+            quantity: None,
+            start: now,
+            stop: None,
+            source: names.get(&source),
+            destination: on.customer.map(|c| names.get(&c)),
+            computer: names.get(&computer),
+            partition: names.get(&partition),
+            region: region.map(|r| names.get(&r)),
+            instance: on.instance,
+            tree: on.tree,
+            tree_title: on.tree_title.map(|t| names.get(&t)),
+            software_release: on.software_release.map(|u| names.get(&u)),
+            journal: None,
+            recorded_at: now,
+        };
+        self.next_movement += 1;
+        self.insert_movement(movement);
     }
 
     /// Marks every instance for `sync_hosting`: a state written before the ledger
