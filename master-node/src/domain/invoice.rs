@@ -11,7 +11,7 @@
 use super::decimal::Decimal;
 use super::error::DomainError;
 use super::ids::{InstanceId, Timestamp};
-use super::ledger::{Movement, MovementKind};
+use super::ledger::{Movement, MovementKind, PriceEntry};
 use super::state::State;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -95,11 +95,7 @@ impl State {
             if !State::movement_in(m, from, to) {
                 continue;
             }
-            for item in self.items(m, from, to, clock)? {
-                let price = match m.kind {
-                    MovementKind::Hosting => self.price_at(m, item.start),
-                    MovementKind::Usage => self.price_at(m, item.stop),
-                };
+            for (item, price) in self.items(m, from, to, clock)? {
                 let currency = price.map(|p| p.currency.clone()).unwrap_or_default();
                 let unit = price
                     .map(|p| p.unit.clone())
@@ -149,21 +145,23 @@ impl State {
         })
     }
 
-    /// A movement's priced pieces within `[from, to)`.
+    /// A movement's priced pieces within `[from, to)`, each with the price it was
+    /// priced at (None: unpriced).
     fn items(
         &self,
         m: &Movement,
         from: Timestamp,
         to: Timestamp,
         clock: Timestamp,
-    ) -> Result<Vec<InvoiceItem>, DomainError> {
+    ) -> Result<Vec<(InvoiceItem, Option<&PriceEntry>)>, DomainError> {
         let item = |start: Timestamp, stop: Timestamp, quantity: Decimal, at: Timestamp| {
-            let price = self.price_at(m, at).map(|p| p.price);
+            let entry = self.price_at(m, at);
+            let price = entry.map(|p| p.price);
             let amount = match price {
                 Some(p) => quantity.checked_mul(p).ok_or_else(overflow)?,
                 None => Decimal::ZERO,
             };
-            Ok(InvoiceItem {
+            let item = InvoiceItem {
                 movement: m.id,
                 kind: m.kind,
                 computer: m.computer.to_string(),
@@ -174,7 +172,8 @@ impl State {
                 quantity,
                 unit_price: price,
                 amount,
-            })
+            };
+            Ok((item, entry))
         };
         match m.kind {
             MovementKind::Usage => {

@@ -698,19 +698,26 @@ impl State {
         self.hosting_synced = true;
     }
 
+    /// The price histories that may price a movement, in order of precedence: its
+    /// provider's for its computer, then for its region.
+    fn price_histories<'s>(
+        &'s self,
+        m: &Movement,
+    ) -> impl Iterator<Item = &'s Vec<PriceEntry>> + use<'s> {
+        let (source, resource) = (m.source.to_string(), m.resource.to_string());
+        let computer = Some(PriceScope::Computer(m.computer.to_string()));
+        let region = m.region.as_ref().map(|r| PriceScope::Region(r.to_string()));
+        [computer, region]
+            .into_iter()
+            .flatten()
+            .filter_map(move |scope| self.prices.get(&(source.clone(), scope, resource.clone())))
+    }
+
     /// The price in force for a movement's resource at `at`: the computer's own, else the
     /// region's, of the movement's provider.
     pub fn price_at(&self, m: &Movement, at: Timestamp) -> Option<&PriceEntry> {
-        let lookup = |scope: PriceScope| {
-            self.prices
-                .get(&(m.source.to_string(), scope, m.resource.to_string()))
-                .and_then(|h| h.iter().rev().find(|e| e.from <= at))
-        };
-        lookup(PriceScope::Computer(m.computer.to_string())).or_else(|| {
-            m.region
-                .as_ref()
-                .and_then(|r| lookup(PriceScope::Region(r.to_string())))
-        })
+        self.price_histories(m)
+            .find_map(|h| h.iter().rev().find(|e| e.from <= at))
     }
 
     /// The hosting price per hour in force now on a computer (its own, else its
@@ -736,16 +743,8 @@ impl State {
         from: Timestamp,
         to: Timestamp,
     ) -> Vec<Timestamp> {
-        let mut scopes = vec![PriceScope::Computer(m.computer.to_string())];
-        if let Some(r) = &m.region {
-            scopes.push(PriceScope::Region(r.to_string()));
-        }
-        let mut out: Vec<Timestamp> = scopes
-            .into_iter()
-            .filter_map(|s| {
-                self.prices
-                    .get(&(m.source.to_string(), s, m.resource.to_string()))
-            })
+        let mut out: Vec<Timestamp> = self
+            .price_histories(m)
             .flatten()
             .map(|e| e.from)
             .filter(|t| *t > from && *t < to)
