@@ -19,6 +19,7 @@ use super::ledger::{JournalRecord, Movement, PriceEntry, PriceKey, PriceScope};
 use super::state::{
     Computer, Instance, Partition, Placement, Session, SoftwareInstallation, State,
 };
+use super::tracked::Tracked;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -272,6 +273,43 @@ fn movement_key(id: u64) -> Vec<u8> {
     k
 }
 
+/// The entities of a map written since the last call, as changes.
+fn changes<K: Ord + Clone, V: Serialize>(
+    map: &mut Tracked<K, V>,
+    key: impl Fn(&K) -> Vec<u8>,
+    out: &mut Vec<Change>,
+) -> Result<(), PersistError> {
+    for (id, v) in map.take_dirty() {
+        let k = key(&id);
+        let v = v.map(|v| json(&k, v)).transpose()?;
+        out.push((k, v));
+    }
+    Ok(())
+}
+
+/// Every entity of a map, as entries.
+fn entries<K: Ord + Clone, V: Serialize>(
+    map: &Tracked<K, V>,
+    key: impl Fn(&K) -> Vec<u8>,
+    out: &mut Vec<Entry>,
+) -> Result<(), PersistError> {
+    for (id, v) in map.iter() {
+        let k = key(id);
+        out.push((k.clone(), json(&k, v)?));
+    }
+    Ok(())
+}
+
+/// The index of usage by stop time (then id).
+fn by_time_key(stop: Timestamp, id: Option<u64>) -> Vec<u8> {
+    let mut k = vec![BY_TIME];
+    k.extend_from_slice(&stop.micros().to_be_bytes());
+    if let Some(id) = id {
+        k.extend_from_slice(&id.to_be_bytes());
+    }
+    k
+}
+
 fn usage_key(id: u64) -> Vec<u8> {
     let mut k = vec![USAGE];
     k.extend_from_slice(&id.to_be_bytes());
@@ -312,14 +350,7 @@ pub fn usage_disk_range(query: &Query) -> Option<(Vec<u8>, Vec<u8>)> {
     Some(match (customer, provider) {
         (Some(c), _) => range(BY_CUSTOMER, c),
         (None, Some(p)) => range(BY_PROVIDER, p),
-        (None, None) => {
-            let at = |t: &Timestamp| {
-                let mut k = vec![BY_TIME];
-                k.extend_from_slice(&t.micros().to_be_bytes());
-                k
-            };
-            (at(from), at(to))
-        }
+        (None, None) => (by_time_key(*from, None), by_time_key(*to, None)),
     })
 }
 
@@ -434,46 +465,14 @@ impl State {
                 out.push((k, None));
             }
         }
-        for ((computer, url), v) in self.software.take_dirty() {
-            let k = software_key(&computer, &url);
-            let v = v.map(|v| json(&k, v)).transpose()?;
-            out.push((k, v));
-        }
-        for (id, v) in self.instances.take_dirty() {
-            let k = instance_key(id);
-            let v = v.map(|v| json(&k, v)).transpose()?;
-            out.push((k, v));
-        }
-        for ((client, seq), v) in self.outcomes.take_dirty() {
-            let k = outcome_key(&client, seq);
-            let v = v.map(|v| json(&k, v)).transpose()?;
-            out.push((k, v));
-        }
-        for (client, v) in self.sessions.take_dirty() {
-            let k = session_key(&client);
-            let v = v.map(|v| json(&k, v)).transpose()?;
-            out.push((k, v));
-        }
-        for (id, v) in self.retired_replicas.take_dirty() {
-            let k = retired_key(id);
-            let v = v.map(|v| json(&k, v)).transpose()?;
-            out.push((k, v));
-        }
-        for (id, v) in self.movements.take_dirty() {
-            let k = movement_key(id);
-            let v = v.map(|v| json(&k, v)).transpose()?;
-            out.push((k, v));
-        }
-        for (key, v) in self.prices.take_dirty() {
-            let k = price_key(&key);
-            let v = v.map(|v| json(&k, v)).transpose()?;
-            out.push((k, v));
-        }
-        for (key, v) in self.journals.take_dirty() {
-            let k = journal_key(&key);
-            let v = v.map(|v| json(&k, v)).transpose()?;
-            out.push((k, v));
-        }
+        changes(&mut self.software, |(c, u)| software_key(c, u), &mut out)?;
+        changes(&mut self.instances, |id| instance_key(*id), &mut out)?;
+        changes(&mut self.outcomes, |(c, n)| outcome_key(c, *n), &mut out)?;
+        changes(&mut self.sessions, |c| session_key(c), &mut out)?;
+        changes(&mut self.retired_replicas, |id| retired_key(*id), &mut out)?;
+        changes(&mut self.movements, |id| movement_key(*id), &mut out)?;
+        changes(&mut self.prices, price_key, &mut out)?;
+        changes(&mut self.journals, journal_key, &mut out)?;
         for m in &self.usage_outbox.0 {
             let k = usage_key(m.id);
             out.push((k.clone(), Some(json(&k, m)?)));
@@ -488,10 +487,7 @@ impl State {
                 usage_index_key(BY_PROVIDER, &m.source, Some(stop), Some(m.id)),
                 Some(Vec::new()),
             ));
-            let mut by_time = vec![BY_TIME];
-            by_time.extend_from_slice(&stop.micros().to_be_bytes());
-            by_time.extend_from_slice(&m.id.to_be_bytes());
-            out.push((by_time, Some(Vec::new())));
+            out.push((by_time_key(stop, Some(m.id)), Some(Vec::new())));
         }
         self.usage_outbox.0.clear();
         let k = vec![META];
@@ -514,42 +510,14 @@ impl State {
         for c in self.computers.values() {
             computer_entries(c, |_| true, &mut out)?;
         }
-        for ((computer, url), v) in self.software.iter() {
-            let k = software_key(computer, url);
-            let v = json(&k, v)?;
-            out.push((k, v));
-        }
-        for (id, v) in self.instances.iter() {
-            let k = instance_key(*id);
-            let v = json(&k, v)?;
-            out.push((k, v));
-        }
-        for ((client, seq), v) in self.outcomes.iter() {
-            let k = outcome_key(client, *seq);
-            let v = json(&k, v)?;
-            out.push((k, v));
-        }
-        for (client, v) in self.sessions.iter() {
-            let k = session_key(client);
-            let v = json(&k, v)?;
-            out.push((k, v));
-        }
-        for (id, v) in self.retired_replicas.iter() {
-            let k = retired_key(*id);
-            let v = json(&k, v)?;
-            out.push((k, v));
-        }
-        for (id, v) in self.movements.iter() {
-            let k = movement_key(*id);
-            let v = json(&k, v)?;
-            out.push((k, v));
-        }
-        self.price_entries(&mut out)?;
-        for (key, v) in self.journals.iter() {
-            let k = journal_key(key);
-            let v = json(&k, v)?;
-            out.push((k, v));
-        }
+        entries(&self.software, |(c, u)| software_key(c, u), &mut out)?;
+        entries(&self.instances, |id| instance_key(*id), &mut out)?;
+        entries(&self.outcomes, |(c, n)| outcome_key(c, *n), &mut out)?;
+        entries(&self.sessions, |c| session_key(c), &mut out)?;
+        entries(&self.retired_replicas, |id| retired_key(*id), &mut out)?;
+        entries(&self.movements, |id| movement_key(*id), &mut out)?;
+        entries(&self.prices, price_key, &mut out)?;
+        entries(&self.journals, journal_key, &mut out)?;
         let k = vec![META];
         let v = json(&k, &Meta::of(self))?;
         out.push((k, v));
@@ -576,7 +544,7 @@ impl State {
                     let k = movement_key(m.id);
                     out.push((k.clone(), json(&k, m)?));
                 }
-                self.price_entries(&mut out)?;
+                entries(&self.prices, price_key, &mut out)?;
                 let k = vec![META];
                 out.push((k.clone(), json(&k, &Meta::of(self))?));
                 out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -650,14 +618,6 @@ impl State {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
-    }
-
-    fn price_entries(&self, out: &mut Vec<Entry>) -> Result<(), PersistError> {
-        for (key, v) in self.prices.iter() {
-            let k = price_key(key);
-            out.push((k.clone(), json(&k, v)?));
-        }
-        Ok(())
     }
 
     /// An instance and its tree's root (its views need the root's title).
