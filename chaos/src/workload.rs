@@ -628,20 +628,21 @@ fn unique_stop(c: usize, last: u64) -> u64 {
     }
 }
 
-/// The journal `slapos node report` would post (slapgrid's shape): one transaction of
-/// `computer` stopping at `stop_date`, one movement per (partition, resource, quantity).
+/// The journal `slapos node report` would post for `computer`, stopping at `stop_date`:
+/// one partition report per (partition, resource, quantity), put together by proto's
+/// own rendition of slapgrid (`journal_from_partition_reports`).
 pub(crate) fn journal_xml<'a>(
     computer: &str,
     stop_date: &str,
     lines: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
 ) -> Result<String, String> {
     use slapos_proto::journal::{
-        encode_computer_journal, Amount, Arrow, Journal, Movement, Transaction,
+        encode_computer_journal, journal_from_partition_reports, Amount, Consumption, Movement,
     };
-    let movements = lines
+    let reports = lines
         .into_iter()
         .map(|(partition, resource, quantity)| {
-            Ok(Movement {
+            let movement = Movement {
                 resource: resource.into(),
                 title: None,
                 reference: Some(partition.into()),
@@ -649,27 +650,18 @@ pub(crate) fn journal_xml<'a>(
                 price: Amount::parse("0")?,
                 vat: "None".into(),
                 categories: Vec::new(),
-            })
+            };
+            Ok((
+                partition.to_string(),
+                Consumption {
+                    movements: vec![movement],
+                },
+            ))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    Ok(encode_computer_journal(&Journal {
-        transactions: vec![Transaction {
-            kind: "Sale Packing List".into(),
-            title: Some("Resource consumptions".into()),
-            start_date: String::new(),
-            stop_date: stop_date.into(),
-            reference: computer.into(),
-            currency: String::new(),
-            payment_mode: String::new(),
-            categories: vec![String::new()],
-            arrows: vec![Arrow {
-                kind: "Administration".into(),
-                source: Some(String::new()),
-                destination: Some(String::new()),
-            }],
-            movements,
-        }],
-    }))
+    Ok(encode_computer_journal(&journal_from_partition_reports(
+        computer, stop_date, &reports,
+    )))
 }
 
 /// The journal of the spare computer's usage, `cpu` lines.
