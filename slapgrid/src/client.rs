@@ -1,0 +1,655 @@
+//! The node's SLAP client (slapgrid-behaviour.md 2): the legacy XML endpoints over
+//! HTTP/1.1, plain or TLS with the computer's client certificate, blocking (the agent is a
+//! sequential program), with **failover**: `master_url` may list several gateways; a call
+//! that cannot reach one (connection refused, timeout, 5xx) is retried on the next, and
+//! the last one that answered is tried first next time.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use slapos_proto::marshal::{self, Value};
+use slapos_proto::slap::Computer;
+use slapos_proto::Limits;
+
+use crate::NodeConfig;
+
+/// Largest answer read (a computer with thousands of partitions and their parameters).
+const MAX_ANSWER: usize = 256 << 20;
+/// The reference's timeout for one call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlapError {
+    #[error("invalid master URL {0:?}")]
+    BadUrl(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// No gateway answered (connection, timeout or server error on every one).
+    #[error("master unreachable: {0}")]
+    Unreachable(String),
+    /// 404: unknown computer or partition, or a wrong certificate.
+    #[error("{method}: not found: {body}")]
+    NotFound { method: String, body: String },
+    /// 408: the requested instance is not ready yet.
+    #[error("{method}: resource not ready")]
+    NotReady { method: String },
+    #[error("{method}: HTTP {status}: {body}")]
+    Refused {
+        method: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{method}: malformed answer: {message}")]
+    BadAnswer { method: String, message: String },
+}
+
+impl SlapError {
+    /// The master could not be reached at all (the instance run goes offline).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, SlapError::Unreachable(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Endpoint {
+    url: String,
+    tls: bool,
+    host: String,
+    port: u16,
+    prefix: String,
+}
+
+impl Endpoint {
+    fn parse(url: &str) -> Result<Endpoint, SlapError> {
+        let bad = || SlapError::BadUrl(url.to_owned());
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else {
+            (false, url.strip_prefix("http://").ok_or_else(bad)?)
+        };
+        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(bad)?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad())?,
+                None if after.is_empty() => default_port,
+                None => return Err(bad()),
+            };
+            (host.to_owned(), port)
+        } else {
+            match authority.split_once(':') {
+                Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad())?),
+                None => (authority.to_owned(), default_port),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Endpoint {
+            url: url.to_owned(),
+            tls,
+            host,
+            port,
+            prefix: format!("/{prefix}"),
+        })
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A SLAP client over one or more gateways.
+pub struct SlapClient {
+    endpoints: Vec<Endpoint>,
+    preferred: AtomicUsize,
+    tls: Option<Arc<ClientConfig>>,
+    timeout: Duration,
+}
+
+/// `application/x-www-form-urlencoded` escaping of one component.
+fn form_escape(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+}
+
+/// `k=v&k=v` with each part escaped.
+pub fn form_encode(fields: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        form_escape(k, &mut out);
+        out.push('=');
+        form_escape(v, &mut out);
+    }
+    out
+}
+
+impl SlapClient {
+    /// The client of the node described by `cfg` (its gateways and certificate).
+    pub fn from_config(cfg: &NodeConfig) -> Result<SlapClient, SlapError> {
+        let identity = match (&cfg.cert_file, &cfg.key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        SlapClient::new(&cfg.master_urls, identity, cfg.master_ca_file.as_deref())
+    }
+
+    /// `identity` = (certificate PEM file, key PEM file) presented on HTTPS; `ca` = the
+    /// PEM file the gateway's certificate must chain to (without it the certificate is
+    /// not verified, as the reference client never verifies).
+    pub fn new(
+        urls: &[String],
+        identity: Option<(&Path, &Path)>,
+        ca: Option<&Path>,
+    ) -> Result<SlapClient, SlapError> {
+        let endpoints = urls
+            .iter()
+            .map(|u| Endpoint::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(SlapError::BadUrl(String::new()));
+        }
+        let tls = if endpoints.iter().any(|e| e.tls) {
+            Some(Arc::new(tls_config(identity, ca)?))
+        } else {
+            None
+        };
+        Ok(SlapClient {
+            endpoints,
+            preferred: AtomicUsize::new(0),
+            tls,
+            timeout: CALL_TIMEOUT,
+        })
+    }
+
+    /// Shorter per-call timeout (tests, failover drills).
+    pub fn with_timeout(mut self, timeout: Duration) -> SlapClient {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The gateway URL tried first (the last one that answered).
+    pub fn current_url(&self) -> &str {
+        &self.endpoints[self.preferred.load(Ordering::Relaxed) % self.endpoints.len()].url
+    }
+
+    /// `GET <method>?query`: the body of a 200 answer.
+    pub fn get(&self, method: &str, query: &[(&str, &str)]) -> Result<Vec<u8>, SlapError> {
+        let target = if query.is_empty() {
+            method.to_owned()
+        } else {
+            format!("{method}?{}", form_encode(query))
+        };
+        self.call(method, "GET", &target, None, None)
+    }
+
+    /// `POST <method>` with a form; `partition` adds the `X-SlapPartition` authorization
+    /// header of partition-scoped calls.
+    pub fn post(
+        &self,
+        method: &str,
+        form: &[(&str, &str)],
+        partition: Option<(&str, &str)>,
+    ) -> Result<Vec<u8>, SlapError> {
+        let body = form_encode(form);
+        self.call(method, "POST", method, Some(body), partition)
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        verb: &str,
+        target: &str,
+        body: Option<String>,
+        partition: Option<(&str, &str)>,
+    ) -> Result<Vec<u8>, SlapError> {
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut failures = Vec::new();
+        for k in 0..n {
+            let i = (first + k) % n;
+            let endpoint = &self.endpoints[i];
+            match self.exchange(endpoint, verb, target, body.as_deref(), partition) {
+                Ok((status, answer)) if is_server_error(status) => {
+                    failures.push(format!("{}: HTTP {status}", endpoint.url));
+                    let _ = answer;
+                }
+                Ok((status, answer)) => {
+                    if k > 0 {
+                        tracing::info!(gateway = %endpoint.url, "failed over to this gateway");
+                    }
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return classify(method, status, answer);
+                }
+                Err(e) => failures.push(format!("{}: {e}", endpoint.url)),
+            }
+        }
+        Err(SlapError::Unreachable(format!(
+            "{method}: {}",
+            failures.join("; ")
+        )))
+    }
+
+    fn exchange(
+        &self,
+        endpoint: &Endpoint,
+        verb: &str,
+        target: &str,
+        body: Option<&str>,
+        partition: Option<(&str, &str)>,
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        let authority = endpoint.authority();
+        let addrs: Vec<_> = authority.to_socket_addrs()?.collect();
+        let mut last = std::io::Error::other("no address");
+        let mut stream = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, self.timeout.min(Duration::from_secs(10))) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let stream = stream.ok_or(last)?;
+        stream.set_read_timeout(Some(self.timeout))?;
+        stream.set_write_timeout(Some(self.timeout))?;
+        stream.set_nodelay(true)?;
+        let path = if target.is_empty() {
+            endpoint.prefix.clone()
+        } else {
+            format!(
+                "{}/{}",
+                endpoint.prefix.trim_end_matches('/'),
+                target.trim_start_matches('/')
+            )
+        };
+        let mut request = format!(
+            "{verb} {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: */*\r\n\
+             User-Agent: slapos-rs/{}\r\nConnection: close\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Some((computer, partition)) = partition {
+            request.push_str(&format!(
+                "Authorization: X-SlapPartition computer_id={computer}, computer_partition_id={partition}\r\n"
+            ));
+        }
+        if let Some(body) = body {
+            request.push_str(&format!(
+                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            ));
+            request.push_str(body);
+        } else {
+            request.push_str("\r\n");
+        }
+        let raw = match (&self.tls, endpoint.tls) {
+            (Some(config), true) => {
+                let name = ServerName::try_from(endpoint.host.clone())
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", endpoint.host)))?;
+                let conn = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(std::io::Error::other)?;
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                roundtrip(&mut tls, request.as_bytes())?
+            }
+            _ => {
+                let mut plain = stream;
+                roundtrip(&mut plain, request.as_bytes())?
+            }
+        };
+        parse_response(&raw)
+    }
+
+    /// `getFullComputerInformation` (falling back to the legacy `getComputerInformation`
+    /// on 404, as the reference does).
+    pub fn full_computer_information(&self, computer_id: &str) -> Result<Computer, SlapError> {
+        let query = [("computer_id", computer_id)];
+        let body = match self.get("getFullComputerInformation", &query) {
+            Err(SlapError::NotFound { .. }) => self.get("getComputerInformation", &query)?,
+            other => other?,
+        };
+        Computer::decode(&body, &Limits::default()).map_err(|e| SlapError::BadAnswer {
+            method: "getFullComputerInformation".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// `getComputerPartitionCertificate`: (certificate, key) PEM texts (empty from
+    /// slapproxy).
+    pub fn partition_certificate(
+        &self,
+        computer_id: &str,
+        partition_id: &str,
+    ) -> Result<(String, String), SlapError> {
+        let method = "getComputerPartitionCertificate";
+        let body = self.get(
+            method,
+            &[
+                ("computer_id", computer_id),
+                ("computer_partition_id", partition_id),
+            ],
+        )?;
+        let bad = |message: String| SlapError::BadAnswer {
+            method: method.into(),
+            message,
+        };
+        let value = marshal::decode(&body, &Limits::SMALL).map_err(|e| bad(e.to_string()))?;
+        let Value::Dict(entries) = value else {
+            return Err(bad("expected a dictionary".into()));
+        };
+        let field = |name: &str| {
+            entries.iter().find_map(|(k, v)| match (k, v) {
+                (Value::Str(k), Value::Str(v)) if k == name => Some(v.clone()),
+                _ => None,
+            })
+        };
+        Ok((
+            field("certificate").unwrap_or_default(),
+            field("key").unwrap_or_default(),
+        ))
+    }
+}
+
+/// GET of any `http(s)://` URL (a release artifact): the body of a 200 answer. The
+/// server's certificate is verified against `ca` when given.
+pub fn get_url(url: &str, ca: Option<&Path>) -> Result<Vec<u8>, SlapError> {
+    let client = SlapClient::new(&[url.to_owned()], None, ca)?;
+    client.call(url, "GET", "", None, None)
+}
+
+fn is_server_error(status: u16) -> bool {
+    matches!(status, 500 | 502 | 503 | 504 | 520 | 523 | 524 | 526)
+}
+
+fn classify(method: &str, status: u16, body: Vec<u8>) -> Result<Vec<u8>, SlapError> {
+    let text = || {
+        let s = String::from_utf8_lossy(&body);
+        s.chars().take(2000).collect::<String>()
+    };
+    match status {
+        200..=299 => Ok(body),
+        404 => Err(SlapError::NotFound {
+            method: method.into(),
+            body: text(),
+        }),
+        408 => Err(SlapError::NotReady {
+            method: method.into(),
+        }),
+        _ => Err(SlapError::Refused {
+            method: method.into(),
+            status,
+            body: text(),
+        }),
+    }
+}
+
+fn roundtrip<S: Read + Write>(stream: &mut S, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.write_all(request)?;
+    stream.flush()?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw.extend_from_slice(&buf[..n]);
+                if raw.len() > MAX_ANSWER {
+                    return Err(std::io::Error::other("answer too large"));
+                }
+                if response_complete(&raw) {
+                    break;
+                }
+            }
+            // A TLS peer that closes without close_notify after a complete answer.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(raw)
+}
+
+/// Whether `raw` holds a whole answer with a `Content-Length` (so we need not wait for
+/// the close).
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(end) = find(raw, b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|len| raw.len() >= end + 4 + len)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// (status, body) of a raw HTTP/1.1 answer (`Content-Length`, chunked or close-delimited).
+fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
+    let end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("truncated HTTP answer"))?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no HTTP status line"))?;
+    let mut length = None;
+    let mut chunked = false;
+    for line in lines {
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse::<usize>().ok();
+        } else if let Some(v) = lower.strip_prefix("transfer-encoding:") {
+            chunked = v.contains("chunked");
+        }
+    }
+    let body = &raw[end + 4..];
+    let body = if chunked {
+        dechunk(body).ok_or_else(|| bad("malformed chunked body"))?
+    } else if let Some(len) = length {
+        body.get(..len)
+            .ok_or_else(|| bad("answer shorter than its Content-Length"))?
+            .to_vec()
+    } else {
+        body.to_vec()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = find(body, b"\r\n")?;
+        let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(body.get(..size)?);
+        body = body.get(size + 2..)?;
+    }
+}
+
+fn tls_config(
+    identity: Option<(&Path, &Path)>,
+    ca: Option<&Path>,
+) -> Result<ClientConfig, SlapError> {
+    let tls = |m: String| SlapError::Tls(m);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(e.to_string()))?;
+    let builder = match ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| tls(format!("{}: {e}", ca.display())))?
+            {
+                let cert = cert.map_err(|e| tls(format!("{}: {e}", ca.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| tls(format!("{}: {e}", ca.display())))?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider))),
+    };
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| tls(format!("{}: {e}", cert.display())))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| tls(format!("{}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| tls(e.to_string()))
+        }
+    }
+}
+
+/// The reference client's `verify=False`: any server certificate is accepted (signatures
+/// of the handshake are still checked). Used only when no `master_ca_file` is configured.
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A one-shot HTTP server answering `answer` to the first request; returns its URL.
+    fn serve_once(answer: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; 65536];
+            let n = s.read(&mut buf).unwrap();
+            s.write_all(answer.as_bytes()).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn posts_a_form_with_the_partition_header() {
+        let (url, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let client = SlapClient::new(&[url], None, None).unwrap();
+        let body = client
+            .post(
+                "startedComputerPartition",
+                &[("computer_id", "COMP 1"), ("x", "a&b=c")],
+                Some(("COMP 1", "slappart0")),
+            )
+            .unwrap();
+        assert_eq!(body, b"ok");
+        let request = server.join().unwrap();
+        assert!(request.starts_with("POST /startedComputerPartition HTTP/1.1\r\n"));
+        assert!(request.contains(
+            "Authorization: X-SlapPartition computer_id=COMP 1, computer_partition_id=slappart0"
+        ));
+        assert!(request.ends_with("computer_id=COMP+1&x=a%26b%3Dc"));
+    }
+
+    #[test]
+    fn fails_over_to_the_next_gateway_and_remembers_it() {
+        let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_url = format!("http://{}/", dead.local_addr().unwrap());
+        drop(dead);
+        let (url, server) =
+            serve_once("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+        let client = SlapClient::new(&[dead_url, url.clone()], None, None).unwrap();
+        assert_eq!(client.get("getHateoasUrl", &[]).unwrap(), b"ok");
+        server.join().unwrap();
+        assert_eq!(client.current_url(), url);
+    }
+
+    #[test]
+    fn statuses_map_to_errors() {
+        let (url, _s) = serve_once("HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!");
+        let client = SlapClient::new(&[url], None, None).unwrap();
+        assert!(matches!(
+            client.get("registerComputerPartition", &[]),
+            Err(SlapError::NotFound { .. })
+        ));
+        let (url, _s) = serve_once("HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n");
+        let client = SlapClient::new(&[url], None, None).unwrap();
+        assert!(client.get("x", &[]).unwrap_err().is_unreachable());
+    }
+}

@@ -1,0 +1,424 @@
+//! The node's configuration, read from SlapOS's own `slapos.cfg` keys (`[slapos]`,
+//! `[slapformat]`, see slapgrid-behaviour.md 0.1 and 1.1) so that an existing node's file
+//! works, plus a few keys of our own, all optional, documented in DESIGN.md.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::ini::{Ini, IniError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Syntax { path: PathBuf, source: IniError },
+    #[error("{path}: [{section}] {key} is required")]
+    Missing {
+        path: PathBuf,
+        section: &'static str,
+        key: &'static str,
+    },
+    #[error("{path}: [{section}] {key} = {value:?}: {message}")]
+    Invalid {
+        path: PathBuf,
+        section: &'static str,
+        key: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+/// `[slapformat]` (a key of `[slapos]` wins, as in the reference).
+#[derive(Debug, Clone)]
+pub struct FormatConfig {
+    pub partition_amount: usize,
+    pub partition_base_name: String,
+    pub user_base_name: String,
+    pub tap_base_name: String,
+    /// Interface carrying the node's IPv6 and the partitions' local IPv4 addresses.
+    pub interface_name: Option<String>,
+    pub ipv6_interface: Option<String>,
+    /// e.g. `10.0.0.0/16`.
+    pub ipv4_local_network: Option<String>,
+    pub ipv6_prefixshift: u8,
+    pub partition_has_ipv6_range: bool,
+    pub create_tap: bool,
+    pub tap_ipv6: bool,
+    pub tap_gateway_interface: Option<String>,
+    pub alter_user: bool,
+    pub alter_network: bool,
+    pub software_user: String,
+    pub computer_xml: Option<PathBuf>,
+    pub computer_json: Option<PathBuf>,
+    pub input_definition_file: Option<PathBuf>,
+    pub output_definition_file: Option<PathBuf>,
+}
+
+/// Everything the node commands read.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The file it came from (for messages and for child commands).
+    pub path: PathBuf,
+    pub computer_id: String,
+    /// `master_url`: one URL, or several separated by spaces or newlines (ours: the agent
+    /// fails over between them). Each ends with `/`.
+    pub master_urls: Vec<String>,
+    pub key_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    /// Verify the master's certificate against this CA (the reference never verifies).
+    pub master_ca_file: Option<PathBuf>,
+    pub certificate_repository_path: Option<PathBuf>,
+    pub software_root: PathBuf,
+    pub instance_root: PathBuf,
+    pub root_check: bool,
+    pub maximum_periodicity: Duration,
+    pub promise_timeout: Duration,
+    pub partition_timeout: Option<Duration>,
+    pub shared_part_list: Vec<String>,
+    pub build_time_part_list: Vec<String>,
+    pub instance_storage_home: Option<PathBuf>,
+    pub ipv4_global_network: Option<String>,
+    /// `[slapos] buildout`: a buildout script used to bootstrap release buildouts.
+    pub buildout: Option<PathBuf>,
+    /// Ours: the Python interpreter with zc.buildout (< 5) that bootstraps buildout
+    /// releases (the reference uses its own interpreter). Default `python3` on PATH.
+    pub buildout_python: PathBuf,
+    pub pidfile_software: PathBuf,
+    pub pidfile_instance: PathBuf,
+    pub pidfile_report: PathBuf,
+    /// Ours: seconds between runs of each `slapos node daemon` loop.
+    pub software_interval: Duration,
+    pub instance_interval: Duration,
+    pub report_interval: Duration,
+    pub format_interval: Duration,
+    pub format: FormatConfig,
+}
+
+struct Reader<'a> {
+    ini: &'a Ini,
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    /// `[slapos]` first, then `[slapformat]` when `format` (a key of `[slapos]` wins).
+    fn get(&self, section: &'static str, key: &'static str) -> Result<Option<String>, ConfigError> {
+        let syntax = |source| ConfigError::Syntax {
+            path: self.path.to_owned(),
+            source,
+        };
+        if let Some(v) = self.ini.get("slapos", key).map_err(syntax)? {
+            return Ok(Some(v));
+        }
+        if section == "slapformat" {
+            return self.ini.get("slapformat", key).map_err(syntax);
+        }
+        Ok(None)
+    }
+
+    fn nonempty(
+        &self,
+        section: &'static str,
+        key: &'static str,
+    ) -> Result<Option<String>, ConfigError> {
+        Ok(self
+            .get(section, key)?
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty()))
+    }
+
+    fn required(&self, section: &'static str, key: &'static str) -> Result<String, ConfigError> {
+        self.nonempty(section, key)?.ok_or(ConfigError::Missing {
+            path: self.path.to_owned(),
+            section,
+            key,
+        })
+    }
+
+    fn invalid(
+        &self,
+        section: &'static str,
+        key: &'static str,
+        value: &str,
+        message: &str,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            section,
+            key,
+            value: value.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+
+    fn boolean(
+        &self,
+        section: &'static str,
+        key: &'static str,
+        default: bool,
+    ) -> Result<bool, ConfigError> {
+        match self.nonempty(section, key)? {
+            None => Ok(default),
+            Some(v) => match v.to_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(self.invalid(section, key, &v, "expected true or false")),
+            },
+        }
+    }
+
+    fn number<T: std::str::FromStr>(
+        &self,
+        section: &'static str,
+        key: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        match self.nonempty(section, key)? {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| self.invalid(section, key, &v, "expected a whole number")),
+        }
+    }
+
+    fn seconds(&self, key: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(self.number("slapos", key, default)?))
+    }
+
+    fn path(
+        &self,
+        section: &'static str,
+        key: &'static str,
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.nonempty(section, key)?.map(PathBuf::from))
+    }
+
+    fn list(&self, key: &'static str) -> Result<Vec<String>, ConfigError> {
+        Ok(self
+            .get("slapos", key)?
+            .unwrap_or_default()
+            .split(['\n', ' ', ','])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+/// `master_url` normalised as the reference does: an unbracketed IPv6 literal is bracketed
+/// and a trailing `/` added.
+pub fn normalize_master_url(url: &str) -> String {
+    let mut url = url.trim().to_owned();
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (host_port, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if !host_port.starts_with('[') && host_port.matches(':').count() > 1 {
+            // `2001:db8::1` or `2001:db8::1:8080`? The reference brackets the whole host.
+            url = format!("{scheme}://[{host_port}]/{path}");
+        }
+    }
+    if !url.ends_with('/') {
+        url.push('/');
+    }
+    url
+}
+
+impl NodeConfig {
+    /// `--cfg`, else `$SLAPOS_CONFIGURATION`, else `/etc/opt/slapos/slapos.cfg`.
+    pub fn default_path(cfg: Option<&Path>) -> PathBuf {
+        cfg.map(Path::to_owned)
+            .or_else(|| std::env::var_os("SLAPOS_CONFIGURATION").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/etc/opt/slapos/slapos.cfg"))
+    }
+
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
+        let ini = Ini::parse(text).map_err(|source| ConfigError::Syntax {
+            path: path.to_owned(),
+            source,
+        })?;
+        let r = Reader { ini: &ini, path };
+        let master_urls: Vec<String> = r
+            .required("slapos", "master_url")?
+            .split_whitespace()
+            .map(normalize_master_url)
+            .collect();
+        for url in &master_urls {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(r.invalid("slapos", "master_url", url, "expected http:// or https://"));
+            }
+        }
+        let key_file = r.path("slapos", "key_file")?;
+        let cert_file = r.path("slapos", "cert_file")?;
+        if key_file.is_some() != cert_file.is_some() {
+            return Err(r.invalid(
+                "slapos",
+                "key_file",
+                "",
+                "key_file and cert_file go together",
+            ));
+        }
+        let instance_root = PathBuf::from(r.required("slapos", "instance_root")?);
+        let partition_timeout = match r.number("slapos", "partition_timeout", 0u64)? {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
+        let run_dir = PathBuf::from("/opt/slapos");
+        let interface_name = r.nonempty("slapformat", "interface_name")?;
+        let format = FormatConfig {
+            partition_amount: r.number("slapformat", "partition_amount", 10)?,
+            partition_base_name: r
+                .nonempty("slapformat", "partition_base_name")?
+                .unwrap_or_else(|| "slappart".into()),
+            user_base_name: r
+                .nonempty("slapformat", "user_base_name")?
+                .unwrap_or_else(|| "slapuser".into()),
+            tap_base_name: r
+                .nonempty("slapformat", "tap_base_name")?
+                .unwrap_or_else(|| "slaptap".into()),
+            ipv6_interface: r
+                .nonempty("slapformat", "ipv6_interface")?
+                .or_else(|| interface_name.clone()),
+            interface_name,
+            ipv4_local_network: r.nonempty("slapformat", "ipv4_local_network")?,
+            ipv6_prefixshift: r.number("slapformat", "ipv6_prefixshift", 16)?,
+            partition_has_ipv6_range: r.boolean("slapformat", "partition_has_ipv6_range", true)?,
+            create_tap: r.boolean("slapformat", "create_tap", true)?,
+            tap_ipv6: r.boolean("slapformat", "tap_ipv6", true)?,
+            tap_gateway_interface: r.nonempty("slapformat", "tap_gateway_interface")?,
+            alter_user: r.boolean("slapformat", "alter_user", true)?,
+            alter_network: r.boolean("slapformat", "alter_network", true)?,
+            software_user: r
+                .nonempty("slapformat", "software_user")?
+                .unwrap_or_else(|| "slapsoft".into()),
+            computer_xml: r.path("slapformat", "computer_xml")?,
+            computer_json: r.path("slapformat", "computer_json")?,
+            input_definition_file: r.path("slapformat", "input_definition_file")?,
+            output_definition_file: r.path("slapformat", "output_definition_file")?,
+        };
+        if format.ipv6_prefixshift == 0 || format.ipv6_prefixshift > 64 {
+            return Err(r.invalid(
+                "slapformat",
+                "ipv6_prefixshift",
+                &format.ipv6_prefixshift.to_string(),
+                "expected 1 to 64",
+            ));
+        }
+        Ok(NodeConfig {
+            path: path.to_owned(),
+            computer_id: r.required("slapos", "computer_id")?,
+            master_urls,
+            key_file,
+            cert_file,
+            master_ca_file: r.path("slapos", "master_ca_file")?,
+            certificate_repository_path: r.path("slapos", "certificate_repository_path")?,
+            software_root: PathBuf::from(r.required("slapos", "software_root")?),
+            root_check: r.boolean("slapos", "root_check", true)?,
+            maximum_periodicity: r.seconds("maximum_periodicity", 86400)?,
+            promise_timeout: r.seconds("promise_timeout", 20)?,
+            partition_timeout,
+            shared_part_list: r.list("shared_part_list")?,
+            build_time_part_list: r.list("build_time_part_list")?,
+            instance_storage_home: r.path("slapos", "instance_storage_home")?,
+            ipv4_global_network: r.nonempty("slapos", "ipv4_global_network")?,
+            buildout: r.path("slapos", "buildout")?,
+            buildout_python: r
+                .path("slapos", "buildout_python")?
+                .unwrap_or_else(|| PathBuf::from("python3")),
+            pidfile_software: r
+                .path("slapos", "pidfile_software")?
+                .unwrap_or_else(|| run_dir.join("slapgrid-sr.pid")),
+            pidfile_instance: r
+                .path("slapos", "pidfile_instance")?
+                .unwrap_or_else(|| run_dir.join("slapgrid-cp.pid")),
+            pidfile_report: r
+                .path("slapos", "pidfile_report")?
+                .unwrap_or_else(|| run_dir.join("slapgrid-ur.pid")),
+            software_interval: r.seconds("software_interval", 60)?,
+            instance_interval: r.seconds("instance_interval", 60)?,
+            report_interval: r.seconds("report_interval", 86400)?,
+            format_interval: r.seconds("format_interval", 86400)?,
+            instance_root,
+            format,
+        })
+    }
+
+    /// `IR/sv.sock`: the supervisor's control socket.
+    pub fn supervisor_socket(&self) -> PathBuf {
+        self.instance_root.join("sv.sock")
+    }
+
+    /// The partition directory `IR/<partition_id>`.
+    pub fn partition_path(&self, partition_id: &str) -> PathBuf {
+        self.instance_root.join(partition_id)
+    }
+
+    /// `<repo>/<pid>.key` and `.crt` when a certificate repository is configured.
+    pub fn partition_certificate_paths(&self, partition_id: &str) -> Option<(PathBuf, PathBuf)> {
+        self.certificate_repository_path.as_ref().map(|repo| {
+            (
+                repo.join(format!("{partition_id}.key")),
+                repo.join(format!("{partition_id}.crt")),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_reference_e2e_config() {
+        let text = "[slapos]\ncomputer_id = COMP-TEST\nmaster_url = http://127.0.0.1:28080\n\
+            software_root = /r/soft\ninstance_root = /r/inst\nroot_check = False\n\
+            shared_part_list =\n  /r/shared\n\n[slapformat]\ninput_definition_file = /r/def.cfg\n\
+            partition_amount = 2\nalter_user = false\nalter_network = false\ncreate_tap = false\n\
+            computer_xml = /r/slapos.xml\npartition_has_ipv6_range = false\n";
+        let c = NodeConfig::parse(Path::new("t.cfg"), text).unwrap();
+        assert_eq!(c.computer_id, "COMP-TEST");
+        assert_eq!(c.master_urls, vec!["http://127.0.0.1:28080/".to_string()]);
+        assert!(!c.root_check);
+        assert_eq!(c.shared_part_list, vec!["/r/shared".to_string()]);
+        assert_eq!(c.format.partition_amount, 2);
+        assert!(!c.format.alter_user && !c.format.alter_network && !c.format.create_tap);
+        assert_eq!(c.format.partition_base_name, "slappart");
+        assert_eq!(c.maximum_periodicity, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn several_gateways_and_ipv6_urls() {
+        let text = "[slapos]\ncomputer_id = C\nmaster_url = https://[::1]:1/ http://2001:db8::1\n\
+            software_root = /s\ninstance_root = /i\n";
+        let c = NodeConfig::parse(Path::new("t.cfg"), text).unwrap();
+        assert_eq!(
+            c.master_urls,
+            vec![
+                "https://[::1]:1/".to_string(),
+                "http://[2001:db8::1]/".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_and_invalid_keys_are_named() {
+        let err = NodeConfig::parse(Path::new("t.cfg"), "[slapos]\ncomputer_id = C\n").unwrap_err();
+        assert!(err.to_string().contains("master_url"), "{err}");
+        let err = NodeConfig::parse(
+            Path::new("t.cfg"),
+            "[slapos]\ncomputer_id = C\nmaster_url = http://x\nsoftware_root = /s\n\
+             instance_root = /i\nroot_check = maybe\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("root_check"), "{err}");
+    }
+}

@@ -1,0 +1,917 @@
+//! `slapos node instance` (slapgrid-behaviour.md 4): every partition the master lists is
+//! skipped when its timestamp is unchanged and its periodicity has not expired, else its
+//! instance profile runs as the partition's user (buildout: the profile plus the tail of
+//! 4.3; native: rendered files), its services are handed to the supervisor, its promises
+//! are checked, and its state is reported. One partition at a time; one failing never
+//! stops the others.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use slapos_proto::marshal::{self, Value};
+use slapos_proto::slap::ComputerPartition;
+
+use crate::client::SlapError;
+use crate::fsutil::write_in;
+use crate::native::{self, Manifest};
+use crate::node::{empty_dir, io_err, now_unix, Node, NodeError};
+use crate::process::{self, Identity, Run};
+use crate::promise;
+use crate::software::release_path;
+use crate::supervisor::{GroupSpec, ServiceSpec};
+
+#[derive(Debug, Clone, Default)]
+pub struct InstanceOptions {
+    /// Ignore timestamps: process every partition.
+    pub force: bool,
+    /// Only these partitions (empty = all).
+    pub only: Vec<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct InstanceReport {
+    pub processed: Vec<String>,
+    pub skipped: Vec<String>,
+    pub destroyed: Vec<String>,
+    /// (partition, message): processing errors (exit 1).
+    pub failed: Vec<(String, String)>,
+    /// (partition, message): broken promises (exit 2).
+    pub promise_failed: Vec<(String, String)>,
+    /// The master was unreachable: every configured service was started (exit 3).
+    pub offline: bool,
+}
+
+impl InstanceReport {
+    /// The reference's exit codes: 1 on errors, else 2 on broken promises, 3 offline.
+    pub fn exit_code(&self) -> i32 {
+        if !self.failed.is_empty() {
+            1
+        } else if !self.promise_failed.is_empty() {
+            2
+        } else if self.offline {
+            3
+        } else {
+            0
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PartitionError {
+    #[error("{0}")]
+    Promise(promise::PromiseFailure),
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Slap(#[from] SlapError),
+}
+
+impl PartitionError {
+    fn unreachable(&self) -> bool {
+        matches!(self, PartitionError::Slap(e) if e.is_unreachable())
+            || matches!(self, PartitionError::Node(NodeError::Slap(e)) if e.is_unreachable())
+    }
+}
+
+impl From<crate::supervisor::SupervisorError> for PartitionError {
+    fn from(e: crate::supervisor::SupervisorError) -> Self {
+        PartitionError::Node(e.into())
+    }
+}
+
+impl From<crate::process::ProcessError> for PartitionError {
+    fn from(e: crate::process::ProcessError) -> Self {
+        PartitionError::Node(e.into())
+    }
+}
+
+pub fn run(node: &Node, opts: &InstanceOptions) -> Result<InstanceReport, NodeError> {
+    let cfg = &node.cfg;
+    node.ensure_supervisor()?;
+    let mut report = InstanceReport::default();
+    let computer = match node.client.full_computer_information(&cfg.computer_id) {
+        Ok(c) => c,
+        Err(e) if e.is_unreachable() => {
+            tracing::warn!(error = %e, "master unreachable: starting every configured service");
+            node.supervisor.start_all()?;
+            report.offline = true;
+            return Ok(report);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(unknown) = opts
+        .only
+        .iter()
+        .find(|o| !computer.partitions().iter().any(|p| &p.partition_id == *o))
+    {
+        return Err(NodeError::Invalid(format!("unknown partition {unknown}")));
+    }
+    std::env::set_var("SLAPGRID_INSTANCE_ROOT", &cfg.instance_root);
+    for partition in computer.partitions() {
+        let pid = partition.partition_id.clone();
+        if !opts.only.is_empty() && !opts.only.contains(&pid) {
+            continue;
+        }
+        let span = tracing::info_span!("partition", partition_id = %pid);
+        let _enter = span.enter();
+        let path = cfg.partition_path(&pid);
+        let state = state_of(partition);
+        let sr_url = software_url(partition);
+        if state == "destroyed" && sr_url.is_none() {
+            // A free partition: forget what the last instance left in the agent's files.
+            let _ = std::fs::remove_dir_all(path.join(".slapgrid"));
+            let _ = std::fs::remove_file(path.join(".timestamp"));
+            continue;
+        }
+        if !path.is_dir() {
+            let message = format!(
+                "Partition directory {} does not exist (run `slapos node format`)",
+                path.display()
+            );
+            report_error(node, &pid, &message);
+            report.failed.push((pid, message));
+            continue;
+        }
+        match process_partition(node, partition, &path, opts.force) {
+            Ok(Done::Skipped) => report.skipped.push(pid),
+            Ok(Done::Processed) => report.processed.push(pid),
+            Ok(Done::Destroyed) => report.destroyed.push(pid),
+            Err(e) if e.unreachable() => {
+                tracing::warn!(error = %e, "master unreachable mid-run: starting every configured service");
+                node.supervisor.start_all()?;
+                report.offline = true;
+                return Ok(report);
+            }
+            Err(PartitionError::Promise(f)) => {
+                let message = f.to_string();
+                tracing::warn!(%message, "promise failed");
+                report_error(node, &pid, &message);
+                report.promise_failed.push((pid, message));
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(%message, "partition failed");
+                let _ = std::fs::write(path.join(format!(".slapgrid-{pid}-error.log")), &message);
+                report_error(node, &pid, &message);
+                report.failed.push((pid, message));
+            }
+        }
+    }
+    Ok(report)
+}
+
+pub(crate) fn report_error(node: &Node, pid: &str, message: &str) {
+    let cid = node.cfg.computer_id.as_str();
+    if let Err(e) = node.client.post(
+        "softwareInstanceError",
+        &[
+            ("computer_id", cid),
+            ("computer_partition_id", pid),
+            ("error_log", message),
+        ],
+        Some((cid, pid)),
+    ) {
+        tracing::warn!(error = %e, "could not report the error to the master");
+    }
+}
+
+fn state_of(p: &ComputerPartition) -> &str {
+    p.requested_state
+        .get()
+        .map(String::as_str)
+        .unwrap_or("started")
+}
+
+fn software_url(p: &ComputerPartition) -> Option<String> {
+    p.software_release_document
+        .get()
+        .map(|d| d.software_release.clone())
+        .filter(|u| !u.is_empty())
+}
+
+/// A parameter as the text Python's `str()` would give (timestamps come as strings from
+/// the real master and as floats from slapproxy).
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Str(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Long(s) => Some(s.clone()),
+        Value::Float(f) => Some(slapos_proto::pyrepr::float_str(*f)),
+        Value::Bool(b) => Some(if *b { "True" } else { "False" }.into()),
+        _ => None,
+    }
+}
+
+fn parameter(p: &ComputerPartition, key: &str) -> Option<String> {
+    p.parameter_dict
+        .get()
+        .and_then(|d| d.get(key))
+        .and_then(value_text)
+}
+
+enum Done {
+    Skipped,
+    Processed,
+    Destroyed,
+}
+
+fn periodicity(node: &Node, sr: Option<&Path>) -> i64 {
+    sr.and_then(|sr| std::fs::read_to_string(sr.join("periodicity")).ok())
+        .and_then(|t| t.trim().parse::<i64>().ok())
+        .unwrap_or(node.cfg.maximum_periodicity.as_secs() as i64)
+}
+
+/// The access status text (`#access ...`, `#error ...`) when the master sends one.
+fn access_status(p: &ComputerPartition) -> Option<String> {
+    p.access_status.get().cloned().or_else(|| {
+        p.extra.iter().find_map(|(k, v)| match (k.as_str(), v) {
+            ("_access_status", Value::Dict(d)) => d.iter().find_map(|(k, v)| match (k, v) {
+                (Value::Str(k), Value::Str(t)) if k == "text" => Some(t.clone()),
+                _ => None,
+            }),
+            _ => None,
+        })
+    })
+}
+
+fn process_partition(
+    node: &Node,
+    partition: &ComputerPartition,
+    path: &Path,
+    force: bool,
+) -> Result<Done, PartitionError> {
+    let cfg = &node.cfg;
+    let pid = partition.partition_id.as_str();
+    let state = state_of(partition);
+    let sr_url = software_url(partition);
+    let sr = sr_url
+        .as_deref()
+        .map(|u| release_path(&cfg.software_root, u));
+    let timestamp = parameter(partition, "timestamp");
+    let identity = Identity::owner_of(path).map_err(io_err(path))?;
+    let _ = std::fs::remove_file(path.join(format!(".slapos-request-transaction-{pid}")));
+    let period = periodicity(node, sr.as_deref());
+    let stamp_file = path.join(".timestamp");
+
+    // The skip test (4.2 step 5).
+    if let (false, Some(ts), true) = (force, &timestamp, period != 0) {
+        if let (Ok(stored), Ok(meta)) = (
+            std::fs::read_to_string(&stamp_file),
+            std::fs::metadata(&stamp_file),
+        ) {
+            let fresh = period < 0
+                || meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() as i64 <= period);
+            if stored == *ts && fresh {
+                if state == "started" {
+                    skip_check(node, partition, path, &identity, ts)?;
+                }
+                return Ok(Done::Skipped);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&stamp_file);
+
+    let agent_dir = path.join(".slapgrid/log");
+    if !agent_dir.is_dir() {
+        std::fs::create_dir_all(&agent_dir).map_err(io_err(&agent_dir))?;
+        if process::is_root() {
+            for d in [path.join(".slapgrid"), agent_dir.clone()] {
+                let _ = process::lchown(&d, identity.uid, identity.gid);
+            }
+        }
+    }
+    refresh_certificate(node, pid, &identity)?;
+    let _ = std::fs::remove_file(path.join(format!(".slapgrid-{pid}-error.log")));
+    tracing::info!(state, "processing partition");
+
+    let cid = cfg.computer_id.as_str();
+    let form = [("computer_id", cid), ("computer_partition_id", pid)];
+    let auth = Some((cid, pid));
+    match state {
+        "started" => {
+            let result = (|| -> Result<(), PartitionError> {
+                let profile = install(node, partition, path, sr.as_deref(), &identity)?;
+                start(node, pid, path, &identity)?;
+                if let Some(f) = promise::check(path, &identity, cfg.promise_timeout, true)? {
+                    return Err(PartitionError::Promise(f));
+                }
+                if let Profile::Native(manifest, vars) = &profile {
+                    publish(node, partition, manifest, vars)?;
+                }
+                node.client.post("startedComputerPartition", &form, auth)?;
+                mark_reported(path, timestamp.as_deref());
+                post_related_instances(node, pid, path)?;
+                Ok(())
+            })();
+            result?;
+        }
+        "stopped" => {
+            let installed = install(node, partition, path, sr.as_deref(), &identity);
+            node.supervisor.remove(pid)?;
+            if let Err(e) = node.client.post("stoppedComputerPartition", &form, auth) {
+                if e.is_unreachable() {
+                    return Err(e.into());
+                }
+                tracing::warn!(error = %e, "stoppedComputerPartition refused");
+            }
+            installed?;
+            post_related_instances(node, pid, path)?;
+        }
+        "destroyed" => {
+            node.supervisor.remove(pid)?;
+            if let Err(e) = node.client.post("stoppedComputerPartition", &form, auth) {
+                if e.is_unreachable() {
+                    return Err(e.into());
+                }
+            }
+            // Ours: destruction happens here, not a day later in `node report` (which
+            // also does it, for partitions a failed run left behind).
+            return if destroy(node, pid, path, &identity)? {
+                Ok(Done::Destroyed)
+            } else {
+                Ok(Done::Processed)
+            };
+        }
+        other => {
+            return Err(PartitionError::Failed(format!(
+                "Computer Partition {pid} has unsupported state: {other}"
+            )))
+        }
+    }
+    if let Some(ts) = &timestamp {
+        // Root-owned 0644 in a partition-owned directory: written without following links.
+        write_in(path, Path::new(".timestamp"), ts.as_bytes(), 0o644, None)
+            .map_err(io_err(&stamp_file))?;
+    }
+    Ok(Done::Processed)
+}
+
+/// An unchanged started partition: promises (anomaly mode) and, when the master does not
+/// know the partition is fine, a `started` report.
+fn skip_check(
+    node: &Node,
+    partition: &ComputerPartition,
+    path: &Path,
+    identity: &Identity,
+    ts: &str,
+) -> Result<(), PartitionError> {
+    let pid = partition.partition_id.as_str();
+    let cid = node.cfg.computer_id.as_str();
+    let status = access_status(partition);
+    match promise::check(path, identity, node.cfg.promise_timeout, false)? {
+        Some(f) => {
+            if !status.as_deref().is_some_and(|s| s.starts_with("#error")) {
+                return Err(PartitionError::Promise(f));
+            }
+        }
+        None => {
+            // The real master says whether it knows; ours and slapproxy send no status,
+            // so a marker remembers that `started` was reported for this timestamp.
+            let known_ok = match &status {
+                Some(s) => !s.starts_with("#error"),
+                None => reported(path).as_deref() == Some(ts),
+            };
+            if !known_ok {
+                node.client.post(
+                    "startedComputerPartition",
+                    &[("computer_id", cid), ("computer_partition_id", pid)],
+                    Some((cid, pid)),
+                )?;
+                mark_reported(path, Some(ts));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reported_file(path: &Path) -> PathBuf {
+    path.join(".slapgrid/reported-started")
+}
+
+fn reported(path: &Path) -> Option<String> {
+    std::fs::read_to_string(reported_file(path)).ok()
+}
+
+fn mark_reported(path: &Path, ts: Option<&str>) {
+    if let Some(ts) = ts {
+        let _ = std::fs::write(reported_file(path), ts);
+    }
+}
+
+/// 4.8: the partition's certificate and key from the master, written 0400 and owned by
+/// the partition's user when a repository is configured (empty answers, as slapproxy
+/// gives, write nothing).
+fn refresh_certificate(node: &Node, pid: &str, identity: &Identity) -> Result<(), PartitionError> {
+    let Some((key_path, cert_path)) = node.cfg.partition_certificate_paths(pid) else {
+        return Ok(());
+    };
+    let (cert, key) = node
+        .client
+        .partition_certificate(&node.cfg.computer_id, pid)?;
+    if cert.is_empty() && key.is_empty() {
+        return Ok(());
+    }
+    let owner = process::is_root().then_some((identity.uid, identity.gid));
+    for (file, content) in [(&cert_path, &cert), (&key_path, &key)] {
+        let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+            continue;
+        };
+        write_in(dir, Path::new(name), content.as_bytes(), 0o400, owner).map_err(io_err(file))?;
+    }
+    Ok(())
+}
+
+enum Profile {
+    Buildout,
+    Native(Manifest, BTreeMap<String, String>),
+}
+
+/// Runs the instance profile (4.3), buildout or native.
+fn install(
+    node: &Node,
+    partition: &ComputerPartition,
+    path: &Path,
+    sr: Option<&Path>,
+    identity: &Identity,
+) -> Result<Profile, PartitionError> {
+    let cfg = &node.cfg;
+    let pid = partition.partition_id.as_str();
+    let sr = sr.ok_or_else(|| {
+        PartitionError::Failed(format!("partition {pid} has no software release"))
+    })?;
+    let mode = std::fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode != 0o750 {
+        return Err(PartitionError::Failed(format!(
+            "Wrong permissions in {}: actual permissions are: 0{mode:o}, wanted are 0750",
+            path.display()
+        )));
+    }
+    if !sr.is_dir() {
+        return Err(PartitionError::Failed(format!(
+            "Software Release {} is not present on this computer (not installed yet?)",
+            sr.display()
+        )));
+    }
+    // P/software_release -> SR (replaced if a link, left alone if something else).
+    let link = path.join("software_release");
+    match std::fs::symlink_metadata(&link) {
+        Ok(m) if m.file_type().is_symlink() => {
+            if std::fs::read_link(&link).ok().as_deref() != Some(sr) {
+                std::fs::remove_file(&link).map_err(io_err(&link))?;
+                std::os::unix::fs::symlink(sr, &link).map_err(io_err(&link))?;
+            }
+        }
+        Ok(_) => {}
+        Err(_) => std::os::unix::fs::symlink(sr, &link).map_err(io_err(&link))?,
+    }
+    if process::is_root() {
+        let _ = process::lchown(&link, identity.uid, identity.gid);
+    }
+    let manifest_path = sr.join(native::INSTALLED_MANIFEST);
+    if manifest_path.exists() {
+        let text = std::fs::read_to_string(&manifest_path).map_err(io_err(&manifest_path))?;
+        let manifest = Manifest::parse(&text).map_err(|e| PartitionError::Failed(e.to_string()))?;
+        let vars = variables(node, partition, path, sr);
+        let owner = process::is_root().then_some((identity.uid, identity.gid));
+        for file in &manifest.instance.file {
+            let source = match (&file.content, &file.template) {
+                (Some(c), _) => c.clone(),
+                (None, Some(t)) => {
+                    let tp = sr.join(native::safe_relative(t).unwrap_or_default());
+                    std::fs::read_to_string(&tp).map_err(io_err(&tp))?
+                }
+                (None, None) => String::new(),
+            };
+            let text = native::render(&source, &vars, &file.path)
+                .map_err(|e| PartitionError::Failed(e.to_string()))?;
+            let mode = file
+                .mode
+                .as_deref()
+                .and_then(native::parse_mode)
+                .unwrap_or(0o640);
+            let rel = native::safe_relative(&file.path).unwrap_or_default();
+            write_in(path, &rel, text.as_bytes(), mode, owner).map_err(io_err(&path.join(&rel)))?;
+        }
+        return Ok(Profile::Native(manifest, vars));
+    }
+    buildout_instance(node, partition, path, sr, identity)?;
+    // The retention delay the master asked for (in days), kept for destruction.
+    let delay = partition
+        .filter_dict
+        .get()
+        .and_then(|d| d.get("retention_delay"))
+        .and_then(value_text)
+        .and_then(|t| t.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let lock = path.join(".slapos-retention-lock-delay");
+    if !lock.exists() {
+        let _ = write_in(
+            path,
+            Path::new(".slapos-retention-lock-delay"),
+            format!("{delay:?}").as_bytes(),
+            0o644,
+            None,
+        );
+    }
+    let _ = cfg;
+    Ok(Profile::Buildout)
+}
+
+fn buildout_instance(
+    node: &Node,
+    partition: &ComputerPartition,
+    path: &Path,
+    sr: &Path,
+    identity: &Identity,
+) -> Result<(), PartitionError> {
+    let cfg = &node.cfg;
+    let pid = partition.partition_id.as_str();
+    let profile = ["instance.cfg", "template.cfg"]
+        .iter()
+        .map(|n| sr.join(n))
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            PartitionError::Failed(format!(
+                "Software Release {} is not correctly installed (no instance.cfg)",
+                sr.display()
+            ))
+        })?;
+    let mut text = std::fs::read_to_string(&profile).map_err(io_err(&profile))?;
+    text.push_str("\n\n");
+    text.push_str(&buildout_tail(node, partition));
+    let owner = process::is_root().then_some((0, identity.gid));
+    write_in(
+        path,
+        Path::new("buildout.cfg"),
+        text.as_bytes(),
+        0o640,
+        owner,
+    )
+    .map_err(io_err(&path.join("buildout.cfg")))?;
+    let buildout = sr.join("bin/buildout");
+    let words = process::shebang(&buildout).ok_or_else(|| {
+        PartitionError::Failed(format!(
+            "{} is missing or has no #! line",
+            buildout.display()
+        ))
+    })?;
+    let mut run = Run::new(&words[0], path, path);
+    for w in &words[1..] {
+        run = run.arg(w);
+    }
+    let out = run
+        .arg(&buildout)
+        .arg("-U")
+        .env("SLAPGRID_INSTANCE_ROOT", &cfg.instance_root)
+        .as_user(identity.clone())
+        .timeout(cfg.partition_timeout)
+        .output()?;
+    tracing::debug!(output = %out.output, "instance buildout");
+    if !out.success() {
+        return Err(PartitionError::Failed(format!(
+            "Failed to run buildout profile in directory '{}':\n{}\n",
+            path.display(),
+            out.output
+        )));
+    }
+    let _ = pid;
+    Ok(())
+}
+
+/// The tail slapgrid appends to the instance profile (4.3 step 6).
+fn buildout_tail(node: &Node, partition: &ComputerPartition) -> String {
+    let cfg = &node.cfg;
+    let pid = partition.partition_id.as_str();
+    let (key, cert) = cfg
+        .partition_certificate_paths(pid)
+        .map(|(k, c)| (k.display().to_string(), c.display().to_string()))
+        .unwrap_or_default();
+    let list = |items: &[String]| items.iter().map(|i| format!("\n  {i}")).collect::<String>();
+    let url = software_url(partition).unwrap_or_default();
+    let master = cfg.master_urls.first().cloned().unwrap_or_default();
+    let master = master.trim_end_matches('/');
+    format!(
+        "# This part was generated by slapgrid (slapos-rs) and overrides the profile above.\n\
+         [buildout]\nbin-directory = ${{buildout:directory}}/sbin\noffline = true\n\n\
+         [slap-connection]\ncomputer-id = {cid}\npartition-id = {pid}\nserver-url = {master}\n\
+         software-release-url = {url}\nkey-file = {key}\ncert-file = {cert}\n\
+         shared-part-list = {shared}\nbuild-time-part-list = {build}\nrequested-state = {state}\n\n\
+         [slap_connection]\ncomputer_id = {cid}\npartition_id = {pid}\nserver_url = {master}\n\
+         software_release_url = {url}\nkey_file = {key}\ncert_file = {cert}\n\n\
+         [storage-configuration]\nstorage-home = {storage}\n\n\
+         [network-information]\nglobal-ipv4-network = {ipv4}\n\
+         # End of the part generated by slapgrid.\n",
+        cid = cfg.computer_id,
+        shared = list(&cfg.shared_part_list),
+        build = list(&cfg.build_time_part_list),
+        state = state_of(partition),
+        storage = cfg
+            .instance_storage_home
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        ipv4 = cfg.ipv4_global_network.clone().unwrap_or_default(),
+    )
+}
+
+/// The variables a native template may use (DESIGN.md lists them).
+fn variables(
+    node: &Node,
+    partition: &ComputerPartition,
+    path: &Path,
+    sr: &Path,
+) -> BTreeMap<String, String> {
+    let cfg = &node.cfg;
+    let pid = partition.partition_id.as_str();
+    let mut vars = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        vars.insert(k.to_owned(), v);
+    };
+    set("computer_id", cfg.computer_id.clone());
+    set("partition_id", pid.to_owned());
+    set("partition_path", path.display().to_string());
+    set("software_path", sr.display().to_string());
+    set(
+        "software_release_url",
+        software_url(partition).unwrap_or_default(),
+    );
+    set("requested_state", state_of(partition).to_owned());
+    set(
+        "master_url",
+        cfg.master_urls.first().cloned().unwrap_or_default(),
+    );
+    set("instance_root", cfg.instance_root.display().to_string());
+    if let Some((k, c)) = cfg.partition_certificate_paths(pid) {
+        set("key_file", k.display().to_string());
+        set("cert_file", c.display().to_string());
+    }
+    if let Some(guid) = partition.instance_guid.get() {
+        set("instance_guid", guid.clone());
+    }
+    let params = partition.parameter_dict.get();
+    for (key, name) in [
+        ("instance_title", "instance_title"),
+        ("root_instance_title", "root_instance_title"),
+        ("slap_software_type", "software_type"),
+        ("timestamp", "timestamp"),
+    ] {
+        if let Some(v) = params.and_then(|d| d.get(key)).and_then(value_text) {
+            set(name, v);
+        }
+    }
+    // Addresses: the master's ip_list, (interface, address) pairs.
+    if let Some(Value::List(ips)) = params.and_then(|d| d.get("ip_list")) {
+        for ip in ips {
+            if let Value::Tuple(t) | Value::List(t) = ip {
+                if let Some(Value::Str(addr)) = t.get(1) {
+                    let key = if addr.contains(':') { "ipv6" } else { "ipv4" };
+                    vars.entry(key.to_owned()).or_insert_with(|| addr.clone());
+                }
+            }
+        }
+    }
+    if let Some(d) = params {
+        for (k, v) in d {
+            if let Some(text) = value_text(v) {
+                vars.insert(format!("param.{k}"), text);
+            }
+        }
+        // JSON-in-XML parameters: one `_` key holding a JSON object.
+        if let Some(Value::Str(json)) = d.get("_") {
+            if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(json) {
+                for (k, v) in map {
+                    let text = match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    vars.insert(format!("param.{k}"), text);
+                }
+            }
+        }
+    }
+    vars
+}
+
+/// The services of `etc/run` and `etc/service`, handed to the supervisor (4.4).
+fn start(node: &Node, pid: &str, path: &Path, identity: &Identity) -> Result<(), PartitionError> {
+    let mut services = Vec::new();
+    for (dir, watched) in [("etc/run", false), ("etc/service", true)] {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for command in entries {
+            let name = command
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            services.push(ServiceSpec {
+                name,
+                command,
+                watched,
+            });
+        }
+    }
+    if services.is_empty() {
+        tracing::warn!("no service in etc/run or etc/service");
+        node.supervisor.remove(pid)?;
+        return Ok(());
+    }
+    let group = GroupSpec {
+        partition_id: pid.to_owned(),
+        directory: path.to_owned(),
+        uid: identity.uid,
+        gid: identity.gid,
+        user: identity.name.clone(),
+        home: identity.home.clone(),
+        services,
+    };
+    node.supervisor.apply(&group)?;
+    Ok(())
+}
+
+/// Native releases: publish the rendered connection parameters when they differ from what
+/// the master holds.
+fn publish(
+    node: &Node,
+    partition: &ComputerPartition,
+    manifest: &Manifest,
+    vars: &BTreeMap<String, String>,
+) -> Result<(), PartitionError> {
+    if manifest.instance.connection.is_empty() {
+        return Ok(());
+    }
+    let mut wanted = Vec::new();
+    for (k, t) in &manifest.instance.connection {
+        let v = native::render(t, vars, &format!("connection {k}"))
+            .map_err(|e| PartitionError::Failed(e.to_string()))?;
+        wanted.push((k.clone(), v));
+    }
+    let current = partition.connection_dict.get();
+    let same = current.is_some_and(|c| {
+        c.len() == wanted.len()
+            && wanted
+                .iter()
+                .all(|(k, v)| matches!(c.get(k), Some(Value::Str(s)) if s == v))
+    });
+    if same {
+        return Ok(());
+    }
+    let dict = Value::Dict(
+        wanted
+            .into_iter()
+            .map(|(k, v)| (Value::Str(k), Value::Str(v)))
+            .collect(),
+    );
+    let xml = marshal::encode(&dict).map_err(|e| PartitionError::Failed(e.to_string()))?;
+    let cid = node.cfg.computer_id.as_str();
+    let pid = partition.partition_id.as_str();
+    node.client.post(
+        "setComputerPartitionConnectionXml",
+        &[
+            ("computer_id", cid),
+            ("computer_partition_id", pid),
+            ("connection_xml", &xml),
+            ("slave_reference", "None"),
+        ],
+        Some((cid, pid)),
+    )?;
+    Ok(())
+}
+
+/// 4.6: the child instances this partition still requests.
+fn post_related_instances(node: &Node, pid: &str, path: &Path) -> Result<(), PartitionError> {
+    let file = path.join(format!(".slapos-request-transaction-{pid}"));
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return Ok(());
+    };
+    let list = Value::List(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| Value::Str(l.trim().to_owned()))
+            .collect(),
+    );
+    let xml = marshal::encode(&list).map_err(|e| PartitionError::Failed(e.to_string()))?;
+    let cid = node.cfg.computer_id.as_str();
+    match node.client.post(
+        "updateComputerPartitionRelatedInstanceList",
+        &[
+            ("computer_id", cid),
+            ("computer_partition_id", pid),
+            ("instance_reference_xml", &xml),
+        ],
+        Some((cid, pid)),
+    ) {
+        Err(SlapError::NotFound { .. }) => {
+            tracing::warn!("the master does not know updateComputerPartitionRelatedInstanceList");
+            Ok(())
+        }
+        other => other.map(|_| ()).map_err(Into::into),
+    }
+}
+
+/// 5.3: retention, the destroy hook, the wipe, the report. `Ok(false)`: not yet (a
+/// retention delay runs, or the hook failed and was reported).
+pub(crate) fn destroy_partition(node: &Node, pid: &str, path: &Path) -> Result<bool, NodeError> {
+    let identity = Identity::owner_of(path).map_err(io_err(path))?;
+    match destroy(node, pid, path, &identity) {
+        Ok(done) => Ok(done),
+        Err(PartitionError::Node(e)) => Err(e),
+        Err(PartitionError::Slap(e)) => Err(e.into()),
+        Err(e) => Err(NodeError::Invalid(e.to_string())),
+    }
+}
+
+fn destroy(
+    node: &Node,
+    pid: &str,
+    path: &Path,
+    identity: &Identity,
+) -> Result<bool, PartitionError> {
+    let cfg = &node.cfg;
+    node.supervisor.remove(pid)?;
+    // Retention (days, from the filter): the partition is kept until the lock date.
+    let delay: f64 = std::fs::read_to_string(path.join(".slapos-retention-lock-delay"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0.0);
+    if delay > 0.0 {
+        let date_file = path.join(".slapos-retention-lock-date");
+        let until = match std::fs::read_to_string(&date_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<f64>().ok())
+        {
+            Some(d) => d,
+            None => {
+                let d = now_unix() as f64 + delay * 86400.0;
+                let _ = write_in(
+                    path,
+                    Path::new(".slapos-retention-lock-date"),
+                    format!("{d}").as_bytes(),
+                    0o644,
+                    None,
+                );
+                d
+            }
+        };
+        if (now_unix() as f64) < until {
+            tracing::info!(until, "retention delay: partition kept for now");
+            return Ok(false);
+        }
+    }
+    let hook = path.join("sbin/destroy");
+    if hook.exists() {
+        let out = Run::new(&hook, path, &identity.home)
+            .as_user(identity.clone())
+            .timeout(cfg.partition_timeout)
+            .output()?;
+        if !out.success() {
+            let message = format!(
+                "Destroy script {} failed ({}):\n{}",
+                hook.display(),
+                out.describe(),
+                out.output
+            );
+            report_error(node, pid, &message);
+            return Ok(false);
+        }
+    }
+    if let Some((key, cert)) = cfg.partition_certificate_paths(pid) {
+        let _ = std::fs::remove_file(key);
+        let _ = std::fs::remove_file(cert);
+    }
+    // Everything of the instance goes; `.slapos-resource` describes the partition itself
+    // (format writes it) and stays.
+    let resource = std::fs::read(path.join(".slapos-resource")).ok();
+    empty_dir(path).map_err(io_err(path))?;
+    if let Some(bytes) = resource {
+        let _ = write_in(path, Path::new(".slapos-resource"), &bytes, 0o644, None);
+    }
+    let cid = cfg.computer_id.as_str();
+    match node.client.post(
+        "destroyedComputerPartition",
+        &[("computer_id", cid), ("computer_partition_id", pid)],
+        Some((cid, pid)),
+    ) {
+        Ok(_) => {}
+        Err(e) if e.is_unreachable() => return Err(e.into()),
+        Err(e) => tracing::warn!(error = %e, "destroyedComputerPartition refused"),
+    }
+    tracing::info!("partition destroyed and wiped");
+    Ok(true)
+}

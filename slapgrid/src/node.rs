@@ -1,0 +1,198 @@
+//! What every node command shares: the configuration, the SLAP client, the supervisor,
+//! the error type and the run lock.
+
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::client::{SlapClient, SlapError};
+use crate::supervisor::{SupervisorClient, SupervisorError};
+use crate::NodeConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] crate::ConfigError),
+    #[error(transparent)]
+    Slap(#[from] SlapError),
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another `slapos node` run holds {0}")]
+    Locked(PathBuf),
+    #[error("this command must run as root (or set [slapos] root_check = false)")]
+    NotRoot,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// An I/O error that names its file.
+pub fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
+    move |source| NodeError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// How the supervisor daemon is started when it is not running: the `slapos` binary
+/// with `node supervisord --cfg F`.
+#[derive(Debug, Clone)]
+pub struct SupervisorLaunch {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+/// One node: its configuration and clients.
+pub struct Node {
+    pub cfg: NodeConfig,
+    pub client: SlapClient,
+    pub supervisor: SupervisorClient,
+    launch: Option<SupervisorLaunch>,
+}
+
+impl Node {
+    pub fn new(cfg: NodeConfig, launch: Option<SupervisorLaunch>) -> Result<Node, NodeError> {
+        let client = SlapClient::from_config(&cfg)?;
+        let supervisor = SupervisorClient::new(cfg.supervisor_socket());
+        Ok(Node {
+            cfg,
+            client,
+            supervisor,
+            launch,
+        })
+    }
+
+    /// The default launcher: this very executable (`slapos`) with `node supervisord`.
+    pub fn self_launch(cfg: &NodeConfig) -> Option<SupervisorLaunch> {
+        let program = std::env::current_exe().ok()?;
+        Some(SupervisorLaunch {
+            program,
+            args: vec![
+                "node".into(),
+                "supervisord".into(),
+                "--cfg".into(),
+                cfg.path.clone().into(),
+            ],
+        })
+    }
+
+    /// Refuses to run unprivileged unless the config says `root_check = false`.
+    pub fn check_root(&self) -> Result<(), NodeError> {
+        if self.cfg.root_check && !crate::process::is_root() {
+            return Err(NodeError::NotRoot);
+        }
+        Ok(())
+    }
+
+    /// Makes sure the supervisor daemon answers (starting it if needed).
+    pub fn ensure_supervisor(&self) -> Result<(), NodeError> {
+        if self.supervisor.is_running() {
+            return Ok(());
+        }
+        let launch = self.launch.as_ref().ok_or_else(|| {
+            NodeError::Invalid("the supervisor is not running and cannot be started".into())
+        })?;
+        let log_dir = self.cfg.instance_root.join("var/log");
+        std::fs::create_dir_all(&log_dir).map_err(io_err(&log_dir))?;
+        self.supervisor.ensure_running(
+            &launch.program,
+            &launch.args,
+            &log_dir.join("supervisor.log"),
+        )?;
+        Ok(())
+    }
+}
+
+/// An exclusive run lock (`flock` on a pid file): a second `slapos node instance` waits
+/// for nothing and fails at once, as the reference's pid file does (exit 10).
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    pub fn acquire(path: &Path) -> Result<RunLock, NodeError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(NodeError::Locked(path.to_owned()));
+        }
+        let _ = file.set_len(0);
+        let _ = std::fs::write(path, format!("{}\n", std::process::id()));
+        Ok(RunLock { _file: file })
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Writes `content` to `path` through a temporary file and a rename (a crash never
+/// leaves half a file).
+pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, content).map_err(io_err(&tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Removes a directory tree, making unreadable or unwritable directories 0700 first
+/// (a build may leave read-only trees behind).
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            fn open_up(p: &Path) {
+                let Ok(meta) = std::fs::symlink_metadata(p) else {
+                    return;
+                };
+                if meta.is_dir() {
+                    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+                    if let Ok(entries) = std::fs::read_dir(p) {
+                        for e in entries.flatten() {
+                            open_up(&e.path());
+                        }
+                    }
+                }
+            }
+            open_up(path);
+            std::fs::remove_dir_all(path)
+        }
+    }
+}
+
+/// Empties a directory (its own entry stays, with its owner and mode).
+pub fn empty_dir(path: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(path)? {
+        let p = entry?.path();
+        let meta = std::fs::symlink_metadata(&p)?;
+        if meta.is_dir() {
+            remove_tree(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
+}
