@@ -6,7 +6,9 @@ mod chaos;
 mod demo;
 mod gateway;
 mod master;
+mod node;
 mod up;
+mod up_node;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -18,6 +20,9 @@ use clap::{Parser, Subcommand};
     about = "SlapOS, with a Raft-replicated master"
 )]
 struct Cli {
+    /// More logs (info level) unless RUST_LOG says otherwise.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,18 +64,25 @@ enum Command {
     /// Computers of a provider's account.
     #[command(subcommand)]
     Computer(accounting::ComputerCommand),
+    /// The node agent: format, software, instance, report, daemon, and the supervisor of
+    /// partition services.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let default_level = if cli.verbose { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     match cli.command {
+        Command::Node(cmd) => std::process::exit(node::run(cmd)?),
         Command::Demo(args) => demo::run(&args),
         Command::Up(args) => runtime()?.block_on(up::run(args)),
         Command::Master(cmd) => runtime()?.block_on(master::run(cmd)),

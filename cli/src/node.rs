@@ -1,0 +1,303 @@
+//! `slapos node ...`: wiring to the slapgrid crate (the node agent). Exit codes are the
+//! reference's: 0 success, 1 failure, 2 broken promises (instance) or formatted offline
+//! (format), 3 instance run offline, 5 not root, 10 another run holds the lock.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use slapgrid::instance::InstanceOptions;
+use slapgrid::node::{Node, NodeError, RunLock};
+use slapgrid::software::SoftwareOptions;
+use slapgrid::supervisor::ControlOp;
+use slapgrid::NodeConfig;
+
+#[derive(Args, Clone)]
+pub struct CfgArg {
+    /// The node's slapos.cfg (default $SLAPOS_CONFIGURATION, else /etc/opt/slapos/slapos.cfg).
+    #[arg(long)]
+    cfg: Option<PathBuf>,
+    /// Start at once (the reference sleeps a random delay otherwise; we never do).
+    #[arg(long)]
+    now: bool,
+}
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Format the machine into partitions (users, directories, addresses, taps) and post
+    /// the computer's description to the master.
+    Format {
+        #[command(flatten)]
+        cfg: CfgArg,
+        /// Only say what would be done.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+    /// Undo `format`: partition users and groups, taps and addresses (directories stay).
+    Unformat {
+        #[command(flatten)]
+        cfg: CfgArg,
+    },
+    /// Install the software releases the master lists (and remove destroyed ones).
+    Software {
+        #[command(flatten)]
+        cfg: CfgArg,
+        /// Rebuild even completed releases.
+        #[arg(long)]
+        force: bool,
+        /// Only these releases (URL or md5, comma separated).
+        #[arg(long, value_delimiter = ',')]
+        only_sr: Vec<String>,
+        /// Remove releases no longer listed as available.
+        #[arg(long)]
+        garbage_collect: bool,
+    },
+    /// Deploy, start, stop and destroy the instances the master lists.
+    Instance {
+        #[command(flatten)]
+        cfg: CfgArg,
+        /// Process every partition, even unchanged ones.
+        #[arg(long)]
+        force: bool,
+        /// Only these partitions (comma separated).
+        #[arg(long, value_delimiter = ',')]
+        only_cp: Vec<String>,
+    },
+    /// Post the partitions' usage and destroy partitions left destroyed.
+    Report {
+        #[command(flatten)]
+        cfg: CfgArg,
+    },
+    /// The software, instance, report and format loops, until interrupted.
+    Daemon {
+        #[command(flatten)]
+        cfg: CfgArg,
+    },
+    /// The supervisor of partition services (started on demand by the other commands).
+    Supervisord {
+        #[command(flatten)]
+        cfg: CfgArg,
+    },
+    /// Stop every supervised service and the supervisor itself.
+    Shutdown {
+        #[command(flatten)]
+        cfg: CfgArg,
+    },
+    /// The state of every supervised service.
+    Status {
+        #[command(flatten)]
+        cfg: CfgArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a partition's services (`slappart0`) or one service (`slappart0:web`).
+    Start {
+        #[command(flatten)]
+        cfg: CfgArg,
+        target: String,
+    },
+    /// Stop a partition's services or one service.
+    Stop {
+        #[command(flatten)]
+        cfg: CfgArg,
+        target: String,
+    },
+    /// Restart a partition's services or one service.
+    Restart {
+        #[command(flatten)]
+        cfg: CfgArg,
+        target: String,
+    },
+}
+
+fn load(cfg: &CfgArg) -> Result<Node, NodeError> {
+    let path = NodeConfig::default_path(cfg.cfg.as_deref());
+    let config = NodeConfig::load(&path)?;
+    let launch = Node::self_launch(&config);
+    Node::new(config, launch)
+}
+
+fn exit_code(e: &NodeError) -> i32 {
+    match e {
+        NodeError::NotRoot => 5,
+        NodeError::Locked(_) => 10,
+        _ => 1,
+    }
+}
+
+fn print_failures(failed: &[(String, String)]) {
+    for (what, why) in failed {
+        eprintln!("{what}: {why}");
+    }
+}
+
+/// Runs a node command; returns the process exit code.
+pub fn run(cmd: NodeCommand) -> Result<i32> {
+    let outcome = run_inner(cmd);
+    Ok(match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit_code(&e)
+        }
+    })
+}
+
+fn run_inner(cmd: NodeCommand) -> Result<i32, NodeError> {
+    match cmd {
+        NodeCommand::Format { cfg, dry_run } => {
+            let node = load(&cfg)?;
+            node.check_root()?;
+            let posted = slapgrid::format_and_post(&node, dry_run)?;
+            println!("slapos successfully prepared the computer.");
+            Ok(if posted { 0 } else { 2 })
+        }
+        NodeCommand::Unformat { cfg } => {
+            let node = load(&cfg)?;
+            node.check_root()?;
+            let left = slapgrid::format::unformat(&node.cfg)?;
+            for l in &left {
+                eprintln!("could not remove: {l}");
+            }
+            Ok(i32::from(!left.is_empty()))
+        }
+        NodeCommand::Software {
+            cfg,
+            force,
+            only_sr,
+            garbage_collect,
+        } => {
+            let node = load(&cfg)?;
+            node.check_root()?;
+            let _lock = RunLock::acquire(&node.cfg.pidfile_software)?;
+            let r = slapgrid::software::run(
+                &node,
+                &SoftwareOptions {
+                    force,
+                    only: only_sr,
+                    garbage_collect,
+                },
+            )?;
+            println!(
+                "software: {} installed, {} up to date, {} destroyed, {} failed",
+                r.installed.len(),
+                r.up_to_date.len(),
+                r.destroyed.len(),
+                r.failed.len()
+            );
+            print_failures(&r.failed);
+            Ok(i32::from(!r.failed.is_empty()))
+        }
+        NodeCommand::Instance {
+            cfg,
+            force,
+            only_cp,
+        } => {
+            let node = load(&cfg)?;
+            node.check_root()?;
+            let _lock = RunLock::acquire(&node.cfg.pidfile_instance)?;
+            let r = slapgrid::instance::run(
+                &node,
+                &InstanceOptions {
+                    force,
+                    only: only_cp,
+                },
+            )?;
+            if r.offline {
+                println!("instance: master unreachable, every configured service started");
+            } else {
+                println!(
+                    "instance: {} processed, {} unchanged, {} destroyed, {} failed, {} broken promises",
+                    r.processed.len(),
+                    r.skipped.len(),
+                    r.destroyed.len(),
+                    r.failed.len(),
+                    r.promise_failed.len()
+                );
+            }
+            print_failures(&r.failed);
+            print_failures(&r.promise_failed);
+            Ok(r.exit_code())
+        }
+        NodeCommand::Report { cfg } => {
+            let node = load(&cfg)?;
+            node.check_root()?;
+            let _lock = RunLock::acquire(&node.cfg.pidfile_report)?;
+            let r = slapgrid::report::run(&node)?;
+            println!(
+                "report: {} movements for {} partitions, {} destroyed, {} failed",
+                r.movements,
+                r.partitions.len(),
+                r.destroyed.len(),
+                r.failed.len()
+            );
+            print_failures(&r.failed);
+            Ok(i32::from(!r.failed.is_empty()))
+        }
+        NodeCommand::Daemon { cfg } => {
+            let node = Arc::new(load(&cfg)?);
+            node.check_root()?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    let _ = rt.block_on(crate::wait_for_signal());
+                }
+                flag.store(true, Ordering::Relaxed);
+            });
+            slapgrid::daemon::run(node, stop);
+            Ok(0)
+        }
+        NodeCommand::Supervisord { cfg } => {
+            let path = NodeConfig::default_path(cfg.cfg.as_deref());
+            let config = NodeConfig::load(&path)?;
+            let hook = slapgrid::watchdog::hook(config.clone())?;
+            slapgrid::supervisor::run_daemon(&config, hook)?;
+            Ok(0)
+        }
+        NodeCommand::Shutdown { cfg } => {
+            let node = load(&cfg)?;
+            if node.supervisor.is_running() {
+                node.supervisor.shutdown()?;
+            }
+            Ok(0)
+        }
+        NodeCommand::Status { cfg, json } => {
+            let node = load(&cfg)?;
+            let statuses = node.supervisor.status()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&statuses).unwrap_or_default()
+                );
+            } else {
+                for s in &statuses {
+                    println!(
+                        "{:<32} {:<9} {}",
+                        format!("{}:{}", s.group, s.name),
+                        format!("{:?}", s.state).to_uppercase(),
+                        s.pid.map(|p| format!("pid {p}")).unwrap_or_default()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        NodeCommand::Start { cfg, target } => control(&cfg, ControlOp::Start, &target),
+        NodeCommand::Stop { cfg, target } => control(&cfg, ControlOp::Stop, &target),
+        NodeCommand::Restart { cfg, target } => control(&cfg, ControlOp::Restart, &target),
+    }
+}
+
+fn control(cfg: &CfgArg, op: ControlOp, target: &str) -> Result<i32, NodeError> {
+    let node = load(cfg)?;
+    for s in node.supervisor.control(op, target)? {
+        println!("{}:{} {:?}", s.group, s.name, s.state);
+    }
+    Ok(0)
+}
