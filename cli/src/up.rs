@@ -30,6 +30,13 @@ pub struct UpArgs {
     /// metrics, gateway). Default: free ports picked by the system.
     #[arg(long)]
     base_port: Option<u16>,
+    /// Node agents (`slapos node daemon`), each formatted into partitions; the first
+    /// node gets the sample release and one instance of it. 0: the master group only.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Partitions per node.
+    #[arg(long, default_value_t = 4)]
+    partitions: usize,
 }
 
 #[derive(Serialize)]
@@ -69,6 +76,16 @@ struct ClusterFile {
     gateway_urls: Vec<String>,
     master_api_addrs: Vec<String>,
     admin: AdminClient,
+    nodes: Vec<crate::up_node::NodeInfo>,
+    /// The sample instance: its software release and title.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample: Option<Sample>,
+}
+
+#[derive(Serialize)]
+struct Sample {
+    software_release: String,
+    title: String,
 }
 
 struct Children(Vec<(String, Child)>);
@@ -136,6 +153,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
         );
     }
     std::fs::create_dir_all(&dir)?;
+    // Installed now, so that a SIGTERM or Ctrl-C during the start-up is kept for the
+    // loop below (which stops everything) instead of killing this process and leaving
+    // its children behind.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let bin = std::env::current_exe()?;
     let mut children = Children(Vec::new());
     let mut processes = Vec::new();
@@ -254,6 +276,51 @@ pub async fn run(args: UpArgs) -> Result<()> {
         }
     }
 
+    // Node agents, the sample release and its instance.
+    let nodes = {
+        let (bin, dir, urls) = (bin.clone(), dir.clone(), urls.clone());
+        let (n, partitions) = (args.nodes, args.partitions);
+        tokio::task::spawn_blocking(move || {
+            crate::up_node::format_nodes(&bin, &dir, &urls, n, partitions)
+        })
+        .await??
+    };
+    let teardown = NodesTeardown(bin.clone(), nodes.clone());
+    for node in &nodes {
+        let child = crate::up_node::spawn_daemon(&bin, node)?;
+        processes.push(ProcessInfo {
+            role: "node",
+            id: processes.len() as u64,
+            pid: child.id(),
+            config: node.config.clone(),
+            log: node.log.clone(),
+            data_dir: Some(node.dir.clone()),
+            raft_addr: None,
+            api_addr: None,
+            metrics_addr: None,
+            url: None,
+        });
+        children
+            .0
+            .push((format!("node {}", node.computer_id), child));
+    }
+    let sample = if nodes.is_empty() {
+        None
+    } else {
+        let software = crate::up_node::write_sample_release(&dir)?;
+        let title = "hello".to_string();
+        let (urls, software2, nodes2, title2) =
+            (urls.clone(), software.clone(), nodes.clone(), title.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::up_node::supply_and_request(&urls, &software2, &nodes2[..1], &title2).map(|_| ())
+        })
+        .await??;
+        Some(Sample {
+            software_release: software,
+            title,
+        })
+    };
+
     let client_config = dir.join("client.cfg");
     std::fs::write(
         &client_config,
@@ -274,6 +341,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
             certificate: None,
             key: None,
         },
+        nodes: nodes.clone(),
+        sample,
     };
     let json = dir.join("cluster.json");
     std::fs::write(&json, serde_json::to_vec_pretty(&cluster)?)?;
@@ -290,28 +359,80 @@ pub async fn run(args: UpArgs) -> Result<()> {
         "  cluster       slapos cluster status --via {}",
         api_addrs.join(",")
     );
+    for node in &nodes {
+        println!(
+            "  node          {} ({} partitions) in {}",
+            node.computer_id,
+            args.partitions,
+            node.dir.display()
+        );
+    }
     println!("  described in  {}", json.display());
-    println!("interrupt (Ctrl-C) to stop every process");
-
-    // Until interrupted; report children that exit on their own.
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    let signal = crate::wait_for_signal();
-    tokio::pin!(signal);
-    loop {
+    let mut interrupted = false;
+    if let Some(sample) = &cluster.sample {
+        println!(
+            "waiting for the sample instance {:?} to publish its connection parameters...",
+            sample.title
+        );
+        let (urls, software, title) = (
+            urls.clone(),
+            sample.software_release.clone(),
+            sample.title.clone(),
+        );
+        let waiting = tokio::task::spawn_blocking(move || {
+            let client = slapgrid::client::SlapClient::new(&urls, None, None)?;
+            crate::up_node::wait_connection(&client, &software, &title, Duration::from_secs(180))
+        });
         tokio::select! {
-            r = &mut signal => { r?; break; }
-            _ = ticker.tick() => {
-                for (name, c) in &mut children.0 {
-                    if let Ok(Some(status)) = c.try_wait() {
-                        eprintln!("{name} exited ({status}); see its log in {}", dir.display());
+            _ = term.recv() => interrupted = true,
+            _ = int.recv() => interrupted = true,
+            published = waiting => match published? {
+                Ok(params) => {
+                    println!(
+                        "instance {:?} is running; its connection parameters:",
+                        sample.title
+                    );
+                    for (k, v) in params {
+                        println!("  {k:<12}  {v}");
                     }
                 }
-                children.0.retain_mut(|(_, c)| !matches!(c.try_wait(), Ok(Some(_))));
+                Err(e) => eprintln!("{e}; see the node logs in {}", dir.display()),
+            },
+        }
+    }
+    if !interrupted {
+        println!("interrupt (Ctrl-C) to stop every process");
+        // Until interrupted; report children that exit on their own.
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = ticker.tick() => {
+                    for (name, c) in &mut children.0 {
+                        if let Ok(Some(status)) = c.try_wait() {
+                            eprintln!("{name} exited ({status}); see its log in {}", dir.display());
+                        }
+                    }
+                    children.0.retain_mut(|(_, c)| !matches!(c.try_wait(), Ok(Some(_))));
+                }
             }
         }
     }
     println!("stopping");
     children.stop();
+    drop(teardown);
     let _ = std::fs::remove_file(&json);
     Ok(())
+}
+
+/// Stops the nodes' services and removes their users, also on an early error return.
+struct NodesTeardown(PathBuf, Vec<crate::up_node::NodeInfo>);
+
+impl Drop for NodesTeardown {
+    fn drop(&mut self) {
+        for node in &self.1 {
+            crate::up_node::teardown(&self.0, node);
+        }
+    }
 }

@@ -97,6 +97,36 @@ fn up_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
         assert!(answer.contains("COMP-NONE"), "{answer}");
     }
 
+    // The node formatted its partitions and runs the sample instance under its supervisor.
+    let nodes = cluster["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{cluster}");
+    let node_cfg = nodes[0]["config"].as_str().unwrap().to_string();
+    let node_status = || {
+        let out = Command::new(slapos_bin())
+            .args(["node", "status", "--json", "--cfg", &node_cfg])
+            .output()
+            .expect("slapos node status");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let hello_pid = loop {
+        let status = node_status();
+        let running = status.as_array().and_then(|a| {
+            a.iter()
+                .find(|p| p["name"] == "hello-on-watch" && p["state"] == "Running")
+                .and_then(|p| p["pid"].as_u64())
+        });
+        if let Some(pid) = running {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sample instance is not running after 120 s: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let users = nodes[0]["users"].as_str().map(str::to_string);
+
     // SIGTERM stops everything.
     Command::new("kill")
         .arg(up.id().to_string())
@@ -122,4 +152,9 @@ fn up_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
         !json_path.exists(),
         "cluster.json describes a stopped cluster"
     );
+    assert!(!alive(hello_pid), "the sample instance's service survived");
+    if let Some(users) = users {
+        let id = Command::new("id").arg(format!("{users}u0")).output().unwrap();
+        assert!(!id.status.success(), "partition users left behind");
+    }
 }

@@ -1,0 +1,236 @@
+//! The node side of `slapos up`: node agents (`slapos node daemon`) formatted into
+//! partitions, the sample native release of `deploy/software/hello` supplied to them, and
+//! one instance of it requested, its connection parameters printed once published.
+//!
+//! As root the partitions get real Unix users (a prefix unique to this cluster, removed
+//! with `slapos node unformat` at the end); otherwise they are directories of the current
+//! user (slapgrid's standalone mode). Addresses stay on loopback either way.
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use slapgrid::client::SlapClient;
+use slapos_proto::marshal::{self, Value};
+use slapos_proto::slap::SoftwareInstance;
+use slapos_proto::Limits;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const HELLO_MANIFEST: &str = include_str!("../../deploy/software/hello/software.toml");
+const HELLO_SCRIPT: &str = include_str!("../../deploy/software/hello/hello.sh");
+
+#[derive(Serialize, Clone)]
+pub struct NodeInfo {
+    pub computer_id: String,
+    pub config: PathBuf,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    /// The partitions' user prefix when they are real users (root).
+    pub users: Option<String>,
+}
+
+/// Writes each node's slapos.cfg and formats it (which registers the computer).
+pub fn format_nodes(
+    bin: &Path,
+    dir: &Path,
+    urls: &[String],
+    nodes: usize,
+    partitions: usize,
+) -> Result<Vec<NodeInfo>> {
+    let root = slapgrid::process::is_root();
+    let mut out = Vec::new();
+    for n in 1..=nodes {
+        let node_dir = dir.join(format!("node-{n}"));
+        for d in ["etc", "soft", "inst", "var/run", "var/log"] {
+            std::fs::create_dir_all(node_dir.join(d))?;
+        }
+        let computer_id = format!("COMP-{n}");
+        let users = root.then(|| format!("up{:04x}n{n}", std::process::id() & 0xffff));
+        let r = node_dir.display();
+        let user_part = match &users {
+            Some(u) => format!("alter_user = true\nuser_base_name = {u}u\nsoftware_user = {u}s\n"),
+            None => "alter_user = false\n".into(),
+        };
+        let config = node_dir.join("etc/slapos.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "# A node of the local cluster of `slapos up`.\n[slapos]\ncomputer_id = {computer_id}\n\
+                 master_url = {urls}\nsoftware_root = {r}/soft\ninstance_root = {r}/inst\n\
+                 root_check = false\npidfile_software = {r}/var/run/sw.pid\n\
+                 pidfile_instance = {r}/var/run/cp.pid\npidfile_report = {r}/var/run/ur.pid\n\
+                 software_interval = 5\ninstance_interval = 5\nreport_interval = 3600\n\
+                 format_interval = 3600\n\n[slapformat]\npartition_amount = {partitions}\n\
+                 {user_part}alter_network = false\ncreate_tap = false\npartition_has_ipv6_range = false\n\
+                 computer_xml = {r}/etc/slapos.xml\ncomputer_json = {r}/etc/slapos.json\n",
+                urls = urls.join(" "),
+            ),
+        )?;
+        // `nobody`-like partition users must traverse the cluster directory.
+        if root {
+            use std::os::unix::fs::PermissionsExt;
+            for d in [dir, node_dir.as_path()] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
+        let format = Command::new(bin)
+            .args(["node", "format", "--cfg"])
+            .arg(&config)
+            .output()?;
+        if !format.status.success() {
+            bail!(
+                "formatting node {n} failed: {}",
+                String::from_utf8_lossy(&format.stderr)
+            );
+        }
+        out.push(NodeInfo {
+            computer_id,
+            log: node_dir.join("var/log/daemon.log"),
+            dir: node_dir,
+            config,
+            users,
+        });
+    }
+    Ok(out)
+}
+
+/// `slapos node daemon` for a node.
+pub fn spawn_daemon(bin: &Path, node: &NodeInfo) -> Result<Child> {
+    let log = std::fs::File::create(&node.log)?;
+    Ok(Command::new(bin)
+        .args(["node", "daemon", "-v", "--cfg"])
+        .arg(&node.config)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
+}
+
+/// Stops a node's services and supervisor, and removes its users (root).
+pub fn teardown(bin: &Path, node: &NodeInfo) {
+    let _ = Command::new(bin)
+        .args(["node", "shutdown", "--cfg"])
+        .arg(&node.config)
+        .output();
+    if node.users.is_some() {
+        let _ = Command::new(bin)
+            .args(["node", "unformat", "--cfg"])
+            .arg(&node.config)
+            .output();
+    }
+}
+
+/// Writes the sample release (its artifact's checksum filled in) and returns its URL.
+pub fn write_sample_release(dir: &Path) -> Result<String> {
+    let release = dir.join("software/hello");
+    std::fs::create_dir_all(&release)?;
+    let script = release.join("hello.sh");
+    std::fs::write(&script, HELLO_SCRIPT)?;
+    let sum = slapgrid::digest::sha256_file(&script)?;
+    let manifest = release.join("software.toml");
+    std::fs::write(&manifest, HELLO_MANIFEST.replace("@HELLO_SHA256@", &sum))?;
+    if slapgrid::process::is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        for d in [dir.join("software"), release.clone()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        }
+        for f in [&script, &manifest] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644))?;
+        }
+    }
+    Ok(manifest.display().to_string())
+}
+
+fn marshalled(value: &Value) -> Result<String> {
+    marshal::encode(value).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Supplies `software` to every node and requests one started instance `title` (a
+/// person's request: the master picks the partition).
+pub fn supply_and_request(
+    urls: &[String],
+    software: &str,
+    nodes: &[NodeInfo],
+    title: &str,
+) -> Result<SlapClient> {
+    let client = SlapClient::new(urls, None, None)?;
+    for node in nodes {
+        client
+            .post(
+                "supplySupply",
+                &[
+                    ("url", software),
+                    ("computer_id", &node.computer_id),
+                    ("state", "available"),
+                ],
+                None,
+            )
+            .with_context(|| format!("supplying {software} to {}", node.computer_id))?;
+    }
+    request(&client, software, title)?;
+    Ok(client)
+}
+
+/// `requestComputerPartition`: the instance as the master sees it (None while it is not
+/// allocated yet, 408).
+fn request(client: &SlapClient, software: &str, title: &str) -> Result<Option<SoftwareInstance>> {
+    let params = marshalled(&Value::Dict(vec![(
+        Value::Str("name".into()),
+        Value::Str("SlapOS".into()),
+    )]))?;
+    let answer = client.post(
+        "requestComputerPartition",
+        &[
+            ("software_release", software),
+            ("partition_reference", title),
+            ("partition_parameter_xml", &params),
+            ("filter_xml", &marshalled(&Value::Dict(Vec::new()))?),
+            ("software_type", "default"),
+            ("state", &marshalled(&Value::Str("started".into()))?),
+            ("shared_xml", &marshalled(&Value::Bool(false))?),
+        ],
+        None,
+    );
+    match answer {
+        Ok(body) => Ok(Some(
+            SoftwareInstance::decode(&body, &Limits::default())
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
+        Err(slapgrid::client::SlapError::NotReady { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits (up to `timeout`) until the instance publishes its connection parameters.
+pub fn wait_connection(
+    client: &SlapClient,
+    software: &str,
+    title: &str,
+    timeout: Duration,
+) -> Result<Vec<(String, String)>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(instance) = request(client, software, title)? {
+            let published: Vec<(String, String)> = instance
+                .connection_dict
+                .get()
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|(k, v)| match v {
+                            Value::Str(s) => Some((k.clone(), s.clone())),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !published.is_empty() {
+                return Ok(published);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the instance {title} published nothing within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
