@@ -7,9 +7,10 @@
         slapgrid-behaviour.md 8.2/8.3) and ROOT/tinysr, a copy of the tiny software
         release whose relative paths are made absolute; prints the software URL.
     python node_helper.py supply MASTER_URL SOFTWARE_URL COMPUTER
-    python node_helper.py request MASTER_URL SOFTWARE_URL COMPUTER TITLE
-        requests a started instance on COMPUTER; prints its connection parameters as
-        JSON ({} while not yet published).
+    python node_helper.py request MASTER_URL SOFTWARE_URL COMPUTER TITLE [STATE]
+        requests an instance (started unless STATE says stopped or destroyed) on
+        COMPUTER; prints its partition and connection parameters as JSON ({} while not
+        yet published).
     python node_helper.py full MASTER_URL COMPUTER
         prints what getFullComputerInformation tells the node, as JSON.
 """
@@ -100,9 +101,10 @@ def main(argv):
     connect(url).registerSupply().supply(software, computer_guid=computer)
   elif command == 'request':
     url, software, computer, title = argv[2:6]
+    state = argv[6] if len(argv) > 6 else 'started'
     partition = connect(url).registerOpenOrder().request(
       software, title, partition_parameter_kw={'name': title},
-      filter_kw={'computer_guid': computer}, state='started')
+      filter_kw={'computer_guid': computer}, state=state)
     try:
       connection = partition.getConnectionParameterDict()
     except Exception:

@@ -1,0 +1,759 @@
+//! Our node agent (`slapos node ...`, crate slapgrid) as real processes, as root, with
+//! real Unix users and real services:
+//!
+//! * against the real slapproxy (the reference's own master): format, install
+//!   ../shared/reference/tinysr with buildout, run its instance, publish its connection
+//!   parameters, stop it, destroy it: what SlapOS's own node agent does in the same
+//!   scenario (tests/tests/node_agent.rs runs that one against our master);
+//! * against our cluster (`slapos up`): the same scenario plus a native release, the
+//!   gateway in use killed mid-run (the agent fails over to another), usage posted and
+//!   billed, and every gateway gone (services keep running, the run reports offline);
+//! * `slapos node format` of 10 partitions with real users, addresses and taps inside a
+//!   network namespace: idempotent, and partition 1 cannot read partition 0's files.
+//!
+//! Prerequisites as for node_agent.rs: root, the node venv (Python 3.12 with slapos.core,
+//! zc.buildout<5, made by tests/compat/node/setup-node-venv.sh, which .ci/run calls) and
+//! the reference folder. Each test creates its users under a unique prefix and removes
+//! them (`slapos node unformat`) with everything else it started.
+
+use slapos_e2e::slapos_bin;
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn node_venv() -> PathBuf {
+    let venv = PathBuf::from(
+        std::env::var_os("SLAPOS_NODE_VENV").unwrap_or_else(|| "/var/tmp/slapos-node-venv".into()),
+    );
+    assert!(is_root(), "the slapgrid tests run as root (real users)");
+    assert!(
+        venv.join("bin/python").exists(),
+        "{} missing: run tests/compat/node/setup-node-venv.sh (as root; .ci/run does)",
+        venv.join("bin/python").display()
+    );
+    venv
+}
+
+fn reference() -> PathBuf {
+    std::env::var_os("SLAPOS_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"))
+}
+
+fn helper() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/node/node_helper.py")
+}
+
+/// A unique user prefix for this test run (users are global to the machine).
+fn prefix(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("sg{tag}{:04}", (std::process::id() ^ nanos) % 10000)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// One node of our agent: a directory with its slapos.cfg, and the users it formats.
+struct AgentNode {
+    root: PathBuf,
+    cfg: PathBuf,
+    users: String,
+}
+
+impl AgentNode {
+    fn new(
+        root: &Path,
+        computer: &str,
+        urls: &[String],
+        users: &str,
+        partitions: usize,
+    ) -> AgentNode {
+        for d in ["etc", "soft", "inst", "var/run", "shared"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let venv = node_venv();
+        let r = root.display();
+        let cfg = root.join("etc/slapos.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[slapos]\ncomputer_id = {computer}\nmaster_url = {urls}\n\
+                 software_root = {r}/soft\ninstance_root = {r}/inst\n\
+                 pidfile_software = {r}/var/run/sw.pid\npidfile_instance = {r}/var/run/cp.pid\n\
+                 pidfile_report = {r}/var/run/ur.pid\nbuildout_python = {py}\n\
+                 promise_timeout = 10\nshared_part_list =\n  {r}/shared\n\n\
+                 [slapformat]\npartition_amount = {partitions}\nuser_base_name = {users}u\n\
+                 partition_base_name = slappart\nsoftware_user = {users}s\nalter_user = true\n\
+                 alter_network = false\ncreate_tap = false\npartition_has_ipv6_range = false\n\
+                 computer_xml = {r}/etc/slapos.xml\ncomputer_json = {r}/etc/slapos.json\n",
+                urls = urls.join(" "),
+                py = venv.join("bin/python").display(),
+            ),
+        )
+        .unwrap();
+        AgentNode {
+            root: root.to_owned(),
+            cfg,
+            users: users.to_owned(),
+        }
+    }
+
+    fn node(&self, args: &[&str]) -> Output {
+        Command::new(slapos_bin())
+            .arg("node")
+            .args(args)
+            .arg("--cfg")
+            .arg(&self.cfg)
+            .arg("-v")
+            .output()
+            .expect("run slapos node")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.node(args);
+        assert!(out.status.success(), "slapos node {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn partition(&self, i: usize) -> PathBuf {
+        self.root.join(format!("inst/slappart{i}"))
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.node(&["status", "--json"]);
+        assert!(out.status.success(), "status: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    /// The supervised process named `name` (e.g. `hello-on-watch`) of partition `pid`.
+    fn process(&self, pid: &str, name: &str) -> Option<serde_json::Value> {
+        self.status()
+            .as_array()?
+            .iter()
+            .find(|s| s["group"] == pid && s["name"] == name)
+            .cloned()
+    }
+}
+
+impl Drop for AgentNode {
+    fn drop(&mut self) {
+        let _ = self.node(&["shutdown"]);
+        let out = self.node(&["unformat"]);
+        if !out.status.success() {
+            eprintln!("unformat of {}: {}", self.users, text(&out));
+        }
+    }
+}
+
+fn uid_of(user: &str) -> u32 {
+    let out = Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no user {user}"))
+}
+
+fn pid_uid(pid: u64) -> u32 {
+    std::fs::metadata(format!("/proc/{pid}"))
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+fn python(args: &[&str]) -> String {
+    let venv = node_venv();
+    let out = Command::new(venv.join("bin/python"))
+        .arg(helper())
+        .args(args)
+        .output()
+        .expect("run node_helper.py");
+    assert!(out.status.success(), "node_helper {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The tinysr copy with absolute paths (node_helper.py prepare), readable by every user.
+fn tinysr(root: &Path, url: &str) -> String {
+    let scratch = root.join("helper");
+    let software = python(&[
+        "prepare",
+        scratch.to_str().unwrap(),
+        url,
+        reference().join("tinysr").to_str().unwrap(),
+        "unused",
+    ]);
+    chmod_tree(&scratch);
+    software.trim().to_owned()
+}
+
+fn chmod_tree(p: &Path) {
+    let meta = std::fs::metadata(p).unwrap();
+    let mode = meta.permissions().mode();
+    let extra = if meta.is_dir() { 0o755 } else { 0o644 };
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | extra)).unwrap();
+    if meta.is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chmod_tree(&e.unwrap().path());
+        }
+    }
+}
+
+fn open_dir(dir: &tempfile::TempDir) -> PathBuf {
+    // Partition users must traverse the test directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir.path().to_owned()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The scenario both masters get: format, supply and request tinysr, software, instance
+/// (started, published, unchanged on a second run), stopped, destroyed.
+fn tinysr_scenario(node: &AgentNode, url: &str, computer: &str, software: &str) {
+    let out = node.ok(&["format"]);
+    assert!(out.contains("prepared the computer"), "{out}");
+    let soft_user = format!("{}s", node.users);
+    let user0 = format!("{}u0", node.users);
+    assert!(uid_of(&soft_user) > 0);
+    let p0 = node.partition(0);
+    let meta = std::fs::metadata(&p0).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(meta.uid(), uid_of(&user0));
+
+    python(&["supply", url, software, computer]);
+    let answer: serde_json::Value = serde_json::from_str(&python(&[
+        "request",
+        url,
+        software,
+        computer,
+        "sg-instance",
+    ]))
+    .unwrap();
+    let pid = answer["partition"].as_str().expect("allocated").to_owned();
+    let p = node.root.join("inst").join(&pid);
+    let owner = uid_of(&format!(
+        "{}u{}",
+        node.users,
+        pid.trim_start_matches("slappart")
+    ));
+
+    // Software: built as the software user, marked completed.
+    let out = node.ok(&["software"]);
+    assert!(out.contains("1 installed"), "{out}");
+    let sr = node.root.join("soft").join(md5_hex(software));
+    for f in [".completed", "instance.cfg", "bin/buildout"] {
+        assert!(sr.join(f).exists(), "{f} missing in {}", sr.display());
+    }
+    assert_eq!(
+        std::fs::metadata(sr.join("bin/buildout")).unwrap().uid(),
+        uid_of(&soft_user)
+    );
+    let out = node.ok(&["software"]);
+    assert!(
+        out.contains("0 installed, 1 up to date"),
+        "a completed release was rebuilt: {out}"
+    );
+
+    // Instance: deployed as the partition user, services supervised, published.
+    let out = node.ok(&["instance"]);
+    assert!(out.contains("1 processed"), "{out}");
+    for f in [
+        "etc/service/hello",
+        "etc/run/once",
+        "etc/promise/check-hello",
+        "once.txt",
+        "buildout.cfg",
+        ".timestamp",
+    ] {
+        assert!(p.join(f).exists(), "{f} missing in {}", p.display());
+    }
+    assert_eq!(
+        std::fs::metadata(p.join("once.txt")).unwrap().uid(),
+        owner,
+        "once.txt not written by the partition user"
+    );
+    let cfg = std::fs::read_to_string(p.join("buildout.cfg")).unwrap();
+    assert!(
+        cfg.contains(&format!("partition-id = {pid}")) && cfg.contains("offline = true"),
+        "{cfg}"
+    );
+    let hello = node
+        .process(&pid, "hello-on-watch")
+        .expect("hello supervised");
+    assert_eq!(hello["state"], "Running", "{hello}");
+    let hello_pid = hello["pid"].as_u64().unwrap();
+    assert_eq!(
+        pid_uid(hello_pid),
+        owner,
+        "hello does not run as the partition user"
+    );
+    let answer: serde_json::Value = serde_json::from_str(&python(&[
+        "request",
+        url,
+        software,
+        computer,
+        "sg-instance",
+    ]))
+    .unwrap();
+    assert_eq!(
+        answer["connection"]["hello-url"],
+        format!("http://example.invalid/{pid}"),
+        "{answer}"
+    );
+    assert_eq!(answer["connection"]["computer"], computer);
+    let log = std::fs::read_to_string(p.join(format!(".{pid}_hello.log"))).unwrap_or_default();
+    assert!(
+        log.contains(&format!("hello from {pid} state=started")),
+        "service log: {log:?}"
+    );
+
+    // Unchanged: nothing redone, the service keeps its process.
+    let out = node.ok(&["instance"]);
+    assert!(out.contains("0 processed, 1 unchanged"), "{out}");
+    assert_eq!(
+        node.process(&pid, "hello-on-watch").unwrap()["pid"].as_u64(),
+        Some(hello_pid)
+    );
+
+    // Stopped: the services go, the partition stays.
+    python(&["request", url, software, computer, "sg-instance", "stopped"]);
+    node.ok(&["instance"]);
+    assert!(
+        node.process(&pid, "hello-on-watch").is_none(),
+        "hello still supervised after stop"
+    );
+    wait_for("hello to exit", Duration::from_secs(15), || {
+        pid_uid(hello_pid) == u32::MAX
+    });
+    assert!(p.join("once.txt").exists());
+
+    // Destroyed: wiped, reported, the master frees the partition.
+    python(&[
+        "request",
+        url,
+        software,
+        computer,
+        "sg-instance",
+        "destroyed",
+    ]);
+    let out = node.ok(&["instance"]);
+    assert!(out.contains("1 destroyed"), "{out}");
+    let left: Vec<String> = std::fs::read_dir(&p)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".slapos-resource")
+        .collect();
+    assert!(left.is_empty(), "partition not wiped: {left:?}");
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
+    let full: serde_json::Value = serde_json::from_str(&python(&["full", url, computer])).unwrap();
+    let freed = full["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["partition"] == pid.as_str())
+        .unwrap();
+    assert!(
+        freed["software_release"].is_null(),
+        "partition not freed: {full}"
+    );
+}
+
+/// MD5 hex of a release URL (the release directory's name), by the system's md5sum.
+fn md5_hex(s: &str) -> String {
+    let mut child = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn agent_runs_tinysr_against_the_real_slapproxy() {
+    let venv = slapos_e2e::compat::venv();
+    let computer = "COMP-SG-PROXY";
+    let proxy = slapos_e2e::compat::Proxy::start(&venv, computer, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = open_dir(&dir);
+    let software = tinysr(&root, &proxy.url);
+    let node = AgentNode::new(
+        &root.join("node"),
+        computer,
+        std::slice::from_ref(&proxy.url),
+        &prefix("p"),
+        2,
+    );
+    tinysr_scenario(&node, &proxy.url, computer, &software);
+    // Usage: the measured and reported movements reach slapproxy's useComputer.
+    let out = node.ok(&["report"]);
+    assert!(out.contains("report:"), "{out}");
+}
+
+/// `slapos up` with its gateways: returns the child and the gateway URLs and pids.
+struct Up {
+    child: Child,
+    urls: Vec<String>,
+    gateway_pids: Vec<u32>,
+    dir: PathBuf,
+}
+
+impl Up {
+    fn start(dir: &Path) -> Up {
+        let cluster = dir.join("cluster");
+        let child = Command::new(slapos_bin())
+            .args(["up", "--replicas", "3", "--nodes", "0", "--dir"])
+            .arg(&cluster)
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.join("up.log")).unwrap())
+            .stderr(File::create(dir.join("up.err")).unwrap())
+            .spawn()
+            .expect("slapos up");
+        let json = cluster.join("cluster.json");
+        wait_for("cluster.json", Duration::from_secs(90), || json.exists());
+        let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let urls = c["gateway_urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap().to_owned())
+            .collect();
+        let gateway_pids = c["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["role"] == "gateway")
+            .map(|p| p["pid"].as_u64().unwrap() as u32)
+            .collect();
+        Up {
+            child,
+            urls,
+            gateway_pids,
+            dir: cluster,
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!("slapos up in {} had to be killed", self.dir.display());
+    }
+}
+
+fn kill9(pid: u32) {
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}
+
+/// A native release (our manifest format) in `dir`: one artifact, a watched service, a
+/// promise and two connection parameters.
+fn native_release(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = "#!/bin/sh\necho \"beat $1\"\nwhile :; do date +%s > \"$1\"; sleep 1; done\n";
+    std::fs::write(dir.join("beat.sh"), script).unwrap();
+    let sum = Command::new("sha256sum")
+        .arg(dir.join("beat.sh"))
+        .output()
+        .unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let manifest = format!(
+        r##"[release]
+name = "beat"
+
+[[artifact]]
+url = "beat.sh"
+sha256 = "{sum}"
+dest = "bin/beat"
+mode = "0750"
+
+[[instance.file]]
+path = "etc/service/beat"
+mode = "0750"
+content = "#!/bin/sh\nexec {{{{software_path}}}}/bin/beat {{{{partition_path}}}}/beat.txt\n"
+
+[[instance.file]]
+path = "etc/promise/beating"
+mode = "0750"
+content = "#!/bin/sh\nsleep 2\ntest -s {{{{partition_path}}}}/beat.txt || {{ echo no beat; exit 1; }}\n"
+
+[instance.connection]
+beat-file = "{{{{partition_path}}}}/beat.txt"
+greeting = "hello {{{{param.name|nobody}}}} from {{{{partition_id}}}}"
+"##
+    );
+    let path = dir.join("software.toml");
+    std::fs::write(&path, manifest).unwrap();
+    chmod_tree(dir);
+    path.display().to_string()
+}
+
+#[test]
+fn agent_against_our_cluster_fails_over_and_keeps_services_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = open_dir(&dir);
+    let up = Up::start(&root);
+    let computer = "COMP-SG-CLUSTER";
+    let software = tinysr(&root, &up.urls[0]);
+    let node = AgentNode::new(&root.join("node"), computer, &up.urls, &prefix("c"), 3);
+    tinysr_scenario(&node, &up.urls[0], computer, &software);
+
+    // A native release, requested through another gateway.
+    let native = native_release(&root.join("native"));
+    let url = &up.urls[1];
+    python(&["supply", url, &native, computer]);
+    let answer: serde_json::Value =
+        serde_json::from_str(&python(&["request", url, &native, computer, "sg-native"])).unwrap();
+    let pid = answer["partition"].as_str().unwrap().to_owned();
+    // The gateway the agent uses (the first it lists) dies mid-run: the agent fails over.
+    kill9(up.gateway_pids[0]);
+    let out = node.ok(&["software"]);
+    assert!(out.contains("1 installed"), "{out}");
+    let out = node.ok(&["instance"]);
+    assert!(out.contains("1 processed"), "{out}");
+    let beat = node
+        .process(&pid, "beat-on-watch")
+        .expect("beat supervised");
+    assert_eq!(beat["state"], "Running");
+    let answer: serde_json::Value =
+        serde_json::from_str(&python(&["request", url, &native, computer, "sg-native"])).unwrap();
+    let p = node.root.join("inst").join(&pid);
+    assert_eq!(
+        answer["connection"]["greeting"],
+        format!("hello sg-native from {pid}"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["connection"]["beat-file"],
+        p.join("beat.txt").display().to_string()
+    );
+
+    // Usage of the running partitions is posted, and billed by the master.
+    let out = node.ok(&["report"]);
+    assert!(out.contains("movements"), "{out}");
+    let usage = Command::new(slapos_bin())
+        .args(["usage", "--json", "--computer", computer, "--gateway", url])
+        .output()
+        .unwrap();
+    let usage_text = String::from_utf8_lossy(&usage.stdout);
+    assert!(
+        usage_text.contains("service_module/cpu_time"),
+        "usage not billed: {}",
+        text(&usage)
+    );
+
+    // Every gateway gone: the run says offline (exit 3) and the services keep running.
+    for pid in &up.gateway_pids[1..] {
+        kill9(*pid);
+    }
+    let out = node.node(&["instance"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let again = node
+        .process(&pid, "beat-on-watch")
+        .expect("beat still supervised");
+    assert_eq!(
+        again["pid"], beat["pid"],
+        "the service was restarted while offline"
+    );
+    assert_eq!(again["state"], "Running");
+}
+
+fn ip(netns: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", netns, "ip"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn format_ten_partitions_with_users_addresses_and_taps() {
+    node_venv();
+    let dir = tempfile::tempdir().unwrap();
+    let root = open_dir(&dir).join("node");
+    let users = prefix("f");
+    let netns = Netns(format!("{users}ns"));
+    assert!(Command::new("ip")
+        .args(["netns", "add", &netns.0])
+        .status()
+        .unwrap()
+        .success());
+    // The node's interface: one end of a veth pair, with a global IPv6 /64.
+    assert!(ip(
+        &netns.0,
+        &["link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]
+    )
+    .status
+    .success());
+    assert!(ip(
+        &netns.0,
+        &["addr", "add", "2001:db8:5a:1::1/64", "dev", "eth0", "nodad"]
+    )
+    .status
+    .success());
+    for l in ["eth0", "eth1", "lo"] {
+        ip(&netns.0, &["link", "set", l, "up"]);
+    }
+    let node = AgentNode::new(
+        &root,
+        "COMP-SG-FORMAT",
+        &["http://127.0.0.1:9/".into()],
+        &users,
+        10,
+    );
+    let cfg = std::fs::read_to_string(&node.cfg).unwrap().replace(
+        "alter_network = false\ncreate_tap = false\n",
+        "alter_network = true\ncreate_tap = true\ninterface_name = eth0\nipv4_local_network = 10.44.0.0/16\n",
+    );
+    std::fs::write(&node.cfg, cfg).unwrap();
+    let format = || {
+        Command::new("ip")
+            .args(["netns", "exec", &netns.0])
+            .arg(slapos_bin())
+            .args(["node", "format", "--cfg"])
+            .arg(&node.cfg)
+            .output()
+            .unwrap()
+    };
+    // No master reachable from the namespace: formatted, "offline success" (2).
+    let out = format();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let addrs = String::from_utf8_lossy(&ip(&netns.0, &["-o", "addr", "show"]).stdout).into_owned();
+    for i in 0..10 {
+        let user = format!("{users}u{i}");
+        let p = node.partition(i);
+        let meta = std::fs::metadata(&p).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.permissions().mode() & 0o7777),
+            (uid_of(&user), 0o750)
+        );
+        assert!(
+            addrs.contains(&format!("2001:db8:5a:1::{:x}/64", i + 2)),
+            "partition {i} IPv6 missing:\n{addrs}"
+        );
+        let tap = ip(&netns.0, &["link", "show", &format!("slaptap{i}")]);
+        assert!(tap.status.success(), "tap {i}: {}", text(&tap));
+        let resource: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(p.join(".slapos-resource")).unwrap()).unwrap();
+        assert_eq!(resource["user"]["name"], user);
+        assert_eq!(resource["reference"], format!("slappart{i}"));
+    }
+    assert_eq!(
+        addrs.matches("10.44.").count(),
+        10,
+        "one local IPv4 per partition:\n{addrs}"
+    );
+    // Idempotent: a second run changes nothing.
+    let state = std::fs::read(root.join("etc/slapos.json")).unwrap();
+    let out = format();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(std::fs::read(root.join("etc/slapos.json")).unwrap(), state);
+    assert_eq!(
+        String::from_utf8_lossy(&ip(&netns.0, &["-o", "addr", "show"]).stdout),
+        addrs
+    );
+    // Partition 1's user cannot read partition 0's files.
+    let secret = node.partition(0).join("secret");
+    std::fs::write(&secret, "only for partition 0").unwrap();
+    std::os::unix::fs::chown(&secret, Some(uid_of(&format!("{users}u0"))), None).unwrap();
+    let read = Command::new("runuser")
+        .args(["-u", &format!("{users}u1"), "--", "cat"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(
+        !read.status.success(),
+        "partition 1 read partition 0's file: {}",
+        text(&read)
+    );
+    assert!(
+        String::from_utf8_lossy(&read.stderr).contains("Permission denied"),
+        "{}",
+        text(&read)
+    );
+    let own = Command::new("runuser")
+        .args(["-u", &format!("{users}u0"), "--", "cat"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(
+        own.status.success(),
+        "partition 0 cannot read its own file: {}",
+        text(&own)
+    );
+    // unformat (in the namespace, for the taps) before the namespace goes.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &netns.0])
+        .arg(slapos_bin())
+        .args(["node", "unformat", "--cfg"])
+        .arg(&node.cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        Command::new("id")
+            .arg(format!("{users}u0"))
+            .output()
+            .unwrap()
+            .status
+            .code()
+            != Some(0),
+        "users left behind"
+    );
+}
