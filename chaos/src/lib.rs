@@ -9,6 +9,7 @@ pub mod faults;
 pub mod http;
 pub mod linearizability;
 pub mod netns;
+pub mod node_bench;
 pub mod run;
 pub mod slap_bench;
 pub mod usage_bench;

@@ -18,6 +18,32 @@ pub enum BenchCommand {
     /// ingested by a three-replica cluster: time, rates, per-journal latency, the re-post
     /// of every journal, and the replicas' peak memory.
     Usage(UsageArgs),
+    /// The node agent at scale against a replica group: `slapos node instance` over
+    /// partitions where nothing changed (default 300; goal under 1 s), and newly
+    /// allocated partitions of a native release from request to running (default 100;
+    /// goal under 60 s). Real Unix users when root.
+    Node(NodeArgs),
+}
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// Working directory (default: a new one under /tmp; removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    /// Partitions deployed first, then run again unchanged.
+    #[arg(long, default_value_t = 300)]
+    steady: usize,
+    /// Partitions allocated at once afterwards.
+    #[arg(long, default_value_t = 100)]
+    fresh: usize,
+    /// Unchanged runs measured.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -114,6 +140,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Slap(args) => run_slap(args).await,
         BenchCommand::Usage(args) => run_usage(args).await,
+        BenchCommand::Node(args) => run_node(args).await,
         BenchCommand::Raft(args) => {
             let dir = match args.dir {
                 Some(d) => d,
@@ -241,5 +268,31 @@ async fn run_usage(args: UsageArgs) -> Result<()> {
         report.verified,
         "the invoice does not match the journals posted"
     );
+    Ok(())
+}
+
+async fn run_node(args: NodeArgs) -> Result<()> {
+    let dir = match args.dir {
+        Some(d) => std::path::absolute(d)?,
+        None => std::env::temp_dir().join(format!("slapos-bench-node-{}", std::process::id())),
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
+    }
+    let opts = chaos::node_bench::NodeBenchOptions {
+        bin: std::env::current_exe()?,
+        dir: dir.clone(),
+        replicas: args.replicas,
+        steady: args.steady,
+        fresh: args.fresh,
+        runs: args.runs,
+    };
+    let report = chaos::node_bench::run_node_bench(&opts, |m| eprintln!("bench node: {m}")).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    print!("{}", report.summary());
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    }
     Ok(())
 }

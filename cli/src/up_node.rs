@@ -9,9 +9,8 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use slapgrid::client::SlapClient;
-use slapos_proto::marshal::{self, Value};
+use slapos_proto::marshal::Value;
 use slapos_proto::slap::SoftwareInstance;
-use slapos_proto::Limits;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -142,10 +141,6 @@ pub fn write_sample_release(dir: &Path) -> Result<String> {
     Ok(manifest.display().to_string())
 }
 
-fn marshalled(value: &Value) -> Result<String> {
-    marshal::encode(value).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
 /// Supplies `software` to every node and requests one started instance `title` (a
 /// person's request: the master picks the partition).
 pub fn supply_and_request(
@@ -157,49 +152,15 @@ pub fn supply_and_request(
     let client = SlapClient::new(urls, None, None)?;
     for node in nodes {
         client
-            .post(
-                "supplySupply",
-                &[
-                    ("url", software),
-                    ("computer_id", &node.computer_id),
-                    ("state", "available"),
-                ],
-                None,
-            )
+            .supply(software, &node.computer_id, "available")
             .with_context(|| format!("supplying {software} to {}", node.computer_id))?;
     }
     request(&client, software, title)?;
     Ok(client)
 }
 
-/// `requestComputerPartition`: the instance as the master sees it (None while it is not
-/// allocated yet, 408).
 fn request(client: &SlapClient, software: &str, title: &str) -> Result<Option<SoftwareInstance>> {
-    let params = marshalled(&Value::Dict(vec![(
-        Value::Str("name".into()),
-        Value::Str("SlapOS".into()),
-    )]))?;
-    let answer = client.post(
-        "requestComputerPartition",
-        &[
-            ("software_release", software),
-            ("partition_reference", title),
-            ("partition_parameter_xml", &params),
-            ("filter_xml", &marshalled(&Value::Dict(Vec::new()))?),
-            ("software_type", "default"),
-            ("state", &marshalled(&Value::Str("started".into()))?),
-            ("shared_xml", &marshalled(&Value::Bool(false))?),
-        ],
-        None,
-    );
-    match answer {
-        Ok(body) => Ok(Some(
-            SoftwareInstance::decode(&body, &Limits::default())
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        )),
-        Err(slapgrid::client::SlapError::NotReady { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(client.request_instance(software, title, &[("name", "SlapOS")], &[], "started")?)
 }
 
 /// Waits (up to `timeout`) until the instance publishes its connection parameters.

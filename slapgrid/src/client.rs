@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use slapos_proto::marshal::{self, Value};
-use slapos_proto::slap::Computer;
+use slapos_proto::slap::{Computer, SoftwareInstance};
 use slapos_proto::Limits;
 
 use crate::NodeConfig;
@@ -335,6 +335,67 @@ impl SlapClient {
             method: "getFullComputerInformation".into(),
             message: e.to_string(),
         })
+    }
+
+    /// `supplySupply`: asks `computer_id` to install (`available`) or remove
+    /// (`destroyed`) a release.
+    pub fn supply(&self, url: &str, computer_id: &str, state: &str) -> Result<(), SlapError> {
+        self.post(
+            "supplySupply",
+            &[("url", url), ("computer_id", computer_id), ("state", state)],
+            None,
+        )
+        .map(|_| ())
+    }
+
+    /// `requestComputerPartition` as a person (an instance tree's root): `None` while the
+    /// master has not allocated it yet (408). `filter` is the SLA (`computer_guid`, ...).
+    pub fn request_instance(
+        &self,
+        software: &str,
+        title: &str,
+        parameters: &[(&str, &str)],
+        filter: &[(&str, &str)],
+        state: &str,
+    ) -> Result<Option<SoftwareInstance>, SlapError> {
+        let method = "requestComputerPartition";
+        let dict = |pairs: &[(&str, &str)]| {
+            Value::Dict(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (Value::Str((*k).into()), Value::Str((*v).into())))
+                    .collect(),
+            )
+        };
+        let encode = |v: &Value| {
+            marshal::encode(v).map_err(|e| SlapError::BadAnswer {
+                method: method.into(),
+                message: e.to_string(),
+            })
+        };
+        let answer = self.post(
+            method,
+            &[
+                ("software_release", software),
+                ("partition_reference", title),
+                ("partition_parameter_xml", &encode(&dict(parameters))?),
+                ("filter_xml", &encode(&dict(filter))?),
+                ("software_type", "default"),
+                ("state", &encode(&Value::Str(state.into()))?),
+                ("shared_xml", &encode(&Value::Bool(false))?),
+            ],
+            None,
+        );
+        match answer {
+            Ok(body) => SoftwareInstance::decode(&body, &Limits::default())
+                .map(Some)
+                .map_err(|e| SlapError::BadAnswer {
+                    method: method.into(),
+                    message: e.to_string(),
+                }),
+            Err(SlapError::NotReady { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `getComputerPartitionCertificate`: (certificate, key) PEM texts (empty from

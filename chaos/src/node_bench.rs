@@ -1,0 +1,349 @@
+//! `slapos bench node`: the node agent's instance run at scale, against a real cluster.
+//!
+//! One node is formatted into `steady + fresh` partitions (real Unix users when root), a
+//! native release is supplied, and `steady` instances are requested and deployed. Then:
+//!
+//! * **unchanged**: `slapos node instance` over the `steady` partitions when nothing
+//!   changed (the reference design expects 5 minutes for 300 reconfigurations; our goal
+//!   is under 1 s), several runs, median and spread;
+//! * **fresh**: `fresh` more instances requested at once; the time from the request to
+//!   every one of them configured and its service running under the supervisor (goal for
+//!   100: under 60 s), which includes the agent's run as `slapos node daemon` would do it.
+//!
+//! Every run is the real `slapos node instance` process (start-up, master poll, the
+//! partitions' state machine, the supervisor); the master is a replica group behind a
+//! gateway.
+
+use crate::cluster::{ClusterError, ProcessCluster};
+use serde::Serialize;
+use slapgrid::client::SlapClient;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub struct NodeBenchOptions {
+    /// The `slapos` binary (replicas, gateways and the node commands).
+    pub bin: PathBuf,
+    /// A fresh working directory.
+    pub dir: PathBuf,
+    pub replicas: u64,
+    /// Partitions deployed before the unchanged runs.
+    pub steady: usize,
+    /// Partitions allocated and deployed at once afterwards.
+    pub fresh: usize,
+    /// Unchanged runs measured.
+    pub runs: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeBenchError {
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeBenchReport {
+    pub replicas: u64,
+    /// Real Unix users per partition (root) or directories of the current user.
+    pub real_users: bool,
+    pub steady_partitions: usize,
+    pub fresh_partitions: usize,
+    /// The first run that deployed the steady partitions.
+    pub initial_deploy_seconds: f64,
+    /// Unchanged runs over the steady partitions.
+    pub unchanged_runs_seconds: Vec<f64>,
+    pub unchanged_median_seconds: f64,
+    /// From the request of the fresh instances to all of them running.
+    pub fresh_to_running_seconds: f64,
+    /// Of which the one `slapos node instance` run.
+    pub fresh_run_seconds: f64,
+}
+
+const MANIFEST: &str = r##"[release]
+name = "bench"
+
+[[artifact]]
+url = "service.sh"
+sha256 = "@SHA@"
+dest = "bin/service"
+mode = "0750"
+
+[[instance.file]]
+path = "etc/service/main"
+mode = "0750"
+content = "#!/bin/sh\nexec {{software_path}}/bin/service {{partition_path}}\n"
+
+[[instance.file]]
+path = "etc/promise/alive"
+mode = "0750"
+content = "#!/bin/sh\ntest -d {{partition_path}}/etc\n"
+
+[instance.connection]
+where = "{{partition_id}} of {{computer_id}}"
+"##;
+
+const SERVICE: &str = "#!/bin/sh\nexec sleep 100000\n";
+
+fn failed(m: impl Into<String>) -> NodeBenchError {
+    NodeBenchError::Failed(m.into())
+}
+
+fn write_release(dir: &Path) -> Result<String, NodeBenchError> {
+    let io = |e: std::io::Error| failed(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let service = dir.join("service.sh");
+    std::fs::write(&service, SERVICE).map_err(io)?;
+    let sum = slapgrid::digest::sha256_file(&service).map_err(io)?;
+    let manifest = dir.join("software.toml");
+    std::fs::write(&manifest, MANIFEST.replace("@SHA@", &sum)).map_err(io)?;
+    Ok(manifest.display().to_string())
+}
+
+fn node_cfg(dir: &Path, urls: &[String], partitions: usize, users: Option<&str>) -> String {
+    let r = dir.display();
+    let user_part = match users {
+        Some(u) => format!("alter_user = true\nuser_base_name = {u}u\nsoftware_user = {u}s\n"),
+        None => "alter_user = false\n".into(),
+    };
+    format!(
+        "[slapos]\ncomputer_id = COMP-BENCH\nmaster_url = {}\nsoftware_root = {r}/soft\n\
+         instance_root = {r}/inst\nroot_check = false\npidfile_software = {r}/var/run/sw.pid\n\
+         pidfile_instance = {r}/var/run/cp.pid\npidfile_report = {r}/var/run/ur.pid\n\n\
+         [slapformat]\npartition_amount = {partitions}\n{user_part}alter_network = false\n\
+         create_tap = false\npartition_has_ipv6_range = false\ncomputer_xml = {r}/etc/slapos.xml\n\
+         computer_json = {r}/etc/slapos.json\n",
+        urls.join(" ")
+    )
+}
+
+/// Runs `slapos node <args> --cfg cfg`; its stdout, or the failure.
+fn node(bin: &Path, cfg: &Path, args: &[&str]) -> Result<String, NodeBenchError> {
+    let out = Command::new(bin)
+        .arg("node")
+        .args(args)
+        .arg("--cfg")
+        .arg(cfg)
+        .output()
+        .map_err(|e| failed(format!("slapos node {args:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "slapos node {args:?}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn running_services(bin: &Path, cfg: &Path) -> Result<usize, NodeBenchError> {
+    let status: serde_json::Value = serde_json::from_str(&node(bin, cfg, &["status", "--json"])?)
+        .map_err(|e| failed(format!("status: {e}")))?;
+    Ok(status
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|p| p["state"] == "Running").count()))
+}
+
+fn request_all(
+    client: &SlapClient,
+    software: &str,
+    titles: std::ops::Range<usize>,
+) -> Result<(), NodeBenchError> {
+    for i in titles {
+        let title = format!("bench-{i}");
+        client
+            .request_instance(
+                software,
+                &title,
+                &[],
+                &[("computer_guid", "COMP-BENCH")],
+                "started",
+            )
+            .map_err(|e| failed(format!("request {title}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs the bench; `progress` (called from a worker thread) hears each step.
+pub async fn run_node_bench(
+    opts: &NodeBenchOptions,
+    progress: impl Fn(&str) + Send + 'static,
+) -> Result<NodeBenchReport, NodeBenchError> {
+    let mut cluster = ProcessCluster::new(&opts.bin, &opts.dir);
+    cluster.start(opts.replicas).await?;
+    let mut urls = Vec::new();
+    for host in 1..=opts.replicas as usize {
+        let addr = cluster.start_gateway(host)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            if Instant::now() > deadline {
+                return Err(failed(format!("gateway {addr} did not start")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        urls.push(format!("http://{addr}/"));
+    }
+    let bin = opts.bin.clone();
+    let dir = opts.dir.clone();
+    let (steady, fresh, runs) = (opts.steady, opts.fresh, opts.runs.max(1));
+    let blocking = tokio::task::spawn_blocking(move || {
+        bench_node(&bin, &dir, &urls, steady, fresh, runs, &progress)
+    });
+    let report = blocking
+        .await
+        .map_err(|e| failed(format!("bench thread: {e}")))?;
+    report.map(|mut r| {
+        r.replicas = opts.replicas;
+        r
+    })
+}
+
+fn bench_node(
+    bin: &Path,
+    dir: &Path,
+    urls: &[String],
+    steady: usize,
+    fresh: usize,
+    runs: usize,
+    say: &dyn Fn(&str),
+) -> Result<NodeBenchReport, NodeBenchError> {
+    let root = slapgrid::process::is_root();
+    let node_dir = dir.join("node");
+    for d in ["etc", "soft", "inst", "var/run"] {
+        std::fs::create_dir_all(node_dir.join(d)).map_err(|e| failed(e.to_string()))?;
+    }
+    if root {
+        use std::os::unix::fs::PermissionsExt;
+        for d in [dir, node_dir.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| failed(e.to_string()))?;
+        }
+    }
+    let users = root.then(|| format!("bn{:04x}", std::process::id() & 0xffff));
+    let cfg = node_dir.join("etc/slapos.cfg");
+    std::fs::write(
+        &cfg,
+        node_cfg(&node_dir, urls, steady + fresh, users.as_deref()),
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    let guard = Teardown {
+        bin: bin.to_owned(),
+        cfg: cfg.clone(),
+        users: users.is_some(),
+    };
+    say(&format!(
+        "formatting {} partitions ({})",
+        steady + fresh,
+        if root { "real users" } else { "directories" }
+    ));
+    node(bin, &cfg, &["format"])?;
+    let software = write_release(&dir.join("release"))?;
+    let client = SlapClient::new(urls, None, None).map_err(|e| failed(e.to_string()))?;
+    client
+        .supply(&software, "COMP-BENCH", "available")
+        .map_err(|e| failed(e.to_string()))?;
+    node(bin, &cfg, &["software"])?;
+    say(&format!("requesting and deploying {steady} instances"));
+    request_all(&client, &software, 0..steady)?;
+    let t = Instant::now();
+    let out = node(bin, &cfg, &["instance"])?;
+    let initial_deploy_seconds = t.elapsed().as_secs_f64();
+    if !out.contains(&format!("{steady} processed")) {
+        return Err(failed(format!(
+            "the first run did not deploy {steady}: {out}"
+        )));
+    }
+    say(&format!("{runs} unchanged runs over {steady} partitions"));
+    let mut unchanged = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let out = node(bin, &cfg, &["instance"])?;
+        unchanged.push(t.elapsed().as_secs_f64());
+        if !out.contains(&format!("0 processed, {steady} unchanged")) {
+            return Err(failed(format!("an unchanged run did something: {out}")));
+        }
+    }
+    say(&format!("{fresh} new instances: request to running"));
+    let t = Instant::now();
+    request_all(&client, &software, steady..steady + fresh)?;
+    let run_start = Instant::now();
+    let out = node(bin, &cfg, &["instance"])?;
+    let fresh_run_seconds = run_start.elapsed().as_secs_f64();
+    if !out.contains(&format!("{fresh} processed")) {
+        return Err(failed(format!(
+            "the run did not deploy the {fresh} new instances: {out}"
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while running_services(bin, &cfg)? < steady + fresh {
+        if Instant::now() > deadline {
+            return Err(failed("the new services are not all running after 120 s"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let fresh_to_running_seconds = t.elapsed().as_secs_f64();
+    drop(guard);
+    Ok(NodeBenchReport {
+        replicas: 0,
+        real_users: root,
+        steady_partitions: steady,
+        fresh_partitions: fresh,
+        initial_deploy_seconds,
+        unchanged_median_seconds: median(&unchanged),
+        unchanged_runs_seconds: unchanged,
+        fresh_to_running_seconds,
+        fresh_run_seconds,
+    })
+}
+
+/// Stops the services and removes the users the bench created, also on failure.
+struct Teardown {
+    bin: PathBuf,
+    cfg: PathBuf,
+    users: bool,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let _ = node(&self.bin, &self.cfg, &["shutdown"]);
+        if self.users {
+            let _ = node(&self.bin, &self.cfg, &["unformat"]);
+        }
+    }
+}
+
+impl NodeBenchReport {
+    pub fn summary(&self) -> String {
+        let (min, max) = self
+            .unchanged_runs_seconds
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(a, b), x| (a.min(*x), b.max(*x)));
+        format!(
+            "node bench: one node, {} replicas, {}\n\
+             first deployment of {} partitions: {:.2} s ({:.1} ms per partition)\n\
+             unchanged run over {} partitions: median {:.3} s (min {:.3}, max {:.3}, {} runs; goal < 1 s)\n\
+             {} new partitions, request to all running: {:.2} s (the instance run: {:.2} s; goal < 60 s)\n",
+            self.replicas,
+            if self.real_users { "real Unix users" } else { "directories of the current user" },
+            self.steady_partitions,
+            self.initial_deploy_seconds,
+            self.initial_deploy_seconds * 1000.0 / self.steady_partitions.max(1) as f64,
+            self.steady_partitions,
+            self.unchanged_median_seconds,
+            min,
+            max,
+            self.unchanged_runs_seconds.len(),
+            self.fresh_partitions,
+            self.fresh_to_running_seconds,
+            self.fresh_run_seconds,
+        )
+    }
+}
