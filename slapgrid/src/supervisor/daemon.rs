@@ -369,6 +369,7 @@ impl Proc {
 
 impl Daemon {
     fn start_and_serve(self: Arc<Daemon>) -> Result<(), SupervisorError> {
+        kill_orphans(&self.socket, self.options.stop_timeout);
         for spec in self.store.load_all() {
             tracing::info!(group = %spec.partition_id, "starting a stored group");
             let mut state = lock(&self.state);
@@ -708,7 +709,7 @@ impl Daemon {
         if automatic {
             p.restarts = p.restarts.saturating_add(1);
         }
-        match spawn_service(spec, &p.service, &p.display) {
+        match spawn_service(spec, &p.service, &p.display, &self.socket) {
             Ok(pid) => {
                 tracing::info!(group = %spec.partition_id, process = %p.display, pid, "started");
                 p.pid = Some(pid);
@@ -943,6 +944,91 @@ fn reap(pid: i32) -> Option<i32> {
     }
 }
 
+/// Every service carries `SLAPGRID_SUPERVISOR=<socket>`: the daemon of this instance root
+/// recognises the services of a predecessor that died without stopping them (SIGKILL, a
+/// crash) and stops them before starting its own, so a service never runs twice.
+const OWNER_VAR: &str = "SLAPGRID_SUPERVISOR";
+
+/// (pid, session) of every live process, from /proc.
+fn sessions() -> Vec<(i32, i32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp session ...`
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let session = fields.nth(2).and_then(|f| f.parse::<i32>().ok());
+        if let (Some(session), false) = (session, state == "Z" || state == "X") {
+            out.push((pid, session));
+        }
+    }
+    out
+}
+
+/// Stops the services a dead predecessor left running: the sessions whose leader's
+/// environment names `socket` (SIGTERM to every member, SIGKILL after `timeout`).
+fn kill_orphans(socket: &Path, timeout: Duration) {
+    let tag = format!("{OWNER_VAR}={}", socket.display());
+    let all = sessions();
+    let leaders: Vec<i32> = all
+        .iter()
+        .filter(|(pid, session)| pid == session)
+        .filter(|(pid, _)| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|v| v == tag.as_bytes()))
+                .unwrap_or(false)
+        })
+        .map(|(pid, _)| *pid)
+        .collect();
+    if leaders.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        ?leaders,
+        "stopping services a previous supervisor left running"
+    );
+    let members = |all: &[(i32, i32)]| -> Vec<i32> {
+        all.iter()
+            .filter(|(_, s)| leaders.contains(s))
+            .map(|(p, _)| *p)
+            .collect()
+    };
+    for pid in members(&all) {
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = members(&sessions());
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            for pid in left {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Whether a live (not zombie) process other than `except` is in process group `pgid`.
 pub(crate) fn group_has_members(pgid: i32, except: i32) -> bool {
     !group_members(pgid).iter().all(|&p| p == except)
@@ -986,6 +1072,7 @@ fn spawn_service(
     spec: &GroupSpec,
     service: &ServiceSpec,
     process_name: &str,
+    socket: &Path,
 ) -> Result<i32, String> {
     let command = service.command.display();
     let (read, write) = pipe().map_err(|e| format!("cannot start {command}: pipe: {e}"))?;
@@ -1001,6 +1088,7 @@ fn spawn_service(
         .env("PATH", SERVICE_PATH)
         .env("SUPERVISOR_GROUP_NAME", &spec.partition_id)
         .env("SUPERVISOR_PROCESS_NAME", process_name)
+        .env(OWNER_VAR, socket)
         .stdin(Stdio::null())
         .stdout(Stdio::from(write))
         .stderr(Stdio::from(write_err));

@@ -587,3 +587,43 @@ fn log_rotation_keeps_one_backup() {
     LogSink::new(planted, None).write(b"secret\n");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
 }
+
+#[test]
+fn services_a_dead_predecessor_left_running_are_stopped_before_starting_again() {
+    let mut h = Harness::new(fast_options());
+    h.stop_daemon();
+    // A service of this instance root whose daemon died without stopping it (its own
+    // session, the owner tag in its environment), with a grandchild; and a look-alike of
+    // another root, which must survive.
+    let spawn_tagged = |socket: &Path| {
+        let mut c = std::process::Command::new("/bin/sh");
+        c.args(["-c", "sleep 1000 & exec sleep 1000"])
+            .env("SLAPGRID_SUPERVISOR", socket);
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        c.spawn().unwrap()
+    };
+    let mut ours = spawn_tagged(&h.cfg.supervisor_socket());
+    let mut theirs = spawn_tagged(Path::new("/elsewhere/sv.sock"));
+    let (ours_pid, theirs_pid) = (ours.id() as i32, theirs.id() as i32);
+    wait_for("the grandchild", Duration::from_secs(5), || {
+        group_members(ours_pid).len() == 2
+    });
+    h.start_daemon();
+    wait_for("the orphans to be stopped", Duration::from_secs(10), || {
+        group_members(ours_pid).is_empty()
+    });
+    let _ = ours.wait();
+    assert_eq!(
+        group_members(theirs_pid).len(),
+        2,
+        "another root's service was touched"
+    );
+    crate::process::kill_group(theirs_pid, libc::SIGKILL);
+    let _ = theirs.wait();
+}
