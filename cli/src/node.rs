@@ -257,6 +257,9 @@ fn run_inner(cmd: NodeCommand) -> Result<i32, NodeError> {
         NodeCommand::Supervisord { cfg } => {
             let path = NodeConfig::default_path(cfg.cfg.as_deref());
             let config = NodeConfig::load(&path)?;
+            if config.root_check && !slapgrid::process::is_root() {
+                return Err(NodeError::NotRoot);
+            }
             let hook = slapgrid::watchdog::hook(config.clone())?;
             slapgrid::supervisor::run_daemon(&config, hook)?;
             Ok(0)

@@ -65,12 +65,13 @@ pub fn format_nodes(
                 urls = urls.join(" "),
             ),
         )?;
-        // `nobody`-like partition users must traverse the cluster directory.
+        // Partition users must traverse the cluster directory (only the search bit is
+        // added to a directory the user chose; the node's own is ours).
         if root {
             use std::os::unix::fs::PermissionsExt;
-            for d in [dir, node_dir.as_path()] {
-                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
-            }
+            let mode = std::fs::metadata(dir)?.permissions().mode();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711))?;
+            std::fs::set_permissions(&node_dir, std::fs::Permissions::from_mode(0o755))?;
         }
         let format = Command::new(bin)
             .args(["node", "format", "--cfg"])

@@ -177,12 +177,16 @@ impl SlapClient {
         } else {
             None
         };
-        Ok(SlapClient {
+        Ok(SlapClient::build(endpoints, tls))
+    }
+
+    fn build(endpoints: Vec<Endpoint>, tls: Option<Arc<ClientConfig>>) -> SlapClient {
+        SlapClient {
             endpoints,
             preferred: AtomicUsize::new(0),
             tls,
             timeout: CALL_TIMEOUT,
-        })
+        }
     }
 
     /// Shorter per-call timeout (tests, failover drills).
@@ -261,6 +265,7 @@ impl SlapClient {
         body: Option<&str>,
         partition: Option<(&str, &str)>,
     ) -> std::io::Result<(u16, Vec<u8>)> {
+        let deadline = std::time::Instant::now() + self.timeout * 2;
         let authority = endpoint.authority();
         let addrs: Vec<_> = authority.to_socket_addrs()?.collect();
         let mut last = std::io::Error::other("no address");
@@ -313,11 +318,11 @@ impl SlapClient {
                 let conn = rustls::ClientConnection::new(config.clone(), name)
                     .map_err(std::io::Error::other)?;
                 let mut tls = rustls::StreamOwned::new(conn, stream);
-                roundtrip(&mut tls, request.as_bytes())?
+                roundtrip(&mut tls, request.as_bytes(), deadline)?
             }
             _ => {
                 let mut plain = stream;
-                roundtrip(&mut plain, request.as_bytes())?
+                roundtrip(&mut plain, request.as_bytes(), deadline)?
             }
         };
         parse_response(&raw)
@@ -434,10 +439,19 @@ impl SlapClient {
     }
 }
 
-/// GET of any `http(s)://` URL (a release artifact): the body of a 200 answer. The
-/// server's certificate is verified against `ca` when given.
-pub fn get_url(url: &str, ca: Option<&Path>) -> Result<Vec<u8>, SlapError> {
-    let client = SlapClient::new(&[url.to_owned()], None, ca)?;
+/// GET of any `http(s)://` URL (a release artifact): the body of a 200 answer. An
+/// https:// server must chain to one of `cas` (PEM bundles); with none, https is refused
+/// rather than left unverified.
+pub fn get_url(url: &str, cas: &[std::path::PathBuf]) -> Result<Vec<u8>, SlapError> {
+    let mut client = SlapClient::new(&[url.to_owned()], None, None)?;
+    if url.starts_with("https://") {
+        if cas.is_empty() {
+            return Err(SlapError::Tls(format!(
+                "{url}: no certificate authority to verify it with (install ca-certificates or set master_ca_file)"
+            )));
+        }
+        client.tls = Some(Arc::new(tls_config_roots(None, cas)?));
+    }
     client.call(url, "GET", "", None, None)
 }
 
@@ -467,7 +481,11 @@ fn classify(method: &str, status: u16, body: Vec<u8>) -> Result<Vec<u8>, SlapErr
     }
 }
 
-fn roundtrip<S: Read + Write>(stream: &mut S, request: &[u8]) -> std::io::Result<Vec<u8>> {
+fn roundtrip<S: Read + Write>(
+    stream: &mut S,
+    request: &[u8],
+    deadline: std::time::Instant,
+) -> std::io::Result<Vec<u8>> {
     stream.write_all(request)?;
     stream.flush()?;
     let mut raw = Vec::new();
@@ -477,6 +495,13 @@ fn roundtrip<S: Read + Write>(stream: &mut S, request: &[u8]) -> std::io::Result
             Ok(0) => break,
             Ok(n) => {
                 raw.extend_from_slice(&buf[..n]);
+                // A server trickling bytes cannot hold a call past its deadline.
+                if std::time::Instant::now() > deadline {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "answer not complete within the call's deadline",
+                    ));
+                }
                 if raw.len() > MAX_ANSWER {
                     return Err(std::io::Error::other("answer too large"));
                 }
@@ -558,32 +583,38 @@ fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-fn tls_config(
+/// A TLS configuration trusting every certificate of the PEM bundles `cas`.
+fn tls_config_roots(
     identity: Option<(&Path, &Path)>,
-    ca: Option<&Path>,
+    cas: &[std::path::PathBuf],
 ) -> Result<ClientConfig, SlapError> {
     let tls = |m: String| SlapError::Tls(m);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls(e.to_string()))?;
-    let builder = match ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca)
-                .map_err(|e| tls(format!("{}: {e}", ca.display())))?
-            {
-                let cert = cert.map_err(|e| tls(format!("{}: {e}", ca.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| tls(format!("{}: {e}", ca.display())))?;
-            }
-            builder.with_root_certificates(roots)
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        for cert in
+            CertificateDer::pem_file_iter(ca).map_err(|e| tls(format!("{}: {e}", ca.display())))?
+        {
+            let cert = cert.map_err(|e| tls(format!("{}: {e}", ca.display())))?;
+            // A system bundle may hold certificates rustls cannot use: skip those.
+            let _ = roots.add(cert);
         }
-        None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider))),
-    };
+    }
+    if roots.is_empty() {
+        return Err(tls("no usable certificate authority".into()));
+    }
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(e.to_string()))?
+        .with_root_certificates(roots);
+    with_identity(builder, identity)
+}
+
+fn with_identity(
+    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<ClientConfig, SlapError> {
+    let tls = |m: String| SlapError::Tls(m);
     match identity {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
@@ -597,6 +628,27 @@ fn tls_config(
                 .map_err(|e| tls(e.to_string()))
         }
     }
+}
+
+/// The gateways' TLS: verified against `ca` when configured; otherwise not verified, as
+/// the reference client never verifies (a warning says so).
+fn tls_config(
+    identity: Option<(&Path, &Path)>,
+    ca: Option<&Path>,
+) -> Result<ClientConfig, SlapError> {
+    if let Some(ca) = ca {
+        return tls_config_roots(identity, &[ca.to_owned()]);
+    }
+    tracing::warn!(
+        "https master without master_ca_file: the gateway's certificate is not verified"
+    );
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SlapError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)));
+    with_identity(builder, identity)
 }
 
 /// The reference client's `verify=False`: any server certificate is accepted (signatures

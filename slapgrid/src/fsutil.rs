@@ -1,13 +1,15 @@
-//! Writing files inside a partition as root without trusting the partition: its user owns
-//! the directory and could have replaced any path with a symlink to `/etc/shadow`. Every
-//! component is opened relative to the previous one with `O_NOFOLLOW`, and the file is
-//! created afresh with `O_EXCL`, so nothing outside the partition is ever written.
+//! Reading and writing files inside a partition as root without trusting the partition:
+//! its user owns the directory and could have replaced any path with a symlink to
+//! `/etc/shadow`, or a FIFO that blocks a reader forever. Every component is opened
+//! relative to the previous one with `O_NOFOLLOW`; files are created afresh with
+//! `O_EXCL`; reads accept only regular files (opened `O_NONBLOCK`, size-capped). Nothing
+//! outside the partition is ever written, read or removed through these functions.
 
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 fn cstr(name: &std::ffi::OsStr) -> std::io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| std::io::Error::other("NUL in a file name"))
@@ -34,18 +36,8 @@ fn open_dir_at(dir: libc::c_int, name: &CString) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Writes `content` at `base/rel` with `mode`, owned by `owner` (uid, gid) when given;
-/// missing parent directories are created 0750 with the same owner. Returns whether the
-/// file changed (same bytes and mode: untouched).
-pub fn write_in(
-    base: &Path,
-    rel: &Path,
-    content: &[u8],
-    mode: u32,
-    owner: Option<(u32, u32)>,
-) -> std::io::Result<bool> {
-    let base_c = cstr(base.as_os_str())?;
-    let mut dir = open_dir_at(libc::AT_FDCWD, &base_c)?;
+/// The components of a plain relative path (no `..`, not absolute, not empty).
+fn parts(rel: &Path) -> std::io::Result<Vec<&std::ffi::OsStr>> {
     let parts: Vec<&std::ffi::OsStr> = rel
         .components()
         .map(|c| match c {
@@ -56,28 +48,231 @@ pub fn write_in(
             ))),
         })
         .collect::<Result<_, _>>()?;
-    let Some((file, parents)) = parts.split_last() else {
+    if parts.is_empty() {
         return Err(std::io::Error::other("empty path"));
+    }
+    Ok(parts)
+}
+
+/// The directory `base/rel` opened without following any link (none created).
+fn open_dir_in(base: &Path, rel: &[&std::ffi::OsStr]) -> std::io::Result<OwnedFd> {
+    let mut dir = open_dir_at(libc::AT_FDCWD, &cstr(base.as_os_str())?)?;
+    for part in rel {
+        dir = open_dir_at(dir.as_raw_fd(), &cstr(part)?)?;
+    }
+    Ok(dir)
+}
+
+/// Reads the regular file `base/rel` (at most `max` bytes; larger is an error). `None`
+/// when it does not exist; an error when it is a link, a FIFO, a directory...
+pub fn read_in(base: &Path, rel: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    read_checked(base, rel, max, None)
+}
+
+/// As [`read_in`], and the file must be owned by `uid` with a single link (a file the
+/// partition user could not have made or hard-linked).
+pub fn read_owned_in(
+    base: &Path,
+    rel: &Path,
+    max: u64,
+    uid: u32,
+) -> std::io::Result<Option<Vec<u8>>> {
+    read_checked(base, rel, max, Some(uid))
+}
+
+fn read_checked(
+    base: &Path,
+    rel: &Path,
+    max: u64,
+    uid: Option<u32>,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let parts = parts(rel)?;
+    let (file, dirs) = parts
+        .split_last()
+        .ok_or_else(|| std::io::Error::other("empty path"))?;
+    let dir = match open_dir_in(base, dirs) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
     };
+    let name = cstr(file)?;
+    // SAFETY: valid descriptor and name; the result is owned below.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::NotFound {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    // SAFETY: just opened.
+    let f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            rel.display()
+        )));
+    }
+    {
+        use std::os::unix::fs::MetadataExt;
+        if uid.is_some_and(|u| meta.uid() != u || meta.nlink() != 1) {
+            return Err(std::io::Error::other(format!(
+                "{} is not the agent's own file",
+                rel.display()
+            )));
+        }
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::other(format!(
+            "{} is larger than {max} bytes",
+            rel.display()
+        )));
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    f.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "{} is larger than {max} bytes",
+            rel.display()
+        )));
+    }
+    Ok(Some(out))
+}
+
+/// A small text file of the partition (`.timestamp`, retention dates): `None` when
+/// absent or not a plain regular file of at most 4 KiB.
+pub fn read_text_in(base: &Path, rel: &str) -> Option<String> {
+    read_in(base, Path::new(rel), 4096)
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+/// The names of the regular files directly in `base/rel` (links and others skipped).
+pub fn list_files_in(base: &Path, rel: &Path) -> std::io::Result<Vec<String>> {
+    let parts = parts(rel)?;
+    let dir = match open_dir_in(base, &parts) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    // Listing through /proc/self/fd keeps to the very directory opened above.
+    let listing = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&listing)? {
+        let entry = entry?;
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            if let Some(n) = entry.file_name().to_str() {
+                names.push(n.to_owned());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Removes the file `base/rel` (not following links; absent is fine).
+pub fn remove_in(base: &Path, rel: &Path) -> std::io::Result<()> {
+    let parts = parts(rel)?;
+    let (file, dirs) = parts
+        .split_last()
+        .ok_or_else(|| std::io::Error::other("empty path"))?;
+    let dir = match open_dir_in(base, dirs) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let name = cstr(file)?;
+    // SAFETY: valid descriptor and name.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Creates the directories of `base/rel` (0750, owned by `owner` when given) without
+/// following links.
+pub fn mkdir_in(base: &Path, rel: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    let mut dir = open_dir_at(libc::AT_FDCWD, &cstr(base.as_os_str())?)?;
+    for part in parts(rel)? {
+        dir = mkdir_at(&dir, part, owner)?;
+    }
+    Ok(())
+}
+
+fn mkdir_at(
+    dir: &OwnedFd,
+    part: &std::ffi::OsStr,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<OwnedFd> {
+    let name = cstr(part)?;
+    // SAFETY: valid descriptor and name.
+    let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o750) };
+    let created = rc == 0;
+    if !created {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    let next = open_dir_at(dir.as_raw_fd(), &name)?;
+    if created {
+        if let Some((uid, gid)) = owner {
+            // SAFETY: valid descriptor.
+            check(unsafe { libc::fchown(next.as_raw_fd(), uid, gid) })?;
+        }
+    }
+    Ok(next)
+}
+
+/// Appends `line` to the log `base/rel`, keeping its last `keep` bytes (rewritten with
+/// [`write_in`], so never through a link).
+pub fn append_in(
+    base: &Path,
+    rel: &Path,
+    line: &[u8],
+    keep: usize,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    let mut content = read_in(base, rel, (keep as u64) * 2)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    content.extend_from_slice(line);
+    if content.len() > keep {
+        content.drain(..content.len() - keep);
+    }
+    write_in(base, rel, &content, 0o640, owner).map(|_| ())
+}
+
+/// Writes `content` at `base/rel` with `mode`, owned by `owner` (uid, gid) when given;
+/// missing parent directories are created 0750 with the same owner. Returns whether the
+/// file changed (same bytes and mode: untouched).
+pub fn write_in(
+    base: &Path,
+    rel: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<bool> {
+    let parts = parts(rel)?;
+    let (file, parents) = parts
+        .split_last()
+        .ok_or_else(|| std::io::Error::other("empty path"))?;
+    let mut dir = open_dir_at(libc::AT_FDCWD, &cstr(base.as_os_str())?)?;
     for part in parents {
-        let name = cstr(part)?;
-        // SAFETY: valid descriptor and name.
-        let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o750) };
-        let created = rc == 0;
-        if !created {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(e);
-            }
-        }
-        let next = open_dir_at(dir.as_raw_fd(), &name)?;
-        if created {
-            if let Some((uid, gid)) = owner {
-                // SAFETY: valid descriptor.
-                check(unsafe { libc::fchown(next.as_raw_fd(), uid, gid) })?;
-            }
-        }
-        dir = next;
+        dir = mkdir_at(&dir, part, owner)?;
     }
     let name = cstr(file)?;
     // Unchanged? Read the current file without following a link.
@@ -86,7 +281,7 @@ pub fn write_in(
         libc::openat(
             dir.as_raw_fd(),
             name.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
         )
     };
     if existing >= 0 {
@@ -95,6 +290,7 @@ pub fn write_in(
         let meta = f.metadata()?;
         use std::os::unix::fs::MetadataExt;
         let owner_ok = owner.is_none_or(|(u, g)| meta.uid() == u && meta.gid() == g);
+        // Only a plain file of ours is compared (a FIFO would block the read).
         if meta.is_file()
             && meta.mode() & 0o7777 == mode
             && owner_ok
@@ -155,6 +351,45 @@ mod tests {
         assert!(!write_in(dir.path(), rel, b"#!/bin/sh\n", 0o750, None).unwrap());
         assert!(write_in(dir.path(), rel, b"#!/bin/sh\n", 0o700, None).unwrap());
         assert!(write_in(dir.path(), rel, b"other", 0o700, None).unwrap());
+    }
+
+    #[test]
+    fn reads_refuse_links_fifos_and_oversized_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("outside"), "secret").unwrap();
+        std::fs::create_dir(p.join("part")).unwrap();
+        let part = p.join("part");
+        std::os::unix::fs::symlink(p.join("outside"), part.join(".timestamp")).unwrap();
+        assert!(read_in(&part, Path::new(".timestamp"), 100).is_err());
+        assert_eq!(read_text_in(&part, ".timestamp"), None);
+        let fifo = CString::new(part.join("fifo").as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        assert!(
+            read_in(&part, Path::new("fifo"), 100).is_err(),
+            "a FIFO must not block nor be read"
+        );
+        std::fs::write(part.join("big"), vec![b'x'; 200]).unwrap();
+        assert!(read_in(&part, Path::new("big"), 100).is_err());
+        assert_eq!(read_in(&part, Path::new("missing"), 100).unwrap(), None);
+        std::fs::write(part.join("ok"), "1795626938.83").unwrap();
+        assert_eq!(read_text_in(&part, "ok").as_deref(), Some("1795626938.83"));
+        // A linked directory on the way is refused too.
+        std::os::unix::fs::symlink(p, part.join("var")).unwrap();
+        assert!(read_in(&part, Path::new("var/outside"), 100).is_err());
+        assert!(list_files_in(&part, Path::new("var")).is_err());
+        assert!(remove_in(&part, Path::new("var/outside")).is_err());
+        assert!(p.join("outside").exists());
+        assert!(mkdir_in(&part, Path::new("var/x"), None).is_err());
+        let names = list_files_in(p, Path::new("part")).unwrap();
+        assert_eq!(names, vec!["big".to_string(), "ok".to_string()]);
+        append_in(&part, Path::new("log/a.log"), b"one\n", 8, None).unwrap();
+        append_in(&part, Path::new("log/a.log"), b"two\n", 8, None).unwrap();
+        append_in(&part, Path::new("log/a.log"), b"three\n", 8, None).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(part.join("log/a.log")).unwrap(),
+            "o\nthree\n"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use slapos_proto::marshal::{self, Value};
 use slapos_proto::slap::ComputerPartition;
 
 use crate::client::SlapError;
-use crate::fsutil::write_in;
+use crate::fsutil::{self, read_text_in, write_in};
 use crate::native::{self, Manifest};
 use crate::node::{empty_dir, io_err, now_unix, Node, NodeError};
 use crate::process::{self, Identity, Run};
@@ -110,7 +110,6 @@ pub fn run(node: &Node, opts: &InstanceOptions) -> Result<InstanceReport, NodeEr
     {
         return Err(NodeError::Invalid(format!("unknown partition {unknown}")));
     }
-    std::env::set_var("SLAPGRID_INSTANCE_ROOT", &cfg.instance_root);
     for partition in computer.partitions() {
         let pid = partition.partition_id.clone();
         if !opts.only.is_empty() && !opts.only.contains(&pid) {
@@ -118,6 +117,13 @@ pub fn run(node: &Node, opts: &InstanceOptions) -> Result<InstanceReport, NodeEr
         }
         let span = tracing::info_span!("partition", partition_id = %pid);
         let _enter = span.enter();
+        if !valid_partition_id(&pid) {
+            // Never a path: `.`, `..`, `a/b` would name another directory.
+            let message = format!("refusing partition id {pid:?} (not a plain name)");
+            tracing::error!("{message}");
+            report.failed.push((pid, message));
+            continue;
+        }
         let path = cfg.partition_path(&pid);
         let state = state_of(partition);
         let sr_url = software_url(partition);
@@ -155,7 +161,13 @@ pub fn run(node: &Node, opts: &InstanceOptions) -> Result<InstanceReport, NodeEr
             Err(e) => {
                 let message = e.to_string();
                 tracing::error!(%message, "partition failed");
-                let _ = std::fs::write(path.join(format!(".slapgrid-{pid}-error.log")), &message);
+                let _ = write_in(
+                    &path,
+                    Path::new(&format!(".slapgrid-{pid}-error.log")),
+                    message.as_bytes(),
+                    0o644,
+                    None,
+                );
                 report_error(node, &pid, &message);
                 report.failed.push((pid, message));
             }
@@ -164,7 +176,18 @@ pub fn run(node: &Node, opts: &InstanceOptions) -> Result<InstanceReport, NodeEr
     Ok(report)
 }
 
+/// A partition id usable as a file name: letters, digits, `_`, `-` and `.` (not first).
+pub fn valid_partition_id(pid: &str) -> bool {
+    !pid.is_empty()
+        && pid.len() <= 255
+        && !pid.starts_with('.')
+        && pid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
 pub(crate) fn report_error(node: &Node, pid: &str, message: &str) {
+    clear_reported(node, pid);
     let cid = node.cfg.computer_id.as_str();
     if let Err(e) = node.client.post(
         "softwareInstanceError",
@@ -253,15 +276,25 @@ fn process_partition(
         .map(|u| release_path(&cfg.software_root, u));
     let timestamp = parameter(partition, "timestamp");
     let identity = Identity::owner_of(path).map_err(io_err(path))?;
-    let _ = std::fs::remove_file(path.join(format!(".slapos-request-transaction-{pid}")));
+    if process::is_root() && (identity.uid == 0 || identity.gid == 0) {
+        return Err(PartitionError::Failed(format!(
+            "{} is owned by root: a partition belongs to its own user (run `slapos node format`)",
+            path.display()
+        )));
+    }
+    let _ = fsutil::remove_in(
+        path,
+        Path::new(&format!(".slapos-request-transaction-{pid}")),
+    );
     let period = periodicity(node, sr.as_deref());
     let stamp_file = path.join(".timestamp");
 
     // The skip test (4.2 step 5).
     if let (false, Some(ts), true) = (force, &timestamp, period != 0) {
-        if let (Ok(stored), Ok(meta)) = (
-            std::fs::read_to_string(&stamp_file),
-            std::fs::metadata(&stamp_file),
+        // Not following a link the partition user could have put there.
+        if let (Some(stored), Ok(meta)) = (
+            read_text_in(path, ".timestamp"),
+            std::fs::symlink_metadata(&stamp_file),
         ) {
             let fresh = period < 0
                 || meta
@@ -277,19 +310,13 @@ fn process_partition(
             }
         }
     }
-    let _ = std::fs::remove_file(&stamp_file);
+    let _ = fsutil::remove_in(path, Path::new(".timestamp"));
 
-    let agent_dir = path.join(".slapgrid/log");
-    if !agent_dir.is_dir() {
-        std::fs::create_dir_all(&agent_dir).map_err(io_err(&agent_dir))?;
-        if process::is_root() {
-            for d in [path.join(".slapgrid"), agent_dir.clone()] {
-                let _ = process::lchown(&d, identity.uid, identity.gid);
-            }
-        }
-    }
+    let owner = process::is_root().then_some((identity.uid, identity.gid));
+    fsutil::mkdir_in(path, Path::new(".slapgrid/log"), owner)
+        .map_err(io_err(&path.join(".slapgrid/log")))?;
     refresh_certificate(node, pid, &identity)?;
-    let _ = std::fs::remove_file(path.join(format!(".slapgrid-{pid}-error.log")));
+    let _ = fsutil::remove_in(path, Path::new(&format!(".slapgrid-{pid}-error.log")));
     tracing::info!(state, "processing partition");
 
     let cid = cfg.computer_id.as_str();
@@ -307,7 +334,7 @@ fn process_partition(
                     publish(node, partition, manifest, vars)?;
                 }
                 node.client.post("startedComputerPartition", &form, auth)?;
-                mark_reported(path, timestamp.as_deref());
+                mark_reported(node, pid, timestamp.as_deref());
                 post_related_instances(node, pid, path)?;
                 Ok(())
             })();
@@ -377,7 +404,7 @@ fn skip_check(
             // so a marker remembers that `started` was reported for this timestamp.
             let known_ok = match &status {
                 Some(s) => !s.starts_with("#error"),
-                None => reported(path).as_deref() == Some(ts),
+                None => reported(node, pid).as_deref() == Some(ts),
             };
             if !known_ok {
                 node.client.post(
@@ -385,25 +412,39 @@ fn skip_check(
                     &[("computer_id", cid), ("computer_partition_id", pid)],
                     Some((cid, pid)),
                 )?;
-                mark_reported(path, Some(ts));
+                mark_reported(node, pid, Some(ts));
             }
         }
     }
     Ok(())
 }
 
-fn reported_file(path: &Path) -> PathBuf {
-    path.join(".slapgrid/reported-started")
+/// The agent's own memory of a partition, outside the partition (its user must not be
+/// able to forge it): `IR/var/partitions/<pid>.reported` holds the timestamp for which
+/// `started` was last reported.
+fn reported_file(node: &Node, pid: &str) -> PathBuf {
+    node.cfg
+        .instance_root
+        .join("var/partitions")
+        .join(format!("{pid}.reported"))
 }
 
-fn reported(path: &Path) -> Option<String> {
-    std::fs::read_to_string(reported_file(path)).ok()
+fn reported(node: &Node, pid: &str) -> Option<String> {
+    std::fs::read_to_string(reported_file(node, pid)).ok()
 }
 
-fn mark_reported(path: &Path, ts: Option<&str>) {
+fn mark_reported(node: &Node, pid: &str, ts: Option<&str>) {
     if let Some(ts) = ts {
-        let _ = std::fs::write(reported_file(path), ts);
+        let file = reported_file(node, pid);
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = crate::node::write_atomic(&file, ts.as_bytes(), 0o600);
     }
+}
+
+fn clear_reported(node: &Node, pid: &str) {
+    let _ = std::fs::remove_file(reported_file(node, pid));
 }
 
 /// 4.8: the partition's certificate and key from the master, written 0400 and owned by
@@ -796,8 +837,12 @@ fn publish(
 
 /// 4.6: the child instances this partition still requests.
 fn post_related_instances(node: &Node, pid: &str, path: &Path) -> Result<(), PartitionError> {
-    let file = path.join(format!(".slapos-request-transaction-{pid}"));
-    let Ok(text) = std::fs::read_to_string(&file) else {
+    let rel = format!(".slapos-request-transaction-{pid}");
+    let Some(text) = fsutil::read_in(path, Path::new(&rel), 1 << 20)
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+    else {
         return Ok(());
     };
     let list = Value::List(
@@ -837,23 +882,40 @@ pub(crate) fn destroy_partition(node: &Node, pid: &str, path: &Path) -> Result<b
     }
 }
 
+/// How long a `sbin/destroy` hook may run when no `partition_timeout` is configured.
+const DESTROY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `kill -KILL -1` as the user: every process of that uid, and nothing else.
+fn kill_all_processes_of(identity: &Identity) {
+    let out = Run::new("/bin/sh", "/", &identity.home)
+        .arg("-c")
+        .arg("kill -KILL -1")
+        .as_user(identity.clone())
+        .timeout(Some(std::time::Duration::from_secs(10)))
+        .output();
+    tracing::info!(user = %identity.name, ?out, "killed every process of the partition user");
+}
+
 fn destroy(
     node: &Node,
     pid: &str,
     path: &Path,
     identity: &Identity,
 ) -> Result<bool, PartitionError> {
+    if process::is_root() && (identity.uid == 0 || identity.gid == 0) {
+        return Err(PartitionError::Failed(format!(
+            "{} is owned by root: refusing to wipe it",
+            path.display()
+        )));
+    }
     let cfg = &node.cfg;
     node.supervisor.remove(pid)?;
     // Retention (days, from the filter): the partition is kept until the lock date.
-    let delay: f64 = std::fs::read_to_string(path.join(".slapos-retention-lock-delay"))
-        .ok()
+    let delay: f64 = read_text_in(path, ".slapos-retention-lock-delay")
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(0.0);
     if delay > 0.0 {
-        let date_file = path.join(".slapos-retention-lock-date");
-        let until = match std::fs::read_to_string(&date_file)
-            .ok()
+        let until = match read_text_in(path, ".slapos-retention-lock-date")
             .and_then(|t| t.trim().parse::<f64>().ok())
         {
             Some(d) => d,
@@ -875,10 +937,10 @@ fn destroy(
         }
     }
     let hook = path.join("sbin/destroy");
-    if hook.exists() {
+    if std::fs::symlink_metadata(&hook).is_ok() {
         let out = Run::new(&hook, path, &identity.home)
             .as_user(identity.clone())
-            .timeout(cfg.partition_timeout)
+            .timeout(Some(cfg.partition_timeout.unwrap_or(DESTROY_TIMEOUT)))
             .output()?;
         if !out.success() {
             let message = format!(
@@ -897,7 +959,20 @@ fn destroy(
     }
     // Everything of the instance goes; `.slapos-resource` describes the partition itself
     // (format writes it) and stays.
-    let resource = std::fs::read(path.join(".slapos-resource")).ok();
+    // Only the agent's own file is kept (the partition user could have replaced it).
+    let resource = fsutil::read_owned_in(
+        path,
+        Path::new(".slapos-resource"),
+        1 << 16,
+        Identity::current().uid,
+    )
+    .ok()
+    .flatten();
+    // Nothing of the old tenant may keep running (or keep writing while the partition
+    // is emptied): every process of the partition's user is killed first.
+    if process::is_root() && identity.uid != Identity::current().uid {
+        kill_all_processes_of(identity);
+    }
     empty_dir(path).map_err(io_err(path))?;
     if let Some(bytes) = resource {
         let _ = write_in(path, Path::new(".slapos-resource"), &bytes, 0o644, None);

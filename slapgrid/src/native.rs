@@ -207,7 +207,15 @@ pub fn fetch(
     get_http: &dyn Fn(&str) -> Result<Vec<u8>, String>,
 ) -> Result<(), NativeError> {
     let resolved = resolve(url, base);
-    if resolved.starts_with("http://") || resolved.starts_with("https://") {
+    let remote = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+    if remote(base) && !remote(&resolved) {
+        // A manifest from the network never makes the agent read a local file.
+        return Err(NativeError::Artifact {
+            url: resolved,
+            message: "a manifest fetched over the network may only name http(s) artifacts".into(),
+        });
+    }
+    if remote(&resolved) {
         let body = get_http(&resolved).map_err(|message| NativeError::Artifact {
             url: resolved.clone(),
             message,

@@ -159,19 +159,34 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), NodeEr
 /// Removes a directory tree, making unreadable or unwritable directories 0700 first
 /// (a build may leave read-only trees behind).
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(_) => {
             fn open_up(p: &Path) {
-                let Ok(meta) = std::fs::symlink_metadata(p) else {
+                use std::os::unix::ffi::OsStrExt;
+                let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
                     return;
                 };
-                if meta.is_dir() {
-                    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
-                    if let Ok(entries) = std::fs::read_dir(p) {
-                        for e in entries.flatten() {
+                // The directory itself, never what a link there points to.
+                // SAFETY: NUL-terminated path; the descriptor is closed below.
+                let fd = unsafe {
+                    libc::open(
+                        c.as_ptr(),
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    )
+                };
+                if fd < 0 {
+                    return;
+                }
+                // SAFETY: fd is ours.
+                unsafe {
+                    libc::fchmod(fd, 0o700);
+                    libc::close(fd);
+                }
+                if let Ok(entries) = std::fs::read_dir(p) {
+                    for e in entries.flatten() {
+                        if e.file_type().is_ok_and(|t| t.is_dir()) {
                             open_up(&e.path());
                         }
                     }

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 /// Largest output kept from one run (the tail is kept: that is where errors are).
 const MAX_OUTPUT: usize = 1 << 20;
+/// How long the output may stay open once the program exited (a daemon it started in
+/// another session may hold it forever).
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -374,7 +377,12 @@ impl Run {
         // The write ends live on only in the child now.
         drop(command);
         let pgid = child.id() as i32;
-        let reader = std::thread::spawn(move || read_tail(read));
+        // The output is read on a thread; a background process that left the group
+        // but keeps the pipe open must not hold this run forever (see below).
+        let (sent, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sent.send(read_tail(read));
+        });
         let started = Instant::now();
         let mut timed_out = false;
         let status = loop {
@@ -395,7 +403,9 @@ impl Run {
         if timed_out {
             kill_group(pgid, libc::SIGKILL);
         }
-        let output = reader.join().unwrap_or_default();
+        let output = received
+            .recv_timeout(OUTPUT_GRACE)
+            .unwrap_or_else(|_| "(output not closed: a process left running holds it)".into());
         Ok(Output {
             status,
             output,
@@ -498,6 +508,24 @@ mod tests {
             !marker.exists(),
             "the background child survived the timeout"
         );
+    }
+
+    #[test]
+    fn a_detached_child_holding_the_output_does_not_hold_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let out = Run::new("/bin/sh", dir.path(), dir.path())
+            .arg("-c")
+            .arg("echo started; setsid sleep 30 & exit 0")
+            .output()
+            .unwrap();
+        assert!(out.success());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the run waited for the daemon"
+        );
+        // The detached sleep is found by its session and stopped.
+        let _ = Command::new("pkill").args(["-f", "^sleep 30$"]).status();
     }
 
     #[test]

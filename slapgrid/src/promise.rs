@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::node::{now_unix, write_atomic, NodeError};
+use crate::fsutil;
+use crate::node::{io_err, now_unix, NodeError};
 use crate::process::{Identity, Run};
 
 /// The reference's default promise periodicity.
@@ -43,8 +44,18 @@ impl std::fmt::Display for PromiseFailure {
 struct Cache {
     next_run_after: u64,
     failed: bool,
+    /// Failed runs in a row: the anomaly check breaks only from 3 on, as the reference's.
+    #[serde(default)]
+    failures: u32,
     message: String,
 }
+
+/// Where a promise's state lives, relative to the partition.
+const STATE: &str = ".slapgrid/promise";
+/// Largest cache file read back.
+const MAX_CACHE: u64 = 64 << 10;
+/// Each promise's log keeps this much of its tail.
+const MAX_LOG: usize = 64 << 10;
 
 /// The legacy promises of a partition, sorted by name.
 pub fn list(partition: &Path) -> Vec<PathBuf> {
@@ -75,15 +86,12 @@ pub fn check(
     if promises.is_empty() {
         return Ok(None);
     }
-    let state = partition.join(".slapgrid/promise");
+    // Written as root inside the partition: never through a link its user planted
+    // (fsutil), and owned by that user so that its monitoring can read the results.
+    let owner = crate::process::is_root().then_some((identity.uid, identity.gid));
     for sub in ["result", "log", "cache"] {
-        let d = state.join(sub);
-        if !d.is_dir() {
-            std::fs::create_dir_all(&d).map_err(crate::node::io_err(&d))?;
-            if crate::process::is_root() {
-                let _ = crate::process::lchown(&d, identity.uid, identity.gid);
-            }
-        }
+        let rel = Path::new(STATE).join(sub);
+        fsutil::mkdir_in(partition, &rel, owner).map_err(io_err(&partition.join(&rel)))?;
     }
     let mut first_failure = None;
     for promise in promises {
@@ -91,13 +99,15 @@ pub fn check(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let cache_path = state.join("cache").join(&title);
+        let cache_rel = Path::new(STATE).join("cache").join(&title);
         let now = now_unix();
-        let cached: Option<Cache> = std::fs::read(&cache_path)
+        let cached: Option<Cache> = fsutil::read_in(partition, &cache_rel, MAX_CACHE)
             .ok()
+            .flatten()
             .and_then(|b| serde_json::from_slice(&b).ok());
+        let previous_failures = cached.as_ref().map_or(0, |c| c.failures);
         let (failed, message) = match cached {
-            Some(c) if !force && now < c.next_run_after => (c.failed, c.message),
+            Some(c) if !force && now < c.next_run_after => (c.failed && c.failures >= 3, c.message),
             _ => {
                 let started = std::time::Instant::now();
                 let out = Run::new(&promise, partition, &identity.home)
@@ -136,21 +146,31 @@ pub fn check(
                         .collect();
                 }
                 write_result(
-                    &state,
+                    partition,
+                    owner,
                     &title,
                     &promise,
                     failed,
                     &message,
                     started.elapsed(),
                 )?;
+                let failures = if failed {
+                    previous_failures.saturating_add(1)
+                } else {
+                    0
+                };
                 let cache = Cache {
                     next_run_after: now + PERIODICITY,
                     failed,
+                    failures,
                     message: message.clone(),
                 };
                 let bytes = serde_json::to_vec(&cache).unwrap_or_default();
-                write_atomic(&cache_path, &bytes, 0o640)?;
-                (failed, message)
+                fsutil::write_in(partition, &cache_rel, &bytes, 0o640, owner)
+                    .map_err(io_err(&partition.join(&cache_rel)))?;
+                // After a start every promise counts; on an unchanged partition a promise
+                // breaks the partition once it failed 3 times in a row.
+                (failed && (force || failures >= 3), message)
             }
         };
         if failed && first_failure.is_none() {
@@ -163,8 +183,10 @@ pub fn check(
     Ok(first_failure)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_result(
-    state: &Path,
+    partition: &Path,
+    owner: Option<(u32, u32)>,
     title: &str,
     path: &Path,
     failed: bool,
@@ -186,8 +208,11 @@ fn write_result(
             "message": message,
         },
     });
-    let file = state.join("result").join(format!("{title}.status.json"));
-    write_atomic(&file, result.to_string().as_bytes(), 0o644)?;
+    let rel = Path::new(STATE)
+        .join("result")
+        .join(format!("{title}.status.json"));
+    fsutil::write_in(partition, &rel, result.to_string().as_bytes(), 0o644, owner)
+        .map_err(io_err(&partition.join(&rel)))?;
     let level = if failed { "ERROR" } else { "INFO" };
     let line = format!(
         "{} - {level} - {}\n",
@@ -196,14 +221,9 @@ fn write_result(
             .unwrap_or_default(),
         message.replace('\n', " ")
     );
-    let log = state.join("log").join(format!("{title}.log"));
-    use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-    {
-        let _ = f.write_all(line.as_bytes());
+    let log = Path::new(STATE).join("log").join(format!("{title}.log"));
+    if let Err(e) = fsutil::append_in(partition, &log, line.as_bytes(), MAX_LOG, owner) {
+        tracing::warn!(error = %e, "promise log not written");
     }
     Ok(())
 }
@@ -261,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_fail_and_the_anomaly_check_uses_the_cache() {
+    fn timeouts_fail_and_the_anomaly_check_needs_three_failures_and_uses_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         promise(dir.path(), "slow", "sleep 5");
         let me = runner(dir.path());
@@ -269,7 +289,15 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(f.message.contains("timed out"), "{}", f.message);
-        // Fixed now, but the cached result stands until the periodicity passes.
+        // One failure does not yet break an unchanged partition (the anomaly check needs
+        // 3 in a row); the third does, and the cached result stands until the
+        // periodicity passes, even once the promise is fixed.
+        assert!(check(dir.path(), &me, Duration::from_millis(200), false)
+            .unwrap()
+            .is_none());
+        for _ in 0..2 {
+            check(dir.path(), &me, Duration::from_millis(200), true).unwrap();
+        }
         promise(dir.path(), "slow", "exit 0");
         assert!(check(dir.path(), &me, Duration::from_secs(5), false)
             .unwrap()

@@ -17,6 +17,7 @@ use slapos_proto::journal::{
 };
 use slapos_proto::Limits;
 
+use crate::fsutil;
 use crate::node::{io_err, now_unix, write_atomic, Node, NodeError};
 use crate::process::{Identity, Run};
 
@@ -38,6 +39,9 @@ pub struct UsageReport {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CpuState {
     seen: BTreeMap<String, f64>,
+    /// When these counters were taken (0: never).
+    #[serde(default)]
+    at_unix: u64,
 }
 
 /// One process of /proc.
@@ -152,9 +156,6 @@ fn measured(resource: &str, title: String, quantity: f64, pid: &str) -> Movement
     }
 }
 
-/// The agent's own measure of a partition: CPU seconds since the last report (processes
-/// of the partition's user when the node is privileged; else of the sessions of its
-/// supervised services), resident memory now (MiB), disk now (MiB).
 /// Which processes belong to a partition.
 struct Owner<'a> {
     uid: u32,
@@ -164,32 +165,30 @@ struct Owner<'a> {
     sessions: &'a [u32],
 }
 
+/// The agent's own measure of a partition since the last report: the CPU seconds its
+/// processes used (processes of the partition's user on a privileged node, else of its
+/// supervised services' sessions), and its resident memory and disk use integrated over
+/// the time elapsed (MiB·h), so that movements add up over any period whatever the
+/// report frequency.
 fn measure(
     pid: &str,
     path: &Path,
     who: &Owner<'_>,
     procs: &[ProcSample],
+    hours: f64,
     state: &mut CpuState,
     next: &mut CpuState,
 ) -> Vec<Movement> {
-    let Owner {
-        uid,
-        shared_uid,
-        sessions,
-    } = *who;
-    let mine: Vec<&ProcSample> = procs
-        .iter()
-        .filter(|p| {
-            if shared_uid {
-                sessions.contains(&p.session)
-            } else {
-                p.uid == uid
-            }
-        })
-        .collect();
+    let mine = procs.iter().filter(|p| {
+        if who.shared_uid {
+            who.sessions.contains(&p.session)
+        } else {
+            p.uid == who.uid
+        }
+    });
     let mut cpu = 0.0;
     let mut rss = 0u64;
-    for p in &mine {
+    for p in mine {
         let before = state.seen.remove(&p.key).unwrap_or(0.0);
         cpu += (p.cpu_seconds - before).max(0.0);
         rss += p.rss_bytes;
@@ -205,84 +204,81 @@ fn measure(
         ),
         measured(
             "service_module/memory_used",
-            format!("Memory used by {pid} (MiB)"),
-            mib(rss),
+            format!("Memory of {pid} (MiB·h)"),
+            mib(rss) * hours,
             pid,
         ),
         measured(
             "service_module/disk_used",
-            format!("Disk used by {pid} (MiB)"),
-            mib(disk_bytes(path)),
+            format!("Disk of {pid} (MiB·h)"),
+            mib(disk_bytes(path)) * hours,
             pid,
         ),
     ]
 }
 
-/// Runs `P/etc/report/*` and reads `P/var/xml_report` and `IR/var/xml_report/<pid>`:
-/// valid files are queued and deleted, invalid ones left in place (logged).
+/// Largest instance usage file read.
+const MAX_REPORT_FILE: u64 = 1 << 20;
+
+/// What the instance reports itself: `P/etc/report/*` run as the partition's user, then
+/// the consumption files of `P/var/xml_report` and `IR/var/xml_report/<pid>` (read as
+/// root without following links: fsutil), each checked against the schema. Returns the
+/// valid ones with the files to delete once they are safely queued; invalid files stay
+/// (logged). A failing script is reported but does not lose the files.
 fn instance_reports(
     node: &Node,
     pid: &str,
     path: &Path,
     owner: &Identity,
-) -> Result<Vec<Consumption>, String> {
+) -> (Vec<Consumption>, Vec<(PathBuf, PathBuf)>, Option<String>) {
     let mut failure = None;
     let scripts = path.join("etc/report");
-    if let Ok(entries) = std::fs::read_dir(&scripts) {
-        let mut scripts_list: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        scripts_list.sort();
-        for script in scripts_list {
-            let target = path.join("var/xml_report").join(format!(
-                "slapreport.{:08x}",
-                now_unix() ^ u64::from(std::process::id())
-            ));
-            let out = Run::new(&script, &scripts, &owner.home)
-                .arg(&target)
-                .as_user(owner.clone())
-                .timeout(Some(std::time::Duration::from_secs(600)))
-                .output();
-            if !out.is_ok_and(|o| o.success()) {
-                let name = script
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                failure = Some(format!("Script '{name}' failed."));
-            }
+    let names = fsutil::list_files_in(path, Path::new("etc/report")).unwrap_or_default();
+    for name in names {
+        let target = path.join("var/xml_report").join(format!(
+            "slapreport.{:08x}",
+            now_unix() ^ u64::from(std::process::id())
+        ));
+        let out = Run::new(scripts.join(&name), &scripts, &owner.home)
+            .arg(&target)
+            .as_user(owner.clone())
+            .timeout(Some(std::time::Duration::from_secs(600)))
+            .output();
+        if !out.is_ok_and(|o| o.success()) {
+            failure = Some(format!("Script '{name}' failed."));
         }
     }
-    let mut out = Vec::new();
-    for dir in [
-        path.join("var/xml_report"),
-        node.cfg.instance_root.join("var/xml_report").join(pid),
+    let mut found = Vec::new();
+    let mut consumed = Vec::new();
+    for (base, rel) in [
+        (path.to_owned(), PathBuf::from("var/xml_report")),
+        (
+            node.cfg.instance_root.join("var/xml_report"),
+            PathBuf::from(pid),
+        ),
     ] {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut files: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        for file in files {
-            let Ok(bytes) = std::fs::read(&file) else {
-                continue;
+        for name in fsutil::list_files_in(&base, &rel).unwrap_or_default() {
+            let file = rel.join(&name);
+            let bytes = match fsutil::read_in(&base, &file, MAX_REPORT_FILE) {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(file = %base.join(&file).display(), error = %e, "usage report not read");
+                    continue;
+                }
             };
             match decode_partition_consumption(&bytes, &Limits::default()) {
                 Ok(c) => {
-                    out.push(c);
-                    let _ = std::fs::remove_file(&file);
+                    found.push(c);
+                    consumed.push((base.clone(), file));
                 }
                 Err(e) => {
-                    tracing::warn!(file = %file.display(), error = %e, "invalid usage report left in place")
+                    tracing::warn!(file = %base.join(&file).display(), error = %e, "invalid usage report left in place")
                 }
             }
         }
     }
-    match failure {
-        Some(f) => Err(f),
-        None => Ok(out),
-    }
+    (found, consumed, failure)
 }
 
 /// `YYYY-MM-DD at HH:MM:SS`, as slapgrid writes a journal's stop date (UTC here; the
@@ -293,23 +289,75 @@ pub fn journal_date(unix: u64) -> String {
         .unwrap_or_default()
 }
 
+/// Posts a journal; `Ok(false)` when the master refused it (logged).
+fn post_journal(node: &Node, text: &str) -> Result<bool, NodeError> {
+    let cfg = &node.cfg;
+    match node.client.post(
+        "useComputer",
+        &[("computer_id", &cfg.computer_id), ("use_string", text)],
+        None,
+    ) {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_unreachable() => Err(e.into()),
+        Err(e) => {
+            tracing::error!(error = %e, "usage journal refused");
+            Ok(false)
+        }
+    }
+}
+
+/// A journal built but not yet acknowledged: posted again, byte for byte, before any
+/// new one (the master recognises a journal it already recorded and records nothing,
+/// so a post that timed out after the master applied it is never counted twice).
+fn pending_path(node: &Node) -> PathBuf {
+    node.cfg.instance_root.join("var/usage-pending.xml")
+}
+
 pub fn run(node: &Node) -> Result<UsageReport, NodeError> {
     let cfg = &node.cfg;
-    let computer = node.client.full_computer_information(&cfg.computer_id)?;
     let mut report = UsageReport::default();
+    let pending = pending_path(node);
+    if let Ok(text) = std::fs::read_to_string(&pending) {
+        if post_journal(node, &text)? {
+            std::fs::remove_file(&pending).map_err(io_err(&pending))?;
+        } else {
+            // Refused (not lost to the network): kept aside for the operator.
+            let aside = pending.with_extension(format!("refused-{}", now_unix()));
+            std::fs::rename(&pending, &aside).map_err(io_err(&aside))?;
+            report.failed.push((
+                cfg.computer_id.clone(),
+                format!("journal refused, kept in {}", aside.display()),
+            ));
+        }
+    }
+    let computer = node.client.full_computer_information(&cfg.computer_id)?;
     let state_path = cfg.instance_root.join("var/usage-cpu.json");
     let mut state: CpuState = std::fs::read(&state_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let mut next = CpuState::default();
+    let now = now_unix();
+    // Hours since the last report (the first report counts nothing for the gauges).
+    let hours = if state.at_unix == 0 {
+        0.0
+    } else {
+        now.saturating_sub(state.at_unix) as f64 / 3600.0
+    };
+    let mut next = CpuState {
+        at_unix: now,
+        ..CpuState::default()
+    };
     let procs = sample_processes();
     let statuses = node.supervisor.status().unwrap_or_default();
     let me = Identity::current();
     let mut reports: Vec<(String, Consumption)> = Vec::new();
+    let mut consumed = Vec::new();
     let mut to_destroy = Vec::new();
     for partition in computer.partitions() {
         let pid = partition.partition_id.clone();
+        if !crate::instance::valid_partition_id(&pid) {
+            continue;
+        }
         let path = cfg.partition_path(&pid);
         let has_release = partition
             .software_release_document
@@ -321,6 +369,9 @@ pub fn run(node: &Node) -> Result<UsageReport, NodeError> {
         let Ok(owner) = Identity::owner_of(&path) else {
             continue;
         };
+        if crate::process::is_root() && owner.uid == 0 {
+            continue;
+        }
         let sessions: Vec<u32> = statuses
             .iter()
             .filter(|s| s.group == pid)
@@ -331,13 +382,13 @@ pub fn run(node: &Node) -> Result<UsageReport, NodeError> {
             shared_uid: owner.uid == me.uid,
             sessions: &sessions,
         };
-        let mut movements = measure(&pid, &path, &who, &procs, &mut state, &mut next);
-        match instance_reports(node, &pid, &path, &owner) {
-            Ok(files) => movements.extend(files.into_iter().flat_map(|c| c.movements)),
-            Err(message) => {
-                crate::instance::report_error(node, &pid, &message);
-                report.failed.push((pid.clone(), message));
-            }
+        let mut movements = measure(&pid, &path, &who, &procs, hours, &mut state, &mut next);
+        let (files, used, failure) = instance_reports(node, &pid, &path, &owner);
+        movements.extend(files.into_iter().flat_map(|c| c.movements));
+        consumed.extend(used);
+        if let Some(message) = failure {
+            crate::instance::report_error(node, &pid, &message);
+            report.failed.push((pid.clone(), message));
         }
         report.movements += movements.len();
         report.partitions.push(pid.clone());
@@ -351,60 +402,96 @@ pub fn run(node: &Node) -> Result<UsageReport, NodeError> {
         .instance_root
         .join("var/xml_report")
         .join(&cfg.computer_id);
-    if let Ok(entries) = std::fs::read_dir(&computer_dir) {
-        for file in entries.flatten().map(|e| e.path()) {
-            let Ok(text) = std::fs::read_to_string(&file) else {
-                continue;
-            };
-            if slapos_proto::journal::decode_computer_journal(text.as_bytes(), &Limits::default())
-                .is_ok()
-            {
-                node.client.post(
-                    "useComputer",
-                    &[("computer_id", &cfg.computer_id), ("use_string", &text)],
-                    None,
-                )?;
-                let _ = std::fs::remove_file(&file);
-            }
+    for name in fsutil::list_files_in(
+        &cfg.instance_root,
+        Path::new("var/xml_report").join(&cfg.computer_id).as_path(),
+    )
+    .unwrap_or_default()
+    {
+        let file = computer_dir.join(&name);
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        if slapos_proto::journal::decode_computer_journal(text.as_bytes(), &Limits::default())
+            .is_ok()
+            && post_journal(node, &text)?
+        {
+            let _ = std::fs::remove_file(&file);
         }
     }
-    let mut posted = true;
     if !reports.is_empty() {
         let journal =
-            journal_from_partition_reports(&cfg.computer_id, &journal_date(now_unix()), &reports);
+            journal_from_partition_reports(&cfg.computer_id, &journal_date(now), &reports);
         let text = encode_computer_journal(&journal);
-        match node.client.post(
-            "useComputer",
-            &[("computer_id", &cfg.computer_id), ("use_string", &text)],
-            None,
-        ) {
-            Ok(_) => report.journal = text,
-            Err(e) => {
-                posted = false;
-                tracing::error!(error = %e, "usage journal refused");
-                if let Some((pid, _)) = reports.last() {
-                    report.failed.push((pid.clone(), e.to_string()));
-                }
-                if e.is_unreachable() {
-                    return Err(e.into());
-                }
-            }
-        }
-    }
-    if posted {
-        if let Some(dir) = state_path.parent() {
+        // Durable first: the journal, then the files it consumed and the counters it
+        // advanced; only then the post (a crash or a lost answer re-posts this very text).
+        if let Some(dir) = pending.parent() {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        write_atomic(&pending, text.as_bytes(), 0o600)?;
+        for (base, rel) in &consumed {
+            if let Err(e) = fsutil::remove_in(base, rel) {
+                tracing::warn!(file = %base.join(rel).display(), error = %e, "usage report not removed");
+            }
         }
         let bytes = serde_json::to_vec(&next).unwrap_or_default();
         write_atomic(&state_path, &bytes, 0o600)?;
-    }
-    for pid in to_destroy {
-        let path = cfg.partition_path(&pid);
-        match crate::instance::destroy_partition(node, &pid, &path) {
-            Ok(true) => report.destroyed.push(pid),
-            Ok(false) => {}
-            Err(e) => report.failed.push((pid, e.to_string())),
+        if post_journal(node, &text)? {
+            std::fs::remove_file(&pending).map_err(io_err(&pending))?;
+            report.journal = text;
+        } else {
+            let aside = pending.with_extension(format!("refused-{now}"));
+            std::fs::rename(&pending, &aside).map_err(io_err(&aside))?;
+            report.failed.push((
+                cfg.computer_id.clone(),
+                format!("journal refused, kept in {}", aside.display()),
+            ));
         }
     }
+    destroy_left_behind(node, &to_destroy, &mut report)?;
     Ok(report)
+}
+
+/// Destruction of partitions a failed instance run left `destroyed` (the instance run
+/// destroys them itself): under the instance lock, and only for a partition the master
+/// still lists as destroyed at that moment, so a partition freed and handed to a new
+/// instance meanwhile is never wiped.
+fn destroy_left_behind(
+    node: &Node,
+    candidates: &[String],
+    report: &mut UsageReport,
+) -> Result<(), NodeError> {
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let _lock = match crate::node::RunLock::acquire(&node.cfg.pidfile_instance) {
+        Ok(l) => l,
+        Err(NodeError::Locked(_)) => {
+            tracing::info!("an instance run is in progress: destruction left to it");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let computer = node
+        .client
+        .full_computer_information(&node.cfg.computer_id)?;
+    for pid in candidates {
+        let still = computer.partitions().iter().any(|p| {
+            &p.partition_id == pid
+                && p.requested_state.get().map(String::as_str) == Some("destroyed")
+                && p.software_release_document
+                    .get()
+                    .is_some_and(|d| !d.software_release.is_empty())
+        });
+        if !still {
+            continue;
+        }
+        let path = node.cfg.partition_path(pid);
+        match crate::instance::destroy_partition(node, pid, &path) {
+            Ok(true) => report.destroyed.push(pid.clone()),
+            Ok(false) => {}
+            Err(e) => report.failed.push((pid.clone(), e.to_string())),
+        }
+    }
+    Ok(())
 }

@@ -11,8 +11,12 @@ use slapos_proto::slap::SoftwareRelease;
 
 use crate::client::{get_url, SlapError};
 use crate::digest::{md5_hex, sha256_file};
+use crate::fsutil::write_in;
 use crate::native::{self, Manifest, NativeError};
 use crate::node::{io_err, remove_tree, Node, NodeError};
+
+/// Debian's bundle of the system's certificate authorities.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 use crate::process::{self, Identity, Run};
 
 #[derive(Debug, Clone, Default)]
@@ -181,7 +185,9 @@ fn converge(
             let stamp = chrono::DateTime::from_timestamp(crate::node::now_unix() as i64, 0)
                 .map(|t| t.format("%a %b %e %H:%M:%S %Y").to_string())
                 .unwrap_or_default();
-            std::fs::write(&completed, stamp)
+            // The release directory is the software user's: written without following a
+            // link a build could have left there.
+            write_in(sr, Path::new(".completed"), stamp.as_bytes(), 0o644, None)
                 .map_err(io_err(&completed))
                 .map_err(InstallError::Node)?;
             Ok(Outcome::Installed)
@@ -225,8 +231,15 @@ fn install_buildout(node: &Node, url: &str, sr: &Path, force: bool) -> Result<()
             list(&cfg.shared_part_list),
             list(&cfg.build_time_part_list)
         );
-        std::fs::write(&profile, text).map_err(io_err(&profile))?;
-        chown_if_root(&profile, &owner)?;
+        let owner_ids = process::is_root().then_some((owner.uid, owner.gid));
+        write_in(
+            sr,
+            Path::new("buildout.cfg"),
+            text.as_bytes(),
+            0o644,
+            owner_ids,
+        )
+        .map_err(io_err(&profile))?;
     }
     let mut params: Vec<String> = vec![
         format!("buildout:extends-cache={}", cache.display()),
@@ -288,13 +301,22 @@ fn install_buildout(node: &Node, url: &str, sr: &Path, force: bool) -> Result<()
 fn install_native(node: &Node, url: &str, sr: &Path, force: bool) -> Result<(), InstallError> {
     let cfg = &node.cfg;
     let owner = software_owner(node)?;
-    let ca = cfg.master_ca_file.clone();
-    let get = move |u: &str| get_url(u, ca.as_deref()).map_err(|e| e.to_string());
+    // https:// manifests and artifacts are verified against the system's CAs and the
+    // master's CA (the manifest is what the checksums are trusted from).
+    let cas: Vec<PathBuf> = cfg
+        .master_ca_file
+        .iter()
+        .cloned()
+        .chain(Some(PathBuf::from(SYSTEM_CA_BUNDLE)).filter(|p| p.exists()))
+        .collect();
+    let get = move |u: &str| get_url(u, &cas).map_err(|e| e.to_string());
     let (text, manifest) = native::read_manifest(url, &get)?;
     let tmp = sr.with_extension("partial");
     remove_tree(&tmp).map_err(io_err(&tmp))?;
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    let result = fill_native(&tmp, url, &text, &manifest, &get);
+    // Archives are unpacked as the release owner, never as root.
+    chown_if_root(&tmp, &owner)?;
+    let result = fill_native(&tmp, url, &text, &manifest, &get, &owner);
     if let Err(e) = result {
         let _ = remove_tree(&tmp);
         return Err(e);
@@ -316,6 +338,7 @@ fn fill_native(
     text: &str,
     manifest: &Manifest,
     get: &dyn Fn(&str) -> Result<Vec<u8>, String>,
+    owner: &Identity,
 ) -> Result<(), InstallError> {
     std::fs::write(dir.join(native::INSTALLED_MANIFEST), text)
         .map_err(io_err(&dir.join(native::INSTALLED_MANIFEST)))?;
@@ -340,14 +363,18 @@ fn fill_native(
         let dest = dir.join(rel);
         if artifact.unpack {
             std::fs::create_dir_all(&dest).map_err(io_err(&dest))?;
-            let out = Run::new("tar", dir, dir)
+            set_tree_owner_and_modes(dir, owner)?;
+            let mut tar = Run::new("tar", dir, dir)
                 .arg("--no-same-owner")
+                .arg("--no-same-permissions")
                 .arg("-xf")
                 .arg(&download)
                 .arg("-C")
-                .arg(&dest)
-                .output()
-                .map_err(NodeError::from)?;
+                .arg(&dest);
+            if process::is_root() {
+                tar = tar.as_user(owner.clone());
+            }
+            let out = tar.output().map_err(NodeError::from)?;
             if !out.success() {
                 return Err(NativeError::Artifact {
                     url: artifact.url.clone(),
@@ -385,13 +412,14 @@ fn set_tree_owner_and_modes(dir: &Path, owner: &Identity) -> Result<(), NodeErro
         if meta.file_type().is_symlink() {
             return Ok(());
         }
+        // No set-id or sticky bit survives: partition users are in the release group.
         let mode = meta.permissions().mode() & 0o7777;
         let wanted = if top {
             0o755
         } else if meta.is_dir() {
-            (mode | 0o750) & !0o027
+            (mode | 0o750) & 0o750
         } else {
-            (mode | 0o640) & !0o027
+            (mode | 0o640) & 0o750
         };
         if wanted != mode {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(wanted))

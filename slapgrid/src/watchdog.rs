@@ -6,19 +6,20 @@
 use std::path::Path;
 
 use crate::client::SlapClient;
-use crate::node::write_atomic;
+use crate::fsutil::{read_text_in, write_in};
 use crate::supervisor::WatchedExitHook;
 use crate::NodeConfig;
 
 /// Whether the partition already banged since its last successful deployment: the bang
 /// file exists and there is no `.timestamp`, or the deployment is not newer than the bang.
 pub fn already_banged(partition: &Path) -> bool {
-    let Ok(bang) = std::fs::read_to_string(partition.join(".slapos_latest_bang_timestamp")) else {
+    // Read as root in a partition-owned directory: never through a link (fsutil).
+    let Some(bang) = read_text_in(partition, ".slapos_latest_bang_timestamp") else {
         return false;
     };
-    match std::fs::read_to_string(partition.join(".timestamp")) {
-        Err(_) => true,
-        Ok(deployed) => {
+    match read_text_in(partition, ".timestamp") {
+        None => true,
+        Some(deployed) => {
             // Timestamps are integers from the real master, floats from slapproxy.
             let num = |s: &str| s.trim().parse::<f64>().unwrap_or(0.0);
             num(&deployed) <= num(&bang)
@@ -50,12 +51,13 @@ pub fn bang(cfg: &NodeConfig, client: &SlapClient, partition_id: &str, process: 
     ) {
         Ok(_) => {
             tracing::warn!(partition_id, process, "service exited: instance banged");
-            let deployed =
-                std::fs::read_to_string(path.join(".timestamp")).unwrap_or_else(|_| "0".into());
-            if let Err(e) = write_atomic(
-                &path.join(".slapos_latest_bang_timestamp"),
+            let deployed = read_text_in(&path, ".timestamp").unwrap_or_else(|| "0".into());
+            if let Err(e) = write_in(
+                &path,
+                Path::new(".slapos_latest_bang_timestamp"),
                 deployed.as_bytes(),
                 0o644,
+                None,
             ) {
                 tracing::warn!(error = %e, "could not record the bang");
             }

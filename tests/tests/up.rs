@@ -154,7 +154,10 @@ fn up_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
     );
     assert!(!alive(hello_pid), "the sample instance's service survived");
     if let Some(users) = users {
-        let id = Command::new("id").arg(format!("{users}u0")).output().unwrap();
+        let id = Command::new("id")
+            .arg(format!("{users}u0"))
+            .output()
+            .unwrap();
         assert!(!id.status.success(), "partition users left behind");
     }
 }
