@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests: they run the real `slapos` binary.
 
+pub mod agent;
 pub mod cluster;
 pub mod compat;
 

@@ -16,179 +16,15 @@
 //! the reference folder. Each test creates its users under a unique prefix and removes
 //! them (`slapos node unformat`) with everything else it started.
 
+use slapos_e2e::agent::{
+    beat_release, chmod_tree, kill9, md5_hex, node_venv, open_dir, pid_uid, prefix, python,
+    reference, text, uid_of, wait_for, AgentNode, Up,
+};
 use slapos_e2e::slapos_bin;
-use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn node_venv() -> PathBuf {
-    let venv = PathBuf::from(
-        std::env::var_os("SLAPOS_NODE_VENV").unwrap_or_else(|| "/var/tmp/slapos-node-venv".into()),
-    );
-    assert!(is_root(), "the slapgrid tests run as root (real users)");
-    assert!(
-        venv.join("bin/python").exists(),
-        "{} missing: run tests/compat/node/setup-node-venv.sh (as root; .ci/run does)",
-        venv.join("bin/python").display()
-    );
-    venv
-}
-
-fn reference() -> PathBuf {
-    std::env::var_os("SLAPOS_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"))
-}
-
-fn helper() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/node/node_helper.py")
-}
-
-/// A unique user prefix for this test run (users are global to the machine).
-fn prefix(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("sg{tag}{:04}", (std::process::id() ^ nanos) % 10000)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// One node of our agent: a directory with its slapos.cfg, and the users it formats.
-struct AgentNode {
-    root: PathBuf,
-    cfg: PathBuf,
-    users: String,
-}
-
-impl AgentNode {
-    fn new(
-        root: &Path,
-        computer: &str,
-        urls: &[String],
-        users: &str,
-        partitions: usize,
-    ) -> AgentNode {
-        for d in ["etc", "soft", "inst", "var/run", "shared"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        let venv = node_venv();
-        let r = root.display();
-        let cfg = root.join("etc/slapos.cfg");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[slapos]\ncomputer_id = {computer}\nmaster_url = {urls}\n\
-                 software_root = {r}/soft\ninstance_root = {r}/inst\n\
-                 pidfile_software = {r}/var/run/sw.pid\npidfile_instance = {r}/var/run/cp.pid\n\
-                 pidfile_report = {r}/var/run/ur.pid\nbuildout_python = {py}\n\
-                 promise_timeout = 10\nshared_part_list =\n  {r}/shared\n\n\
-                 [slapformat]\npartition_amount = {partitions}\nuser_base_name = {users}u\n\
-                 partition_base_name = slappart\nsoftware_user = {users}s\nalter_user = true\n\
-                 alter_network = false\ncreate_tap = false\npartition_has_ipv6_range = false\n\
-                 computer_xml = {r}/etc/slapos.xml\ncomputer_json = {r}/etc/slapos.json\n",
-                urls = urls.join(" "),
-                py = venv.join("bin/python").display(),
-            ),
-        )
-        .unwrap();
-        AgentNode {
-            root: root.to_owned(),
-            cfg,
-            users: users.to_owned(),
-        }
-    }
-
-    fn node(&self, args: &[&str]) -> Output {
-        Command::new(slapos_bin())
-            .arg("node")
-            .args(args)
-            .arg("--cfg")
-            .arg(&self.cfg)
-            .arg("-v")
-            .output()
-            .expect("run slapos node")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.node(args);
-        assert!(out.status.success(), "slapos node {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn partition(&self, i: usize) -> PathBuf {
-        self.root.join(format!("inst/slappart{i}"))
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = self.node(&["status", "--json"]);
-        assert!(out.status.success(), "status: {}", text(&out));
-        serde_json::from_slice(&out.stdout).expect("status json")
-    }
-
-    /// The supervised process named `name` (e.g. `hello-on-watch`) of partition `pid`.
-    fn process(&self, pid: &str, name: &str) -> Option<serde_json::Value> {
-        self.status()
-            .as_array()?
-            .iter()
-            .find(|s| s["group"] == pid && s["name"] == name)
-            .cloned()
-    }
-}
-
-impl Drop for AgentNode {
-    fn drop(&mut self) {
-        let _ = self.node(&["shutdown"]);
-        let out = self.node(&["unformat"]);
-        if !out.status.success() {
-            eprintln!("unformat of {}: {}", self.users, text(&out));
-        }
-    }
-}
-
-fn uid_of(user: &str) -> u32 {
-    let out = Command::new("id").args(["-u", user]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("no user {user}"))
-}
-
-fn pid_uid(pid: u64) -> u32 {
-    std::fs::metadata(format!("/proc/{pid}"))
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
-}
-
-fn python(args: &[&str]) -> String {
-    let venv = node_venv();
-    let out = Command::new(venv.join("bin/python"))
-        .arg(helper())
-        .args(args)
-        .output()
-        .expect("run node_helper.py");
-    assert!(out.status.success(), "node_helper {args:?}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
 
 /// The tinysr copy with absolute paths (node_helper.py prepare), readable by every user.
 fn tinysr(root: &Path, url: &str) -> String {
@@ -202,32 +38,6 @@ fn tinysr(root: &Path, url: &str) -> String {
     ]);
     chmod_tree(&scratch);
     software.trim().to_owned()
-}
-
-fn chmod_tree(p: &Path) {
-    let meta = std::fs::metadata(p).unwrap();
-    let mode = meta.permissions().mode();
-    let extra = if meta.is_dir() { 0o755 } else { 0o644 };
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | extra)).unwrap();
-    if meta.is_dir() {
-        for e in std::fs::read_dir(p).unwrap() {
-            chmod_tree(&e.unwrap().path());
-        }
-    }
-}
-
-fn open_dir(dir: &tempfile::TempDir) -> PathBuf {
-    // Partition users must traverse the test directory.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir.path().to_owned()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The scenario both masters get: format, supply and request tinysr, software, instance
@@ -384,23 +194,6 @@ fn tinysr_scenario(node: &AgentNode, url: &str, computer: &str, software: &str) 
     );
 }
 
-/// MD5 hex of a release URL (the release directory's name), by the system's md5sum.
-fn md5_hex(s: &str) -> String {
-    let mut child = Command::new("md5sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 #[test]
 fn agent_runs_tinysr_against_the_real_slapproxy() {
     let venv = slapos_e2e::compat::venv();
@@ -422,118 +215,6 @@ fn agent_runs_tinysr_against_the_real_slapproxy() {
     assert!(out.contains("report:"), "{out}");
 }
 
-/// `slapos up` with its gateways: returns the child and the gateway URLs and pids.
-struct Up {
-    child: Child,
-    urls: Vec<String>,
-    gateway_pids: Vec<u32>,
-    dir: PathBuf,
-}
-
-impl Up {
-    fn start(dir: &Path) -> Up {
-        let cluster = dir.join("cluster");
-        let child = Command::new(slapos_bin())
-            .args(["up", "--replicas", "3", "--nodes", "0", "--dir"])
-            .arg(&cluster)
-            .stdin(Stdio::null())
-            .stdout(File::create(dir.join("up.log")).unwrap())
-            .stderr(File::create(dir.join("up.err")).unwrap())
-            .spawn()
-            .expect("slapos up");
-        let json = cluster.join("cluster.json");
-        wait_for("cluster.json", Duration::from_secs(90), || json.exists());
-        let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-        let urls = c["gateway_urls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|u| u.as_str().unwrap().to_owned())
-            .collect();
-        let gateway_pids = c["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["role"] == "gateway")
-            .map(|p| p["pid"].as_u64().unwrap() as u32)
-            .collect();
-        Up {
-            child,
-            urls,
-            gateway_pids,
-            dir: cluster,
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!("slapos up in {} had to be killed", self.dir.display());
-    }
-}
-
-fn kill9(pid: u32) {
-    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-}
-
-/// A native release (our manifest format) in `dir`: one artifact, a watched service, a
-/// promise and two connection parameters.
-fn native_release(dir: &Path) -> String {
-    std::fs::create_dir_all(dir).unwrap();
-    let script = "#!/bin/sh\necho \"beat $1\"\nwhile :; do date +%s > \"$1\"; sleep 1; done\n";
-    std::fs::write(dir.join("beat.sh"), script).unwrap();
-    let sum = Command::new("sha256sum")
-        .arg(dir.join("beat.sh"))
-        .output()
-        .unwrap();
-    let sum = String::from_utf8_lossy(&sum.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    let manifest = format!(
-        r##"[release]
-name = "beat"
-
-[[artifact]]
-url = "beat.sh"
-sha256 = "{sum}"
-dest = "bin/beat"
-mode = "0750"
-
-[[instance.file]]
-path = "etc/service/beat"
-mode = "0750"
-content = "#!/bin/sh\nexec {{{{software_path}}}}/bin/beat {{{{partition_path}}}}/beat.txt\n"
-
-[[instance.file]]
-path = "etc/promise/beating"
-mode = "0750"
-content = "#!/bin/sh\nsleep 2\ntest -s {{{{partition_path}}}}/beat.txt || {{ echo no beat; exit 1; }}\n"
-
-[instance.connection]
-beat-file = "{{{{partition_path}}}}/beat.txt"
-greeting = "hello {{{{param.name|nobody}}}} from {{{{partition_id}}}}"
-"##
-    );
-    let path = dir.join("software.toml");
-    std::fs::write(&path, manifest).unwrap();
-    chmod_tree(dir);
-    path.display().to_string()
-}
-
 #[test]
 fn agent_against_our_cluster_fails_over_and_keeps_services_offline() {
     let dir = tempfile::tempdir().unwrap();
@@ -545,7 +226,7 @@ fn agent_against_our_cluster_fails_over_and_keeps_services_offline() {
     tinysr_scenario(&node, &up.urls[0], computer, &software);
 
     // A native release, requested through another gateway.
-    let native = native_release(&root.join("native"));
+    let native = beat_release(&root.join("native"));
     let url = &up.urls[1];
     python(&["supply", url, &native, computer]);
     let answer: serde_json::Value =

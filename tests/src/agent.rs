@@ -1,0 +1,478 @@
+//! What the tests of our node agent (`slapos node ...`, crate slapgrid) share:
+//! tests/tests/slapgrid.rs and tests/tests/slapgrid_faults.rs.
+//!
+//! They run as root with real Unix users, real services and a real master: an
+//! [`AgentNode`] is one computer's directory and slapos.cfg (its users are created by
+//! `slapos node format` under a unique [`prefix`] and removed when it is dropped), [`Up`]
+//! is a `slapos up` cluster (stopped when dropped), [`python`] runs the real slapos.core
+//! client (tests/compat/node/node_helper.py: `supply`, `request`, `full`) against a
+//! gateway, and [`native_release`] writes a release in our manifest format
+//! (slapgrid/DESIGN.md, "Native releases"), which installs in milliseconds.
+//!
+//! Prerequisites: root and the node venv (Python 3.12 with slapos.core and zc.buildout<5,
+//! made by tests/compat/node/setup-node-venv.sh, which .ci/run calls).
+
+use crate::slapos_bin;
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The node venv (`$SLAPOS_NODE_VENV`, default `/var/tmp/slapos-node-venv`); fails the
+/// test, saying how to get it, when it is missing or the test does not run as root.
+pub fn node_venv() -> PathBuf {
+    let venv = PathBuf::from(
+        std::env::var_os("SLAPOS_NODE_VENV").unwrap_or_else(|| "/var/tmp/slapos-node-venv".into()),
+    );
+    assert!(is_root(), "the slapgrid tests run as root (real users)");
+    assert!(
+        venv.join("bin/python").exists(),
+        "{} missing: run tests/compat/node/setup-node-venv.sh (as root; .ci/run does)",
+        venv.join("bin/python").display()
+    );
+    venv
+}
+
+/// The reference folder (`$SLAPOS_REFERENCE_DIR`, default `../../shared/reference`).
+pub fn reference() -> PathBuf {
+    std::env::var_os("SLAPOS_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"))
+}
+
+/// tests/compat/node/node_helper.py.
+pub fn helper() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/node/node_helper.py")
+}
+
+/// A unique user prefix for this test run (users are global to the machine).
+pub fn prefix(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("sg{tag}{:04}", (std::process::id() ^ nanos) % 10000)
+}
+
+/// A command's status and both outputs, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The slapos.cfg of a node rooted at `root` (what [`AgentNode::new`] writes).
+pub fn node_config(
+    root: &Path,
+    computer: &str,
+    urls: &[String],
+    users: &str,
+    partitions: usize,
+) -> String {
+    let venv = node_venv();
+    let r = root.display();
+    format!(
+        "[slapos]\ncomputer_id = {computer}\nmaster_url = {urls}\n\
+         software_root = {r}/soft\ninstance_root = {r}/inst\n\
+         pidfile_software = {r}/var/run/sw.pid\npidfile_instance = {r}/var/run/cp.pid\n\
+         pidfile_report = {r}/var/run/ur.pid\nbuildout_python = {py}\n\
+         promise_timeout = 10\nshared_part_list =\n  {r}/shared\n\n\
+         [slapformat]\npartition_amount = {partitions}\nuser_base_name = {users}u\n\
+         partition_base_name = slappart\nsoftware_user = {users}s\nalter_user = true\n\
+         alter_network = false\ncreate_tap = false\npartition_has_ipv6_range = false\n\
+         computer_xml = {r}/etc/slapos.xml\ncomputer_json = {r}/etc/slapos.json\n",
+        urls = urls.join(" "),
+        py = venv.join("bin/python").display(),
+    )
+}
+
+/// One node of our agent: a directory with its slapos.cfg, and the users it formats.
+/// Dropping it shuts its supervisor down and unformats it (users removed).
+pub struct AgentNode {
+    pub root: PathBuf,
+    pub cfg: PathBuf,
+    pub users: String,
+}
+
+impl AgentNode {
+    pub fn new(
+        root: &Path,
+        computer: &str,
+        urls: &[String],
+        users: &str,
+        partitions: usize,
+    ) -> AgentNode {
+        for d in ["etc", "soft", "inst", "var/run", "shared"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let cfg = root.join("etc/slapos.cfg");
+        std::fs::write(&cfg, node_config(root, computer, urls, users, partitions)).unwrap();
+        AgentNode {
+            root: root.to_owned(),
+            cfg,
+            users: users.to_owned(),
+        }
+    }
+
+    /// `slapos node <args> --cfg <cfg> -v`.
+    pub fn node(&self, args: &[&str]) -> Output {
+        Command::new(slapos_bin())
+            .arg("node")
+            .args(args)
+            .arg("--cfg")
+            .arg(&self.cfg)
+            .arg("-v")
+            .output()
+            .expect("run slapos node")
+    }
+
+    /// [`AgentNode::node`] that must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.node(args);
+        assert!(out.status.success(), "slapos node {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The directory of partition `slappart<i>`.
+    pub fn partition(&self, i: usize) -> PathBuf {
+        self.root.join(format!("inst/slappart{i}"))
+    }
+
+    /// The directory of the partition named `pid` (`slappart3`).
+    pub fn partition_dir(&self, pid: &str) -> PathBuf {
+        self.root.join("inst").join(pid)
+    }
+
+    /// Where the release of `url` is installed.
+    pub fn release_dir(&self, url: &str) -> PathBuf {
+        self.root.join("soft").join(md5_hex(url))
+    }
+
+    /// The log of the node's supervisor daemon.
+    pub fn supervisor_log(&self) -> String {
+        std::fs::read_to_string(self.root.join("inst/var/log/supervisor.log")).unwrap_or_default()
+    }
+
+    /// `slapos node status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.node(&["status", "--json"]);
+        assert!(out.status.success(), "status: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    /// The supervised process named `name` (e.g. `hello-on-watch`) of partition `pid`.
+    pub fn process(&self, pid: &str, name: &str) -> Option<serde_json::Value> {
+        self.status()
+            .as_array()?
+            .iter()
+            .find(|s| s["group"] == pid && s["name"] == name)
+            .cloned()
+    }
+}
+
+impl Drop for AgentNode {
+    fn drop(&mut self) {
+        let _ = self.node(&["shutdown"]);
+        let out = self.node(&["unformat"]);
+        if !out.status.success() {
+            eprintln!("unformat of {}: {}", self.users, text(&out));
+        }
+    }
+}
+
+/// The uid of `user`.
+pub fn uid_of(user: &str) -> u32 {
+    let out = Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no user {user}"))
+}
+
+/// The uid a process runs as (`u32::MAX` once it is gone).
+pub fn pid_uid(pid: u64) -> u32 {
+    std::fs::metadata(format!("/proc/{pid}"))
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+/// `python node_helper.py <args>` with the node venv; must succeed; its stdout.
+pub fn python(args: &[&str]) -> String {
+    let venv = node_venv();
+    let out = Command::new(venv.join("bin/python"))
+        .arg(helper())
+        .args(args)
+        .output()
+        .expect("run node_helper.py");
+    assert!(out.status.success(), "node_helper {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// node_helper `request` (state `started` unless given): its JSON answer, `partition`
+/// and `connection`.
+pub fn request(
+    url: &str,
+    software: &str,
+    computer: &str,
+    title: &str,
+    state: Option<&str>,
+) -> serde_json::Value {
+    let mut args = vec!["request", url, software, computer, title];
+    args.extend(state);
+    serde_json::from_str(&python(&args)).expect("request answer")
+}
+
+/// Makes a tree readable (and its directories traversable) by every user.
+pub fn chmod_tree(p: &Path) {
+    let meta = std::fs::metadata(p).unwrap();
+    let mode = meta.permissions().mode();
+    let extra = if meta.is_dir() { 0o755 } else { 0o644 };
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | extra)).unwrap();
+    if meta.is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chmod_tree(&e.unwrap().path());
+        }
+    }
+}
+
+/// The test directory, made traversable by partition users.
+pub fn open_dir(dir: &tempfile::TempDir) -> PathBuf {
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir.path().to_owned()
+}
+
+/// Polls `f` every 100 ms until it holds; fails the test after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGKILL.
+pub fn kill9(pid: u32) {
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}
+
+/// MD5 hex of a release URL (the release directory's name), by the system's md5sum.
+pub fn md5_hex(s: &str) -> String {
+    let mut child = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// SHA-256 hex of a file, by the system's sha256sum.
+pub fn sha256_hex(path: &Path) -> String {
+    let sum = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// `slapos up` with its gateways: the child, the gateway URLs and pids. Dropping it stops
+/// the cluster.
+pub struct Up {
+    pub child: Child,
+    pub urls: Vec<String>,
+    pub gateway_pids: Vec<u32>,
+    pub dir: PathBuf,
+}
+
+impl Up {
+    /// Three replicas, a gateway each, no node.
+    pub fn start(dir: &Path) -> Up {
+        Up::start_replicas(dir, 3)
+    }
+
+    /// `slapos up --replicas <replicas> --nodes 0 --dir <dir>/cluster`, once it wrote
+    /// cluster.json (logs in `dir/up.log` and `dir/up.err`).
+    pub fn start_replicas(dir: &Path, replicas: usize) -> Up {
+        let cluster = dir.join("cluster");
+        let child = Command::new(slapos_bin())
+            .args(["up", "--replicas", &replicas.to_string(), "--nodes", "0"])
+            .arg("--dir")
+            .arg(&cluster)
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.join("up.log")).unwrap())
+            .stderr(File::create(dir.join("up.err")).unwrap())
+            .spawn()
+            .expect("slapos up");
+        let json = cluster.join("cluster.json");
+        wait_for("cluster.json", Duration::from_secs(90), || json.exists());
+        let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let urls = c["gateway_urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap().to_owned())
+            .collect();
+        let gateway_pids = c["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["role"] == "gateway")
+            .map(|p| p["pid"].as_u64().unwrap() as u32)
+            .collect();
+        Up {
+            child,
+            urls,
+            gateway_pids,
+            dir: cluster,
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!("slapos up in {} had to be killed", self.dir.display());
+    }
+}
+
+/// A file a native release ships: written next to the manifest as `file`, installed as
+/// `dest` in the release directory.
+#[derive(Debug, Clone, Copy)]
+pub struct Artifact<'a> {
+    pub file: &'a str,
+    pub content: &'a str,
+    pub dest: &'a str,
+    pub mode: Option<&'a str>,
+    /// The checksum the manifest declares; `None`: the file's true one.
+    pub sha256: Option<&'a str>,
+}
+
+/// A TOML basic string (JSON's string escapes are TOML's).
+pub fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// An `[[instance.file]]` table: `content` is a template (`{{partition_path}}`, ...).
+pub fn instance_file(path: &str, mode: &str, content: &str) -> String {
+    format!(
+        "[[instance.file]]\npath = {}\nmode = {}\ncontent = {}\n\n",
+        toml_str(path),
+        toml_str(mode),
+        toml_str(content)
+    )
+}
+
+/// An `[instance.connection]` table.
+pub fn connection(params: &[(&str, &str)]) -> String {
+    let mut out = String::from("[instance.connection]\n");
+    for (k, v) in params {
+        out.push_str(&format!("{k} = {}\n", toml_str(v)));
+    }
+    out
+}
+
+/// Writes a native release into `dir` (created): its artifacts and `software.toml`
+/// (release `name`, the artifacts, then `instance`: raw TOML, see [`instance_file`] and
+/// [`connection`]), readable by every user. Returns the manifest's path: the release URL.
+pub fn native_release(dir: &Path, name: &str, artifacts: &[Artifact], instance: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut manifest = format!("[release]\nname = {}\n\n", toml_str(name));
+    for a in artifacts {
+        let file = dir.join(a.file);
+        std::fs::write(&file, a.content).unwrap();
+        let sum = a
+            .sha256
+            .map(str::to_owned)
+            .unwrap_or_else(|| sha256_hex(&file));
+        manifest.push_str(&format!(
+            "[[artifact]]\nurl = {}\nsha256 = {}\ndest = {}\n",
+            toml_str(a.file),
+            toml_str(&sum),
+            toml_str(a.dest)
+        ));
+        if let Some(mode) = a.mode {
+            manifest.push_str(&format!("mode = {}\n", toml_str(mode)));
+        }
+        manifest.push('\n');
+    }
+    manifest.push_str(instance);
+    let path = dir.join("software.toml");
+    std::fs::write(&path, manifest).unwrap();
+    chmod_tree(dir);
+    path.display().to_string()
+}
+
+/// The script of [`beat_release`]'s service: writes the time into `$1` every second.
+pub const BEAT_SCRIPT: &str =
+    "#!/bin/sh\necho \"beat $1\"\nwhile :; do date +%s > \"$1\"; sleep 1; done\n";
+
+/// The `bin/beat` artifact of [`beat_release`].
+pub fn beat_artifact() -> Artifact<'static> {
+    Artifact {
+        file: "beat.sh",
+        content: BEAT_SCRIPT,
+        dest: "bin/beat",
+        mode: Some("0750"),
+        sha256: None,
+    }
+}
+
+/// The watched service `etc/service/beat` of [`beat_release`] (process `beat-on-watch`).
+pub fn beat_service() -> String {
+    instance_file(
+        "etc/service/beat",
+        "0750",
+        "#!/bin/sh\nexec {{software_path}}/bin/beat {{partition_path}}/beat.txt\n",
+    )
+}
+
+/// A native release in `dir`: one artifact, a watched service (`beat-on-watch`), a
+/// promise and two connection parameters.
+pub fn beat_release(dir: &Path) -> String {
+    let instance = beat_service()
+        + &instance_file(
+            "etc/promise/beating",
+            "0750",
+            "#!/bin/sh\nsleep 2\ntest -s {{partition_path}}/beat.txt || { echo no beat; exit 1; }\n",
+        )
+        + &connection(&[
+            ("beat-file", "{{partition_path}}/beat.txt"),
+            (
+                "greeting",
+                "hello {{param.name|nobody}} from {{partition_id}}",
+            ),
+        ]);
+    native_release(dir, "beat", &[beat_artifact()], &instance)
+}
