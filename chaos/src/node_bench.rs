@@ -33,6 +33,8 @@ pub struct NodeBenchOptions {
     pub fresh: usize,
     /// Unchanged runs measured.
     pub runs: usize,
+    /// Also SlapOS's own agent side by side with ours on a buildout release.
+    pub reference: Option<ReferenceOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,8 @@ pub struct NodeBenchReport {
     pub fresh_to_running_seconds: f64,
     /// Of which the one `slapos node instance` run.
     pub fresh_run_seconds: f64,
+    /// SlapOS's own node agent and ours on the same buildout release.
+    pub reference: Option<SideBySide>,
 }
 
 const MANIFEST: &str = r##"[release]
@@ -194,8 +198,18 @@ pub async fn run_node_bench(
     let bin = opts.bin.clone();
     let dir = opts.dir.clone();
     let (steady, fresh, runs) = (opts.steady, opts.fresh, opts.runs.max(1));
+    let reference = opts.reference.as_ref().map(|r| ReferenceOptions {
+        partitions: r.partitions,
+        venv: r.venv.clone(),
+        tinysr: r.tinysr.clone(),
+        runs: r.runs,
+    });
     let blocking = tokio::task::spawn_blocking(move || {
-        bench_node(&bin, &dir, &urls, steady, fresh, runs, &progress)
+        let mut report = bench_node(&bin, &dir, &urls, steady, fresh, runs, &progress)?;
+        if let Some(reference) = &reference {
+            report.reference = Some(side_by_side(&bin, &dir, &urls, reference, &progress)?);
+        }
+        Ok(report)
     });
     let report = blocking
         .await
@@ -301,6 +315,7 @@ fn bench_node(
         unchanged_runs_seconds: unchanged,
         fresh_to_running_seconds,
         fresh_run_seconds,
+        reference: None,
     })
 }
 
@@ -344,6 +359,282 @@ impl NodeBenchReport {
             self.fresh_partitions,
             self.fresh_to_running_seconds,
             self.fresh_run_seconds,
-        )
+        ) + &self.reference.as_ref().map_or(String::new(), |r| {
+            format!(
+                "side by side on {} ({} partitions each, same cluster):
+                   slapos.core 1.26.1 node agent: deploy {:.2} s, unchanged run median {:.3} s
+                   ours:                          deploy {:.2} s, unchanged run median {:.3} s ({:.0}x faster unchanged)
+",
+                r.release,
+                r.partitions,
+                r.slapos_core.deploy_seconds,
+                r.slapos_core.unchanged_median_seconds,
+                r.ours.deploy_seconds,
+                r.ours.unchanged_median_seconds,
+                r.slapos_core.unchanged_median_seconds / r.ours.unchanged_median_seconds.max(1e-9),
+            )
+        })
     }
+}
+
+// ----- side by side with SlapOS's own node agent ------------------------------------------
+
+/// The reference run: SlapOS's own node agent (slapos.core 1.26.1, Python) and ours,
+/// each on its own computer of the same cluster, both deploying `partitions` instances
+/// of the buildout release ../shared/reference/tinysr, then running again unchanged.
+/// The Python agent runs as `nobody` in its unprivileged mode (slapgrid-behaviour.md
+/// 8.2/8.3), ours as root with a Unix user per partition.
+pub struct ReferenceOptions {
+    pub partitions: usize,
+    /// The node venv (Python 3.12 with slapos.core 1.26.1, zc.buildout < 5, supervisor),
+    /// made by tests/compat/node/setup-node-venv.sh.
+    pub venv: PathBuf,
+    /// The tiny buildout release (`reference/tinysr`).
+    pub tinysr: PathBuf,
+    pub runs: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgentFigures {
+    pub deploy_seconds: f64,
+    pub unchanged_runs_seconds: Vec<f64>,
+    pub unchanged_median_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SideBySide {
+    pub partitions: usize,
+    pub release: String,
+    pub slapos_core: AgentFigures,
+    pub ours: AgentFigures,
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+fn open_tree(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(p) {
+        let extra = if meta.is_dir() { 0o755 } else { 0o644 };
+        let _ = std::fs::set_permissions(
+            p,
+            std::fs::Permissions::from_mode(meta.permissions().mode() | extra),
+        );
+        if meta.is_dir() {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                open_tree(&e.path());
+            }
+        }
+    }
+}
+
+/// A copy of tinysr whose paths are absolute (its software.cfg names them relative to
+/// the reference folder), readable by every user.
+fn prepare_tinysr(source: &Path, dir: &Path) -> Result<String, NodeBenchError> {
+    let io = |e: std::io::Error| failed(format!("tinysr copy: {e}"));
+    let to = dir.join("tinysr");
+    copy_tree(source, &to).map_err(io)?;
+    let cfg = to.join("software.cfg");
+    let text = std::fs::read_to_string(&cfg).map_err(io)?;
+    std::fs::write(
+        &cfg,
+        text.replace("reference/tinysr/", &format!("{}/", to.display())),
+    )
+    .map_err(io)?;
+    open_tree(dir);
+    Ok(cfg.display().to_string())
+}
+
+/// `runuser -u nobody -- slapos node <args>` from the venv; the time it took.
+fn python_node(venv: &Path, home: &Path, cfg: &Path, args: &[&str]) -> Result<f64, NodeBenchError> {
+    let t = Instant::now();
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--", "env"])
+        .arg(format!("HOME={}", home.display()))
+        .arg(format!("PATH={}:/usr/bin:/bin", venv.join("bin").display()))
+        .arg(venv.join("bin/slapos"))
+        .arg("node")
+        .args(args)
+        .arg("--cfg")
+        .arg(cfg)
+        .arg("--now")
+        .current_dir(home)
+        .output()
+        .map_err(|e| failed(format!("runuser: {e}")))?;
+    let took = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(failed(format!(
+            "slapos.core's slapos node {args:?}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(took)
+}
+
+/// Stops what the Python agent left running (its supervisord and programs).
+struct PythonTeardown(PathBuf);
+
+impl Drop for PythonTeardown {
+    fn drop(&mut self) {
+        let pidfile = self.0.join("inst/var/run/supervisord.pid");
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill has no memory effects; supervisord stops its programs on TERM.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-u", "nobody", "-f"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn figures(deploy: f64, unchanged: Vec<f64>) -> AgentFigures {
+    AgentFigures {
+        deploy_seconds: deploy,
+        unchanged_median_seconds: median(&unchanged),
+        unchanged_runs_seconds: unchanged,
+    }
+}
+
+fn side_by_side(
+    bin: &Path,
+    dir: &Path,
+    urls: &[String],
+    reference: &ReferenceOptions,
+    say: &dyn Fn(&str),
+) -> Result<SideBySide, NodeBenchError> {
+    let n = reference.partitions;
+    let runs = reference.runs.max(1);
+    let client = SlapClient::new(urls, None, None).map_err(|e| failed(e.to_string()))?;
+    let software = prepare_tinysr(&reference.tinysr, &dir.join("ref"))?;
+    let request = |computer: &str| -> Result<(), NodeBenchError> {
+        client
+            .supply(&software, computer, "available")
+            .map_err(|e| failed(e.to_string()))?;
+        for i in 0..n {
+            client
+                .request_instance(
+                    &software,
+                    &format!("{computer}-{i}"),
+                    &[],
+                    &[("computer_guid", computer)],
+                    "started",
+                )
+                .map_err(|e| failed(format!("request: {e}")))?;
+        }
+        Ok(())
+    };
+
+    // SlapOS's own agent, unprivileged, as `nobody`.
+    say(&format!(
+        "slapos.core's node agent: {n} partitions of tinysr"
+    ));
+    let py = dir.join("ref/py");
+    for d in ["etc", "soft", "inst", "var/run", "var/log", "shared"] {
+        std::fs::create_dir_all(py.join(d)).map_err(|e| failed(e.to_string()))?;
+    }
+    let p = py.display();
+    let mut def = String::from("[computer]\naddress = 127.0.0.1/255.255.255.255\n");
+    for i in 0..n {
+        def.push_str(&format!(
+            "\n[partition_{i}]\naddress = 127.0.0.1/255.255.255.255 ::1/ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff\n\
+             pathname = slappart{i}\nuser = nobody\nnetwork_interface =\n"
+        ));
+    }
+    std::fs::write(py.join("etc/def.cfg"), def).map_err(|e| failed(e.to_string()))?;
+    let py_cfg = py.join("etc/slapos.cfg");
+    std::fs::write(
+        &py_cfg,
+        format!(
+            "[slapos]\ncomputer_id = COMP-PY\nmaster_url = {}\nsoftware_root = {p}/soft\n\
+             instance_root = {p}/inst\nroot_check = False\npidfile_software = {p}/var/run/sw.pid\n\
+             pidfile_instance = {p}/var/run/cp.pid\npidfile_report = {p}/var/run/ur.pid\n\
+             shared_part_list =\n  {p}/shared\n\n[slapformat]\ninput_definition_file = {p}/etc/def.cfg\n\
+             partition_amount = {n}\nalter_user = false\nalter_network = false\ncreate_tap = false\n\
+             create_tun = false\ncomputer_xml = {p}/etc/slapos.xml\ncomputer_json = {p}/etc/slapos.json\n\
+             partition_has_ipv6_range = false\n",
+            urls[0].trim_end_matches('/')
+        ),
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    let _ = Command::new("chown")
+        .args(["-R", "nobody:"])
+        .arg(&py)
+        .status();
+    let _py_guard = PythonTeardown(py.clone());
+    python_node(&reference.venv, &py, &py_cfg, &["format"])?;
+    request("COMP-PY")?;
+    python_node(&reference.venv, &py, &py_cfg, &["software"])?;
+    let py_deploy = python_node(&reference.venv, &py, &py_cfg, &["instance"])?;
+    let mut py_unchanged = Vec::new();
+    for _ in 0..runs {
+        py_unchanged.push(python_node(&reference.venv, &py, &py_cfg, &["instance"])?);
+    }
+
+    // Ours, privileged when root.
+    say(&format!("our node agent: {n} partitions of tinysr"));
+    let rs = dir.join("ref/rs");
+    for d in ["etc", "soft", "inst", "var/run"] {
+        std::fs::create_dir_all(rs.join(d)).map_err(|e| failed(e.to_string()))?;
+    }
+    open_tree(&dir.join("ref"));
+    let root = slapgrid::process::is_root();
+    let users = root.then(|| format!("br{:04x}", std::process::id() & 0xffff));
+    let rs_cfg = rs.join("etc/slapos.cfg");
+    let text = node_cfg(&rs, urls, n, users.as_deref())
+        .replace("COMP-BENCH", "COMP-RS")
+        .replace(
+            "[slapformat]",
+            &format!(
+                "buildout_python = {}\n\n[slapformat]",
+                reference.venv.join("bin/python").display()
+            ),
+        );
+    std::fs::write(&rs_cfg, text).map_err(|e| failed(e.to_string()))?;
+    let _rs_guard = Teardown {
+        bin: bin.to_owned(),
+        cfg: rs_cfg.clone(),
+        users: users.is_some(),
+    };
+    node(bin, &rs_cfg, &["format"])?;
+    request("COMP-RS")?;
+    node(bin, &rs_cfg, &["software"])?;
+    let t = Instant::now();
+    let out = node(bin, &rs_cfg, &["instance"])?;
+    let rs_deploy = t.elapsed().as_secs_f64();
+    if !out.contains(&format!("{n} processed")) {
+        return Err(failed(format!("our agent did not deploy {n}: {out}")));
+    }
+    let mut rs_unchanged = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        node(bin, &rs_cfg, &["instance"])?;
+        rs_unchanged.push(t.elapsed().as_secs_f64());
+    }
+    Ok(SideBySide {
+        partitions: n,
+        release: "tinysr (buildout)".into(),
+        slapos_core: figures(py_deploy, py_unchanged),
+        ours: figures(rs_deploy, rs_unchanged),
+    })
 }

@@ -41,6 +41,17 @@ pub struct NodeArgs {
     /// Unchanged runs measured.
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Partitions of the side-by-side run with SlapOS's own node agent (tinysr, a
+    /// buildout release, on both); 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    reference_partitions: usize,
+    /// The node venv with slapos.core 1.26.1 (tests/compat/node/setup-node-venv.sh).
+    #[arg(long, default_value = "/var/tmp/slapos-node-venv")]
+    node_venv: PathBuf,
+    /// The reference folder holding tinysr (default $SLAPOS_REFERENCE_DIR, else
+    /// ../shared/reference).
+    #[arg(long)]
+    reference_dir: Option<PathBuf>,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -286,6 +297,17 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         steady: args.steady,
         fresh: args.fresh,
         runs: args.runs,
+        reference: (args.reference_partitions > 0).then(|| chaos::node_bench::ReferenceOptions {
+            partitions: args.reference_partitions,
+            venv: args.node_venv.clone(),
+            tinysr: args
+                .reference_dir
+                .clone()
+                .or_else(|| std::env::var_os("SLAPOS_REFERENCE_DIR").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("../shared/reference"))
+                .join("tinysr"),
+            runs: args.runs,
+        }),
     };
     let report = chaos::node_bench::run_node_bench(&opts, |m| eprintln!("bench node: {m}")).await;
     let _ = std::fs::remove_dir_all(&dir);
