@@ -361,10 +361,12 @@ impl NodeBenchReport {
             self.fresh_run_seconds,
         ) + &self.reference.as_ref().map_or(String::new(), |r| {
             format!(
-                "side by side on {} ({} partitions each, same cluster):
-                   slapos.core 1.26.1 node agent: deploy {:.2} s, unchanged run median {:.3} s
-                   ours:                          deploy {:.2} s, unchanged run median {:.3} s ({:.0}x faster unchanged)
-",
+                concat!(
+                    "side by side on {} ({} partitions each, same cluster):\n",
+                    "  slapos.core 1.26.1 node agent: deploy {:.2} s, unchanged run median {:.3} s\n",
+                    "  ours:                          deploy {:.2} s, unchanged run median {:.3} s ",
+                    "({:.0}x faster unchanged)\n"
+                ),
                 r.release,
                 r.partitions,
                 r.slapos_core.deploy_seconds,
