@@ -65,6 +65,22 @@ pub enum NodeCommand {
         #[arg(long, value_delimiter = ',')]
         only_cp: Vec<String>,
     },
+    /// Run the promises of every started partition now (nothing reported).
+    Promise {
+        #[command(flatten)]
+        cfg: CfgArg,
+        /// Only these partitions (comma separated).
+        #[arg(long, value_delimiter = ',')]
+        only_cp: Vec<String>,
+    },
+    /// Tell the master something happened to this computer (every instance on it is
+    /// reprocessed).
+    Bang {
+        #[command(flatten)]
+        cfg: CfgArg,
+        #[arg(long, short = 'm')]
+        message: String,
+    },
     /// Post the partitions' usage and destroy partitions left destroyed.
     Report {
         #[command(flatten)]
@@ -221,6 +237,28 @@ fn run_inner(cmd: NodeCommand) -> Result<i32, NodeError> {
             print_failures(&r.failed);
             print_failures(&r.promise_failed);
             Ok(r.exit_code())
+        }
+        NodeCommand::Promise { cfg, only_cp } => {
+            let node = load(&cfg)?;
+            node.check_root()?;
+            let broken = slapgrid::instance::check_promises(&node, &only_cp)?;
+            println!("promises: {} broken", broken.len());
+            print_failures(&broken);
+            Ok(if broken.is_empty() { 0 } else { 2 })
+        }
+        NodeCommand::Bang { cfg, message } => {
+            let node = load(&cfg)?;
+            node.check_root()?;
+            node.client.post(
+                "computerBang",
+                &[
+                    ("computer_id", &node.cfg.computer_id),
+                    ("message", &message),
+                ],
+                None,
+            )?;
+            println!("banged {}", node.cfg.computer_id);
+            Ok(0)
         }
         NodeCommand::Report { cfg } => {
             let node = load(&cfg)?;

@@ -990,3 +990,33 @@ fn destroy(
     tracing::info!("partition destroyed and wiped");
     Ok(true)
 }
+
+/// `slapos node promise`: the promises of every started partition, run now (the
+/// reference's `node promise`), nothing reported to the master. (partition, failure) of
+/// each broken one.
+pub fn check_promises(node: &Node, only: &[String]) -> Result<Vec<(String, String)>, NodeError> {
+    let cfg = &node.cfg;
+    let computer = node.client.full_computer_information(&cfg.computer_id)?;
+    let mut broken = Vec::new();
+    for partition in computer.partitions() {
+        let pid = partition.partition_id.as_str();
+        if state_of(partition) != "started"
+            || software_url(partition).is_none()
+            || !valid_partition_id(pid)
+            || (!only.is_empty() && !only.iter().any(|o| o == pid))
+        {
+            continue;
+        }
+        let path = cfg.partition_path(pid);
+        let Ok(identity) = Identity::owner_of(&path) else {
+            continue;
+        };
+        if process::is_root() && identity.uid == 0 {
+            continue;
+        }
+        if let Some(f) = promise::check(&path, &identity, cfg.promise_timeout, true)? {
+            broken.push((pid.to_owned(), f.to_string()));
+        }
+    }
+    Ok(broken)
+}

@@ -302,8 +302,15 @@ fn a_broken_promise_is_retried_until_it_holds() {
         running_beat(&node, &pid);
     }
 
+    // `slapos node promise` checks on demand, without the master: broken, exit 2.
+    let out = node.node(&["promise"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stdout(&out).contains("1 broken"), "{}", text(&out));
+
     // Fixed: the run succeeds and stamps the partition; the next one leaves it alone.
     std::fs::write(p.join("ready"), "").unwrap();
+    let out = node.node(&["promise"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = node.node(&["instance"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
@@ -401,6 +408,20 @@ fn the_watchdog_restarts_a_killed_service_and_bangs_once_per_deployment() {
         || read(&bang_file) == redeployed,
     );
     assert_eq!(banged(), 2, "supervisor log:\n{}", node.supervisor_log());
+
+    // `slapos node bang`: the operator tells the master the computer changed; every
+    // instance on it is reprocessed.
+    let out = node.ok(&["instance"]);
+    assert!(out.contains("1 processed"), "{out}");
+    let out = node.ok(&["instance"]);
+    assert!(out.contains("0 processed, 1 unchanged"), "{out}");
+    let out = node.ok(&["bang", "-m", "rebooted"]);
+    assert!(out.contains("banged"), "{out}");
+    let out = node.ok(&["instance"]);
+    assert!(
+        out.contains("1 processed, 0 unchanged"),
+        "the computer bang changed nothing: {out}"
+    );
 }
 
 #[test]
