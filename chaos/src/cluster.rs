@@ -381,6 +381,25 @@ impl ProcessCluster {
         Ok(addr)
     }
 
+    /// A gateway on each of hosts `1..=n`, returned once each accepts connections.
+    pub async fn start_gateways(&mut self, n: usize) -> Result<Vec<String>, ClusterError> {
+        let mut addrs = Vec::new();
+        for host in 1..=n {
+            let addr = self.start_gateway(host)?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while tokio::net::TcpStream::connect(&addr).await.is_err() {
+                if Instant::now() > deadline {
+                    return Err(ClusterError::Timeout(format!(
+                        "gateway {addr} did not start"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            addrs.push(addr);
+        }
+        Ok(addrs)
+    }
+
     /// Start a configured gateway's process (again).
     pub fn spawn_gateway(&mut self, host: usize) -> Result<(), ClusterError> {
         let mut command = self.command_on(host);

@@ -183,18 +183,12 @@ pub async fn run_node_bench(
 ) -> Result<NodeBenchReport, NodeBenchError> {
     let mut cluster = ProcessCluster::new(&opts.bin, &opts.dir);
     cluster.start(opts.replicas).await?;
-    let mut urls = Vec::new();
-    for host in 1..=opts.replicas as usize {
-        let addr = cluster.start_gateway(host)?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(&addr).await.is_err() {
-            if Instant::now() > deadline {
-                return Err(failed(format!("gateway {addr} did not start")));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        urls.push(format!("http://{addr}/"));
-    }
+    let urls: Vec<String> = cluster
+        .start_gateways(opts.replicas as usize)
+        .await?
+        .into_iter()
+        .map(|a| format!("http://{a}/"))
+        .collect();
     let bin = opts.bin.clone();
     let dir = opts.dir.clone();
     let (steady, fresh, runs) = (opts.steady, opts.fresh, opts.runs.max(1));

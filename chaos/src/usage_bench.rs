@@ -225,18 +225,7 @@ pub async fn run_usage_bench(
     let failed = |m: String| UsageBenchError::Failed(m);
     let mut cluster = ProcessCluster::new(&opts.bin, &opts.dir);
     cluster.start(opts.replicas).await?;
-    let mut gateways = Vec::new();
-    for host in 1..=opts.replicas as usize {
-        let addr = cluster.start_gateway(host)?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(&addr).await.is_err() {
-            if Instant::now() > deadline {
-                return Err(failed(format!("gateway {addr} did not start")));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        gateways.push(addr);
-    }
+    let gateways = cluster.start_gateways(opts.replicas as usize).await?;
     let (n, partitions, resources) = (opts.computers, opts.partitions, opts.resources);
     let occupied = opts.occupied.min(partitions);
 

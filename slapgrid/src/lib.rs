@@ -13,10 +13,12 @@ pub mod instance;
 pub mod native;
 pub mod node;
 pub mod process;
+pub mod procfs;
 pub mod promise;
 pub mod report;
 pub mod software;
 pub mod supervisor;
+pub mod sysdb;
 pub mod watchdog;
 
 pub use config::{ConfigError, NodeConfig};

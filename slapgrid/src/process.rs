@@ -6,7 +6,6 @@
 use std::ffi::{CString, OsString};
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -58,12 +57,12 @@ impl Identity {
     }
 
     fn from_ids(uid: u32, gid: u32) -> Identity {
-        match passwd_by_uid(uid) {
-            Some((name, _, home)) => Identity {
+        match crate::sysdb::passwd_by_uid(uid) {
+            Some(p) => Identity {
                 uid,
                 gid,
-                name,
-                home,
+                name: p.name,
+                home: p.home,
             },
             None => Identity {
                 uid,
@@ -76,64 +75,13 @@ impl Identity {
 
     /// A user by login name, with its primary group.
     pub fn by_name(name: &str) -> Option<Identity> {
-        let c = CString::new(name).ok()?;
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result = std::ptr::null_mut();
-        // SAFETY: buffers are valid for the call; the result points into them.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                c.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc != 0 || result.is_null() {
-            return None;
-        }
-        // SAFETY: pw_dir is a NUL-terminated string inside `buf`.
-        let home = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
-        Some(Identity {
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-            name: name.to_owned(),
-            home: PathBuf::from(std::ffi::OsStr::from_bytes(home.to_bytes())),
+        crate::sysdb::passwd(name).map(|p| Identity {
+            uid: p.uid,
+            gid: p.gid,
+            name: p.name,
+            home: p.home,
         })
     }
-}
-
-/// (name, gid, home) of a uid.
-fn passwd_by_uid(uid: u32) -> Option<(String, u32, PathBuf)> {
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result = std::ptr::null_mut();
-    // SAFETY: buffers are valid for the call; the result points into them.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: NUL-terminated strings inside `buf`.
-    let (name, home) = unsafe {
-        (
-            std::ffi::CStr::from_ptr(pwd.pw_name),
-            std::ffi::CStr::from_ptr(pwd.pw_dir),
-        )
-    };
-    Some((
-        name.to_string_lossy().into_owned(),
-        pwd.pw_gid,
-        PathBuf::from(std::ffi::OsStr::from_bytes(home.to_bytes())),
-    ))
 }
 
 /// Whether this process runs as root (privileged node).

@@ -56,7 +56,7 @@ pub struct ProcSample {
     pub rss_bytes: u64,
 }
 
-/// Every process of the machine (those that vanish while read are skipped).
+/// Every process of the machine, with its CPU time and memory in units.
 pub fn sample_processes() -> Vec<ProcSample> {
     // SAFETY: sysconf has no memory effects.
     let (ticks, page) = unsafe {
@@ -65,46 +65,17 @@ pub fn sample_processes() -> Vec<ProcSample> {
             libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
         )
     };
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The command name may hold spaces and parentheses: fields start after the last ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // Fields from 3 (state) on: session is 6, utime 14, stime 15, starttime 22, rss 24.
-        let num = |i: usize| {
-            f.get(i - 3)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        use std::os::unix::fs::MetadataExt;
-        let uid = std::fs::metadata(format!("/proc/{pid}"))
-            .map(|m| m.uid())
-            .unwrap_or(u32::MAX);
-        out.push(ProcSample {
-            pid,
-            uid,
-            session: num(6) as u32,
-            key: format!("{pid}-{}", num(22)),
-            cpu_seconds: (num(14) + num(15)) as f64 / ticks,
-            rss_bytes: num(24) * page,
-        });
-    }
-    out
+    crate::procfs::all()
+        .into_iter()
+        .map(|p| ProcSample {
+            pid: p.pid as u32,
+            uid: p.uid,
+            session: p.session as u32,
+            key: format!("{}-{}", p.pid, p.start_ticks),
+            cpu_seconds: p.cpu_ticks as f64 / ticks,
+            rss_bytes: p.rss_pages * page,
+        })
+        .collect()
 }
 
 /// Disk use of a tree (allocated blocks, links not followed, each inode once).

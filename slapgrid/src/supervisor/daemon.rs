@@ -951,33 +951,11 @@ const OWNER_VAR: &str = "SLAPGRID_SUPERVISOR";
 
 /// (pid, session) of every live process, from /proc.
 fn sessions() -> Vec<(i32, i32)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid pgrp session ...`
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let session = fields.nth(2).and_then(|f| f.parse::<i32>().ok());
-        if let (Some(session), false) = (session, state == "Z" || state == "X") {
-            out.push((pid, session));
-        }
-    }
-    out
+    crate::procfs::all()
+        .into_iter()
+        .filter(|p| p.is_live())
+        .map(|p| (p.pid, p.session))
+        .collect()
 }
 
 /// Stops the services a dead predecessor left running: the sessions whose leader's
@@ -1036,33 +1014,11 @@ pub(crate) fn group_has_members(pgid: i32, except: i32) -> bool {
 
 /// Live (not zombie) processes of process group `pgid`, from /proc.
 pub(crate) fn group_members(pgid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut members = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
-        if pgrp == Some(pgid) && state != "Z" && state != "X" {
-            members.push(pid);
-        }
-    }
-    members
+    crate::procfs::all()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && p.is_live())
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// Spawns one service as described in the module doc: its own session, the group's
