@@ -82,6 +82,10 @@ pub struct NodeConfig {
     pub build_time_part_list: Vec<String>,
     pub instance_storage_home: Option<PathBuf>,
     pub ipv4_global_network: Option<String>,
+    /// Free bytes a release build (`software_min_free_space`) and an instance profile run
+    /// (`instance_min_free_space`) need; `1000M` each by default.
+    pub software_min_free_space: u64,
+    pub instance_min_free_space: u64,
     /// `[slapos] buildout`: a buildout script used to bootstrap release buildouts.
     pub buildout: Option<PathBuf>,
     /// Ours: the Python interpreter with zc.buildout (< 5) that bootstraps buildout
@@ -186,6 +190,28 @@ impl Reader<'_> {
 
     fn seconds(&self, key: &'static str, default: u64) -> Result<Duration, ConfigError> {
         Ok(Duration::from_secs(self.number("slapos", key, default)?))
+    }
+
+    /// A human size (`1000M`, `2G`, `512k`, or bytes), as the reference reads it.
+    fn size(&self, key: &'static str, default: u64) -> Result<u64, ConfigError> {
+        let Some(v) = self.nonempty("slapos", key)? else {
+            return Ok(default);
+        };
+        let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+        let (digits, unit) = v.split_at(split);
+        let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "K" | "KB" => 1 << 10,
+            "M" | "MB" => 1 << 20,
+            "G" | "GB" => 1 << 30,
+            "T" | "TB" => 1 << 40,
+            _ => return Err(self.invalid("slapos", key, &v, "expected a size like 1000M")),
+        };
+        digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(factor))
+            .ok_or_else(|| self.invalid("slapos", key, &v, "expected a size like 1000M"))
     }
 
     fn path(
@@ -329,6 +355,8 @@ impl NodeConfig {
             shared_part_list: r.list("shared_part_list")?,
             build_time_part_list: r.list("build_time_part_list")?,
             instance_storage_home: r.path("slapos", "instance_storage_home")?,
+            software_min_free_space: r.size("software_min_free_space", 1000 << 20)?,
+            instance_min_free_space: r.size("instance_min_free_space", 1000 << 20)?,
             ipv4_global_network: r.nonempty("slapos", "ipv4_global_network")?,
             buildout: r.path("slapos", "buildout")?,
             buildout_python: r
@@ -393,6 +421,7 @@ mod tests {
         assert!(!c.format.alter_user && !c.format.alter_network && !c.format.create_tap);
         assert_eq!(c.format.partition_base_name, "slappart");
         assert_eq!(c.maximum_periodicity, Duration::from_secs(86400));
+        assert_eq!(c.software_min_free_space, 1000 << 20);
     }
 
     #[test]
@@ -407,6 +436,26 @@ mod tests {
                 "http://[2001:db8::1]/".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn sizes() {
+        let base = "[slapos]\ncomputer_id = C\nmaster_url = http://x\nsoftware_root = /s\ninstance_root = /i\n";
+        let c = NodeConfig::parse(
+            Path::new("t"),
+            &format!("{base}software_min_free_space = 2G\ninstance_min_free_space = 512\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.software_min_free_space, c.instance_min_free_space),
+            (2 << 30, 512)
+        );
+        let err = NodeConfig::parse(
+            Path::new("t"),
+            &format!("{base}instance_min_free_space = lots\n"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("instance_min_free_space"), "{err}");
     }
 
     #[test]

@@ -142,7 +142,9 @@ pub fn run(node: &Node, opts: &InstanceOptions) -> Result<InstanceReport, NodeEr
             report.failed.push((pid, message));
             continue;
         }
-        match process_partition(node, partition, &path, opts.force) {
+        let outcome = process_partition(node, partition, &path, opts.force);
+        partition_log(&path, state, &outcome);
+        match outcome {
             Ok(Done::Skipped) => report.skipped.push(pid),
             Ok(Done::Processed) => report.processed.push(pid),
             Ok(Done::Destroyed) => report.destroyed.push(pid),
@@ -174,6 +176,37 @@ pub fn run(node: &Node, opts: &InstanceOptions) -> Result<InstanceReport, NodeEr
         }
     }
     Ok(report)
+}
+
+/// Largest `.slapgrid/log/instance.log` kept (its tail).
+const MAX_PARTITION_LOG: usize = 1 << 20;
+
+/// One line per processing in `P/.slapgrid/log/instance.log`, where the operator (and
+/// the partition's user) reads what the agent did to the partition and why it failed.
+fn partition_log(path: &Path, state: &str, outcome: &Result<Done, PartitionError>) {
+    let what = match outcome {
+        Ok(Done::Skipped) => return,
+        Ok(Done::Processed) => format!("{state}: processed"),
+        Ok(Done::Destroyed) => "destroyed: wiped and reported".to_string(),
+        Err(e) => format!("{state}: failed: {e}"),
+    };
+    let when = chrono::DateTime::from_timestamp(now_unix() as i64, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default();
+    let owner = Identity::owner_of(path)
+        .ok()
+        .filter(|_| process::is_root())
+        .map(|i| (i.uid, i.gid));
+    let line = format!("{when} {what}\n");
+    if let Err(e) = fsutil::append_in(
+        path,
+        Path::new(".slapgrid/log/instance.log"),
+        line.as_bytes(),
+        MAX_PARTITION_LOG,
+        owner,
+    ) {
+        tracing::debug!(error = %e, "partition log not written");
+    }
 }
 
 /// A partition id usable as a file name: letters, digits, `_`, `-` and `.` (not first).
@@ -488,6 +521,7 @@ fn install(
     let sr = sr.ok_or_else(|| {
         PartitionError::Failed(format!("partition {pid} has no software release"))
     })?;
+    crate::node::check_free_space(path, cfg.instance_min_free_space, "the instance")?;
     let mode = std::fs::metadata(path)
         .map_err(io_err(path))?
         .permissions()

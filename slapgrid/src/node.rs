@@ -211,3 +211,34 @@ pub fn empty_dir(path: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Bytes available to unprivileged users on the filesystem of `path` (or of its nearest
+/// existing ancestor).
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut p = path;
+    while !p.exists() {
+        p = p.parent().unwrap_or(Path::new("/"));
+    }
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Refuses to build or deploy where less than `needed` bytes are free.
+pub fn check_free_space(path: &Path, needed: u64, what: &str) -> Result<(), NodeError> {
+    let free = free_bytes(path).map_err(io_err(path))?;
+    if free < needed {
+        return Err(NodeError::Invalid(format!(
+            "Not enough space for {what} in {}: {} MiB free, {} MiB needed",
+            path.display(),
+            free >> 20,
+            needed >> 20
+        )));
+    }
+    Ok(())
+}

@@ -175,6 +175,8 @@ fn converge(
                 Err(SlapError::NotFound { .. }) | Ok(_) => {}
                 Err(e) => return Err(e.into()),
             }
+            crate::node::check_free_space(sr, cfg.software_min_free_space, "the release")
+                .map_err(InstallError::Node)?;
             tracing::info!("installing software release");
             if native::is_native(url) {
                 install_native(node, url, sr, force)?;

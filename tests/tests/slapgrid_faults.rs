@@ -223,6 +223,12 @@ fn a_broken_release_or_template_fails_alone() {
     let log = std::fs::read_to_string(tp.join(format!(".slapgrid-{typo_pid}-error.log")))
         .unwrap_or_default();
     assert!(log.contains("log_directory"), "error log: {log:?}");
+    // The partition's own processing log says the same to whoever reads it.
+    let plog = std::fs::read_to_string(tp.join(".slapgrid/log/instance.log")).unwrap_or_default();
+    assert!(
+        plog.contains("started: failed:") && plog.contains("log_directory"),
+        "instance.log: {plog:?}"
+    );
     assert!(
         node.process(&typo_pid, "beat-on-watch").is_none(),
         "the failed partition's service was started"
