@@ -187,7 +187,8 @@ fn partition_log(path: &Path, state: &str, outcome: &Result<Done, PartitionError
     let what = match outcome {
         Ok(Done::Skipped) => return,
         Ok(Done::Processed) => format!("{state}: processed"),
-        Ok(Done::Destroyed) => "destroyed: wiped and reported".to_string(),
+        // The partition was just wiped: nothing of the instance is written back.
+        Ok(Done::Destroyed) => return,
         Err(e) => format!("{state}: failed: {e}"),
     };
     let when = chrono::DateTime::from_timestamp(now_unix() as i64, 0)

@@ -99,6 +99,9 @@ impl LogSink {
     /// Copies everything from the pipe until every writer closed it (the service and any
     /// child that kept its stdout).
     pub(crate) fn pump(mut self, fd: OwnedFd) {
+        // The log exists from the start, output or not, as supervisord's do (an operator
+        // looks for it; a one-shot that prints nothing still has one).
+        self.write(&[]);
         let mut pipe = File::from(fd);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
