@@ -1,0 +1,533 @@
+//! The master's certificate authority: one key pair for the whole group, from which every
+//! identity gets its certificate (computers, partitions, persons, replicas, gateways).
+//!
+//! Only the proposer touches key material and randomness: the CA is created by
+//! `slapos master init` and travels to the replicas as data ([`CaMaterial`]); a
+//! certificate is signed by the leader from a certificate signing request and only its
+//! record goes through Raft. `apply` stays deterministic.
+//!
+//! Who a certificate names is decided here, never by the requester: the subject of an
+//! issued certificate is the [`Identity`] the caller was entitled to, and a CSR only
+//! contributes its public key (and proves, by its signature, that the requester holds the
+//! private key). The identity is the certificate's common name, `<kind>:<id>`
+//! (`computer:COMP-1`, `partition:COMP-1:slappart0`, `person:alice`, `replica:3`,
+//! `gateway:gw-eu`), parsed back by [`identity_of`] on every connection.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+
+/// Largest CSR accepted (a P-384 or RSA-4096 request with a few names is far below).
+pub const MAX_CSR_BYTES: usize = 16 * 1024;
+/// Largest identifier inside an identity.
+const MAX_ID: usize = 128;
+/// The organisation every certificate of the group names.
+const ORGANIZATION: &str = "SlapOS";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CaError {
+    #[error("invalid identity {0:?}: expected computer:ID, partition:COMPUTER:PARTITION, person:ID, replica:N or gateway:ID (ids of letters, digits and . _ @ + -)")]
+    BadIdentity(String),
+    #[error("certificate signing request refused: {0}")]
+    BadRequest(String),
+    #[error("certificate not readable: {0}")]
+    BadCertificate(String),
+    #[error("certificate authority material unusable: {0}")]
+    BadMaterial(String),
+    #[error("validity {0}")]
+    BadValidity(String),
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// Who a certificate stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Identity {
+    Computer(String),
+    Partition { computer: String, partition: String },
+    Person(String),
+    Replica(u64),
+    Gateway(String),
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
+}
+
+impl Identity {
+    /// The common name: `<kind>:<id>`.
+    pub fn common_name(&self) -> String {
+        match self {
+            Identity::Computer(c) => format!("computer:{c}"),
+            Identity::Partition {
+                computer,
+                partition,
+            } => format!("partition:{computer}:{partition}"),
+            Identity::Person(p) => format!("person:{p}"),
+            Identity::Replica(n) => format!("replica:{n}"),
+            Identity::Gateway(g) => format!("gateway:{g}"),
+        }
+    }
+
+    /// Parses a common name, refusing anything [`Identity::common_name`] would not write.
+    pub fn parse(text: &str) -> Result<Identity, CaError> {
+        let bad = || CaError::BadIdentity(text.chars().take(200).collect());
+        let (kind, rest) = text.split_once(':').ok_or_else(bad)?;
+        let identity = match kind {
+            "computer" => Identity::Computer(rest.to_owned()),
+            "person" => Identity::Person(rest.to_owned()),
+            "gateway" => Identity::Gateway(rest.to_owned()),
+            "partition" => {
+                let (computer, partition) = rest.split_once(':').ok_or_else(bad)?;
+                Identity::Partition {
+                    computer: computer.to_owned(),
+                    partition: partition.to_owned(),
+                }
+            }
+            "replica" => {
+                let n: u64 = rest.parse().map_err(|_| bad())?;
+                if n == 0 || n.to_string() != rest {
+                    return Err(bad());
+                }
+                Identity::Replica(n)
+            }
+            _ => return Err(bad()),
+        };
+        identity.check().map_err(|_| bad())?;
+        Ok(identity)
+    }
+
+    /// Every identifier is a plain name.
+    pub fn check(&self) -> Result<(), CaError> {
+        let ok = match self {
+            Identity::Computer(id) | Identity::Person(id) | Identity::Gateway(id) => valid_id(id),
+            Identity::Partition {
+                computer,
+                partition,
+            } => valid_id(computer) && valid_id(partition),
+            Identity::Replica(n) => *n > 0,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(CaError::BadIdentity(self.common_name()))
+        }
+    }
+
+    /// Servers (replicas, gateways) also authenticate as servers.
+    pub fn is_server(&self) -> bool {
+        matches!(self, Identity::Replica(_) | Identity::Gateway(_))
+    }
+}
+
+/// The CA as the group stores it (replicated; owner-only on disk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaMaterial {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// What a certificate is issued for.
+#[derive(Debug, Clone)]
+pub struct IssueRequest<'a> {
+    /// The requester's CSR (PEM): its public key, proven by its signature.
+    pub csr_pem: &'a str,
+    pub identity: Identity,
+    /// Unique per issued certificate (the leader draws it at random; records refuse reuse).
+    pub serial: u128,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// Server certificates: the names and addresses the server is reached by.
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<IpAddr>,
+}
+
+/// An issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub pem: String,
+    pub serial: u128,
+    pub identity: Identity,
+    pub not_after_unix: u64,
+}
+
+fn unix(t: SystemTime) -> Result<i64, CaError> {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .map_err(|_| CaError::BadValidity("before 1970".into()))
+}
+
+fn offset(t: SystemTime) -> Result<time::OffsetDateTime, CaError> {
+    time::OffsetDateTime::from_unix_timestamp(unix(t)?)
+        .map_err(|e| CaError::BadValidity(e.to_string()))
+}
+
+fn serial_number(serial: u128) -> SerialNumber {
+    // Positive and without leading zeros, as DER INTEGERs want.
+    let bytes = serial.to_be_bytes();
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(15);
+    let mut v = bytes[start..].to_vec();
+    if v[0] & 0x80 != 0 {
+        v.insert(0, 0);
+    }
+    SerialNumber::from_slice(&v)
+}
+
+fn name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, ORGANIZATION);
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+/// The group's certificate authority, ready to sign.
+pub struct Authority {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority").finish_non_exhaustive()
+    }
+}
+
+impl Authority {
+    /// A new CA (ECDSA P-256), valid `years` from `now`, named after the group.
+    pub fn create(
+        group: &str,
+        now: SystemTime,
+        years: u32,
+    ) -> Result<(Authority, CaMaterial), CaError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(&format!("SlapOS CA {group}"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = offset(now - Duration::from_secs(3600))?;
+        params.not_after = offset(now + Duration::from_secs(u64::from(years) * 365 * 86400))?;
+        params.serial_number = Some(serial_number(1));
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        let material = CaMaterial {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        let authority = Authority::load(&material)?;
+        Ok((authority, material))
+    }
+
+    /// The CA from its stored material.
+    pub fn load(material: &CaMaterial) -> Result<Authority, CaError> {
+        let key = KeyPair::from_pem(&material.key_pem)
+            .map_err(|e| CaError::BadMaterial(format!("key: {e}")))?;
+        let issuer = Issuer::from_ca_cert_pem(&material.cert_pem, key)
+            .map_err(|e| CaError::BadMaterial(format!("certificate: {e}")))?;
+        Ok(Authority {
+            issuer,
+            cert_pem: material.cert_pem.clone(),
+        })
+    }
+
+    /// The CA certificate (what clients and servers trust).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Signs the CSR's public key for `request.identity`.
+    pub fn issue(&self, request: &IssueRequest<'_>) -> Result<Issued, CaError> {
+        request.identity.check()?;
+        if request.csr_pem.len() > MAX_CSR_BYTES {
+            return Err(CaError::BadRequest(format!(
+                "larger than {MAX_CSR_BYTES} bytes"
+            )));
+        }
+        if request.serial == 0 {
+            return Err(CaError::BadRequest("serial 0".into()));
+        }
+        if request.not_after <= request.not_before {
+            return Err(CaError::BadValidity("ends before it starts".into()));
+        }
+        // Parses and checks the CSR's own signature (proof of possession of the key).
+        let csr = CertificateSigningRequestParams::from_pem(request.csr_pem)
+            .map_err(|e| CaError::BadRequest(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(&request.identity.common_name());
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = if request.identity.is_server() {
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ]
+        } else {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        };
+        if request.identity.is_server() {
+            for dns in &request.dns_names {
+                let name = dns
+                    .as_str()
+                    .try_into()
+                    .map_err(|_| CaError::BadRequest(format!("not a DNS name: {dns:?}")))?;
+                params.subject_alt_names.push(SanType::DnsName(name));
+            }
+            for ip in &request.ip_addresses {
+                params.subject_alt_names.push(SanType::IpAddress(*ip));
+            }
+        } else if !request.dns_names.is_empty() || !request.ip_addresses.is_empty() {
+            return Err(CaError::BadRequest(
+                "only replicas and gateways get server names".into(),
+            ));
+        }
+        params.not_before = offset(request.not_before)?;
+        params.not_after = offset(request.not_after)?;
+        params.serial_number = Some(serial_number(request.serial));
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        Ok(Issued {
+            pem: cert.pem(),
+            serial: request.serial,
+            identity: request.identity.clone(),
+            not_after_unix: unix(request.not_after)? as u64,
+        })
+    }
+}
+
+/// The identity and serial a certificate (DER) carries. The chain to the CA is the TLS
+/// layer's business; this reads who it names.
+pub fn identity_of(der: &[u8]) -> Result<(Identity, u128), CaError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| CaError::BadCertificate(e.to_string()))?;
+    let mut names = cert.subject().iter_common_name();
+    let cn = names
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .ok_or_else(|| CaError::BadCertificate("no common name".into()))?;
+    if names.next().is_some() {
+        return Err(CaError::BadCertificate("several common names".into()));
+    }
+    let raw = cert.tbs_certificate.raw_serial();
+    if raw.len() > 17 {
+        return Err(CaError::BadCertificate(
+            "serial longer than 128 bits".into(),
+        ));
+    }
+    let serial = raw.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+    Ok((Identity::parse(cn)?, serial))
+}
+
+/// A fresh key pair and a CSR for it (what a node, a person or a replica runs before
+/// asking for a certificate): (key PEM, CSR PEM). The CSR's subject is informative only.
+pub fn new_key_and_csr(identity: &Identity) -> Result<(String, String), CaError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| CaError::Signing(e.to_string()))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(&identity.common_name());
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| CaError::Signing(e.to_string()))?;
+    let pem = csr.pem().map_err(|e| CaError::Signing(e.to_string()))?;
+    Ok((key.serialize_pem(), pem))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, UnixTime};
+
+    fn now() -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn request<'a>(csr: &'a str, identity: Identity, serial: u128) -> IssueRequest<'a> {
+        IssueRequest {
+            csr_pem: csr,
+            identity,
+            serial,
+            not_before: now() - Duration::from_secs(60),
+            not_after: now() + Duration::from_secs(86400),
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+        }
+    }
+
+    /// Whether `cert_pem` is accepted as a client certificate by a rustls server that
+    /// trusts `ca_pem` (what the gateway will do).
+    fn accepted_by(ca_pem: &str, cert_pem: &str) -> bool {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                .build()
+                .unwrap();
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        verifier
+            .verify_client_cert(&cert, &[], UnixTime::now())
+            .is_ok()
+    }
+
+    #[test]
+    fn issues_certificates_a_tls_server_accepts_and_that_name_the_identity() {
+        let (ca, material) = Authority::create("test", now(), 10).unwrap();
+        let reloaded = Authority::load(&material).unwrap();
+        for (i, identity) in [
+            Identity::Computer("COMP-1".into()),
+            Identity::Partition {
+                computer: "COMP-1".into(),
+                partition: "slappart0".into(),
+            },
+            Identity::Person("alice@example.org".into()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (_key, csr) = new_key_and_csr(&identity).unwrap();
+            let serial = 1000 + i as u128 + (u128::MAX >> 1);
+            let issued = reloaded
+                .issue(&request(&csr, identity.clone(), serial))
+                .unwrap();
+            assert!(accepted_by(ca.cert_pem(), &issued.pem), "{identity:?}");
+            let der = CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap();
+            assert_eq!(identity_of(&der).unwrap(), (identity, serial));
+        }
+    }
+
+    #[test]
+    fn the_csr_subject_never_decides_the_identity() {
+        let (ca, _) = Authority::create("test", now(), 10).unwrap();
+        // A CSR claiming to be a person; the caller is entitled to a computer identity.
+        let (_key, csr) = new_key_and_csr(&Identity::Person("admin".into())).unwrap();
+        let issued = ca
+            .issue(&request(&csr, Identity::Computer("COMP-2".into()), 7))
+            .unwrap();
+        let der = CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap();
+        assert_eq!(
+            identity_of(&der).unwrap().0,
+            Identity::Computer("COMP-2".into())
+        );
+    }
+
+    #[test]
+    fn another_authoritys_certificate_is_not_accepted() {
+        let (ours, _) = Authority::create("ours", now(), 10).unwrap();
+        let (theirs, _) = Authority::create("theirs", now(), 10).unwrap();
+        let (_k, csr) = new_key_and_csr(&Identity::Computer("COMP-1".into())).unwrap();
+        let foreign = theirs
+            .issue(&request(&csr, Identity::Computer("COMP-1".into()), 9))
+            .unwrap();
+        assert!(!accepted_by(ours.cert_pem(), &foreign.pem));
+        // And an expired one of ours is not either.
+        let expired = ours
+            .issue(&IssueRequest {
+                not_before: now() - Duration::from_secs(7200),
+                not_after: now() - Duration::from_secs(3600),
+                ..request(&csr, Identity::Computer("COMP-1".into()), 10)
+            })
+            .unwrap();
+        assert!(!accepted_by(ours.cert_pem(), &expired.pem));
+    }
+
+    #[test]
+    fn server_names_only_for_servers_and_bad_requests_are_refused() {
+        let (ca, _) = Authority::create("t", now(), 10).unwrap();
+        let (_k, csr) = new_key_and_csr(&Identity::Replica(1)).unwrap();
+        let mut r = request(&csr, Identity::Replica(1), 11);
+        r.dns_names = vec!["replica-1.example".into()];
+        r.ip_addresses = vec!["2001:db8::1".parse().unwrap()];
+        assert!(ca.issue(&r).is_ok());
+        r.identity = Identity::Computer("C".into());
+        assert!(matches!(ca.issue(&r), Err(CaError::BadRequest(_))));
+        let r = request(&csr, Identity::Computer("a/b".into()), 12);
+        assert!(matches!(ca.issue(&r), Err(CaError::BadIdentity(_))));
+        let r = request(
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+            Identity::Computer("C".into()),
+            13,
+        );
+        assert!(matches!(ca.issue(&r), Err(CaError::BadRequest(_))));
+        // A CSR whose signature does not match its key: refused.
+        let tampered = csr.replacen('A', "B", 1);
+        let r = request(&tampered, Identity::Computer("C".into()), 14);
+        assert!(ca.issue(&r).is_err());
+        let r = request(&csr, Identity::Computer("C".into()), 0);
+        assert!(ca.issue(&r).is_err());
+    }
+
+    #[test]
+    fn identities_round_trip_and_malformed_names_are_refused() {
+        for good in [
+            "computer:COMP-1",
+            "partition:COMP-1:slappart0",
+            "person:alice@example.org",
+            "replica:3",
+            "gateway:gw-eu",
+        ] {
+            assert_eq!(Identity::parse(good).unwrap().common_name(), good);
+        }
+        for bad in [
+            "",
+            "computer:",
+            "computer:a b",
+            "computer:a:b",
+            "partition:COMP-1",
+            "replica:0",
+            "replica:03",
+            "admin:root",
+            "person:../x",
+        ] {
+            assert!(Identity::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_common_name_parses_to_itself_or_is_refused(s in "\\PC{0,80}") {
+            if let Ok(identity) = Identity::parse(&s) {
+                prop_assert_eq!(identity.common_name(), s);
+            }
+        }
+
+        #[test]
+        fn any_csr_text_is_refused_or_issued_without_panicking(
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+            armour in any::<bool>(),
+        ) {
+            let (ca, _) = Authority::create("p", SystemTime::now(), 1).unwrap();
+            let text = if armour {
+                use std::fmt::Write;
+                let mut b64 = String::new();
+                for chunk in body.chunks(3) {
+                    for b in chunk { let _ = write!(b64, "{b:02x}"); }
+                }
+                format!("-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n")
+            } else {
+                String::from_utf8_lossy(&body).into_owned()
+            };
+            let r = request(&text, Identity::Computer("C".into()), 5);
+            prop_assert!(ca.issue(&r).is_err());
+        }
+    }
+}
