@@ -470,6 +470,70 @@ impl State {
                 }
                 Ok(Reply::Done)
             }
+            Op::InstallAuthority { material } => match self.authority.get(&0) {
+                Some(installed) if installed == material => Ok(Reply::Done),
+                Some(_) => Err(DomainError::AuthorityInstalled),
+                None => {
+                    if material.cert_pem.is_empty() || material.key_pem.is_empty() {
+                        return Err(DomainError::invalid("authority", "empty material"));
+                    }
+                    self.authority.insert(0, material.clone());
+                    Ok(Reply::Done)
+                }
+            },
+            Op::RecordCertificate {
+                serial,
+                identity,
+                not_after,
+            } => {
+                if self.authority.get(&0).is_none() {
+                    return Err(DomainError::NoAuthority);
+                }
+                let key = parse_serial(serial)?;
+                identity
+                    .check()
+                    .map_err(|e| DomainError::invalid("identity", e.to_string()))?;
+                if self.certificates.contains_key(&key) {
+                    return Err(DomainError::CertificateKnown(serial.clone()));
+                }
+                self.certificates.insert(
+                    key,
+                    super::state::CertificateRecord {
+                        identity: identity.clone(),
+                        issued_at: now,
+                        not_after: *not_after,
+                        revoked_at: None,
+                    },
+                );
+                Ok(Reply::Done)
+            }
+            Op::Revoke { serial, identity } => {
+                let serial = serial.as_deref().map(parse_serial).transpose()?;
+                if serial.is_none() && identity.is_none() {
+                    return Err(DomainError::invalid(
+                        "revoke",
+                        "name a serial or an identity",
+                    ));
+                }
+                let targets: Vec<u128> = self
+                    .certificates
+                    .iter()
+                    .filter(|(s, r)| {
+                        r.revoked_at.is_none()
+                            && serial.is_none_or(|want| **s == want)
+                            && identity.as_ref().is_none_or(|want| r.identity == *want)
+                    })
+                    .map(|(s, _)| *s)
+                    .collect();
+                for s in &targets {
+                    if let Some(r) = self.certificates.get_mut(s) {
+                        r.revoked_at = Some(now);
+                    }
+                }
+                Ok(Reply::Revoked {
+                    count: targets.len(),
+                })
+            }
         }
     }
 
@@ -1224,4 +1288,16 @@ struct InstanceRequest<'a> {
     state: Option<RequestedState>,
     parameters: &'a Params,
     sla: &'a BTreeMap<String, String>,
+}
+
+/// A certificate serial as commands carry it: 1 to 32 hex digits, not zero.
+pub(crate) fn parse_serial(text: &str) -> Result<u128, DomainError> {
+    let bad = || DomainError::invalid("serial", format!("{text:?} is not a certificate serial"));
+    if text.is_empty() || text.len() > 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    match u128::from_str_radix(text, 16) {
+        Ok(0) | Err(_) => Err(bad()),
+        Ok(n) => Ok(n),
+    }
 }

@@ -164,6 +164,23 @@ pub enum Op {
     },
     /// Close every period that ends at or before `until` (microseconds, not after now).
     CloseBooks { until: Timestamp },
+    /// Install the group's certificate authority (`slapos master init`). The same
+    /// material again changes nothing; another one is refused (certificates already
+    /// issued would stop being trusted).
+    InstallAuthority { material: crate::ca::CaMaterial },
+    /// The leader issued a certificate (serial in hex): the group remembers it, for
+    /// revocation and audit. A serial is never recorded twice.
+    RecordCertificate {
+        serial: String,
+        identity: crate::ca::Identity,
+        not_after: Timestamp,
+    },
+    /// Revoke certificates: the one of a serial, or every one of an identity (a
+    /// destroyed partition, a removed computer or person). Revocation is final.
+    Revoke {
+        serial: Option<String>,
+        identity: Option<crate::ca::Identity>,
+    },
 }
 
 impl Op {
@@ -186,6 +203,9 @@ impl Op {
             Op::RecordUsage { .. } => "record_usage",
             Op::SetPrice { .. } => "set_price",
             Op::CloseBooks { .. } => "close_books",
+            Op::InstallAuthority { .. } => "install_authority",
+            Op::RecordCertificate { .. } => "record_certificate",
+            Op::Revoke { .. } => "revoke",
         }
     }
 }
@@ -224,6 +244,10 @@ pub enum Reply {
     UsageRecorded {
         recorded: usize,
         known: usize,
+    },
+    /// Certificates revoked now (already revoked ones are not counted).
+    Revoked {
+        count: usize,
     },
 }
 

@@ -64,6 +64,12 @@ pub enum DomainError {
     JournalConflict { computer: String, period: String },
     #[error("the books are closed until {until}: that period cannot change")]
     PeriodClosed { until: String },
+    #[error("another certificate authority is already installed")]
+    AuthorityInstalled,
+    #[error("no certificate authority is installed (run `slapos master init`)")]
+    NoAuthority,
+    #[error("certificate serial {0} was recorded before")]
+    CertificateKnown(String),
 }
 
 impl DomainError {

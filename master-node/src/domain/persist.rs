@@ -66,6 +66,8 @@ const BY_PROVIDER: u8 = b'y';
 const BY_TIME: u8 = b't';
 const PRICE: u8 = b'$';
 const JOURNAL: u8 = b'j';
+const AUTHORITY: u8 = b'a';
+const CERTIFICATE: u8 = b'k';
 
 /// What a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +91,9 @@ pub enum KeyKind {
     Usage,
     /// Usage movements by (customer or provider, stop), for reads of a period.
     UsageIndex,
+    /// The group's certificate authority, and the certificates it issued.
+    Authority,
+    Certificate,
 }
 
 impl KeyKind {
@@ -105,6 +110,8 @@ impl KeyKind {
             MOVEMENT => KeyKind::Movement,
             PRICE => KeyKind::Price,
             JOURNAL => KeyKind::Journal,
+            AUTHORITY => KeyKind::Authority,
+            CERTIFICATE => KeyKind::Certificate,
             USAGE => KeyKind::Usage,
             BY_CUSTOMER | BY_PROVIDER | BY_TIME => KeyKind::UsageIndex,
             _ => return None,
@@ -123,6 +130,8 @@ impl KeyKind {
                 | KeyKind::Price
                 | KeyKind::Journal
                 | KeyKind::Usage
+                | KeyKind::Authority
+                | KeyKind::Certificate
         )
     }
 }
@@ -387,6 +396,16 @@ fn journal_key((computer, transaction): &(String, String)) -> Vec<u8> {
     k
 }
 
+fn authority_key() -> Vec<u8> {
+    vec![AUTHORITY]
+}
+
+fn certificate_key(serial: u128) -> Vec<u8> {
+    let mut k = vec![CERTIFICATE];
+    k.extend_from_slice(&serial.to_be_bytes());
+    k
+}
+
 fn session_key(client: &str) -> Vec<u8> {
     let mut k = vec![SESSION];
     k.extend_from_slice(client.as_bytes());
@@ -473,6 +492,8 @@ impl State {
         changes(&mut self.movements, |id| movement_key(*id), &mut out)?;
         changes(&mut self.prices, price_key, &mut out)?;
         changes(&mut self.journals, journal_key, &mut out)?;
+        changes(&mut self.authority, |_| authority_key(), &mut out)?;
+        changes(&mut self.certificates, |s| certificate_key(*s), &mut out)?;
         for m in &self.usage_outbox.0 {
             let k = usage_key(m.id);
             out.push((k.clone(), Some(json(&k, m)?)));
@@ -518,6 +539,8 @@ impl State {
         entries(&self.movements, |id| movement_key(*id), &mut out)?;
         entries(&self.prices, price_key, &mut out)?;
         entries(&self.journals, journal_key, &mut out)?;
+        entries(&self.authority, |_| authority_key(), &mut out)?;
+        entries(&self.certificates, |s| certificate_key(*s), &mut out)?;
         let k = vec![META];
         let v = json(&k, &Meta::of(self))?;
         out.push((k, v));
@@ -532,7 +555,12 @@ impl State {
         let mut instances = BTreeSet::new();
         let mut software_of = BTreeSet::new();
         match query {
-            Query::All => return self.entries(),
+            // Reads never carry the authority's key: it stays in the masters' storage.
+            Query::All => {
+                let mut all = self.entries()?;
+                all.retain(|(k, _)| KeyKind::of(k) != Some(KeyKind::Authority));
+                return Ok(all);
+            }
             Query::Ledger {
                 customer,
                 provider,
@@ -751,6 +779,16 @@ impl State {
                     state
                         .journals
                         .load((utf8(k, computer)?, utf8(k, rest)?), record);
+                }
+                Some(KeyKind::Authority) => {
+                    let material: crate::ca::CaMaterial = parse(k, v)?;
+                    state.authority.load(0, material);
+                }
+                Some(KeyKind::Certificate) => {
+                    let serial: [u8; 16] =
+                        body.try_into().map_err(|_| bad("certificate key length"))?;
+                    let record: super::state::CertificateRecord = parse(k, v)?;
+                    state.certificates.load(u128::from_be_bytes(serial), record);
                 }
                 Some(KeyKind::Meta) => {
                     let meta: Meta = parse(k, v)?;

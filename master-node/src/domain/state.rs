@@ -193,6 +193,16 @@ pub struct Session {
     pub remembered: u32,
 }
 
+/// A certificate the group's authority issued (the certificate itself went to its
+/// holder; the group remembers whom it names, until when, and whether it was revoked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRecord {
+    pub identity: crate::ca::Identity,
+    pub issued_at: Timestamp,
+    pub not_after: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
 /// The whole replicated state of a master.
 ///
 /// Entities (computers, software installations, instances, remembered outcomes, client
@@ -212,6 +222,10 @@ pub struct State {
     pub(crate) sessions: Tracked<String, Session>,
     /// Raft replica ids that left the group, with when: never to be reused.
     pub(crate) retired_replicas: Tracked<u64, Timestamp>,
+    /// The group's certificate authority (one entry, key 0), installed at `master init`.
+    pub(crate) authority: Tracked<u8, crate::ca::CaMaterial>,
+    /// Every certificate the authority issued, by serial: who, until when, revoked when.
+    pub(crate) certificates: Tracked<u128, CertificateRecord>,
     /// The ledger: movements by id, price histories, recorded journal transactions.
     pub(crate) movements: Tracked<u64, super::ledger::Movement>,
     pub(crate) prices: Tracked<super::ledger::PriceKey, Vec<super::ledger::PriceEntry>>,
@@ -263,5 +277,26 @@ pub(crate) struct Pending<T>(pub(crate) T);
 impl<T> PartialEq for Pending<T> {
     fn eq(&self, _: &Self) -> bool {
         true
+    }
+}
+
+impl State {
+    /// The group's certificate authority, once installed.
+    pub fn authority(&self) -> Option<&crate::ca::CaMaterial> {
+        self.authority.get(&0)
+    }
+
+    /// What the group remembers of a certificate it issued.
+    pub fn certificate(&self, serial: u128) -> Option<&CertificateRecord> {
+        self.certificates.get(&serial)
+    }
+
+    /// Serials of every revoked certificate, ascending.
+    pub fn revoked_serials(&self) -> Vec<u128> {
+        self.certificates
+            .iter()
+            .filter(|(_, r)| r.revoked_at.is_some())
+            .map(|(s, _)| *s)
+            .collect()
     }
 }

@@ -47,8 +47,10 @@ pub fn domain_status(err: &DomainError) -> u16 {
         | DomainError::NotRequestedDestroyed { .. }
         | DomainError::SoftwareNotDestroyed { .. }
         | DomainError::JournalConflict { .. }
-        | DomainError::PeriodClosed { .. } => 409,
-        DomainError::RequestExpired { .. } => 500,
+        | DomainError::PeriodClosed { .. }
+        | DomainError::AuthorityInstalled
+        | DomainError::CertificateKnown(_) => 409,
+        DomainError::RequestExpired { .. } | DomainError::NoAuthority => 500,
     }
 }
 

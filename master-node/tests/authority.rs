@@ -1,0 +1,164 @@
+//! The certificate authority in the replicated state: installed once, certificates
+//! recorded once, revocation by serial or by identity, everything surviving persistence,
+//! and the authority's key never leaving through a read.
+
+mod common;
+
+use common::Harness;
+use master_node::ca::{new_key_and_csr, Authority, CaMaterial, Identity, IssueRequest};
+use master_node::domain::{DomainError, Query};
+use master_node::{Op, Reply, State, Timestamp};
+use std::time::{Duration, SystemTime};
+
+fn material() -> CaMaterial {
+    Authority::create("test", SystemTime::now(), 10).unwrap().1
+}
+
+fn record(serial: &str, identity: Identity) -> Op {
+    Op::RecordCertificate {
+        serial: serial.into(),
+        identity,
+        not_after: Timestamp(u64::MAX / 2),
+    }
+}
+
+#[test]
+fn the_authority_is_installed_once() {
+    let mut h = Harness::new();
+    let m = material();
+    assert!(matches!(
+        h.refused(record("1f", Identity::Computer("C".into()))),
+        DomainError::NoAuthority
+    ));
+    h.ok(Op::InstallAuthority {
+        material: m.clone(),
+    });
+    // The same again (a retried init) is fine; another authority is refused.
+    h.ok(Op::InstallAuthority {
+        material: m.clone(),
+    });
+    assert!(matches!(
+        h.refused(Op::InstallAuthority {
+            material: material()
+        }),
+        DomainError::AuthorityInstalled
+    ));
+    assert_eq!(h.state.authority(), Some(&m));
+}
+
+#[test]
+fn certificates_are_recorded_once_and_revoked_by_serial_or_identity() {
+    let mut h = Harness::new();
+    h.ok(Op::InstallAuthority {
+        material: material(),
+    });
+    let part = Identity::Partition {
+        computer: "COMP-1".into(),
+        partition: "slappart0".into(),
+    };
+    h.ok(record("a1", part.clone()));
+    h.ok(record("a2", part.clone()));
+    h.ok(record("b1", Identity::Computer("COMP-1".into())));
+    assert!(matches!(
+        h.refused(record("a1", Identity::Person("p".into()))),
+        DomainError::CertificateKnown(_)
+    ));
+    for bad in ["", "0", "xyz", &"f".repeat(33)] {
+        assert!(matches!(
+            h.refused(record(bad, Identity::Person("p".into()))),
+            DomainError::InvalidArgument { .. }
+        ));
+    }
+    assert!(matches!(
+        h.refused(record("c1", Identity::Computer("a/b".into()))),
+        DomainError::InvalidArgument { .. }
+    ));
+    // A destroyed partition: every certificate of its identity goes at once.
+    assert_eq!(
+        h.ok(Op::Revoke {
+            serial: None,
+            identity: Some(part.clone())
+        }),
+        Reply::Revoked { count: 2 }
+    );
+    assert_eq!(h.state.revoked_serials(), vec![0xa1, 0xa2]);
+    // Revocation is final and counted once.
+    assert_eq!(
+        h.ok(Op::Revoke {
+            serial: None,
+            identity: Some(part)
+        }),
+        Reply::Revoked { count: 0 }
+    );
+    assert_eq!(
+        h.ok(Op::Revoke {
+            serial: Some("b1".into()),
+            identity: None
+        }),
+        Reply::Revoked { count: 1 }
+    );
+    assert!(h.state.certificate(0xb1).unwrap().revoked_at.is_some());
+    assert!(matches!(
+        h.refused(Op::Revoke {
+            serial: None,
+            identity: None
+        }),
+        DomainError::InvalidArgument { .. }
+    ));
+}
+
+#[test]
+fn the_authority_survives_persistence_and_never_leaves_through_a_read() {
+    let mut h = Harness::new();
+    let m = material();
+    h.ok(Op::InstallAuthority {
+        material: m.clone(),
+    });
+    h.ok(record("77", Identity::Person("alice".into())));
+    h.ok(Op::Revoke {
+        serial: Some("77".into()),
+        identity: None,
+    });
+    let mut disk = std::collections::BTreeMap::new();
+    for (k, v) in h.state.take_changes().unwrap() {
+        if let Some(v) = v {
+            disk.insert(k, v);
+        }
+    }
+    let restored = State::from_entries(disk.iter().map(|(k, v)| (k.clone(), v.clone()))).unwrap();
+    assert_eq!(restored.authority(), Some(&m));
+    assert_eq!(restored.revoked_serials(), vec![0x77]);
+    let from_snapshot = State::from_snapshot(&h.state.to_snapshot().unwrap()).unwrap();
+    assert_eq!(from_snapshot.authority(), Some(&m));
+    // A read of everything (what a gateway could ask) has the records, not the key.
+    let read = h.state.query_entries(&Query::All).unwrap();
+    let reader = State::from_entries(read).unwrap();
+    assert_eq!(reader.authority(), None);
+    assert_eq!(reader.revoked_serials(), vec![0x77]);
+}
+
+#[test]
+fn an_installed_authority_issues_what_the_group_records() {
+    let mut h = Harness::new();
+    let (_, m) = Authority::create("g", SystemTime::now(), 10).unwrap();
+    h.ok(Op::InstallAuthority {
+        material: m.clone(),
+    });
+    // What the leader does: load the authority from the state, sign, record.
+    let ca = Authority::load(h.state.authority().unwrap()).unwrap();
+    let identity = Identity::Computer("COMP-9".into());
+    let (_key, csr) = new_key_and_csr(&identity).unwrap();
+    let issued = ca
+        .issue(&IssueRequest {
+            csr_pem: &csr,
+            identity: identity.clone(),
+            serial: 0x1234,
+            not_before: SystemTime::now(),
+            not_after: SystemTime::now() + Duration::from_secs(86400),
+            dns_names: vec![],
+            ip_addresses: vec![],
+        })
+        .unwrap();
+    h.ok(record(&format!("{:x}", issued.serial), identity.clone()));
+    assert_eq!(h.state.certificate(0x1234).unwrap().identity, identity);
+}
