@@ -46,6 +46,50 @@ pub enum MasterCommand {
 pub enum ClusterCommand {
     /// Members, roles, leader, term, indexes, lag, log and snapshot sizes.
     Status(StatusArgs),
+    /// The group's certificate authority: export its certificate, issue and revoke.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+pub enum CaCommand {
+    /// Print the CA certificate (PEM): what clients and servers of the group trust.
+    Export {
+        #[arg(long, value_delimiter = ',', required = true)]
+        via: Vec<String>,
+    },
+    /// Issue a certificate (operator): a key is made here, only its signing request goes
+    /// to the master; writes <out>/<name>.key (0600) and <out>/<name>.crt.
+    Issue {
+        #[arg(long, value_delimiter = ',', required = true)]
+        via: Vec<String>,
+        /// computer:ID, partition:COMPUTER:PARTITION, person:ID, replica:N or gateway:ID.
+        #[arg(long)]
+        identity: String,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Server names (replicas and gateways).
+        #[arg(long, value_delimiter = ',')]
+        dns: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        ip: Vec<String>,
+        /// Validity in days (default: the identity kind's).
+        #[arg(long)]
+        days: Option<u64>,
+    },
+    /// Revoke a certificate by serial, or every certificate of an identity.
+    Revoke {
+        #[arg(long, value_delimiter = ',', required = true)]
+        via: Vec<String>,
+        #[arg(
+            long,
+            conflicts_with = "identity",
+            required_unless_present = "identity"
+        )]
+        serial: Option<String>,
+        #[arg(long)]
+        identity: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -112,9 +156,13 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
                 }
                 let _ = tokio::time::timeout(Duration::from_millis(200), metrics.changed()).await;
             }
+            // The group's certificate authority: made here (the key never leaves the
+            // masters), installed through the log like any state.
+            let installed = install_authority(&replica, &config).await;
             replica.shutdown().await;
+            installed?;
             println!(
-                "initialized a group of one: replica {} ({})",
+                "initialized a group of one: replica {} ({}), with its certificate authority",
                 config.id,
                 config.node_info()
             );
@@ -178,8 +226,114 @@ struct ClusterStatus {
     members: Vec<MemberStatus>,
 }
 
+/// Creates the CA and applies `InstallAuthority` on the new group's only replica.
+async fn install_authority(replica: &Replica, config: &ReplicaConfig) -> Result<()> {
+    let (_, material) = master_node::ca::Authority::create(
+        &format!("group of replica {}", config.id),
+        std::time::SystemTime::now(),
+        20,
+    )?;
+    let command = master_node::Command {
+        request_id: master_node::RequestId::new(format!("master-{}-init", config.id), 1),
+        at: master_node::raft::proposer_time(),
+        op: master_node::Op::InstallAuthority { material },
+    };
+    let written = replica
+        .raft
+        .client_write(vec![command])
+        .await
+        .map_err(|e| anyhow!("installing the certificate authority: {e}"))?;
+    match written.data.first() {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => bail!("installing the certificate authority: {e}"),
+        None => bail!("installing the certificate authority: no outcome"),
+    }
+}
+
+async fn ca(cmd: CaCommand) -> Result<()> {
+    match cmd {
+        CaCommand::Export { via } => {
+            let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(20));
+            print!("{}", client.authority().await?);
+            Ok(())
+        }
+        CaCommand::Issue {
+            via,
+            identity,
+            out,
+            dns,
+            ip,
+            days,
+        } => {
+            let parsed = master_node::ca::Identity::parse(&identity)?;
+            let (key, csr) = master_node::ca::new_key_and_csr(&parsed)?;
+            let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(30));
+            let (pem, serial) = client
+                .issue(&slapos_proto::rpc::master::IssueRequest {
+                    csr_pem: csr,
+                    identity: identity.clone(),
+                    validity_secs: days.map_or(0, |d| d.saturating_mul(86400)),
+                    dns_names: dns,
+                    ip_addresses: ip,
+                })
+                .await?;
+            std::fs::create_dir_all(&out)?;
+            let name = identity.replace(':', "-");
+            let key_path = out.join(format!("{name}.key"));
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&key_path)?;
+                f.write_all(key.as_bytes())?;
+            }
+            let cert_path = out.join(format!("{name}.crt"));
+            std::fs::write(&cert_path, pem)?;
+            println!(
+                "issued {identity} (serial {serial}): {} {}",
+                cert_path.display(),
+                key_path.display()
+            );
+            Ok(())
+        }
+        CaCommand::Revoke {
+            via,
+            serial,
+            identity,
+        } => {
+            let identity = identity
+                .map(|i| master_node::ca::Identity::parse(&i))
+                .transpose()?;
+            let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(30));
+            let now = master_node::raft::proposer_time();
+            let command = master_node::Command {
+                request_id: master_node::RequestId::new(
+                    format!("cli-revoke-{}", std::process::id()),
+                    now.0,
+                ),
+                at: now,
+                op: master_node::Op::Revoke { serial, identity },
+            };
+            let (outcome, _) = client.submit(&command).await?;
+            match outcome {
+                Ok(master_node::Reply::Revoked { count }) => {
+                    println!("revoked {count} certificate(s)");
+                    Ok(())
+                }
+                Ok(other) => bail!("unexpected answer {other:?}"),
+                Err(e) => bail!("{e}"),
+            }
+        }
+    }
+}
+
 pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
     match cmd {
+        ClusterCommand::Ca(cmd) => ca(cmd).await,
         ClusterCommand::Status(args) => {
             let mut client = MasterClient::new(args.via).with_deadline(Duration::from_secs(10));
             let first = client.status().await.context("no replica answered")?;

@@ -310,6 +310,26 @@ impl Authority {
     }
 }
 
+/// How long a certificate lasts when the caller does not say: servers and computers a
+/// year, partitions 90 days (renewed by the node), persons a year.
+pub fn default_validity(identity: &Identity) -> Duration {
+    match identity {
+        Identity::Partition { .. } => Duration::from_secs(90 * 86400),
+        _ => Duration::from_secs(365 * 86400),
+    }
+}
+
+/// A random, positive, 127-bit serial (RFC 5280 wants them unpredictable and unique).
+pub fn random_serial() -> Result<u128, CaError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CaError::Signing("no randomness".into()))?;
+    let serial = u128::from_be_bytes(bytes) >> 1;
+    Ok(serial.max(1))
+}
+
 /// The identity and serial a certificate (DER) carries. The chain to the CA is the TLS
 /// layer's business; this reads who it names.
 pub fn identity_of(der: &[u8]) -> Result<(Identity, u128), CaError> {

@@ -7,7 +7,8 @@ use super::service::FORWARDED;
 use crate::domain::{Command, Entry, Outcome, Query};
 use slapos_proto::rpc::master::master_client::MasterClient as Grpc;
 use slapos_proto::rpc::master::{
-    membership_response, read_response, submit_response, AddReplicaRequest, Consistency,
+    authority_response, issue_response, membership_response, read_response, submit_response,
+    AddReplicaRequest, AuthorityRequest, Consistency, IssueRequest, IssueResponse,
     MembershipResponse, ReadRequest, ReadResponse, RemoveReplicaRequest, StatusRequest,
     StatusResponse, SubmitRequest, SubmitResponse,
 };
@@ -481,6 +482,71 @@ impl MasterClient {
                 Ok(r) => Self::membership(&addr, r),
                 Err(e) => Err(e),
             };
+            if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
+                return Ok(t);
+            }
+        }
+    }
+
+    /// The group's CA certificate (PEM).
+    pub async fn authority(&mut self) -> Result<String, ClientError> {
+        let mut retry = Retry::new();
+        loop {
+            let addr = self.pick()?;
+            let attempt = async {
+                let mut c = self.grpc(&addr)?;
+                let r = c
+                    .authority(self.request(AuthorityRequest {}))
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| Self::transport(&addr, s))?;
+                Ok(match r.result {
+                    Some(authority_response::Result::CertPem(pem)) => Attempt::Done(pem),
+                    Some(authority_response::Result::Error(e)) => {
+                        return Err(ClientError::Refused(format!("{addr}: {e}")))
+                    }
+                    None => Attempt::Retry("empty answer".into()),
+                })
+            }
+            .await;
+            if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
+                return Ok(t);
+            }
+        }
+    }
+
+    /// One `Issue` call to the current replica (it forwards to the leader).
+    pub async fn issue_once(&mut self, req: &IssueRequest) -> Result<IssueResponse, ClientError> {
+        let addr = self.current()?;
+        let mut c = self.grpc(&addr)?;
+        c.issue(self.request(req.clone()))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Self::transport(&addr, s))
+    }
+
+    /// A certificate for `req.identity`: (PEM, hex serial), on whichever replica leads.
+    pub async fn issue(&mut self, req: &IssueRequest) -> Result<(String, String), ClientError> {
+        let mut retry = Retry::new();
+        loop {
+            let addr = self.pick()?;
+            let attempt = async {
+                let mut c = self.grpc(&addr)?;
+                let r = c
+                    .issue(self.request(req.clone()))
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| Self::transport(&addr, s))?;
+                Ok(match r.result {
+                    Some(issue_response::Result::CertPem(pem)) => Attempt::Done((pem, r.serial)),
+                    Some(issue_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
+                    Some(issue_response::Result::Error(e)) => {
+                        return Err(ClientError::Refused(format!("{addr}: {e}")))
+                    }
+                    None => Attempt::Retry("empty answer".into()),
+                })
+            }
+            .await;
             if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
                 return Ok(t);
             }

@@ -14,9 +14,10 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{ChangeMembers, ServerState, Snapshot, SnapshotMeta, Vote};
 use slapos_proto::rpc::master::master_server::Master;
 use slapos_proto::rpc::master::{
-    membership_response, read_response, submit_response, AddReplicaRequest, Consistency, Entries,
-    Entry, LeaderHint, Member, MembershipResponse, ReadRequest, ReadResponse, RemoveReplicaRequest,
-    StatusRequest, StatusResponse, SubmitRequest, SubmitResponse,
+    authority_response, issue_response, membership_response, read_response, submit_response,
+    AddReplicaRequest, AuthorityRequest, AuthorityResponse, Consistency, Entries, Entry,
+    IssueRequest, IssueResponse, LeaderHint, Member, MembershipResponse, ReadRequest, ReadResponse,
+    RemoveReplicaRequest, StatusRequest, StatusResponse, SubmitRequest, SubmitResponse,
 };
 use slapos_proto::rpc::raft::raft_server;
 use slapos_proto::rpc::raft::{RaftMessage, SnapshotChunk};
@@ -532,6 +533,68 @@ impl MasterService {
         }
     }
 
+    /// The leader signs with the group's authority, then records the certificate through
+    /// Raft: a certificate is handed out only once the group knows it (so it can be
+    /// revoked).
+    async fn sign_and_record(&self, req: &IssueRequest) -> Result<(String, String), String> {
+        use crate::ca::{Authority, Identity, IssueRequest as Sign};
+        let identity = Identity::parse(&req.identity).map_err(|e| e.to_string())?;
+        let material = self
+            .state
+            .read(|s, _| s.authority().cloned())
+            .ok_or_else(|| crate::domain::DomainError::NoAuthority.to_string())?;
+        let authority = Authority::load(&material).map_err(|e| e.to_string())?;
+        let mut ips = Vec::new();
+        for ip in &req.ip_addresses {
+            ips.push(
+                ip.parse()
+                    .map_err(|_| format!("not an IP address: {ip:?}"))?,
+            );
+        }
+        let validity = match req.validity_secs {
+            0 => crate::ca::default_validity(&identity),
+            s => Duration::from_secs(s.min(10 * 365 * 86400)),
+        };
+        let now = std::time::SystemTime::now();
+        let serial = crate::ca::random_serial().map_err(|e| e.to_string())?;
+        let issued = authority
+            .issue(&Sign {
+                csr_pem: &req.csr_pem,
+                identity: identity.clone(),
+                serial,
+                not_before: now - Duration::from_secs(300),
+                not_after: now + validity,
+                dns_names: req.dns_names.clone(),
+                ip_addresses: ips,
+            })
+            .map_err(|e| e.to_string())?;
+        let hex = format!("{serial:x}");
+        let command = Command {
+            request_id: RequestId::new(format!("master-{}-ca", self.id), serial as u64),
+            at: super::proposer_time(),
+            op: Op::RecordCertificate {
+                serial: hex.clone(),
+                identity,
+                not_after: crate::domain::Timestamp(
+                    issued.not_after_unix.saturating_mul(1_000_000),
+                ),
+            },
+        };
+        match self.write(command).await.response.result {
+            Some(submit_response::Result::Outcome(bytes)) => {
+                let outcome: crate::domain::Outcome =
+                    serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+                outcome.map_err(|e| e.to_string())?;
+                Ok((issued.pem, hex))
+            }
+            Some(submit_response::Result::NotLeader(h)) => {
+                Err(format!("leadership moved to {}", h.leader_id))
+            }
+            Some(submit_response::Result::Unavailable(e)) => Err(e),
+            None => Err("no answer".into()),
+        }
+    }
+
     async fn retire(&self, id: NodeId) -> Result<(), String> {
         let command = Command {
             request_id: RequestId::new(
@@ -823,6 +886,60 @@ impl Master for MasterService {
                 req.id,
                 if req.voter { "voter" } else { "learner" }
             ))),
+        }))
+    }
+
+    async fn authority(
+        &self,
+        _request: Request<AuthorityRequest>,
+    ) -> Result<Response<AuthorityResponse>, Status> {
+        let pem = self
+            .state
+            .read(|s, _| s.authority().map(|m| m.cert_pem.clone()));
+        Ok(Response::new(AuthorityResponse {
+            result: Some(match pem {
+                Some(p) => authority_response::Result::CertPem(p),
+                None => authority_response::Result::Error(
+                    crate::domain::DomainError::NoAuthority.to_string(),
+                ),
+            }),
+        }))
+    }
+
+    async fn issue(
+        &self,
+        request: Request<IssueRequest>,
+    ) -> Result<Response<IssueResponse>, Status> {
+        let forwarded = Self::is_forwarded(&request);
+        let req = request.into_inner();
+        if !self.is_leader() {
+            let hint = self.leader_hint();
+            if !forwarded {
+                if let Some(mut leader) = self.forward_target(&hint) {
+                    if let Ok(r) = leader.issue_once(&req).await {
+                        return Ok(Response::new(r));
+                    }
+                }
+            }
+            return Ok(Response::new(IssueResponse {
+                result: Some(match hint {
+                    Some(h) => issue_response::Result::NotLeader(h),
+                    None => {
+                        issue_response::Result::Error("no leader is known at the moment".into())
+                    }
+                }),
+                serial: String::new(),
+            }));
+        }
+        Ok(Response::new(match self.sign_and_record(&req).await {
+            Ok((pem, serial)) => IssueResponse {
+                result: Some(issue_response::Result::CertPem(pem)),
+                serial,
+            },
+            Err(e) => IssueResponse {
+                result: Some(issue_response::Result::Error(e)),
+                serial: String::new(),
+            },
         }))
     }
 
