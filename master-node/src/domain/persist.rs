@@ -42,6 +42,9 @@ pub enum Query {
         from: Timestamp,
         to: Timestamp,
     },
+    /// Every certificate the authority issued (whom, until when, revoked when): what a
+    /// gateway checks client certificates against. Never the authority itself.
+    Certificates,
     /// The whole state.
     All,
 }
@@ -555,6 +558,14 @@ impl State {
         let mut instances = BTreeSet::new();
         let mut software_of = BTreeSet::new();
         match query {
+            Query::Certificates => {
+                let mut out = Vec::new();
+                entries(&self.certificates, |s| certificate_key(*s), &mut out)?;
+                let k = vec![META];
+                out.push((k.clone(), json(&k, &Meta::of(self))?));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(out);
+            }
             // Reads never carry the authority's key: it stays in the masters' storage.
             Query::All => {
                 let mut all = self.entries()?;

@@ -291,6 +291,11 @@ impl State {
         self.certificates.get(&serial)
     }
 
+    /// The owner of a computer.
+    pub fn computer_owner(&self, computer: &str) -> Option<String> {
+        self.computers.get(computer).map(|c| c.owner.clone())
+    }
+
     /// Serials of every revoked certificate, ascending.
     pub fn revoked_serials(&self) -> Vec<u128> {
         self.certificates

@@ -46,6 +46,15 @@ pub struct GatewayConfig {
     /// Serve plain HTTP (no TLS). Only for local tests: SLAP carries no other protection.
     #[serde(default)]
     pub insecure_http: bool,
+    /// PEM certificate of the group's authority (`slapos cluster ca export`). When set,
+    /// every connection must present a client certificate it issued and not revoked;
+    /// the certificate's identity is the caller, checked against the authorization table
+    /// (DESIGN.md, "Authorization"), and `[slap] person` no longer applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// How often the revoked certificates are read from the masters.
+    #[serde(default = "default_revocation_refresh")]
+    pub revocation_refresh_ms: u64,
     /// Path prefix of the SLAP methods (`""` or e.g. `"/slap"`).
     #[serde(default)]
     pub url_prefix: String,
@@ -102,6 +111,10 @@ impl Default for SlapSettings {
     }
 }
 
+fn default_revocation_refresh() -> u64 {
+    2000
+}
+
 fn default_staleness() -> u64 {
     2000
 }
@@ -139,6 +152,8 @@ impl GatewayConfig {
             tls_cert: None,
             tls_key: None,
             insecure_http: true,
+            client_ca: None,
+            revocation_refresh_ms: default_revocation_refresh(),
             url_prefix: String::new(),
             local_read_staleness_ms: default_staleness(),
             max_body_bytes: default_max_body(),
@@ -193,6 +208,9 @@ impl GatewayConfig {
                         .into(),
                 )
             }
+        }
+        if self.client_ca.is_some() && self.insecure_http {
+            return Err("client_ca needs HTTPS (tls_cert and tls_key), not insecure_http".into());
         }
         let p = &self.url_prefix;
         if !p.is_empty() && (!p.starts_with('/') || p.ends_with('/')) {

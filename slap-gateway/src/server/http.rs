@@ -130,7 +130,26 @@ async fn handle_jsonrpc(app: Arc<App>, name: String, request: Request) -> SlapRe
                 .to_response()
         }
     };
-    let call = match jsonrpc::parse(&app.ctx, jname, &bytes, authorization) {
+    // With client certificates, JSON-RPC is for persons, as themselves.
+    let personal;
+    let ctx = match parts.extensions.get::<Option<super::authz::Caller>>() {
+        None => &app.ctx,
+        Some(Some(super::authz::Caller::Identity {
+            identity: master_node::ca::Identity::Person(me),
+            ..
+        })) => {
+            personal = crate::slap::SlapContext {
+                person: me.clone(),
+                ..app.ctx.clone()
+            };
+            &personal
+        }
+        Some(_) => {
+            return jsonrpc::JsonError::new(403, "forbidden: the JSON-RPC API is for persons")
+                .to_response()
+        }
+    };
+    let call = match jsonrpc::parse(ctx, jname, &bytes, authorization) {
         Ok(c) => c,
         Err(e) => return e.to_response(),
     };
@@ -268,10 +287,49 @@ async fn handle(app: Arc<App>, endpoint: Endpoint, request: Request) -> SlapResp
             return SlapResponse::text(400, "malformed Authorization header: not ASCII text")
         }
     };
-    let call = match forms::parse(&app.ctx, endpoint, &fields, authorization) {
+    // With client certificates the caller is who the certificate names (persons request
+    // as themselves); without, the configured `[slap] person` (proxy mode).
+    let caller = parts
+        .extensions
+        .get::<Option<super::authz::Caller>>()
+        .cloned();
+    let personal;
+    let ctx = match &caller {
+        Some(Some(super::authz::Caller::Identity {
+            identity: master_node::ca::Identity::Person(me),
+            ..
+        })) => {
+            personal = crate::slap::SlapContext {
+                person: me.clone(),
+                ..app.ctx.clone()
+            };
+            &personal
+        }
+        _ => &app.ctx,
+    };
+    let call = match forms::parse(ctx, endpoint, &fields, authorization) {
         Ok(call) => call,
         Err(e) => return e.to_response(),
     };
+    match &caller {
+        None => {}
+        Some(None) => {
+            return SlapResponse::text(403, "forbidden: the client certificate names no identity")
+        }
+        Some(Some(who)) => match super::authz::check(who, &call) {
+            Err(refusal) => return refusal,
+            Ok(super::authz::Needs::Nothing) => {}
+            Ok(super::authz::Needs::OwnerOf(computer)) => {
+                let owner = match app.masters.computer_owner(&computer).await {
+                    Ok(o) => o,
+                    Err(e) => return SlapResponse::text(e.status(), e.to_string()),
+                };
+                if let Err(refusal) = super::authz::owner_check(who, &computer, owner.as_deref()) {
+                    return refusal;
+                }
+            }
+        },
+    }
     match call {
         SlapCall::Answer(response) => response,
         SlapCall::Query(query) => match app.masters.read(&query).await {

@@ -289,6 +289,29 @@ impl Masters {
         Self::state(entries)
     }
 
+    /// Serials of every revoked certificate (linearizable: a revocation is seen by the
+    /// next refresh after it was acknowledged).
+    pub async fn revoked_serials(&self) -> Result<Vec<u128>, MasterError> {
+        Ok(
+            Self::state(self.read_entries(&MasterQuery::Certificates, true).await?)?
+                .revoked_serials(),
+        )
+    }
+
+    /// Who owns a computer (None: unknown computer).
+    pub async fn computer_owner(&self, computer: &str) -> Result<Option<String>, MasterError> {
+        let state = Self::state(
+            self.read_entries(
+                &MasterQuery::Computer {
+                    computer: computer.to_owned(),
+                },
+                false,
+            )
+            .await?,
+        )?;
+        Ok(state.computer_owner(computer))
+    }
+
     /// Read what the answer to `query` needs, with a bounded staleness: these are the
     /// node's and its instances' reads, promises it converges to anyway.
     pub async fn read(&self, query: &Query) -> Result<State, MasterError> {

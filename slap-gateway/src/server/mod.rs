@@ -13,6 +13,7 @@
 //!
 //! See `DESIGN.md`, section "The server".
 
+pub mod authz;
 pub mod config;
 pub mod http;
 pub mod master;
@@ -69,9 +70,19 @@ impl Gateway {
     /// Check the configuration, load the certificate, bind, and serve in the background.
     pub async fn start(config: &GatewayConfig) -> Result<Gateway, GatewayError> {
         config.validate().map_err(GatewayError::Config)?;
+        let clients = match &config.client_ca {
+            Some(ca) => Some(Arc::new(tls::GroupClients::new(ca)?)),
+            None => None,
+        };
         let acceptor = match (&config.tls_cert, &config.tls_key, config.insecure_http) {
             (Some(cert), Some(key), false) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-                tls::server_config(cert, key)?,
+                tls::server_config_with(
+                    cert,
+                    key,
+                    clients
+                        .clone()
+                        .map(|c| c as Arc<dyn rustls::server::danger::ClientCertVerifier>),
+                )?,
             ))),
             _ => None,
         };
@@ -105,8 +116,38 @@ impl Gateway {
                 source,
             })?;
         let (stop, stopped) = watch::channel(false);
+        if let Some(clients) = &clients {
+            // The revoked serials, kept fresh: a revocation fails the next handshake.
+            let (app, revoked, mut stopped) =
+                (app.clone(), clients.revoked.clone(), stopped.clone());
+            let every = Duration::from_millis(config.revocation_refresh_ms.max(100));
+            tokio::spawn(async move {
+                loop {
+                    match app.masters.revoked_serials().await {
+                        Ok(serials) => {
+                            if let Ok(mut set) = revoked.write() {
+                                *set = serials.into_iter().collect();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot refresh the revoked certificates")
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stopped.wait_for(|s| *s) => return,
+                    }
+                }
+            });
+        }
         let tls = acceptor.is_some();
-        let task = tokio::spawn(accept_loop(listener, acceptor, app.clone(), stopped));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            app.clone(),
+            stopped,
+            clients.is_some(),
+        ));
         tracing::info!(
             %local_addr,
             tls,
@@ -155,6 +196,7 @@ async fn accept_loop(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: Arc<App>,
     mut stopped: watch::Receiver<bool>,
+    identify: bool,
 ) {
     let router = http::router(app.clone());
     let mut connections = JoinSet::new();
@@ -179,12 +221,32 @@ async fn accept_loop(
         let stop = stopped.clone();
         let acceptor = acceptor.clone();
         let metrics = app.metrics.clone();
+        let admins = app.ctx.admins.clone();
         connections.spawn(async move {
             match acceptor {
                 None => serve_connection(tcp, service, stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, service, stop).await,
+                        Ok(Ok(stream)) => {
+                            // The caller is the certificate's identity, for the whole
+                            // connection.
+                            let service = if identify {
+                                let caller = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(|c| master_node::ca::identity_of(c).ok())
+                                    .map(|(identity, _)| {
+                                        let admin = matches!(&identity, master_node::ca::Identity::Person(p) if admins.contains(p));
+                                        authz::Caller::Identity { identity, admin }
+                                    });
+                                service.layer(axum::Extension(caller))
+                            } else {
+                                service
+                            };
+                            serve_connection(stream, service, stop).await
+                        }
                         Ok(Err(e)) => {
                             metrics.tls_handshake_error();
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -19,6 +19,15 @@ pub fn install_crypto_provider() {
 /// A server configuration from PEM files: the certificate chain (leaf first) and its
 /// private key. No client certificates are asked for yet (the identity issue adds them).
 pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, GatewayError> {
+    server_config_with(cert, key, None)
+}
+
+/// As [`server_config`], asking clients for a certificate that `clients` accepts.
+pub fn server_config_with(
+    cert: &Path,
+    key: &Path,
+    clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<ServerConfig, GatewayError> {
     install_crypto_provider();
     let tls = |what: &Path, message: String| GatewayError::Tls {
         path: what.display().to_string(),
@@ -32,18 +41,107 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, GatewayErr
         return Err(tls(cert, "no CERTIFICATE block found".into()));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls(key, e.to_string()))?;
-    let mut config =
+    let builder =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| tls(cert, e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key_der)
-            .map_err(|e| {
-                tls(
-                    cert,
-                    format!("certificate and key do not fit together: {e}"),
-                )
-            })?;
+            .map_err(|e| tls(cert, e.to_string()))?;
+    let builder = match clients {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key_der).map_err(|e| {
+        tls(
+            cert,
+            format!("certificate and key do not fit together: {e}"),
+        )
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// Client certificates of the group's authority, minus the revoked ones: the chain is
+/// checked by webpki, then the serial against the set the gateway refreshes from the
+/// masters, so a revoked certificate fails its next handshake.
+#[derive(Debug)]
+pub struct GroupClients {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    pub revoked: Arc<std::sync::RwLock<std::collections::BTreeSet<u128>>>,
+}
+
+impl GroupClients {
+    pub fn new(ca: &Path) -> Result<GroupClients, GatewayError> {
+        install_crypto_provider();
+        let tls = |message: String| GatewayError::Tls {
+            path: ca.display().to_string(),
+            message,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| tls(e.to_string()))? {
+            roots
+                .add(cert.map_err(|e| tls(e.to_string()))?)
+                .map_err(|e| tls(e.to_string()))?;
+        }
+        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .map_err(|e| tls(e.to_string()))?;
+        Ok(GroupClients {
+            inner,
+            revoked: Arc::default(),
+        })
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for GroupClients {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let (_, serial) = master_node::ca::identity_of(end_entity)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let revoked = self
+            .revoked
+            .read()
+            .map(|r| r.contains(&serial))
+            .unwrap_or(true);
+        if revoked {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }

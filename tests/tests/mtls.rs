@@ -1,0 +1,378 @@
+//! A gateway that requires client certificates of the group's authority (`client_ca`),
+//! through real HTTPS: the real Python slapos.slap client with its `key_file` /
+//! `cert_file`, and curl. Each forbidden row of the authorization table
+//! (slap-gateway/DESIGN.md, "Authorization") is tried and refused with 403 and the
+//! reason, nothing reaching the master; no certificate, another authority's and a
+//! revoked one fail the handshake.
+
+use slapos_e2e::agent::{open_dir, text, Up};
+use slapos_e2e::slapos_bin;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn slapos(args: &[&str]) -> Output {
+    Command::new(slapos_bin())
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run slapos")
+}
+
+struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    fn key(&self, identity: &str) -> String {
+        self.dir
+            .join(format!("{}.key", identity.replace(':', "-")))
+            .display()
+            .to_string()
+    }
+    fn crt(&self, identity: &str) -> String {
+        self.dir
+            .join(format!("{}.crt", identity.replace(':', "-")))
+            .display()
+            .to_string()
+    }
+}
+
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real client, as `identity`.
+fn python(url: &str, certs: &Certs, identity: &str, args: &[&str]) -> (bool, String) {
+    let venv = slapos_e2e::compat::venv();
+    let out = Command::new(venv.join("bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/mtls.py"))
+        .arg(url)
+        .arg(certs.key(identity))
+        .arg(certs.crt(identity))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    match out.status.code() {
+        Some(0) => (true, stdout),
+        Some(3) => (false, stdout),
+        _ => panic!("mtls.py {args:?}: {}", text(&out)),
+    }
+}
+
+/// curl as `identity` (None: no client certificate): (HTTP status, body), or None when
+/// the TLS handshake failed.
+fn curl(
+    url: &str,
+    ca: &Path,
+    cert: Option<(&str, &str)>,
+    path: &str,
+    post: Option<&str>,
+) -> Option<(u16, String)> {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "10", "--cacert"]).arg(ca);
+    if let Some((crt, key)) = cert {
+        c.args(["--cert", crt, "--key", key]);
+    }
+    if let Some(body) = post {
+        c.args(["--data", body]);
+    }
+    c.args(["-w", "\n%{http_code}"]).arg(format!("{url}{path}"));
+    let out = c.output().unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n')?;
+    Some((status.trim().parse().ok()?, body.to_owned()))
+}
+
+#[test]
+fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = open_dir(&dir);
+    let up = Up::start_replicas(&root, 1);
+    let cluster: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(up.dir.join("cluster.json")).unwrap()).unwrap();
+    let apis: Vec<String> = cluster["master_api_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let via = apis.join(",");
+    let certs = Certs {
+        dir: root.join("certs"),
+    };
+    let issue = |identity: &str, extra: &[&str]| {
+        let mut args = vec![
+            "cluster",
+            "ca",
+            "issue",
+            "--via",
+            &via,
+            "--identity",
+            identity,
+            "--out",
+        ];
+        let out_dir = certs.dir.display().to_string();
+        args.push(&out_dir);
+        args.extend_from_slice(extra);
+        let out = slapos(&args);
+        assert!(out.status.success(), "issue {identity}: {}", text(&out));
+    };
+    issue("gateway:gw-test", &["--ip", "127.0.0.1"]);
+    for who in [
+        "computer:COMP-A",
+        "computer:COMP-B",
+        "partition:COMP-A:slappart0",
+        "person:alice",
+        "person:bob",
+        "person:root",
+    ] {
+        issue(who, &[]);
+    }
+    let ca = root.join("ca.pem");
+    let exported = slapos(&["cluster", "ca", "export", "--via", &via]);
+    std::fs::write(&ca, &exported.stdout).unwrap();
+
+    // The gateway: HTTPS with its own certificate, client certificates required.
+    let port = free_port();
+    let config = root.join("gw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nmasters = {apis:?}\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+             client_ca = \"{}\"\nrevocation_refresh_ms = 200\n[slap]\nadmins = [\"root\"]\n",
+            certs.crt("gateway:gw-test"),
+            certs.key("gateway:gw-test"),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let _gw = Gateway(
+        Command::new(slapos_bin())
+            .args(["gateway", "run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(root.join("gw.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("https://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let as_ = |who: &str| Some((certs.crt(who), certs.key(who)));
+    let (url_ref, ca_ref) = (&url, &ca);
+    let with = |who: &'static str| {
+        let (c, k) = as_(who).unwrap();
+        move |path: &str, post: Option<&str>| curl(url_ref, ca_ref, Some((&c, &k)), path, post)
+    };
+
+    // No certificate, or another authority's: no handshake.
+    assert!(
+        curl(&url, &ca, None, "getHateoasUrl", None).is_none(),
+        "served without a certificate"
+    );
+    let foreign = root.join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=computer:COMP-A",
+            "-keyout",
+        ])
+        .arg(foreign.join("k.pem"))
+        .arg("-out")
+        .arg(foreign.join("c.pem"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let forged = curl(
+        &url,
+        &ca,
+        Some((
+            foreign.join("c.pem").to_str().unwrap(),
+            foreign.join("k.pem").to_str().unwrap(),
+        )),
+        "getFullComputerInformation?computer_id=COMP-A",
+        None,
+    );
+    assert!(
+        forged.is_none(),
+        "a self-signed certificate naming COMP-A was served: {forged:?}"
+    );
+
+    // The real client, each as itself: computers format themselves...
+    assert_eq!(
+        python(&url, &certs, "computer:COMP-A", &["format", "COMP-A", "2"]),
+        (true, "OK".into())
+    );
+    assert_eq!(
+        python(&url, &certs, "computer:COMP-B", &["format", "COMP-B", "2"]),
+        (true, "OK".into())
+    );
+    // ...but not each other.
+    let (ok, why) = python(&url, &certs, "computer:COMP-B", &["format", "COMP-A", "1"]);
+    assert!(
+        !ok && why.contains("403")
+            && why.contains("computer:COMP-B may not act for computer COMP-A"),
+        "{why}"
+    );
+    let comp_a = with("computer:COMP-A");
+    assert_eq!(
+        comp_a("getFullComputerInformation?computer_id=COMP-A", None)
+            .unwrap()
+            .0,
+        200
+    );
+    let (status, body) = comp_a("getFullComputerInformation?computer_id=COMP-B", None).unwrap();
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = comp_a(
+        "startedComputerPartition",
+        Some("computer_id=COMP-B&computer_partition_id=slappart0"),
+    )
+    .unwrap();
+    assert_eq!(status, 403, "{body}");
+
+    // Software goes only to computers one owns (the admin supplies here).
+    let sr = "https://example.com/software/demo/software.cfg";
+    let (ok, why) = python(&url, &certs, "person:alice", &["supply", sr, "COMP-A"]);
+    assert!(
+        !ok && why.contains("403") && why.contains("does not own computer COMP-A"),
+        "{why}"
+    );
+    assert_eq!(
+        python(&url, &certs, "person:root", &["supply", sr, "COMP-A"]),
+        (true, "OK".into())
+    );
+
+    // A person requests as themselves; the partition is theirs.
+    let (ok, partition) = python(
+        &url,
+        &certs,
+        "person:alice",
+        &["request", sr, "alice-tree", "COMP-A"],
+    );
+    assert!(ok, "{partition}");
+    assert!(partition.starts_with("slappart"), "{partition}");
+
+    // A partition reads itself, not its neighbour; it publishes only for itself.
+    let part = with("partition:COMP-A:slappart0");
+    assert_eq!(
+        part("registerComputerPartition?computer_reference=COMP-A&computer_partition_reference=slappart0", None)
+            .unwrap()
+            .0,
+        200
+    );
+    let (status, body) = part(
+        "registerComputerPartition?computer_reference=COMP-A&computer_partition_reference=slappart1",
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = part("getFullComputerInformation?computer_id=COMP-A", None).unwrap();
+    assert_eq!(status, 403, "a partition read its whole computer: {body}");
+    let (status, body) = part(
+        "setComputerPartitionConnectionXml",
+        Some("computer_id=COMP-A&computer_partition_id=slappart1&connection_xml=%3Cmarshal%3E%3Cdictionary%20id%3D%22i2%22%2F%3E%3C%2Fmarshal%3E&slave_reference=None"),
+    )
+    .unwrap();
+    assert_eq!(status, 403, "{body}");
+
+    // A person cannot act as a partition (the header is a computer's privilege), nor can a
+    // computer for another computer's partition.
+    let bob = as_("person:bob").unwrap();
+    let header = |c: &str, p: &str| {
+        format!("Authorization: X-SlapPartition computer_id={c}, computer_partition_id={p}")
+    };
+    let request_form = "software_release=https%3A%2F%2Fexample.com%2Fsoftware%2Fdemo%2Fsoftware.cfg&partition_reference=child&partition_parameter_xml=%3Cmarshal%3E%3Cdictionary%20id%3D%22i2%22%2F%3E%3C%2Fmarshal%3E&filter_xml=%3Cmarshal%3E%3Cdictionary%20id%3D%22i2%22%2F%3E%3C%2Fmarshal%3E&software_type=default&state=%3Cmarshal%3E%3Cstring%3Estarted%3C%2Fstring%3E%3C%2Fmarshal%3E&shared_xml=%3Cmarshal%3E%3Cbool%3E0%3C%2Fbool%3E%3C%2Fmarshal%3E";
+    for (who, c, p) in [
+        (&bob, "COMP-A", partition.as_str()),
+        (&as_("computer:COMP-A").unwrap(), "COMP-B", "slappart0"),
+    ] {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .args([
+                "--cert",
+                &who.0,
+                "--key",
+                &who.1,
+                "-H",
+                &header(c, p),
+                "--data",
+                request_form,
+                "-w",
+                "\n%{http_code}",
+            ])
+            .arg(format!("{url}requestComputerPartition"))
+            .output()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(answer.ends_with("\n403"), "acting for {c}/{p}: {answer}");
+    }
+
+    // JSON-RPC is for persons.
+    let (status, body) = comp_a("slapos.get.v0.invoice", Some("{}")).unwrap();
+    assert_eq!(status, 403, "{body}");
+
+    // Revoked: the next handshake fails.
+    let out = slapos(&[
+        "cluster",
+        "ca",
+        "revoke",
+        "--via",
+        &via,
+        "--identity",
+        "computer:COMP-B",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("revoked 1"),
+        "{}",
+        text(&out)
+    );
+    let comp_b = with("computer:COMP-B");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while comp_b("getFullComputerInformation?computer_id=COMP-B", None).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "a revoked certificate is still served"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Others are unaffected.
+    assert_eq!(
+        comp_a("getFullComputerInformation?computer_id=COMP-A", None)
+            .unwrap()
+            .0,
+        200
+    );
+    drop(up);
+}
