@@ -162,3 +162,47 @@ fn an_installed_authority_issues_what_the_group_records() {
     h.ok(record(&format!("{:x}", issued.serial), identity.clone()));
     assert_eq!(h.state.certificate(0x1234).unwrap().identity, identity);
 }
+
+#[test]
+fn a_freed_partition_s_certificates_are_revoked() {
+    use master_node::domain::Requester;
+    let mut h = Harness::new();
+    h.ok(Op::InstallAuthority {
+        material: material(),
+    });
+    h.format("COMP-1", 2);
+    let id = h.request(Requester::Person("alice".into()), "tree");
+    let (computer, partition) = h.partition_of(id);
+    let identity = Identity::Partition {
+        computer: computer.clone(),
+        partition: partition.clone(),
+    };
+    h.ok(record("5", identity.clone()));
+    h.ok(record("6", Identity::Computer(computer.clone())));
+    h.ok(Op::RequestInstance {
+        requester: Requester::Person("alice".into()),
+        title: "tree".into(),
+        software_release: common::SR.into(),
+        software_type: "default".into(),
+        state: Some("destroyed".into()),
+        shared: false,
+        parameters: Default::default(),
+        sla: Default::default(),
+    });
+    assert!(
+        h.state.revoked_serials().is_empty(),
+        "revoked before the node freed it"
+    );
+    assert_eq!(
+        h.ok(Op::DestroyedPartition {
+            computer: computer.clone(),
+            partition
+        }),
+        Reply::PartitionFreed
+    );
+    assert_eq!(
+        h.state.revoked_serials(),
+        vec![5],
+        "only the partition's certificate"
+    );
+}

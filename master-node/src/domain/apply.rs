@@ -438,7 +438,20 @@ impl State {
             Op::DestroyedPartition {
                 computer,
                 partition,
-            } => self.destroyed_partition(computer, partition, now),
+            } => {
+                let outcome = self.destroyed_partition(computer, partition, now);
+                if matches!(outcome, Ok(Reply::PartitionFreed)) {
+                    // The freed partition's certificates die with its instance.
+                    self.revoke_identity(
+                        &crate::ca::Identity::Partition {
+                            computer: computer.clone(),
+                            partition: partition.clone(),
+                        },
+                        now,
+                    );
+                }
+                outcome
+            }
             Op::RecordUsage {
                 computer,
                 reporter,
@@ -515,26 +528,44 @@ impl State {
                         "name a serial or an identity",
                     ));
                 }
-                let targets: Vec<u128> = self
-                    .certificates
-                    .iter()
-                    .filter(|(s, r)| {
-                        r.revoked_at.is_none()
-                            && serial.is_none_or(|want| **s == want)
-                            && identity.as_ref().is_none_or(|want| r.identity == *want)
-                    })
-                    .map(|(s, _)| *s)
-                    .collect();
-                for s in &targets {
-                    if let Some(r) = self.certificates.get_mut(s) {
-                        r.revoked_at = Some(now);
-                    }
-                }
-                Ok(Reply::Revoked {
-                    count: targets.len(),
-                })
+                let count = self.revoke_where(now, |s, r| {
+                    serial.is_none_or(|want| s == want)
+                        && identity.as_ref().is_none_or(|want| r.identity == *want)
+                });
+                Ok(Reply::Revoked { count })
             }
         }
+    }
+
+    // ----- certificates ----------------------------------------------------------------
+
+    /// Revokes every unrevoked certificate `matches` selects; how many.
+    fn revoke_where(
+        &mut self,
+        now: Timestamp,
+        matches: impl Fn(u128, &super::state::CertificateRecord) -> bool,
+    ) -> usize {
+        let targets: Vec<u128> = self
+            .certificates
+            .iter()
+            .filter(|(s, r)| r.revoked_at.is_none() && matches(**s, r))
+            .map(|(s, _)| *s)
+            .collect();
+        for s in &targets {
+            if let Some(r) = self.certificates.get_mut(s) {
+                r.revoked_at = Some(now);
+            }
+        }
+        targets.len()
+    }
+
+    /// Revokes every certificate of `identity` (a freed partition).
+    pub(crate) fn revoke_identity(
+        &mut self,
+        identity: &crate::ca::Identity,
+        now: Timestamp,
+    ) -> usize {
+        self.revoke_where(now, |_, r| r.identity == *identity)
     }
 
     // ----- computers -------------------------------------------------------------------
