@@ -19,6 +19,7 @@ fn record(serial: &str, identity: Identity) -> Op {
         serial: serial.into(),
         identity,
         not_after: Timestamp(u64::MAX / 2),
+        pair: None,
     }
 }
 

@@ -343,6 +343,118 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
     let (status, body) = comp_a("slapos.get.v0.invoice", Some("{}")).unwrap();
     assert_eq!(status, 403, "{body}");
 
+    // Partition certificates: the node fetches one for its own partition (made once and
+    // kept), never for another computer's; a free partition has none.
+    let (status, body) = comp_a(
+        &format!(
+            "getComputerPartitionCertificate?computer_id=COMP-A&computer_partition_id={partition}"
+        ),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("BEGIN CERTIFICATE") && body.contains("PRIVATE KEY"),
+        "{body}"
+    );
+    let again = comp_a(
+        &format!(
+            "getComputerPartitionCertificate?computer_id=COMP-A&computer_partition_id={partition}"
+        ),
+        None,
+    )
+    .unwrap();
+    assert_eq!(again.1, body, "a second fetch made another certificate");
+    let (status, _) = with("computer:COMP-B")(
+        &format!(
+            "getComputerPartitionCertificate?computer_id=COMP-A&computer_partition_id={partition}"
+        ),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 403);
+    let free = if partition == "slappart0" {
+        "slappart1"
+    } else {
+        "slappart0"
+    };
+    let (status, body) = comp_a(
+        &format!("getComputerPartitionCertificate?computer_id=COMP-A&computer_partition_id={free}"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 404, "{body}");
+
+    // Our node agent on a formatted node (a user per partition) over this gateway, as
+    // its computer: the partition's certificate lands 0400, owned by the partition's
+    // user, and authenticates the partition.
+    issue("computer:COMP-C", &[]);
+    let node_root = root.join("node-c");
+    let node = slapos_e2e::agent::AgentNode::new(
+        &node_root,
+        "COMP-C",
+        std::slice::from_ref(&url),
+        &slapos_e2e::agent::prefix("m"),
+        2,
+    );
+    let repo = node_root.join("certificates");
+    let cfg = std::fs::read_to_string(&node.cfg).unwrap().replacen(
+        "[slapos]\n",
+        &format!(
+            "[slapos]\nkey_file = {}\ncert_file = {}\nmaster_ca_file = {}\ncertificate_repository_path = {}\n",
+            certs.key("computer:COMP-C"),
+            certs.crt("computer:COMP-C"),
+            ca.display(),
+            repo.display()
+        ),
+        1,
+    );
+    std::fs::write(&node.cfg, cfg).unwrap();
+    node.ok(&["format"]);
+    let release = slapos_e2e::agent::beat_release(&root.join("beat"));
+    assert_eq!(
+        python(&url, &certs, "person:root", &["supply", &release, "COMP-C"]),
+        (true, "OK".into())
+    );
+    let (ok, pid) = python(
+        &url,
+        &certs,
+        "person:alice",
+        &["request", &release, "alice-beat", "COMP-C"],
+    );
+    assert!(ok, "{pid}");
+    node.ok(&["software"]);
+    let out = node.ok(&["instance"]);
+    assert!(out.contains("1 processed"), "{out}");
+    let owner = slapos_e2e::agent::uid_of(&format!(
+        "{}u{}",
+        node.users,
+        pid.trim_start_matches("slappart")
+    ));
+    for ext in ["crt", "key"] {
+        let f = repo.join(format!("{pid}.{ext}"));
+        let meta = std::fs::metadata(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.mode() & 0o777, 0o400, "{} mode", f.display());
+        assert_eq!(meta.uid(), owner, "{} owner", f.display());
+    }
+    let pcrt = repo.join(format!("{pid}.crt")).display().to_string();
+    let pkey = repo.join(format!("{pid}.key")).display().to_string();
+    let me = curl(
+        &url,
+        &ca,
+        Some((&pcrt, &pkey)),
+        &format!("registerComputerPartition?computer_reference=COMP-C&computer_partition_reference={pid}"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        me.0, 200,
+        "the partition's own certificate was refused: {}",
+        me.1
+    );
+    drop(node);
+
     // Revoked: the next handshake fails.
     let out = slapos(&[
         "cluster",

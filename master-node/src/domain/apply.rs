@@ -498,6 +498,7 @@ impl State {
                 serial,
                 identity,
                 not_after,
+                pair,
             } => {
                 if self.authority.get(&0).is_none() {
                     return Err(DomainError::NoAuthority);
@@ -518,6 +519,9 @@ impl State {
                         revoked_at: None,
                     },
                 );
+                if let Some(pair) = pair {
+                    self.issued_keys.insert(key, pair.clone());
+                }
                 Ok(Reply::Done)
             }
             Op::Revoke { serial, identity } => {

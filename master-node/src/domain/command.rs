@@ -174,6 +174,10 @@ pub enum Op {
         serial: String,
         identity: crate::ca::Identity,
         not_after: Timestamp,
+        /// For a partition certificate the masters made whole: the certificate and its
+        /// key, kept for the partition's node (never read out otherwise).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pair: Option<super::state::IssuedPair>,
     },
     /// Revoke certificates: the one of a serial, or every one of an identity (a
     /// destroyed partition, a removed computer or person). Revocation is final.

@@ -40,8 +40,8 @@ pub use persist::{
     usage_disk_range, usage_disk_target, Change, Entry, KeyKind, PersistError, Query,
 };
 pub use state::{
-    AccessStatus, Address, Computer, Instance, Partition, Placement, RequestedState, Session,
-    SoftwareInstallation, SoftwareState, State, StatusKind,
+    AccessStatus, Address, CertificateRecord, Computer, Instance, IssuedPair, Partition, Placement,
+    RequestedState, Session, SoftwareInstallation, SoftwareState, State, StatusKind,
 };
 pub use view::{
     ComputerView, InstanceView, PartitionView, SharedOnHostView, SoftwareView, TreeMember,

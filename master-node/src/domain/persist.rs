@@ -71,6 +71,7 @@ const PRICE: u8 = b'$';
 const JOURNAL: u8 = b'j';
 const AUTHORITY: u8 = b'a';
 const CERTIFICATE: u8 = b'k';
+const ISSUED_KEY: u8 = b'q';
 
 /// What a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +98,8 @@ pub enum KeyKind {
     /// The group's certificate authority, and the certificates it issued.
     Authority,
     Certificate,
+    /// Partition certificates with their keys (never read out).
+    IssuedKey,
 }
 
 impl KeyKind {
@@ -115,6 +118,7 @@ impl KeyKind {
             JOURNAL => KeyKind::Journal,
             AUTHORITY => KeyKind::Authority,
             CERTIFICATE => KeyKind::Certificate,
+            ISSUED_KEY => KeyKind::IssuedKey,
             USAGE => KeyKind::Usage,
             BY_CUSTOMER | BY_PROVIDER | BY_TIME => KeyKind::UsageIndex,
             _ => return None,
@@ -135,6 +139,7 @@ impl KeyKind {
                 | KeyKind::Usage
                 | KeyKind::Authority
                 | KeyKind::Certificate
+                | KeyKind::IssuedKey
         )
     }
 }
@@ -409,6 +414,12 @@ fn certificate_key(serial: u128) -> Vec<u8> {
     k
 }
 
+fn issued_key_key(serial: u128) -> Vec<u8> {
+    let mut k = vec![ISSUED_KEY];
+    k.extend_from_slice(&serial.to_be_bytes());
+    k
+}
+
 fn session_key(client: &str) -> Vec<u8> {
     let mut k = vec![SESSION];
     k.extend_from_slice(client.as_bytes());
@@ -497,6 +508,7 @@ impl State {
         changes(&mut self.journals, journal_key, &mut out)?;
         changes(&mut self.authority, |_| authority_key(), &mut out)?;
         changes(&mut self.certificates, |s| certificate_key(*s), &mut out)?;
+        changes(&mut self.issued_keys, |s| issued_key_key(*s), &mut out)?;
         for m in &self.usage_outbox.0 {
             let k = usage_key(m.id);
             out.push((k.clone(), Some(json(&k, m)?)));
@@ -544,6 +556,7 @@ impl State {
         entries(&self.journals, journal_key, &mut out)?;
         entries(&self.authority, |_| authority_key(), &mut out)?;
         entries(&self.certificates, |s| certificate_key(*s), &mut out)?;
+        entries(&self.issued_keys, |s| issued_key_key(*s), &mut out)?;
         let k = vec![META];
         let v = json(&k, &Meta::of(self))?;
         out.push((k, v));
@@ -569,7 +582,12 @@ impl State {
             // Reads never carry the authority's key: it stays in the masters' storage.
             Query::All => {
                 let mut all = self.entries()?;
-                all.retain(|(k, _)| KeyKind::of(k) != Some(KeyKind::Authority));
+                all.retain(|(k, _)| {
+                    !matches!(
+                        KeyKind::of(k),
+                        Some(KeyKind::Authority | KeyKind::IssuedKey)
+                    )
+                });
                 return Ok(all);
             }
             Query::Ledger {
@@ -800,6 +818,11 @@ impl State {
                         body.try_into().map_err(|_| bad("certificate key length"))?;
                     let record: super::state::CertificateRecord = parse(k, v)?;
                     state.certificates.load(u128::from_be_bytes(serial), record);
+                }
+                Some(KeyKind::IssuedKey) => {
+                    let serial: [u8; 16] = body.try_into().map_err(|_| bad("issued key length"))?;
+                    let pair: super::state::IssuedPair = parse(k, v)?;
+                    state.issued_keys.load(u128::from_be_bytes(serial), pair);
                 }
                 Some(KeyKind::Meta) => {
                     let meta: Meta = parse(k, v)?;

@@ -203,6 +203,13 @@ pub struct CertificateRecord {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// A certificate and its private key, as the masters made them for a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedPair {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 /// The whole replicated state of a master.
 ///
 /// Entities (computers, software installations, instances, remembered outcomes, client
@@ -226,6 +233,9 @@ pub struct State {
     pub(crate) authority: Tracked<u8, crate::ca::CaMaterial>,
     /// Every certificate the authority issued, by serial: who, until when, revoked when.
     pub(crate) certificates: Tracked<u128, CertificateRecord>,
+    /// Certificates the masters made whole (key included) for partitions, handed to their
+    /// node through `getComputerPartitionCertificate`; like the authority, never read out.
+    pub(crate) issued_keys: Tracked<u128, IssuedPair>,
     /// The ledger: movements by id, price histories, recorded journal transactions.
     pub(crate) movements: Tracked<u64, super::ledger::Movement>,
     pub(crate) prices: Tracked<super::ledger::PriceKey, Vec<super::ledger::PriceEntry>>,
@@ -294,6 +304,39 @@ impl State {
     /// The owner of a computer.
     pub fn computer_owner(&self, computer: &str) -> Option<String> {
         self.computers.get(computer).map(|c| c.owner.clone())
+    }
+
+    /// The newest certificate (and key) the masters made for a partition that is neither
+    /// revoked nor within `margin` of its end at `now`.
+    pub fn partition_certificate(
+        &self,
+        computer: &str,
+        partition: &str,
+        now: Timestamp,
+        margin: u64,
+    ) -> Option<(u128, &IssuedPair)> {
+        let identity = crate::ca::Identity::Partition {
+            computer: computer.to_owned(),
+            partition: partition.to_owned(),
+        };
+        self.certificates
+            .iter()
+            .filter(|(_, r)| {
+                r.identity == identity
+                    && r.revoked_at.is_none()
+                    && r.not_after.0 > now.0.saturating_add(margin)
+            })
+            .filter_map(|(s, r)| self.issued_keys.get(s).map(|p| (r.issued_at, *s, p)))
+            .max_by_key(|(at, s, _)| (*at, *s))
+            .map(|(_, s, p)| (s, p))
+    }
+
+    /// Whether a partition of a computer hosts an instance.
+    pub fn partition_hosts_instance(&self, computer: &str, partition: &str) -> bool {
+        self.computers
+            .get(computer)
+            .and_then(|c| c.partition(partition))
+            .is_some_and(|p| p.instance.is_some())
     }
 
     /// Serials of every revoked certificate, ascending.

@@ -7,9 +7,10 @@ use super::service::FORWARDED;
 use crate::domain::{Command, Entry, Outcome, Query};
 use slapos_proto::rpc::master::master_client::MasterClient as Grpc;
 use slapos_proto::rpc::master::{
-    authority_response, issue_response, membership_response, read_response, submit_response,
-    AddReplicaRequest, AuthorityRequest, Consistency, IssueRequest, IssueResponse,
-    MembershipResponse, ReadRequest, ReadResponse, RemoveReplicaRequest, StatusRequest,
+    authority_response, issue_response, membership_response, partition_certificate_response,
+    read_response, submit_response, AddReplicaRequest, AuthorityRequest, CertificatePair,
+    Consistency, IssueRequest, IssueResponse, MembershipResponse, PartitionCertificateRequest,
+    PartitionCertificateResponse, ReadRequest, ReadResponse, RemoveReplicaRequest, StatusRequest,
     StatusResponse, SubmitRequest, SubmitResponse,
 };
 use std::time::{Duration, Instant};
@@ -523,6 +524,57 @@ impl MasterClient {
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| Self::transport(&addr, s))
+    }
+
+    /// One `PartitionCertificate` call to the current replica (it forwards to the leader).
+    pub async fn partition_certificate_once(
+        &mut self,
+        req: &PartitionCertificateRequest,
+    ) -> Result<PartitionCertificateResponse, ClientError> {
+        let addr = self.current()?;
+        let mut c = self.grpc(&addr)?;
+        c.partition_certificate(self.request(req.clone()))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Self::transport(&addr, s))
+    }
+
+    /// A partition's certificate and key, on whichever replica leads.
+    pub async fn partition_certificate(
+        &mut self,
+        computer: &str,
+        partition: &str,
+    ) -> Result<CertificatePair, ClientError> {
+        let req = PartitionCertificateRequest {
+            computer: computer.to_owned(),
+            partition: partition.to_owned(),
+        };
+        let mut retry = Retry::new();
+        loop {
+            let addr = self.pick()?;
+            let attempt = async {
+                let mut c = self.grpc(&addr)?;
+                let r = c
+                    .partition_certificate(self.request(req.clone()))
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| Self::transport(&addr, s))?;
+                Ok(match r.result {
+                    Some(partition_certificate_response::Result::Pair(p)) => Attempt::Done(p),
+                    Some(partition_certificate_response::Result::NotLeader(h)) => {
+                        Attempt::Leader(h.api_addr)
+                    }
+                    Some(partition_certificate_response::Result::Error(e)) => {
+                        return Err(ClientError::Refused(format!("{addr}: {e}")))
+                    }
+                    None => Attempt::Retry("empty answer".into()),
+                })
+            }
+            .await;
+            if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
+                return Ok(t);
+            }
+        }
     }
 
     /// A certificate for `req.identity`: (PEM, hex serial), on whichever replica leads.

@@ -14,10 +14,12 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{ChangeMembers, ServerState, Snapshot, SnapshotMeta, Vote};
 use slapos_proto::rpc::master::master_server::Master;
 use slapos_proto::rpc::master::{
-    authority_response, issue_response, membership_response, read_response, submit_response,
-    AddReplicaRequest, AuthorityRequest, AuthorityResponse, Consistency, Entries, Entry,
-    IssueRequest, IssueResponse, LeaderHint, Member, MembershipResponse, ReadRequest, ReadResponse,
-    RemoveReplicaRequest, StatusRequest, StatusResponse, SubmitRequest, SubmitResponse,
+    authority_response, issue_response, membership_response, partition_certificate_response,
+    read_response, submit_response, AddReplicaRequest, AuthorityRequest, AuthorityResponse,
+    CertificatePair, Consistency, Entries, Entry, IssueRequest, IssueResponse, LeaderHint, Member,
+    MembershipResponse, PartitionCertificateRequest, PartitionCertificateResponse, ReadRequest,
+    ReadResponse, RemoveReplicaRequest, StatusRequest, StatusResponse, SubmitRequest,
+    SubmitResponse,
 };
 use slapos_proto::rpc::raft::raft_server;
 use slapos_proto::rpc::raft::{RaftMessage, SnapshotChunk};
@@ -535,49 +537,34 @@ impl MasterService {
 
     /// The leader signs with the group's authority, then records the certificate through
     /// Raft: a certificate is handed out only once the group knows it (so it can be
-    /// revoked).
-    async fn sign_and_record(&self, req: &IssueRequest) -> Result<(String, String), String> {
-        use crate::ca::{Authority, Identity, IssueRequest as Sign};
-        let identity = Identity::parse(&req.identity).map_err(|e| e.to_string())?;
+    /// revoked). `keep`: the private key the masters made (partition certificates), kept
+    /// with the record for the partition's node.
+    async fn sign_and_record(
+        &self,
+        sign: crate::ca::IssueRequest<'_>,
+        keep: Option<String>,
+    ) -> Result<(String, String), String> {
+        use crate::ca::Authority;
         let material = self
             .state
             .read(|s, _| s.authority().cloned())
             .ok_or_else(|| crate::domain::DomainError::NoAuthority.to_string())?;
         let authority = Authority::load(&material).map_err(|e| e.to_string())?;
-        let mut ips = Vec::new();
-        for ip in &req.ip_addresses {
-            ips.push(
-                ip.parse()
-                    .map_err(|_| format!("not an IP address: {ip:?}"))?,
-            );
-        }
-        let validity = match req.validity_secs {
-            0 => crate::ca::default_validity(&identity),
-            s => Duration::from_secs(s.min(10 * 365 * 86400)),
-        };
-        let now = std::time::SystemTime::now();
-        let serial = crate::ca::random_serial().map_err(|e| e.to_string())?;
-        let issued = authority
-            .issue(&Sign {
-                csr_pem: &req.csr_pem,
-                identity: identity.clone(),
-                serial,
-                not_before: now - Duration::from_secs(300),
-                not_after: now + validity,
-                dns_names: req.dns_names.clone(),
-                ip_addresses: ips,
-            })
-            .map_err(|e| e.to_string())?;
-        let hex = format!("{serial:x}");
+        let issued = authority.issue(&sign).map_err(|e| e.to_string())?;
+        let hex = format!("{:x}", sign.serial);
         let command = Command {
-            request_id: RequestId::new(format!("master-{}-ca", self.id), serial as u64),
+            request_id: RequestId::new(format!("master-{}-ca", self.id), sign.serial as u64),
             at: super::proposer_time(),
             op: Op::RecordCertificate {
                 serial: hex.clone(),
-                identity,
+                identity: sign.identity.clone(),
                 not_after: crate::domain::Timestamp(
                     issued.not_after_unix.saturating_mul(1_000_000),
                 ),
+                pair: keep.map(|key_pem| crate::domain::IssuedPair {
+                    cert_pem: issued.pem.clone(),
+                    key_pem,
+                }),
             },
         };
         match self.write(command).await.response.result {
@@ -593,6 +580,96 @@ impl MasterService {
             Some(submit_response::Result::Unavailable(e)) => Err(e),
             None => Err("no answer".into()),
         }
+    }
+
+    /// `Issue`: a certificate for the CSR and identity of the request.
+    async fn issue_for(&self, req: &IssueRequest) -> Result<(String, String), String> {
+        let identity = crate::ca::Identity::parse(&req.identity).map_err(|e| e.to_string())?;
+        let mut ips = Vec::new();
+        for ip in &req.ip_addresses {
+            ips.push(
+                ip.parse()
+                    .map_err(|_| format!("not an IP address: {ip:?}"))?,
+            );
+        }
+        let validity = match req.validity_secs {
+            0 => crate::ca::default_validity(&identity),
+            s => Duration::from_secs(s.min(10 * 365 * 86400)),
+        };
+        let now = std::time::SystemTime::now();
+        let serial = crate::ca::random_serial().map_err(|e| e.to_string())?;
+        self.sign_and_record(
+            crate::ca::IssueRequest {
+                csr_pem: &req.csr_pem,
+                identity,
+                serial,
+                not_before: now - Duration::from_secs(300),
+                not_after: now + validity,
+                dns_names: req.dns_names.clone(),
+                ip_addresses: ips,
+            },
+            None,
+        )
+        .await
+    }
+
+    /// `PartitionCertificate`: the partition's kept certificate, or a new one (key made
+    /// here) while it hosts an instance.
+    async fn partition_pair(
+        &self,
+        computer: &str,
+        partition: &str,
+    ) -> Result<CertificatePair, String> {
+        let identity = crate::ca::Identity::Partition {
+            computer: computer.to_owned(),
+            partition: partition.to_owned(),
+        };
+        identity.check().map_err(|e| e.to_string())?;
+        let validity = crate::ca::default_validity(&identity);
+        let now = super::proposer_time();
+        let margin = validity.as_micros() as u64 / 3;
+        let (hosts, kept) = self.state.read(|s, _| {
+            (
+                s.partition_hosts_instance(computer, partition),
+                s.partition_certificate(computer, partition, now, margin)
+                    .map(|(serial, p)| (serial, p.clone())),
+            )
+        });
+        if let Some((serial, pair)) = kept {
+            return Ok(CertificatePair {
+                cert_pem: pair.cert_pem,
+                key_pem: pair.key_pem,
+                serial: format!("{serial:x}"),
+            });
+        }
+        if !hosts {
+            return Err(format!(
+                "partition {partition} of {computer} hosts no instance: no certificate"
+            ));
+        }
+        let (key_pem, csr_pem) =
+            crate::ca::new_key_and_csr(&identity).map_err(|e| e.to_string())?;
+        let at = std::time::SystemTime::now();
+        let serial = crate::ca::random_serial().map_err(|e| e.to_string())?;
+        let (cert_pem, serial) = self
+            .sign_and_record(
+                crate::ca::IssueRequest {
+                    csr_pem: &csr_pem,
+                    identity,
+                    serial,
+                    not_before: at - Duration::from_secs(300),
+                    not_after: at + validity,
+                    dns_names: Vec::new(),
+                    ip_addresses: Vec::new(),
+                },
+                Some(key_pem.clone()),
+            )
+            .await?;
+        Ok(CertificatePair {
+            cert_pem,
+            key_pem,
+            serial,
+        })
     }
 
     async fn retire(&self, id: NodeId) -> Result<(), String> {
@@ -931,7 +1008,7 @@ impl Master for MasterService {
                 serial: String::new(),
             }));
         }
-        Ok(Response::new(match self.sign_and_record(&req).await {
+        Ok(Response::new(match self.issue_for(&req).await {
             Ok((pem, serial)) => IssueResponse {
                 result: Some(issue_response::Result::CertPem(pem)),
                 serial,
@@ -940,6 +1017,40 @@ impl Master for MasterService {
                 result: Some(issue_response::Result::Error(e)),
                 serial: String::new(),
             },
+        }))
+    }
+
+    async fn partition_certificate(
+        &self,
+        request: Request<PartitionCertificateRequest>,
+    ) -> Result<Response<PartitionCertificateResponse>, Status> {
+        let forwarded = Self::is_forwarded(&request);
+        let req = request.into_inner();
+        if !self.is_leader() {
+            let hint = self.leader_hint();
+            if !forwarded {
+                if let Some(mut leader) = self.forward_target(&hint) {
+                    if let Ok(r) = leader.partition_certificate_once(&req).await {
+                        return Ok(Response::new(r));
+                    }
+                }
+            }
+            return Ok(Response::new(PartitionCertificateResponse {
+                result: Some(match hint {
+                    Some(h) => partition_certificate_response::Result::NotLeader(h),
+                    None => partition_certificate_response::Result::Error(
+                        "no leader is known at the moment".into(),
+                    ),
+                }),
+            }));
+        }
+        Ok(Response::new(PartitionCertificateResponse {
+            result: Some(
+                match self.partition_pair(&req.computer, &req.partition).await {
+                    Ok(pair) => partition_certificate_response::Result::Pair(pair),
+                    Err(e) => partition_certificate_response::Result::Error(e),
+                },
+            ),
         }))
     }
 

@@ -332,6 +332,21 @@ async fn handle(app: Arc<App>, endpoint: Endpoint, request: Request) -> SlapResp
     }
     match call {
         SlapCall::Answer(response) => response,
+        // With certificates, a partition's own certificate comes from the group's
+        // authority (slapproxy's answer, empty strings, otherwise).
+        SlapCall::Query(crate::slap::forms::Query::PartitionCertificate {
+            computer,
+            partition,
+        }) if caller.is_some() => {
+            match app
+                .masters
+                .partition_certificate(&computer, &partition)
+                .await
+            {
+                Ok((cert, key)) => render::certificate_pair(&cert, &key),
+                Err(e) => SlapResponse::text(e.status(), e.to_string()),
+            }
+        }
         SlapCall::Query(query) => match app.masters.read(&query).await {
             Ok(state) => render::query(&app.ctx, &state, &query),
             Err(e) => SlapResponse::text(e.status(), e.to_string()),

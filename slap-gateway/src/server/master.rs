@@ -21,6 +21,10 @@ pub enum MasterError {
     Unavailable(ClientError),
     #[error("the master answered something this gateway cannot read: {0}")]
     BadAnswer(String),
+    /// The master refused the call (a partition that hosts no instance has no
+    /// certificate).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl MasterError {
@@ -30,6 +34,7 @@ impl MasterError {
         match self {
             MasterError::Unavailable(_) => 503,
             MasterError::BadAnswer(_) => 502,
+            MasterError::Refused(_) => 404,
         }
     }
 }
@@ -287,6 +292,23 @@ impl Masters {
             );
         }
         Self::state(entries)
+    }
+
+    /// A partition's certificate and key (made by the leader the first time): (PEM
+    /// certificate, PEM key).
+    pub async fn partition_certificate(
+        &self,
+        computer: &str,
+        partition: &str,
+    ) -> Result<(String, String), MasterError> {
+        let mut client = Self::client(&self.writer)?;
+        let r = client.partition_certificate(computer, partition).await;
+        Self::put_back(&self.writer, client);
+        let pair = r.map_err(|e| match e {
+            ClientError::Refused(m) => MasterError::Refused(m),
+            other => from_client(other),
+        })?;
+        Ok((pair.cert_pem, pair.key_pem))
     }
 
     /// Serials of every revoked certificate (linearizable: a revocation is seen by the

@@ -83,6 +83,14 @@ fn internal(message: impl Into<String>) -> SlapResponse {
     SlapResponse::text(500, message)
 }
 
+/// `getComputerPartitionCertificate`'s answer: `{certificate, key}`.
+pub fn certificate_pair(certificate: &str, key: &str) -> SlapResponse {
+    marshalled(&Value::str_dict([
+        ("certificate", certificate),
+        ("key", key),
+    ]))
+}
+
 fn marshalled(value: &Value) -> SlapResponse {
     match marshal::encode(value) {
         Ok(document) => SlapResponse::marshalled(document),
