@@ -207,3 +207,68 @@ fn a_freed_partition_s_certificates_are_revoked() {
         "only the partition's certificate"
     );
 }
+
+#[test]
+fn registration_tokens_work_once_before_they_expire() {
+    let mut h = Harness::new();
+    let hash = |c: char| c.to_string().repeat(64);
+    let later = Timestamp(common::T0 + 3_600_000_000);
+    h.ok(Op::CreateToken {
+        hash: hash('a'),
+        owner: "alice".into(),
+        computer: "COMP-T".into(),
+        expires_at: later,
+    });
+    assert_eq!(
+        h.ok(Op::ConsumeToken { hash: hash('a') }),
+        Reply::Registered {
+            computer: "COMP-T".into(),
+            owner: "alice".into()
+        }
+    );
+    assert_eq!(h.state.computer_owner("COMP-T").as_deref(), Some("alice"));
+    assert!(matches!(
+        h.refused(Op::ConsumeToken { hash: hash('a') }),
+        DomainError::BadToken(_)
+    ));
+    assert!(matches!(
+        h.refused(Op::ConsumeToken { hash: hash('b') }),
+        DomainError::BadToken(_)
+    ));
+    // Nobody makes tokens for someone else's computer.
+    assert!(matches!(
+        h.refused(Op::CreateToken {
+            hash: hash('c'),
+            owner: "bob".into(),
+            computer: "COMP-T".into(),
+            expires_at: later,
+        }),
+        DomainError::NotOwner { .. }
+    ));
+    // Expired tokens are refused.
+    h.ok(Op::CreateToken {
+        hash: hash('d'),
+        owner: "bob".into(),
+        computer: "COMP-U".into(),
+        expires_at: Timestamp(h.now + 2_000_000),
+    });
+    h.ok(Op::CloseBooks {
+        until: Timestamp(common::T0),
+    });
+    h.now += 10_000_000;
+    assert!(matches!(
+        h.refused(Op::ConsumeToken { hash: hash('d') }),
+        DomainError::BadToken(_)
+    ));
+    // Never read out.
+    let reader = State::from_entries(h.state.query_entries(&Query::All).unwrap()).unwrap();
+    assert_eq!(reader.computer_owner("COMP-T").as_deref(), Some("alice"));
+    let keys: Vec<Vec<u8>> = h
+        .state
+        .query_entries(&Query::All)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(keys.iter().all(|k| k[0] != b'g'), "a read carried tokens");
+}

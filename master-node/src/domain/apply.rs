@@ -524,6 +524,90 @@ impl State {
                 }
                 Ok(Reply::Done)
             }
+            Op::CreateToken {
+                hash,
+                owner,
+                computer,
+                expires_at,
+            } => {
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(DomainError::invalid("hash", "expected a hex SHA-256"));
+                }
+                check_name("computer_id", computer)?;
+                if expires_at.0 <= now.0 {
+                    return Err(DomainError::invalid("expires_at", "already expired"));
+                }
+                if let Some(c) = self.computers.get(computer) {
+                    if c.owner != *owner {
+                        return Err(DomainError::NotOwner {
+                            who: owner.clone(),
+                            what: format!("computer '{computer}'"),
+                        });
+                    }
+                }
+                if self.tokens.contains_key(hash) {
+                    return Err(DomainError::BadToken("already exists".into()));
+                }
+                self.tokens.insert(
+                    hash.clone(),
+                    super::state::TokenRecord {
+                        owner: owner.clone(),
+                        computer: computer.clone(),
+                        created_at: now,
+                        expires_at: *expires_at,
+                        used_at: None,
+                    },
+                );
+                Ok(Reply::Done)
+            }
+            Op::ConsumeToken { hash } => {
+                let record = self
+                    .tokens
+                    .get(hash)
+                    .cloned()
+                    .ok_or_else(|| DomainError::BadToken("unknown".into()))?;
+                if record.used_at.is_some() {
+                    return Err(DomainError::BadToken("already used".into()));
+                }
+                if record.expires_at.0 <= now.0 {
+                    return Err(DomainError::BadToken("expired".into()));
+                }
+                match self.computers.get(&record.computer) {
+                    Some(c) if c.owner != record.owner => {
+                        return Err(DomainError::BadToken(format!(
+                            "computer '{}' belongs to someone else now",
+                            record.computer
+                        )))
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.computers.insert(
+                            record.computer.clone(),
+                            Computer {
+                                id: record.computer.clone(),
+                                title: record.computer.clone(),
+                                owner: record.owner.clone(),
+                                region: None,
+                                network: None,
+                                attributes: Default::default(),
+                                allocation_open: true,
+                                address: None,
+                                netmask: None,
+                                partitions: Vec::new(),
+                                last_contact: None,
+                                registered_at: now,
+                            },
+                        );
+                    }
+                }
+                if let Some(t) = self.tokens.get_mut(hash) {
+                    t.used_at = Some(now);
+                }
+                Ok(Reply::Registered {
+                    computer: record.computer,
+                    owner: record.owner,
+                })
+            }
             Op::Revoke { serial, identity } => {
                 let serial = serial.as_deref().map(parse_serial).transpose()?;
                 if serial.is_none() && identity.is_none() {

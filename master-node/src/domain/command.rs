@@ -179,6 +179,17 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pair: Option<super::state::IssuedPair>,
     },
+    /// A person makes a one-time token (only its SHA-256, hex, is kept) that registers a
+    /// node as their computer `computer` until `expires_at`.
+    CreateToken {
+        hash: String,
+        owner: String,
+        computer: String,
+        expires_at: Timestamp,
+    },
+    /// A node presents a token: valid once, before it expires. The computer is created
+    /// for the token's owner if it does not exist (it must be theirs if it does).
+    ConsumeToken { hash: String },
     /// Revoke certificates: the one of a serial, or every one of an identity (a
     /// destroyed partition, a removed computer or person). Revocation is final.
     Revoke {
@@ -210,6 +221,8 @@ impl Op {
             Op::InstallAuthority { .. } => "install_authority",
             Op::RecordCertificate { .. } => "record_certificate",
             Op::Revoke { .. } => "revoke",
+            Op::CreateToken { .. } => "create_token",
+            Op::ConsumeToken { .. } => "consume_token",
         }
     }
 }
@@ -252,6 +265,11 @@ pub enum Reply {
     /// Certificates revoked now (already revoked ones are not counted).
     Revoked {
         count: usize,
+    },
+    /// A token was consumed: the computer it registers (to be issued a certificate).
+    Registered {
+        computer: String,
+        owner: String,
     },
 }
 

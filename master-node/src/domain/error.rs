@@ -70,6 +70,8 @@ pub enum DomainError {
     NoAuthority,
     #[error("certificate serial {0} was recorded before")]
     CertificateKnown(String),
+    #[error("registration token refused: {0}")]
+    BadToken(String),
 }
 
 impl DomainError {

@@ -41,7 +41,7 @@ pub use persist::{
 };
 pub use state::{
     AccessStatus, Address, CertificateRecord, Computer, Instance, IssuedPair, Partition, Placement,
-    RequestedState, Session, SoftwareInstallation, SoftwareState, State, StatusKind,
+    RequestedState, Session, SoftwareInstallation, SoftwareState, State, StatusKind, TokenRecord,
 };
 pub use view::{
     ComputerView, InstanceView, PartitionView, SharedOnHostView, SoftwareView, TreeMember,

@@ -72,6 +72,7 @@ const JOURNAL: u8 = b'j';
 const AUTHORITY: u8 = b'a';
 const CERTIFICATE: u8 = b'k';
 const ISSUED_KEY: u8 = b'q';
+const TOKEN: u8 = b'g';
 
 /// What a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +101,8 @@ pub enum KeyKind {
     Certificate,
     /// Partition certificates with their keys (never read out).
     IssuedKey,
+    /// Registration tokens (hashes; never read out).
+    Token,
 }
 
 impl KeyKind {
@@ -119,6 +122,7 @@ impl KeyKind {
             AUTHORITY => KeyKind::Authority,
             CERTIFICATE => KeyKind::Certificate,
             ISSUED_KEY => KeyKind::IssuedKey,
+            TOKEN => KeyKind::Token,
             USAGE => KeyKind::Usage,
             BY_CUSTOMER | BY_PROVIDER | BY_TIME => KeyKind::UsageIndex,
             _ => return None,
@@ -140,6 +144,7 @@ impl KeyKind {
                 | KeyKind::Authority
                 | KeyKind::Certificate
                 | KeyKind::IssuedKey
+                | KeyKind::Token
         )
     }
 }
@@ -414,6 +419,12 @@ fn certificate_key(serial: u128) -> Vec<u8> {
     k
 }
 
+fn token_key(hash: &str) -> Vec<u8> {
+    let mut k = vec![TOKEN];
+    k.extend_from_slice(hash.as_bytes());
+    k
+}
+
 fn issued_key_key(serial: u128) -> Vec<u8> {
     let mut k = vec![ISSUED_KEY];
     k.extend_from_slice(&serial.to_be_bytes());
@@ -509,6 +520,7 @@ impl State {
         changes(&mut self.authority, |_| authority_key(), &mut out)?;
         changes(&mut self.certificates, |s| certificate_key(*s), &mut out)?;
         changes(&mut self.issued_keys, |s| issued_key_key(*s), &mut out)?;
+        changes(&mut self.tokens, |h| token_key(h), &mut out)?;
         for m in &self.usage_outbox.0 {
             let k = usage_key(m.id);
             out.push((k.clone(), Some(json(&k, m)?)));
@@ -557,6 +569,7 @@ impl State {
         entries(&self.authority, |_| authority_key(), &mut out)?;
         entries(&self.certificates, |s| certificate_key(*s), &mut out)?;
         entries(&self.issued_keys, |s| issued_key_key(*s), &mut out)?;
+        entries(&self.tokens, |h| token_key(h), &mut out)?;
         let k = vec![META];
         let v = json(&k, &Meta::of(self))?;
         out.push((k, v));
@@ -585,7 +598,7 @@ impl State {
                 all.retain(|(k, _)| {
                     !matches!(
                         KeyKind::of(k),
-                        Some(KeyKind::Authority | KeyKind::IssuedKey)
+                        Some(KeyKind::Authority | KeyKind::IssuedKey | KeyKind::Token)
                     )
                 });
                 return Ok(all);
@@ -818,6 +831,10 @@ impl State {
                         body.try_into().map_err(|_| bad("certificate key length"))?;
                     let record: super::state::CertificateRecord = parse(k, v)?;
                     state.certificates.load(u128::from_be_bytes(serial), record);
+                }
+                Some(KeyKind::Token) => {
+                    let record: super::state::TokenRecord = parse(k, v)?;
+                    state.tokens.load(utf8(k, body)?, record);
                 }
                 Some(KeyKind::IssuedKey) => {
                     let serial: [u8; 16] = body.try_into().map_err(|_| bad("issued key length"))?;

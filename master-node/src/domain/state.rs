@@ -203,6 +203,16 @@ pub struct CertificateRecord {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// A one-time token a person made to register a node as one of their computers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub owner: String,
+    pub computer: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+}
+
 /// A certificate and its private key, as the masters made them for a partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedPair {
@@ -236,6 +246,9 @@ pub struct State {
     /// Certificates the masters made whole (key included) for partitions, handed to their
     /// node through `getComputerPartitionCertificate`; like the authority, never read out.
     pub(crate) issued_keys: Tracked<u128, IssuedPair>,
+    /// One-time registration tokens, by the SHA-256 (hex) of the token: the token itself
+    /// is known only to the person who made it and the node it is handed to.
+    pub(crate) tokens: Tracked<String, TokenRecord>,
     /// The ledger: movements by id, price histories, recorded journal transactions.
     pub(crate) movements: Tracked<u64, super::ledger::Movement>,
     pub(crate) prices: Tracked<super::ledger::PriceKey, Vec<super::ledger::PriceEntry>>,

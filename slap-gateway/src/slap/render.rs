@@ -49,6 +49,7 @@ pub fn domain_status(err: &DomainError) -> u16 {
         | DomainError::JournalConflict { .. }
         | DomainError::PeriodClosed { .. }
         | DomainError::AuthorityInstalled
+        | DomainError::BadToken(_)
         | DomainError::CertificateKnown(_) => 409,
         DomainError::RequestExpired { .. } | DomainError::NoAuthority => 500,
     }
