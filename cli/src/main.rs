@@ -64,6 +64,9 @@ enum Command {
     /// Computers of a provider's account.
     #[command(subcommand)]
     Computer(accounting::ComputerCommand),
+    /// One-time tokens that register a node as one of your computers.
+    #[command(subcommand)]
+    Token(node::TokenCommand),
     /// The node agent: format, software, instance, report, daemon, and the supervisor of
     /// partition services.
     #[command(subcommand)]
@@ -83,6 +86,7 @@ fn main() -> Result<()> {
         .init();
     match cli.command {
         Command::Node(cmd) => std::process::exit(node::run(cmd)?),
+        Command::Token(cmd) => node::token(cmd),
         Command::Demo(args) => demo::run(&args),
         Command::Up(args) => runtime()?.block_on(up::run(args)),
         Command::Master(cmd) => runtime()?.block_on(master::run(cmd)),

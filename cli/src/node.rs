@@ -35,6 +35,19 @@ pub enum NodeCommand {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
+    /// Get this node's computer certificate with a one-time token its owner made
+    /// (`slapos token create`): the key is made here; writes key_file, cert_file and
+    /// master_ca_file of the config.
+    Register {
+        #[command(flatten)]
+        cfg: CfgArg,
+        #[arg(long)]
+        token: String,
+        /// Verify the gateway against this CA while registering (default: master_ca_file
+        /// if it exists; otherwise the gateway is not verified, the token being the secret).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
     /// Undo `format`: partition users and groups, taps and addresses (directories stay).
     Unformat {
         #[command(flatten)]
@@ -170,6 +183,26 @@ fn run_inner(cmd: NodeCommand) -> Result<i32, NodeError> {
             let posted = slapgrid::format_and_post(&node, dry_run)?;
             println!("slapos successfully prepared the computer.");
             Ok(if posted { 0 } else { 2 })
+        }
+        NodeCommand::Register { cfg, token, ca } => {
+            let path = NodeConfig::default_path(cfg.cfg.as_deref());
+            let config = NodeConfig::load(&path)?;
+            let done = slapgrid::register::register(&config, &token, ca.as_deref())?;
+            println!(
+                "registered {}: key {}, certificate {}",
+                done.computer_id,
+                config
+                    .key_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                config
+                    .cert_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+            Ok(0)
         }
         NodeCommand::Unformat { cfg } => {
             let node = load(&cfg)?;
@@ -341,4 +374,53 @@ fn control(cfg: &CfgArg, op: ControlOp, target: &str) -> Result<i32, NodeError> 
         println!("{}:{} {:?}", s.group, s.name, s.state);
     }
     Ok(0)
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Make a token registering computer <computer> as yours (printed once; valid once,
+    /// for --ttl seconds), through a gateway, as the person of --cert.
+    Create {
+        /// The gateway (https://...).
+        #[arg(long)]
+        gateway: String,
+        /// Your certificate and key.
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// The group's CA, to verify the gateway.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[arg(long)]
+        computer: String,
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+pub fn token(cmd: TokenCommand) -> Result<()> {
+    match cmd {
+        TokenCommand::Create {
+            gateway,
+            cert,
+            key,
+            ca,
+            computer,
+            ttl,
+        } => {
+            let client = slapgrid::client::SlapClient::new(
+                &[slapgrid::config::normalize_master_url(&gateway)],
+                Some((cert.as_path(), key.as_path())),
+                ca.as_deref(),
+            )?;
+            let token = client.post(
+                "createComputerToken",
+                &[("computer_id", &computer), ("ttl", &ttl.to_string())],
+                None,
+            )?;
+            println!("{}", String::from_utf8_lossy(&token).trim());
+            Ok(())
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub mod node;
 pub mod process;
 pub mod procfs;
 pub mod promise;
+pub mod register;
 pub mod report;
 pub mod software;
 pub mod supervisor;

@@ -186,11 +186,17 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
         move |path: &str, post: Option<&str>| curl(url_ref, ca_ref, Some((&c, &k)), path, post)
     };
 
-    // No certificate, or another authority's: no handshake.
-    assert!(
-        curl(&url, &ca, None, "getHateoasUrl", None).is_none(),
-        "served without a certificate"
-    );
+    // No certificate: nothing is served but registration (403); another authority's: no
+    // handshake.
+    let (status, body) = curl(
+        &url,
+        &ca,
+        None,
+        "getFullComputerInformation?computer_id=COMP-A",
+        None,
+    )
+    .expect("a client without a certificate completes the handshake");
+    assert_eq!(status, 403, "served without a certificate: {body}");
     let foreign = root.join("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
     let made = Command::new("openssl")
@@ -454,6 +460,110 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
         me.1
     );
     drop(node);
+
+    // Registration with a one-time token: alice makes one for COMP-NEW, the node registers
+    // with it (its key made on the node) and then works as COMP-NEW, alice's computer.
+    let token_create = |who: &str, computer: &str| {
+        slapos(&[
+            "token",
+            "create",
+            "--gateway",
+            &url,
+            "--cert",
+            &certs.crt(who),
+            "--key",
+            &certs.key(who),
+            "--ca",
+            ca.to_str().unwrap(),
+            "--computer",
+            computer,
+        ])
+    };
+    let made = token_create("person:alice", "COMP-NEW");
+    assert!(made.status.success(), "{}", text(&made));
+    let token = String::from_utf8_lossy(&made.stdout).trim().to_owned();
+    assert_eq!(token.len(), 64, "{token}");
+    let refused = token_create("person:bob", "COMP-A");
+    assert!(
+        !refused.status.success(),
+        "bob made a token for a computer that is not his"
+    );
+    let refused = token_create("computer:COMP-A", "COMP-X");
+    assert!(!refused.status.success(), "a computer made a token");
+    let new_root = root.join("node-new");
+    let node_new = slapos_e2e::agent::AgentNode::new(
+        &new_root,
+        "COMP-NEW",
+        std::slice::from_ref(&url),
+        &slapos_e2e::agent::prefix("n"),
+        1,
+    );
+    let identity_dir = new_root.join("identity");
+    let cfg = std::fs::read_to_string(&node_new.cfg).unwrap().replacen(
+        "[slapos]\n",
+        &format!(
+            "[slapos]\nkey_file = {0}/computer.key\ncert_file = {0}/computer.crt\nmaster_ca_file = {0}/ca.pem\n",
+            identity_dir.display()
+        ),
+        1,
+    );
+    std::fs::write(&node_new.cfg, cfg).unwrap();
+    let cfg_path = node_new.cfg.to_str().unwrap().to_owned();
+    let out = slapos(&[
+        "node",
+        "register",
+        "--token",
+        &token,
+        "--cfg",
+        &cfg_path,
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(identity_dir.join("computer.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let subject = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-in"])
+        .arg(identity_dir.join("computer.crt"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&subject.stdout).contains("CN = computer:COMP-NEW"));
+    node_new.ok(&["format"]);
+    // Used once: a second registration with the same token is refused.
+    let again = slapos(&["node", "register", "--token", &token, "--cfg", &cfg_path]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already used"),
+        "{}",
+        text(&again)
+    );
+    let bad = slapos(&[
+        "node",
+        "register",
+        "--token",
+        &"0".repeat(64),
+        "--cfg",
+        &cfg_path,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unknown"),
+        "{}",
+        text(&bad)
+    );
+    // COMP-NEW is alice's: she supplies it, bob cannot.
+    let rel = "https://example.com/software/other/software.cfg";
+    assert_eq!(
+        python(&url, &certs, "person:alice", &["supply", rel, "COMP-NEW"]),
+        (true, "OK".into())
+    );
+    assert!(!python(&url, &certs, "person:bob", &["supply", rel, "COMP-NEW"]).0);
+    drop(node_new);
 
     // Revoked: the next handshake fails.
     let out = slapos(&[

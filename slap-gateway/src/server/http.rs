@@ -176,7 +176,18 @@ async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
         status = Empty,
     );
     let jsonrpc = app.jsonrpc_name(request.uri().path());
+    let registration = request
+        .uri()
+        .path()
+        .strip_prefix(app.prefix.as_str())
+        .filter(|p| matches!(*p, "/registerComputerWithToken" | "/createComputerToken"))
+        .map(str::to_owned);
     let answer = match endpoint {
+        None if registration.is_some() => {
+            handle_registration(app.clone(), registration.unwrap_or_default(), request)
+                .instrument(span.clone())
+                .await
+        }
         None if jsonrpc.is_some() => {
             let name = jsonrpc.clone().unwrap_or_default();
             handle_jsonrpc(app.clone(), name, request)
@@ -220,6 +231,39 @@ async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
             .insert(header::ALLOW, HeaderValue::from_static(allow));
     }
     response
+}
+
+/// The token registration calls (POST, form body).
+async fn handle_registration(app: Arc<App>, path: String, request: Request) -> SlapResponse {
+    let (parts, body) = request.into_parts();
+    if parts.method != HttpMethod::POST {
+        return SlapResponse::text(405, format!("{path} is called with POST"));
+    }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let fields = match read_body(body, declared, app.max_body_bytes).await {
+        Ok(bytes) => match decode_form(&bytes) {
+            Ok(f) => f,
+            Err(message) => return SlapResponse::text(400, message),
+        },
+        Err(e) => return e,
+    };
+    let caller = parts
+        .extensions
+        .get::<Option<super::authz::Caller>>()
+        .cloned();
+    match (path.as_str(), caller) {
+        // Only a gateway that checks certificates registers nodes.
+        (_, None) => SlapResponse::text(
+            404,
+            format!("{path}: this gateway takes no client certificates"),
+        ),
+        ("/registerComputerWithToken", _) => super::register::register(&app, &fields).await,
+        (_, Some(caller)) => super::register::create_token(&app, caller.as_ref(), &fields).await,
+    }
 }
 
 async fn handle(app: Arc<App>, endpoint: Endpoint, request: Request) -> SlapResponse {

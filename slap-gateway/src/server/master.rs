@@ -311,6 +311,31 @@ impl Masters {
         Ok((pair.cert_pem, pair.key_pem))
     }
 
+    /// A certificate for `identity` (common name) from the CSR, and the CA certificate.
+    pub async fn issue(&self, csr: &str, identity: &str) -> Result<(String, String), MasterError> {
+        let mut client = Self::client(&self.writer)?;
+        let issued = client
+            .issue(&slapos_proto::rpc::master::IssueRequest {
+                csr_pem: csr.to_owned(),
+                identity: identity.to_owned(),
+                validity_secs: 0,
+                dns_names: Vec::new(),
+                ip_addresses: Vec::new(),
+            })
+            .await;
+        let ca = match &issued {
+            Ok(_) => client.authority().await,
+            Err(_) => Ok(String::new()),
+        };
+        Self::put_back(&self.writer, client);
+        let refused = |e: ClientError| match e {
+            ClientError::Refused(m) => MasterError::Refused(m),
+            other => from_client(other),
+        };
+        let (pem, _serial) = issued.map_err(refused)?;
+        Ok((pem, ca.map_err(refused)?))
+    }
+
     /// Serials of every revoked certificate (linearizable: a revocation is seen by the
     /// next refresh after it was acknowledged).
     pub async fn revoked_serials(&self) -> Result<Vec<u128>, MasterError> {

@@ -18,6 +18,7 @@ pub mod config;
 pub mod http;
 pub mod master;
 pub mod metrics;
+pub mod register;
 pub mod tls;
 
 use std::net::SocketAddr;

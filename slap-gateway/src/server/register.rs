@@ -1,0 +1,120 @@
+//! Registering a node with a one-time token (the one call served without a client
+//! certificate), and the tokens persons make for it:
+//!
+//! * `POST <prefix>/createComputerToken` (a person's certificate; form `computer_id`,
+//!   optional `ttl` in seconds, default an hour, at most a week): a random token is made
+//!   here, only its SHA-256 goes to the master (`Op::CreateToken`), the token is answered
+//!   as plain text, once.
+//! * `POST <prefix>/registerComputerWithToken` (no certificate needed; form `token`,
+//!   `csr`): the master consumes the token (valid once, before it expires; the computer is
+//!   created for the token's owner), then issues the computer's certificate for the CSR's
+//!   key. Answer (JSON): `computer_id`, `certificate`, `ca` (the group's CA, PEM).
+
+use std::time::Duration;
+
+use master_node::Op;
+use serde_json::json;
+
+use super::authz::Caller;
+use super::http::App;
+use crate::slap::SlapResponse;
+
+const DEFAULT_TTL: u64 = 3600;
+const MAX_TTL: u64 = 7 * 86400;
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 (hex) of a token: what the master keeps.
+pub fn token_hash(token: &str) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, token.trim().as_bytes()).as_ref())
+}
+
+pub async fn create_token(
+    app: &App,
+    caller: Option<&Caller>,
+    fields: &[(String, String)],
+) -> SlapResponse {
+    let owner = match caller {
+        Some(Caller::Identity {
+            identity: master_node::ca::Identity::Person(p),
+            ..
+        }) => p.clone(),
+        _ => return SlapResponse::text(403, "forbidden: only a person makes registration tokens"),
+    };
+    let Some(computer) = field(fields, "computer_id") else {
+        return SlapResponse::text(400, "missing required field 'computer_id'");
+    };
+    let ttl = match field(fields, "ttl").map(str::parse::<u64>) {
+        None => DEFAULT_TTL,
+        Some(Ok(t)) if (1..=MAX_TTL).contains(&t) => t,
+        Some(_) => return SlapResponse::text(400, format!("ttl: seconds, 1 to {MAX_TTL}")),
+    };
+    let mut secret = [0u8; 32];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
+        return SlapResponse::text(500, "no randomness for a token");
+    }
+    let token = hex(&secret);
+    let expires_at = master_node::Timestamp(
+        master_node::raft::proposer_time()
+            .0
+            .saturating_add(Duration::from_secs(ttl).as_micros() as u64),
+    );
+    let op = Op::CreateToken {
+        hash: token_hash(&token),
+        owner,
+        computer: computer.to_owned(),
+        expires_at,
+    };
+    match app.masters.write(op).await {
+        Ok(w) => match w.outcome {
+            Ok(_) => SlapResponse::text(200, token),
+            Err(e) => crate::slap::render::domain_error(&e),
+        },
+        Err(e) => SlapResponse::text(e.status(), e.to_string()),
+    }
+}
+
+pub async fn register(app: &App, fields: &[(String, String)]) -> SlapResponse {
+    let (Some(token), Some(csr)) = (field(fields, "token"), field(fields, "csr")) else {
+        return SlapResponse::text(400, "missing required field 'token' or 'csr'");
+    };
+    if csr.len() > master_node::ca::MAX_CSR_BYTES {
+        return SlapResponse::text(413, "certificate signing request too large");
+    }
+    let consumed = match app
+        .masters
+        .write(Op::ConsumeToken {
+            hash: token_hash(token),
+        })
+        .await
+    {
+        Ok(w) => w.outcome,
+        Err(e) => return SlapResponse::text(e.status(), e.to_string()),
+    };
+    let computer = match consumed {
+        Ok(master_node::Reply::Registered { computer, .. }) => computer,
+        Ok(other) => return SlapResponse::text(500, format!("unexpected answer {other:?}")),
+        Err(e) => return crate::slap::render::domain_error(&e),
+    };
+    let identity = master_node::ca::Identity::Computer(computer.clone()).common_name();
+    match app.masters.issue(csr, &identity).await {
+        Ok((certificate, ca)) => SlapResponse {
+            status: 200,
+            content_type: "application/json",
+            body: json!({"computer_id": computer, "certificate": certificate, "ca": ca})
+                .to_string()
+                .into_bytes(),
+        },
+        Err(e) => SlapResponse::text(e.status(), e.to_string()),
+    }
+}

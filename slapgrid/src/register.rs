@@ -1,0 +1,86 @@
+//! `slapos node register --token T`: a new node gets its computer certificate. The key is
+//! made here and never leaves the node; only a signing request travels, with the one-time
+//! token its owner made (`slapos token create`). The certificate, and the group's CA,
+//! land where `[slapos] cert_file`, `key_file` and `master_ca_file` say.
+
+use std::path::Path;
+
+use crate::client::SlapClient;
+use crate::node::{io_err, NodeError};
+use crate::NodeConfig;
+
+/// What the registration wrote.
+#[derive(Debug)]
+pub struct Registered {
+    pub computer_id: String,
+}
+
+fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), NodeError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(content.as_bytes()).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+pub fn register(cfg: &NodeConfig, token: &str, ca: Option<&Path>) -> Result<Registered, NodeError> {
+    let (Some(key_file), Some(cert_file)) = (&cfg.key_file, &cfg.cert_file) else {
+        return Err(NodeError::Invalid(
+            "set key_file and cert_file in [slapos]: where the node keeps its key and certificate"
+                .into(),
+        ));
+    };
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| NodeError::Invalid(format!("cannot make a key: {e}")))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("computer:{}", cfg.computer_id),
+    );
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|r| r.pem())
+        .map_err(|e| NodeError::Invalid(format!("cannot make a signing request: {e}")))?;
+    // No client certificate yet: the token is the credential.
+    let client = SlapClient::new(
+        &cfg.master_urls,
+        None,
+        ca.or(cfg.master_ca_file.as_deref()).filter(|p| p.exists()),
+    )?;
+    let body = client.post(
+        "registerComputerWithToken",
+        &[("token", token), ("csr", &csr)],
+        None,
+    )?;
+    let answer: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| NodeError::Invalid(format!("registration answer: {e}")))?;
+    let field = |name: &str| {
+        answer[name]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| NodeError::Invalid(format!("registration answer without {name}")))
+    };
+    let computer_id = field("computer_id")?;
+    if computer_id != cfg.computer_id {
+        return Err(NodeError::Invalid(format!(
+            "the token registers {computer_id}, but this node is {} (computer_id in {})",
+            cfg.computer_id,
+            cfg.path.display()
+        )));
+    }
+    write_file(key_file, &key.serialize_pem(), 0o600)?;
+    write_file(cert_file, &field("certificate")?, 0o644)?;
+    if let Some(ca_file) = &cfg.master_ca_file {
+        write_file(ca_file, &field("ca")?, 0o644)?;
+    }
+    Ok(Registered { computer_id })
+}
