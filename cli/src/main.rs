@@ -64,6 +64,9 @@ enum Command {
     /// Computers of a provider's account.
     #[command(subcommand)]
     Computer(accounting::ComputerCommand),
+    /// Persons (admins): add one, with a certificate and a client configuration.
+    #[command(subcommand)]
+    User(master::UserCommand),
     /// One-time tokens that register a node as one of your computers.
     #[command(subcommand)]
     Token(node::TokenCommand),
@@ -87,6 +90,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Node(cmd) => std::process::exit(node::run(cmd)?),
         Command::Token(cmd) => node::token(cmd),
+        Command::User(cmd) => runtime()?.block_on(master::user(cmd)),
         Command::Demo(args) => demo::run(&args),
         Command::Up(args) => runtime()?.block_on(up::run(args)),
         Command::Master(cmd) => runtime()?.block_on(master::run(cmd)),

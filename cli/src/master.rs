@@ -250,6 +250,102 @@ async fn install_authority(replica: &Replica, config: &ReplicaConfig) -> Result<
     }
 }
 
+/// A key made here, its CSR signed by the group for `identity`: writes
+/// `<out>/<identity with - for :>.key` (0600) and `.crt`; (certificate, key, serial).
+async fn issue_to_files(
+    via: Vec<String>,
+    identity: &str,
+    out: &std::path::Path,
+    dns: Vec<String>,
+    ip: Vec<String>,
+    days: Option<u64>,
+) -> Result<(PathBuf, PathBuf, String)> {
+    let parsed = master_node::ca::Identity::parse(identity)?;
+    let (key, csr) = master_node::ca::new_key_and_csr(&parsed)?;
+    let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(30));
+    let (pem, serial) = client
+        .issue(&slapos_proto::rpc::master::IssueRequest {
+            csr_pem: csr,
+            identity: identity.to_owned(),
+            validity_secs: days.map_or(0, |d| d.saturating_mul(86400)),
+            dns_names: dns,
+            ip_addresses: ip,
+        })
+        .await?;
+    std::fs::create_dir_all(out)?;
+    let name = identity.replace(':', "-");
+    let key_path = out.join(format!("{name}.key"));
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key_path)?;
+        f.write_all(key.as_bytes())?;
+    }
+    let cert_path = out.join(format!("{name}.crt"));
+    std::fs::write(&cert_path, pem)?;
+    Ok((cert_path, key_path, serial))
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add a person (admin, on the master API): their certificate and key, the group's
+    /// CA and a client configuration for `slapos request --cfg` in <out>.
+    Add {
+        #[arg(long, value_delimiter = ',', required = true)]
+        via: Vec<String>,
+        /// The person's id (letters, digits, . _ @ + -).
+        #[arg(long)]
+        person: String,
+        /// The gateway the configuration points at (https://...).
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub async fn user(cmd: UserCommand) -> Result<()> {
+    match cmd {
+        UserCommand::Add {
+            via,
+            person,
+            gateway,
+            out,
+        } => {
+            let identity = format!("person:{person}");
+            let (cert, key, serial) =
+                issue_to_files(via.clone(), &identity, &out, Vec::new(), Vec::new(), None).await?;
+            let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(20));
+            let ca = out.join("ca.pem");
+            std::fs::write(&ca, client.authority().await?)?;
+            let cfg = out.join("slapos-client.cfg");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "# {person}'s client configuration: slapos request --cfg {}\n[slapos]\nmaster_url = {gateway}\n\n\
+                     [slapconsole]\ncert_file = {}\nkey_file = {}\n",
+                    cfg.display(),
+                    cert.display(),
+                    key.display()
+                ),
+            )?;
+            println!(
+                "added {person} (certificate serial {serial}): {}, {}, {}, {}",
+                cfg.display(),
+                cert.display(),
+                key.display(),
+                ca.display()
+            );
+            Ok(())
+        }
+    }
+}
+
 async fn ca(cmd: CaCommand) -> Result<()> {
     match cmd {
         CaCommand::Export { via } => {
@@ -265,34 +361,8 @@ async fn ca(cmd: CaCommand) -> Result<()> {
             ip,
             days,
         } => {
-            let parsed = master_node::ca::Identity::parse(&identity)?;
-            let (key, csr) = master_node::ca::new_key_and_csr(&parsed)?;
-            let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(30));
-            let (pem, serial) = client
-                .issue(&slapos_proto::rpc::master::IssueRequest {
-                    csr_pem: csr,
-                    identity: identity.clone(),
-                    validity_secs: days.map_or(0, |d| d.saturating_mul(86400)),
-                    dns_names: dns,
-                    ip_addresses: ip,
-                })
-                .await?;
-            std::fs::create_dir_all(&out)?;
-            let name = identity.replace(':', "-");
-            let key_path = out.join(format!("{name}.key"));
-            {
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&key_path)?;
-                f.write_all(key.as_bytes())?;
-            }
-            let cert_path = out.join(format!("{name}.crt"));
-            std::fs::write(&cert_path, pem)?;
+            let (cert_path, key_path, serial) =
+                issue_to_files(via, &identity, &out, dns, ip, days).await?;
             println!(
                 "issued {identity} (serial {serial}): {} {}",
                 cert_path.display(),

@@ -565,6 +565,46 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
     assert!(!python(&url, &certs, "person:bob", &["supply", rel, "COMP-NEW"]).0);
     drop(node_new);
 
+    // A person added by an admin gets a certificate and a client configuration the real
+    // `slapos request` uses as is.
+    let carol = root.join("carol");
+    let out = slapos(&[
+        "user",
+        "add",
+        "--via",
+        &via,
+        "--person",
+        "carol",
+        "--gateway",
+        &url,
+        "--out",
+        carol.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let venv = slapos_e2e::compat::venv();
+    let requested = Command::new(venv.join("bin/slapos"))
+        .args([
+            "request",
+            "carol-instance",
+            sr,
+            "--node",
+            "computer_guid=COMP-A",
+            "--cfg",
+        ])
+        .arg(carol.join("slapos-client.cfg"))
+        .output()
+        .unwrap();
+    assert!(
+        requested.status.success(),
+        "slapos request as carol: {}",
+        text(&requested)
+    );
+    let (_, full) = comp_a("getFullComputerInformation?computer_id=COMP-A", None).unwrap();
+    assert!(
+        full.contains("carol-instance"),
+        "carol's instance is not on COMP-A"
+    );
+
     // Revoked: the next handshake fails.
     let out = slapos(&[
         "cluster",
