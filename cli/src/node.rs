@@ -48,6 +48,16 @@ pub enum NodeCommand {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
+    /// Renew this node's certificate (a new key) if it ends within --days, or now with
+    /// --force (the daemon does it daily, 30 days ahead).
+    Renew {
+        #[command(flatten)]
+        cfg: CfgArg,
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        #[arg(long)]
+        force: bool,
+    },
     /// Undo `format`: partition users and groups, taps and addresses (directories stay).
     Unformat {
         #[command(flatten)]
@@ -201,6 +211,24 @@ fn run_inner(cmd: NodeCommand) -> Result<i32, NodeError> {
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()
+            );
+            Ok(0)
+        }
+        NodeCommand::Renew { cfg, days, force } => {
+            let path = NodeConfig::default_path(cfg.cfg.as_deref());
+            let config = NodeConfig::load(&path)?;
+            let renewed = slapgrid::register::renew_if_needed(
+                &config,
+                std::time::Duration::from_secs(days.saturating_mul(86400)),
+                force,
+            )?;
+            println!(
+                "{}",
+                if renewed {
+                    "certificate renewed"
+                } else {
+                    "certificate still valid: not renewed"
+                }
             );
             Ok(0)
         }

@@ -80,7 +80,13 @@ fn report_job(node: &Node) -> Result<String, String> {
     ))
 }
 
+/// Certificates are renewed this long before they end.
+const RENEW_WITHIN: Duration = Duration::from_secs(30 * 86400);
+
 fn format_job(node: &Node) -> Result<String, String> {
+    if let Err(e) = crate::register::renew_if_needed(&node.cfg, RENEW_WITHIN, false) {
+        tracing::warn!(error = %e, "node certificate not renewed");
+    }
     crate::format_and_post(node, false)
         .map(|posted| {
             if posted {

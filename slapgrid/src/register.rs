@@ -84,3 +84,58 @@ pub fn register(cfg: &NodeConfig, token: &str, ca: Option<&Path>) -> Result<Regi
     }
     Ok(Registered { computer_id })
 }
+
+/// When a PEM certificate ends (seconds since the epoch).
+pub fn not_after(pem: &str) -> Option<i64> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let der = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?.1;
+    let (_, cert) = X509Certificate::from_der(&der.contents).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Renews the node's own certificate (a new key; the request authenticated by the
+/// current certificate) when it ends within `within`, or always with `force`. The new
+/// key and certificate replace the old ones atomically; running commands pick them up at
+/// their next connection, no restart. `Ok(false)`: nothing to do.
+pub fn renew_if_needed(
+    cfg: &NodeConfig,
+    within: std::time::Duration,
+    force: bool,
+) -> Result<bool, NodeError> {
+    let (Some(key_file), Some(cert_file)) = (&cfg.key_file, &cfg.cert_file) else {
+        return Ok(false);
+    };
+    let current = std::fs::read_to_string(cert_file).map_err(io_err(cert_file))?;
+    let ends = not_after(&current).ok_or_else(|| {
+        NodeError::Invalid(format!(
+            "{} is not a readable certificate",
+            cert_file.display()
+        ))
+    })?;
+    let now = crate::node::now_unix() as i64;
+    if !force && ends - now > within.as_secs() as i64 {
+        return Ok(false);
+    }
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| NodeError::Invalid(format!("cannot make a key: {e}")))?;
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .and_then(|r| r.pem())
+        .map_err(|e| NodeError::Invalid(format!("cannot make a signing request: {e}")))?;
+    let client = SlapClient::from_config(cfg)?;
+    let body = client.post("renewCertificate", &[("csr", &csr)], None)?;
+    let answer: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| NodeError::Invalid(format!("renewal answer: {e}")))?;
+    let certificate = answer["certificate"]
+        .as_str()
+        .ok_or_else(|| NodeError::Invalid("renewal answer without certificate".into()))?;
+    // The key first: a crash between the two leaves a key without its certificate for
+    // one renewal, never a certificate whose key is lost.
+    let old_key = key_file.with_extension("previous");
+    let _ = std::fs::copy(key_file, &old_key);
+    write_file(key_file, &key.serialize_pem(), 0o600)?;
+    write_file(cert_file, certificate, 0o644)?;
+    let _ = std::fs::remove_file(&old_key);
+    tracing::info!(computer_id = %cfg.computer_id, "node certificate renewed");
+    Ok(true)
+}

@@ -556,6 +556,23 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
         "{}",
         text(&bad)
     );
+    // Renewal: a new key and certificate for the same computer, used at once.
+    let before = std::fs::read_to_string(identity_dir.join("computer.crt")).unwrap();
+    let out = slapos(&["node", "renew", "--force", "--cfg", &cfg_path]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("renewed"),
+        "{}",
+        text(&out)
+    );
+    let after = std::fs::read_to_string(identity_dir.join("computer.crt")).unwrap();
+    assert_ne!(before, after, "the certificate did not change");
+    let out = slapos(&["node", "renew", "--cfg", &cfg_path]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not renewed"),
+        "{}",
+        text(&out)
+    );
+    node_new.ok(&["format"]);
     // COMP-NEW is alice's: she supplies it, bob cannot.
     let rel = "https://example.com/software/other/software.cfg";
     assert_eq!(

@@ -180,7 +180,12 @@ async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
         .uri()
         .path()
         .strip_prefix(app.prefix.as_str())
-        .filter(|p| matches!(*p, "/registerComputerWithToken" | "/createComputerToken"))
+        .filter(|p| {
+            matches!(
+                *p,
+                "/registerComputerWithToken" | "/createComputerToken" | "/renewCertificate"
+            )
+        })
         .map(str::to_owned);
     let answer = match endpoint {
         None if registration.is_some() => {
@@ -262,6 +267,9 @@ async fn handle_registration(app: Arc<App>, path: String, request: Request) -> S
             format!("{path}: this gateway takes no client certificates"),
         ),
         ("/registerComputerWithToken", _) => super::register::register(&app, &fields).await,
+        ("/renewCertificate", Some(caller)) => {
+            super::register::renew(&app, caller.as_ref(), &fields).await
+        }
         (_, Some(caller)) => super::register::create_token(&app, caller.as_ref(), &fields).await,
     }
 }

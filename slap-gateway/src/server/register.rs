@@ -9,6 +9,9 @@
 //!   `csr`): the master consumes the token (valid once, before it expires; the computer is
 //!   created for the token's owner), then issues the computer's certificate for the CSR's
 //!   key. Answer (JSON): `computer_id`, `certificate`, `ca` (the group's CA, PEM).
+//! * `POST <prefix>/renewCertificate` (a valid certificate; form `csr`): a new
+//!   certificate for the caller's own identity (the node renews before expiry, with a
+//!   new key, without a restart). Answer (JSON): `certificate`, `ca`.
 
 use std::time::Duration;
 
@@ -112,6 +115,38 @@ pub async fn register(app: &App, fields: &[(String, String)]) -> SlapResponse {
             status: 200,
             content_type: "application/json",
             body: json!({"computer_id": computer, "certificate": certificate, "ca": ca})
+                .to_string()
+                .into_bytes(),
+        },
+        Err(e) => SlapResponse::text(e.status(), e.to_string()),
+    }
+}
+
+pub async fn renew(
+    app: &App,
+    caller: Option<&Caller>,
+    fields: &[(String, String)],
+) -> SlapResponse {
+    let Some(Caller::Identity { identity, .. }) = caller else {
+        return SlapResponse::text(
+            403,
+            "forbidden: renewal needs the certificate being renewed",
+        );
+    };
+    if identity.is_server() {
+        return SlapResponse::text(403, "forbidden: servers renew through the master API");
+    }
+    let Some(csr) = field(fields, "csr") else {
+        return SlapResponse::text(400, "missing required field 'csr'");
+    };
+    if csr.len() > master_node::ca::MAX_CSR_BYTES {
+        return SlapResponse::text(413, "certificate signing request too large");
+    }
+    match app.masters.issue(csr, &identity.common_name()).await {
+        Ok((certificate, ca)) => SlapResponse {
+            status: 200,
+            content_type: "application/json",
+            body: json!({"certificate": certificate, "ca": ca})
                 .to_string()
                 .into_bytes(),
         },
