@@ -101,7 +101,31 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// Outgoing mTLS for operator commands talking to the masters directly:
+/// `$SLAPOS_MASTER_TLS_CERT`, `_KEY`, `_CA` (a replica's or gateway's certificate; the
+/// masters admit no other identity).
+fn tls_from_env() -> Result<()> {
+    let var = |n: &str| std::env::var_os(n).map(PathBuf::from);
+    match (
+        var("SLAPOS_MASTER_TLS_CERT"),
+        var("SLAPOS_MASTER_TLS_KEY"),
+        var("SLAPOS_MASTER_TLS_CA"),
+    ) {
+        (Some(cert), Some(key), Some(ca)) => {
+            master_node::raft::tls::set_client(&master_node::raft::tls::TlsFiles {
+                cert,
+                key,
+                ca,
+            })?;
+            Ok(())
+        }
+        (None, None, None) => Ok(()),
+        _ => bail!("set all of SLAPOS_MASTER_TLS_CERT, _KEY and _CA, or none"),
+    }
+}
+
 pub async fn run(cmd: MasterCommand) -> Result<()> {
+    tls_from_env()?;
     match cmd {
         MasterCommand::Run { config } => {
             let config = ReplicaConfig::load(&config)?;
@@ -174,6 +198,9 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
             learner,
         } => {
             let config = ReplicaConfig::load(&config)?;
+            if let Some(files) = &config.tls {
+                master_node::raft::tls::set_client(files)?;
+            }
             let node = config.node_info();
             let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(120));
             client.call_timeout = Duration::from_secs(110);
@@ -310,6 +337,7 @@ pub enum UserCommand {
 }
 
 pub async fn user(cmd: UserCommand) -> Result<()> {
+    tls_from_env()?;
     match cmd {
         UserCommand::Add {
             via,
@@ -402,6 +430,7 @@ async fn ca(cmd: CaCommand) -> Result<()> {
 }
 
 pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
+    tls_from_env()?;
     match cmd {
         ClusterCommand::Ca(cmd) => ca(cmd).await,
         ClusterCommand::Status(args) => {

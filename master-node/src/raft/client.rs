@@ -206,6 +206,21 @@ impl MasterClient {
     }
 
     fn transport(addr: &str, status: tonic::Status) -> ClientError {
+        // Refusals of who we are (the masters' mTLS) are final: retrying cannot help.
+        let mut detail = status.message().to_owned();
+        let mut source = std::error::Error::source(&status);
+        while let Some(s) = source {
+            detail.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        let lower = detail.to_ascii_lowercase();
+        if matches!(
+            status.code(),
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+        ) || lower.contains("certificate")
+        {
+            return ClientError::Refused(format!("{addr}: {:?}: {detail}", status.code()));
+        }
         ClientError::Transport {
             addr: addr.to_string(),
             message: format!("{:?}: {}", status.code(), status.message()),

@@ -9,6 +9,7 @@ pub use types::{NodeId, NodeInfo, Raft, TypeConfig};
 pub mod client;
 pub mod node;
 pub mod service;
+pub mod tls;
 
 /// The wall-clock time a proposer stamps on a command (microseconds since the epoch).
 /// Only proposers read it; `apply` never does (see the domain's determinism rule).

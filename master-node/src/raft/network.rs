@@ -60,10 +60,12 @@ pub struct Peer {
     client: Option<RaftClient<Channel>>,
 }
 
-/// `host:port` to a URI tonic accepts.
+/// `host:port` to a URI tonic accepts (`https://` once the process has TLS set up).
 pub fn grpc_uri(addr: &str) -> String {
     if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.to_string()
+    } else if super::tls::client().is_some() {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     }
@@ -74,7 +76,12 @@ pub fn lazy_channel(
     addr: &str,
     connect_timeout: Duration,
 ) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(grpc_uri(addr))?
+    let endpoint = Endpoint::from_shared(grpc_uri(addr))?;
+    let endpoint = match super::tls::client() {
+        Some(tls) => endpoint.tls_config(tls.clone())?,
+        None => endpoint,
+    };
+    Ok(endpoint
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

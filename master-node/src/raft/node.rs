@@ -59,6 +59,10 @@ pub struct ReplicaConfig {
     /// Sync the state machine's batches too (the log is always synced).
     #[serde(default)]
     pub sync_state_machine: bool,
+    /// mTLS on Raft and the master API (see `raft/tls.rs`): this replica's certificate
+    /// (`replica:<id>`, naming its addresses), key, and the group's CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::tls::TlsFiles>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +123,8 @@ pub enum NodeError {
     Raft(String),
     #[error("cannot listen on {addr}: {message}")]
     Listen { addr: String, message: String },
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ReplicaConfig {
@@ -137,6 +143,7 @@ impl ReplicaConfig {
             timers: Timers::default(),
             snapshot: SnapshotPolicy::default(),
             sync_state_machine: false,
+            tls: None,
         }
     }
 
@@ -294,10 +301,40 @@ impl Replica {
         })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(256 << 20);
+        let tls = match &config.tls {
+            Some(files) => {
+                super::tls::set_client(files).map_err(|e| NodeError::Tls(e.to_string()))?;
+                Some(super::tls::server(files).map_err(|e| NodeError::Tls(e.to_string()))?)
+            }
+            None => None,
+        };
+        let builder = || -> Result<tonic::transport::Server, NodeError> {
+            let b = tonic::transport::Server::builder();
+            match &tls {
+                Some(t) => b
+                    .tls_config(t.clone())
+                    .map_err(|e| NodeError::Tls(e.to_string())),
+                None => Ok(b),
+            }
+        };
+        let admit = config.tls.is_some();
+        let check = move |r: tonic::Request<()>| {
+            if admit {
+                super::tls::admit(r)
+            } else {
+                Ok(r)
+            }
+        };
+        let raft_service =
+            tonic::service::interceptor::InterceptedService::new(raft_service, check);
+        let master_service =
+            tonic::service::interceptor::InterceptedService::new(master_service, check);
+        let raft_builder = builder()?;
+        let api_builder = builder()?;
         let mut stop = self.shutdown.subscribe();
         self.tasks.push(tokio::spawn(async move {
             let incoming = nodelay(raft_listener);
-            let r = tonic::transport::Server::builder()
+            let r = raft_builder
                 .tcp_nodelay(true)
                 .add_service(raft_service)
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -311,7 +348,7 @@ impl Replica {
         let mut stop = self.shutdown.subscribe();
         self.tasks.push(tokio::spawn(async move {
             let incoming = nodelay(api_listener);
-            let r = tonic::transport::Server::builder()
+            let r = api_builder
                 .tcp_nodelay(true)
                 .add_service(master_service)
                 .serve_with_incoming_shutdown(incoming, async move {

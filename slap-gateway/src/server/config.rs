@@ -52,6 +52,10 @@ pub struct GatewayConfig {
     /// (DESIGN.md, "Authorization"), and `[slap] person` no longer applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca: Option<PathBuf>,
+    /// mTLS to the masters (when they require it): this gateway's certificate
+    /// (`gateway:<id>`), key and the group's CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_tls: Option<master_node::raft::tls::TlsFiles>,
     /// How often the revoked certificates are read from the masters.
     #[serde(default = "default_revocation_refresh")]
     pub revocation_refresh_ms: u64,
@@ -153,6 +157,7 @@ impl GatewayConfig {
             tls_key: None,
             insecure_http: true,
             client_ca: None,
+            master_tls: None,
             revocation_refresh_ms: default_revocation_refresh(),
             url_prefix: String::new(),
             local_read_staleness_ms: default_staleness(),

@@ -71,6 +71,12 @@ impl Gateway {
     /// Check the configuration, load the certificate, bind, and serve in the background.
     pub async fn start(config: &GatewayConfig) -> Result<Gateway, GatewayError> {
         config.validate().map_err(GatewayError::Config)?;
+        if let Some(files) = &config.master_tls {
+            master_node::raft::tls::set_client(files).map_err(|e| GatewayError::Tls {
+                path: files.cert.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
         let clients = match &config.client_ca {
             Some(ca) => Some(Arc::new(tls::GroupClients::new(ca)?)),
             None => None,

@@ -1,0 +1,90 @@
+//! mTLS on the master's gRPC (Raft between replicas, the master API for gateways and
+//! operators), with certificates of the group's own authority (`ca.rs`): a replica serves
+//! both with its server certificate and requires a client certificate chained to the
+//! group's CA whose identity is a replica or a gateway (computers, partitions and persons
+//! talk to gateways, never to the masters). Outgoing channels (a replica's Raft and
+//! forwarding, a gateway's, the operator's `slapos cluster ...`) present the process's
+//! certificate: one per process, set once at start ([`set_client`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// A process's certificate, key and the group's CA (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TLS is already set up for this process with other files")]
+    AlreadySet,
+}
+
+fn read(path: &Path) -> Result<String, TlsError> {
+    std::fs::read_to_string(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+static CLIENT: OnceLock<(TlsFiles, ClientTlsConfig)> = OnceLock::new();
+
+/// Every gRPC channel this process opens presents `files`' certificate and verifies the
+/// server against its CA. Once per process (the same files again are fine).
+pub fn set_client(files: &TlsFiles) -> Result<(), TlsError> {
+    if let Some((set, _)) = CLIENT.get() {
+        return if set == files {
+            Ok(())
+        } else {
+            Err(TlsError::AlreadySet)
+        };
+    }
+    let config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&files.ca)?))
+        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
+    let _ = CLIENT.set((files.clone(), config));
+    Ok(())
+}
+
+/// The outgoing TLS configuration, when set.
+pub fn client() -> Option<&'static ClientTlsConfig> {
+    CLIENT.get().map(|(_, c)| c)
+}
+
+/// The serving side: this replica's certificate, clients verified against the CA.
+pub fn server(files: &TlsFiles) -> Result<ServerTlsConfig, TlsError> {
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+        .client_ca_root(Certificate::from_pem(read(&files.ca)?)))
+}
+
+/// Admits only replicas and gateways (the chain was checked by the handshake).
+pub fn admit(request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    let identity = request
+        .peer_certs()
+        .and_then(|certs| certs.first().cloned())
+        .and_then(|cert| crate::ca::identity_of(&cert).ok())
+        .map(|(identity, _)| identity);
+    match identity {
+        Some(crate::ca::Identity::Replica(_) | crate::ca::Identity::Gateway(_)) => Ok(request),
+        Some(other) => Err(tonic::Status::permission_denied(format!(
+            "{} may not use the masters' API (only replicas and gateways)",
+            other.common_name()
+        ))),
+        None => Err(tonic::Status::unauthenticated(
+            "a certificate of the group's authority is required",
+        )),
+    }
+}

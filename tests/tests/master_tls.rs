@@ -1,0 +1,303 @@
+//! mTLS between masters and on the master API, as an operator sets it up: a group of one
+//! made plain (`master init` creates the CA), its replicas' certificates issued, then the
+//! replicas restarted with `[tls]` and the others joined over it. Raft and the master API
+//! then admit only the group's replicas and gateways: a computer's certificate of the same
+//! authority is refused, a plain client too, and a replica of another group cannot join.
+
+use master_node::raft::node::ReplicaConfig;
+use master_node::raft::tls::TlsFiles;
+use slapos_e2e::agent::{open_dir, text};
+use slapos_e2e::slapos_bin;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn slapos(args: &[&str], tls: Option<&TlsFiles>) -> Output {
+    let mut c = Command::new(slapos_bin());
+    c.args(args).env_remove("RUST_BACKTRACE");
+    for v in [
+        "SLAPOS_MASTER_TLS_CERT",
+        "SLAPOS_MASTER_TLS_KEY",
+        "SLAPOS_MASTER_TLS_CA",
+    ] {
+        c.env_remove(v);
+    }
+    if let Some(t) = tls {
+        c.env("SLAPOS_MASTER_TLS_CERT", &t.cert)
+            .env("SLAPOS_MASTER_TLS_KEY", &t.key)
+            .env("SLAPOS_MASTER_TLS_CA", &t.ca);
+    }
+    c.output().expect("run slapos")
+}
+
+fn run(procs: &mut Procs, dir: &Path, args: &[&str], log: &str) {
+    let child = Command::new(slapos_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(log)).unwrap())
+        .spawn()
+        .unwrap();
+    procs.0.push(child);
+}
+
+fn wait_port(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn replica(dir: &Path, id: u64) -> (ReplicaConfig, PathBuf) {
+    let mut c = ReplicaConfig::new(
+        id,
+        format!("127.0.0.1:{}", port()),
+        format!("127.0.0.1:{}", port()),
+        dir.join(format!("data-{id}")),
+    );
+    c.region = "local".into();
+    let path = dir.join(format!("replica-{id}.toml"));
+    std::fs::write(&path, c.to_toml()).unwrap();
+    (c, path)
+}
+
+fn issue(via: &str, identity: &str, out: &Path) -> TlsFiles {
+    let mut args = vec![
+        "cluster",
+        "ca",
+        "issue",
+        "--via",
+        via,
+        "--identity",
+        identity,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    // Servers are reached at their addresses.
+    if identity.starts_with("replica:") || identity.starts_with("gateway:") {
+        args.extend(["--ip", "127.0.0.1"]);
+    }
+    let o = slapos(&args, None);
+    assert!(o.status.success(), "issue {identity}: {}", text(&o));
+    let name = identity.replace(':', "-");
+    TlsFiles {
+        cert: out.join(format!("{name}.crt")),
+        key: out.join(format!("{name}.key")),
+        ca: out.join("ca.pem"),
+    }
+}
+
+fn export_ca(via: &str, out: &Path) {
+    let o = slapos(&["cluster", "ca", "export", "--via", via], None);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::write(out.join("ca.pem"), o.stdout).unwrap();
+}
+
+/// A group of one, plain, with its CA: (config, path).
+fn plain_group(procs: &mut Procs, dir: &Path, id: u64) -> (ReplicaConfig, PathBuf) {
+    let (c, path) = replica(dir, id);
+    let o = slapos(
+        &["master", "init", "--config", path.to_str().unwrap()],
+        None,
+    );
+    assert!(o.status.success(), "init: {}", text(&o));
+    run(
+        procs,
+        dir,
+        &["master", "run", "--config", path.to_str().unwrap()],
+        &format!("replica-{id}.log"),
+    );
+    wait_port(&c.api_addr);
+    (c, path)
+}
+
+fn members(tls: &TlsFiles, via: &str) -> Result<usize, String> {
+    let o = slapos(&["cluster", "status", "--json", "--via", via], Some(tls));
+    if !o.status.success() {
+        return Err(text(&o));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| e.to_string())?;
+    Ok(v["members"].as_array().map_or(0, |m| m.len()))
+}
+
+#[test]
+fn the_masters_admit_only_the_groups_replicas_and_gateways() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = open_dir(&dir);
+    let mut procs = Procs(Vec::new());
+    let certs = root.join("certs");
+
+    // 1. A plain group of one with its CA; its replicas' and gateway's certificates.
+    let (c1, p1) = plain_group(&mut procs, &root, 1);
+    export_ca(&c1.api_addr, &certs);
+    let t1 = issue(&c1.api_addr, "replica:1", &certs);
+    let t2 = issue(&c1.api_addr, "replica:2", &certs);
+    let t3 = issue(&c1.api_addr, "replica:3", &certs);
+    let gw = issue(&c1.api_addr, "gateway:gw", &certs);
+    let computer = issue(&c1.api_addr, "computer:COMP-1", &certs);
+
+    // 2. Every replica with [tls]; replica 1 restarted, 2 and 3 join over mTLS.
+    for c in &mut procs.0 {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    procs.0.clear();
+    let with_tls = |c: &ReplicaConfig, path: &Path, t: &TlsFiles| {
+        let mut c = c.clone();
+        c.tls = Some(t.clone());
+        std::fs::write(path, c.to_toml()).unwrap();
+    };
+    with_tls(&c1, &p1, &t1);
+    let (c2, p2) = replica(&root, 2);
+    let (c3, p3) = replica(&root, 3);
+    with_tls(&c2, &p2, &t2);
+    with_tls(&c3, &p3, &t3);
+    for (c, p, id) in [(&c1, &p1, 1), (&c2, &p2, 2), (&c3, &p3, 3)] {
+        run(
+            &mut procs,
+            &root,
+            &["master", "run", "--config", p.to_str().unwrap()],
+            &format!("tls-replica-{id}.log"),
+        );
+        wait_port(&c.api_addr);
+    }
+    for p in [&p2, &p3] {
+        let o = slapos(
+            &[
+                "master",
+                "join",
+                "--config",
+                p.to_str().unwrap(),
+                "--via",
+                &c1.api_addr,
+            ],
+            None,
+        );
+        assert!(o.status.success(), "join over mTLS: {}", text(&o));
+    }
+    let via = [&c1.api_addr, &c2.api_addr, &c3.api_addr]
+        .map(|s| s.as_str())
+        .join(",");
+    assert_eq!(members(&t1, &via), Ok(3));
+
+    // 3. Refused: a computer's certificate of the same authority, and no certificate.
+    let err = members(&computer, &c1.api_addr).unwrap_err();
+    assert!(err.contains("may not use the masters' API"), "{err}");
+    let plain = slapos(&["cluster", "status", "--via", &c1.api_addr], None);
+    assert!(
+        !plain.status.success(),
+        "a plain client was served: {}",
+        text(&plain)
+    );
+
+    // 4. A replica of another group cannot join.
+    let other = root.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (c9, _) = plain_group(&mut procs, &other, 9);
+    let other_certs = other.join("certs");
+    export_ca(&c9.api_addr, &other_certs);
+    let t4 = issue(&c9.api_addr, "replica:4", &other_certs);
+    let (c4, p4) = replica(&other, 4);
+    with_tls(&c4, &p4, &t4);
+    run(
+        &mut procs,
+        &other,
+        &["master", "run", "--config", p4.to_str().unwrap()],
+        "replica-4.log",
+    );
+    wait_port(&c4.api_addr);
+    let o = slapos(
+        &[
+            "master",
+            "join",
+            "--config",
+            p4.to_str().unwrap(),
+            "--via",
+            &c1.api_addr,
+        ],
+        None,
+    );
+    assert!(
+        !o.status.success(),
+        "a foreign replica joined: {}",
+        text(&o)
+    );
+    assert_eq!(members(&t1, &via), Ok(3));
+
+    // 5. A gateway with the group's certificate reaches the masters; without, it does not.
+    let mut serve = |name: &str, master_tls: Option<&TlsFiles>| -> String {
+        let listen = format!("127.0.0.1:{}", port());
+        let mut cfg = format!(
+            "listen = \"{listen}\"\nmasters = [\"{}\"]\ninsecure_http = true\nmaster_deadline_ms = 3000\n",
+            c1.api_addr
+        );
+        if let Some(t) = master_tls {
+            cfg.push_str(&format!(
+                "[master_tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
+                t.cert.display(),
+                t.key.display(),
+                t.ca.display()
+            ));
+        }
+        let path = root.join(format!("{name}.toml"));
+        std::fs::write(&path, cfg).unwrap();
+        run(
+            &mut procs,
+            &root,
+            &["gateway", "run", "--config", path.to_str().unwrap()],
+            &format!("{name}.log"),
+        );
+        wait_port(&listen);
+        listen
+    };
+    let ask = |listen: &str| {
+        let o = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg(format!(
+                "http://{listen}/getFullComputerInformation?computer_id=COMP-NONE"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let good = serve("gw-tls", Some(&gw));
+    assert_eq!(
+        ask(&good),
+        "404",
+        "the master (unknown computer) should answer"
+    );
+    let bad = serve("gw-plain", None);
+    assert_eq!(
+        ask(&bad),
+        "503",
+        "a gateway without the group's certificate reached the masters"
+    );
+}
