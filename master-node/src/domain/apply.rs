@@ -180,27 +180,14 @@ impl State {
                 if self.computers.contains_key(computer) {
                     return Err(DomainError::ComputerExists(computer.clone()));
                 }
-                self.computers.insert(
-                    computer.clone(),
-                    Computer {
-                        id: computer.clone(),
-                        title: if title.is_empty() {
-                            computer.clone()
-                        } else {
-                            title.clone()
-                        },
-                        owner: owner.clone(),
-                        region: region.clone(),
-                        network: network.clone(),
-                        attributes: attributes.clone(),
-                        allocation_open: true,
-                        address: None,
-                        netmask: None,
-                        partitions: Vec::new(),
-                        last_contact: None,
-                        registered_at: now,
-                    },
-                );
+                let mut c = Computer::new(computer, owner, now);
+                if !title.is_empty() {
+                    c.title = title.clone();
+                }
+                c.region = region.clone();
+                c.network = network.clone();
+                c.attributes = attributes.clone();
+                self.computers.insert(computer.clone(), c);
                 Ok(Reply::Done)
             }
             Op::UpdateComputer {
@@ -583,20 +570,7 @@ impl State {
                     None => {
                         self.computers.insert(
                             record.computer.clone(),
-                            Computer {
-                                id: record.computer.clone(),
-                                title: record.computer.clone(),
-                                owner: record.owner.clone(),
-                                region: None,
-                                network: None,
-                                attributes: Default::default(),
-                                allocation_open: true,
-                                address: None,
-                                netmask: None,
-                                partitions: Vec::new(),
-                                last_contact: None,
-                                registered_at: now,
-                            },
+                            Computer::new(&record.computer, &record.owner, now),
                         );
                     }
                 }

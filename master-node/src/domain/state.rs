@@ -361,3 +361,23 @@ impl State {
             .collect()
     }
 }
+
+impl Computer {
+    /// A computer just registered: no partitions yet, open to allocation.
+    pub(crate) fn new(id: &str, owner: &str, now: Timestamp) -> Computer {
+        Computer {
+            id: id.to_owned(),
+            title: id.to_owned(),
+            owner: owner.to_owned(),
+            region: None,
+            network: None,
+            attributes: Default::default(),
+            allocation_open: true,
+            address: None,
+            netmask: None,
+            partitions: Vec::new(),
+            last_contact: None,
+            registered_at: now,
+        }
+    }
+}

@@ -485,6 +485,23 @@ impl MasterService {
         forwarded: bool,
         call: impl AsyncFnOnce(MasterClient) -> Result<MembershipResponse, super::client::ClientError>,
     ) -> MembershipResponse {
+        self.ask_leader(forwarded, call, |hint| MembershipResponse {
+            result: Some(match hint {
+                Some(h) => membership_response::Result::NotLeader(h),
+                None => membership_response::Result::Error(NO_LEADER.into()),
+            }),
+        })
+        .await
+    }
+
+    /// On a follower: the leader's answer to `call` (forwarded once, never by a replica
+    /// that was itself forwarded to), else `fallback` with where the leader is.
+    async fn ask_leader<R>(
+        &self,
+        forwarded: bool,
+        call: impl AsyncFnOnce(MasterClient) -> Result<R, super::client::ClientError>,
+        fallback: impl FnOnce(Option<LeaderHint>) -> R,
+    ) -> R {
         let hint = self.leader_hint();
         if !forwarded {
             if let Some(leader) = self.forward_target(&hint) {
@@ -493,14 +510,7 @@ impl MasterService {
                 }
             }
         }
-        MembershipResponse {
-            result: Some(match hint {
-                Some(h) => membership_response::Result::NotLeader(h),
-                None => {
-                    membership_response::Result::Error("no leader is known at the moment".into())
-                }
-            }),
-        }
+        fallback(hint)
     }
 
     /// Wait until the leader's replication to `id` has matched the leader's last log
@@ -691,6 +701,9 @@ impl MasterService {
         }
     }
 }
+
+/// What a follower answers when no leader is known.
+const NO_LEADER: &str = "no leader is known at the moment";
 
 fn membership_error(message: impl Into<String>) -> MembershipResponse {
     MembershipResponse {
@@ -990,23 +1003,20 @@ impl Master for MasterService {
         let forwarded = Self::is_forwarded(&request);
         let req = request.into_inner();
         if !self.is_leader() {
-            let hint = self.leader_hint();
-            if !forwarded {
-                if let Some(mut leader) = self.forward_target(&hint) {
-                    if let Ok(r) = leader.issue_once(&req).await {
-                        return Ok(Response::new(r));
-                    }
-                }
-            }
-            return Ok(Response::new(IssueResponse {
-                result: Some(match hint {
-                    Some(h) => issue_response::Result::NotLeader(h),
-                    None => {
-                        issue_response::Result::Error("no leader is known at the moment".into())
-                    }
-                }),
-                serial: String::new(),
-            }));
+            let r = self
+                .ask_leader(
+                    forwarded,
+                    async |mut leader: MasterClient| leader.issue_once(&req).await,
+                    |hint| IssueResponse {
+                        result: Some(match hint {
+                            Some(h) => issue_response::Result::NotLeader(h),
+                            None => issue_response::Result::Error(NO_LEADER.into()),
+                        }),
+                        serial: String::new(),
+                    },
+                )
+                .await;
+            return Ok(Response::new(r));
         }
         Ok(Response::new(match self.issue_for(&req).await {
             Ok((pem, serial)) => IssueResponse {
@@ -1027,22 +1037,19 @@ impl Master for MasterService {
         let forwarded = Self::is_forwarded(&request);
         let req = request.into_inner();
         if !self.is_leader() {
-            let hint = self.leader_hint();
-            if !forwarded {
-                if let Some(mut leader) = self.forward_target(&hint) {
-                    if let Ok(r) = leader.partition_certificate_once(&req).await {
-                        return Ok(Response::new(r));
-                    }
-                }
-            }
-            return Ok(Response::new(PartitionCertificateResponse {
-                result: Some(match hint {
-                    Some(h) => partition_certificate_response::Result::NotLeader(h),
-                    None => partition_certificate_response::Result::Error(
-                        "no leader is known at the moment".into(),
-                    ),
-                }),
-            }));
+            let r = self
+                .ask_leader(
+                    forwarded,
+                    async |mut leader: MasterClient| leader.partition_certificate_once(&req).await,
+                    |hint| PartitionCertificateResponse {
+                        result: Some(match hint {
+                            Some(h) => partition_certificate_response::Result::NotLeader(h),
+                            None => partition_certificate_response::Result::Error(NO_LEADER.into()),
+                        }),
+                    },
+                )
+                .await;
+            return Ok(Response::new(r));
         }
         Ok(Response::new(PartitionCertificateResponse {
             result: Some(

@@ -26,6 +26,19 @@ pub enum Caller {
     Identity { identity: Identity, admin: bool },
 }
 
+impl Caller {
+    /// The person id, when the caller is a person.
+    pub fn person(&self) -> Option<&str> {
+        match self {
+            Caller::Identity {
+                identity: Identity::Person(p),
+                ..
+            } => Some(p),
+            _ => None,
+        }
+    }
+}
+
 /// What the check needs from the state (a person supplying software must own the
 /// computer): answered by the caller of [`check`].
 pub enum Needs {

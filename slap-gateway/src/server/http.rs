@@ -131,24 +131,15 @@ async fn handle_jsonrpc(app: Arc<App>, name: String, request: Request) -> SlapRe
         }
     };
     // With client certificates, JSON-RPC is for persons, as themselves.
-    let personal;
     let ctx = match parts.extensions.get::<Option<super::authz::Caller>>() {
-        None => &app.ctx,
-        Some(Some(super::authz::Caller::Identity {
-            identity: master_node::ca::Identity::Person(me),
-            ..
-        })) => {
-            personal = crate::slap::SlapContext {
-                person: me.clone(),
-                ..app.ctx.clone()
-            };
-            &personal
-        }
+        None => std::borrow::Cow::Borrowed(&app.ctx),
+        Some(Some(caller)) if caller.person().is_some() => context_for(&app.ctx, Some(caller)),
         Some(_) => {
             return jsonrpc::JsonError::new(403, "forbidden: the JSON-RPC API is for persons")
                 .to_response()
         }
     };
+    let ctx = ctx.as_ref();
     let call = match jsonrpc::parse(ctx, jname, &bytes, authorization) {
         Ok(c) => c,
         Err(e) => return e.to_response(),
@@ -274,6 +265,20 @@ async fn handle_registration(app: Arc<App>, path: String, request: Request) -> S
     }
 }
 
+/// The SLAP context of one request: a person caller requests as themselves.
+fn context_for<'a>(
+    ctx: &'a crate::slap::SlapContext,
+    caller: Option<&super::authz::Caller>,
+) -> std::borrow::Cow<'a, crate::slap::SlapContext> {
+    match caller.and_then(super::authz::Caller::person) {
+        Some(me) => std::borrow::Cow::Owned(crate::slap::SlapContext {
+            person: me.to_owned(),
+            ..ctx.clone()
+        }),
+        None => std::borrow::Cow::Borrowed(ctx),
+    }
+}
+
 async fn handle(app: Arc<App>, endpoint: Endpoint, request: Request) -> SlapResponse {
     let (parts, body) = request.into_parts();
     let expected = match endpoint.method() {
@@ -345,20 +350,8 @@ async fn handle(app: Arc<App>, endpoint: Endpoint, request: Request) -> SlapResp
         .extensions
         .get::<Option<super::authz::Caller>>()
         .cloned();
-    let personal;
-    let ctx = match &caller {
-        Some(Some(super::authz::Caller::Identity {
-            identity: master_node::ca::Identity::Person(me),
-            ..
-        })) => {
-            personal = crate::slap::SlapContext {
-                person: me.clone(),
-                ..app.ctx.clone()
-            };
-            &personal
-        }
-        _ => &app.ctx,
-    };
+    let ctx = context_for(&app.ctx, caller.as_ref().and_then(Option::as_ref));
+    let ctx = ctx.as_ref();
     let call = match forms::parse(ctx, endpoint, &fields, authorization) {
         Ok(call) => call,
         Err(e) => return e.to_response(),
