@@ -74,8 +74,11 @@ pub enum CaCommand {
         #[arg(long, value_delimiter = ',')]
         ip: Vec<String>,
         /// Validity in days (default: the identity kind's).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "seconds")]
         days: Option<u64>,
+        /// Validity in seconds (short-lived certificates: CI jobs, expiry drills).
+        #[arg(long)]
+        seconds: Option<u64>,
     },
     /// Revoke a certificate by serial, or every certificate of an identity.
     Revoke {
@@ -285,7 +288,7 @@ async fn issue_to_files(
     out: &std::path::Path,
     dns: Vec<String>,
     ip: Vec<String>,
-    days: Option<u64>,
+    validity_secs: Option<u64>,
 ) -> Result<(PathBuf, PathBuf, String)> {
     let parsed = master_node::ca::Identity::parse(identity)?;
     let (key, csr) = master_node::ca::new_key_and_csr(&parsed)?;
@@ -294,7 +297,7 @@ async fn issue_to_files(
         .issue(&slapos_proto::rpc::master::IssueRequest {
             csr_pem: csr,
             identity: identity.to_owned(),
-            validity_secs: days.map_or(0, |d| d.saturating_mul(86400)),
+            validity_secs: validity_secs.unwrap_or(0),
             dns_names: dns,
             ip_addresses: ip,
         })
@@ -388,9 +391,11 @@ async fn ca(cmd: CaCommand) -> Result<()> {
             dns,
             ip,
             days,
+            seconds,
         } => {
+            let validity = seconds.or(days.map(|d| d.saturating_mul(86400)));
             let (cert_path, key_path, serial) =
-                issue_to_files(via, &identity, &out, dns, ip, days).await?;
+                issue_to_files(via, &identity, &out, dns, ip, validity).await?;
             println!(
                 "issued {identity} (serial {serial}): {} {}",
                 cert_path.display(),

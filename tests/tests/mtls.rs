@@ -622,6 +622,51 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
         "carol's instance is not on COMP-A"
     );
 
+    // Expired: a certificate of the group that ended is refused at the handshake.
+    let short = root.join("short");
+    let out = slapos(&[
+        "cluster",
+        "ca",
+        "issue",
+        "--via",
+        &via,
+        "--identity",
+        "computer:COMP-A",
+        "--seconds",
+        "2",
+        "--out",
+        short.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (sc, sk) = (
+        short.join("computer-COMP-A.crt").display().to_string(),
+        short.join("computer-COMP-A.key").display().to_string(),
+    );
+    assert_eq!(
+        curl(
+            &url,
+            &ca,
+            Some((&sc, &sk)),
+            "getFullComputerInformation?computer_id=COMP-A",
+            None
+        )
+        .map(|r| r.0),
+        Some(200),
+        "a fresh short-lived certificate works"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        curl(
+            &url,
+            &ca,
+            Some((&sc, &sk)),
+            "getFullComputerInformation?computer_id=COMP-A",
+            None
+        )
+        .is_none(),
+        "an expired certificate was served"
+    );
+
     // Revoked: the next handshake fails.
     let out = slapos(&[
         "cluster",
