@@ -49,6 +49,17 @@ pub enum ClusterCommand {
     /// The group's certificate authority: export its certificate, issue and revoke.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Retire a computer that hosts no instance: its certificates and its partitions'
+    /// are revoked.
+    RemoveComputer(RemoveComputerArgs),
+}
+
+#[derive(Args)]
+pub struct RemoveComputerArgs {
+    #[arg(long, value_delimiter = ',', required = true)]
+    via: Vec<String>,
+    #[arg(long)]
+    computer: String,
 }
 
 #[derive(Subcommand)]
@@ -337,11 +348,29 @@ pub enum UserCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Remove a person: every certificate of theirs is revoked at once.
+    Remove {
+        #[arg(long, value_delimiter = ',', required = true)]
+        via: Vec<String>,
+        #[arg(long)]
+        person: String,
+    },
 }
 
 pub async fn user(cmd: UserCommand) -> Result<()> {
     tls_from_env()?;
     match cmd {
+        UserCommand::Remove { via, person } => {
+            let identity = master_node::ca::Identity::parse(&format!("person:{person}"))?;
+            revoke(
+                via,
+                master_node::Op::Revoke {
+                    serial: None,
+                    identity: Some(identity),
+                },
+            )
+            .await
+        }
         UserCommand::Add {
             via,
             person,
@@ -374,6 +403,37 @@ pub async fn user(cmd: UserCommand) -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// Submits an operator's command to the group (through the master API).
+async fn submit_op(
+    via: Vec<String>,
+    what: &str,
+    op: master_node::Op,
+) -> Result<master_node::Reply> {
+    let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(30));
+    let now = master_node::raft::proposer_time();
+    let command = master_node::Command {
+        request_id: master_node::RequestId::new(
+            format!("cli-{what}-{}", std::process::id()),
+            now.0,
+        ),
+        at: now,
+        op,
+    };
+    let (outcome, _) = client.submit(&command).await?;
+    outcome.map_err(|e| anyhow!("{e}"))
+}
+
+/// Submits an op answering `Revoked` and says how many.
+async fn revoke(via: Vec<String>, op: master_node::Op) -> Result<()> {
+    match submit_op(via, "revoke", op).await? {
+        master_node::Reply::Revoked { count } => {
+            println!("revoked {count} certificate(s)");
+            Ok(())
+        }
+        other => bail!("unexpected answer {other:?}"),
     }
 }
 
@@ -411,25 +471,7 @@ async fn ca(cmd: CaCommand) -> Result<()> {
             let identity = identity
                 .map(|i| master_node::ca::Identity::parse(&i))
                 .transpose()?;
-            let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(30));
-            let now = master_node::raft::proposer_time();
-            let command = master_node::Command {
-                request_id: master_node::RequestId::new(
-                    format!("cli-revoke-{}", std::process::id()),
-                    now.0,
-                ),
-                at: now,
-                op: master_node::Op::Revoke { serial, identity },
-            };
-            let (outcome, _) = client.submit(&command).await?;
-            match outcome {
-                Ok(master_node::Reply::Revoked { count }) => {
-                    println!("revoked {count} certificate(s)");
-                    Ok(())
-                }
-                Ok(other) => bail!("unexpected answer {other:?}"),
-                Err(e) => bail!("{e}"),
-            }
+            revoke(via, master_node::Op::Revoke { serial, identity }).await
         }
     }
 }
@@ -438,6 +480,15 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
     tls_from_env()?;
     match cmd {
         ClusterCommand::Ca(cmd) => ca(cmd).await,
+        ClusterCommand::RemoveComputer(args) => {
+            revoke(
+                args.via,
+                master_node::Op::RemoveComputer {
+                    computer: args.computer,
+                },
+            )
+            .await
+        }
         ClusterCommand::Status(args) => {
             let mut client = MasterClient::new(args.via).with_deadline(Duration::from_secs(10));
             let first = client.status().await.context("no replica answered")?;

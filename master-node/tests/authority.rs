@@ -272,3 +272,66 @@ fn registration_tokens_work_once_before_they_expire() {
         .collect();
     assert!(keys.iter().all(|k| k[0] != b'g'), "a read carried tokens");
 }
+
+#[test]
+fn a_removed_computer_takes_its_certificates_with_it() {
+    use master_node::domain::Requester;
+    let mut h = Harness::new();
+    h.ok(Op::InstallAuthority {
+        material: material(),
+    });
+    h.format("COMP-1", 2);
+    h.format("COMP-2", 1);
+    h.ok(record("1", Identity::Computer("COMP-1".into())));
+    h.ok(record(
+        "2",
+        Identity::Partition {
+            computer: "COMP-1".into(),
+            partition: "slappart1".into(),
+        },
+    ));
+    h.ok(record("3", Identity::Computer("COMP-2".into())));
+    // Not while it hosts an instance.
+    let id = h.request(Requester::Person("alice".into()), "tree");
+    let (busy, _) = h.partition_of(id);
+    assert!(matches!(
+        h.refused(Op::RemoveComputer {
+            computer: busy.clone()
+        }),
+        DomainError::PartitionsInUse { .. }
+    ));
+    let free = if busy == "COMP-1" { "COMP-2" } else { "COMP-1" };
+    let reply = h.ok(Op::RemoveComputer {
+        computer: free.into(),
+    });
+    let expected: Vec<u128> = if free == "COMP-1" {
+        vec![1, 2]
+    } else {
+        vec![3]
+    };
+    assert_eq!(
+        reply,
+        Reply::Revoked {
+            count: expected.len()
+        }
+    );
+    assert_eq!(h.state.revoked_serials(), expected);
+    assert_eq!(h.state.computer_owner(free), None, "the computer is gone");
+    assert!(matches!(
+        h.refused(Op::RemoveComputer {
+            computer: free.into()
+        }),
+        DomainError::UnknownComputer(_)
+    ));
+    // Gone from storage too.
+    let mut disk = std::collections::BTreeMap::new();
+    for (k, v) in h.state.take_changes().unwrap() {
+        match v {
+            Some(v) => disk.insert(k, v),
+            None => disk.remove(&k),
+        };
+    }
+    let restored = State::from_entries(disk).unwrap();
+    assert_eq!(restored.computer_owner(free), None);
+    assert_eq!(restored.revoked_serials(), expected);
+}

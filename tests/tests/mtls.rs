@@ -691,6 +691,62 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A removed person, and a retired computer, lose their certificates at once.
+    let out = slapos(&["user", "remove", "--via", &via, "--person", "bob"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("revoked 1"),
+        "{}",
+        text(&out)
+    );
+    let out = slapos(&[
+        "cluster",
+        "remove-computer",
+        "--via",
+        &via,
+        "--computer",
+        "COMP-NEW",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("revoked"),
+        "{}",
+        text(&out)
+    );
+    let new_cert = (
+        identity_dir.join("computer.crt").display().to_string(),
+        identity_dir.join("computer.key").display().to_string(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl(&url, &ca, Some((&bob.0, &bob.1)), "getHateoasUrl", None).is_some()
+        || curl(
+            &url,
+            &ca,
+            Some((&new_cert.0, &new_cert.1)),
+            "getHateoasUrl",
+            None,
+        )
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a removed person or computer is still served"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A computer that hosts an instance is not retired.
+    let out = slapos(&[
+        "cluster",
+        "remove-computer",
+        "--via",
+        &via,
+        "--computer",
+        "COMP-A",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("host instances"),
+        "{}",
+        text(&out)
+    );
     // Others are unaffected.
     assert_eq!(
         comp_a("getFullComputerInformation?computer_id=COMP-A", None)

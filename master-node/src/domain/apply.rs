@@ -511,6 +511,40 @@ impl State {
                 }
                 Ok(Reply::Done)
             }
+            Op::RemoveComputer { computer } => {
+                let c = self
+                    .computers
+                    .get(computer)
+                    .ok_or_else(|| DomainError::UnknownComputer(computer.clone()))?;
+                let busy: Vec<String> = c
+                    .partitions
+                    .iter()
+                    .filter(|p| p.instance.is_some())
+                    .map(|p| p.id.clone())
+                    .collect();
+                if !busy.is_empty() {
+                    return Err(DomainError::PartitionsInUse {
+                        computer: computer.clone(),
+                        partitions: busy,
+                    });
+                }
+                let rows: Vec<(String, String)> = self
+                    .software
+                    .keys()
+                    .filter(|(c, _)| c == computer)
+                    .cloned()
+                    .collect();
+                for row in rows {
+                    self.software.remove(&row);
+                }
+                self.computers.remove(computer);
+                let count = self.revoke_where(now, |_, r| match &r.identity {
+                    crate::ca::Identity::Computer(c) => c == computer,
+                    crate::ca::Identity::Partition { computer: c, .. } => c == computer,
+                    _ => false,
+                });
+                Ok(Reply::Revoked { count })
+            }
             Op::CreateToken {
                 hash,
                 owner,
@@ -681,20 +715,7 @@ impl State {
         }
         let c = self
             .computers
-            .get_or_insert_with(computer.to_string(), || Computer {
-                id: computer.to_string(),
-                title: computer.to_string(),
-                owner: String::new(),
-                region: None,
-                network: None,
-                attributes: BTreeMap::new(),
-                allocation_open: true,
-                address: None,
-                netmask: None,
-                partitions: Vec::new(),
-                last_contact: None,
-                registered_at: now,
-            });
+            .get_or_insert_with(computer.to_string(), || Computer::new(computer, "", now));
         let old: BTreeMap<String, Option<InstanceId>> = c
             .partitions
             .iter()

@@ -179,6 +179,9 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pair: Option<super::state::IssuedPair>,
     },
+    /// Remove a computer that hosts no instance (an operator retiring a machine): its
+    /// software rows go, and every certificate of it and of its partitions is revoked.
+    RemoveComputer { computer: String },
     /// A person makes a one-time token (only its SHA-256, hex, is kept) that registers a
     /// node as their computer `computer` until `expires_at`.
     CreateToken {
@@ -222,6 +225,7 @@ impl Op {
             Op::RecordCertificate { .. } => "record_certificate",
             Op::Revoke { .. } => "revoke",
             Op::CreateToken { .. } => "create_token",
+            Op::RemoveComputer { .. } => "remove_computer",
             Op::ConsumeToken { .. } => "consume_token",
         }
     }
