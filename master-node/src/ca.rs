@@ -354,6 +354,27 @@ pub fn identity_of(der: &[u8]) -> Result<(Identity, u128), CaError> {
     Ok((Identity::parse(cn)?, serial))
 }
 
+/// (not_before, not_after) of a certificate (DER), seconds since the epoch.
+pub fn validity_of(der: &[u8]) -> Option<(i64, i64)> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let v = cert.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+/// Whether a CSR (PEM) reads and its signature holds: checked before a one-time token is
+/// spent on it.
+pub fn check_csr(pem: &str) -> Result<(), CaError> {
+    if pem.len() > MAX_CSR_BYTES {
+        return Err(CaError::BadRequest(format!(
+            "larger than {MAX_CSR_BYTES} bytes"
+        )));
+    }
+    CertificateSigningRequestParams::from_pem(pem)
+        .map(|_| ())
+        .map_err(|e| CaError::BadRequest(e.to_string()))
+}
+
 /// A fresh key pair and a CSR for it (what a node, a person or a replica runs before
 /// asking for a certificate): (key PEM, CSR PEM). The CSR's subject is informative only.
 pub fn new_key_and_csr(identity: &Identity) -> Result<(String, String), CaError> {

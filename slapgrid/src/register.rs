@@ -50,12 +50,20 @@ pub fn register(cfg: &NodeConfig, token: &str, ca: Option<&Path>) -> Result<Regi
         .serialize_request(&key)
         .and_then(|r| r.pem())
         .map_err(|e| NodeError::Invalid(format!("cannot make a signing request: {e}")))?;
-    // No client certificate yet: the token is the credential.
-    let client = SlapClient::new(
-        &cfg.master_urls,
-        None,
-        ca.or(cfg.master_ca_file.as_deref()).filter(|p| p.exists()),
-    )?;
+    // No client certificate yet: the token is the credential, and it is only sent to a
+    // gateway verified against the group's CA (else a man in the middle could take it and
+    // plant a CA of its own).
+    let ca = ca
+        .or(cfg.master_ca_file.as_deref())
+        .filter(|p| p.exists())
+        .ok_or_else(|| {
+            NodeError::Invalid(
+                "registration needs the group's CA to verify the gateway: --ca FILE, or an \
+                 existing master_ca_file"
+                    .into(),
+            )
+        })?;
+    let client = SlapClient::new(&cfg.master_urls, None, Some(ca))?;
     let body = client.post(
         "registerComputerWithToken",
         &[("token", token), ("csr", &csr)],

@@ -202,12 +202,43 @@ fn the_masters_admit_only_the_groups_replicas_and_gateways() {
 
     // 3. Refused: a computer's certificate of the same authority, and no certificate.
     let err = members(&computer, &c1.api_addr).unwrap_err();
-    assert!(err.contains("may not use the masters' API"), "{err}");
+    assert!(
+        err.contains("may not use this service of the masters"),
+        "{err}"
+    );
     let plain = slapos(&["cluster", "status", "--via", &c1.api_addr], None);
     assert!(
         !plain.status.success(),
         "a plain client was served: {}",
         text(&plain)
+    );
+
+    // A gateway's certificate gets no server certificate issued (it could pose as a
+    // replica).
+    let out = slapos(
+        &[
+            "cluster",
+            "ca",
+            "issue",
+            "--via",
+            &c1.api_addr,
+            "--identity",
+            "replica:7",
+            "--ip",
+            "127.0.0.1",
+            "--out",
+            root.join("stolen").to_str().unwrap(),
+        ],
+        Some(&gw),
+    );
+    assert!(
+        !out.status.success(),
+        "a gateway had a replica certificate issued"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not have server certificates"),
+        "{}",
+        text(&out)
     );
 
     // 4. A replica of another group cannot join.

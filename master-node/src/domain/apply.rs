@@ -555,6 +555,9 @@ impl State {
                     return Err(DomainError::invalid("hash", "expected a hex SHA-256"));
                 }
                 check_name("computer_id", computer)?;
+                crate::ca::Identity::Computer(computer.clone())
+                    .check()
+                    .map_err(|e| DomainError::invalid("computer_id", e.to_string()))?;
                 if expires_at.0 <= now.0 {
                     return Err(DomainError::invalid("expires_at", "already expired"));
                 }

@@ -318,17 +318,23 @@ impl Replica {
             }
         };
         let admit = config.tls.is_some();
-        let check = move |r: tonic::Request<()>| {
-            if admit {
-                super::tls::admit(r)
-            } else {
-                Ok(r)
+        let check = |admits: super::tls::Admits, state: StateHandle| {
+            move |r: tonic::Request<()>| {
+                if admit {
+                    super::tls::admit(r, admits, &state)
+                } else {
+                    Ok(r)
+                }
             }
         };
-        let raft_service =
-            tonic::service::interceptor::InterceptedService::new(raft_service, check);
-        let master_service =
-            tonic::service::interceptor::InterceptedService::new(master_service, check);
+        let raft_service = tonic::service::interceptor::InterceptedService::new(
+            raft_service,
+            check(super::tls::Admits::Replicas, self.state.clone()),
+        );
+        let master_service = tonic::service::interceptor::InterceptedService::new(
+            master_service,
+            check(super::tls::Admits::ReplicasAndGateways, self.state.clone()),
+        );
         let raft_builder = builder()?;
         let api_builder = builder()?;
         let mut stop = self.shutdown.subscribe();

@@ -563,7 +563,11 @@ impl MasterService {
         let issued = authority.issue(&sign).map_err(|e| e.to_string())?;
         let hex = format!("{:x}", sign.serial);
         let command = Command {
-            request_id: RequestId::new(format!("master-{}-ca", self.id), sign.serial as u64),
+            // A growing sequence (the outcomes kept per client are the newest ones).
+            request_id: RequestId::new(
+                format!("master-{}-ca", self.id),
+                super::proposer_time().micros(),
+            ),
             at: super::proposer_time(),
             op: Op::RecordCertificate {
                 serial: hex.clone(),
@@ -1001,6 +1005,21 @@ impl Master for MasterService {
         request: Request<IssueRequest>,
     ) -> Result<Response<IssueResponse>, Status> {
         let forwarded = Self::is_forwarded(&request);
+        // Under mTLS a gateway asks only for the identities it hands out (computers,
+        // partitions, persons; no server names); servers' certificates are the
+        // operator's, through a replica's certificate.
+        if let Some(caller) = super::tls::peer_identity(&request) {
+            let req = request.get_ref();
+            let wanted = crate::ca::Identity::parse(&req.identity).ok();
+            let server_names = !req.dns_names.is_empty() || !req.ip_addresses.is_empty();
+            if matches!(caller, crate::ca::Identity::Gateway(_))
+                && (server_names || wanted.as_ref().is_none_or(|w| w.is_server()))
+            {
+                return Err(Status::permission_denied(
+                    "a gateway may not have server certificates issued",
+                ));
+            }
+        }
         let req = request.into_inner();
         if !self.is_leader() {
             let r = self

@@ -70,21 +70,63 @@ pub fn server(files: &TlsFiles) -> Result<ServerTlsConfig, TlsError> {
         .client_ca_root(Certificate::from_pem(read(&files.ca)?)))
 }
 
-/// Admits only replicas and gateways (the chain was checked by the handshake).
-pub fn admit(request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    let identity = request
+/// The identity of a request's client certificate (None without TLS).
+pub fn peer_identity<T>(request: &tonic::Request<T>) -> Option<crate::ca::Identity> {
+    request
         .peer_certs()
         .and_then(|certs| certs.first().cloned())
         .and_then(|cert| crate::ca::identity_of(&cert).ok())
-        .map(|(identity, _)| identity);
-    match identity {
-        Some(crate::ca::Identity::Replica(_) | crate::ca::Identity::Gateway(_)) => Ok(request),
-        Some(other) => Err(tonic::Status::permission_denied(format!(
-            "{} may not use the masters' API (only replicas and gateways)",
-            other.common_name()
-        ))),
-        None => Err(tonic::Status::unauthenticated(
+        .map(|(identity, _)| identity)
+}
+
+/// Which identities a service admits.
+#[derive(Debug, Clone, Copy)]
+pub enum Admits {
+    /// Raft: the group's replicas only.
+    Replicas,
+    /// The master API: replicas and gateways.
+    ReplicasAndGateways,
+}
+
+/// Admits the identities of `admits` whose certificate the group has not revoked and, for
+/// replicas, whose id is not retired (the chain was checked by the handshake).
+pub fn admit(
+    request: tonic::Request<()>,
+    admits: Admits,
+    state: &super::types::StateHandle,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    let peer = request
+        .peer_certs()
+        .and_then(|certs| certs.first().cloned())
+        .and_then(|cert| crate::ca::identity_of(&cert).ok());
+    let Some((identity, serial)) = peer else {
+        return Err(tonic::Status::unauthenticated(
             "a certificate of the group's authority is required",
-        )),
+        ));
+    };
+    let allowed = matches!(
+        (&identity, admits),
+        (crate::ca::Identity::Replica(_), _)
+            | (crate::ca::Identity::Gateway(_), Admits::ReplicasAndGateways)
+    );
+    if !allowed {
+        return Err(tonic::Status::permission_denied(format!(
+            "{} may not use this service of the masters",
+            identity.common_name()
+        )));
     }
+    let (revoked, retired) = state.read(|s, _| {
+        (
+            s.certificate(serial)
+                .is_some_and(|r| r.revoked_at.is_some()),
+            matches!(identity, crate::ca::Identity::Replica(id) if s.is_retired_replica(id)),
+        )
+    });
+    if revoked || retired {
+        return Err(tonic::Status::permission_denied(format!(
+            "{}: certificate revoked or replica retired",
+            identity.common_name()
+        )));
+    }
+    Ok(request)
 }

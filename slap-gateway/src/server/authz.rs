@@ -22,12 +22,29 @@ use crate::slap::SlapResponse;
 /// The authenticated caller of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    /// The certificate's identity (and whether a person is an admin).
-    Identity { identity: Identity, admin: bool },
+    /// The certificate's identity (and whether a person is an admin), its serial (checked
+    /// against the revoked set on every request, not only at the handshake) and its
+    /// lifetime (a renewal never outlives what was granted).
+    Identity {
+        identity: Identity,
+        admin: bool,
+        serial: u128,
+        lifetime_secs: u64,
+    },
 }
 
 impl Caller {
     /// The person id, when the caller is a person.
+    pub fn serial(&self) -> u128 {
+        let Caller::Identity { serial, .. } = self;
+        *serial
+    }
+
+    pub fn is_admin(&self) -> bool {
+        let Caller::Identity { admin, .. } = self;
+        *admin
+    }
+
     pub fn person(&self) -> Option<&str> {
         match self {
             Caller::Identity {
@@ -64,7 +81,9 @@ fn own_partition(identity: &Identity, computer: &str, partition: &str) -> bool {
 /// Whether `caller` may make `call`. `Ok(Needs::OwnerOf(c))`: allowed if the person owns
 /// computer `c` (the handler reads it and calls [`owner_check`]).
 pub fn check(caller: &Caller, call: &SlapCall) -> Result<Needs, SlapResponse> {
-    let Caller::Identity { identity, admin } = caller;
+    let Caller::Identity {
+        identity, admin, ..
+    } = caller;
     if *admin {
         return Ok(Needs::Nothing);
     }

@@ -37,6 +37,27 @@ pub struct App {
     pub max_body_bytes: usize,
     pub masters: Masters,
     pub metrics: Arc<Metrics>,
+    /// With client certificates: the revoked serials (also checked per request, since a
+    /// keep-alive connection outlives a revocation).
+    pub revoked: Option<super::tls::Revoked>,
+}
+
+/// The request's caller: `None` without client certificates; `Some(None)` for a client
+/// without a certificate; a revoked or expired certificate is refused here.
+fn caller_of(
+    app: &App,
+    parts: &axum::http::request::Parts,
+) -> Result<Option<Option<super::authz::Caller>>, SlapResponse> {
+    let caller = parts
+        .extensions
+        .get::<Option<super::authz::Caller>>()
+        .cloned();
+    if let (Some(Some(c)), Some(revoked)) = (&caller, &app.revoked) {
+        if revoked.refuses(c.serial()) {
+            return Err(SlapResponse::text(403, "forbidden: certificate revoked"));
+        }
+    }
+    Ok(caller)
 }
 
 /// The gateway's routes: `GET /metrics`, `GET /healthz`, and every SLAP method under the
@@ -130,13 +151,23 @@ async fn handle_jsonrpc(app: Arc<App>, name: String, request: Request) -> SlapRe
                 .to_response()
         }
     };
-    // With client certificates, JSON-RPC is for persons, as themselves.
-    let ctx = match parts.extensions.get::<Option<super::authz::Caller>>() {
+    // With client certificates, JSON-RPC is for admins: its calls are not yet checked
+    // against the owner of what they touch (slap-gateway/DESIGN.md, "Authorization").
+    let caller = match caller_of(&app, &parts) {
+        Ok(c) => c,
+        Err(refusal) => return refusal,
+    };
+    let ctx = match caller {
         None => std::borrow::Cow::Borrowed(&app.ctx),
-        Some(Some(caller)) if caller.person().is_some() => context_for(&app.ctx, Some(caller)),
+        Some(Some(caller)) if caller.is_admin() => {
+            std::borrow::Cow::Owned(context_for(&app.ctx, Some(&caller)).into_owned())
+        }
         Some(_) => {
-            return jsonrpc::JsonError::new(403, "forbidden: the JSON-RPC API is for persons")
-                .to_response()
+            return jsonrpc::JsonError::new(
+                403,
+                "forbidden: with certificates, the JSON-RPC API is for admins",
+            )
+            .to_response()
         }
     };
     let ctx = ctx.as_ref();
@@ -247,10 +278,10 @@ async fn handle_registration(app: Arc<App>, path: String, request: Request) -> S
         },
         Err(e) => return e,
     };
-    let caller = parts
-        .extensions
-        .get::<Option<super::authz::Caller>>()
-        .cloned();
+    let caller = match caller_of(&app, &parts) {
+        Ok(c) => c,
+        Err(refusal) => return refusal,
+    };
     match (path.as_str(), caller) {
         // Only a gateway that checks certificates registers nodes.
         (_, None) => SlapResponse::text(
@@ -346,10 +377,10 @@ async fn handle(app: Arc<App>, endpoint: Endpoint, request: Request) -> SlapResp
     };
     // With client certificates the caller is who the certificate names (persons request
     // as themselves); without, the configured `[slap] person` (proxy mode).
-    let caller = parts
-        .extensions
-        .get::<Option<super::authz::Caller>>()
-        .cloned();
+    let caller = match caller_of(&app, &parts) {
+        Ok(c) => c,
+        Err(refusal) => return refusal,
+    };
     let ctx = context_for(&app.ctx, caller.as_ref().and_then(Option::as_ref));
     let ctx = ctx.as_ref();
     let call = match forms::parse(ctx, endpoint, &fields, authorization) {

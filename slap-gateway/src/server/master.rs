@@ -312,13 +312,18 @@ impl Masters {
     }
 
     /// A certificate for `identity` (common name) from the CSR, and the CA certificate.
-    pub async fn issue(&self, csr: &str, identity: &str) -> Result<(String, String), MasterError> {
+    pub async fn issue(
+        &self,
+        csr: &str,
+        identity: &str,
+        validity_secs: u64,
+    ) -> Result<(String, String), MasterError> {
         let mut client = Self::client(&self.writer)?;
         let issued = client
             .issue(&slapos_proto::rpc::master::IssueRequest {
                 csr_pem: csr.to_owned(),
                 identity: identity.to_owned(),
-                validity_secs: 0,
+                validity_secs,
                 dns_names: Vec::new(),
                 ip_addresses: Vec::new(),
             })

@@ -108,6 +108,7 @@ impl Gateway {
             max_body_bytes: config.max_body_bytes,
             masters,
             metrics,
+            revoked: clients.as_ref().map(|c| c.revoked.clone()),
         });
         let listener =
             TcpListener::bind(&config.listen)
@@ -124,6 +125,14 @@ impl Gateway {
             })?;
         let (stop, stopped) = watch::channel(false);
         if let Some(clients) = &clients {
+            // Read once before serving: until the revoked serials are known, every client
+            // certificate is refused (fail closed), which a normal start should not show.
+            match app.masters.revoked_serials().await {
+                Ok(serials) => clients.revoked.replace(serials),
+                Err(e) => {
+                    tracing::warn!(error = %e, "revoked certificates unknown: refusing client certificates until the masters answer")
+                }
+            }
             // The revoked serials, kept fresh: a revocation fails the next handshake.
             let (app, revoked, mut stopped) =
                 (app.clone(), clients.revoked.clone(), stopped.clone());
@@ -131,11 +140,7 @@ impl Gateway {
             tokio::spawn(async move {
                 loop {
                     match app.masters.revoked_serials().await {
-                        Ok(serials) => {
-                            if let Ok(mut set) = revoked.write() {
-                                *set = serials.into_iter().collect();
-                            }
-                        }
+                        Ok(serials) => revoked.replace(serials),
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot refresh the revoked certificates")
                         }
@@ -243,10 +248,20 @@ async fn accept_loop(
                                     .1
                                     .peer_certificates()
                                     .and_then(|c| c.first())
-                                    .and_then(|c| master_node::ca::identity_of(c).ok())
-                                    .map(|(identity, _)| {
+                                    .and_then(|c| {
+                                        let (identity, serial) =
+                                            master_node::ca::identity_of(c).ok()?;
+                                        let (from, to) = master_node::ca::validity_of(c)?;
+                                        Some((identity, serial, (to - from).max(0) as u64))
+                                    })
+                                    .map(|(identity, serial, lifetime_secs)| {
                                         let admin = matches!(&identity, master_node::ca::Identity::Person(p) if admins.contains(p));
-                                        authz::Caller::Identity { identity, admin }
+                                        authz::Caller::Identity {
+                                            identity,
+                                            admin,
+                                            serial,
+                                            lifetime_secs,
+                                        }
                                     });
                                 service.layer(axum::Extension(caller))
                             } else {

@@ -94,6 +94,10 @@ pub async fn register(app: &App, fields: &[(String, String)]) -> SlapResponse {
     if csr.len() > master_node::ca::MAX_CSR_BYTES {
         return SlapResponse::text(413, "certificate signing request too large");
     }
+    // Checked before the token is spent on it.
+    if let Err(e) = master_node::ca::check_csr(csr) {
+        return SlapResponse::text(400, e.to_string());
+    }
     let consumed = match app
         .masters
         .write(Op::ConsumeToken {
@@ -110,7 +114,7 @@ pub async fn register(app: &App, fields: &[(String, String)]) -> SlapResponse {
         Err(e) => return crate::slap::render::domain_error(&e),
     };
     let identity = master_node::ca::Identity::Computer(computer.clone()).common_name();
-    match app.masters.issue(csr, &identity).await {
+    match app.masters.issue(csr, &identity, 0).await {
         Ok((certificate, ca)) => SlapResponse {
             status: 200,
             content_type: "application/json",
@@ -127,14 +131,37 @@ pub async fn renew(
     caller: Option<&Caller>,
     fields: &[(String, String)],
 ) -> SlapResponse {
-    let Some(Caller::Identity { identity, .. }) = caller else {
+    let Some(Caller::Identity {
+        identity,
+        lifetime_secs,
+        ..
+    }) = caller
+    else {
         return SlapResponse::text(
             403,
             "forbidden: renewal needs the certificate being renewed",
         );
     };
-    if identity.is_server() {
-        return SlapResponse::text(403, "forbidden: servers renew through the master API");
+    match identity {
+        master_node::ca::Identity::Computer(c) => {
+            // A removed computer renews nothing.
+            match app.masters.computer_owner(c).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return SlapResponse::text(403, format!("forbidden: computer {c} was removed"))
+                }
+                Err(e) => return SlapResponse::text(e.status(), e.to_string()),
+            }
+        }
+        master_node::ca::Identity::Person(_) => {}
+        // Partitions get theirs from the master through their computer (and lose it with
+        // their instance); servers renew through the master API.
+        _ => {
+            return SlapResponse::text(
+                403,
+                format!("forbidden: {} does not renew here", identity.common_name()),
+            )
+        }
     }
     let Some(csr) = field(fields, "csr") else {
         return SlapResponse::text(400, "missing required field 'csr'");
@@ -142,7 +169,12 @@ pub async fn renew(
     if csr.len() > master_node::ca::MAX_CSR_BYTES {
         return SlapResponse::text(413, "certificate signing request too large");
     }
-    match app.masters.issue(csr, &identity.common_name()).await {
+    // Never longer than what was granted.
+    match app
+        .masters
+        .issue(csr, &identity.common_name(), *lifetime_secs)
+        .await
+    {
         Ok((certificate, ca)) => SlapResponse {
             status: 200,
             content_type: "application/json",

@@ -59,13 +59,36 @@ pub fn server_config_with(
     Ok(config)
 }
 
+/// The revoked serials, read from the masters. Until the first successful read every
+/// certificate is refused: a gateway that cannot tell revoked ones fails closed.
+#[derive(Debug, Clone, Default)]
+pub struct Revoked {
+    set: Arc<std::sync::RwLock<Option<std::collections::BTreeSet<u128>>>>,
+}
+
+impl Revoked {
+    pub fn replace(&self, serials: impl IntoIterator<Item = u128>) {
+        if let Ok(mut set) = self.set.write() {
+            *set = Some(serials.into_iter().collect());
+        }
+    }
+
+    /// Whether a certificate of this serial must be refused.
+    pub fn refuses(&self, serial: u128) -> bool {
+        self.set
+            .read()
+            .map(|s| s.as_ref().is_none_or(|set| set.contains(&serial)))
+            .unwrap_or(true)
+    }
+}
+
 /// Client certificates of the group's authority, minus the revoked ones: the chain is
 /// checked by webpki, then the serial against the set the gateway refreshes from the
 /// masters, so a revoked certificate fails its next handshake.
 #[derive(Debug)]
 pub struct GroupClients {
     inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
-    pub revoked: Arc<std::sync::RwLock<std::collections::BTreeSet<u128>>>,
+    pub revoked: Revoked,
 }
 
 impl GroupClients {
@@ -92,7 +115,7 @@ impl GroupClients {
         .map_err(|e| tls(e.to_string()))?;
         Ok(GroupClients {
             inner,
-            revoked: Arc::default(),
+            revoked: Revoked::default(),
         })
     }
 }
@@ -121,12 +144,7 @@ impl rustls::server::danger::ClientCertVerifier for GroupClients {
             .verify_client_cert(end_entity, intermediates, now)?;
         let (_, serial) = master_node::ca::identity_of(end_entity)
             .map_err(|e| rustls::Error::General(e.to_string()))?;
-        let revoked = self
-            .revoked
-            .read()
-            .map(|r| r.contains(&serial))
-            .unwrap_or(true);
-        if revoked {
+        if self.revoked.refuses(serial) {
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Revoked,
             ));
