@@ -349,6 +349,29 @@ impl Up {
     }
 }
 
+impl Up {
+    /// The master API addresses of the replicas (`cluster.json`).
+    pub fn api_addrs(&self) -> Vec<String> {
+        let cluster: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.join("cluster.json")).unwrap()).unwrap();
+        cluster["master_api_addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// `slapos <args>`, its output (without Rust backtraces in error messages).
+pub fn slapos(args: &[&str]) -> Output {
+    Command::new(slapos_bin())
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run slapos")
+}
+
 impl Drop for Up {
     fn drop(&mut self) {
         let _ = Command::new("kill")

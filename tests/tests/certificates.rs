@@ -4,18 +4,9 @@
 //! out), checked by OpenSSL, and revoked by identity. Identity and mTLS enforcement on
 //! the gateways build on this (issue "Identity and security").
 
-use slapos_e2e::agent::{open_dir, text, Up};
-use slapos_e2e::slapos_bin;
+use slapos_e2e::agent::{open_dir, slapos, text, Up};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
-
-fn slapos(args: &[&str]) -> Output {
-    Command::new(slapos_bin())
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("run slapos")
-}
 
 fn openssl(args: &[&str]) -> Output {
     Command::new("openssl")
@@ -29,14 +20,7 @@ fn the_group_issues_exports_and_revokes_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let root = open_dir(&dir);
     let up = Up::start_replicas(&root, 3);
-    let cluster: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(up.dir.join("cluster.json")).unwrap()).unwrap();
-    let apis: Vec<String> = cluster["master_api_addrs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
+    let apis = up.api_addrs();
     let via = apis.join(",");
 
     // The CA certificate, the same from every replica.

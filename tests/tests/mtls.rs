@@ -5,19 +5,11 @@
 //! reason, nothing reaching the master; no certificate, another authority's and a
 //! revoked one fail the handshake.
 
-use slapos_e2e::agent::{open_dir, text, Up};
+use slapos_e2e::agent::{open_dir, slapos, text, Up};
 use slapos_e2e::slapos_bin;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn slapos(args: &[&str]) -> Output {
-    Command::new(slapos_bin())
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("run slapos")
-}
 
 struct Certs {
     dir: PathBuf,
@@ -106,14 +98,7 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
     let dir = tempfile::tempdir().unwrap();
     let root = open_dir(&dir);
     let up = Up::start_replicas(&root, 1);
-    let cluster: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(up.dir.join("cluster.json")).unwrap()).unwrap();
-    let apis: Vec<String> = cluster["master_api_addrs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
+    let apis = up.api_addrs();
     let via = apis.join(",");
     let certs = Certs {
         dir: root.join("certs"),
