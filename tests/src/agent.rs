@@ -488,7 +488,9 @@ pub fn beat_release(dir: &Path) -> String {
         + &instance_file(
             "etc/promise/beating",
             "0750",
-            "#!/bin/sh\nsleep 2\ntest -s {{partition_path}}/beat.txt || { echo no beat; exit 1; }\n",
+            // The service may take a moment to write its first beat on a loaded machine:
+            // up to 8 s (the agent's promise timeout in these tests is 10 s).
+            "#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8; do test -s {{partition_path}}/beat.txt && exit 0; sleep 1; done\necho no beat\nexit 1\n",
         )
         + &connection(&[
             ("beat-file", "{{partition_path}}/beat.txt"),
