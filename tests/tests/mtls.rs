@@ -639,7 +639,7 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
         "--identity",
         "computer:COMP-A",
         "--seconds",
-        "2",
+        "6",
         "--out",
         short.to_str().unwrap(),
     ]);
@@ -660,7 +660,7 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
         Some(200),
         "a fresh short-lived certificate works"
     );
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(7));
     assert!(
         curl(
             &url,
