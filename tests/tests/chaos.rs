@@ -8,20 +8,12 @@ use chaos::netns::Network;
 use master_node::raft::client::MasterClient;
 use master_node::{Command as MasterCommand, Op, RequestId};
 use serde_json::Value;
+use slapos_e2e::agent::is_root;
 use slapos_e2e::slapos_bin;
 use slapos_proto::rpc::master::submit_response;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 #[test]
 fn sixty_seconds_of_faults_lose_nothing_and_stay_linearizable() {

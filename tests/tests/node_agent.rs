@@ -11,6 +11,7 @@
 //! .ci/run calls) and the reference folder `$SLAPOS_REFERENCE_DIR` (default
 //! ../shared/reference beside the clone).
 
+use slapos_e2e::agent::{is_root, reference};
 use slapos_e2e::slapos_bin;
 use std::fs::File;
 use std::io::Read;
@@ -33,11 +34,7 @@ fn node_venv() -> PathBuf {
         setup.display()
     );
     assert!(
-        std::fs::read_to_string("/proc/self/status")
-            .map(|s| s
-                .lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-            .unwrap_or(false),
+        is_root(),
         "node_agent must run as root (it runs the node agent as `nobody` via runuser)"
     );
     for bin in ["python", "slapos", "supervisord"] {
@@ -67,10 +64,7 @@ fn node_venv() -> PathBuf {
 }
 
 fn tinysr() -> PathBuf {
-    let reference = std::env::var_os("SLAPOS_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"));
-    let sr = reference.join("tinysr");
+    let sr = reference().join("tinysr");
     assert!(
         sr.join("software.cfg").exists() && sr.join("wheels").is_dir(),
         "node_agent needs the tiny software release at {} ($SLAPOS_REFERENCE_DIR/tinysr)",
