@@ -64,7 +64,8 @@ fn write_op(writer: usize, seq: u64) -> Op {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+/// The `p` quantile (0..=1, nearest index) of sorted microseconds, in milliseconds.
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

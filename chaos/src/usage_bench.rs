@@ -8,6 +8,7 @@
 //! final resident memory. The invoice of the customer is then read back and its usage
 //! must sum to exactly what was posted.
 
+use crate::bench::percentile;
 use crate::cluster::{ClusterError, ProcessCluster};
 use crate::http::HttpConn;
 use crate::workload::{self, computer_dict, expect_ok, journal_xml};
@@ -197,14 +198,6 @@ where
     Ok(all)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 fn memory_of(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
@@ -301,9 +294,10 @@ pub async fn run_usage_bench(
         })
     };
     let ingest = Instant::now();
-    let mut times = post_all(journals.clone()).await?;
+    let times = post_all(journals.clone()).await?;
     let ingest_seconds = ingest.elapsed().as_secs_f64();
-    times.sort();
+    let mut times_us: Vec<u64> = times.iter().map(|d| d.as_micros() as u64).collect();
+    times_us.sort_unstable();
     progress("posting every journal again");
     let repost = Instant::now();
     post_all(journals.clone()).await?;
@@ -374,8 +368,8 @@ pub async fn run_usage_bench(
         journals_per_sec: n as f64 / ingest_seconds,
         partition_records_per_sec: (n * partitions) as f64 / ingest_seconds,
         movements_per_sec: (n * partitions * resources) as f64 / ingest_seconds,
-        journal_p50_ms: percentile(&times, 0.5),
-        journal_p99_ms: percentile(&times, 0.99),
+        journal_p50_ms: percentile(&times_us, 0.5),
+        journal_p99_ms: percentile(&times_us, 0.99),
         repost_seconds,
         memory,
         invoice_seconds,

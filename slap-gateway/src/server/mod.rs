@@ -138,16 +138,17 @@ impl Gateway {
                 (app.clone(), clients.revoked.clone(), stopped.clone());
             let every = Duration::from_millis(config.revocation_refresh_ms.max(100));
             tokio::spawn(async move {
+                // The first read was just made above: wait before each refresh.
                 loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stopped.wait_for(|s| *s) => return,
+                    }
                     match app.masters.revoked_serials().await {
                         Ok(serials) => revoked.replace(serials),
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot refresh the revoked certificates")
                         }
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(every) => {}
-                        _ = stopped.wait_for(|s| *s) => return,
                     }
                 }
             });
