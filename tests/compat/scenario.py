@@ -2,7 +2,7 @@
 """The compatibility scenario: the real slapos.slap client (slapos.core 1.26.1) drives a
 SLAP master and records everything it observes, as one JSON document on stdout.
 
-    python scenario.py http://127.0.0.1:PORT/ [--pause-after STEP]
+    python scenario.py URL [--key-file KEY --cert-file CERT] [--pause-after STEP]
 
 It runs unchanged against a real `slapos proxy start` (computer_id COMP-A) and against
 our gateway (`[slap] default_computer = "COMP-A"`); tests/tests/compat.rs compares the
@@ -17,6 +17,9 @@ because only the client's point of view knows them:
 * `wire`: per step, every HTTP call the library made (`GET name status`), with the body
   of plain-text 200 answers (`done`, `OK`, `Not destroying yet ...`), which the library
   itself throws away.
+
+With `--key-file`/`--cert-file` the client presents that certificate (slapos.slap's own
+`key_file`/`cert_file` options), as against a gateway requiring certificates of the group.
 
 `--pause-after STEP` writes `PAUSED <STEP>` on stderr after that step and waits for a
 line on stdin before going on (the test kills the leader there).
@@ -50,9 +53,17 @@ JOURNAL = (
   '</transaction></journal>')
 
 MASTER = sys.argv[1]
-PAUSE_AFTER = None
-if '--pause-after' in sys.argv:
-  PAUSE_AFTER = sys.argv[sys.argv.index('--pause-after') + 1]
+
+
+def option(name):
+  if name in sys.argv:
+    return sys.argv[sys.argv.index(name) + 1]
+  return None
+
+
+PAUSE_AFTER = option('--pause-after')
+KEY_FILE = option('--key-file')
+CERT_FILE = option('--cert-file')
 
 # ------------------------------------------------------------------ wire recording
 WIRE = []
@@ -207,7 +218,8 @@ def scenario():
   global slap
   # ------------------------------------------------------------------ session
   slap = slapos.slap.slap()
-  step('initializeConnection', lambda: slap.initializeConnection(MASTER))
+  step('initializeConnection', lambda: slap.initializeConnection(
+    MASTER, key_file=KEY_FILE, cert_file=CERT_FILE))
   step('getFullComputerInformation default computer before format', full(COMP))
   step('getFullComputerInformation unknown computer', full('COMP-NOPE'))
 

@@ -2,9 +2,11 @@
 """Small calls of the real slapos.slap client for tests/tests/compat.rs, around the real
 `slapos request` / `slapos supply` commands:
 
-    python slap_helper.py URL format COMPUTER N
-    python slap_helper.py URL full COMPUTER
-    python slap_helper.py URL publish COMPUTER PARTITION JSON_DICT
+    python slap_helper.py URL format COMPUTER N [--key-file KEY --cert-file CERT]
+    python slap_helper.py URL full COMPUTER [--key-file KEY --cert-file CERT]
+    python slap_helper.py URL publish COMPUTER PARTITION JSON_DICT [--key-file ... ]
+
+With `--key-file`/`--cert-file` the client presents that certificate.
 
 `full` prints, as JSON, what `getFullComputerInformation` tells the node: the software
 releases with their requested state, and per partition its requested state, instance
@@ -22,9 +24,19 @@ RESERVED = {'timestamp', 'ip_list', 'full_address_list', 'full_ip_list', 'slave_
             'slap_software_type', 'instance_title', 'root_instance_title',
             'root_instance_short_title'}
 
+def option(name):
+  if name in sys.argv:
+    i = sys.argv.index(name)
+    value = sys.argv[i + 1]
+    del sys.argv[i:i + 2]
+    return value
+  return None
+
+
+key_file, cert_file = option('--key-file'), option('--cert-file')
 url, command = sys.argv[1], sys.argv[2]
 slap = slapos.slap.slap()
-slap.initializeConnection(url)
+slap.initializeConnection(url, key_file=key_file, cert_file=cert_file)
 
 if command == 'format':
   computer, n = sys.argv[3], int(sys.argv[4])

@@ -1,6 +1,7 @@
 //! What `tests/compat.rs` runs beside a [`Cluster`]: the Python venv holding the real
-//! slapos.core 1.26.1, a real `slapos proxy start` (the reference), a `slapos gateway run
-//! --insecure-http` process in front of the cluster, and Python scripts with a deadline.
+//! slapos.core 1.26.1, a real `slapos proxy start` (the reference), a `slapos gateway run`
+//! process in front of the cluster (plain HTTP, or HTTPS requiring client certificates of
+//! the group's authority), and Python scripts with a deadline.
 //!
 //! Every process is SIGKILLed when its guard is dropped, also when a test fails; a guard
 //! dropped by a failing test prints the tail of its log and keeps its directory.
@@ -164,6 +165,35 @@ impl Drop for Guarded {
     }
 }
 
+/// The status of `GET path` over HTTPS with a client certificate, the server verified
+/// against `ca` (curl); `None` when no answer came.
+pub fn https_status(addr: &str, path: &str, ca: &Path, client: &ClientCert) -> Option<u16> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .arg("--cert")
+        .arg(&client.cert)
+        .arg("--key")
+        .arg(&client.key)
+        .arg(format!("https://{addr}{path}"))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s| *s != 0)
+}
+
 /// A real slapproxy (`slapos proxy start`) on a fresh database and a free port.
 pub struct Proxy {
     process: Guarded,
@@ -237,62 +267,187 @@ pub struct SlapSettings<'a> {
     pub software_product_list: &'a [&'a str],
 }
 
-/// `slapos gateway run --insecure-http` in front of a running cluster.
+/// Certificates of the group's authority for the callers of a TLS gateway, issued on
+/// demand through the masters' API (`slapos cluster ca issue`), as an operator does.
+pub struct Certificates {
+    dir: PathBuf,
+    via: String,
+    /// The authority's certificate (`slapos cluster ca export`).
+    pub ca: PathBuf,
+}
+
+/// A client's key and certificate files.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+}
+
+impl Certificates {
+    fn new(dir: &Path, masters: &[String]) -> Certificates {
+        let via = masters.join(",");
+        let ca = dir.join("ca.pem");
+        let out = Command::new(slapos_bin())
+            .args(["cluster", "ca", "export", "--via", &via])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run slapos cluster ca export");
+        assert!(
+            out.status.success() && out.stdout.starts_with(b"-----BEGIN CERTIFICATE-----"),
+            "slapos cluster ca export: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&ca, &out.stdout).expect("write ca.pem");
+        Certificates {
+            dir: dir.join("certs"),
+            via,
+            ca,
+        }
+    }
+
+    /// The key and certificate of `identity` (`person:root`, `computer:COMP-A` ...),
+    /// issued the first time it is asked for.
+    pub fn of(&self, identity: &str) -> ClientCert {
+        self.issue(identity, &[])
+    }
+
+    fn issue(&self, identity: &str, extra: &[&str]) -> ClientCert {
+        let stem = identity.replace(':', "-");
+        let files = ClientCert {
+            key: self.dir.join(format!("{stem}.key")),
+            cert: self.dir.join(format!("{stem}.crt")),
+        };
+        if files.cert.exists() {
+            return files;
+        }
+        let out_dir = self.dir.display().to_string();
+        let mut args = vec![
+            "cluster",
+            "ca",
+            "issue",
+            "--via",
+            &self.via,
+            "--identity",
+            identity,
+            "--out",
+            &out_dir,
+        ];
+        args.extend_from_slice(extra);
+        let out = Command::new(slapos_bin())
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run slapos cluster ca issue");
+        assert!(
+            out.status.success() && files.key.exists() && files.cert.exists(),
+            "slapos cluster ca issue --identity {identity}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        files
+    }
+}
+
+/// `slapos gateway run` in front of a running cluster: on plain HTTP
+/// ([`GatewayProcess::start`]) or as in production, HTTPS requiring client certificates
+/// of the group ([`GatewayProcess::start_tls`]).
 pub struct GatewayProcess {
     process: Guarded,
     pub addr: String,
-    /// `http://127.0.0.1:<port>/`
+    /// `http://127.0.0.1:<port>/` or `https://127.0.0.1:<port>/`
     pub url: String,
     pub config: PathBuf,
+    /// With TLS: the certificates callers present (`[slap] admins = ["root"]`, so
+    /// `person:root` is an admin).
+    pub certificates: Option<Certificates>,
 }
 
 impl GatewayProcess {
-    /// Start a gateway whose masters are `masters` in that order (the first serves the
-    /// node's local reads); returns once `/healthz` answers.
+    /// Start a gateway on plain HTTP whose masters are `masters` in that order (the first
+    /// serves the node's local reads); returns once `/healthz` answers.
     pub fn start(masters: &[String], slap: &SlapSettings<'_>) -> GatewayProcess {
+        Self::spawn(masters, slap, false)
+    }
+
+    /// The same on HTTPS with the gateway's own certificate, client certificates of the
+    /// group required (`client_ca`); returns once an admin's handshake and `/healthz`
+    /// succeed (the gateway refuses every certificate until it knows the revoked ones).
+    pub fn start_tls(masters: &[String], slap: &SlapSettings<'_>) -> GatewayProcess {
+        Self::spawn(masters, slap, true)
+    }
+
+    fn spawn(masters: &[String], slap: &SlapSettings<'_>, tls: bool) -> GatewayProcess {
         let dir = tempfile::Builder::new()
             .prefix("slapos-compat-gateway-")
             .tempdir()
             .expect("temporary directory");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let masters: Vec<String> = masters.iter().map(|m| format!("{m:?}")).collect();
+        let quoted: Vec<String> = masters.iter().map(|m| format!("{m:?}")).collect();
         let mut products = String::new();
         for line in slap.software_product_list {
             products.push_str(line);
             products.push('\n');
         }
-        let config = format!(
-            "listen = \"{addr}\"\nmasters = [{}]\ninsecure_http = true\n\n[slap]\n\
-             person = \"user\"\npartition_header = true\ndefault_computer = {:?}\n\
-             software_product_list = {:?}\n",
-            masters.join(", "),
-            slap.default_computer,
-            products
+        let certificates = tls.then(|| Certificates::new(dir.path(), masters));
+        let mut config = format!("listen = \"{addr}\"\nmasters = [{}]\n", quoted.join(", "));
+        match &certificates {
+            None => config.push_str("insecure_http = true\n"),
+            Some(certs) => {
+                let own = certs.issue("gateway:compat", &["--ip", "127.0.0.1"]);
+                let _ = write!(
+                    config,
+                    "tls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\n",
+                    own.cert.display().to_string(),
+                    own.key.display().to_string(),
+                    certs.ca.display().to_string()
+                );
+            }
+        }
+        let _ = write!(
+            config,
+            "\n[slap]\nperson = \"user\"\nadmins = [\"root\"]\npartition_header = true\n\
+             default_computer = {:?}\nsoftware_product_list = {:?}\n",
+            slap.default_computer, products
         );
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).expect("write gateway.toml");
         let mut command = Command::new(slapos_bin());
-        command
-            .args(["gateway", "run", "--insecure-http", "--config"])
-            .arg(&path)
-            .env("NO_COLOR", "1")
-            .env(
-                "RUST_LOG",
-                std::env::var("SLAPOS_E2E_LOG").unwrap_or_else(|_| "info".into()),
-            );
+        command.args(["gateway", "run", "--config"]).arg(&path);
+        if !tls {
+            command.arg("--insecure-http");
+        }
+        command.env("NO_COLOR", "1").env(
+            "RUST_LOG",
+            std::env::var("SLAPOS_E2E_LOG").unwrap_or_else(|_| "info".into()),
+        );
         let process = Guarded::spawn("gateway", command, dir);
+        let scheme = if tls { "https" } else { "http" };
         let mut gateway = GatewayProcess {
             process,
-            url: format!("http://{addr}/"),
+            url: format!("{scheme}://{addr}/"),
             addr,
             config: path,
+            certificates,
         };
         let a = gateway.addr.clone();
+        match &gateway.certificates {
+            None => gateway
+                .process
+                .wait(|| http_get(&a, "/healthz").is_some_and(|(s, _)| s == 200)),
+            Some(certs) => {
+                let admin = certs.of("person:root");
+                let ca = certs.ca.clone();
+                gateway
+                    .process
+                    .wait(|| https_status(&a, "/healthz", &ca, &admin) == Some(200));
+            }
+        }
         gateway
-            .process
-            .wait(|| http_get(&a, "/healthz").is_some_and(|(s, _)| s == 200));
-        gateway
+    }
+
+    /// The admin's certificate of a TLS gateway (`person:root`).
+    pub fn admin(&self) -> Option<ClientCert> {
+        self.certificates.as_ref().map(|c| c.of("person:root"))
     }
 
     pub fn dir(&self) -> &Path {

@@ -8,6 +8,14 @@
 //! ([`NORMALISATIONS`]), except for the differences we chose ([`DELIBERATE_DIFFERENCES`],
 //! each with its reason). Any other difference fails the test and prints both sides.
 //!
+//! Our gateway runs as in production: HTTPS, client certificates of the group's authority
+//! required, and the client presents one through slapos.slap's own `key_file`/`cert_file`
+//! options (slapproxy speaks plain HTTP and takes none). The scenario plays every role in
+//! turn (a person, two computers, their partitions) through one connection, so its
+//! certificate is an admin's; what each non-admin identity may not do is proven in
+//! `tests/mtls.rs`, and the command-line session below uses the computer's own
+//! certificate for the node's calls.
+//!
 //! The scenario also runs while the leader is SIGKILLed in its middle (nothing may show),
 //! and through a gateway that reads from a follower (ignored for now: stale reads).
 //!
@@ -20,8 +28,8 @@
 use serde_json::{Map, Value};
 use slapos_e2e::cluster::{Cluster, Settings};
 use slapos_e2e::compat::{
-    compat_dir, masters_starting_with, run_python, venv, GatewayProcess, Proxy, PythonRun,
-    SlapSettings,
+    compat_dir, masters_starting_with, run_python, venv, Certificates, ClientCert, GatewayProcess,
+    Proxy, PythonRun, SlapSettings,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -317,6 +325,23 @@ fn at_tree_member(d: &Difference, s: &Sides) -> bool {
     })
 }
 
+/// The common name of a PEM certificate (OpenSSL reads it).
+fn certificate_identity(pem: &str) -> Option<String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "multiline"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(pem.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("commonName"))
+        .map(|v| v.trim_start_matches([' ', '=']).trim().to_string())
+}
+
 fn is(d: &Difference, proxy: &str, ours: &str) -> bool {
     d.proxy_is(proxy) && d.ours_is(ours)
 }
@@ -331,6 +356,29 @@ struct Deliberate {
 }
 
 const DELIBERATE_DIFFERENCES: &[Deliberate] = &[
+    Deliberate {
+        id: "identity: a partition's certificate is real",
+        reason: "slapproxy has no authority and answers empty strings; ours answers the \
+                 partition's own key and a certificate of the group's authority whose \
+                 identity is that partition (slap-gateway/DESIGN.md, \"Authorization\")",
+        explains: |d, s| {
+            let asked = call(s.ours, "getComputerPartitionCertificate")
+                .is_some_and(|(status, _)| status == 200);
+            let pem = |begin: &str| {
+                d.ours
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .is_some_and(|o| o.starts_with(begin) && o.trim_end().ends_with("-----"))
+            };
+            asked
+                && d.proxy_is("")
+                && match d.path.as_str() {
+                    "result.certificate" => pem("-----BEGIN CERTIFICATE-----\n"),
+                    "result.key" => pem("-----BEGIN PRIVATE KEY-----\n"),
+                    _ => false,
+                }
+        },
+    },
     Deliberate {
         id: "quirk 1: ip_list of the partition's own computer",
         reason: "slapproxy's request answer lists the addresses of every computer's \
@@ -572,8 +620,23 @@ fn parse_observation(what: &str, out: &std::process::Output) -> Value {
     })
 }
 
-fn run_scenario(venv: &Path, url: &str, what: &str) -> Value {
-    let out = run_python(venv, "python", &[&scenario_script(), url], SCENARIO_TIMEOUT);
+/// The scenario's arguments: the master's URL and, against a gateway requiring
+/// certificates, the client's key and certificate files.
+fn scenario_args(url: &str, client: Option<&ClientCert>) -> Vec<String> {
+    let mut args = vec![scenario_script(), url.to_string()];
+    if let Some(c) = client {
+        args.push("--key-file".into());
+        args.push(c.key.display().to_string());
+        args.push("--cert-file".into());
+        args.push(c.cert.display().to_string());
+    }
+    args
+}
+
+fn run_scenario(venv: &Path, url: &str, client: Option<&ClientCert>, what: &str) -> Value {
+    let args = scenario_args(url, client);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_python(venv, "python", &args, SCENARIO_TIMEOUT);
     parse_observation(what, &out)
 }
 
@@ -665,7 +728,8 @@ enum First {
     Follower,
 }
 
-/// Three replicas and a gateway process in front of them; the leader's id.
+/// Three replicas and a gateway process in front of them, as in production: HTTPS,
+/// client certificates of the group's authority required; the leader's id.
 async fn start_ours(name: &str, first: First) -> (Cluster, GatewayProcess, u64) {
     let cluster = Cluster::start(name, 3, Settings::default()).await;
     let leader = cluster.wait_leader().await;
@@ -677,7 +741,7 @@ async fn start_ours(name: &str, first: First) -> (Cluster, GatewayProcess, u64) 
             .find(|id| *id != leader)
             .expect("a follower"),
     };
-    let gateway = GatewayProcess::start(
+    let gateway = GatewayProcess::start_tls(
         &masters_starting_with(&cluster, first),
         &SlapSettings {
             default_computer: COMPUTER,
@@ -710,8 +774,9 @@ async fn scenario_through(first: First, tag: &str) {
     let mut proxy = Proxy::spawn(&venv, COMPUTER, PRODUCTS);
     let (_cluster, gateway, _) = start_ours(&format!("compat-{tag}"), first).await;
     proxy.wait_ready();
-    let reference = run_scenario(&venv, &proxy.url, "slapproxy");
-    let ours = run_scenario(&venv, &gateway.url, "our gateway");
+    let reference = run_scenario(&venv, &proxy.url, None, "slapproxy");
+    let admin = gateway.admin();
+    let ours = run_scenario(&venv, &gateway.url, admin.as_ref(), "our gateway");
     compare(&reference, &ours, tag);
     eprintln!("[{tag}] compared in {:?}", started.elapsed());
 }
@@ -730,15 +795,12 @@ async fn the_real_client_sees_no_leader_change() {
     let mut proxy = Proxy::spawn(&venv, COMPUTER, PRODUCTS);
     let (mut cluster, gateway, leader) = start_ours("compat-kill", First::Leader).await;
     proxy.wait_ready();
-    let reference = run_scenario(&venv, &proxy.url, "slapproxy");
+    let reference = run_scenario(&venv, &proxy.url, None, "slapproxy");
 
-    let script = scenario_script();
-    let mut run = PythonRun::spawn(
-        &venv,
-        "python",
-        &[&script, &gateway.url, "--pause-after", KILL_AFTER],
-        "the scenario against our gateway",
-    );
+    let mut args = scenario_args(&gateway.url, gateway.admin().as_ref());
+    args.extend(["--pause-after".to_string(), KILL_AFTER.to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut run = PythonRun::spawn(&venv, "python", &args, "the scenario against our gateway");
     run.wait_for_stderr(&format!("PAUSED {KILL_AFTER}"), SCENARIO_TIMEOUT);
     cluster.kill9(leader);
     run.send_line("go on");
@@ -787,25 +849,61 @@ fn cli_lines(output: &[u8]) -> Vec<String> {
 /// What a user of `slapos supply` / `slapos request` sees against the master at `url`,
 /// and what the node is then told, as a transcript (same software release path on both
 /// sides).
-fn cli_session(venv: &Path, url: &str, work: &Path, side: &str) -> Vec<String> {
+///
+/// With `certificates` (our gateway requires them) the user's commands present an admin's
+/// certificate through `[slapconsole] cert_file`/`key_file`, and the node's calls (format,
+/// what it is told, publishing for its partition) the computer's own.
+fn cli_session(
+    venv: &Path,
+    url: &str,
+    work: &Path,
+    side: &str,
+    certificates: Option<&Certificates>,
+) -> Vec<String> {
     let helper = compat_dir().join("slap_helper.py").display().to_string();
     let sr = work.join("sr/software.cfg").display().to_string();
     let cfg = work.join(format!("client-{side}.cfg"));
+    let (user, node) = match certificates {
+        Some(c) => (
+            c.of("person:root"),
+            Some(c.of(&format!("computer:{COMPUTER}"))),
+        ),
+        // slapproxy ignores them (plain HTTP); the client only needs the options set.
+        None => (
+            ClientCert {
+                key: work.join("client.key"),
+                cert: work.join("client.crt"),
+            },
+            None,
+        ),
+    };
     std::fs::write(
         &cfg,
         format!(
-            "[slapos]\nmaster_url = {url}\n\n[slapconsole]\ncert_file = {0}/client.crt\n\
-             key_file = {0}/client.key\n",
-            work.display()
+            "[slapos]\nmaster_url = {url}\n\n[slapconsole]\ncert_file = {}\nkey_file = {}\n",
+            user.cert.display(),
+            user.key.display()
         ),
     )
     .expect("write the client configuration");
     let cfg = cfg.display().to_string();
     let timeout = Duration::from_secs(30);
     let mut transcript = Vec::new();
+    let node_args: Vec<String> = node
+        .iter()
+        .flat_map(|c| {
+            [
+                "--key-file".to_string(),
+                c.key.display().to_string(),
+                "--cert-file".to_string(),
+                c.cert.display().to_string(),
+            ]
+        })
+        .collect();
     let helper_call = |args: &[&str]| {
         let mut all = vec![helper.as_str(), url];
         all.extend_from_slice(args);
+        all.extend(node_args.iter().map(String::as_str));
         let out = run_python(venv, "python", &all, timeout);
         assert!(
             out.status.success(),
@@ -943,11 +1041,17 @@ async fn slapos_request_and_supply_commands_work() {
     )
     .expect("write params.json");
     for f in ["client.crt", "client.key"] {
-        std::fs::write(work.path().join(f), "").expect("write the (unused) certificate");
+        std::fs::write(work.path().join(f), "").expect("write slapproxy's (unused) certificate");
     }
 
-    let reference = cli_session(&venv, &proxy.url, work.path(), "slapproxy");
-    let ours = cli_session(&venv, &gateway.url, work.path(), "ours");
+    let reference = cli_session(&venv, &proxy.url, work.path(), "slapproxy", None);
+    let ours = cli_session(
+        &venv,
+        &gateway.url,
+        work.path(),
+        "ours",
+        gateway.certificates.as_ref(),
+    );
     let text = ours.join("\n");
     let sr_url = sr.join("software.cfg").display().to_string();
     for expected in [
