@@ -222,7 +222,7 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
 
     // The real client, each as itself: computers format themselves...
     assert_eq!(
-        python(&url, &certs, "computer:COMP-A", &["format", "COMP-A", "2"]),
+        python(&url, &certs, "computer:COMP-A", &["format", "COMP-A", "3"]),
         (true, "OK".into())
     );
     assert_eq!(
@@ -330,22 +330,198 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
         assert!(answer.ends_with("\n403"), "acting for {c}/{p}: {answer}");
     }
 
-    // With certificates, JSON-RPC is for admins (its calls are not yet checked per owner).
-    let alice_rpc = curl(
-        &url,
-        &ca,
-        Some((&certs.crt("person:alice"), &certs.key("person:alice"))),
-        "slapos.get.v0.invoice",
-        Some("{}"),
-    )
-    .unwrap();
-    assert_eq!(alice_rpc.0, 403, "{}", alice_rpc.1);
     // A partition does not renew its own certificate (its computer fetches it).
     let (status, body) = part("renewCertificate", Some("csr=x")).unwrap();
     assert_eq!(status, 403, "{body}");
-    // JSON-RPC is for persons.
-    let (status, body) = comp_a("slapos.get.v0.invoice", Some("{}")).unwrap();
-    assert_eq!(status, 403, "{body}");
+
+    // JSON-RPC follows the same table.
+    let rpc = |who: &str, method: &str, body: serde_json::Value| -> (u16, serde_json::Value) {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .args(["--cert", &certs.crt(who), "--key", &certs.key(who)])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "Accept: application/json",
+            ])
+            .args(["--data", &body.to_string(), "-w", "\n%{http_code}"])
+            .arg(format!("{url}{method}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        let body = serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.into()));
+        (status.trim().parse().unwrap_or(0), body)
+    };
+    let refused = |(status, body): (u16, serde_json::Value), what: &str| {
+        assert_eq!(status, 403, "{what}: {body}");
+        assert_eq!(body["type"], "Forbidden", "{what}: {body}");
+        assert!(
+            body["title"]
+                .as_str()
+                .is_some_and(|t| t.contains("may not") || t.contains("does not own")),
+            "{what}: {body}"
+        );
+    };
+    let list = serde_json::json!({"computer_guid": "COMP-A"});
+    let (status, listed) = rpc(
+        "computer:COMP-A",
+        "slapos.allDocs.v0.compute_node_instance_list",
+        list.clone(),
+    );
+    assert_eq!(status, 200, "COMP-A lists its instances: {listed}");
+    let guid = listed["result_list"]
+        .as_array()
+        .and_then(|l| {
+            l.iter()
+                .find(|i| i["compute_partition_id"] == partition.as_str())
+        })
+        .and_then(|i| i["instance_guid"].as_str())
+        .unwrap_or_else(|| panic!("alice-tree ({partition}) is not listed: {listed}"))
+        .to_string();
+    refused(
+        rpc(
+            "computer:COMP-B",
+            "slapos.allDocs.v0.compute_node_instance_list",
+            list.clone(),
+        ),
+        "a computer lists another's instances",
+    );
+    refused(
+        rpc(
+            "person:alice",
+            "slapos.allDocs.v0.compute_node_instance_list",
+            list,
+        ),
+        "a person lists a computer not hers",
+    );
+    let get = serde_json::json!({"instance_guid": guid});
+    let (status, doc) = rpc(
+        "person:alice",
+        "slapos.get.v0.software_instance",
+        get.clone(),
+    );
+    assert_eq!(status, 200, "alice reads her instance: {doc}");
+    assert_eq!(doc["title"], "alice-tree", "{doc}");
+    refused(
+        rpc("person:bob", "slapos.get.v0.software_instance", get.clone()),
+        "bob reads alice's instance",
+    );
+    // Her instance's partition reads itself, publishes for itself and requests in its tree
+    // (as itself, no header needed); another partition does none of it.
+    let mine = format!("partition:COMP-A:{partition}");
+    issue(&mine, &[]);
+    let other = if partition == "slappart0" {
+        "partition:COMP-A:slappart1"
+    } else {
+        "partition:COMP-A:slappart0"
+    };
+    issue(other, &[]);
+    assert_eq!(
+        rpc(&mine, "slapos.get.v0.software_instance", get.clone()).0,
+        200
+    );
+    let publish = serde_json::json!({"instance_guid": guid, "connection_parameter_dict": {"url": "https://alice.example"}});
+    let (status, body) = rpc(
+        &mine,
+        "slapos.put.v0.software_instance_connection_parameter",
+        publish.clone(),
+    );
+    assert_eq!(status, 200, "the partition publishes for itself: {body}");
+    refused(
+        rpc(
+            other,
+            "slapos.put.v0.software_instance_connection_parameter",
+            publish,
+        ),
+        "a partition publishes for another",
+    );
+    refused(
+        rpc(other, "slapos.get.v0.software_instance", get.clone()),
+        "a partition reads an instance of another tree",
+    );
+    let child = serde_json::json!({"title": "alice-child", "software_release_uri": sr, "software_type": "default"});
+    let (status, made) = rpc(&mine, "slapos.post.v0.software_instance", child.clone());
+    assert_eq!(status, 200, "the partition requests in its tree: {made}");
+    let child_get = serde_json::json!({"instance_guid": made["instance_guid"]});
+    let (status, doc) = rpc(
+        "person:alice",
+        "slapos.get.v0.software_instance",
+        child_get.clone(),
+    );
+    assert_eq!(status, 200, "the child is in alice's tree: {doc}");
+    assert_eq!(
+        rpc(&mine, "slapos.get.v0.software_instance", child_get).0,
+        200,
+        "a partition reads its tree"
+    );
+    // bob cannot request as alice's partition through the header.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&ca)
+        .args([
+            "--cert",
+            &certs.crt("person:bob"),
+            "--key",
+            &certs.key("person:bob"),
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Accept: application/json",
+        ])
+        .args(["-H", &header("COMP-A", &partition)])
+        .args(["--data", &child.to_string(), "-w", "\n%{http_code}"])
+        .arg(format!("{url}slapos.post.v0.software_instance"))
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        answer.ends_with("\n403"),
+        "bob as alice's partition: {answer}"
+    );
+    // Node calls are the computer's own.
+    let bang = serde_json::json!({"computer_guid": "COMP-A", "message": "check"});
+    refused(
+        rpc(
+            "computer:COMP-B",
+            "slapos.put.v0.compute_node_bang",
+            bang.clone(),
+        ),
+        "COMP-B bangs COMP-A",
+    );
+    refused(
+        rpc(
+            "person:alice",
+            "slapos.put.v0.compute_node_bang",
+            bang.clone(),
+        ),
+        "a person bangs a computer",
+    );
+    assert_eq!(
+        rpc("computer:COMP-A", "slapos.put.v0.compute_node_bang", bang).0,
+        200
+    );
+    // The ledger is for persons, each their own.
+    let period = serde_json::json!({"from": "2026-01-01", "to": "2027-01-01"});
+    let (status, invoice) = rpc("person:alice", "slapos.get.v0.invoice", period.clone());
+    assert_eq!(status, 200, "alice reads her invoice: {invoice}");
+    assert_eq!(invoice["customer"], "alice", "{invoice}");
+    refused(
+        rpc(
+            "person:alice",
+            "slapos.get.v0.invoice",
+            serde_json::json!({"from": "2026-01-01", "to": "2027-01-01", "customer": "bob"}),
+        ),
+        "alice reads bob's invoice",
+    );
+    refused(
+        rpc("computer:COMP-A", "slapos.get.v0.invoice", period),
+        "a computer reads the ledger",
+    );
 
     // Partition certificates: the node fetches one for its own partition (made once and
     // kept), never for another computer's; a free partition has none.
@@ -377,11 +553,17 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
     )
     .unwrap();
     assert_eq!(status, 403);
-    let free = if partition == "slappart0" {
-        "slappart1"
-    } else {
-        "slappart0"
-    };
+    let taken = [
+        partition.clone(),
+        made["compute_partition_id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    ];
+    let free = ["slappart0", "slappart1", "slappart2"]
+        .into_iter()
+        .find(|p| !taken.iter().any(|t| t == p))
+        .expect("COMP-A has a free partition");
     let (status, body) = comp_a(
         &format!("getComputerPartitionCertificate?computer_id=COMP-A&computer_partition_id={free}"),
         None,

@@ -5,17 +5,25 @@
 //! |---|---|
 //! | computer `C` | read `C` and its partitions; report for them (format, software and instance states, connection parameters, bangs, destroyed, usage); request on behalf of its partitions (`X-SlapPartition` honoured only for its own) |
 //! | partition `C/P` | read itself; report its own state, connection parameters and bangs; request in its own tree (as itself) |
-//! | person `X` | request instance trees as `X`; supply software to computers `X` owns; register computers as owner `X` |
+//! | person `X` | request instance trees as `X` and read them; supply software to, and read, computers `X` owns; register computers as owner `X`; `X`'s own ledger |
 //! | admin (a person in `[slap] admins`) | anything |
 //! | replica, gateway | nothing through SLAP |
 //!
 //! Everything else is 403 with the reason, and nothing reaches the master. Product lookups
 //! and `getHateoasUrl` are open to any authenticated caller.
+//!
+//! JSON-RPC ([`check_jsonrpc`]) follows the same table: its writes become the same ops
+//! and go through the same rules; an instance is read by its partition, the computer
+//! carrying it, a partition of its tree and the person owning the tree
+//! ([`instance_access`]); a computer's lists by the computer and its owner; the ledger by
+//! persons only (each call already limits a person to their own invoices, movements,
+//! computers and prices, `jsonrpc/ledger.rs`), and usage also by the computer itself.
 
 use master_node::ca::Identity;
 use master_node::domain::Requester;
-use master_node::Op;
+use master_node::{InstanceId, Op, State};
 
+use crate::jsonrpc::{Call, Read};
 use crate::slap::forms::{Query, SlapCall};
 use crate::slap::SlapResponse;
 
@@ -34,7 +42,7 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The person id, when the caller is a person.
+    /// The certificate's serial.
     pub fn serial(&self) -> u128 {
         let Caller::Identity { serial, .. } = self;
         *serial
@@ -45,6 +53,12 @@ impl Caller {
         *admin
     }
 
+    pub fn identity(&self) -> &Identity {
+        let Caller::Identity { identity, .. } = self;
+        identity
+    }
+
+    /// The person id, when the caller is a person.
     pub fn person(&self) -> Option<&str> {
         match self {
             Caller::Identity {
@@ -233,5 +247,319 @@ pub fn owner_check(
             "{} does not own computer {computer}",
             identity.common_name()
         ))),
+    }
+}
+
+// ----- JSON-RPC ---------------------------------------------------------------------------
+
+/// What a JSON-RPC call still needs checked once the master answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonNeeds {
+    Nothing,
+    /// Allowed if the caller (a person) owns this computer ([`owner_check`]).
+    OwnerOf(String),
+    /// A read of an instance: [`instance_access`] on the state read.
+    Instance(InstanceId),
+    /// A write on an instance: the op it becomes once located goes through the table
+    /// ([`check_op`]).
+    Located,
+}
+
+/// Whether `caller` may make the JSON-RPC `call`; `Err` is the reason of the 403. A
+/// partition's `post software_instance` without the `X-SlapPartition` header requests as
+/// that partition (the certificate says who it is), so `call` may be rewritten.
+pub fn check_jsonrpc(caller: &Caller, call: &mut Call) -> Result<JsonNeeds, String> {
+    let Caller::Identity {
+        identity, admin, ..
+    } = caller;
+    if *admin {
+        return Ok(JsonNeeds::Nothing);
+    }
+    let who = identity.common_name();
+    let refuse = |what: String| Err(format!("{who} may not {what}"));
+    let person = matches!(identity, Identity::Person(_));
+    match call {
+        Call::Read(Read::ComputerInstances(computer) | Read::ComputerSoftware(computer)) => {
+            match identity {
+                Identity::Computer(c) if c == computer => Ok(JsonNeeds::Nothing),
+                Identity::Person(_) => Ok(JsonNeeds::OwnerOf(computer.clone())),
+                _ => refuse(format!("read computer {computer}")),
+            }
+        }
+        Call::Read(Read::Partition {
+            computer,
+            partition,
+        }) => {
+            if own_partition(identity, computer, partition) {
+                Ok(JsonNeeds::Nothing)
+            } else if person {
+                Ok(JsonNeeds::OwnerOf(computer.clone()))
+            } else {
+                refuse(format!("read partition {partition} of {computer}"))
+            }
+        }
+        Call::Read(Read::Hosted(id) | Read::Instance(id)) => Ok(JsonNeeds::Instance(*id)),
+        Call::Read(Read::Ledger(_)) if person => Ok(JsonNeeds::Nothing),
+        Call::Read(Read::Ledger(_)) => refuse("read the ledger".into()),
+        Call::InstanceWrite { .. } => Ok(JsonNeeds::Located),
+        Call::Write { op, .. } | Call::Request(op) => {
+            match (identity, &mut *op) {
+                // A computer posts its own journal as a node does (no reporter).
+                (
+                    Identity::Computer(c),
+                    Op::RecordUsage {
+                        computer, reporter, ..
+                    },
+                ) if c == computer => {
+                    *reporter = None;
+                    return Ok(JsonNeeds::Nothing);
+                }
+                // A person's ledger writes: the call named them (`provider`, `reporter`,
+                // `owner`) and the master checks what they touch is theirs.
+                (Identity::Person(_), Op::RecordUsage { reporter, .. }) if reporter.is_some() => {
+                    return Ok(JsonNeeds::Nothing);
+                }
+                (Identity::Person(me), Op::SetPrice { provider, .. }) if provider == me => {
+                    return Ok(JsonNeeds::Nothing);
+                }
+                (
+                    Identity::Partition {
+                        computer,
+                        partition,
+                    },
+                    Op::RequestInstance { requester, .. },
+                ) if matches!(requester, Requester::Person(_)) => {
+                    *requester = Requester::Partition {
+                        computer: computer.clone(),
+                        partition: partition.clone(),
+                    };
+                }
+                _ => {}
+            }
+            check_op(caller, op)
+        }
+    }
+}
+
+/// The table's rule for one op (what an XML write or a located JSON-RPC instance write
+/// becomes): `Err` is the reason of the 403.
+pub fn check_op(caller: &Caller, op: &Op) -> Result<JsonNeeds, String> {
+    let Caller::Identity {
+        identity, admin, ..
+    } = caller;
+    if *admin {
+        return Ok(JsonNeeds::Nothing);
+    }
+    match write_rule(identity, op) {
+        Ok(Needs::Nothing) => Ok(JsonNeeds::Nothing),
+        Ok(Needs::OwnerOf(c)) => Ok(JsonNeeds::OwnerOf(c)),
+        Err(what) => Err(format!("{} may not {what}", identity.common_name())),
+    }
+}
+
+/// Who may read instance `id` (`state` holds it, as [`crate::server::master::Masters::read_instance`]
+/// reads it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    Allowed,
+    Refused(String),
+    /// Allowed if partition `partition` of `computer` (the caller) hosts an instance of
+    /// tree `root`: the caller's partition is read to tell.
+    IfInTree {
+        computer: String,
+        partition: String,
+        root: InstanceId,
+    },
+}
+
+pub fn instance_access(caller: &Caller, state: &State, id: InstanceId) -> Access {
+    let Caller::Identity {
+        identity, admin, ..
+    } = caller;
+    if *admin {
+        return Access::Allowed;
+    }
+    let refused = || {
+        Access::Refused(format!(
+            "{} may not read instance {id}",
+            identity.common_name()
+        ))
+    };
+    let Ok(view) = state.instance_view(id) else {
+        // Unknown: the read answers 404 itself; nothing about it is disclosed.
+        return Access::Allowed;
+    };
+    let placed = |c: &str, p: &str| {
+        view.computer.is_some_and(|x| x.id == c) && view.partition.is_some_and(|x| x.id == p)
+    };
+    match identity {
+        Identity::Person(me) if *me == view.instance.owner => Access::Allowed,
+        Identity::Computer(c) if view.computer.is_some_and(|x| x.id == *c) => Access::Allowed,
+        Identity::Partition {
+            computer,
+            partition,
+        } => {
+            if placed(computer, partition) {
+                Access::Allowed
+            } else {
+                Access::IfInTree {
+                    computer: computer.clone(),
+                    partition: partition.clone(),
+                    root: view.instance.root,
+                }
+            }
+        }
+        _ => refused(),
+    }
+}
+
+/// The second half of [`Access::IfInTree`]: `state` holds the caller's computer.
+pub fn in_tree(state: &State, computer: &str, partition: &str, root: InstanceId) -> bool {
+    state
+        .computer(computer)
+        .ok()
+        .and_then(|c| c.partition(partition))
+        .and_then(|p| p.instance)
+        .and_then(|i| state.instance_view(i).ok())
+        .is_some_and(|v| v.instance.root == root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jsonrpc::ledger::{LedgerRead, LedgerWhat};
+    use master_node::Timestamp;
+
+    fn as_(identity: Identity) -> Caller {
+        Caller::Identity {
+            identity,
+            admin: false,
+            serial: 1,
+            lifetime_secs: 3600,
+        }
+    }
+
+    fn partition(c: &str, p: &str) -> Identity {
+        Identity::Partition {
+            computer: c.into(),
+            partition: p.into(),
+        }
+    }
+
+    fn request(requester: Requester) -> Call {
+        Call::Request(Op::RequestInstance {
+            requester,
+            title: "child".into(),
+            software_release: "https://example.com/sr.cfg".into(),
+            software_type: "default".into(),
+            state: None,
+            shared: false,
+            parameters: Default::default(),
+            sla: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_partition_requests_as_itself_and_nobody_borrows_a_partition() {
+        let me = as_(partition("COMP-A", "slappart1"));
+        let mut call = request(Requester::Person("computer:COMP-A".into()));
+        assert_eq!(check_jsonrpc(&me, &mut call), Ok(JsonNeeds::Nothing));
+        assert_eq!(
+            call,
+            request(Requester::Partition {
+                computer: "COMP-A".into(),
+                partition: "slappart1".into()
+            })
+        );
+        // The header naming another partition is refused, for a partition as for a person.
+        let neighbour = || {
+            request(Requester::Partition {
+                computer: "COMP-A".into(),
+                partition: "slappart2".into(),
+            })
+        };
+        assert!(check_jsonrpc(&me, &mut neighbour()).is_err());
+        assert!(check_jsonrpc(&as_(Identity::Person("bob".into())), &mut neighbour()).is_err());
+        // The computer may, for its own partition only.
+        let comp_a = as_(Identity::Computer("COMP-A".into()));
+        assert_eq!(
+            check_jsonrpc(&comp_a, &mut neighbour()),
+            Ok(JsonNeeds::Nothing)
+        );
+        assert!(
+            check_jsonrpc(&as_(Identity::Computer("COMP-B".into())), &mut neighbour()).is_err()
+        );
+        // A person requests as themselves; a computer without the header does not request.
+        let alice = as_(Identity::Person("alice".into()));
+        assert_eq!(
+            check_jsonrpc(&alice, &mut request(Requester::Person("alice".into()))),
+            Ok(JsonNeeds::Nothing)
+        );
+        assert!(check_jsonrpc(
+            &comp_a,
+            &mut request(Requester::Person("computer:COMP-A".into()))
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn the_ledger_is_for_persons_and_usage_also_for_the_computer_itself() {
+        let ledger = || {
+            Call::Read(Read::Ledger(LedgerRead {
+                what: LedgerWhat::Invoice {
+                    customer: "computer:COMP-A".into(),
+                },
+                from: Timestamp::default(),
+                to: Timestamp::from_micros(1),
+            }))
+        };
+        let comp_a = as_(Identity::Computer("COMP-A".into()));
+        assert!(check_jsonrpc(&comp_a, &mut ledger()).is_err());
+        assert!(check_jsonrpc(&as_(partition("COMP-A", "slappart0")), &mut ledger()).is_err());
+        assert_eq!(
+            check_jsonrpc(&as_(Identity::Person("alice".into())), &mut ledger()),
+            Ok(JsonNeeds::Nothing)
+        );
+        let usage = |computer: &str, reporter: Option<&str>| Call::Write {
+            op: Op::RecordUsage {
+                computer: computer.into(),
+                reporter: reporter.map(str::to_string),
+                transactions: Vec::new(),
+            },
+            title: "Usage recorded",
+        };
+        // The gateway's parse names the caller as reporter; the computer posts as a node.
+        let mut own = usage("COMP-A", Some("computer:COMP-A"));
+        assert_eq!(check_jsonrpc(&comp_a, &mut own), Ok(JsonNeeds::Nothing));
+        assert_eq!(own, usage("COMP-A", None));
+        assert!(check_jsonrpc(&comp_a, &mut usage("COMP-B", Some("computer:COMP-A"))).is_err());
+        // A person's journal keeps them as reporter (the master checks they own it).
+        let mut hers = usage("COMP-B", Some("alice"));
+        assert_eq!(
+            check_jsonrpc(&as_(Identity::Person("alice".into())), &mut hers),
+            Ok(JsonNeeds::Nothing)
+        );
+        assert_eq!(hers, usage("COMP-B", Some("alice")));
+    }
+
+    #[test]
+    fn computer_lists_go_to_the_computer_and_its_owner() {
+        let list = || Call::Read(Read::ComputerInstances("COMP-A".into()));
+        assert_eq!(
+            check_jsonrpc(&as_(Identity::Computer("COMP-A".into())), &mut list()),
+            Ok(JsonNeeds::Nothing)
+        );
+        assert_eq!(
+            check_jsonrpc(&as_(Identity::Person("alice".into())), &mut list()),
+            Ok(JsonNeeds::OwnerOf("COMP-A".into()))
+        );
+        for other in [
+            Identity::Computer("COMP-B".into()),
+            partition("COMP-A", "slappart0"),
+            Identity::Gateway("gw".into()),
+            Identity::Replica(1),
+        ] {
+            assert!(check_jsonrpc(&as_(other), &mut list()).is_err());
+        }
     }
 }

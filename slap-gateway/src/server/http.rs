@@ -151,34 +151,50 @@ async fn handle_jsonrpc(app: Arc<App>, name: String, request: Request) -> SlapRe
                 .to_response()
         }
     };
-    // With client certificates, JSON-RPC is for admins: its calls are not yet checked
-    // against the owner of what they touch (slap-gateway/DESIGN.md, "Authorization").
+    // With client certificates the caller is the certificate's identity and the table
+    // of `authz.rs` applies, as to the XML endpoints.
     let caller = match caller_of(&app, &parts) {
-        Ok(c) => c,
+        Ok(None) => None,
+        Ok(Some(Some(caller))) => Some(caller),
+        Ok(Some(None)) => {
+            return jsonrpc::JsonError::new(403, "forbidden: a client certificate is required")
+                .to_response()
+        }
         Err(refusal) => return refusal,
     };
-    let ctx = match caller {
-        None => std::borrow::Cow::Borrowed(&app.ctx),
-        Some(Some(caller)) if caller.is_admin() => {
-            std::borrow::Cow::Owned(context_for(&app.ctx, Some(&caller)).into_owned())
-        }
-        Some(_) => {
-            return jsonrpc::JsonError::new(
-                403,
-                "forbidden: with certificates, the JSON-RPC API is for admins",
-            )
-            .to_response()
-        }
-    };
-    let ctx = ctx.as_ref();
-    let call = match jsonrpc::parse(ctx, jname, &bytes, authorization) {
+    let ctx = context_for(&app.ctx, caller.as_ref());
+    let mut call = match jsonrpc::parse(ctx.as_ref(), jname, &bytes, authorization) {
         Ok(c) => c,
         Err(e) => return e.to_response(),
     };
+    if let Some(who) = &caller {
+        match super::authz::check_jsonrpc(who, &mut call) {
+            Err(why) => {
+                return jsonrpc::JsonError::new(403, format!("forbidden: {why}")).to_response()
+            }
+            Ok(super::authz::JsonNeeds::OwnerOf(computer)) => {
+                let owner = match app.masters.computer_owner(&computer).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        return jsonrpc::JsonError::new(e.status(), e.to_string()).to_response()
+                    }
+                };
+                if let Err(refusal) = super::authz::owner_check(who, &computer, owner.as_deref()) {
+                    return jsonrpc::JsonError::new(
+                        refusal.status,
+                        refusal.body_text().into_owned(),
+                    )
+                    .to_response();
+                }
+            }
+            Ok(_) => {}
+        }
+    }
     // Writes in their own task, as the XML endpoints' (see `handle`).
     let span = tracing::Span::current();
     let task = tokio::spawn(
-        async move { jsonrpc::remote::serve(&app.masters, call).await }.instrument(span),
+        async move { jsonrpc::remote::serve(&app.masters, call, caller.as_ref()).await }
+            .instrument(span),
     );
     task.await
         .unwrap_or_else(|e| jsonrpc::JsonError::internal(format!("interrupted: {e}")).to_response())
@@ -296,14 +312,18 @@ async fn handle_registration(app: Arc<App>, path: String, request: Request) -> S
     }
 }
 
-/// The SLAP context of one request: a person caller requests as themselves.
+/// The SLAP context of one request: a person caller requests as themselves; any other
+/// certificate stands for its identity (`computer:C` ...), never for the configured
+/// `[slap] person` nor for an admin.
 fn context_for<'a>(
     ctx: &'a crate::slap::SlapContext,
     caller: Option<&super::authz::Caller>,
 ) -> std::borrow::Cow<'a, crate::slap::SlapContext> {
-    match caller.and_then(super::authz::Caller::person) {
-        Some(me) => std::borrow::Cow::Owned(crate::slap::SlapContext {
-            person: me.to_owned(),
+    match caller {
+        Some(caller) => std::borrow::Cow::Owned(crate::slap::SlapContext {
+            person: caller
+                .person()
+                .map_or_else(|| caller.identity().common_name(), str::to_owned),
             ..ctx.clone()
         }),
         None => std::borrow::Cow::Borrowed(ctx),
