@@ -16,6 +16,13 @@ pub struct GatewayArgs {
     /// PEM file of the CA that signed an https:// gateway's certificate.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// Your certificate (PEM), for a gateway that requires client certificates: you are
+    /// then the person it names.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The key of --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
     /// Print the gateway's JSON answer instead of a table.
     #[arg(long)]
     json: bool,
@@ -121,17 +128,25 @@ pub enum ComputerCommand {
 }
 
 fn client(args: &GatewayArgs) -> Result<JsonRpcClient> {
+    let mut ca = args.ca.clone();
+    let mut identity = args.cert.clone().zip(args.key.clone());
     let url = match &args.gateway {
         Some(url) => url.clone(),
         None => match std::env::var("SLAPOS_GATEWAY") {
             Ok(url) => url,
             Err(_) => {
+                // The local cluster: its first gateway, as its admin (cluster.json names
+                // the certificate, key and CA `slapos up` made).
                 let path = PathBuf::from("slapos-up/cluster.json");
                 let text = std::fs::read_to_string(&path).with_context(|| {
                     "no --gateway given, $SLAPOS_GATEWAY unset and no ./slapos-up/cluster.json"
                 })?;
                 let cluster: Value = serde_json::from_str(&text)
                     .with_context(|| format!("{} is not JSON", path.display()))?;
+                let admin = &cluster["admin"];
+                let file = |key: &str| admin[key].as_str().map(PathBuf::from);
+                ca = ca.or_else(|| file("ca"));
+                identity = identity.or_else(|| file("certificate").zip(file("key")));
                 cluster["gateway_urls"][0]
                     .as_str()
                     .map(str::to_string)
@@ -139,7 +154,11 @@ fn client(args: &GatewayArgs) -> Result<JsonRpcClient> {
             }
         },
     };
-    Ok(JsonRpcClient::new(&url, args.ca.as_deref())?)
+    Ok(JsonRpcClient::new(
+        &url,
+        ca.as_deref(),
+        identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    )?)
 }
 
 /// (from, to) as the gateway reads them.

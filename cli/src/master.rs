@@ -293,7 +293,7 @@ async fn install_authority(replica: &Replica, config: &ReplicaConfig) -> Result<
 
 /// A key made here, its CSR signed by the group for `identity`: writes
 /// `<out>/<identity with - for :>.key` (0600) and `.crt`; (certificate, key, serial).
-async fn issue_to_files(
+pub(crate) async fn issue_to_files(
     via: Vec<String>,
     identity: &str,
     out: &std::path::Path,

@@ -4,6 +4,13 @@
 //! Wiring only: configuration files for the replica and gateway commands, the same
 //! `slapos master init/run` and `slapos gateway run` processes an operator would start,
 //! and the membership calls of `slapos master join`.
+//!
+//! By default every link is under mTLS, set up as README's "Certificates on every link"
+//! tells an operator: the first replica is initialised (which makes the group's
+//! authority) and run alone to have the certificates issued (replicas, gateways, the
+//! admin), then restarted with its own; the others join over mTLS; the gateways require
+//! client certificates; each node registers with a one-time token its owner (the admin)
+//! made. `--insecure` keeps everything on plain loopback HTTP/gRPC (tests, debugging).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -37,7 +44,28 @@ pub struct UpArgs {
     /// Partitions per node.
     #[arg(long, default_value_t = 4)]
     partitions: usize,
+    /// No TLS anywhere: plain HTTP gateways without client certificates and plain gRPC
+    /// between masters (loopback tests and debugging only).
+    #[arg(long)]
+    insecure: bool,
 }
+
+/// The admin's client identity on a cluster under mTLS (`D/tls/`).
+#[derive(Clone, Debug)]
+pub struct UpTls {
+    pub ca: PathBuf,
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
+}
+
+impl UpTls {
+    pub fn identity(&self) -> (&Path, &Path) {
+        (&self.admin_cert, &self.admin_key)
+    }
+}
+
+/// The person `slapos up` makes its admin (`[slap] admins`).
+const ADMIN: &str = "admin";
 
 #[derive(Serialize)]
 struct ProcessInfo {
@@ -62,10 +90,16 @@ struct ProcessInfo {
 struct AdminClient {
     /// A `slapos request`/`slapos supply` client configuration pointing at a gateway.
     client_config: PathBuf,
-    /// Its certificate and key: none until the identity issue gives the master a CA;
-    /// the gateways serve plain HTTP on loopback meanwhile.
+    /// Its certificate and key (the person `admin`), and the group's CA that verifies
+    /// the gateways; none with `--insecure`.
     certificate: Option<PathBuf>,
     key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    /// With mTLS: the environment `slapos cluster ...` and `slapos user ...` need to
+    /// reach the masters' API (a replica's certificate: the masters admit replicas and
+    /// gateways only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    master_tls_env: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -180,10 +214,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
         std::fs::write(&path, config.to_toml())?;
         replicas.push((config, path));
     }
-    let (first, first_path) = &replicas[0];
     let init = Command::new(&bin)
         .args(["master", "init", "--config"])
-        .arg(first_path)
+        .arg(&replicas[0].1)
         .output()?;
     if !init.status.success() {
         bail!(
@@ -191,6 +224,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
             String::from_utf8_lossy(&init.stderr)
         );
     }
+    let tls = if args.insecure {
+        None
+    } else {
+        Some(bootstrap_tls(&bin, &dir, &mut replicas, args.replicas).await?)
+    };
     for (config, path) in &replicas {
         let log = dir.join(format!("replica-{}.log", config.id));
         let child = spawn(&bin, &["master", "run", "--config"], path, &log)?;
@@ -209,7 +247,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
         children.0.push((format!("replica {}", config.id), child));
     }
     let api_addrs: Vec<String> = replicas.iter().map(|(c, _)| c.api_addr.clone()).collect();
-    let mut client = MasterClient::single(&first.api_addr).with_deadline(Duration::from_secs(60));
+    let mut client =
+        MasterClient::single(&replicas[0].0.api_addr).with_deadline(Duration::from_secs(60));
     client.call_timeout = Duration::from_secs(50);
     client
         .status()
@@ -234,18 +273,30 @@ pub async fn run(args: UpArgs) -> Result<()> {
     for (i, (config, _)) in replicas.iter().enumerate() {
         let mut masters = vec![config.api_addr.clone()];
         masters.extend(api_addrs.iter().filter(|a| **a != config.api_addr).cloned());
-        let gw = GatewayConfig::parse(&format!(
+        let listen = format!("127.0.0.1:{}", port(args.base_port, (i as u16) * 4 + 3)?);
+        let text = match &tls {
             // the local cluster's one person operates it: they may close periods
-            "listen = \"127.0.0.1:{}\"\nmasters = {:?}\ninsecure_http = true\n[slap]\nadmins = [\"user\"]\n",
-            port(args.base_port, (i as u16) * 4 + 3)?,
-            masters
-        ))
-        .map_err(anyhow::Error::msg)?;
+            None => format!(
+                "listen = \"{listen}\"\nmasters = {masters:?}\ninsecure_http = true\n\
+                 [slap]\nadmins = [\"user\"]\n"
+            ),
+            Some(t) => {
+                let (cert, key) = gateway_files(&dir, config.id);
+                format!(
+                    "listen = \"{listen}\"\nmasters = {masters:?}\ntls_cert = {cert:?}\n\
+                     tls_key = {key:?}\nclient_ca = {ca:?}\n\n[master_tls]\ncert = {cert:?}\n\
+                     key = {key:?}\nca = {ca:?}\n\n[slap]\nadmins = [\"{ADMIN}\"]\n",
+                    ca = t.ca
+                )
+            }
+        };
+        let gw = GatewayConfig::parse(&text).map_err(anyhow::Error::msg)?;
         let path = dir.join(format!("gateway-{}.toml", config.id));
         std::fs::write(&path, gw.to_toml())?;
         let log = dir.join(format!("gateway-{}.log", config.id));
         let child = spawn(&bin, &["gateway", "run", "--config"], &path, &log)?;
-        let url = format!("http://{}/", gw.listen);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}/", gw.listen);
         processes.push(ProcessInfo {
             role: "gateway",
             id: config.id,
@@ -263,7 +314,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
     // Wait until every gateway answers.
     for url in &urls {
-        let addr = url.trim_start_matches("http://").trim_end_matches('/');
+        let addr = url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
         let deadline = Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             if Instant::now() > deadline {
@@ -278,10 +332,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     // Node agents, the sample release and its instance.
     let nodes = {
-        let (bin, dir, urls) = (bin.clone(), dir.clone(), urls.clone());
+        let (bin, dir, urls, tls) = (bin.clone(), dir.clone(), urls.clone(), tls.clone());
         let (n, partitions) = (args.nodes, args.partitions);
         tokio::task::spawn_blocking(move || {
-            crate::up_node::format_nodes(&bin, &dir, &urls, n, partitions)
+            crate::up_node::format_nodes(&bin, &dir, &urls, n, partitions, tls.as_ref())
         })
         .await??
     };
@@ -309,10 +363,22 @@ pub async fn run(args: UpArgs) -> Result<()> {
     } else {
         let software = crate::up_node::write_sample_release(&dir)?;
         let title = "hello".to_string();
-        let (urls, software2, nodes2, title2) =
-            (urls.clone(), software.clone(), nodes.clone(), title.clone());
+        let (urls, software2, nodes2, title2, tls2) = (
+            urls.clone(),
+            software.clone(),
+            nodes.clone(),
+            title.clone(),
+            tls.clone(),
+        );
         tokio::task::spawn_blocking(move || {
-            crate::up_node::supply_and_request(&urls, &software2, &nodes2[..1], &title2).map(|_| ())
+            crate::up_node::supply_and_request(
+                &urls,
+                tls2.as_ref(),
+                &software2,
+                &nodes2[..1],
+                &title2,
+            )
+            .map(|_| ())
         })
         .await??;
         Some(Sample {
@@ -322,14 +388,31 @@ pub async fn run(args: UpArgs) -> Result<()> {
     };
 
     let client_config = dir.join("client.cfg");
+    let console = match &tls {
+        Some(t) => format!(
+            "cert_file = {}\nkey_file = {}\n",
+            t.admin_cert.display(),
+            t.admin_key.display()
+        ),
+        None => String::new(),
+    };
     std::fs::write(
         &client_config,
         format!(
-            "# slapos request / slapos supply against this cluster: slapos request --cfg {}\n[slapos]\nmaster_url = {}\n\n[slapconsole]\n",
+            "# slapos request / slapos supply against this cluster: slapos request --cfg {}\n[slapos]\nmaster_url = {}\n\n[slapconsole]\n{console}",
             client_config.display(),
             urls[0]
         ),
     )?;
+    let master_tls_env = tls.as_ref().map(|t| {
+        let (cert, key) = replica_files(&dir, 1);
+        format!(
+            "SLAPOS_MASTER_TLS_CERT={} SLAPOS_MASTER_TLS_KEY={} SLAPOS_MASTER_TLS_CA={}",
+            cert.display(),
+            key.display(),
+            t.ca.display()
+        )
+    });
     let cluster = ClusterFile {
         dir: dir.clone(),
         started_at_unix: SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
@@ -338,8 +421,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
         master_api_addrs: api_addrs.clone(),
         admin: AdminClient {
             client_config,
-            certificate: None,
-            key: None,
+            certificate: tls.as_ref().map(|t| t.admin_cert.clone()),
+            key: tls.as_ref().map(|t| t.admin_key.clone()),
+            ca: tls.as_ref().map(|t| t.ca.clone()),
+            master_tls_env: master_tls_env.clone(),
         },
         nodes: nodes.clone(),
         sample,
@@ -356,9 +441,20 @@ pub async fn run(args: UpArgs) -> Result<()> {
         println!("  SLAP gateway  {url}");
     }
     println!(
-        "  cluster       slapos cluster status --via {}",
+        "  cluster       {}slapos cluster status --via {}",
+        master_tls_env
+            .as_ref()
+            .map(|e| format!("{e} "))
+            .unwrap_or_default(),
         api_addrs.join(",")
     );
+    if let Some(t) = &tls {
+        println!(
+            "  mTLS          every link; the admin's certificate {} (CA {})",
+            t.admin_cert.display(),
+            t.ca.display()
+        );
+    }
     for node in &nodes {
         println!(
             "  node          {} ({} partitions) in {}",
@@ -374,13 +470,14 @@ pub async fn run(args: UpArgs) -> Result<()> {
             "waiting for the sample instance {:?} to publish its connection parameters...",
             sample.title
         );
-        let (urls, software, title) = (
+        let (urls, software, title, tls) = (
             urls.clone(),
             sample.software_release.clone(),
             sample.title.clone(),
+            tls.clone(),
         );
         let waiting = tokio::task::spawn_blocking(move || {
-            let client = slapgrid::client::SlapClient::new(&urls, None, None)?;
+            let client = crate::up_node::admin_client(&urls, tls.as_ref())?;
             crate::up_node::wait_connection(&client, &software, &title, Duration::from_secs(180))
         });
         tokio::select! {
@@ -435,4 +532,92 @@ impl Drop for NodesTeardown {
             crate::up_node::teardown(&self.0, node);
         }
     }
+}
+
+fn replica_files(dir: &Path, id: u64) -> (PathBuf, PathBuf) {
+    let tls = dir.join("tls");
+    (
+        tls.join(format!("replica-{id}.crt")),
+        tls.join(format!("replica-{id}.key")),
+    )
+}
+
+fn gateway_files(dir: &Path, id: u64) -> (PathBuf, PathBuf) {
+    let tls = dir.join("tls");
+    (
+        tls.join(format!("gateway-gw{id}.crt")),
+        tls.join(format!("gateway-gw{id}.key")),
+    )
+}
+
+/// Puts the new group under mTLS as an operator would: replica 1 (initialised, with the
+/// group's authority) runs alone on plain gRPC while the certificates are issued through
+/// its API (replicas and gateways with 127.0.0.1 in their names, the admin person), then
+/// stops; every replica's configuration gets its `[tls]`, and this process presents
+/// replica 1's certificate from now on (membership calls).
+async fn bootstrap_tls(
+    bin: &Path,
+    dir: &Path,
+    replicas: &mut [(ReplicaConfig, PathBuf)],
+    count: u64,
+) -> Result<UpTls> {
+    let out = dir.join("tls");
+    std::fs::create_dir_all(&out)?;
+    let (first, first_path) = &replicas[0];
+    let log = dir.join("replica-1-bootstrap.log");
+    let mut seed = Children(vec![(
+        "replica 1 (bootstrap)".into(),
+        spawn(bin, &["master", "run", "--config"], first_path, &log)?,
+    )]);
+    let via = vec![first.api_addr.clone()];
+    let mut client = MasterClient::single(&first.api_addr).with_deadline(Duration::from_secs(30));
+    client
+        .status()
+        .await
+        .context("the first replica does not answer")?;
+    let ca = out.join("ca.pem");
+    std::fs::write(&ca, client.authority().await?)?;
+    let local = vec!["127.0.0.1".to_string()];
+    for id in 1..=count {
+        for identity in [format!("replica:{id}"), format!("gateway:gw{id}")] {
+            crate::master::issue_to_files(
+                via.clone(),
+                &identity,
+                &out,
+                vec![],
+                local.clone(),
+                None,
+            )
+            .await
+            .with_context(|| format!("issuing the certificate of {identity}"))?;
+        }
+    }
+    let (admin_cert, admin_key, _) = crate::master::issue_to_files(
+        via.clone(),
+        &format!("person:{ADMIN}"),
+        &out,
+        vec![],
+        vec![],
+        None,
+    )
+    .await
+    .context("issuing the admin's certificate")?;
+    seed.stop();
+    for (config, path) in replicas.iter_mut() {
+        let (cert, key) = replica_files(dir, config.id);
+        config.tls = Some(master_node::raft::tls::TlsFiles {
+            cert,
+            key,
+            ca: ca.clone(),
+        });
+        std::fs::write(&*path, config.to_toml())?;
+    }
+    if let Some(files) = &replicas[0].0.tls {
+        master_node::raft::tls::set_client(files)?;
+    }
+    Ok(UpTls {
+        ca,
+        admin_cert,
+        admin_key,
+    })
 }

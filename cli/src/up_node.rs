@@ -2,10 +2,15 @@
 //! partitions, the sample native release of `deploy/software/hello` supplied to them, and
 //! one instance of it requested, its connection parameters printed once published.
 //!
+//! Under mTLS each node registers with a one-time token the admin made for its computer
+//! (`slapos token create`, then `slapos node register --token`: the key is made on the
+//! node), before it formats; the admin supplies and requests with their certificate.
+//!
 //! As root the partitions get real Unix users (a prefix unique to this cluster, removed
 //! with `slapos node unformat` at the end); otherwise they are directories of the current
 //! user (slapgrid's standalone mode). Addresses stay on loopback either way.
 
+use crate::up::UpTls;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use slapgrid::client::SlapClient;
@@ -28,14 +33,29 @@ pub struct NodeInfo {
     pub users: Option<String>,
 }
 
-/// Writes each node's slapos.cfg and formats it (which registers the computer).
+/// The admin's SLAP client of the cluster (its certificate under mTLS).
+pub fn admin_client(urls: &[String], tls: Option<&UpTls>) -> Result<SlapClient> {
+    Ok(SlapClient::new(
+        urls,
+        tls.map(UpTls::identity),
+        tls.map(|t| t.ca.as_path()),
+    )?)
+}
+
+/// Writes each node's slapos.cfg, registers it with a token under mTLS, and formats it
+/// (which posts the computer).
 pub fn format_nodes(
     bin: &Path,
     dir: &Path,
     urls: &[String],
     nodes: usize,
     partitions: usize,
+    tls: Option<&UpTls>,
 ) -> Result<Vec<NodeInfo>> {
+    let admin = match tls {
+        Some(_) => Some(admin_client(urls, tls)?),
+        None => None,
+    };
     let root = slapgrid::process::is_root();
     let mut out = Vec::new();
     for n in 1..=nodes {
@@ -50,11 +70,19 @@ pub fn format_nodes(
             Some(u) => format!("alter_user = true\nuser_base_name = {u}u\nsoftware_user = {u}s\n"),
             None => "alter_user = false\n".into(),
         };
+        let identity = match tls {
+            Some(t) => format!(
+                "key_file = {r}/etc/computer.key\ncert_file = {r}/etc/computer.crt\n\
+                 master_ca_file = {}\ncertificate_repository_path = {r}/etc/certificates\n",
+                t.ca.display()
+            ),
+            None => String::new(),
+        };
         let config = node_dir.join("etc/slapos.cfg");
         std::fs::write(
             &config,
             format!(
-                "# A node of the local cluster of `slapos up`.\n[slapos]\ncomputer_id = {computer_id}\n\
+                "# A node of the local cluster of `slapos up`.\n[slapos]\ncomputer_id = {computer_id}\n{identity}\
                  master_url = {urls}\nsoftware_root = {r}/soft\ninstance_root = {r}/inst\n\
                  root_check = false\npidfile_software = {r}/var/run/sw.pid\n\
                  pidfile_instance = {r}/var/run/cp.pid\npidfile_report = {r}/var/run/ur.pid\n\
@@ -72,6 +100,26 @@ pub fn format_nodes(
             let mode = std::fs::metadata(dir)?.permissions().mode();
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711))?;
             std::fs::set_permissions(&node_dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+        if let Some(admin) = &admin {
+            let token = admin
+                .post(
+                    "createComputerToken",
+                    &[("computer_id", &computer_id), ("ttl", "600")],
+                    None,
+                )
+                .with_context(|| format!("a registration token for {computer_id}"))?;
+            let token = String::from_utf8_lossy(&token).trim().to_string();
+            let register = Command::new(bin)
+                .args(["node", "register", "--token", &token, "--cfg"])
+                .arg(&config)
+                .output()?;
+            if !register.status.success() {
+                bail!(
+                    "registering node {n} failed: {}",
+                    String::from_utf8_lossy(&register.stderr)
+                );
+            }
         }
         let format = Command::new(bin)
             .args(["node", "format", "--cfg"])
@@ -146,11 +194,12 @@ pub fn write_sample_release(dir: &Path) -> Result<String> {
 /// person's request: the master picks the partition).
 pub fn supply_and_request(
     urls: &[String],
+    tls: Option<&UpTls>,
     software: &str,
     nodes: &[NodeInfo],
     title: &str,
 ) -> Result<SlapClient> {
-    let client = SlapClient::new(urls, None, None)?;
+    let client = admin_client(urls, tls)?;
     for node in nodes {
         client
             .supply(software, &node.computer_id, "available")

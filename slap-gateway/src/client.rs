@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,8 +51,13 @@ pub struct JsonRpcClient {
 impl JsonRpcClient {
     /// A client of the gateway at `url` (`http://` or `https://`, optional path prefix);
     /// for HTTPS, `ca` is the PEM file of the certificate authority that signed the
-    /// gateway's certificate.
-    pub fn new(url: &str, ca: Option<&Path>) -> Result<Self, ClientError> {
+    /// gateway's certificate, and `identity` the caller's certificate and key (PEM files)
+    /// for a gateway that requires client certificates.
+    pub fn new(
+        url: &str,
+        ca: Option<&Path>,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Self, ClientError> {
         let bad = || ClientError::BadUrl(url.to_string());
         let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
             (true, rest)
@@ -82,7 +87,11 @@ impl JsonRpcClient {
         if host.is_empty() {
             return Err(bad());
         }
-        let tls = if tls { Some(connector(ca)?) } else { None };
+        let tls = if tls {
+            Some(connector(ca, identity)?)
+        } else {
+            None
+        };
         Ok(JsonRpcClient {
             host: host
                 .trim_start_matches('[')
@@ -146,7 +155,10 @@ impl JsonRpcClient {
     }
 }
 
-fn connector(ca: Option<&Path>) -> Result<tokio_rustls::TlsConnector, ClientError> {
+fn connector(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<tokio_rustls::TlsConnector, ClientError> {
     crate::server::tls::install_crypto_provider();
     let ca = ca.ok_or_else(|| {
         ClientError::Tls(
@@ -167,8 +179,20 @@ fn connector(ca: Option<&Path>) -> Result<tokio_rustls::TlsConnector, ClientErro
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| ClientError::Tls(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let config = match identity {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| ClientError::Tls(format!("{}: {e}", cert.display())))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| ClientError::Tls(format!("{}: {e}", key.display())))?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ClientError::Tls(e.to_string()))?
+        }
+    };
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
@@ -261,14 +285,14 @@ mod tests {
 
     #[test]
     fn urls_and_answers() {
-        let c = JsonRpcClient::new("http://127.0.0.1:8080/", None).unwrap();
+        let c = JsonRpcClient::new("http://127.0.0.1:8080/", None, None).unwrap();
         assert_eq!((c.addr(), c.prefix.as_str()), ("127.0.0.1:8080".into(), ""));
-        let c = JsonRpcClient::new("http://[::1]:9/slap", None).unwrap();
+        let c = JsonRpcClient::new("http://[::1]:9/slap", None, None).unwrap();
         assert_eq!((c.addr(), c.prefix.as_str()), ("[::1]:9".into(), "/slap"));
-        assert!(JsonRpcClient::new("ftp://x", None).is_err());
-        assert!(JsonRpcClient::new("http://:1/", None).is_err());
+        assert!(JsonRpcClient::new("ftp://x", None, None).is_err());
+        assert!(JsonRpcClient::new("http://:1/", None, None).is_err());
         assert!(matches!(
-            JsonRpcClient::new("https://gw:1/", None),
+            JsonRpcClient::new("https://gw:1/", None, None),
             Err(ClientError::Tls(_))
         ));
         let (s, b) = parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").unwrap();

@@ -311,12 +311,20 @@ impl Up {
         Up::start_replicas(dir, 3)
     }
 
-    /// `slapos up --replicas <replicas> --nodes 0 --dir <dir>/cluster`, once it wrote
+    /// `slapos up --insecure --replicas <replicas> --nodes 0 --dir <dir>/cluster` (plain
+    /// HTTP and gRPC: the tests that need certificates set them up themselves), once it wrote
     /// cluster.json (logs in `dir/up.log` and `dir/up.err`).
     pub fn start_replicas(dir: &Path, replicas: usize) -> Up {
         let cluster = dir.join("cluster");
         let child = Command::new(slapos_bin())
-            .args(["up", "--replicas", &replicas.to_string(), "--nodes", "0"])
+            .args([
+                "up",
+                "--insecure",
+                "--replicas",
+                &replicas.to_string(),
+                "--nodes",
+                "0",
+            ])
             .arg("--dir")
             .arg(&cluster)
             .stdin(Stdio::null())

@@ -263,7 +263,9 @@ fn python_node_agent_installs_and_runs_tinysr_against_our_master() {
     let cluster_dir = dir.path().join("cluster");
     let up_log = dir.path().join("up.log");
     let up = Command::new(slapos_bin())
-        .args(["up", "--replicas", "3", "--dir"])
+        // Plain HTTP: this test compares the Python agent's behaviour (the node agent
+        // over certificates is tests/mtls.rs's).
+        .args(["up", "--insecure", "--replicas", "3", "--dir"])
         .arg(&cluster_dir)
         .stdin(Stdio::null())
         .stdout(File::create(&up_log).unwrap())

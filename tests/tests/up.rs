@@ -1,9 +1,9 @@
-//! `slapos up` as a user runs it: a real process that starts replicas and gateways,
-//! describes them in cluster.json, serves SLAP, and stops them all on SIGTERM.
+//! `slapos up` as a user runs it: a real process that starts replicas and gateways under
+//! mTLS, describes them in cluster.json, serves SLAP to the admin's certificate only,
+//! and stops them all on SIGTERM.
 
 use slapos_e2e::slapos_bin;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,18 +14,26 @@ fn alive(pid: u64) -> bool {
             .unwrap_or(false)
 }
 
-fn http_get(url: &str, path: &str) -> String {
-    let addr = url.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = TcpStream::connect(addr).expect("connect to the gateway");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the answer");
-    out
+/// `GET path` on an https:// gateway with curl, verifying it against `ca`, presenting
+/// `client` (certificate, key) if any: (status, body).
+fn https_get(url: &str, path: &str, ca: &str, client: Option<(&str, &str)>) -> (u16, String) {
+    let mut curl = Command::new("curl");
+    curl.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "--cacert",
+        ca,
+        "-w",
+        "\n%{http_code}",
+    ]);
+    if let Some((cert, key)) = client {
+        curl.args(["--cert", cert, "--key", key]);
+    }
+    let out = curl.arg(format!("{url}{path}")).output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
 }
 
 #[test]
@@ -67,10 +75,20 @@ fn up_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
     for m in &masters {
         assert!(std::path::Path::new(m["data_dir"].as_str().unwrap()).is_dir());
     }
-    let client_cfg = cluster["admin"]["client_config"].as_str().unwrap();
-    assert!(std::fs::read_to_string(client_cfg)
-        .unwrap()
-        .contains("master_url = http://"));
+    let admin = &cluster["admin"];
+    let (cert, key, ca) = (
+        admin["certificate"]
+            .as_str()
+            .expect("the admin's certificate"),
+        admin["key"].as_str().expect("the admin's key"),
+        admin["ca"].as_str().expect("the group's CA"),
+    );
+    let client_cfg = std::fs::read_to_string(admin["client_config"].as_str().unwrap()).unwrap();
+    assert!(client_cfg.contains("master_url = https://"), "{client_cfg}");
+    assert!(
+        client_cfg.contains(&format!("cert_file = {cert}")),
+        "{client_cfg}"
+    );
 
     // The group has three voters and a leader.
     let via: Vec<&str> = cluster["master_api_addrs"]
@@ -79,22 +97,39 @@ fn up_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    let status = Command::new(slapos_bin())
-        .args(["cluster", "status", "--json", "--via", &via.join(",")])
-        .output()
-        .expect("cluster status");
+    // The masters' API takes the certificates cluster.json names, and no plain client.
+    let env = admin["master_tls_env"].as_str().expect("master_tls_env");
+    let mut status = Command::new(slapos_bin());
+    status.args(["cluster", "status", "--json", "--via", &via.join(",")]);
+    for pair in env.split(' ') {
+        let (k, v) = pair.split_once('=').expect("VAR=value");
+        status.env(k, v);
+    }
+    let status = status.output().expect("cluster status");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
     assert!(status["leader"].is_u64(), "{status}");
     assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");
+    let plain = Command::new(slapos_bin())
+        .args(["cluster", "status", "--json", "--via", &via.join(",")])
+        .output()
+        .expect("cluster status");
+    let plain: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap_or_default();
+    assert!(
+        !plain["leader"].is_u64(),
+        "a client without a certificate read the group's status: {plain}"
+    );
 
-    // Every gateway speaks SLAP.
+    // Every gateway speaks SLAP over HTTPS to the admin, and to nobody without a
+    // certificate.
     for url in cluster["gateway_urls"].as_array().unwrap() {
-        let answer = http_get(
-            url.as_str().unwrap(),
-            "getFullComputerInformation?computer_id=COMP-NONE",
-        );
-        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
-        assert!(answer.contains("COMP-NONE"), "{answer}");
+        let url = url.as_str().unwrap();
+        assert!(url.starts_with("https://"), "{url}");
+        let path = "getFullComputerInformation?computer_id=COMP-NONE";
+        let (status, body) = https_get(url, path, ca, Some((cert, key)));
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("COMP-NONE"), "{body}");
+        let (status, body) = https_get(url, path, ca, None);
+        assert_eq!(status, 403, "served without a certificate: {body}");
     }
 
     // The node formatted its partitions and runs the sample instance under its supervisor.
@@ -126,6 +161,18 @@ fn up_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(250));
     };
     let users = nodes[0]["users"].as_str().map(str::to_string);
+    // The node registered with a token: its own key (made on the node) and certificate.
+    let node_dir = std::path::Path::new(nodes[0]["dir"].as_str().unwrap());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = std::fs::metadata(node_dir.join("etc/computer.key")).expect("the node's key");
+        assert_eq!(
+            key.permissions().mode() & 0o077,
+            0,
+            "the node's key is private"
+        );
+        assert!(node_dir.join("etc/computer.crt").is_file());
+    }
 
     // SIGTERM stops everything.
     Command::new("kill")
