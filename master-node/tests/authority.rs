@@ -335,3 +335,71 @@ fn a_removed_computer_takes_its_certificates_with_it() {
     assert_eq!(restored.computer_owner(free), None);
     assert_eq!(restored.revoked_serials(), expected);
 }
+
+#[test]
+fn ended_certificates_and_tokens_are_forgotten_a_day_later_and_live_ones_kept() {
+    let mut h = Harness::new();
+    h.ok(Op::InstallAuthority {
+        material: material(),
+    });
+    let ends = |h: &Harness, secs: u64| Timestamp(h.now + secs * 1_000_000);
+    let part = Identity::Partition {
+        computer: "COMP-1".into(),
+        partition: "slappart0".into(),
+    };
+    // A short-lived certificate, revoked; a long-lived one; a token that expires soon.
+    let short = ends(&h, 60);
+    h.ok(Op::RecordCertificate {
+        serial: "a1".into(),
+        identity: part.clone(),
+        not_after: short,
+        pair: None,
+    });
+    h.ok(Op::Revoke {
+        serial: Some("a1".into()),
+        identity: None,
+    });
+    h.ok(record("b1", part.clone()));
+    let token_ends = ends(&h, 60);
+    h.ok(Op::CreateToken {
+        hash: "ab".repeat(32),
+        owner: "alice".into(),
+        computer: "COMP-2".into(),
+        expires_at: token_ends,
+    });
+    assert_eq!(h.state.revoked_serials(), vec![0xa1]);
+    let hash = "ab".repeat(32);
+    assert!(h.state.token(&hash).is_some());
+    // Ended, but less than a day ago: still known (clocks may be a little apart).
+    h.now = short.0 + master_node::domain::FORGET_AFTER / 2;
+    h.ok(record("c1", Identity::Person("p".into())));
+    assert!(h.state.certificate(0xa1).is_some());
+    assert!(h.state.token(&hash).is_some());
+    // More than a day after: the next record forgets it, and the token, not the others.
+    h.now = token_ends.0.max(short.0) + master_node::domain::FORGET_AFTER + 1_000_000;
+    h.ok(record("d1", Identity::Person("p".into())));
+    assert!(h.state.certificate(0xa1).is_none());
+    assert_eq!(h.state.revoked_serials(), Vec::<u128>::new());
+    assert!(h.state.token(&hash).is_none());
+    for live in [0xb1, 0xc1, 0xd1] {
+        assert!(
+            h.state.certificate(live).is_some(),
+            "{live:x} was forgotten"
+        );
+    }
+    let read = h.state.query_entries(&Query::All).unwrap();
+    let reader = State::from_entries(read).unwrap();
+    assert!(reader.certificate(0xa1).is_none());
+    // The forgotten token is gone from what persists too.
+    let mut disk = std::collections::BTreeMap::new();
+    for (k, v) in h.state.take_changes().unwrap() {
+        match v {
+            Some(v) => disk.insert(k, v),
+            None => disk.remove(&k),
+        };
+    }
+    let restored = State::from_entries(disk).unwrap();
+    assert!(restored.certificate(0xa1).is_none());
+    assert!(restored.certificate(0xb1).is_some());
+    assert!(restored.token(&hash).is_none());
+}

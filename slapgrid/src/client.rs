@@ -151,7 +151,13 @@ impl SlapClient {
     /// The client of the node described by `cfg` (its gateways and certificate).
     pub fn from_config(cfg: &NodeConfig) -> Result<SlapClient, SlapError> {
         let identity = match (&cfg.cert_file, &cfg.key_file) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (Some(c), Some(k)) => {
+                // A renewal a crash interrupted is completed before the pair is read.
+                if let Err(e) = crate::register::finish_renewal(k, c) {
+                    tracing::warn!(error = %e, "cannot complete an interrupted certificate renewal");
+                }
+                Some((c.as_path(), k.as_path()))
+            }
             _ => None,
         };
         SlapClient::new(&cfg.master_urls, identity, cfg.master_ca_file.as_deref())

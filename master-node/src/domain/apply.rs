@@ -81,6 +81,10 @@ fn bumped(old: Timestamp, now: Timestamp) -> Timestamp {
     now.max(old.succ())
 }
 
+/// How long after its end a certificate or token record is kept (microseconds): a day,
+/// so that clocks a little apart never see a live certificate forgotten.
+pub const FORGET_AFTER: u64 = 86_400 * 1_000_000;
+
 impl State {
     pub fn new() -> Self {
         State {
@@ -491,6 +495,7 @@ impl State {
                     return Err(DomainError::NoAuthority);
                 }
                 let key = parse_serial(serial)?;
+                self.prune_expired(now);
                 identity
                     .check()
                     .map_err(|e| DomainError::invalid("identity", e.to_string()))?;
@@ -569,6 +574,7 @@ impl State {
                         });
                     }
                 }
+                self.prune_expired(now);
                 if self.tokens.contains_key(hash) {
                     return Err(DomainError::BadToken("already exists".into()));
                 }
@@ -656,6 +662,34 @@ impl State {
             }
         }
         targets.len()
+    }
+
+    /// Forgets certificates and tokens that ended more than [`FORGET_AFTER`] ago: an
+    /// expired certificate fails every handshake by its dates alone, and an expired token
+    /// is refused, so neither record is needed; without this, renewals and tokens would
+    /// grow the state (and the revoked list every gateway reads) forever. Run when a new
+    /// record is added, so the records stay bounded by what is alive.
+    fn prune_expired(&mut self, now: Timestamp) {
+        let horizon = now.0.saturating_sub(FORGET_AFTER);
+        let ended: Vec<u128> = self
+            .certificates
+            .iter()
+            .filter(|(_, r)| r.not_after.0 < horizon)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in &ended {
+            self.certificates.remove(s);
+            self.issued_keys.remove(s);
+        }
+        let spent: Vec<String> = self
+            .tokens
+            .iter()
+            .filter(|(_, t)| t.expires_at.0 < horizon)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for h in &spent {
+            self.tokens.remove(h);
+        }
     }
 
     /// Revokes every certificate of `identity` (a freed partition).

@@ -21,7 +21,7 @@ mod tracked;
 mod view;
 
 pub use alloc::{Placement as AllocationPlacement, Score, SlaFilter, Spread};
-pub use apply::{OUTCOMES_PER_CLIENT, SESSION_TTL_MICROS};
+pub use apply::{FORGET_AFTER, OUTCOMES_PER_CLIENT, SESSION_TTL_MICROS};
 pub use command::{
     shown_instance, AddressSpec, Command, ComputerSpec, Op, Outcome, PartitionSpec, Reply,
     Requester, SoftwareReport,

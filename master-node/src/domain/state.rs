@@ -314,6 +314,11 @@ impl State {
         self.certificates.get(&serial)
     }
 
+    /// A registration token's record, by the SHA-256 (hex) of the token.
+    pub fn token(&self, hash: &str) -> Option<&TokenRecord> {
+        self.tokens.get(hash)
+    }
+
     /// The owner of a computer.
     pub fn computer_owner(&self, computer: &str) -> Option<String> {
         self.computers.get(computer).map(|c| c.owner.clone())
