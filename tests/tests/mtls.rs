@@ -522,6 +522,32 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
         rpc("computer:COMP-A", "slapos.get.v0.invoice", period),
         "a computer reads the ledger",
     );
+    // A person's titles are their own: bob asking to stop "alice-tree" gets a tree of his
+    // own (elsewhere), and alice's keeps running where it was.
+    let (status, his) = rpc(
+        "person:bob",
+        "slapos.post.v0.software_instance",
+        serde_json::json!({"title": "alice-tree", "software_release_uri": sr,
+            "software_type": "default", "state": "stopped",
+            "sla_parameters": {"computer_guid": "COMP-B"}}),
+    );
+    assert_eq!(status, 200, "{his}");
+    assert_ne!(
+        his["instance_guid"],
+        guid.as_str(),
+        "bob reached alice's instance: {his}"
+    );
+    let (status, hers) = rpc(
+        "person:alice",
+        "slapos.get.v0.software_instance",
+        get.clone(),
+    );
+    assert_eq!(status, 200, "{hers}");
+    assert_eq!(
+        hers["state"], "started",
+        "bob's request changed alice's tree: {hers}"
+    );
+    assert_eq!(hers["compute_partition_id"], partition.as_str(), "{hers}");
 
     // Partition certificates: the node fetches one for its own partition (made once and
     // kept), never for another computer's; a free partition has none.
