@@ -532,6 +532,7 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
             "sla_parameters": {"computer_guid": "COMP-B"}}),
     );
     assert_eq!(status, 200, "{his}");
+    assert!(his["instance_guid"].is_string(), "{his}");
     assert_ne!(
         his["instance_guid"],
         guid.as_str(),
