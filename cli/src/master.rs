@@ -33,6 +33,24 @@ pub enum MasterCommand {
         #[arg(long)]
         learner: bool,
     },
+    /// Get this server's certificate with a one-time enrollment token an operator made
+    /// (`slapos cluster ca token`): the key is made here, the CSR and the token go to a
+    /// gateway verified against --ca; writes <out>/<name>.key (0600), .crt and ca.pem.
+    Enroll {
+        /// A gateway of the group (https://...).
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        token: String,
+        /// The identity the token is expected to grant (replica:N or gateway:ID).
+        #[arg(long)]
+        identity: String,
+        /// The group's CA certificate (the token only goes to a gateway it verifies).
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Remove a replica from its group. Its id is never used again.
     Leave {
         #[arg(long)]
@@ -68,6 +86,23 @@ pub enum CaCommand {
     Export {
         #[arg(long, value_delimiter = ',', required = true)]
         via: Vec<String>,
+    },
+    /// Make a one-time token that enrolls a replica or gateway (operator): whoever
+    /// presents it to a gateway (`slapos master enroll`) before --ttl seconds gets that
+    /// identity's certificate with these names, once. Printed once; only its SHA-256 is
+    /// kept.
+    Token {
+        #[arg(long, value_delimiter = ',', required = true)]
+        via: Vec<String>,
+        /// replica:N or gateway:ID.
+        #[arg(long)]
+        identity: String,
+        #[arg(long, value_delimiter = ',')]
+        dns: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        ip: Vec<String>,
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
     },
     /// Issue a certificate (operator): a key is made here, only its signing request goes
     /// to the master; writes <out>/<name>.key (0600) and <out>/<name>.crt.
@@ -230,6 +265,64 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
             println!("{msg}");
             Ok(())
         }
+        MasterCommand::Enroll {
+            gateway,
+            token,
+            identity,
+            ca,
+            out,
+        } => {
+            let wanted = master_node::ca::Identity::parse(&identity)?;
+            let (key, csr) = master_node::ca::new_key_and_csr(&wanted)?;
+            let client = slapgrid::client::SlapClient::new(
+                &[slapgrid::config::normalize_master_url(&gateway)],
+                None,
+                Some(ca.as_path()),
+            )?;
+            let answer = client.post(
+                "enrollServerWithToken",
+                &[("token", token.trim()), ("csr", &csr)],
+                None,
+            )?;
+            let answer: serde_json::Value =
+                serde_json::from_slice(&answer).context("the gateway's answer is not JSON")?;
+            let certificate = answer["certificate"]
+                .as_str()
+                .context("the gateway's answer has no certificate")?;
+            let (granted, serial) = master_node::ca::identity_of_pem(certificate)?;
+            if granted != wanted {
+                bail!(
+                    "the token granted {} where {} was expected: nothing written",
+                    granted.common_name(),
+                    wanted.common_name()
+                );
+            }
+            std::fs::create_dir_all(&out)?;
+            let name = identity.replace(':', "-");
+            let key_path = out.join(format!("{name}.key"));
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&key_path)?;
+                f.write_all(key.as_bytes())?;
+            }
+            let cert_path = out.join(format!("{name}.crt"));
+            std::fs::write(&cert_path, certificate)?;
+            if let Some(ca_pem) = answer["ca"].as_str() {
+                std::fs::write(out.join("ca.pem"), ca_pem)?;
+            }
+            println!(
+                "enrolled {identity} (serial {serial:x}): {} {}",
+                cert_path.display(),
+                key_path.display()
+            );
+            Ok(())
+        }
         MasterCommand::Leave { id, via } => {
             let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(60));
             let msg = client.remove_replica(id).await?;
@@ -311,6 +404,7 @@ pub(crate) async fn issue_to_files(
             validity_secs: validity_secs.unwrap_or(0),
             dns_names: dns,
             ip_addresses: ip,
+            token_sha256: String::new(),
         })
         .await?;
     std::fs::create_dir_all(out)?;
@@ -443,6 +537,41 @@ async fn ca(cmd: CaCommand) -> Result<()> {
             let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(20));
             print!("{}", client.authority().await?);
             Ok(())
+        }
+        CaCommand::Token {
+            via,
+            identity,
+            dns,
+            ip,
+            ttl,
+        } => {
+            let identity = master_node::ca::Identity::parse(&identity)?;
+            let (token, hash) =
+                slap_gateway::server::register::new_token().context("no randomness for a token")?;
+            let ttl = Duration::from_secs(ttl.clamp(1, 7 * 86400));
+            let expires_at = master_node::Timestamp(
+                master_node::raft::proposer_time()
+                    .0
+                    .saturating_add(ttl.as_micros() as u64),
+            );
+            let op = master_node::Op::CreateToken {
+                hash,
+                owner: "operator".into(),
+                computer: String::new(),
+                expires_at,
+                server: Some(master_node::domain::ServerGrant {
+                    identity,
+                    dns_names: dns,
+                    ip_addresses: ip,
+                }),
+            };
+            match submit_op(via, "token", op).await? {
+                master_node::Reply::Done => {
+                    println!("{token}");
+                    Ok(())
+                }
+                other => bail!("unexpected answer {other:?}"),
+            }
         }
         CaCommand::Issue {
             via,

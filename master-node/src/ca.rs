@@ -332,6 +332,13 @@ pub fn random_serial() -> Result<u128, CaError> {
 
 /// The identity and serial a certificate (DER) carries. The chain to the CA is the TLS
 /// layer's business; this reads who it names.
+/// [`identity_of`] a PEM certificate.
+pub fn identity_of_pem(pem: &str) -> Result<(Identity, u128), CaError> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| CaError::BadCertificate(e.to_string()))?;
+    identity_of(&block.contents)
+}
+
 pub fn identity_of(der: &[u8]) -> Result<(Identity, u128), CaError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, cert) =

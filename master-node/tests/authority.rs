@@ -218,6 +218,7 @@ fn registration_tokens_work_once_before_they_expire() {
         owner: "alice".into(),
         computer: "COMP-T".into(),
         expires_at: later,
+        server: None,
     });
     assert_eq!(
         h.ok(Op::ConsumeToken { hash: hash('a') }),
@@ -242,6 +243,7 @@ fn registration_tokens_work_once_before_they_expire() {
             owner: "bob".into(),
             computer: "COMP-T".into(),
             expires_at: later,
+            server: None,
         }),
         DomainError::NotOwner { .. }
     ));
@@ -251,6 +253,7 @@ fn registration_tokens_work_once_before_they_expire() {
         owner: "bob".into(),
         computer: "COMP-U".into(),
         expires_at: Timestamp(h.now + 2_000_000),
+        server: None,
     });
     h.ok(Op::CloseBooks {
         until: Timestamp(common::T0),
@@ -366,6 +369,7 @@ fn ended_certificates_and_tokens_are_forgotten_a_day_later_and_live_ones_kept() 
         owner: "alice".into(),
         computer: "COMP-2".into(),
         expires_at: token_ends,
+        server: None,
     });
     assert_eq!(h.state.revoked_serials(), vec![0xa1]);
     let hash = "ab".repeat(32);
@@ -402,4 +406,63 @@ fn ended_certificates_and_tokens_are_forgotten_a_day_later_and_live_ones_kept() 
     assert!(restored.certificate(0xa1).is_none());
     assert!(restored.certificate(0xb1).is_some());
     assert!(restored.token(&hash).is_none());
+}
+
+#[test]
+fn a_server_token_grants_its_identity_once_and_registers_no_computer() {
+    let mut h = Harness::new();
+    h.ok(Op::InstallAuthority {
+        material: material(),
+    });
+    let grant = master_node::domain::ServerGrant {
+        identity: Identity::Replica(4),
+        dns_names: vec!["r4.example".into()],
+        ip_addresses: vec!["2001:db8::4".into()],
+    };
+    let expires_at = Timestamp(h.now + 3_600_000_000);
+    let create =
+        |hash: &str, grant: master_node::domain::ServerGrant, computer: &str| Op::CreateToken {
+            hash: hash.into(),
+            owner: "operator".into(),
+            computer: computer.into(),
+            expires_at,
+            server: Some(grant),
+        };
+    let hash = "cd".repeat(32);
+    h.ok(create(&hash, grant.clone(), ""));
+    assert_eq!(
+        h.ok(Op::ConsumeToken { hash: hash.clone() }),
+        Reply::Enrolled {
+            grant: grant.clone()
+        }
+    );
+    assert!(matches!(
+        h.refused(Op::ConsumeToken { hash }),
+        DomainError::BadToken(_)
+    ));
+    // No computer came of it.
+    assert!(h.state.computer_owner("").is_none());
+    // Only servers, with real addresses, and no computer named.
+    for (bad, computer) in [
+        (
+            master_node::domain::ServerGrant {
+                identity: Identity::Computer("C".into()),
+                ..grant.clone()
+            },
+            "",
+        ),
+        (
+            master_node::domain::ServerGrant {
+                ip_addresses: vec!["not-an-ip".into()],
+                ..grant.clone()
+            },
+            "",
+        ),
+        (grant.clone(), "COMP-1"),
+    ] {
+        assert!(matches!(
+            h.refused(create(&"ef".repeat(32), bad, computer)),
+            DomainError::InvalidArgument { .. }
+        ));
+    }
 }

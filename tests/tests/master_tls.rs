@@ -240,6 +240,28 @@ fn the_masters_admit_only_the_groups_replicas_and_gateways() {
         "{}",
         text(&out)
     );
+    // Nor can it make itself a server enrollment token (an operator's command), or
+    // retire a replica.
+    let out = slapos(
+        &[
+            "cluster",
+            "ca",
+            "token",
+            "--via",
+            &c1.api_addr,
+            "--identity",
+            "replica:7",
+            "--ip",
+            "127.0.0.1",
+        ],
+        Some(&gw),
+    );
+    assert!(!out.status.success(), "a gateway made a server token");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not create_token"),
+        "{}",
+        text(&out)
+    );
 
     // 4. A replica of another group cannot join.
     let other = root.join("other");

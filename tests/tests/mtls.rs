@@ -969,5 +969,112 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
             .0,
         200
     );
+
+    // A server enrolls with a one-time token the operator made: through the gateway,
+    // without a certificate, it gets exactly the identity and names the token grants.
+    let token = |identity: &str| {
+        let out = slapos(&[
+            "cluster",
+            "ca",
+            "token",
+            "--via",
+            &via,
+            "--identity",
+            identity,
+            "--ip",
+            "127.0.0.1",
+            "--dns",
+            "gw-new.example",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let enrolled = root.join("enrolled");
+    let enroll = |token: &str, identity: &str| {
+        slapos(&[
+            "master",
+            "enroll",
+            "--gateway",
+            &url,
+            "--token",
+            token,
+            "--identity",
+            identity,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--out",
+            enrolled.to_str().unwrap(),
+        ])
+    };
+    let t = token("gateway:gw-new");
+    let out = enroll(&t, "gateway:gw-new");
+    assert!(out.status.success(), "{}", text(&out));
+    let crt = enrolled.join("gateway-gw-new.crt");
+    let shown = Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-ext",
+            "subjectAltName",
+            "-in",
+        ])
+        .arg(&crt)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.contains("gateway:gw-new")
+            && shown.contains("IP Address:127.0.0.1")
+            && shown.contains("DNS:gw-new.example"),
+        "{shown}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(enrolled.join("gateway-gw-new.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the enrolled key is private");
+    }
+    // Once only; and a token for one identity never yields another.
+    let again = enroll(&t, "gateway:gw-new");
+    assert!(!again.status.success(), "a token enrolled twice");
+    assert!(text(&again).contains("already used"), "{}", text(&again));
+    let t2 = token("replica:9");
+    let wrong = enroll(&t2, "gateway:gw-other");
+    assert!(!wrong.status.success(), "{}", text(&wrong));
+    assert!(
+        text(&wrong).contains("granted replica:9"),
+        "{}",
+        text(&wrong)
+    );
+    assert!(!enrolled.join("gateway-gw-other.crt").exists());
+    // A computer's registration token is not a server's, and the reverse.
+    let t3 = token("gateway:gw-third");
+    let cfg3 = root.join("node3.cfg");
+    std::fs::write(
+        &cfg3,
+        format!(
+            "[slapos]\ncomputer_id = COMP-X\nmaster_url = {url}\nkey_file = {0}/x.key\n\
+             cert_file = {0}/x.crt\nmaster_ca_file = {1}\n",
+            root.display(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let out = slapos(&[
+        "node",
+        "register",
+        "--token",
+        &t3,
+        "--cfg",
+        cfg3.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "a server token registered a computer"
+    );
+    assert!(!root.join("x.crt").exists());
     drop(up);
 }

@@ -555,6 +555,57 @@ impl State {
                 owner,
                 computer,
                 expires_at,
+                server: Some(grant),
+            } => {
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(DomainError::invalid("hash", "expected a hex SHA-256"));
+                }
+                if !computer.is_empty() {
+                    return Err(DomainError::invalid(
+                        "computer_id",
+                        "a server token registers no computer",
+                    ));
+                }
+                grant
+                    .identity
+                    .check()
+                    .map_err(|e| DomainError::invalid("identity", e.to_string()))?;
+                if !grant.identity.is_server() {
+                    return Err(DomainError::invalid(
+                        "identity",
+                        "server tokens enroll replicas and gateways",
+                    ));
+                }
+                for ip in &grant.ip_addresses {
+                    ip.parse::<std::net::IpAddr>()
+                        .map_err(|_| DomainError::invalid("ip", format!("{ip:?}")))?;
+                }
+                if expires_at.0 <= now.0 {
+                    return Err(DomainError::invalid("expires_at", "already expired"));
+                }
+                self.prune_expired(now);
+                if self.tokens.contains_key(hash) {
+                    return Err(DomainError::BadToken("already exists".into()));
+                }
+                self.tokens.insert(
+                    hash.clone(),
+                    super::state::TokenRecord {
+                        owner: owner.clone(),
+                        computer: String::new(),
+                        created_at: now,
+                        expires_at: *expires_at,
+                        used_at: None,
+                        server: Some(grant.clone()),
+                    },
+                );
+                Ok(Reply::Done)
+            }
+            Op::CreateToken {
+                hash,
+                owner,
+                computer,
+                expires_at,
+                server: None,
             } => {
                 if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(DomainError::invalid("hash", "expected a hex SHA-256"));
@@ -586,6 +637,7 @@ impl State {
                         created_at: now,
                         expires_at: *expires_at,
                         used_at: None,
+                        server: None,
                     },
                 );
                 Ok(Reply::Done)
@@ -601,6 +653,12 @@ impl State {
                 }
                 if record.expires_at.0 <= now.0 {
                     return Err(DomainError::BadToken("expired".into()));
+                }
+                if let Some(grant) = record.server {
+                    if let Some(t) = self.tokens.get_mut(hash) {
+                        t.used_at = Some(now);
+                    }
+                    return Ok(Reply::Enrolled { grant });
                 }
                 match self.computers.get(&record.computer) {
                     Some(c) if c.owner != record.owner => {

@@ -183,15 +183,20 @@ pub enum Op {
     /// software rows go, and every certificate of it and of its partitions is revoked.
     RemoveComputer { computer: String },
     /// A person makes a one-time token (only its SHA-256, hex, is kept) that registers a
-    /// node as their computer `computer` until `expires_at`.
+    /// node as their computer `computer` until `expires_at`. With `server` (an operator,
+    /// on the master API) the token instead enrolls a replica or gateway: whoever
+    /// presents it gets that identity's certificate with those names, once.
     CreateToken {
         hash: String,
         owner: String,
         computer: String,
         expires_at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<ServerGrant>,
     },
     /// A node presents a token: valid once, before it expires. The computer is created
-    /// for the token's owner if it does not exist (it must be theirs if it does).
+    /// for the token's owner if it does not exist (it must be theirs if it does); a
+    /// server token answers what it grants.
     ConsumeToken { hash: String },
     /// Revoke certificates: the one of a serial, or every one of an identity (a
     /// destroyed partition, a removed computer or person). Revocation is final.
@@ -275,6 +280,22 @@ pub enum Reply {
         computer: String,
         owner: String,
     },
+    /// A server token was consumed: the certificate it grants.
+    Enrolled {
+        grant: ServerGrant,
+    },
+}
+
+/// What a server enrollment token grants: a replica's or gateway's certificate with the
+/// names and addresses it will be reached by (chosen by the operator who made the token,
+/// never by whoever presents it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerGrant {
+    pub identity: crate::ca::Identity,
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    #[serde(default)]
+    pub ip_addresses: Vec<String>,
 }
 
 /// The outcome of applying a command, remembered for retries.

@@ -24,7 +24,7 @@ pub use alloc::{Placement as AllocationPlacement, Score, SlaFilter, Spread};
 pub use apply::{FORGET_AFTER, OUTCOMES_PER_CLIENT, SESSION_TTL_MICROS};
 pub use command::{
     shown_instance, AddressSpec, Command, ComputerSpec, Op, Outcome, PartitionSpec, Reply,
-    Requester, SoftwareReport,
+    Requester, ServerGrant, SoftwareReport,
 };
 pub use decimal::{format_date, parse_date, Decimal};
 pub use error::DomainError;

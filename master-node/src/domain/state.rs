@@ -211,6 +211,10 @@ pub struct TokenRecord {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub used_at: Option<Timestamp>,
+    /// A server enrollment token: what it grants (`owner` is the operator, `computer`
+    /// empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<super::command::ServerGrant>,
 }
 
 /// A certificate and its private key, as the masters made them for a partition.

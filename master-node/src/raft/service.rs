@@ -598,6 +598,9 @@ impl MasterService {
 
     /// `Issue`: a certificate for the CSR and identity of the request.
     async fn issue_for(&self, req: &IssueRequest) -> Result<(String, String), String> {
+        if !req.token_sha256.is_empty() {
+            return self.enroll(req).await;
+        }
         let identity = crate::ca::Identity::parse(&req.identity).map_err(|e| e.to_string())?;
         let mut ips = Vec::new();
         for ip in &req.ip_addresses {
@@ -625,6 +628,47 @@ impl MasterService {
             None,
         )
         .await
+    }
+
+    /// `Issue` with a server enrollment token: the CSR checked first (a bad one does not
+    /// spend the token), the token spent through Raft, then the certificate its grant
+    /// names (identity and server names from the token, not from the request).
+    async fn enroll(&self, req: &IssueRequest) -> Result<(String, String), String> {
+        crate::ca::check_csr(&req.csr_pem).map_err(|e| e.to_string())?;
+        let command = Command {
+            request_id: RequestId::new(
+                format!("master-{}-enroll", self.id),
+                super::proposer_time().micros(),
+            ),
+            at: super::proposer_time(),
+            op: Op::ConsumeToken {
+                hash: req.token_sha256.clone(),
+            },
+        };
+        let grant = match self.write(command).await.response.result {
+            Some(submit_response::Result::Outcome(bytes)) => {
+                let outcome: crate::domain::Outcome =
+                    serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+                match outcome.map_err(|e| e.to_string())? {
+                    crate::domain::Reply::Enrolled { grant } => grant,
+                    _ => return Err("this token registers a computer, not a server".into()),
+                }
+            }
+            Some(submit_response::Result::NotLeader(h)) => {
+                return Err(format!("leadership moved to {}", h.leader_id))
+            }
+            Some(submit_response::Result::Unavailable(e)) => return Err(e),
+            None => return Err("no answer".into()),
+        };
+        let granted = IssueRequest {
+            csr_pem: req.csr_pem.clone(),
+            identity: grant.identity.common_name(),
+            validity_secs: 0,
+            dns_names: grant.dns_names,
+            ip_addresses: grant.ip_addresses,
+            token_sha256: String::new(),
+        };
+        Box::pin(self.issue_for(&granted)).await
     }
 
     /// `PartitionCertificate`: the partition's kept certificate, or a new one (key made
@@ -724,6 +768,24 @@ impl Master for MasterService {
         let forwarded = Self::is_forwarded(&request);
         let show = request.get_ref().show;
         let command: Command = decode_json("command", &request.get_ref().command)?;
+        // Under mTLS a gateway writes what SLAP and its registration calls need; the
+        // operator's commands (the authority, certificates, servers' tokens, retiring a
+        // replica) come through a replica's certificate only.
+        if let Some(crate::ca::Identity::Gateway(g)) = super::tls::peer_identity(&request) {
+            let operator_only = match &command.op {
+                Op::InstallAuthority { .. }
+                | Op::RecordCertificate { .. }
+                | Op::RetireReplica { .. } => true,
+                Op::CreateToken { server, .. } => server.is_some(),
+                _ => false,
+            };
+            if operator_only {
+                return Err(Status::permission_denied(format!(
+                    "gateway {g} may not {}: an operator's command",
+                    command.op.name()
+                )));
+            }
+        }
         let answer = self.write(command.clone()).await;
         if let Some(submit_response::Result::NotLeader(h)) = &answer.response.result {
             if !forwarded {
@@ -1012,7 +1074,10 @@ impl Master for MasterService {
             let req = request.get_ref();
             let wanted = crate::ca::Identity::parse(&req.identity).ok();
             let server_names = !req.dns_names.is_empty() || !req.ip_addresses.is_empty();
+            // (an enrollment token grants a server certificate by itself: the operator
+            // who made it chose the identity and names)
             if matches!(caller, crate::ca::Identity::Gateway(_))
+                && req.token_sha256.is_empty()
                 && (server_names || wanted.as_ref().is_none_or(|w| w.is_server()))
             {
                 return Err(Status::permission_denied(

@@ -221,7 +221,10 @@ async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
         .filter(|p| {
             matches!(
                 *p,
-                "/registerComputerWithToken" | "/createComputerToken" | "/renewCertificate"
+                "/registerComputerWithToken"
+                    | "/enrollServerWithToken"
+                    | "/createComputerToken"
+                    | "/renewCertificate"
             )
         })
         .map(str::to_owned);
@@ -305,6 +308,7 @@ async fn handle_registration(app: Arc<App>, path: String, request: Request) -> S
             format!("{path}: this gateway takes no client certificates"),
         ),
         ("/registerComputerWithToken", _) => super::register::register(&app, &fields).await,
+        ("/enrollServerWithToken", _) => super::register::enroll(&app, &fields).await,
         ("/renewCertificate", Some(caller)) => {
             super::register::renew(&app, caller.as_ref(), &fields).await
         }

@@ -326,6 +326,35 @@ impl Masters {
                 validity_secs,
                 dns_names: Vec::new(),
                 ip_addresses: Vec::new(),
+                token_sha256: String::new(),
+            })
+            .await;
+        let ca = match &issued {
+            Ok(_) => client.authority().await,
+            Err(_) => Ok(String::new()),
+        };
+        Self::put_back(&self.writer, client);
+        let refused = |e: ClientError| match e {
+            ClientError::Refused(m) => MasterError::Refused(m),
+            other => from_client(other),
+        };
+        let (pem, _serial) = issued.map_err(refused)?;
+        Ok((pem, ca.map_err(refused)?))
+    }
+
+    /// A server's certificate for `csr` against an enrollment token (its SHA-256): the
+    /// masters spend the token and issue what it grants; (PEM certificate, PEM CA).
+    pub async fn enroll(
+        &self,
+        csr: &str,
+        token_sha256: &str,
+    ) -> Result<(String, String), MasterError> {
+        let mut client = Self::client(&self.writer)?;
+        let issued = client
+            .issue(&slapos_proto::rpc::master::IssueRequest {
+                csr_pem: csr.to_owned(),
+                token_sha256: token_sha256.to_owned(),
+                ..Default::default()
             })
             .await;
         let ca = match &issued {

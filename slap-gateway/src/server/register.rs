@@ -37,6 +37,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A new one-time token (256 random bits, hex) and its SHA-256; `None` without
+/// randomness.
+pub fn new_token() -> Option<(String, String)> {
+    let mut secret = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).ok()?;
+    let token = hex(&secret);
+    let hash = token_hash(&token);
+    Some((token, hash))
+}
+
 /// SHA-256 (hex) of a token: what the master keeps.
 pub fn token_hash(token: &str) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, token.trim().as_bytes()).as_ref())
@@ -62,21 +72,20 @@ pub async fn create_token(
         Some(Ok(t)) if (1..=MAX_TTL).contains(&t) => t,
         Some(_) => return SlapResponse::text(400, format!("ttl: seconds, 1 to {MAX_TTL}")),
     };
-    let mut secret = [0u8; 32];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
+    let Some((token, hash)) = new_token() else {
         return SlapResponse::text(500, "no randomness for a token");
-    }
-    let token = hex(&secret);
+    };
     let expires_at = master_node::Timestamp(
         master_node::raft::proposer_time()
             .0
             .saturating_add(Duration::from_secs(ttl).as_micros() as u64),
     );
     let op = Op::CreateToken {
-        hash: token_hash(&token),
+        hash,
         owner,
         computer: computer.to_owned(),
         expires_at,
+        server: None,
     };
     match app.masters.write(op).await {
         Ok(w) => match w.outcome {
@@ -108,11 +117,16 @@ pub async fn register(app: &App, fields: &[(String, String)]) -> SlapResponse {
         Ok(w) => w.outcome,
         Err(e) => return SlapResponse::text(e.status(), e.to_string()),
     };
-    let computer = match consumed {
-        Ok(master_node::Reply::Registered { computer, .. }) => computer,
-        Ok(other) => return SlapResponse::text(500, format!("unexpected answer {other:?}")),
-        Err(e) => return crate::slap::render::domain_error(&e),
-    };
+    let computer =
+        match consumed {
+            Ok(master_node::Reply::Registered { computer, .. }) => computer,
+            Ok(master_node::Reply::Enrolled { .. }) => return SlapResponse::text(
+                400,
+                "this token enrolls a server (enrollServerWithToken), not a computer; it is spent",
+            ),
+            Ok(other) => return SlapResponse::text(500, format!("unexpected answer {other:?}")),
+            Err(e) => return crate::slap::render::domain_error(&e),
+        };
     let identity = master_node::ca::Identity::Computer(computer.clone()).common_name();
     match app.masters.issue(csr, &identity, 0).await {
         Ok((certificate, ca)) => SlapResponse {
@@ -122,6 +136,37 @@ pub async fn register(app: &App, fields: &[(String, String)]) -> SlapResponse {
                 .to_string()
                 .into_bytes(),
         },
+        Err(e) => SlapResponse::text(e.status(), e.to_string()),
+    }
+}
+
+/// `enrollServerWithToken` (no certificate needed: the token is the credential): a
+/// replica or gateway being set up (in a partition, say) sends its CSR with the one-time
+/// token an operator made (`slapos cluster token`); the masters spend the token and issue
+/// the certificate it grants. The answer names the identity, the certificate and the CA.
+pub async fn enroll(app: &App, fields: &[(String, String)]) -> SlapResponse {
+    let (Some(token), Some(csr)) = (field(fields, "token"), field(fields, "csr")) else {
+        return SlapResponse::text(400, "missing required field 'token' or 'csr'");
+    };
+    if csr.len() > master_node::ca::MAX_CSR_BYTES {
+        return SlapResponse::text(413, "certificate signing request too large");
+    }
+    if let Err(e) = master_node::ca::check_csr(csr) {
+        return SlapResponse::text(400, e.to_string());
+    }
+    match app.masters.enroll(csr, &token_hash(token)).await {
+        Ok((certificate, ca)) => {
+            let identity = master_node::ca::identity_of_pem(&certificate)
+                .map(|(i, _)| i.common_name())
+                .unwrap_or_default();
+            SlapResponse {
+                status: 200,
+                content_type: "application/json",
+                body: json!({"identity": identity, "certificate": certificate, "ca": ca})
+                    .to_string()
+                    .into_bytes(),
+            }
+        }
         Err(e) => SlapResponse::text(e.status(), e.to_string()),
     }
 }
