@@ -1,0 +1,124 @@
+#!/bin/sh
+# The instance side of the slapos-master release: one master replica and one SLAP gateway
+# in partition P, as its user, under slapgrid's supervisor.
+#
+#   slapos-master P enroll    (etc/run)      certificates from the one-time tokens, once
+#   slapos-master P replica   (etc/service)  `slapos master run`, once its certificate is there
+#   slapos-master P gateway   (etc/service)  `slapos gateway run` in front of the group
+#   slapos-master P join      (etc/run)      `slapos master join` once the replica serves
+#   slapos-master P check     (etc/promise)  the group counts this replica and has a leader
+#   slapos-master P leave     (sbin/destroy) `slapos master leave`: the partition is wiped
+#                                            only once the group no longer counts it
+set -eu
+P="$1"
+CMD="$2"
+. "$P/etc/slapos-master.env"
+SLAPOS="$SOFTWARE/bin/slapos"
+TLS="$P/etc/tls"
+REPLICA_CRT="$TLS/replica-$REPLICA_ID.crt"
+REPLICA_KEY="$TLS/replica-$REPLICA_ID.key"
+GATEWAY_ID="gateway:r$REPLICA_ID"
+GATEWAY_CRT="$TLS/gateway-r$REPLICA_ID.crt"
+GATEWAY_KEY="$TLS/gateway-r$REPLICA_ID.key"
+OWN_API="[$IPV6]:$API_PORT"
+
+as_replica() {
+  SLAPOS_MASTER_TLS_CERT="$REPLICA_CRT" SLAPOS_MASTER_TLS_KEY="$REPLICA_KEY" \
+    SLAPOS_MASTER_TLS_CA="$TLS/ca.pem" "$SLAPOS" "$@"
+}
+
+wait_for() {
+  while [ ! -s "$1" ]; do sleep 1; done
+}
+
+# `slapos cluster status --json` through $1 lists this replica as a voter with a leader.
+counted_by() {
+  as_replica cluster status --json --via "$1" 2>/dev/null |
+    grep -q "\"leader\": *[0-9]" &&
+  as_replica cluster status --json --via "$1" 2>/dev/null |
+    tr -d ' \n' | grep -q "{\"id\":$REPLICA_ID,\"role\":\"voter\""
+}
+
+case "$CMD" in
+enroll)
+  umask 077
+  if [ ! -s "$REPLICA_CRT" ]; then
+    "$SLAPOS" master enroll --gateway "$ENROLL_GATEWAY" --token "$REPLICA_TOKEN" \
+      --identity "replica:$REPLICA_ID" --ca "$TLS/group-ca.pem" --out "$TLS"
+  fi
+  if [ ! -s "$GATEWAY_CRT" ]; then
+    "$SLAPOS" master enroll --gateway "$ENROLL_GATEWAY" --token "$GATEWAY_TOKEN" \
+      --identity "$GATEWAY_ID" --ca "$TLS/group-ca.pem" --out "$TLS"
+  fi
+  ;;
+replica)
+  wait_for "$REPLICA_CRT"
+  exec "$SLAPOS" master run --config "$P/etc/replica.toml"
+  ;;
+gateway)
+  wait_for "$GATEWAY_CRT"
+  masters="\"$OWN_API\""
+  for m in $(echo "$JOIN_VIA" | tr ',' ' '); do
+    [ "$m" = "$OWN_API" ] || masters="$masters, \"$m\""
+  done
+  admins=""
+  for a in $(echo "$ADMINS" | tr ',' ' '); do
+    admins="${admins:+$admins, }\"$a\""
+  done
+  cat > "$P/etc/gateway.toml" <<CONF
+# Written by slapos-master at each start (the masters: this replica first).
+listen = "[$IPV6]:$GATEWAY_PORT"
+masters = [$masters]
+tls_cert = "$GATEWAY_CRT"
+tls_key = "$GATEWAY_KEY"
+client_ca = "$TLS/ca.pem"
+
+[master_tls]
+cert = "$GATEWAY_CRT"
+key = "$GATEWAY_KEY"
+ca = "$TLS/ca.pem"
+
+[slap]
+admins = [$admins]
+CONF
+  exec "$SLAPOS" gateway run --config "$P/etc/gateway.toml"
+  ;;
+join)
+  wait_for "$REPLICA_CRT"
+  # Until the replica serves its API (it starts beside this one-shot).
+  tries=0
+  until as_replica cluster status --json --via "$OWN_API" >/dev/null 2>&1; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 120 ] || { echo "the replica does not serve $OWN_API"; exit 1; }
+    sleep 1
+  done
+  if [ -n "$JOIN_VIA" ]; then
+    # Idempotent: a member already there at the same addresses is only promoted if need be.
+    as_replica master join --config "$P/etc/replica.toml" --via "$JOIN_VIA"
+  fi
+  ;;
+check)
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    counted_by "$OWN_API" && exit 0
+    sleep 1
+  done
+  echo "replica $REPLICA_ID is not a voter of a group with a leader (seen from $OWN_API)"
+  exit 1
+  ;;
+leave)
+  # The replica is stopped already (slapgrid stops a partition before its destroy hook):
+  # the others remove it, and must keep a quorum without it.
+  via="$JOIN_VIA"
+  [ -n "$via" ] || { echo "no join-via: nobody to ask to remove replica $REPLICA_ID"; exit 1; }
+  members=$(as_replica cluster status --json --via "$via" | tr -d ' \n')
+  case "$members" in
+  *"{\"id\":$REPLICA_ID,"*) as_replica master leave --id "$REPLICA_ID" --via "$via" ;;
+  *"\"members\":"*) echo "replica $REPLICA_ID is no longer a member" ;;
+  *) echo "the group at $via does not answer"; exit 1 ;;
+  esac
+  ;;
+*)
+  echo "usage: slapos-master P enroll|replica|gateway|join|check|leave" >&2
+  exit 2
+  ;;
+esac
