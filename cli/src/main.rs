@@ -7,6 +7,7 @@ mod demo;
 mod gateway;
 mod master;
 mod node;
+mod selfhost;
 mod up;
 mod up_node;
 

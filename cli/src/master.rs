@@ -70,6 +70,12 @@ pub enum ClusterCommand {
     /// Retire a computer that hosts no instance: its certificates and its partitions'
     /// are revoked.
     RemoveComputer(RemoveComputerArgs),
+    /// Add a replica hosted in a partition of a computer (the slapos-master release):
+    /// supplied, requested, enrolled with one-time tokens, joined; waits until it votes.
+    AddReplica(crate::selfhost::AddReplicaArgs),
+    /// Remove a replica hosted in a partition: its instance destroyed, the group no longer
+    /// counting it before its partition is wiped; waits until then.
+    RemoveReplica(crate::selfhost::RemoveReplicaArgs),
 }
 
 #[derive(Args)]
@@ -501,7 +507,7 @@ pub async fn user(cmd: UserCommand) -> Result<()> {
 }
 
 /// Submits an operator's command to the group (through the master API).
-async fn submit_op(
+pub(crate) async fn submit_op(
     via: Vec<String>,
     what: &str,
     op: master_node::Op,
@@ -609,6 +615,8 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
     tls_from_env()?;
     match cmd {
         ClusterCommand::Ca(cmd) => ca(cmd).await,
+        ClusterCommand::AddReplica(args) => crate::selfhost::add_replica(args).await,
+        ClusterCommand::RemoveReplica(args) => crate::selfhost::remove_replica(args).await,
         ClusterCommand::RemoveComputer(args) => {
             revoke(
                 args.via,

@@ -6,7 +6,9 @@
 //! the partition: they enroll with one-time tokens the operator made, the replica joins
 //! the group over mTLS and becomes a voter, its gateway serves SLAP from the replicated
 //! state, and the instance publishes its addresses. Destroying the instance removes the
-//! replica from the group before the partition is wiped.
+//! replica from the group before the partition is wiped. Both are one command each
+//! (`slapos cluster add-replica` and `remove-replica`); the real `slapos request` reads the
+//! instance's connection parameters.
 //!
 //! Runs as root (the node makes a Unix user per partition, removed at the end).
 
@@ -41,43 +43,12 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("[::1]:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// The release as a supplier writes it: the binary's path and the checksums filled in,
-/// readable by the node's software user.
-fn write_release(dir: &Path) -> String {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/software/slapos-master");
-    std::fs::create_dir_all(dir).unwrap();
-    let script = dir.join("slapos-master.sh");
-    std::fs::copy(source.join("slapos-master.sh"), &script).unwrap();
-    let binary = slapos_bin();
-    let manifest = std::fs::read_to_string(source.join("software.toml"))
-        .unwrap()
-        .replace("@SLAPOS_BINARY@", binary.to_str().unwrap())
-        .replace("@SLAPOS_SHA256@", &sha256(&binary))
-        .replace("@SCRIPT_SHA256@", &sha256(&script));
-    let path = dir.join("software.toml");
-    std::fs::write(&path, manifest).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    for f in [&script, &path] {
-        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
-    path.display().to_string()
 }
 
 #[test]
@@ -169,27 +140,75 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
             .is_some_and(|m| m.iter().any(|r| r["id"] == id))
     };
 
-    // The operator's one-time tokens for the new replica and its gateway, naming the
-    // partition's addresses (a node of `slapos up` gives its partitions ::1/127.0.0.1).
-    let token = |identity: &str| {
-        let out = operator(&[
-            "cluster",
-            "ca",
-            "token",
+    // One command: the release (written for this binary) supplied to the node, the
+    // instance requested, the operator's tokens made for the partition's addresses, and
+    // the group watched until replica 3 votes.
+    let release_dir = root.join("release");
+    let (raft_port, api_port, gateway_port) = (free_port(), free_port(), free_port());
+    let operator_args = |extra: &[String]| -> Vec<String> {
+        let mut args: Vec<String> = [
             "--via",
             &via,
-            "--identity",
-            identity,
-            "--ip",
-            "::1",
-            "--ip",
-            "127.0.0.1",
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+            "--gateway",
+            &gateway,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--ca",
+            &ca,
+            "--release-dir",
+            release_dir.to_str().unwrap(),
+            "--timeout-secs",
+            "240",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend_from_slice(extra);
+        args
     };
-    let (replica_token, gateway_token) = (token("replica:3"), token("gateway:r3"));
-    let release = write_release(&root.join("release"));
+    let mut add = vec!["cluster".to_string(), "add-replica".to_string()];
+    add.extend(operator_args(&[
+        "--computer".into(),
+        computer.clone(),
+        "--id".into(),
+        "3".into(),
+        "--region".into(),
+        "node-1".into(),
+        "--raft-port".into(),
+        raft_port.to_string(),
+        "--api-port".into(),
+        api_port.to_string(),
+        "--gateway-port".into(),
+        gateway_port.to_string(),
+    ]));
+    let add: Vec<&str> = add.iter().map(String::as_str).collect();
+    let out = operator(&add);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        logs(&cluster_dir)
+    );
+    let said = text(&out);
+    assert!(said.contains("replica 3 votes"), "{said}");
+    let status = members();
+    assert!(voter(&status, 3), "{status}");
+    let three = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 3)
+        .unwrap()
+        .clone();
+    assert_eq!(three["raft_addr"], format!("[::1]:{raft_port}"), "{three}");
+    assert_eq!(three["region"], "node-1", "{three}");
+    // Running it again changes nothing.
+    let again = operator(&add);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("already votes"), "{}", text(&again));
+    let release = release_dir.join("software.toml").display().to_string();
     let venv = slapos_e2e::compat::venv();
     let slapos_py = |args: &[&str]| {
         Command::new(venv.join("bin/slapos"))
@@ -198,55 +217,18 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
             .output()
             .unwrap()
     };
-    let out = slapos_py(&["supply", &release, &computer]);
-    assert!(out.status.success(), "{}", text(&out));
-    let (raft_port, api_port, gateway_port) = (free_port(), free_port(), free_port());
-    let group_ca = std::fs::read_to_string(&ca).unwrap();
-    let params = [
-        "replica-id=3".to_string(),
-        "region=node-1".to_string(),
-        format!("join-via={via}"),
-        format!("enroll-gateway={gateway}"),
-        format!("replica-token={replica_token}"),
-        format!("gateway-token={gateway_token}"),
-        format!("group-ca={group_ca}"),
-        format!("raft-port={raft_port}"),
-        format!("api-port={api_port}"),
-        format!("gateway-port={gateway_port}"),
-    ];
     let request = |state: &str| {
-        let mut args = vec![
-            "request".to_string(),
-            "master-3".to_string(),
-            release.clone(),
-            "--node".to_string(),
-            format!("computer_guid={computer}"),
-            "--state".to_string(),
-            state.to_string(),
-            "--parameters".to_string(),
-        ];
-        args.extend(params.iter().cloned());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        slapos_py(&args)
+        slapos_py(&[
+            "request",
+            "master-3",
+            &release,
+            "--node",
+            &format!("computer_guid={computer}"),
+            "--state",
+            state,
+        ])
     };
-    let out = request("started");
-    assert!(out.status.success(), "{}", text(&out));
 
-    // The node installs the release and runs the instance: replica 3 joins as a voter.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let status = members();
-        if voter(&status, 3) {
-            eprintln!("replica 3 joined: {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica 3 did not join: {status}\n{}",
-            logs(&cluster_dir)
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
     // Its gateway, in the partition, serves SLAP to the admin from the group's state.
     let own = format!("https://[::1]:{gateway_port}/");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -302,23 +284,20 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
         std::thread::sleep(Duration::from_secs(2));
     }
 
-    // Destroyed: the replica leaves the group before its partition is wiped.
-    let out = request("destroyed");
-    assert!(out.status.success(), "{}", text(&out));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let status = members();
-        if status["leader"].is_u64() && !member(&status, 3) {
-            eprintln!("replica 3 left: {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica 3 is still a member: {status}\n{}",
-            logs(&cluster_dir)
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    // Removed (its instance destroyed): the replica leaves the group before its
+    // partition is wiped.
+    let mut remove = vec!["cluster".to_string(), "remove-replica".to_string()];
+    remove.extend(operator_args(&["--id".into(), "3".into()]));
+    let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
+    let out = operator(&remove);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        logs(&cluster_dir)
+    );
+    let status = members();
+    assert!(status["leader"].is_u64() && !member(&status, 3), "{status}");
     assert!(voter(&members(), 1) && voter(&members(), 2));
     drop(up);
     let _ = std::fs::remove_dir_all(&root);

@@ -1,0 +1,321 @@
+//! `slapos cluster add-replica` / `remove-replica`: a master replica hosted in a partition
+//! (the `slapos-master` release of `deploy/software/slapos-master`), one command each.
+//!
+//! Wiring only, through the public paths an operator would take by hand: the release is
+//! written for this very binary (checksums filled in) and supplied to the computer; the
+//! instance is requested (the master picks the partition, its addresses come back); the
+//! operator's one-time tokens are made for those addresses (`slapos cluster ca token`);
+//! the instance is requested again with them; then the group is watched until the new
+//! replica votes. Every step prints what it does; running the command again resumes
+//! (a replica already voting is left as is). Removal requests the instance destroyed:
+//! its node stops it, its destroy hook has the group remove it, and only then is the
+//! partition wiped; the command waits until the group no longer counts it.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use master_node::raft::client::MasterClient;
+use slapgrid::client::SlapClient;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const MANIFEST: &str = include_str!("../../deploy/software/slapos-master/software.toml");
+const SCRIPT: &str = include_str!("../../deploy/software/slapos-master/slapos-master.sh");
+
+/// How the operator reaches the group: the master API (with `$SLAPOS_MASTER_TLS_*`, a
+/// replica's certificate) and a gateway as the admin person.
+#[derive(Args, Clone)]
+pub struct Operator {
+    #[arg(long, value_delimiter = ',', required = true)]
+    via: Vec<String>,
+    /// A gateway of the group (https://...): the admin's requests go through it, and the
+    /// new replica enrolls through it.
+    #[arg(long)]
+    gateway: String,
+    /// The admin's certificate and key, and the group's CA.
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    key: PathBuf,
+    #[arg(long)]
+    ca: PathBuf,
+    /// The slapos-master release to use (URL or path); default: one written for this
+    /// binary into --release-dir.
+    #[arg(long)]
+    release: Option<String>,
+    #[arg(long, default_value = "slapos-master-release")]
+    release_dir: PathBuf,
+    /// How long to wait for the group to count (or forget) the replica.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+#[derive(Args)]
+pub struct AddReplicaArgs {
+    #[command(flatten)]
+    operator: Operator,
+    /// The computer whose partition hosts the replica.
+    #[arg(long)]
+    computer: String,
+    /// The new replica's id (never used before in this group).
+    #[arg(long)]
+    id: u64,
+    #[arg(long, default_value = "local")]
+    region: String,
+    #[arg(long, default_value_t = 7201)]
+    raft_port: u16,
+    #[arg(long, default_value_t = 7202)]
+    api_port: u16,
+    #[arg(long, default_value_t = 8443)]
+    gateway_port: u16,
+    /// Raft timers for the expected latency between regions (ms).
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    #[arg(long, default_value_t = 300)]
+    election_timeout_min_ms: u64,
+    #[arg(long, default_value_t = 600)]
+    election_timeout_max_ms: u64,
+}
+
+#[derive(Args)]
+pub struct RemoveReplicaArgs {
+    #[command(flatten)]
+    operator: Operator,
+    #[arg(long)]
+    id: u64,
+}
+
+fn title(id: u64) -> String {
+    format!("master-{id}")
+}
+
+fn sha256_hex(path: &Path) -> Result<String> {
+    Ok(slapgrid::digest::sha256_file(path)?)
+}
+
+/// The release for this binary, written (readable by a node's software user) into `dir`.
+fn write_release(dir: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    let dir = std::path::absolute(dir)?;
+    let script = dir.join("slapos-master.sh");
+    std::fs::write(&script, SCRIPT)?;
+    let binary = std::env::current_exe()?;
+    let manifest = MANIFEST
+        .replace("@SLAPOS_BINARY@", &binary.display().to_string())
+        .replace("@SLAPOS_SHA256@", &sha256_hex(&binary)?)
+        .replace("@SCRIPT_SHA256@", &sha256_hex(&script)?);
+    let path = dir.join("software.toml");
+    std::fs::write(&path, manifest)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    for f in [&script, &path] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(path.display().to_string())
+}
+
+impl Operator {
+    fn client(&self) -> Result<SlapClient> {
+        Ok(SlapClient::new(
+            &[slapgrid::config::normalize_master_url(&self.gateway)],
+            Some((self.cert.as_path(), self.key.as_path())),
+            Some(self.ca.as_path()),
+        )?)
+    }
+
+    fn release(&self) -> Result<String> {
+        match &self.release {
+            Some(r) => Ok(r.clone()),
+            None => write_release(&self.release_dir),
+        }
+    }
+
+    /// The group's view: (leader known, members as (id, voter)).
+    async fn members(&self) -> Result<(bool, Vec<(u64, bool)>)> {
+        let mut client = MasterClient::new(self.via.clone()).with_deadline(Duration::from_secs(10));
+        let status = client.status().await.context("no replica answered")?;
+        let leader = status.has_leader;
+        let view = match status.members.iter().find(|m| m.id == status.leader_id) {
+            Some(l) if leader && l.id != status.id => {
+                client.status_of(&l.api_addr).await.unwrap_or(status)
+            }
+            _ => status,
+        };
+        Ok((
+            leader,
+            view.members
+                .iter()
+                .map(|m| (m.id, m.role == "voter"))
+                .collect(),
+        ))
+    }
+
+    async fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(bool, &[(u64, bool)]) -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(self.timeout_secs);
+        loop {
+            if let Ok((leader, members)) = self.members().await {
+                if done(leader, &members) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: not within {} s", self.timeout_secs);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn step(text: impl AsRef<str>) {
+    println!("- {}", text.as_ref());
+}
+
+/// One server token for `identity` with `ips`, through the master API.
+async fn server_token(via: &[String], identity: &str, ips: &[String]) -> Result<String> {
+    let (token, hash) =
+        slap_gateway::server::register::new_token().context("no randomness for a token")?;
+    let expires_at = master_node::Timestamp(
+        master_node::raft::proposer_time()
+            .0
+            .saturating_add(Duration::from_secs(3600).as_micros() as u64),
+    );
+    let op = master_node::Op::CreateToken {
+        hash,
+        owner: "operator".into(),
+        computer: String::new(),
+        expires_at,
+        server: Some(master_node::domain::ServerGrant {
+            identity: master_node::ca::Identity::parse(identity)?,
+            dns_names: Vec::new(),
+            ip_addresses: ips.to_vec(),
+        }),
+    };
+    match crate::master::submit_op(via.to_vec(), "token", op).await? {
+        master_node::Reply::Done => Ok(token),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+pub async fn add_replica(args: AddReplicaArgs) -> Result<()> {
+    let op = &args.operator;
+    let id = args.id;
+    let (_, members) = op.members().await?;
+    if members.iter().any(|(m, voter)| *m == id && *voter) {
+        step(format!(
+            "replica {id} already votes in the group: nothing to do"
+        ));
+        return Ok(());
+    }
+    let release = op.release()?;
+    step(format!("release {release}"));
+    let client = op.client()?;
+    let group_ca =
+        std::fs::read_to_string(&op.ca).with_context(|| format!("read {}", op.ca.display()))?;
+    let via = op.via.join(",");
+    let ports = [
+        ("raft-port", args.raft_port.to_string()),
+        ("api-port", args.api_port.to_string()),
+        ("gateway-port", args.gateway_port.to_string()),
+        ("heartbeat-ms", args.heartbeat_ms.to_string()),
+        (
+            "election-timeout-min-ms",
+            args.election_timeout_min_ms.to_string(),
+        ),
+        (
+            "election-timeout-max-ms",
+            args.election_timeout_max_ms.to_string(),
+        ),
+    ];
+    let mut params: Vec<(&str, String)> = vec![
+        ("replica-id", id.to_string()),
+        ("region", args.region.clone()),
+        ("join-via", via.clone()),
+        ("enroll-gateway", op.gateway.clone()),
+        ("group-ca", group_ca),
+    ];
+    params.extend(ports.iter().map(|(k, v)| (*k, v.clone())));
+    let computer = args.computer.clone();
+    let request = |params: &[(&str, String)]| -> Result<_> {
+        let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        tokio::task::block_in_place(|| {
+            client.request_instance(
+                &release,
+                &title(id),
+                &pairs,
+                &[("computer_guid", computer.as_str())],
+                "started",
+            )
+        })
+        .with_context(|| format!("requesting {}", title(id)))
+    };
+    step(format!("supply it to {computer}"));
+    tokio::task::block_in_place(|| client.supply(&release, &computer, "available"))
+        .with_context(|| format!("supplying {release} to {computer}"))?;
+    step(format!("request {} on {computer}", title(id)));
+    let allocated = request(&params)?
+        .with_context(|| format!("{} was not allocated on {computer}", title(id)))?;
+    let ips: Vec<String> = allocated
+        .ip_list
+        .get()
+        .map(|l| l.iter().map(|(_, ip)| ip.clone()).collect())
+        .unwrap_or_default();
+    let partition = allocated
+        .slap_computer_partition_id
+        .get()
+        .cloned()
+        .unwrap_or_default();
+    if ips.is_empty() {
+        bail!("{} on {computer}/{partition} has no address", title(id));
+    }
+    step(format!(
+        "allocated on {computer}/{partition} ({}); one-time tokens for replica:{id} and gateway:r{id}",
+        ips.join(", ")
+    ));
+    let replica_token = server_token(&op.via, &format!("replica:{id}"), &ips).await?;
+    let gateway_token = server_token(&op.via, &format!("gateway:r{id}"), &ips).await?;
+    params.push(("replica-token", replica_token));
+    params.push(("gateway-token", gateway_token));
+    request(&params)?;
+    step(format!("waiting for replica {id} to join and vote"));
+    op.wait_until(&format!("replica {id} joining"), |leader, members| {
+        leader && members.iter().any(|(m, voter)| *m == id && *voter)
+    })
+    .await?;
+    let ipv6 = ips.iter().find(|ip| ip.contains(':')).unwrap_or(&ips[0]);
+    let host = if ipv6.contains(':') {
+        format!("[{ipv6}]")
+    } else {
+        ipv6.clone()
+    };
+    println!(
+        "replica {id} votes; its gateway: https://{host}:{}/",
+        args.gateway_port
+    );
+    Ok(())
+}
+
+pub async fn remove_replica(args: RemoveReplicaArgs) -> Result<()> {
+    let op = &args.operator;
+    let id = args.id;
+    let (_, members) = op.members().await?;
+    if members.iter().all(|(m, _)| *m != id) {
+        step(format!("replica {id} is not a member"));
+    }
+    let release = op.release()?;
+    let client = op.client()?;
+    step(format!("request {} destroyed", title(id)));
+    tokio::task::block_in_place(|| {
+        client.request_instance(&release, &title(id), &[], &[], "destroyed")
+    })
+    .with_context(|| format!("requesting {} destroyed", title(id)))?;
+    step(format!("waiting for the group to forget replica {id}"));
+    op.wait_until(&format!("replica {id} leaving"), |leader, members| {
+        leader && members.iter().all(|(m, _)| *m != id)
+    })
+    .await?;
+    println!("replica {id} left the group");
+    Ok(())
+}
