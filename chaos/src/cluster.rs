@@ -262,6 +262,7 @@ impl ProcessCluster {
                 raft_addr: node.raft_addr,
                 api_addr: node.api_addr,
                 region: node.region,
+                hosted_by: node.hosted_by,
                 voter: true,
             })
             .await?;

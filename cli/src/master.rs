@@ -265,6 +265,7 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
                     raft_addr: node.raft_addr,
                     api_addr: node.api_addr,
                     region: node.region,
+                    hosted_by: node.hosted_by,
                     voter: !learner,
                 })
                 .await?;
@@ -346,6 +347,9 @@ struct MemberStatus {
     raft_addr: String,
     api_addr: String,
     region: String,
+    /// `computer/partition` of a replica hosted in a partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hosted_by: Option<String>,
     term: Option<u64>,
     last_log_index: Option<u64>,
     committed_index: Option<u64>,
@@ -664,6 +668,7 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
                     raft_addr: m.raft_addr.clone(),
                     api_addr: m.api_addr.clone(),
                     region: m.region.clone(),
+                    hosted_by: (!m.hosted_by.is_empty()).then(|| m.hosted_by.clone()),
                     term: s.as_ref().map(|s| s.term),
                     last_log_index: s.as_ref().map(|s| s.last_log_index),
                     committed_index: s.as_ref().map(|s| s.committed_index),
@@ -691,13 +696,13 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
                 status.term
             );
             println!(
-                "{:>4} {:<8} {:<10} {:<22} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>10}  region",
+                "{:>4} {:<8} {:<10} {:<22} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>10}  region (hosted by)",
                 "id", "role", "state", "api", "term", "last_log", "committed", "applied", "lag", "snapshot", "log_bytes", "snap_bytes"
             );
             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             for m in &status.members {
                 println!(
-                    "{:>4} {:<8} {:<10} {:<22} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>10}  {}{}",
+                    "{:>4} {:<8} {:<10} {:<22} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>10}  {}{}{}",
                     m.id,
                     m.role,
                     m.state.as_deref().unwrap_or("unreachable"),
@@ -711,6 +716,7 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
                     opt(m.log_size_bytes),
                     opt(m.snapshot_size_bytes),
                     m.region,
+                    m.hosted_by.as_ref().map_or(String::new(), |h| format!(" ({h})")),
                     m.error.as_ref().map_or(String::new(), |e| format!("  ({e})"))
                 );
             }

@@ -204,6 +204,13 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
         .clone();
     assert_eq!(three["raft_addr"], format!("[::1]:{raft_port}"), "{three}");
     assert_eq!(three["region"], "node-1", "{three}");
+    // `slapos cluster status` says where it is hosted.
+    assert!(
+        three["hosted_by"]
+            .as_str()
+            .is_some_and(|h| h.starts_with(&format!("{computer}/slappart"))),
+        "{three}"
+    );
     // Running it again changes nothing.
     let again = operator(&add);
     assert!(again.status.success(), "{}", text(&again));

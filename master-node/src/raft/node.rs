@@ -52,6 +52,10 @@ pub struct ReplicaConfig {
     pub metrics_addr: Option<String>,
     #[serde(default)]
     pub region: String,
+    /// `computer/partition` when this replica runs in a partition (the slapos-master
+    /// release renders it): shown by `slapos cluster status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted_by: Option<String>,
     #[serde(default)]
     pub timers: Timers,
     #[serde(default)]
@@ -140,6 +144,7 @@ impl ReplicaConfig {
             data_dir,
             metrics_addr: None,
             region: String::new(),
+            hosted_by: None,
             timers: Timers::default(),
             snapshot: SnapshotPolicy::default(),
             sync_state_machine: false,
@@ -200,6 +205,7 @@ impl ReplicaConfig {
                 .clone()
                 .unwrap_or_else(|| self.api_addr.clone()),
             region: self.region.clone(),
+            hosted_by: self.hosted_by.clone().unwrap_or_default(),
         }
     }
 

@@ -935,6 +935,7 @@ impl Master for MasterService {
                     matched_index: matched.unwrap_or(0),
                     lag: matched.map_or(0, |x| last.saturating_sub(x)),
                     region: node.region.clone(),
+                    hosted_by: node.hosted_by.clone(),
                 }
             })
             .collect();
@@ -999,6 +1000,7 @@ impl Master for MasterService {
             raft_addr: req.raft_addr.clone(),
             api_addr: req.api_addr.clone(),
             region: req.region.clone(),
+            hosted_by: req.hosted_by.clone(),
         };
         if let Some(existing) = &existing {
             if existing != &node {

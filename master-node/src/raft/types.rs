@@ -15,6 +15,10 @@ pub struct NodeInfo {
     /// Where it runs (region label), for operators.
     #[serde(default)]
     pub region: String,
+    /// `computer/partition` when the replica is hosted in a partition (the
+    /// slapos-master release), for operators; empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hosted_by: String,
 }
 
 impl fmt::Display for NodeInfo {
