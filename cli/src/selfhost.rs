@@ -26,62 +26,62 @@ const SCRIPT: &str = include_str!("../../deploy/software/slapos-master/slapos-ma
 #[derive(Args, Clone)]
 pub struct Operator {
     #[arg(long, value_delimiter = ',', required = true)]
-    via: Vec<String>,
+    pub(crate) via: Vec<String>,
     /// A gateway of the group (https://...): the admin's requests go through it, and the
     /// new replica enrolls through it.
     #[arg(long)]
-    gateway: String,
+    pub(crate) gateway: String,
     /// The admin's certificate and key, and the group's CA.
     #[arg(long)]
-    cert: PathBuf,
+    pub(crate) cert: PathBuf,
     #[arg(long)]
-    key: PathBuf,
+    pub(crate) key: PathBuf,
     #[arg(long)]
-    ca: PathBuf,
+    pub(crate) ca: PathBuf,
     /// The slapos-master release to use (URL or path); default: one written for this
     /// binary into --release-dir.
     #[arg(long)]
-    release: Option<String>,
+    pub(crate) release: Option<String>,
     #[arg(long, default_value = "slapos-master-release")]
-    release_dir: PathBuf,
+    pub(crate) release_dir: PathBuf,
     /// How long to wait for the group to count (or forget) the replica.
     #[arg(long, default_value_t = 300)]
-    timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
 }
 
 #[derive(Args)]
 pub struct AddReplicaArgs {
     #[command(flatten)]
-    operator: Operator,
+    pub(crate) operator: Operator,
     /// The computer whose partition hosts the replica.
     #[arg(long)]
-    computer: String,
+    pub(crate) computer: String,
     /// The new replica's id (never used before in this group).
     #[arg(long)]
-    id: u64,
+    pub(crate) id: u64,
     #[arg(long, default_value = "local")]
-    region: String,
+    pub(crate) region: String,
     #[arg(long, default_value_t = 7201)]
-    raft_port: u16,
+    pub(crate) raft_port: u16,
     #[arg(long, default_value_t = 7202)]
-    api_port: u16,
+    pub(crate) api_port: u16,
     #[arg(long, default_value_t = 8443)]
-    gateway_port: u16,
+    pub(crate) gateway_port: u16,
     /// Raft timers for the expected latency between regions (ms).
     #[arg(long, default_value_t = 100)]
-    heartbeat_ms: u64,
+    pub(crate) heartbeat_ms: u64,
     #[arg(long, default_value_t = 300)]
-    election_timeout_min_ms: u64,
+    pub(crate) election_timeout_min_ms: u64,
     #[arg(long, default_value_t = 600)]
-    election_timeout_max_ms: u64,
+    pub(crate) election_timeout_max_ms: u64,
 }
 
 #[derive(Args)]
 pub struct RemoveReplicaArgs {
     #[command(flatten)]
-    operator: Operator,
+    pub(crate) operator: Operator,
     #[arg(long)]
-    id: u64,
+    pub(crate) id: u64,
 }
 
 fn title(id: u64) -> String {
@@ -200,6 +200,22 @@ async fn server_token(via: &[String], identity: &str, ips: &[String]) -> Result<
 }
 
 pub async fn add_replica(args: AddReplicaArgs) -> Result<()> {
+    add(&args).await.map(|_| ())
+}
+
+/// Where an added replica runs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Added {
+    pub id: u64,
+    pub computer: String,
+    pub partition: String,
+    pub region: String,
+    pub api_addr: String,
+    pub gateway_url: String,
+}
+
+/// Adds the replica (`None`: it already voted, nothing was done).
+pub(crate) async fn add(args: &AddReplicaArgs) -> Result<Option<Added>> {
     let op = &args.operator;
     let id = args.id;
     let (_, members) = op.members().await?;
@@ -207,7 +223,7 @@ pub async fn add_replica(args: AddReplicaArgs) -> Result<()> {
         step(format!(
             "replica {id} already votes in the group: nothing to do"
         ));
-        return Ok(());
+        return Ok(None);
     }
     let release = op.release()?;
     step(format!("release {release}"));
@@ -290,11 +306,16 @@ pub async fn add_replica(args: AddReplicaArgs) -> Result<()> {
     } else {
         ipv6.clone()
     };
-    println!(
-        "replica {id} votes; its gateway: https://{host}:{}/",
-        args.gateway_port
-    );
-    Ok(())
+    let url = format!("https://{host}:{}/", args.gateway_port);
+    println!("replica {id} votes; its gateway: {url}");
+    Ok(Some(Added {
+        id,
+        computer: args.computer.clone(),
+        partition,
+        region: args.region.clone(),
+        api_addr: format!("{host}:{}", args.api_port),
+        gateway_url: url,
+    }))
 }
 
 pub async fn remove_replica(args: RemoveReplicaArgs) -> Result<()> {

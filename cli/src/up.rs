@@ -48,6 +48,10 @@ pub struct UpArgs {
     /// between masters (loopback tests and debugging only).
     #[arg(long)]
     insecure: bool,
+    /// Run the replicas as plain processes of this command, beside the nodes, instead of
+    /// hosting them in partitions (the default, below). Implied by --insecure.
+    #[arg(long)]
+    unhosted: bool,
 }
 
 /// The admin's client identity on a cluster under mTLS (`D/tls/`).
@@ -111,6 +115,9 @@ struct ClusterFile {
     master_api_addrs: Vec<String>,
     admin: AdminClient,
     nodes: Vec<crate::up_node::NodeInfo>,
+    /// Self-hosted: the replicas in partitions (no process of this command's own).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hosted_replicas: Vec<crate::selfhost::Added>,
     /// The sample instance: its software release and title.
     #[serde(skip_serializing_if = "Option::is_none")]
     sample: Option<Sample>,
@@ -146,6 +153,18 @@ impl Children {
             }
         }
         self.0.clear();
+    }
+}
+
+impl Children {
+    /// SIGTERM the child named `name` and wait for it (SIGKILL after 10 s).
+    fn stop_named(&mut self, name: &str) {
+        let (mut mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|(n, _)| n == name);
+        self.0 = others;
+        let mut stopping = Children(std::mem::take(&mut mine));
+        stopping.stop();
     }
 }
 
@@ -197,8 +216,23 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let mut processes = Vec::new();
 
     // Replicas.
+    // Self-hosted (the default): one seed outside partitions; the group's replicas come
+    // later, in partitions of nodes (one node per replica, standing for a region, with a
+    // partition for the sample beside), and the seed leaves.
+    let self_hosted = !args.unhosted && !args.insecure && args.replicas > 0;
+    let seeds = if self_hosted { 1 } else { args.replicas };
+    let node_count = if self_hosted {
+        args.nodes.max(args.replicas as usize)
+    } else {
+        args.nodes
+    };
+    let partitions = if self_hosted {
+        args.partitions.max(2)
+    } else {
+        args.partitions
+    };
     let mut replicas = Vec::new();
-    for id in 1..=args.replicas {
+    for id in 1..=seeds {
         let o = ((id - 1) * 4) as u16;
         let config = ReplicaConfig {
             metrics_addr: Some(format!("127.0.0.1:{}", port(args.base_port, o + 2)?)),
@@ -227,7 +261,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let tls = if args.insecure {
         None
     } else {
-        Some(bootstrap_tls(&bin, &dir, &mut replicas, args.replicas).await?)
+        Some(bootstrap_tls(&bin, &dir, &mut replicas, seeds).await?)
     };
     for (config, path) in &replicas {
         let log = dir.join(format!("replica-{}.log", config.id));
@@ -334,7 +368,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     // Node agents, the sample release and its instance.
     let nodes = {
         let (bin, dir, urls, tls) = (bin.clone(), dir.clone(), urls.clone(), tls.clone());
-        let (n, partitions) = (args.nodes, args.partitions);
+        let (n, partitions) = (node_count, partitions);
         tokio::task::spawn_blocking(move || {
             crate::up_node::format_nodes(&bin, &dir, &urls, n, partitions, tls.as_ref())
         })
@@ -358,6 +392,47 @@ pub async fn run(args: UpArgs) -> Result<()> {
         children
             .0
             .push((format!("node {}", node.computer_id), child));
+    }
+    let mut hosted = Vec::new();
+    let (mut urls, mut api_addrs) = (urls, api_addrs);
+    if let (true, Some(t)) = (self_hosted, &tls) {
+        hosted = self_host(&dir, t, &api_addrs, &urls[0], &nodes, args.replicas).await?;
+        // The nodes now talk to the gateways in the partitions (restarted with the new
+        // list; their supervisors keep every service running meanwhile), and the seed's
+        // processes go.
+        urls = hosted.iter().map(|h| h.gateway_url.clone()).collect();
+        api_addrs = hosted.iter().map(|h| h.api_addr.clone()).collect();
+        for node in &nodes {
+            let text = std::fs::read_to_string(&node.config)?;
+            let text: Vec<String> = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with("master_url =") {
+                        format!("master_url = {}", urls.join(" "))
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            std::fs::write(&node.config, text.join("\n") + "\n")?;
+            let name = format!("node {}", node.computer_id);
+            children.stop_named(&name);
+            let child = crate::up_node::spawn_daemon(&bin, node)?;
+            for p in processes.iter_mut() {
+                if p.role == "node" && p.config == node.config {
+                    p.pid = child.id();
+                }
+            }
+            children.0.push((name, child));
+        }
+        for name in ["gateway 1", "replica 1"] {
+            children.stop_named(name);
+        }
+        processes.retain(|p| p.role == "node");
+        println!(
+            "the seed replica left: the master lives in {} partitions",
+            hosted.len()
+        );
     }
     let sample = if nodes.is_empty() {
         None
@@ -406,7 +481,22 @@ pub async fn run(args: UpArgs) -> Result<()> {
         ),
     )?;
     let master_tls_env = tls.as_ref().map(|t| {
-        let (cert, key) = replica_files(&dir, 1);
+        // The seed's certificate names a retired replica once it left: then a hosted
+        // replica's (in its partition).
+        let (cert, key) = match hosted.first() {
+            Some(h) => {
+                let node = nodes
+                    .iter()
+                    .find(|n| n.computer_id == h.computer)
+                    .map_or_else(|| dir.clone(), |n| n.dir.clone());
+                let tls = node.join("inst").join(&h.partition).join("etc/tls");
+                (
+                    tls.join(format!("replica-{}.crt", h.id)),
+                    tls.join(format!("replica-{}.key", h.id)),
+                )
+            }
+            None => replica_files(&dir, 1),
+        };
         format!(
             "SLAPOS_MASTER_TLS_CERT={} SLAPOS_MASTER_TLS_KEY={} SLAPOS_MASTER_TLS_CA={}",
             cert.display(),
@@ -428,13 +518,19 @@ pub async fn run(args: UpArgs) -> Result<()> {
             master_tls_env: master_tls_env.clone(),
         },
         nodes: nodes.clone(),
+        hosted_replicas: hosted.clone(),
         sample,
     };
     let json = dir.join("cluster.json");
     std::fs::write(&json, serde_json::to_vec_pretty(&cluster)?)?;
     println!(
-        "slapos up: {} master replicas and {} gateways in {}",
+        "slapos up: {} master replicas{} and {} gateways in {}",
         args.replicas,
+        if hosted.is_empty() {
+            ""
+        } else {
+            " hosted in partitions"
+        },
         urls.len(),
         dir.display()
     );
@@ -621,4 +717,58 @@ async fn bootstrap_tls(
         admin_cert,
         admin_key,
     })
+}
+
+/// The master moves into partitions: a replica of the slapos-master release on each of
+/// the first `count` nodes (ids 2.., one region each), through `slapos cluster
+/// add-replica`'s steps, then the seed (replica 1) leaves the group.
+async fn self_host(
+    dir: &Path,
+    tls: &UpTls,
+    seed_apis: &[String],
+    seed_gateway: &str,
+    nodes: &[crate::up_node::NodeInfo],
+    count: u64,
+) -> Result<Vec<crate::selfhost::Added>> {
+    let operator = crate::selfhost::Operator {
+        via: seed_apis.to_vec(),
+        gateway: seed_gateway.to_string(),
+        cert: tls.admin_cert.clone(),
+        key: tls.admin_key.clone(),
+        ca: tls.ca.clone(),
+        release: None,
+        release_dir: dir.join("software/slapos-master"),
+        timeout_secs: 300,
+    };
+    let mut hosted = Vec::new();
+    for (i, node) in nodes.iter().take(count as usize).enumerate() {
+        let id = i as u64 + 2;
+        println!("hosting replica {id} on {}", node.computer_id);
+        let args = crate::selfhost::AddReplicaArgs {
+            operator: operator.clone(),
+            computer: node.computer_id.clone(),
+            id,
+            region: format!("region-{}", i + 1),
+            raft_port: port(None, 0)?,
+            api_port: port(None, 0)?,
+            gateway_port: port(None, 0)?,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+        };
+        let added = crate::selfhost::add(&args)
+            .await?
+            .with_context(|| format!("replica {id} was already there"))?;
+        hosted.push(added);
+    }
+    // The seed leaves (through the hosted replicas); after this, its certificate, which
+    // this process presents, names a retired replica.
+    let via: Vec<String> = hosted.iter().map(|h| h.api_addr.clone()).collect();
+    let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(60));
+    client.call_timeout = Duration::from_secs(50);
+    client
+        .remove_replica(1)
+        .await
+        .context("the seed replica could not leave")?;
+    Ok(hosted)
 }

@@ -67,6 +67,7 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
     let up = Up(Command::new(slapos_bin())
         .args([
             "up",
+            "--unhosted",
             "--replicas",
             "2",
             "--nodes",
@@ -82,9 +83,13 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
         .spawn()
         .unwrap());
     let json = cluster_dir.join("cluster.json");
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(180);
     while !json.exists() {
-        assert!(Instant::now() < deadline, "no cluster.json");
+        assert!(
+            Instant::now() < deadline,
+            "no cluster.json after 180 s: {}",
+            std::fs::read_to_string(root.join("up.err")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let cluster: serde_json::Value =

@@ -1,6 +1,7 @@
-//! `slapos up` as a user runs it: a real process that starts replicas and gateways under
-//! mTLS, describes them in cluster.json, serves SLAP to the admin's certificate only,
-//! and stops them all on SIGTERM.
+//! `slapos up` as a user runs it: a real process that starts a master group under mTLS,
+//! describes it in cluster.json, serves SLAP to the admin's certificate only, and stops
+//! everything on SIGTERM. By default the group lives in partitions of three nodes (the
+//! self-hosted path); `--unhosted` keeps replicas and gateways as plain processes.
 
 use slapos_e2e::slapos_bin;
 use std::io::Read;
@@ -37,11 +38,11 @@ fn https_get(url: &str, path: &str, ca: &str, client: Option<(&str, &str)>) -> (
 }
 
 #[test]
-fn up_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
+fn up_unhosted_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster_dir = dir.path().join("c");
     let mut up = Command::new(slapos_bin())
-        .args(["up", "--replicas", "3", "--dir"])
+        .args(["up", "--unhosted", "--replicas", "3", "--dir"])
         .arg(&cluster_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -205,6 +206,179 @@ fn up_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
             .arg(format!("{users}u0"))
             .output()
             .unwrap();
+        assert!(!id.status.success(), "partition users left behind");
+    }
+}
+
+/// The embedded default: a seed, three nodes standing for three regions, a replica and a
+/// gateway in a partition of each, the seed gone, the nodes and the sample instance on
+/// the gateways in the partitions.
+#[test]
+fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cluster_dir = dir.path().join("c");
+    let mut up = Command::new(slapos_bin())
+        .args(["up", "--dir"])
+        .arg(&cluster_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start slapos up");
+    let json_path = cluster_dir.join("cluster.json");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !json_path.exists() {
+        if let Ok(Some(status)) = up.try_wait() {
+            let (mut out, mut err) = (String::new(), String::new());
+            up.stdout.take().map(|mut o| o.read_to_string(&mut out));
+            up.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            panic!("slapos up exited early ({status}): {out}\n{err}");
+        }
+        assert!(Instant::now() < deadline, "no cluster.json after 300 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cluster: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).expect("cluster.json parses");
+    let hosted = cluster["hosted_replicas"]
+        .as_array()
+        .expect("hosted_replicas");
+    let ids: Vec<u64> = hosted.iter().map(|h| h["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![2, 3, 4], "{cluster}");
+    let computers: std::collections::BTreeSet<&str> = hosted
+        .iter()
+        .map(|h| h["computer"].as_str().unwrap())
+        .collect();
+    assert_eq!(computers.len(), 3, "one replica per node: {cluster}");
+    // No master or gateway process of its own is left: the nodes run them.
+    let procs = cluster["processes"].as_array().expect("processes");
+    assert!(procs.iter().all(|p| p["role"] == "node"), "{cluster}");
+    assert_eq!(procs.len(), 3, "{cluster}");
+
+    // The group: the three hosted replicas vote, each in its region and partition; the
+    // seed is gone.
+    let admin = &cluster["admin"];
+    let (cert, key, ca) = (
+        admin["certificate"].as_str().unwrap(),
+        admin["key"].as_str().unwrap(),
+        admin["ca"].as_str().unwrap(),
+    );
+    let via: Vec<&str> = cluster["master_api_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let mut status = Command::new(slapos_bin());
+    status.args(["cluster", "status", "--json", "--via", &via.join(",")]);
+    for pair in admin["master_tls_env"].as_str().unwrap().split(' ') {
+        let (k, v) = pair.split_once('=').unwrap();
+        status.env(k, v);
+    }
+    let out = status.output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(status["leader"].is_u64(), "{status}");
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{status}");
+    for (m, h) in members.iter().zip(hosted) {
+        assert_eq!(m["id"], h["id"], "{status}");
+        assert_eq!(m["role"], "voter", "{status}");
+        assert_eq!(m["region"], h["region"], "{status}");
+        assert_eq!(
+            m["hosted_by"],
+            format!(
+                "{}/{}",
+                h["computer"].as_str().unwrap(),
+                h["partition"].as_str().unwrap()
+            ),
+            "{status}"
+        );
+    }
+
+    // The gateways are those in the partitions, and serve SLAP to the admin only.
+    let urls: Vec<&str> = cluster["gateway_urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    let hosted_urls: Vec<&str> = hosted
+        .iter()
+        .map(|h| h["gateway_url"].as_str().unwrap())
+        .collect();
+    assert_eq!(urls, hosted_urls);
+    for url in &urls {
+        let path = "getFullComputerInformation?computer_id=COMP-NONE";
+        let (status, body) = https_get(url, path, ca, Some((cert, key)));
+        assert_eq!(status, 404, "{url}: {body}");
+        assert_eq!(https_get(url, path, ca, None).0, 403, "{url}");
+    }
+    // The nodes talk to them, and the sample instance runs.
+    let nodes = cluster["nodes"].as_array().expect("nodes");
+    for node in nodes {
+        let cfg = std::fs::read_to_string(node["config"].as_str().unwrap()).unwrap();
+        assert!(
+            cfg.contains(&format!("master_url = {}", urls.join(" "))),
+            "{cfg}"
+        );
+    }
+    let node_cfg = nodes[0]["config"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = Command::new(slapos_bin())
+            .args(["node", "status", "--json", "--cfg", &node_cfg])
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let running = status.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|p| p["name"] == "hello-on-watch" && p["state"] == "Running")
+        });
+        if running {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sample instance is not running: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let users: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n["users"].as_str().map(str::to_string))
+        .collect();
+
+    // SIGTERM stops everything, the services in partitions included.
+    Command::new("kill")
+        .arg(up.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(Some(s)) = up.try_wait() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slapos up did not stop within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    let left = Command::new("pgrep")
+        .args(["-f", cluster_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "processes left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    for u in users {
+        let id = Command::new("id").arg(format!("{u}u0")).output().unwrap();
         assert!(!id.status.success(), "partition users left behind");
     }
 }

@@ -1175,11 +1175,23 @@ impl Master for MasterService {
                 "refusing to remove the last voter",
             )));
         }
-        // Record the retirement first, while this leader surely leads.
-        if let Err(e) = self.retire(req.id).await {
-            return Ok(Response::new(membership_error(format!(
-                "record retirement: {e}"
-            ))));
+        // Record the retirement first, while this leader surely leads: from then on the
+        // others refuse the removed replica's traffic. Not when the leader removes itself
+        // (the others would refuse the very entries that remove it): then the
+        // retirement is recorded through the remaining members once the new
+        // configuration committed.
+        let self_removal = req.id == self.id;
+        let others: Vec<String> = membership
+            .nodes()
+            .filter(|(id, _)| **id != req.id)
+            .map(|(_, n)| n.api_addr.clone())
+            .collect();
+        if !self_removal {
+            if let Err(e) = self.retire(req.id).await {
+                return Ok(Response::new(membership_error(format!(
+                    "record retirement: {e}"
+                ))));
+            }
         }
         let mut ids = BTreeSet::new();
         ids.insert(req.id);
@@ -1196,6 +1208,22 @@ impl Master for MasterService {
         if !voters.contains(&req.id) {
             if let Err(e) = self.change(ChangeMembers::RemoveNodes(ids)).await {
                 return Ok(Response::new(membership_error(format!("remove node: {e}"))));
+            }
+        }
+        if self_removal {
+            let command = Command {
+                request_id: RequestId::new(
+                    format!("master-{}-membership", self.id),
+                    super::proposer_time().micros(),
+                ),
+                at: super::proposer_time(),
+                op: Op::RetireReplica { id: req.id },
+            };
+            let mut client = MasterClient::new(others).with_deadline(Duration::from_secs(30));
+            if let Err(e) = client.submit(&command).await {
+                return Ok(Response::new(membership_error(format!(
+                    "left the group, but recording its retirement failed (retry): {e}"
+                ))));
             }
         }
         Ok(Response::new(MembershipResponse {
