@@ -6,8 +6,9 @@
 //! instance is requested (the master picks the partition, its addresses come back); the
 //! operator's one-time tokens are made for those addresses (`slapos cluster ca token`);
 //! the instance is requested again with them; then the group is watched until the new
-//! replica votes. Every step prints what it does; running the command again resumes
-//! (a replica already voting is left as is). Removal requests the instance destroyed:
+//! replica votes. Every step prints what it does; running the command again resumes,
+//! and on a replica that already votes it re-requests the instance with the given
+//! parameters (a reconfiguration: the node restarts what changed, the data stays). Removal requests the instance destroyed:
 //! its node stops it, its destroy hook has the group remove it, and only then is the
 //! partition wiped; the command waits until the group no longer counts it.
 
@@ -219,12 +220,7 @@ pub(crate) async fn add(args: &AddReplicaArgs) -> Result<Option<Added>> {
     let op = &args.operator;
     let id = args.id;
     let (_, members) = op.members().await?;
-    if members.iter().any(|(m, voter)| *m == id && *voter) {
-        step(format!(
-            "replica {id} already votes in the group: nothing to do"
-        ));
-        return Ok(None);
-    }
+    let voting = members.iter().any(|(m, voter)| *m == id && *voter);
     let release = op.release()?;
     step(format!("release {release}"));
     let client = op.client()?;
@@ -267,6 +263,21 @@ pub(crate) async fn add(args: &AddReplicaArgs) -> Result<Option<Added>> {
         })
         .with_context(|| format!("requesting {}", title(id)))
     };
+    if voting {
+        // Already there: its instance gets these parameters (timers, snapshots, region...);
+        // the node restarts what changed, the data directory stays, no token is needed.
+        step(format!(
+            "replica {id} already votes: requesting {} with these parameters",
+            title(id)
+        ));
+        request(&params)?;
+        op.wait_until(&format!("replica {id} voting"), |leader, members| {
+            leader && members.iter().any(|(m, voter)| *m == id && *voter)
+        })
+        .await?;
+        println!("replica {id} votes");
+        return Ok(None);
+    }
     step(format!("supply it to {computer}"));
     tokio::task::block_in_place(|| client.supply(&release, &computer, "available"))
         .with_context(|| format!("supplying {release} to {computer}"))?;

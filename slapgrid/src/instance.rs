@@ -816,10 +816,17 @@ fn start(node: &Node, pid: &str, path: &Path, identity: &Identity) -> Result<(),
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            // What the entry holds (a link or an unreadable file: no digest).
+            let digest = crate::fsutil::read_in(path, &Path::new(dir).join(&name), 1 << 20)
+                .ok()
+                .flatten()
+                .map(|content| crate::digest::md5_hex(&content))
+                .unwrap_or_default();
             services.push(ServiceSpec {
                 name,
                 command,
                 watched,
+                digest,
             });
         }
     }

@@ -1,14 +1,15 @@
-//! Self-hosting, its first part: the master as a software release
-//! (`deploy/software/slapos-master`). On a cluster `slapos up` runs under mTLS (two
-//! replicas and a node), the admin supplies the release to the node and requests one
-//! instance of it with the real `slapos request`; slapgrid installs the `slapos` binary
-//! (checksum verified) and runs, as the partition's user, a third replica and a gateway in
-//! the partition: they enroll with one-time tokens the operator made, the replica joins
-//! the group over mTLS and becomes a voter, its gateway serves SLAP from the replicated
-//! state, and the instance publishes its addresses. Destroying the instance removes the
-//! replica from the group before the partition is wiped. Both are one command each
-//! (`slapos cluster add-replica` and `remove-replica`); the real `slapos request` reads the
-//! instance's connection parameters.
+//! Self-hosting: the master as a software release (`deploy/software/slapos-master`). On a
+//! group `slapos up --unhosted` runs under mTLS (two replicas as plain processes and a
+//! node), the operator adds a third replica hosted in a partition with one command
+//! (`slapos cluster add-replica`): the release, written for this binary, is supplied and
+//! an instance requested; slapgrid installs the `slapos` binary (checksum verified) and
+//! runs, as the partition's user, a replica and a gateway in the partition; they enroll
+//! with one-time tokens the operator made for the partition's addresses, the replica joins
+//! over mTLS and votes, `slapos cluster status` says where it is hosted, its gateway serves
+//! SLAP from the replicated state, and the instance publishes its addresses. Adding it
+//! again with other timers reconfigures it (its node restarts it, its data stays).
+//! `slapos cluster remove-replica` destroys the instance: the replica leaves the group
+//! before its partition is wiped.
 //!
 //! Runs as root (the node makes a Unix user per partition, removed at the end).
 
@@ -100,7 +101,6 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
         admin["key"].as_str().unwrap().to_string(),
         admin["ca"].as_str().unwrap().to_string(),
     );
-    let client_cfg = admin["client_config"].as_str().unwrap().to_string();
     let env: Vec<(String, String)> = admin["master_tls_env"]
         .as_str()
         .unwrap()
@@ -216,30 +216,66 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
             .is_some_and(|h| h.starts_with(&format!("{computer}/slappart"))),
         "{three}"
     );
-    // Running it again changes nothing.
-    let again = operator(&add);
-    assert!(again.status.success(), "{}", text(&again));
-    assert!(text(&again).contains("already votes"), "{}", text(&again));
-    let release = release_dir.join("software.toml").display().to_string();
-    let venv = slapos_e2e::compat::venv();
-    let slapos_py = |args: &[&str]| {
-        Command::new(venv.join("bin/slapos"))
-            .args(args)
-            .args(["--cfg", &client_cfg])
+    // Running it again with other timers reconfigures it: the node restarts the
+    // replica with them, its data stays, and it votes again.
+    let node_cfg = cluster["nodes"][0]["config"].as_str().unwrap().to_string();
+    let replica_pid = || -> Option<u64> {
+        let out = Command::new(slapos_bin())
+            .args(["node", "status", "--json", "--cfg", &node_cfg])
             .output()
-            .unwrap()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        status.as_array()?.iter().find_map(|p| {
+            (p["name"] == "replica-on-watch" && p["state"] == "Running")
+                .then(|| p["pid"].as_u64())
+                .flatten()
+        })
     };
-    let request = |state: &str| {
-        slapos_py(&[
-            "request",
-            "master-3",
-            &release,
-            "--node",
-            &format!("computer_guid={computer}"),
-            "--state",
-            state,
-        ])
-    };
+    let before = replica_pid().expect("the replica runs under the node's supervisor");
+    let mut again: Vec<String> = add.iter().map(|a| a.to_string()).collect();
+    again.extend(["--heartbeat-ms", "150", "--election-timeout-min-ms", "600"].map(String::from));
+    again.extend(["--election-timeout-max-ms", "1200"].map(String::from));
+    let again: Vec<&str> = again.iter().map(String::as_str).collect();
+    let out = operator(&again);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        logs(&cluster_dir)
+    );
+    assert!(text(&out).contains("already votes"), "{}", text(&out));
+    let partition = three["hosted_by"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let partition_dir = cluster_dir.join("node-1/inst").join(&partition);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rendered =
+            std::fs::read_to_string(partition_dir.join("etc/replica.toml")).unwrap_or_default();
+        let now = replica_pid();
+        if rendered.contains("heartbeat_ms = 150") && now.is_some_and(|p| p != before) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reconfigured ({now:?} was {before}): {rendered}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !voter(&members(), 3) {
+        assert!(Instant::now() < deadline, "replica 3 does not vote again");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        partition_dir.join("srv/master").is_dir(),
+        "the data directory stays"
+    );
+    let release = release_dir.join("software.toml").display().to_string();
 
     // Its gateway, in the partition, serves SLAP to the admin from the group's state.
     let own = format!("https://[::1]:{gateway_port}/");
@@ -278,22 +314,38 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
         answer.contains(&release),
         "the group's state, read through the new gateway: {answer}"
     );
-    // The instance publishes its addresses once its promise (a voter with a leader) holds.
+    // The instance publishes its addresses once its promise (a voter with a leader)
+    // holds: the node's view, read by the admin through the new gateway, has them.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let out = request("started");
-        let said = text(&out);
-        if said.contains(&format!("https://[::1]:{gateway_port}/"))
-            && said.contains(&format!("[::1]:{api_port}"))
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                &ca,
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+            ])
+            .arg(format!(
+                "{own}getFullComputerInformation?computer_id={computer}"
+            ))
+            .output()
+            .unwrap();
+        let view = String::from_utf8_lossy(&out.stdout).into_owned();
+        if view.contains(&format!("https://[::1]:{gateway_port}/"))
+            && view.contains(&format!("[::1]:{api_port}"))
         {
-            eprintln!("the instance published:\n{said}");
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no connection parameters: {said}"
+            "no connection parameters: {view}"
         );
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(Duration::from_secs(1));
     }
 
     // Removed (its instance destroyed): the replica leaves the group before its

@@ -49,6 +49,10 @@ pub struct ServiceSpec {
     /// `etc/service`: any exit is reported to the watched-exit hook and the service is
     /// always restarted.
     pub watched: bool,
+    /// A digest of the entry's content: a changed script makes a different spec, so the
+    /// group restarts with it (the reference gets the same by hashing service names).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
 }
 
 impl ServiceSpec {

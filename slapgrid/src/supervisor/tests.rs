@@ -136,6 +136,7 @@ impl Harness {
             name: name.into(),
             command: path,
             watched,
+            digest: String::new(),
         }
     }
 
@@ -429,6 +430,7 @@ fn a_spawn_failure_is_logged_and_goes_fatal_without_hurting_others() {
         name: "missing".into(),
         command: h.dir.path().join("part7/etc/run/missing"),
         watched: false,
+        digest: String::new(),
     };
     let not_exec = h.script("part7", "notexec", false, "exit 0");
     std::fs::set_permissions(&not_exec.command, std::fs::Permissions::from_mode(0o644)).unwrap();
