@@ -1,0 +1,316 @@
+//! The self-hosted group loses a node: `slapos up` (its default, the master in partitions
+//! of three nodes standing for three regions); the node hosting the leader is killed
+//! outright (its agent, its supervisor and every process of its partitions, SIGKILL). A
+//! new leader is elected among the other two, the write acknowledged before the loss is
+//! still there, new writes go through the surviving gateways, and the surviving nodes'
+//! agents, whose configuration lists every gateway, keep deploying. The node comes back
+//! (its agent started again): its supervisor restarts the replica from its data, and the
+//! replica rejoins and catches up.
+//!
+//! Runs as root (a Unix user per partition, removed at the end).
+
+use slapos_e2e::agent::is_root;
+use slapos_e2e::slapos_bin;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Children of the test, killed at the end (and `slapos up` stopped, which removes the
+/// partition users).
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        // The test's own agent first (so `slapos up`'s teardown is not raced), then up.
+        for c in self.0.iter_mut().rev() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn the_group_survives_losing_the_node_of_its_leader_and_the_node_rejoins() {
+    assert!(is_root(), "runs as root (a Unix user per partition)");
+    let dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cluster_dir = dir.path().join("c");
+    let mut procs = Procs(vec![Command::new(slapos_bin())
+        .args(["up", "--dir"])
+        .arg(&cluster_dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.path().join("up.log")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("up.err")).unwrap())
+        .spawn()
+        .unwrap()]);
+    let json = cluster_dir.join("cluster.json");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !json.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no cluster.json: {}",
+            std::fs::read_to_string(dir.path().join("up.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cluster: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let admin = &cluster["admin"];
+    let (cert, key, ca) = (
+        admin["certificate"].as_str().unwrap().to_string(),
+        admin["key"].as_str().unwrap().to_string(),
+        admin["ca"].as_str().unwrap().to_string(),
+    );
+    let env: Vec<(String, String)> = admin["master_tls_env"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    let hosted = cluster["hosted_replicas"].as_array().unwrap().clone();
+    let nodes = cluster["nodes"].as_array().unwrap().clone();
+    let status_via = |apis: &[String]| -> serde_json::Value {
+        let mut c = Command::new(slapos_bin());
+        c.args(["cluster", "status", "--json", "--via", &apis.join(",")]);
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        serde_json::from_slice(&c.output().unwrap().stdout).unwrap_or_default()
+    };
+    let all_apis: Vec<String> = hosted
+        .iter()
+        .map(|h| h["api_addr"].as_str().unwrap().to_string())
+        .collect();
+    let status = status_via(&all_apis);
+    let leader = status["leader"].as_u64().expect("a leader");
+    let lost = hosted
+        .iter()
+        .find(|h| h["id"] == leader)
+        .expect("the leader is a hosted replica")
+        .clone();
+    let lost_computer = lost["computer"].as_str().unwrap().to_string();
+    let survivors: Vec<serde_json::Value> = hosted
+        .iter()
+        .filter(|h| h["id"] != leader)
+        .cloned()
+        .collect();
+    let survivor_apis: Vec<String> = survivors
+        .iter()
+        .map(|h| h["api_addr"].as_str().unwrap().to_string())
+        .collect();
+    let survivor_gateway = survivors[0]["gateway_url"].as_str().unwrap().to_string();
+
+    // An acknowledged write before the loss.
+    let register = |gateway: &str, id: &str| {
+        let out = Command::new(slapos_bin())
+            .args(["computer", "register", "--gateway", gateway, "--ca", &ca])
+            .args(["--cert", &cert, "--key", &key, "--id", id])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "register {id}: {}", text(&out));
+    };
+    let exists = |gateway: &str, id: &str| -> u16 {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "--cacert",
+                &ca,
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+            ])
+            .args(["-H", "Content-Type: application/json", "-o", "/dev/null"])
+            .args(["-w", "%{http_code}", "--data"])
+            .arg(format!("{{\"computer_guid\": \"{id}\"}}"))
+            .arg(format!(
+                "{gateway}slapos.allDocs.v0.compute_node_instance_list"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let lost_gateway = lost["gateway_url"].as_str().unwrap().to_string();
+    register(&lost_gateway, "COMP-BEFORE");
+
+    // The node of the leader is lost: its agent, its supervisor and every process of its
+    // partitions' users, all SIGKILLed.
+    let node = nodes
+        .iter()
+        .find(|n| n["computer_id"] == lost_computer.as_str())
+        .unwrap()
+        .clone();
+    let node_cfg = node["config"].as_str().unwrap().to_string();
+    let users = node["users"]
+        .as_str()
+        .expect("partition users (root)")
+        .to_string();
+    let agent_pid = cluster["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["config"] == node_cfg.as_str())
+        .and_then(|p| p["pid"].as_u64())
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-9", &agent_pid.to_string()])
+        .status();
+    let _ = Command::new("pkill")
+        .args(["-9", "-f", &format!("node supervisord --cfg {node_cfg}")])
+        .status();
+    for i in 0..cluster_partitions(&node) {
+        let _ = Command::new("pkill")
+            .args(["-9", "-u", &format!("{users}u{i}")])
+            .status();
+    }
+    let killed = Instant::now();
+
+    // A new leader among the other two.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let new_leader = loop {
+        let s = status_via(&survivor_apis);
+        if let Some(l) = s["leader"].as_u64().filter(|l| *l != leader) {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no new leader: {s}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    eprintln!(
+        "replica {leader} lost with {lost_computer}; replica {new_leader} leads after {:?}",
+        killed.elapsed()
+    );
+    // Nothing acknowledged is lost; the survivors take writes.
+    assert_eq!(exists(&survivor_gateway, "COMP-BEFORE"), 200);
+    register(&survivor_gateway, "COMP-AFTER");
+    assert_eq!(exists(&survivor_gateway, "COMP-AFTER"), 200);
+    // (what was never written is not there: 403 "... is not registered", as JSON-RPC
+    // answers an unknown computer)
+    assert_eq!(exists(&survivor_gateway, "COMP-NEVER"), 403);
+
+    // The surviving nodes keep deploying: an instance of the sample on one of them
+    // (its agent lists every gateway, the lost one among them).
+    let sample = cluster["sample"]["software_release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = survivors[0]["computer"].as_str().unwrap().to_string();
+    let client_cfg = admin["client_config"].as_str().unwrap().to_string();
+    let venv = slapos_e2e::compat::venv();
+    let out = Command::new(venv.join("bin/slapos"))
+        .args(["supply", &sample, &other, "--cfg", &client_cfg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = Command::new(venv.join("bin/slapos"))
+        .args(["request", "after-loss", &sample, "--node"])
+        .arg(format!("computer_guid={other}"))
+        .args(["--cfg", &client_cfg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let other_cfg = nodes
+        .iter()
+        .find(|n| n["computer_id"] == other.as_str())
+        .unwrap()["config"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = Command::new(slapos_bin())
+            .args(["node", "status", "--json", "--cfg", &other_cfg])
+            .output()
+            .unwrap();
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let running = s.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|p| p["name"] == "hello-on-watch" && p["state"] == "Running")
+        });
+        if running {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the surviving node does not deploy: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The node comes back: its agent starts its supervisor, which restarts the replica
+    // from its data; the replica rejoins and catches up.
+    let log = std::fs::File::create(dir.path().join("node-back.log")).unwrap();
+    procs.0.push(
+        Command::new(slapos_bin())
+            .args(["node", "daemon", "--cfg", &node_cfg])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = status_via(&all_apis);
+        let back = s["members"].as_array().and_then(|m| {
+            m.iter().find(|r| {
+                r["id"] == leader && r["state"] == "follower" && r["lag"].as_u64() == Some(0)
+            })
+        });
+        if back.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {leader} did not rejoin: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Its own gateway serves what was written while it was away.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while exists(&lost_gateway, "COMP-AFTER") != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the node's gateway does not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // `slapos up`'s teardown stops the node again (its agent is ours: stopped first).
+    let _ = Path::new(&node_cfg);
+    drop(procs);
+}
+
+/// How many partitions a node of `slapos up` has (from its slapos.cfg).
+fn cluster_partitions(node: &serde_json::Value) -> usize {
+    let cfg = std::fs::read_to_string(node["config"].as_str().unwrap()).unwrap_or_default();
+    cfg.lines()
+        .find_map(|l| l.strip_prefix("partition_amount = "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(4)
+}
