@@ -83,6 +83,11 @@ pub struct RemoveReplicaArgs {
     pub(crate) operator: Operator,
     #[arg(long)]
     pub(crate) id: u64,
+    /// Its node is lost for good (its region gone): the group removes the replica at
+    /// once, without waiting for the node to run the instance's destroy hook; the
+    /// instance is requested destroyed all the same (a node that comes back wipes it).
+    #[arg(long)]
+    pub(crate) lost: bool,
 }
 
 fn title(id: u64) -> String {
@@ -338,6 +343,18 @@ pub async fn remove_replica(args: RemoveReplicaArgs) -> Result<()> {
     }
     let release = op.release()?;
     let client = op.client()?;
+    if args.lost && members.iter().any(|(m, _)| *m == id) {
+        step(format!(
+            "its node is lost: the group removes replica {id} now (the others keep a quorum)"
+        ));
+        let mut master = MasterClient::new(op.via.clone()).with_deadline(Duration::from_secs(60));
+        master.call_timeout = Duration::from_secs(50);
+        let said = master
+            .remove_replica(id)
+            .await
+            .with_context(|| format!("removing replica {id}"))?;
+        step(said);
+    }
     step(format!("request {} destroyed", title(id)));
     tokio::task::block_in_place(|| {
         client.request_instance(&release, &title(id), &[], &[], "destroyed")

@@ -53,52 +53,12 @@ fn the_group_survives_losing_the_node_of_its_leader_and_the_node_rejoins() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let cluster_dir = dir.path().join("c");
-    let mut procs = Procs(vec![Command::new(slapos_bin())
-        .args(["up", "--dir"])
-        .arg(&cluster_dir)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.path().join("up.log")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("up.err")).unwrap())
-        .spawn()
-        .unwrap()]);
-    let json = cluster_dir.join("cluster.json");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !json.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no cluster.json: {}",
-            std::fs::read_to_string(dir.path().join("up.err")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let cluster: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let admin = &cluster["admin"];
-    let (cert, key, ca) = (
-        admin["certificate"].as_str().unwrap().to_string(),
-        admin["key"].as_str().unwrap().to_string(),
-        admin["ca"].as_str().unwrap().to_string(),
-    );
-    let env: Vec<(String, String)> = admin["master_tls_env"]
-        .as_str()
-        .unwrap()
-        .split(' ')
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap();
-            (k.to_string(), v.to_string())
-        })
-        .collect();
+    let (mut procs, cluster) = start_up(dir.path(), &[]);
+    let op = Operator::of(&cluster);
+    let (cert, key, ca) = (op.cert.clone(), op.key.clone(), op.ca.clone());
     let hosted = cluster["hosted_replicas"].as_array().unwrap().clone();
     let nodes = cluster["nodes"].as_array().unwrap().clone();
-    let status_via = |apis: &[String]| -> serde_json::Value {
-        let mut c = Command::new(slapos_bin());
-        c.args(["cluster", "status", "--json", "--via", &apis.join(",")]);
-        for (k, v) in &env {
-            c.env(k, v);
-        }
-        serde_json::from_slice(&c.output().unwrap().stdout).unwrap_or_default()
-    };
+    let status_via = |apis: &[String]| op.status(apis);
     let all_apis: Vec<String> = hosted
         .iter()
         .map(|h| h["api_addr"].as_str().unwrap().to_string())
@@ -162,34 +122,13 @@ fn the_group_survives_losing_the_node_of_its_leader_and_the_node_rejoins() {
 
     // The node of the leader is lost: its agent, its supervisor and every process of its
     // partitions' users, all SIGKILLed.
-    let node = nodes
+    let node_cfg = nodes
         .iter()
         .find(|n| n["computer_id"] == lost_computer.as_str())
+        .and_then(|n| n["config"].as_str())
         .unwrap()
-        .clone();
-    let node_cfg = node["config"].as_str().unwrap().to_string();
-    let users = node["users"]
-        .as_str()
-        .expect("partition users (root)")
         .to_string();
-    let agent_pid = cluster["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["config"] == node_cfg.as_str())
-        .and_then(|p| p["pid"].as_u64())
-        .unwrap();
-    let _ = Command::new("kill")
-        .args(["-9", &agent_pid.to_string()])
-        .status();
-    let _ = Command::new("pkill")
-        .args(["-9", "-f", &format!("node supervisord --cfg {node_cfg}")])
-        .status();
-    for i in 0..cluster_partitions(&node) {
-        let _ = Command::new("pkill")
-            .args(["-9", "-u", &format!("{users}u{i}")])
-            .status();
-    }
+    kill_node(&cluster, &lost_computer);
     let killed = Instant::now();
 
     // A new leader among the other two.
@@ -221,7 +160,17 @@ fn the_group_survives_losing_the_node_of_its_leader_and_the_node_rejoins() {
         .unwrap()
         .to_string();
     let other = survivors[0]["computer"].as_str().unwrap().to_string();
-    let client_cfg = admin["client_config"].as_str().unwrap().to_string();
+    // (the real client names one master: a surviving gateway)
+    let client_cfg = dir.path().join("client.cfg");
+    std::fs::write(
+        &client_cfg,
+        format!(
+            "[slapos]\nmaster_url = {survivor_gateway}\n\n[slapconsole]\ncert_file = {cert}\n\
+             key_file = {key}\n"
+        ),
+    )
+    .unwrap();
+    let client_cfg = client_cfg.display().to_string();
     let venv = slapos_e2e::compat::venv();
     let out = Command::new(venv.join("bin/slapos"))
         .args(["supply", &sample, &other, "--cfg", &client_cfg])
@@ -302,7 +251,6 @@ fn the_group_survives_losing_the_node_of_its_leader_and_the_node_rejoins() {
         std::thread::sleep(Duration::from_millis(500));
     }
     // `slapos up`'s teardown stops the node again (its agent is ours: stopped first).
-    let _ = Path::new(&node_cfg);
     drop(procs);
 }
 
@@ -313,4 +261,251 @@ fn cluster_partitions(node: &serde_json::Value) -> usize {
         .find_map(|l| l.strip_prefix("partition_amount = "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(4)
+}
+
+/// A group `slapos up` hosts in partitions (with `args`), once cluster.json is written.
+fn start_up(dir: &Path, args: &[&str]) -> (Procs, serde_json::Value) {
+    let cluster_dir = dir.join("c");
+    let procs = Procs(vec![Command::new(slapos_bin())
+        .arg("up")
+        .args(args)
+        .arg("--dir")
+        .arg(&cluster_dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("up.log")).unwrap())
+        .stderr(std::fs::File::create(dir.join("up.err")).unwrap())
+        .spawn()
+        .unwrap()]);
+    let json = cluster_dir.join("cluster.json");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !json.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no cluster.json: {}",
+            std::fs::read_to_string(dir.join("up.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cluster = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (procs, cluster)
+}
+
+/// The operator of a group `slapos up` made: the admin's files and the master API's
+/// environment, from cluster.json.
+struct Operator {
+    cert: String,
+    key: String,
+    ca: String,
+    env: Vec<(String, String)>,
+}
+
+impl Operator {
+    fn of(cluster: &serde_json::Value) -> Operator {
+        let admin = &cluster["admin"];
+        let s = |k: &str| admin[k].as_str().unwrap().to_string();
+        Operator {
+            cert: s("certificate"),
+            key: s("key"),
+            ca: s("ca"),
+            env: s("master_tls_env")
+                .split(' ')
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap();
+                    (k.to_string(), v.to_string())
+                })
+                .collect(),
+        }
+    }
+
+    fn slapos(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(slapos_bin());
+        c.args(args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+
+    fn status(&self, apis: &[String]) -> serde_json::Value {
+        let out = self.slapos(&["cluster", "status", "--json", "--via", &apis.join(",")]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// `slapos cluster add-replica|remove-replica` through `gateway`, with `extra`.
+    fn replica_command(
+        &self,
+        command: &str,
+        apis: &[String],
+        gateway: &str,
+        release_dir: &Path,
+        extra: &[String],
+    ) -> Output {
+        let mut args: Vec<String> = ["cluster", command, "--via", &apis.join(","), "--gateway"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(gateway.to_string());
+        for (flag, v) in [
+            ("--cert", &self.cert),
+            ("--key", &self.key),
+            ("--ca", &self.ca),
+        ] {
+            args.push(flag.to_string());
+            args.push(v.clone());
+        }
+        args.push("--release-dir".into());
+        args.push(release_dir.display().to_string());
+        args.extend_from_slice(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.slapos(&args)
+    }
+}
+
+fn free_port() -> String {
+    std::net::TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string()
+}
+
+fn voters(status: &serde_json::Value) -> Vec<u64> {
+    status["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter(|r| r["role"] == "voter")
+                .filter_map(|r| r["id"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills a node of `slapos up` outright: its agent, its supervisor and every process of
+/// its partitions' users.
+fn kill_node(cluster: &serde_json::Value, computer: &str) {
+    let node = cluster["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["computer_id"] == computer)
+        .unwrap();
+    let cfg = node["config"].as_str().unwrap();
+    let users = node["users"].as_str().expect("partition users (root)");
+    if let Some(pid) = cluster["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["config"] == cfg)
+        .and_then(|p| p["pid"].as_u64())
+    {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    let _ = Command::new("pkill")
+        .args(["-9", "-f", &format!("node supervisord --cfg {cfg}")])
+        .status();
+    for i in 0..cluster_partitions(node) {
+        let _ = Command::new("pkill")
+            .args(["-9", "-u", &format!("{users}u{i}")])
+            .status();
+    }
+}
+
+/// A region is lost for good: its replica is replaced by one on a spare node (one
+/// command to add, one to remove the dead one without its node), then the group grows
+/// from three to five voters, each step through `slapos cluster add-replica`.
+#[test]
+fn a_lost_region_s_replica_is_replaced_and_the_group_grows_to_five() {
+    assert!(is_root(), "runs as root (a Unix user per partition)");
+    let dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (procs, cluster) = start_up(dir.path(), &["--nodes", "4", "--partitions", "3"]);
+    let op = Operator::of(&cluster);
+    let hosted = cluster["hosted_replicas"].as_array().unwrap().clone();
+    // COMP-1 hosts the replica whose certificate the operator presents: lose COMP-2.
+    let lost = hosted
+        .iter()
+        .find(|h| h["computer"] == "COMP-2")
+        .expect("a replica on COMP-2")
+        .clone();
+    let lost_id = lost["id"].as_u64().unwrap();
+    let survivors: Vec<&serde_json::Value> = hosted.iter().filter(|h| h["id"] != lost_id).collect();
+    let apis: Vec<String> = survivors
+        .iter()
+        .map(|h| h["api_addr"].as_str().unwrap().to_string())
+        .collect();
+    let gateway = survivors[0]["gateway_url"].as_str().unwrap().to_string();
+    let release_dir = cluster_dir_of(&cluster).join("software/slapos-master");
+    kill_node(&cluster, "COMP-2");
+
+    // Replace: a new replica on the spare node, in another region, then the dead one out.
+    let add = |computer: &str, id: u64, region: &str, apis: &[String]| {
+        let extra: Vec<String> = [
+            "--computer",
+            computer,
+            "--id",
+            &id.to_string(),
+            "--region",
+            region,
+            "--raft-port",
+            &free_port(),
+            "--api-port",
+            &free_port(),
+            "--gateway-port",
+            &free_port(),
+            "--timeout-secs",
+            "180",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = op.replica_command("add-replica", apis, &gateway, &release_dir, &extra);
+        assert!(out.status.success(), "add-replica {id}: {}", text(&out));
+    };
+    add("COMP-4", 5, "region-4", &apis);
+    let out = op.replica_command(
+        "remove-replica",
+        &apis,
+        &gateway,
+        &release_dir,
+        &["--id".into(), lost_id.to_string(), "--lost".into()],
+    );
+    assert!(
+        out.status.success(),
+        "remove-replica --lost: {}",
+        text(&out)
+    );
+    let mut expected: Vec<u64> = survivors
+        .iter()
+        .map(|h| h["id"].as_u64().unwrap())
+        .collect();
+    expected.push(5);
+    expected.sort();
+    let status = op.status(&apis);
+    assert_eq!(voters(&status), expected, "{status}");
+    assert!(status["leader"].is_u64(), "{status}");
+
+    // Grow from three to five: two more, on the other partitions of two nodes.
+    add("COMP-3", 6, "region-3", &apis);
+    add("COMP-4", 7, "region-4", &apis);
+    expected.extend([6, 7]);
+    expected.sort();
+    let status = op.status(&apis);
+    assert_eq!(voters(&status), expected, "{status}");
+    let hosts: std::collections::BTreeSet<String> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["hosted_by"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(hosts.len(), 5, "five replicas in five partitions: {status}");
+    drop(procs);
+}
+
+fn cluster_dir_of(cluster: &serde_json::Value) -> std::path::PathBuf {
+    std::path::PathBuf::from(cluster["dir"].as_str().unwrap())
 }
