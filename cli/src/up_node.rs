@@ -31,6 +31,7 @@ pub struct NodeInfo {
     pub log: PathBuf,
     /// The partitions' user prefix when they are real users (root).
     pub users: Option<String>,
+    pub partitions: usize,
 }
 
 /// The admin's SLAP client of the cluster (its certificate under mTLS).
@@ -137,6 +138,7 @@ pub fn format_nodes(
             dir: node_dir,
             config,
             users,
+            partitions,
         });
     }
     Ok(out)
@@ -155,12 +157,22 @@ pub fn spawn_daemon(bin: &Path, node: &NodeInfo) -> Result<Child> {
         .spawn()?)
 }
 
-/// Stops a node's services and supervisor, and removes its users (root).
+/// Stops a node's services and supervisor, and removes its users (root): whatever a
+/// partition's user still runs (a promise the stopped agent left, a one-shot) is killed
+/// before the users go.
 pub fn teardown(bin: &Path, node: &NodeInfo) {
     let _ = Command::new(bin)
         .args(["node", "shutdown", "--cfg"])
         .arg(&node.config)
         .output();
+    if let Some(prefix) = &node.users {
+        let users = (0..node.partitions)
+            .map(|i| format!("{prefix}u{i}"))
+            .chain([format!("{prefix}s")]);
+        for user in users {
+            let _ = Command::new("pkill").args(["-KILL", "-u", &user]).output();
+        }
+    }
     if node.users.is_some() {
         let _ = Command::new(bin)
             .args(["node", "unformat", "--cfg"])

@@ -369,7 +369,7 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
     };
     assert!(status.success(), "{status}");
     let left = Command::new("pgrep")
-        .args(["-f", cluster_dir.to_str().unwrap()])
+        .args(["-a", "-f", cluster_dir.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(
