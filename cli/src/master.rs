@@ -76,6 +76,9 @@ pub enum ClusterCommand {
     /// Remove a replica hosted in a partition: its instance destroyed, the group no longer
     /// counting it before its partition is wiped; waits until then.
     RemoveReplica(crate::selfhost::RemoveReplicaArgs),
+    /// Move every replica hosted in a partition to a new slapos-master release, one at a
+    /// time (the group keeps its quorum), each back and caught up before the next.
+    Upgrade(crate::selfhost::UpgradeArgs),
 }
 
 #[derive(Args)]
@@ -621,6 +624,7 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
         ClusterCommand::Ca(cmd) => ca(cmd).await,
         ClusterCommand::AddReplica(args) => crate::selfhost::add_replica(args).await,
         ClusterCommand::RemoveReplica(args) => crate::selfhost::remove_replica(args).await,
+        ClusterCommand::Upgrade(args) => crate::selfhost::upgrade(args).await,
         ClusterCommand::RemoveComputer(args) => {
             revoke(
                 args.via,

@@ -137,6 +137,15 @@ impl Operator {
 
     /// The group's view: (leader known, members as (id, voter)).
     async fn members(&self) -> Result<(bool, Vec<(u64, bool)>)> {
+        let (leader, members) = self.group().await?;
+        Ok((
+            leader,
+            members.iter().map(|m| (m.id, m.role == "voter")).collect(),
+        ))
+    }
+
+    /// Whether a leader is known, and the members as the leader sees them (lag, hosting).
+    async fn group(&self) -> Result<(bool, Vec<slapos_proto::rpc::master::Member>)> {
         let mut client = MasterClient::new(self.via.clone()).with_deadline(Duration::from_secs(10));
         let status = client.status().await.context("no replica answered")?;
         let leader = status.has_leader;
@@ -146,13 +155,7 @@ impl Operator {
             }
             _ => status,
         };
-        Ok((
-            leader,
-            view.members
-                .iter()
-                .map(|m| (m.id, m.role == "voter"))
-                .collect(),
-        ))
+        Ok((leader, view.members))
     }
 
     async fn wait_until(
@@ -366,5 +369,131 @@ pub async fn remove_replica(args: RemoveReplicaArgs) -> Result<()> {
     })
     .await?;
     println!("replica {id} left the group");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct UpgradeArgs {
+    /// `--release` / `--release-dir` name the new release (default: one written for this
+    /// binary into --release-dir, which must differ from the current one's).
+    #[command(flatten)]
+    pub(crate) operator: Operator,
+}
+
+/// `slapos cluster upgrade`: every replica hosted in a partition moves to the new release,
+/// one at a time: its instance is requested again with the new release and its own
+/// parameters (read back from the master), its node installs the release and restarts
+/// the replica on it (data kept), and the next one waits until it published again (its
+/// promise: a voter with a leader) and caught up. The group never loses more than one
+/// voter at a time. Resumable: replicas already on the release are skipped.
+pub async fn upgrade(args: UpgradeArgs) -> Result<()> {
+    let op = &args.operator;
+    let release = op.release()?;
+    step(format!("release {release}"));
+    let client = op.client()?;
+    let rpc = slap_gateway::client::JsonRpcClient::new(
+        &op.gateway,
+        Some(op.ca.as_path()),
+        Some((op.cert.as_path(), op.key.as_path())),
+    )?;
+    let (_, members) = op.group().await?;
+    let hosted: Vec<(u64, String, String)> = members
+        .iter()
+        .filter_map(|m| {
+            let (c, p) = m.hosted_by.split_once('/')?;
+            Some((m.id, c.to_string(), p.to_string()))
+        })
+        .collect();
+    if hosted.is_empty() {
+        bail!("no replica of the group is hosted in a partition");
+    }
+    for (id, computer, partition) in hosted {
+        let list = rpc
+            .call(
+                "slapos.allDocs.v0.compute_node_instance_list",
+                &serde_json::json!({ "computer_guid": computer }),
+            )
+            .await?;
+        let entry = list["result_list"]
+            .as_array()
+            .and_then(|l| {
+                l.iter()
+                    .find(|i| i["compute_partition_id"] == partition.as_str())
+            })
+            .with_context(|| format!("no instance on {computer}/{partition}"))?
+            .clone();
+        if entry["software_release_uri"] == release.as_str() {
+            step(format!(
+                "replica {id} ({computer}/{partition}) runs this release already"
+            ));
+            continue;
+        }
+        let doc = rpc
+            .call(
+                "slapos.get.v0.software_instance",
+                &serde_json::json!({ "instance_guid": entry["instance_guid"] }),
+            )
+            .await?;
+        let title = doc["title"].as_str().unwrap_or_default().to_string();
+        // Its own parameters again, but the spent tokens.
+        let params: Vec<(String, String)> = doc["parameters"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| !k.ends_with("-token"))
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        step(format!(
+            "replica {id} ({computer}/{partition}): supply the release, request {title} on it"
+        ));
+        let pairs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        tokio::task::block_in_place(|| {
+            client.supply(&release, &computer, "available")?;
+            client.request_instance(
+                &release,
+                &title,
+                &pairs,
+                &[("computer_guid", computer.as_str())],
+                "started",
+            )
+        })
+        .with_context(|| format!("requesting {title} on the new release"))?;
+        step(format!(
+            "waiting for replica {id} to run it, vote and catch up"
+        ));
+        let deadline = Instant::now() + Duration::from_secs(op.timeout_secs);
+        loop {
+            let published = rpc
+                .call(
+                    "slapos.get.v0.software_instance",
+                    &serde_json::json!({ "instance_guid": entry["instance_guid"] }),
+                )
+                .await
+                .ok()
+                .is_some_and(|d| d["connection_parameters"]["release"] == release.as_str());
+            let caught_up = op.group().await.ok().is_some_and(|(leader, members)| {
+                leader
+                    && members
+                        .iter()
+                        .any(|m| m.id == id && m.role == "voter" && m.lag == 0)
+            });
+            if published && caught_up {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "replica {id} is not back on the new release within {} s",
+                    op.timeout_secs
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        println!("replica {id} runs the new release");
+    }
     Ok(())
 }

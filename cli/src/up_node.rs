@@ -165,6 +165,25 @@ pub fn teardown(bin: &Path, node: &NodeInfo) {
         .args(["node", "shutdown", "--cfg"])
         .arg(&node.config)
         .output();
+    // The supervisor answers the shutdown once its services stopped, and exits right
+    // after; one still there after a minute (a shutdown that timed out) is killed.
+    let supervisor = format!("node supervisord --cfg {}", node.config.display());
+    let running = || {
+        Command::new("pgrep")
+            .args(["-f", &supervisor])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while running() {
+        if Instant::now() > deadline {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-f", &supervisor])
+                .output();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     if let Some(prefix) = &node.users {
         let users = (0..node.partitions)
             .map(|i| format!("{prefix}u{i}"))

@@ -414,7 +414,8 @@ fn kill_node(cluster: &serde_json::Value, computer: &str) {
 
 /// A region is lost for good: its replica is replaced by one on a spare node (one
 /// command to add, one to remove the dead one without its node), then the group grows
-/// from three to five voters, each step through `slapos cluster add-replica`.
+/// from three to five voters, each step through `slapos cluster add-replica`, and all
+/// five move to a new release with one rolling `slapos cluster upgrade`.
 #[test]
 fn a_lost_region_s_replica_is_replaced_and_the_group_grows_to_five() {
     assert!(is_root(), "runs as root (a Unix user per partition)");
@@ -503,6 +504,36 @@ fn a_lost_region_s_replica_is_replaced_and_the_group_grows_to_five() {
         .map(|m| m["hosted_by"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(hosts.len(), 5, "five replicas in five partitions: {status}");
+
+    // A rolling upgrade to another release (this binary again, under a new URL): one
+    // replica at a time, each back, voting and caught up before the next; the group
+    // keeps a leader throughout and every replica ends on the new release.
+    let new_release_dir = dir.path().join("release-2");
+    let out = op.replica_command(
+        "upgrade",
+        &apis,
+        &gateway,
+        &new_release_dir,
+        &["--timeout-secs".into(), "240".into()],
+    );
+    assert!(out.status.success(), "upgrade: {}", text(&out));
+    let said = text(&out);
+    for id in &expected {
+        assert!(
+            said.contains(&format!("replica {id} runs the new release")),
+            "{said}"
+        );
+    }
+    let status = op.status(&apis);
+    assert_eq!(voters(&status), expected, "{status}");
+    assert!(status["leader"].is_u64(), "{status}");
+    let again = op.replica_command("upgrade", &apis, &gateway, &new_release_dir, &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("runs this release already"),
+        "{}",
+        text(&again)
+    );
     drop(procs);
 }
 
