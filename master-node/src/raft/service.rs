@@ -471,10 +471,21 @@ impl MasterService {
 
     /// Change membership on the leader: one change at a time (openraft refuses a change
     /// while another is in progress).
+    /// A membership change; one still committing (the last change's final configuration,
+    /// appended but not yet committed) is waited for, up to 10 s, rather than refused.
     async fn change(&self, changes: ChangeMembers<NodeId, NodeInfo>) -> Result<(), String> {
-        match self.raft.change_membership(changes, false).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
+        use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.raft.change_membership(changes.clone(), false).await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
     }
 
