@@ -307,22 +307,7 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
                     wanted.common_name()
                 );
             }
-            std::fs::create_dir_all(&out)?;
-            let name = identity.replace(':', "-");
-            let key_path = out.join(format!("{name}.key"));
-            {
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&key_path)?;
-                f.write_all(key.as_bytes())?;
-            }
-            let cert_path = out.join(format!("{name}.crt"));
-            std::fs::write(&cert_path, certificate)?;
+            let (cert_path, key_path) = write_pair(&out, &identity, &key, certificate)?;
             if let Some(ca_pem) = answer["ca"].as_str() {
                 std::fs::write(out.join("ca.pem"), ca_pem)?;
             }
@@ -420,23 +405,65 @@ pub(crate) async fn issue_to_files(
             token_sha256: String::new(),
         })
         .await?;
+    let (cert_path, key_path) = write_pair(out, identity, &key, &pem)?;
+    Ok((cert_path, key_path, serial))
+}
+
+/// Writes `<out>/<identity with - for :>.key` (0600) and `.crt`; (certificate, key).
+fn write_pair(
+    out: &std::path::Path,
+    identity: &str,
+    key: &str,
+    cert: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(out)?;
     let name = identity.replace(':', "-");
     let key_path = out.join(format!("{name}.key"));
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&key_path)?;
-        f.write_all(key.as_bytes())?;
-    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&key_path)?
+        .write_all(key.as_bytes())?;
     let cert_path = out.join(format!("{name}.crt"));
-    std::fs::write(&cert_path, pem)?;
-    Ok((cert_path, key_path, serial))
+    std::fs::write(&cert_path, cert)?;
+    Ok((cert_path, key_path))
+}
+
+/// A one-time token enrolling `identity` (a replica or gateway) with these names, valid
+/// for `ttl`, made through the master API (an operator's command); the token itself.
+pub(crate) async fn server_token(
+    via: Vec<String>,
+    identity: master_node::ca::Identity,
+    dns_names: Vec<String>,
+    ip_addresses: Vec<String>,
+    ttl: Duration,
+) -> Result<String> {
+    let (token, hash) =
+        slap_gateway::server::register::new_token().context("no randomness for a token")?;
+    let expires_at = master_node::Timestamp(
+        master_node::raft::proposer_time()
+            .0
+            .saturating_add(ttl.as_micros() as u64),
+    );
+    let op = master_node::Op::CreateToken {
+        hash,
+        owner: "operator".into(),
+        computer: String::new(),
+        expires_at,
+        server: Some(master_node::domain::ServerGrant {
+            identity,
+            dns_names,
+            ip_addresses,
+        }),
+    };
+    match submit_op(via, "token", op).await? {
+        master_node::Reply::Done => Ok(token),
+        other => bail!("unexpected answer {other:?}"),
+    }
 }
 
 #[derive(Subcommand)]
@@ -559,32 +586,9 @@ async fn ca(cmd: CaCommand) -> Result<()> {
             ttl,
         } => {
             let identity = master_node::ca::Identity::parse(&identity)?;
-            let (token, hash) =
-                slap_gateway::server::register::new_token().context("no randomness for a token")?;
             let ttl = Duration::from_secs(ttl.clamp(1, 7 * 86400));
-            let expires_at = master_node::Timestamp(
-                master_node::raft::proposer_time()
-                    .0
-                    .saturating_add(ttl.as_micros() as u64),
-            );
-            let op = master_node::Op::CreateToken {
-                hash,
-                owner: "operator".into(),
-                computer: String::new(),
-                expires_at,
-                server: Some(master_node::domain::ServerGrant {
-                    identity,
-                    dns_names: dns,
-                    ip_addresses: ip,
-                }),
-            };
-            match submit_op(via, "token", op).await? {
-                master_node::Reply::Done => {
-                    println!("{token}");
-                    Ok(())
-                }
-                other => bail!("unexpected answer {other:?}"),
-            }
+            println!("{}", server_token(via, identity, dns, ip, ttl).await?);
+            Ok(())
         }
         CaCommand::Issue {
             via,

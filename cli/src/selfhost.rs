@@ -182,30 +182,16 @@ fn step(text: impl AsRef<str>) {
     println!("- {}", text.as_ref());
 }
 
-/// One server token for `identity` with `ips`, through the master API.
+/// One server token for `identity` with `ips`, valid an hour, through the master API.
 async fn server_token(via: &[String], identity: &str, ips: &[String]) -> Result<String> {
-    let (token, hash) =
-        slap_gateway::server::register::new_token().context("no randomness for a token")?;
-    let expires_at = master_node::Timestamp(
-        master_node::raft::proposer_time()
-            .0
-            .saturating_add(Duration::from_secs(3600).as_micros() as u64),
-    );
-    let op = master_node::Op::CreateToken {
-        hash,
-        owner: "operator".into(),
-        computer: String::new(),
-        expires_at,
-        server: Some(master_node::domain::ServerGrant {
-            identity: master_node::ca::Identity::parse(identity)?,
-            dns_names: Vec::new(),
-            ip_addresses: ips.to_vec(),
-        }),
-    };
-    match crate::master::submit_op(via.to_vec(), "token", op).await? {
-        master_node::Reply::Done => Ok(token),
-        other => bail!("unexpected answer {other:?}"),
-    }
+    crate::master::server_token(
+        via.to_vec(),
+        master_node::ca::Identity::parse(identity)?,
+        Vec::new(),
+        ips.to_vec(),
+        Duration::from_secs(3600),
+    )
+    .await
 }
 
 pub async fn add_replica(args: AddReplicaArgs) -> Result<()> {

@@ -509,3 +509,34 @@ pub fn beat_release(dir: &Path) -> String {
         ]);
     native_release(dir, "beat", &[beat_artifact()], &instance)
 }
+
+/// `slapos node status --json` for the node of `cfg` (null when it does not answer).
+pub fn node_status(cfg: &str) -> serde_json::Value {
+    let out = Command::new(slapos_bin())
+        .args(["node", "status", "--json", "--cfg", cfg])
+        .output()
+        .expect("slapos node status");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// The pid of supervised process `name` (`hello-on-watch` ...) while it runs on the node
+/// of `cfg`.
+pub fn running_pid(cfg: &str, name: &str) -> Option<u64> {
+    node_status(cfg).as_array()?.iter().find_map(|p| {
+        (p["name"] == name && p["state"] == "Running")
+            .then(|| p["pid"].as_u64())
+            .flatten()
+    })
+}
+
+/// The `VAR=value` pairs of `admin.master_tls_env` in a `slapos up` cluster.json: what
+/// `slapos cluster ...` needs to reach the masters.
+pub fn master_tls_env(cluster: &serde_json::Value) -> Vec<(String, String)> {
+    cluster["admin"]["master_tls_env"]
+        .as_str()
+        .expect("master_tls_env in cluster.json")
+        .split(' ')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

@@ -101,15 +101,7 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
         admin["key"].as_str().unwrap().to_string(),
         admin["ca"].as_str().unwrap().to_string(),
     );
-    let env: Vec<(String, String)> = admin["master_tls_env"]
-        .as_str()
-        .unwrap()
-        .split(' ')
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap();
-            (k.to_string(), v.to_string())
-        })
-        .collect();
+    let env = slapos_e2e::agent::master_tls_env(&cluster);
     let apis: Vec<String> = cluster["master_api_addrs"]
         .as_array()
         .unwrap()
@@ -219,18 +211,7 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
     // Running it again with other timers reconfigures it: the node restarts the
     // replica with them, its data stays, and it votes again.
     let node_cfg = cluster["nodes"][0]["config"].as_str().unwrap().to_string();
-    let replica_pid = || -> Option<u64> {
-        let out = Command::new(slapos_bin())
-            .args(["node", "status", "--json", "--cfg", &node_cfg])
-            .output()
-            .unwrap();
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        status.as_array()?.iter().find_map(|p| {
-            (p["name"] == "replica-on-watch" && p["state"] == "Running")
-                .then(|| p["pid"].as_u64())
-                .flatten()
-        })
-    };
+    let replica_pid = || slapos_e2e::agent::running_pid(&node_cfg, "replica-on-watch");
     let before = replica_pid().expect("the replica runs under the node's supervisor");
     let mut again: Vec<String> = add.iter().map(|a| a.to_string()).collect();
     again.extend(["--heartbeat-ms", "150", "--election-timeout-min-ms", "600"].map(String::from));

@@ -192,22 +192,11 @@ fn the_group_survives_losing_the_node_of_its_leader_and_the_node_rejoins() {
         .unwrap()
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = Command::new(slapos_bin())
-            .args(["node", "status", "--json", "--cfg", &other_cfg])
-            .output()
-            .unwrap();
-        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let running = s.as_array().is_some_and(|a| {
-            a.iter()
-                .any(|p| p["name"] == "hello-on-watch" && p["state"] == "Running")
-        });
-        if running {
-            break;
-        }
+    while slapos_e2e::agent::running_pid(&other_cfg, "hello-on-watch").is_none() {
         assert!(
             Instant::now() < deadline,
-            "the surviving node does not deploy: {s}"
+            "the surviving node does not deploy: {}",
+            slapos_e2e::agent::node_status(&other_cfg)
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -307,13 +296,7 @@ impl Operator {
             cert: s("certificate"),
             key: s("key"),
             ca: s("ca"),
-            env: s("master_tls_env")
-                .split(' ')
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap();
-                    (k.to_string(), v.to_string())
-                })
-                .collect(),
+            env: slapos_e2e::agent::master_tls_env(cluster),
         }
     }
 

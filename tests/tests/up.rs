@@ -271,13 +271,11 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    let mut status = Command::new(slapos_bin());
-    status.args(["cluster", "status", "--json", "--via", &via.join(",")]);
-    for pair in admin["master_tls_env"].as_str().unwrap().split(' ') {
-        let (k, v) = pair.split_once('=').unwrap();
-        status.env(k, v);
-    }
-    let out = status.output().unwrap();
+    let out = Command::new(slapos_bin())
+        .args(["cluster", "status", "--json", "--via", &via.join(",")])
+        .envs(slapos_e2e::agent::master_tls_env(&cluster))
+        .output()
+        .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert!(status["leader"].is_u64(), "{status}");
@@ -327,22 +325,11 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
     }
     let node_cfg = nodes[0]["config"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = Command::new(slapos_bin())
-            .args(["node", "status", "--json", "--cfg", &node_cfg])
-            .output()
-            .unwrap();
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let running = status.as_array().is_some_and(|a| {
-            a.iter()
-                .any(|p| p["name"] == "hello-on-watch" && p["state"] == "Running")
-        });
-        if running {
-            break;
-        }
+    while slapos_e2e::agent::running_pid(&node_cfg, "hello-on-watch").is_none() {
         assert!(
             Instant::now() < deadline,
-            "the sample instance is not running: {status}"
+            "the sample instance is not running: {}",
+            slapos_e2e::agent::node_status(&node_cfg)
         );
         std::thread::sleep(Duration::from_millis(250));
     }

@@ -318,28 +318,13 @@ impl Masters {
         identity: &str,
         validity_secs: u64,
     ) -> Result<(String, String), MasterError> {
-        let mut client = Self::client(&self.writer)?;
-        let issued = client
-            .issue(&slapos_proto::rpc::master::IssueRequest {
-                csr_pem: csr.to_owned(),
-                identity: identity.to_owned(),
-                validity_secs,
-                dns_names: Vec::new(),
-                ip_addresses: Vec::new(),
-                token_sha256: String::new(),
-            })
-            .await;
-        let ca = match &issued {
-            Ok(_) => client.authority().await,
-            Err(_) => Ok(String::new()),
-        };
-        Self::put_back(&self.writer, client);
-        let refused = |e: ClientError| match e {
-            ClientError::Refused(m) => MasterError::Refused(m),
-            other => from_client(other),
-        };
-        let (pem, _serial) = issued.map_err(refused)?;
-        Ok((pem, ca.map_err(refused)?))
+        self.issue_request(slapos_proto::rpc::master::IssueRequest {
+            csr_pem: csr.to_owned(),
+            identity: identity.to_owned(),
+            validity_secs,
+            ..Default::default()
+        })
+        .await
     }
 
     /// A server's certificate for `csr` against an enrollment token (its SHA-256): the
@@ -349,14 +334,21 @@ impl Masters {
         csr: &str,
         token_sha256: &str,
     ) -> Result<(String, String), MasterError> {
+        self.issue_request(slapos_proto::rpc::master::IssueRequest {
+            csr_pem: csr.to_owned(),
+            token_sha256: token_sha256.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// `Issue`, then the CA certificate beside the issued one.
+    async fn issue_request(
+        &self,
+        request: slapos_proto::rpc::master::IssueRequest,
+    ) -> Result<(String, String), MasterError> {
         let mut client = Self::client(&self.writer)?;
-        let issued = client
-            .issue(&slapos_proto::rpc::master::IssueRequest {
-                csr_pem: csr.to_owned(),
-                token_sha256: token_sha256.to_owned(),
-                ..Default::default()
-            })
-            .await;
+        let issued = client.issue(&request).await;
         let ca = match &issued {
             Ok(_) => client.authority().await,
             Err(_) => Ok(String::new()),
