@@ -49,10 +49,17 @@ pub enum CaError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Identity {
     Computer(String),
-    Partition { computer: String, partition: String },
+    Partition {
+        computer: String,
+        partition: String,
+    },
     Person(String),
     Replica(u64),
     Gateway(String),
+    /// A person who runs the group (`operator:<name>`): the master API's operator
+    /// commands (membership, servers' certificates and tokens) without holding a
+    /// replica's key, and a certificate that outlives any one replica.
+    Operator(String),
 }
 
 fn valid_id(id: &str) -> bool {
@@ -75,6 +82,7 @@ impl Identity {
             Identity::Person(p) => format!("person:{p}"),
             Identity::Replica(n) => format!("replica:{n}"),
             Identity::Gateway(g) => format!("gateway:{g}"),
+            Identity::Operator(o) => format!("operator:{o}"),
         }
     }
 
@@ -86,6 +94,7 @@ impl Identity {
             "computer" => Identity::Computer(rest.to_owned()),
             "person" => Identity::Person(rest.to_owned()),
             "gateway" => Identity::Gateway(rest.to_owned()),
+            "operator" => Identity::Operator(rest.to_owned()),
             "partition" => {
                 let (computer, partition) = rest.split_once(':').ok_or_else(bad)?;
                 Identity::Partition {
@@ -109,7 +118,10 @@ impl Identity {
     /// Every identifier is a plain name.
     pub fn check(&self) -> Result<(), CaError> {
         let ok = match self {
-            Identity::Computer(id) | Identity::Person(id) | Identity::Gateway(id) => valid_id(id),
+            Identity::Computer(id)
+            | Identity::Person(id)
+            | Identity::Gateway(id)
+            | Identity::Operator(id) => valid_id(id),
             Identity::Partition {
                 computer,
                 partition,
@@ -126,6 +138,12 @@ impl Identity {
     /// Servers (replicas, gateways) also authenticate as servers.
     pub fn is_server(&self) -> bool {
         matches!(self, Identity::Replica(_) | Identity::Gateway(_))
+    }
+
+    /// Identities only an operator (a replica's or an operator's certificate) has issued:
+    /// the servers and the operators themselves.
+    pub fn is_privileged(&self) -> bool {
+        self.is_server() || matches!(self, Identity::Operator(_))
     }
 }
 

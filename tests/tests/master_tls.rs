@@ -262,6 +262,80 @@ fn the_masters_admit_only_the_groups_replicas_and_gateways() {
         "{}",
         text(&out)
     );
+    // Nor have an operator's certificate issued, nor change the membership.
+    let out = slapos(
+        &[
+            "cluster",
+            "ca",
+            "issue",
+            "--via",
+            &c1.api_addr,
+            "--identity",
+            "operator:eve",
+            "--out",
+            root.join("stolen").to_str().unwrap(),
+        ],
+        Some(&gw),
+    );
+    assert!(
+        !out.status.success(),
+        "a gateway had an operator certificate issued"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not have server certificates"),
+        "{}",
+        text(&out)
+    );
+    let out = slapos(
+        &["master", "leave", "--id", "3", "--via", &c1.api_addr],
+        Some(&gw),
+    );
+    assert!(!out.status.success(), "a gateway removed a replica");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not remove_replica"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(members(&t1, &via), Ok(3));
+
+    // An operator's certificate (issued through a replica's) runs the group without a
+    // replica's key: the status, a server enrollment token; but it is no replica to Raft.
+    let out = slapos(
+        &[
+            "cluster",
+            "ca",
+            "issue",
+            "--via",
+            &c1.api_addr,
+            "--identity",
+            "operator:alice",
+            "--out",
+            certs.to_str().unwrap(),
+        ],
+        Some(&t1),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let op = TlsFiles {
+        cert: certs.join("operator-alice.crt"),
+        key: certs.join("operator-alice.key"),
+        ca: certs.join("ca.pem"),
+    };
+    assert_eq!(members(&op, &via), Ok(3));
+    let out = slapos(
+        &[
+            "cluster",
+            "ca",
+            "token",
+            "--via",
+            &c1.api_addr,
+            "--identity",
+            "replica:7",
+            "--ip",
+            "127.0.0.1",
+        ],
+        Some(&op),
+    );
+    assert!(out.status.success(), "{}", text(&out));
 
     // 4. A replica of another group cannot join.
     let other = root.join("other");

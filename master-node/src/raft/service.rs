@@ -770,6 +770,17 @@ fn membership_error(message: impl Into<String>) -> MembershipResponse {
     }
 }
 
+/// Under mTLS, membership is the operator's (a replica's or an operator's certificate),
+/// never a gateway's.
+fn refuse_gateway<T>(request: &Request<T>, what: &str) -> Result<(), Status> {
+    match super::tls::peer_identity(request) {
+        Some(crate::ca::Identity::Gateway(g)) => Err(Status::permission_denied(format!(
+            "gateway {g} may not {what}: an operator's command"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 #[tonic::async_trait]
 impl Master for MasterService {
     async fn submit(
@@ -984,6 +995,7 @@ impl Master for MasterService {
         &self,
         request: Request<AddReplicaRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
+        refuse_gateway(&request, "add_replica")?;
         let forwarded = Self::is_forwarded(&request);
         let req = request.into_inner();
         if !self.is_leader() {
@@ -1081,8 +1093,8 @@ impl Master for MasterService {
     ) -> Result<Response<IssueResponse>, Status> {
         let forwarded = Self::is_forwarded(&request);
         // Under mTLS a gateway asks only for the identities it hands out (computers,
-        // partitions, persons; no server names); servers' certificates are the
-        // operator's, through a replica's certificate.
+        // partitions, persons; no server names); servers' and operators' certificates
+        // are the operator's, through a replica's or an operator's certificate.
         if let Some(caller) = super::tls::peer_identity(&request) {
             let req = request.get_ref();
             let wanted = crate::ca::Identity::parse(&req.identity).ok();
@@ -1091,7 +1103,7 @@ impl Master for MasterService {
             // who made it chose the identity and names)
             if matches!(caller, crate::ca::Identity::Gateway(_))
                 && req.token_sha256.is_empty()
-                && (server_names || wanted.as_ref().is_none_or(|w| w.is_server()))
+                && (server_names || wanted.as_ref().is_none_or(|w| w.is_privileged()))
             {
                 return Err(Status::permission_denied(
                     "a gateway may not have server certificates issued",
@@ -1162,6 +1174,7 @@ impl Master for MasterService {
         &self,
         request: Request<RemoveReplicaRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
+        refuse_gateway(&request, "remove_replica")?;
         let forwarded = Self::is_forwarded(&request);
         let req = request.into_inner();
         if !self.is_leader() {

@@ -84,7 +84,7 @@ pub fn peer_identity<T>(request: &tonic::Request<T>) -> Option<crate::ca::Identi
 pub enum Admits {
     /// Raft: the group's replicas only.
     Replicas,
-    /// The master API: replicas and gateways.
+    /// The master API: replicas, gateways and operators.
     ReplicasAndGateways,
 }
 
@@ -107,7 +107,10 @@ pub fn admit(
     let allowed = matches!(
         (&identity, admits),
         (crate::ca::Identity::Replica(_), _)
-            | (crate::ca::Identity::Gateway(_), Admits::ReplicasAndGateways)
+            | (
+                crate::ca::Identity::Gateway(_) | crate::ca::Identity::Operator(_),
+                Admits::ReplicasAndGateways
+            )
     );
     if !allowed {
         return Err(tonic::Status::permission_denied(format!(
