@@ -2,6 +2,7 @@
 
 mod accounting;
 mod bench;
+mod bootstrap;
 mod chaos;
 mod demo;
 mod gateway;

@@ -70,6 +70,10 @@ pub enum ClusterCommand {
     /// Retire a computer that hosts no instance: its certificates and its partitions'
     /// are revoked.
     RemoveComputer(RemoveComputerArgs),
+    /// From a seed group to a master hosted only in partitions of the given computers, one
+    /// replica per region: each replica added and caught up, the seeds removed (each step
+    /// printed; run again to resume).
+    Bootstrap(crate::bootstrap::BootstrapArgs),
     /// Add a replica hosted in a partition of a computer (the slapos-master release):
     /// supplied, requested, enrolled with one-time tokens, joined; waits until it votes.
     AddReplica(crate::selfhost::AddReplicaArgs),
@@ -160,7 +164,7 @@ pub struct StatusArgs {
 }
 
 /// Outgoing mTLS for operator commands talking to the masters directly:
-/// `$SLAPOS_MASTER_TLS_CERT`, `_KEY`, `_CA` (a replica's or gateway's certificate; the
+/// `$SLAPOS_MASTER_TLS_CERT`, `_KEY`, `_CA` (an operator's, a replica's or a gateway's certificate; the
 /// masters admit no other identity).
 fn tls_from_env() -> Result<()> {
     let var = |n: &str| std::env::var_os(n).map(PathBuf::from);
@@ -626,6 +630,7 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
     tls_from_env()?;
     match cmd {
         ClusterCommand::Ca(cmd) => ca(cmd).await,
+        ClusterCommand::Bootstrap(args) => crate::bootstrap::run(args).await,
         ClusterCommand::AddReplica(args) => crate::selfhost::add_replica(args).await,
         ClusterCommand::RemoveReplica(args) => crate::selfhost::remove_replica(args).await,
         ClusterCommand::Upgrade(args) => crate::selfhost::upgrade(args).await,

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 const MANIFEST: &str = include_str!("../../deploy/software/slapos-master/software.toml");
 const SCRIPT: &str = include_str!("../../deploy/software/slapos-master/slapos-master.sh");
 
-/// How the operator reaches the group: the master API (with `$SLAPOS_MASTER_TLS_*`, a
-/// replica's certificate) and a gateway as the admin person.
+/// How the operator reaches the group: the master API (with `$SLAPOS_MASTER_TLS_*`, an
+/// operator's or a replica's certificate) and a gateway as the admin person.
 #[derive(Args, Clone)]
 pub struct Operator {
     #[arg(long, value_delimiter = ',', required = true)]
@@ -68,13 +68,29 @@ pub struct AddReplicaArgs {
     pub(crate) api_port: u16,
     #[arg(long, default_value_t = 8443)]
     pub(crate) gateway_port: u16,
-    /// Raft timers for the expected latency between regions (ms).
+    #[command(flatten)]
+    pub(crate) timers: Timers,
+}
+
+/// Raft timers for the expected latency between regions (ms).
+#[derive(Args, Clone, Copy)]
+pub struct Timers {
     #[arg(long, default_value_t = 100)]
     pub(crate) heartbeat_ms: u64,
     #[arg(long, default_value_t = 300)]
     pub(crate) election_timeout_min_ms: u64,
     #[arg(long, default_value_t = 600)]
     pub(crate) election_timeout_max_ms: u64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -136,7 +152,7 @@ impl Operator {
     }
 
     /// The group's view: (leader known, members as (id, voter)).
-    async fn members(&self) -> Result<(bool, Vec<(u64, bool)>)> {
+    pub(crate) async fn members(&self) -> Result<(bool, Vec<(u64, bool)>)> {
         let (leader, members) = self.group().await?;
         Ok((
             leader,
@@ -145,7 +161,7 @@ impl Operator {
     }
 
     /// Whether a leader is known, and the members as the leader sees them (lag, hosting).
-    async fn group(&self) -> Result<(bool, Vec<slapos_proto::rpc::master::Member>)> {
+    pub(crate) async fn group(&self) -> Result<(bool, Vec<slapos_proto::rpc::master::Member>)> {
         let mut client = MasterClient::new(self.via.clone()).with_deadline(Duration::from_secs(10));
         let status = client.status().await.context("no replica answered")?;
         let leader = status.has_leader;
@@ -158,7 +174,7 @@ impl Operator {
         Ok((leader, view.members))
     }
 
-    async fn wait_until(
+    pub(crate) async fn wait_until(
         &self,
         what: &str,
         done: impl Fn(bool, &[(u64, bool)]) -> bool,
@@ -178,7 +194,7 @@ impl Operator {
     }
 }
 
-fn step(text: impl AsRef<str>) {
+pub(crate) fn step(text: impl AsRef<str>) {
     println!("- {}", text.as_ref());
 }
 
@@ -199,7 +215,7 @@ pub async fn add_replica(args: AddReplicaArgs) -> Result<()> {
 }
 
 /// Where an added replica runs.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Added {
     pub id: u64,
     pub computer: String,
@@ -225,14 +241,14 @@ pub(crate) async fn add(args: &AddReplicaArgs) -> Result<Option<Added>> {
         ("raft-port", args.raft_port.to_string()),
         ("api-port", args.api_port.to_string()),
         ("gateway-port", args.gateway_port.to_string()),
-        ("heartbeat-ms", args.heartbeat_ms.to_string()),
+        ("heartbeat-ms", args.timers.heartbeat_ms.to_string()),
         (
             "election-timeout-min-ms",
-            args.election_timeout_min_ms.to_string(),
+            args.timers.election_timeout_min_ms.to_string(),
         ),
         (
             "election-timeout-max-ms",
-            args.election_timeout_max_ms.to_string(),
+            args.timers.election_timeout_max_ms.to_string(),
         ),
     ];
     let mut params: Vec<(&str, String)> = vec![

@@ -60,6 +60,10 @@ pub struct UpTls {
     pub ca: PathBuf,
     pub admin_cert: PathBuf,
     pub admin_key: PathBuf,
+    /// `operator:admin`: what the operator presents to the master API (membership,
+    /// tokens, status), whichever replicas come and go.
+    pub operator_cert: PathBuf,
+    pub operator_key: PathBuf,
 }
 
 impl UpTls {
@@ -396,7 +400,16 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let mut hosted = Vec::new();
     let (mut urls, mut api_addrs) = (urls, api_addrs);
     if let (true, Some(t)) = (self_hosted, &tls) {
-        hosted = self_host(&dir, t, &api_addrs, &urls[0], &nodes, args.replicas).await?;
+        hosted = self_host(
+            &dir,
+            t,
+            &api_addrs,
+            &urls[0],
+            &nodes,
+            args.replicas,
+            args.base_port,
+        )
+        .await?;
         // The nodes now talk to the gateways in the partitions (restarted with the new
         // list; their supervisors keep every service running meanwhile), and the seed's
         // processes go.
@@ -481,26 +494,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
         ),
     )?;
     let master_tls_env = tls.as_ref().map(|t| {
-        // The seed's certificate names a retired replica once it left: then a hosted
-        // replica's (in its partition).
-        let (cert, key) = match hosted.first() {
-            Some(h) => {
-                let node = nodes
-                    .iter()
-                    .find(|n| n.computer_id == h.computer)
-                    .map_or_else(|| dir.clone(), |n| n.dir.clone());
-                let tls = node.join("inst").join(&h.partition).join("etc/tls");
-                (
-                    tls.join(format!("replica-{}.crt", h.id)),
-                    tls.join(format!("replica-{}.key", h.id)),
-                )
-            }
-            None => replica_files(&dir, 1),
-        };
         format!(
             "SLAPOS_MASTER_TLS_CERT={} SLAPOS_MASTER_TLS_KEY={} SLAPOS_MASTER_TLS_CA={}",
-            cert.display(),
-            key.display(),
+            t.operator_cert.display(),
+            t.operator_key.display(),
             t.ca.display()
         )
     });
@@ -699,6 +696,16 @@ async fn bootstrap_tls(
     )
     .await
     .context("issuing the admin's certificate")?;
+    let (operator_cert, operator_key, _) = crate::master::issue_to_files(
+        via.clone(),
+        &format!("operator:{ADMIN}"),
+        &out,
+        vec![],
+        vec![],
+        None,
+    )
+    .await
+    .context("issuing the operator's certificate")?;
     seed.stop();
     for (config, path) in replicas.iter_mut() {
         let (cert, key) = replica_files(dir, config.id);
@@ -709,19 +716,25 @@ async fn bootstrap_tls(
         });
         std::fs::write(&*path, config.to_toml())?;
     }
-    if let Some(files) = &replicas[0].0.tls {
-        master_node::raft::tls::set_client(files)?;
-    }
+    // This process is the operator: it presents an operator's certificate to the masters
+    // (the seed replica's own stops being accepted once the seed leaves the group).
+    master_node::raft::tls::set_client(&master_node::raft::tls::TlsFiles {
+        cert: operator_cert.clone(),
+        key: operator_key.clone(),
+        ca: ca.clone(),
+    })?;
     Ok(UpTls {
         ca,
         admin_cert,
         admin_key,
+        operator_cert,
+        operator_key,
     })
 }
 
-/// The master moves into partitions: a replica of the slapos-master release on each of
-/// the first `count` nodes (ids 2.., one region each), through `slapos cluster
-/// add-replica`'s steps, then the seed (replica 1) leaves the group.
+/// The master moves into partitions: `slapos cluster bootstrap` onto the first `count`
+/// nodes (one region each; their partitions share loopback, so each replica gets three
+/// consecutive free ports of its own), the seed (replica 1) leaving at its end.
 async fn self_host(
     dir: &Path,
     tls: &UpTls,
@@ -729,6 +742,7 @@ async fn self_host(
     seed_gateway: &str,
     nodes: &[crate::up_node::NodeInfo],
     count: u64,
+    base_port: Option<u16>,
 ) -> Result<Vec<crate::selfhost::Added>> {
     let operator = crate::selfhost::Operator {
         via: seed_apis.to_vec(),
@@ -740,35 +754,40 @@ async fn self_host(
         release_dir: dir.join("software/slapos-master"),
         timeout_secs: 300,
     };
-    let mut hosted = Vec::new();
+    let mut computers = Vec::new();
     for (i, node) in nodes.iter().take(count as usize).enumerate() {
-        let id = i as u64 + 2;
-        println!("hosting replica {id} on {}", node.computer_id);
-        let args = crate::selfhost::AddReplicaArgs {
-            operator: operator.clone(),
-            computer: node.computer_id.clone(),
-            id,
-            region: format!("region-{}", i + 1),
-            raft_port: port(None, 0)?,
-            api_port: port(None, 0)?,
-            gateway_port: port(None, 0)?,
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+        let first = match base_port {
+            // after the seed's four ports
+            Some(b) => b
+                .checked_add(4 + 3 * i as u16)
+                .context("--base-port too high")?,
+            None => free_ports(3)?,
         };
-        let added = crate::selfhost::add(&args)
-            .await?
-            .with_context(|| format!("replica {id} was already there"))?;
-        hosted.push(added);
+        computers.push(format!("{}:{first}", node.computer_id));
     }
-    // The seed leaves (through the hosted replicas); after this, its certificate, which
-    // this process presents, names a retired replica.
-    let via: Vec<String> = hosted.iter().map(|h| h.api_addr.clone()).collect();
-    let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(60));
-    client.call_timeout = Duration::from_secs(50);
-    client
-        .remove_replica(1)
-        .await
-        .context("the seed replica could not leave")?;
-    Ok(hosted)
+    crate::bootstrap::bootstrap(&crate::bootstrap::BootstrapArgs {
+        operator,
+        computers,
+        first_id: Some(2),
+        raft_port: 0,
+        api_port: 0,
+        gateway_port: 0,
+        timers: Default::default(),
+    })
+    .await
+}
+
+/// The first of `n` consecutive ports free on loopback now.
+fn free_ports(n: u16) -> Result<u16> {
+    for _ in 0..100 {
+        let first = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let held: Vec<_> = (0..n)
+            .map_while(|k| first.checked_add(k))
+            .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == n as usize {
+            return Ok(first);
+        }
+    }
+    bail!("no {n} consecutive free ports on loopback")
 }

@@ -26,6 +26,8 @@ const HELLO_SCRIPT: &str = include_str!("../../deploy/software/hello/hello.sh");
 #[derive(Serialize, Clone)]
 pub struct NodeInfo {
     pub computer_id: String,
+    /// The region its computer declares (under mTLS, where the admin registers it).
+    pub region: Option<String>,
     pub config: PathBuf,
     pub dir: PathBuf,
     pub log: PathBuf,
@@ -65,6 +67,7 @@ pub fn format_nodes(
             std::fs::create_dir_all(node_dir.join(d))?;
         }
         let computer_id = format!("COMP-{n}");
+        let region = format!("region-{n}");
         let users = root.then(|| format!("up{:04x}n{n}", std::process::id() & 0xffff));
         let r = node_dir.display();
         let user_part = match &users {
@@ -102,7 +105,20 @@ pub fn format_nodes(
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711))?;
             std::fs::set_permissions(&node_dir, std::fs::Permissions::from_mode(0o755))?;
         }
-        if let Some(admin) = &admin {
+        if let (Some(admin), Some(t)) = (&admin, tls) {
+            // The computer first, with its region (a node stands for one): the token then
+            // registers the node as this computer.
+            let rpc = slap_gateway::client::JsonRpcClient::new(
+                &urls[0],
+                Some(t.ca.as_path()),
+                Some(t.identity()),
+            )?;
+            tokio::runtime::Handle::current()
+                .block_on(rpc.call(
+                    "slapos.post.v0.compute_node",
+                    &serde_json::json!({"computer_guid": computer_id, "region": region}),
+                ))
+                .with_context(|| format!("registering {computer_id} in {region}"))?;
             let token = admin
                 .post(
                     "createComputerToken",
@@ -134,6 +150,7 @@ pub fn format_nodes(
         }
         out.push(NodeInfo {
             computer_id,
+            region: tls.map(|_| region),
             log: node_dir.join("var/log/daemon.log"),
             dir: node_dir,
             config,

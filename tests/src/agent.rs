@@ -311,20 +311,29 @@ impl Up {
         Up::start_replicas(dir, 3)
     }
 
-    /// `slapos up --insecure --replicas <replicas> --nodes 0 --dir <dir>/cluster` (plain
-    /// HTTP and gRPC: the tests that need certificates set them up themselves), once it wrote
-    /// cluster.json (logs in `dir/up.log` and `dir/up.err`).
+    /// `slapos up --insecure --replicas <replicas> --nodes 0` (plain HTTP and gRPC: the
+    /// tests that need certificates set them up themselves).
     pub fn start_replicas(dir: &Path, replicas: usize) -> Up {
-        let cluster = dir.join("cluster");
-        let child = Command::new(slapos_bin())
-            .args([
-                "up",
+        Up::launch(
+            dir,
+            &[
                 "--insecure",
                 "--replicas",
                 &replicas.to_string(),
                 "--nodes",
                 "0",
-            ])
+            ],
+            Duration::from_secs(90),
+        )
+    }
+
+    /// `slapos up <args> --dir <dir>/cluster`, once it wrote cluster.json (within
+    /// `timeout`; logs in `dir/up.log` and `dir/up.err`).
+    pub fn launch(dir: &Path, args: &[&str], timeout: Duration) -> Up {
+        let cluster = dir.join("cluster");
+        let child = Command::new(slapos_bin())
+            .arg("up")
+            .args(args)
             .arg("--dir")
             .arg(&cluster)
             .stdin(Stdio::null())
@@ -333,7 +342,16 @@ impl Up {
             .spawn()
             .expect("slapos up");
         let json = cluster.join("cluster.json");
-        wait_for("cluster.json", Duration::from_secs(90), || json.exists());
+        let mut child = child;
+        wait_for("cluster.json", timeout, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "slapos up exited ({status}): {}",
+                    std::fs::read_to_string(dir.join("up.err")).unwrap_or_default()
+                );
+            }
+            json.exists()
+        });
         let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         let urls = c["gateway_urls"]
             .as_array()

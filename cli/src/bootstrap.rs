@@ -1,0 +1,384 @@
+//! `slapos cluster bootstrap`: from a seed group (replicas outside any partition) to a
+//! master that lives only in partitions of its own nodes, one replica per region.
+//!
+//! The steps, each printed, each skipped when already done (so an interrupted run is
+//! resumed by running the same command again; the plan, computer -> replica id and
+//! ports, is kept in `<release-dir>/bootstrap.json` from the first run on):
+//!
+//! 1. the nodes: every named computer is registered, formatted (has partitions) and
+//!    declares a region, and no two share one (the tree is spread over distinct regions,
+//!    so that losing a region loses one replica);
+//! 2. one replica per computer, through `slapos cluster add-replica`'s steps (the release
+//!    supplied, the instance requested, tokens made for its addresses, joined, voting);
+//! 3. every new replica caught up (no lag behind the leader's log);
+//! 4. the seed replicas leave; a leader removing itself commits the configuration without
+//!    it first and steps down, and the hosted replicas elect one of theirs (openraft 0.9
+//!    has no leadership transfer: the seed leaving is what moves leadership); waits until
+//!    the leader is a hosted replica;
+//! 5. the gateways in the partitions, as the `master_url` line the node agents' configs
+//!    take (every gateway listed: an agent fails over between them).
+
+use crate::selfhost::{add, step, AddReplicaArgs, Added, Operator, Timers};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use master_node::domain::Query;
+use master_node::raft::client::MasterClient;
+use serde::{Deserialize, Serialize};
+use slapos_proto::rpc::master::Consistency;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct BootstrapArgs {
+    #[command(flatten)]
+    pub(crate) operator: Operator,
+    /// The registered computers that host the group, one replica each, each in its own
+    /// region: `COMPUTER` (the default ports) or `COMPUTER:PORT` (PORT, PORT+1, PORT+2 for
+    /// Raft, the API and the gateway: for computers whose partitions share an address).
+    #[arg(long = "computer", value_delimiter = ',', required = true)]
+    pub(crate) computers: Vec<String>,
+    /// The first new replica's id (default: one above the group's highest member id).
+    #[arg(long)]
+    pub(crate) first_id: Option<u64>,
+    #[arg(long, default_value_t = 7201)]
+    pub(crate) raft_port: u16,
+    #[arg(long, default_value_t = 7202)]
+    pub(crate) api_port: u16,
+    #[arg(long, default_value_t = 8443)]
+    pub(crate) gateway_port: u16,
+    #[command(flatten)]
+    pub(crate) timers: Timers,
+}
+
+/// What `bootstrap.json` keeps between runs.
+#[derive(Serialize, Deserialize, Default)]
+struct Plan {
+    replicas: Vec<Planned>,
+    /// Filled as replicas come to vote.
+    hosted: Vec<Added>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct Planned {
+    computer: String,
+    region: String,
+    id: u64,
+    raft_port: u16,
+    api_port: u16,
+    gateway_port: u16,
+}
+
+/// `COMPUTER` or `COMPUTER:PORT`.
+fn parse_computer(spec: &str, args: &BootstrapArgs) -> Result<(String, [u16; 3])> {
+    match spec.rsplit_once(':') {
+        Some((c, port)) => {
+            let p: u16 = port
+                .parse()
+                .with_context(|| format!("--computer {spec}: '{port}' is not a port"))?;
+            match (p, p.checked_add(1), p.checked_add(2)) {
+                (1.., Some(api), Some(gateway)) => Ok((c.to_string(), [p, api, gateway])),
+                _ => bail!("--computer {spec}: PORT must be 1 to 65533"),
+            }
+        }
+        None => Ok((
+            spec.to_string(),
+            [args.raft_port, args.api_port, args.gateway_port],
+        )),
+    }
+}
+
+/// The computer as the master knows it: (region, partitions, free partitions).
+async fn computer(via: &[String], id: &str) -> Result<(Option<String>, usize, usize)> {
+    let mut client = MasterClient::new(via.to_vec()).with_deadline(Duration::from_secs(30));
+    let (entries, _) = client
+        .read(
+            &Query::Computer {
+                computer: id.to_string(),
+            },
+            Consistency::Linearizable,
+            0,
+        )
+        .await
+        .with_context(|| format!("reading computer {id}"))?;
+    let state = master_node::State::from_read(entries)?;
+    let c = state.computer(id).map_err(|_| {
+        anyhow::anyhow!(
+            "computer {id} is not registered (its node registers with a token: \
+             `slapos token create` then `slapos node register --token`, and `slapos node format`)"
+        )
+    })?;
+    let free = c.partitions.iter().filter(|p| p.instance.is_none()).count();
+    Ok((c.region.clone(), c.partitions.len(), free))
+}
+
+/// Runs the bootstrap; returns where the replicas run.
+pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
+    let op = &args.operator;
+    std::fs::create_dir_all(&op.release_dir)?;
+    let plan_path = op.release_dir.join("bootstrap.json");
+    let mut plan: Plan = match std::fs::read(&plan_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a bootstrap plan", plan_path.display()))?,
+        Err(_) => Plan::default(),
+    };
+    let save = |plan: &Plan| -> Result<()> {
+        let tmp = plan_path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(plan)?)?;
+        std::fs::rename(&tmp, &plan_path)?;
+        Ok(())
+    };
+    // Once the seed left, only the hosted replicas answer: reach the group through both.
+    let mut via = op.via.clone();
+    via.extend(plan.hosted.iter().map(|h| h.api_addr.clone()));
+    let op = Operator { via, ..op.clone() };
+    let (_, members) = op.group().await.context("the group does not answer")?;
+    let hosted_by = |id: u64| {
+        members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.hosted_by.clone())
+    };
+    step(format!(
+        "the group: {}",
+        members
+            .iter()
+            .map(|m| match m.hosted_by.as_str() {
+                "" => format!("replica {} (seed, {})", m.id, m.role),
+                h => format!("replica {} (on {h}, {})", m.id, m.role),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    // The seeds' own certificates stop being accepted once they leave: refuse now rather
+    // than lose the group's view halfway.
+    if let Ok(path) = std::env::var("SLAPOS_MASTER_TLS_CERT") {
+        let pem = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+        if let Ok((master_node::ca::Identity::Replica(id), _)) =
+            master_node::ca::identity_of_pem(&pem)
+        {
+            let leaves = members.iter().any(|m| m.id == id && m.hosted_by.is_empty())
+                && !plan.replicas.iter().any(|p| p.id == id);
+            if leaves {
+                bail!(
+                    "SLAPOS_MASTER_TLS_CERT is replica {id}'s certificate, and replica {id} \
+                     leaves at the end: present an operator's, which outlives any replica \
+                     (`slapos cluster ca issue --identity operator:NAME`)"
+                );
+            }
+        }
+    }
+
+    if plan.replicas.is_empty() {
+        // 1. The nodes, their regions distinct.
+        let mut regions: BTreeMap<String, String> = BTreeMap::new();
+        let first = args
+            .first_id
+            .unwrap_or_else(|| members.iter().map(|m| m.id).max().unwrap_or(0) + 1);
+        for (k, spec) in (0u64..).zip(&args.computers) {
+            let (id, ports) = parse_computer(spec, args)?;
+            let (region, partitions, free) = computer(&op.via, &id).await?;
+            let region = region.with_context(|| {
+                format!(
+                    "computer {id} declares no region (register it with one: \
+                     `slapos computer register --id {id} --region R` before its node registers)"
+                )
+            })?;
+            if partitions == 0 {
+                bail!(
+                    "computer {id} has no partition: format its node first (`slapos node format`)"
+                );
+            }
+            if free == 0 {
+                bail!("computer {id} has no free partition");
+            }
+            if let Some(other) = regions.insert(region.clone(), id.clone()) {
+                bail!(
+                    "computers {other} and {id} are both in region {region}: the replicas go \
+                     to distinct regions, so that losing one loses one replica"
+                );
+            }
+            step(format!(
+                "node {id}: region {region}, {partitions} partitions ({free} free)"
+            ));
+            plan.replicas.push(Planned {
+                computer: id,
+                region,
+                id: first + k,
+                raft_port: ports[0],
+                api_port: ports[1],
+                gateway_port: ports[2],
+            });
+        }
+        if plan.replicas.len() < 3 {
+            step(format!(
+                "warning: {} replica(s) keep a quorum only while all of them run; three \
+                 regions or more survive losing one",
+                plan.replicas.len()
+            ));
+        }
+        save(&plan)?;
+        step(format!("plan kept in {}", plan_path.display()));
+    } else {
+        step(format!("resuming the plan of {}", plan_path.display()));
+    }
+
+    // 2. One replica per node.
+    for p in plan.replicas.clone() {
+        let voting = members
+            .iter()
+            .any(|m| m.id == p.id && m.role == "voter" && !m.hosted_by.is_empty());
+        if voting && plan.hosted.iter().any(|h| h.id == p.id) {
+            step(format!(
+                "replica {} on {} votes already",
+                p.id,
+                hosted_by(p.id).unwrap_or_default()
+            ));
+            continue;
+        }
+        println!("hosting replica {} on {} ({})", p.id, p.computer, p.region);
+        let added = add(&AddReplicaArgs {
+            operator: op.clone(),
+            computer: p.computer.clone(),
+            id: p.id,
+            region: p.region.clone(),
+            raft_port: p.raft_port,
+            api_port: p.api_port,
+            gateway_port: p.gateway_port,
+            timers: args.timers,
+        })
+        .await?;
+        let added = match added {
+            Some(a) => a,
+            // It voted already but the plan did not record where: read it back.
+            None => reconstruct(&op, &p).await?,
+        };
+        plan.hosted.retain(|h| h.id != p.id);
+        plan.hosted.push(added);
+        save(&plan)?;
+    }
+    let ids: Vec<u64> = plan.replicas.iter().map(|p| p.id).collect();
+    let hosted_apis: Vec<String> = plan.hosted.iter().map(|h| h.api_addr.clone()).collect();
+
+    // 3. Caught up.
+    step(format!("waiting for replicas {ids:?} to catch up"));
+    wait_group(&op, "catching up", |leader, members| {
+        leader.is_some()
+            && ids.iter().all(|id| {
+                members
+                    .iter()
+                    .any(|m| m.id == *id && m.role == "voter" && m.lag == 0)
+            })
+    })
+    .await?;
+
+    // 4. The seeds leave; leadership moves to a hosted replica.
+    let (_, members) = op.group().await?;
+    let seeds: Vec<u64> = members
+        .iter()
+        .filter(|m| m.hosted_by.is_empty() && !ids.contains(&m.id))
+        .map(|m| m.id)
+        .collect();
+    for seed in seeds {
+        step(format!(
+            "seed replica {seed} leaves (leadership moves to a hosted replica)"
+        ));
+        let mut client =
+            MasterClient::new(hosted_apis.clone()).with_deadline(Duration::from_secs(60));
+        client.call_timeout = Duration::from_secs(50);
+        let said = client
+            .remove_replica(seed)
+            .await
+            .with_context(|| format!("seed replica {seed} could not leave"))?;
+        step(said);
+    }
+    let op = Operator {
+        via: hosted_apis.clone(),
+        ..op
+    };
+    wait_group(&op, "a hosted leader", |leader, members| {
+        leader.is_some_and(|l| ids.contains(&l)) && members.iter().all(|m| ids.contains(&m.id))
+    })
+    .await?;
+    let (leader, _) = group_with_leader(&op).await?;
+    step(format!(
+        "the master lives in {} partitions; replica {} leads",
+        plan.hosted.len(),
+        leader.unwrap_or_default()
+    ));
+
+    // 5. What the nodes' configurations take.
+    let urls: Vec<String> = plan.hosted.iter().map(|h| h.gateway_url.clone()).collect();
+    for h in &plan.hosted {
+        println!(
+            "  replica {}  {}/{} ({})  API {}  gateway {}",
+            h.id, h.computer, h.partition, h.region, h.api_addr, h.gateway_url
+        );
+    }
+    println!("  node agents' slapos.cfg: master_url = {}", urls.join(" "));
+    println!(
+        "  operators: slapos cluster status --via {}",
+        hosted_apis.join(",")
+    );
+    Ok(plan.hosted)
+}
+
+pub async fn run(args: BootstrapArgs) -> Result<()> {
+    bootstrap(&args).await.map(|_| ())
+}
+
+/// The leader's id (when one is known) and the members as it sees them.
+async fn group_with_leader(
+    op: &Operator,
+) -> Result<(Option<u64>, Vec<slapos_proto::rpc::master::Member>)> {
+    let mut client = MasterClient::new(op.via.clone()).with_deadline(Duration::from_secs(10));
+    let status = client.status().await.context("no replica answered")?;
+    let leader = status.has_leader.then_some(status.leader_id);
+    let (_, members) = op.group().await?;
+    Ok((leader, members))
+}
+
+async fn wait_group(
+    op: &Operator,
+    what: &str,
+    done: impl Fn(Option<u64>, &[slapos_proto::rpc::master::Member]) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(op.timeout_secs);
+    loop {
+        if let Ok((leader, members)) = group_with_leader(op).await {
+            if done(leader, &members) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {} s", op.timeout_secs);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Where a replica that already votes runs, from its membership record.
+async fn reconstruct(op: &Operator, p: &Planned) -> Result<Added> {
+    let (_, members) = op.group().await?;
+    let m = members
+        .iter()
+        .find(|m| m.id == p.id)
+        .with_context(|| format!("replica {} is not a member", p.id))?;
+    let (computer, partition) = m
+        .hosted_by
+        .split_once('/')
+        .with_context(|| format!("replica {} is not hosted in a partition", p.id))?;
+    let host = m
+        .api_addr
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_string())
+        .unwrap_or_default();
+    Ok(Added {
+        id: p.id,
+        computer: computer.to_string(),
+        partition: partition.to_string(),
+        region: p.region.clone(),
+        api_addr: m.api_addr.clone(),
+        gateway_url: format!("https://{host}:{}/", p.gateway_port),
+    })
+}

@@ -1,0 +1,231 @@
+//! `slapos cluster bootstrap`: from a seed (one replica and its gateway outside any
+//! partition, `slapos up --unhosted --replicas 1`) and three registered nodes, each
+//! declaring its own region, to a master that lives only in partitions of those nodes.
+//!
+//! What an operator sees: the command refuses, before changing anything, two computers
+//! in one region, an unknown computer, and the seed replica's own certificate (refused by
+//! the group once the seed leaves); interrupted halfway (killed while it hosts the second
+//! replica), the same command resumes from its plan; at its end the group is the three
+//! hosted replicas (one per region, voting, one of them leading), the seed is gone, and
+//! a write goes through a gateway in a partition.
+//!
+//! Runs as root (the nodes make a Unix user per partition, removed at the end).
+
+use slapos_e2e::agent::{is_root, open_dir, text, wait_for, Up};
+use slapos_e2e::slapos_bin;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The first of three consecutive ports free on loopback now (Raft, API, gateway of one
+/// replica: the nodes' partitions share loopback here).
+fn three_ports() -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let held: Vec<_> = (0..3u16)
+            .filter_map(|k| first.checked_add(k))
+            .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == 3 {
+            return first;
+        }
+    }
+}
+
+#[test]
+fn bootstrap_moves_the_master_into_partitions_one_per_region_and_resumes_when_interrupted() {
+    assert!(
+        is_root(),
+        "bootstrap runs as root (a Unix user per partition)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let root = open_dir(&tmp);
+    let up = Up::launch(
+        &root,
+        &[
+            "--unhosted",
+            "--replicas",
+            "1",
+            "--nodes",
+            "3",
+            "--partitions",
+            "2",
+        ],
+        Duration::from_secs(240),
+    );
+    let cluster: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(up.dir.join("cluster.json")).unwrap()).unwrap();
+    let admin = &cluster["admin"];
+    let file = |k: &str| admin[k].as_str().unwrap().to_string();
+    let (cert, key, ca) = (file("certificate"), file("key"), file("ca"));
+    let seed_api = cluster["master_api_addrs"][0].as_str().unwrap().to_string();
+    let seed_gateway = cluster["gateway_urls"][0].as_str().unwrap().to_string();
+    let tls = up.dir.join("tls");
+    let operator_identity = [
+        ("SLAPOS_MASTER_TLS_CERT", tls.join("operator-admin.crt")),
+        ("SLAPOS_MASTER_TLS_KEY", tls.join("operator-admin.key")),
+        ("SLAPOS_MASTER_TLS_CA", tls.join("ca.pem")),
+    ];
+    let seed_identity = [
+        ("SLAPOS_MASTER_TLS_CERT", tls.join("replica-1.crt")),
+        ("SLAPOS_MASTER_TLS_KEY", tls.join("replica-1.key")),
+        ("SLAPOS_MASTER_TLS_CA", tls.join("ca.pem")),
+    ];
+    let release_dir = root.join("release");
+    let plan = release_dir.join("bootstrap.json");
+    let bootstrap = |computers: &str, identity: &[(&str, std::path::PathBuf)]| {
+        let mut c = Command::new(slapos_bin());
+        c.args(["cluster", "bootstrap", "--via", &seed_api, "--gateway"])
+            .arg(&seed_gateway)
+            .args(["--cert", &cert, "--key", &key, "--ca", &ca])
+            .arg("--release-dir")
+            .arg(&release_dir)
+            .args(["--timeout-secs", "240", "--computer", computers])
+            .env_remove("RUST_BACKTRACE");
+        for (k, v) in identity {
+            c.env(k, v);
+        }
+        c
+    };
+
+    // Refused before anything changes.
+    let out = bootstrap("COMP-1,COMP-1", &operator_identity)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("are both in region region-1"),
+        "{}",
+        text(&out)
+    );
+    let out = bootstrap("COMP-1,COMP-9", &operator_identity)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("computer COMP-9 is not registered"),
+        "{}",
+        text(&out)
+    );
+    let out = bootstrap("COMP-1,COMP-2,COMP-3", &seed_identity)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("replica 1 leaves at the end"),
+        "{}",
+        text(&out)
+    );
+    assert!(!plan.exists(), "a refused bootstrap kept a plan");
+
+    // Interrupted while it hosts the second replica.
+    let computers = (1..=3)
+        .map(|n| format!("COMP-{n}:{}", three_ports()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut first = bootstrap(&computers, &operator_identity)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(root.join("bootstrap.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("hosting replica 3 on COMP-2") {
+            break;
+        }
+    }
+    let _ = first.kill();
+    let _ = first.wait();
+    said.push_str(&std::fs::read_to_string(root.join("bootstrap.err")).unwrap_or_default());
+    assert!(said.contains("node COMP-1: region region-1"), "{said}");
+    assert!(said.contains("replica 2 votes"), "{said}");
+    assert!(plan.exists(), "no plan kept: {said}");
+
+    // The same command resumes and finishes.
+    let out = bootstrap(&computers, &operator_identity).output().unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("resuming the plan"), "{said}");
+    assert!(said.contains("replica 2 on COMP-1/"), "{said}");
+    assert!(said.contains("votes already"), "{said}");
+    assert!(said.contains("seed replica 1 leaves"), "{said}");
+    let urls_line = said
+        .lines()
+        .find(|l| l.contains("master_url = "))
+        .unwrap_or_else(|| panic!("no master_url line: {said}"));
+    let urls: Vec<&str> = urls_line
+        .split("master_url = ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .collect();
+    assert_eq!(urls.len(), 3, "{urls_line}");
+
+    // The group is the three hosted replicas, one per region, one of them leading.
+    let via_line = said
+        .lines()
+        .find(|l| l.contains("slapos cluster status --via "))
+        .unwrap();
+    let via = via_line.split("--via ").nth(1).unwrap().trim().to_string();
+    let mut status = serde_json::Value::Null;
+    wait_for("a hosted leader", Duration::from_secs(30), || {
+        let mut c = Command::new(slapos_bin());
+        c.args(["cluster", "status", "--json", "--via", &via]);
+        for (k, v) in &operator_identity {
+            c.env(k, v);
+        }
+        status = serde_json::from_slice(&c.output().unwrap().stdout).unwrap_or_default();
+        status["leader"].is_u64()
+    });
+    let members = status["members"].as_array().unwrap();
+    let mut placed: Vec<(u64, String, String)> = members
+        .iter()
+        .map(|m| {
+            assert_eq!(m["role"], "voter", "{status}");
+            (
+                m["id"].as_u64().unwrap(),
+                m["region"].as_str().unwrap().to_string(),
+                m["hosted_by"]
+                    .as_str()
+                    .unwrap()
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    placed.sort();
+    assert_eq!(
+        placed,
+        (1..=3)
+            .map(|n| (n + 1, format!("region-{n}"), format!("COMP-{n}")))
+            .collect::<Vec<_>>(),
+        "{status}"
+    );
+    let leader = status["leader"].as_u64().unwrap();
+    assert!((2..=4).contains(&leader), "{status}");
+
+    // A write through a gateway in a partition.
+    let out = Command::new(slapos_bin())
+        .args(["computer", "register", "--gateway", urls[2], "--ca", &ca])
+        .args(["--cert", &cert, "--key", &key])
+        .args(["--id", "COMP-NEW", "--region", "region-9"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("computer COMP-NEW registered"),
+        "{}",
+        text(&out)
+    );
+    drop(up);
+}
