@@ -20,10 +20,12 @@ pub enum NetError {
     NotRoot(u32),
 }
 
-const PREFIX: &str = "slapos-chaos-";
+/// Namespaces are `slapos-<tag>-<pid>-...`: chaos runs, and `slapos up`'s nodes.
+const TAGS: [&str; 2] = ["chaos", "up"];
 
 /// The namespaces of one run; deleted on drop.
 pub struct Network {
+    tag: &'static str,
     pid: u32,
     hosts: usize,
     cuts: Vec<(usize, usize)>,
@@ -88,7 +90,10 @@ impl Network {
         };
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let name = line.split_whitespace().next().unwrap_or("");
-            let Some(rest) = name.strip_prefix(PREFIX) else {
+            let Some(rest) = TAGS
+                .iter()
+                .find_map(|t| name.strip_prefix(&format!("slapos-{t}-")))
+            else {
                 continue;
             };
             let pid = rest.split('-').next().unwrap_or("");
@@ -107,11 +112,18 @@ impl Network {
         }
     }
 
-    /// `hosts` host namespaces, the router, and the harness link.
+    /// `hosts` host namespaces, the router, and the harness link (a chaos run's).
     pub fn create(hosts: usize) -> Result<Network, NetError> {
+        Self::create_tagged("chaos", hosts)
+    }
+
+    /// [`Self::create`], the namespaces named `slapos-<tag>-<pid>-...` (`tag`: "chaos" or
+    /// "up").
+    pub fn create_tagged(tag: &'static str, hosts: usize) -> Result<Network, NetError> {
         Self::available()?;
         Self::sweep_leftovers();
         let net = Network {
+            tag: if TAGS.contains(&tag) { tag } else { TAGS[0] },
             pid: std::process::id(),
             hosts,
             cuts: Vec::new(),
@@ -242,7 +254,7 @@ impl Network {
     }
 
     fn router(&self) -> String {
-        format!("{PREFIX}{}-r", self.pid)
+        format!("slapos-{}-{}-r", self.tag, self.pid)
     }
 
     pub fn hosts(&self) -> usize {
@@ -251,7 +263,7 @@ impl Network {
 
     /// The namespace of host `i` (1..=hosts).
     pub fn host_ns(&self, i: usize) -> String {
-        format!("{PREFIX}{}-h{i}", self.pid)
+        format!("slapos-{}-{}-h{i}", self.tag, self.pid)
     }
 
     fn v6_net48(&self) -> String {
@@ -269,6 +281,11 @@ impl Network {
             0,
             host,
         )
+    }
+
+    /// The harness's own IPv6 address (root namespace), which every host reaches.
+    pub fn harness_v6(&self) -> Ipv6Addr {
+        self.v6_on(0, 2)
     }
 
     /// Host `i`'s IPv6 address.

@@ -52,6 +52,10 @@ pub struct UpArgs {
     /// hosting them in partitions (the default, below). Implied by --insecure.
     #[arg(long)]
     unhosted: bool,
+    /// Keep the nodes of the self-hosted group on loopback (as root they otherwise run in
+    /// network namespaces of their own, each with its own IPv6 /64, joined by a router).
+    #[arg(long)]
+    loopback: bool,
 }
 
 /// The admin's client identity on a cluster under mTLS (`D/tls/`).
@@ -235,6 +239,20 @@ pub async fn run(args: UpArgs) -> Result<()> {
     } else {
         args.partitions
     };
+    // Each node in a network namespace of its own (its own IPv6 /64, standing for a
+    // region), the seed reachable from them on this namespace's end of the router.
+    let net = if self_hosted && !args.loopback && node_count > 0 && slapgrid::process::is_root() {
+        Some(
+            chaos::netns::Network::create_tagged("up", node_count)
+                .context("network namespaces for the nodes (--loopback keeps them on loopback)")?,
+        )
+    } else {
+        None
+    };
+    let seed_host = match &net {
+        Some(n) => format!("[{}]", n.harness_v6()),
+        None => "127.0.0.1".to_string(),
+    };
     let mut replicas = Vec::new();
     for id in 1..=seeds {
         let o = ((id - 1) * 4) as u16;
@@ -243,8 +261,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
             region: "local".into(),
             ..ReplicaConfig::new(
                 id,
-                format!("127.0.0.1:{}", port(args.base_port, o)?),
-                format!("127.0.0.1:{}", port(args.base_port, o + 1)?),
+                format!("{seed_host}:{}", port(args.base_port, o)?),
+                format!("{seed_host}:{}", port(args.base_port, o + 1)?),
                 dir.join(format!("replica-{id}")),
             )
         };
@@ -265,7 +283,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let tls = if args.insecure {
         None
     } else {
-        Some(bootstrap_tls(&bin, &dir, &mut replicas, seeds).await?)
+        let mut ips = vec!["127.0.0.1".to_string()];
+        ips.extend(net.as_ref().map(|n| n.harness_v6().to_string()));
+        Some(bootstrap_tls(&bin, &dir, &mut replicas, seeds, ips).await?)
     };
     for (config, path) in &replicas {
         let log = dir.join(format!("replica-{}.log", config.id));
@@ -312,7 +332,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     for (i, (config, _)) in replicas.iter().enumerate() {
         let mut masters = vec![config.api_addr.clone()];
         masters.extend(api_addrs.iter().filter(|a| **a != config.api_addr).cloned());
-        let listen = format!("127.0.0.1:{}", port(args.base_port, (i as u16) * 4 + 3)?);
+        let listen = format!("{seed_host}:{}", port(args.base_port, (i as u16) * 4 + 3)?);
         let text = match &tls {
             // the local cluster's one person operates it: they may close periods
             None => format!(
@@ -373,10 +393,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let nodes = {
         let (bin, dir, urls, tls) = (bin.clone(), dir.clone(), urls.clone(), tls.clone());
         let (n, partitions) = (node_count, partitions);
-        tokio::task::spawn_blocking(move || {
-            crate::up_node::format_nodes(&bin, &dir, &urls, n, partitions, tls.as_ref())
-        })
-        .await??
+        let net = net.as_ref();
+        tokio::task::block_in_place(move || {
+            crate::up_node::format_nodes(&bin, &dir, &urls, n, partitions, tls.as_ref(), net)
+        })?
     };
     let teardown = NodesTeardown(bin.clone(), nodes.clone());
     for node in &nodes {
@@ -408,6 +428,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             &nodes,
             args.replicas,
             args.base_port,
+            net.is_some(),
         )
         .await?;
         // The nodes now talk to the gateways in the partitions (restarted with the new
@@ -550,10 +571,20 @@ pub async fn run(args: UpArgs) -> Result<()> {
         );
     }
     for node in &nodes {
+        let place = match (&node.netns, &node.address, &node.region) {
+            (Some(ns), Some(a), region) => format!(
+                ", namespace {ns} at {a}{}",
+                region
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            _ => String::new(),
+        };
         println!(
-            "  node          {} ({} partitions) in {}",
+            "  node          {} ({} partitions{place}) in {}",
             node.computer_id,
-            args.partitions,
+            partitions,
             node.dir.display()
         );
     }
@@ -654,6 +685,7 @@ async fn bootstrap_tls(
     dir: &Path,
     replicas: &mut [(ReplicaConfig, PathBuf)],
     count: u64,
+    local: Vec<String>,
 ) -> Result<UpTls> {
     let out = dir.join("tls");
     std::fs::create_dir_all(&out)?;
@@ -671,7 +703,6 @@ async fn bootstrap_tls(
         .context("the first replica does not answer")?;
     let ca = out.join("ca.pem");
     std::fs::write(&ca, client.authority().await?)?;
-    let local = vec!["127.0.0.1".to_string()];
     for id in 1..=count {
         for identity in [format!("replica:{id}"), format!("gateway:gw{id}")] {
             crate::master::issue_to_files(
@@ -733,8 +764,9 @@ async fn bootstrap_tls(
 }
 
 /// The master moves into partitions: `slapos cluster bootstrap` onto the first `count`
-/// nodes (one region each; their partitions share loopback, so each replica gets three
-/// consecutive free ports of its own), the seed (replica 1) leaving at its end.
+/// nodes (one region each), the seed (replica 1) leaving at its end. In namespaces each
+/// partition has its own address and the default ports; on loopback the partitions share
+/// one, so each replica gets three consecutive free ports of its own.
 async fn self_host(
     dir: &Path,
     tls: &UpTls,
@@ -743,6 +775,7 @@ async fn self_host(
     nodes: &[crate::up_node::NodeInfo],
     count: u64,
     base_port: Option<u16>,
+    own_addresses: bool,
 ) -> Result<Vec<crate::selfhost::Added>> {
     let operator = crate::selfhost::Operator {
         via: seed_apis.to_vec(),
@@ -756,6 +789,11 @@ async fn self_host(
     };
     let mut computers = Vec::new();
     for (i, node) in nodes.iter().take(count as usize).enumerate() {
+        if own_addresses {
+            // the default ports, on each partition's own address
+            computers.push(node.computer_id.clone());
+            continue;
+        }
         let first = match base_port {
             // after the seed's four ports
             Some(b) => b
@@ -769,9 +807,9 @@ async fn self_host(
         operator,
         computers,
         first_id: Some(2),
-        raft_port: 0,
-        api_port: 0,
-        gateway_port: 0,
+        raft_port: 7201,
+        api_port: 7202,
+        gateway_port: 8443,
         timers: Default::default(),
     })
     .await

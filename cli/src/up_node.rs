@@ -8,7 +8,10 @@
 //!
 //! As root the partitions get real Unix users (a prefix unique to this cluster, removed
 //! with `slapos node unformat` at the end); otherwise they are directories of the current
-//! user (slapgrid's standalone mode). Addresses stay on loopback either way.
+//! user (slapgrid's standalone mode). As root each node can also run in a network
+//! namespace of its own (the self-hosted default of `slapos up`): its agent formats the
+//! network there (an IPv6 address of the node's /64 per partition), and its supervisor
+//! and partitions run there; otherwise the addresses are loopback.
 
 use crate::up::UpTls;
 use anyhow::{bail, Context, Result};
@@ -28,6 +31,11 @@ pub struct NodeInfo {
     pub computer_id: String,
     /// The region its computer declares (under mTLS, where the admin registers it).
     pub region: Option<String>,
+    /// The network namespace the node runs in (its agent, supervisor and partitions),
+    /// with its own IPv6 /64 on `eth0`; None: the node shares loopback with the others.
+    pub netns: Option<String>,
+    /// The node's own IPv6 address in its namespace.
+    pub address: Option<String>,
     pub config: PathBuf,
     pub dir: PathBuf,
     pub log: PathBuf,
@@ -54,6 +62,7 @@ pub fn format_nodes(
     nodes: usize,
     partitions: usize,
     tls: Option<&UpTls>,
+    net: Option<&chaos::netns::Network>,
 ) -> Result<Vec<NodeInfo>> {
     let admin = match tls {
         Some(_) => Some(admin_client(urls, tls)?),
@@ -67,6 +76,7 @@ pub fn format_nodes(
             std::fs::create_dir_all(node_dir.join(d))?;
         }
         let computer_id = format!("COMP-{n}");
+        let netns = net.map(|net| net.host_ns(n));
         let region = format!("region-{n}");
         let users = root.then(|| format!("up{:04x}n{n}", std::process::id() & 0xffff));
         let r = node_dir.display();
@@ -82,6 +92,15 @@ pub fn format_nodes(
             ),
             None => String::new(),
         };
+        // In its own namespace the node formats its network: an IPv6 address of its /64
+        // and a local IPv4 per partition, on eth0.
+        let network_part = match net {
+            Some(_) => format!(
+                "alter_network = true\ninterface_name = eth0\nipv4_local_network = 10.{}.0.0/16\n",
+                100 + n
+            ),
+            None => "alter_network = false\n".into(),
+        };
         let config = node_dir.join("etc/slapos.cfg");
         std::fs::write(
             &config,
@@ -92,7 +111,7 @@ pub fn format_nodes(
                  pidfile_instance = {r}/var/run/cp.pid\npidfile_report = {r}/var/run/ur.pid\n\
                  software_interval = 5\ninstance_interval = 5\nreport_interval = 3600\n\
                  format_interval = 3600\n\n[slapformat]\npartition_amount = {partitions}\n\
-                 {user_part}alter_network = false\ncreate_tap = false\npartition_has_ipv6_range = false\n\
+                 {user_part}{network_part}create_tap = false\npartition_has_ipv6_range = false\n\
                  computer_xml = {r}/etc/slapos.xml\ncomputer_json = {r}/etc/slapos.json\n",
                 urls = urls.join(" "),
             ),
@@ -127,7 +146,7 @@ pub fn format_nodes(
                 )
                 .with_context(|| format!("a registration token for {computer_id}"))?;
             let token = String::from_utf8_lossy(&token).trim().to_string();
-            let register = Command::new(bin)
+            let register = in_netns(bin, netns.as_deref())
                 .args(["node", "register", "--token", &token, "--cfg"])
                 .arg(&config)
                 .output()?;
@@ -138,7 +157,7 @@ pub fn format_nodes(
                 );
             }
         }
-        let format = Command::new(bin)
+        let format = in_netns(bin, netns.as_deref())
             .args(["node", "format", "--cfg"])
             .arg(&config)
             .output()?;
@@ -151,6 +170,8 @@ pub fn format_nodes(
         out.push(NodeInfo {
             computer_id,
             region: tls.map(|_| region),
+            address: net.map(|net| net.v6(n).to_string()),
+            netns,
             log: node_dir.join("var/log/daemon.log"),
             dir: node_dir,
             config,
@@ -161,10 +182,22 @@ pub fn format_nodes(
     Ok(out)
 }
 
-/// `slapos node daemon` for a node.
+/// `bin`, inside `netns` when given (`ip netns exec` execs it: the child's pid is its).
+pub fn in_netns(bin: &Path, netns: Option<&str>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
+/// `slapos node daemon` for a node (in its namespace).
 pub fn spawn_daemon(bin: &Path, node: &NodeInfo) -> Result<Child> {
     let log = std::fs::File::create(&node.log)?;
-    Ok(Command::new(bin)
+    Ok(in_netns(bin, node.netns.as_deref())
         .args(["node", "daemon", "-v", "--cfg"])
         .arg(&node.config)
         .env("RUST_LOG", "info")
@@ -210,7 +243,7 @@ pub fn teardown(bin: &Path, node: &NodeInfo) {
         }
     }
     if node.users.is_some() {
-        let _ = Command::new(bin)
+        let _ = in_netns(bin, node.netns.as_deref())
             .args(["node", "unformat", "--cfg"])
             .arg(&node.config)
             .output();

@@ -204,8 +204,20 @@ fn the_group_survives_losing_the_node_of_its_leader_and_the_node_rejoins() {
     // The node comes back: its agent starts its supervisor, which restarts the replica
     // from its data; the replica rejoins and catches up.
     let log = std::fs::File::create(dir.path().join("node-back.log")).unwrap();
+    let netns = nodes
+        .iter()
+        .find(|n| n["computer_id"] == lost_computer.as_str())
+        .and_then(|n| n["netns"].as_str());
+    let mut agent = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(slapos_bin());
+            c
+        }
+        None => Command::new(slapos_bin()),
+    };
     procs.0.push(
-        Command::new(slapos_bin())
+        agent
             .args(["node", "daemon", "--cfg", &node_cfg])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -252,6 +252,44 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
         .map(|h| h["computer"].as_str().unwrap())
         .collect();
     assert_eq!(computers.len(), 3, "one replica per node: {cluster}");
+    // As root, each node is a network namespace of its own (its own IPv6 /64, standing
+    // for a region), and its replica listens on its partition's address there.
+    let nodes = cluster["nodes"].as_array().expect("nodes");
+    let mut namespaces = Vec::new();
+    for h in hosted {
+        let node = nodes
+            .iter()
+            .find(|n| n["computer_id"] == h["computer"])
+            .expect("the node of a hosted replica");
+        let ns = node["netns"].as_str().expect("a namespace per node (root)");
+        let prefix = node["address"]
+            .as_str()
+            .and_then(|a| a.rsplit_once("::"))
+            .map(|(net, _)| format!("[{net}::"))
+            .expect("the node's address");
+        let api = h["api_addr"].as_str().unwrap();
+        assert!(
+            api.starts_with(&prefix),
+            "{api} not in {prefix}/64: {cluster}"
+        );
+        let listening = Command::new("ip")
+            .args(["netns", "exec", ns, "ss", "-Htln"])
+            .output()
+            .unwrap();
+        let port = api.rsplit_once(':').unwrap().1;
+        assert!(
+            String::from_utf8_lossy(&listening.stdout)
+                .contains(&format!("{}:{port}", api.rsplit_once(':').unwrap().0)),
+            "replica {} does not listen in {ns}: {}",
+            h["id"],
+            String::from_utf8_lossy(&listening.stdout)
+        );
+        namespaces.push(ns.to_string());
+    }
+    namespaces.sort();
+    namespaces.dedup();
+    assert_eq!(namespaces.len(), 3, "{cluster}");
+
     // No master or gateway process of its own is left: the nodes run them.
     let procs = cluster["processes"].as_array().expect("processes");
     assert!(procs.iter().all(|p| p["role"] == "node"), "{cluster}");
@@ -315,7 +353,6 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
         assert_eq!(https_get(url, path, ca, None).0, 403, "{url}");
     }
     // The nodes talk to them, and the sample instance runs.
-    let nodes = cluster["nodes"].as_array().expect("nodes");
     for node in nodes {
         let cfg = std::fs::read_to_string(node["config"].as_str().unwrap()).unwrap();
         assert!(
@@ -367,5 +404,12 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
     for u in users {
         let id = Command::new("id").arg(format!("{u}u0")).output().unwrap();
         assert!(!id.status.success(), "partition users left behind");
+    }
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    for ns in namespaces {
+        assert!(
+            !String::from_utf8_lossy(&list.stdout).contains(&ns),
+            "namespace {ns} left behind"
+        );
     }
 }
