@@ -362,7 +362,9 @@ pub(crate) fn judge(
         && phantom_local_reads.is_empty();
     Report {
         seed: opts.seed,
-        mode: if opts.namespaces {
+        mode: if opts.self_hosted {
+            "self-hosted: replicas in partitions of nodes, each node a network namespace".into()
+        } else if opts.namespaces {
             "network namespaces".into()
         } else {
             "loopback".into()

@@ -322,28 +322,7 @@ impl ProcessCluster {
 
     /// The leader that a running replica reports, waiting up to `timeout`.
     pub async fn wait_leader(&self, timeout: Duration) -> Result<u64, ClusterError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            for (id, r) in &self.replicas {
-                if r.child.is_none() {
-                    continue;
-                }
-                let mut c = MasterClient::single(&r.config.api_addr);
-                c.call_timeout = Duration::from_millis(500);
-                if let Ok(s) = c.status_of(&r.config.api_addr).await {
-                    if s.state == "leader" && s.id == *id {
-                        return Ok(*id);
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(ClusterError::Timeout(format!(
-                    "no leader within {} s",
-                    timeout.as_secs()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::group::Group::wait_leader(self, timeout).await
     }
 
     /// Configure and start a gateway on `host` (1.. on hosts; any key on loopback) that
@@ -513,15 +492,7 @@ impl ProcessCluster {
 
     /// The status every running replica reports (unreachable ones are left out).
     pub async fn statuses(&self) -> Vec<slapos_proto::rpc::master::StatusResponse> {
-        let mut out = Vec::new();
-        for r in self.replicas.values().filter(|r| r.child.is_some()) {
-            let mut c = MasterClient::single(&r.config.api_addr);
-            c.call_timeout = Duration::from_millis(500);
-            if let Ok(s) = c.status_of(&r.config.api_addr).await {
-                out.push(s);
-            }
-        }
-        out
+        crate::group::Group::statuses(self).await
     }
 
     /// The replica's log, for failure reports.

@@ -1,7 +1,7 @@
 //! The faults of a chaos run: what they are, how each is injected and healed, and what
 //! the report says of each (the time until the group had a leader again).
 
-use crate::cluster::ProcessCluster;
+use crate::group::Group;
 use crate::netns::Network;
 use crate::workload::{Rng, RunClock};
 use master_node::raft::client::MasterClient;
@@ -87,7 +87,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// The leader a majority-side replica reports, other than `exclude` (replica id).
-async fn other_leader(cluster: &ProcessCluster, exclude: Option<u64>) -> Option<u64> {
+async fn other_leader<G: Group>(cluster: &G, exclude: Option<u64>) -> Option<u64> {
     for id in cluster.ids() {
         if Some(id) == exclude || !cluster.is_running(id) {
             continue;
@@ -107,8 +107,8 @@ async fn other_leader(cluster: &ProcessCluster, exclude: Option<u64>) -> Option<
 }
 
 /// Hold a fault for `hold`, watching for a new leader other than `hit`.
-async fn hold(
-    cluster: &ProcessCluster,
+async fn hold<G: Group>(
+    cluster: &G,
     hold: Duration,
     hit: Option<u64>,
     start: Instant,
@@ -133,15 +133,15 @@ async fn hold(
 
 /// The fault injector of one run: the cluster and network it acts on, its own random
 /// stream (from the seed), the next replica id a wiped replica comes back under.
-pub(crate) struct Faults<'a> {
-    pub(crate) cluster: &'a mut ProcessCluster,
+pub(crate) struct Faults<'a, G: Group> {
+    pub(crate) cluster: &'a mut G,
     pub(crate) net: Option<&'a mut Network>,
     pub(crate) rng: Rng,
     pub(crate) next_id: u64,
     pub(crate) clock: RunClock,
 }
 
-impl Faults<'_> {
+impl<G: Group> Faults<'_, G> {
     pub(crate) async fn inject(&mut self, kind: FaultKind) -> FaultEvent {
         let leader = self.cluster.wait_leader(Duration::from_secs(20)).await.ok();
         let start_ms = self.clock.us() / 1000;
@@ -169,11 +169,10 @@ impl Faults<'_> {
                         (FaultKind::KillLeader, Some(l)) => l,
                         _ => pick(&mut self.rng, &ids),
                     };
-                    event.target = format!("replica {victim}");
-                    self.cluster.kill9(victim).map_err(|e| e.to_string())?;
+                    event.target = self.cluster.crash(victim).map_err(|e| e.to_string())?;
                     let watch = Some(victim) == leader;
                     let found = hold(self.cluster, hold_for, Some(victim), start, watch).await;
-                    self.cluster.spawn(victim).map_err(|e| e.to_string())?;
+                    self.cluster.recover(victim).map_err(|e| e.to_string())?;
                     Ok(watch.then_some(found))
                 }
                 FaultKind::PauseLeader => {
@@ -246,7 +245,7 @@ impl Faults<'_> {
                     self.cluster.kill_gateway(host);
                     let _ = hold(self.cluster, hold_for, None, start, false).await;
                     self.cluster
-                        .spawn_gateway(host)
+                        .recover_gateway(host)
                         .map_err(|e| e.to_string())?;
                     Ok(None)
                 }

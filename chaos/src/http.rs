@@ -1,8 +1,13 @@
 //! A small HTTP/1.1 client over one keep-alive connection: what the benchmarks and the
 //! chaos workload need to talk to a gateway without pulling in an HTTP client stack.
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+/// A connection: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Why an exchange failed. `NotSent` means the request never left this process (the
 /// server cannot have acted on it); anything else may have reached the server.
@@ -19,7 +24,9 @@ pub enum HttpError {
 /// One persistent HTTP/1.1 connection, reopened when the server closes it.
 pub struct HttpConn {
     addr: String,
-    stream: Option<BufReader<TcpStream>>,
+    /// HTTPS: the client configuration (CA, client certificate).
+    tls: Option<Arc<rustls::ClientConfig>>,
+    stream: Option<BufReader<Box<dyn Stream>>>,
     /// The body of the last answer.
     pub buf: Vec<u8>,
 }
@@ -28,9 +35,43 @@ impl HttpConn {
     pub fn new(addr: impl Into<String>) -> Self {
         HttpConn {
             addr: addr.into(),
+            tls: None,
             stream: None,
             buf: Vec::new(),
         }
+    }
+
+    /// HTTPS to `addr` (`host:port`, the host an IP address or a name the server's
+    /// certificate carries) with this client configuration.
+    pub fn with_tls(addr: impl Into<String>, tls: Arc<rustls::ClientConfig>) -> Self {
+        HttpConn {
+            tls: Some(tls),
+            ..HttpConn::new(addr)
+        }
+    }
+
+    /// (addr and tls by value: the future holds no reference to the non-`Sync` stream)
+    async fn connect(
+        addr: String,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Box<dyn Stream>, std::io::Error> {
+        let s = TcpStream::connect(&addr).await?;
+        let _ = s.set_nodelay(true);
+        let Some(tls) = tls else {
+            return Ok(Box::new(s));
+        };
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let tls = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, s)
+            .await?;
+        Ok(Box::new(tls))
     }
 
     pub fn addr(&self) -> &str {
@@ -43,10 +84,9 @@ impl HttpConn {
         let mut stream = match self.stream.take() {
             Some(s) => s,
             None => {
-                let s = TcpStream::connect(&self.addr)
+                let s = Self::connect(self.addr.clone(), self.tls.clone())
                     .await
                     .map_err(HttpError::NotSent)?;
-                let _ = s.set_nodelay(true);
                 BufReader::with_capacity(64 * 1024, s)
             }
         };
@@ -75,6 +115,16 @@ impl HttpConn {
         let body = form_urlencode(fields);
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        self.exchange(request.as_bytes()).await
+    }
+
+    /// POST a JSON body to `path` (a JSON-RPC method of the gateway).
+    pub async fn post_json(&mut self, path: &str, body: &str) -> Result<u16, HttpError> {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
             body.len()
         );
@@ -127,14 +177,17 @@ fn io(e: std::io::Error) -> HttpError {
 }
 
 async fn read_answer(
-    s: &mut BufReader<TcpStream>,
+    s: &mut BufReader<Box<dyn Stream>>,
     request: &[u8],
     buf: &mut Vec<u8>,
 ) -> Result<(u16, bool), HttpError> {
-    s.get_mut()
-        .write_all(request)
-        .await
-        .map_err(|e| HttpError::Io(format!("write: {e}")))?;
+    let w = s.get_mut();
+    // (flushed: a TLS stream keeps what did not fit its records until then)
+    match w.write_all(request).await {
+        Ok(()) => w.flush().await,
+        Err(e) => Err(e),
+    }
+    .map_err(|e| HttpError::Io(format!("write: {e}")))?;
     let mut line = String::new();
     if s.read_line(&mut line).await.map_err(io)? == 0 {
         return Err(HttpError::Io("connection closed before the answer".into()));

@@ -6,6 +6,8 @@ pub mod bench;
 pub mod check;
 pub mod cluster;
 pub mod faults;
+mod group;
+pub mod hosted;
 pub mod http;
 pub mod linearizability;
 pub mod netns;

@@ -27,6 +27,8 @@ const TAGS: [&str; 2] = ["chaos", "up"];
 pub struct Network {
     tag: &'static str,
     pid: u32,
+    /// Made by this process (deleted on drop), or attached to another's.
+    owned: bool,
     hosts: usize,
     cuts: Vec<(usize, usize)>,
 }
@@ -125,12 +127,25 @@ impl Network {
         let net = Network {
             tag: if TAGS.contains(&tag) { tag } else { TAGS[0] },
             pid: std::process::id(),
+            owned: true,
             hosts,
             cuts: Vec::new(),
         };
         net.build()?;
         net.wait_settled();
         Ok(net)
+    }
+
+    /// The network another process made (`slapos up`'s, whose nodes are
+    /// `slapos-<tag>-<pid>-h<i>`), to cut and heal its links; left in place on drop.
+    pub fn attach(tag: &'static str, pid: u32, hosts: usize) -> Network {
+        Network {
+            tag: if TAGS.contains(&tag) { tag } else { TAGS[0] },
+            pid,
+            owned: false,
+            hosts,
+            cuts: Vec::new(),
+        }
     }
 
     /// Wait (up to 5 s) until no IPv6 address is still tentative: link-local addresses go
@@ -383,6 +398,10 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
+        if !self.owned {
+            let _ = self.heal();
+            return;
+        }
         for i in 1..=self.hosts {
             let _ = run(&["netns", "del", &self.host_ns(i)]);
         }

@@ -1,5 +1,6 @@
 //! `slapos chaos run`: a cluster of real processes (replicas and a gateway beside each,
-//! each host in its own network namespace when root), the workload of [`crate::workload`],
+//! each host in its own network namespace when root; or, `--self-hosted`, the group
+//! hosted in partitions of nodes, [`crate::hosted`]), the workload of [`crate::workload`],
 //! faults on a seeded schedule, then the checkers and the report.
 
 use crate::check::{judge, lost_writes, usage_errors, usage_on, ReplicaCheck, UsageOnReplica};
@@ -7,9 +8,11 @@ pub use crate::check::{RegisterVerdict, Report};
 use crate::cluster::{ClusterError, Hosts, ProcessCluster};
 use crate::faults::Faults;
 pub use crate::faults::{FaultEvent, FaultKind};
+use crate::group::Group;
+use crate::hosted::HostedCluster;
 use crate::netns::Network;
 use crate::workload::{
-    self, ClientOptions, History, Key, OpKind, OpRecord, Outcome, Rng, RunClock,
+    self, ClientOptions, History, Identities, Key, OpKind, OpRecord, Outcome, Rng, RunClock,
 };
 use master_node::domain::Query as MasterQuery;
 use master_node::raft::client::MasterClient;
@@ -43,6 +46,9 @@ pub struct ChaosOptions {
     pub keys: usize,
     /// Use network namespaces (needs root); otherwise loopback.
     pub namespaces: bool,
+    /// The group hosted in partitions of nodes (`slapos up`'s default, needs root) instead
+    /// of replicas as plain processes; faults act on the nodes.
+    pub self_hosted: bool,
     /// The kinds of fault to draw from (empty: all that can be injected).
     pub faults: Vec<FaultKind>,
 }
@@ -51,7 +57,15 @@ pub struct ChaosOptions {
 pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| ChaosError::Io(opts.dir.display().to_string(), e))?;
-    let mut net = if opts.namespaces {
+    if opts.self_hosted {
+        let mut hosted = HostedCluster::start(&opts.bin, &opts.dir, opts.replicas).await?;
+        let net = hosted.net.take();
+        let gateways = hosted.gateways();
+        let masters = hosted.api_addrs();
+        let identities = Some(hosted.identities.clone());
+        return drive(opts, hosted, net, gateways, masters, identities).await;
+    }
+    let net = if opts.namespaces {
         Some(Network::create(opts.replicas as usize)?)
     } else {
         None
@@ -73,11 +87,23 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
         gateways.push(cluster.start_gateway(host)?);
     }
     let masters = cluster.api_addrs();
+    drive(opts, cluster, net, gateways, masters, None).await
+}
+
+/// The run itself on a started group: setup, clients, faults, convergence, checks.
+async fn drive<G: Group>(
+    opts: &ChaosOptions,
+    mut cluster: G,
+    mut net: Option<Network>,
+    gateways: Vec<String>,
+    masters: Vec<String>,
+    identities: Option<Identities>,
+) -> Result<Report, ChaosError> {
     wait_gateways(&gateways).await;
 
     let clock = RunClock::new();
     let setup_start = clock.us();
-    let keys = workload::setup(&gateways[0], opts.keys).await?;
+    let keys = workload::setup(&gateways[0], opts.keys, identities.as_ref()).await?;
     let setup_end = clock.us();
     let keys = Arc::new(keys);
     let clients = tokio::spawn(workload::run_clients(
@@ -89,18 +115,21 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
             timeout: Duration::from_secs(12),
             creations: workload::SPARE_PARTITIONS / opts.clients.max(1),
             seed: opts.seed,
+            identities,
         },
         clock.clone(),
     ));
 
+    let shape = cluster.not_injectable();
+    let injectable = |k: &FaultKind| (net.is_some() || !k.needs_namespaces()) && !shape.contains(k);
     let kinds: Vec<FaultKind> = FaultKind::ALL
         .into_iter()
-        .filter(|k| net.is_some() || !k.needs_namespaces())
+        .filter(injectable)
         .filter(|k| opts.faults.is_empty() || opts.faults.contains(k))
         .collect();
     let not_injectable: Vec<FaultKind> = FaultKind::ALL
         .into_iter()
-        .filter(|k| net.is_none() && k.needs_namespaces())
+        .filter(|k| !injectable(k))
         .collect();
     let mut rng = Rng::new(opts.seed);
     let mut order = kinds.clone();
@@ -178,10 +207,7 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
     // then every replica is killed and restarted from its own disk: the comparison below
     // then judges what was persisted, not only what was in memory.
     cluster.restore_all();
-    for id in cluster.ids() {
-        cluster.kill9(id)?;
-        cluster.spawn(id)?;
-    }
+    cluster.restart_all_from_disk()?;
     let replica_checks = converge_and_compare(&cluster, &keys, &mut history, &clock).await;
     let report = judge(
         opts,
@@ -235,8 +261,8 @@ async fn wait_gateways(gateways: &[String]) {
 
 /// Wait until every replica applied the same index, read every key linearizably once
 /// more (into the history), then read each replica's whole state locally.
-async fn converge_and_compare(
-    cluster: &ProcessCluster,
+async fn converge_and_compare<G: Group>(
+    cluster: &G,
     keys: &[Key],
     history: &mut History,
     clock: &RunClock,
@@ -279,51 +305,38 @@ async fn converge_and_compare(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Each replica's whole state and usage, read from that replica alone. A group whose
+    // nodes keep writing (a self-hosted one: agents report, promises publish) may move
+    // between two replicas' reads: read them all again until they were read at one
+    // applied index (a few tries; a run with no other writer needs one).
+    let mut reads = read_replicas(cluster).await;
+    for _ in 0..30 {
+        let applied: Vec<u64> = reads
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.1))
+            .collect();
+        if applied.len() == reads.len() && applied.windows(2).all(|w| w[0] == w[1]) {
+            top = applied.first().copied().unwrap_or(top);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        reads = read_replicas(cluster).await;
+    }
     let mut checks: Vec<ReplicaCheck> = Vec::new();
     let mut first: Option<(Vec<master_node::domain::Entry>, UsageOnReplica)> = None;
-    let everything = MasterQuery::Ledger {
-        customer: None,
-        provider: None,
-        from: master_node::Timestamp::default(),
-        to: master_node::Timestamp(u64::MAX),
-    };
-    for id in cluster.ids() {
-        let Some(addr) = cluster.api_addr(id) else {
-            continue;
-        };
-        // marked forwarded: the replica answers from its own state or fails, never
-        // relays to the leader
-        let mut c = MasterClient::single(addr)
-            .forwarded()
-            .with_deadline(Duration::from_secs(10));
-        let unreadable = |e: String| ReplicaCheck {
-            id,
-            applied_index: 0,
-            entries: 0,
-            identical_to_first: false,
-            invariants: Err(format!("unreadable: {e}")),
-            lost_writes: Vec::new(),
-            usage_errors: Vec::new(),
-        };
-        let read = c.read(&MasterQuery::All, Consistency::Local, 60_000).await;
-        let (entries, applied) = match read {
+    for (id, read) in reads {
+        let (entries, applied, usage) = match read {
             Ok(r) => r,
             Err(e) => {
-                checks.push(unreadable(e.to_string()));
-                continue;
-            }
-        };
-        // usage lives on the replica's disk, not in its state: read it alone too
-        let usage = match c.read(&everything, Consistency::Local, 60_000).await {
-            Ok((ledger, _)) => match State::from_read(ledger) {
-                Ok(ledger) => usage_on(&ledger),
-                Err(e) => {
-                    checks.push(unreadable(e.to_string()));
-                    continue;
-                }
-            },
-            Err(e) => {
-                checks.push(unreadable(e.to_string()));
+                checks.push(ReplicaCheck {
+                    id,
+                    applied_index: 0,
+                    entries: 0,
+                    identical_to_first: false,
+                    invariants: Err(format!("unreadable: {e}")),
+                    lost_writes: Vec::new(),
+                    usage_errors: Vec::new(),
+                });
                 continue;
             }
         };
@@ -352,4 +365,44 @@ async fn converge_and_compare(
         });
     }
     checks
+}
+
+/// One replica's read: its entries, applied index and usage.
+type ReplicaRead = (Vec<master_node::domain::Entry>, u64, UsageOnReplica);
+
+/// Every replica's whole state and usage, each read from that replica alone.
+async fn read_replicas<G: Group>(cluster: &G) -> Vec<(u64, Result<ReplicaRead, String>)> {
+    let everything = MasterQuery::Ledger {
+        customer: None,
+        provider: None,
+        from: master_node::Timestamp::default(),
+        to: master_node::Timestamp(u64::MAX),
+    };
+    let mut out = Vec::new();
+    for id in cluster.ids() {
+        let Some(addr) = cluster.api_addr(id) else {
+            continue;
+        };
+        // marked forwarded: the replica answers from its own state or fails, never
+        // relays to the leader
+        let mut c = MasterClient::single(addr)
+            .forwarded()
+            .with_deadline(Duration::from_secs(10));
+        let read = async {
+            let (entries, applied) = c
+                .read(&MasterQuery::All, Consistency::Local, 60_000)
+                .await
+                .map_err(|e| e.to_string())?;
+            // usage lives on the replica's disk, not in its state: read it alone too
+            let (ledger, _) = c
+                .read(&everything, Consistency::Local, 60_000)
+                .await
+                .map_err(|e| e.to_string())?;
+            let ledger = State::from_read(ledger).map_err(|e| e.to_string())?;
+            Ok((entries, applied, usage_on(&ledger)))
+        }
+        .await;
+        out.push((id, read));
+    }
+    out
 }

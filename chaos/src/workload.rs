@@ -241,20 +241,37 @@ pub(crate) fn computer_dict(reference: &str, partitions: usize, prefix: &str) ->
     ])
 }
 
-/// Format `computer` with `partitions` partitions and supply the software to it.
+/// Format `computer` with `partitions` partitions (as that computer: the spare one's
+/// connection when `spare`) and supply the software to it (as the person). Under mTLS
+/// the person registers the computer first (its owner).
 async fn format_and_supply(
-    conn: &mut HttpConn,
+    conns: &mut Conns,
+    tls: bool,
+    spare: bool,
     computer: &str,
     partitions: usize,
     net: u8,
 ) -> Result<(), WorkloadError> {
     let fail = |what: &str, e: String| WorkloadError::Setup(format!("{what} {computer}: {e}"));
+    if tls {
+        let person = conns.person();
+        let body = serde_json::json!({ "computer_guid": computer }).to_string();
+        let r = person
+            .post_json("/slapos.post.v0.compute_node", &body)
+            .await;
+        expect_ok(r, person).map_err(|e| fail("register", e))?;
+    }
     let xml = marshal(&computer_dict(computer, partitions, &format!("fd0{net}")))
         .map_err(|e| fail("format", e))?;
     let form = vec![
         ("computer_id".to_string(), computer.to_string()),
         ("xml".to_string(), xml),
     ];
+    let conn = if spare {
+        conns.spare()
+    } else {
+        conns.computer()
+    };
     expect_ok(
         post(conn, "/loadComputerConfigurationFromXML", &form).await,
         conn,
@@ -265,25 +282,29 @@ async fn format_and_supply(
         ("computer_id".to_string(), computer.to_string()),
         ("state".to_string(), "available".to_string()),
     ];
-    expect_ok(post(conn, "/supplySupply", &form).await, conn).map_err(|e| fail("supply", e))
+    let person = conns.person();
+    expect_ok(post(person, "/supplySupply", &form).await, person).map_err(|e| fail("supply", e))
 }
 
 /// Format the keys' computer, request every key once (before any fault), then format the
-/// spare computer, all through `gateway`.
-pub async fn setup(gateway: &str, keys: usize) -> Result<Vec<Key>, WorkloadError> {
+/// spare computer, all through `gateway` (under mTLS, each as its role).
+pub async fn setup(
+    gateway: &str,
+    keys: usize,
+    ids: Option<&Identities>,
+) -> Result<Vec<Key>, WorkloadError> {
     let fail = |what: &str, e: String| WorkloadError::Setup(format!("{what}: {e}"));
-    let mut conn = HttpConn::new(gateway);
-    format_and_supply(&mut conn, COMPUTER, keys, 1).await?;
+    let mut conns = Conns::new(gateway, ids);
+    let tls = ids.is_some();
+    format_and_supply(&mut conns, tls, false, COMPUTER, keys, 1).await?;
     let mut out = Vec::new();
     for k in 0..keys {
         let reference = format!("chaos-K{k}");
         let form = request_form(&reference, &format!("init-{k}"), "started")
             .map_err(|e| fail("request", e))?;
-        expect_ok(
-            post(&mut conn, "/requestComputerPartition", &form).await,
-            &conn,
-        )
-        .map_err(|e| fail(&format!("request {reference}"), e))?;
+        let conn = conns.person();
+        expect_ok(post(conn, "/requestComputerPartition", &form).await, conn)
+            .map_err(|e| fail(&format!("request {reference}"), e))?;
         let (instance, computer, partition) =
             parse_instance(&conn.buf).map_err(|e| fail(&format!("request {reference}"), e))?;
         out.push(Key {
@@ -293,7 +314,7 @@ pub async fn setup(gateway: &str, keys: usize) -> Result<Vec<Key>, WorkloadError
             partition,
         });
     }
-    format_and_supply(&mut conn, SPARE_COMPUTER, SPARE_PARTITIONS, 2).await?;
+    format_and_supply(&mut conns, tls, true, SPARE_COMPUTER, SPARE_PARTITIONS, 2).await?;
     Ok(out)
 }
 
@@ -311,6 +332,66 @@ pub(crate) fn expect_ok(r: Result<u16, HttpError>, conn: &HttpConn) -> Result<()
     }
 }
 
+/// The client certificates the workload presents to gateways under mTLS: the person who
+/// supplies and requests, and the two computers it formats and reports for.
+#[derive(Clone)]
+pub struct Identities {
+    pub person: Arc<rustls::ClientConfig>,
+    pub computer: Arc<rustls::ClientConfig>,
+    pub spare: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for Identities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Identities { person, computer, spare }")
+    }
+}
+
+/// One client's connections to one gateway, one per role under mTLS (each role its
+/// certificate); without, one connection for every role.
+pub(crate) struct Conns {
+    person: HttpConn,
+    computer: Option<HttpConn>,
+    spare: Option<HttpConn>,
+}
+
+impl Conns {
+    pub(crate) fn new(gateway: &str, ids: Option<&Identities>) -> Conns {
+        match ids {
+            None => Conns {
+                person: HttpConn::new(gateway),
+                computer: None,
+                spare: None,
+            },
+            Some(i) => Conns {
+                person: HttpConn::with_tls(gateway, i.person.clone()),
+                computer: Some(HttpConn::with_tls(gateway, i.computer.clone())),
+                spare: Some(HttpConn::with_tls(gateway, i.spare.clone())),
+            },
+        }
+    }
+
+    pub(crate) fn person(&mut self) -> &mut HttpConn {
+        &mut self.person
+    }
+
+    /// As the computer of the keys.
+    pub(crate) fn computer(&mut self) -> &mut HttpConn {
+        match &mut self.computer {
+            Some(c) => c,
+            None => &mut self.person,
+        }
+    }
+
+    /// As the spare computer.
+    pub(crate) fn spare(&mut self) -> &mut HttpConn {
+        match &mut self.spare {
+            Some(c) => c,
+            None => &mut self.person,
+        }
+    }
+}
+
 /// How the clients behave.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -325,6 +406,8 @@ pub struct ClientOptions {
     /// Instances with unique references each client may create.
     pub creations: usize,
     pub seed: u64,
+    /// Under mTLS: the certificates of each role.
+    pub identities: Option<Identities>,
 }
 
 /// The shared clock and the switch that stops the clients.
@@ -403,7 +486,7 @@ async fn client_loop(
         return;
     }
     let mut g = c % opts.gateways.len();
-    let mut conn = HttpConn::new(opts.gateways[g].clone());
+    let mut conns = Conns::new(&opts.gateways[g], opts.identities.as_ref());
     let mut master = MasterClient::new(opts.masters.clone()).with_deadline(opts.timeout);
     master.call_timeout = Duration::from_millis(1500);
     let mut n = 0u64;
@@ -424,14 +507,14 @@ async fn client_loop(
                 c,
                 &reference,
                 (n, "started"),
-                &mut conn,
+                conns.person(),
                 opts,
                 clock,
                 history,
             )
             .await;
             if acked {
-                if let Ok((instance, computer, partition)) = parse_instance(&conn.buf) {
+                if let Ok((instance, computer, partition)) = parse_instance(&conns.person().buf) {
                     created.push(Key {
                         reference,
                         instance,
@@ -451,7 +534,7 @@ async fn client_loop(
                 c,
                 &key.request_register(),
                 (n, state),
-                &mut conn,
+                conns.person(),
                 opts,
                 clock,
                 history,
@@ -472,7 +555,7 @@ async fn client_loop(
                 c,
                 &key.connection_register(),
                 value,
-                &mut conn,
+                conns.computer(),
                 "/setComputerPartitionConnectionXml",
                 &form,
                 opts,
@@ -499,8 +582,17 @@ async fn client_loop(
                     (last_stop, lines, false)
                 }
             };
-            let (moved, acked) =
-                post_usage(c, stop_us, &lines, repost, &mut conn, opts, clock, history).await;
+            let (moved, acked) = post_usage(
+                c,
+                stop_us,
+                &lines,
+                repost,
+                conns.spare(),
+                opts,
+                clock,
+                history,
+            )
+            .await;
             if acked && !repost {
                 journals.push((stop_us, lines));
             }
@@ -516,11 +608,11 @@ async fn client_loop(
             }
             false
         } else {
-            read_view(c, &mut conn, opts, clock, history).await
+            read_view(c, conns.computer(), opts, clock, history).await
         };
         if moved {
             g = (g + 1) % opts.gateways.len();
-            conn = HttpConn::new(opts.gateways[g].clone());
+            conns = Conns::new(&opts.gateways[g], opts.identities.as_ref());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 #[derive(Subcommand)]
 pub enum ChaosCommand {
     /// Master replicas and a gateway beside each (each host in its own network namespace
-    /// when root), concurrent SLAP clients, faults on a seeded schedule (kill -9, pause,
+    /// when root; or, --self-hosted, hosted in partitions of nodes), concurrent SLAP clients, faults on a seeded schedule (kill -9, pause,
     /// network cuts, a wiped replica rejoining, a gateway killed), then the checkers:
     /// per-key linearizability, no acknowledged write lost, replicas identical. Exits
     /// non-zero when a checker fails.
@@ -37,8 +37,14 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_fault)]
     faults: Vec<FaultKind>,
     /// Loopback ports instead of network namespaces (no network cuts then).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "self_hosted")]
     loopback: bool,
+    /// Against the group hosted in partitions (`slapos up`'s default: a node per replica,
+    /// each in its own namespace, mTLS everywhere), faults on the nodes: a crash kills a
+    /// node outright and its agent comes back, a killed gateway is restarted by the node's
+    /// supervisor. Needs root.
+    #[arg(long)]
+    self_hosted: bool,
     /// Working directory (default: a new one under /tmp; removed at the end unless the
     /// run failed).
     #[arg(long)]
@@ -102,6 +108,7 @@ pub async fn run(cmd: ChaosCommand) -> Result<()> {
         clients: args.clients,
         keys: args.keys,
         namespaces,
+        self_hosted: args.self_hosted,
         faults: args.faults,
     };
     eprintln!("chaos: seed {seed}, working in {}", dir.display());

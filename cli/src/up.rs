@@ -427,8 +427,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
             &urls[0],
             &nodes,
             args.replicas,
-            args.base_port,
-            net.is_some(),
+            match net {
+                Some(_) => ReplicaPorts::OwnAddresses,
+                None => ReplicaPorts::Loopback(args.base_port),
+            },
         )
         .await?;
         // The nodes now talk to the gateways in the partitions (restarted with the new
@@ -774,8 +776,7 @@ async fn self_host(
     seed_gateway: &str,
     nodes: &[crate::up_node::NodeInfo],
     count: u64,
-    base_port: Option<u16>,
-    own_addresses: bool,
+    ports: ReplicaPorts,
 ) -> Result<Vec<crate::selfhost::Added>> {
     let operator = crate::selfhost::Operator {
         via: seed_apis.to_vec(),
@@ -789,11 +790,14 @@ async fn self_host(
     };
     let mut computers = Vec::new();
     for (i, node) in nodes.iter().take(count as usize).enumerate() {
-        if own_addresses {
+        let base_port = match ports {
             // the default ports, on each partition's own address
-            computers.push(node.computer_id.clone());
-            continue;
-        }
+            ReplicaPorts::OwnAddresses => {
+                computers.push(node.computer_id.clone());
+                continue;
+            }
+            ReplicaPorts::Loopback(base) => base,
+        };
         let first = match base_port {
             // after the seed's four ports
             Some(b) => b
@@ -813,6 +817,15 @@ async fn self_host(
         timers: Default::default(),
     })
     .await
+}
+
+/// Where the hosted replicas listen.
+enum ReplicaPorts {
+    /// Each partition has an address of its own (namespaced nodes): the default ports.
+    OwnAddresses,
+    /// The partitions share loopback: three consecutive ports each, after --base-port
+    /// when given, else free ones.
+    Loopback(Option<u16>),
 }
 
 /// The first of `n` consecutive ports free on loopback now.

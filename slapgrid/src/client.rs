@@ -589,6 +589,16 @@ fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// A client TLS configuration that verifies servers against `ca` and presents
+/// `identity` (certificate, key) when given: what a SLAP client of a gateway under mTLS
+/// needs, for other HTTP clients of ours (the chaos workload).
+pub fn client_tls_config(
+    identity: Option<(&Path, &Path)>,
+    ca: &Path,
+) -> Result<ClientConfig, SlapError> {
+    tls_config_roots(identity, &[ca.to_owned()])
+}
+
 /// A TLS configuration trusting every certificate of the PEM bundles `cas`.
 fn tls_config_roots(
     identity: Option<(&Path, &Path)>,

@@ -1,0 +1,149 @@
+//! What a chaos run needs of the group under test, so that one schedule of faults and one
+//! set of checkers judge both shapes: replicas as plain processes ([`ProcessCluster`]) and
+//! replicas hosted in partitions of nodes ([`crate::hosted::HostedCluster`]).
+
+use crate::cluster::{ClusterError, ProcessCluster};
+use crate::faults::FaultKind;
+use master_node::raft::client::MasterClient;
+use slapos_proto::rpc::master::StatusResponse;
+use std::time::{Duration, Instant};
+
+pub(crate) trait Group {
+    fn ids(&self) -> Vec<u64>;
+    fn api_addr(&self, id: u64) -> Option<&str>;
+    /// Whether the replica's host is up (not crashed by a fault).
+    fn is_running(&self, id: u64) -> bool;
+    /// The network host (namespace index) of a replica.
+    fn host_of(&self, id: u64) -> Option<usize>;
+    /// A client over every replica's API.
+    fn client(&self) -> MasterClient;
+    /// What a crash of the replica's host is here: `kill -9` of its process, or of its
+    /// whole node (agent, supervisor, every process of its partitions).
+    fn crash(&mut self, id: u64) -> Result<String, ClusterError>;
+    /// Back from [`Group::crash`], from its own disk.
+    fn recover(&mut self, id: u64) -> Result<(), ClusterError>;
+    /// A signal (`STOP`, `CONT`) to the replica's process.
+    fn signal(&self, id: u64, signal: &str) -> Result<(), ClusterError>;
+    /// Replica `old` removed, wiped and back as `new` (when the shape allows it).
+    async fn replace_wiped(&mut self, old: u64, new: u64) -> Result<(), ClusterError>;
+    /// Gateways by host.
+    fn gateway_addrs(&self) -> Vec<(usize, String)>;
+    fn kill_gateway(&mut self, host: usize);
+    /// The gateway back after [`Group::kill_gateway`] (a supervisor may have done it).
+    fn recover_gateway(&mut self, host: usize) -> Result<(), ClusterError>;
+    /// Undo whatever a fault left (stopped processes, crashed hosts, killed gateways).
+    fn restore_all(&mut self);
+    /// Every replica killed and restarted from its own disk.
+    fn restart_all_from_disk(&mut self) -> Result<(), ClusterError>;
+    /// The fault kinds this shape cannot take.
+    fn not_injectable(&self) -> Vec<FaultKind>;
+
+    /// The leader that a running replica reports, waiting up to `timeout`.
+    async fn wait_leader(&self, timeout: Duration) -> Result<u64, ClusterError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for id in self.ids().into_iter().filter(|id| self.is_running(*id)) {
+                let Some(addr) = self.api_addr(id) else {
+                    continue;
+                };
+                let mut c = MasterClient::single(addr);
+                c.call_timeout = Duration::from_millis(500);
+                if let Ok(s) = c.status_of(addr).await {
+                    if s.state == "leader" && s.id == id {
+                        return Ok(id);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Timeout(format!(
+                    "no leader within {} s",
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The status every running replica reports (unreachable ones are left out).
+    async fn statuses(&self) -> Vec<StatusResponse> {
+        let mut out = Vec::new();
+        for id in self.ids().into_iter().filter(|id| self.is_running(*id)) {
+            let Some(addr) = self.api_addr(id) else {
+                continue;
+            };
+            let mut c = MasterClient::single(addr);
+            c.call_timeout = Duration::from_millis(500);
+            if let Ok(s) = c.status_of(addr).await {
+                out.push(s);
+            }
+        }
+        out
+    }
+}
+
+impl Group for ProcessCluster {
+    fn ids(&self) -> Vec<u64> {
+        ProcessCluster::ids(self)
+    }
+
+    fn api_addr(&self, id: u64) -> Option<&str> {
+        ProcessCluster::api_addr(self, id)
+    }
+
+    fn is_running(&self, id: u64) -> bool {
+        ProcessCluster::is_running(self, id)
+    }
+
+    fn host_of(&self, id: u64) -> Option<usize> {
+        ProcessCluster::host_of(self, id)
+    }
+
+    fn client(&self) -> MasterClient {
+        ProcessCluster::client(self)
+    }
+
+    fn crash(&mut self, id: u64) -> Result<String, ClusterError> {
+        self.kill9(id)?;
+        Ok(format!("replica {id}"))
+    }
+
+    fn recover(&mut self, id: u64) -> Result<(), ClusterError> {
+        self.spawn(id)
+    }
+
+    fn signal(&self, id: u64, signal: &str) -> Result<(), ClusterError> {
+        ProcessCluster::signal(self, id, signal)
+    }
+
+    async fn replace_wiped(&mut self, old: u64, new: u64) -> Result<(), ClusterError> {
+        ProcessCluster::replace_wiped(self, old, new).await
+    }
+
+    fn gateway_addrs(&self) -> Vec<(usize, String)> {
+        ProcessCluster::gateway_addrs(self)
+    }
+
+    fn kill_gateway(&mut self, host: usize) {
+        ProcessCluster::kill_gateway(self, host)
+    }
+
+    fn recover_gateway(&mut self, host: usize) -> Result<(), ClusterError> {
+        self.spawn_gateway(host)
+    }
+
+    fn restore_all(&mut self) {
+        ProcessCluster::restore_all(self)
+    }
+
+    fn restart_all_from_disk(&mut self) -> Result<(), ClusterError> {
+        for id in ProcessCluster::ids(self) {
+            self.kill9(id)?;
+            self.spawn(id)?;
+        }
+        Ok(())
+    }
+
+    fn not_injectable(&self) -> Vec<FaultKind> {
+        Vec::new()
+    }
+}
