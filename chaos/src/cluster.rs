@@ -263,6 +263,7 @@ impl ProcessCluster {
                 api_addr: node.api_addr,
                 region: node.region,
                 hosted_by: node.hosted_by,
+                gateway_url: node.gateway_url,
                 voter: true,
             })
             .await?;

@@ -273,6 +273,7 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
                     api_addr: node.api_addr,
                     region: node.region,
                     hosted_by: node.hosted_by,
+                    gateway_url: node.gateway_url,
                     voter: !learner,
                 })
                 .await?;
@@ -342,6 +343,9 @@ struct MemberStatus {
     /// `computer/partition` of a replica hosted in a partition.
     #[serde(skip_serializing_if = "Option::is_none")]
     hosted_by: Option<String>,
+    /// The SLAP gateway beside it, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway_url: Option<String>,
     term: Option<u64>,
     last_log_index: Option<u64>,
     committed_index: Option<u64>,
@@ -682,6 +686,7 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
                     api_addr: m.api_addr.clone(),
                     region: m.region.clone(),
                     hosted_by: (!m.hosted_by.is_empty()).then(|| m.hosted_by.clone()),
+                    gateway_url: (!m.gateway_url.is_empty()).then(|| m.gateway_url.clone()),
                     term: s.as_ref().map(|s| s.term),
                     last_log_index: s.as_ref().map(|s| s.last_log_index),
                     committed_index: s.as_ref().map(|s| s.committed_index),

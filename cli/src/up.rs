@@ -321,6 +321,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
                 api_addr: node.api_addr,
                 region: node.region,
                 hosted_by: node.hosted_by,
+                gateway_url: node.gateway_url,
                 voter: true,
             })
             .await

@@ -113,8 +113,17 @@ impl Endpoint {
 }
 
 /// A SLAP client over one or more gateways.
+///
+/// The gateways tried are those of the configuration, and then those the group names:
+/// a gateway of a self-hosted group lists the group's gateways in every answer
+/// (`X-Slapos-Gateways`), and the client tries those first from then on (the configured
+/// ones stay behind them as a fallback), so a node follows replicas that come and go
+/// without its configuration being rewritten.
 pub struct SlapClient {
-    endpoints: Vec<Endpoint>,
+    endpoints: std::sync::RwLock<Vec<Endpoint>>,
+    configured: Vec<Endpoint>,
+    /// Where the learned gateways are kept across restarts (a node's `<cfg>.gateways`).
+    learned_file: Option<std::path::PathBuf>,
     preferred: AtomicUsize,
     tls: Option<Arc<ClientConfig>>,
     timeout: Duration,
@@ -160,7 +169,15 @@ impl SlapClient {
             }
             _ => None,
         };
-        SlapClient::new(&cfg.master_urls, identity, cfg.master_ca_file.as_deref())
+        let mut client =
+            SlapClient::new(&cfg.master_urls, identity, cfg.master_ca_file.as_deref())?;
+        // The gateways the group named before a restart come first again.
+        let learned = std::path::PathBuf::from(format!("{}.gateways", cfg.path.display()));
+        if let Ok(list) = std::fs::read_to_string(&learned) {
+            client.learn(&list, "");
+        }
+        client.learned_file = Some(learned);
+        Ok(client)
     }
 
     /// `identity` = (certificate PEM file, key PEM file) presented on HTTPS; `ca` = the
@@ -188,7 +205,9 @@ impl SlapClient {
 
     fn build(endpoints: Vec<Endpoint>, tls: Option<Arc<ClientConfig>>) -> SlapClient {
         SlapClient {
-            endpoints,
+            configured: endpoints.clone(),
+            endpoints: std::sync::RwLock::new(endpoints),
+            learned_file: None,
             preferred: AtomicUsize::new(0),
             tls,
             timeout: CALL_TIMEOUT,
@@ -201,9 +220,67 @@ impl SlapClient {
         self
     }
 
+    fn endpoints(&self) -> Vec<Endpoint> {
+        match self.endpoints.read() {
+            Ok(e) => e.clone(),
+            Err(_) => self.configured.clone(),
+        }
+    }
+
     /// The gateway URL tried first (the last one that answered).
-    pub fn current_url(&self) -> &str {
-        &self.endpoints[self.preferred.load(Ordering::Relaxed) % self.endpoints.len()].url
+    pub fn current_url(&self) -> String {
+        let endpoints = self.endpoints();
+        endpoints[self.preferred.load(Ordering::Relaxed) % endpoints.len()]
+            .url
+            .clone()
+    }
+
+    /// The gateways tried, in order.
+    pub fn gateway_urls(&self) -> Vec<String> {
+        self.endpoints().into_iter().map(|e| e.url).collect()
+    }
+
+    /// Takes the group's gateways (`X-Slapos-Gateways`) as the ones to try first, the
+    /// configured ones behind them; the gateway that answered stays preferred.
+    fn learn(&self, header: &str, answered: &str) {
+        let mut next: Vec<Endpoint> = header
+            .split_whitespace()
+            .filter_map(|u| Endpoint::parse(u).ok())
+            // an https gateway needs the TLS configuration this client was made with
+            .filter(|e| !e.tls || self.tls.is_some())
+            .collect();
+        if next.is_empty() {
+            return;
+        }
+        for c in &self.configured {
+            if next.iter().all(|e| e.url != c.url) {
+                next.push(c.clone());
+            }
+        }
+        let Ok(mut current) = self.endpoints.write() else {
+            return;
+        };
+        if current
+            .iter()
+            .map(|e| &e.url)
+            .eq(next.iter().map(|e| &e.url))
+        {
+            return;
+        }
+        let urls: Vec<&str> = next.iter().map(|e| e.url.as_str()).collect();
+        tracing::info!(gateways = ?urls, "the group's gateways");
+        let preferred = next.iter().position(|e| e.url == answered).unwrap_or(0);
+        *current = next;
+        self.preferred.store(preferred, Ordering::Relaxed);
+        drop(current);
+        if let Some(path) = &self.learned_file {
+            let tmp = path.with_extension("gateways.tmp");
+            let kept =
+                std::fs::write(&tmp, header.trim()).and_then(|_| std::fs::rename(&tmp, path));
+            if let Err(e) = kept {
+                tracing::warn!(path = %path.display(), error = %e, "cannot keep the group's gateways");
+            }
+        }
     }
 
     /// `GET <method>?query`: the body of a 200 answer.
@@ -236,22 +313,26 @@ impl SlapClient {
         body: Option<String>,
         partition: Option<(&str, &str)>,
     ) -> Result<Vec<u8>, SlapError> {
-        let n = self.endpoints.len();
+        let endpoints = self.endpoints();
+        let n = endpoints.len();
         let first = self.preferred.load(Ordering::Relaxed) % n;
         let mut failures = Vec::new();
         for k in 0..n {
             let i = (first + k) % n;
-            let endpoint = &self.endpoints[i];
+            let endpoint = &endpoints[i];
             match self.exchange(endpoint, verb, target, body.as_deref(), partition) {
-                Ok((status, answer)) if is_server_error(status) => {
+                Ok((status, answer, _)) if is_server_error(status) => {
                     failures.push(format!("{}: HTTP {status}", endpoint.url));
                     let _ = answer;
                 }
-                Ok((status, answer)) => {
+                Ok((status, answer, gateways)) => {
                     if k > 0 {
                         tracing::info!(gateway = %endpoint.url, "failed over to this gateway");
                     }
                     self.preferred.store(i, Ordering::Relaxed);
+                    if let Some(list) = gateways {
+                        self.learn(&list, &endpoint.url);
+                    }
                     return classify(method, status, answer);
                 }
                 Err(e) => failures.push(format!("{}: {e}", endpoint.url)),
@@ -270,7 +351,7 @@ impl SlapClient {
         target: &str,
         body: Option<&str>,
         partition: Option<(&str, &str)>,
-    ) -> std::io::Result<(u16, Vec<u8>)> {
+    ) -> std::io::Result<(u16, Vec<u8>, Option<String>)> {
         let deadline = std::time::Instant::now() + self.timeout * 2;
         let authority = endpoint.authority();
         let addrs: Vec<_> = authority.to_socket_addrs()?.collect();
@@ -541,7 +622,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// (status, body) of a raw HTTP/1.1 answer (`Content-Length`, chunked or close-delimited).
-fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+/// The status, the body and the group's gateways (`X-Slapos-Gateways`) of an answer.
+fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>, Option<String>)> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
     let end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("truncated HTTP answer"))?;
     let head = String::from_utf8_lossy(&raw[..end]);
@@ -553,9 +635,12 @@ fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
         .ok_or_else(|| bad("no HTTP status line"))?;
     let mut length = None;
     let mut chunked = false;
+    let mut gateways = None;
     for line in lines {
         let lower = line.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
+        if lower.starts_with("x-slapos-gateways:") {
+            gateways = line.split_once(':').map(|(_, v)| v.trim().to_string());
+        } else if let Some(v) = lower.strip_prefix("content-length:") {
             length = v.trim().parse::<usize>().ok();
         } else if let Some(v) = lower.strip_prefix("transfer-encoding:") {
             chunked = v.contains("chunked");
@@ -571,7 +656,7 @@ fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
     } else {
         body.to_vec()
     };
-    Ok((status, body))
+    Ok((status, body, gateways))
 }
 
 fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
@@ -767,6 +852,36 @@ mod tests {
         assert_eq!(client.get("getHateoasUrl", &[]).unwrap(), b"ok");
         server.join().unwrap();
         assert_eq!(client.current_url(), url);
+    }
+
+    #[test]
+    fn learns_the_group_s_gateways_from_an_answer_and_tries_them_first() {
+        let (configured, server) = serve_once(
+            "HTTP/1.1 200 OK\r\nX-Slapos-Gateways: http://127.0.0.1:9/ http://[::1]:9/\r\n\
+             Content-Length: 2\r\n\r\nok",
+        );
+        let client = SlapClient::new(std::slice::from_ref(&configured), None, None).unwrap();
+        assert_eq!(client.get("getHateoasUrl", &[]).unwrap(), b"ok");
+        server.join().unwrap();
+        // the group's gateways first, the configured one kept behind them, and the one
+        // that answered still preferred
+        assert_eq!(
+            client.gateway_urls(),
+            vec![
+                "http://127.0.0.1:9/".to_string(),
+                "http://[::1]:9/".to_string(),
+                configured.clone()
+            ]
+        );
+        assert_eq!(client.current_url(), configured);
+        // an https gateway without this client's TLS configuration, and garbage, are not
+        // learned
+        let (again, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let client = SlapClient::new(std::slice::from_ref(&again), None, None).unwrap();
+        client.learn("https://[::1]:9/ not-a-url", &again);
+        assert_eq!(client.gateway_urls(), vec![again.clone()]);
+        assert_eq!(client.get("getHateoasUrl", &[]).unwrap(), b"ok");
+        server.join().unwrap();
     }
 
     #[test]

@@ -499,6 +499,45 @@ fn a_lost_region_s_replica_is_replaced_and_the_group_grows_to_five() {
         .map(|m| m["hosted_by"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(hosts.len(), 5, "five replicas in five partitions: {status}");
+    // Each member names the gateway beside it, and the node agents learn the five from
+    // their gateways' answers (kept beside their configuration, which nobody rewrote).
+    let urls: std::collections::BTreeSet<String> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["gateway_url"].as_str().expect("gateway_url").to_string())
+        .collect();
+    assert_eq!(urls.len(), 5, "{status}");
+    let node_cfg = cluster["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["computer_id"] == "COMP-1")
+        .and_then(|n| n["config"].as_str())
+        .unwrap()
+        .to_string();
+    let learned_path = format!("{node_cfg}.gateways");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let learned: std::collections::BTreeSet<String> = std::fs::read_to_string(&learned_path)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if learned == urls {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "COMP-1's agent learned {learned:?}, not {urls:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let configured = std::fs::read_to_string(&node_cfg).unwrap();
+    assert!(
+        !urls.iter().all(|u| configured.contains(u.as_str())),
+        "the configuration was rewritten: {configured}"
+    );
 
     // A rolling upgrade to another release (this binary again, under a new URL): one
     // replica at a time, each back, voting and caught up before the next; the group

@@ -56,6 +56,10 @@ pub struct ReplicaConfig {
     /// release renders it): shown by `slapos cluster status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosted_by: Option<String>,
+    /// The URL of the SLAP gateway beside this replica (the slapos-master release
+    /// renders it): node agents learn the group's gateways from the members' URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_url: Option<String>,
     #[serde(default)]
     pub timers: Timers,
     #[serde(default)]
@@ -145,6 +149,7 @@ impl ReplicaConfig {
             metrics_addr: None,
             region: String::new(),
             hosted_by: None,
+            gateway_url: None,
             timers: Timers::default(),
             snapshot: SnapshotPolicy::default(),
             sync_state_machine: false,
@@ -206,6 +211,7 @@ impl ReplicaConfig {
                 .unwrap_or_else(|| self.api_addr.clone()),
             region: self.region.clone(),
             hosted_by: self.hosted_by.clone().unwrap_or_default(),
+            gateway_url: self.gateway_url.clone().unwrap_or_default(),
         }
     }
 

@@ -958,6 +958,7 @@ impl Master for MasterService {
                     lag: matched.map_or(0, |x| last.saturating_sub(x)),
                     region: node.region.clone(),
                     hosted_by: node.hosted_by.clone(),
+                    gateway_url: node.gateway_url.clone(),
                 }
             })
             .collect();
@@ -1024,9 +1025,10 @@ impl Master for MasterService {
             api_addr: req.api_addr.clone(),
             region: req.region.clone(),
             hosted_by: req.hosted_by.clone(),
+            gateway_url: req.gateway_url.clone(),
         };
         if let Some(existing) = &existing {
-            if existing != &node {
+            if !existing.same_replica(&node) {
                 return Ok(Response::new(membership_error(format!(
                     "replica id {} is already a member at {existing}; a replica that lost its data rejoins under a new id",
                     req.id

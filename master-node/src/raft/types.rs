@@ -19,6 +19,21 @@ pub struct NodeInfo {
     /// slapos-master release), for operators; empty otherwise.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hosted_by: String,
+    /// The URL of the SLAP gateway beside the replica, when it has one (the
+    /// slapos-master release): gateways tell node agents the group's gateways from these.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway_url: String,
+}
+
+impl NodeInfo {
+    /// The same replica as `other`: addresses, region and hosting equal (the gateway URL
+    /// is descriptive: a member that joined without one is still the same replica).
+    pub fn same_replica(&self, other: &NodeInfo) -> bool {
+        self.raft_addr == other.raft_addr
+            && self.api_addr == other.api_addr
+            && self.region == other.region
+            && self.hosted_by == other.hosted_by
+    }
 }
 
 impl fmt::Display for NodeInfo {

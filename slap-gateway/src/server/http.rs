@@ -40,7 +40,33 @@ pub struct App {
     /// With client certificates: the revoked serials (also checked per request, since a
     /// keep-alive connection outlives a revocation).
     pub revoked: Option<super::tls::Revoked>,
+    /// The group's gateways, sent to every caller in `X-Slapos-Gateways` (node agents
+    /// learn them); empty until known, or when no member names a gateway.
+    pub gateways: GatewayList,
 }
+
+/// The `X-Slapos-Gateways` value: the group's gateway URLs, space-separated.
+#[derive(Clone, Default)]
+pub struct GatewayList(Arc<std::sync::RwLock<Option<HeaderValue>>>);
+
+impl GatewayList {
+    /// Keeps `urls` (none: nothing is sent).
+    pub fn set(&self, urls: &[String]) {
+        let value = (!urls.is_empty())
+            .then(|| HeaderValue::from_str(&urls.join(" ")).ok())
+            .flatten();
+        if let Ok(mut v) = self.0.write() {
+            *v = value;
+        }
+    }
+
+    fn get(&self) -> Option<HeaderValue> {
+        self.0.read().ok().and_then(|v| v.clone())
+    }
+}
+
+/// The response header that lists the group's gateways.
+pub const GATEWAYS_HEADER: &str = "x-slapos-gateways";
 
 /// The request's caller: `None` without client certificates; `Some(None)` for a client
 /// without a certificate; a revoked or expired certificate is refused here.
@@ -271,6 +297,9 @@ async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
         _ => "GET",
     });
     let mut response = respond(answer);
+    if let Some(gateways) = app.gateways.get() {
+        response.headers_mut().insert(GATEWAYS_HEADER, gateways);
+    }
     if let Some(allow) = allow {
         response
             .headers_mut()

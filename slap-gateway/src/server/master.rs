@@ -371,6 +371,21 @@ impl Masters {
         )
     }
 
+    /// The gateways beside the group's voting replicas (the URLs hosted replicas carry in
+    /// their membership records), in member order.
+    pub async fn gateway_urls(&self) -> Result<Vec<String>, MasterError> {
+        let mut client = Self::client(&self.reader)?;
+        let r = client.status().await;
+        Self::put_back(&self.reader, client);
+        let status = r.map_err(from_client)?;
+        Ok(status
+            .members
+            .into_iter()
+            .filter(|m| m.role == "voter" && !m.gateway_url.is_empty())
+            .map(|m| m.gateway_url)
+            .collect())
+    }
+
     /// Who owns a computer (None: unknown computer).
     pub async fn computer_owner(&self, computer: &str) -> Result<Option<String>, MasterError> {
         let state = Self::state(

@@ -43,6 +43,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time connections get to finish their current request at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often the group's gateway list (for node agents) is read again.
+const GATEWAY_LIST_REFRESH: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -109,6 +111,7 @@ impl Gateway {
             masters,
             metrics,
             revoked: clients.as_ref().map(|c| c.revoked.clone()),
+            gateways: Default::default(),
         });
         let listener =
             TcpListener::bind(&config.listen)
@@ -149,6 +152,22 @@ impl Gateway {
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot refresh the revoked certificates")
                         }
+                    }
+                }
+            });
+        }
+        {
+            // The group's gateways, for node agents (X-Slapos-Gateways), kept fresh.
+            let (app, mut stopped) = (app.clone(), stopped.clone());
+            tokio::spawn(async move {
+                loop {
+                    match app.masters.gateway_urls().await {
+                        Ok(urls) => app.gateways.set(&urls),
+                        Err(e) => tracing::debug!(error = %e, "cannot read the group's gateways"),
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(GATEWAY_LIST_REFRESH) => {}
+                        _ = stopped.wait_for(|s| *s) => return,
                     }
                 }
             });
