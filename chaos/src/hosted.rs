@@ -46,10 +46,28 @@ struct Node {
     down: bool,
 }
 
+/// `slapos up`, stopped as its Ctrl-C would (SIGTERM: it stops the nodes, removes their
+/// users and its namespaces) when dropped, also on an error while starting.
+struct UpProcess(Child);
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct HostedCluster {
     bin: PathBuf,
     dir: PathBuf,
-    up: Option<Child>,
+    up: Option<UpProcess>,
     replicas: BTreeMap<u64, Replica>,
     nodes: BTreeMap<usize, Node>,
     gateways: BTreeMap<usize, String>,
@@ -82,7 +100,7 @@ impl HostedCluster {
         let log = |name: &str| {
             std::fs::File::create(dir.join(name)).map_err(|e| io(&format!("create {name}"), e))
         };
-        let mut up = Command::new(bin)
+        let up = Command::new(bin)
             .args([
                 "up",
                 "--replicas",
@@ -97,16 +115,15 @@ impl HostedCluster {
             .stderr(log("up.err")?)
             .spawn()
             .map_err(|e| io("start slapos up", e))?;
+        let mut up = UpProcess(up);
         let json = up_dir.join("cluster.json");
         let deadline = Instant::now() + Duration::from_secs(400);
         while !json.exists() {
             let tail = || std::fs::read_to_string(dir.join("up.err")).unwrap_or_default();
-            if let Ok(Some(status)) = up.try_wait() {
+            if let Ok(Some(status)) = up.0.try_wait() {
                 return Err(bad(format!("slapos up exited ({status}): {}", tail())));
             }
             if Instant::now() > deadline {
-                let _ = up.kill();
-                let _ = up.wait();
                 return Err(ClusterError::Timeout(format!(
                     "slapos up described no group within 400 s: {}",
                     tail()
@@ -124,7 +141,7 @@ impl HostedCluster {
 
     /// Nodes, replicas and gateways from `cluster.json` (a placeholder identity set until
     /// the certificates are issued).
-    fn describe(bin: &Path, dir: &Path, up: Child, c: &Value) -> Result<Self, ClusterError> {
+    fn describe(bin: &Path, dir: &Path, up: UpProcess, c: &Value) -> Result<Self, ClusterError> {
         let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
         let admin = &c["admin"];
         let operator_env = s(&admin["master_tls_env"]);
@@ -354,6 +371,8 @@ impl Group for HostedCluster {
         for i in 0..node.partitions {
             pkill("KILL", &["-u", &format!("{}u{i}", node.users)]);
         }
+        // and whatever its software user was building
+        pkill("KILL", &["-u", &format!("{}s", node.users)]);
         node.down = true;
         Ok(format!("node {} (replica {id})", node.computer))
     }
@@ -468,16 +487,7 @@ impl Drop for HostedCluster {
                 let _ = agent.wait();
             }
         }
-        if let Some(mut up) = self.up.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &up.id().to_string()])
-                .output();
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while Instant::now() < deadline && matches!(up.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            let _ = up.kill();
-            let _ = up.wait();
-        }
+        // then `slapos up` itself (UpProcess's drop)
+        self.up.take();
     }
 }

@@ -119,7 +119,8 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
     let mut plan: Plan = match std::fs::read(&plan_path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not a bootstrap plan", plan_path.display()))?,
-        Err(_) => Plan::default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Plan::default(),
+        Err(e) => return Err(e).with_context(|| format!("read {}", plan_path.display())),
     };
     let save = |plan: &Plan| -> Result<()> {
         let tmp = plan_path.with_extension("json.tmp");
@@ -150,32 +151,57 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
             .join(", ")
     ));
 
-    // The seeds' own certificates stop being accepted once they leave: refuse now rather
-    // than lose the group's view halfway.
+    // Refused now rather than halfway: a gateway's certificate (no operator commands),
+    // and a seed's own (not accepted once the seed leaves).
     if let Ok(path) = std::env::var("SLAPOS_MASTER_TLS_CERT") {
         let pem = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-        if let Ok((master_node::ca::Identity::Replica(id), _)) =
-            master_node::ca::identity_of_pem(&pem)
-        {
-            let leaves = members.iter().any(|m| m.id == id && m.hosted_by.is_empty())
-                && !plan.replicas.iter().any(|p| p.id == id);
-            if leaves {
-                bail!(
-                    "SLAPOS_MASTER_TLS_CERT is replica {id}'s certificate, and replica {id} \
-                     leaves at the end: present an operator's, which outlives any replica \
-                     (`slapos cluster ca issue --identity operator:NAME`)"
-                );
+        let operator_hint = "present an operator's, which outlives any replica \
+                             (`slapos cluster ca issue --identity operator:NAME`)";
+        match master_node::ca::identity_of_pem(&pem) {
+            Ok((master_node::ca::Identity::Replica(id), _)) => {
+                let leaves = members.iter().any(|m| m.id == id && m.hosted_by.is_empty())
+                    && !plan.replicas.iter().any(|p| p.id == id);
+                if leaves {
+                    bail!(
+                        "SLAPOS_MASTER_TLS_CERT is replica {id}'s certificate, and replica \
+                         {id} leaves at the end: {operator_hint}"
+                    );
+                }
             }
+            Ok((master_node::ca::Identity::Operator(_), _)) => {}
+            Ok((other, _)) => bail!(
+                "SLAPOS_MASTER_TLS_CERT is {}'s certificate, which may not run the \
+                 operator's commands: {operator_hint}",
+                other.common_name()
+            ),
+            Err(e) => bail!("SLAPOS_MASTER_TLS_CERT ({path}): {e}"),
         }
     }
 
     if plan.replicas.is_empty() {
         // 1. The nodes, their regions distinct.
         let mut regions: BTreeMap<String, String> = BTreeMap::new();
-        let first = args
+        // Ids are never reused: past the members' and those retired.
+        let state = {
+            let mut client =
+                MasterClient::new(op.via.clone()).with_deadline(Duration::from_secs(30));
+            let (entries, _) = client
+                .read(&Query::All, Consistency::Linearizable, 0)
+                .await
+                .context("reading the group's state")?;
+            master_node::State::from_entries(entries)?
+        };
+        let mut next = args
             .first_id
             .unwrap_or_else(|| members.iter().map(|m| m.id).max().unwrap_or(0) + 1);
-        for (k, spec) in (0u64..).zip(&args.computers) {
+        let mut new_id = || {
+            while state.is_retired_replica(next) || members.iter().any(|m| m.id == next) {
+                next += 1;
+            }
+            next += 1;
+            next - 1
+        };
+        for spec in &args.computers {
             let (id, ports) = parse_computer(spec, args)?;
             let (region, partitions, free) = computer(&op.via, &id).await?;
             let region = region.with_context(|| {
@@ -198,13 +224,14 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
                      to distinct regions, so that losing one loses one replica"
                 );
             }
+            let replica = new_id();
             step(format!(
-                "node {id}: region {region}, {partitions} partitions ({free} free)"
+                "node {id}: region {region}, {partitions} partitions ({free} free): replica {replica}"
             ));
             plan.replicas.push(Planned {
                 computer: id,
                 region,
-                id: first + k,
+                id: replica,
                 raft_port: ports[0],
                 api_port: ports[1],
                 gateway_port: ports[2],
@@ -286,19 +313,36 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
         let mut client =
             MasterClient::new(hosted_apis.clone()).with_deadline(Duration::from_secs(60));
         client.call_timeout = Duration::from_secs(50);
-        let said = client
-            .remove_replica(seed)
-            .await
-            .with_context(|| format!("seed replica {seed} could not leave"))?;
-        step(said);
+        match client.remove_replica(seed).await {
+            Ok(said) => step(said),
+            // an answer lost on the way (the leader that left stepped down): what counts
+            // is whether the group still has it
+            Err(e) => {
+                let (_, members) = Operator {
+                    via: hosted_apis.clone(),
+                    ..op.clone()
+                }
+                .group()
+                .await?;
+                if members.iter().any(|m| m.id == seed) {
+                    return Err(e).with_context(|| format!("seed replica {seed} could not leave"));
+                }
+                step(format!("replica {seed} is no longer a member"));
+            }
+        }
     }
     let op = Operator {
         via: hosted_apis.clone(),
         ..op
     };
-    wait_group(&op, "a hosted leader", |leader, members| {
-        leader.is_some_and(|l| ids.contains(&l)) && members.iter().all(|m| ids.contains(&m.id))
-    })
+    wait_group(
+        &op,
+        "a hosted leader, every member hosted",
+        |leader, members| {
+            leader.is_some_and(|l| ids.contains(&l))
+                && members.iter().all(|m| !m.hosted_by.is_empty())
+        },
+    )
     .await?;
     let (leader, _) = group_with_leader(&op).await?;
     step(format!(

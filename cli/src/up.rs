@@ -543,7 +543,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
         sample,
     };
     let json = dir.join("cluster.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(&cluster)?)?;
+    // whole or not at all: whoever waits for it reads it once it exists
+    let tmp = dir.join("cluster.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&cluster)?)?;
+    std::fs::rename(&tmp, &json)?;
     println!(
         "slapos up: {} master replicas{} and {} gateways in {}",
         args.replicas,

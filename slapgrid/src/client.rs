@@ -124,6 +124,9 @@ pub struct SlapClient {
     configured: Vec<Endpoint>,
     /// Where the learned gateways are kept across restarts (a node's `<cfg>.gateways`).
     learned_file: Option<std::path::PathBuf>,
+    /// Gateways' certificates are verified against a CA (`master_ca_file`): only then is
+    /// a gateway list learned from their answers.
+    verified: bool,
     preferred: AtomicUsize,
     tls: Option<Arc<ClientConfig>>,
     timeout: Duration,
@@ -174,7 +177,7 @@ impl SlapClient {
         // The gateways the group named before a restart come first again.
         let learned = std::path::PathBuf::from(format!("{}.gateways", cfg.path.display()));
         if let Ok(list) = std::fs::read_to_string(&learned) {
-            client.learn(&list, "");
+            client.learn(&list, "", true);
         }
         client.learned_file = Some(learned);
         Ok(client)
@@ -200,7 +203,9 @@ impl SlapClient {
         } else {
             None
         };
-        Ok(SlapClient::build(endpoints, tls))
+        let mut client = SlapClient::build(endpoints, tls);
+        client.verified = client.tls.is_some() && ca.is_some();
+        Ok(client)
     }
 
     fn build(endpoints: Vec<Endpoint>, tls: Option<Arc<ClientConfig>>) -> SlapClient {
@@ -208,6 +213,7 @@ impl SlapClient {
             configured: endpoints.clone(),
             endpoints: std::sync::RwLock::new(endpoints),
             learned_file: None,
+            verified: false,
             preferred: AtomicUsize::new(0),
             tls,
             timeout: CALL_TIMEOUT,
@@ -235,23 +241,39 @@ impl SlapClient {
             .clone()
     }
 
+    /// The gateway at `url` is tried first from now on (`i`: its index in the list the
+    /// caller went through, which a concurrent [`Self::learn`] may have replaced).
+    fn prefer(&self, url: &str, i: usize) {
+        let at = match self.endpoints.read() {
+            Ok(e) => e.iter().position(|e| e.url == url).unwrap_or(i),
+            Err(_) => i,
+        };
+        self.preferred.store(at, Ordering::Relaxed);
+    }
+
     /// The gateways tried, in order.
     pub fn gateway_urls(&self) -> Vec<String> {
         self.endpoints().into_iter().map(|e| e.url).collect()
     }
 
     /// Takes the group's gateways (`X-Slapos-Gateways`) as the ones to try first, the
-    /// configured ones behind them; the gateway that answered stays preferred.
-    fn learn(&self, header: &str, answered: &str) {
+    /// configured ones behind them; the gateway that answered stays preferred. Only from
+    /// a gateway whose certificate was verified against the CA (`from_https`), and only
+    /// https gateways, which are verified the same way: a list cannot lead the node to a
+    /// gateway it would not trust, nor to plain HTTP.
+    fn learn(&self, header: &str, answered: &str, from_https: bool) {
+        if !self.verified || !from_https {
+            return;
+        }
         let mut next: Vec<Endpoint> = header
             .split_whitespace()
             .filter_map(|u| Endpoint::parse(u).ok())
-            // an https gateway needs the TLS configuration this client was made with
-            .filter(|e| !e.tls || self.tls.is_some())
+            .filter(|e| e.tls)
             .collect();
         if next.is_empty() {
             return;
         }
+        let learned: Vec<String> = next.iter().map(|e| e.url.clone()).collect();
         for c in &self.configured {
             if next.iter().all(|e| e.url != c.url) {
                 next.push(c.clone());
@@ -276,7 +298,7 @@ impl SlapClient {
         if let Some(path) = &self.learned_file {
             let tmp = path.with_extension("gateways.tmp");
             let kept =
-                std::fs::write(&tmp, header.trim()).and_then(|_| std::fs::rename(&tmp, path));
+                std::fs::write(&tmp, learned.join(" ")).and_then(|_| std::fs::rename(&tmp, path));
             if let Err(e) = kept {
                 tracing::warn!(path = %path.display(), error = %e, "cannot keep the group's gateways");
             }
@@ -329,9 +351,9 @@ impl SlapClient {
                     if k > 0 {
                         tracing::info!(gateway = %endpoint.url, "failed over to this gateway");
                     }
-                    self.preferred.store(i, Ordering::Relaxed);
+                    self.prefer(&endpoint.url, i);
                     if let Some(list) = gateways {
-                        self.learn(&list, &endpoint.url);
+                        self.learn(&list, &endpoint.url, endpoint.tls);
                     }
                     return classify(method, status, answer);
                 }
@@ -855,33 +877,39 @@ mod tests {
     }
 
     #[test]
-    fn learns_the_group_s_gateways_from_an_answer_and_tries_them_first() {
+    fn learns_the_group_s_gateways_only_from_verified_https_gateways() {
+        // Over plain HTTP (nothing verified) a list is ignored.
         let (configured, server) = serve_once(
-            "HTTP/1.1 200 OK\r\nX-Slapos-Gateways: http://127.0.0.1:9/ http://[::1]:9/\r\n\
+            "HTTP/1.1 200 OK\r\nX-Slapos-Gateways: https://127.0.0.1:9/\r\n\
              Content-Length: 2\r\n\r\nok",
         );
         let client = SlapClient::new(std::slice::from_ref(&configured), None, None).unwrap();
         assert_eq!(client.get("getHateoasUrl", &[]).unwrap(), b"ok");
         server.join().unwrap();
-        // the group's gateways first, the configured one kept behind them, and the one
-        // that answered still preferred
+        assert_eq!(client.gateway_urls(), vec![configured.clone()]);
+
+        // From a verified https gateway: the group's https gateways first (plain HTTP ones
+        // and garbage left out), the configured one behind them, the one that answered
+        // still preferred.
+        let mut client = SlapClient::new(std::slice::from_ref(&configured), None, None).unwrap();
+        client.verified = true;
+        client.learn(
+            "https://[::1]:9/ http://127.0.0.1:9/ not-a-url https://127.0.0.1:9/",
+            &configured,
+            true,
+        );
         assert_eq!(
             client.gateway_urls(),
             vec![
-                "http://127.0.0.1:9/".to_string(),
-                "http://[::1]:9/".to_string(),
+                "https://[::1]:9/".to_string(),
+                "https://127.0.0.1:9/".to_string(),
                 configured.clone()
             ]
         );
         assert_eq!(client.current_url(), configured);
-        // an https gateway without this client's TLS configuration, and garbage, are not
-        // learned
-        let (again, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-        let client = SlapClient::new(std::slice::from_ref(&again), None, None).unwrap();
-        client.learn("https://[::1]:9/ not-a-url", &again);
-        assert_eq!(client.gateway_urls(), vec![again.clone()]);
-        assert_eq!(client.get("getHateoasUrl", &[]).unwrap(), b"ok");
-        server.join().unwrap();
+        // not from a gateway reached over plain HTTP
+        client.learn("https://[::2]:9/", &configured, false);
+        assert_eq!(client.gateway_urls().len(), 3);
     }
 
     #[test]

@@ -296,6 +296,24 @@ fn the_masters_admit_only_the_groups_replicas_and_gateways() {
         "{}",
         text(&out)
     );
+    let out = slapos(
+        &[
+            "cluster",
+            "ca",
+            "revoke",
+            "--via",
+            &c1.api_addr,
+            "--identity",
+            "replica:1",
+        ],
+        Some(&gw),
+    );
+    assert!(!out.status.success(), "a gateway revoked a replica");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not revoke"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(members(&t1, &via), Ok(3));
 
     // An operator's certificate (issued through a replica's) runs the group without a

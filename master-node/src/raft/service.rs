@@ -791,12 +791,14 @@ impl Master for MasterService {
         let show = request.get_ref().show;
         let command: Command = decode_json("command", &request.get_ref().command)?;
         // Under mTLS a gateway writes what SLAP and its registration calls need; the
-        // operator's commands (the authority, certificates, servers' tokens, retiring a
-        // replica) come through a replica's certificate only.
+        // operator's commands (the authority, certificates and their revocation, servers'
+        // tokens, retiring a replica) come through a replica's or an operator's
+        // certificate only.
         if let Some(crate::ca::Identity::Gateway(g)) = super::tls::peer_identity(&request) {
             let operator_only = match &command.op {
                 Op::InstallAuthority { .. }
                 | Op::RecordCertificate { .. }
+                | Op::Revoke { .. }
                 | Op::RetireReplica { .. } => true,
                 Op::CreateToken { server, .. } => server.is_some(),
                 _ => false,
