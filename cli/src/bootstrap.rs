@@ -18,7 +18,7 @@
 //! 5. the gateways in the partitions, as the `master_url` line the node agents' configs
 //!    take (every gateway listed: an agent fails over between them).
 
-use crate::selfhost::{add, step, AddReplicaArgs, Added, Operator, Timers};
+use crate::selfhost::{add, step, AddReplicaArgs, Added, Operator, Ports, Timers};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use master_node::domain::Query;
@@ -26,7 +26,7 @@ use master_node::raft::client::MasterClient;
 use serde::{Deserialize, Serialize};
 use slapos_proto::rpc::master::Consistency;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Args)]
 pub struct BootstrapArgs {
@@ -40,12 +40,9 @@ pub struct BootstrapArgs {
     /// The first new replica's id (default: one above the group's highest member id).
     #[arg(long)]
     pub(crate) first_id: Option<u64>,
-    #[arg(long, default_value_t = 7201)]
-    pub(crate) raft_port: u16,
-    #[arg(long, default_value_t = 7202)]
-    pub(crate) api_port: u16,
-    #[arg(long, default_value_t = 8443)]
-    pub(crate) gateway_port: u16,
+    /// The ports of every replica not given its own with `COMPUTER:PORT`.
+    #[command(flatten)]
+    pub(crate) ports: Ports,
     #[command(flatten)]
     pub(crate) timers: Timers,
 }
@@ -63,27 +60,30 @@ struct Planned {
     computer: String,
     region: String,
     id: u64,
-    raft_port: u16,
-    api_port: u16,
-    gateway_port: u16,
+    #[serde(flatten)]
+    ports: Ports,
 }
 
 /// `COMPUTER` or `COMPUTER:PORT`.
-fn parse_computer(spec: &str, args: &BootstrapArgs) -> Result<(String, [u16; 3])> {
+fn parse_computer(spec: &str, args: &BootstrapArgs) -> Result<(String, Ports)> {
     match spec.rsplit_once(':') {
         Some((c, port)) => {
             let p: u16 = port
                 .parse()
                 .with_context(|| format!("--computer {spec}: '{port}' is not a port"))?;
             match (p, p.checked_add(1), p.checked_add(2)) {
-                (1.., Some(api), Some(gateway)) => Ok((c.to_string(), [p, api, gateway])),
+                (1.., Some(api_port), Some(gateway_port)) => Ok((
+                    c.to_string(),
+                    Ports {
+                        raft_port: p,
+                        api_port,
+                        gateway_port,
+                    },
+                )),
                 _ => bail!("--computer {spec}: PORT must be 1 to 65533"),
             }
         }
-        None => Ok((
-            spec.to_string(),
-            [args.raft_port, args.api_port, args.gateway_port],
-        )),
+        None => Ok((spec.to_string(), args.ports)),
     }
 }
 
@@ -232,9 +232,7 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
                 computer: id,
                 region,
                 id: replica,
-                raft_port: ports[0],
-                api_port: ports[1],
-                gateway_port: ports[2],
+                ports,
             });
         }
         if plan.replicas.len() < 3 {
@@ -269,9 +267,7 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
             computer: p.computer.clone(),
             id: p.id,
             region: p.region.clone(),
-            raft_port: p.raft_port,
-            api_port: p.api_port,
-            gateway_port: p.gateway_port,
+            ports: p.ports,
             timers: args.timers,
         })
         .await?;
@@ -289,7 +285,7 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
 
     // 3. Caught up.
     step(format!("waiting for replicas {ids:?} to catch up"));
-    wait_group(&op, "catching up", |leader, members| {
+    op.wait_until("catching up", |leader, members| {
         leader.is_some()
             && ids.iter().all(|id| {
                 members
@@ -335,16 +331,11 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
         via: hosted_apis.clone(),
         ..op
     };
-    wait_group(
-        &op,
-        "a hosted leader, every member hosted",
-        |leader, members| {
-            leader.is_some_and(|l| ids.contains(&l))
-                && members.iter().all(|m| !m.hosted_by.is_empty())
-        },
-    )
+    op.wait_until("a hosted leader, every member hosted", |leader, members| {
+        leader.is_some_and(|l| ids.contains(&l)) && members.iter().all(|m| !m.hosted_by.is_empty())
+    })
     .await?;
-    let (leader, _) = group_with_leader(&op).await?;
+    let (leader, _) = op.group().await?;
     step(format!(
         "the master lives in {} partitions; replica {} leads",
         plan.hosted.len(),
@@ -371,36 +362,6 @@ pub async fn run(args: BootstrapArgs) -> Result<()> {
     bootstrap(&args).await.map(|_| ())
 }
 
-/// The leader's id (when one is known) and the members as it sees them.
-async fn group_with_leader(
-    op: &Operator,
-) -> Result<(Option<u64>, Vec<slapos_proto::rpc::master::Member>)> {
-    let mut client = MasterClient::new(op.via.clone()).with_deadline(Duration::from_secs(10));
-    let status = client.status().await.context("no replica answered")?;
-    let leader = status.has_leader.then_some(status.leader_id);
-    let (_, members) = op.group().await?;
-    Ok((leader, members))
-}
-
-async fn wait_group(
-    op: &Operator,
-    what: &str,
-    done: impl Fn(Option<u64>, &[slapos_proto::rpc::master::Member]) -> bool,
-) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(op.timeout_secs);
-    loop {
-        if let Ok((leader, members)) = group_with_leader(op).await {
-            if done(leader, &members) {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("{what}: not within {} s", op.timeout_secs);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 /// Where a replica that already votes runs, from its membership record.
 async fn reconstruct(op: &Operator, p: &Planned) -> Result<Added> {
     let (_, members) = op.group().await?;
@@ -423,6 +384,6 @@ async fn reconstruct(op: &Operator, p: &Planned) -> Result<Added> {
         partition: partition.to_string(),
         region: p.region.clone(),
         api_addr: m.api_addr.clone(),
-        gateway_url: format!("https://{host}:{}/", p.gateway_port),
+        gateway_url: format!("https://{host}:{}/", p.ports.gateway_port),
     })
 }

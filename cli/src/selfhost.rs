@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use master_node::raft::client::MasterClient;
 use slapgrid::client::SlapClient;
+use slapos_proto::rpc::master::Member;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -62,14 +63,31 @@ pub struct AddReplicaArgs {
     pub(crate) id: u64,
     #[arg(long, default_value = "local")]
     pub(crate) region: String,
+    #[command(flatten)]
+    pub(crate) ports: Ports,
+    #[command(flatten)]
+    pub(crate) timers: Timers,
+}
+
+/// Where a hosted replica listens, on its partition's address.
+#[derive(Args, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Ports {
     #[arg(long, default_value_t = 7201)]
     pub(crate) raft_port: u16,
     #[arg(long, default_value_t = 7202)]
     pub(crate) api_port: u16,
     #[arg(long, default_value_t = 8443)]
     pub(crate) gateway_port: u16,
-    #[command(flatten)]
-    pub(crate) timers: Timers,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            raft_port: 7201,
+            api_port: 7202,
+            gateway_port: 8443,
+        }
+    }
 }
 
 /// Raft timers for the expected latency between regions (ms).
@@ -151,37 +169,28 @@ impl Operator {
         }
     }
 
-    /// The group's view: (leader known, members as (id, voter)).
-    pub(crate) async fn members(&self) -> Result<(bool, Vec<(u64, bool)>)> {
-        let (leader, members) = self.group().await?;
-        Ok((
-            leader,
-            members.iter().map(|m| (m.id, m.role == "voter")).collect(),
-        ))
-    }
-
-    /// Whether a leader is known, and the members as the leader sees them (lag, hosting).
-    pub(crate) async fn group(&self) -> Result<(bool, Vec<slapos_proto::rpc::master::Member>)> {
+    /// The leader (when one is known) and the members as the leader sees them (role,
+    /// lag, hosting).
+    pub(crate) async fn group(&self) -> Result<(Option<u64>, Vec<Member>)> {
         let mut client = MasterClient::new(self.via.clone()).with_deadline(Duration::from_secs(10));
         let status = client.status().await.context("no replica answered")?;
-        let leader = status.has_leader;
-        let view = match status.members.iter().find(|m| m.id == status.leader_id) {
-            Some(l) if leader && l.id != status.id => {
-                client.status_of(&l.api_addr).await.unwrap_or(status)
-            }
+        let leader = status.has_leader.then_some(status.leader_id);
+        let view = match status.members.iter().find(|m| Some(m.id) == leader) {
+            Some(l) if l.id != status.id => client.status_of(&l.api_addr).await.unwrap_or(status),
             _ => status,
         };
         Ok((leader, view.members))
     }
 
+    /// Polls the group (every 500 ms, up to --timeout-secs) until `done` holds.
     pub(crate) async fn wait_until(
         &self,
         what: &str,
-        done: impl Fn(bool, &[(u64, bool)]) -> bool,
+        done: impl Fn(Option<u64>, &[Member]) -> bool,
     ) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(self.timeout_secs);
         loop {
-            if let Ok((leader, members)) = self.members().await {
+            if let Ok((leader, members)) = self.group().await {
                 if done(leader, &members) {
                     return Ok(());
                 }
@@ -189,9 +198,14 @@ impl Operator {
             if Instant::now() > deadline {
                 bail!("{what}: not within {} s", self.timeout_secs);
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// Whether replica `id` is a voting member.
+pub(crate) fn votes(members: &[Member], id: u64) -> bool {
+    members.iter().any(|m| m.id == id && m.role == "voter")
 }
 
 pub(crate) fn step(text: impl AsRef<str>) {
@@ -229,8 +243,8 @@ pub struct Added {
 pub(crate) async fn add(args: &AddReplicaArgs) -> Result<Option<Added>> {
     let op = &args.operator;
     let id = args.id;
-    let (_, members) = op.members().await?;
-    let voting = members.iter().any(|(m, voter)| *m == id && *voter);
+    let (_, members) = op.group().await?;
+    let voting = votes(&members, id);
     let release = op.release()?;
     step(format!("release {release}"));
     let client = op.client()?;
@@ -238,9 +252,9 @@ pub(crate) async fn add(args: &AddReplicaArgs) -> Result<Option<Added>> {
         std::fs::read_to_string(&op.ca).with_context(|| format!("read {}", op.ca.display()))?;
     let via = op.via.join(",");
     let ports = [
-        ("raft-port", args.raft_port.to_string()),
-        ("api-port", args.api_port.to_string()),
-        ("gateway-port", args.gateway_port.to_string()),
+        ("raft-port", args.ports.raft_port.to_string()),
+        ("api-port", args.ports.api_port.to_string()),
+        ("gateway-port", args.ports.gateway_port.to_string()),
         ("heartbeat-ms", args.timers.heartbeat_ms.to_string()),
         (
             "election-timeout-min-ms",
@@ -282,7 +296,7 @@ pub(crate) async fn add(args: &AddReplicaArgs) -> Result<Option<Added>> {
         ));
         request(&params)?;
         op.wait_until(&format!("replica {id} voting"), |leader, members| {
-            leader && members.iter().any(|(m, voter)| *m == id && *voter)
+            leader.is_some() && votes(members, id)
         })
         .await?;
         println!("replica {id} votes");
@@ -318,7 +332,7 @@ pub(crate) async fn add(args: &AddReplicaArgs) -> Result<Option<Added>> {
     request(&params)?;
     step(format!("waiting for replica {id} to join and vote"));
     op.wait_until(&format!("replica {id} joining"), |leader, members| {
-        leader && members.iter().any(|(m, voter)| *m == id && *voter)
+        leader.is_some() && votes(members, id)
     })
     .await?;
     let ipv6 = ips.iter().find(|ip| ip.contains(':')).unwrap_or(&ips[0]);
@@ -327,14 +341,14 @@ pub(crate) async fn add(args: &AddReplicaArgs) -> Result<Option<Added>> {
     } else {
         ipv6.clone()
     };
-    let url = format!("https://{host}:{}/", args.gateway_port);
+    let url = format!("https://{host}:{}/", args.ports.gateway_port);
     println!("replica {id} votes; its gateway: {url}");
     Ok(Some(Added {
         id,
         computer: args.computer.clone(),
         partition,
         region: args.region.clone(),
-        api_addr: format!("{host}:{}", args.api_port),
+        api_addr: format!("{host}:{}", args.ports.api_port),
         gateway_url: url,
     }))
 }
@@ -342,13 +356,13 @@ pub(crate) async fn add(args: &AddReplicaArgs) -> Result<Option<Added>> {
 pub async fn remove_replica(args: RemoveReplicaArgs) -> Result<()> {
     let op = &args.operator;
     let id = args.id;
-    let (_, members) = op.members().await?;
-    if members.iter().all(|(m, _)| *m != id) {
+    let (_, members) = op.group().await?;
+    if members.iter().all(|m| m.id != id) {
         step(format!("replica {id} is not a member"));
     }
     let release = op.release()?;
     let client = op.client()?;
-    if args.lost && members.iter().any(|(m, _)| *m == id) {
+    if args.lost && members.iter().any(|m| m.id == id) {
         step(format!(
             "its node is lost: the group removes replica {id} now (the others keep a quorum)"
         ));
@@ -367,7 +381,7 @@ pub async fn remove_replica(args: RemoveReplicaArgs) -> Result<()> {
     .with_context(|| format!("requesting {} destroyed", title(id)))?;
     step(format!("waiting for the group to forget replica {id}"));
     op.wait_until(&format!("replica {id} leaving"), |leader, members| {
-        leader && members.iter().all(|(m, _)| *m != id)
+        leader.is_some() && members.iter().all(|m| m.id != id)
     })
     .await?;
     println!("replica {id} left the group");
@@ -479,7 +493,7 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<()> {
                 .ok()
                 .is_some_and(|d| d["connection_parameters"]["release"] == release.as_str());
             let caught_up = op.group().await.ok().is_some_and(|(leader, members)| {
-                leader
+                leader.is_some()
                     && members
                         .iter()
                         .any(|m| m.id == id && m.role == "voter" && m.lag == 0)

@@ -815,9 +815,7 @@ async fn self_host(
         operator,
         computers,
         first_id: Some(2),
-        raft_port: 7201,
-        api_port: 7202,
-        gateway_port: 8443,
+        ports: Default::default(),
         timers: Default::default(),
     })
     .await

@@ -51,3 +51,66 @@ pub fn slapos_bin() -> PathBuf {
     })
     .clone()
 }
+
+/// A finished `slapos chaos run`: its JSON report, what it printed, and its pid (the
+/// namespaces it made are named after it).
+pub struct ChaosRun {
+    pub report: serde_json::Value,
+    pub stdout: String,
+    pub stderr: String,
+    pub pid: u32,
+}
+
+/// `slapos chaos run <args> --dir <dir>/run --json <dir>/report.json`, which must pass
+/// with the verdicts every chaos test holds it to: nothing lost, linearizable, replicas
+/// identical, no undecided register.
+pub fn chaos_run(args: &[&str], dir: &std::path::Path) -> ChaosRun {
+    let json = dir.join("report.json");
+    let child = Command::new(slapos_bin())
+        .args(["chaos", "run"])
+        .args(args)
+        .arg("--dir")
+        .arg(dir.join("run"))
+        .arg("--json")
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run slapos chaos run");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait for slapos chaos run");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "chaos run failed:\n{stdout}\n{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("JSON report");
+    assert_eq!(report["passed"], true, "{stdout}");
+    assert_eq!(report["lost_writes"], 0);
+    assert_eq!(report["linearizable"], true);
+    assert_eq!(report["replicas_identical"], true);
+    assert_eq!(report["unknown_verdicts"], 0);
+    ChaosRun {
+        report,
+        stdout,
+        stderr,
+        pid,
+    }
+}
+
+/// No process whose command line names `path` is left.
+pub fn assert_no_process_naming(path: &std::path::Path) {
+    let left = Command::new("pgrep")
+        .args(["-a", "-f"])
+        .arg(path)
+        .output()
+        .expect("pgrep");
+    assert!(
+        left.stdout.is_empty(),
+        "processes left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

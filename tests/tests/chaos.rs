@@ -7,9 +7,8 @@ use chaos::cluster::{Hosts, ProcessCluster};
 use chaos::netns::Network;
 use master_node::raft::client::MasterClient;
 use master_node::{Command as MasterCommand, Op, RequestId};
-use serde_json::Value;
 use slapos_e2e::agent::is_root;
-use slapos_e2e::slapos_bin;
+use slapos_e2e::{chaos_run, slapos_bin, ChaosRun};
 use slapos_proto::rpc::master::submit_response;
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -18,38 +17,17 @@ use std::time::Duration;
 #[test]
 fn sixty_seconds_of_faults_lose_nothing_and_stay_linearizable() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("report.json");
-    let mut cmd = Command::new(slapos_bin());
-    cmd.args(["chaos", "run", "--duration", "60s", "--seed", "7"])
-        .arg("--dir")
-        .arg(dir.path().join("run"))
-        .arg("--json")
-        .arg(&json);
     let root = is_root();
+    let mut args = vec!["--duration", "60s", "--seed", "7"];
     if !root {
-        cmd.arg("--loopback");
+        args.push("--loopback");
     }
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run slapos chaos run");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("wait for slapos chaos run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "chaos run failed:\n{stdout}\n{stderr}"
-    );
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("JSON report");
-    assert_eq!(report["passed"], true, "{stdout}");
-    assert_eq!(report["lost_writes"], 0);
-    assert_eq!(report["linearizable"], true);
-    assert_eq!(report["replicas_identical"], true);
-    assert_eq!(report["unknown_verdicts"], 0);
+    let ChaosRun {
+        report,
+        stdout,
+        pid,
+        ..
+    } = chaos_run(&args, dir.path());
     // the checkers had something to judge
     let acked = report["ops_by_outcome"]["write ok"].as_u64().unwrap_or(0);
     let reads = report["ops_by_outcome"]["read ok"].as_u64().unwrap_or(0);

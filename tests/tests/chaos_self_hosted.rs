@@ -11,46 +11,23 @@
 //!
 //! Runs as root (namespaces, partition users).
 
-use serde_json::Value;
 use slapos_e2e::agent::is_root;
-use slapos_e2e::slapos_bin;
+use slapos_e2e::{assert_no_process_naming, chaos_run, ChaosRun};
 use std::process::Command;
 
 #[test]
 fn node_faults_on_a_self_hosted_group_lose_nothing_and_stay_linearizable() {
     assert!(is_root(), "runs as root (namespaces, partition users)");
     let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("report.json");
-    let out = Command::new(slapos_bin())
-        .args([
-            "chaos",
-            "run",
-            "--self-hosted",
-            "--duration",
-            "45s",
-            "--seed",
-            "11",
-        ])
-        .arg("--dir")
-        .arg(dir.path().join("run"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run slapos chaos run --self-hosted");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "chaos run failed:\n{stdout}\n{stderr}"
+    let ChaosRun {
+        report,
+        stdout,
+        stderr,
+        ..
+    } = chaos_run(
+        &["--self-hosted", "--duration", "45s", "--seed", "11"],
+        dir.path(),
     );
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("JSON report");
-    assert_eq!(report["passed"], true, "{stdout}");
-    assert_eq!(report["lost_writes"], 0);
-    assert_eq!(report["linearizable"], true);
-    assert_eq!(report["replicas_identical"], true);
-    assert_eq!(report["unknown_verdicts"], 0);
     assert_eq!(report["usage_errors"].as_u64(), Some(0), "{stdout}");
     // the checkers had something to judge
     let acked = report["ops_by_outcome"]["write ok"].as_u64().unwrap_or(0);
@@ -88,14 +65,5 @@ fn node_faults_on_a_self_hosted_group_lose_nothing_and_stay_linearizable() {
         "namespaces left behind: {}",
         String::from_utf8_lossy(&netns.stdout)
     );
-    let cluster = dir.path().join("run/up");
-    let left = Command::new("pgrep")
-        .args(["-a", "-f", cluster.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        left.stdout.is_empty(),
-        "processes left behind: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    assert_no_process_naming(&dir.path().join("run/up"));
 }

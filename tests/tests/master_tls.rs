@@ -81,6 +81,11 @@ fn replica(dir: &Path, id: u64) -> (ReplicaConfig, PathBuf) {
 }
 
 fn issue(via: &str, identity: &str, out: &Path) -> TlsFiles {
+    issue_as(via, identity, out, None)
+}
+
+/// [`issue`], presenting `tls` to the master API (a group under mTLS).
+fn issue_as(via: &str, identity: &str, out: &Path, tls: Option<&TlsFiles>) -> TlsFiles {
     let mut args = vec![
         "cluster",
         "ca",
@@ -96,7 +101,7 @@ fn issue(via: &str, identity: &str, out: &Path) -> TlsFiles {
     if identity.starts_with("replica:") || identity.starts_with("gateway:") {
         args.extend(["--ip", "127.0.0.1"]);
     }
-    let o = slapos(&args, None);
+    let o = slapos(&args, tls);
     assert!(o.status.success(), "issue {identity}: {}", text(&o));
     let name = identity.replace(':', "-");
     TlsFiles {
@@ -213,131 +218,91 @@ fn the_masters_admit_only_the_groups_replicas_and_gateways() {
         text(&plain)
     );
 
-    // A gateway's certificate gets no server certificate issued (it could pose as a
-    // replica).
-    let out = slapos(
+    // What a gateway's certificate may not do, and the reason it is told.
+    let stolen = root.join("stolen").display().to_string();
+    let refused = |what: &str, args: &[&str], reason: &str| {
+        let out = slapos(args, Some(&gw));
+        assert!(!out.status.success(), "a gateway {what}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(reason),
+            "{}",
+            text(&out)
+        );
+    };
+    let api = c1.api_addr.as_str();
+    // No server certificate (it could pose as a replica), nor an operator's.
+    refused(
+        "had a replica certificate issued",
         &[
             "cluster",
             "ca",
             "issue",
             "--via",
-            &c1.api_addr,
+            api,
             "--identity",
             "replica:7",
             "--ip",
             "127.0.0.1",
             "--out",
-            root.join("stolen").to_str().unwrap(),
+            &stolen,
         ],
-        Some(&gw),
+        "may not have server certificates",
     );
-    assert!(
-        !out.status.success(),
-        "a gateway had a replica certificate issued"
+    refused(
+        "had an operator certificate issued",
+        &[
+            "cluster",
+            "ca",
+            "issue",
+            "--via",
+            api,
+            "--identity",
+            "operator:eve",
+            "--out",
+            &stolen,
+        ],
+        "may not have server certificates",
     );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("may not have server certificates"),
-        "{}",
-        text(&out)
-    );
-    // Nor can it make itself a server enrollment token (an operator's command), or
-    // retire a replica.
-    let out = slapos(
+    // None of the operator's commands: a server enrollment token, a membership change,
+    // a revocation.
+    refused(
+        "made a server token",
         &[
             "cluster",
             "ca",
             "token",
             "--via",
-            &c1.api_addr,
+            api,
             "--identity",
             "replica:7",
             "--ip",
             "127.0.0.1",
         ],
-        Some(&gw),
+        "may not create_token",
     );
-    assert!(!out.status.success(), "a gateway made a server token");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("may not create_token"),
-        "{}",
-        text(&out)
+    refused(
+        "removed a replica",
+        &["master", "leave", "--id", "3", "--via", api],
+        "may not remove_replica",
     );
-    // Nor have an operator's certificate issued, nor change the membership.
-    let out = slapos(
-        &[
-            "cluster",
-            "ca",
-            "issue",
-            "--via",
-            &c1.api_addr,
-            "--identity",
-            "operator:eve",
-            "--out",
-            root.join("stolen").to_str().unwrap(),
-        ],
-        Some(&gw),
-    );
-    assert!(
-        !out.status.success(),
-        "a gateway had an operator certificate issued"
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("may not have server certificates"),
-        "{}",
-        text(&out)
-    );
-    let out = slapos(
-        &["master", "leave", "--id", "3", "--via", &c1.api_addr],
-        Some(&gw),
-    );
-    assert!(!out.status.success(), "a gateway removed a replica");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("may not remove_replica"),
-        "{}",
-        text(&out)
-    );
-    let out = slapos(
+    refused(
+        "revoked a replica",
         &[
             "cluster",
             "ca",
             "revoke",
             "--via",
-            &c1.api_addr,
+            api,
             "--identity",
             "replica:1",
         ],
-        Some(&gw),
-    );
-    assert!(!out.status.success(), "a gateway revoked a replica");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("may not revoke"),
-        "{}",
-        text(&out)
+        "may not revoke",
     );
     assert_eq!(members(&t1, &via), Ok(3));
 
     // An operator's certificate (issued through a replica's) runs the group without a
     // replica's key: the status, a server enrollment token; but it is no replica to Raft.
-    let out = slapos(
-        &[
-            "cluster",
-            "ca",
-            "issue",
-            "--via",
-            &c1.api_addr,
-            "--identity",
-            "operator:alice",
-            "--out",
-            certs.to_str().unwrap(),
-        ],
-        Some(&t1),
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let op = TlsFiles {
-        cert: certs.join("operator-alice.crt"),
-        key: certs.join("operator-alice.key"),
-        ca: certs.join("ca.pem"),
-    };
+    let op = issue_as(&c1.api_addr, "operator:alice", &certs, Some(&t1));
     assert_eq!(members(&op, &via), Ok(3));
     let out = slapos(
         &[

@@ -13,28 +13,11 @@
 //!
 //! Runs as root (the node makes a Unix user per partition, removed at the end).
 
-use slapos_e2e::agent::is_root;
+use slapos_e2e::agent::{is_root, Up};
 use slapos_e2e::slapos_bin;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn text(out: &Output) -> String {
     format!(
@@ -64,10 +47,9 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let cluster_dir = root.join("c");
-    let up = Up(Command::new(slapos_bin())
-        .args([
-            "up",
+    let up = Up::launch(
+        &root,
+        &[
             "--unhosted",
             "--replicas",
             "2",
@@ -75,24 +57,11 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
             "1",
             "--partitions",
             "2",
-            "--dir",
-        ])
-        .arg(&cluster_dir)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(root.join("up.log")).unwrap())
-        .stderr(std::fs::File::create(root.join("up.err")).unwrap())
-        .spawn()
-        .unwrap());
+        ],
+        Duration::from_secs(180),
+    );
+    let cluster_dir = up.dir.clone();
     let json = cluster_dir.join("cluster.json");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !json.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no cluster.json after 180 s: {}",
-            std::fs::read_to_string(root.join("up.err")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
     let cluster: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let admin = &cluster["admin"];
@@ -260,8 +229,9 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
 
     // Its gateway, in the partition, serves SLAP to the admin from the group's state.
     let own = format!("https://[::1]:{gateway_port}/");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let answer = loop {
+    // The node's view, as the admin reads it through the partition's gateway: the body
+    // and the HTTP status on its last line, and curl's complaints.
+    let view = || {
         let out = Command::new("curl")
             .args([
                 "-sS",
@@ -280,14 +250,20 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
             ))
             .output()
             .unwrap();
-        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let (answer, complaint) = view();
         if answer.ends_with("\n200") {
             break answer;
         }
         assert!(
             Instant::now() < deadline,
-            "the partition's gateway does not serve: {answer} {}",
-            String::from_utf8_lossy(&out.stderr)
+            "the partition's gateway does not serve: {answer} {complaint}"
         );
         std::thread::sleep(Duration::from_millis(500));
     };
@@ -299,24 +275,7 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
     // holds: the node's view, read by the admin through the new gateway, has them.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "10",
-                "--cacert",
-                &ca,
-                "--cert",
-                &cert,
-                "--key",
-                &key,
-            ])
-            .arg(format!(
-                "{own}getFullComputerInformation?computer_id={computer}"
-            ))
-            .output()
-            .unwrap();
-        let view = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (view, _) = view();
         if view.contains(&format!("https://[::1]:{gateway_port}/"))
             && view.contains(&format!("[::1]:{api_port}"))
         {

@@ -9,19 +9,18 @@
 //!
 //! Runs as root (a Unix user per partition, removed at the end).
 
-use slapos_e2e::agent::is_root;
+use slapos_e2e::agent::{is_root, Up};
 use slapos_e2e::slapos_bin;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Children of the test, killed at the end (and `slapos up` stopped, which removes the
-/// partition users).
+/// The test's own node agent, stopped before `slapos up` (so that up's teardown, which
+/// removes the partition users, is not raced).
 struct Procs(Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
-        // The test's own agent first (so `slapos up`'s teardown is not raced), then up.
         for c in self.0.iter_mut().rev() {
             let _ = Command::new("kill").arg(c.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -53,7 +52,8 @@ fn the_group_survives_losing_the_node_of_its_leader_and_the_node_rejoins() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let (mut procs, cluster) = start_up(dir.path(), &[]);
+    let (up, cluster) = start_up(dir.path(), &[]);
+    let mut procs = Procs(Vec::new());
     let op = Operator::of(&cluster);
     let (cert, key, ca) = (op.cert.clone(), op.key.clone(), op.ca.clone());
     let hosted = cluster["hosted_replicas"].as_array().unwrap().clone();
@@ -253,6 +253,7 @@ fn the_group_survives_losing_the_node_of_its_leader_and_the_node_rejoins() {
     }
     // `slapos up`'s teardown stops the node again (its agent is ours: stopped first).
     drop(procs);
+    drop(up);
 }
 
 /// How many partitions a node of `slapos up` has (from its slapos.cfg).
@@ -265,30 +266,11 @@ fn cluster_partitions(node: &serde_json::Value) -> usize {
 }
 
 /// A group `slapos up` hosts in partitions (with `args`), once cluster.json is written.
-fn start_up(dir: &Path, args: &[&str]) -> (Procs, serde_json::Value) {
-    let cluster_dir = dir.join("c");
-    let procs = Procs(vec![Command::new(slapos_bin())
-        .arg("up")
-        .args(args)
-        .arg("--dir")
-        .arg(&cluster_dir)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join("up.log")).unwrap())
-        .stderr(std::fs::File::create(dir.join("up.err")).unwrap())
-        .spawn()
-        .unwrap()]);
-    let json = cluster_dir.join("cluster.json");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !json.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no cluster.json: {}",
-            std::fs::read_to_string(dir.join("up.err")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn start_up(dir: &Path, args: &[&str]) -> (Up, serde_json::Value) {
+    let up = Up::launch(dir, args, Duration::from_secs(300));
+    let json = up.dir.join("cluster.json");
     let cluster = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    (procs, cluster)
+    (up, cluster)
 }
 
 /// The operator of a group `slapos up` made: the admin's files and the master API's
@@ -419,7 +401,7 @@ fn a_lost_region_s_replica_is_replaced_and_the_group_grows_to_five() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let (procs, cluster) = start_up(dir.path(), &["--nodes", "4", "--partitions", "3"]);
+    let (up, cluster) = start_up(dir.path(), &["--nodes", "4", "--partitions", "3"]);
     let op = Operator::of(&cluster);
     let hosted = cluster["hosted_replicas"].as_array().unwrap().clone();
     // COMP-1 hosts the replica whose certificate the operator presents: lose COMP-2.
@@ -568,7 +550,7 @@ fn a_lost_region_s_replica_is_replaced_and_the_group_grows_to_five() {
         "{}",
         text(&again)
     );
-    drop(procs);
+    drop(up);
 }
 
 fn cluster_dir_of(cluster: &serde_json::Value) -> std::path::PathBuf {

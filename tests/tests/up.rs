@@ -176,22 +176,7 @@ fn up_unhosted_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
     }
 
     // SIGTERM stops everything.
-    Command::new("kill")
-        .arg(up.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Ok(Some(s)) = up.try_wait() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "slapos up did not stop within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "{status}");
+    terminate(&mut up, Duration::from_secs(30));
     assert!(
         pids.iter().all(|p| !alive(*p)),
         "children left behind: {pids:?}"
@@ -376,31 +361,8 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
         .collect();
 
     // SIGTERM stops everything, the services in partitions included.
-    Command::new("kill")
-        .arg(up.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Ok(Some(s)) = up.try_wait() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "slapos up did not stop within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "{status}");
-    let left = Command::new("pgrep")
-        .args(["-a", "-f", cluster_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        left.stdout.is_empty(),
-        "processes left behind: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    terminate(&mut up, Duration::from_secs(60));
+    slapos_e2e::assert_no_process_naming(&cluster_dir);
     for u in users {
         let id = Command::new("id").arg(format!("{u}u0")).output().unwrap();
         assert!(!id.status.success(), "partition users left behind");
@@ -412,4 +374,25 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
             "namespace {ns} left behind"
         );
     }
+}
+
+/// SIGTERM to `slapos up` (its Ctrl-C), which must exit successfully within `within`.
+fn terminate(up: &mut std::process::Child, within: Duration) {
+    Command::new("kill")
+        .arg(up.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Ok(Some(s)) = up.try_wait() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slapos up did not stop within {} s",
+            within.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
 }

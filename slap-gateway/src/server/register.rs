@@ -96,17 +96,32 @@ pub async fn create_token(
     }
 }
 
-pub async fn register(app: &App, fields: &[(String, String)]) -> SlapResponse {
+/// The one-time token and the CSR of a registration or enrollment, the CSR checked before
+/// the token is spent on it.
+fn token_and_csr(fields: &[(String, String)]) -> Result<(&str, &str), SlapResponse> {
     let (Some(token), Some(csr)) = (field(fields, "token"), field(fields, "csr")) else {
-        return SlapResponse::text(400, "missing required field 'token' or 'csr'");
+        return Err(SlapResponse::text(
+            400,
+            "missing required field 'token' or 'csr'",
+        ));
     };
     if csr.len() > master_node::ca::MAX_CSR_BYTES {
-        return SlapResponse::text(413, "certificate signing request too large");
+        return Err(SlapResponse::text(
+            413,
+            "certificate signing request too large",
+        ));
     }
-    // Checked before the token is spent on it.
     if let Err(e) = master_node::ca::check_csr(csr) {
-        return SlapResponse::text(400, e.to_string());
+        return Err(SlapResponse::text(400, e.to_string()));
     }
+    Ok((token, csr))
+}
+
+pub async fn register(app: &App, fields: &[(String, String)]) -> SlapResponse {
+    let (token, csr) = match token_and_csr(fields) {
+        Ok(t) => t,
+        Err(refused) => return refused,
+    };
     let consumed = match app
         .masters
         .write(Op::ConsumeToken {
@@ -145,15 +160,10 @@ pub async fn register(app: &App, fields: &[(String, String)]) -> SlapResponse {
 /// token an operator made (`slapos cluster token`); the masters spend the token and issue
 /// the certificate it grants. The answer names the identity, the certificate and the CA.
 pub async fn enroll(app: &App, fields: &[(String, String)]) -> SlapResponse {
-    let (Some(token), Some(csr)) = (field(fields, "token"), field(fields, "csr")) else {
-        return SlapResponse::text(400, "missing required field 'token' or 'csr'");
+    let (token, csr) = match token_and_csr(fields) {
+        Ok(t) => t,
+        Err(refused) => return refused,
     };
-    if csr.len() > master_node::ca::MAX_CSR_BYTES {
-        return SlapResponse::text(413, "certificate signing request too large");
-    }
-    if let Err(e) = master_node::ca::check_csr(csr) {
-        return SlapResponse::text(400, e.to_string());
-    }
     match app.masters.enroll(csr, &token_hash(token)).await {
         Ok((certificate, ca)) => {
             let identity = master_node::ca::identity_of_pem(&certificate)
