@@ -125,6 +125,24 @@ pub enum ComputerCommand {
         #[arg(long)]
         network: Option<String>,
     },
+    /// Who may have instances allocated on one of your computers, and whether its node
+    /// runs SlapOS's Python agent (which needs the masters to make its partitions' keys).
+    Policy {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// The computer id.
+        #[arg(long)]
+        id: String,
+        /// open (anyone), personal (you only), friends (you and --friends), closed.
+        #[arg(long, value_parser = ["open", "personal", "friends", "closed"])]
+        scope: Option<String>,
+        /// With --scope friends: person ids, comma-separated.
+        #[arg(long, requires = "scope")]
+        friends: Option<String>,
+        /// true when the node runs SlapOS's own Python agent.
+        #[arg(long)]
+        legacy_node_agent: Option<bool>,
+    },
 }
 
 fn client(args: &GatewayArgs) -> Result<JsonRpcClient> {
@@ -400,13 +418,45 @@ pub async fn price(cmd: PriceCommand) -> Result<()> {
 }
 
 pub async fn computer(cmd: ComputerCommand) -> Result<()> {
-    let ComputerCommand::Register {
-        gateway,
-        id,
-        title,
-        region,
-        network,
-    } = cmd;
+    let (gateway, id, title, region, network) = match cmd {
+        ComputerCommand::Register {
+            gateway,
+            id,
+            title,
+            region,
+            network,
+        } => (gateway, id, title, region, network),
+        ComputerCommand::Policy {
+            gateway,
+            id,
+            scope,
+            friends,
+            legacy_node_agent,
+        } => {
+            if scope.is_none() && legacy_node_agent.is_none() {
+                bail!("nothing to change: give --scope and/or --legacy-node-agent");
+            }
+            let client = client(&gateway)?;
+            let mut body = json!({"computer_guid": id});
+            if let Some(s) = &scope {
+                body["allocation_scope"] = json!(s);
+            }
+            if let Some(f) = friends {
+                body["friends"] = json!(f);
+            }
+            if let Some(l) = legacy_node_agent {
+                body["legacy_node_agent"] = json!(l);
+            }
+            let answer = client
+                .call("slapos.put.v0.compute_node_policy", &body)
+                .await?;
+            if gateway.json {
+                return print_json(&answer);
+            }
+            println!("computer {id}: policy set");
+            return Ok(());
+        }
+    };
     let client = client(&gateway)?;
     let mut body = json!({"computer_guid": id});
     for (key, value) in [("title", title), ("region", region), ("network", network)] {

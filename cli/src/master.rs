@@ -410,7 +410,7 @@ pub(crate) async fn issue_to_files(
             validity_secs: validity_secs.unwrap_or(0),
             dns_names: dns,
             ip_addresses: ip,
-            token_sha256: String::new(),
+            ..Default::default()
         })
         .await?;
     let (cert_path, key_path) = write_pair(out, identity, &key, &pem)?;
@@ -489,6 +489,20 @@ pub enum UserCommand {
         gateway: String,
         #[arg(long)]
         out: PathBuf,
+        /// Also grant them the group's admin rights (see `slapos user admin`).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Grant a person the group's admin rights (anything through any gateway), or take
+    /// them back with --revoke. Recorded in the group, so no gateway's configuration can
+    /// make anyone an admin.
+    Admin {
+        #[arg(long, value_delimiter = ',', required = true)]
+        via: Vec<String>,
+        #[arg(long)]
+        person: String,
+        #[arg(long)]
+        revoke: bool,
     },
     /// Remove a person: every certificate of theirs is revoked at once.
     Remove {
@@ -513,13 +527,30 @@ pub async fn user(cmd: UserCommand) -> Result<()> {
             )
             .await
         }
+        UserCommand::Admin {
+            via,
+            person,
+            revoke,
+        } => {
+            set_admin(via, &person, !revoke).await?;
+            if revoke {
+                println!("{person} is no longer an admin");
+            } else {
+                println!("{person} is an admin");
+            }
+            Ok(())
+        }
         UserCommand::Add {
             via,
             person,
             gateway,
             out,
+            admin,
         } => {
             let identity = format!("person:{person}");
+            if admin {
+                set_admin(via.clone(), &person, true).await?;
+            }
             let (cert, key, serial) =
                 issue_to_files(via.clone(), &identity, &out, Vec::new(), Vec::new(), None).await?;
             let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(20));
@@ -566,6 +597,23 @@ pub(crate) async fn submit_op(
     };
     let (outcome, _) = client.submit(&command).await?;
     outcome.map_err(|e| anyhow!("{e}"))
+}
+
+/// Records (or takes back) a person's admin rights in the group.
+pub(crate) async fn set_admin(via: Vec<String>, person: &str, admin: bool) -> Result<()> {
+    match submit_op(
+        via,
+        "admin",
+        master_node::Op::SetAdmin {
+            person: person.to_owned(),
+            admin,
+        },
+    )
+    .await?
+    {
+        master_node::Reply::Done => Ok(()),
+        other => bail!("unexpected answer {other:?}"),
+    }
 }
 
 /// Submits an op answering `Revoked` and says how many.

@@ -400,6 +400,108 @@ pub fn check_csr(pem: &str) -> Result<(), CaError> {
         .map_err(|e| CaError::BadRequest(e.to_string()))
 }
 
+/// A certificate a caller presented, as the group checked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    pub identity: Identity,
+    pub serial: u128,
+    /// Seconds since the epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl Presented {
+    /// How long it was granted for.
+    pub fn lifetime(&self) -> Duration {
+        Duration::from_secs((self.not_after - self.not_before).max(0) as u64)
+    }
+}
+
+/// Checks a certificate (PEM) a gateway relays for its caller: signed by the group's
+/// authority (`ca_pem`) and current at `now` (seconds since the epoch). Revocation is
+/// the caller's to check against the state.
+pub fn check_presented(ca_pem: &str, presented_pem: &str, now: i64) -> Result<Presented, CaError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let bad = |why: String| CaError::BadCertificate(why);
+    if presented_pem.len() > MAX_CSR_BYTES {
+        return Err(bad(format!("larger than {MAX_CSR_BYTES} bytes")));
+    }
+    let (_, ca_block) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes())
+        .map_err(|e| CaError::BadMaterial(e.to_string()))?;
+    let (_, ca) = X509Certificate::from_der(&ca_block.contents)
+        .map_err(|e| CaError::BadMaterial(e.to_string()))?;
+    let (_, block) = x509_parser::pem::parse_x509_pem(presented_pem.as_bytes())
+        .map_err(|e| bad(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(&block.contents).map_err(|e| bad(e.to_string()))?;
+    cert.verify_signature(Some(ca.public_key()))
+        .map_err(|_| bad("not issued by the group's authority".into()))?;
+    let (identity, serial) = identity_of(&block.contents)?;
+    let v = cert.validity();
+    let (not_before, not_after) = (v.not_before.timestamp(), v.not_after.timestamp());
+    if now < not_before || now > not_after {
+        return Err(bad(format!("{} is not current", identity.common_name())));
+    }
+    Ok(Presented {
+        identity,
+        serial,
+        not_before,
+        not_after,
+    })
+}
+
+/// The PEM text of a DER certificate (what a gateway relays of its caller's).
+pub fn certificate_pem(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+/// Checks `proof` (hex, `slapos_proto::proof`): a signature over `message` by the key of
+/// the certificate `presented_pem` (ECDSA P-256 or P-384, or Ed25519: the keys the group's
+/// tools make).
+pub fn check_proof(presented_pem: &str, message: &[u8], proof: &str) -> Result<(), CaError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let refused = |why: &str| CaError::BadRequest(format!("proof of possession: {why}"));
+    let signature = slapos_proto::proof::from_hex(proof).ok_or_else(|| refused("not hex"))?;
+    let (_, block) = x509_parser::pem::parse_x509_pem(presented_pem.as_bytes())
+        .map_err(|e| CaError::BadCertificate(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(&block.contents)
+        .map_err(|e| CaError::BadCertificate(e.to_string()))?;
+    let spki = cert.public_key();
+    let key = &spki.subject_public_key.data;
+    let algorithm: &'static dyn ring::signature::VerificationAlgorithm =
+        match spki.algorithm.algorithm.to_id_string().as_str() {
+            // id-ecPublicKey, by curve
+            "1.2.840.10045.2.1" => {
+                let curve = spki
+                    .algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.as_oid().ok())
+                    .map(|o| o.to_id_string());
+                match curve.as_deref() {
+                    Some("1.2.840.10045.3.1.7") => &ring::signature::ECDSA_P256_SHA256_ASN1,
+                    Some("1.3.132.0.34") => &ring::signature::ECDSA_P384_SHA384_ASN1,
+                    _ => return Err(refused("unsupported elliptic curve")),
+                }
+            }
+            "1.3.101.112" => &ring::signature::ED25519,
+            _ => return Err(refused("unsupported key type")),
+        };
+    ring::signature::UnparsedPublicKey::new(algorithm, key.as_ref())
+        .verify(message, &signature)
+        .map_err(|_| refused("the signature does not match the presented certificate's key"))
+}
+
+/// Signs `message` with a private key (PEM) for [`check_proof`]: what the `slapos`
+/// tools run for a renewal.
+pub fn sign_proof(key_pem: &str, message: &[u8]) -> Result<String, CaError> {
+    use rcgen::SigningKey;
+    let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::Signing(e.to_string()))?;
+    let signature = key
+        .sign(message)
+        .map_err(|e| CaError::Signing(e.to_string()))?;
+    Ok(slapos_proto::proof::to_hex(&signature))
+}
+
 /// A fresh key pair and a CSR for it (what a node, a person or a replica runs before
 /// asking for a certificate): (key PEM, CSR PEM). The CSR's subject is informative only.
 pub fn new_key_and_csr(identity: &Identity) -> Result<(String, String), CaError> {
@@ -540,6 +642,43 @@ mod tests {
         assert!(ca.issue(&r).is_err());
         let r = request(&csr, Identity::Computer("C".into()), 0);
         assert!(ca.issue(&r).is_err());
+    }
+
+    #[test]
+    fn a_presented_certificate_and_its_proof_are_checked_against_the_group() {
+        let (ours, _) = Authority::create("ours", now(), 10).unwrap();
+        let (theirs, _) = Authority::create("theirs", now(), 10).unwrap();
+        let identity = Identity::Computer("COMP-1".into());
+        let (key, csr) = new_key_and_csr(&identity).unwrap();
+        let cert = ours.issue(&request(&csr, identity.clone(), 7)).unwrap().pem;
+        let secs = unix(now()).unwrap();
+        let presented = check_presented(ours.cert_pem(), &cert, secs).unwrap();
+        assert_eq!(presented.identity, identity);
+        assert_eq!(presented.serial, 7);
+        // Another authority's certificate, or one out of its dates, is refused.
+        assert!(check_presented(theirs.cert_pem(), &cert, secs).is_err());
+        assert!(check_presented(ours.cert_pem(), &cert, secs + 2 * 86400).is_err());
+        // The proof: the holder of the key signs the new CSR for one purpose.
+        let (_, new_csr) = new_key_and_csr(&identity).unwrap();
+        let renew = slapos_proto::proof::message(&slapos_proto::proof::Purpose::Renew, &new_csr);
+        let proof = sign_proof(&key, &renew).unwrap();
+        check_proof(&cert, &renew, &proof).unwrap();
+        // Not for another CSR, another purpose, or by another key.
+        let (_, other_csr) = new_key_and_csr(&identity).unwrap();
+        let other = slapos_proto::proof::message(&slapos_proto::proof::Purpose::Renew, &other_csr);
+        assert!(check_proof(&cert, &other, &proof).is_err());
+        let part = slapos_proto::proof::message(
+            &slapos_proto::proof::Purpose::Partition {
+                computer: "COMP-1",
+                partition: "slappart0",
+            },
+            &new_csr,
+        );
+        assert!(check_proof(&cert, &part, &proof).is_err());
+        let (stranger, _) = new_key_and_csr(&identity).unwrap();
+        let forged = sign_proof(&stranger, &renew).unwrap();
+        assert!(check_proof(&cert, &renew, &forged).is_err());
+        assert!(check_proof(&cert, &renew, "zz").is_err());
     }
 
     #[test]

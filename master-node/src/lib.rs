@@ -11,6 +11,6 @@ pub mod domain;
 pub mod raft;
 
 pub use domain::{
-    Command, DomainError, InstanceId, Op, Outcome, Reply, RequestId, RequestedState, State,
-    Timestamp,
+    AllocationScope, Command, DomainError, InstanceId, Op, Outcome, Reply, RequestId,
+    RequestedState, State, Timestamp,
 };

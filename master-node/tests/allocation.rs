@@ -92,7 +92,7 @@ fn impossible_or_unknown_conditions_are_clear_errors() {
     let err = h.refused(with_sla(req(), "region", "mars"));
     assert!(
         err.to_string()
-            .contains("no open computer meets the conditions (region=mars)"),
+            .contains("no computer open to alice meets the conditions (region=mars)"),
         "{err}"
     );
     let err = h.refused(with_sla(req(), "colour", "blue"));
@@ -149,21 +149,31 @@ fn trees_spread_over_distinct_computers_or_regions_when_asked() {
 #[test]
 fn the_score_prefers_installed_software_then_low_load_then_stable_keys() {
     let mut h = market();
-    // Nothing installed anywhere, equal load: the smallest computer id.
+    h.format("COMP-B", 4);
+    // Supplied everywhere, installed nowhere, equal load: the smallest computer id.
     assert_eq!(placed(&mut h, request_op(person(), "a")), "COMP-A");
-    // A now has the release supplied (allocation supplied it): that beats A's higher load.
-    assert_eq!(placed(&mut h, request_op(person(), "b")), "COMP-A");
-    // A release supplied nowhere: the least loaded computer (A has 2, B and C 0), then id.
+    // Then the least loaded (A has one instance, B and C none), then the id.
+    assert_eq!(placed(&mut h, request_op(person(), "b")), "COMP-B");
+    // A release only C's provider supplied: C, whatever else is free.
+    let third = "https://example.com/third.cfg";
+    h.supply("COMP-C", third);
     let mut op = request_op(person(), "c0");
     if let Op::RequestInstance {
         software_release, ..
     } = &mut op
     {
-        *software_release = "https://example.com/third.cfg".into();
+        *software_release = third.into();
     }
-    assert_eq!(placed(&mut h, op), "COMP-B");
-    // Reported installed beats merely supplied: install "other" on B (load 1),
-    // supply it on C (load 0).
+    assert_eq!(placed(&mut h, op), "COMP-C");
+    assert_eq!(
+        placed(
+            &mut h,
+            with_sla(request_op(person(), "b2"), "computer_guid", "COMP-B")
+        ),
+        "COMP-B"
+    );
+    // Reported installed beats merely supplied: install "other" on B (load 2, two
+    // partitions free), supply it on C (load 1, one partition free).
     let other = "https://example.com/other.cfg";
     for c in ["COMP-B", "COMP-C"] {
         h.ok(Op::Supply {
@@ -196,12 +206,11 @@ fn closed_computers_take_no_new_instances_but_keep_theirs() {
     let mut h = market();
     let id = h.request(person(), "a");
     let c = h.partition_of(id).0;
-    h.ok(Op::UpdateComputer {
+    h.ok(Op::SetComputerPolicy {
         computer: c.clone(),
-        region: Some("eu".into()),
-        network: None,
-        attributes: BTreeMap::new(),
-        allocation_open: false,
+        by: None,
+        allocation_scope: Some(master_node::AllocationScope::Closed),
+        legacy_partition_keys: None,
     });
     let err = h.refused(with_sla(request_op(person(), "b"), "computer_guid", &c));
     assert!(matches!(err, DomainError::NoCapacity { .. }));
@@ -227,4 +236,124 @@ fn a_rerequest_naming_another_computer_stays_where_it_is() {
         "COMP-C",
     ));
     assert_eq!(h.partition_of(id).0, "COMP-B");
+}
+
+/// A release nobody supplied is never allocated, so never installed anywhere: the
+/// provider decides what runs on their machines (finding 1 of the security review: a
+/// person's request naming an unsupplied release was placed on COMP-1 and installed).
+#[test]
+fn a_release_supplied_nowhere_is_refused_and_supplies_nothing() {
+    let mut h = market();
+    for (i, url) in [
+        "/x.toml",
+        "file:///etc/computer.key",
+        "https://evil.example/sr.toml",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut op = with_sla(
+            request_op(person(), &format!("evil{i}")),
+            "computer_guid",
+            "COMP-A",
+        );
+        if let Op::RequestInstance {
+            software_release, ..
+        } = &mut op
+        {
+            *software_release = url.into();
+        }
+        let err = h.refused(op);
+        let text = err.to_string();
+        assert!(matches!(err, DomainError::NoCapacity { .. }), "{text}");
+        assert!(
+            text.contains(&format!("software release '{url}' is supplied on none")),
+            "{text}"
+        );
+        // `refused` checked that nothing changed: no supply row for the release.
+        for c in ["COMP-A", "COMP-B", "COMP-C"] {
+            let view = h.state.computer_view(c).unwrap();
+            assert!(view.software.iter().all(|s| s.url != url), "{url} on {c}");
+        }
+    }
+    // Once the provider supplies it, the same request is allocated there.
+    h.supply("COMP-A", "/x.toml");
+    let mut op = request_op(person(), "evil0");
+    if let Op::RequestInstance {
+        software_release, ..
+    } = &mut op
+    {
+        *software_release = "/x.toml".into();
+    }
+    assert_eq!(placed(&mut h, op), "COMP-A");
+}
+
+/// Moving an instance to another release needs that release supplied on its computer.
+#[test]
+fn an_instance_moves_only_to_a_release_its_computer_supplies() {
+    let mut h = market();
+    let id = h.request(person(), "a");
+    let (c, _) = h.partition_of(id);
+    let other = "https://example.com/upgrade.cfg";
+    let mut op = request_op(person(), "a");
+    if let Op::RequestInstance {
+        software_release, ..
+    } = &mut op
+    {
+        *software_release = other.into();
+    }
+    let err = h.refused(op.clone());
+    assert_eq!(
+        err,
+        DomainError::NotSupplied {
+            computer: c.clone(),
+            url: other.into()
+        }
+    );
+    h.supply(&c, other);
+    h.ok(op);
+    assert_eq!(h.instance(id).software_release, other);
+}
+
+/// The owner's allocation scope: open to anyone, personal (the owner's own trees),
+/// friends (and the persons listed), closed.
+#[test]
+fn allocation_scopes_admit_whom_the_owner_chose() {
+    use master_node::AllocationScope;
+    let mut h = Harness::new();
+    register(&mut h, "COMP-P", "eu", &[]);
+    let scope = |h: &mut Harness, s: AllocationScope| {
+        h.ok(Op::SetComputerPolicy {
+            computer: "COMP-P".into(),
+            by: Some("provider".into()),
+            allocation_scope: Some(s),
+            legacy_partition_keys: None,
+        });
+    };
+    let as_ = |who: &str| master_node::domain::Requester::Person(who.into());
+    scope(&mut h, AllocationScope::Personal);
+    let err = h.refused(request_op(as_("alice"), "a"));
+    assert!(
+        err.to_string().contains("no computer open to alice"),
+        "{err}"
+    );
+    assert_eq!(
+        placed(&mut h, request_op(as_("provider"), "mine")),
+        "COMP-P"
+    );
+    scope(
+        &mut h,
+        AllocationScope::Friends(["alice".to_string()].into_iter().collect()),
+    );
+    assert_eq!(placed(&mut h, request_op(as_("alice"), "a")), "COMP-P");
+    let err = h.refused(request_op(as_("mallory"), "m"));
+    assert!(matches!(err, DomainError::NoCapacity { .. }), "{err}");
+    h.format("COMP-P", 4);
+    scope(&mut h, AllocationScope::Closed);
+    assert!(matches!(
+        h.refused(request_op(as_("provider"), "mine2")),
+        DomainError::NoCapacity { .. }
+    ));
+    scope(&mut h, AllocationScope::Open);
+    assert_eq!(placed(&mut h, request_op(as_("mallory"), "m")), "COMP-P");
 }

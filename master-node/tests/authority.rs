@@ -466,3 +466,88 @@ fn a_server_token_grants_its_identity_once_and_registers_no_computer() {
         ));
     }
 }
+
+/// A refused command moves nothing, the clock included: a gateway's refused command
+/// stamped two years ahead (finding 5 of the security review) cannot make a revoked
+/// certificate's record look ended and be forgotten, which would admit it again.
+#[test]
+fn a_refused_command_from_the_future_moves_no_clock_and_forgets_no_revocation() {
+    let mut h = Harness::new();
+    h.ok(Op::InstallAuthority {
+        material: material(),
+    });
+    let gw = Identity::Gateway("gw1".into());
+    h.ok(Op::RecordCertificate {
+        serial: "a1".into(),
+        identity: gw.clone(),
+        not_after: Timestamp(h.now + 365 * 86_400 * 1_000_000),
+        pair: None,
+    });
+    h.ok(Op::Revoke {
+        serial: Some("a1".into()),
+        identity: None,
+    });
+    let clock = h.state.clock();
+    let two_years = 2 * 365 * 86_400 * 1_000_000;
+    h.seq += 1;
+    let refused = master_node::Command {
+        request_id: master_node::RequestId::new("gateway:gw1/lane", h.seq),
+        at: Timestamp(h.now + two_years),
+        op: Op::CreateToken {
+            hash: "not hex".into(),
+            owner: "alice".into(),
+            computer: "COMP-1".into(),
+            expires_at: Timestamp(h.now + two_years + 1),
+            server: None,
+        },
+    };
+    assert!(h.state.apply(&refused).is_err());
+    assert_eq!(h.state.clock(), clock, "a refused command moved the clock");
+    // The next certificate recorded prunes what ended a day before the clock: the
+    // revoked one is still far from its end.
+    h.ok(record("b1", Identity::Person("p".into())));
+    assert_eq!(h.state.revoked_serials(), vec![0xa1]);
+}
+
+/// A replica that leaves takes its certificates with it, and those of the gateway that
+/// served beside it (`gateway:r<id>`): a retired seed's keys must not outlive it.
+#[test]
+fn retiring_a_replica_revokes_its_and_its_gateways_certificates() {
+    let mut h = Harness::new();
+    h.ok(Op::InstallAuthority {
+        material: material(),
+    });
+    h.ok(record("a1", Identity::Replica(1)));
+    h.ok(record("a2", Identity::Gateway("r1".into())));
+    h.ok(record("a3", Identity::Replica(2)));
+    h.ok(record("a4", Identity::Gateway("r2".into())));
+    h.ok(Op::RetireReplica { id: 1 });
+    assert_eq!(h.state.revoked_serials(), vec![0xa1, 0xa2]);
+    assert!(h.state.is_retired_replica(1));
+}
+
+/// Admin rights are data of the group, granted and taken back by an operator.
+#[test]
+fn admins_are_recorded_and_read_with_the_certificates() {
+    let mut h = Harness::new();
+    h.ok(Op::SetAdmin {
+        person: "root".into(),
+        admin: true,
+    });
+    assert!(h.state.is_admin("root"));
+    assert!(matches!(
+        h.refused(Op::SetAdmin {
+            person: "bad/name".into(),
+            admin: true
+        }),
+        DomainError::InvalidArgument { .. }
+    ));
+    let read = h.state.query_entries(&Query::Certificates).unwrap();
+    let reader = State::from_entries(read).unwrap();
+    assert_eq!(reader.admins().collect::<Vec<_>>(), vec!["root"]);
+    h.ok(Op::SetAdmin {
+        person: "root".into(),
+        admin: false,
+    });
+    assert!(!h.state.is_admin("root"));
+}

@@ -102,20 +102,46 @@ fn register_then_update_computer() {
         region: Some("eu-central".into()),
         network: None,
         attributes: BTreeMap::new(),
-        allocation_open: false,
+    });
+    h.ok(Op::SetComputerPolicy {
+        computer: "COMP-9".into(),
+        by: Some("alice".into()),
+        allocation_scope: Some(master_node::AllocationScope::Closed),
+        legacy_partition_keys: None,
     });
     let c = h.state.computer("COMP-9").unwrap();
     assert_eq!(c.region.as_deref(), Some("eu-central"));
-    assert!(!c.allocation_open);
+    assert_eq!(c.allocation_scope, master_node::AllocationScope::Closed);
+    assert!(!c.legacy_partition_keys);
     assert_eq!(c.owner, "alice");
     let err = h.refused(Op::UpdateComputer {
         computer: "COMP-NOPE".into(),
         region: None,
         network: None,
         attributes: BTreeMap::new(),
-        allocation_open: true,
     });
     assert!(err.is_not_found());
+    // Only the owner (or an admin) sets the policy.
+    let err = h.refused(Op::SetComputerPolicy {
+        computer: "COMP-9".into(),
+        by: Some("bob".into()),
+        allocation_scope: Some(master_node::AllocationScope::Open),
+        legacy_partition_keys: Some(true),
+    });
+    assert!(matches!(err, DomainError::NotOwner { .. }), "{err}");
+    h.ok(Op::SetAdmin {
+        person: "bob".into(),
+        admin: true,
+    });
+    h.ok(Op::SetComputerPolicy {
+        computer: "COMP-9".into(),
+        by: Some("bob".into()),
+        allocation_scope: None,
+        legacy_partition_keys: Some(true),
+    });
+    let c = h.state.computer("COMP-9").unwrap();
+    assert_eq!(c.allocation_scope, master_node::AllocationScope::Closed);
+    assert!(c.legacy_partition_keys);
 }
 
 // ----- software -------------------------------------------------------------------------
@@ -123,7 +149,7 @@ fn register_then_update_computer() {
 #[test]
 fn supply_report_and_remove_software() {
     let mut h = Harness::new();
-    h.format("COMP-1", 1);
+    h.format_bare("COMP-1", 1);
     let supply = |state: &str| Op::Supply {
         computer: "COMP-1".into(),
         url: SR.into(),
@@ -821,7 +847,7 @@ fn time_never_runs_backwards_inside_the_state() {
 #[test]
 fn the_software_list_follows_supply_order_and_a_resupply_moves_to_the_end() {
     let mut h = Harness::new();
-    h.format("COMP-1", 1);
+    h.format_bare("COMP-1", 1);
     let supply = |url: &str| Op::Supply {
         computer: "COMP-1".into(),
         url: url.into(),
@@ -907,4 +933,42 @@ fn an_instance_read_carries_only_its_partition_and_dropped_partitions_are_delete
         .filter(|(k, v)| v.is_none() && KeyKind::of(k) == Some(KeyKind::Partition))
         .count();
     assert_eq!(deleted, 40);
+}
+
+/// A computer written before allocation scopes existed (`allocation_open`) reads back
+/// with the matching scope: a group upgraded in place keeps its closed computers closed.
+#[test]
+fn a_computer_written_with_allocation_open_reads_back_as_a_scope() {
+    let mut h = Harness::new();
+    h.format("COMP-1", 1);
+    for (flag, scope) in [
+        ("false", master_node::AllocationScope::Closed),
+        ("true", master_node::AllocationScope::Open),
+    ] {
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = h
+            .state
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| {
+                if k.first() == Some(&b'c') {
+                    let text = String::from_utf8(v).unwrap();
+                    let old = text
+                        .replace(
+                            r#""allocation_scope":"open","#,
+                            &format!(r#""allocation_open":{flag},"#),
+                        )
+                        .replace(r#""legacy_partition_keys":false,"#, "");
+                    assert!(old.contains("allocation_open"), "{old}");
+                    (k, old.into_bytes())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        let state = master_node::State::from_entries(entries).unwrap();
+        let c = state.computer("COMP-1").unwrap();
+        assert_eq!(c.allocation_scope, scope);
+        assert!(!c.legacy_partition_keys);
+    }
 }

@@ -203,6 +203,17 @@ fn simulated_day() -> Ledger {
     l.ok(early(2), register("COMP-2", "us"));
     l.ok(early(3), format_op("COMP-1", 4));
     l.ok(early(4), format_op("COMP-2", 4));
+    // The provider supplies the release the customers request.
+    for c in ["COMP-1", "COMP-2"] {
+        l.ok(
+            early(4),
+            Op::Supply {
+                computer: c.into(),
+                url: common::SR.into(),
+                state: "available".into(),
+            },
+        );
+    }
     l.ok(
         early(5),
         price(PriceScope::Computer("COMP-1".into()), "hosting", "0.5"),

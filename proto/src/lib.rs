@@ -6,6 +6,8 @@
 //!   connection dictionaries, and the JSON-in-XML `_` convention.
 //! * [`journal`]: the usage documents (`consumption` per partition, `journal` per
 //!   computer) that `useComputer` carries.
+//! * [`proof`]: what a caller signs so that a gateway can relay, but not forge, its
+//!   renewal or its partitions' certificate requests.
 //! * [`pyrepr`]: Python's `str()`/`repr()` of scalars, which the wire formats inherit.
 //!
 //! * [`rpc`]: the gRPC services between replicas (Raft) and to the masters (master
@@ -19,6 +21,7 @@ pub mod instance_xml;
 pub mod journal;
 pub mod limits;
 pub mod marshal;
+pub mod proof;
 pub mod pyrepr;
 pub mod rpc;
 pub mod slap;

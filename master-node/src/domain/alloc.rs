@@ -1,6 +1,8 @@
 //! Allocation as a marketplace: a request names conditions (its SLA), every free partition
-//! of an open computer that meets them is a candidate, and the candidate with the smallest
-//! [`Score`] wins. The score is a struct ordered by its fields, so the policy reads in one
+//! of a computer that meets them, whose allocation scope admits the requester and where
+//! the provider supplied the release, is a candidate, and the candidate with the smallest
+//! [`Score`] wins. The provider decides what software runs on their machines: a release
+//! supplied nowhere is never allocated, so never installed. The score is a struct ordered by its fields, so the policy reads in one
 //! place and ties always break the same way on every replica.
 
 use super::error::DomainError;
@@ -178,7 +180,7 @@ pub(crate) fn declared_attributes(state: &State) -> BTreeSet<&str> {
 }
 
 /// How a candidate partition ranks; smaller is better. Field order is the policy:
-/// 1. the software release is already installed there (then merely supplied, then not);
+/// 1. the software release is already installed there (then merely supplied);
 /// 2. the computer carries the fewest instances;
 /// 3. stable keys: computer id, then the partition's position in format order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -197,11 +199,12 @@ pub struct Placement {
     pub score: Score,
 }
 
-/// Choose a free partition for a new regular instance.
+/// Choose a free partition for a new regular instance of a tree owned by `requester`.
 pub(crate) fn allocate(
     state: &State,
     title: &str,
     software_release: &str,
+    requester: &str,
     filter: &SlaFilter,
     tree: Option<InstanceId>,
 ) -> Result<Placement, DomainError> {
@@ -244,9 +247,12 @@ pub(crate) fn allocate(
     }
 
     let mut matching = 0usize;
+    let mut supplied = 0usize;
     let mut best: Option<Placement> = None;
     for computer in state.computers.values() {
-        if !computer.allocation_open || !filter.admits(state, computer) {
+        if !computer.allocation_scope.admits(&computer.owner, requester)
+            || !filter.admits(state, computer)
+        {
             continue;
         }
         let spread_ok = match filter.spread {
@@ -276,8 +282,10 @@ pub(crate) fn allocate(
                     1
                 }
             }
-            _ => 2,
+            // Not supplied here: the provider has not chosen to run it.
+            _ => continue,
         };
+        supplied += 1;
         let load = computer.used_partitions();
         if let Some((index, partition)) = computer
             .partitions
@@ -310,11 +318,15 @@ pub(crate) fn allocate(
         };
         if matching == 0 {
             no_capacity(format!(
-                "no open computer meets the conditions ({conditions}{spread})"
+                "no computer open to {requester} meets the conditions ({conditions}{spread})"
+            ))
+        } else if supplied == 0 {
+            no_capacity(format!(
+                "software release '{software_release}' is supplied on none of the {matching} computer(s) open to {requester} meeting the conditions ({conditions}{spread}); a provider supplies it first"
             ))
         } else {
             no_capacity(format!(
-                "all partitions are busy on the {matching} computer(s) meeting the conditions ({conditions}{spread})"
+                "all partitions are busy on the {supplied} computer(s) open to {requester} that supply the release and meet the conditions ({conditions}{spread})"
             ))
         }
     })

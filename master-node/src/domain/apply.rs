@@ -42,6 +42,18 @@ fn check_name(field: &str, value: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// A person's id as their certificate names it (`person:<id>`).
+fn check_person(field: &str, value: &str) -> Result<(), DomainError> {
+    crate::ca::Identity::Person(value.to_owned())
+        .check()
+        .map_err(|_| {
+            DomainError::invalid(
+                field,
+                format!("'{value}' is not a person's id (letters, digits and . _ @ + -)"),
+            )
+        })
+}
+
 fn check_url(value: &str) -> Result<(), DomainError> {
     if value.is_empty() {
         return Err(DomainError::invalid(
@@ -111,16 +123,22 @@ impl State {
                 }
             }
         }
-        self.clock = self.clock.max(cmd.at);
+        // The leader stamped `at` (never earlier than its previous entry, and a
+        // proposer's own time outside a small bound of it refused): time only moves with
+        // a command that applies, so a refused one changes nothing, the clock included.
+        let now = self.clock.max(cmd.at);
         self.applied += 1;
-        let now = self.clock;
         if !self.hosting_synced {
+            self.clock = now;
             self.sync_all_hosting();
             self.sync_hosting(now);
         }
         let outcome = self.execute(&cmd.op, now);
         match &outcome {
-            Ok(_) => self.sync_hosting(now),
+            Ok(_) => {
+                self.clock = now;
+                self.sync_hosting(now)
+            }
             Err(_) => {
                 self.instances.take_touched();
             }
@@ -199,13 +217,51 @@ impl State {
                 region,
                 network,
                 attributes,
-                allocation_open,
             } => {
                 let c = self.computer_mut(computer)?;
                 c.region = region.clone();
                 c.network = network.clone();
                 c.attributes = attributes.clone();
-                c.allocation_open = *allocation_open;
+                Ok(Reply::Done)
+            }
+            Op::SetComputerPolicy {
+                computer,
+                by,
+                allocation_scope,
+                legacy_partition_keys,
+            } => {
+                if let Some(person) = by {
+                    let owner = &self.computer(computer)?.owner;
+                    if owner != person && !self.admins.contains_key(person) {
+                        return Err(DomainError::NotOwner {
+                            who: person.clone(),
+                            what: format!("computer '{computer}'"),
+                        });
+                    }
+                }
+                if let Some(super::state::AllocationScope::Friends(friends)) = allocation_scope {
+                    for f in friends {
+                        check_person("friend", f)?;
+                    }
+                }
+                let c = self.computer_mut(computer)?;
+                if let Some(scope) = allocation_scope {
+                    c.allocation_scope = scope.clone();
+                }
+                if let Some(legacy) = legacy_partition_keys {
+                    c.legacy_partition_keys = *legacy;
+                }
+                Ok(Reply::Done)
+            }
+            Op::SetAdmin { person, admin } => {
+                check_person("person", person)?;
+                if *admin {
+                    if !self.admins.contains_key(person) {
+                        self.admins.insert(person.clone(), now);
+                    }
+                } else {
+                    self.admins.remove(person);
+                }
                 Ok(Reply::Done)
             }
             Op::FormatComputer { computer, spec } => self.format(computer, spec, now),
@@ -472,6 +528,12 @@ impl State {
                 if !self.retired_replicas.contains_key(id) {
                     self.retired_replicas.insert(*id, now);
                 }
+                // Its certificates, and those of the gateway that served beside it
+                // (`gateway:r<id>` by convention), end with it: a retired seed's keys
+                // must not outlive its membership.
+                let replica = crate::ca::Identity::Replica(*id);
+                let gateway = crate::ca::Identity::Gateway(format!("r{id}"));
+                self.revoke_where(now, |_, r| r.identity == replica || r.identity == gateway);
                 Ok(Reply::Done)
             }
             Op::InstallAuthority { material } => match self.authority.get(&0) {
@@ -1000,6 +1062,23 @@ impl State {
                         ));
                     }
                 }
+                // Moving an instance to another release: the provider of its computer
+                // must have supplied that one too (what runs there is theirs to decide).
+                if inst.software_release != req.software_release {
+                    if let Placement::Partition { computer, .. } = &inst.placement {
+                        let key = (computer.clone(), req.software_release.to_string());
+                        if self
+                            .software
+                            .get(&key)
+                            .is_none_or(|sw| sw.requested != SoftwareState::Available)
+                        {
+                            return Err(DomainError::NotSupplied {
+                                computer: computer.clone(),
+                                url: req.software_release.to_string(),
+                            });
+                        }
+                    }
+                }
                 let own = req.state.unwrap_or(inst.own_state);
                 let changed = inst.software_release != req.software_release
                     || inst.software_type != req.software_type
@@ -1029,15 +1108,8 @@ impl State {
                     inst.requested_state = effective;
                     inst.timestamp = bumped(inst.timestamp, now);
                 }
-                let software_release = inst.software_release.clone();
-                let placement = inst.placement.clone();
                 if is_root && state_changed {
                     self.push_root_state(id, now);
-                }
-                if changed {
-                    if let Placement::Partition { computer, .. } = placement {
-                        self.ensure_supplied(&computer, &software_release, now);
-                    }
                 }
                 Ok(Reply::Instance { id, changed })
             }
@@ -1059,6 +1131,7 @@ impl State {
                     self,
                     req.title,
                     req.software_release,
+                    &scope.owner,
                     &filter,
                     scope.tree.map(|(root, _)| root),
                 )?;
@@ -1099,7 +1172,6 @@ impl State {
                 }
                 self.index_new(&instance, &scope.owner);
                 self.instances.insert(id, instance);
-                self.ensure_supplied(&placement.computer, req.software_release, now);
                 Ok(Reply::Instance { id, changed: true })
             }
         }
@@ -1334,33 +1406,6 @@ impl State {
             t.remove(&id);
         }
         self.members.remove(&(root, title));
-    }
-
-    /// Make sure a computer is asked to install a software release.
-    fn ensure_supplied(&mut self, computer: &str, url: &str, now: Timestamp) {
-        let key = (computer.to_string(), url.to_string());
-        match self.software.get_mut(&key) {
-            Some(sw) if sw.requested == SoftwareState::Available => {}
-            Some(sw) => {
-                self.next_supply += 1;
-                sw.requested = SoftwareState::Available;
-                sw.supplied_at = now;
-                sw.order = self.next_supply;
-            }
-            None => {
-                self.next_supply += 1;
-                self.software.insert(
-                    key,
-                    SoftwareInstallation {
-                        requested: SoftwareState::Available,
-                        reported: None,
-                        reported_at: None,
-                        supplied_at: now,
-                        order: self.next_supply,
-                    },
-                );
-            }
-        }
     }
 
     /// Give a regular instance a new timestamp (shared instances have none of their own

@@ -68,14 +68,29 @@ pub enum Op {
         network: Option<String>,
         attributes: BTreeMap<String, String>,
     },
-    /// Change a computer's declared attributes, region, network and allocation scope.
+    /// Change a computer's declared attributes, region and network.
     UpdateComputer {
         computer: String,
         region: Option<String>,
         network: Option<String>,
         attributes: BTreeMap<String, String>,
-        allocation_open: bool,
     },
+    /// The owner (provider) sets who may have instances allocated on their computer,
+    /// and whether its node is SlapOS's Python agent, which needs partition keys made by
+    /// the masters. A field left out keeps its value.
+    SetComputerPolicy {
+        computer: String,
+        /// The person asking (JSON-RPC): they must own the computer or be an admin.
+        /// None when the caller's rights were checked before (an operator).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        allocation_scope: Option<super::state::AllocationScope>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        legacy_partition_keys: Option<bool>,
+    },
+    /// An operator grants (or takes back) a person's admin rights over the group.
+    SetAdmin { person: String, admin: bool },
     /// `loadComputerConfigurationFromXML`: declare the partitions and addresses. Creates
     /// the computer when it does not exist yet (slapproxy does the same).
     FormatComputer {
@@ -212,6 +227,8 @@ impl Op {
         match self {
             Op::RegisterComputer { .. } => "register_computer",
             Op::UpdateComputer { .. } => "update_computer",
+            Op::SetComputerPolicy { .. } => "set_computer_policy",
+            Op::SetAdmin { .. } => "set_admin",
             Op::FormatComputer { .. } => "format_computer",
             Op::Supply { .. } => "supply",
             Op::ReportSoftware { .. } => "report_software",

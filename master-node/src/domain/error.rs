@@ -46,6 +46,8 @@ pub enum DomainError {
     NotRequestedDestroyed { title: String, state: String },
     #[error("software release '{url}' is not supplied to '{computer}'")]
     UnknownSoftware { computer: String, url: String },
+    #[error("software release '{url}' is not supplied to '{computer}', where the instance runs: its provider supplies it first")]
+    NotSupplied { computer: String, url: String },
     #[error("software release '{url}' on '{computer}' is requested available, not destroyed")]
     SoftwareNotDestroyed { computer: String, url: String },
     #[error(
@@ -72,6 +74,13 @@ pub enum DomainError {
     CertificateKnown(String),
     #[error("registration token refused: {0}")]
     BadToken(String),
+    #[error("the proposer's time {proposer} is {skew} from the leader's {leader}, beyond the {bound} allowed: check its clock")]
+    ClockSkew {
+        proposer: String,
+        leader: String,
+        skew: String,
+        bound: String,
+    },
 }
 
 impl DomainError {

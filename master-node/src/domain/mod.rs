@@ -40,8 +40,9 @@ pub use persist::{
     usage_disk_range, usage_disk_target, Change, Entry, KeyKind, PersistError, Query,
 };
 pub use state::{
-    AccessStatus, Address, CertificateRecord, Computer, Instance, IssuedPair, Partition, Placement,
-    RequestedState, Session, SoftwareInstallation, SoftwareState, State, StatusKind, TokenRecord,
+    AccessStatus, Address, AllocationScope, CertificateRecord, Computer, Instance, IssuedPair,
+    Partition, Placement, RequestedState, Session, SoftwareInstallation, SoftwareState, State,
+    StatusKind, TokenRecord,
 };
 pub use view::{
     ComputerView, InstanceView, PartitionView, SharedOnHostView, SoftwareView, TreeMember,

@@ -42,8 +42,9 @@ pub enum Query {
         from: Timestamp,
         to: Timestamp,
     },
-    /// Every certificate the authority issued (whom, until when, revoked when): what a
-    /// gateway checks client certificates against. Never the authority itself.
+    /// Every certificate the authority issued (whom, until when, revoked when) and the
+    /// persons with admin rights: what a gateway checks its callers against. Never the
+    /// authority itself.
     Certificates,
     /// The whole state.
     All,
@@ -73,6 +74,7 @@ const AUTHORITY: u8 = b'a';
 const CERTIFICATE: u8 = b'k';
 const ISSUED_KEY: u8 = b'q';
 const TOKEN: u8 = b'g';
+const ADMIN: u8 = b'd';
 
 /// What a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +105,8 @@ pub enum KeyKind {
     IssuedKey,
     /// Registration tokens (hashes; never read out).
     Token,
+    /// Persons with the group's admin rights.
+    Admin,
 }
 
 impl KeyKind {
@@ -123,6 +127,7 @@ impl KeyKind {
             CERTIFICATE => KeyKind::Certificate,
             ISSUED_KEY => KeyKind::IssuedKey,
             TOKEN => KeyKind::Token,
+            ADMIN => KeyKind::Admin,
             USAGE => KeyKind::Usage,
             BY_CUSTOMER | BY_PROVIDER | BY_TIME => KeyKind::UsageIndex,
             _ => return None,
@@ -145,6 +150,7 @@ impl KeyKind {
                 | KeyKind::Certificate
                 | KeyKind::IssuedKey
                 | KeyKind::Token
+                | KeyKind::Admin
         )
     }
 }
@@ -236,7 +242,8 @@ impl ComputerHeader {
                 region: c.region.clone(),
                 network: c.network.clone(),
                 attributes: c.attributes.clone(),
-                allocation_open: c.allocation_open,
+                allocation_scope: c.allocation_scope.clone(),
+                legacy_partition_keys: c.legacy_partition_keys,
                 address: c.address.clone(),
                 netmask: c.netmask.clone(),
                 partitions: Vec::new(),
@@ -425,6 +432,12 @@ fn token_key(hash: &str) -> Vec<u8> {
     k
 }
 
+fn admin_key(person: &str) -> Vec<u8> {
+    let mut k = vec![ADMIN];
+    k.extend_from_slice(person.as_bytes());
+    k
+}
+
 fn issued_key_key(serial: u128) -> Vec<u8> {
     let mut k = vec![ISSUED_KEY];
     k.extend_from_slice(&serial.to_be_bytes());
@@ -521,6 +534,7 @@ impl State {
         changes(&mut self.certificates, |s| certificate_key(*s), &mut out)?;
         changes(&mut self.issued_keys, |s| issued_key_key(*s), &mut out)?;
         changes(&mut self.tokens, |h| token_key(h), &mut out)?;
+        changes(&mut self.admins, |p| admin_key(p), &mut out)?;
         for m in &self.usage_outbox.0 {
             let k = usage_key(m.id);
             out.push((k.clone(), Some(json(&k, m)?)));
@@ -570,6 +584,7 @@ impl State {
         entries(&self.certificates, |s| certificate_key(*s), &mut out)?;
         entries(&self.issued_keys, |s| issued_key_key(*s), &mut out)?;
         entries(&self.tokens, |h| token_key(h), &mut out)?;
+        entries(&self.admins, |p| admin_key(p), &mut out)?;
         let k = vec![META];
         let v = json(&k, &Meta::of(self))?;
         out.push((k, v));
@@ -587,6 +602,7 @@ impl State {
             Query::Certificates => {
                 let mut out = Vec::new();
                 entries(&self.certificates, |s| certificate_key(*s), &mut out)?;
+                entries(&self.admins, |p| admin_key(p), &mut out)?;
                 let k = vec![META];
                 out.push((k.clone(), json(&k, &Meta::of(self))?));
                 out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -835,6 +851,10 @@ impl State {
                 Some(KeyKind::Token) => {
                     let record: super::state::TokenRecord = parse(k, v)?;
                     state.tokens.load(utf8(k, body)?, record);
+                }
+                Some(KeyKind::Admin) => {
+                    let since: Timestamp = parse(k, v)?;
+                    state.admins.load(utf8(k, body)?, since);
                 }
                 Some(KeyKind::IssuedKey) => {
                     let serial: [u8; 16] = body.try_into().map_err(|_| bad("issued key length"))?;

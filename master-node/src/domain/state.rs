@@ -68,14 +68,82 @@ pub struct Computer {
     /// Declared attributes such as `arch`, `cpu`, `memory`, `price` that SLA filters can
     /// name (`price` is compared as a number against `max_price`).
     pub attributes: BTreeMap<String, String>,
-    /// Whether new instances may be allocated here. Existing ones stay.
-    pub allocation_open: bool,
+    /// Who may have new instances allocated here (existing ones stay whatever it
+    /// becomes). Read from `allocation_open` in a state written before scopes existed.
+    #[serde(
+        default,
+        alias = "allocation_open",
+        deserialize_with = "AllocationScope::deserialize_compat"
+    )]
+    pub allocation_scope: AllocationScope,
+    /// The node runs SlapOS's own Python agent, which cannot make its partitions' keys:
+    /// the masters make them and hand them over (`getComputerPartitionCertificate`).
+    /// Off by default: our agent makes each key in the partition and sends a CSR.
+    #[serde(default)]
+    pub legacy_partition_keys: bool,
     pub address: Option<String>,
     pub netmask: Option<String>,
     /// Partitions in format order (the order nodes and slapproxy list them).
     pub partitions: Vec<Partition>,
     pub last_contact: Option<Timestamp>,
     pub registered_at: Timestamp,
+}
+
+/// Who may have instances allocated on a computer, as its owner (the provider) sets it:
+/// SlapOS's `open/public`, `open/personal`, `open/friend` and `close/*`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocationScope {
+    /// Anyone's requests.
+    #[default]
+    Open,
+    /// Only the owner's own instance trees.
+    Personal,
+    /// The owner's trees and those of the persons listed.
+    Friends(BTreeSet<String>),
+    /// No new instance.
+    Closed,
+}
+
+impl AllocationScope {
+    /// Whether a tree owned by `person` may get a new instance on a computer owned by
+    /// `owner`.
+    pub fn admits(&self, owner: &str, person: &str) -> bool {
+        match self {
+            AllocationScope::Open => true,
+            AllocationScope::Personal => !owner.is_empty() && owner == person,
+            AllocationScope::Friends(friends) => {
+                (!owner.is_empty() && owner == person) || friends.contains(person)
+            }
+            AllocationScope::Closed => false,
+        }
+    }
+
+    /// The scope's name as commands and answers spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AllocationScope::Open => "open",
+            AllocationScope::Personal => "personal",
+            AllocationScope::Friends(_) => "friends",
+            AllocationScope::Closed => "closed",
+        }
+    }
+
+    /// Reads a scope, or the `allocation_open` flag of a state written before scopes
+    /// existed (true: open, false: closed).
+    fn deserialize_compat<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Compat {
+            Flag(bool),
+            Scope(AllocationScope),
+        }
+        Ok(match Compat::deserialize(d)? {
+            Compat::Flag(true) => AllocationScope::Open,
+            Compat::Flag(false) => AllocationScope::Closed,
+            Compat::Scope(s) => s,
+        })
+    }
 }
 
 impl Computer {
@@ -253,6 +321,9 @@ pub struct State {
     /// One-time registration tokens, by the SHA-256 (hex) of the token: the token itself
     /// is known only to the person who made it and the node it is handed to.
     pub(crate) tokens: Tracked<String, TokenRecord>,
+    /// Persons with the group's admin rights (since when): recorded here by an operator,
+    /// never inferred from a name in a gateway's configuration.
+    pub(crate) admins: Tracked<String, Timestamp>,
     /// The ledger: movements by id, price histories, recorded journal transactions.
     pub(crate) movements: Tracked<u64, super::ledger::Movement>,
     pub(crate) prices: Tracked<super::ledger::PriceKey, Vec<super::ledger::PriceEntry>>,
@@ -361,6 +432,16 @@ impl State {
             .is_some_and(|p| p.instance.is_some())
     }
 
+    /// Whether a person has the group's admin rights.
+    pub fn is_admin(&self, person: &str) -> bool {
+        self.admins.contains_key(person)
+    }
+
+    /// The persons with admin rights, in order.
+    pub fn admins(&self) -> impl Iterator<Item = &str> {
+        self.admins.keys().map(String::as_str)
+    }
+
     /// Serials of every revoked certificate, ascending.
     pub fn revoked_serials(&self) -> Vec<u128> {
         self.certificates
@@ -381,7 +462,8 @@ impl Computer {
             region: None,
             network: None,
             attributes: Default::default(),
-            allocation_open: true,
+            allocation_scope: AllocationScope::Open,
+            legacy_partition_keys: false,
             address: None,
             netmask: None,
             partitions: Vec::new(),

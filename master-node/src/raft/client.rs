@@ -32,8 +32,26 @@ pub enum ClientError {
     Decode { addr: String, message: String },
     #[error("{0}")]
     Refused(String),
+    /// The masters understood the call and said no, for a reason of this kind (final:
+    /// retrying cannot help).
+    #[error("{message}")]
+    Denied { kind: Denial, message: String },
     #[error("no master address given")]
     NoAddress,
+}
+
+/// Why the masters said no to a call they understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The caller may not (permission denied, unauthenticated).
+    Forbidden,
+    /// What the call names does not exist.
+    NotFound,
+    /// The state does not allow it now (a partition hosting no instance has no
+    /// certificate).
+    Conflict,
+    /// The call itself is malformed (a bad CSR, a bad identity).
+    Invalid,
 }
 
 /// One answer of one attempt.
@@ -213,12 +231,20 @@ impl MasterClient {
             detail.push_str(&format!(": {s}"));
             source = s.source();
         }
-        let lower = detail.to_ascii_lowercase();
-        if matches!(
-            status.code(),
-            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
-        ) || lower.contains("certificate")
-        {
+        let denial = match status.code() {
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => Some(Denial::Forbidden),
+            tonic::Code::NotFound => Some(Denial::NotFound),
+            tonic::Code::FailedPrecondition => Some(Denial::Conflict),
+            tonic::Code::InvalidArgument => Some(Denial::Invalid),
+            _ => None,
+        };
+        if let Some(kind) = denial {
+            return ClientError::Denied {
+                kind,
+                message: format!("{addr}: {:?}: {detail}", status.code()),
+            };
+        }
+        if detail.to_ascii_lowercase().contains("certificate") {
             return ClientError::Refused(format!("{addr}: {:?}: {detail}", status.code()));
         }
         ClientError::Transport {

@@ -47,6 +47,12 @@ pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_millis(500);
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a write may wait for commit before the caller is told to retry.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How far ahead of the leader's clock a proposer's time may be: a command stamped
+/// further in the future is refused (the leader's own time is what the state uses).
+pub const MAX_PROPOSER_AHEAD: Duration = Duration::from_secs(30);
+/// How far behind: a write retried under its request id keeps its first stamp for its
+/// caller's whole deadline (30 s for a gateway), plus room for a slow election.
+pub const MAX_PROPOSER_BEHIND: Duration = Duration::from_secs(300);
 
 /// When this replica last heard from a leader (monotonic milliseconds since start).
 #[derive(Debug)]
@@ -197,6 +203,79 @@ pub struct Batcher {
     tx: tokio::sync::mpsc::Sender<Pending>,
 }
 
+/// The leader's clock, as it stamps entries: every command of an entry carries the
+/// leader's time (never earlier than the previous entry's), whatever its proposer said;
+/// a proposer whose time is outside [`MAX_PROPOSER_AHEAD`] / [`MAX_PROPOSER_BEHIND`] of it
+/// is refused before anything reaches the log, so a gateway cannot move the master's
+/// time (and with it, what has expired).
+#[derive(Debug, Default)]
+struct LeaderClock {
+    last: crate::domain::Timestamp,
+}
+
+impl LeaderClock {
+    /// Stamps a batch with the leader's time; answers (and drops) the commands whose
+    /// proposer's time is too far from it.
+    fn stamp(&mut self, batch: Vec<Pending>) -> Vec<Pending> {
+        let now = super::proposer_time().max(self.last);
+        self.last = now;
+        let mut kept = Vec::with_capacity(batch.len());
+        for (mut command, reply) in batch {
+            match clock_skew(command.at, now) {
+                None => {
+                    command.at = now;
+                    kept.push((command, reply));
+                }
+                Some(error) => {
+                    tracing::warn!(request_id = %command.request_id, %error, "command refused");
+                    let _ = reply.send(refused(error));
+                }
+            }
+        }
+        kept
+    }
+}
+
+/// Why a proposer's time `at` is refused by a leader whose time is `now`, if it is.
+fn clock_skew(
+    at: crate::domain::Timestamp,
+    now: crate::domain::Timestamp,
+) -> Option<crate::domain::DomainError> {
+    let ahead = at.micros().saturating_sub(now.micros());
+    let behind = now.micros().saturating_sub(at.micros());
+    let (skew, bound) = if ahead > MAX_PROPOSER_AHEAD.as_micros() as u64 {
+        (format!("{} s ahead", ahead / 1_000_000), MAX_PROPOSER_AHEAD)
+    } else if behind > MAX_PROPOSER_BEHIND.as_micros() as u64 {
+        (
+            format!("{} s behind", behind / 1_000_000),
+            MAX_PROPOSER_BEHIND,
+        )
+    } else {
+        return None;
+    };
+    Some(crate::domain::DomainError::ClockSkew {
+        proposer: crate::domain::format_date(at),
+        leader: crate::domain::format_date(now),
+        skew,
+        bound: format!("{} s", bound.as_secs()),
+    })
+}
+
+/// The answer to a command refused before it reached the log (nothing was written, so
+/// a retry is judged again).
+fn refused(error: crate::domain::DomainError) -> Answer {
+    let outcome: crate::domain::Outcome = Err(error);
+    match serde_json::to_vec(&outcome) {
+        Ok(bytes) => SubmitResponse {
+            result: Some(submit_response::Result::Outcome(bytes)),
+            log_index: 0,
+            shown: Vec::new(),
+        }
+        .into(),
+        Err(e) => unavailable(&format!("encode outcome: {e}")).into(),
+    }
+}
+
 /// Why a batch was answered before its commit.
 enum Stalled {
     /// Not committed within [`WRITE_TIMEOUT`].
@@ -242,6 +321,7 @@ impl Batcher {
     pub fn start(raft: Raft, lease: Duration) -> (Batcher, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(MAX_BATCH * MAX_IN_FLIGHT);
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        let mut clock = LeaderClock::default();
         let task = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -255,6 +335,11 @@ impl Batcher {
                     }
                 }
                 let raft = raft.clone();
+                let batch = clock.stamp(batch);
+                if batch.is_empty() {
+                    drop(permit);
+                    continue;
+                }
                 tokio::spawn(async move {
                     let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
                     let n = commands.len();
@@ -662,7 +747,14 @@ impl MasterService {
                     serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
                 match outcome.map_err(|e| e.to_string())? {
                     crate::domain::Reply::Enrolled { grant } => grant,
-                    _ => return Err("this token registers a computer, not a server".into()),
+                    crate::domain::Reply::Registered { computer, .. } => {
+                        crate::domain::ServerGrant {
+                            identity: crate::ca::Identity::Computer(computer),
+                            dns_names: Vec::new(),
+                            ip_addresses: Vec::new(),
+                        }
+                    }
+                    other => return Err(format!("a token answered {other:?}")),
                 }
             }
             Some(submit_response::Result::NotLeader(h)) => {
@@ -678,6 +770,8 @@ impl MasterService {
             dns_names: grant.dns_names,
             ip_addresses: grant.ip_addresses,
             token_sha256: String::new(),
+            presented_cert_pem: String::new(),
+            proof: String::new(),
         };
         Box::pin(self.issue_for(&granted)).await
     }
@@ -770,6 +864,19 @@ fn membership_error(message: impl Into<String>) -> MembershipResponse {
     }
 }
 
+/// The client part of a request id as the state keeps it: prefixed with the caller's
+/// identity (`gateway:gw1/…`, `operator:alice/…`), so that no caller can use another's
+/// request ids, nor the ones a replica uses for its own writes (`master-<id>-ca`, which
+/// carry no `kind:` prefix). A replica's are kept as they are: it forwards ids the replica
+/// that received them already prefixed, and its own. Without TLS there are no identities
+/// (plain mode trusts every caller).
+fn namespaced_client(caller: Option<&crate::ca::Identity>, client: String) -> String {
+    match caller {
+        None | Some(crate::ca::Identity::Replica(_)) => client,
+        Some(other) => format!("{}/{client}", other.common_name()),
+    }
+}
+
 /// Under mTLS, membership is the operator's (a replica's or an operator's certificate),
 /// never a gateway's.
 fn refuse_gateway<T>(request: &Request<T>, what: &str) -> Result<(), Status> {
@@ -789,17 +896,22 @@ impl Master for MasterService {
     ) -> Result<Response<SubmitResponse>, Status> {
         let forwarded = Self::is_forwarded(&request);
         let show = request.get_ref().show;
-        let command: Command = decode_json("command", &request.get_ref().command)?;
+        let mut command: Command = decode_json("command", &request.get_ref().command)?;
+        let caller = super::tls::peer_identity(&request);
+        command.request_id.client = namespaced_client(caller.as_ref(), command.request_id.client);
         // Under mTLS a gateway writes what SLAP and its registration calls need; the
         // operator's commands (the authority, certificates and their revocation, servers'
-        // tokens, retiring a replica) come through a replica's or an operator's
-        // certificate only.
-        if let Some(crate::ca::Identity::Gateway(g)) = super::tls::peer_identity(&request) {
+        // tokens, retiring a replica, admin rights) come through a replica's or an
+        // operator's certificate only, and tokens are spent by the masters themselves
+        // when they issue what a token grants (`Issue`).
+        if let Some(crate::ca::Identity::Gateway(g)) = &caller {
             let operator_only = match &command.op {
                 Op::InstallAuthority { .. }
                 | Op::RecordCertificate { .. }
                 | Op::Revoke { .. }
-                | Op::RetireReplica { .. } => true,
+                | Op::RetireReplica { .. }
+                | Op::SetAdmin { .. }
+                | Op::ConsumeToken { .. } => true,
                 Op::CreateToken { server, .. } => server.is_some(),
                 _ => false,
             };
@@ -1096,25 +1208,16 @@ impl Master for MasterService {
         request: Request<IssueRequest>,
     ) -> Result<Response<IssueResponse>, Status> {
         let forwarded = Self::is_forwarded(&request);
-        // Under mTLS a gateway asks only for the identities it hands out (computers,
-        // partitions, persons; no server names); servers' and operators' certificates
-        // are the operator's, through a replica's or an operator's certificate.
-        if let Some(caller) = super::tls::peer_identity(&request) {
-            let req = request.get_ref();
-            let wanted = crate::ca::Identity::parse(&req.identity).ok();
-            let server_names = !req.dns_names.is_empty() || !req.ip_addresses.is_empty();
-            // (an enrollment token grants a server certificate by itself: the operator
-            // who made it chose the identity and names)
-            if matches!(caller, crate::ca::Identity::Gateway(_))
-                && req.token_sha256.is_empty()
-                && (server_names || wanted.as_ref().is_none_or(|w| w.is_privileged()))
-            {
-                return Err(Status::permission_denied(
-                    "a gateway may not have server certificates issued",
-                ));
-            }
+        let caller = super::tls::peer_identity(&request);
+        let mut req = request.into_inner();
+        // Under mTLS a gateway has issued only what a registration or a renewal it
+        // relays needs, each proven by what the gateway cannot make (`issuance.rs`);
+        // servers' and operators' certificates are the operator's.
+        if let Some(crate::ca::Identity::Gateway(g)) = &caller {
+            let now = std::time::SystemTime::now();
+            self.state
+                .read(|s, _| super::issuance::check_gateway_request(s, g, &mut req, now))?;
         }
-        let req = request.into_inner();
         if !self.is_leader() {
             let r = self
                 .ask_leader(
@@ -1148,7 +1251,12 @@ impl Master for MasterService {
         request: Request<PartitionCertificateRequest>,
     ) -> Result<Response<PartitionCertificateResponse>, Status> {
         let forwarded = Self::is_forwarded(&request);
+        let caller = super::tls::peer_identity(&request);
         let req = request.into_inner();
+        if let Some(crate::ca::Identity::Gateway(g)) = &caller {
+            self.state
+                .read(|s, _| super::issuance::check_gateway_key_delivery(s, g, &req.computer))?;
+        }
         if !self.is_leader() {
             let r = self
                 .ask_leader(
@@ -1260,5 +1368,65 @@ impl Master for MasterService {
                 req.id
             ))),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::Identity;
+    use crate::domain::Timestamp;
+
+    #[test]
+    fn a_proposer_far_from_the_leaders_clock_is_refused() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        assert!(clock_skew(now, now).is_none());
+        assert!(clock_skew(Timestamp::from_secs(1_800_000_029), now).is_none());
+        assert!(clock_skew(Timestamp::from_secs(1_799_999_701), now).is_none());
+        let two_years = Timestamp::from_secs(1_800_000_000 + 2 * 365 * 86_400);
+        match clock_skew(two_years, now) {
+            Some(crate::domain::DomainError::ClockSkew { skew, .. }) => {
+                assert!(skew.ends_with("s ahead"), "{skew}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(clock_skew(Timestamp::from_secs(1_799_999_000), now).is_some());
+    }
+
+    #[test]
+    fn the_leader_stamps_its_own_time_never_backwards() {
+        let mut clock = LeaderClock {
+            last: Timestamp(u64::MAX / 2),
+        };
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let command = Command {
+            request_id: RequestId::new("c", 1),
+            at: Timestamp(u64::MAX / 2 + 1),
+            op: Op::RetireReplica { id: 9 },
+        };
+        let kept = clock.stamp(vec![(command, tx)]);
+        assert_eq!(kept.len(), 1);
+        // The last stamp (ahead of the wall clock here) wins over an earlier now.
+        assert_eq!(kept[0].0.at, Timestamp(u64::MAX / 2));
+    }
+
+    #[test]
+    fn request_ids_are_namespaced_by_the_caller() {
+        let gw = Identity::Gateway("gw1".into());
+        assert_eq!(
+            namespaced_client(Some(&gw), "master-2-ca".into()),
+            "gateway:gw1/master-2-ca"
+        );
+        let op = Identity::Operator("alice".into());
+        assert_eq!(
+            namespaced_client(Some(&op), "cli-x".into()),
+            "operator:alice/cli-x"
+        );
+        // A replica forwards ids the first replica already prefixed, and its own.
+        assert_eq!(
+            namespaced_client(Some(&Identity::Replica(2)), "gateway:gw1/x".into()),
+            "gateway:gw1/x"
+        );
+        assert_eq!(namespaced_client(None, "x".into()), "x");
     }
 }

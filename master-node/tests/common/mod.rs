@@ -72,8 +72,27 @@ impl Harness {
         }
     }
 
+    /// Formats a computer and has its provider supply the releases the tests request
+    /// ([`SR`], [`FRONTEND`]): instances are allocated only where their release is
+    /// supplied.
     pub fn format(&mut self, computer: &str, partitions: usize) {
         self.ok(format_op(computer, partitions));
+        for url in [SR, FRONTEND] {
+            self.supply(computer, url);
+        }
+    }
+
+    /// Formats a computer that supplies nothing.
+    pub fn format_bare(&mut self, computer: &str, partitions: usize) {
+        self.ok(format_op(computer, partitions));
+    }
+
+    pub fn supply(&mut self, computer: &str, url: &str) {
+        self.ok(Op::Supply {
+            computer: computer.into(),
+            url: url.into(),
+            state: "available".into(),
+        });
     }
 
     pub fn request(&mut self, requester: Requester, title: &str) -> InstanceId {

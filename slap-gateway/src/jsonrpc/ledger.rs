@@ -26,6 +26,15 @@ pub const COMPUTE_NODE: &[Field] = &[
     opt("network", Kind::Str),
     opt("attributes", Kind::StringMap(&[])),
 ];
+pub const COMPUTE_NODE_POLICY: &[Field] = &[
+    req("computer_guid", Kind::Str),
+    opt(
+        "allocation_scope",
+        Kind::Enum(&["open", "personal", "friends", "closed"]),
+    ),
+    opt("friends", Kind::Str),
+    opt("legacy_node_agent", Kind::Bool),
+];
 pub const PRICE: &[Field] = &[
     req("resource", Kind::Str),
     req("price", Kind::Str),
@@ -208,7 +217,7 @@ fn text(map: &Map<String, Value>, key: &str) -> Option<String> {
 }
 
 fn is_admin(ctx: &SlapContext) -> bool {
-    ctx.admins.contains(&ctx.person)
+    ctx.admin
 }
 
 /// `compute_node_usage`: the journal of `useComputer`, as JSON, posted by the
@@ -250,6 +259,55 @@ pub fn register(ctx: &SlapContext, map: &Map<String, Value>) -> Result<Call, Jso
             attributes,
         },
         title: "Registered",
+    })
+}
+
+/// `compute_node_policy`: the owner (or an admin) sets who may have instances allocated
+/// on the computer (`allocation_scope`; `friends`: ids separated by spaces or commas),
+/// and whether its node is SlapOS's Python agent (`legacy_node_agent`).
+pub fn policy(ctx: &SlapContext, map: &Map<String, Value>) -> Result<Call, JsonError> {
+    use master_node::AllocationScope;
+    let friends: std::collections::BTreeSet<String> = text(map, "friends")
+        .unwrap_or_default()
+        .split([' ', ','])
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let scope = match text(map, "allocation_scope").as_deref() {
+        None if !friends.is_empty() => {
+            return Err(JsonError::new(
+                400,
+                "friends go with allocation_scope 'friends'",
+            ))
+        }
+        None => None,
+        Some("open") => Some(AllocationScope::Open),
+        Some("personal") => Some(AllocationScope::Personal),
+        Some("closed") => Some(AllocationScope::Closed),
+        Some("friends") if friends.is_empty() => {
+            return Err(JsonError::new(
+                400,
+                "allocation_scope 'friends' needs friends",
+            ))
+        }
+        Some("friends") => Some(AllocationScope::Friends(friends)),
+        Some(other) => {
+            return Err(JsonError::new(
+                400,
+                format!(
+                    "allocation_scope: '{other}' is not one of open, personal, friends, closed"
+                ),
+            ))
+        }
+    };
+    Ok(Call::Write {
+        op: Op::SetComputerPolicy {
+            computer: text(map, "computer_guid").unwrap_or_default(),
+            by: (!is_admin(ctx)).then(|| ctx.person.clone()),
+            allocation_scope: scope,
+            legacy_partition_keys: map.get("legacy_node_agent").and_then(Value::as_bool),
+        },
+        title: "Policy set",
     })
 }
 

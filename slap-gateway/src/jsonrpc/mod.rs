@@ -62,6 +62,7 @@ names! {
     PutSoftwareInstanceError = "slapos.put.v0.software_instance_error";
     PostComputeNodeUsage = "slapos.post.v0.compute_node_usage";
     PostComputeNode = "slapos.post.v0.compute_node";
+    PutComputeNodePolicy = "slapos.put.v0.compute_node_policy";
     PutPrice = "slapos.put.v0.price";
     PostAccountingPeriodClose = "slapos.post.v0.accounting_period_close";
     GetInvoice = "slapos.get.v0.invoice";
@@ -106,6 +107,7 @@ impl Name {
             Name::PutSoftwareInstanceConnectionParameter => CONNECTION_PARAMETER,
             Name::PostComputeNodeUsage => ledger::COMPUTE_NODE_USAGE,
             Name::PostComputeNode => ledger::COMPUTE_NODE,
+            Name::PutComputeNodePolicy => ledger::COMPUTE_NODE_POLICY,
             Name::PutPrice => ledger::PRICE,
             Name::PostAccountingPeriodClose => ledger::PERIOD_CLOSE,
             Name::GetInvoice => ledger::INVOICE,
@@ -351,6 +353,7 @@ pub fn parse(
     Ok(match name {
         Name::PostComputeNodeUsage => ledger::usage(ctx, map)?,
         Name::PostComputeNode => ledger::register(ctx, map)?,
+        Name::PutComputeNodePolicy => ledger::policy(ctx, map)?,
         Name::PutPrice => ledger::price(ctx, map)?,
         Name::PostAccountingPeriodClose => ledger::close(ctx, map)?,
         Name::GetInvoice => ledger::invoice(ctx, map)?,
@@ -612,11 +615,16 @@ impl InstanceAction {
 }
 
 /// A refused write as a JSON error: "not found" and allocation failures are 403 (as
-/// slapproxy), bad arguments 400, conflicts 409, anything else 500.
+/// slapproxy), bad arguments 400, conflicts 409, a proposer's clock out of bounds 503,
+/// the rest 500.
 pub fn domain_error(err: &DomainError) -> JsonError {
     let status = match err {
-        e if e.is_not_found() => 403,
-        DomainError::PartitionFree { .. }
+        DomainError::UnknownComputer(_)
+        | DomainError::UnknownPartition { .. }
+        | DomainError::UnknownInstance(_)
+        | DomainError::UnknownSharedInstance { .. }
+        | DomainError::UnknownSoftware { .. }
+        | DomainError::PartitionFree { .. }
         | DomainError::NoCapacity { .. }
         | DomainError::NoSharedHost { .. } => 403,
         DomainError::InvalidArgument { .. }
@@ -628,10 +636,16 @@ pub fn domain_error(err: &DomainError) -> JsonError {
         | DomainError::TitleTaken { .. }
         | DomainError::NotRequestedDestroyed { .. }
         | DomainError::SoftwareNotDestroyed { .. }
+        | DomainError::NotSupplied { .. }
         | DomainError::JournalConflict { .. }
-        | DomainError::PeriodClosed { .. } => 409,
-        DomainError::RequestExpired { .. } => return JsonError::internal(err),
-        _ => return JsonError::internal(err),
+        | DomainError::PeriodClosed { .. }
+        | DomainError::AuthorityInstalled
+        | DomainError::BadToken(_)
+        | DomainError::CertificateKnown(_) => 409,
+        DomainError::ClockSkew { .. } => 503,
+        DomainError::RequestExpired { .. } | DomainError::NoAuthority => {
+            return JsonError::internal(err)
+        }
     };
     JsonError::new(status, err.to_string())
 }

@@ -6,7 +6,7 @@
 //! | computer `C` | read `C` and its partitions; report for them (format, software and instance states, connection parameters, bangs, destroyed, usage); request on behalf of its partitions (`X-SlapPartition` honoured only for its own) |
 //! | partition `C/P` | read itself; report its own state, connection parameters and bangs; request in its own tree (as itself) |
 //! | person `X` | request instance trees as `X` and read them; supply software to, and read, computers `X` owns; register computers as owner `X`; `X`'s own ledger |
-//! | admin (a person in `[slap] admins`) | anything |
+//! | admin (a person the group records as one: `slapos user admin`) | anything |
 //! | replica, gateway | nothing through SLAP |
 //!
 //! Everything else is 403 with the reason, and nothing reaches the master. Product lookups
@@ -30,14 +30,17 @@ use crate::slap::SlapResponse;
 /// The authenticated caller of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    /// The certificate's identity (and whether a person is an admin), its serial (checked
-    /// against the revoked set on every request, not only at the handshake) and its
-    /// lifetime (a renewal never outlives what was granted).
+    /// The certificate's identity (and whether a person has the group's admin rights,
+    /// as the replicated state says at the time of the request), its serial (checked
+    /// against the revoked set on every request, not only at the handshake), its
+    /// lifetime, and the certificate itself (DER: what a renewal relays to the masters
+    /// with the caller's proof).
     Identity {
         identity: Identity,
         admin: bool,
         serial: u128,
         lifetime_secs: u64,
+        certificate: std::sync::Arc<[u8]>,
     },
 }
 
@@ -222,10 +225,12 @@ fn write_rule(identity: &Identity, op: &Op) -> Result<Needs, String> {
             Identity::Person(me) if me == owner => Ok(Needs::Nothing),
             _ => Err(format!("register computers for {owner}")),
         },
-        Op::UpdateComputer { computer, .. } => match identity {
-            Identity::Person(_) => Ok(Needs::OwnerOf(computer.clone())),
-            _ => Err(format!("change computer {computer}")),
-        },
+        Op::UpdateComputer { computer, .. } | Op::SetComputerPolicy { computer, .. } => {
+            match identity {
+                Identity::Person(_) => Ok(Needs::OwnerOf(computer.clone())),
+                _ => Err(format!("change computer {computer}")),
+            }
+        }
         other => Err(format!("{} through SLAP", other.name())),
     }
 }
@@ -436,6 +441,7 @@ mod tests {
             admin: false,
             serial: 1,
             lifetime_secs: 3600,
+            certificate: std::sync::Arc::from(Vec::new()),
         }
     }
 

@@ -24,7 +24,6 @@ use crate::slap::{FieldLimits, SlapContext};
 /// person = "user"                            # owner of root requests
 /// partition_header = true                    # honour Authorization: X-SlapPartition
 /// # default_computer = "slaprunner"          # answered empty before it is formatted
-/// # admins = ["admin"]                      # may read every invoice, close periods
 /// software_product_list = """
 /// kvm https://lab.example/kvm/software.cfg
 /// """
@@ -98,7 +97,9 @@ pub struct SlapSettings {
     pub default_computer: Option<String>,
     /// slapproxy's `software_product_list`: one `<reference> <url>` per line.
     pub software_product_list: String,
-    /// People who may read anyone's invoices and movements and close accounting periods.
+    /// No longer read: admin rights are recorded in the group (`slapos user admin`), so
+    /// that no gateway's configuration makes anyone an admin. Present and non-empty, the
+    /// configuration is refused with that explanation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub admins: Vec<String>,
 }
@@ -232,6 +233,12 @@ impl GatewayConfig {
         if self.master_deadline_ms == 0 || self.master_call_timeout_ms == 0 {
             return Err("master_deadline_ms and master_call_timeout_ms must be > 0".into());
         }
+        if !self.slap.admins.is_empty() {
+            return Err(format!(
+                "[slap] admins is no longer read: admin rights are recorded in the group, so that no gateway's configuration makes anyone an admin; grant them with `slapos user admin --person <id> --via <master API>` ({} listed here)",
+                self.slap.admins.join(", ")
+            ));
+        }
         Ok(())
     }
 
@@ -243,7 +250,7 @@ impl GatewayConfig {
             default_computer: self.slap.default_computer.clone(),
             software_products: Vec::new(),
             run_id: None,
-            admins: self.slap.admins.clone(),
+            admin: false,
             limits: FieldLimits::DEFAULT,
         }
         .with_software_product_list(&self.slap.software_product_list)

@@ -40,6 +40,9 @@ pub struct App {
     /// With client certificates: the revoked serials (also checked per request, since a
     /// keep-alive connection outlives a revocation).
     pub revoked: Option<super::tls::Revoked>,
+    /// The persons the group records as admins, kept fresh from the masters (never read
+    /// from this gateway's configuration).
+    pub admins: super::tls::Admins,
     /// The group's gateways, sent to every caller in `X-Slapos-Gateways` (node agents
     /// learn them); empty until known, or when no member names a gateway.
     pub gateways: GatewayList,
@@ -74,7 +77,7 @@ fn caller_of(
     app: &App,
     parts: &axum::http::request::Parts,
 ) -> Result<Option<Option<super::authz::Caller>>, SlapResponse> {
-    let caller = parts
+    let mut caller = parts
         .extensions
         .get::<Option<super::authz::Caller>>()
         .cloned();
@@ -82,6 +85,14 @@ fn caller_of(
         if revoked.refuses(c.serial()) {
             return Err(SlapResponse::text(403, "forbidden: certificate revoked"));
         }
+    }
+    if let Some(Some(super::authz::Caller::Identity {
+        identity: master_node::ca::Identity::Person(p),
+        admin,
+        ..
+    })) = &mut caller
+    {
+        *admin = app.admins.contains(p);
     }
     Ok(caller)
 }
@@ -188,7 +199,7 @@ async fn handle_jsonrpc(app: Arc<App>, name: String, request: Request) -> SlapRe
         }
         Err(refusal) => return refusal,
     };
-    let ctx = context_for(&app.ctx, caller.as_ref());
+    let ctx = context_for(&app, caller.as_ref());
     let mut call = match jsonrpc::parse(ctx.as_ref(), jname, &bytes, authorization) {
         Ok(c) => c,
         Err(e) => return e.to_response(),
@@ -251,6 +262,7 @@ async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
                     | "/enrollServerWithToken"
                     | "/createComputerToken"
                     | "/renewCertificate"
+                    | "/signComputerPartitionCertificate"
             )
         })
         .map(str::to_owned);
@@ -341,6 +353,9 @@ async fn handle_registration(app: Arc<App>, path: String, request: Request) -> S
         ("/renewCertificate", Some(caller)) => {
             super::register::renew(&app, caller.as_ref(), &fields).await
         }
+        ("/signComputerPartitionCertificate", Some(caller)) => {
+            super::register::sign_partition(&app, caller.as_ref(), &fields).await
+        }
         (_, Some(caller)) => super::register::create_token(&app, caller.as_ref(), &fields).await,
     }
 }
@@ -349,16 +364,25 @@ async fn handle_registration(app: Arc<App>, path: String, request: Request) -> S
 /// certificate stands for its identity (`computer:C` ...), never for the configured
 /// `[slap] person` nor for an admin.
 fn context_for<'a>(
-    ctx: &'a crate::slap::SlapContext,
+    app: &'a App,
     caller: Option<&super::authz::Caller>,
 ) -> std::borrow::Cow<'a, crate::slap::SlapContext> {
+    let ctx = &app.ctx;
     match caller {
         Some(caller) => std::borrow::Cow::Owned(crate::slap::SlapContext {
             person: caller
                 .person()
                 .map_or_else(|| caller.identity().common_name(), str::to_owned),
+            admin: caller.is_admin(),
             ..ctx.clone()
         }),
+        // Without certificates: the configured person, an admin if the group says so.
+        None if app.admins.contains(&ctx.person) => {
+            std::borrow::Cow::Owned(crate::slap::SlapContext {
+                admin: true,
+                ..ctx.clone()
+            })
+        }
         None => std::borrow::Cow::Borrowed(ctx),
     }
 }
@@ -434,7 +458,7 @@ async fn handle(app: Arc<App>, endpoint: Endpoint, request: Request) -> SlapResp
         Ok(c) => c,
         Err(refusal) => return refusal,
     };
-    let ctx = context_for(&app.ctx, caller.as_ref().and_then(Option::as_ref));
+    let ctx = context_for(&app, caller.as_ref().and_then(Option::as_ref));
     let ctx = ctx.as_ref();
     let call = match forms::parse(ctx, endpoint, &fields, authorization) {
         Ok(call) => call,

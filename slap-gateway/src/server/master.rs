@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use master_node::domain::{shown_instance, Entry, Query as MasterQuery};
-use master_node::raft::client::{ClientError, MasterClient};
+use master_node::raft::client::{ClientError, Denial, MasterClient};
 use master_node::{Command, InstanceId, Op, Outcome, RequestId, State};
 use slapos_proto::rpc::master::Consistency;
 
@@ -25,6 +25,12 @@ pub enum MasterError {
     /// certificate).
     #[error("{0}")]
     Refused(String),
+    /// The masters understood the call and said no, for this kind of reason.
+    #[error("{message}")]
+    Denied {
+        kind: master_node::raft::client::Denial,
+        message: String,
+    },
 }
 
 impl MasterError {
@@ -35,6 +41,12 @@ impl MasterError {
             MasterError::Unavailable(_) => 503,
             MasterError::BadAnswer(_) => 502,
             MasterError::Refused(_) => 404,
+            MasterError::Denied { kind, .. } => match kind {
+                Denial::Forbidden => 403,
+                Denial::NotFound => 404,
+                Denial::Conflict => 409,
+                Denial::Invalid => 400,
+            },
         }
     }
 }
@@ -44,6 +56,7 @@ fn from_client(e: ClientError) -> MasterError {
         ClientError::Decode { .. } | ClientError::Refused(_) => {
             MasterError::BadAnswer(e.to_string())
         }
+        ClientError::Denied { kind, message } => MasterError::Denied { kind, message },
         other => MasterError::Unavailable(other),
     }
 }
@@ -104,6 +117,13 @@ pub struct Masters {
     /// replica that applied it, so a client always reads its own writes.
     last_write: AtomicU64,
     metrics: Arc<Metrics>,
+}
+
+/// Who a gateway refuses, and who may do anything.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub revoked: Vec<u128>,
+    pub admins: Vec<String>,
 }
 
 /// What a write came to: its outcome and the state the answer is rendered from.
@@ -306,29 +326,35 @@ impl Masters {
         Self::put_back(&self.writer, client);
         let pair = r.map_err(|e| match e {
             ClientError::Refused(m) => MasterError::Refused(m),
+            ClientError::Denied { kind, message } => MasterError::Denied { kind, message },
             other => from_client(other),
         })?;
         Ok((pair.cert_pem, pair.key_pem))
     }
 
-    /// A certificate for `identity` (common name) from the CSR, and the CA certificate.
-    pub async fn issue(
+    /// A certificate for `identity` (common name) from the CSR, asked for by the caller
+    /// who presented `presented_pem` and proved holding its key (`proof`, a signature
+    /// over the CSR: `slapos_proto::proof`); and the CA certificate.
+    pub async fn issue_relayed(
         &self,
         csr: &str,
         identity: &str,
-        validity_secs: u64,
+        presented_pem: &str,
+        proof: &str,
     ) -> Result<(String, String), MasterError> {
         self.issue_request(slapos_proto::rpc::master::IssueRequest {
             csr_pem: csr.to_owned(),
             identity: identity.to_owned(),
-            validity_secs,
+            presented_cert_pem: presented_pem.to_owned(),
+            proof: proof.to_owned(),
             ..Default::default()
         })
         .await
     }
 
-    /// A server's certificate for `csr` against an enrollment token (its SHA-256): the
-    /// masters spend the token and issue what it grants; (PEM certificate, PEM CA).
+    /// A certificate for `csr` against a one-time token (its SHA-256): the masters spend
+    /// the token and issue what it grants (a person's token: their computer's; an
+    /// operator's: a server's); (PEM certificate, PEM CA).
     pub async fn enroll(
         &self,
         csr: &str,
@@ -356,19 +382,22 @@ impl Masters {
         Self::put_back(&self.writer, client);
         let refused = |e: ClientError| match e {
             ClientError::Refused(m) => MasterError::Refused(m),
+            ClientError::Denied { kind, message } => MasterError::Denied { kind, message },
             other => from_client(other),
         };
         let (pem, _serial) = issued.map_err(refused)?;
         Ok((pem, ca.map_err(refused)?))
     }
 
-    /// Serials of every revoked certificate (linearizable: a revocation is seen by the
-    /// next refresh after it was acknowledged).
-    pub async fn revoked_serials(&self) -> Result<Vec<u128>, MasterError> {
-        Ok(
-            Self::state(self.read_entries(&MasterQuery::Certificates, true).await?)?
-                .revoked_serials(),
-        )
+    /// Serials of every revoked certificate and the persons with admin rights
+    /// (linearizable: a revocation is seen by the next refresh after it was
+    /// acknowledged).
+    pub async fn security(&self) -> Result<Security, MasterError> {
+        let state = Self::state(self.read_entries(&MasterQuery::Certificates, true).await?)?;
+        Ok(Security {
+            revoked: state.revoked_serials(),
+            admins: state.admins().map(str::to_owned).collect(),
+        })
     }
 
     /// The gateways beside the group's voting replicas (the URLs hosted replicas carry in

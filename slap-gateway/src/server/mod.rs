@@ -111,6 +111,7 @@ impl Gateway {
             masters,
             metrics,
             revoked: clients.as_ref().map(|c| c.revoked.clone()),
+            admins: Default::default(),
             gateways: Default::default(),
         });
         let listener =
@@ -127,18 +128,14 @@ impl Gateway {
                 source,
             })?;
         let (stop, stopped) = watch::channel(false);
-        if let Some(clients) = &clients {
+        {
             // Read once before serving: until the revoked serials are known, every client
-            // certificate is refused (fail closed), which a normal start should not show.
-            match app.masters.revoked_serials().await {
-                Ok(serials) => clients.revoked.replace(serials),
-                Err(e) => {
-                    tracing::warn!(error = %e, "revoked certificates unknown: refusing client certificates until the masters answer")
-                }
-            }
-            // The revoked serials, kept fresh: a revocation fails the next handshake.
-            let (app, revoked, mut stopped) =
-                (app.clone(), clients.revoked.clone(), stopped.clone());
+            // certificate is refused (fail closed), which a normal start should not show;
+            // until the admins are known, nobody is one.
+            refresh_security(&app).await;
+            // Kept fresh: a revocation fails the next handshake, an admin granted or
+            // taken back counts from the next request.
+            let (app, mut stopped) = (app.clone(), stopped.clone());
             let every = Duration::from_millis(config.revocation_refresh_ms.max(100));
             tokio::spawn(async move {
                 // The first read was just made above: wait before each refresh.
@@ -147,12 +144,7 @@ impl Gateway {
                         _ = tokio::time::sleep(every) => {}
                         _ = stopped.wait_for(|s| *s) => return,
                     }
-                    match app.masters.revoked_serials().await {
-                        Ok(serials) => revoked.replace(serials),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot refresh the revoked certificates")
-                        }
-                    }
+                    refresh_security(&app).await;
                 }
             });
         }
@@ -253,7 +245,6 @@ async fn accept_loop(
         let stop = stopped.clone();
         let acceptor = acceptor.clone();
         let metrics = app.metrics.clone();
-        let admins = app.ctx.admins.clone();
         connections.spawn(async move {
             match acceptor {
                 None => serve_connection(tcp, service, stop).await,
@@ -272,16 +263,14 @@ async fn accept_loop(
                                         let (identity, serial) =
                                             master_node::ca::identity_of(c).ok()?;
                                         let (from, to) = master_node::ca::validity_of(c)?;
-                                        Some((identity, serial, (to - from).max(0) as u64))
-                                    })
-                                    .map(|(identity, serial, lifetime_secs)| {
-                                        let admin = matches!(&identity, master_node::ca::Identity::Person(p) if admins.contains(p));
-                                        authz::Caller::Identity {
+                                        Some(authz::Caller::Identity {
                                             identity,
-                                            admin,
+                                            // decided per request (`http::caller_of`)
+                                            admin: false,
                                             serial,
-                                            lifetime_secs,
-                                        }
+                                            lifetime_secs: (to - from).max(0) as u64,
+                                            certificate: std::sync::Arc::from(c.as_ref()),
+                                        })
                                     });
                                 service.layer(axum::Extension(caller))
                             } else {
@@ -307,6 +296,21 @@ async fn accept_loop(
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
         tracing::warn!("connections still open after the shutdown grace period: closing them");
         connections.shutdown().await;
+    }
+}
+
+/// Reads the revoked serials and the admins from the masters into `app`.
+async fn refresh_security(app: &App) {
+    match app.masters.security().await {
+        Ok(security) => {
+            if let Some(revoked) = &app.revoked {
+                revoked.replace(security.revoked);
+            }
+            app.admins.replace(security.admins);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the revoked certificates and the admins from the masters")
+        }
     }
 }
 

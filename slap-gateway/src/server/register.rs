@@ -9,9 +9,18 @@
 //!   `csr`): the master consumes the token (valid once, before it expires; the computer is
 //!   created for the token's owner), then issues the computer's certificate for the CSR's
 //!   key. Answer (JSON): `computer_id`, `certificate`, `ca` (the group's CA, PEM).
-//! * `POST <prefix>/renewCertificate` (a valid certificate; form `csr`): a new
+//! * `POST <prefix>/renewCertificate` (a valid certificate; form `csr`, `proof`): a new
 //!   certificate for the caller's own identity (the node renews before expiry, with a
-//!   new key, without a restart). Answer (JSON): `certificate`, `ca`.
+//!   new key, without a restart). `proof` is the new CSR signed with the key being
+//!   renewed (`slapos_proto::proof`, purpose `renew`): the masters check it against the
+//!   certificate presented here, so this gateway cannot renew anyone by itself. Answer
+//!   (JSON): `certificate`, `ca`.
+//! * `POST <prefix>/signComputerPartitionCertificate` (a computer's certificate; form
+//!   `computer_id`, `computer_partition_id`, `csr`, `proof`): the certificate of one of
+//!   the computer's partitions for a key the node made in the partition (the masters
+//!   hand out no private key), the CSR signed with the computer's key (purpose
+//!   `partition:C:P`). 409 when the partition hosts no instance. Answer (JSON):
+//!   `certificate`, `ca`.
 
 use std::time::Duration;
 
@@ -122,36 +131,31 @@ pub async fn register(app: &App, fields: &[(String, String)]) -> SlapResponse {
         Ok(t) => t,
         Err(refused) => return refused,
     };
-    let consumed = match app
-        .masters
-        .write(Op::ConsumeToken {
-            hash: token_hash(token),
-        })
-        .await
-    {
-        Ok(w) => w.outcome,
+    // The masters spend the token and issue what it grants (this gateway cannot have a
+    // computer's certificate issued without one).
+    let (certificate, ca) = match app.masters.enroll(csr, &token_hash(token)).await {
+        Ok(issued) => issued,
         Err(e) => return SlapResponse::text(e.status(), e.to_string()),
     };
-    let computer =
-        match consumed {
-            Ok(master_node::Reply::Registered { computer, .. }) => computer,
-            Ok(master_node::Reply::Enrolled { .. }) => return SlapResponse::text(
+    let computer = match master_node::ca::identity_of_pem(&certificate) {
+        Ok((master_node::ca::Identity::Computer(c), _)) => c,
+        Ok((other, _)) => {
+            return SlapResponse::text(
                 400,
-                "this token enrolls a server (enrollServerWithToken), not a computer; it is spent",
-            ),
-            Ok(other) => return SlapResponse::text(500, format!("unexpected answer {other:?}")),
-            Err(e) => return crate::slap::render::domain_error(&e),
-        };
-    let identity = master_node::ca::Identity::Computer(computer.clone()).common_name();
-    match app.masters.issue(csr, &identity, 0).await {
-        Ok((certificate, ca)) => SlapResponse {
-            status: 200,
-            content_type: "application/json",
-            body: json!({"computer_id": computer, "certificate": certificate, "ca": ca})
-                .to_string()
-                .into_bytes(),
-        },
-        Err(e) => SlapResponse::text(e.status(), e.to_string()),
+                format!(
+                    "this token enrolls {} (enrollServerWithToken), not a computer; it is spent",
+                    other.common_name()
+                ),
+            )
+        }
+        Err(e) => return SlapResponse::text(502, e.to_string()),
+    };
+    SlapResponse {
+        status: 200,
+        content_type: "application/json",
+        body: json!({"computer_id": computer, "certificate": certificate, "ca": ca})
+            .to_string()
+            .into_bytes(),
     }
 }
 
@@ -181,6 +185,73 @@ pub async fn enroll(app: &App, fields: &[(String, String)]) -> SlapResponse {
     }
 }
 
+pub async fn sign_partition(
+    app: &App,
+    caller: Option<&Caller>,
+    fields: &[(String, String)],
+) -> SlapResponse {
+    let Some(Caller::Identity {
+        identity: master_node::ca::Identity::Computer(me),
+        certificate,
+        ..
+    }) = caller
+    else {
+        return SlapResponse::text(
+            403,
+            "forbidden: only a computer has its partitions' certificates signed",
+        );
+    };
+    let (Some(computer), Some(partition), Some(csr), Some(proof)) = (
+        field(fields, "computer_id"),
+        field(fields, "computer_partition_id"),
+        field(fields, "csr"),
+        field(fields, "proof"),
+    ) else {
+        return SlapResponse::text(
+            400,
+            "missing required field 'computer_id', 'computer_partition_id', 'csr' or 'proof'",
+        );
+    };
+    if computer != me {
+        return SlapResponse::text(
+            403,
+            format!("forbidden: computer:{me} may not have partitions of {computer} certified"),
+        );
+    }
+    if csr.len() > master_node::ca::MAX_CSR_BYTES {
+        return SlapResponse::text(413, "certificate signing request too large");
+    }
+    if let Err(e) = master_node::ca::check_csr(csr) {
+        return SlapResponse::text(400, e.to_string());
+    }
+    let identity = master_node::ca::Identity::Partition {
+        computer: computer.to_owned(),
+        partition: partition.to_owned(),
+    };
+    if let Err(e) = identity.check() {
+        return SlapResponse::text(400, e.to_string());
+    }
+    match app
+        .masters
+        .issue_relayed(
+            csr,
+            &identity.common_name(),
+            &master_node::ca::certificate_pem(certificate),
+            proof,
+        )
+        .await
+    {
+        Ok((certificate, ca)) => SlapResponse {
+            status: 200,
+            content_type: "application/json",
+            body: json!({"certificate": certificate, "ca": ca})
+                .to_string()
+                .into_bytes(),
+        },
+        Err(e) => SlapResponse::text(e.status(), e.to_string()),
+    }
+}
+
 pub async fn renew(
     app: &App,
     caller: Option<&Caller>,
@@ -188,7 +259,7 @@ pub async fn renew(
 ) -> SlapResponse {
     let Some(Caller::Identity {
         identity,
-        lifetime_secs,
+        certificate,
         ..
     }) = caller
     else {
@@ -218,16 +289,25 @@ pub async fn renew(
             )
         }
     }
-    let Some(csr) = field(fields, "csr") else {
-        return SlapResponse::text(400, "missing required field 'csr'");
+    let (Some(csr), Some(proof)) = (field(fields, "csr"), field(fields, "proof")) else {
+        return SlapResponse::text(
+            400,
+            "missing required field 'csr' or 'proof' (the new CSR signed with the key being renewed)",
+        );
     };
     if csr.len() > master_node::ca::MAX_CSR_BYTES {
         return SlapResponse::text(413, "certificate signing request too large");
     }
-    // Never longer than what was granted.
+    // The masters check the proof against the certificate presented here, and grant no
+    // longer than it was granted.
     match app
         .masters
-        .issue(csr, &identity.common_name(), *lifetime_secs)
+        .issue_relayed(
+            csr,
+            &identity.common_name(),
+            &master_node::ca::certificate_pem(certificate),
+            proof,
+        )
         .await
     {
         Ok((certificate, ca)) => SlapResponse {

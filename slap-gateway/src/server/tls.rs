@@ -82,6 +82,24 @@ impl Revoked {
     }
 }
 
+/// The persons the group records as admins (`Op::SetAdmin`), as last read.
+#[derive(Debug, Clone, Default)]
+pub struct Admins {
+    set: Arc<std::sync::RwLock<std::collections::BTreeSet<String>>>,
+}
+
+impl Admins {
+    pub fn replace(&self, persons: impl IntoIterator<Item = String>) {
+        if let Ok(mut set) = self.set.write() {
+            *set = persons.into_iter().collect();
+        }
+    }
+
+    pub fn contains(&self, person: &str) -> bool {
+        self.set.read().is_ok_and(|s| s.contains(person))
+    }
+}
+
 /// Client certificates of the group's authority, minus the revoked ones: the chain is
 /// checked by webpki, then the serial against the set the gateway refreshes from the
 /// masters, so a revoked certificate fails its next handshake.

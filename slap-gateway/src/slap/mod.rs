@@ -73,8 +73,10 @@ pub struct SlapContext {
     /// The answer of `getRunId` (slapproxy's process id, for multimaster self-detection);
     /// None answers 404.
     pub run_id: Option<String>,
-    /// People who may read anyone's invoices and movements and close periods.
-    pub admins: Vec<String>,
+    /// Whether `person` has the group's admin rights (reads anyone's invoices and
+    /// movements, closes periods): what the replicated state records, decided per
+    /// request by the server.
+    pub admin: bool,
     /// Bounds on form fields.
     pub limits: FieldLimits,
 }
@@ -122,7 +124,7 @@ impl SlapContext {
             default_computer: default_computer.map(str::to_string),
             software_products: Vec::new(),
             run_id: None,
-            admins: Vec::new(),
+            admin: false,
             limits: FieldLimits::DEFAULT,
         }
     }

@@ -46,12 +46,15 @@ pub fn domain_status(err: &DomainError) -> u16 {
         | DomainError::TitleTaken { .. }
         | DomainError::NotRequestedDestroyed { .. }
         | DomainError::SoftwareNotDestroyed { .. }
+        | DomainError::NotSupplied { .. }
         | DomainError::JournalConflict { .. }
         | DomainError::PeriodClosed { .. }
         | DomainError::AuthorityInstalled
         | DomainError::BadToken(_)
         | DomainError::CertificateKnown(_) => 409,
         DomainError::RequestExpired { .. } | DomainError::NoAuthority => 500,
+        // This gateway's clock is off: nothing was written; a later retry may pass.
+        DomainError::ClockSkew { .. } => 503,
     }
 }
 
