@@ -142,6 +142,10 @@ pub enum ComputerCommand {
         /// true when the node runs SlapOS's own Python agent.
         #[arg(long)]
         legacy_node_agent: Option<bool>,
+        /// As an operator, on the master API (these addresses) instead of through a
+        /// gateway as the computer's owner.
+        #[arg(long, value_delimiter = ',')]
+        via: Vec<String>,
     },
 }
 
@@ -432,9 +436,41 @@ pub async fn computer(cmd: ComputerCommand) -> Result<()> {
             scope,
             friends,
             legacy_node_agent,
+            via,
         } => {
             if scope.is_none() && legacy_node_agent.is_none() {
                 bail!("nothing to change: give --scope and/or --legacy-node-agent");
+            }
+            if !via.is_empty() {
+                use master_node::AllocationScope;
+                let friends: std::collections::BTreeSet<String> = friends
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let allocation_scope = match scope.as_deref() {
+                    None => None,
+                    Some("open") => Some(AllocationScope::Open),
+                    Some("personal") => Some(AllocationScope::Personal),
+                    Some("closed") => Some(AllocationScope::Closed),
+                    Some(_) if friends.is_empty() => bail!("--scope friends needs --friends"),
+                    Some(_) => Some(AllocationScope::Friends(friends)),
+                };
+                crate::master::tls_from_env()?;
+                crate::master::submit_op(
+                    via,
+                    "policy",
+                    master_node::Op::SetComputerPolicy {
+                        computer: id.clone(),
+                        by: None,
+                        allocation_scope,
+                        legacy_partition_keys: legacy_node_agent,
+                    },
+                )
+                .await?;
+                println!("computer {id}: policy set");
+                return Ok(());
             }
             let client = client(&gateway)?;
             let mut body = json!({"computer_guid": id});

@@ -166,7 +166,7 @@ pub struct StatusArgs {
 /// Outgoing mTLS for operator commands talking to the masters directly:
 /// `$SLAPOS_MASTER_TLS_CERT`, `_KEY`, `_CA` (an operator's, a replica's or a gateway's certificate; the
 /// masters admit no other identity).
-fn tls_from_env() -> Result<()> {
+pub(crate) fn tls_from_env() -> Result<()> {
     let var = |n: &str| std::env::var_os(n).map(PathBuf::from);
     match (
         var("SLAPOS_MASTER_TLS_CERT"),

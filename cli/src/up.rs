@@ -327,6 +327,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
             .await
             .with_context(|| format!("replica {} could not join", config.id))?;
     }
+    if tls.is_none() {
+        // the local cluster's one person operates it: they may close periods
+        crate::master::set_admin(api_addrs.clone(), "user", true)
+            .await
+            .context("granting the admin's rights")?;
+    }
 
     // A gateway beside each replica, reading from it first.
     let mut urls = Vec::new();
@@ -335,17 +341,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
         masters.extend(api_addrs.iter().filter(|a| **a != config.api_addr).cloned());
         let listen = format!("{seed_host}:{}", port(args.base_port, (i as u16) * 4 + 3)?);
         let text = match &tls {
-            // the local cluster's one person operates it: they may close periods
-            None => format!(
-                "listen = \"{listen}\"\nmasters = {masters:?}\ninsecure_http = true\n\
-                 [slap]\nadmins = [\"user\"]\n"
-            ),
+            None => format!("listen = \"{listen}\"\nmasters = {masters:?}\ninsecure_http = true\n"),
             Some(t) => {
                 let (cert, key) = gateway_files(&dir, config.id);
                 format!(
                     "listen = \"{listen}\"\nmasters = {masters:?}\ntls_cert = {cert:?}\n\
                      tls_key = {key:?}\nclient_ca = {ca:?}\n\n[master_tls]\ncert = {cert:?}\n\
-                     key = {key:?}\nca = {ca:?}\n\n[slap]\nadmins = [\"{ADMIN}\"]\n",
+                     key = {key:?}\nca = {ca:?}\n",
                     ca = t.ca
                 )
             }
@@ -676,8 +678,8 @@ fn replica_files(dir: &Path, id: u64) -> (PathBuf, PathBuf) {
 fn gateway_files(dir: &Path, id: u64) -> (PathBuf, PathBuf) {
     let tls = dir.join("tls");
     (
-        tls.join(format!("gateway-gw{id}.crt")),
-        tls.join(format!("gateway-gw{id}.key")),
+        tls.join(format!("gateway-r{id}.crt")),
+        tls.join(format!("gateway-r{id}.key")),
     )
 }
 
@@ -710,7 +712,9 @@ async fn bootstrap_tls(
     let ca = out.join("ca.pem");
     std::fs::write(&ca, client.authority().await?)?;
     for id in 1..=count {
-        for identity in [format!("replica:{id}"), format!("gateway:gw{id}")] {
+        // `gateway:r<id>`: the gateway beside replica <id>, whose certificates end with
+        // the replica's membership (`RetireReplica`).
+        for identity in [format!("replica:{id}"), format!("gateway:r{id}")] {
             crate::master::issue_to_files(
                 via.clone(),
                 &identity,
@@ -733,6 +737,9 @@ async fn bootstrap_tls(
     )
     .await
     .context("issuing the admin's certificate")?;
+    crate::master::set_admin(via.clone(), ADMIN, true)
+        .await
+        .context("granting the admin's rights")?;
     let (operator_cert, operator_key, _) = crate::master::issue_to_files(
         via.clone(),
         &format!("operator:{ADMIN}"),

@@ -789,6 +789,17 @@ fn a_local_master_records_usage_and_invoices_it() {
         op: format,
     };
     assert!(state.apply(&cmd).is_ok());
+    // The provider supplies the release the customer requests.
+    let supply = Command {
+        request_id: RequestId::new("format", 2),
+        at: Timestamp(T0),
+        op: Op::Supply {
+            computer: "COMP-L".into(),
+            url: "https://example.com/sr.cfg".into(),
+            state: "available".into(),
+        },
+    };
+    assert!(state.apply(&supply).is_ok());
     ok(json_call(
         &mut state,
         "slapos.post.v0.software_instance",

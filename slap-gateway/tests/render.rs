@@ -87,6 +87,19 @@ impl Gateway {
             None,
         );
         assert_eq!(r.body_text(), "done");
+        // The provider supplies the releases the tests request (instances are allocated
+        // only where their release is supplied).
+        for url in [SR, FRONTEND] {
+            self.ok(
+                Endpoint::SupplySupply,
+                &[
+                    ("url", url),
+                    ("computer_id", computer),
+                    ("state", "available"),
+                ],
+                None,
+            );
+        }
     }
 
     fn request(&mut self, title: &str, extra: &[(&str, &str)], auth: Option<&str>) -> SlapResponse {

@@ -801,6 +801,18 @@ async fn writes_survive_a_leader_kill() -> Result<()> {
         )
         .await?;
     assert_eq!(a.status, 200, "{a:?}");
+    let a = client
+        .post(
+            "supplySupply",
+            &[
+                ("url", SR.into()),
+                ("computer_id", "COMP-1".into()),
+                ("state", "available".into()),
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(a.status, 200, "{a:?}");
 
     let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let requests = {

@@ -58,6 +58,16 @@ const SKIPPED: &[(u32, &str)] = &[
     (80, "JSON-RPC v0: replayed by tests/jsonrpc.rs"),
 ];
 
+/// Deliberate: an instance is allocated only on a computer whose provider supplied its
+/// release (slapproxy places it anywhere, and the capture never supplies COMP-OTHER).
+/// Before these exchanges the replay takes the step a provider takes on our master:
+/// supplying the release to the computer (`Op::Supply`).
+const PROVIDER_SUPPLIES: &[(u32, &str, &str)] = &[(
+    41,
+    "COMP-OTHER",
+    "https://example.com/software/demo/software.cfg",
+)];
+
 /// How many exchanges are compared: every vector but the skipped ones.
 const EXPECTED_COMPARED: usize = 68;
 
@@ -788,8 +798,9 @@ fn root_state_reaches_tree(v: &mut Value) {
     });
 }
 
-/// Deliberate: allocating an instance supplies its software release to the computer
-/// (slapproxy expects a separate supply), so the computer lists it.
+/// Deliberate: an instance runs only where its release is supplied (slapproxy allocates
+/// it anywhere and lists nothing), so the computer lists the release its instances run
+/// ([`PROVIDER_SUPPLIES`] supplied it where the capture did not).
 fn allocation_supplies_software(v: &mut Value) {
     walk(v, &mut |x| {
         let Some(o) = x.as_object() else { return };
@@ -884,6 +895,24 @@ fn replay_every_captured_exchange() -> Result<()> {
     for ex in &exchanges {
         if skipped.contains_key(&ex.number) {
             continue;
+        }
+        for (i, (_, computer, url)) in PROVIDER_SUPPLIES
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _, _))| *n == ex.number)
+        {
+            let supply = Command {
+                request_id: RequestId::new("provider", i as u64),
+                at: Timestamp(T0 + u64::from(ex.number) * 1_000_000 - 1),
+                op: Op::Supply {
+                    computer: computer.to_string(),
+                    url: url.to_string(),
+                    state: "available".into(),
+                },
+            };
+            state
+                .apply(&supply)
+                .map_err(|e| anyhow!("the provider's supply before {}: {e}", ex.file))?;
         }
         let ours = replay_one(&ctx, &mut state, &mut learned, ex)
             .with_context(|| format!("replaying {}", ex.file))?;

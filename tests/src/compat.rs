@@ -356,8 +356,8 @@ pub struct GatewayProcess {
     /// `http://127.0.0.1:<port>/` or `https://127.0.0.1:<port>/`
     pub url: String,
     pub config: PathBuf,
-    /// With TLS: the certificates callers present (`[slap] admins = ["root"]`, so
-    /// `person:root` is an admin).
+    /// With TLS: the certificates callers present (`person:root` is granted the group's
+    /// admin rights).
     pub certificates: Option<Certificates>,
 }
 
@@ -389,6 +389,7 @@ impl GatewayProcess {
             products.push('\n');
         }
         let certificates = tls.then(|| Certificates::new(dir.path(), masters));
+        crate::grant_admin(masters, "root");
         let mut config = format!("listen = \"{addr}\"\nmasters = [{}]\n", quoted.join(", "));
         match &certificates {
             None => config.push_str("insecure_http = true\n"),
@@ -405,7 +406,7 @@ impl GatewayProcess {
         }
         let _ = write!(
             config,
-            "\n[slap]\nperson = \"user\"\nadmins = [\"root\"]\npartition_header = true\n\
+            "\n[slap]\nperson = \"user\"\npartition_header = true\n\
              default_computer = {:?}\nsoftware_product_list = {:?}\n",
             slap.default_computer, products
         );

@@ -52,6 +52,32 @@ pub fn slapos_bin() -> PathBuf {
     .clone()
 }
 
+/// `slapos <args>` as an operator on the master API (`--via masters`, joined), which must
+/// succeed: what the tests use to grant admin rights (`user admin`) or mark a computer
+/// (`computer policy`). Under mTLS the caller sets `$SLAPOS_MASTER_TLS_*` in `env`.
+pub fn operator(args: &[&str], masters: &[String], env: &[(&str, &std::path::Path)]) {
+    let via = masters.join(",");
+    let mut command = Command::new(slapos_bin());
+    command.args(args).args(["--via", &via]);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("run slapos");
+    assert!(
+        out.status.success(),
+        "slapos {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Grants `person` the group's admin rights (recorded in the group, read by every
+/// gateway within its refresh period).
+pub fn grant_admin(masters: &[String], person: &str) {
+    operator(&["user", "admin", "--person", person], masters, &[]);
+}
+
 /// A finished `slapos chaos run`: its JSON report, what it printed, and its pid (the
 /// namespaces it made are named after it).
 pub struct ChaosRun {

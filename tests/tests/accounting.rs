@@ -193,10 +193,11 @@ async fn a_day_of_two_customers_is_invoiced_as_computed_by_hand_and_nothing_is_l
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = ProcessCluster::new(&slapos_bin(), dir.path());
     cluster.start(3).await.expect("cluster");
+    slapos_e2e::grant_admin(&cluster.api_addrs(), "admin");
     // host 1: the provider (and the nodes' gateway), 2: alice, 3: bob, 4: the admin
     let mut url = std::collections::BTreeMap::new();
     for (host, person) in [(1, "provider"), (2, "alice"), (3, "bob"), (4, "admin")] {
-        cluster.gateway_extra = format!("[slap]\nperson = \"{person}\"\nadmins = [\"admin\"]\n");
+        cluster.gateway_extra = format!("[slap]\nperson = \"{person}\"\n");
         let addr = cluster.start_gateway(host).expect("gateway");
         wait_answering(&addr).await;
         url.insert(person, format!("http://{addr}/"));

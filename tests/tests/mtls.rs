@@ -131,6 +131,7 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
     ] {
         issue(who, &[]);
     }
+    slapos_e2e::grant_admin(&apis, "root");
     let ca = root.join("ca.pem");
     let exported = slapos(&["cluster", "ca", "export", "--via", &via]);
     std::fs::write(&ca, &exported.stdout).unwrap();
@@ -142,7 +143,7 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
         &config,
         format!(
             "listen = \"127.0.0.1:{port}\"\nmasters = {apis:?}\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
-             client_ca = \"{}\"\nrevocation_refresh_ms = 200\n[slap]\nadmins = [\"root\"]\n",
+             client_ca = \"{}\"\nrevocation_refresh_ms = 200\n",
             certs.crt("gateway:gw-test"),
             certs.key("gateway:gw-test"),
             ca.display()
@@ -550,8 +551,32 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
     );
     assert_eq!(hers["compute_partition_id"], partition.as_str(), "{hers}");
 
-    // Partition certificates: the node fetches one for its own partition (made once and
-    // kept), never for another computer's; a free partition has none.
+    // Partition certificates made whole by the masters (key included) leave them only
+    // for a computer marked as running SlapOS's Python agent, which cannot make its
+    // partitions' keys; ours sends a CSR instead (below, COMP-C).
+    let (status, body) = comp_a(
+        &format!(
+            "getComputerPartitionCertificate?computer_id=COMP-A&computer_partition_id={partition}"
+        ),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("make their own keys"), "{body}");
+    slapos_e2e::operator(
+        &[
+            "computer",
+            "policy",
+            "--id",
+            "COMP-A",
+            "--legacy-node-agent",
+            "true",
+        ],
+        &apis,
+        &[],
+    );
+    // Then the node fetches one for its own partition (made once and kept), never for
+    // another computer's; a free partition has none.
     let (status, body) = comp_a(
         &format!(
             "getComputerPartitionCertificate?computer_id=COMP-A&computer_partition_id={partition}"
