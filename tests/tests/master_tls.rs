@@ -410,4 +410,185 @@ fn the_masters_admit_only_the_groups_replicas_and_gateways() {
         "503",
         "a gateway without the group's certificate reached the masters"
     );
+
+    // 6. A compromised gateway is not a compromised master (security review, findings
+    // 5 to 7): this process now holds the gateway's certificate and key, as an attacker
+    // in the gateway's partition would, and talks to the masters directly.
+    compromised_gateway(&via, &gw, &op, &certs);
+}
+
+/// What an attacker holding a gateway's certificate and key tries against the masters,
+/// and what stops each attempt.
+fn compromised_gateway(via: &str, gw: &TlsFiles, op: &TlsFiles, certs: &Path) {
+    use master_node::ca::{new_key_and_csr, sign_proof, Identity};
+    use master_node::raft::client::{ClientError, Denial, MasterClient};
+    use master_node::{Command, Op, RequestId, Timestamp};
+    use slapos_proto::proof::{message, Purpose};
+    use slapos_proto::rpc::master::IssueRequest;
+
+    // A second gateway's certificate, revoked by the operator: refused from then on.
+    let gw2 = issue_as(
+        via.split(',').next().unwrap(),
+        "gateway:gw2",
+        certs,
+        Some(op),
+    );
+    assert_eq!(members(&gw2, via), Ok(3));
+    let out = slapos(
+        &[
+            "cluster",
+            "ca",
+            "revoke",
+            "--via",
+            via,
+            "--identity",
+            "gateway:gw2",
+        ],
+        Some(op),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let revoked_refused = || {
+        let err = members(&gw2, via).expect_err("a revoked gateway certificate was admitted");
+        assert!(err.contains("revoked"), "{err}");
+    };
+    revoked_refused();
+    // An admin's certificate (public: any gateway sees it at every handshake).
+    let admin = issue_as(
+        via.split(',').next().unwrap(),
+        "person:admin",
+        certs,
+        Some(op),
+    );
+    let admin_pem = std::fs::read_to_string(&admin.cert).unwrap();
+
+    master_node::raft::tls::set_client(gw).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addrs: Vec<String> = via.split(',').map(str::to_owned).collect();
+        let mut client = MasterClient::new(addrs).with_deadline(Duration::from_secs(20));
+        let now = master_node::raft::proposer_time();
+        let two_years = 2 * 365 * 86_400 * 1_000_000;
+
+        // Finding 5: a command stamped two years ahead is refused before the log, and
+        // moves nothing: the revoked certificate is still refused afterwards, even once
+        // the next certificate recorded prunes what ended before the master's clock.
+        let command = Command {
+            request_id: RequestId::new("attacker", 1),
+            at: Timestamp(now.micros() + two_years),
+            op: Op::CreateToken {
+                hash: "ab".repeat(32),
+                owner: "admin".into(),
+                computer: "COMP-X".into(),
+                expires_at: Timestamp(now.micros() + two_years + 1),
+                server: None,
+            },
+        };
+        let (outcome, _) = client.submit(&command).await.unwrap();
+        match outcome {
+            Err(master_node::DomainError::ClockSkew { skew, .. }) => {
+                assert!(skew.contains("ahead"), "{skew}")
+            }
+            other => panic!("a far-future command was not refused: {other:?}"),
+        }
+
+        // Finding 6: the request ids a replica uses for its own writes are not the
+        // gateway's to spend: 260 commands under `master-<id>-ca` with huge sequence
+        // numbers land in the gateway's own namespace.
+        for id in 1..=3u64 {
+            for n in 0..90u64 {
+                let spam = Command {
+                    request_id: RequestId::new(format!("master-{id}-ca"), u64::MAX - n),
+                    at: master_node::raft::proposer_time(),
+                    op: Op::BangComputer {
+                        computer: "COMP-NONE".into(),
+                        message: String::new(),
+                    },
+                };
+                let (outcome, _) = client.submit(&spam).await.unwrap();
+                assert!(outcome.is_err());
+            }
+        }
+
+        // Finding 7: no partition's private key for a gateway (the computer is not
+        // marked as running the Python agent), and no certificate it cannot justify.
+        let format = Command {
+            request_id: RequestId::new("attacker", 3),
+            at: master_node::raft::proposer_time(),
+            op: Op::FormatComputer {
+                computer: "COMP-1".into(),
+                spec: master_node::domain::ComputerSpec {
+                    address: None,
+                    netmask: None,
+                    partitions: vec![master_node::domain::PartitionSpec {
+                        id: "slappart0".into(),
+                        tap: None,
+                        addresses: Vec::new(),
+                    }],
+                },
+            },
+        };
+        assert!(client.submit(&format).await.unwrap().0.is_ok());
+        match client.partition_certificate("COMP-1", "slappart0").await {
+            Err(ClientError::Denied {
+                kind: Denial::Forbidden,
+                message,
+            }) => assert!(message.contains("make their own keys"), "{message}"),
+            other => panic!("a gateway read a partition's key: {other:?}"),
+        }
+        let (own_key, csr) = new_key_and_csr(&Identity::Person("admin".into())).unwrap();
+        let ask = |presented: &str, proof: &str| IssueRequest {
+            csr_pem: csr.clone(),
+            identity: "person:admin".into(),
+            validity_secs: 10 * 365 * 86400,
+            presented_cert_pem: presented.to_owned(),
+            proof: proof.to_owned(),
+            ..Default::default()
+        };
+        for (what, req) in [
+            ("with no proof", ask("", "")),
+            (
+                "presenting the admin's certificate, signed with its own key",
+                ask(
+                    &admin_pem,
+                    &sign_proof(&own_key, &message(&Purpose::Renew, &csr)).unwrap(),
+                ),
+            ),
+        ] {
+            match client.issue(&req).await {
+                Err(ClientError::Denied {
+                    kind: Denial::Forbidden,
+                    ..
+                }) => {}
+                other => panic!("a gateway had an admin's certificate issued {what}: {other:?}"),
+            }
+        }
+        // Nor admin rights, which the group records.
+        match client
+            .submit(&Command {
+                request_id: RequestId::new("attacker", 2),
+                at: master_node::raft::proposer_time(),
+                op: Op::SetAdmin {
+                    person: "eve".into(),
+                    admin: true,
+                },
+            })
+            .await
+        {
+            Err(ClientError::Denied {
+                kind: Denial::Forbidden,
+                message,
+            }) => assert!(message.contains("may not set_admin"), "{message}"),
+            other => panic!("a gateway made an admin: {other:?}"),
+        }
+    });
+    // The group's own certificate issuance still works (its request ids are its own),
+    // and recording one prunes ended records against the master's clock: the revoked
+    // gateway certificate stays refused.
+    issue_as(
+        via.split(',').next().unwrap(),
+        "person:after",
+        certs,
+        Some(op),
+    );
+    revoked_refused();
 }

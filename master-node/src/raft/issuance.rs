@@ -37,6 +37,15 @@ pub(crate) fn check_gateway_request(
             "gateway {gateway}: {why}"
         )))
     };
+    if req.token_sha256.is_empty()
+        && (!req.dns_names.is_empty()
+            || !req.ip_addresses.is_empty()
+            || Identity::parse(&req.identity).is_ok_and(|w| w.is_privileged()))
+    {
+        return refuse(
+            "a gateway may not have server certificates issued (nor an operator's)".into(),
+        );
+    }
     req.dns_names.clear();
     req.ip_addresses.clear();
     req.validity_secs = 0;
