@@ -649,6 +649,40 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
     );
     std::fs::write(&node.cfg, cfg).unwrap();
     node.ok(&["format"]);
+    // The chain's first step (security review, finding 1): a person requests, through
+    // the real client, a release nobody supplied to COMP-C (a local path, a file the
+    // node holds, a partition-writable file): refused with the reason, and COMP-C is
+    // asked to install none of them.
+    for evil in [
+        "/x.toml".to_string(),
+        "file:///etc/opt/slapos/computer.key.toml".to_string(),
+        node_root.join("slappart0/x.toml").display().to_string(),
+    ] {
+        let (ok, answer) = python(
+            &url,
+            &certs,
+            "person:bob",
+            &["request", &evil, "evil", "COMP-C"],
+        );
+        assert!(!ok, "an unsupplied release was allocated: {answer}");
+        assert!(
+            answer.contains("REFUSED 404") && answer.contains("is supplied on none"),
+            "{answer}"
+        );
+    }
+    let (status, info) = curl(
+        &url,
+        &ca,
+        Some((&certs.crt("computer:COMP-C"), &certs.key("computer:COMP-C"))),
+        "getFullComputerInformation?computer_id=COMP-C",
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{info}");
+    assert!(
+        !info.contains("x.toml") && !info.contains("computer.key"),
+        "COMP-C was asked to install an unsupplied release: {info}"
+    );
     let release = slapos_e2e::agent::beat_release(&root.join("beat"));
     assert_eq!(
         python(&url, &certs, "person:root", &["supply", &release, "COMP-C"]),

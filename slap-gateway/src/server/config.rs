@@ -330,6 +330,11 @@ kvm https://lab.example/kvm/2.cfg
                 "max_body_bytes",
             ),
             ("insecure_http = true\nlisten_typo = 1\n", "unknown field"),
+            // No configuration makes anyone an admin: the group records them.
+            (
+                "insecure_http = true\n[slap]\nadmins = [\"root\"]\n",
+                "[slap] admins is no longer read",
+            ),
         ] {
             let err = GatewayConfig::parse(&format!("{base}{extra}")).unwrap_err();
             assert!(err.contains(expected), "{extra:?}: {err}");
