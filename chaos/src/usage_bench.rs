@@ -128,13 +128,13 @@ fn format_xml(c: usize, partitions: usize) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The release every computer's provider supplies and the instances run.
+const RELEASE: &str = "https://lab.example/software/bench/software.cfg";
+
 fn request_form(c: usize, i: usize) -> Result<Vec<(String, String)>, String> {
     let m = |v: &Marshal| v.encode().map_err(|e| e.to_string());
     Ok(vec![
-        (
-            "software_release".into(),
-            "https://lab.example/software/bench/software.cfg".into(),
-        ),
+        ("software_release".into(), RELEASE.into()),
         ("software_type".into(), "default".into()),
         ("partition_reference".into(), format!("usage-{c}-{i}")),
         (
@@ -244,6 +244,17 @@ pub async fn run_usage_bench(
             (conn, r)
         },
     )
+    .await?;
+    // Instances are allocated only where the provider supplied their release.
+    fan_out(&gateways, opts.concurrency, n, move |c, mut conn| async move {
+        let form = vec![
+            ("url".to_string(), RELEASE.to_string()),
+            ("computer_id".to_string(), computer_id(c)),
+            ("state".to_string(), "available".to_string()),
+        ];
+        let r = post(&mut conn, "/supplySupply", &form).await;
+        (conn, r)
+    })
     .await?;
     progress(&format!("requesting {} instances", n * occupied));
     fan_out(
