@@ -9,6 +9,7 @@ stdout: {"ok": true, "result": ...} or {"ok": false, "error": "<exception>: <mes
 
 Actions:
   format COMP PARTITIONS           updateConfiguration, as `slapos node format` posts it
+  supply COMP                      supply the app release to COMP, as its provider does
   request TITLE COMP STATE         a root instance (SLA computer_guid), answers its partition
   report COMP STOP [PART=QTY ...]  reportUsage (useComputer) of a journal as `slapos node
                                    report` builds it: resource `cpu`, one movement per PART
@@ -67,6 +68,9 @@ def run(url, action, args):
   if action == 'format':
     computer, n = args
     slap.registerComputer(computer).updateConfiguration(dumps(computer_dict(computer, int(n))))
+  elif action == 'supply':
+    (computer,) = args
+    slap.registerSupply().supply(SR, computer_guid=computer)
   elif action == 'request':
     title, computer, state = args
     partition = slap.registerOpenOrder().request(

@@ -263,6 +263,9 @@ async fn a_day_of_two_customers_is_invoiced_as_computed_by_hand_and_nothing_is_l
     let mut py = Driver::spawn();
     py.call(provider, "format", &["COMP-1", "4"]).unwrap();
     py.call(provider, "format", &["COMP-2", "4"]).unwrap();
+    // The provider supplies the release its customers request.
+    py.call(provider, "supply", &["COMP-1"]).unwrap();
+    py.call(provider, "supply", &["COMP-2"]).unwrap();
     let a = py
         .call(alice, "request", &["A", "COMP-1", "started"])
         .unwrap();
