@@ -277,7 +277,8 @@ enum Done {
 }
 
 fn periodicity(node: &Node, sr: Option<&Path>) -> i64 {
-    sr.and_then(|sr| std::fs::read_to_string(sr.join("periodicity")).ok())
+    // A file of the software user's directory: never through a link, nor a FIFO.
+    sr.and_then(|sr| read_text_in(sr, "periodicity"))
         .and_then(|t| t.trim().parse::<i64>().ok())
         .unwrap_or(node.cfg.maximum_periodicity.as_secs() as i64)
 }
@@ -575,29 +576,10 @@ fn install(
     if process::is_root() {
         let _ = process::lchown(&link, identity.uid, identity.gid);
     }
-    let manifest_path = sr.join(native::INSTALLED_MANIFEST);
-    if manifest_path.exists() {
-        let text = std::fs::read_to_string(&manifest_path).map_err(io_err(&manifest_path))?;
-        let manifest = Manifest::parse(&text).map_err(|e| PartitionError::Failed(e.to_string()))?;
+    if let Some(manifest) = installed_manifest(sr)? {
         let vars = variables(node, partition, path, sr);
         let owner = process::is_root().then_some((identity.uid, identity.gid));
-        for file in &manifest.instance.file {
-            let source = match (&file.content, &file.template) {
-                (Some(c), _) => c.clone(),
-                (None, Some(t)) => {
-                    let tp = sr.join(native::safe_relative(t).unwrap_or_default());
-                    std::fs::read_to_string(&tp).map_err(io_err(&tp))?
-                }
-                (None, None) => String::new(),
-            };
-            let text = native::render(&source, &vars, &file.path)
-                .map_err(|e| PartitionError::Failed(e.to_string()))?;
-            let mode = file
-                .mode
-                .as_deref()
-                .and_then(native::parse_mode)
-                .unwrap_or(0o640);
-            let rel = native::safe_relative(&file.path).unwrap_or_default();
+        for (rel, text, mode) in render_native(sr, &manifest, &vars)? {
             write_in(path, &rel, text.as_bytes(), mode, owner).map_err(io_err(&path.join(&rel)))?;
         }
         return Ok(Profile::Native(manifest, vars));
@@ -625,6 +607,66 @@ fn install(
     Ok(Profile::Buildout)
 }
 
+/// Largest manifest, template or buildout profile read from an installed release.
+const MAX_RELEASE_TEXT: u64 = 16 << 20;
+
+/// A file of the installed release, as text. The release directory is the software
+/// user's: root reads it without following a link (a template linked to a key of the
+/// node is refused, never rendered into the partition). `None`: absent.
+fn release_file(sr: &Path, rel: &Path) -> Result<Option<String>, PartitionError> {
+    match fsutil::read_in(sr, rel, MAX_RELEASE_TEXT) {
+        Ok(Some(bytes)) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| PartitionError::Failed(format!("{}: not UTF-8", sr.join(rel).display()))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(io_err(&sr.join(rel))(e).into()),
+    }
+}
+
+/// The native manifest of the release installed at `sr` (`None`: a buildout release).
+fn installed_manifest(sr: &Path) -> Result<Option<Manifest>, PartitionError> {
+    release_file(sr, Path::new(native::INSTALLED_MANIFEST))?
+        .map(|text| Manifest::parse(&text).map_err(|e| PartitionError::Failed(e.to_string())))
+        .transpose()
+}
+
+/// The instance files of a native release rendered with `vars`: (path in the partition,
+/// content, mode). Typed parameters are checked first, whether a file uses them or not.
+fn render_native(
+    sr: &Path,
+    manifest: &Manifest,
+    vars: &BTreeMap<String, String>,
+) -> Result<Vec<(PathBuf, String, u32)>, PartitionError> {
+    let failed = |e: native::NativeError| PartitionError::Failed(e.to_string());
+    manifest.check_parameters(vars).map_err(failed)?;
+    let mut out = Vec::new();
+    for file in &manifest.instance.file {
+        let template = match &file.template {
+            Some(t) => {
+                let rel = native::safe_relative(t).unwrap_or_default();
+                Some(release_file(sr, &rel)?.ok_or_else(|| {
+                    PartitionError::Failed(format!("template {t} is missing from {}", sr.display()))
+                })?)
+            }
+            None => None,
+        };
+        let text = manifest
+            .render_file(file, template.as_deref(), vars)
+            .map_err(failed)?;
+        let mode = file
+            .mode
+            .as_deref()
+            .and_then(native::parse_mode)
+            .unwrap_or(0o640);
+        out.push((
+            native::safe_relative(&file.path).unwrap_or_default(),
+            text,
+            mode,
+        ));
+    }
+    Ok(out)
+}
+
 fn buildout_instance(
     node: &Node,
     partition: &ComputerPartition,
@@ -634,17 +676,20 @@ fn buildout_instance(
 ) -> Result<(), PartitionError> {
     let cfg = &node.cfg;
     let pid = partition.partition_id.as_str();
-    let profile = ["instance.cfg", "template.cfg"]
-        .iter()
-        .map(|n| sr.join(n))
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            PartitionError::Failed(format!(
-                "Software Release {} is not correctly installed (no instance.cfg)",
-                sr.display()
-            ))
-        })?;
-    let mut text = std::fs::read_to_string(&profile).map_err(io_err(&profile))?;
+    // Files of the software user's directory, read by root: never through a link.
+    let mut profile = None;
+    for name in ["instance.cfg", "template.cfg"] {
+        if let Some(text) = release_file(sr, Path::new(name))? {
+            profile = Some(text);
+            break;
+        }
+    }
+    let mut text = profile.ok_or_else(|| {
+        PartitionError::Failed(format!(
+            "Software Release {} is not correctly installed (no instance.cfg)",
+            sr.display()
+        ))
+    })?;
     text.push_str("\n\n");
     text.push_str(&buildout_tail(node, partition));
     let owner = process::is_root().then_some((0, identity.gid));
@@ -657,12 +702,15 @@ fn buildout_instance(
     )
     .map_err(io_err(&path.join("buildout.cfg")))?;
     let buildout = sr.join("bin/buildout");
-    let words = process::shebang(&buildout).ok_or_else(|| {
-        PartitionError::Failed(format!(
-            "{} is missing or has no #! line",
-            buildout.display()
-        ))
-    })?;
+    let words = fsutil::read_head_in(sr, Path::new("bin/buildout"), 512)
+        .ok()
+        .and_then(|head| process::shebang_words(&head))
+        .ok_or_else(|| {
+            PartitionError::Failed(format!(
+                "{} is missing or has no #! line",
+                buildout.display()
+            ))
+        })?;
     let mut run = Run::new(&words[0], path, path);
     for w in &words[1..] {
         run = run.arg(w);
@@ -859,12 +907,9 @@ fn publish(
     if manifest.instance.connection.is_empty() {
         return Ok(());
     }
-    let mut wanted = Vec::new();
-    for (k, t) in &manifest.instance.connection {
-        let v = native::render(t, vars, &format!("connection {k}"))
-            .map_err(|e| PartitionError::Failed(e.to_string()))?;
-        wanted.push((k.clone(), v));
-    }
+    let wanted = manifest
+        .render_connection(vars)
+        .map_err(|e| PartitionError::Failed(e.to_string()))?;
     let current = partition.connection_dict.get();
     let same = current.is_some_and(|c| {
         c.len() == wanted.len()
@@ -1081,4 +1126,49 @@ pub fn check_promises(node: &Node, only: &[String]) -> Result<Vec<(String, Strin
         }
     }
     Ok(broken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A release directory is the software user's: a template (or the manifest itself)
+    /// it turned into a link to a file of the node's is refused, never rendered into the
+    /// partition where the partition user would read it.
+    #[test]
+    fn release_files_read_by_root_never_follow_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("computer.key");
+        std::fs::write(&secret, "PRIVATE KEY").unwrap();
+        let sr = dir.path().join("sr");
+        std::fs::create_dir(&sr).unwrap();
+        let manifest = "[release]\nname = \"t\"\n\n[[instance.file]]\npath = \"etc/k\"\n\
+                        kind = \"plain\"\ntemplate = \"k.in\"\n";
+        std::fs::write(sr.join("software.toml"), manifest).unwrap();
+        std::os::unix::fs::symlink(&secret, sr.join("k.in")).unwrap();
+        let m = installed_manifest(&sr).unwrap().unwrap();
+        let err = render_native(&sr, &m, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("k.in") && !err.contains("PRIVATE"), "{err}");
+
+        // A plain template renders.
+        std::fs::remove_file(sr.join("k.in")).unwrap();
+        std::fs::write(sr.join("k.in"), "x={{x}}\n").unwrap();
+        let vars = BTreeMap::from([("x".to_string(), "1".to_string())]);
+        let files = render_native(&sr, &m, &vars).unwrap();
+        assert_eq!(
+            files,
+            vec![(PathBuf::from("etc/k"), "x=1\n".to_string(), 0o640)]
+        );
+
+        // The manifest itself as a link.
+        std::fs::rename(sr.join("software.toml"), dir.path().join("m.toml")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("m.toml"), sr.join("software.toml")).unwrap();
+        assert!(installed_manifest(&sr).is_err());
+        // The release directory itself as a link (made by its owner in the software root).
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(dir.path(), &linked).unwrap();
+        assert!(installed_manifest(&linked).is_err());
+    }
 }

@@ -20,6 +20,7 @@ pub mod report;
 pub mod software;
 pub mod supervisor;
 pub mod sysdb;
+pub mod template;
 pub mod watchdog;
 
 pub use config::{ConfigError, NodeConfig};

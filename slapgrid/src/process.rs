@@ -408,7 +408,16 @@ fn read_tail(fd: OwnedFd) -> String {
 pub fn shebang(path: &Path) -> Option<Vec<String>> {
     let mut head = [0u8; 512];
     let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
-    let text = std::str::from_utf8(&head[..n]).ok()?;
+    shebang_words(&head[..n])
+}
+
+/// The interpreter words of the `#!` line at the start of `head`.
+pub fn shebang_words(head: &[u8]) -> Option<Vec<String>> {
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        // A multi-byte character cut at the end of the head.
+        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+    };
     let line = text.strip_prefix("#!")?.lines().next()?;
     let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
     (!words.is_empty()).then_some(words)
