@@ -552,6 +552,17 @@ impl SlapClient {
 /// https:// server must chain to one of `cas` (PEM bundles); with none, https is refused
 /// rather than left unverified.
 pub fn get_url(url: &str, cas: &[std::path::PathBuf]) -> Result<Vec<u8>, SlapError> {
+    let mut bundles = Vec::new();
+    for ca in cas {
+        bundles
+            .push(std::fs::read(ca).map_err(|e| SlapError::Tls(format!("{}: {e}", ca.display())))?);
+    }
+    get_url_trusting(url, &bundles)
+}
+
+/// [`get_url`] with the certificate authorities' PEM bundles already read (so that it
+/// can run where those files are not readable: as the software user).
+pub fn get_url_trusting(url: &str, cas: &[Vec<u8>]) -> Result<Vec<u8>, SlapError> {
     let mut client = SlapClient::new(&[url.to_owned()], None, None)?;
     if url.starts_with("https://") {
         if cas.is_empty() {
@@ -559,7 +570,7 @@ pub fn get_url(url: &str, cas: &[std::path::PathBuf]) -> Result<Vec<u8>, SlapErr
                 "{url}: no certificate authority to verify it with (install ca-certificates or set master_ca_file)"
             )));
         }
-        client.tls = Some(Arc::new(tls_config_roots(None, cas)?));
+        client.tls = Some(Arc::new(tls_config_pems(None, cas)?));
     }
     client.call(url, "GET", "", None, None)
 }
@@ -711,14 +722,25 @@ fn tls_config_roots(
     identity: Option<(&Path, &Path)>,
     cas: &[std::path::PathBuf],
 ) -> Result<ClientConfig, SlapError> {
+    let mut bundles = Vec::new();
+    for ca in cas {
+        bundles
+            .push(std::fs::read(ca).map_err(|e| SlapError::Tls(format!("{}: {e}", ca.display())))?);
+    }
+    tls_config_pems(identity, &bundles)
+}
+
+/// A TLS configuration trusting every certificate of the PEM bundles (their text).
+fn tls_config_pems(
+    identity: Option<(&Path, &Path)>,
+    cas: &[Vec<u8>],
+) -> Result<ClientConfig, SlapError> {
     let tls = |m: String| SlapError::Tls(m);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for ca in cas {
-        for cert in
-            CertificateDer::pem_file_iter(ca).map_err(|e| tls(format!("{}: {e}", ca.display())))?
-        {
-            let cert = cert.map_err(|e| tls(format!("{}: {e}", ca.display())))?;
+        for cert in CertificateDer::pem_slice_iter(ca) {
+            let cert = cert.map_err(|e| tls(format!("certificate authority: {e}")))?;
             // A system bundle may hold certificates rustls cannot use: skip those.
             let _ = roots.add(cert);
         }

@@ -21,6 +21,8 @@ pub mod software;
 pub mod supervisor;
 pub mod sysdb;
 pub mod template;
+#[cfg(test)]
+mod testutil;
 pub mod watchdog;
 
 pub use config::{ConfigError, NodeConfig};
