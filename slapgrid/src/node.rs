@@ -138,6 +138,37 @@ impl RunLock {
     }
 }
 
+/// Opens (creates) a log of the agent's at `path` for writing, appended to or emptied:
+/// 0640 and, as root, root's user and group, whatever an earlier run left (an existing
+/// log is tightened), never through a symbolic link. The agent's log names releases,
+/// partitions and the errors their users caused: the partition users, members of the
+/// software group and never of root's, may not read it.
+pub fn open_log(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .write(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    if append {
+        options.append(true);
+    } else {
+        options.truncate(true);
+    }
+    let file = options.open(path)?;
+    // SAFETY: plain system calls on a descriptor we own.
+    unsafe {
+        if crate::process::is_root() && libc::fchown(file.as_raw_fd(), 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::fchmod(file.as_raw_fd(), 0o640) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(file)
+}
+
 /// Seconds since the epoch.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
@@ -241,4 +272,45 @@ pub fn check_free_space(path: &Path, needed: u64, what: &str) -> Result<(), Node
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// Issue 17.2: the agent's log was world-readable (0644) and showed an artifact's
+    /// sha256. Created or found, it is 0640 and (root) root's group.
+    #[test]
+    fn the_agent_s_log_is_not_readable_by_partition_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("daemon.log");
+        std::fs::write(&log, "earlier run\n").unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+        if crate::process::is_root() {
+            std::os::unix::fs::chown(&log, Some(65534), Some(65534)).unwrap();
+        }
+        {
+            use std::io::Write;
+            let mut f = open_log(&log, true).unwrap();
+            f.write_all(b"next run\n").unwrap();
+        }
+        let meta = std::fs::metadata(&log).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        if crate::process::is_root() {
+            assert_eq!((meta.uid(), meta.gid()), (0, 0));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "earlier run\nnext run\n"
+        );
+        open_log(&log, false).unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
+        let fresh = dir.path().join("fresh.log");
+        open_log(&fresh, false).unwrap();
+        assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o7777, 0o640);
+        // Never through a link.
+        std::os::unix::fs::symlink(&fresh, dir.path().join("link.log")).unwrap();
+        assert!(open_log(&dir.path().join("link.log"), true).is_err());
+    }
 }
