@@ -512,6 +512,46 @@ impl SlapClient {
         }
     }
 
+    /// `signComputerPartitionCertificate`: the certificate of the partition's own key,
+    /// from its signing request (`csr`, PEM; the master names the identity). `Ok(None)`:
+    /// the gateway does not know the method (404: an older gateway or slapproxy).
+    pub fn sign_partition_certificate(
+        &self,
+        computer_id: &str,
+        partition_id: &str,
+        csr: &str,
+    ) -> Result<Option<SignedCertificate>, SlapError> {
+        let method = "signComputerPartitionCertificate";
+        let body = match self.post(
+            method,
+            &[
+                ("computer_id", computer_id),
+                ("computer_partition_id", partition_id),
+                ("csr", csr),
+            ],
+            None,
+        ) {
+            Ok(body) => body,
+            Err(SlapError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bad = |message: String| SlapError::BadAnswer {
+            method: method.into(),
+            message,
+        };
+        let answer: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        let certificate = answer["certificate"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| bad("no certificate".into()))?
+            .to_owned();
+        Ok(Some(SignedCertificate {
+            certificate,
+            ca: answer["ca"].as_str().map(str::to_owned),
+        }))
+    }
+
     /// `getComputerPartitionCertificate`: (certificate, key) PEM texts (empty from
     /// slapproxy).
     pub fn partition_certificate(
@@ -546,6 +586,14 @@ impl SlapClient {
             field("key").unwrap_or_default(),
         ))
     }
+}
+
+/// What `signComputerPartitionCertificate` answers.
+#[derive(Debug, Clone)]
+pub struct SignedCertificate {
+    pub certificate: String,
+    /// The group's CA (PEM), when the master sends it.
+    pub ca: Option<String>,
 }
 
 /// GET of any `http(s)://` URL (a release artifact): the body of a 200 answer. An

@@ -350,7 +350,10 @@ fn process_partition(
     let owner = process::is_root().then_some((identity.uid, identity.gid));
     fsutil::mkdir_in(path, Path::new(".slapgrid/log"), owner)
         .map_err(io_err(&path.join(".slapgrid/log")))?;
-    refresh_certificate(node, pid, &identity)?;
+    if state != "destroyed" {
+        // (a destroyed partition's pair is removed with it, not issued anew)
+        refresh_certificate(node, pid, &identity)?;
+    }
     let _ = fsutil::remove_in(path, Path::new(&format!(".slapgrid-{pid}-error.log")));
     tracing::info!(state, "processing partition");
 
@@ -427,8 +430,8 @@ fn skip_check(
 ) -> Result<(), PartitionError> {
     let pid = partition.partition_id.as_str();
     let cid = node.cfg.computer_id.as_str();
-    // An unchanged partition's certificate is fetched again once a day (the master renews
-    // it within a third of its end; the new one is written in place, no restart).
+    // An unchanged partition's certificate is checked once a day (re-issued with a fresh
+    // key within a third of its lifetime of its end; written in place, no restart).
     if let Some((_, cert)) = node.cfg.partition_certificate_paths(pid) {
         let stale = std::fs::metadata(&cert)
             .and_then(|m| m.modified())
@@ -494,33 +497,29 @@ fn clear_reported(node: &Node, pid: &str) {
     let _ = std::fs::remove_file(reported_file(node, pid));
 }
 
-/// 4.8: the partition's certificate and key from the master, written 0400 and owned by
-/// the partition's user when a repository is configured (empty answers, as slapproxy
-/// gives, write nothing).
+/// 4.8: the partition's key and certificate in the certificate repository (0400, owned by
+/// the partition's user), when one is configured: the key made here, the certificate
+/// signed by the master from a request, re-issued when due (`partcert`); an older master
+/// delivers both as before.
 fn refresh_certificate(node: &Node, pid: &str, identity: &Identity) -> Result<(), PartitionError> {
     let Some((key_path, cert_path)) = node.cfg.partition_certificate_paths(pid) else {
         return Ok(());
     };
-    let (cert, key) = node
-        .client
-        .partition_certificate(&node.cfg.computer_id, pid)?;
-    if cert.is_empty() && key.is_empty() {
-        return Ok(());
-    }
     let owner = process::is_root().then_some((identity.uid, identity.gid));
-    for (file, content) in [(&cert_path, &cert), (&key_path, &key)] {
-        let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
-            continue;
-        };
-        let changed = write_in(dir, Path::new(name), content.as_bytes(), 0o400, owner)
-            .map_err(io_err(file))?;
-        if !changed {
-            // Checked now: the daily re-fetch counts from here (the repository is the
-            // agent's own directory).
-            if let Ok(f) = std::fs::File::open(file) {
-                let _ = f.set_modified(std::time::SystemTime::now());
-            }
-        }
+    let done = crate::partcert::refresh(
+        &node.client,
+        &node.cfg.computer_id,
+        pid,
+        &key_path,
+        &cert_path,
+        owner,
+        now_unix() as i64,
+    )?;
+    tracing::debug!(?done, "partition certificate");
+    // Checked now: the daily check of an unchanged partition counts from here (the
+    // repository is the agent's own directory).
+    if let Ok(f) = std::fs::File::open(&cert_path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod ini;
 pub mod instance;
 pub mod native;
 pub mod node;
+pub mod partcert;
 pub mod process;
 pub mod procfs;
 pub mod promise;
