@@ -196,6 +196,21 @@ pub fn read_text_in(base: &Path, rel: &str) -> Option<String> {
 
 /// The names of the regular files directly in `base/rel` (links and others skipped).
 pub fn list_files_in(base: &Path, rel: &Path) -> std::io::Result<Vec<String>> {
+    list_in(base, rel, |t| t.is_file())
+}
+
+/// The names of the entries directly in `base/rel` that are not directories (regular
+/// files and links: a partition's services), the directory itself reached without
+/// following a link.
+pub fn list_non_dirs_in(base: &Path, rel: &Path) -> std::io::Result<Vec<String>> {
+    list_in(base, rel, |t| !t.is_dir())
+}
+
+fn list_in(
+    base: &Path,
+    rel: &Path,
+    keep: impl Fn(std::fs::FileType) -> bool,
+) -> std::io::Result<Vec<String>> {
     let parts = parts(rel)?;
     let dir = match open_dir_in(base, &parts) {
         Ok(d) => d,
@@ -207,7 +222,7 @@ pub fn list_files_in(base: &Path, rel: &Path) -> std::io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&listing)? {
         let entry = entry?;
-        if entry.file_type().is_ok_and(|t| t.is_file()) {
+        if entry.file_type().is_ok_and(&keep) {
             if let Some(n) = entry.file_name().to_str() {
                 names.push(n.to_owned());
             }

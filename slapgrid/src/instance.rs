@@ -306,6 +306,9 @@ fn process_partition(
     let pid = partition.partition_id.as_str();
     let state = state_of(partition);
     let sr_url = software_url(partition);
+    if let Some(url) = &sr_url {
+        crate::software::check_release_url(url)?;
+    }
     let sr = sr_url
         .as_deref()
         .map(|u| release_path(&cfg.software_root, u));
@@ -847,22 +850,18 @@ fn variables(
     vars
 }
 
-/// The services of `etc/run` and `etc/service`, handed to the supervisor (4.4).
-fn start(node: &Node, pid: &str, path: &Path, identity: &Identity) -> Result<(), PartitionError> {
+/// The services of `etc/run` and `etc/service` (entries that are not directories). The
+/// partition is its user's: the two directories are listed without following a link (a
+/// link to a directory elsewhere lists nothing), each entry runs as the partition user.
+fn service_specs(path: &Path) -> Vec<ServiceSpec> {
     let mut services = Vec::new();
     for (dir, watched) in [("etc/run", false), ("etc/service", true)] {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path.join(dir))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        entries.sort();
-        for command in entries {
-            let name = command
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        let names = fsutil::list_non_dirs_in(path, Path::new(dir)).unwrap_or_else(|e| {
+            tracing::warn!(dir, error = %e, "services not listed");
+            Vec::new()
+        });
+        for name in names {
+            let command = path.join(dir).join(&name);
             // What the entry holds (a link or an unreadable file: no digest).
             let digest = crate::fsutil::read_in(path, &Path::new(dir).join(&name), 1 << 20)
                 .ok()
@@ -877,6 +876,12 @@ fn start(node: &Node, pid: &str, path: &Path, identity: &Identity) -> Result<(),
             });
         }
     }
+    services
+}
+
+/// The services of `etc/run` and `etc/service`, handed to the supervisor (4.4).
+fn start(node: &Node, pid: &str, path: &Path, identity: &Identity) -> Result<(), PartitionError> {
+    let services = service_specs(path);
     if services.is_empty() {
         tracing::warn!("no service in etc/run or etc/service");
         node.supervisor.remove(pid)?;
@@ -1060,8 +1065,13 @@ fn destroy(
         }
     }
     if let Some((key, cert)) = cfg.partition_certificate_paths(pid) {
-        let _ = std::fs::remove_file(key);
-        let _ = std::fs::remove_file(cert);
+        // With a renewal a crash may have left staged.
+        for f in [&key, &cert] {
+            let _ = std::fs::remove_file(f);
+            let mut staged = f.clone().into_os_string();
+            staged.push(".next");
+            let _ = std::fs::remove_file(staged);
+        }
     }
     // Everything of the instance goes; `.slapos-resource` describes the partition itself
     // (format writes it) and stays.
@@ -1130,6 +1140,56 @@ pub fn check_promises(node: &Node, only: &[String]) -> Result<Vec<(String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Partition ids come from the master and name directories, users' files and
+    /// supervisor groups: only plain names.
+    #[test]
+    fn partition_ids_that_are_not_plain_names_are_refused() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc",
+            "a/b",
+            "/etc",
+            ".hidden",
+            "slappart0\n",
+            "a b",
+            "a\0b",
+            "slappart0\r\nX-Evil: 1",
+            &"a".repeat(256),
+        ] {
+            assert!(!valid_partition_id(bad), "{bad:?}");
+        }
+        for good in ["slappart0", "SLAPPART-12", "p_1.2"] {
+            assert!(valid_partition_id(good), "{good}");
+        }
+    }
+
+    /// A partition's `etc/run` or `etc/service` that its user made a link to a directory
+    /// elsewhere lists no service.
+    #[test]
+    fn services_are_listed_without_following_a_linked_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("x"), "#!/bin/sh\n").unwrap();
+        let p = dir.path().join("part");
+        std::fs::create_dir_all(p.join("etc/run")).unwrap();
+        std::fs::write(p.join("etc/run/a"), "#!/bin/sh\n").unwrap();
+        std::fs::create_dir(p.join("etc/run/subdir")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, p.join("etc/service")).unwrap();
+        let names: Vec<(String, bool)> = service_specs(&p)
+            .into_iter()
+            .map(|s| (s.name, s.watched))
+            .collect();
+        assert_eq!(names, vec![("a".to_string(), false)]);
+        std::fs::create_dir_all(p.join("etc/promise")).unwrap();
+        std::fs::remove_file(p.join("etc/service")).unwrap();
+        std::fs::remove_dir(p.join("etc/promise")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, p.join("etc/promise")).unwrap();
+        assert!(promise::list(&p).is_empty());
+    }
 
     /// A release directory is the software user's: a template (or the manifest itself)
     /// it turned into a link to a file of the node's is refused, never rendered into the

@@ -188,42 +188,51 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), NodeEr
 }
 
 /// Removes a directory tree, making unreadable or unwritable directories 0700 first
-/// (a build may leave read-only trees behind).
+/// (a build may leave read-only trees behind). Nothing outside the tree is touched: the
+/// removal is std's (`openat`-based, no link followed), and the directories opened up
+/// are reached from their parent's descriptor with `O_NOFOLLOW`, so a directory a
+/// partition's (or the software) user swaps for a link meanwhile leads nowhere.
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(_) => {
-            fn open_up(p: &Path) {
-                use std::os::unix::ffi::OsStrExt;
-                let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-                    return;
-                };
-                // The directory itself, never what a link there points to.
-                // SAFETY: NUL-terminated path; the descriptor is closed below.
+            use std::os::fd::{FromRawFd, OwnedFd};
+            use std::os::unix::ffi::OsStrExt;
+            fn open_dir(at: libc::c_int, name: &std::ffi::OsStr) -> Option<OwnedFd> {
+                let c = std::ffi::CString::new(name.as_bytes()).ok()?;
+                // SAFETY: NUL-terminated name; the descriptor is owned below.
                 let fd = unsafe {
-                    libc::open(
+                    libc::openat(
+                        at,
                         c.as_ptr(),
                         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                     )
                 };
-                if fd < 0 {
+                // SAFETY: just opened.
+                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+            }
+            fn open_up(dir: OwnedFd, depth: usize) {
+                // SAFETY: a descriptor we own.
+                unsafe { libc::fchmod(dir.as_raw_fd(), 0o700) };
+                if depth > 4096 {
                     return;
                 }
-                // SAFETY: fd is ours.
-                unsafe {
-                    libc::fchmod(fd, 0o700);
-                    libc::close(fd);
-                }
-                if let Ok(entries) = std::fs::read_dir(p) {
-                    for e in entries.flatten() {
-                        if e.file_type().is_ok_and(|t| t.is_dir()) {
-                            open_up(&e.path());
+                let listing = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+                let Ok(entries) = std::fs::read_dir(&listing) else {
+                    return;
+                };
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        if let Some(child) = open_dir(dir.as_raw_fd(), &e.file_name()) {
+                            open_up(child, depth + 1);
                         }
                     }
                 }
             }
-            open_up(path);
+            if let Some(top) = open_dir(libc::AT_FDCWD, path.as_os_str()) {
+                open_up(top, 0);
+            }
             std::fs::remove_dir_all(path)
         }
     }
@@ -312,5 +321,28 @@ mod tests {
         // Never through a link.
         std::os::unix::fs::symlink(&fresh, dir.path().join("link.log")).unwrap();
         assert!(open_log(&dir.path().join("link.log"), true).is_err());
+    }
+
+    /// A tree with read-only directories is removed; a link in it to a directory
+    /// elsewhere is removed, not followed (its target keeps its mode and content).
+    #[test]
+    fn remove_tree_opens_up_read_only_trees_but_never_follows_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "x").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/f"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("a/link")).unwrap();
+        for d in ["a/b", "a"] {
+            std::fs::set_permissions(tree.join(d), std::fs::Permissions::from_mode(0o500)).unwrap();
+        }
+        remove_tree(&tree).unwrap();
+        assert!(!tree.exists());
+        assert!(outside.join("keep").exists());
+        assert_eq!(std::fs::metadata(&outside).unwrap().mode() & 0o777, 0o555);
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }

@@ -175,6 +175,7 @@ fn converge(
             if completed.exists() && !force {
                 return Ok(Outcome::UpToDate);
             }
+            check_release_url(url).map_err(InstallError::Node)?;
             match node.client.post("buildingSoftwareRelease", &form, None) {
                 Err(SlapError::NotFound { .. }) | Ok(_) => {}
                 Err(e) => return Err(e.into()),
@@ -199,6 +200,18 @@ fn converge(
             Ok(Outcome::Installed)
         }
     }
+}
+
+/// A release URL is one line of text: it goes into `buildout.cfg` (`extends = <url>`),
+/// the partitions' buildout tail and their templates. One with a control character (a
+/// newline would add buildout sections of the requester's) is refused.
+pub fn check_release_url(url: &str) -> Result<(), NodeError> {
+    if url.is_empty() || url.chars().any(char::is_control) {
+        return Err(NodeError::Invalid(format!(
+            "refusing software release URL {url:?}: empty or with a control character"
+        )));
+    }
+    Ok(())
 }
 
 /// The owner of the software root (slapsoft on a formatted node): releases are built as
@@ -518,6 +531,19 @@ mod tests {
     /// Issue 17.2: the agent installed native releases as root. Now everything happens
     /// as the software user: a file of the release only root can read is not installed,
     /// and what is installed is the software user's, group-readable, set-id bits gone.
+    #[test]
+    fn release_urls_with_control_characters_are_refused() {
+        for bad in [
+            "",
+            "http://h/x.cfg\n[buildout]\nparts = evil",
+            "/srv/x.toml\r",
+            "a\u{0}b",
+        ] {
+            assert!(check_release_url(bad).is_err(), "{bad:?}");
+        }
+        check_release_url("https://h/rel/software.cfg?x=1 y").unwrap();
+    }
+
     #[test]
     fn native_releases_install_as_the_software_user_never_root() {
         if !process::is_root() {
