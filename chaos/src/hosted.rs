@@ -384,11 +384,9 @@ impl Group for HostedCluster {
         let bin = self.bin.clone();
         let log_path = self.dir.join(format!("agent-{host}.log"));
         let node = self.nodes.get_mut(&host).ok_or(ClusterError::Unknown(id))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| io("open the agent's log", e))?;
+        // 0640, root's: the partition users may not read what the agent logs.
+        let log =
+            slapgrid::node::open_log(&log_path, true).map_err(|e| io("open the agent's log", e))?;
         let err = log.try_clone().map_err(|e| io("the agent's log", e))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &node.netns])

@@ -77,11 +77,13 @@ mode = "0750"
 [[instance.file]]
 path = "etc/service/main"
 mode = "0750"
+kind = "shell"
 content = "#!/bin/sh\nexec {{software_path}}/bin/service {{partition_path}}\n"
 
 [[instance.file]]
 path = "etc/promise/alive"
 mode = "0750"
+kind = "shell"
 content = "#!/bin/sh\ntest -d {{partition_path}}/etc\n"
 
 [instance.connection]

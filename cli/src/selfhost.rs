@@ -132,7 +132,9 @@ fn sha256_hex(path: &Path) -> Result<String> {
     Ok(slapgrid::digest::sha256_file(path)?)
 }
 
-/// The release for this binary, written (readable by a node's software user) into `dir`.
+/// The release for this binary, written (readable by a node's software user) into `dir`:
+/// the manifest, its script and a copy of this binary beside them (a node installs only
+/// files of the release's own directory, named relative to the manifest).
 fn write_release(dir: &Path) -> Result<String> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
@@ -140,14 +142,21 @@ fn write_release(dir: &Path) -> Result<String> {
     let script = dir.join("slapos-master.sh");
     std::fs::write(&script, SCRIPT)?;
     let binary = std::env::current_exe()?;
+    let sum = sha256_hex(&binary)?;
+    let copy = dir.join("slapos");
+    if !copy.exists() || sha256_hex(&copy)? != sum {
+        // A copy, not a link, swapped in whole (a node may be reading the previous one).
+        let tmp = dir.join(".slapos.partial");
+        std::fs::copy(&binary, &tmp)?;
+        std::fs::rename(&tmp, &copy)?;
+    }
     let manifest = MANIFEST
-        .replace("@SLAPOS_BINARY@", &binary.display().to_string())
-        .replace("@SLAPOS_SHA256@", &sha256_hex(&binary)?)
+        .replace("@SLAPOS_SHA256@", &sum)
         .replace("@SCRIPT_SHA256@", &sha256_hex(&script)?);
     let path = dir.join("software.toml");
     std::fs::write(&path, manifest)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
-    for f in [&script, &path] {
+    for f in [&script, &path, &copy] {
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644))?;
     }
     Ok(path.display().to_string())

@@ -196,7 +196,8 @@ pub fn in_netns(bin: &Path, netns: Option<&str>) -> Command {
 
 /// `slapos node daemon` for a node (in its namespace).
 pub fn spawn_daemon(bin: &Path, node: &NodeInfo) -> Result<Child> {
-    let log = std::fs::File::create(&node.log)?;
+    // 0640, root's: the partition users may not read what the agent logs.
+    let log = slapgrid::node::open_log(&node.log, false)?;
     Ok(in_netns(bin, node.netns.as_deref())
         .args(["node", "daemon", "-v", "--cfg"])
         .arg(&node.config)

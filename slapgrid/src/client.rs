@@ -512,6 +512,46 @@ impl SlapClient {
         }
     }
 
+    /// `signComputerPartitionCertificate`: the certificate of the partition's own key,
+    /// from its signing request (`csr`, PEM; the master names the identity). `Ok(None)`:
+    /// the gateway does not know the method (404: an older gateway or slapproxy).
+    pub fn sign_partition_certificate(
+        &self,
+        computer_id: &str,
+        partition_id: &str,
+        csr: &str,
+    ) -> Result<Option<SignedCertificate>, SlapError> {
+        let method = "signComputerPartitionCertificate";
+        let body = match self.post(
+            method,
+            &[
+                ("computer_id", computer_id),
+                ("computer_partition_id", partition_id),
+                ("csr", csr),
+            ],
+            None,
+        ) {
+            Ok(body) => body,
+            Err(SlapError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bad = |message: String| SlapError::BadAnswer {
+            method: method.into(),
+            message,
+        };
+        let answer: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        let certificate = answer["certificate"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| bad("no certificate".into()))?
+            .to_owned();
+        Ok(Some(SignedCertificate {
+            certificate,
+            ca: answer["ca"].as_str().map(str::to_owned),
+        }))
+    }
+
     /// `getComputerPartitionCertificate`: (certificate, key) PEM texts (empty from
     /// slapproxy).
     pub fn partition_certificate(
@@ -548,10 +588,29 @@ impl SlapClient {
     }
 }
 
+/// What `signComputerPartitionCertificate` answers.
+#[derive(Debug, Clone)]
+pub struct SignedCertificate {
+    pub certificate: String,
+    /// The group's CA (PEM), when the master sends it.
+    pub ca: Option<String>,
+}
+
 /// GET of any `http(s)://` URL (a release artifact): the body of a 200 answer. An
 /// https:// server must chain to one of `cas` (PEM bundles); with none, https is refused
 /// rather than left unverified.
 pub fn get_url(url: &str, cas: &[std::path::PathBuf]) -> Result<Vec<u8>, SlapError> {
+    let mut bundles = Vec::new();
+    for ca in cas {
+        bundles
+            .push(std::fs::read(ca).map_err(|e| SlapError::Tls(format!("{}: {e}", ca.display())))?);
+    }
+    get_url_trusting(url, &bundles)
+}
+
+/// [`get_url`] with the certificate authorities' PEM bundles already read (so that it
+/// can run where those files are not readable: as the software user).
+pub fn get_url_trusting(url: &str, cas: &[Vec<u8>]) -> Result<Vec<u8>, SlapError> {
     let mut client = SlapClient::new(&[url.to_owned()], None, None)?;
     if url.starts_with("https://") {
         if cas.is_empty() {
@@ -559,7 +618,7 @@ pub fn get_url(url: &str, cas: &[std::path::PathBuf]) -> Result<Vec<u8>, SlapErr
                 "{url}: no certificate authority to verify it with (install ca-certificates or set master_ca_file)"
             )));
         }
-        client.tls = Some(Arc::new(tls_config_roots(None, cas)?));
+        client.tls = Some(Arc::new(tls_config_pems(None, cas)?));
     }
     client.call(url, "GET", "", None, None)
 }
@@ -711,14 +770,25 @@ fn tls_config_roots(
     identity: Option<(&Path, &Path)>,
     cas: &[std::path::PathBuf],
 ) -> Result<ClientConfig, SlapError> {
+    let mut bundles = Vec::new();
+    for ca in cas {
+        bundles
+            .push(std::fs::read(ca).map_err(|e| SlapError::Tls(format!("{}: {e}", ca.display())))?);
+    }
+    tls_config_pems(identity, &bundles)
+}
+
+/// A TLS configuration trusting every certificate of the PEM bundles (their text).
+fn tls_config_pems(
+    identity: Option<(&Path, &Path)>,
+    cas: &[Vec<u8>],
+) -> Result<ClientConfig, SlapError> {
     let tls = |m: String| SlapError::Tls(m);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for ca in cas {
-        for cert in
-            CertificateDer::pem_file_iter(ca).map_err(|e| tls(format!("{}: {e}", ca.display())))?
-        {
-            let cert = cert.map_err(|e| tls(format!("{}: {e}", ca.display())))?;
+        for cert in CertificateDer::pem_slice_iter(ca) {
+            let cert = cert.map_err(|e| tls(format!("certificate authority: {e}")))?;
             // A system bundle may hold certificates rustls cannot use: skip those.
             let _ = roots.add(cert);
         }

@@ -147,6 +147,44 @@ fn read_checked(
     Ok(Some(out))
 }
 
+/// Opens the regular file `base/rel` for reading, following no symbolic link below
+/// `base` (`ELOOP`/`ENOTDIR` when one is on the way), never blocking on a FIFO. An error
+/// when it is missing or not a regular file.
+pub fn open_file_in(base: &Path, rel: &Path) -> std::io::Result<std::fs::File> {
+    let parts = parts(rel)?;
+    let (file, dirs) = parts
+        .split_last()
+        .ok_or_else(|| std::io::Error::other("empty path"))?;
+    let dir = open_dir_in(base, dirs)?;
+    let name = cstr(file)?;
+    // SAFETY: valid descriptor and name; the result is owned below.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: just opened.
+    let f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            rel.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// The first `n` bytes (or fewer) of the regular file `base/rel`, as [`open_file_in`]
+/// opens it: a script's `#!` line.
+pub fn read_head_in(base: &Path, rel: &Path, n: usize) -> std::io::Result<Vec<u8>> {
+    let f = open_file_in(base, rel)?;
+    let mut out = Vec::with_capacity(n);
+    f.take(n as u64).read_to_end(&mut out)?;
+    Ok(out)
+}
+
 /// A small text file of the partition (`.timestamp`, retention dates): `None` when
 /// absent or not a plain regular file of at most 4 KiB.
 pub fn read_text_in(base: &Path, rel: &str) -> Option<String> {
@@ -158,6 +196,21 @@ pub fn read_text_in(base: &Path, rel: &str) -> Option<String> {
 
 /// The names of the regular files directly in `base/rel` (links and others skipped).
 pub fn list_files_in(base: &Path, rel: &Path) -> std::io::Result<Vec<String>> {
+    list_in(base, rel, |t| t.is_file())
+}
+
+/// The names of the entries directly in `base/rel` that are not directories (regular
+/// files and links: a partition's services), the directory itself reached without
+/// following a link.
+pub fn list_non_dirs_in(base: &Path, rel: &Path) -> std::io::Result<Vec<String>> {
+    list_in(base, rel, |t| !t.is_dir())
+}
+
+fn list_in(
+    base: &Path,
+    rel: &Path,
+    keep: impl Fn(std::fs::FileType) -> bool,
+) -> std::io::Result<Vec<String>> {
     let parts = parts(rel)?;
     let dir = match open_dir_in(base, &parts) {
         Ok(d) => d,
@@ -169,7 +222,7 @@ pub fn list_files_in(base: &Path, rel: &Path) -> std::io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&listing)? {
         let entry = entry?;
-        if entry.file_type().is_ok_and(|t| t.is_file()) {
+        if entry.file_type().is_ok_and(&keep) {
             if let Some(n) = entry.file_name().to_str() {
                 names.push(n.to_owned());
             }

@@ -277,7 +277,8 @@ enum Done {
 }
 
 fn periodicity(node: &Node, sr: Option<&Path>) -> i64 {
-    sr.and_then(|sr| std::fs::read_to_string(sr.join("periodicity")).ok())
+    // A file of the software user's directory: never through a link, nor a FIFO.
+    sr.and_then(|sr| read_text_in(sr, "periodicity"))
         .and_then(|t| t.trim().parse::<i64>().ok())
         .unwrap_or(node.cfg.maximum_periodicity.as_secs() as i64)
 }
@@ -305,6 +306,9 @@ fn process_partition(
     let pid = partition.partition_id.as_str();
     let state = state_of(partition);
     let sr_url = software_url(partition);
+    if let Some(url) = &sr_url {
+        crate::software::check_release_url(url)?;
+    }
     let sr = sr_url
         .as_deref()
         .map(|u| release_path(&cfg.software_root, u));
@@ -349,7 +353,10 @@ fn process_partition(
     let owner = process::is_root().then_some((identity.uid, identity.gid));
     fsutil::mkdir_in(path, Path::new(".slapgrid/log"), owner)
         .map_err(io_err(&path.join(".slapgrid/log")))?;
-    refresh_certificate(node, pid, &identity)?;
+    if state != "destroyed" {
+        // (a destroyed partition's pair is removed with it, not issued anew)
+        refresh_certificate(node, pid, &identity)?;
+    }
     let _ = fsutil::remove_in(path, Path::new(&format!(".slapgrid-{pid}-error.log")));
     tracing::info!(state, "processing partition");
 
@@ -426,8 +433,8 @@ fn skip_check(
 ) -> Result<(), PartitionError> {
     let pid = partition.partition_id.as_str();
     let cid = node.cfg.computer_id.as_str();
-    // An unchanged partition's certificate is fetched again once a day (the master renews
-    // it within a third of its end; the new one is written in place, no restart).
+    // An unchanged partition's certificate is checked once a day (re-issued with a fresh
+    // key within a third of its lifetime of its end; written in place, no restart).
     if let Some((_, cert)) = node.cfg.partition_certificate_paths(pid) {
         let stale = std::fs::metadata(&cert)
             .and_then(|m| m.modified())
@@ -493,33 +500,29 @@ fn clear_reported(node: &Node, pid: &str) {
     let _ = std::fs::remove_file(reported_file(node, pid));
 }
 
-/// 4.8: the partition's certificate and key from the master, written 0400 and owned by
-/// the partition's user when a repository is configured (empty answers, as slapproxy
-/// gives, write nothing).
+/// 4.8: the partition's key and certificate in the certificate repository (0400, owned by
+/// the partition's user), when one is configured: the key made here, the certificate
+/// signed by the master from a request, re-issued when due (`partcert`); an older master
+/// delivers both as before.
 fn refresh_certificate(node: &Node, pid: &str, identity: &Identity) -> Result<(), PartitionError> {
     let Some((key_path, cert_path)) = node.cfg.partition_certificate_paths(pid) else {
         return Ok(());
     };
-    let (cert, key) = node
-        .client
-        .partition_certificate(&node.cfg.computer_id, pid)?;
-    if cert.is_empty() && key.is_empty() {
-        return Ok(());
-    }
     let owner = process::is_root().then_some((identity.uid, identity.gid));
-    for (file, content) in [(&cert_path, &cert), (&key_path, &key)] {
-        let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
-            continue;
-        };
-        let changed = write_in(dir, Path::new(name), content.as_bytes(), 0o400, owner)
-            .map_err(io_err(file))?;
-        if !changed {
-            // Checked now: the daily re-fetch counts from here (the repository is the
-            // agent's own directory).
-            if let Ok(f) = std::fs::File::open(file) {
-                let _ = f.set_modified(std::time::SystemTime::now());
-            }
-        }
+    let done = crate::partcert::refresh(
+        &node.client,
+        &node.cfg.computer_id,
+        pid,
+        &key_path,
+        &cert_path,
+        owner,
+        now_unix() as i64,
+    )?;
+    tracing::debug!(?done, "partition certificate");
+    // Checked now: the daily check of an unchanged partition counts from here (the
+    // repository is the agent's own directory).
+    if let Ok(f) = std::fs::File::open(&cert_path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
     }
     Ok(())
 }
@@ -575,29 +578,10 @@ fn install(
     if process::is_root() {
         let _ = process::lchown(&link, identity.uid, identity.gid);
     }
-    let manifest_path = sr.join(native::INSTALLED_MANIFEST);
-    if manifest_path.exists() {
-        let text = std::fs::read_to_string(&manifest_path).map_err(io_err(&manifest_path))?;
-        let manifest = Manifest::parse(&text).map_err(|e| PartitionError::Failed(e.to_string()))?;
+    if let Some(manifest) = installed_manifest(sr)? {
         let vars = variables(node, partition, path, sr);
         let owner = process::is_root().then_some((identity.uid, identity.gid));
-        for file in &manifest.instance.file {
-            let source = match (&file.content, &file.template) {
-                (Some(c), _) => c.clone(),
-                (None, Some(t)) => {
-                    let tp = sr.join(native::safe_relative(t).unwrap_or_default());
-                    std::fs::read_to_string(&tp).map_err(io_err(&tp))?
-                }
-                (None, None) => String::new(),
-            };
-            let text = native::render(&source, &vars, &file.path)
-                .map_err(|e| PartitionError::Failed(e.to_string()))?;
-            let mode = file
-                .mode
-                .as_deref()
-                .and_then(native::parse_mode)
-                .unwrap_or(0o640);
-            let rel = native::safe_relative(&file.path).unwrap_or_default();
+        for (rel, text, mode) in render_native(sr, &manifest, &vars)? {
             write_in(path, &rel, text.as_bytes(), mode, owner).map_err(io_err(&path.join(&rel)))?;
         }
         return Ok(Profile::Native(manifest, vars));
@@ -625,6 +609,66 @@ fn install(
     Ok(Profile::Buildout)
 }
 
+/// Largest manifest, template or buildout profile read from an installed release.
+const MAX_RELEASE_TEXT: u64 = 16 << 20;
+
+/// A file of the installed release, as text. The release directory is the software
+/// user's: root reads it without following a link (a template linked to a key of the
+/// node is refused, never rendered into the partition). `None`: absent.
+fn release_file(sr: &Path, rel: &Path) -> Result<Option<String>, PartitionError> {
+    match fsutil::read_in(sr, rel, MAX_RELEASE_TEXT) {
+        Ok(Some(bytes)) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| PartitionError::Failed(format!("{}: not UTF-8", sr.join(rel).display()))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(io_err(&sr.join(rel))(e).into()),
+    }
+}
+
+/// The native manifest of the release installed at `sr` (`None`: a buildout release).
+fn installed_manifest(sr: &Path) -> Result<Option<Manifest>, PartitionError> {
+    release_file(sr, Path::new(native::INSTALLED_MANIFEST))?
+        .map(|text| Manifest::parse(&text).map_err(|e| PartitionError::Failed(e.to_string())))
+        .transpose()
+}
+
+/// The instance files of a native release rendered with `vars`: (path in the partition,
+/// content, mode). Typed parameters are checked first, whether a file uses them or not.
+fn render_native(
+    sr: &Path,
+    manifest: &Manifest,
+    vars: &BTreeMap<String, String>,
+) -> Result<Vec<(PathBuf, String, u32)>, PartitionError> {
+    let failed = |e: native::NativeError| PartitionError::Failed(e.to_string());
+    manifest.check_parameters(vars).map_err(failed)?;
+    let mut out = Vec::new();
+    for file in &manifest.instance.file {
+        let template = match &file.template {
+            Some(t) => {
+                let rel = native::safe_relative(t).unwrap_or_default();
+                Some(release_file(sr, &rel)?.ok_or_else(|| {
+                    PartitionError::Failed(format!("template {t} is missing from {}", sr.display()))
+                })?)
+            }
+            None => None,
+        };
+        let text = manifest
+            .render_file(file, template.as_deref(), vars)
+            .map_err(failed)?;
+        let mode = file
+            .mode
+            .as_deref()
+            .and_then(native::parse_mode)
+            .unwrap_or(0o640);
+        out.push((
+            native::safe_relative(&file.path).unwrap_or_default(),
+            text,
+            mode,
+        ));
+    }
+    Ok(out)
+}
+
 fn buildout_instance(
     node: &Node,
     partition: &ComputerPartition,
@@ -634,17 +678,20 @@ fn buildout_instance(
 ) -> Result<(), PartitionError> {
     let cfg = &node.cfg;
     let pid = partition.partition_id.as_str();
-    let profile = ["instance.cfg", "template.cfg"]
-        .iter()
-        .map(|n| sr.join(n))
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            PartitionError::Failed(format!(
-                "Software Release {} is not correctly installed (no instance.cfg)",
-                sr.display()
-            ))
-        })?;
-    let mut text = std::fs::read_to_string(&profile).map_err(io_err(&profile))?;
+    // Files of the software user's directory, read by root: never through a link.
+    let mut profile = None;
+    for name in ["instance.cfg", "template.cfg"] {
+        if let Some(text) = release_file(sr, Path::new(name))? {
+            profile = Some(text);
+            break;
+        }
+    }
+    let mut text = profile.ok_or_else(|| {
+        PartitionError::Failed(format!(
+            "Software Release {} is not correctly installed (no instance.cfg)",
+            sr.display()
+        ))
+    })?;
     text.push_str("\n\n");
     text.push_str(&buildout_tail(node, partition));
     let owner = process::is_root().then_some((0, identity.gid));
@@ -657,12 +704,15 @@ fn buildout_instance(
     )
     .map_err(io_err(&path.join("buildout.cfg")))?;
     let buildout = sr.join("bin/buildout");
-    let words = process::shebang(&buildout).ok_or_else(|| {
-        PartitionError::Failed(format!(
-            "{} is missing or has no #! line",
-            buildout.display()
-        ))
-    })?;
+    let words = fsutil::read_head_in(sr, Path::new("bin/buildout"), 512)
+        .ok()
+        .and_then(|head| process::shebang_words(&head))
+        .ok_or_else(|| {
+            PartitionError::Failed(format!(
+                "{} is missing or has no #! line",
+                buildout.display()
+            ))
+        })?;
     let mut run = Run::new(&words[0], path, path);
     for w in &words[1..] {
         run = run.arg(w);
@@ -800,22 +850,18 @@ fn variables(
     vars
 }
 
-/// The services of `etc/run` and `etc/service`, handed to the supervisor (4.4).
-fn start(node: &Node, pid: &str, path: &Path, identity: &Identity) -> Result<(), PartitionError> {
+/// The services of `etc/run` and `etc/service` (entries that are not directories). The
+/// partition is its user's: the two directories are listed without following a link (a
+/// link to a directory elsewhere lists nothing), each entry runs as the partition user.
+fn service_specs(path: &Path) -> Vec<ServiceSpec> {
     let mut services = Vec::new();
     for (dir, watched) in [("etc/run", false), ("etc/service", true)] {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path.join(dir))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        entries.sort();
-        for command in entries {
-            let name = command
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        let names = fsutil::list_non_dirs_in(path, Path::new(dir)).unwrap_or_else(|e| {
+            tracing::warn!(dir, error = %e, "services not listed");
+            Vec::new()
+        });
+        for name in names {
+            let command = path.join(dir).join(&name);
             // What the entry holds (a link or an unreadable file: no digest).
             let digest = crate::fsutil::read_in(path, &Path::new(dir).join(&name), 1 << 20)
                 .ok()
@@ -830,6 +876,12 @@ fn start(node: &Node, pid: &str, path: &Path, identity: &Identity) -> Result<(),
             });
         }
     }
+    services
+}
+
+/// The services of `etc/run` and `etc/service`, handed to the supervisor (4.4).
+fn start(node: &Node, pid: &str, path: &Path, identity: &Identity) -> Result<(), PartitionError> {
+    let services = service_specs(path);
     if services.is_empty() {
         tracing::warn!("no service in etc/run or etc/service");
         node.supervisor.remove(pid)?;
@@ -859,12 +911,9 @@ fn publish(
     if manifest.instance.connection.is_empty() {
         return Ok(());
     }
-    let mut wanted = Vec::new();
-    for (k, t) in &manifest.instance.connection {
-        let v = native::render(t, vars, &format!("connection {k}"))
-            .map_err(|e| PartitionError::Failed(e.to_string()))?;
-        wanted.push((k.clone(), v));
-    }
+    let wanted = manifest
+        .render_connection(vars)
+        .map_err(|e| PartitionError::Failed(e.to_string()))?;
     let current = partition.connection_dict.get();
     let same = current.is_some_and(|c| {
         c.len() == wanted.len()
@@ -1016,8 +1065,13 @@ fn destroy(
         }
     }
     if let Some((key, cert)) = cfg.partition_certificate_paths(pid) {
-        let _ = std::fs::remove_file(key);
-        let _ = std::fs::remove_file(cert);
+        // With a renewal a crash may have left staged.
+        for f in [&key, &cert] {
+            let _ = std::fs::remove_file(f);
+            let mut staged = f.clone().into_os_string();
+            staged.push(".next");
+            let _ = std::fs::remove_file(staged);
+        }
     }
     // Everything of the instance goes; `.slapos-resource` describes the partition itself
     // (format writes it) and stays.
@@ -1081,4 +1135,99 @@ pub fn check_promises(node: &Node, only: &[String]) -> Result<Vec<(String, Strin
         }
     }
     Ok(broken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Partition ids come from the master and name directories, users' files and
+    /// supervisor groups: only plain names.
+    #[test]
+    fn partition_ids_that_are_not_plain_names_are_refused() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc",
+            "a/b",
+            "/etc",
+            ".hidden",
+            "slappart0\n",
+            "a b",
+            "a\0b",
+            "slappart0\r\nX-Evil: 1",
+            &"a".repeat(256),
+        ] {
+            assert!(!valid_partition_id(bad), "{bad:?}");
+        }
+        for good in ["slappart0", "SLAPPART-12", "p_1.2"] {
+            assert!(valid_partition_id(good), "{good}");
+        }
+    }
+
+    /// A partition's `etc/run` or `etc/service` that its user made a link to a directory
+    /// elsewhere lists no service.
+    #[test]
+    fn services_are_listed_without_following_a_linked_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("x"), "#!/bin/sh\n").unwrap();
+        let p = dir.path().join("part");
+        std::fs::create_dir_all(p.join("etc/run")).unwrap();
+        std::fs::write(p.join("etc/run/a"), "#!/bin/sh\n").unwrap();
+        std::fs::create_dir(p.join("etc/run/subdir")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, p.join("etc/service")).unwrap();
+        let names: Vec<(String, bool)> = service_specs(&p)
+            .into_iter()
+            .map(|s| (s.name, s.watched))
+            .collect();
+        assert_eq!(names, vec![("a".to_string(), false)]);
+        std::fs::create_dir_all(p.join("etc/promise")).unwrap();
+        std::fs::remove_file(p.join("etc/service")).unwrap();
+        std::fs::remove_dir(p.join("etc/promise")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, p.join("etc/promise")).unwrap();
+        assert!(promise::list(&p).is_empty());
+    }
+
+    /// A release directory is the software user's: a template (or the manifest itself)
+    /// it turned into a link to a file of the node's is refused, never rendered into the
+    /// partition where the partition user would read it.
+    #[test]
+    fn release_files_read_by_root_never_follow_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("computer.key");
+        std::fs::write(&secret, "PRIVATE KEY").unwrap();
+        let sr = dir.path().join("sr");
+        std::fs::create_dir(&sr).unwrap();
+        let manifest = "[release]\nname = \"t\"\n\n[[instance.file]]\npath = \"etc/k\"\n\
+                        kind = \"plain\"\ntemplate = \"k.in\"\n";
+        std::fs::write(sr.join("software.toml"), manifest).unwrap();
+        std::os::unix::fs::symlink(&secret, sr.join("k.in")).unwrap();
+        let m = installed_manifest(&sr).unwrap().unwrap();
+        let err = render_native(&sr, &m, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("k.in") && !err.contains("PRIVATE"), "{err}");
+
+        // A plain template renders.
+        std::fs::remove_file(sr.join("k.in")).unwrap();
+        std::fs::write(sr.join("k.in"), "x={{x}}\n").unwrap();
+        let vars = BTreeMap::from([("x".to_string(), "1".to_string())]);
+        let files = render_native(&sr, &m, &vars).unwrap();
+        assert_eq!(
+            files,
+            vec![(PathBuf::from("etc/k"), "x=1\n".to_string(), 0o640)]
+        );
+
+        // The manifest itself as a link.
+        std::fs::rename(sr.join("software.toml"), dir.path().join("m.toml")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("m.toml"), sr.join("software.toml")).unwrap();
+        assert!(installed_manifest(&sr).is_err());
+        // The release directory itself as a link (made by its owner in the software root).
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(dir.path(), &linked).unwrap();
+        assert!(installed_manifest(&linked).is_err());
+    }
 }

@@ -12,6 +12,7 @@ pub mod ini;
 pub mod instance;
 pub mod native;
 pub mod node;
+pub mod partcert;
 pub mod process;
 pub mod procfs;
 pub mod promise;
@@ -20,6 +21,9 @@ pub mod report;
 pub mod software;
 pub mod supervisor;
 pub mod sysdb;
+pub mod template;
+#[cfg(test)]
+mod testutil;
 pub mod watchdog;
 
 pub use config::{ConfigError, NodeConfig};

@@ -8,37 +8,53 @@
 //! periodicity = 3600              # optional: reprocess instances at least this often (s)
 //!
 //! [[artifact]]
-//! url = "hello.tar.gz"            # relative to the manifest, absolute path, file:// or http(s)://
+//! url = "hello.tar.gz"            # relative to the manifest (inside its directory), or http(s)://
 //! sha256 = "…"                    # required: the install fails on any mismatch
 //! dest = "."                      # inside the release directory
 //! unpack = true                   # tar archive (.tar, .tar.gz, .tgz) unpacked into dest
 //! mode = "0755"                   # optional, for a copied file
 //!
+//! [instance.parameter.port]       # optional: a typed parameter (refused unless an integer)
+//! type = "integer"
+//!
 //! [[instance.file]]               # rendered into the partition at each instance run
 //! path = "etc/service/hello"
 //! mode = "0750"
-//! content = "#!/bin/sh\nexec {{software_path}}/bin/hello --listen [{{ipv6}}]:{{param.port|8080}}\n"
+//! kind = "shell"                  # required: shell, toml, json or plain (how values are escaped)
+//! content = "#!/bin/sh\nexec {{software_path}}/bin/hello --port {{param.port|8080}} --name {{param.name}}\n"
 //! # or: template = "templates/hello.in" (a file of the installed release)
 //!
-//! [instance.connection]           # connection parameters published once started
+//! [instance.connection]           # connection parameters published once started (plain values)
 //! url = "http://[{{ipv6}}]:{{param.port|8080}}/"
 //! ```
 //!
-//! Templates know `{{name}}` and `{{name|default}}`, nothing else (no logic, no escapes):
-//! an instance profile is configuration, and a variable the template names but the
-//! partition does not have is an error that names it, never an empty string.
+//! Templates know `{{name}}` and `{{name|default}}`, nothing else (no logic): an instance
+//! profile is configuration, and a variable the template names but the partition does not
+//! have is an error that names it, never an empty string. **Every value is escaped for the
+//! file's kind** (`template.rs`): in a shell file `{{param.name}}` is one single-quoted
+//! word whatever the requester sent, so templates write it without quotes, and a
+//! substitution inside quotes (or anywhere escaping would not protect it) is refused when
+//! the manifest is parsed.
+//!
+//! Local artifacts are files of the release's own directory: a relative path without
+//! `..`, opened without following a symbolic link (`fsutil`); absolute paths and
+//! `file://` are refused, and the whole install runs as the software user, never root.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::template::{
+    FileKind, ParamType, ParameterSpec, ParameterTypes, Template, TemplateError,
+};
+
 /// The file name a native manifest has (any URL ending so is a native release).
 pub const MANIFEST_SUFFIX: &str = ".toml";
 /// Where the installed release keeps its manifest.
 pub const INSTALLED_MANIFEST: &str = "software.toml";
-/// Largest manifest read.
-const MAX_MANIFEST: u64 = 1 << 20;
+/// Largest manifest (and template) read.
+pub const MAX_MANIFEST: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NativeError {
@@ -46,8 +62,12 @@ pub enum NativeError {
     Manifest(String),
     #[error("artifact {url}: {message}")]
     Artifact { url: String, message: String },
-    #[error("template {file}: {message}")]
-    Template { file: String, message: String },
+    /// A local artifact the release may not name: outside its own directory, absolute,
+    /// `file://`, through a symbolic link.
+    #[error("artifact {artifact}: refused: {reason}")]
+    ArtifactPath { artifact: String, reason: String },
+    #[error(transparent)]
+    Template(#[from] TemplateError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -106,6 +126,9 @@ pub struct InstanceProfile {
     pub file: Vec<InstanceFile>,
     #[serde(default)]
     pub connection: BTreeMap<String, String>,
+    /// Typed parameters (`[instance.parameter.port] type = "integer"`).
+    #[serde(default)]
+    pub parameter: ParameterTypes,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,10 +137,20 @@ pub struct InstanceFile {
     pub path: String,
     #[serde(default)]
     pub mode: Option<String>,
+    /// How values are escaped; required (`Manifest::parse` says so when missing).
+    #[serde(default)]
+    pub kind: Option<FileKind>,
     #[serde(default)]
     pub content: Option<String>,
     #[serde(default)]
     pub template: Option<String>,
+}
+
+impl InstanceFile {
+    /// The file's kind (checked present by [`Manifest::parse`]).
+    pub fn kind(&self) -> FileKind {
+        self.kind.unwrap_or(FileKind::Plain)
+    }
 }
 
 /// Whether a release URL names a native manifest.
@@ -146,6 +179,10 @@ pub fn parse_mode(mode: &str) -> Option<u32> {
     u32::from_str_radix(mode.trim_start_matches("0o"), 8)
         .ok()
         .filter(|m| *m <= 0o7777)
+}
+
+fn is_remote(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
 }
 
 impl Manifest {
@@ -177,6 +214,13 @@ impl Manifest {
                     f.path
                 )));
             }
+            let Some(kind) = f.kind else {
+                return Err(NativeError::Manifest(format!(
+                    "instance file {:?}: kind is required (shell, toml, json or plain): it \
+                     says how the values substituted into it are escaped",
+                    f.path
+                )));
+            };
             if f.content.is_some() == f.template.is_some() {
                 return Err(NativeError::Manifest(format!(
                     "instance file {:?}: give exactly one of content and template",
@@ -193,42 +237,157 @@ impl Manifest {
                     NativeError::Manifest(format!("template {t:?} leaves the release directory"))
                 })?;
             }
+            // Checked now, so a release that would escape a value badly never installs.
+            if let Some(content) = &f.content {
+                Template::compile(content, kind, &f.path)?;
+            }
+        }
+        for (k, t) in &m.instance.connection {
+            Template::compile(t, FileKind::Plain, &format!("connection {k}"))?;
         }
         Ok(m)
     }
+
+    /// Renders the instance file `file` (its `content`, or `template_text` read from the
+    /// installed release) with `vars`, escaped for its kind.
+    pub fn render_file(
+        &self,
+        file: &InstanceFile,
+        template_text: Option<&str>,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<String, NativeError> {
+        let source = file
+            .content
+            .as_deref()
+            .or(template_text)
+            .unwrap_or_default();
+        let template = Template::compile(source, file.kind(), &file.path)?;
+        Ok(template.render(vars, &self.instance.parameter)?)
+    }
+
+    /// The connection parameters rendered (plain values).
+    pub fn render_connection(
+        &self,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Vec<(String, String)>, NativeError> {
+        let mut out = Vec::new();
+        for (k, t) in &self.instance.connection {
+            let template = Template::compile(t, FileKind::Plain, &format!("connection {k}"))?;
+            out.push((k.clone(), template.render(vars, &self.instance.parameter)?));
+        }
+        Ok(out)
+    }
+
+    /// Every typed parameter the instance has is what its type says (checked before any
+    /// file is written, used or not).
+    pub fn check_parameters(&self, vars: &BTreeMap<String, String>) -> Result<(), NativeError> {
+        for name in self.instance.parameter.keys() {
+            let key = format!("param.{name}");
+            if let Some(value) = vars.get(&key) {
+                crate::template::check_parameter(&key, value, &self.instance.parameter)?;
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Fetches `url` (http(s)://, file:// or a path, relative ones against `base`, the
-/// manifest's own URL) into `dest`.
+/// Where an artifact comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Downloaded.
+    Http(String),
+    /// A file of the (local) release's own directory: `dir` is the manifest's directory,
+    /// `rel` a plain relative path in it.
+    Local { dir: PathBuf, rel: PathBuf },
+}
+
+/// Where the artifact `url` of the manifest at `manifest_url` comes from. A local
+/// manifest names only http(s) URLs and paths relative to its own directory (no `..`,
+/// not absolute, not `file://`); a manifest from the network names only http(s) URLs
+/// (relative ones resolved against it). Anything else is refused, naming the artifact.
+pub fn artifact_source(url: &str, manifest_url: &str) -> Result<Source, NativeError> {
+    let refuse = |reason: &str| NativeError::ArtifactPath {
+        artifact: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if is_remote(url) {
+        return Ok(Source::Http(url.to_owned()));
+    }
+    if url.contains("://") {
+        return Err(refuse(
+            "only http(s):// URLs and paths relative to the manifest's directory are allowed",
+        ));
+    }
+    if url.starts_with('/') {
+        return Err(refuse(
+            "an absolute path: a local artifact is a file of the release's own directory, \
+             named relative to the manifest",
+        ));
+    }
+    if is_remote(manifest_url) {
+        return Ok(Source::Http(resolve(url, manifest_url)));
+    }
+    let rel = safe_relative(url)
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| refuse("a path leaving the manifest's directory (..)"))?;
+    let manifest = Path::new(manifest_url.strip_prefix("file://").unwrap_or(manifest_url));
+    let dir = manifest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    Ok(Source::Local { dir, rel })
+}
+
+/// Fetches the artifact `url` of the manifest at `base` into `dest` (created; it must
+/// not exist). Local files are opened below the manifest's directory without following
+/// any symbolic link, and must be regular files.
 pub fn fetch(
     url: &str,
     base: &str,
     dest: &Path,
     get_http: &dyn Fn(&str) -> Result<Vec<u8>, String>,
 ) -> Result<(), NativeError> {
-    let resolved = resolve(url, base);
-    let remote = |u: &str| u.starts_with("http://") || u.starts_with("https://");
-    if remote(base) && !remote(&resolved) {
-        // A manifest from the network never makes the agent read a local file.
-        return Err(NativeError::Artifact {
-            url: resolved,
-            message: "a manifest fetched over the network may only name http(s) artifacts".into(),
-        });
-    }
-    if remote(&resolved) {
-        let body = get_http(&resolved).map_err(|message| NativeError::Artifact {
-            url: resolved.clone(),
-            message,
-        })?;
-        std::fs::write(dest, body).map_err(io(dest))
-    } else {
-        let path = resolved.strip_prefix("file://").unwrap_or(&resolved);
-        std::fs::copy(path, dest)
-            .map(|_| ())
-            .map_err(|e| NativeError::Artifact {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o640)
+            .open(dest)
+            .map_err(io(dest))
+    };
+    match artifact_source(url, base)? {
+        Source::Http(resolved) => {
+            let body = get_http(&resolved).map_err(|message| NativeError::Artifact {
                 url: resolved.clone(),
-                message: e.to_string(),
-            })
+                message,
+            })?;
+            create()?.write_all(&body).map_err(io(dest))
+        }
+        Source::Local { dir, rel } => {
+            let mut file = crate::fsutil::open_file_in(&dir, &rel).map_err(|e| {
+                let reason = if e.raw_os_error() == Some(libc::ELOOP)
+                    || e.raw_os_error() == Some(libc::ENOTDIR)
+                {
+                    format!(
+                        "a symbolic link on its path ({e}): artifacts are files of the \
+                         release's own directory"
+                    )
+                } else {
+                    format!("{}: {e}", dir.join(&rel).display())
+                };
+                NativeError::ArtifactPath {
+                    artifact: url.to_owned(),
+                    reason,
+                }
+            })?;
+            let mut out = create()?;
+            std::io::copy(&mut file, &mut out).map_err(io(dest))?;
+            Ok(())
+        }
     }
 }
 
@@ -248,60 +407,41 @@ pub fn read_manifest(
     url: &str,
     get_http: &dyn Fn(&str) -> Result<Vec<u8>, String>,
 ) -> Result<(String, Manifest), NativeError> {
-    let text = if url.starts_with("http://") || url.starts_with("https://") {
+    let text = if is_remote(url) {
         let body = get_http(url).map_err(|message| NativeError::Artifact {
             url: url.to_owned(),
             message,
         })?;
-        String::from_utf8(body).map_err(|_| NativeError::Manifest("not UTF-8".into()))?
-    } else {
-        let path = Path::new(url.strip_prefix("file://").unwrap_or(url));
-        let meta = std::fs::metadata(path).map_err(io(path))?;
-        if meta.len() > MAX_MANIFEST {
+        if body.len() as u64 > MAX_MANIFEST {
             return Err(NativeError::Manifest(format!(
                 "larger than {MAX_MANIFEST} bytes"
             )));
         }
-        std::fs::read_to_string(path).map_err(io(path))?
+        String::from_utf8(body).map_err(|_| NativeError::Manifest("not UTF-8".into()))?
+    } else {
+        use std::io::Read;
+        let path = Path::new(url.strip_prefix("file://").unwrap_or(url));
+        let file = std::fs::File::open(path).map_err(io(path))?;
+        let meta = file.metadata().map_err(io(path))?;
+        if !meta.is_file() {
+            return Err(NativeError::Manifest(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_MANIFEST + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io(path))?;
+        if bytes.len() as u64 > MAX_MANIFEST {
+            return Err(NativeError::Manifest(format!(
+                "larger than {MAX_MANIFEST} bytes"
+            )));
+        }
+        String::from_utf8(bytes).map_err(|_| NativeError::Manifest("not UTF-8".into()))?
     };
     let manifest = Manifest::parse(&text)?;
     Ok((text, manifest))
-}
-
-/// Renders `{{name}}` / `{{name|default}}` with `vars`.
-pub fn render(
-    template: &str,
-    vars: &BTreeMap<String, String>,
-    file: &str,
-) -> Result<String, NativeError> {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| NativeError::Template {
-            file: file.to_owned(),
-            message: "unclosed {{".into(),
-        })?;
-        let expr = after[..end].trim();
-        let (name, default) = match expr.split_once('|') {
-            Some((n, d)) => (n.trim(), Some(d.trim())),
-            None => (expr, None),
-        };
-        match (vars.get(name), default) {
-            (Some(v), _) => out.push_str(v),
-            (None, Some(d)) => out.push_str(d),
-            (None, None) => {
-                return Err(NativeError::Template {
-                    file: file.to_owned(),
-                    message: format!("unknown variable {name:?}"),
-                })
-            }
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -319,9 +459,13 @@ sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 dest = "bin/hello"
 mode = "0755"
 
+[instance.parameter.port]
+type = "integer"
+
 [[instance.file]]
 path = "etc/service/hello"
 mode = "0750"
+kind = "shell"
 content = "#!/bin/sh\nexec {{software_path}}/bin/hello {{param.port|8080}}\n"
 
 [instance.connection]
@@ -336,19 +480,26 @@ url = "http://[{{ipv6}}]:{{param.port|8080}}/"
         let mut vars = BTreeMap::new();
         vars.insert("software_path".to_string(), "/opt/x".to_string());
         vars.insert("ipv6".to_string(), "::1".to_string());
-        let content = m.instance.file[0].content.as_deref().unwrap();
+        let file = &m.instance.file[0];
         assert_eq!(
-            render(content, &vars, "f").unwrap(),
-            "#!/bin/sh\nexec /opt/x/bin/hello 8080\n"
+            m.render_file(file, None, &vars).unwrap(),
+            "#!/bin/sh\nexec '/opt/x'/bin/hello '8080'\n"
         );
         vars.insert("param.port".to_string(), "9".to_string());
         assert_eq!(
-            render(&m.instance.connection["url"], &vars, "c").unwrap(),
-            "http://[::1]:9/"
+            m.render_connection(&vars).unwrap(),
+            vec![("url".to_string(), "http://[::1]:9/".to_string())]
         );
-        let err = render("{{nope}}", &vars, "f").unwrap_err();
+        vars.insert("param.port".to_string(), "9; reboot".to_string());
+        let err = m.check_parameters(&vars).unwrap_err();
+        assert!(err.to_string().contains("param.port"), "{err}");
+        let mut empty = BTreeMap::new();
+        empty.insert("software_path".to_string(), "/x".to_string());
+        let err = Template::compile("{{nope}}", FileKind::Plain, "f")
+            .unwrap()
+            .render(&empty, &ParameterTypes::new())
+            .unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
-        assert!(render("{{open", &vars, "f").is_err());
     }
 
     #[test]
@@ -359,8 +510,32 @@ url = "http://[{{ipv6}}]:{{param.port|8080}}/"
             MANIFEST.replace("sha256 = \"ba78", "sha256 = \"zz78"),
             MANIFEST.replace("periodicity = 60", "periodicity = 60\nsurprise = 1"),
             MANIFEST.replace("mode = \"0750\"", "mode = \"rwx\""),
+            MANIFEST.replace("type = \"integer\"", "type = \"float\""),
         ] {
             assert!(Manifest::parse(&bad).is_err(), "accepted:\n{bad}");
+        }
+    }
+
+    #[test]
+    fn an_instance_file_without_a_kind_is_refused_saying_why() {
+        let bad = MANIFEST.replace("kind = \"shell\"\n", "");
+        let err = Manifest::parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("etc/service/hello") && err.contains("kind is required"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_shell_template_quoting_a_value_itself_is_refused_at_parse_time() {
+        // (the double quotes escaped for the TOML string that holds the template)
+        for quoted in ["'{{param.port|8080}}'", "\\\"{{param.port|8080}}\\\""] {
+            let bad = MANIFEST.replace("{{param.port|8080}}\\n", &format!("{quoted}\\n"));
+            let err = Manifest::parse(&bad).unwrap_err().to_string();
+            assert!(
+                err.contains("etc/service/hello") && err.contains("without quotes"),
+                "{quoted}: {err}"
+            );
         }
     }
 
@@ -371,8 +546,73 @@ url = "http://[{{ipv6}}]:{{param.port|8080}}/"
             resolve("a.tgz", "http://h/rel/software.toml"),
             "http://h/rel/a.tgz"
         );
-        assert_eq!(resolve("/abs/a", "http://h/x.toml"), "/abs/a");
         assert!(is_native("http://h/x/software.toml?v=1"));
         assert!(!is_native("http://h/x/software.cfg"));
+        assert_eq!(
+            artifact_source("a.tgz", "http://h/rel/software.toml").unwrap(),
+            Source::Http("http://h/rel/a.tgz".into())
+        );
+        assert_eq!(
+            artifact_source("bin/./a", "/srv/rel/software.toml").unwrap(),
+            Source::Local {
+                dir: "/srv/rel".into(),
+                rel: "bin/a".into()
+            }
+        );
+        assert_eq!(
+            artifact_source("a", "file:///srv/rel/software.toml").unwrap(),
+            Source::Local {
+                dir: "/srv/rel".into(),
+                rel: "a".into()
+            }
+        );
+    }
+
+    /// Issue 17.2: a local manifest named `…/etc/computer.key` and root copied the key
+    /// into the release. A local artifact is now a file of the release's own directory.
+    #[test]
+    fn a_local_manifest_cannot_name_a_file_outside_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("computer.key");
+        std::fs::write(&secret, "PRIVATE KEY").unwrap();
+        let rel = dir.path().join("rel");
+        std::fs::create_dir(&rel).unwrap();
+        std::fs::create_dir(rel.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&secret, rel.join("key-link")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), rel.join("dir-link")).unwrap();
+        std::fs::write(rel.join("sub/ok"), "fine").unwrap();
+        let manifest = rel.join("software.toml").display().to_string();
+        let no_http = |_: &str| -> Result<Vec<u8>, String> { Err("no network here".into()) };
+        for (url, why) in [
+            (secret.display().to_string(), "absolute path"),
+            (format!("file://{}", secret.display()), "http(s)"),
+            ("../computer.key".to_string(), "leaving"),
+            ("sub/../../computer.key".to_string(), "leaving"),
+            ("key-link".to_string(), "symbolic link"),
+            ("dir-link/computer.key".to_string(), "symbolic link"),
+            ("ftp://h/x".to_string(), "http(s)"),
+        ] {
+            let dest = dir.path().join("copy");
+            let err = fetch(&url, &manifest, &dest, &no_http).unwrap_err();
+            assert!(
+                matches!(&err, NativeError::ArtifactPath { artifact, .. } if *artifact == url)
+                    && err.to_string().contains(why),
+                "{url}: {err}"
+            );
+            assert!(!dest.exists(), "{url} was copied");
+        }
+        // A file of the release's own directory is fine.
+        let dest = dir.path().join("copy");
+        fetch("sub/ok", &manifest, &dest, &no_http).unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "fine");
+        // A manifest from the network names no local file at all.
+        let err = fetch(
+            &secret.display().to_string(),
+            "http://h/rel/software.toml",
+            &dir.path().join("copy2"),
+            &no_http,
+        )
+        .unwrap_err();
+        assert!(matches!(err, NativeError::ArtifactPath { .. }), "{err}");
     }
 }

@@ -138,6 +138,37 @@ impl RunLock {
     }
 }
 
+/// Opens (creates) a log of the agent's at `path` for writing, appended to or emptied:
+/// 0640 and, as root, root's user and group, whatever an earlier run left (an existing
+/// log is tightened), never through a symbolic link. The agent's log names releases,
+/// partitions and the errors their users caused: the partition users, members of the
+/// software group and never of root's, may not read it.
+pub fn open_log(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .write(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    if append {
+        options.append(true);
+    } else {
+        options.truncate(true);
+    }
+    let file = options.open(path)?;
+    // SAFETY: plain system calls on a descriptor we own.
+    unsafe {
+        if crate::process::is_root() && libc::fchown(file.as_raw_fd(), 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::fchmod(file.as_raw_fd(), 0o640) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(file)
+}
+
 /// Seconds since the epoch.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
@@ -157,42 +188,51 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), NodeEr
 }
 
 /// Removes a directory tree, making unreadable or unwritable directories 0700 first
-/// (a build may leave read-only trees behind).
+/// (a build may leave read-only trees behind). Nothing outside the tree is touched: the
+/// removal is std's (`openat`-based, no link followed), and the directories opened up
+/// are reached from their parent's descriptor with `O_NOFOLLOW`, so a directory a
+/// partition's (or the software) user swaps for a link meanwhile leads nowhere.
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(_) => {
-            fn open_up(p: &Path) {
-                use std::os::unix::ffi::OsStrExt;
-                let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-                    return;
-                };
-                // The directory itself, never what a link there points to.
-                // SAFETY: NUL-terminated path; the descriptor is closed below.
+            use std::os::fd::{FromRawFd, OwnedFd};
+            use std::os::unix::ffi::OsStrExt;
+            fn open_dir(at: libc::c_int, name: &std::ffi::OsStr) -> Option<OwnedFd> {
+                let c = std::ffi::CString::new(name.as_bytes()).ok()?;
+                // SAFETY: NUL-terminated name; the descriptor is owned below.
                 let fd = unsafe {
-                    libc::open(
+                    libc::openat(
+                        at,
                         c.as_ptr(),
                         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                     )
                 };
-                if fd < 0 {
+                // SAFETY: just opened.
+                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+            }
+            fn open_up(dir: OwnedFd, depth: usize) {
+                // SAFETY: a descriptor we own.
+                unsafe { libc::fchmod(dir.as_raw_fd(), 0o700) };
+                if depth > 4096 {
                     return;
                 }
-                // SAFETY: fd is ours.
-                unsafe {
-                    libc::fchmod(fd, 0o700);
-                    libc::close(fd);
-                }
-                if let Ok(entries) = std::fs::read_dir(p) {
-                    for e in entries.flatten() {
-                        if e.file_type().is_ok_and(|t| t.is_dir()) {
-                            open_up(&e.path());
+                let listing = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+                let Ok(entries) = std::fs::read_dir(&listing) else {
+                    return;
+                };
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        if let Some(child) = open_dir(dir.as_raw_fd(), &e.file_name()) {
+                            open_up(child, depth + 1);
                         }
                     }
                 }
             }
-            open_up(path);
+            if let Some(top) = open_dir(libc::AT_FDCWD, path.as_os_str()) {
+                open_up(top, 0);
+            }
             std::fs::remove_dir_all(path)
         }
     }
@@ -241,4 +281,68 @@ pub fn check_free_space(path: &Path, needed: u64, what: &str) -> Result<(), Node
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// Issue 17.2: the agent's log was world-readable (0644) and showed an artifact's
+    /// sha256. Created or found, it is 0640 and (root) root's group.
+    #[test]
+    fn the_agent_s_log_is_not_readable_by_partition_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("daemon.log");
+        std::fs::write(&log, "earlier run\n").unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+        if crate::process::is_root() {
+            std::os::unix::fs::chown(&log, Some(65534), Some(65534)).unwrap();
+        }
+        {
+            use std::io::Write;
+            let mut f = open_log(&log, true).unwrap();
+            f.write_all(b"next run\n").unwrap();
+        }
+        let meta = std::fs::metadata(&log).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        if crate::process::is_root() {
+            assert_eq!((meta.uid(), meta.gid()), (0, 0));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "earlier run\nnext run\n"
+        );
+        open_log(&log, false).unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
+        let fresh = dir.path().join("fresh.log");
+        open_log(&fresh, false).unwrap();
+        assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o7777, 0o640);
+        // Never through a link.
+        std::os::unix::fs::symlink(&fresh, dir.path().join("link.log")).unwrap();
+        assert!(open_log(&dir.path().join("link.log"), true).is_err());
+    }
+
+    /// A tree with read-only directories is removed; a link in it to a directory
+    /// elsewhere is removed, not followed (its target keeps its mode and content).
+    #[test]
+    fn remove_tree_opens_up_read_only_trees_but_never_follows_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "x").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/f"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("a/link")).unwrap();
+        for d in ["a/b", "a"] {
+            std::fs::set_permissions(tree.join(d), std::fs::Permissions::from_mode(0o500)).unwrap();
+        }
+        remove_tree(&tree).unwrap();
+        assert!(!tree.exists());
+        assert!(outside.join("keep").exists());
+        assert_eq!(std::fs::metadata(&outside).unwrap().mode() & 0o777, 0o555);
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
 }

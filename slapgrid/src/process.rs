@@ -209,6 +209,75 @@ pub fn drop_privileges(
     Ok(())
 }
 
+/// Runs `f` as `identity`, on a thread of its own whose credentials are dropped for
+/// good before `f` starts: supplementary groups, gid and uid (real, effective and saved,
+/// so it cannot regain root; its capabilities go with uid 0), its own umask 027 and
+/// working directory (`unshare(CLONE_FS)`). The rest of the agent stays root meanwhile
+/// and the thread ends with `f`. What `f` touches and every program it starts are
+/// `identity`'s: a release is fetched, copied and unpacked as the software user, never
+/// as root. Not root: `f` runs here as is (the agent is unprivileged already).
+///
+/// Linux keeps credentials per thread; glibc's `setuid` & co. change every thread of the
+/// process (which would drop the whole agent), so the raw system calls are made here.
+pub fn run_as<T: Send>(
+    identity: &Identity,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, ProcessError> {
+    if !is_root() {
+        return Ok(f());
+    }
+    if identity.uid == 0 || identity.gid == 0 {
+        return Err(ProcessError::Root {
+            program: "(in-process work)".into(),
+            uid: identity.uid,
+            gid: identity.gid,
+        });
+    }
+    let groups = group_list(&identity.name, identity.gid);
+    let (uid, gid) = (identity.uid, identity.gid);
+    std::thread::scope(|s| {
+        let handle = s.spawn(move || -> Result<T, ProcessError> {
+            drop_thread_credentials(&groups, uid, gid)?;
+            Ok(f())
+        });
+        match handle.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// This thread only becomes `uid`/`gid` with `groups`, for good.
+fn drop_thread_credentials(groups: &[libc::gid_t], uid: u32, gid: u32) -> Result<(), ProcessError> {
+    let os = |what: &str| {
+        let e = std::io::Error::last_os_error();
+        ProcessError::Io(std::io::Error::new(e.kind(), format!("{what}: {e}")))
+    };
+    // SAFETY: plain system calls on this thread's own attributes; `groups` outlives them.
+    unsafe {
+        if libc::unshare(libc::CLONE_FS) != 0 {
+            return Err(os("unshare(CLONE_FS)"));
+        }
+        libc::umask(0o027);
+        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
+            return Err(os("setgroups"));
+        }
+        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
+            return Err(os("setresgid"));
+        }
+        if libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
+            return Err(os("setresuid"));
+        }
+        // Regaining root must fail.
+        if libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0 || libc::geteuid() == 0 {
+            return Err(ProcessError::Io(std::io::Error::other(
+                "the thread could regain root",
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A new session (own process group) and `umask`, as the current user: for the agent's
 /// own helpers (`tar`), never for anything a partition or a release provides.
 pub fn own_session(command: &mut Command, umask: u32) {
@@ -408,7 +477,16 @@ fn read_tail(fd: OwnedFd) -> String {
 pub fn shebang(path: &Path) -> Option<Vec<String>> {
     let mut head = [0u8; 512];
     let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
-    let text = std::str::from_utf8(&head[..n]).ok()?;
+    shebang_words(&head[..n])
+}
+
+/// The interpreter words of the `#!` line at the start of `head`.
+pub fn shebang_words(head: &[u8]) -> Option<Vec<String>> {
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        // A multi-byte character cut at the end of the head.
+        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+    };
     let line = text.strip_prefix("#!")?.lines().next()?;
     let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
     (!words.is_empty()).then_some(words)
@@ -474,6 +552,48 @@ mod tests {
         );
         // The detached sleep is found by its session and stopped.
         let _ = Command::new("pkill").args(["-f", "^sleep 30$"]).status();
+    }
+
+    /// What the agent does for a release happens as the software user: files, reads and
+    /// the programs it starts; the rest of the agent stays root.
+    #[test]
+    fn run_as_drops_the_thread_s_credentials_only() {
+        if !is_root() {
+            return;
+        }
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let user = crate::testutil::TestUser::new("runas");
+        let who = user.identity.clone();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let secret = dir.path().join("computer.key");
+        std::fs::write(&secret, "PRIVATE").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let made = dir.path().join("made");
+        let (euid, read, id) = run_as(&who, || {
+            std::fs::write(&made, "x").unwrap();
+            let id = Run::new("/bin/sh", "/", Path::new("/"))
+                .arg("-c")
+                .arg("id -u; id -g")
+                .output()
+                .unwrap()
+                .output;
+            // SAFETY: no memory effects.
+            (unsafe { libc::geteuid() }, std::fs::read(&secret), id)
+        })
+        .unwrap();
+        assert_eq!(euid, who.uid);
+        assert_eq!(
+            read.unwrap_err().kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "the thread read root's file"
+        );
+        assert_eq!(id, format!("{}\n{}\n", who.uid, who.gid));
+        let meta = std::fs::metadata(&made).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (who.uid, who.gid));
+        assert_eq!(meta.mode() & 0o777, 0o640, "umask 027 on the thread");
+        assert!(is_root(), "the agent itself stays root");
+        assert!(run_as(&Identity::by_name("root").unwrap(), || ()).is_err());
     }
 
     #[test]

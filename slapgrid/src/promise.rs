@@ -57,22 +57,22 @@ const MAX_CACHE: u64 = 64 << 10;
 /// Each promise's log keeps this much of its tail.
 const MAX_LOG: usize = 64 << 10;
 
-/// The legacy promises of a partition, sorted by name.
+/// The legacy promises of a partition, sorted by name: executable entries of
+/// `etc/promise`, the directory reached without following a link (the partition is its
+/// user's; each promise runs as that user).
 pub fn list(partition: &Path) -> Vec<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let mut out: Vec<PathBuf> = std::fs::read_dir(partition.join("etc/promise"))
+    let dir = partition.join("etc/promise");
+    crate::fsutil::list_non_dirs_in(partition, Path::new("etc/promise"))
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
+        .map(|name| dir.join(name))
         .filter(|p| {
             std::fs::metadata(p)
                 .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
                 .unwrap_or(false)
         })
-        .collect();
-    out.sort();
-    out
+        .collect()
 }
 
 /// Runs the partition's promises; the first broken one is returned.

@@ -134,6 +134,17 @@ struct Owner<'a> {
     /// those of its services' sessions.
     shared_uid: bool,
     sessions: &'a [u32],
+    /// Its disk use, measured as its user (see [`partition_disk_bytes`]).
+    disk: u64,
+}
+
+/// A partition's disk use, walked as the partition's user (root never walks a tree its
+/// user can change under it; it would see no more than the user can anyway).
+pub fn partition_disk_bytes(owner: &Identity, path: &Path) -> u64 {
+    crate::process::run_as(owner, || disk_bytes(path)).unwrap_or_else(|e| {
+        tracing::warn!(path = %path.display(), error = %e, "disk use not measured");
+        0
+    })
 }
 
 /// The agent's own measure of a partition since the last report: the CPU seconds its
@@ -143,7 +154,6 @@ struct Owner<'a> {
 /// report frequency.
 fn measure(
     pid: &str,
-    path: &Path,
     who: &Owner<'_>,
     procs: &[ProcSample],
     hours: f64,
@@ -182,7 +192,7 @@ fn measure(
         measured(
             "service_module/disk_used",
             format!("Disk of {pid} (MiB·h)"),
-            mib(disk_bytes(path)) * hours,
+            mib(who.disk) * hours,
             pid,
         ),
     ]
@@ -352,8 +362,9 @@ pub fn run(node: &Node) -> Result<UsageReport, NodeError> {
             uid: owner.uid,
             shared_uid: owner.uid == me.uid,
             sessions: &sessions,
+            disk: partition_disk_bytes(&owner, &path),
         };
-        let mut movements = measure(&pid, &path, &who, &procs, hours, &mut state, &mut next);
+        let mut movements = measure(&pid, &who, &procs, hours, &mut state, &mut next);
         let (files, used, failure) = instance_reports(node, &pid, &path, &owner);
         movements.extend(files.into_iter().flat_map(|c| c.movements));
         consumed.extend(used);

@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 
 use slapos_proto::slap::SoftwareRelease;
 
-use crate::client::{get_url, SlapError};
+use crate::client::{get_url_trusting, SlapError};
 use crate::digest::{md5_hex, sha256_file};
 use crate::fsutil::write_in;
 use crate::native::{self, Manifest, NativeError};
 use crate::node::{io_err, remove_tree, Node, NodeError};
+use crate::process::{self, Identity, Run};
 
 /// Debian's bundle of the system's certificate authorities.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-use crate::process::{self, Identity, Run};
 
 #[derive(Debug, Clone, Default)]
 pub struct SoftwareOptions {
@@ -45,7 +45,7 @@ pub fn release_path(software_root: &Path, url: &str) -> PathBuf {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum InstallError {
+pub enum InstallError {
     #[error("Failed to run buildout profile in directory '{dir}':\n{output}\n")]
     Buildout { dir: String, output: String },
     #[error(transparent)]
@@ -121,7 +121,9 @@ pub fn run(node: &Node, opts: &SoftwareOptions) -> Result<SoftwareReport, NodeEr
                 || entry.path().join(native::INSTALLED_MANIFEST).exists();
             if is_release && has_profile && !keep.contains(&name) {
                 tracing::info!(dir = %entry.path().display(), "garbage-collecting release");
-                remove_tree(&entry.path()).map_err(io_err(&entry.path()))?;
+                let owner = software_owner(node)?;
+                let path = entry.path();
+                process::run_as(&owner, || remove_tree(&path))?.map_err(io_err(&path))?;
             }
         }
     }
@@ -159,7 +161,9 @@ fn converge(
         "destroyed" => {
             if sr.exists() {
                 tracing::info!("removing software release");
-                remove_tree(sr)
+                // The release directory is the software user's: removed as that user.
+                let owner = software_owner(node)?;
+                process::run_as(&owner, || remove_tree(sr))?
                     .map_err(io_err(sr))
                     .map_err(InstallError::Node)?;
             }
@@ -171,6 +175,7 @@ fn converge(
             if completed.exists() && !force {
                 return Ok(Outcome::UpToDate);
             }
+            check_release_url(url).map_err(InstallError::Node)?;
             match node.client.post("buildingSoftwareRelease", &form, None) {
                 Err(SlapError::NotFound { .. }) | Ok(_) => {}
                 Err(e) => return Err(e.into()),
@@ -197,33 +202,56 @@ fn converge(
     }
 }
 
-/// The owner of the software root (slapsoft on a formatted node): releases are built as
-/// that user, never as root.
-fn software_owner(node: &Node) -> Result<Identity, NodeError> {
-    Identity::owner_of(&node.cfg.software_root).map_err(io_err(&node.cfg.software_root))
-}
-
-fn chown_if_root(path: &Path, owner: &Identity) -> Result<(), NodeError> {
-    if process::is_root() {
-        process::lchown(path, owner.uid, owner.gid).map_err(io_err(path))?;
+/// A release URL is one line of text: it goes into `buildout.cfg` (`extends = <url>`),
+/// the partitions' buildout tail and their templates. One with a control character (a
+/// newline would add buildout sections of the requester's) is refused.
+pub fn check_release_url(url: &str) -> Result<(), NodeError> {
+    if url.is_empty() || url.chars().any(char::is_control) {
+        return Err(NodeError::Invalid(format!(
+            "refusing software release URL {url:?}: empty or with a control character"
+        )));
     }
     Ok(())
 }
 
+/// The owner of the software root (slapsoft on a formatted node): releases are built as
+/// that user, never as root (a root-owned software root is refused).
+fn software_owner(node: &Node) -> Result<Identity, NodeError> {
+    let root = &node.cfg.software_root;
+    let owner = Identity::owner_of(root).map_err(io_err(root))?;
+    if process::is_root() && (owner.uid == 0 || owner.gid == 0) {
+        return Err(NodeError::Invalid(format!(
+            "{} is owned by root: releases are built by the software user that owns the \
+             software root (made by `slapos node format` with alter_user), never as root",
+            root.display()
+        )));
+    }
+    Ok(owner)
+}
+
 /// Section 3.2: `buildout.cfg` extending the URL, bootstrap with the configured Python's
-/// zc.buildout, then `bin/buildout -U` as the release owner with umask 027.
+/// zc.buildout, then `bin/buildout -U` with umask 027, all of it as the release owner
+/// (the directory, the profile, the cache: root touches nothing in the software root).
 fn install_buildout(node: &Node, url: &str, sr: &Path, force: bool) -> Result<(), InstallError> {
-    let cfg = &node.cfg;
     let owner = software_owner(node)?;
+    process::run_as(&owner, || buildout_as_owner(node, url, sr, force, &owner))?
+}
+
+fn buildout_as_owner(
+    node: &Node,
+    url: &str,
+    sr: &Path,
+    force: bool,
+    owner: &Identity,
+) -> Result<(), InstallError> {
+    let cfg = &node.cfg;
     if !sr.exists() {
         std::fs::create_dir(sr).map_err(io_err(sr))?;
         std::fs::set_permissions(sr, std::fs::Permissions::from_mode(0o755)).map_err(io_err(sr))?;
     }
-    chown_if_root(sr, &owner)?;
     let cache = sr.join("extends-cache");
     if !cache.exists() {
         std::fs::create_dir(&cache).map_err(io_err(&cache))?;
-        chown_if_root(&cache, &owner)?;
     }
     let profile = sr.join("buildout.cfg");
     if !profile.exists() {
@@ -233,15 +261,8 @@ fn install_buildout(node: &Node, url: &str, sr: &Path, force: bool) -> Result<()
             list(&cfg.shared_part_list),
             list(&cfg.build_time_part_list)
         );
-        let owner_ids = process::is_root().then_some((owner.uid, owner.gid));
-        write_in(
-            sr,
-            Path::new("buildout.cfg"),
-            text.as_bytes(),
-            0o644,
-            owner_ids,
-        )
-        .map_err(io_err(&profile))?;
+        write_in(sr, Path::new("buildout.cfg"), text.as_bytes(), 0o644, None)
+            .map_err(io_err(&profile))?;
     }
     let mut params: Vec<String> = vec![
         format!("buildout:extends-cache={}", cache.display()),
@@ -290,7 +311,7 @@ fn install_buildout(node: &Node, url: &str, sr: &Path, force: bool) -> Result<()
     for p in &params {
         run = run.arg(p);
     }
-    let out = run.as_user(owner).output()?;
+    let out = run.as_user(owner.clone()).output()?;
     tracing::debug!(output = %out.output, "buildout");
     if !out.success() {
         return Err(fail(out.output));
@@ -298,32 +319,60 @@ fn install_buildout(node: &Node, url: &str, sr: &Path, force: bool) -> Result<()
     Ok(())
 }
 
-/// A native release: fetch and verify every artifact into a fresh directory, then move
-/// it into place (a failed install leaves nothing half-built behind).
-fn install_native(node: &Node, url: &str, sr: &Path, force: bool) -> Result<(), InstallError> {
-    let cfg = &node.cfg;
-    let owner = software_owner(node)?;
-    // https:// manifests and artifacts are verified against the system's CAs and the
-    // master's CA (the manifest is what the checksums are trusted from).
-    let cas: Vec<PathBuf> = cfg
+/// The certificate authorities https:// manifests and artifacts are verified against
+/// (the master's CA, the manifest being what the checksums are trusted from, and the
+/// system's), read here so that the software user needs no access to them.
+fn trusted_cas(node: &Node) -> Vec<Vec<u8>> {
+    node.cfg
         .master_ca_file
         .iter()
         .cloned()
-        .chain(Some(PathBuf::from(SYSTEM_CA_BUNDLE)).filter(|p| p.exists()))
-        .collect();
-    let get = move |u: &str| get_url(u, &cas).map_err(|e| e.to_string());
+        .chain(Some(PathBuf::from(SYSTEM_CA_BUNDLE)))
+        .filter_map(|p| std::fs::read(p).ok())
+        .collect()
+}
+
+/// A native release, installed as the software user (see [`install_native_here`]).
+fn install_native(node: &Node, url: &str, sr: &Path, force: bool) -> Result<(), InstallError> {
+    let owner = software_owner(node)?;
+    let cas = trusted_cas(node);
+    install_native_as(&owner, url, sr, &cas, force)
+}
+
+/// [`install_native_here`] on a thread that is `owner` (the software user) for good:
+/// every read, download, copy and unpack of the release is that user's, never root's.
+pub fn install_native_as(
+    owner: &Identity,
+    url: &str,
+    sr: &Path,
+    cas: &[Vec<u8>],
+    force: bool,
+) -> Result<(), InstallError> {
+    process::run_as(owner, || install_native_here(url, sr, cas, force))?
+}
+
+/// A native release: fetch and verify every artifact into a fresh directory, then move
+/// it into place (a failed install leaves nothing half-built behind). Runs with the
+/// caller's credentials: call it through [`install_native_as`].
+pub fn install_native_here(
+    url: &str,
+    sr: &Path,
+    cas: &[Vec<u8>],
+    force: bool,
+) -> Result<(), InstallError> {
+    let get = |u: &str| get_url_trusting(u, cas).map_err(|e| e.to_string());
     let (text, manifest) = native::read_manifest(url, &get)?;
     let tmp = sr.with_extension("partial");
     remove_tree(&tmp).map_err(io_err(&tmp))?;
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    // Archives are unpacked as the release owner, never as root.
-    chown_if_root(&tmp, &owner)?;
-    let result = fill_native(&tmp, url, &text, &manifest, &get, &owner);
+    let result = fill_native(&tmp, url, &text, &manifest, &get).and_then(|()| {
+        check_templates(&tmp, &manifest)?;
+        set_tree_modes(&tmp).map_err(InstallError::from)
+    });
     if let Err(e) = result {
         let _ = remove_tree(&tmp);
         return Err(e);
     }
-    set_tree_owner_and_modes(&tmp, &owner)?;
     if sr.exists() {
         if !force {
             tracing::warn!("replacing an incomplete earlier install");
@@ -334,13 +383,31 @@ fn install_native(node: &Node, url: &str, sr: &Path, force: bool) -> Result<(), 
     Ok(())
 }
 
+/// The templates instance files name are files of the release that read as templates
+/// of their kind (a release that would escape a value badly never installs).
+fn check_templates(dir: &Path, manifest: &Manifest) -> Result<(), InstallError> {
+    for file in &manifest.instance.file {
+        if let Some(t) = &file.template {
+            let rel = native::safe_relative(t).unwrap_or_default();
+            let text = crate::fsutil::read_in(dir, &rel, native::MAX_MANIFEST)
+                .map_err(io_err(&dir.join(&rel)))?
+                .ok_or_else(|| {
+                    NativeError::Manifest(format!("template {t} is not in the release"))
+                })?;
+            let text = String::from_utf8(text)
+                .map_err(|_| NativeError::Manifest(format!("template {t} is not UTF-8")))?;
+            native::Template::compile(&text, file.kind(), &file.path).map_err(NativeError::from)?;
+        }
+    }
+    Ok(())
+}
+
 fn fill_native(
     dir: &Path,
     url: &str,
     text: &str,
     manifest: &Manifest,
     get: &dyn Fn(&str) -> Result<Vec<u8>, String>,
-    owner: &Identity,
 ) -> Result<(), InstallError> {
     std::fs::write(dir.join(native::INSTALLED_MANIFEST), text)
         .map_err(io_err(&dir.join(native::INSTALLED_MANIFEST)))?;
@@ -365,18 +432,15 @@ fn fill_native(
         let dest = dir.join(rel);
         if artifact.unpack {
             std::fs::create_dir_all(&dest).map_err(io_err(&dest))?;
-            set_tree_owner_and_modes(dir, owner)?;
-            let mut tar = Run::new("tar", dir, dir)
+            let out = Run::new("tar", dir, dir)
                 .arg("--no-same-owner")
                 .arg("--no-same-permissions")
                 .arg("-xf")
                 .arg(&download)
                 .arg("-C")
-                .arg(&dest);
-            if process::is_root() {
-                tar = tar.as_user(owner.clone());
-            }
-            let out = tar.output().map_err(NodeError::from)?;
+                .arg(&dest)
+                .output()
+                .map_err(NodeError::from)?;
             if !out.success() {
                 return Err(NativeError::Artifact {
                     url: artifact.url.clone(),
@@ -402,15 +466,13 @@ fn fill_native(
     Ok(())
 }
 
-/// Release files are the release owner's, readable by its group (partition users are
+/// Release files are readable by the release owner's group (partition users are
 /// members) and by nobody else, as a buildout release built with umask 027 is; the top
-/// directory is 0755 as in the reference.
-fn set_tree_owner_and_modes(dir: &Path, owner: &Identity) -> Result<(), NodeError> {
-    fn walk(p: &Path, owner: &Identity, top: bool) -> Result<(), NodeError> {
+/// directory is 0755 as in the reference. Done by the owner itself (no link followed: a
+/// link keeps its target's mode).
+fn set_tree_modes(dir: &Path) -> Result<(), NodeError> {
+    fn walk(p: &Path, top: bool) -> Result<(), NodeError> {
         let meta = std::fs::symlink_metadata(p).map_err(io_err(p))?;
-        if process::is_root() {
-            process::lchown(p, owner.uid, owner.gid).map_err(io_err(p))?;
-        }
         if meta.file_type().is_symlink() {
             return Ok(());
         }
@@ -430,10 +492,106 @@ fn set_tree_owner_and_modes(dir: &Path, owner: &Identity) -> Result<(), NodeErro
         if meta.is_dir() {
             for entry in std::fs::read_dir(p).map_err(io_err(p))? {
                 let entry = entry.map_err(io_err(p))?;
-                walk(&entry.path(), owner, false)?;
+                walk(&entry.path(), false)?;
             }
         }
         Ok(())
     }
-    walk(dir, owner, true)
+    walk(dir, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn write_release(dir: &Path, artifacts: &[(&str, &[u8], u32)]) -> String {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut manifest = String::from("[release]\nname = \"t\"\n\n");
+        for (name, content, mode) in artifacts {
+            let f = dir.join(name);
+            std::fs::write(&f, content).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(*mode)).unwrap();
+            manifest.push_str(&format!(
+                "[[artifact]]\nurl = \"{name}\"\nsha256 = \"{}\"\ndest = \"bin/{name}\"\nmode = \"0755\"\n\n",
+                sha256_file(&f).unwrap()
+            ));
+        }
+        manifest.push_str(
+            "[[instance.file]]\npath = \"etc/run/x\"\nmode = \"0750\"\nkind = \"shell\"\n\
+             content = \"#!/bin/sh\\nexec {{software_path}}/bin/a {{param.x}}\\n\"\n",
+        );
+        let path = dir.join("software.toml");
+        std::fs::write(&path, manifest).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        path.display().to_string()
+    }
+
+    /// Issue 17.2: the agent installed native releases as root. Now everything happens
+    /// as the software user: a file of the release only root can read is not installed,
+    /// and what is installed is the software user's, group-readable, set-id bits gone.
+    #[test]
+    fn release_urls_with_control_characters_are_refused() {
+        for bad in [
+            "",
+            "http://h/x.cfg\n[buildout]\nparts = evil",
+            "/srv/x.toml\r",
+            "a\u{0}b",
+        ] {
+            assert!(check_release_url(bad).is_err(), "{bad:?}");
+        }
+        check_release_url("https://h/rel/software.cfg?x=1 y").unwrap();
+    }
+
+    #[test]
+    fn native_releases_install_as_the_software_user_never_root() {
+        if !process::is_root() {
+            return;
+        }
+        let user = crate::testutil::TestUser::new("inst");
+        let who = user.identity.clone();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let soft = dir.path().join("soft");
+        std::fs::create_dir(&soft).unwrap();
+        std::os::unix::fs::chown(&soft, Some(who.uid), Some(who.gid)).unwrap();
+
+        // A readable release installs, owned by the software user.
+        let url = write_release(&dir.path().join("good"), &[("a", b"#!/bin/sh\n", 0o4755)]);
+        let sr = release_path(&soft, &url);
+        install_native_as(&who, &url, &sr, &[], false).unwrap();
+        for (rel, mode) in [
+            ("", 0o755),
+            ("bin", 0o750),
+            ("bin/a", 0o750),
+            ("software.toml", 0o640),
+        ] {
+            let meta = std::fs::symlink_metadata(sr.join(rel)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (who.uid, who.gid), "{rel}");
+            assert_eq!(meta.mode() & 0o7777, mode, "{rel}");
+        }
+
+        // A file of the release directory that only root may read (a key someone put
+        // there) stays unread: the install fails and leaves nothing.
+        let url = write_release(
+            &dir.path().join("secret"),
+            &[
+                ("a", b"#!/bin/sh\n", 0o644),
+                ("computer.key", b"PRIVATE KEY", 0o600),
+            ],
+        );
+        let sr = release_path(&soft, &url);
+        let err = install_native_as(&who, &url, &sr, &[], false).unwrap_err();
+        assert!(
+            err.to_string().contains("computer.key")
+                && err.to_string().contains("ermission denied"),
+            "{err}"
+        );
+        assert!(!sr.exists() && !sr.with_extension("partial").exists());
+
+        // A software root owned by root is refused rather than built in as root.
+        let root = Identity::by_name("root").unwrap();
+        assert!(install_native_as(&root, &url, &sr, &[], false).is_err());
+    }
 }

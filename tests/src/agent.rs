@@ -434,12 +434,14 @@ pub fn toml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
-/// An `[[instance.file]]` table: `content` is a template (`{{partition_path}}`, ...).
-pub fn instance_file(path: &str, mode: &str, content: &str) -> String {
+/// An `[[instance.file]]` table: `content` is a template (`{{partition_path}}`, ...)
+/// whose values are escaped for `kind` (`shell`, `toml`, `json` or `plain`).
+pub fn instance_file(path: &str, mode: &str, kind: &str, content: &str) -> String {
     format!(
-        "[[instance.file]]\npath = {}\nmode = {}\ncontent = {}\n\n",
+        "[[instance.file]]\npath = {}\nmode = {}\nkind = {}\ncontent = {}\n\n",
         toml_str(path),
         toml_str(mode),
+        toml_str(kind),
         toml_str(content)
     )
 }
@@ -504,6 +506,7 @@ pub fn beat_service() -> String {
     instance_file(
         "etc/service/beat",
         "0750",
+        "shell",
         "#!/bin/sh\nexec {{software_path}}/bin/beat {{partition_path}}/beat.txt\n",
     )
 }
@@ -515,6 +518,7 @@ pub fn beat_release(dir: &Path) -> String {
         + &instance_file(
             "etc/promise/beating",
             "0750",
+            "shell",
             // The service may take a moment to write its first beat on a loaded machine:
             // up to 8 s (the agent's promise timeout in these tests is 10 s).
             "#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8; do test -s {{partition_path}}/beat.txt && exit 0; sleep 1; done\necho no beat\nexit 1\n",

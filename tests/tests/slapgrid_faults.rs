@@ -128,6 +128,7 @@ fn a_broken_release_or_template_fails_alone() {
         &instance_file(
             "etc/beat.conf",
             "0640",
+            "plain",
             "beat = {{partition_path}}/beat.txt\nlog = {{partition_path}}/{{log_directory}}\n",
         ),
     );
@@ -262,9 +263,10 @@ fn a_broken_promise_is_retried_until_it_holds() {
         &instance_file(
             "etc/promise/ready",
             "0750",
+            "shell",
             "#!/bin/sh\necho run >> {{partition_path}}/promise-runs\n\
              test -e {{partition_path}}/ready && exit 0\n\
-             echo \"{{partition_path}}/ready is missing\"\nexit 1\n",
+             echo {{partition_path}}/ready is missing\nexit 1\n",
         ),
     );
     python(&["supply", url, &software, computer]);
@@ -446,6 +448,7 @@ fn destruction_runs_the_destroy_hook_as_the_partition_user_then_wipes() {
         &instance_file(
             "sbin/destroy",
             "0750",
+            "shell",
             &format!("#!/bin/sh\nid -u > {}\n", marker.display()),
         ),
     );

@@ -173,6 +173,17 @@ fn up_unhosted_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
             "the node's key is private"
         );
         assert!(node_dir.join("etc/computer.crt").is_file());
+        // The agent's log is root's: the partition users, in the software group, may not
+        // read what it logs (issue 17.2).
+        if users.is_some() {
+            use std::os::unix::fs::MetadataExt;
+            let log = std::fs::metadata(node_dir.join("var/log/daemon.log")).expect("the log");
+            assert_eq!(
+                (log.mode() & 0o777, log.gid()),
+                (0o640, 0),
+                "the agent's log"
+            );
+        }
     }
 
     // SIGTERM stops everything.

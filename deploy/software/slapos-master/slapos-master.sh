@@ -9,10 +9,43 @@
 #   slapos-master P check     (etc/promise)  the group counts this replica and has a leader
 #   slapos-master P leave     (sbin/destroy) `slapos master leave`: the partition is wiped
 #                                            only once the group no longer counts it
-set -eu
+#
+# The values of etc/slapos-master.env come from the instance's parameters (slapgrid wrote
+# each as one quoted word): they are data. Each is checked for the shape it must have
+# before it reaches a command line (always as --option=value, so a value starting with a
+# dash is no option) or the gateway's configuration, and words are never globbed.
+set -euf
 P="$1"
 CMD="$2"
 . "$P/etc/slapos-master.env"
+
+refuse() {
+  echo "slapos-master: $1 is not $2: refusing it" >&2
+  exit 1
+}
+# Digits.
+is_number() { case "$1" in '' | *[!0-9]*) return 1 ;; esac; }
+# An IPv6 or IPv4 address.
+is_ip() { case "$1" in '' | *[!0-9A-Fa-f:.]*) return 1 ;; esac; }
+# host:port or [v6]:port: letters, digits, dots, dashes, colons and brackets.
+is_address() { case "$1" in '' | *[!]0-9A-Za-z.:[-]*) return 1 ;; esac; }
+# A person's name in the group.
+is_name() { case "$1" in '' | *[!0-9A-Za-z_.@-]*) return 1 ;; esac; }
+
+# A TOML basic string: the partition's paths go into the gateway's configuration.
+toml_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/[\\"]/\\&/g')"; }
+
+case "$P" in *[[:cntrl:]]*) refuse "the partition's path" "a path without control characters" ;; esac
+is_number "$REPLICA_ID" || refuse "replica-id" "a number"
+is_ip "$IPV6" || refuse "the partition's address" "an IP address"
+is_number "$API_PORT" || refuse "api-port" "a number"
+is_number "$GATEWAY_PORT" || refuse "gateway-port" "a number"
+for m in $(printf '%s' "$JOIN_VIA" | tr ',' ' '); do
+  is_address "$m" || refuse "join-via" "a list of host:port addresses"
+done
+for a in $(printf '%s' "$ADMINS" | tr ',' ' '); do
+  is_name "$a" || refuse "admins" "a list of names"
+done
 SLAPOS="$SOFTWARE/bin/slapos"
 TLS="$P/etc/tls"
 REPLICA_CRT="$TLS/replica-$REPLICA_ID.crt"
@@ -33,9 +66,9 @@ wait_for() {
 
 # `slapos cluster status --json` through $1 lists this replica as a voter with a leader.
 counted_by() {
-  as_replica cluster status --json --via "$1" 2>/dev/null |
+  as_replica cluster status --json --via="$1" 2>/dev/null |
     grep -q "\"leader\": *[0-9]" &&
-  as_replica cluster status --json --via "$1" 2>/dev/null |
+  as_replica cluster status --json --via="$1" 2>/dev/null |
     tr -d ' \n' | grep -q "{\"id\":$REPLICA_ID,\"role\":\"voter\""
 }
 
@@ -43,58 +76,58 @@ case "$CMD" in
 enroll)
   umask 077
   if [ ! -s "$REPLICA_CRT" ]; then
-    "$SLAPOS" master enroll --gateway "$ENROLL_GATEWAY" --token "$REPLICA_TOKEN" \
-      --identity "replica:$REPLICA_ID" --ca "$TLS/group-ca.pem" --out "$TLS"
+    "$SLAPOS" master enroll --gateway="$ENROLL_GATEWAY" --token="$REPLICA_TOKEN" \
+      --identity="replica:$REPLICA_ID" --ca="$TLS/group-ca.pem" --out="$TLS"
   fi
   if [ ! -s "$GATEWAY_CRT" ]; then
-    "$SLAPOS" master enroll --gateway "$ENROLL_GATEWAY" --token "$GATEWAY_TOKEN" \
-      --identity "$GATEWAY_ID" --ca "$TLS/group-ca.pem" --out "$TLS"
+    "$SLAPOS" master enroll --gateway="$ENROLL_GATEWAY" --token="$GATEWAY_TOKEN" \
+      --identity="$GATEWAY_ID" --ca="$TLS/group-ca.pem" --out="$TLS"
   fi
   ;;
 replica)
   wait_for "$REPLICA_CRT"
-  exec "$SLAPOS" master run --config "$P/etc/replica.toml"
+  exec "$SLAPOS" master run --config="$P/etc/replica.toml"
   ;;
 gateway)
   wait_for "$GATEWAY_CRT"
   masters="\"$OWN_API\""
-  for m in $(echo "$JOIN_VIA" | tr ',' ' '); do
+  for m in $(printf '%s' "$JOIN_VIA" | tr ',' ' '); do
     [ "$m" = "$OWN_API" ] || masters="$masters, \"$m\""
   done
   admins=""
-  for a in $(echo "$ADMINS" | tr ',' ' '); do
+  for a in $(printf '%s' "$ADMINS" | tr ',' ' '); do
     admins="${admins:+$admins, }\"$a\""
   done
   cat > "$P/etc/gateway.toml" <<CONF
 # Written by slapos-master at each start (the masters: this replica first).
 listen = "[$IPV6]:$GATEWAY_PORT"
 masters = [$masters]
-tls_cert = "$GATEWAY_CRT"
-tls_key = "$GATEWAY_KEY"
-client_ca = "$TLS/ca.pem"
+tls_cert = $(toml_str "$GATEWAY_CRT")
+tls_key = $(toml_str "$GATEWAY_KEY")
+client_ca = $(toml_str "$TLS/ca.pem")
 
 [master_tls]
-cert = "$GATEWAY_CRT"
-key = "$GATEWAY_KEY"
-ca = "$TLS/ca.pem"
+cert = $(toml_str "$GATEWAY_CRT")
+key = $(toml_str "$GATEWAY_KEY")
+ca = $(toml_str "$TLS/ca.pem")
 
 [slap]
 admins = [$admins]
 CONF
-  exec "$SLAPOS" gateway run --config "$P/etc/gateway.toml"
+  exec "$SLAPOS" gateway run --config="$P/etc/gateway.toml"
   ;;
 join)
   wait_for "$REPLICA_CRT"
   # Until the replica serves its API (it starts beside this one-shot).
   tries=0
-  until as_replica cluster status --json --via "$OWN_API" >/dev/null 2>&1; do
+  until as_replica cluster status --json --via="$OWN_API" >/dev/null 2>&1; do
     tries=$((tries + 1))
     [ "$tries" -lt 120 ] || { echo "the replica does not serve $OWN_API"; exit 1; }
     sleep 1
   done
   if [ -n "$JOIN_VIA" ]; then
     # Idempotent: a member already there at the same addresses is only promoted if need be.
-    as_replica master join --config "$P/etc/replica.toml" --via "$JOIN_VIA"
+    as_replica master join --config="$P/etc/replica.toml" --via="$JOIN_VIA"
   fi
   ;;
 check)
@@ -110,9 +143,9 @@ leave)
   # the others remove it, and must keep a quorum without it.
   via="$JOIN_VIA"
   [ -n "$via" ] || { echo "no join-via: nobody to ask to remove replica $REPLICA_ID"; exit 1; }
-  members=$(as_replica cluster status --json --via "$via" | tr -d ' \n')
+  members=$(as_replica cluster status --json --via="$via" | tr -d ' \n')
   case "$members" in
-  *"{\"id\":$REPLICA_ID,"*) as_replica master leave --id "$REPLICA_ID" --via "$via" ;;
+  *"{\"id\":$REPLICA_ID,"*) as_replica master leave --id="$REPLICA_ID" --via="$via" ;;
   *"\"members\":"*) echo "replica $REPLICA_ID is no longer a member" ;;
   *) echo "the group at $via does not answer"; exit 1 ;;
   esac

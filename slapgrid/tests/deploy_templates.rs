@@ -1,0 +1,531 @@
+//! Every template of the releases in `deploy/software`, rendered with hostile values for
+//! every variable that comes from the master (instance parameters, titles, addresses...):
+//! the output must be inert. Shell files are *run* with `sh` (and `bash`) with the
+//! programs they exec replaced by stubs that record their arguments; TOML and JSON files
+//! are parsed back. Each is compared with a rendering where every variable is a plain
+//! marker word: with the markers replaced by the hostile values, the stubs' arguments,
+//! the variables a sourced file sets, and the parsed documents must be the same, byte for
+//! byte, and no command hidden in a value may have run.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use slapgrid::native::{FileKind, Manifest, ParamType, Template};
+
+const RELEASES: &[&str] = &["hello", "slapos-master"];
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/software")
+}
+
+/// The release's manifest with its `@...@` placeholders filled as a supplier would.
+fn manifest_text(release: &str) -> String {
+    let text = std::fs::read_to_string(deploy().join(release).join("software.toml")).unwrap();
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find('@') {
+        let after = &rest[start + 1..];
+        match after.find('@') {
+            Some(end)
+                if end > 0
+                    && after[..end]
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') =>
+            {
+                out.push_str(&rest[..start]);
+                out.push_str(&"0".repeat(64));
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..=start]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Values that would run `touch <pwned>` (or glob, or pass as options) if any reached a
+/// shell unescaped, or change a TOML/JSON document's structure.
+fn hostile(pwned: &Path) -> Vec<String> {
+    let p = pwned.display();
+    vec![
+        format!("x'\"$(touch {p})\"'"),
+        format!("'; touch {p}; '"),
+        format!("\"; touch {p}; \""),
+        format!("`touch {p}`"),
+        format!("$(touch {p})"),
+        format!("a && touch {p}"),
+        format!("a; touch {p}"),
+        format!("a\ntouch {p}\n"),
+        format!("a | touch {p} #"),
+        format!("'\\''$(touch {p})'\\''"),
+        format!("\"]\n[evil]\nx = \"$(touch {p})"),
+        format!("\"}}, \"evil\": {{\"x\": \"$(touch {p})"),
+        "*".into(),
+        "-rf --help".into(),
+        "\\' \\\" \\\\ \\n".into(),
+        "${HOME} $HOME ~root".into(),
+        String::new(),
+        "\ttab and é \u{2028}".into(),
+        format!("{}'$(touch {p})'", "A".repeat(100 * 1024)),
+    ]
+}
+
+fn marker(k: usize) -> String {
+    format!("MARKER{k}X")
+}
+
+/// Replaces every marker of `markers` (marker -> value) in `s`.
+fn unmark(s: &str, markers: &[(String, String)]) -> String {
+    let mut out = s.to_owned();
+    for (m, v) in markers {
+        out = out.replace(m, v);
+    }
+    out
+}
+
+/// Everything a shell file did: the stubs' argument lists, or (a sourced file) the
+/// variables it set.
+fn run_shell(file: &Path, partition: &Path, calls: &Path, shell: &str) -> Vec<Vec<String>> {
+    let _ = std::fs::remove_dir_all(calls);
+    std::fs::create_dir_all(calls).unwrap();
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut command = Command::new(shell);
+    if text.starts_with("#!") {
+        command.arg(file);
+    } else {
+        command
+            .arg("-c")
+            .arg("set -a; . \"$1\"; exec env -0")
+            .arg(shell)
+            .arg(file);
+    }
+    let out = command
+        .current_dir(partition)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", partition)
+        .env("STUB_CALLS", calls)
+        .output()
+        .unwrap();
+    let mut runs: Vec<Vec<String>> = Vec::new();
+    if !text.starts_with("#!") {
+        assert!(out.status.success(), "{}: {out:?}", file.display());
+        let mut vars: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .split('\0')
+            .filter(|v| !v.is_empty() && !v.starts_with("_="))
+            .map(str::to_owned)
+            .collect();
+        vars.sort();
+        runs.push(vars);
+    }
+    let mut names: Vec<PathBuf> = std::fs::read_dir(calls)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for call in names {
+        let bytes = std::fs::read(&call).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let mut args: Vec<String> = text.split('\0').map(str::to_owned).collect();
+        args.pop(); // after the last NUL
+        runs.push(args);
+    }
+    runs
+}
+
+/// A program stub at `path`: each run writes its name and arguments, NUL-terminated, to
+/// a new file of `$STUB_CALLS`.
+fn stub(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        path,
+        "#!/bin/sh\nf=$(mktemp \"$STUB_CALLS/call.XXXXXX\")\n\
+         { printf '%s\\0' \"${0##*/}\"; for a in \"$@\"; do printf '%s\\0' \"$a\"; done; } > \"$f\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn shells() -> Vec<&'static str> {
+    ["sh", "bash"]
+        .into_iter()
+        .filter(|s| Command::new(s).arg("-c").arg("true").status().is_ok())
+        .collect()
+}
+
+/// A TOML or JSON document with the markers of its strings replaced.
+fn unmark_toml(v: &toml::Value, m: &[(String, String)]) -> toml::Value {
+    match v {
+        toml::Value::String(s) => toml::Value::String(unmark(s, m)),
+        toml::Value::Array(a) => toml::Value::Array(a.iter().map(|x| unmark_toml(x, m)).collect()),
+        toml::Value::Table(t) => toml::Value::Table(
+            t.iter()
+                .map(|(k, x)| (unmark(k, m), unmark_toml(x, m)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn unmark_json(v: &serde_json::Value, m: &[(String, String)]) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(s) => serde_json::Value::String(unmark(s, m)),
+        serde_json::Value::Array(a) => a.iter().map(|x| unmark_json(x, m)).collect(),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .map(|(k, x)| (unmark(k, m), unmark_json(x, m)))
+            .collect(),
+        other => other.clone(),
+    }
+}
+
+/// The variables of every template of `manifest` (files and connection parameters).
+fn variables(manifest: &Manifest) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for f in &manifest.instance.file {
+        let t =
+            Template::compile(f.content.as_deref().unwrap_or_default(), f.kind(), &f.path).unwrap();
+        names.extend(t.variables().map(str::to_owned));
+    }
+    for (k, t) in &manifest.instance.connection {
+        let t = Template::compile(t, FileKind::Plain, k).unwrap();
+        names.extend(t.variables().map(str::to_owned));
+    }
+    names.into_iter().collect()
+}
+
+fn is_integer(manifest: &Manifest, var: &str) -> bool {
+    var.strip_prefix("param.")
+        .and_then(|p| manifest.instance.parameter.get(p))
+        .is_some_and(|s| s.kind == ParamType::Integer)
+}
+
+/// What rendering `manifest` with `vars` produced, per file (after running / parsing).
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Shell(Vec<Vec<String>>),
+    Toml(toml::Value),
+    Json(serde_json::Value),
+    Plain(String),
+}
+
+struct Site {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    software: PathBuf,
+    partition: PathBuf,
+    pwned: PathBuf,
+}
+
+/// A temporary software and partition directory, their names hostile too (quotes,
+/// spaces, `$(…)`), with a stub for every program the release installs.
+fn site(manifest: &Manifest) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let pwned = root.join("pwned");
+    let software = root.join(format!("sw 'q' \"d\" $(touch {})", pwned.display()));
+    let partition = root.join(format!("part ' \" `touch {}`", pwned.display()));
+    for a in &manifest.artifact {
+        stub(&software.join(&a.dest));
+    }
+    std::fs::create_dir_all(partition.join("var")).unwrap();
+    // The hello promise finds its heartbeat at once.
+    std::fs::write(partition.join("var/heartbeat"), "now").unwrap();
+    Site {
+        _dir: dir,
+        root,
+        software,
+        partition,
+        pwned,
+    }
+}
+
+fn render_all(
+    manifest: &Manifest,
+    site: &Site,
+    vars: &BTreeMap<String, String>,
+    shell: &str,
+) -> BTreeMap<String, Outcome> {
+    let mut out = BTreeMap::new();
+    manifest.check_parameters(vars).unwrap();
+    for f in &manifest.instance.file {
+        let text = manifest
+            .render_file(f, None, vars)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.path));
+        let outcome = match f.kind() {
+            FileKind::Shell => {
+                let file = site.root.join("rendered");
+                std::fs::write(&file, &text).unwrap();
+                Outcome::Shell(run_shell(
+                    &file,
+                    &site.partition,
+                    &site.root.join("calls"),
+                    shell,
+                ))
+            }
+            FileKind::Toml => Outcome::Toml(
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", f.path)),
+            ),
+            FileKind::Json => Outcome::Json(serde_json::from_str(&text).unwrap()),
+            FileKind::Plain => Outcome::Plain(text),
+        };
+        out.insert(f.path.clone(), outcome);
+    }
+    for (k, v) in manifest.render_connection(vars).unwrap() {
+        out.insert(format!("connection {k}"), Outcome::Plain(v));
+    }
+    out
+}
+
+fn unmark_outcome(o: &Outcome, m: &[(String, String)]) -> Outcome {
+    match o {
+        Outcome::Shell(runs) => Outcome::Shell(
+            runs.iter()
+                .map(|r| r.iter().map(|a| unmark(a, m)).collect())
+                .collect(),
+        ),
+        Outcome::Toml(v) => Outcome::Toml(unmark_toml(v, m)),
+        Outcome::Json(v) => Outcome::Json(unmark_json(v, m)),
+        Outcome::Plain(s) => Outcome::Plain(unmark(s, m)),
+    }
+}
+
+#[test]
+fn every_deploy_template_keeps_hostile_values_inert() {
+    for release in RELEASES {
+        let manifest = Manifest::parse(&manifest_text(release)).unwrap();
+        let names = variables(&manifest);
+        let site = site(&manifest);
+        let values = hostile(&site.pwned);
+        for shell in shells() {
+            for round in 0..values.len() {
+                let mut marked = BTreeMap::new();
+                let mut real = BTreeMap::new();
+                let mut markers = Vec::new();
+                for (k, name) in names.iter().enumerate() {
+                    let (m, v) = match name.as_str() {
+                        "software_path" => (site.software.display().to_string(), None),
+                        "partition_path" => (site.partition.display().to_string(), None),
+                        _ if is_integer(&manifest, name) => (format!("{}", 7000 + k), None),
+                        _ => (marker(k), Some(values[(k + round) % values.len()].clone())),
+                    };
+                    real.insert(name.clone(), v.clone().unwrap_or_else(|| m.clone()));
+                    if let Some(v) = v {
+                        markers.push((m.clone(), v));
+                    }
+                    marked.insert(name.clone(), m);
+                }
+                // Longest markers first (MARKER10X before MARKER1X is not needed with
+                // the X, but keeps replacements independent of order).
+                markers.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
+                let expected: BTreeMap<String, Outcome> =
+                    render_all(&manifest, &site, &marked, shell)
+                        .iter()
+                        .map(|(k, o)| (k.clone(), unmark_outcome(o, &markers)))
+                        .collect();
+                let got = render_all(&manifest, &site, &real, shell);
+                for f in &manifest.instance.file {
+                    // The stubs did run: the comparison is not between two empty lists.
+                    if f.content
+                        .as_deref()
+                        .is_some_and(|c| c.contains("exec {{software_path}}"))
+                    {
+                        assert!(
+                            matches!(&expected[&f.path], Outcome::Shell(runs) if !runs.is_empty()),
+                            "{release} {}: no stub ran",
+                            f.path
+                        );
+                    }
+                }
+                for (file, want) in &expected {
+                    assert_eq!(
+                        got.get(file),
+                        Some(want),
+                        "{release} {file} with {shell}, round {round}"
+                    );
+                }
+                assert!(
+                    !site.pwned.exists(),
+                    "{release}, {shell}, round {round}: a value ran a command"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hostile_values_are_refused_where_they_cannot_be_escaped() {
+    for release in RELEASES {
+        let manifest = Manifest::parse(&manifest_text(release)).unwrap();
+        let names = variables(&manifest);
+        let ok: BTreeMap<String, String> = names
+            .iter()
+            .map(|n| {
+                let v = if is_integer(&manifest, n) { "7" } else { "v" };
+                (n.clone(), v.to_string())
+            })
+            .collect();
+        for name in &names {
+            // NUL: refused by every file that uses the variable, whatever its kind.
+            let mut vars = ok.clone();
+            vars.insert(name.clone(), "a\0b".into());
+            for f in &manifest.instance.file {
+                let uses =
+                    Template::compile(f.content.as_deref().unwrap_or_default(), f.kind(), &f.path)
+                        .unwrap()
+                        .variables()
+                        .any(|v| v == name);
+                if uses {
+                    let e = manifest
+                        .render_file(f, None, &vars)
+                        .unwrap_err()
+                        .to_string();
+                    assert!(
+                        e.contains("NUL") && e.contains(name.as_str()),
+                        "{release} {}: {e}",
+                        f.path
+                    );
+                }
+            }
+            // Typed parameters: anything but an integer is refused before any file.
+            if is_integer(&manifest, name) {
+                for bad in ["7; touch /tmp/x", "7\n", "", "0x10", "1e3"] {
+                    vars.insert(name.clone(), bad.into());
+                    let e = manifest.check_parameters(&vars).unwrap_err().to_string();
+                    assert!(
+                        e.contains(name.as_str()) && e.contains("integer"),
+                        "{release}: {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The script behind the slapos-master release's services: the values it puts on a
+/// command line arrive whole (`--token=<value>`), and those it would write into the
+/// gateway's configuration or split into lists are checked first.
+#[test]
+fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
+    let manifest = Manifest::parse(&manifest_text("slapos-master")).unwrap();
+    let site = site(&manifest);
+    let script = site.software.join("bin/slapos-master");
+    std::fs::copy(deploy().join("slapos-master/slapos-master.sh"), &script).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tls = site.partition.join("etc/tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let base: BTreeMap<String, String> = [
+        ("software_path", site.software.display().to_string()),
+        ("partition_path", site.partition.display().to_string()),
+        ("param.replica-id", "4".into()),
+        ("ipv6", "2001:db8::4".into()),
+        (
+            "param.join-via",
+            "[2001:db8::1]:7202,[2001:db8::2]:7202".into(),
+        ),
+        ("param.admins", "admin,ops@example".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let write_env = |vars: &BTreeMap<String, String>| {
+        let f = manifest
+            .instance
+            .file
+            .iter()
+            .find(|f| f.path == "etc/slapos-master.env")
+            .unwrap();
+        let text = manifest.render_file(f, None, vars).unwrap();
+        std::fs::write(site.partition.join("etc/slapos-master.env"), text).unwrap();
+    };
+    let run = |cmd: &str| {
+        let calls = site.root.join("calls");
+        let _ = std::fs::remove_dir_all(&calls);
+        std::fs::create_dir_all(&calls).unwrap();
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(&site.partition)
+            .arg(cmd)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("STUB_CALLS", &calls)
+            .output()
+            .unwrap();
+        let mut args = Vec::new();
+        for call in std::fs::read_dir(&calls).unwrap() {
+            let text = String::from_utf8(std::fs::read(call.unwrap().path()).unwrap()).unwrap();
+            let mut a: Vec<String> = text.split('\0').map(str::to_owned).collect();
+            a.pop();
+            args.push(a);
+        }
+        (out, args)
+    };
+    for value in hostile(&site.pwned) {
+        // Tokens and the enrollment gateway are passed on whole.
+        let mut vars = base.clone();
+        vars.insert("param.replica-token".into(), value.clone());
+        vars.insert("param.gateway-token".into(), value.clone());
+        vars.insert("param.enroll-gateway".into(), value.clone());
+        write_env(&vars);
+        let _ = std::fs::remove_file(tls.join("gateway-r4.crt"));
+        let (out, calls) = run("enroll");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        for call in &calls {
+            assert!(call.contains(&format!("--token={value}")), "{call:?}");
+            assert!(call.contains(&format!("--gateway={value}")), "{call:?}");
+        }
+        // Lists and addresses that go into gateway.toml are refused unless well-formed.
+        for param in ["param.join-via", "param.admins", "ipv6"] {
+            let mut vars = base.clone();
+            vars.insert(param.into(), value.clone());
+            write_env(&vars);
+            let _ = std::fs::remove_file(site.partition.join("etc/gateway.toml"));
+            std::fs::write(tls.join("gateway-r4.crt"), "cert").unwrap();
+            let (out, calls) = run("gateway");
+            // What the script accepts: IPv6 characters; lists split on commas and blanks
+            // into names or addresses.
+            let allowed = |c: char| match param {
+                "ipv6" => c.is_ascii_hexdigit() || ":.".contains(c),
+                "param.admins" => c.is_ascii_alphanumeric() || "_.@-".contains(c),
+                _ => c.is_ascii_alphanumeric() || ".:[]-".contains(c),
+            };
+            let shaped = if param == "ipv6" {
+                !value.is_empty() && value.chars().all(allowed)
+            } else {
+                value
+                    .split([',', ' ', '\t', '\n'])
+                    .all(|t| t.chars().all(allowed))
+            };
+            if !shaped {
+                assert!(!out.status.success(), "{param} = {value:?} accepted");
+                assert!(
+                    String::from_utf8_lossy(&out.stderr).contains("refusing"),
+                    "{out:?}"
+                );
+                assert!(calls.is_empty() && !site.partition.join("etc/gateway.toml").exists());
+            }
+        }
+        assert!(!site.pwned.exists(), "{value:?} ran a command");
+    }
+    // And well-formed values make a gateway configuration with exactly those entries.
+    write_env(&base);
+    let (out, calls) = run("gateway");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(calls.len(), 1);
+    let conf: toml::Table = std::fs::read_to_string(site.partition.join("etc/gateway.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        conf["slap"]["admins"].as_array().unwrap(),
+        &vec![toml::Value::from("admin"), toml::Value::from("ops@example")]
+    );
+    assert_eq!(conf["masters"].as_array().unwrap().len(), 3);
+}
