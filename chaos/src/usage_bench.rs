@@ -246,15 +246,20 @@ pub async fn run_usage_bench(
     )
     .await?;
     // Instances are allocated only where the provider supplied their release.
-    fan_out(&gateways, opts.concurrency, n, move |c, mut conn| async move {
-        let form = vec![
-            ("url".to_string(), RELEASE.to_string()),
-            ("computer_id".to_string(), computer_id(c)),
-            ("state".to_string(), "available".to_string()),
-        ];
-        let r = post(&mut conn, "/supplySupply", &form).await;
-        (conn, r)
-    })
+    fan_out(
+        &gateways,
+        opts.concurrency,
+        n,
+        move |c, mut conn| async move {
+            let form = vec![
+                ("url".to_string(), RELEASE.to_string()),
+                ("computer_id".to_string(), computer_id(c)),
+                ("state".to_string(), "available".to_string()),
+            ];
+            let r = post(&mut conn, "/supplySupply", &form).await;
+            (conn, r)
+        },
+    )
     .await?;
     progress(&format!("requesting {} instances", n * occupied));
     fan_out(

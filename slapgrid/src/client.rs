@@ -513,13 +513,15 @@ impl SlapClient {
     }
 
     /// `signComputerPartitionCertificate`: the certificate of the partition's own key,
-    /// from its signing request (`csr`, PEM; the master names the identity). `Ok(None)`:
+    /// from its signing request (`csr`, PEM; the master names the identity) and the
+    /// computer's `proof` (the CSR signed with its key, `register::proof`). `Ok(None)`:
     /// the gateway does not know the method (404: an older gateway or slapproxy).
     pub fn sign_partition_certificate(
         &self,
         computer_id: &str,
         partition_id: &str,
         csr: &str,
+        proof: &str,
     ) -> Result<Option<SignedCertificate>, SlapError> {
         let method = "signComputerPartitionCertificate";
         let body = match self.post(
@@ -528,6 +530,7 @@ impl SlapClient {
                 ("computer_id", computer_id),
                 ("computer_partition_id", partition_id),
                 ("csr", csr),
+                ("proof", proof),
             ],
             None,
         ) {

@@ -511,6 +511,7 @@ fn refresh_certificate(node: &Node, pid: &str, identity: &Identity) -> Result<()
     let owner = process::is_root().then_some((identity.uid, identity.gid));
     let done = crate::partcert::refresh(
         &node.client,
+        node.cfg.key_file.as_deref(),
         &node.cfg.computer_id,
         pid,
         &key_path,

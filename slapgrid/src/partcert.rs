@@ -102,6 +102,7 @@ fn write_private(path: &Path, content: &str, owner: Option<(u32, u32)>) -> Resul
 /// without a usable pair is an error.
 pub fn refresh(
     client: &SlapClient,
+    node_key: Option<&Path>,
     computer_id: &str,
     pid: &str,
     key_path: &Path,
@@ -134,7 +135,21 @@ pub fn refresh(
         .serialize_request(&key)
         .and_then(|r| r.pem())
         .map_err(|e| NodeError::Invalid(format!("cannot make a signing request: {e}")))?;
-    let answer = match client.sign_partition_certificate(computer_id, pid, &csr) {
+    // Signed with the computer's key: the masters issue a partition's certificate only
+    // for a request its computer made (without a key there is no mTLS, and the gateway
+    // takes the legacy path).
+    let proof = match node_key {
+        Some(k) => crate::register::proof(
+            k,
+            &slapos_proto::proof::Purpose::Partition {
+                computer: computer_id,
+                partition: pid,
+            },
+            &csr,
+        )?,
+        None => String::new(),
+    };
+    let answer = match client.sign_partition_certificate(computer_id, pid, &csr, &proof) {
         Ok(Some(signed)) => signed,
         Ok(None) => return legacy(client, computer_id, pid, key_path, cert_path, owner),
         Err(SlapError::Refused { status: 409, .. }) => {
@@ -370,7 +385,17 @@ mod tests {
         let (_dir, key, cert) = repo();
         let owner = crate::process::is_root().then_some((65534, 65534));
         let now = crate::node::now_unix() as i64;
-        let done = refresh(&client, "COMP-1", "slappart0", &key, &cert, owner, now).unwrap();
+        let done = refresh(
+            &client,
+            None,
+            "COMP-1",
+            "slappart0",
+            &key,
+            &cert,
+            owner,
+            now,
+        )
+        .unwrap();
         assert_eq!(done, Refreshed::Issued);
         server.join().unwrap();
         let (k, c) = (read(&key).unwrap(), read(&cert).unwrap());
@@ -385,7 +410,17 @@ mod tests {
             assert!(!staged(f).exists());
         }
         // Good for a while: nothing is asked (no gateway listens any more).
-        let done = refresh(&client, "COMP-1", "slappart0", &key, &cert, owner, now).unwrap();
+        let done = refresh(
+            &client,
+            None,
+            "COMP-1",
+            "slappart0",
+            &key,
+            &cert,
+            owner,
+            now,
+        )
+        .unwrap();
         assert_eq!(done, Refreshed::Kept);
     }
 
@@ -404,7 +439,7 @@ mod tests {
         // 2030-03-15: in the last third of the old one.
         let now = ts(2030, 3, 15);
         assert_eq!(
-            refresh(&client, "C", "slappart0", &key, &cert, None, now).unwrap(),
+            refresh(&client, None, "C", "slappart0", &key, &cert, None, now).unwrap(),
             Refreshed::Issued
         );
         let (k, c) = (read(&key).unwrap(), read(&cert).unwrap());
@@ -415,7 +450,7 @@ mod tests {
         std::fs::remove_file(&cert).unwrap();
         std::fs::write(&cert, ca.sign(&stray, (2030, 3, 1), (2030, 6, 1))).unwrap();
         assert_eq!(
-            refresh(&client, "C", "slappart0", &key, &cert, None, now).unwrap(),
+            refresh(&client, None, "C", "slappart0", &key, &cert, None, now).unwrap(),
             Refreshed::Issued
         );
         server.join().unwrap();
@@ -446,7 +481,7 @@ mod tests {
         let (_dir, key, cert) = repo();
         let now = crate::node::now_unix() as i64;
         assert_eq!(
-            refresh(&client, "C", "slappart0", &key, &cert, None, now).unwrap(),
+            refresh(&client, None, "C", "slappart0", &key, &cert, None, now).unwrap(),
             Refreshed::Legacy(true)
         );
         server.join().unwrap();
@@ -466,11 +501,11 @@ mod tests {
         });
         let client = SlapClient::new(&[url], None, None).unwrap();
         assert_eq!(
-            refresh(&client, "C", "slappart0", &key, &cert, None, now).unwrap(),
+            refresh(&client, None, "C", "slappart0", &key, &cert, None, now).unwrap(),
             Refreshed::NoInstance
         );
         assert!(!key.exists() && !cert.exists());
-        let err = refresh(&client, "C", "slappart9", &key, &cert, None, now).unwrap_err();
+        let err = refresh(&client, None, "C", "slappart9", &key, &cert, None, now).unwrap_err();
         assert!(
             matches!(err, NodeError::Slap(SlapError::Refused { status: 403, .. })),
             "{err}"
@@ -494,7 +529,7 @@ mod tests {
         let client = SlapClient::new(&[url], None, None).unwrap();
         let (_dir, key, cert) = repo();
         let now = crate::node::now_unix() as i64;
-        assert!(refresh(&client, "C", "slappart0", &key, &cert, None, now).is_err());
+        assert!(refresh(&client, None, "C", "slappart0", &key, &cert, None, now).is_err());
         server.join().unwrap();
         assert!(!key.exists() && !cert.exists() && !staged(&key).exists());
     }

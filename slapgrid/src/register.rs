@@ -131,7 +131,12 @@ pub fn renew_if_needed(
         .and_then(|r| r.pem())
         .map_err(|e| NodeError::Invalid(format!("cannot make a signing request: {e}")))?;
     let client = SlapClient::from_config(cfg)?;
-    let body = client.post("renewCertificate", &[("csr", &csr)], None)?;
+    let proof = proof(key_file, &slapos_proto::proof::Purpose::Renew, &csr)?;
+    let body = client.post(
+        "renewCertificate",
+        &[("csr", &csr), ("proof", &proof)],
+        None,
+    )?;
     let answer: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| NodeError::Invalid(format!("renewal answer: {e}")))?;
     let certificate = answer["certificate"]
@@ -145,6 +150,26 @@ pub fn renew_if_needed(
     finish_renewal(key_file, cert_file)?;
     tracing::info!(computer_id = %cfg.computer_id, "node certificate renewed");
     Ok(true)
+}
+
+/// The caller's proof for a renewal or a partition's certificate: `csr` signed with the
+/// node's key (`key_file`), for `purpose` (`slapos_proto::proof`). The gateway relays it
+/// with the node's certificate; the masters check it, so a gateway cannot ask for a
+/// certificate the node did not.
+pub(crate) fn proof(
+    key_file: &Path,
+    purpose: &slapos_proto::proof::Purpose<'_>,
+    csr: &str,
+) -> Result<String, NodeError> {
+    use rcgen::SigningKey;
+    let pem = std::fs::read_to_string(key_file).map_err(io_err(key_file))?;
+    let key = rcgen::KeyPair::from_pem(&pem).map_err(|e| {
+        NodeError::Invalid(format!("{} is not a usable key: {e}", key_file.display()))
+    })?;
+    let signature = key
+        .sign(&slapos_proto::proof::message(purpose, csr))
+        .map_err(|e| NodeError::Invalid(format!("cannot sign with the node's key: {e}")))?;
+    Ok(slapos_proto::proof::to_hex(&signature))
 }
 
 /// Where a renewal stages a file's replacement.

@@ -429,7 +429,6 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
             "param.join-via",
             "[2001:db8::1]:7202,[2001:db8::2]:7202".into(),
         ),
-        ("param.admins", "admin,ops@example".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -482,7 +481,7 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
             assert!(call.contains(&format!("--gateway={value}")), "{call:?}");
         }
         // Lists and addresses that go into gateway.toml are refused unless well-formed.
-        for param in ["param.join-via", "param.admins", "ipv6"] {
+        for param in ["param.join-via", "ipv6"] {
             let mut vars = base.clone();
             vars.insert(param.into(), value.clone());
             write_env(&vars);
@@ -493,7 +492,6 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
             // into names or addresses.
             let allowed = |c: char| match param {
                 "ipv6" => c.is_ascii_hexdigit() || ":.".contains(c),
-                "param.admins" => c.is_ascii_alphanumeric() || "_.@-".contains(c),
                 _ => c.is_ascii_alphanumeric() || ".:[]-".contains(c),
             };
             let shaped = if param == "ipv6" {
@@ -523,9 +521,7 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(
-        conf["slap"]["admins"].as_array().unwrap(),
-        &vec![toml::Value::from("admin"), toml::Value::from("ops@example")]
-    );
+    // No admins: the group records them, no gateway configuration names any.
+    assert!(conf.get("slap").is_none(), "{conf:?}");
     assert_eq!(conf["masters"].as_array().unwrap().len(), 3);
 }

@@ -30,7 +30,6 @@ is_ip() { case "$1" in '' | *[!0-9A-Fa-f:.]*) return 1 ;; esac; }
 # host:port or [v6]:port: letters, digits, dots, dashes, colons and brackets.
 is_address() { case "$1" in '' | *[!]0-9A-Za-z.:[-]*) return 1 ;; esac; }
 # A person's name in the group.
-is_name() { case "$1" in '' | *[!0-9A-Za-z_.@-]*) return 1 ;; esac; }
 
 # A TOML basic string: the partition's paths go into the gateway's configuration.
 toml_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/[\\"]/\\&/g')"; }
@@ -42,9 +41,6 @@ is_number "$API_PORT" || refuse "api-port" "a number"
 is_number "$GATEWAY_PORT" || refuse "gateway-port" "a number"
 for m in $(printf '%s' "$JOIN_VIA" | tr ',' ' '); do
   is_address "$m" || refuse "join-via" "a list of host:port addresses"
-done
-for a in $(printf '%s' "$ADMINS" | tr ',' ' '); do
-  is_name "$a" || refuse "admins" "a list of names"
 done
 SLAPOS="$SOFTWARE/bin/slapos"
 TLS="$P/etc/tls"
@@ -94,10 +90,6 @@ gateway)
   for m in $(printf '%s' "$JOIN_VIA" | tr ',' ' '); do
     [ "$m" = "$OWN_API" ] || masters="$masters, \"$m\""
   done
-  admins=""
-  for a in $(printf '%s' "$ADMINS" | tr ',' ' '); do
-    admins="${admins:+$admins, }\"$a\""
-  done
   cat > "$P/etc/gateway.toml" <<CONF
 # Written by slapos-master at each start (the masters: this replica first).
 listen = "[$IPV6]:$GATEWAY_PORT"
@@ -110,9 +102,6 @@ client_ca = $(toml_str "$TLS/ca.pem")
 cert = $(toml_str "$GATEWAY_CRT")
 key = $(toml_str "$GATEWAY_KEY")
 ca = $(toml_str "$TLS/ca.pem")
-
-[slap]
-admins = [$admins]
 CONF
   exec "$SLAPOS" gateway run --config="$P/etc/gateway.toml"
   ;;
