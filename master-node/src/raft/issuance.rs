@@ -144,18 +144,18 @@ pub(crate) fn check_gateway_request(
     Ok(())
 }
 
-/// Whether a gateway may read the partition certificate the masters made whole (key
-/// included): only for a computer whose owner said its node is SlapOS's Python agent,
-/// which cannot make its partitions' keys.
-pub(crate) fn check_gateway_key_delivery(
+/// Whether the partition certificates the masters make whole (key included) may be read
+/// for `computer`: only when its owner said its node is SlapOS's Python agent, which
+/// cannot make its partitions' keys. `caller` names who asked, for the refusal.
+pub(crate) fn check_key_delivery(
     state: &State,
-    gateway: &str,
+    caller: &str,
     computer: &str,
 ) -> Result<(), Status> {
     match state.computer(computer) {
         Ok(c) if c.legacy_partition_keys => Ok(()),
         Ok(_) => Err(Status::permission_denied(format!(
-            "gateway {gateway}: the partitions of {computer} make their own keys (signComputerPartitionCertificate); the masters hand keys out only to a computer marked as running SlapOS's Python node agent"
+            "{caller}: the partitions of {computer} make their own keys (signComputerPartitionCertificate); the masters hand keys out only for a computer marked as running SlapOS's Python node agent"
         ))),
         Err(e) => Err(Status::not_found(e.to_string())),
     }
