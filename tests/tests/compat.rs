@@ -305,17 +305,6 @@ fn ip_list_is_own(s: &Sides) -> bool {
     filtered.len() < p.len() && filtered == o.iter().collect::<Vec<_>>()
 }
 
-fn software_urls(step: &Value) -> std::collections::BTreeSet<String> {
-    at(step, "result.software")
-        .and_then(Value::as_array)
-        .map(|l| {
-            l.iter()
-                .filter_map(|s| s["_software_release"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// A difference at a partition of a tree that is not its root.
 fn at_tree_member(d: &Difference, s: &Sides) -> bool {
     let partition = parent(&d.path);
@@ -520,18 +509,26 @@ const DELIBERATE_DIFFERENCES: &[Deliberate] = &[
         },
     },
     Deliberate {
-        id: "supply: allocating supplies the release",
-        reason: "slapproxy allocates on a computer without supplying the release there; ours \
-                 supplies it, since the node must install it to run the instance",
+        id: "supply: a release runs only where its provider supplied it",
+        reason: "slapproxy allocates a request on a computer that was never supplied its \
+                 release; ours refuses it (404, the client's NotFoundError: the provider \
+                 decides what runs on their machines, security review finding 1), so \
+                 COMP-B's last partition stays free, and the next request, for a release \
+                 COMP-B does supply, takes it where slapproxy found none free",
         explains: |d, s| {
-            d.step == "COMP-B software after allocating a release it was not supplied"
-                && d.path.starts_with("result.software")
-                && {
-                    let (p, o) = (software_urls(s.proxy), software_urls(s.ours));
-                    o.difference(&p).collect::<Vec<_>>()
-                        == ["https://lab.example/software/app/software.cfg"]
-                        && p.is_subset(&o)
-                }
+            let refused_here = d.step
+                == "request on COMP-B, its last free partition, a release not supplied there"
+                && in_outcome(d)
+                && answered(s, "requestComputerPartition", (200, ""), &[404]);
+            let still_free = d.step
+                == "COMP-B software after allocating a release it was not supplied"
+                && d.path.starts_with("result.partitions[")
+                && at(s.ours, &format!("{}._requested_state", parent(&d.path)))
+                    .is_some_and(|v| v == "destroyed");
+            let taken_next = d.step == "request on COMP-B, no free partition"
+                && in_outcome(d)
+                && answered(s, "requestComputerPartition", (404, ""), &[200]);
+            refused_here || still_free || taken_next
         },
     },
     Deliberate {
@@ -747,14 +744,54 @@ async fn start_ours(name: &str, first: First) -> (Cluster, GatewayProcess, u64) 
             .find(|id| *id != leader)
             .expect("a follower"),
     };
+    let masters = masters_starting_with(&cluster, first);
     let gateway = GatewayProcess::start_tls(
-        &masters_starting_with(&cluster, first),
+        &masters,
         &SlapSettings {
             default_computer: COMPUTER,
             software_product_list: PRODUCTS,
         },
     );
+    // The scenario's computer plays SlapOS's Python node agent, which takes its
+    // partitions' keys from the master: its provider (the admin) says so, as an operator
+    // does for such a node (`slapos computer policy --legacy-node-agent true`).
+    legacy_node(&masters, COMPUTER).await;
     (cluster, gateway, leader)
+}
+
+/// Registers `computer` (owned by the admin, `root`) and marks its node as SlapOS's
+/// Python agent.
+async fn legacy_node(masters: &[String], computer: &str) {
+    use master_node::raft::client::MasterClient;
+    use master_node::{Command, Op, RequestId};
+    let mut client = MasterClient::new(masters.to_vec()).with_deadline(Duration::from_secs(20));
+    for (n, op) in [
+        Op::RegisterComputer {
+            computer: computer.into(),
+            title: computer.into(),
+            owner: "root".into(),
+            region: None,
+            network: None,
+            attributes: Default::default(),
+        },
+        Op::SetComputerPolicy {
+            computer: computer.into(),
+            by: None,
+            allocation_scope: None,
+            legacy_partition_keys: Some(true),
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let command = Command {
+            request_id: RequestId::new("compat-operator", n as u64),
+            at: master_node::raft::proposer_time(),
+            op,
+        };
+        let (outcome, _) = client.submit(&command).await.expect("the masters answer");
+        outcome.expect("registered and marked");
+    }
 }
 
 // ----- the tests ----------------------------------------------------------------------------
