@@ -57,13 +57,26 @@ fn node_faults_on_a_self_hosted_group_lose_nothing_and_stay_linearizable() {
         stderr.contains("KillLeader node COMP-"),
         "a leader fault is a node crash: {stderr}"
     );
-    // nothing left behind: no `slapos up` namespace (test binaries run one at a time, so
-    // none is another test's), no process of the run
+    // nothing left behind: none of the run's namespaces (`cluster.json` names them; the
+    // router's is `slapos-up-<pid>-r`), no process of the run
+    let cluster: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("run/up/cluster.json")).expect("cluster.json kept"),
+    )
+    .unwrap();
+    let ours: Vec<String> = cluster["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["netns"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!ours.is_empty(), "{cluster}");
+    let prefix = ours[0].rsplit_once('-').map(|(p, _)| format!("{p}-")).unwrap();
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert!(
-        !String::from_utf8_lossy(&netns.stdout).contains("slapos-up-"),
-        "namespaces left behind: {}",
-        String::from_utf8_lossy(&netns.stdout)
-    );
+    let left: Vec<&str> = std::str::from_utf8(&netns.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
     assert_no_process_naming(&dir.path().join("run/up"));
 }
