@@ -10,6 +10,12 @@ pub enum DecodeError {
     TooDeep { limit: usize, offset: usize },
     #[error("more than {limit} elements in the document (at byte {offset})")]
     TooManyElements { limit: usize, offset: usize },
+    /// The `<reference>` elements of a marshalled document would make it grow past
+    /// [`crate::Limits::max_expanded_bytes`]; `offset` is the reference (or the referenced
+    /// container, for the copy kept of it) at which the limit was crossed. Raised before
+    /// the copy is made.
+    #[error("references expand the document beyond the limit of {limit} bytes at byte {offset}")]
+    ExpandedTooLarge { limit: usize, offset: usize },
     #[error("malformed XML at byte {offset}: {message}")]
     Syntax { offset: usize, message: String },
     #[error("unexpected {found} at byte {offset}, expected {expected}")]

@@ -331,8 +331,13 @@ proptest! {
         for m in &mutations {
             apply(&mut doc, m);
         }
-        for limits in [Limits::default(), Limits::SMALL, Limits { max_bytes: 4096, max_depth: 4, max_elements: 20 }] {
+        for limits in [Limits::default(), Limits::SMALL, Limits { max_bytes: 4096, max_depth: 4, max_elements: 20, max_expanded_bytes: 8192 }] {
             if let Ok(decoded) = marshal::decode(&doc, &limits) {
+                // What was accepted is within the limits, references expanded.
+                let size = decoded.size();
+                prop_assert!(size.values < limits.max_elements, "{:?}", size);
+                prop_assert!(size.height < limits.max_depth, "{:?}", size);
+                prop_assert!(size.text_bytes <= limits.max_expanded_bytes, "{:?}", size);
                 if let Ok(xml) = marshal::encode(&decoded) {
                     let back = marshal::decode(xml.as_bytes(), &Limits::default());
                     prop_assert_eq!(back.map(|b| normalize(&b)), Ok(normalize(&decoded)));

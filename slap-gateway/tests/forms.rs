@@ -450,6 +450,7 @@ fn oversized_fields_are_refused_naming_them() {
         max_bytes: 64,
         max_depth: 8,
         max_elements: 100,
+        max_expanded_bytes: 128,
     };
     let big = Value::str_dict([("k", "x".repeat(200))]);
     let err = forms::parse(

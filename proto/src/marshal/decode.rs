@@ -22,14 +22,17 @@ const MAX_PREFIXES: usize = 64;
 /// `<marshal>` with one value, elements recognised by local name (so the form prefixed with
 /// a namespace is accepted), `<string/>`, `<unicode>`, `<long>`, `<reference id="iN"/>`
 /// (resolved to a copy of the earlier list, dictionary or object with that id; the copy
-/// counts against `max_elements` and `max_depth`), and the second unescaping of `&lt;`,
-/// `&gt;`, `&amp;` in strings. Objects must be one of the four `slapos.slap.slap` classes.
+/// counts against `max_elements`, `max_depth` and `max_expanded_bytes`, and a document whose
+/// references would cross one of them is refused before any copy is made), and the second
+/// unescaping of `&lt;`, `&gt;`, `&amp;` in strings. Objects must be one of the four
+/// `slapos.slap.slap` classes.
 ///
 /// Refuses, with the byte offset of the problem: documents over `max_bytes` (checked before
-/// anything else), deeper than `max_depth` or with more than `max_elements` elements,
-/// malformed XML, DOCTYPE, text outside values, unknown elements, bad numbers, dictionaries
-/// with an odd number of children or unhashable keys, and references that are unknown or
-/// point into a value that is not complete yet (a cycle).
+/// anything else), deeper than `max_depth`, with more than `max_elements` elements or whose
+/// references expand them beyond `max_expanded_bytes`, malformed XML, DOCTYPE, text outside
+/// values, unknown elements, bad numbers, dictionaries with an odd number of children or
+/// unhashable keys, and references that are unknown or point into a value that is not
+/// complete yet (a cycle).
 pub fn decode(input: &[u8], limits: &Limits) -> Result<Value, DecodeError> {
     if input.len() > limits.max_bytes {
         return Err(DecodeError::TooLarge {
@@ -41,6 +44,10 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Value, DecodeError> {
     match Decoder::new(text, limits, None).run() {
         Err(Restart::NeedReferences) => {
             let wanted = referenced_ids(text)?;
+            // Sizes every copy the second pass would make, without making any: a document
+            // that references would blow up is refused here, in time and memory
+            // proportional to its own size.
+            check_expansion(text, limits, &wanted)?;
             Decoder::new(text, limits, Some(wanted))
                 .run()
                 .map_err(Restart::into_error)
@@ -91,6 +98,195 @@ fn referenced_ids(text: &str) -> Result<HashSet<String>, DecodeError> {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// What one copy of a referenced container costs, and how tall it is.
+#[derive(Debug, Clone, Copy)]
+struct Extent {
+    /// Elements in the container, the copies inside it included.
+    elements: usize,
+    /// Its bytes in the document (from its start tag to its end tag) plus the expanded
+    /// bytes of every reference inside it: an upper bound on the text a copy holds.
+    bytes: usize,
+    /// Levels in the container, the copies inside it included.
+    height: usize,
+}
+
+/// The counters behind `max_elements`, `max_depth` and `max_expanded_bytes`, shared by
+/// [`check_expansion`] and the second pass so that both count alike.
+struct Budget<'l> {
+    limits: &'l Limits,
+    elements: usize,
+    /// The document's size plus every copy made so far.
+    bytes: usize,
+}
+
+impl<'l> Budget<'l> {
+    fn new(limits: &'l Limits, len: usize) -> Self {
+        Budget {
+            limits,
+            elements: 0,
+            bytes: len,
+        }
+    }
+
+    fn add_elements(&mut self, n: usize, offset: usize) -> Result<(), DecodeError> {
+        self.elements = self.elements.saturating_add(n);
+        if self.elements > self.limits.max_elements {
+            return Err(DecodeError::TooManyElements {
+                limit: self.limits.max_elements,
+                offset,
+            });
+        }
+        Ok(())
+    }
+
+    fn add_bytes(&mut self, n: usize, offset: usize) -> Result<(), DecodeError> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.limits.max_expanded_bytes {
+            return Err(DecodeError::ExpandedTooLarge {
+                limit: self.limits.max_expanded_bytes,
+                offset,
+            });
+        }
+        Ok(())
+    }
+
+    /// An element starting at `offset`, `depth` levels down (the root is 1).
+    fn element(&mut self, offset: usize, depth: usize) -> Result<(), DecodeError> {
+        self.add_elements(1, offset)?;
+        if depth > self.limits.max_depth {
+            return Err(DecodeError::TooDeep {
+                limit: self.limits.max_depth,
+                offset,
+            });
+        }
+        Ok(())
+    }
+
+    /// The copy a `<reference>` at `offset`, `depth` levels down, stands for.
+    fn reference(
+        &mut self,
+        extent: Extent,
+        offset: usize,
+        depth: usize,
+    ) -> Result<(), DecodeError> {
+        self.add_elements(extent.elements, offset)?;
+        if depth - 1 + extent.height > self.limits.max_depth {
+            return Err(DecodeError::TooDeep {
+                limit: self.limits.max_depth,
+                offset,
+            });
+        }
+        self.add_bytes(extent.bytes, offset)
+    }
+
+    /// The copy kept of a referenced container that starts at `offset`.
+    fn keep(&mut self, extent: Extent, offset: usize) -> Result<(), DecodeError> {
+        self.add_elements(extent.elements, offset)?;
+        self.add_bytes(extent.bytes, offset)
+    }
+}
+
+/// The id of a list, dictionary, object or reference: the attribute whose local name is
+/// `id` (namespace declarations aside), as the second pass reads it.
+fn id_attr<'a>(attrs: &[RawAttr<'a>]) -> Result<Option<Cow<'a, str>>, DecodeError> {
+    attrs
+        .iter()
+        .find(|a| {
+            !(a.name == "xmlns" || a.name.starts_with("xmlns:")) && local_name(a.name) == "id"
+        })
+        .map(|a| xml::decode_attr(a.value, a.value_offset))
+        .transpose()
+}
+
+/// Runs the second pass's counting (elements, depth, expanded bytes) over the tokens alone,
+/// keeping only the [`Extent`] of each referenced container, and fails with the limit the
+/// second pass would cross first, at the same offset. Nothing here grows with what the
+/// references expand to, so a reference bomb costs one pass over the document.
+///
+/// Everything else (well-formedness beyond the tokens, unknown or cyclic references) is
+/// left to the second pass, which applies the same limits again while it copies.
+fn check_expansion(
+    text: &str,
+    limits: &Limits,
+    wanted: &HashSet<String>,
+) -> Result<(), DecodeError> {
+    struct Open<'a> {
+        /// The id, when this is a container some reference names.
+        id: Option<Cow<'a, str>>,
+        offset: usize,
+        elements: usize,
+        height: usize,
+        /// Expanded bytes of the references inside.
+        extra: usize,
+    }
+    let mut budget = Budget::new(limits, text.len());
+    let mut tokenizer = Tokenizer::new(text);
+    let mut open: Vec<Open<'_>> = Vec::new();
+    // `None` while the container is open (a reference to it would be a cycle).
+    let mut done: HashMap<Cow<'_, str>, Option<Extent>> = HashMap::new();
+    loop {
+        let (start, end) = match tokenizer.next_token()? {
+            Token::Eof => return Ok(()),
+            Token::Start {
+                name,
+                offset,
+                self_closing,
+            } => (Some((name, offset)), self_closing.then_some(offset)),
+            Token::End { offset, .. } => (None, Some(offset)),
+            Token::Text { .. } | Token::CData { .. } => continue,
+        };
+        if let Some((qname, offset)) = start {
+            let depth = open.len() + 1;
+            budget.element(offset, depth)?;
+            let mut frame = Open {
+                id: None,
+                offset,
+                elements: 1,
+                height: 1,
+                extra: 0,
+            };
+            match local_name(qname) {
+                "reference" => {
+                    let target = id_attr(tokenizer.attrs())?;
+                    if let Some(Some(extent)) = target.and_then(|id| done.get(&id).copied()) {
+                        budget.reference(extent, offset, depth)?;
+                        frame.elements = extent.elements;
+                        frame.height = extent.height;
+                        frame.extra = extent.bytes;
+                    }
+                }
+                "list" | "dictionary" | "object" => {
+                    if let Some(id) = id_attr(tokenizer.attrs())? {
+                        if wanted.contains(id.as_ref()) {
+                            done.insert(id.clone(), None);
+                            frame.id = Some(id);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            open.push(frame);
+        }
+        let Some(end) = end else { continue };
+        // An unmatched end tag is the second pass's to report.
+        let Some(frame) = open.pop() else { continue };
+        if let Some(id) = frame.id {
+            let extent = Extent {
+                elements: frame.elements,
+                bytes: end.saturating_sub(frame.offset).saturating_add(frame.extra),
+                height: frame.height,
+            };
+            budget.keep(extent, frame.offset)?;
+            done.insert(id, Some(extent));
+        }
+        if let Some(parent) = open.last_mut() {
+            parent.elements = parent.elements.saturating_add(frame.elements);
+            parent.height = parent.height.max(frame.height + 1);
+            parent.extra = parent.extra.saturating_add(frame.extra);
         }
     }
 }
@@ -149,22 +345,22 @@ struct Frame<'a> {
     elements: usize,
     /// Levels in this subtree, this one included.
     height: usize,
+    /// Expanded bytes of the references in this subtree (see [`Extent::bytes`]).
+    extra: usize,
 }
 
-/// A copy of a container that some `<reference>` names, with its size (the map of these
+/// A copy of a container that some `<reference>` names, with its extent (the map of these
 /// holds `None` while the container is still open).
 struct Stored {
     value: Value,
-    elements: usize,
-    height: usize,
+    extent: Extent,
 }
 
 struct Decoder<'a, 'l> {
     tokens: Tokenizer<'a>,
     /// Length of the input, the offset of errors at its end.
     len: usize,
-    limits: &'l Limits,
-    elements: usize,
+    budget: Budget<'l>,
     stack: Vec<Frame<'a>>,
     /// Namespace prefixes in scope, with the depth that declared them.
     prefixes: Vec<(&'a str, usize)>,
@@ -194,8 +390,7 @@ impl<'a, 'l> Decoder<'a, 'l> {
         Decoder {
             tokens: Tokenizer::new(text),
             len: text.len(),
-            limits,
-            elements: 0,
+            budget: Budget::new(limits, text.len()),
             stack: Vec::new(),
             prefixes: Vec::new(),
             wanted,
@@ -322,22 +517,8 @@ impl<'a, 'l> Decoder<'a, 'l> {
     }
 
     fn start(&mut self, qname: &'a str, offset: usize) -> Result<(), Restart> {
-        self.elements += 1;
-        if self.elements > self.limits.max_elements {
-            return Err(DecodeError::TooManyElements {
-                limit: self.limits.max_elements,
-                offset,
-            }
-            .into());
-        }
         let depth = self.stack.len() + 1;
-        if depth > self.limits.max_depth {
-            return Err(DecodeError::TooDeep {
-                limit: self.limits.max_depth,
-                offset,
-            }
-            .into());
-        }
+        self.budget.element(offset, depth)?;
         let [raw_id, raw_module, raw_class] = self.start_attrs(qname, offset, depth)?;
         let decode_raw = |attr: Option<RawAttr<'a>>| -> Result<Option<Cow<'a, str>>, DecodeError> {
             attr.map(|a| xml::decode_attr(a.value, a.value_offset))
@@ -389,6 +570,7 @@ impl<'a, 'l> Decoder<'a, 'l> {
 
         let mut height = 1;
         let mut elements = 1;
+        let mut extra = 0;
         let kind = match name {
             "marshal" if self.stack.is_empty() => Kind::Root(None),
             "marshal" => {
@@ -464,23 +646,12 @@ impl<'a, 'l> Decoder<'a, 'l> {
                         .into())
                     }
                 };
-                self.elements = self.elements.saturating_add(stored.elements);
-                if self.elements > self.limits.max_elements {
-                    return Err(DecodeError::TooManyElements {
-                        limit: self.limits.max_elements,
-                        offset,
-                    }
-                    .into());
-                }
-                if depth - 1 + stored.height > self.limits.max_depth {
-                    return Err(DecodeError::TooDeep {
-                        limit: self.limits.max_depth,
-                        offset,
-                    }
-                    .into());
-                }
-                height = stored.height;
-                elements = stored.elements;
+                // Counted before the copy is made (`check_expansion` already counted the
+                // same, so this refuses only if the two ever disagree).
+                self.budget.reference(stored.extent, offset, depth)?;
+                height = stored.extent.height;
+                elements = stored.extent.elements;
+                extra = stored.extent.bytes;
                 Kind::Reference(stored.value.clone())
             }
             "set" | "complex" | "code" => {
@@ -514,6 +685,7 @@ impl<'a, 'l> Decoder<'a, 'l> {
             kind,
             elements,
             height,
+            extra,
         });
         Ok(())
     }
@@ -544,6 +716,7 @@ impl<'a, 'l> Decoder<'a, 'l> {
             kind,
             elements,
             height,
+            extra,
             ..
         } = frame;
         let value = match kind {
@@ -561,28 +734,28 @@ impl<'a, 'l> Decoder<'a, 'l> {
             Kind::Reference(value) => value,
         };
         if let Some(id) = ref_id {
-            // The kept copy counts like any other element, so nested references cannot
-            // make memory grow faster than the limit allows.
-            self.elements = self.elements.saturating_add(elements);
-            if self.elements > self.limits.max_elements {
-                return Err(DecodeError::TooManyElements {
-                    limit: self.limits.max_elements,
-                    offset: start,
-                }
-                .into());
-            }
+            // The kept copy counts like any other copy, so nested references cannot make
+            // memory grow faster than the limits allow. `offset` is the end tag's (the
+            // start tag's for `<list id=".."/>`), so the bytes are the element's own up to
+            // its end tag.
+            let extent = Extent {
+                elements,
+                bytes: offset.saturating_sub(start).saturating_add(extra),
+                height,
+            };
+            self.budget.keep(extent, start)?;
             self.stored.insert(
                 id,
                 Some(Stored {
                     value: value.clone(),
-                    elements,
-                    height,
+                    extent,
                 }),
             );
         }
         if let Some(parent) = self.stack.last_mut() {
             parent.elements = parent.elements.saturating_add(elements);
             parent.height = parent.height.max(height + 1);
+            parent.extra = parent.extra.saturating_add(extra);
             match &mut parent.kind {
                 Kind::Root(slot) => *slot = Some(value),
                 Kind::Tuple(items)
@@ -836,6 +1009,73 @@ mod tests {
         for bad in ["", "1.2.3", "infinit", "0x1p3", "1e", "e5", "nan1"] {
             assert!(parse_float(bad).is_none(), "{bad}");
         }
+    }
+
+    /// The second pass alone, without `check_expansion` before it.
+    fn second_pass(text: &str, limits: &Limits) -> Result<Value, DecodeError> {
+        let wanted = referenced_ids(text)?;
+        Decoder::new(text, limits, Some(wanted))
+            .run()
+            .map_err(Restart::into_error)
+    }
+
+    #[test]
+    fn the_scan_and_the_second_pass_count_alike() {
+        let docs = [
+            "<marshal><list id=\"i2\"><list id=\"a\"><string>abc</string></list>\
+             <list id=\"b\"><reference id=\"a\"/><reference id=\"a\"></reference></list>\
+             <tuple><reference id=\"b\"/></tuple><reference id=\"b\"/></list></marshal>",
+            "<marshal><list id=\"i2\"><list id=\"a\"/><dictionary id=\"a\"><int>1</int>\
+             <list><string>xyz</string></list></dictionary><reference id=\"a\"/>\
+             <reference id=\"a\"/><reference id=\"a\"/></list></marshal>",
+            "<m:marshal xmlns:m=\"http://www.erp5.org/namespaces/marshaller\"><m:list m:id=\"i2\">\
+             <m:list m:id=\"i3\"><m:list m:id=\"i4\"><m:none/></m:list></m:list>\
+             <m:reference m:id=\"i3\"/><m:reference m:id=\"i4\"/></m:list></m:marshal>",
+            "<marshal><tuple><object module=\"slapos.slap.slap\" class=\"Computer\" id=\"o\">\
+             <tuple><string>c</string></tuple><dictionary id=\"d\"><string>k</string>\
+             <string>v</string></dictionary></object><reference id=\"o\"/><reference id=\"d\"/>\
+             </tuple></marshal>",
+        ];
+        for doc in docs {
+            let whole = decode(doc.as_bytes(), &Limits::SMALL);
+            assert!(whole.is_ok(), "{doc}: {whole:?}");
+            for max_elements in (1..40).step_by(2) {
+                for max_depth in 1..7 {
+                    for max_expanded_bytes in (0..=4 * doc.len()).step_by(11) {
+                        let limits = Limits {
+                            max_bytes: doc.len(),
+                            max_depth,
+                            max_elements,
+                            max_expanded_bytes,
+                        };
+                        let scan = referenced_ids(doc)
+                            .and_then(|wanted| check_expansion(doc, &limits, &wanted));
+                        let second = second_pass(doc, &limits);
+                        match scan {
+                            Err(e) => assert_eq!(second, Err(e), "{doc} {limits:?}"),
+                            Ok(()) => assert!(second.is_ok(), "{doc} {limits:?}: {second:?}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_second_pass_checks_expansion_on_its_own() {
+        let doc = "<marshal><list id=\"i2\"><list id=\"i3\"><string>abc</string></list>\
+                   <reference id=\"i3\"/></list></marshal>";
+        let limits = Limits {
+            max_expanded_bytes: doc.len() + 34 + 33,
+            ..Limits::SMALL
+        };
+        assert_eq!(
+            second_pass(doc, &limits),
+            Err(DecodeError::ExpandedTooLarge {
+                limit: limits.max_expanded_bytes,
+                offset: doc.find("<reference").unwrap_or(0),
+            })
+        );
     }
 
     #[test]

@@ -246,6 +246,54 @@ impl Value {
     pub fn encode(&self) -> Result<String, EncodeError> {
         encode(self)
     }
+
+    /// How big this value is, in the terms [`Limits`] bound (walked without recursion).
+    /// Whatever [`decode`] accepts measures `values < max_elements`,
+    /// `height < max_depth` and `text_bytes <= max(max_bytes, max_expanded_bytes)`, every
+    /// copy a `<reference>` stood for counted.
+    pub fn size(&self) -> ValueSize {
+        let mut size = ValueSize::default();
+        let mut stack: Vec<(&Value, usize)> = vec![(self, 1)];
+        while let Some((value, level)) = stack.pop() {
+            size.values += 1;
+            size.height = size.height.max(level);
+            match value {
+                Value::Str(text) | Value::Long(text) => size.text_bytes += text.len(),
+                Value::Tuple(items) | Value::List(items) => {
+                    stack.extend(items.iter().map(|item| (item, level + 1)));
+                }
+                Value::Dict(entries) => {
+                    for (key, item) in entries {
+                        stack.push((key, level + 1));
+                        stack.push((item, level + 1));
+                    }
+                }
+                Value::Object(object) => {
+                    stack.extend(object.args.iter().map(|arg| (arg, level + 1)));
+                    for (name, item) in &object.attrs {
+                        // The name was a string key on the wire.
+                        size.values += 1;
+                        size.text_bytes += name.len();
+                        stack.push((item, level + 1));
+                    }
+                }
+                Value::None | Value::Bool(_) | Value::Int(_) | Value::Float(_) => {}
+            }
+        }
+        size
+    }
+}
+
+/// The measure of a [`Value`] (see [`Value::size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ValueSize {
+    /// Values in the tree, this one included: every item, key, value, constructor argument,
+    /// attribute name and attribute value.
+    pub values: usize,
+    /// Bytes of text: strings, the digits of long integers, attribute names.
+    pub text_bytes: usize,
+    /// Levels: 1 for a scalar or an empty container.
+    pub height: usize,
 }
 
 impl Object {

@@ -102,6 +102,9 @@ impl FieldLimits {
             max_bytes: 4 * 1024 * 1024,
             max_depth: 64,
             max_elements: 200_000,
+            // As the presets: references may at most double a document of the largest
+            // size (slapos-proto's DESIGN.md, "Reference expansion").
+            max_expanded_bytes: 8 * 1024 * 1024,
         },
         document: Limits::DEFAULT,
         text_max_bytes: 1024 * 1024,
