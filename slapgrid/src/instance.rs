@@ -514,8 +514,7 @@ fn refresh_certificate(node: &Node, pid: &str, identity: &Identity) -> Result<()
         node.cfg.key_file.as_deref(),
         &node.cfg.computer_id,
         pid,
-        &key_path,
-        &cert_path,
+        (&key_path, &cert_path),
         owner,
         now_unix() as i64,
     )?;

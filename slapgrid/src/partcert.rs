@@ -105,8 +105,7 @@ pub fn refresh(
     node_key: Option<&Path>,
     computer_id: &str,
     pid: &str,
-    key_path: &Path,
-    cert_path: &Path,
+    (key_path, cert_path): (&Path, &Path),
     owner: Option<(u32, u32)>,
     now: i64,
 ) -> Result<Refreshed, NodeError> {
@@ -390,8 +389,7 @@ mod tests {
             None,
             "COMP-1",
             "slappart0",
-            &key,
-            &cert,
+            (&key, &cert),
             owner,
             now,
         )
@@ -415,8 +413,7 @@ mod tests {
             None,
             "COMP-1",
             "slappart0",
-            &key,
-            &cert,
+            (&key, &cert),
             owner,
             now,
         )
@@ -439,7 +436,7 @@ mod tests {
         // 2030-03-15: in the last third of the old one.
         let now = ts(2030, 3, 15);
         assert_eq!(
-            refresh(&client, None, "C", "slappart0", &key, &cert, None, now).unwrap(),
+            refresh(&client, None, "C", "slappart0", (&key, &cert), None, now).unwrap(),
             Refreshed::Issued
         );
         let (k, c) = (read(&key).unwrap(), read(&cert).unwrap());
@@ -450,7 +447,7 @@ mod tests {
         std::fs::remove_file(&cert).unwrap();
         std::fs::write(&cert, ca.sign(&stray, (2030, 3, 1), (2030, 6, 1))).unwrap();
         assert_eq!(
-            refresh(&client, None, "C", "slappart0", &key, &cert, None, now).unwrap(),
+            refresh(&client, None, "C", "slappart0", (&key, &cert), None, now).unwrap(),
             Refreshed::Issued
         );
         server.join().unwrap();
@@ -481,7 +478,7 @@ mod tests {
         let (_dir, key, cert) = repo();
         let now = crate::node::now_unix() as i64;
         assert_eq!(
-            refresh(&client, None, "C", "slappart0", &key, &cert, None, now).unwrap(),
+            refresh(&client, None, "C", "slappart0", (&key, &cert), None, now).unwrap(),
             Refreshed::Legacy(true)
         );
         server.join().unwrap();
@@ -501,11 +498,11 @@ mod tests {
         });
         let client = SlapClient::new(&[url], None, None).unwrap();
         assert_eq!(
-            refresh(&client, None, "C", "slappart0", &key, &cert, None, now).unwrap(),
+            refresh(&client, None, "C", "slappart0", (&key, &cert), None, now).unwrap(),
             Refreshed::NoInstance
         );
         assert!(!key.exists() && !cert.exists());
-        let err = refresh(&client, None, "C", "slappart9", &key, &cert, None, now).unwrap_err();
+        let err = refresh(&client, None, "C", "slappart9", (&key, &cert), None, now).unwrap_err();
         assert!(
             matches!(err, NodeError::Slap(SlapError::Refused { status: 403, .. })),
             "{err}"
@@ -529,7 +526,7 @@ mod tests {
         let client = SlapClient::new(&[url], None, None).unwrap();
         let (_dir, key, cert) = repo();
         let now = crate::node::now_unix() as i64;
-        assert!(refresh(&client, None, "C", "slappart0", &key, &cert, None, now).is_err());
+        assert!(refresh(&client, None, "C", "slappart0", (&key, &cert), None, now).is_err());
         server.join().unwrap();
         assert!(!key.exists() && !cert.exists() && !staged(&key).exists());
     }

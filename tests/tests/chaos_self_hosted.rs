@@ -70,7 +70,10 @@ fn node_faults_on_a_self_hosted_group_lose_nothing_and_stay_linearizable() {
         .filter_map(|n| n["netns"].as_str().map(str::to_owned))
         .collect();
     assert!(!ours.is_empty(), "{cluster}");
-    let prefix = ours[0].rsplit_once('-').map(|(p, _)| format!("{p}-")).unwrap();
+    let prefix = ours[0]
+        .rsplit_once('-')
+        .map(|(p, _)| format!("{p}-"))
+        .unwrap();
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let left: Vec<&str> = std::str::from_utf8(&netns.stdout)
         .unwrap()
