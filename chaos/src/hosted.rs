@@ -240,6 +240,14 @@ impl HostedCluster {
             )),
             &ca,
         )?;
+        eprintln!(
+            "chaos: slapos up (pid {pid}) runs its nodes in {}",
+            nodes
+                .values()
+                .map(|n| n.netns.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         Ok(HostedCluster {
             bin: bin.to_owned(),
             dir: dir.to_owned(),
