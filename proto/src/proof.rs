@@ -49,7 +49,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// (an ECDSA P-384 signature is at most 104 bytes, RSA-4096 512).
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.trim();
-    if text.len() % 2 != 0 || text.len() > 2 * 1024 {
+    if !text.len().is_multiple_of(2) || text.len() > 2 * 1024 {
         return None;
     }
     (0..text.len())
