@@ -185,7 +185,8 @@ fn unmark_json(v: &serde_json::Value, m: &[(String, String)]) -> serde_json::Val
     }
 }
 
-/// The variables of every template of `manifest` (files and connection parameters).
+/// The variables of every template of `manifest` (files and connection parameters, of
+/// every software type).
 fn variables(manifest: &Manifest) -> Vec<String> {
     let mut names = std::collections::BTreeSet::new();
     for f in &manifest.instance.file {
@@ -193,11 +194,26 @@ fn variables(manifest: &Manifest) -> Vec<String> {
             Template::compile(f.content.as_deref().unwrap_or_default(), f.kind(), &f.path).unwrap();
         names.extend(t.variables().map(str::to_owned));
     }
-    for (k, t) in &manifest.instance.connection {
-        let t = Template::compile(t, FileKind::Plain, k).unwrap();
+    for (k, t) in manifest.instance.connection.all() {
+        let t = Template::compile(t, FileKind::Plain, &k).unwrap();
         names.extend(t.variables().map(str::to_owned));
     }
     names.into_iter().collect()
+}
+
+/// The software types the release deploys (one, `default`, for a release that names
+/// none).
+fn software_types(manifest: &Manifest) -> Vec<String> {
+    let types: Vec<String> = manifest
+        .software_types()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if types.is_empty() {
+        vec!["default".into()]
+    } else {
+        types
+    }
 }
 
 fn is_integer(manifest: &Manifest, var: &str) -> bool {
@@ -246,15 +262,17 @@ fn site(manifest: &Manifest) -> Site {
     }
 }
 
+/// What an instance of `software_type` gets: its files and connection parameters.
 fn render_all(
     manifest: &Manifest,
+    software_type: &str,
     site: &Site,
     vars: &BTreeMap<String, String>,
     shell: &str,
 ) -> BTreeMap<String, Outcome> {
     let mut out = BTreeMap::new();
     manifest.check_parameters(vars).unwrap();
-    for f in &manifest.instance.file {
+    for f in manifest.files_for(software_type).unwrap() {
         let text = manifest
             .render_file(f, None, vars)
             .unwrap_or_else(|e| panic!("{}: {e}", f.path));
@@ -277,7 +295,7 @@ fn render_all(
         };
         out.insert(f.path.clone(), outcome);
     }
-    for (k, v) in manifest.render_connection(vars).unwrap() {
+    for (k, v) in manifest.render_connection(software_type, vars).unwrap() {
         out.insert(format!("connection {k}"), Outcome::Plain(v));
     }
     out
@@ -303,7 +321,10 @@ fn every_deploy_template_keeps_hostile_values_inert() {
         let names = variables(&manifest);
         let site = site(&manifest);
         let values = hostile(&site.pwned);
-        for shell in shells() {
+        for (shell, software_type) in shells()
+            .into_iter()
+            .flat_map(|sh| software_types(&manifest).into_iter().map(move |t| (sh, t)))
+        {
             for round in 0..values.len() {
                 let mut marked = BTreeMap::new();
                 let mut real = BTreeMap::new();
@@ -325,12 +346,12 @@ fn every_deploy_template_keeps_hostile_values_inert() {
                 // the X, but keeps replacements independent of order).
                 markers.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
                 let expected: BTreeMap<String, Outcome> =
-                    render_all(&manifest, &site, &marked, shell)
+                    render_all(&manifest, &software_type, &site, &marked, shell)
                         .iter()
                         .map(|(k, o)| (k.clone(), unmark_outcome(o, &markers)))
                         .collect();
-                let got = render_all(&manifest, &site, &real, shell);
-                for f in &manifest.instance.file {
+                let got = render_all(&manifest, &software_type, &site, &real, shell);
+                for f in manifest.files_for(&software_type).unwrap() {
                     // The stubs did run: the comparison is not between two empty lists.
                     if f.content
                         .as_deref()
@@ -338,7 +359,7 @@ fn every_deploy_template_keeps_hostile_values_inert() {
                     {
                         assert!(
                             matches!(&expected[&f.path], Outcome::Shell(runs) if !runs.is_empty()),
-                            "{release} {}: no stub ran",
+                            "{release} ({software_type}) {}: no stub ran",
                             f.path
                         );
                     }
@@ -347,12 +368,12 @@ fn every_deploy_template_keeps_hostile_values_inert() {
                     assert_eq!(
                         got.get(file),
                         Some(want),
-                        "{release} {file} with {shell}, round {round}"
+                        "{release} ({software_type}) {file} with {shell}, round {round}"
                     );
                 }
                 assert!(
                     !site.pwned.exists(),
-                    "{release}, {shell}, round {round}: a value ran a command"
+                    "{release} ({software_type}), {shell}, round {round}: a value ran a command"
                 );
             }
         }
