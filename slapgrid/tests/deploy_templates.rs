@@ -429,12 +429,14 @@ fn hostile_values_are_refused_where_they_cannot_be_escaped() {
     }
 }
 
-/// The script behind the slapos-master release's services: the values it puts on a
-/// command line arrive whole (`--token=<value>`), and those it would write into the
-/// gateway's configuration or split into lists are checked first.
+/// The script behind the slapos-master release's services, on both sides (a `replica`
+/// instance and a `gateway` one): the values it puts on a command line arrive whole
+/// (`--token=<value>`), and those it would write into the gateway's configuration or
+/// split into lists are checked first.
 #[test]
 fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
     let manifest = Manifest::parse(&manifest_text("slapos-master")).unwrap();
+    assert_eq!(software_types(&manifest), ["gateway", "replica"]);
     let site = site(&manifest);
     let script = site.software.join("bin/slapos-master");
     std::fs::copy(deploy().join("slapos-master/slapos-master.sh"), &script).unwrap();
@@ -450,15 +452,20 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
             "param.join-via",
             "[2001:db8::1]:7202,[2001:db8::2]:7202".into(),
         ),
+        (
+            "param.masters",
+            "[2001:db8::4]:7202,[2001:db8::1]:7202,[2001:db8::2]:7202".into(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let write_env = |vars: &BTreeMap<String, String>| {
+    // The environment file of an instance of `software_type`.
+    let write_env = |software_type: &str, vars: &BTreeMap<String, String>| {
         let f = manifest
-            .instance
-            .file
-            .iter()
+            .files_for(software_type)
+            .unwrap()
+            .into_iter()
             .find(|f| f.path == "etc/slapos-master.env")
             .unwrap();
         let text = manifest.render_file(f, None, vars).unwrap();
@@ -487,28 +494,51 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
         (out, args)
     };
     for value in hostile(&site.pwned) {
-        // Tokens and the enrollment gateway are passed on whole.
-        let mut vars = base.clone();
-        vars.insert("param.replica-token".into(), value.clone());
-        vars.insert("param.gateway-token".into(), value.clone());
-        vars.insert("param.enroll-gateway".into(), value.clone());
-        write_env(&vars);
-        let _ = std::fs::remove_file(tls.join("gateway-r4.crt"));
-        let (out, calls) = run("enroll");
-        assert!(out.status.success(), "{out:?}");
-        assert_eq!(calls.len(), 2, "{calls:?}");
-        for call in &calls {
+        // Tokens and the enrollment gateway are passed on whole, each side enrolling its
+        // own identity only.
+        for (software_type, token, cmd, identity) in [
+            (
+                "replica",
+                "param.replica-token",
+                "enroll-replica",
+                "replica:4",
+            ),
+            (
+                "gateway",
+                "param.gateway-token",
+                "enroll-gateway",
+                "gateway:r4",
+            ),
+        ] {
+            let mut vars = base.clone();
+            vars.insert(token.into(), value.clone());
+            vars.insert("param.enroll-gateway".into(), value.clone());
+            write_env(software_type, &vars);
+            let _ = std::fs::remove_file(tls.join("replica-4.crt"));
+            let _ = std::fs::remove_file(tls.join("gateway-r4.crt"));
+            let (out, calls) = run(cmd);
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(calls.len(), 1, "{calls:?}");
+            let call = &calls[0];
             assert!(call.contains(&format!("--token={value}")), "{call:?}");
             assert!(call.contains(&format!("--gateway={value}")), "{call:?}");
+            assert!(call.contains(&format!("--identity={identity}")), "{call:?}");
         }
-        // Lists and addresses that go into gateway.toml are refused unless well-formed.
-        for param in ["param.join-via", "ipv6"] {
+        // Lists and addresses that go into gateway.toml or a command line are refused
+        // unless well-formed.
+        for (software_type, param, cmd) in [
+            ("gateway", "param.masters", "gateway"),
+            ("gateway", "ipv6", "gateway"),
+            ("replica", "param.join-via", "join"),
+            ("replica", "ipv6", "join"),
+        ] {
             let mut vars = base.clone();
             vars.insert(param.into(), value.clone());
-            write_env(&vars);
+            write_env(software_type, &vars);
             let _ = std::fs::remove_file(site.partition.join("etc/gateway.toml"));
             std::fs::write(tls.join("gateway-r4.crt"), "cert").unwrap();
-            let (out, calls) = run("gateway");
+            std::fs::write(tls.join("replica-4.crt"), "cert").unwrap();
+            let (out, calls) = run(cmd);
             // What the script accepts: IPv6 characters; lists split on commas and blanks
             // into names or addresses.
             let allowed = |c: char| match param {
@@ -518,12 +548,16 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
             let shaped = if param == "ipv6" {
                 !value.is_empty() && value.chars().all(allowed)
             } else {
-                value
-                    .split([',', ' ', '\t', '\n'])
-                    .all(|t| t.chars().all(allowed))
+                !(cmd == "gateway" && value.is_empty())
+                    && value
+                        .split([',', ' ', '\t', '\n'])
+                        .all(|t| t.chars().all(allowed))
             };
             if !shaped {
-                assert!(!out.status.success(), "{param} = {value:?} accepted");
+                assert!(
+                    !out.status.success(),
+                    "{software_type} {param} = {value:?} accepted"
+                );
                 assert!(
                     String::from_utf8_lossy(&out.stderr).contains("refusing"),
                     "{out:?}"
@@ -533,8 +567,9 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
         }
         assert!(!site.pwned.exists(), "{value:?} ran a command");
     }
-    // And well-formed values make a gateway configuration with exactly those entries.
-    write_env(&base);
+    // And well-formed values make a gateway configuration with exactly those entries,
+    // its replica's first.
+    write_env("gateway", &base);
     let (out, calls) = run("gateway");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(calls.len(), 1);
@@ -544,5 +579,19 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
         .unwrap();
     // No admins: the group records them, no gateway configuration names any.
     assert!(conf.get("slap").is_none(), "{conf:?}");
-    assert_eq!(conf["masters"].as_array().unwrap().len(), 3);
+    let masters: Vec<&str> = conf["masters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        masters,
+        [
+            "[2001:db8::4]:7202",
+            "[2001:db8::1]:7202",
+            "[2001:db8::2]:7202"
+        ]
+    );
+    assert_eq!(conf["listen"].as_str(), Some("[2001:db8::4]:8443"));
 }

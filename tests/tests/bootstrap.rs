@@ -53,7 +53,7 @@ fn bootstrap_moves_the_master_into_partitions_one_per_region_and_resumes_when_in
             "--nodes",
             "3",
             "--partitions",
-            "2",
+            "3",
         ],
         Duration::from_secs(240),
     );
