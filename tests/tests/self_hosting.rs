@@ -177,9 +177,26 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
             .is_some_and(|h| h.starts_with(&format!("{computer}/slappart"))),
         "{three}"
     );
+    // The replica and its gateway run in two partitions (two users) of the node.
+    let node_cfg = cluster["nodes"][0]["config"].as_str().unwrap().to_string();
+    let group_of = |name: &str| {
+        slapos_e2e::agent::node_status(&node_cfg)
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name).cloned())
+            .map(|p| p["group"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("no {name} on the node"))
+    };
+    let (replica_group, gateway_group) =
+        (group_of("replica-on-watch"), group_of("gateway-on-watch"));
+    assert!(
+        three["hosted_by"]
+            .as_str()
+            .is_some_and(|h| h.ends_with(&format!("/{replica_group}"))),
+        "{three}"
+    );
+    assert_ne!(replica_group, gateway_group);
     // Running it again with other timers reconfigures it: the node restarts the
     // replica with them, its data stays, and it votes again.
-    let node_cfg = cluster["nodes"][0]["config"].as_str().unwrap().to_string();
     let replica_pid = || slapos_e2e::agent::running_pid(&node_cfg, "replica-on-watch");
     let before = replica_pid().expect("the replica runs under the node's supervisor");
     let mut again: Vec<String> = add.iter().map(|a| a.to_string()).collect();
