@@ -1,13 +1,14 @@
 //! The group under test hosted in partitions: `slapos up`'s self-hosted default (a node
-//! per replica, each in its own network namespace, the replica and its gateway in a
-//! partition, supervised by the node's slapgrid, every link under mTLS), driven from
-//! outside as an operator and its users would.
+//! per replica, each in its own network namespace, the replica and its gateway each in a
+//! partition of their own, so as two Unix users, supervised by the node's slapgrid,
+//! every link under mTLS), driven from outside as an operator and its users would.
 //!
 //! Faults act on the nodes: a crash kills a node outright (its agent, its supervisor and
 //! every process of its partitions' users, SIGKILL) and recovery starts its agent again
 //! in its namespace (the supervisor then restarts the replica from its data); a pause
 //! stops the replica's process; cuts are made in the router of `slapos up`'s network; a
-//! killed gateway is restarted by the node's supervisor on its own. The workload talks to
+//! gateway is killed as its partition's user (every process of that user), and the
+//! node's supervisor restarts it on its own. The workload talks to
 //! the gateways in the partitions with certificates: the admin person's, and those of
 //! the two computers it formats, issued by the operator through the master API.
 
@@ -30,6 +31,8 @@ struct Replica {
     host: usize,
     /// The Unix user of its partition.
     user: String,
+    /// The Unix user of its gateway's partition.
+    gateway_user: String,
 }
 
 struct Node {
@@ -106,7 +109,7 @@ impl HostedCluster {
                 "--replicas",
                 &replicas.to_string(),
                 "--partitions",
-                "2",
+                "3",
             ])
             .arg("--dir")
             .arg(&up_dir)
@@ -194,7 +197,7 @@ impl HostedCluster {
                     first_agent: first_agents.get(&config).copied(),
                     config: PathBuf::from(config),
                     users: s(&n["users"]),
-                    partitions: n["partitions"].as_u64().unwrap_or(2) as usize,
+                    partitions: n["partitions"].as_u64().unwrap_or(3) as usize,
                     agent: None,
                     down: false,
                 },
@@ -212,14 +215,27 @@ impl HostedCluster {
                 .iter()
                 .find(|(_, n)| n.computer == computer)
                 .ok_or_else(|| bad(format!("replica {id}: no node {computer}")))?;
-            let partition = s(&h["partition"]);
-            let index = partition.trim_start_matches("slappart");
+            // slappart<i> runs as <users>u<i>
+            let user_of = |partition: &str| {
+                format!(
+                    "{}u{}",
+                    node.users,
+                    partition.trim_start_matches("slappart")
+                )
+            };
+            let gateway_partition = s(&h["gateway_partition"]);
+            if gateway_partition.is_empty() {
+                return Err(bad(format!(
+                    "cluster.json: replica {id}'s gateway partition"
+                )));
+            }
             replicas.insert(
                 id,
                 Replica {
                     api_addr: s(&h["api_addr"]),
                     host,
-                    user: format!("{}u{index}", node.users),
+                    user: user_of(&s(&h["partition"])),
+                    gateway_user: user_of(&gateway_partition),
                 },
             );
             let url = s(&h["gateway_url"]);
@@ -439,9 +455,11 @@ impl Group for HostedCluster {
         self.gateways.iter().map(|(h, a)| (*h, a.clone())).collect()
     }
 
+    /// Every process of the gateway's partition user (the gateway, and whatever promise
+    /// of its partition runs).
     fn kill_gateway(&mut self, host: usize) {
         if let Some(r) = self.replicas.values().find(|r| r.host == host) {
-            pkill("KILL", &["-u", &r.user, "-f", "gateway run --config"]);
+            pkill("KILL", &["-u", &r.gateway_user]);
         }
     }
 

@@ -9,7 +9,8 @@
 //!    declares a region, and no two share one (the tree is spread over distinct regions,
 //!    so that losing a region loses one replica);
 //! 2. one replica per computer, through `slapos cluster add-replica`'s steps (the release
-//!    supplied, the instance requested, tokens made for its addresses, joined, voting);
+//!    supplied, the replica's and its gateway's instances requested, each in a partition
+//!    of its own, tokens made for their addresses, joined, voting, the gateway serving);
 //! 3. every new replica caught up (no lag behind the leader's log);
 //! 4. the seed replicas leave; a leader removing itself commits the configuration without
 //!    it first and steps down, and the hosted replicas elect one of theirs (openraft 0.9
@@ -215,8 +216,11 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
                     "computer {id} has no partition: format its node first (`slapos node format`)"
                 );
             }
-            if free == 0 {
-                bail!("computer {id} has no free partition");
+            if free < 2 {
+                bail!(
+                    "computer {id} has {free} free partition(s) of {partitions}: a replica and \
+                     its gateway take two (format its node with more: `partition_amount`)"
+                );
             }
             if let Some(other) = regions.insert(region.clone(), id.clone()) {
                 bail!(
@@ -271,11 +275,6 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
             timers: args.timers,
         })
         .await?;
-        let added = match added {
-            Some(a) => a,
-            // It voted already but the plan did not record where: read it back.
-            None => reconstruct(&op, &p).await?,
-        };
         plan.hosted.retain(|h| h.id != p.id);
         plan.hosted.push(added);
         save(&plan)?;
@@ -346,8 +345,15 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
     let urls: Vec<String> = plan.hosted.iter().map(|h| h.gateway_url.clone()).collect();
     for h in &plan.hosted {
         println!(
-            "  replica {}  {}/{} ({})  API {}  gateway {}",
-            h.id, h.computer, h.partition, h.region, h.api_addr, h.gateway_url
+            "  replica {}  {}/{} ({})  API {}  gateway {} in {}/{}",
+            h.id,
+            h.computer,
+            h.partition,
+            h.region,
+            h.api_addr,
+            h.gateway_url,
+            h.computer,
+            h.gateway_partition
         );
     }
     println!("  node agents' slapos.cfg: master_url = {}", urls.join(" "));
@@ -360,30 +366,4 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
 
 pub async fn run(args: BootstrapArgs) -> Result<()> {
     bootstrap(&args).await.map(|_| ())
-}
-
-/// Where a replica that already votes runs, from its membership record.
-async fn reconstruct(op: &Operator, p: &Planned) -> Result<Added> {
-    let (_, members) = op.group().await?;
-    let m = members
-        .iter()
-        .find(|m| m.id == p.id)
-        .with_context(|| format!("replica {} is not a member", p.id))?;
-    let (computer, partition) = m
-        .hosted_by
-        .split_once('/')
-        .with_context(|| format!("replica {} is not hosted in a partition", p.id))?;
-    let host = m
-        .api_addr
-        .rsplit_once(':')
-        .map(|(h, _)| h.to_string())
-        .unwrap_or_default();
-    Ok(Added {
-        id: p.id,
-        computer: computer.to_string(),
-        partition: partition.to_string(),
-        region: p.region.clone(),
-        api_addr: m.api_addr.clone(),
-        gateway_url: format!("https://{host}:{}/", p.ports.gateway_port),
-    })
 }

@@ -17,6 +17,15 @@ pub enum GatewayCommand {
         #[arg(long)]
         insecure_http: bool,
     },
+    /// Whether the gateway at --url serves: `GET <url>healthz` over HTTPS, its
+    /// certificate verified against --ca (so it names the address it is reached at).
+    /// Exits non-zero when it does not answer.
+    Check {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        ca: PathBuf,
+    },
 }
 
 pub async fn run(cmd: GatewayCommand) -> Result<()> {
@@ -38,6 +47,16 @@ pub async fn run(cmd: GatewayCommand) -> Result<()> {
             crate::wait_for_signal().await?;
             tracing::info!("shutting down");
             gateway.shutdown().await;
+            Ok(())
+        }
+        GatewayCommand::Check { url, ca } => {
+            let health = format!("{}/healthz", url.trim_end_matches('/'));
+            let body = tokio::task::spawn_blocking(move || {
+                slapgrid::client::get_url(&health, std::slice::from_ref(&ca))
+            })
+            .await?
+            .with_context(|| format!("the gateway at {url} does not answer"))?;
+            print!("{}", String::from_utf8_lossy(&body));
             Ok(())
         }
     }

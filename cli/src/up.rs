@@ -41,7 +41,8 @@ pub struct UpArgs {
     /// node gets the sample release and one instance of it. 0: the master group only.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
-    /// Partitions per node.
+    /// Partitions per node (self-hosted: at least 3, a replica and its gateway in two of
+    /// each node, the sample in a third of the first).
     #[arg(long, default_value_t = 4)]
     partitions: usize,
     /// No TLS anywhere: plain HTTP gateways without client certificates and plain gRPC
@@ -225,8 +226,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     // Replicas.
     // Self-hosted (the default): one seed outside partitions; the group's replicas come
-    // later, in partitions of nodes (one node per replica, standing for a region, with a
-    // partition for the sample beside), and the seed leaves.
+    // later, in partitions of nodes (one node per replica, standing for a region: a
+    // partition for the replica, another for its gateway, and one for the sample on the
+    // first node), and the seed leaves.
     let self_hosted = !args.unhosted && !args.insecure && args.replicas > 0;
     let seeds = if self_hosted { 1 } else { args.replicas };
     let node_count = if self_hosted {
@@ -235,7 +237,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         args.nodes
     };
     let partitions = if self_hosted {
-        args.partitions.max(2)
+        args.partitions.max(3)
     } else {
         args.partitions
     };
@@ -560,8 +562,14 @@ pub async fn run(args: UpArgs) -> Result<()> {
         urls.len(),
         dir.display()
     );
-    for url in &urls {
-        println!("  SLAP gateway  {url}");
+    for (i, url) in urls.iter().enumerate() {
+        match hosted.get(i) {
+            Some(h) => println!(
+                "  SLAP gateway  {url}  (beside replica {} of {}/{}, in {}/{})",
+                h.id, h.computer, h.partition, h.computer, h.gateway_partition
+            ),
+            None => println!("  SLAP gateway  {url}"),
+        }
     }
     println!(
         "  cluster       {}slapos cluster status --via {}",

@@ -472,6 +472,19 @@ impl SlapClient {
         filter: &[(&str, &str)],
         state: &str,
     ) -> Result<Option<SoftwareInstance>, SlapError> {
+        self.request_typed_instance(software, "default", title, parameters, filter, state)
+    }
+
+    /// [`Self::request_instance`] of an instance of `software_type`.
+    pub fn request_typed_instance(
+        &self,
+        software: &str,
+        software_type: &str,
+        title: &str,
+        parameters: &[(&str, &str)],
+        filter: &[(&str, &str)],
+        state: &str,
+    ) -> Result<Option<SoftwareInstance>, SlapError> {
         let method = "requestComputerPartition";
         let dict = |pairs: &[(&str, &str)]| {
             Value::Dict(
@@ -494,7 +507,7 @@ impl SlapClient {
                 ("partition_reference", title),
                 ("partition_parameter_xml", &encode(&dict(parameters))?),
                 ("filter_xml", &encode(&dict(filter))?),
-                ("software_type", "default"),
+                ("software_type", software_type),
                 ("state", &encode(&Value::Str(state.into()))?),
                 ("shared_xml", &encode(&Value::Bool(false))?),
             ],

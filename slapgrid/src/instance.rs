@@ -529,7 +529,7 @@ fn refresh_certificate(node: &Node, pid: &str, identity: &Identity) -> Result<()
 
 enum Profile {
     Buildout,
-    Native(Manifest, BTreeMap<String, String>),
+    Native(Box<Manifest>, BTreeMap<String, String>),
 }
 
 /// Runs the instance profile (4.3), buildout or native.
@@ -584,7 +584,7 @@ fn install(
         for (rel, text, mode) in render_native(sr, &manifest, &vars)? {
             write_in(path, &rel, text.as_bytes(), mode, owner).map_err(io_err(&path.join(&rel)))?;
         }
-        return Ok(Profile::Native(manifest, vars));
+        return Ok(Profile::Native(Box::new(manifest), vars));
     }
     buildout_instance(node, partition, path, sr, identity)?;
     // The retention delay the master asked for (in days), kept for destruction.
@@ -632,17 +632,27 @@ fn installed_manifest(sr: &Path) -> Result<Option<Manifest>, PartitionError> {
         .transpose()
 }
 
-/// The instance files of a native release rendered with `vars`: (path in the partition,
-/// content, mode). Typed parameters are checked first, whether a file uses them or not.
+/// The software type of the instance `vars` describe (the master's `slap_software_type`).
+fn software_type(vars: &BTreeMap<String, String>) -> &str {
+    vars.get("software_type")
+        .map(String::as_str)
+        .filter(|t| !t.is_empty())
+        .unwrap_or(native::DEFAULT_SOFTWARE_TYPE)
+}
+
+/// The instance files of a native release rendered with `vars`, those of the instance's
+/// software type: (path in the partition, content, mode). Typed parameters are checked
+/// first, whether a file uses them or not.
 fn render_native(
     sr: &Path,
     manifest: &Manifest,
     vars: &BTreeMap<String, String>,
 ) -> Result<Vec<(PathBuf, String, u32)>, PartitionError> {
     let failed = |e: native::NativeError| PartitionError::Failed(e.to_string());
+    let files = manifest.files_for(software_type(vars)).map_err(failed)?;
     manifest.check_parameters(vars).map_err(failed)?;
     let mut out = Vec::new();
-    for file in &manifest.instance.file {
+    for file in files {
         let template = match &file.template {
             Some(t) => {
                 let rel = native::safe_relative(t).unwrap_or_default();
@@ -908,12 +918,12 @@ fn publish(
     manifest: &Manifest,
     vars: &BTreeMap<String, String>,
 ) -> Result<(), PartitionError> {
-    if manifest.instance.connection.is_empty() {
+    let wanted = manifest
+        .render_connection(software_type(vars), vars)
+        .map_err(|e| PartitionError::Failed(e.to_string()))?;
+    if wanted.is_empty() {
         return Ok(());
     }
-    let wanted = manifest
-        .render_connection(vars)
-        .map_err(|e| PartitionError::Failed(e.to_string()))?;
     let current = partition.connection_dict.get();
     let same = current.is_some_and(|c| {
         c.len() == wanted.len()
@@ -1229,5 +1239,39 @@ mod tests {
         let linked = dir.path().join("linked");
         std::os::unix::fs::symlink(dir.path(), &linked).unwrap();
         assert!(installed_manifest(&linked).is_err());
+    }
+
+    /// A partition gets the files of its instance's software type (the master's
+    /// `slap_software_type`), and an instance of a type the release does not deploy is
+    /// refused before any file is written.
+    #[test]
+    fn a_partition_gets_the_files_of_its_software_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let sr = dir.path().join("sr");
+        std::fs::create_dir(&sr).unwrap();
+        let manifest = "[release]\nname = \"t\"\n\n\
+                        [[instance.file]]\npath = \"etc/ca\"\nkind = \"plain\"\ncontent = \"ca\"\n\n\
+                        [[instance.file]]\npath = \"etc/key\"\nkind = \"plain\"\n\
+                        software_types = [\"replica\"]\ncontent = \"replica key\"\n\n\
+                        [[instance.file]]\npath = \"etc/conf\"\nkind = \"plain\"\n\
+                        software_types = [\"gateway\"]\ncontent = \"gateway\"\n";
+        std::fs::write(sr.join("software.toml"), manifest).unwrap();
+        let m = installed_manifest(&sr).unwrap().unwrap();
+        let of = |software_type: &str| {
+            let vars = BTreeMap::from([("software_type".to_string(), software_type.to_string())]);
+            render_native(&sr, &m, &vars).map(|files| {
+                files
+                    .into_iter()
+                    .map(|(p, text, _)| format!("{}={text}", p.display()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(of("replica").unwrap(), ["etc/ca=ca", "etc/key=replica key"]);
+        assert_eq!(of("gateway").unwrap(), ["etc/ca=ca", "etc/conf=gateway"]);
+        // The master names no type: `default`, which this release does not deploy.
+        for other in ["", "default", "Replica"] {
+            let err = of(other).unwrap_err().to_string();
+            assert!(err.contains("gateway, replica"), "{other:?}: {err}");
+        }
     }
 }

@@ -28,6 +28,13 @@
 //! url = "http://[{{ipv6}}]:{{param.port|8080}}/"
 //! ```
 //!
+//! One release may deploy instances of several **software types** (the type a request
+//! names, `{{software_type}}`): a file with `software_types = ["replica"]` is rendered
+//! only into instances of those types (a file without the key into every instance), and
+//! `[instance.connection.<type>]` (a table) holds the connection parameters only
+//! instances of that type publish, besides the plain ones every instance publishes. A
+//! release that names types refuses an instance of any other type.
+//!
 //! Templates know `{{name}}` and `{{name|default}}`, nothing else (no logic): an instance
 //! profile is configuration, and a variable the template names but the partition does not
 //! have is an error that names it, never an empty string. **Every value is escaped for the
@@ -40,7 +47,7 @@
 //! `..`, opened without following a symbolic link (`fsutil`); absolute paths and
 //! `file://` are refused, and the whole install runs as the software user, never root.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
@@ -68,6 +75,9 @@ pub enum NativeError {
     ArtifactPath { artifact: String, reason: String },
     #[error(transparent)]
     Template(#[from] TemplateError),
+    /// An instance of a software type the release does not deploy.
+    #[error("this release has no software type {wanted:?} (it has: {known})")]
+    SoftwareType { wanted: String, known: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -125,10 +135,88 @@ pub struct InstanceProfile {
     #[serde(default)]
     pub file: Vec<InstanceFile>,
     #[serde(default)]
-    pub connection: BTreeMap<String, String>,
+    pub connection: Connection,
     /// Typed parameters (`[instance.parameter.port] type = "integer"`).
     #[serde(default)]
     pub parameter: ParameterTypes,
+}
+
+/// The software type of an instance whose master names none.
+pub const DEFAULT_SOFTWARE_TYPE: &str = "default";
+
+/// `[instance.connection]`: plain values are published by every instance; a table
+/// (`[instance.connection.<type>]`) holds what instances of that software type publish
+/// besides (a key of both: the type's value).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "BTreeMap<String, toml::Value>")]
+pub struct Connection {
+    pub common: BTreeMap<String, String>,
+    pub by_type: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl TryFrom<BTreeMap<String, toml::Value>> for Connection {
+    type Error = String;
+
+    fn try_from(table: BTreeMap<String, toml::Value>) -> Result<Self, String> {
+        let mut out = Connection::default();
+        for (key, value) in table {
+            match value {
+                toml::Value::String(s) => {
+                    out.common.insert(key, s);
+                }
+                toml::Value::Table(t) => {
+                    let mut params = BTreeMap::new();
+                    for (k, v) in t {
+                        let toml::Value::String(s) = v else {
+                            return Err(format!(
+                                "connection parameter {k} of software type {key}: a string \
+                                 template is expected"
+                            ));
+                        };
+                        params.insert(k, s);
+                    }
+                    out.by_type.insert(key, params);
+                }
+                _ => {
+                    return Err(format!(
+                        "connection {key}: a string (a parameter every instance publishes) \
+                         or a table (those instances of software type {key} publish)"
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Connection {
+    /// The templates an instance of `software_type` publishes: the common ones, then
+    /// its type's (which win).
+    pub fn for_type(&self, software_type: &str) -> BTreeMap<&str, &str> {
+        let mut out: BTreeMap<&str, &str> = self
+            .common
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Some(own) = self.by_type.get(software_type) {
+            out.extend(own.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+        out
+    }
+
+    /// Every template, with the name errors give it.
+    pub fn all(&self) -> impl Iterator<Item = (String, &str)> {
+        let common = self
+            .common
+            .iter()
+            .map(|(k, v)| (format!("connection {k}"), v.as_str()));
+        let typed = self.by_type.iter().flat_map(|(t, params)| {
+            params
+                .iter()
+                .map(move |(k, v)| (format!("connection {k} of {t}"), v.as_str()))
+        });
+        common.chain(typed)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +232,9 @@ pub struct InstanceFile {
     pub content: Option<String>,
     #[serde(default)]
     pub template: Option<String>,
+    /// Rendered only into instances of these software types (absent: every instance).
+    #[serde(default)]
+    pub software_types: Option<Vec<String>>,
 }
 
 impl InstanceFile {
@@ -151,6 +242,22 @@ impl InstanceFile {
     pub fn kind(&self) -> FileKind {
         self.kind.unwrap_or(FileKind::Plain)
     }
+
+    /// Whether an instance of `software_type` gets this file.
+    pub fn is_for(&self, software_type: &str) -> bool {
+        self.software_types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == software_type))
+    }
+}
+
+/// A software type's name: letters, digits, `_`, `.` and `-`.
+fn valid_software_type(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Whether a release URL names a native manifest.
@@ -242,10 +349,94 @@ impl Manifest {
                 Template::compile(content, kind, &f.path)?;
             }
         }
-        for (k, t) in &m.instance.connection {
-            Template::compile(t, FileKind::Plain, &format!("connection {k}"))?;
+        for (name, t) in m.instance.connection.all() {
+            Template::compile(t, FileKind::Plain, &name)?;
         }
+        m.check_software_types()?;
         Ok(m)
+    }
+
+    /// Type names are plain, a file's list is not empty, and no two files of one path
+    /// go to the same type.
+    fn check_software_types(&self) -> Result<(), NativeError> {
+        let bad = |m: String| Err(NativeError::Manifest(m));
+        for f in &self.instance.file {
+            match &f.software_types {
+                Some(types) if types.is_empty() => {
+                    return bad(format!(
+                        "instance file {:?}: software_types is empty (leave it out for every \
+                         instance)",
+                        f.path
+                    ))
+                }
+                Some(types) => {
+                    if let Some(t) = types.iter().find(|t| !valid_software_type(t)) {
+                        return bad(format!(
+                            "instance file {:?}: {t:?} is not a software type (letters, \
+                             digits, _ . -)",
+                            f.path
+                        ));
+                    }
+                }
+                None => {}
+            }
+        }
+        if let Some(t) = self
+            .instance
+            .connection
+            .by_type
+            .keys()
+            .find(|t| !valid_software_type(t))
+        {
+            return bad(format!(
+                "[instance.connection.{t}]: not a software type (letters, digits, _ . -)"
+            ));
+        }
+        let mut types: Vec<&str> = self.software_types().into_iter().collect();
+        types.push(DEFAULT_SOFTWARE_TYPE);
+        for t in types {
+            let mut seen = BTreeSet::new();
+            for f in self.instance.file.iter().filter(|f| f.is_for(t)) {
+                if !seen.insert(safe_relative(&f.path).unwrap_or_default()) {
+                    return bad(format!(
+                        "instance file {:?} is given twice for software type {t}",
+                        f.path
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The software types the release names (its files' and its connection tables').
+    pub fn software_types(&self) -> BTreeSet<&str> {
+        let mut out: BTreeSet<&str> = self
+            .instance
+            .file
+            .iter()
+            .flat_map(|f| f.software_types.iter().flatten())
+            .map(String::as_str)
+            .collect();
+        out.extend(self.instance.connection.by_type.keys().map(String::as_str));
+        out
+    }
+
+    /// The files an instance of `software_type` gets; a type the release does not know
+    /// (when it names any) is refused.
+    pub fn files_for(&self, software_type: &str) -> Result<Vec<&InstanceFile>, NativeError> {
+        let types = self.software_types();
+        if !types.is_empty() && !types.contains(software_type) {
+            return Err(NativeError::SoftwareType {
+                wanted: software_type.to_owned(),
+                known: types.into_iter().collect::<Vec<_>>().join(", "),
+            });
+        }
+        Ok(self
+            .instance
+            .file
+            .iter()
+            .filter(|f| f.is_for(software_type))
+            .collect())
     }
 
     /// Renders the instance file `file` (its `content`, or `template_text` read from the
@@ -265,15 +456,20 @@ impl Manifest {
         Ok(template.render(vars, &self.instance.parameter)?)
     }
 
-    /// The connection parameters rendered (plain values).
+    /// The connection parameters an instance of `software_type` publishes, rendered
+    /// (plain values).
     pub fn render_connection(
         &self,
+        software_type: &str,
         vars: &BTreeMap<String, String>,
     ) -> Result<Vec<(String, String)>, NativeError> {
         let mut out = Vec::new();
-        for (k, t) in &self.instance.connection {
+        for (k, t) in self.instance.connection.for_type(software_type) {
             let template = Template::compile(t, FileKind::Plain, &format!("connection {k}"))?;
-            out.push((k.clone(), template.render(vars, &self.instance.parameter)?));
+            out.push((
+                k.to_owned(),
+                template.render(vars, &self.instance.parameter)?,
+            ));
         }
         Ok(out)
     }
@@ -487,7 +683,7 @@ url = "http://[{{ipv6}}]:{{param.port|8080}}/"
         );
         vars.insert("param.port".to_string(), "9".to_string());
         assert_eq!(
-            m.render_connection(&vars).unwrap(),
+            m.render_connection("default", &vars).unwrap(),
             vec![("url".to_string(), "http://[::1]:9/".to_string())]
         );
         vars.insert("param.port".to_string(), "9; reboot".to_string());
@@ -536,6 +732,142 @@ url = "http://[{{ipv6}}]:{{param.port|8080}}/"
                 err.contains("etc/service/hello") && err.contains("without quotes"),
                 "{quoted}: {err}"
             );
+        }
+    }
+
+    const TYPED: &str = r##"
+[release]
+name = "two-sides"
+
+[[instance.file]]
+path = "etc/common"
+kind = "plain"
+content = "{{software_type}}"
+
+[[instance.file]]
+path = "etc/service/run"
+kind = "shell"
+software_types = ["server"]
+content = "#!/bin/sh\nexec server {{param.port}}\n"
+
+[[instance.file]]
+path = "etc/service/run"
+kind = "shell"
+software_types = ["proxy", "edge"]
+content = "#!/bin/sh\nexec proxy {{param.upstream}}\n"
+
+[instance.connection]
+kind = "{{software_type}}"
+
+[instance.connection.server]
+url = "http://[{{ipv6}}]:{{param.port}}/"
+kind = "the server"
+
+[instance.connection.proxy]
+upstream = "{{param.upstream}}"
+"##;
+
+    fn paths(files: &[&InstanceFile]) -> Vec<String> {
+        files.iter().map(|f| f.path.clone()).collect()
+    }
+
+    #[test]
+    fn files_and_connection_parameters_go_to_the_instances_of_their_software_types() {
+        let m = Manifest::parse(TYPED).unwrap();
+        assert_eq!(
+            m.software_types().into_iter().collect::<Vec<_>>(),
+            ["edge", "proxy", "server"]
+        );
+        let mut vars = BTreeMap::new();
+        for (k, v) in [
+            ("ipv6", "::1"),
+            ("param.port", "80"),
+            ("param.upstream", "a:1"),
+        ] {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let server = m.files_for("server").unwrap();
+        assert_eq!(paths(&server), ["etc/common", "etc/service/run"]);
+        assert_eq!(
+            m.render_file(server[1], None, &vars).unwrap(),
+            "#!/bin/sh\nexec server '80'\n"
+        );
+        let proxy = m.files_for("proxy").unwrap();
+        assert_eq!(
+            m.render_file(proxy[1], None, &vars).unwrap(),
+            "#!/bin/sh\nexec proxy 'a:1'\n"
+        );
+        assert_eq!(paths(&m.files_for("edge").unwrap()), paths(&proxy));
+        vars.insert("software_type".to_string(), "server".to_string());
+        assert_eq!(
+            m.render_connection("server", &vars).unwrap(),
+            [
+                ("kind".to_string(), "the server".to_string()),
+                ("url".to_string(), "http://[::1]:80/".to_string())
+            ]
+        );
+        vars.insert("software_type".to_string(), "edge".to_string());
+        assert_eq!(
+            m.render_connection("edge", &vars).unwrap(),
+            [("kind".to_string(), "edge".to_string())]
+        );
+        // A type the release does not deploy: refused, naming those it has.
+        let err = m.files_for("default").unwrap_err().to_string();
+        assert!(
+            err.contains("\"default\"") && err.contains("edge, proxy, server"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_release_without_software_types_deploys_every_type_the_same() {
+        let m = Manifest::parse(MANIFEST).unwrap();
+        assert!(m.software_types().is_empty());
+        for t in ["default", "RootSoftwareInstance", "anything"] {
+            assert_eq!(paths(&m.files_for(t).unwrap()), ["etc/service/hello"]);
+            let mut vars = BTreeMap::new();
+            vars.insert("ipv6".to_string(), "::1".to_string());
+            assert_eq!(m.render_connection(t, &vars).unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn software_types_that_are_ambiguous_or_malformed_are_refused() {
+        for (bad, why) in [
+            (
+                TYPED.replace("[\"proxy\", \"edge\"]", "[\"proxy\", \"server\"]"),
+                "given twice for software type server",
+            ),
+            (
+                TYPED.replace("software_types = [\"server\"]\n", ""),
+                "given twice for software type",
+            ),
+            (
+                TYPED.replace("[\"server\"]", "[]"),
+                "software_types is empty",
+            ),
+            (
+                TYPED.replace("[\"server\"]", "[\"a b\"]"),
+                "not a software type",
+            ),
+            (
+                TYPED.replace(
+                    "[instance.connection.proxy]",
+                    "[instance.connection.\"x/y\"]",
+                ),
+                "not a software type",
+            ),
+            (
+                TYPED.replace("upstream = \"{{param.upstream}}\"", "upstream = 3"),
+                "a string template is expected",
+            ),
+            (
+                TYPED.replace("kind = \"{{software_type}}\"", "kind = 3"),
+                "or a table",
+            ),
+        ] {
+            let err = Manifest::parse(&bad).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(why), "{why}: {err}\n{bad}");
         }
     }
 

@@ -185,7 +185,8 @@ fn unmark_json(v: &serde_json::Value, m: &[(String, String)]) -> serde_json::Val
     }
 }
 
-/// The variables of every template of `manifest` (files and connection parameters).
+/// The variables of every template of `manifest` (files and connection parameters, of
+/// every software type).
 fn variables(manifest: &Manifest) -> Vec<String> {
     let mut names = std::collections::BTreeSet::new();
     for f in &manifest.instance.file {
@@ -193,11 +194,26 @@ fn variables(manifest: &Manifest) -> Vec<String> {
             Template::compile(f.content.as_deref().unwrap_or_default(), f.kind(), &f.path).unwrap();
         names.extend(t.variables().map(str::to_owned));
     }
-    for (k, t) in &manifest.instance.connection {
-        let t = Template::compile(t, FileKind::Plain, k).unwrap();
+    for (k, t) in manifest.instance.connection.all() {
+        let t = Template::compile(t, FileKind::Plain, &k).unwrap();
         names.extend(t.variables().map(str::to_owned));
     }
     names.into_iter().collect()
+}
+
+/// The software types the release deploys (one, `default`, for a release that names
+/// none).
+fn software_types(manifest: &Manifest) -> Vec<String> {
+    let types: Vec<String> = manifest
+        .software_types()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if types.is_empty() {
+        vec!["default".into()]
+    } else {
+        types
+    }
 }
 
 fn is_integer(manifest: &Manifest, var: &str) -> bool {
@@ -246,15 +262,17 @@ fn site(manifest: &Manifest) -> Site {
     }
 }
 
+/// What an instance of `software_type` gets: its files and connection parameters.
 fn render_all(
     manifest: &Manifest,
+    software_type: &str,
     site: &Site,
     vars: &BTreeMap<String, String>,
     shell: &str,
 ) -> BTreeMap<String, Outcome> {
     let mut out = BTreeMap::new();
     manifest.check_parameters(vars).unwrap();
-    for f in &manifest.instance.file {
+    for f in manifest.files_for(software_type).unwrap() {
         let text = manifest
             .render_file(f, None, vars)
             .unwrap_or_else(|e| panic!("{}: {e}", f.path));
@@ -277,7 +295,7 @@ fn render_all(
         };
         out.insert(f.path.clone(), outcome);
     }
-    for (k, v) in manifest.render_connection(vars).unwrap() {
+    for (k, v) in manifest.render_connection(software_type, vars).unwrap() {
         out.insert(format!("connection {k}"), Outcome::Plain(v));
     }
     out
@@ -303,7 +321,10 @@ fn every_deploy_template_keeps_hostile_values_inert() {
         let names = variables(&manifest);
         let site = site(&manifest);
         let values = hostile(&site.pwned);
-        for shell in shells() {
+        for (shell, software_type) in shells()
+            .into_iter()
+            .flat_map(|sh| software_types(&manifest).into_iter().map(move |t| (sh, t)))
+        {
             for round in 0..values.len() {
                 let mut marked = BTreeMap::new();
                 let mut real = BTreeMap::new();
@@ -325,12 +346,12 @@ fn every_deploy_template_keeps_hostile_values_inert() {
                 // the X, but keeps replacements independent of order).
                 markers.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
                 let expected: BTreeMap<String, Outcome> =
-                    render_all(&manifest, &site, &marked, shell)
+                    render_all(&manifest, &software_type, &site, &marked, shell)
                         .iter()
                         .map(|(k, o)| (k.clone(), unmark_outcome(o, &markers)))
                         .collect();
-                let got = render_all(&manifest, &site, &real, shell);
-                for f in &manifest.instance.file {
+                let got = render_all(&manifest, &software_type, &site, &real, shell);
+                for f in manifest.files_for(&software_type).unwrap() {
                     // The stubs did run: the comparison is not between two empty lists.
                     if f.content
                         .as_deref()
@@ -338,7 +359,7 @@ fn every_deploy_template_keeps_hostile_values_inert() {
                     {
                         assert!(
                             matches!(&expected[&f.path], Outcome::Shell(runs) if !runs.is_empty()),
-                            "{release} {}: no stub ran",
+                            "{release} ({software_type}) {}: no stub ran",
                             f.path
                         );
                     }
@@ -347,12 +368,12 @@ fn every_deploy_template_keeps_hostile_values_inert() {
                     assert_eq!(
                         got.get(file),
                         Some(want),
-                        "{release} {file} with {shell}, round {round}"
+                        "{release} ({software_type}) {file} with {shell}, round {round}"
                     );
                 }
                 assert!(
                     !site.pwned.exists(),
-                    "{release}, {shell}, round {round}: a value ran a command"
+                    "{release} ({software_type}), {shell}, round {round}: a value ran a command"
                 );
             }
         }
@@ -408,12 +429,14 @@ fn hostile_values_are_refused_where_they_cannot_be_escaped() {
     }
 }
 
-/// The script behind the slapos-master release's services: the values it puts on a
-/// command line arrive whole (`--token=<value>`), and those it would write into the
-/// gateway's configuration or split into lists are checked first.
+/// The script behind the slapos-master release's services, on both sides (a `replica`
+/// instance and a `gateway` one): the values it puts on a command line arrive whole
+/// (`--token=<value>`), and those it would write into the gateway's configuration or
+/// split into lists are checked first.
 #[test]
 fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
     let manifest = Manifest::parse(&manifest_text("slapos-master")).unwrap();
+    assert_eq!(software_types(&manifest), ["gateway", "replica"]);
     let site = site(&manifest);
     let script = site.software.join("bin/slapos-master");
     std::fs::copy(deploy().join("slapos-master/slapos-master.sh"), &script).unwrap();
@@ -429,15 +452,20 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
             "param.join-via",
             "[2001:db8::1]:7202,[2001:db8::2]:7202".into(),
         ),
+        (
+            "param.masters",
+            "[2001:db8::4]:7202,[2001:db8::1]:7202,[2001:db8::2]:7202".into(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let write_env = |vars: &BTreeMap<String, String>| {
+    // The environment file of an instance of `software_type`.
+    let write_env = |software_type: &str, vars: &BTreeMap<String, String>| {
         let f = manifest
-            .instance
-            .file
-            .iter()
+            .files_for(software_type)
+            .unwrap()
+            .into_iter()
             .find(|f| f.path == "etc/slapos-master.env")
             .unwrap();
         let text = manifest.render_file(f, None, vars).unwrap();
@@ -466,28 +494,51 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
         (out, args)
     };
     for value in hostile(&site.pwned) {
-        // Tokens and the enrollment gateway are passed on whole.
-        let mut vars = base.clone();
-        vars.insert("param.replica-token".into(), value.clone());
-        vars.insert("param.gateway-token".into(), value.clone());
-        vars.insert("param.enroll-gateway".into(), value.clone());
-        write_env(&vars);
-        let _ = std::fs::remove_file(tls.join("gateway-r4.crt"));
-        let (out, calls) = run("enroll");
-        assert!(out.status.success(), "{out:?}");
-        assert_eq!(calls.len(), 2, "{calls:?}");
-        for call in &calls {
+        // Tokens and the enrollment gateway are passed on whole, each side enrolling its
+        // own identity only.
+        for (software_type, token, cmd, identity) in [
+            (
+                "replica",
+                "param.replica-token",
+                "enroll-replica",
+                "replica:4",
+            ),
+            (
+                "gateway",
+                "param.gateway-token",
+                "enroll-gateway",
+                "gateway:r4",
+            ),
+        ] {
+            let mut vars = base.clone();
+            vars.insert(token.into(), value.clone());
+            vars.insert("param.enroll-gateway".into(), value.clone());
+            write_env(software_type, &vars);
+            let _ = std::fs::remove_file(tls.join("replica-4.crt"));
+            let _ = std::fs::remove_file(tls.join("gateway-r4.crt"));
+            let (out, calls) = run(cmd);
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(calls.len(), 1, "{calls:?}");
+            let call = &calls[0];
             assert!(call.contains(&format!("--token={value}")), "{call:?}");
             assert!(call.contains(&format!("--gateway={value}")), "{call:?}");
+            assert!(call.contains(&format!("--identity={identity}")), "{call:?}");
         }
-        // Lists and addresses that go into gateway.toml are refused unless well-formed.
-        for param in ["param.join-via", "ipv6"] {
+        // Lists and addresses that go into gateway.toml or a command line are refused
+        // unless well-formed.
+        for (software_type, param, cmd) in [
+            ("gateway", "param.masters", "gateway"),
+            ("gateway", "ipv6", "gateway"),
+            ("replica", "param.join-via", "join"),
+            ("replica", "ipv6", "join"),
+        ] {
             let mut vars = base.clone();
             vars.insert(param.into(), value.clone());
-            write_env(&vars);
+            write_env(software_type, &vars);
             let _ = std::fs::remove_file(site.partition.join("etc/gateway.toml"));
             std::fs::write(tls.join("gateway-r4.crt"), "cert").unwrap();
-            let (out, calls) = run("gateway");
+            std::fs::write(tls.join("replica-4.crt"), "cert").unwrap();
+            let (out, calls) = run(cmd);
             // What the script accepts: IPv6 characters; lists split on commas and blanks
             // into names or addresses.
             let allowed = |c: char| match param {
@@ -497,12 +548,16 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
             let shaped = if param == "ipv6" {
                 !value.is_empty() && value.chars().all(allowed)
             } else {
-                value
-                    .split([',', ' ', '\t', '\n'])
-                    .all(|t| t.chars().all(allowed))
+                !(cmd == "gateway" && value.is_empty())
+                    && value
+                        .split([',', ' ', '\t', '\n'])
+                        .all(|t| t.chars().all(allowed))
             };
             if !shaped {
-                assert!(!out.status.success(), "{param} = {value:?} accepted");
+                assert!(
+                    !out.status.success(),
+                    "{software_type} {param} = {value:?} accepted"
+                );
                 assert!(
                     String::from_utf8_lossy(&out.stderr).contains("refusing"),
                     "{out:?}"
@@ -512,8 +567,9 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
         }
         assert!(!site.pwned.exists(), "{value:?} ran a command");
     }
-    // And well-formed values make a gateway configuration with exactly those entries.
-    write_env(&base);
+    // And well-formed values make a gateway configuration with exactly those entries,
+    // its replica's first.
+    write_env("gateway", &base);
     let (out, calls) = run("gateway");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(calls.len(), 1);
@@ -523,5 +579,19 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
         .unwrap();
     // No admins: the group records them, no gateway configuration names any.
     assert!(conf.get("slap").is_none(), "{conf:?}");
-    assert_eq!(conf["masters"].as_array().unwrap().len(), 3);
+    let masters: Vec<&str> = conf["masters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        masters,
+        [
+            "[2001:db8::4]:7202",
+            "[2001:db8::1]:7202",
+            "[2001:db8::2]:7202"
+        ]
+    );
+    assert_eq!(conf["listen"].as_str(), Some("[2001:db8::4]:8443"));
 }

@@ -6,8 +6,10 @@
 //! in one region, an unknown computer, and the seed replica's own certificate (refused by
 //! the group once the seed leaves); interrupted halfway (killed while it hosts the second
 //! replica), the same command resumes from its plan; at its end the group is the three
-//! hosted replicas (one per region, voting, one of them leading), the seed is gone, and
-//! a write goes through a gateway in a partition.
+//! hosted replicas (one per region, voting, one of them leading), each with its gateway
+//! in another partition of its node, the seed is gone, its certificates and its
+//! gateway's (`gateway:r1`) no longer pass the masters while the hosted ones do, and a
+//! write goes through a gateway in a partition.
 //!
 //! Runs as root (the nodes make a Unix user per partition, removed at the end).
 
@@ -53,7 +55,7 @@ fn bootstrap_moves_the_master_into_partitions_one_per_region_and_resumes_when_in
             "--nodes",
             "3",
             "--partitions",
-            "2",
+            "3",
         ],
         Duration::from_secs(240),
     );
@@ -213,6 +215,51 @@ fn bootstrap_moves_the_master_into_partitions_one_per_region_and_resumes_when_in
     );
     let leader = status["leader"].as_u64().unwrap();
     assert!((2..=4).contains(&leader), "{status}");
+
+    // The seed is gone, and so are its certificates: the seed replica's and its
+    // gateway's (`gateway:r1`) no longer pass the masters; the operator's, a hosted
+    // replica's and a hosted gateway's do.
+    let plan_now: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    let two = plan_now["hosted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == 2)
+        .unwrap_or_else(|| panic!("replica 2 in the plan: {plan_now}"));
+    assert_eq!(two["computer"], "COMP-1", "{plan_now}");
+    let inst = up.dir.join("node-1/inst");
+    let replica_tls = inst
+        .join(two["partition"].as_str().unwrap())
+        .join("etc/tls");
+    let gateway_tls = inst
+        .join(two["gateway_partition"].as_str().unwrap())
+        .join("etc/tls");
+    let status_as = |cert: std::path::PathBuf, key: std::path::PathBuf| {
+        let out = Command::new(slapos_bin())
+            .args(["cluster", "status", "--json", "--via", &via])
+            .env("SLAPOS_MASTER_TLS_CERT", cert)
+            .env("SLAPOS_MASTER_TLS_KEY", key)
+            .env("SLAPOS_MASTER_TLS_CA", tls.join("ca.pem"))
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out))
+    };
+    for name in ["replica-1", "gateway-r1"] {
+        let (ok, said) = status_as(
+            tls.join(format!("{name}.crt")),
+            tls.join(format!("{name}.key")),
+        );
+        assert!(!ok && said.contains("revoked"), "{name}: {said}");
+    }
+    for (name, dir) in [("replica-2", &replica_tls), ("gateway-r2", &gateway_tls)] {
+        let (ok, said) = status_as(
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        assert!(ok && said.contains("\"leader\""), "{name}: {said}");
+    }
 
     // A write through a gateway in a partition.
     let out = Command::new(slapos_bin())

@@ -2,14 +2,14 @@
 //! group `slapos up --unhosted` runs under mTLS (two replicas as plain processes and a
 //! node), the operator adds a third replica hosted in a partition with one command
 //! (`slapos cluster add-replica`): the release, written for this binary, is supplied and
-//! an instance requested; slapgrid installs the `slapos` binary (checksum verified) and
-//! runs, as the partition's user, a replica and a gateway in the partition; they enroll
-//! with one-time tokens the operator made for the partition's addresses, the replica joins
-//! over mTLS and votes, `slapos cluster status` says where it is hosted, its gateway serves
-//! SLAP from the replicated state, and the instance publishes its addresses. Adding it
-//! again with other timers reconfigures it (its node restarts it, its data stays).
-//! `slapos cluster remove-replica` destroys the instance: the replica leaves the group
-//! before its partition is wiped.
+//! two instances requested, a `replica` and a `gateway`; slapgrid installs the `slapos`
+//! binary (checksum verified) and runs each in a partition of its own, as that
+//! partition's user; they enroll with one-time tokens the operator made for their own
+//! partition's addresses, the replica joins over mTLS and votes, `slapos cluster status`
+//! says where it is hosted, its gateway serves SLAP from the replicated state, and the
+//! instances publish their addresses. Adding it again with other timers reconfigures it
+//! (its node restarts it, its data stays). `slapos cluster remove-replica` destroys both
+//! instances: the replica leaves the group before its partition is wiped.
 //!
 //! Runs as root (the node makes a Unix user per partition, removed at the end).
 
@@ -56,7 +56,7 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
             "--nodes",
             "1",
             "--partitions",
-            "2",
+            "3",
         ],
         Duration::from_secs(180),
     );
@@ -177,9 +177,26 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
             .is_some_and(|h| h.starts_with(&format!("{computer}/slappart"))),
         "{three}"
     );
+    // The replica and its gateway run in two partitions (two users) of the node.
+    let node_cfg = cluster["nodes"][0]["config"].as_str().unwrap().to_string();
+    let group_of = |name: &str| {
+        slapos_e2e::agent::node_status(&node_cfg)
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name).cloned())
+            .map(|p| p["group"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("no {name} on the node"))
+    };
+    let (replica_group, gateway_group) =
+        (group_of("replica-on-watch"), group_of("gateway-on-watch"));
+    assert!(
+        three["hosted_by"]
+            .as_str()
+            .is_some_and(|h| h.ends_with(&format!("/{replica_group}"))),
+        "{three}"
+    );
+    assert_ne!(replica_group, gateway_group);
     // Running it again with other timers reconfigures it: the node restarts the
     // replica with them, its data stays, and it votes again.
-    let node_cfg = cluster["nodes"][0]["config"].as_str().unwrap().to_string();
     let replica_pid = || slapos_e2e::agent::running_pid(&node_cfg, "replica-on-watch");
     let before = replica_pid().expect("the replica runs under the node's supervisor");
     let mut again: Vec<String> = add.iter().map(|a| a.to_string()).collect();
@@ -227,7 +244,7 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
     );
     let release = release_dir.join("software.toml").display().to_string();
 
-    // Its gateway, in the partition, serves SLAP to the admin from the group's state.
+    // Its gateway, in its partition, serves SLAP to the admin from the group's state.
     let own = format!("https://[::1]:{gateway_port}/");
     // The node's view, as the admin reads it through the partition's gateway: the body
     // and the HTTP status on its last line, and curl's complaints.
@@ -271,8 +288,9 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
         answer.contains(&release),
         "the group's state, read through the new gateway: {answer}"
     );
-    // The instance publishes its addresses once its promise (a voter with a leader)
-    // holds: the node's view, read by the admin through the new gateway, has them.
+    // The instances publish their addresses once their promises (a voter with a
+    // leader; a gateway that serves) hold: the node's view, read by the admin through
+    // the new gateway, has them.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (view, _) = view();

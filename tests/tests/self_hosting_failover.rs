@@ -401,7 +401,8 @@ fn a_lost_region_s_replica_is_replaced_and_the_group_grows_to_five() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let (up, cluster) = start_up(dir.path(), &["--nodes", "4", "--partitions", "3"]);
+    // (a replica and its gateway take two partitions: COMP-3 and COMP-4 host two of each)
+    let (up, cluster) = start_up(dir.path(), &["--nodes", "4", "--partitions", "4"]);
     let op = Operator::of(&cluster);
     let hosted = cluster["hosted_replicas"].as_array().unwrap().clone();
     // COMP-1 hosts the replica whose certificate the operator presents: lose COMP-2.

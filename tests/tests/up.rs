@@ -356,6 +356,12 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
             "{cfg}"
         );
     }
+    // Each replica and its gateway run in partitions of their own, as two Unix users:
+    // the gateway's user (what faces every client) reads its own key, not the replica's
+    // key nor its Raft data.
+    for h in hosted {
+        gateway_cannot_read_its_replica(h, nodes);
+    }
     let node_cfg = nodes[0]["config"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
     while slapos_e2e::agent::running_pid(&node_cfg, "hello-on-watch").is_none() {
@@ -385,6 +391,105 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
             "namespace {ns} left behind"
         );
     }
+}
+
+/// `cmd` as the Unix user `user` (`runuser`): its output.
+fn as_user(user: &str, cmd: &[&str]) -> std::process::Output {
+    Command::new("runuser")
+        .args(["-u", user, "--"])
+        .args(cmd)
+        .output()
+        .expect("runuser")
+}
+
+/// The real uid of process `pid` and its command line.
+fn uid_and_command(pid: u64) -> (u32, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("no Uid in /proc/{pid}/status"));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let command = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    (uid, command)
+}
+
+/// The hosted replica `h` (cluster.json) and its gateway: two partitions, two users,
+/// two processes; the gateway's user cannot read the replica's key or data, and reads
+/// its own key.
+fn gateway_cannot_read_its_replica(h: &serde_json::Value, nodes: &[serde_json::Value]) {
+    let id = h["id"].as_u64().unwrap();
+    let node = nodes
+        .iter()
+        .find(|n| n["computer_id"] == h["computer"])
+        .expect("the node of a hosted replica");
+    let users = node["users"].as_str().expect("partition users (root)");
+    let inst = std::path::Path::new(node["dir"].as_str().unwrap()).join("inst");
+    let (replica_part, gateway_part) = (
+        h["partition"].as_str().unwrap(),
+        h["gateway_partition"].as_str().expect("gateway_partition"),
+    );
+    assert_ne!(replica_part, gateway_part, "{h}");
+    let user_of = |part: &str| format!("{users}u{}", part.trim_start_matches("slappart"));
+    let gateway_user = user_of(gateway_part);
+    let replica_dir = inst.join(replica_part);
+    let gateway_dir = inst.join(gateway_part);
+    let replica_key = replica_dir.join(format!("etc/tls/replica-{id}.key"));
+    let replica_data = replica_dir.join("srv/master");
+    assert!(replica_key.is_file(), "{} missing", replica_key.display());
+    assert!(replica_data.is_dir(), "{} missing", replica_data.display());
+    for (what, cmd) in [
+        ("the replica's key", ["cat", replica_key.to_str().unwrap()]),
+        ("the replica's data", ["ls", replica_data.to_str().unwrap()]),
+    ] {
+        let out = as_user(&gateway_user, &cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("Permission denied"),
+            "{gateway_user} (gateway of replica {id}) read {what}: {}{err}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let own_key = gateway_dir.join(format!("etc/tls/gateway-r{id}.key"));
+    let out = as_user(&gateway_user, &["cat", own_key.to_str().unwrap()]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("PRIVATE KEY"),
+        "{gateway_user} cannot read its own key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !gateway_dir
+            .join(format!("etc/tls/replica-{id}.key"))
+            .exists(),
+        "a replica key in the gateway's partition"
+    );
+    // The two processes run as the two users.
+    let cfg = node["config"].as_str().unwrap();
+    let status = slapos_e2e::agent::node_status(cfg);
+    let pid_of = |name: &str, group: &str| {
+        status
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|p| p["name"] == name && p["group"] == group && p["state"] == "Running")
+            })
+            .and_then(|p| p["pid"].as_u64())
+            .unwrap_or_else(|| panic!("no {name} running in {group}: {status}"))
+    };
+    let (replica_uid, replica_cmd) = uid_and_command(pid_of("replica-on-watch", replica_part));
+    let (gateway_uid, gateway_cmd) = uid_and_command(pid_of("gateway-on-watch", gateway_part));
+    assert!(replica_cmd.contains("master run"), "{replica_cmd}");
+    assert!(gateway_cmd.contains("gateway run"), "{gateway_cmd}");
+    assert_eq!(
+        (replica_uid, gateway_uid),
+        (
+            slapos_e2e::agent::uid_of(&user_of(replica_part)),
+            slapos_e2e::agent::uid_of(&gateway_user)
+        )
+    );
+    assert_ne!(replica_uid, gateway_uid);
 }
 
 /// SIGTERM to `slapos up` (its Ctrl-C), which must exit successfully within `within`.

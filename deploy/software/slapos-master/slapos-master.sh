@@ -1,14 +1,20 @@
 #!/bin/sh
-# The instance side of the slapos-master release: one master replica and one SLAP gateway
-# in partition P, as its user, under slapgrid's supervisor.
+# The instance side of the slapos-master release, in partition P, as its user, under
+# slapgrid's supervisor. A `replica` instance:
 #
-#   slapos-master P enroll    (etc/run)      certificates from the one-time tokens, once
-#   slapos-master P replica   (etc/service)  `slapos master run`, once its certificate is there
-#   slapos-master P gateway   (etc/service)  `slapos gateway run` in front of the group
-#   slapos-master P join      (etc/run)      `slapos master join` once the replica serves
-#   slapos-master P check     (etc/promise)  the group counts this replica and has a leader
-#   slapos-master P leave     (sbin/destroy) `slapos master leave`: the partition is wiped
-#                                            only once the group no longer counts it
+#   slapos-master P enroll-replica (etc/run)      its certificate from its one-time token
+#   slapos-master P replica        (etc/service)  `slapos master run`, once certified
+#   slapos-master P join           (etc/run)      `slapos master join` once it serves
+#   slapos-master P check          (etc/promise)  the group counts it and has a leader
+#   slapos-master P leave          (sbin/destroy) `slapos master leave`: the partition is
+#                                                 wiped only once the group forgets it
+#
+# A `gateway` instance (another partition, another user: it never sees the replica's key):
+#
+#   slapos-master P enroll-gateway (etc/run)      its certificate from its one-time token
+#   slapos-master P gateway        (etc/service)  `slapos gateway run` in front of the group
+#   slapos-master P serving        (etc/promise)  it serves HTTPS on its address, and the
+#                                                 masters accept its certificate
 #
 # The values of etc/slapos-master.env come from the instance's parameters (slapgrid wrote
 # each as one quoted word): they are data. Each is checked for the shape it must have
@@ -29,7 +35,12 @@ is_number() { case "$1" in '' | *[!0-9]*) return 1 ;; esac; }
 is_ip() { case "$1" in '' | *[!0-9A-Fa-f:.]*) return 1 ;; esac; }
 # host:port or [v6]:port: letters, digits, dots, dashes, colons and brackets.
 is_address() { case "$1" in '' | *[!]0-9A-Za-z.:[-]*) return 1 ;; esac; }
-# A person's name in the group.
+# A comma-separated list of addresses (each checked).
+check_addresses() {
+  for m in $(printf '%s' "$2" | tr ',' ' '); do
+    is_address "$m" || refuse "$1" "a list of host:port addresses"
+  done
+}
 
 # A TOML basic string: the partition's paths go into the gateway's configuration.
 toml_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/[\\"]/\\&/g')"; }
@@ -37,22 +48,35 @@ toml_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/[\\"]/\\&/g')"; }
 case "$P" in *[[:cntrl:]]*) refuse "the partition's path" "a path without control characters" ;; esac
 is_number "$REPLICA_ID" || refuse "replica-id" "a number"
 is_ip "$IPV6" || refuse "the partition's address" "an IP address"
-is_number "$API_PORT" || refuse "api-port" "a number"
-is_number "$GATEWAY_PORT" || refuse "gateway-port" "a number"
-for m in $(printf '%s' "$JOIN_VIA" | tr ',' ' '); do
-  is_address "$m" || refuse "join-via" "a list of host:port addresses"
-done
 SLAPOS="$SOFTWARE/bin/slapos"
 TLS="$P/etc/tls"
-REPLICA_CRT="$TLS/replica-$REPLICA_ID.crt"
-REPLICA_KEY="$TLS/replica-$REPLICA_ID.key"
-GATEWAY_ID="gateway:r$REPLICA_ID"
-GATEWAY_CRT="$TLS/gateway-r$REPLICA_ID.crt"
-GATEWAY_KEY="$TLS/gateway-r$REPLICA_ID.key"
-OWN_API="[$IPV6]:$API_PORT"
+
+# The replica's side (etc/slapos-master.env of a `replica` instance).
+replica_side() {
+  is_number "$API_PORT" || refuse "api-port" "a number"
+  check_addresses join-via "$JOIN_VIA"
+  REPLICA_CRT="$TLS/replica-$REPLICA_ID.crt"
+  REPLICA_KEY="$TLS/replica-$REPLICA_ID.key"
+  OWN_API="[$IPV6]:$API_PORT"
+}
+
+# The gateway's side (etc/slapos-master.env of a `gateway` instance).
+gateway_side() {
+  is_number "$GATEWAY_PORT" || refuse "gateway-port" "a number"
+  check_addresses masters "$MASTERS"
+  GATEWAY_ID="gateway:r$REPLICA_ID"
+  GATEWAY_CRT="$TLS/gateway-r$REPLICA_ID.crt"
+  GATEWAY_KEY="$TLS/gateway-r$REPLICA_ID.key"
+  OWN_URL="https://[$IPV6]:$GATEWAY_PORT/"
+}
 
 as_replica() {
   SLAPOS_MASTER_TLS_CERT="$REPLICA_CRT" SLAPOS_MASTER_TLS_KEY="$REPLICA_KEY" \
+    SLAPOS_MASTER_TLS_CA="$TLS/ca.pem" "$SLAPOS" "$@"
+}
+
+as_gateway() {
+  SLAPOS_MASTER_TLS_CERT="$GATEWAY_CRT" SLAPOS_MASTER_TLS_KEY="$GATEWAY_KEY" \
     SLAPOS_MASTER_TLS_CA="$TLS/ca.pem" "$SLAPOS" "$@"
 }
 
@@ -69,43 +93,21 @@ counted_by() {
 }
 
 case "$CMD" in
-enroll)
+enroll-replica)
+  replica_side
   umask 077
   if [ ! -s "$REPLICA_CRT" ]; then
     "$SLAPOS" master enroll --gateway="$ENROLL_GATEWAY" --token="$REPLICA_TOKEN" \
       --identity="replica:$REPLICA_ID" --ca="$TLS/group-ca.pem" --out="$TLS"
   fi
-  if [ ! -s "$GATEWAY_CRT" ]; then
-    "$SLAPOS" master enroll --gateway="$ENROLL_GATEWAY" --token="$GATEWAY_TOKEN" \
-      --identity="$GATEWAY_ID" --ca="$TLS/group-ca.pem" --out="$TLS"
-  fi
   ;;
 replica)
+  replica_side
   wait_for "$REPLICA_CRT"
   exec "$SLAPOS" master run --config="$P/etc/replica.toml"
   ;;
-gateway)
-  wait_for "$GATEWAY_CRT"
-  masters="\"$OWN_API\""
-  for m in $(printf '%s' "$JOIN_VIA" | tr ',' ' '); do
-    [ "$m" = "$OWN_API" ] || masters="$masters, \"$m\""
-  done
-  cat > "$P/etc/gateway.toml" <<CONF
-# Written by slapos-master at each start (the masters: this replica first).
-listen = "[$IPV6]:$GATEWAY_PORT"
-masters = [$masters]
-tls_cert = $(toml_str "$GATEWAY_CRT")
-tls_key = $(toml_str "$GATEWAY_KEY")
-client_ca = $(toml_str "$TLS/ca.pem")
-
-[master_tls]
-cert = $(toml_str "$GATEWAY_CRT")
-key = $(toml_str "$GATEWAY_KEY")
-ca = $(toml_str "$TLS/ca.pem")
-CONF
-  exec "$SLAPOS" gateway run --config="$P/etc/gateway.toml"
-  ;;
 join)
+  replica_side
   wait_for "$REPLICA_CRT"
   # Until the replica serves its API (it starts beside this one-shot).
   tries=0
@@ -120,6 +122,7 @@ join)
   fi
   ;;
 check)
+  replica_side
   for i in 1 2 3 4 5 6 7 8 9 10; do
     counted_by "$OWN_API" && exit 0
     sleep 1
@@ -128,6 +131,7 @@ check)
   exit 1
   ;;
 leave)
+  replica_side
   # The replica is stopped already (slapgrid stops a partition before its destroy hook):
   # the others remove it, and must keep a quorum without it.
   via="$JOIN_VIA"
@@ -139,8 +143,52 @@ leave)
   *) echo "the group at $via does not answer"; exit 1 ;;
   esac
   ;;
+enroll-gateway)
+  gateway_side
+  umask 077
+  if [ ! -s "$GATEWAY_CRT" ]; then
+    "$SLAPOS" master enroll --gateway="$ENROLL_GATEWAY" --token="$GATEWAY_TOKEN" \
+      --identity="$GATEWAY_ID" --ca="$TLS/group-ca.pem" --out="$TLS"
+  fi
+  ;;
+gateway)
+  gateway_side
+  [ -n "$MASTERS" ] || refuse "masters" "a list of host:port addresses"
+  wait_for "$GATEWAY_CRT"
+  masters=""
+  for m in $(printf '%s' "$MASTERS" | tr ',' ' '); do
+    masters="${masters:+$masters, }\"$m\""
+  done
+  cat > "$P/etc/gateway.toml" <<CONF
+# Written by slapos-master at each start (the masters: its replica first).
+listen = "[$IPV6]:$GATEWAY_PORT"
+masters = [$masters]
+tls_cert = $(toml_str "$GATEWAY_CRT")
+tls_key = $(toml_str "$GATEWAY_KEY")
+client_ca = $(toml_str "$TLS/ca.pem")
+
+[master_tls]
+cert = $(toml_str "$GATEWAY_CRT")
+key = $(toml_str "$GATEWAY_KEY")
+ca = $(toml_str "$TLS/ca.pem")
+CONF
+  exec "$SLAPOS" gateway run --config="$P/etc/gateway.toml"
+  ;;
+serving)
+  gateway_side
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    if "$SLAPOS" gateway check --url="$OWN_URL" --ca="$TLS/ca.pem" >/dev/null 2>&1 &&
+      as_gateway cluster status --json --via="$MASTERS" 2>/dev/null |
+      grep -q "\"leader\": *[0-9]"; then
+      exit 0
+    fi
+    sleep 1
+  done
+  echo "the gateway of replica $REPLICA_ID does not serve $OWN_URL, or the masters refuse it"
+  exit 1
+  ;;
 *)
-  echo "usage: slapos-master P enroll|replica|gateway|join|check|leave" >&2
+  echo "usage: slapos-master P enroll-replica|replica|join|check|leave|enroll-gateway|gateway|serving" >&2
   exit 2
   ;;
 esac
