@@ -100,7 +100,6 @@ fn write_private(path: &Path, content: &str, owner: Option<(u32, u32)>) -> Resul
 /// `computer_id` at `now` (see the module). `owner` (uid, gid) owns both files when
 /// given. A failed renewal of a pair that still works is logged and the pair kept; one
 /// without a usable pair is an error.
-#[allow(clippy::too_many_arguments)]
 pub fn refresh(
     client: &SlapClient,
     node_key: Option<&Path>,
