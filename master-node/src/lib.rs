@@ -6,6 +6,8 @@
 //! reads no clock, no random source and no environment, so every Raft replica that applies
 //! the same log reaches the same bytes. Raft wiring and gRPC services come on top of it.
 
+#![forbid(unsafe_code)]
+
 pub mod ca;
 pub mod domain;
 pub mod raft;
