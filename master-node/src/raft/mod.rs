@@ -7,7 +7,6 @@ pub mod types;
 
 pub use types::{NodeId, NodeInfo, Raft, TypeConfig};
 pub mod client;
-mod issuance;
 pub mod node;
 pub mod service;
 pub mod tls;
