@@ -54,6 +54,27 @@ pub enum Denial {
     Invalid,
 }
 
+/// Whether an error in a transport failure's chain is the TLS handshake refusing a
+/// certificate (ours or the server's): final, unlike a connection that failed.
+fn is_tls_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
+    let rustls_refusal = |e: &rustls::Error| {
+        matches!(
+            e,
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::AlertReceived(_)
+        )
+    };
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return rustls_refusal(r);
+    }
+    // An I/O error carrying the TLS error (what tokio-rustls returns).
+    e.downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(rustls_refusal)
+}
+
 /// One answer of one attempt.
 enum Attempt<T> {
     Done(T),
@@ -226,9 +247,11 @@ impl MasterClient {
     fn transport(addr: &str, status: tonic::Status) -> ClientError {
         // Refusals of who we are (the masters' mTLS) are final: retrying cannot help.
         let mut detail = status.message().to_owned();
+        let mut tls_refused = false;
         let mut source = std::error::Error::source(&status);
         while let Some(s) = source {
             detail.push_str(&format!(": {s}"));
+            tls_refused |= is_tls_refusal(s);
             source = s.source();
         }
         let denial = match status.code() {
@@ -244,7 +267,7 @@ impl MasterClient {
                 message: format!("{addr}: {:?}: {detail}", status.code()),
             };
         }
-        if detail.to_ascii_lowercase().contains("certificate") {
+        if tls_refused {
             return ClientError::Refused(format!("{addr}: {:?}: {detail}", status.code()));
         }
         ClientError::Transport {
@@ -505,9 +528,7 @@ impl MasterClient {
         Ok(match r.result {
             Some(membership_response::Result::Ok(m)) => Attempt::Done(m),
             Some(membership_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
-            Some(membership_response::Result::Error(e)) if e.contains("no leader") => {
-                Attempt::Retry(e)
-            }
+            Some(membership_response::Result::Unavailable(e)) => Attempt::Retry(e),
             Some(membership_response::Result::Error(e)) => {
                 return Err(ClientError::Refused(format!("{addr}: {e}")))
             }
@@ -605,6 +626,9 @@ impl MasterClient {
                     Some(partition_certificate_response::Result::NotLeader(h)) => {
                         Attempt::Leader(h.api_addr)
                     }
+                    Some(partition_certificate_response::Result::Unavailable(e)) => {
+                        Attempt::Retry(e)
+                    }
                     Some(partition_certificate_response::Result::Error(e)) => {
                         return Err(ClientError::Refused(format!("{addr}: {e}")))
                     }
@@ -633,6 +657,7 @@ impl MasterClient {
                 Ok(match r.result {
                     Some(issue_response::Result::CertPem(pem)) => Attempt::Done((pem, r.serial)),
                     Some(issue_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
+                    Some(issue_response::Result::Unavailable(e)) => Attempt::Retry(e),
                     Some(issue_response::Result::Error(e)) => {
                         return Err(ClientError::Refused(format!("{addr}: {e}")))
                     }

@@ -1,14 +1,13 @@
 //! Membership, one change at a time: a replica added as a learner, caught up, then
 //! promoted; a replica removed after its retirement is recorded (its id never reused).
 
-use super::{MasterService, CATCH_UP_TIMEOUT, NO_LEADER};
+use super::{MasterService, ServiceError, CATCH_UP_TIMEOUT, NO_LEADER};
 use crate::domain::{Command, Op, RequestId};
 use crate::raft::client::MasterClient;
 use crate::raft::types::{NodeId, NodeInfo};
 use openraft::{ChangeMembers, ServerState};
 use slapos_proto::rpc::master::{
-    membership_response, submit_response, AddReplicaRequest, MembershipResponse,
-    RemoveReplicaRequest,
+    membership_response, AddReplicaRequest, MembershipResponse, RemoveReplicaRequest,
 };
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -17,6 +16,37 @@ use tonic::{Request, Response, Status};
 fn membership_error(message: impl Into<String>) -> MembershipResponse {
     MembershipResponse {
         result: Some(membership_response::Result::Error(message.into())),
+    }
+}
+
+/// What a failed membership write means for the caller: leadership moved or was lost
+/// (retry) or a refusal.
+fn write_error(
+    e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, NodeInfo>>,
+) -> ServiceError {
+    use openraft::error::{ClientWriteError, RaftError};
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ServiceError::Unavailable(format!(
+                "leadership moved ({})",
+                f.leader_id
+                    .map_or("no leader known".into(), |l| format!("to {l}"))
+            ))
+        }
+        RaftError::Fatal(f) => ServiceError::Unavailable(f.to_string()),
+        other => ServiceError::Refused(other.to_string()),
+    }
+}
+
+/// A step of a membership change that failed: retry (unavailable) or refused.
+fn membership_failure(what: &str, e: &ServiceError) -> MembershipResponse {
+    let message = format!("{what}: {e}");
+    MembershipResponse {
+        result: Some(if e.is_unavailable() {
+            membership_response::Result::Unavailable(message)
+        } else {
+            membership_response::Result::Error(message)
+        }),
     }
 }
 
@@ -39,7 +69,7 @@ impl MasterService {
     pub(super) async fn change(
         &self,
         changes: ChangeMembers<NodeId, NodeInfo>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ServiceError> {
         use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -50,7 +80,7 @@ impl MasterService {
                 ))) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(write_error(e)),
             }
         }
     }
@@ -67,7 +97,7 @@ impl MasterService {
         self.ask_leader(forwarded, call, |hint| MembershipResponse {
             result: Some(match hint {
                 Some(h) => membership_response::Result::NotLeader(h),
-                None => membership_response::Result::Error(NO_LEADER.into()),
+                None => membership_response::Result::Unavailable(NO_LEADER.into()),
             }),
         })
         .await
@@ -75,7 +105,11 @@ impl MasterService {
 
     /// Wait until the leader's replication to `id` has matched the leader's last log
     /// index as it was when we started waiting.
-    pub(super) async fn wait_caught_up(&self, id: NodeId, timeout: Duration) -> Result<(), String> {
+    pub(super) async fn wait_caught_up(
+        &self,
+        id: NodeId,
+        timeout: Duration,
+    ) -> Result<(), ServiceError> {
         let mut rx = self.raft.metrics();
         let target = rx.borrow().last_log_index.unwrap_or(0);
         let deadline = Instant::now() + timeout;
@@ -83,7 +117,9 @@ impl MasterService {
             let matched = {
                 let m = rx.borrow();
                 if m.state != ServerState::Leader {
-                    return Err("leadership moved while the new replica was catching up".into());
+                    return Err(ServiceError::Unavailable(
+                        "leadership moved while the new replica was catching up".into(),
+                    ));
                 }
                 m.replication
                     .as_ref()
@@ -95,17 +131,17 @@ impl MasterService {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!(
+                return Err(ServiceError::Refused(format!(
                     "replica {id} did not catch up to index {target} within {} s (it has {}); it stays a learner",
                     timeout.as_secs(),
                     matched.map_or("nothing".to_string(), |i| i.to_string())
-                ));
+                )));
             }
             let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), rx.changed()).await;
         }
     }
 
-    pub(super) async fn retire(&self, id: NodeId) -> Result<(), String> {
+    pub(super) async fn retire(&self, id: NodeId) -> Result<(), ServiceError> {
         let command = Command {
             request_id: RequestId::new(
                 format!("master-{}-membership", self.id),
@@ -114,14 +150,7 @@ impl MasterService {
             at: crate::raft::proposer_time(),
             op: Op::RetireReplica { id },
         };
-        match self.write(command).await.response.result {
-            Some(submit_response::Result::Outcome(_)) => Ok(()),
-            Some(submit_response::Result::NotLeader(h)) => {
-                Err(format!("leadership moved to {}", h.leader_id))
-            }
-            Some(submit_response::Result::Unavailable(e)) => Err(e),
-            None => Err("no answer".into()),
-        }
+        self.write_reply(command).await.map(|_| ())
     }
 
     pub(super) async fn add_replica_rpc(
@@ -146,9 +175,10 @@ impl MasterService {
         }
         // Ids are never reused: not a current member's, not a retired one's.
         if let Err(e) = self.raft.ensure_linearizable().await {
-            return Ok(Response::new(membership_error(format!(
-                "cannot confirm leadership: {e}"
-            ))));
+            return Ok(Response::new(membership_failure(
+                "cannot confirm leadership",
+                &ServiceError::Unavailable(e.to_string()),
+            )));
         }
         let m = self.raft.metrics().borrow().clone();
         let existing = m.membership_config.membership().get_node(&req.id).cloned();
@@ -179,20 +209,21 @@ impl MasterService {
         if existing.is_none() {
             tracing::info!(id = req.id, %node, "adding learner");
             if let Err(e) = self.raft.add_learner(req.id, node.clone(), false).await {
-                return Ok(Response::new(membership_error(format!("add learner: {e}"))));
+                return Ok(Response::new(membership_failure(
+                    "add learner",
+                    &write_error(e),
+                )));
             }
         }
         if let Err(e) = self.wait_caught_up(req.id, CATCH_UP_TIMEOUT).await {
-            return Ok(Response::new(membership_error(e)));
+            return Ok(Response::new(membership_failure("catching up", &e)));
         }
         if req.voter {
             tracing::info!(id = req.id, "promoting to voter");
             let mut ids = BTreeSet::new();
             ids.insert(req.id);
             if let Err(e) = self.change(ChangeMembers::AddVoterIds(ids)).await {
-                return Ok(Response::new(membership_error(format!(
-                    "promote to voter: {e}"
-                ))));
+                return Ok(Response::new(membership_failure("promote to voter", &e)));
             }
         }
         Ok(Response::new(MembershipResponse {
@@ -246,18 +277,14 @@ impl MasterService {
             .collect();
         if !self_removal {
             if let Err(e) = self.retire(req.id).await {
-                return Ok(Response::new(membership_error(format!(
-                    "record retirement: {e}"
-                ))));
+                return Ok(Response::new(membership_failure("record retirement", &e)));
             }
         }
         let mut ids = BTreeSet::new();
         ids.insert(req.id);
         if voters.contains(&req.id) {
             if let Err(e) = self.change(ChangeMembers::RemoveVoters(ids.clone())).await {
-                return Ok(Response::new(membership_error(format!(
-                    "remove voter: {e}"
-                ))));
+                return Ok(Response::new(membership_failure("remove voter", &e)));
             }
         }
         // `RemoveVoters` without `retain` drops the node entirely; a learner is removed
@@ -265,7 +292,7 @@ impl MasterService {
         // and this replica steps down.
         if !voters.contains(&req.id) {
             if let Err(e) = self.change(ChangeMembers::RemoveNodes(ids)).await {
-                return Ok(Response::new(membership_error(format!("remove node: {e}"))));
+                return Ok(Response::new(membership_failure("remove node", &e)));
             }
         }
         if self_removal {
@@ -279,9 +306,10 @@ impl MasterService {
             };
             let mut client = MasterClient::new(others).with_deadline(Duration::from_secs(30));
             if let Err(e) = client.submit(&command).await {
-                return Ok(Response::new(membership_error(format!(
-                    "left the group, but recording its retirement failed (retry): {e}"
-                ))));
+                return Ok(Response::new(membership_failure(
+                    "left the group, but recording its retirement failed",
+                    &ServiceError::Unavailable(e.to_string()),
+                )));
             }
         }
         Ok(Response::new(MembershipResponse {

@@ -179,6 +179,27 @@ impl MasterService {
         )
     }
 
+    /// Proposes a command of this replica's own (certificates, enrollment, retirement)
+    /// and answers its reply.
+    pub(super) async fn write_reply(
+        &self,
+        command: Command,
+    ) -> Result<crate::domain::Reply, ServiceError> {
+        match self.write(command).await.response.result {
+            Some(submit_response::Result::Outcome(bytes)) => {
+                let outcome: crate::domain::Outcome = serde_json::from_slice(&bytes)
+                    .map_err(|e| ServiceError::Internal(format!("outcome: {e}")))?;
+                Ok(outcome?)
+            }
+            Some(submit_response::Result::NotLeader(h)) => Err(ServiceError::Unavailable(format!(
+                "leadership moved to {}",
+                h.leader_id
+            ))),
+            Some(submit_response::Result::Unavailable(e)) => Err(ServiceError::Unavailable(e)),
+            None => Err(ServiceError::Unavailable("no answer".into())),
+        }
+    }
+
     pub(super) fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
@@ -205,6 +226,35 @@ impl MasterService {
 
 /// What a follower answers when no leader is known.
 const NO_LEADER: &str = "no leader is known at the moment";
+
+/// Why a replica's own write or a step of an RPC did not succeed: whether the caller
+/// should retry (the group cannot take it now) or was refused is the variant, never text
+/// to match.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServiceError {
+    /// No leader, no quorum, leadership moved: retry, possibly elsewhere.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The domain refused the command.
+    #[error(transparent)]
+    Domain(#[from] crate::domain::DomainError),
+    /// The authority refused the request (a bad CSR, a bad identity).
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaError),
+    /// Refused for another reason (a partition without an instance, a bad address).
+    #[error("{0}")]
+    Refused(String),
+    /// Something inside this replica (an outcome it could not read back).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// Whether the caller may succeed by retrying later.
+    pub(crate) fn is_unavailable(&self) -> bool {
+        matches!(self, ServiceError::Unavailable(_))
+    }
+}
 
 #[tonic::async_trait]
 impl Master for MasterService {

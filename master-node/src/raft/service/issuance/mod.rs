@@ -4,13 +4,13 @@
 
 pub(crate) mod rules;
 
-use super::{MasterService, NO_LEADER};
+use super::{MasterService, ServiceError, NO_LEADER};
 use crate::domain::{Command, Op, RequestId};
 use crate::raft::client::MasterClient;
 use slapos_proto::rpc::master::{
-    authority_response, issue_response, partition_certificate_response, submit_response,
-    AuthorityRequest, AuthorityResponse, CertificatePair, IssueRequest, IssueResponse,
-    PartitionCertificateRequest, PartitionCertificateResponse,
+    authority_response, issue_response, partition_certificate_response, AuthorityRequest,
+    AuthorityResponse, CertificatePair, IssueRequest, IssueResponse, PartitionCertificateRequest,
+    PartitionCertificateResponse,
 };
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -24,14 +24,14 @@ impl MasterService {
         &self,
         sign: crate::ca::IssueRequest<'_>,
         keep: Option<String>,
-    ) -> Result<(String, String), String> {
+    ) -> Result<(String, String), ServiceError> {
         use crate::ca::Authority;
         let material = self
             .state
             .read(|s, _| s.authority().cloned())
-            .ok_or_else(|| crate::domain::DomainError::NoAuthority.to_string())?;
-        let authority = Authority::load(&material).map_err(|e| e.to_string())?;
-        let issued = authority.issue(&sign).map_err(|e| e.to_string())?;
+            .ok_or(crate::domain::DomainError::NoAuthority)?;
+        let authority = Authority::load(&material)?;
+        let issued = authority.issue(&sign)?;
         let hex = format!("{:x}", sign.serial);
         let command = Command {
             // A growing sequence (the outcomes kept per client are the newest ones).
@@ -52,32 +52,24 @@ impl MasterService {
                 }),
             },
         };
-        match self.write(command).await.response.result {
-            Some(submit_response::Result::Outcome(bytes)) => {
-                let outcome: crate::domain::Outcome =
-                    serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-                outcome.map_err(|e| e.to_string())?;
-                Ok((issued.pem, hex))
-            }
-            Some(submit_response::Result::NotLeader(h)) => {
-                Err(format!("leadership moved to {}", h.leader_id))
-            }
-            Some(submit_response::Result::Unavailable(e)) => Err(e),
-            None => Err("no answer".into()),
-        }
+        self.write_reply(command).await?;
+        Ok((issued.pem, hex))
     }
 
     /// `Issue`: a certificate for the CSR and identity of the request.
-    pub(super) async fn issue_for(&self, req: &IssueRequest) -> Result<(String, String), String> {
+    pub(super) async fn issue_for(
+        &self,
+        req: &IssueRequest,
+    ) -> Result<(String, String), ServiceError> {
         if !req.token_sha256.is_empty() {
             return self.enroll(req).await;
         }
-        let identity = crate::ca::Identity::parse(&req.identity).map_err(|e| e.to_string())?;
+        let identity = crate::ca::Identity::parse(&req.identity)?;
         let mut ips = Vec::new();
         for ip in &req.ip_addresses {
             ips.push(
                 ip.parse()
-                    .map_err(|_| format!("not an IP address: {ip:?}"))?,
+                    .map_err(|_| ServiceError::Refused(format!("not an IP address: {ip:?}")))?,
             );
         }
         let validity = match req.validity_secs {
@@ -85,7 +77,7 @@ impl MasterService {
             s => Duration::from_secs(s.min(10 * 365 * 86400)),
         };
         let now = std::time::SystemTime::now();
-        let serial = crate::ca::random_serial().map_err(|e| e.to_string())?;
+        let serial = crate::ca::random_serial()?;
         self.sign_and_record(
             crate::ca::IssueRequest {
                 csr_pem: &req.csr_pem,
@@ -104,8 +96,11 @@ impl MasterService {
     /// `Issue` with a server enrollment token: the CSR checked first (a bad one does not
     /// spend the token), the token spent through Raft, then the certificate its grant
     /// names (identity and server names from the token, not from the request).
-    pub(super) async fn enroll(&self, req: &IssueRequest) -> Result<(String, String), String> {
-        crate::ca::check_csr(&req.csr_pem).map_err(|e| e.to_string())?;
+    pub(super) async fn enroll(
+        &self,
+        req: &IssueRequest,
+    ) -> Result<(String, String), ServiceError> {
+        crate::ca::check_csr(&req.csr_pem)?;
         let command = Command {
             request_id: RequestId::new(
                 format!("master-{}-enroll", self.id),
@@ -116,27 +111,18 @@ impl MasterService {
                 hash: req.token_sha256.clone(),
             },
         };
-        let grant = match self.write(command).await.response.result {
-            Some(submit_response::Result::Outcome(bytes)) => {
-                let outcome: crate::domain::Outcome =
-                    serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-                match outcome.map_err(|e| e.to_string())? {
-                    crate::domain::Reply::Enrolled { grant } => grant,
-                    crate::domain::Reply::Registered { computer, .. } => {
-                        crate::domain::ServerGrant {
-                            identity: crate::ca::Identity::Computer(computer),
-                            dns_names: Vec::new(),
-                            ip_addresses: Vec::new(),
-                        }
-                    }
-                    other => return Err(format!("a token answered {other:?}")),
-                }
+        let grant = match self.write_reply(command).await? {
+            crate::domain::Reply::Enrolled { grant } => grant,
+            crate::domain::Reply::Registered { computer, .. } => crate::domain::ServerGrant {
+                identity: crate::ca::Identity::Computer(computer),
+                dns_names: Vec::new(),
+                ip_addresses: Vec::new(),
+            },
+            other => {
+                return Err(ServiceError::Internal(format!(
+                    "a token answered {other:?}"
+                )))
             }
-            Some(submit_response::Result::NotLeader(h)) => {
-                return Err(format!("leadership moved to {}", h.leader_id))
-            }
-            Some(submit_response::Result::Unavailable(e)) => return Err(e),
-            None => return Err("no answer".into()),
         };
         let granted = IssueRequest {
             csr_pem: req.csr_pem.clone(),
@@ -157,12 +143,12 @@ impl MasterService {
         &self,
         computer: &str,
         partition: &str,
-    ) -> Result<CertificatePair, String> {
+    ) -> Result<CertificatePair, ServiceError> {
         let identity = crate::ca::Identity::Partition {
             computer: computer.to_owned(),
             partition: partition.to_owned(),
         };
-        identity.check().map_err(|e| e.to_string())?;
+        identity.check()?;
         let validity = crate::ca::default_validity(&identity);
         let now = crate::raft::proposer_time();
         let margin = validity.as_micros() as u64 / 3;
@@ -181,14 +167,13 @@ impl MasterService {
             });
         }
         if !hosts {
-            return Err(format!(
+            return Err(ServiceError::Refused(format!(
                 "partition {partition} of {computer} hosts no instance: no certificate"
-            ));
+            )));
         }
-        let (key_pem, csr_pem) =
-            crate::ca::new_key_and_csr(&identity).map_err(|e| e.to_string())?;
+        let (key_pem, csr_pem) = crate::ca::new_key_and_csr(&identity)?;
         let at = std::time::SystemTime::now();
-        let serial = crate::ca::random_serial().map_err(|e| e.to_string())?;
+        let serial = crate::ca::random_serial()?;
         let (cert_pem, serial) = self
             .sign_and_record(
                 crate::ca::IssueRequest {
@@ -250,7 +235,7 @@ impl MasterService {
                     |hint| IssueResponse {
                         result: Some(match hint {
                             Some(h) => issue_response::Result::NotLeader(h),
-                            None => issue_response::Result::Error(NO_LEADER.into()),
+                            None => issue_response::Result::Unavailable(NO_LEADER.into()),
                         }),
                         serial: String::new(),
                     },
@@ -264,7 +249,11 @@ impl MasterService {
                 serial,
             },
             Err(e) => IssueResponse {
-                result: Some(issue_response::Result::Error(e)),
+                result: Some(if e.is_unavailable() {
+                    issue_response::Result::Unavailable(e.to_string())
+                } else {
+                    issue_response::Result::Error(e.to_string())
+                }),
                 serial: String::new(),
             },
         }))
@@ -290,7 +279,9 @@ impl MasterService {
                     |hint| PartitionCertificateResponse {
                         result: Some(match hint {
                             Some(h) => partition_certificate_response::Result::NotLeader(h),
-                            None => partition_certificate_response::Result::Error(NO_LEADER.into()),
+                            None => partition_certificate_response::Result::Unavailable(
+                                NO_LEADER.into(),
+                            ),
                         }),
                     },
                 )
@@ -301,7 +292,10 @@ impl MasterService {
             result: Some(
                 match self.partition_pair(&req.computer, &req.partition).await {
                     Ok(pair) => partition_certificate_response::Result::Pair(pair),
-                    Err(e) => partition_certificate_response::Result::Error(e),
+                    Err(e) if e.is_unavailable() => {
+                        partition_certificate_response::Result::Unavailable(e.to_string())
+                    }
+                    Err(e) => partition_certificate_response::Result::Error(e.to_string()),
                 },
             ),
         }))
