@@ -336,7 +336,7 @@ fn is(d: &Difference, proxy: &str, ours: &str) -> bool {
 }
 
 /// A difference we chose, with its reason (slap-gateway/DESIGN.md "Deliberate differences
-/// from slapproxy", master-node/DESIGN.md "slapproxy quirks: decisions"), and which
+/// from slapproxy", domain/DESIGN.md "slapproxy quirks: decisions"), and which
 /// observed differences it explains.
 struct Deliberate {
     id: &'static str,
