@@ -2,6 +2,8 @@
 //! restarts master replicas, and the benchmarks built on it. Fault injection, workloads
 //! and history checkers come with the chaos issue. Nothing here is needed at run time.
 
+#![forbid(unsafe_code)]
+
 pub mod bench;
 pub mod check;
 pub mod cluster;

@@ -492,8 +492,11 @@ impl Drop for PythonTeardown {
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
         {
-            // SAFETY: kill has no memory effects; supervisord stops its programs on TERM.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            // supervisord stops its programs on TERM.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let deadline = Instant::now() + Duration::from_secs(20);
             while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));

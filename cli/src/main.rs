@@ -1,5 +1,7 @@
 //! `slapos`: the one binary. Argument parsing and wiring only.
 
+#![forbid(unsafe_code)]
+
 mod accounting;
 mod bench;
 mod bootstrap;

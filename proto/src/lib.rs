@@ -16,6 +16,8 @@
 //! Every decoder is bounded by [`Limits`] and returns a [`DecodeError`] that says what was
 //! wrong and where; no input makes one panic.
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod instance_xml;
 pub mod journal;

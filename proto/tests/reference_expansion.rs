@@ -59,6 +59,8 @@ fn release(size: usize) {
     track(-isize::try_from(size).unwrap_or(isize::MAX));
 }
 
+// `alloc_zeroed` and `realloc` keep their default bodies, which go through `alloc` and
+// `dealloc` (a reallocation counts both buffers while it copies: a true peak).
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if !reserve(layout.size()) {
@@ -72,39 +74,10 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
 
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !reserve(layout.size()) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: forwarded as received.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if p.is_null() {
-            release(layout.size());
-        }
-        p
-    }
-
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded as received.
         unsafe { System.dealloc(ptr, layout) };
         release(layout.size());
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old = layout.size();
-        if new_size > old && !reserve(new_size - old) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: forwarded as received.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if p.is_null() {
-            if new_size > old {
-                release(new_size - old);
-            }
-        } else if new_size < old {
-            release(old - new_size);
-        }
-        p
     }
 }
 

@@ -13,6 +13,7 @@
 //! // ... raft.shutdown().await; drop(raft); reads.wait_closed().await; // before reopening
 //! ```
 
+#![forbid(unsafe_code)]
 // openraft's trait methods return `StorageError<u64>` (224 bytes); the crate's internal
 // helpers return the same type so that `?` carries it unchanged.
 #![allow(clippy::result_large_err)]

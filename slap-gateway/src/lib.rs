@@ -8,6 +8,8 @@
 //! run`). [`jsonrpc`] is the JSON-RPC v0 API over the same domain, served by the same
 //! server. Authentication by client certificate comes on top; see `DESIGN.md`.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod jsonrpc;
 pub mod server;

@@ -1,59 +1,18 @@
 //! The two digests the node needs: MD5 names a software release's directory
 //! (`software_root/md5(url)`, the reference's layout, so existing nodes keep their
 //! releases), SHA-256 verifies native release artifacts (ring, already built for TLS).
-//! MD5 is only a name here, never a check, so its weakness does not matter; it is written
-//! out (RFC 1321) rather than pulled in as one more crate.
+//! MD5 is only a name here, never a check, so its weakness does not matter (RustCrypto's
+//! `md-5`).
 
 use std::io::Read;
 use std::path::Path;
 
-const S: [u32; 64] = [
-    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9,
-    14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15,
-    21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
-];
-
-fn k(i: usize) -> u32 {
-    // floor(abs(sin(i + 1)) * 2^32), exact in f64 for these 64 values.
-    ((i as f64 + 1.0).sin().abs() * 4294967296.0) as u32
-}
+use md5::{Digest, Md5};
 
 /// The MD5 of `data` in lowercase hex.
 pub fn md5_hex(data: &[u8]) -> String {
-    let mut state: [u32; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
-    let mut message = data.to_vec();
-    let bit_len = (data.len() as u64).wrapping_mul(8);
-    message.push(0x80);
-    while message.len() % 64 != 56 {
-        message.push(0);
-    }
-    message.extend_from_slice(&bit_len.to_le_bytes());
-    for block in message.chunks_exact(64) {
-        let m: Vec<u32> = block
-            .chunks_exact(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect();
-        let [mut a, mut b, mut c, mut d] = state;
-        for (i, shift) in S.iter().enumerate() {
-            let (f, g) = match i / 16 {
-                0 => ((b & c) | (!b & d), i),
-                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
-                2 => (b ^ c ^ d, (3 * i + 5) % 16),
-                _ => (c ^ (b | !d), (7 * i) % 16),
-            };
-            let f = f.wrapping_add(a).wrapping_add(k(i)).wrapping_add(m[g]);
-            a = d;
-            d = c;
-            c = b;
-            b = b.wrapping_add(f.rotate_left(*shift));
-        }
-        for (s, v) in state.iter_mut().zip([a, b, c, d]) {
-            *s = s.wrapping_add(v);
-        }
-    }
-    state
+    Md5::digest(data)
         .iter()
-        .flat_map(|w| w.to_le_bytes())
         .map(|b| format!("{b:02x}"))
         .collect()
 }

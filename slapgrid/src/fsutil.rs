@@ -7,33 +7,33 @@
 
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag, AT_FDCWD};
+use nix::sys::stat::{mkdirat, Mode};
+use nix::unistd::{unlinkat, UnlinkatFlags};
 
 fn cstr(name: &std::ffi::OsStr) -> std::io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| std::io::Error::other("NUL in a file name"))
 }
 
-fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
+/// How every existing file is opened: no link followed, a FIFO never blocks.
+const READ_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_CLOEXEC);
 
-fn open_dir_at(dir: libc::c_int, name: &CString) -> std::io::Result<OwnedFd> {
-    // SAFETY: valid descriptor and NUL-terminated name; the result is owned here.
-    let fd = check(unsafe {
-        libc::openat(
-            dir,
-            name.as_ptr(),
-            libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_RDONLY,
-        )
-    })?;
-    // SAFETY: fd was just opened.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn open_dir_at(dir: impl AsFd, name: &CString) -> std::io::Result<OwnedFd> {
+    Ok(openat(
+        dir,
+        name.as_c_str(),
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+        Mode::empty(),
+    )?)
 }
 
 /// The components of a plain relative path (no `..`, not absolute, not empty).
@@ -56,9 +56,9 @@ fn parts(rel: &Path) -> std::io::Result<Vec<&std::ffi::OsStr>> {
 
 /// The directory `base/rel` opened without following any link (none created).
 fn open_dir_in(base: &Path, rel: &[&std::ffi::OsStr]) -> std::io::Result<OwnedFd> {
-    let mut dir = open_dir_at(libc::AT_FDCWD, &cstr(base.as_os_str())?)?;
+    let mut dir = open_dir_at(AT_FDCWD, &cstr(base.as_os_str())?)?;
     for part in rel {
-        dir = open_dir_at(dir.as_raw_fd(), &cstr(part)?)?;
+        dir = open_dir_at(&dir, &cstr(part)?)?;
     }
     Ok(dir)
 }
@@ -96,24 +96,11 @@ fn read_checked(
         Err(e) => return Err(e),
     };
     let name = cstr(file)?;
-    // SAFETY: valid descriptor and name; the result is owned below.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
+    let f = match openat(&dir, name.as_c_str(), READ_FLAGS, Mode::empty()) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return if e.kind() == std::io::ErrorKind::NotFound {
-            Ok(None)
-        } else {
-            Err(e)
-        };
-    }
-    // SAFETY: just opened.
-    let f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     let meta = f.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other(format!(
@@ -157,16 +144,7 @@ pub fn open_file_in(base: &Path, rel: &Path) -> std::io::Result<std::fs::File> {
         .ok_or_else(|| std::io::Error::other("empty path"))?;
     let dir = open_dir_in(base, dirs)?;
     let name = cstr(file)?;
-    // SAFETY: valid descriptor and name; the result is owned below.
-    let fd = check(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: just opened.
-    let f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let f = std::fs::File::from(openat(&dir, name.as_c_str(), READ_FLAGS, Mode::empty())?);
     if !f.metadata()?.is_file() {
         return Err(std::io::Error::other(format!(
             "{} is not a regular file",
@@ -244,20 +222,16 @@ pub fn remove_in(base: &Path, rel: &Path) -> std::io::Result<()> {
         Err(e) => return Err(e),
     };
     let name = cstr(file)?;
-    // SAFETY: valid descriptor and name.
-    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::NotFound {
-            return Err(e);
-        }
+    match unlinkat(&dir, name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// Creates the directories of `base/rel` (0750, owned by `owner` when given) without
 /// following links.
 pub fn mkdir_in(base: &Path, rel: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    let mut dir = open_dir_at(libc::AT_FDCWD, &cstr(base.as_os_str())?)?;
+    let mut dir = open_dir_at(AT_FDCWD, &cstr(base.as_os_str())?)?;
     for part in parts(rel)? {
         dir = mkdir_at(&dir, part, owner)?;
     }
@@ -270,20 +244,15 @@ fn mkdir_at(
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<OwnedFd> {
     let name = cstr(part)?;
-    // SAFETY: valid descriptor and name.
-    let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o750) };
-    let created = rc == 0;
-    if !created {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(e);
-        }
-    }
-    let next = open_dir_at(dir.as_raw_fd(), &name)?;
+    let created = match mkdirat(dir, name.as_c_str(), Mode::from_bits_truncate(0o750)) {
+        Ok(()) => true,
+        Err(Errno::EEXIST) => false,
+        Err(e) => return Err(e.into()),
+    };
+    let next = open_dir_at(dir, &name)?;
     if created {
         if let Some((uid, gid)) = owner {
-            // SAFETY: valid descriptor.
-            check(unsafe { libc::fchown(next.as_raw_fd(), uid, gid) })?;
+            std::os::unix::fs::fchown(&next, Some(uid), Some(gid))?;
         }
     }
     Ok(next)
@@ -323,23 +292,14 @@ pub fn write_in(
     let (file, parents) = parts
         .split_last()
         .ok_or_else(|| std::io::Error::other("empty path"))?;
-    let mut dir = open_dir_at(libc::AT_FDCWD, &cstr(base.as_os_str())?)?;
+    let mut dir = open_dir_at(AT_FDCWD, &cstr(base.as_os_str())?)?;
     for part in parents {
         dir = mkdir_at(&dir, part, owner)?;
     }
     let name = cstr(file)?;
     // Unchanged? Read the current file without following a link.
-    // SAFETY: valid descriptor and name.
-    let existing = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    if existing >= 0 {
-        // SAFETY: just opened.
-        let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(existing) });
+    if let Ok(existing) = openat(&dir, name.as_c_str(), READ_FLAGS, Mode::empty()) {
+        let mut f = std::fs::File::from(existing);
         let meta = f.metadata()?;
         use std::os::unix::fs::MetadataExt;
         let owner_ok = owner.is_none_or(|(u, g)| meta.uid() == u && meta.gid() == g);
@@ -356,32 +316,22 @@ pub fn write_in(
             }
         }
     }
-    // SAFETY: valid descriptor and name.
-    let rc = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENOENT) {
-            return Err(e);
-        }
+    match unlinkat(&dir, name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
     }
-    // SAFETY: valid descriptor and name; the result is owned below.
-    let fd = check(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o600 as libc::c_uint,
-        )
-    })?;
-    // SAFETY: just opened.
-    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut f = std::fs::File::from(openat(
+        &dir,
+        name.as_c_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?);
     f.write_all(content)?;
     if let Some((uid, gid)) = owner {
-        // SAFETY: valid descriptor.
-        check(unsafe { libc::fchown(f.as_raw_fd(), uid, gid) })?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
     }
-    // SAFETY: valid descriptor.
-    check(unsafe { libc::fchmod(f.as_raw_fd(), mode as libc::mode_t) })?;
+    // fchmod: the descriptor's own file, whatever its name points to now.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     Ok(true)
 }
 
@@ -416,8 +366,7 @@ mod tests {
         std::os::unix::fs::symlink(p.join("outside"), part.join(".timestamp")).unwrap();
         assert!(read_in(&part, Path::new(".timestamp"), 100).is_err());
         assert_eq!(read_text_in(&part, ".timestamp"), None);
-        let fifo = CString::new(part.join("fifo").as_os_str().as_bytes()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        nix::unistd::mkfifo(&part.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
         assert!(
             read_in(&part, Path::new("fifo"), 100).is_err(),
             "a FIFO must not block nor be read"

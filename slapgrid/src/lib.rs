@@ -2,6 +2,11 @@
 //! converges the software releases and instances the master lists, supervises their
 //! services, checks promises and posts usage. See DESIGN.md.
 
+// Three items need `unsafe` (a pre-exec closure, the per-thread credential system calls
+// nix has no wrapper for, a signal handler): each allows it for itself and says why it
+// is sound (DESIGN.md, "System calls").
+#![deny(unsafe_code)]
+
 pub mod client;
 pub mod config;
 pub mod daemon;

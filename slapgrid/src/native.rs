@@ -550,7 +550,7 @@ pub fn fetch(
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .mode(0o640)
             .open(dest)
             .map_err(io(dest))
@@ -565,9 +565,9 @@ pub fn fetch(
         }
         Source::Local { dir, rel } => {
             let mut file = crate::fsutil::open_file_in(&dir, &rel).map_err(|e| {
-                let reason = if e.raw_os_error() == Some(libc::ELOOP)
-                    || e.raw_os_error() == Some(libc::ENOTDIR)
-                {
+                use nix::errno::Errno;
+                let errno = e.raw_os_error().map(Errno::from_raw);
+                let reason = if matches!(errno, Some(Errno::ELOOP | Errno::ENOTDIR)) {
                     format!(
                         "a symbolic link on its path ({e}): artifacts are files of the \
                          release's own directory"

@@ -2,7 +2,6 @@
 //! the error type and the run lock.
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::client::{SlapClient, SlapError};
@@ -128,8 +127,8 @@ impl RunLock {
             .write(true)
             .open(path)
             .map_err(io_err(path))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // flock(LOCK_EX | LOCK_NB), held as long as the file is open.
+        if file.try_lock().is_err() {
             return Err(NodeError::Locked(path.to_owned()));
         }
         let _ = file.set_len(0);
@@ -150,21 +149,19 @@ pub fn open_log(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
         .write(true)
         .create(true)
         .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC).bits());
     if append {
         options.append(true);
     } else {
         options.truncate(true);
     }
     let file = options.open(path)?;
-    // SAFETY: plain system calls on a descriptor we own.
-    unsafe {
-        if crate::process::is_root() && libc::fchown(file.as_raw_fd(), 0, 0) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if libc::fchmod(file.as_raw_fd(), 0o640) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+    if crate::process::is_root() {
+        std::os::unix::fs::fchown(&file, Some(0), Some(0))?;
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o640))?;
     }
     Ok(file)
 }
@@ -197,24 +194,21 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(_) => {
-            use std::os::fd::{FromRawFd, OwnedFd};
-            use std::os::unix::ffi::OsStrExt;
-            fn open_dir(at: libc::c_int, name: &std::ffi::OsStr) -> Option<OwnedFd> {
-                let c = std::ffi::CString::new(name.as_bytes()).ok()?;
-                // SAFETY: NUL-terminated name; the descriptor is owned below.
-                let fd = unsafe {
-                    libc::openat(
-                        at,
-                        c.as_ptr(),
-                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                    )
-                };
-                // SAFETY: just opened.
-                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+            use nix::fcntl::{openat, OFlag, AT_FDCWD};
+            use nix::sys::stat::{fchmod, Mode};
+            use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+            fn open_dir(at: impl AsFd, name: &std::ffi::OsStr) -> Option<OwnedFd> {
+                openat(
+                    at,
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .ok()
             }
             fn open_up(dir: OwnedFd, depth: usize) {
-                // SAFETY: a descriptor we own.
-                unsafe { libc::fchmod(dir.as_raw_fd(), 0o700) };
+                // Best effort: what stays closed makes the removal below fail.
+                let _ = fchmod(&dir, Mode::S_IRWXU);
                 if depth > 4096 {
                     return;
                 }
@@ -224,13 +218,13 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
                 };
                 for e in entries.flatten() {
                     if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        if let Some(child) = open_dir(dir.as_raw_fd(), &e.file_name()) {
+                        if let Some(child) = open_dir(&dir, &e.file_name()) {
                             open_up(child, depth + 1);
                         }
                     }
                 }
             }
-            if let Some(top) = open_dir(libc::AT_FDCWD, path.as_os_str()) {
+            if let Some(top) = open_dir(AT_FDCWD, path.as_os_str()) {
                 open_up(top, 0);
             }
             std::fs::remove_dir_all(path)
@@ -255,18 +249,12 @@ pub fn empty_dir(path: &Path) -> std::io::Result<()> {
 /// Bytes available to unprivileged users on the filesystem of `path` (or of its nearest
 /// existing ancestor).
 pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
     let mut p = path;
     while !p.exists() {
         p = p.parent().unwrap_or(Path::new("/"));
     }
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    let st = nix::sys::statvfs::statvfs(p)?;
+    Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
 }
 
 /// Refuses to build or deploy where less than `needed` bytes are free.

@@ -5,11 +5,19 @@
 
 use std::ffi::{CString, OsString};
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::{
+    fork, getegid, geteuid, getgrouplist, setgid, setgroups, setsid, setuid, ForkResult, Gid, Pid,
+    Uid,
+};
 
 /// Largest output kept from one run (the tail is kept: that is where errors are).
 const MAX_OUTPUT: usize = 1 << 20;
@@ -26,6 +34,15 @@ pub enum ProcessError {
         program: String,
         source: std::io::Error,
     },
+    /// A system call that changes this thread's credentials or attributes failed.
+    #[error("{call}: {source}")]
+    System {
+        call: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error("the thread could regain root")]
+    RootRegainable,
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -49,11 +66,9 @@ impl Identity {
         Ok(Identity::from_ids(meta.uid(), meta.gid()))
     }
 
-    /// The process's own identity.
+    /// The process's own identity (effective uid and gid).
     pub fn current() -> Identity {
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        Identity::from_ids(uid, gid)
+        Identity::from_ids(geteuid().as_raw(), getegid().as_raw())
     }
 
     fn from_ids(uid: u32, gid: u32) -> Identity {
@@ -86,29 +101,33 @@ impl Identity {
 
 /// Whether this process runs as root (privileged node).
 pub fn is_root() -> bool {
-    // SAFETY: cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    geteuid().is_root()
 }
 
-/// The supplementary groups of `user` (its primary gid included), read before forking.
-fn group_list(name: &str, gid: u32) -> Vec<libc::gid_t> {
-    let Ok(c) = CString::new(name) else {
-        return vec![gid];
-    };
-    let mut n: libc::c_int = 64;
-    loop {
-        let mut groups = vec![0 as libc::gid_t; n as usize];
-        let mut count = n;
-        // SAFETY: `groups` has room for `count` entries.
-        let rc = unsafe { libc::getgrouplist(c.as_ptr(), gid, groups.as_mut_ptr(), &mut count) };
-        if rc >= 0 {
-            groups.truncate(count as usize);
-            return groups;
+/// Whom a child or a thread becomes: read before the fork (or the thread), so that
+/// nothing is looked up or allocated once it runs.
+#[derive(Debug, Clone)]
+struct Credentials {
+    /// The supplementary groups (the primary gid included).
+    groups: Vec<Gid>,
+    gid: Gid,
+    uid: Uid,
+}
+
+impl Credentials {
+    /// `identity`'s: its groups from the group database (only its primary gid when the
+    /// lookup fails).
+    fn of(identity: &Identity) -> Credentials {
+        let gid = Gid::from_raw(identity.gid);
+        let groups = CString::new(identity.name.as_str())
+            .ok()
+            .and_then(|name| getgrouplist(&name, gid).ok())
+            .unwrap_or_else(|| vec![gid]);
+        Credentials {
+            groups,
+            gid,
+            uid: Uid::from_raw(identity.uid),
         }
-        if count <= n || n > 65536 {
-            return vec![gid];
-        }
-        n = count;
     }
 }
 
@@ -177,35 +196,12 @@ pub fn drop_privileges(
             gid: identity.gid,
         });
     }
-    let groups = if privileged {
-        group_list(&identity.name, identity.gid)
-    } else {
-        Vec::new()
-    };
-    let (uid, gid) = (identity.uid, identity.gid);
-    // SAFETY: the closure only calls async-signal-safe functions (setsid, umask,
-    // setgroups, setgid, setuid, getuid) on data prepared before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::umask(umask as libc::mode_t);
-            if privileged {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // Regaining root must fail.
-                if libc::setuid(0) == 0 {
-                    return Err(std::io::Error::from_raw_os_error(libc::EPERM));
-                }
-            }
-            Ok(())
-        });
+    Session {
+        umask: Some(umask),
+        credentials: privileged.then(|| Credentials::of(identity)),
+        detach: false,
     }
+    .prepare(command);
     Ok(())
 }
 
@@ -216,9 +212,6 @@ pub fn drop_privileges(
 /// and the thread ends with `f`. What `f` touches and every program it starts are
 /// `identity`'s: a release is fetched, copied and unpacked as the software user, never
 /// as root. Not root: `f` runs here as is (the agent is unprivileged already).
-///
-/// Linux keeps credentials per thread; glibc's `setuid` & co. change every thread of the
-/// process (which would drop the whole agent), so the raw system calls are made here.
 pub fn run_as<T: Send>(
     identity: &Identity,
     f: impl FnOnce() -> T + Send,
@@ -233,11 +226,10 @@ pub fn run_as<T: Send>(
             gid: identity.gid,
         });
     }
-    let groups = group_list(&identity.name, identity.gid);
-    let (uid, gid) = (identity.uid, identity.gid);
+    let credentials = Credentials::of(identity);
     std::thread::scope(|s| {
         let handle = s.spawn(move || -> Result<T, ProcessError> {
-            drop_thread_credentials(&groups, uid, gid)?;
+            drop_thread_credentials(&credentials)?;
             Ok(f())
         });
         match handle.join() {
@@ -247,49 +239,124 @@ pub fn run_as<T: Send>(
     })
 }
 
-/// This thread only becomes `uid`/`gid` with `groups`, for good.
-fn drop_thread_credentials(groups: &[libc::gid_t], uid: u32, gid: u32) -> Result<(), ProcessError> {
-    let os = |what: &str| {
-        let e = std::io::Error::last_os_error();
-        ProcessError::Io(std::io::Error::new(e.kind(), format!("{what}: {e}")))
-    };
-    // SAFETY: plain system calls on this thread's own attributes; `groups` outlives them.
+/// This thread only becomes `credentials`, for good.
+fn drop_thread_credentials(credentials: &Credentials) -> Result<(), ProcessError> {
+    let system = |call| move |source| ProcessError::System { call, source };
+    // From here on the umask and working directory are this thread's own.
+    unshare(CloneFlags::CLONE_FS).map_err(system("unshare(CLONE_FS)"))?;
+    umask(Mode::from_bits_truncate(0o027));
+    match set_thread_ids(credentials) {
+        Err((call, e)) => Err(system(call)(e)),
+        Ok(true) => Err(ProcessError::RootRegainable),
+        Ok(false) if geteuid().is_root() => Err(ProcessError::RootRegainable),
+        Ok(false) => Ok(()),
+    }
+}
+
+/// Sets this thread's supplementary groups, then real, effective and saved gid and uid,
+/// then tries to become root again: `Ok(true)` if that worked (it must not).
+///
+/// Linux keeps credentials per thread, and the kernel's calls change only the calling
+/// thread's; glibc's `setgroups`, `setresgid` and `setresuid` (which nix's wrappers call)
+/// change every thread of the process instead (they signal each one to repeat the call),
+/// which would drop the whole agent. nix offers no per-thread variant, so the raw
+/// system calls are made here, and nowhere else.
+#[allow(unsafe_code)]
+fn set_thread_ids(credentials: &Credentials) -> Result<bool, (&'static str, Errno)> {
+    let Credentials { groups, gid, uid } = credentials;
+    let (gid, uid) = (gid.as_raw(), uid.as_raw());
+    // SAFETY: `syscall` with these numbers takes plain integers and, for setgroups, a
+    // pointer to `groups.len()` gid_t values: `Gid` is `#[repr(transparent)]` over
+    // `gid_t` and `groups` outlives the call, which only reads it. The calls change
+    // nothing but this thread's credentials, which no Rust invariant depends on.
     unsafe {
-        if libc::unshare(libc::CLONE_FS) != 0 {
-            return Err(os("unshare(CLONE_FS)"));
-        }
-        libc::umask(0o027);
         if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
-            return Err(os("setgroups"));
+            return Err(("setgroups", Errno::last()));
         }
         if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
-            return Err(os("setresgid"));
+            return Err(("setresgid", Errno::last()));
         }
         if libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
-            return Err(os("setresuid"));
+            return Err(("setresuid", Errno::last()));
         }
-        // Regaining root must fail.
-        if libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0 || libc::geteuid() == 0 {
-            return Err(ProcessError::Io(std::io::Error::other(
-                "the thread could regain root",
-            )));
-        }
+        Ok(libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0)
     }
-    Ok(())
 }
 
 /// A new session (own process group) and `umask`, as the current user: for the agent's
 /// own helpers (`tar`), never for anything a partition or a release provides.
 pub fn own_session(command: &mut Command, umask: u32) {
-    // SAFETY: setsid and umask are async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::umask(umask as libc::mode_t);
-            Ok(())
-        });
+    Session {
+        umask: Some(umask),
+        ..Session::default()
+    }
+    .prepare(command);
+}
+
+/// What a child does between fork and exec, after std's own steps (descriptors, working
+/// directory, signal mask): it always becomes the leader of a new session, so it has no
+/// controlling terminal and its own process group, which a timeout or a stop signals
+/// whole (grandchildren included). `Session::default()`: a new session, nothing else.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Session {
+    /// The child's umask (inherited when `None`).
+    umask: Option<u32>,
+    /// Whom the child becomes (as root; supplementary groups, gid, then uid).
+    credentials: Option<Credentials>,
+    /// Forks once more and lets the intermediate process exit at once: the program that
+    /// runs is no child of ours (init adopts it), for a daemon that outlives the agent.
+    detach: bool,
+}
+
+impl Session {
+    /// A new session whose program is no child of ours (see `detach`).
+    pub(crate) fn detached() -> Session {
+        Session {
+            detach: true,
+            ..Session::default()
+        }
+    }
+
+    /// Sets `command` up to do it.
+    #[allow(unsafe_code)]
+    pub(crate) fn prepare(self, command: &mut Command) {
+        let Session {
+            umask: mask,
+            credentials,
+            detach,
+        } = self;
+        let mask = mask.map(Mode::from_bits_truncate);
+        // SAFETY: the closure runs in the forked child, where only async-signal-safe
+        // calls are sound. It makes only system calls through nix's thin wrappers
+        // (setsid, umask, setgroups, setgid, setuid, fork) and `_exit`, on data moved in
+        // before the fork (nothing is looked up or allocated; an error becomes an
+        // `io::Error` from its errno, which allocates nothing). After `fork` the
+        // intermediate process leaves with `_exit`, running no destructor nor atexit
+        // handler of the agent; the other process goes on to exec.
+        unsafe {
+            command.pre_exec(move || {
+                setsid()?;
+                if let Some(mask) = mask {
+                    umask(mask);
+                }
+                if let Some(c) = &credentials {
+                    setgroups(&c.groups)?;
+                    setgid(c.gid)?;
+                    setuid(c.uid)?;
+                    // Regaining root must fail.
+                    if setuid(Uid::from_raw(0)).is_ok() {
+                        return Err(Errno::EPERM.into());
+                    }
+                }
+                if detach {
+                    match fork()? {
+                        ForkResult::Child => {}
+                        ForkResult::Parent { .. } => libc::_exit(0),
+                    }
+                }
+                Ok(())
+            });
+        }
     }
 }
 
@@ -372,7 +439,7 @@ impl Run {
     /// Runs to the end (or the timeout, which kills the whole process group).
     pub fn output(&self) -> Result<Output, ProcessError> {
         let program = self.program.display().to_string();
-        let (read, write) = pipe()?;
+        let (read, write) = std::io::pipe()?;
         let write_err = write.try_clone()?;
         let mut command = Command::new(&self.program);
         command
@@ -409,16 +476,16 @@ impl Run {
             if let Some(limit) = self.timeout {
                 if started.elapsed() >= limit {
                     timed_out = true;
-                    kill_group(pgid, libc::SIGTERM);
+                    kill_group(pgid, Signal::SIGTERM);
                     std::thread::sleep(Duration::from_millis(500));
-                    kill_group(pgid, libc::SIGKILL);
+                    kill_group(pgid, Signal::SIGKILL);
                     break child.wait()?;
                 }
             }
             std::thread::sleep(Duration::from_millis(10));
         };
         if timed_out {
-            kill_group(pgid, libc::SIGKILL);
+            kill_group(pgid, Signal::SIGKILL);
         }
         let output = received
             .recv_timeout(OUTPUT_GRACE)
@@ -432,27 +499,13 @@ impl Run {
 }
 
 /// Signals a whole process group (ignoring a group that is already gone).
-pub fn kill_group(pgid: i32, signal: i32) {
+pub fn kill_group(pgid: i32, signal: Signal) {
     if pgid > 1 {
-        // SAFETY: kill has no memory effects.
-        unsafe {
-            libc::kill(-pgid, signal);
-        }
+        let _ = killpg(Pid::from_raw(pgid), signal);
     }
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are owned here only.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn read_tail(fd: OwnedFd) -> String {
-    let mut file = std::fs::File::from(fd);
+fn read_tail(mut file: impl Read) -> String {
     let mut kept: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -578,8 +631,7 @@ mod tests {
                 .output()
                 .unwrap()
                 .output;
-            // SAFETY: no memory effects.
-            (unsafe { libc::geteuid() }, std::fs::read(&secret), id)
+            (geteuid().as_raw(), std::fs::read(&secret), id)
         })
         .unwrap();
         assert_eq!(euid, who.uid);

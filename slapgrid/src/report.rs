@@ -58,13 +58,12 @@ pub struct ProcSample {
 
 /// Every process of the machine, with its CPU time and memory in units.
 pub fn sample_processes() -> Vec<ProcSample> {
-    // SAFETY: sysconf has no memory effects.
-    let (ticks, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
-            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
-        )
-    };
+    use nix::unistd::{sysconf, SysconfVar};
+    let conf = |var| sysconf(var).ok().flatten().unwrap_or(-1).max(1);
+    let (ticks, page) = (
+        conf(SysconfVar::CLK_TCK) as f64,
+        conf(SysconfVar::PAGE_SIZE) as u64,
+    );
     crate::procfs::all()
         .into_iter()
         .map(|p| ProcSample {

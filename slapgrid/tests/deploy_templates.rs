@@ -7,6 +7,8 @@
 //! the variables a sourced file sets, and the parsed documents must be the same, byte for
 //! byte, and no command hidden in a value may have run.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

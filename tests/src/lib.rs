@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests: they run the real `slapos` binary.
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod cluster;
 pub mod compat;

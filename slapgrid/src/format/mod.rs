@@ -919,25 +919,14 @@ fn os_type() -> String {
 }
 
 fn uname() -> String {
-    // SAFETY: zeroed utsname is a valid out-parameter for uname.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: `u` is valid for writing.
-    if unsafe { libc::uname(&mut u) } != 0 {
+    let Ok(u) = nix::sys::utsname::uname() else {
         return String::new();
-    }
-    let text = |field: &[libc::c_char]| {
-        let bytes: Vec<u8> = field
-            .iter()
-            .take_while(|c| **c != 0)
-            .map(|c| *c as u8)
-            .collect();
-        String::from_utf8_lossy(&bytes).into_owned()
     };
     format!(
         "{}-{}-{}",
-        text(&u.sysname),
-        text(&u.release),
-        text(&u.machine)
+        u.sysname().to_string_lossy(),
+        u.release().to_string_lossy(),
+        u.machine().to_string_lossy()
     )
 }
 

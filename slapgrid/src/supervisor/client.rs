@@ -4,7 +4,6 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,20 +92,9 @@ impl SupervisorClient {
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
-        // SAFETY: setsid, fork and _exit are async-signal-safe. The intermediate process
-        // exits at once (reaped below); the grandchild, orphaned, goes on to exec.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                match libc::fork() {
-                    -1 => Err(std::io::Error::last_os_error()),
-                    0 => Ok(()),
-                    _ => libc::_exit(0),
-                }
-            });
-        }
+        // Its own session, and no child of ours: the intermediate process exits at once
+        // (reaped below), the daemon, orphaned, goes on to exec.
+        crate::process::Session::detached().prepare(&mut command);
         let mut child = command
             .spawn()
             .map_err(|e| SupervisorError::io(format!("cannot start {}", program.display()), e))?;

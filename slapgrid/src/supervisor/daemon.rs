@@ -6,17 +6,20 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+
 use super::logfile::LogSink;
+use super::proc::{self, group_has_members, owner, spawn_service, Leader, Peek};
 use super::protocol::{Reply, Request, MAX_LINE};
 use super::store::{validate, Store};
 use super::{
@@ -24,12 +27,8 @@ use super::{
     WatchedExitHook,
 };
 use crate::config::NodeConfig;
-use crate::process::{drop_privileges, is_root, kill_group, Identity};
+use crate::process::kill_group;
 
-/// The only PATH a service gets (the reference gives none; recipes use absolute paths).
-const SERVICE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// umask of the services (as every partition program).
-const SERVICE_UMASK: u32 = 0o027;
 /// After SIGKILL, how long to wait for the rest of a process group (a process stuck in
 /// the kernel) before giving up on it.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -111,7 +110,7 @@ pub fn run_daemon_with(
     let lock_path = store.dir().join(".lock");
     let _lock = take_lock(&lock_path)?;
     if options.handle_signals {
-        install_signal_handlers();
+        proc::catch_termination_signals();
     }
     let socket = cfg.supervisor_socket();
     let (tx, rx) = mpsc::channel::<(String, String)>();
@@ -160,27 +159,6 @@ pub fn run_daemon_with(
     served
 }
 
-static SIGNALLED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    SIGNALLED.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    SIGNALLED.store(false, Ordering::SeqCst);
-    // SAFETY: the handler only stores into an atomic (async-signal-safe); `sa` is fully
-    // initialised (zeroed, then an empty mask).
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::sigemptyset(&mut sa.sa_mask);
-        sa.sa_flags = libc::SA_RESTART;
-        for signal in [libc::SIGTERM, libc::SIGINT] {
-            libc::sigaction(signal, &sa, std::ptr::null_mut());
-        }
-    }
-}
-
 /// An exclusive `flock` held as long as the returned file lives.
 fn take_lock(path: &Path) -> Result<std::fs::File, SupervisorError> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -192,20 +170,17 @@ fn take_lock(path: &Path) -> Result<std::fs::File, SupervisorError> {
         .mode(0o600)
         .open(path)
         .map_err(|e| SupervisorError::io(format!("cannot open {}", path.display()), e))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(SupervisorError::AlreadyRunning {
-                lock: path.to_owned(),
-            });
-        }
-        return Err(SupervisorError::io(
+    // flock(LOCK_EX | LOCK_NB), held as long as the file is open.
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SupervisorError::AlreadyRunning {
+            lock: path.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(SupervisorError::io(
             format!("cannot lock {}", path.display()),
             e,
-        ));
+        )),
     }
-    Ok(file)
 }
 
 /// Binds the socket 0600 without a moment where it is reachable with looser permissions
@@ -276,7 +251,7 @@ struct Daemon {
 struct State {
     groups: BTreeMap<String, Group>,
     /// Leaders given up on after SIGKILL (see `tick_proc`), reaped when they go.
-    abandoned: Vec<i32>,
+    abandoned: Vec<Leader>,
 }
 
 impl State {
@@ -318,7 +293,8 @@ struct Proc {
     service: ServiceSpec,
     display: String,
     state: ProcessState,
-    pid: Option<i32>,
+    /// Its process, while it has one.
+    leader: Option<Leader>,
     exit_status: Option<i32>,
     restarts: u32,
     since: u64,
@@ -335,7 +311,7 @@ impl Proc {
             display: service.process_name(),
             service,
             state: ProcessState::Stopped,
-            pid: None,
+            leader: None,
             exit_status: None,
             restarts: 0,
             since: unix_now(),
@@ -358,7 +334,7 @@ impl Proc {
             group: spec.partition_id.clone(),
             name: self.display.clone(),
             state: self.state,
-            pid: self.pid.map(|p| p as u32),
+            pid: self.leader.as_ref().map(|l| l.pid() as u32),
             exit_status: self.exit_status,
             restarts: self.restarts,
             since_unix: self.since,
@@ -369,7 +345,7 @@ impl Proc {
 
 impl Daemon {
     fn start_and_serve(self: Arc<Daemon>) -> Result<(), SupervisorError> {
-        kill_orphans(&self.socket, self.options.stop_timeout);
+        proc::kill_orphans(&self.socket, self.options.stop_timeout);
         for spec in self.store.load_all() {
             tracing::info!(group = %spec.partition_id, "starting a stored group");
             let mut state = lock(&self.state);
@@ -387,20 +363,18 @@ impl Daemon {
             .set_nonblocking(true)
             .map_err(|e| SupervisorError::io("cannot configure the socket", e))?;
         tracing::info!(socket = %self.socket.display(), "supervisor listening");
-        let tick_ms = self.options.tick.as_millis().clamp(10, 1000) as libc::c_int;
+        let tick_ms = self.options.tick.as_millis().clamp(10, 1000) as u16;
         loop {
             if self.exit.load(Ordering::SeqCst)
-                || (self.options.handle_signals && SIGNALLED.load(Ordering::SeqCst))
+                || (self.options.handle_signals && proc::signalled())
             {
                 return Ok(());
             }
-            let mut pfd = libc::pollfd {
-                fd: listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, tick_ms) };
+            // Until a connection or the tick (an error, EINTR included: the same).
+            let _ = poll(
+                &mut [PollFd::new(listener.as_fd(), PollFlags::POLLIN)],
+                PollTimeout::from(tick_ms),
+            );
             match listener.accept() {
                 Ok((stream, _)) => {
                     let d = self.clone();
@@ -649,7 +623,7 @@ impl Daemon {
     fn start_group(&self, group: &mut Group, selected: impl Fn(&Proc) -> bool) {
         let Group { spec, procs } = group;
         for p in procs.iter_mut().filter(|p| selected(p)) {
-            if p.pid.is_some() {
+            if p.leader.is_some() {
                 continue;
             }
             if p.state != ProcessState::Backoff {
@@ -677,7 +651,7 @@ impl Daemon {
                 let state = lock(&self.state);
                 if targets
                     .iter()
-                    .all(|(g, n)| state.find(g, n).is_none_or(|p| p.pid.is_none()))
+                    .all(|(g, n)| state.find(g, n).is_none_or(|p| p.leader.is_none()))
                 {
                     return;
                 }
@@ -688,11 +662,11 @@ impl Daemon {
 
     fn begin_stop(&self, group: &str, p: &mut Proc, now: Instant) {
         p.retry_at = None;
-        match p.pid {
+        match p.leader.as_ref().map(Leader::pid) {
             Some(pid) => {
                 if p.stopping.is_none() {
                     tracing::info!(group, process = %p.display, pid, "stopping");
-                    kill_group(pid, libc::SIGTERM);
+                    kill_group(pid, Signal::SIGTERM);
                     p.stopping = Some(Stopping {
                         term_deadline: now + self.options.stop_timeout,
                         killed_at: None,
@@ -710,9 +684,10 @@ impl Daemon {
             p.restarts = p.restarts.saturating_add(1);
         }
         match spawn_service(spec, &p.service, &p.display, &self.socket) {
-            Ok(pid) => {
+            Ok(leader) => {
+                let pid = leader.pid();
                 tracing::info!(group = %spec.partition_id, process = %p.display, pid, "started");
-                p.pid = Some(pid);
+                p.leader = Some(leader);
                 p.started_at = Some(Instant::now());
                 p.set_state(ProcessState::Running);
             }
@@ -771,10 +746,10 @@ impl Daemon {
         let closing = self.closing.load(Ordering::SeqCst);
         let mut state = lock(&self.state);
         let State { groups, abandoned } = &mut *state;
-        abandoned.retain(|&pid| match peek_exit(pid) {
+        abandoned.retain_mut(|leader| match leader.peek() {
             Peek::Running => true,
             Peek::Exited => {
-                reap(pid);
+                leader.reap();
                 false
             }
             Peek::Lost => false,
@@ -795,13 +770,12 @@ impl Daemon {
         now: Instant,
         closing: bool,
         events: &mut Vec<(String, String)>,
-        abandoned: &mut Vec<i32>,
+        abandoned: &mut Vec<Leader>,
     ) {
         let group = spec.partition_id.as_str();
-        if let Some(pid) = p.pid {
-            // Look without reaping: while the leader is an unreaped zombie its pid (the
-            // process group id) cannot be reused, so signalling the group stays safe.
-            let exit = peek_exit(pid);
+        if let Some((pid, exit)) = p.leader.as_ref().map(|l| (l.pid(), l.peek())) {
+            // Looked at without reaping: while the leader is an unreaped zombie its pid
+            // (the process group id) cannot be reused, so signalling the group stays safe.
             if let Some(stop) = p.stopping.as_mut() {
                 let killed_long_ago = stop.killed_at.is_some_and(|t| now >= t + KILL_GRACE);
                 let done = match exit {
@@ -813,20 +787,22 @@ impl Daemon {
                             // Stuck in the kernel even after SIGKILL: do not block every
                             // request on it; the monitor reaps it whenever it goes.
                             tracing::error!(group, process = %p.display, pid, "still there after SIGKILL: abandoned");
-                            abandoned.push(pid);
                         }
                         killed_long_ago
                     }
                 };
                 if done {
-                    let status = if exit == Peek::Exited {
-                        reap(pid)
-                    } else {
-                        None
+                    let status = match (exit, p.leader.take()) {
+                        (Peek::Exited, Some(mut leader)) => leader.reap(),
+                        // Abandoned: reaped by the monitor whenever it goes.
+                        (Peek::Running, Some(leader)) => {
+                            abandoned.push(leader);
+                            None
+                        }
+                        _ => None,
                     };
                     tracing::info!(group, process = %p.display, pid, status = %describe(status), "stopped");
                     p.exit_status = status.or(p.exit_status);
-                    p.pid = None;
                     p.stopping = None;
                     p.started_at = None;
                     p.set_state(ProcessState::Stopped);
@@ -836,19 +812,17 @@ impl Daemon {
                         stop.killed_at = Some(now);
                     }
                     // Again at every tick: a process forked meanwhile must not escape.
-                    kill_group(pid, libc::SIGKILL);
+                    kill_group(pid, Signal::SIGKILL);
                 }
                 return;
             }
             if exit == Peek::Running {
                 return;
             }
-            let status = if exit == Peek::Exited {
-                reap(pid)
-            } else {
-                None
+            let status = match (exit, p.leader.take()) {
+                (Peek::Exited, Some(mut leader)) => leader.reap(),
+                _ => None,
             };
-            p.pid = None;
             p.exit_status = status;
             let ran = p
                 .started_at
@@ -886,202 +860,4 @@ fn write_reply(writer: &mut UnixStream, reply: &Reply) -> std::io::Result<()> {
     text.push('\n');
     writer.write_all(text.as_bytes())?;
     writer.flush()
-}
-
-/// uid/gid for the service's files when the daemon can give them away.
-fn owner(spec: &GroupSpec) -> Option<(u32, u32)> {
-    is_root().then_some((spec.uid, spec.gid))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Peek {
-    Running,
-    /// Exited, not reaped yet.
-    Exited,
-    /// Not our child any more (reaped elsewhere): nothing to signal, nothing to reap.
-    Lost,
-}
-
-fn peek_exit(pid: i32) -> Peek {
-    // SAFETY: `info` is plain data that waitid fills.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    if rc != 0 {
-        return match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::ECHILD) => Peek::Lost,
-            _ => Peek::Running,
-        };
-    }
-    // SAFETY: waitid succeeded, so si_pid is the field it filled (0: still running).
-    if unsafe { info.si_pid() } == 0 {
-        Peek::Running
-    } else {
-        Peek::Exited
-    }
-}
-
-/// Reaps `pid`: its exit code, or minus the signal that killed it.
-fn reap(pid: i32) -> Option<i32> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: waitpid on our own child.
-    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    if rc != pid {
-        return None;
-    }
-    if libc::WIFEXITED(status) {
-        Some(libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        Some(-libc::WTERMSIG(status))
-    } else {
-        None
-    }
-}
-
-/// Every service carries `SLAPGRID_SUPERVISOR=<socket>`: the daemon of this instance root
-/// recognises the services of a predecessor that died without stopping them (SIGKILL, a
-/// crash) and stops them before starting its own, so a service never runs twice.
-const OWNER_VAR: &str = "SLAPGRID_SUPERVISOR";
-
-/// (pid, session) of every live process, from /proc.
-fn sessions() -> Vec<(i32, i32)> {
-    crate::procfs::all()
-        .into_iter()
-        .filter(|p| p.is_live())
-        .map(|p| (p.pid, p.session))
-        .collect()
-}
-
-/// Stops the services a dead predecessor left running: the sessions whose leader's
-/// environment names `socket` (SIGTERM to every member, SIGKILL after `timeout`).
-fn kill_orphans(socket: &Path, timeout: Duration) {
-    let tag = format!("{OWNER_VAR}={}", socket.display());
-    let all = sessions();
-    let leaders: Vec<i32> = all
-        .iter()
-        .filter(|(pid, session)| pid == session)
-        .filter(|(pid, _)| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| env.split(|b| *b == 0).any(|v| v == tag.as_bytes()))
-                .unwrap_or(false)
-        })
-        .map(|(pid, _)| *pid)
-        .collect();
-    if leaders.is_empty() {
-        return;
-    }
-    tracing::warn!(
-        ?leaders,
-        "stopping services a previous supervisor left running"
-    );
-    let members = |all: &[(i32, i32)]| -> Vec<i32> {
-        all.iter()
-            .filter(|(_, s)| leaders.contains(s))
-            .map(|(p, _)| *p)
-            .collect()
-    };
-    for pid in members(&all) {
-        // SAFETY: kill has no memory effects.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = members(&sessions());
-        if left.is_empty() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            for pid in left {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Whether a live (not zombie) process other than `except` is in process group `pgid`.
-pub(crate) fn group_has_members(pgid: i32, except: i32) -> bool {
-    !group_members(pgid).iter().all(|&p| p == except)
-}
-
-/// Live (not zombie) processes of process group `pgid`, from /proc.
-pub(crate) fn group_members(pgid: i32) -> Vec<i32> {
-    crate::procfs::all()
-        .into_iter()
-        .filter(|p| p.pgrp == pgid && p.is_live())
-        .map(|p| p.pid)
-        .collect()
-}
-
-/// Spawns one service as described in the module doc: its own session, the group's
-/// user, a minimal environment, output through a pipe to a log thread. Returns its pid or
-/// why it could not start.
-fn spawn_service(
-    spec: &GroupSpec,
-    service: &ServiceSpec,
-    process_name: &str,
-    socket: &Path,
-) -> Result<i32, String> {
-    let command = service.command.display();
-    let (read, write) = pipe().map_err(|e| format!("cannot start {command}: pipe: {e}"))?;
-    let write_err = write
-        .try_clone()
-        .map_err(|e| format!("cannot start {command}: pipe: {e}"))?;
-    let mut cmd = Command::new(&service.command);
-    cmd.current_dir(&spec.directory)
-        .env_clear()
-        .env("USER", &spec.user)
-        .env("LOGNAME", &spec.user)
-        .env("HOME", &spec.home)
-        .env("PATH", SERVICE_PATH)
-        .env("SUPERVISOR_GROUP_NAME", &spec.partition_id)
-        .env("SUPERVISOR_PROCESS_NAME", process_name)
-        .env(OWNER_VAR, socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(write))
-        .stderr(Stdio::from(write_err));
-    let identity = Identity {
-        uid: spec.uid,
-        gid: spec.gid,
-        name: spec.user.clone(),
-        home: spec.home.clone(),
-    };
-    drop_privileges(&mut cmd, &identity, SERVICE_UMASK)
-        .map_err(|e| format!("cannot start {command}: {e}"))?;
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {command}: {e}"))?;
-    // The pipe's write ends must now live in the child only, or the log thread never
-    // sees the end of the output.
-    drop(cmd);
-    // The child is waited for by pid (see peek_exit/reap); dropping the handle neither
-    // kills nor reaps it.
-    let pid = child.id() as i32;
-    drop(child);
-    let sink = LogSink::new(spec.log_path(service), owner(spec));
-    let spawned = std::thread::Builder::new()
-        .name(format!("sv-log-{process_name}"))
-        .spawn(move || sink.pump(read));
-    if let Err(e) = spawned {
-        tracing::warn!(group = %spec.partition_id, process = %process_name, error = %e, "no log thread: output dropped");
-    }
-    Ok(pid)
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are owned here only.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

@@ -11,6 +11,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
+
 /// Size at which a log is rotated.
 pub(crate) const MAX_LOG: u64 = 1 << 20;
 
@@ -122,7 +124,7 @@ fn open_log(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<File> {
         .append(true)
         .create(true)
         .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.file_type().is_file() || meta.nlink() != 1 {

@@ -27,6 +27,7 @@
 mod client;
 mod daemon;
 mod logfile;
+mod proc;
 mod protocol;
 mod store;
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::daemon::group_members;
 use super::logfile::LogSink;
+use super::proc::group_members;
 use super::*;
 use crate::config::NodeConfig;
 use crate::process::{is_root, Identity};
@@ -341,7 +341,10 @@ fn stop_escalates_to_sigkill_after_the_stop_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(500));
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].state, ProcessState::Stopped);
-    assert_eq!(after[0].exit_status, Some(-libc::SIGKILL));
+    assert_eq!(
+        after[0].exit_status,
+        Some(-(nix::sys::signal::Signal::SIGKILL as i32))
+    );
     assert_eq!(group_members(pid), Vec::<i32>::new());
 }
 
@@ -396,8 +399,7 @@ fn sigterm_stops_every_group_and_the_daemon() {
         .pid
         .unwrap() as i32;
     // The handler is installed (the daemon answers), so this does not kill the tests.
-    // SAFETY: kill has no memory effects.
-    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM).unwrap();
     let thread = h.daemon.take().unwrap();
     thread.join().unwrap().unwrap();
     assert_eq!(group_members(pid), Vec::<i32>::new());
@@ -601,13 +603,7 @@ fn services_a_dead_predecessor_left_running_are_stopped_before_starting_again() 
         let mut c = std::process::Command::new("/bin/sh");
         c.args(["-c", "sleep 1000 & exec sleep 1000"])
             .env("SLAPGRID_SUPERVISOR", socket);
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut c, || {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        crate::process::Session::default().prepare(&mut c);
         c.spawn().unwrap()
     };
     let mut ours = spawn_tagged(&h.cfg.supervisor_socket());
@@ -626,6 +622,6 @@ fn services_a_dead_predecessor_left_running_are_stopped_before_starting_again() 
         2,
         "another root's service was touched"
     );
-    crate::process::kill_group(theirs_pid, libc::SIGKILL);
+    crate::process::kill_group(theirs_pid, nix::sys::signal::Signal::SIGKILL);
     let _ = theirs.wait();
 }
