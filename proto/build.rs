@@ -2,6 +2,10 @@
 //! tonic/prost code.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Only with the `rpc` feature (the domain crate builds without an RPC stack).
+    if std::env::var_os("CARGO_FEATURE_RPC").is_none() {
+        return Ok(());
+    }
     let protos = ["protos/raft.proto", "protos/master.proto"];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

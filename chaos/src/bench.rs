@@ -4,11 +4,11 @@
 //! succeeds again.
 
 use crate::cluster::{ClusterError, ProcessCluster};
-use master_node::domain::{AddressSpec, ComputerSpec, PartitionSpec};
-use master_node::raft::client::MasterClient;
-use master_node::raft::node::Timers;
-use master_node::{Command, Op, RequestId};
+use master_client::MasterClient;
+use master_replica::node::Timers;
 use serde::Serialize;
+use slapos_domain::{AddressSpec, ComputerSpec, PartitionSpec};
+use slapos_domain::{Command, Op, RequestId};
 use slapos_proto::rpc::master::submit_response;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -54,7 +54,7 @@ pub struct RaftBenchReport {
 
 const COMPUTER: &str = "COMP-BENCH";
 
-use master_node::raft::proposer_time as now;
+use master_client::proposer_time as now;
 
 fn write_op(writer: usize, seq: u64) -> Op {
     Op::Supply {

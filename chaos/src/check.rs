@@ -8,8 +8,8 @@ use crate::run::ChaosOptions;
 use crate::workload::{
     self, register_by_title, registers_of, History, Key, OpKind, OpRecord, Outcome,
 };
-use master_node::State;
 use serde::Serialize;
+use slapos_domain::State;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,8 +40,7 @@ pub type UsageOnReplica = BTreeMap<u64, Vec<(String, String)>>;
 pub(crate) fn usage_on(state: &State) -> UsageOnReplica {
     let mut out: UsageOnReplica = BTreeMap::new();
     for m in state.all_movements() {
-        if m.kind != master_node::domain::MovementKind::Usage
-            || *m.computer != *workload::SPARE_COMPUTER
+        if m.kind != slapos_domain::MovementKind::Usage || *m.computer != *workload::SPARE_COMPUTER
         {
             continue;
         }

@@ -3,8 +3,8 @@
 //! [`Network`].
 
 use crate::netns::Network;
-use master_node::raft::client::MasterClient;
-use master_node::raft::node::{ReplicaConfig, SnapshotPolicy, Timers};
+use master_client::MasterClient;
+use master_replica::node::{ReplicaConfig, SnapshotPolicy, Timers};
 use slapos_proto::rpc::master::AddReplicaRequest;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -22,7 +22,7 @@ pub enum ClusterError {
     #[error("{0}")]
     Timeout(String),
     #[error("master client: {0}")]
-    Client(#[from] master_node::raft::client::ClientError),
+    Client(#[from] master_client::ClientError),
     #[error("refused by the master: {0}")]
     Domain(String),
     #[error("unknown replica {0}")]

@@ -4,7 +4,7 @@
 use crate::group::Group;
 use crate::netns::Network;
 use crate::workload::{Rng, RunClock};
-use master_node::raft::client::MasterClient;
+use master_client::MasterClient;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 
 use crate::cluster::{ClusterError, ProcessCluster};
 use crate::faults::FaultKind;
-use master_node::raft::client::MasterClient;
+use master_client::MasterClient;
 use slapos_proto::rpc::master::StatusResponse;
 use std::time::{Duration, Instant};
 

@@ -17,7 +17,7 @@ use crate::faults::FaultKind;
 use crate::group::Group;
 use crate::netns::Network;
 use crate::workload::{Identities, COMPUTER, SPARE_COMPUTER};
-use master_node::raft::client::MasterClient;
+use master_client::MasterClient;
 use serde_json::Value;
 use slapos_proto::rpc::master::IssueRequest;
 use std::collections::BTreeMap;
@@ -157,7 +157,7 @@ impl HostedCluster {
                 .map(PathBuf::from)
                 .ok_or_else(|| bad(format!("cluster.json: no {k} in master_tls_env")))
         };
-        master_node::raft::tls::set_client(&master_node::raft::tls::TlsFiles {
+        master_client::tls::set_client(&master_client::tls::TlsFiles {
             cert: file("SLAPOS_MASTER_TLS_CERT")?,
             key: file("SLAPOS_MASTER_TLS_KEY")?,
             ca: file("SLAPOS_MASTER_TLS_CA")?,
@@ -289,8 +289,8 @@ impl HostedCluster {
         std::fs::create_dir_all(&tls).map_err(|e| io("create tls/", e))?;
         let mut client = self.client().with_deadline(Duration::from_secs(30));
         let mut issue = async |computer: &str| -> Result<Arc<rustls::ClientConfig>, ClusterError> {
-            let identity = master_node::ca::Identity::Computer(computer.to_string());
-            let (key, csr) = master_node::ca::new_key_and_csr(&identity)
+            let identity = slapos_domain::Identity::Computer(computer.to_string());
+            let (key, csr) = slapos_ca::new_key_and_csr(&identity)
                 .map_err(|e| bad(format!("a key for {computer}: {e}")))?;
             let (cert, _) = client
                 .issue(&IssueRequest {

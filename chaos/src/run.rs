@@ -14,9 +14,9 @@ use crate::netns::Network;
 use crate::workload::{
     self, ClientOptions, History, Identities, Key, OpKind, OpRecord, Outcome, Rng, RunClock,
 };
-use master_node::domain::Query as MasterQuery;
-use master_node::raft::client::MasterClient;
-use master_node::State;
+use master_client::MasterClient;
+use slapos_domain::Query as MasterQuery;
+use slapos_domain::State;
 use slapos_proto::rpc::master::Consistency;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -323,7 +323,7 @@ async fn converge_and_compare<G: Group>(
         reads = read_replicas(cluster).await;
     }
     let mut checks: Vec<ReplicaCheck> = Vec::new();
-    let mut first: Option<(Vec<master_node::domain::Entry>, UsageOnReplica)> = None;
+    let mut first: Option<(Vec<slapos_domain::Entry>, UsageOnReplica)> = None;
     for (id, read) in reads {
         let (entries, applied, usage) = match read {
             Ok(r) => r,
@@ -368,15 +368,15 @@ async fn converge_and_compare<G: Group>(
 }
 
 /// One replica's read: its entries, applied index and usage.
-type ReplicaRead = (Vec<master_node::domain::Entry>, u64, UsageOnReplica);
+type ReplicaRead = (Vec<slapos_domain::Entry>, u64, UsageOnReplica);
 
 /// Every replica's whole state and usage, each read from that replica alone.
 async fn read_replicas<G: Group>(cluster: &G) -> Vec<(u64, Result<ReplicaRead, String>)> {
     let everything = MasterQuery::Ledger {
         customer: None,
         provider: None,
-        from: master_node::Timestamp::default(),
-        to: master_node::Timestamp(u64::MAX),
+        from: slapos_domain::Timestamp::default(),
+        to: slapos_domain::Timestamp(u64::MAX),
     };
     let mut out = Vec::new();
     for id in cluster.ids() {

@@ -400,7 +400,7 @@ fn chrono_like_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
         .saturating_sub(60_000_000);
-    let iso = master_node::domain::format_date(master_node::Timestamp::from_micros(
+    let iso = slapos_domain::format_date(slapos_domain::Timestamp::from_micros(
         micros - micros % 1_000_000,
     ));
     // 2026-11-25T13:05:00Z -> 2026-11-25 at 13:05:00

@@ -11,10 +11,10 @@
 //! by design and get the weaker "no phantom value" check.
 
 use crate::http::{HttpConn, HttpError};
-use master_node::domain::Query as MasterQuery;
-use master_node::raft::client::MasterClient;
-use master_node::{InstanceId, RequestedState, State};
+use master_client::MasterClient;
 use serde::Serialize;
+use slapos_domain::Query as MasterQuery;
+use slapos_domain::{InstanceId, RequestedState, State};
 use slapos_proto::marshal::Value;
 use slapos_proto::rpc::master::Consistency;
 use slapos_proto::slap;
@@ -758,7 +758,7 @@ pub(crate) fn journal_xml<'a>(
 
 /// The journal of the spare computer's usage, `cpu` lines.
 pub fn usage_journal(stop_us: u64, lines: &[(String, String)]) -> Result<String, String> {
-    let stop = master_node::domain::format_date(master_node::Timestamp::from_micros(stop_us));
+    let stop = slapos_domain::format_date(slapos_domain::Timestamp::from_micros(stop_us));
     journal_xml(
         SPARE_COMPUTER,
         &stop,

@@ -191,12 +191,12 @@ fn period(args: &PeriodArgs) -> Result<(String, String)> {
     let month = match &args.month {
         Some(m) => m.clone(),
         None => {
-            let now = master_node::Timestamp::from_micros(
+            let now = slapos_domain::Timestamp::from_micros(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)?
                     .as_micros() as u64,
             );
-            master_node::domain::format_date(now)[..7].to_string()
+            slapos_domain::format_date(now)[..7].to_string()
         }
     };
     let (y, m) = month
@@ -442,7 +442,7 @@ pub async fn computer(cmd: ComputerCommand) -> Result<()> {
                 bail!("nothing to change: give --scope and/or --legacy-node-agent");
             }
             if !via.is_empty() {
-                use master_node::AllocationScope;
+                use slapos_domain::AllocationScope;
                 let friends: std::collections::BTreeSet<String> = friends
                     .unwrap_or_default()
                     .split(',')
@@ -461,7 +461,7 @@ pub async fn computer(cmd: ComputerCommand) -> Result<()> {
                 crate::master::submit_op(
                     via,
                     "policy",
-                    master_node::Op::SetComputerPolicy {
+                    slapos_domain::Op::SetComputerPolicy {
                         computer: id.clone(),
                         by: None,
                         allocation_scope,

@@ -170,7 +170,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                 writers: args.writers,
                 duration: Duration::from_secs(args.seconds),
                 kills: args.kills,
-                timers: master_node::raft::node::Timers {
+                timers: master_replica::node::Timers {
                     heartbeat_ms: args.heartbeat_ms,
                     election_timeout_min_ms: args.election_ms.first().copied().unwrap_or(300),
                     election_timeout_max_ms: args.election_ms.get(1).copied().unwrap_or(600),

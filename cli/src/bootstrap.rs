@@ -22,9 +22,9 @@
 use crate::selfhost::{add, step, AddReplicaArgs, Added, Operator, Ports, Timers};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use master_node::domain::Query;
-use master_node::raft::client::MasterClient;
+use master_client::MasterClient;
 use serde::{Deserialize, Serialize};
+use slapos_domain::Query;
 use slapos_proto::rpc::master::Consistency;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -101,7 +101,7 @@ async fn computer(via: &[String], id: &str) -> Result<(Option<String>, usize, us
         )
         .await
         .with_context(|| format!("reading computer {id}"))?;
-    let state = master_node::State::from_read(entries)?;
+    let state = slapos_domain::State::from_read(entries)?;
     let c = state.computer(id).map_err(|_| {
         anyhow::anyhow!(
             "computer {id} is not registered (its node registers with a token: \
@@ -158,8 +158,8 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
         let pem = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
         let operator_hint = "present an operator's, which outlives any replica \
                              (`slapos cluster ca issue --identity operator:NAME`)";
-        match master_node::ca::identity_of_pem(&pem) {
-            Ok((master_node::ca::Identity::Replica(id), _)) => {
+        match slapos_ca::identity_of_pem(&pem) {
+            Ok((slapos_domain::Identity::Replica(id), _)) => {
                 let leaves = members.iter().any(|m| m.id == id && m.hosted_by.is_empty())
                     && !plan.replicas.iter().any(|p| p.id == id);
                 if leaves {
@@ -169,7 +169,7 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
                     );
                 }
             }
-            Ok((master_node::ca::Identity::Operator(_), _)) => {}
+            Ok((slapos_domain::Identity::Operator(_), _)) => {}
             Ok((other, _)) => bail!(
                 "SLAPOS_MASTER_TLS_CERT is {}'s certificate, which may not run the \
                  operator's commands: {operator_hint}",
@@ -190,7 +190,7 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
                 .read(&Query::All, Consistency::Linearizable, 0)
                 .await
                 .context("reading the group's state")?;
-            master_node::State::from_entries(entries)?
+            slapos_domain::State::from_entries(entries)?
         };
         let mut next = args
             .first_id

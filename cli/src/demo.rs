@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use master_node::{RequestId, State};
 use slap_gateway::slap::{serve_local, Endpoint, SlapContext, SlapResponse};
+use slapos_domain::{RequestId, State};
 use slapos_proto::marshal::{self, Value};
 
 #[derive(Args)]
@@ -44,7 +44,7 @@ impl Session {
             &fields,
             authorization,
             RequestId::new("slapos-demo", self.seq),
-            master_node::raft::proposer_time(),
+            master_client::proposer_time(),
         );
         let body = response.body_text();
         let shown = if body.len() > 100 {

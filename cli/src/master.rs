@@ -1,9 +1,9 @@
-//! `slapos master ...` and `slapos cluster ...`: wiring to master_node::raft.
+//! `slapos master ...` and `slapos cluster ...`: wiring to master_replica.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use master_node::raft::client::MasterClient;
-use master_node::raft::node::{Replica, ReplicaConfig};
+use master_client::MasterClient;
+use master_replica::node::{Replica, ReplicaConfig};
 use serde::Serialize;
 use slapos_proto::rpc::master::{AddReplicaRequest, StatusResponse};
 use std::path::PathBuf;
@@ -174,11 +174,7 @@ pub(crate) fn tls_from_env() -> Result<()> {
         var("SLAPOS_MASTER_TLS_CA"),
     ) {
         (Some(cert), Some(key), Some(ca)) => {
-            master_node::raft::tls::set_client(&master_node::raft::tls::TlsFiles {
-                cert,
-                key,
-                ca,
-            })?;
+            master_client::tls::set_client(&master_client::tls::TlsFiles { cert, key, ca })?;
             Ok(())
         }
         (None, None, None) => Ok(()),
@@ -261,7 +257,7 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
         } => {
             let config = ReplicaConfig::load(&config)?;
             if let Some(files) = &config.tls {
-                master_node::raft::tls::set_client(files)?;
+                master_client::tls::set_client(files)?;
             }
             let node = config.node_info();
             let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(120));
@@ -287,8 +283,8 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
             ca,
             out,
         } => {
-            let wanted = master_node::ca::Identity::parse(&identity)?;
-            let (key, csr) = master_node::ca::new_key_and_csr(&wanted)?;
+            let wanted = slapos_domain::Identity::parse(&identity)?;
+            let (key, csr) = slapos_ca::new_key_and_csr(&wanted)?;
             let client = slapgrid::client::SlapClient::new(
                 &[slapgrid::config::normalize_master_url(&gateway)],
                 None,
@@ -304,7 +300,7 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
             let certificate = answer["certificate"]
                 .as_str()
                 .context("the gateway's answer has no certificate")?;
-            let (granted, serial) = master_node::ca::identity_of_pem(certificate)?;
+            let (granted, serial) = slapos_ca::identity_of_pem(certificate)?;
             if granted != wanted {
                 bail!(
                     "the token granted {} where {} was expected: nothing written",
@@ -368,15 +364,15 @@ struct ClusterStatus {
 
 /// Creates the CA and applies `InstallAuthority` on the new group's only replica.
 async fn install_authority(replica: &Replica, config: &ReplicaConfig) -> Result<()> {
-    let (_, material) = master_node::ca::Authority::create(
+    let (_, material) = slapos_ca::Authority::create(
         &format!("group of replica {}", config.id),
         std::time::SystemTime::now(),
         20,
     )?;
-    let command = master_node::Command {
-        request_id: master_node::RequestId::new(format!("master-{}-init", config.id), 1),
-        at: master_node::raft::proposer_time(),
-        op: master_node::Op::InstallAuthority { material },
+    let command = slapos_domain::Command {
+        request_id: slapos_domain::RequestId::new(format!("master-{}-init", config.id), 1),
+        at: master_client::proposer_time(),
+        op: slapos_domain::Op::InstallAuthority { material },
     };
     let written = replica
         .raft
@@ -400,8 +396,8 @@ pub(crate) async fn issue_to_files(
     ip: Vec<String>,
     validity_secs: Option<u64>,
 ) -> Result<(PathBuf, PathBuf, String)> {
-    let parsed = master_node::ca::Identity::parse(identity)?;
-    let (key, csr) = master_node::ca::new_key_and_csr(&parsed)?;
+    let parsed = slapos_domain::Identity::parse(identity)?;
+    let (key, csr) = slapos_ca::new_key_and_csr(&parsed)?;
     let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(30));
     let (pem, serial) = client
         .issue(&slapos_proto::rpc::master::IssueRequest {
@@ -445,31 +441,31 @@ fn write_pair(
 /// for `ttl`, made through the master API (an operator's command); the token itself.
 pub(crate) async fn server_token(
     via: Vec<String>,
-    identity: master_node::ca::Identity,
+    identity: slapos_domain::Identity,
     dns_names: Vec<String>,
     ip_addresses: Vec<String>,
     ttl: Duration,
 ) -> Result<String> {
     let (token, hash) =
         slap_gateway::server::register::new_token().context("no randomness for a token")?;
-    let expires_at = master_node::Timestamp(
-        master_node::raft::proposer_time()
+    let expires_at = slapos_domain::Timestamp(
+        master_client::proposer_time()
             .0
             .saturating_add(ttl.as_micros() as u64),
     );
-    let op = master_node::Op::CreateToken {
+    let op = slapos_domain::Op::CreateToken {
         hash,
         owner: "operator".into(),
         computer: String::new(),
         expires_at,
-        server: Some(master_node::domain::ServerGrant {
+        server: Some(slapos_domain::ServerGrant {
             identity,
             dns_names,
             ip_addresses,
         }),
     };
     match submit_op(via, "token", op).await? {
-        master_node::Reply::Done => Ok(token),
+        slapos_domain::Reply::Done => Ok(token),
         other => bail!("unexpected answer {other:?}"),
     }
 }
@@ -517,10 +513,10 @@ pub async fn user(cmd: UserCommand) -> Result<()> {
     tls_from_env()?;
     match cmd {
         UserCommand::Remove { via, person } => {
-            let identity = master_node::ca::Identity::parse(&format!("person:{person}"))?;
+            let identity = slapos_domain::Identity::parse(&format!("person:{person}"))?;
             revoke(
                 via,
-                master_node::Op::Revoke {
+                slapos_domain::Op::Revoke {
                     serial: None,
                     identity: Some(identity),
                 },
@@ -583,12 +579,12 @@ pub async fn user(cmd: UserCommand) -> Result<()> {
 pub(crate) async fn submit_op(
     via: Vec<String>,
     what: &str,
-    op: master_node::Op,
-) -> Result<master_node::Reply> {
+    op: slapos_domain::Op,
+) -> Result<slapos_domain::Reply> {
     let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(30));
-    let now = master_node::raft::proposer_time();
-    let command = master_node::Command {
-        request_id: master_node::RequestId::new(
+    let now = master_client::proposer_time();
+    let command = slapos_domain::Command {
+        request_id: slapos_domain::RequestId::new(
             format!("cli-{what}-{}", std::process::id()),
             now.0,
         ),
@@ -604,22 +600,22 @@ pub(crate) async fn set_admin(via: Vec<String>, person: &str, admin: bool) -> Re
     match submit_op(
         via,
         "admin",
-        master_node::Op::SetAdmin {
+        slapos_domain::Op::SetAdmin {
             person: person.to_owned(),
             admin,
         },
     )
     .await?
     {
-        master_node::Reply::Done => Ok(()),
+        slapos_domain::Reply::Done => Ok(()),
         other => bail!("unexpected answer {other:?}"),
     }
 }
 
 /// Submits an op answering `Revoked` and says how many.
-async fn revoke(via: Vec<String>, op: master_node::Op) -> Result<()> {
+async fn revoke(via: Vec<String>, op: slapos_domain::Op) -> Result<()> {
     match submit_op(via, "revoke", op).await? {
-        master_node::Reply::Revoked { count } => {
+        slapos_domain::Reply::Revoked { count } => {
             println!("revoked {count} certificate(s)");
             Ok(())
         }
@@ -641,7 +637,7 @@ async fn ca(cmd: CaCommand) -> Result<()> {
             ip,
             ttl,
         } => {
-            let identity = master_node::ca::Identity::parse(&identity)?;
+            let identity = slapos_domain::Identity::parse(&identity)?;
             let ttl = Duration::from_secs(ttl.clamp(1, 7 * 86400));
             println!("{}", server_token(via, identity, dns, ip, ttl).await?);
             Ok(())
@@ -671,9 +667,9 @@ async fn ca(cmd: CaCommand) -> Result<()> {
             identity,
         } => {
             let identity = identity
-                .map(|i| master_node::ca::Identity::parse(&i))
+                .map(|i| slapos_domain::Identity::parse(&i))
                 .transpose()?;
-            revoke(via, master_node::Op::Revoke { serial, identity }).await
+            revoke(via, slapos_domain::Op::Revoke { serial, identity }).await
         }
     }
 }
@@ -689,7 +685,7 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
         ClusterCommand::RemoveComputer(args) => {
             revoke(
                 args.via,
-                master_node::Op::RemoveComputer {
+                slapos_domain::Op::RemoveComputer {
                     computer: args.computer,
                 },
             )

@@ -19,7 +19,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use master_node::raft::client::MasterClient;
+use master_client::MasterClient;
 use slapgrid::client::SlapClient;
 use slapos_proto::rpc::master::Member;
 use std::path::{Path, PathBuf};
@@ -330,7 +330,7 @@ pub(crate) fn step(text: impl AsRef<str>) {
 async fn server_token(via: &[String], identity: &str, ips: &[String]) -> Result<String> {
     crate::master::server_token(
         via.to_vec(),
-        master_node::ca::Identity::parse(identity)?,
+        slapos_domain::Identity::parse(identity)?,
         Vec::new(),
         ips.to_vec(),
         Duration::from_secs(3600),

@@ -14,8 +14,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use master_node::raft::client::MasterClient;
-use master_node::raft::node::ReplicaConfig;
+use master_client::MasterClient;
+use master_replica::node::ReplicaConfig;
 use serde::Serialize;
 use slap_gateway::server::GatewayConfig;
 use slapos_proto::rpc::master::AddReplicaRequest;
@@ -761,7 +761,7 @@ async fn bootstrap_tls(
     seed.stop();
     for (config, path) in replicas.iter_mut() {
         let (cert, key) = replica_files(dir, config.id);
-        config.tls = Some(master_node::raft::tls::TlsFiles {
+        config.tls = Some(master_client::tls::TlsFiles {
             cert,
             key,
             ca: ca.clone(),
@@ -770,7 +770,7 @@ async fn bootstrap_tls(
     }
     // This process is the operator: it presents an operator's certificate to the masters
     // (the seed replica's own stops being accepted once the seed leaves the group).
-    master_node::raft::tls::set_client(&master_node::raft::tls::TlsFiles {
+    master_client::tls::set_client(&master_client::tls::TlsFiles {
         cert: operator_cert.clone(),
         key: operator_key.clone(),
         ca: ca.clone(),

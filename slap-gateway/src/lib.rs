@@ -2,7 +2,7 @@
 //! what they ask into commands and queries of the master's state machine.
 //!
 //! [`slap`] is the transport-independent layer: parsing each legacy SLAP endpoint's inputs
-//! into a [`master_node::Op`] or a query ([`slap::forms`]), and rendering views, outcomes and
+//! into a [`slapos_domain::Op`] or a query ([`slap::forms`]), and rendering views, outcomes and
 //! errors into the bytes and status codes the SLAP client expects ([`slap::render`]).
 //! [`server`] serves it over HTTPS in front of the master's Raft group (`slapos gateway
 //! run`). [`jsonrpc`] is the JSON-RPC v0 API over the same domain, served by the same

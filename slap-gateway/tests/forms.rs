@@ -2,14 +2,14 @@
 //! X-SlapPartition header, the computer dictionary of `loadComputerConfigurationFromXML`,
 //! and the errors (all 400, each naming the field).
 
-use master_node::domain::{ParamValue, Requester, SoftwareReport, StatusKind};
-use master_node::Op;
 use proptest::prelude::*;
 use slap_gateway::slap::forms::{
     self, parse_partition_header, FormError, Identity, PartitionIdentity, ProductLookup, Query,
     SlapCall,
 };
 use slap_gateway::{Endpoint, Method, SlapContext};
+use slapos_domain::Op;
+use slapos_domain::{ParamValue, Requester, SoftwareReport, StatusKind};
 use slapos_proto::marshal::{self, SlapClass, Value};
 use slapos_proto::{DecodeError, Limits};
 
@@ -1002,7 +1002,7 @@ fn the_header_names_the_requester_before_the_form() {
 
 // ----- loadComputerConfigurationFromXML -----------------------------------------------------
 
-fn format(value: &Value) -> Result<(String, master_node::domain::ComputerSpec), FormError> {
+fn format(value: &Value) -> Result<(String, slapos_domain::ComputerSpec), FormError> {
     let SlapCall::Write(w) = parse(
         Endpoint::LoadComputerConfigurationFromXml,
         &[("xml", &m(value)), ("computer_id", "ignored")],

@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
-use master_node::{RequestId, State, Timestamp};
 use serde_json::Value;
 use slap_gateway::jsonrpc;
 use slap_gateway::{serve_local, Endpoint, SlapContext, SlapResponse};
+use slapos_domain::{RequestId, State, Timestamp};
 
 const T0: u64 = 1_795_626_000_000_000;
 /// XML exchanges the replay cannot reproduce (see `vectors_replay.rs`).
@@ -273,7 +273,7 @@ fn replay_jsonrpc_exchanges() -> Result<()> {
         let mut mine = BTreeMap::new();
         normalize_guids(&mut actual, &mut mine);
         for (guid, title) in mine {
-            if master_node::InstanceId::parse(&guid).is_none() {
+            if slapos_domain::InstanceId::parse(&guid).is_none() {
                 failures.push(format!(
                     "vector {}: guid {guid} is not an instance id",
                     ex.number
@@ -757,8 +757,8 @@ fn instance_writes_reach_the_domain() {
 
 #[test]
 fn a_local_master_records_usage_and_invoices_it() {
-    use master_node::domain::{format_date, ComputerSpec, PartitionSpec};
-    use master_node::{Command, Op};
+    use slapos_domain::{format_date, ComputerSpec, PartitionSpec};
+    use slapos_domain::{Command, Op};
     let mut state = State::new();
     let ok = |r: SlapResponse| {
         assert_eq!(r.status, 200, "{}", r.body_text());

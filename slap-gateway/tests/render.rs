@@ -2,9 +2,9 @@
 //! slapproxy (status codes of refusals, identity of requesters), the shapes of the slap
 //! objects, and the reads slapproxy does not offer.
 
-use master_node::{DomainError, RequestId, State, Timestamp};
 use slap_gateway::slap::render::{domain_error, domain_status};
 use slap_gateway::{serve_local, Endpoint, SlapContext, SlapResponse};
+use slapos_domain::{DomainError, RequestId, State, Timestamp};
 use slapos_proto::marshal::{self, SlapClass, Value};
 use slapos_proto::Limits;
 

@@ -17,11 +17,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
-use master_node::domain::Requester;
-use master_node::{Command, Op, Reply, RequestId, State, Timestamp};
 use slap_gateway::slap::forms::{self, SlapCall};
 use slap_gateway::slap::render;
 use slap_gateway::{Endpoint, SlapContext, SlapResponse};
+use slapos_domain::Requester;
+use slapos_domain::{Command, Op, Reply, RequestId, State, Timestamp};
 use slapos_proto::marshal::{self, Value};
 use slapos_proto::Limits;
 

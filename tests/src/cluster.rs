@@ -9,8 +9,8 @@
 //! assert how long something took.
 
 use crate::slapos_bin;
-use master_node::domain::{Entry, Query};
-use master_node::raft::client::MasterClient;
+use master_client::MasterClient;
+use slapos_domain::{Entry, Query};
 use slapos_proto::rpc::master::{read_response, Consistency, StatusResponse};
 use std::cell::Cell;
 use std::collections::BTreeMap;

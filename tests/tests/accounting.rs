@@ -11,9 +11,9 @@
 //! doubled, and forged or malformed journals must be refused without changing anything.
 
 use chaos::cluster::ProcessCluster;
-use master_node::domain::{format_date, parse_date, Decimal};
-use master_node::Timestamp;
 use serde_json::{json, Value};
+use slapos_domain::Timestamp;
+use slapos_domain::{format_date, parse_date, Decimal};
 use slapos_e2e::compat::venv;
 use slapos_e2e::slapos_bin;
 use std::io::{BufRead, BufReader, Write};

@@ -5,8 +5,8 @@
 
 use chaos::cluster::{Hosts, ProcessCluster};
 use chaos::netns::Network;
-use master_node::raft::client::MasterClient;
-use master_node::{Command as MasterCommand, Op, RequestId};
+use master_client::MasterClient;
+use slapos_domain::{Command as MasterCommand, Op, RequestId};
 use slapos_e2e::agent::is_root;
 use slapos_e2e::{chaos_run, slapos_bin, ChaosRun};
 use slapos_proto::rpc::master::submit_response;
@@ -97,13 +97,13 @@ async fn a_leader_cut_off_from_its_quorum_answers_retry_and_the_retry_applies_on
         .client()
         .with_deadline(Duration::from_secs(30))
         .read(
-            &master_node::domain::Query::All,
+            &slapos_domain::Query::All,
             slapos_proto::rpc::master::Consistency::Linearizable,
             0,
         )
         .await
         .expect("read");
-    let applied_before = master_node::State::from_entries(entries)
+    let applied_before = slapos_domain::State::from_entries(entries)
         .expect("state")
         .applied_commands();
     let host = cluster.host_of(leader).expect("leader host");
@@ -112,7 +112,7 @@ async fn a_leader_cut_off_from_its_quorum_answers_retry_and_the_retry_applies_on
     }
     let command = MasterCommand {
         request_id: RequestId::new("e2e-cut", 1),
-        at: master_node::raft::proposer_time(),
+        at: master_client::proposer_time(),
         op: Op::RegisterComputer {
             computer: "COMP-CUT".into(),
             title: String::new(),
@@ -150,13 +150,13 @@ async fn a_leader_cut_off_from_its_quorum_answers_retry_and_the_retry_applies_on
     let mut everyone = cluster.client().with_deadline(Duration::from_secs(30));
     let (entries, _) = everyone
         .read(
-            &master_node::domain::Query::All,
+            &slapos_domain::Query::All,
             slapos_proto::rpc::master::Consistency::Linearizable,
             0,
         )
         .await
         .expect("read");
-    let state = master_node::State::from_entries(entries).expect("state");
+    let state = slapos_domain::State::from_entries(entries).expect("state");
     assert_eq!(state.computers().count(), 1);
     assert_eq!(
         state.applied_commands(),

@@ -336,7 +336,7 @@ fn is(d: &Difference, proxy: &str, ours: &str) -> bool {
 }
 
 /// A difference we chose, with its reason (slap-gateway/DESIGN.md "Deliberate differences
-/// from slapproxy", master-node/DESIGN.md "slapproxy quirks: decisions"), and which
+/// from slapproxy", domain/DESIGN.md "slapproxy quirks: decisions"), and which
 /// observed differences it explains.
 struct Deliberate {
     id: &'static str,
@@ -762,8 +762,8 @@ async fn start_ours(name: &str, first: First) -> (Cluster, GatewayProcess, u64) 
 /// Registers `computer` (owned by the admin, `root`) and marks its node as SlapOS's
 /// Python agent.
 async fn legacy_node(masters: &[String], computer: &str) {
-    use master_node::raft::client::MasterClient;
-    use master_node::{Command, Op, RequestId};
+    use master_client::MasterClient;
+    use slapos_domain::{Command, Op, RequestId};
     let mut client = MasterClient::new(masters.to_vec()).with_deadline(Duration::from_secs(20));
     for (n, op) in [
         Op::RegisterComputer {
@@ -786,7 +786,7 @@ async fn legacy_node(masters: &[String], computer: &str) {
     {
         let command = Command {
             request_id: RequestId::new("compat-operator", n as u64),
-            at: master_node::raft::proposer_time(),
+            at: master_client::proposer_time(),
             op,
         };
         let (outcome, _) = client.submit(&command).await.expect("the masters answer");

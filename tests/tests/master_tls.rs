@@ -4,8 +4,8 @@
 //! then admit only the group's replicas and gateways: a computer's certificate of the same
 //! authority is refused, a plain client too, and a replica of another group cannot join.
 
-use master_node::raft::node::ReplicaConfig;
-use master_node::raft::tls::TlsFiles;
+use master_client::tls::TlsFiles;
+use master_replica::node::ReplicaConfig;
 use slapos_e2e::agent::{open_dir, text};
 use slapos_e2e::slapos_bin;
 use std::path::{Path, PathBuf};
@@ -420,9 +420,9 @@ fn the_masters_admit_only_the_groups_replicas_and_gateways() {
 /// What an attacker holding a gateway's certificate and key tries against the masters,
 /// and what stops each attempt.
 fn compromised_gateway(via: &str, gw: &TlsFiles, op: &TlsFiles, certs: &Path) {
-    use master_node::ca::{new_key_and_csr, sign_proof, Identity};
-    use master_node::raft::client::{ClientError, Denial, MasterClient};
-    use master_node::{Command, Op, RequestId, Timestamp};
+    use master_client::{ClientError, Denial, MasterClient};
+    use slapos_ca::{new_key_and_csr, sign_proof, Identity};
+    use slapos_domain::{Command, Op, RequestId, Timestamp};
     use slapos_proto::proof::{message, Purpose};
     use slapos_proto::rpc::master::IssueRequest;
 
@@ -461,12 +461,12 @@ fn compromised_gateway(via: &str, gw: &TlsFiles, op: &TlsFiles, certs: &Path) {
     );
     let admin_pem = std::fs::read_to_string(&admin.cert).unwrap();
 
-    master_node::raft::tls::set_client(gw).unwrap();
+    master_client::tls::set_client(gw).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let addrs: Vec<String> = via.split(',').map(str::to_owned).collect();
         let mut client = MasterClient::new(addrs).with_deadline(Duration::from_secs(20));
-        let now = master_node::raft::proposer_time();
+        let now = master_client::proposer_time();
         let two_years = 2 * 365 * 86_400 * 1_000_000;
 
         // Finding 5: a command stamped two years ahead is refused before the log, and
@@ -485,7 +485,7 @@ fn compromised_gateway(via: &str, gw: &TlsFiles, op: &TlsFiles, certs: &Path) {
         };
         let (outcome, _) = client.submit(&command).await.unwrap();
         match outcome {
-            Err(master_node::DomainError::ClockSkew { skew, .. }) => {
+            Err(slapos_domain::DomainError::ClockSkew { skew, .. }) => {
                 assert!(skew.contains("ahead"), "{skew}")
             }
             other => panic!("a far-future command was not refused: {other:?}"),
@@ -498,7 +498,7 @@ fn compromised_gateway(via: &str, gw: &TlsFiles, op: &TlsFiles, certs: &Path) {
             for n in 0..90u64 {
                 let spam = Command {
                     request_id: RequestId::new(format!("master-{id}-ca"), u64::MAX - n),
-                    at: master_node::raft::proposer_time(),
+                    at: master_client::proposer_time(),
                     op: Op::BangComputer {
                         computer: "COMP-NONE".into(),
                         message: String::new(),
@@ -513,13 +513,13 @@ fn compromised_gateway(via: &str, gw: &TlsFiles, op: &TlsFiles, certs: &Path) {
         // marked as running the Python agent), and no certificate it cannot justify.
         let format = Command {
             request_id: RequestId::new("attacker", 3),
-            at: master_node::raft::proposer_time(),
+            at: master_client::proposer_time(),
             op: Op::FormatComputer {
                 computer: "COMP-1".into(),
-                spec: master_node::domain::ComputerSpec {
+                spec: slapos_domain::ComputerSpec {
                     address: None,
                     netmask: None,
-                    partitions: vec![master_node::domain::PartitionSpec {
+                    partitions: vec![slapos_domain::PartitionSpec {
                         id: "slappart0".into(),
                         tap: None,
                         addresses: Vec::new(),
@@ -566,7 +566,7 @@ fn compromised_gateway(via: &str, gw: &TlsFiles, op: &TlsFiles, certs: &Path) {
         match client
             .submit(&Command {
                 request_id: RequestId::new("attacker", 2),
-                at: master_node::raft::proposer_time(),
+                at: master_client::proposer_time(),
                 op: Op::SetAdmin {
                     person: "eve".into(),
                     admin: true,

@@ -5,15 +5,15 @@
 //! Every test runs its own cluster (own ports, own temporary directory); they assert what
 //! happens, never how fast. A failing test prints the tail of every replica's log.
 
-use master_node::domain::{Entry, Query};
-use master_node::raft::client::MasterClient;
-use master_node::{Command, DomainError, Op, Outcome, Reply, RequestId, State};
+use master_client::MasterClient;
+use slapos_domain::{Command, DomainError, Op, Outcome, Reply, RequestId, State};
+use slapos_domain::{Entry, Query};
 use slapos_e2e::cluster::{Cluster, Settings};
 use slapos_proto::rpc::master::Consistency;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use master_node::raft::proposer_time as now;
+use master_client::proposer_time as now;
 
 fn register(computer: &str) -> Op {
     Op::RegisterComputer {
@@ -597,10 +597,10 @@ async fn a_request_answers_the_instance_it_shows_even_through_a_follower() {
     };
     let format = command(Op::FormatComputer {
         computer: "COMP-SHOW".into(),
-        spec: master_node::domain::ComputerSpec {
+        spec: slapos_domain::ComputerSpec {
             address: None,
             netmask: None,
-            partitions: vec![master_node::domain::PartitionSpec {
+            partitions: vec![slapos_domain::PartitionSpec {
                 id: "slappart0".into(),
                 tap: None,
                 addresses: Vec::new(),
@@ -617,13 +617,13 @@ async fn a_request_answers_the_instance_it_shows_even_through_a_follower() {
     });
     let (supplied, _) = client.submit(&supply).await.expect("supply");
     assert!(supplied.is_ok(), "{supplied:?}");
-    let mut parameters = master_node::domain::Params::new();
+    let mut parameters = slapos_domain::Params::new();
     parameters.insert(
         "colour".into(),
-        master_node::domain::ParamValue::Str("blue".into()),
+        slapos_domain::ParamValue::Str("blue".into()),
     );
     let request = command(Op::RequestInstance {
-        requester: master_node::domain::Requester::Person("alice".into()),
+        requester: slapos_domain::Requester::Person("alice".into()),
         title: "shown".into(),
         software_release: "https://lab.example/show.cfg".into(),
         software_type: "default".into(),

@@ -9,9 +9,9 @@
 //! closes periods. Prices are set by the person for their own computers (the master
 //! checks ownership) or for their computers in a region.
 
-use master_node::domain::{format_date, parse_date, Decimal, Invoice, Movement, PriceScope};
-use master_node::{Op, State, Timestamp};
 use serde_json::{json, Map, Value};
+use slapos_domain::{format_date, parse_date, Decimal, Invoice, Movement, PriceScope};
+use slapos_domain::{Op, State, Timestamp};
 
 use super::schema::{opt, req, Field, Kind};
 use super::{Call, JsonError, Read};
@@ -266,7 +266,7 @@ pub fn register(ctx: &SlapContext, map: &Map<String, Value>) -> Result<Call, Jso
 /// on the computer (`allocation_scope`; `friends`: ids separated by spaces or commas),
 /// and whether its node is SlapOS's Python agent (`legacy_node_agent`).
 pub fn policy(ctx: &SlapContext, map: &Map<String, Value>) -> Result<Call, JsonError> {
-    use master_node::AllocationScope;
+    use slapos_domain::AllocationScope;
     let friends: std::collections::BTreeSet<String> = text(map, "friends")
         .unwrap_or_default()
         .split([' ', ','])
@@ -320,7 +320,7 @@ pub fn price(ctx: &SlapContext, map: &Map<String, Value>) -> Result<Call, JsonEr
     };
     let resource = text(map, "resource").unwrap_or_default();
     let unit = text(map, "unit").unwrap_or_else(|| {
-        if resource == master_node::domain::HOSTING {
+        if resource == slapos_domain::HOSTING {
             "hour".to_string()
         } else {
             "unit".to_string()

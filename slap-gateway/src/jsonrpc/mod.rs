@@ -15,11 +15,11 @@ pub mod schema;
 
 use std::collections::BTreeMap;
 
-use master_node::domain::{ParamValue, Requester, SoftwareReport, StatusKind};
-use master_node::{
+use serde_json::{json, Map, Value};
+use slapos_domain::{
     Command, DomainError, InstanceId, Op, Outcome, Reply, RequestId, State, Timestamp,
 };
-use serde_json::{json, Map, Value};
+use slapos_domain::{ParamValue, Requester, SoftwareReport, StatusKind};
 
 use crate::slap::forms::parse_partition_header;
 use crate::slap::{SlapContext, SlapResponse};

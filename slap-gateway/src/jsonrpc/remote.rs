@@ -4,7 +4,7 @@
 //! (client certificates), what only the state can tell is checked here: who may read an
 //! instance, and what a write on an instance becomes ([`crate::server::authz`]).
 
-use master_node::State;
+use slapos_domain::State;
 
 use super::{render_request, render_write, success, Call, JsonError, Read};
 use crate::server::authz::{self, Access, Caller};
@@ -26,7 +26,7 @@ async fn computer(masters: &Masters, computer: &str) -> Result<State, JsonError>
 }
 
 /// The state an instance's answer needs: see [`Masters::read_instance`].
-async fn instance(masters: &Masters, id: master_node::InstanceId) -> Result<State, JsonError> {
+async fn instance(masters: &Masters, id: slapos_domain::InstanceId) -> Result<State, JsonError> {
     masters.read_instance(id).await.map_err(master_error)
 }
 
@@ -54,7 +54,7 @@ async fn may_read(
     masters: &Masters,
     caller: &Caller,
     state: &State,
-    id: master_node::InstanceId,
+    id: slapos_domain::InstanceId,
 ) -> Result<(), JsonError> {
     match authz::instance_access(caller, state, id) {
         Access::Allowed => Ok(()),

@@ -19,9 +19,9 @@
 //! persons only (each call already limits a person to their own invoices, movements,
 //! computers and prices, `jsonrpc/ledger.rs`), and usage also by the computer itself.
 
-use master_node::ca::Identity;
-use master_node::domain::Requester;
-use master_node::{InstanceId, Op, State};
+use slapos_domain::Identity;
+use slapos_domain::Requester;
+use slapos_domain::{InstanceId, Op, State};
 
 use crate::jsonrpc::{Call, Read};
 use crate::slap::forms::{Query, SlapCall};
@@ -433,7 +433,7 @@ pub fn in_tree(state: &State, computer: &str, partition: &str, root: InstanceId)
 mod tests {
     use super::*;
     use crate::jsonrpc::ledger::{LedgerRead, LedgerWhat};
-    use master_node::Timestamp;
+    use slapos_domain::Timestamp;
 
     fn as_(identity: Identity) -> Caller {
         Caller::Identity {

@@ -54,7 +54,7 @@ pub struct GatewayConfig {
     /// mTLS to the masters (when they require it): this gateway's certificate
     /// (`gateway:<id>`), key and the group's CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub master_tls: Option<master_node::raft::tls::TlsFiles>,
+    pub master_tls: Option<master_client::tls::TlsFiles>,
     /// How often the revoked certificates are read from the masters.
     #[serde(default = "default_revocation_refresh")]
     pub revocation_refresh_ms: u64,

@@ -87,7 +87,7 @@ fn caller_of(
         }
     }
     if let Some(Some(super::authz::Caller::Identity {
-        identity: master_node::ca::Identity::Person(p),
+        identity: slapos_domain::Identity::Person(p),
         admin,
         ..
     })) = &mut caller
@@ -505,7 +505,7 @@ async fn handle(app: Arc<App>, endpoint: Endpoint, request: Request) -> SlapResp
             Err(e) => SlapResponse::text(e.status(), e.to_string()),
         },
         SlapCall::Write(write) => {
-            if let master_node::Op::FormatComputer { computer, .. } = &write.op {
+            if let slapos_domain::Op::FormatComputer { computer, .. } = &write.op {
                 span.record("computer_id", computer.as_str());
             }
             // In its own task: a client that hangs up does not cut a write in the middle

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use master_node::domain::{shown_instance, Entry, Query as MasterQuery};
-use master_node::raft::client::{ClientError, Denial, MasterClient};
-use master_node::{Command, InstanceId, Op, Outcome, RequestId, State};
+use master_client::{ClientError, Denial, MasterClient};
+use slapos_domain::{shown_instance, Entry, Query as MasterQuery};
+use slapos_domain::{Command, InstanceId, Op, Outcome, RequestId, State};
 use slapos_proto::rpc::master::Consistency;
 
 use super::metrics::Metrics;
@@ -28,7 +28,7 @@ pub enum MasterError {
     /// The masters understood the call and said no, for this kind of reason.
     #[error("{message}")]
     Denied {
-        kind: master_node::raft::client::Denial,
+        kind: master_client::Denial,
         message: String,
     },
 }
@@ -62,11 +62,11 @@ fn from_client(e: ClientError) -> MasterError {
 }
 
 /// Microseconds since the epoch, the time stamped on commands.
-pub use master_node::raft::proposer_time as now;
+pub use master_client::proposer_time as now;
 
 /// A client id with its own sequence, used by one write at a time.
 ///
-/// The state machine remembers the last [`master_node::domain::OUTCOMES_PER_CLIENT`]
+/// The state machine remembers the last [`slapos_domain::OUTCOMES_PER_CLIENT`]
 /// outcomes per client and refuses a retry older than those (`RequestExpired`). With one
 /// client id and many concurrent writes, a write retried across a slow leader change could
 /// fall behind that window. A lane carries one write at a time, so its retry is always
@@ -277,8 +277,8 @@ impl Masters {
         &self,
         customer: Option<String>,
         provider: Option<String>,
-        from: master_node::Timestamp,
-        to: master_node::Timestamp,
+        from: slapos_domain::Timestamp,
+        to: slapos_domain::Timestamp,
     ) -> Result<State, MasterError> {
         Self::state(
             self.read_entries(

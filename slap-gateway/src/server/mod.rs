@@ -5,7 +5,7 @@
 //! * every legacy SLAP method at `<url_prefix>/<methodName>` (GET query parameters, POST
 //!   `application/x-www-form-urlencoded` bodies, bounded), parsed by
 //!   [`crate::slap::forms`] and answered by [`crate::slap::render`];
-//! * writes become [`master_node::Command`]s with this gateway's request ids and clock,
+//! * writes become [`slapos_domain::Command`]s with this gateway's request ids and clock,
 //!   submitted through the master client (leader discovery, retries under the same request
 //!   id), then the answer is rendered from a linearizable read of what it shows;
 //! * reads (the nodes' polling) read one replica with a bounded staleness;
@@ -74,7 +74,7 @@ impl Gateway {
     pub async fn start(config: &GatewayConfig) -> Result<Gateway, GatewayError> {
         config.validate().map_err(GatewayError::Config)?;
         if let Some(files) = &config.master_tls {
-            master_node::raft::tls::set_client(files).map_err(|e| GatewayError::Tls {
+            master_client::tls::set_client(files).map_err(|e| GatewayError::Tls {
                 path: files.cert.display().to_string(),
                 message: e.to_string(),
             })?;
@@ -260,9 +260,8 @@ async fn accept_loop(
                                     .peer_certificates()
                                     .and_then(|c| c.first())
                                     .and_then(|c| {
-                                        let (identity, serial) =
-                                            master_node::ca::identity_of(c).ok()?;
-                                        let (from, to) = master_node::ca::validity_of(c)?;
+                                        let (identity, serial) = slapos_ca::identity_of(c).ok()?;
+                                        let (from, to) = slapos_ca::validity_of(c)?;
                                         Some(authz::Caller::Identity {
                                             identity,
                                             // decided per request (`http::caller_of`)

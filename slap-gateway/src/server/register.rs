@@ -24,8 +24,8 @@
 
 use std::time::Duration;
 
-use master_node::Op;
 use serde_json::json;
+use slapos_domain::Op;
 
 use super::authz::Caller;
 use super::http::App;
@@ -68,7 +68,7 @@ pub async fn create_token(
 ) -> SlapResponse {
     let owner = match caller {
         Some(Caller::Identity {
-            identity: master_node::ca::Identity::Person(p),
+            identity: slapos_domain::Identity::Person(p),
             ..
         }) => p.clone(),
         _ => return SlapResponse::text(403, "forbidden: only a person makes registration tokens"),
@@ -84,8 +84,8 @@ pub async fn create_token(
     let Some((token, hash)) = new_token() else {
         return SlapResponse::text(500, "no randomness for a token");
     };
-    let expires_at = master_node::Timestamp(
-        master_node::raft::proposer_time()
+    let expires_at = slapos_domain::Timestamp(
+        master_client::proposer_time()
             .0
             .saturating_add(Duration::from_secs(ttl).as_micros() as u64),
     );
@@ -114,13 +114,13 @@ fn token_and_csr(fields: &[(String, String)]) -> Result<(&str, &str), SlapRespon
             "missing required field 'token' or 'csr'",
         ));
     };
-    if csr.len() > master_node::ca::MAX_CSR_BYTES {
+    if csr.len() > slapos_ca::MAX_CSR_BYTES {
         return Err(SlapResponse::text(
             413,
             "certificate signing request too large",
         ));
     }
-    if let Err(e) = master_node::ca::check_csr(csr) {
+    if let Err(e) = slapos_ca::check_csr(csr) {
         return Err(SlapResponse::text(400, e.to_string()));
     }
     Ok((token, csr))
@@ -137,8 +137,8 @@ pub async fn register(app: &App, fields: &[(String, String)]) -> SlapResponse {
         Ok(issued) => issued,
         Err(e) => return SlapResponse::text(e.status(), e.to_string()),
     };
-    let computer = match master_node::ca::identity_of_pem(&certificate) {
-        Ok((master_node::ca::Identity::Computer(c), _)) => c,
+    let computer = match slapos_ca::identity_of_pem(&certificate) {
+        Ok((slapos_domain::Identity::Computer(c), _)) => c,
         Ok((other, _)) => {
             return SlapResponse::text(
                 400,
@@ -170,7 +170,7 @@ pub async fn enroll(app: &App, fields: &[(String, String)]) -> SlapResponse {
     };
     match app.masters.enroll(csr, &token_hash(token)).await {
         Ok((certificate, ca)) => {
-            let identity = master_node::ca::identity_of_pem(&certificate)
+            let identity = slapos_ca::identity_of_pem(&certificate)
                 .map(|(i, _)| i.common_name())
                 .unwrap_or_default();
             SlapResponse {
@@ -191,7 +191,7 @@ pub async fn sign_partition(
     fields: &[(String, String)],
 ) -> SlapResponse {
     let Some(Caller::Identity {
-        identity: master_node::ca::Identity::Computer(me),
+        identity: slapos_domain::Identity::Computer(me),
         certificate,
         ..
     }) = caller
@@ -218,13 +218,13 @@ pub async fn sign_partition(
             format!("forbidden: computer:{me} may not have partitions of {computer} certified"),
         );
     }
-    if csr.len() > master_node::ca::MAX_CSR_BYTES {
+    if csr.len() > slapos_ca::MAX_CSR_BYTES {
         return SlapResponse::text(413, "certificate signing request too large");
     }
-    if let Err(e) = master_node::ca::check_csr(csr) {
+    if let Err(e) = slapos_ca::check_csr(csr) {
         return SlapResponse::text(400, e.to_string());
     }
-    let identity = master_node::ca::Identity::Partition {
+    let identity = slapos_domain::Identity::Partition {
         computer: computer.to_owned(),
         partition: partition.to_owned(),
     };
@@ -236,7 +236,7 @@ pub async fn sign_partition(
         .issue_relayed(
             csr,
             &identity.common_name(),
-            &master_node::ca::certificate_pem(certificate),
+            &slapos_ca::certificate_pem(certificate),
             proof,
         )
         .await
@@ -269,7 +269,7 @@ pub async fn renew(
         );
     };
     match identity {
-        master_node::ca::Identity::Computer(c) => {
+        slapos_domain::Identity::Computer(c) => {
             // A removed computer renews nothing.
             match app.masters.computer_owner(c).await {
                 Ok(Some(_)) => {}
@@ -279,7 +279,7 @@ pub async fn renew(
                 Err(e) => return SlapResponse::text(e.status(), e.to_string()),
             }
         }
-        master_node::ca::Identity::Person(_) => {}
+        slapos_domain::Identity::Person(_) => {}
         // Partitions get theirs from the master through their computer (and lose it with
         // their instance); servers renew through the master API.
         _ => {
@@ -295,7 +295,7 @@ pub async fn renew(
             "missing required field 'csr' or 'proof' (the new CSR signed with the key being renewed)",
         );
     };
-    if csr.len() > master_node::ca::MAX_CSR_BYTES {
+    if csr.len() > slapos_ca::MAX_CSR_BYTES {
         return SlapResponse::text(413, "certificate signing request too large");
     }
     // The masters check the proof against the certificate presented here, and grant no
@@ -305,7 +305,7 @@ pub async fn renew(
         .issue_relayed(
             csr,
             &identity.common_name(),
-            &master_node::ca::certificate_pem(certificate),
+            &slapos_ca::certificate_pem(certificate),
             proof,
         )
         .await

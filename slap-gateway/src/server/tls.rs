@@ -160,7 +160,7 @@ impl rustls::server::danger::ClientCertVerifier for GroupClients {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        let (_, serial) = master_node::ca::identity_of(end_entity)
+        let (_, serial) = slapos_ca::identity_of(end_entity)
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         if self.revoked.refuses(serial) {
             return Err(rustls::Error::InvalidCertificate(

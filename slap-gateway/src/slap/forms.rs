@@ -1,6 +1,6 @@
 //! Inputs of the legacy SLAP endpoints: form fields (POST) or query parameters (GET), as
 //! (name, value) pairs already URL-decoded by the transport, plus the `Authorization`
-//! header. Each endpoint becomes a [`Write`] carrying a [`master_node::Op`], a [`Query`],
+//! header. Each endpoint becomes a [`Write`] carrying a [`slapos_domain::Op`], a [`Query`],
 //! or an answer that needs no state.
 //!
 //! Rules (protocol reference sections 1-3):
@@ -16,11 +16,11 @@
 
 use std::collections::BTreeMap;
 
-use master_node::domain::{
+use slapos_domain::Op;
+use slapos_domain::{
     AddressSpec, ComputerSpec, ParamValue, Params, PartitionSpec, Requester, SoftwareReport,
     StatusKind, StringParams, UsageLine, UsageTransaction,
 };
-use master_node::Op;
 use slapos_proto::marshal::{self, Value};
 use slapos_proto::{DecodeError, Limits};
 
@@ -98,7 +98,7 @@ pub enum Identity {
     Person,
 }
 
-/// A write: wrap `op` into a [`master_node::Command`], apply it, and answer with
+/// A write: wrap `op` into a [`slapos_domain::Command`], apply it, and answer with
 /// [`super::render::write`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Write {

@@ -4,20 +4,20 @@
 //! the already URL-decoded form fields or query parameters and the `Authorization` header.
 //! It gets back a [`forms::SlapCall`]:
 //!
-//! * a [`forms::Write`] whose [`master_node::Op`] the caller wraps into a
-//!   [`master_node::Command`] (request id and time are the caller's), applies, and renders
+//! * a [`forms::Write`] whose [`slapos_domain::Op`] the caller wraps into a
+//!   [`slapos_domain::Command`] (request id and time are the caller's), applies, and renders
 //!   with [`render::write`];
 //! * a [`forms::Query`] answered from a view of the state by [`render::query`];
 //! * or an answer that needs no state at all.
 //!
 //! Every answer is a [`SlapResponse`]: status, content type and body bytes. Errors of the
-//! input ([`forms::FormError`]) and of the domain ([`master_node::DomainError`]) map to
+//! input ([`forms::FormError`]) and of the domain ([`slapos_domain::DomainError`]) map to
 //! status codes in one place each ([`forms::FormError::status`], [`render::domain_error`]).
 
 pub mod forms;
 pub mod render;
 
-use master_node::{Command, RequestId, State, Timestamp};
+use slapos_domain::{Command, RequestId, State, Timestamp};
 use slapos_proto::Limits;
 
 /// One call served against a local state, start to end: parse, apply (stamped with the

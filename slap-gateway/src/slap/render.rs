@@ -7,11 +7,11 @@
 //! only the partition's own computer's addresses, shared instances are named by id in
 //! `slave_instance_list`, the request response states the stored requested state).
 
-use master_node::domain::{
+use slapos_domain::{
     AccessStatus, ComputerView, InstanceView, Partition, PartitionView, Placement,
     SharedOnHostView, SoftwareView, StatusKind, StringParams,
 };
-use master_node::{DomainError, InstanceId, Op, Outcome, Reply, State, Timestamp};
+use slapos_domain::{DomainError, InstanceId, Op, Outcome, Reply, State, Timestamp};
 use slapos_proto::instance_xml;
 use slapos_proto::marshal::{self, Value};
 use slapos_proto::slap::{self, Attr, StrDict};
@@ -158,7 +158,7 @@ pub fn write(state: &State, write: &Write, outcome: &Outcome) -> SlapResponse {
     }
 }
 
-fn requested_strings(parameters: &master_node::domain::Params) -> StringParams {
+fn requested_strings(parameters: &slapos_domain::Params) -> StringParams {
     parameters
         .iter()
         .map(|(k, v)| {
@@ -229,7 +229,7 @@ fn write_error(write: &Write, err: &DomainError) -> SlapResponse {
     if write.identity == Identity::AuthorizationHeader {
         if let Op::RequestInstance {
             requester:
-                master_node::domain::Requester::Partition {
+                slapos_domain::Requester::Partition {
                     computer,
                     partition,
                 },
@@ -606,7 +606,7 @@ fn no_status(instance: Option<InstanceId>, at: Option<Timestamp>) -> Value {
     ])
 }
 
-fn computer_status_value(computer: &master_node::domain::Computer) -> Value {
+fn computer_status_value(computer: &slapos_domain::Computer) -> Value {
     match computer.last_contact {
         Some(at) => {
             let date = rfc1123(at);

@@ -1,0 +1,58 @@
+//! The master's domain: state, commands, deterministic apply, allocation, accounting,
+//! the identities of the group, and the queries its readers make.
+//!
+//! No I/O here, and no async runtime, RPC or storage crate among its dependencies: the
+//! compiler keeps them out. `apply` is a pure function of the state and the command: it
+//! reads no clock, no random source and no environment, so every Raft replica that
+//! applies the same log reaches the same bytes (the replica, `master-replica`, persists
+//! what `take_changes` lists). Everything a command needs from the outside world (its time, its request
+//! id, who asks) arrives inside the [`Command`]; ids the state hands out come from counters
+//! kept in the state itself, so they are the same on every replica.
+
+#![forbid(unsafe_code)]
+
+mod alloc;
+mod apply;
+mod command;
+mod decimal;
+mod error;
+pub mod identity;
+mod ids;
+mod invariants;
+mod invoice;
+mod ledger;
+mod name;
+mod param;
+mod persist;
+mod state;
+mod tracked;
+mod view;
+
+pub use alloc::{Placement as AllocationPlacement, Score, SlaFilter, Spread};
+pub use apply::{FORGET_AFTER, OUTCOMES_PER_CLIENT, SESSION_TTL_MICROS};
+pub use command::{
+    shown_instance, AddressSpec, Command, ComputerSpec, Op, Outcome, PartitionSpec, Reply,
+    Requester, ServerGrant, SoftwareReport,
+};
+pub use decimal::{format_date, parse_date, Decimal};
+pub use error::DomainError;
+pub use identity::{BadIdentity, CaMaterial, Identity};
+pub use ids::{InstanceId, RequestId, Timestamp};
+pub use invoice::{Invoice, InvoiceItem, InvoiceLine};
+pub use ledger::{
+    JournalRecord, Movement, MovementKind, PriceEntry, PriceKey, PriceScope, UsageLine,
+    UsageTransaction, HOSTING, MAX_CLOCK_SKEW_MICROS,
+};
+pub use name::Name;
+pub use param::{stringify, ParamValue, Params, StringParams};
+pub use persist::{
+    usage_disk_range, usage_disk_target, Change, Entry, KeyKind, PersistError, Query,
+};
+pub use state::{
+    AccessStatus, Address, AllocationScope, CertificateRecord, Computer, Instance, IssuedPair,
+    Partition, Placement, RequestedState, Session, SoftwareInstallation, SoftwareState, State,
+    StatusKind, TokenRecord,
+};
+pub use view::{
+    ComputerView, InstanceView, PartitionView, SharedOnHostView, SoftwareView, TreeMember,
+};

@@ -1,0 +1,195 @@
+//! Raft traffic between replicas over gRPC (tonic). openraft's messages travel as JSON in
+//! the `data` field; snapshots are streamed in chunks on one client-streaming call.
+
+use super::types::{NodeId, NodeInfo, TypeConfig};
+use master_client::channel::lazy_channel;
+use openraft::error::{
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{Snapshot, Vote};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use slapos_proto::rpc::raft::raft_client::RaftClient;
+use slapos_proto::rpc::raft::{RaftMessage, SnapshotChunk};
+use std::future::Future;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// Size of one snapshot chunk on the wire.
+pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// Largest gRPC message accepted on the Raft service (a batch of entries).
+pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
+
+/// Makes one [`Peer`] per target replica.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub connect_timeout: Duration,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Peer {
+        Peer {
+            target,
+            addr: node.raft_addr.clone(),
+            connect_timeout: self.connect_timeout,
+            client: None,
+        }
+    }
+}
+
+/// The connection to one replica, opened lazily and reopened after a failure.
+pub struct Peer {
+    target: NodeId,
+    addr: String,
+    connect_timeout: Duration,
+    client: Option<RaftClient<Channel>>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, NetworkError> {
+    serde_json::to_vec(value).map_err(|e| NetworkError::new(&e))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NetworkError> {
+    serde_json::from_slice(bytes).map_err(|e| NetworkError::new(&e))
+}
+
+impl Peer {
+    fn client(&mut self) -> Result<RaftClient<Channel>, Unreachable> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let channel =
+            lazy_channel(&self.addr, self.connect_timeout).map_err(|e| Unreachable::new(&e))?;
+        let client = RaftClient::new(channel)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE);
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// A failed call drops the connection so the next one starts afresh.
+    fn transport_failed(&mut self, status: &tonic::Status) -> Unreachable {
+        self.client = None;
+        Unreachable::new(status)
+    }
+
+    async fn unary<Req, Resp, E>(
+        &mut self,
+        req: &Req,
+        option: &RPCOption,
+        call: impl AsyncFnOnce(
+            RaftClient<Channel>,
+            tonic::Request<RaftMessage>,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status>,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = self.client().map_err(RPCError::Unreachable)?;
+        let mut request = tonic::Request::new(RaftMessage {
+            data: encode(req).map_err(RPCError::Network)?,
+        });
+        request.set_timeout(option.hard_ttl());
+        let reply = match call(client, request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => return Err(RPCError::Unreachable(self.transport_failed(&status))),
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            decode(&reply.data).map_err(RPCError::Network)?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.unary(&rpc, &option, async |mut c, r| c.append_entries(r).await)
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.unary(&rpc, &option, async |mut c, r| c.vote(r).await)
+            .await
+    }
+
+    /// Never called: snapshots go through [`Self::full_snapshot`], one stream per snapshot.
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        Err(RPCError::Network(NetworkError::new(
+            &std::io::Error::other(
+                "chunked install_snapshot is not used: snapshots are streamed by full_snapshot",
+            ),
+        )))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let mut client = self.client()?;
+        let header = encode(&(&vote, &snapshot.meta))?;
+        let data = snapshot.snapshot.into_inner();
+        let mut chunks = Vec::with_capacity(data.len() / SNAPSHOT_CHUNK + 1);
+        chunks.push(SnapshotChunk {
+            header,
+            data: Vec::new(),
+        });
+        chunks.extend(data.chunks(SNAPSHOT_CHUNK).map(|c| SnapshotChunk {
+            header: Vec::new(),
+            data: c.to_vec(),
+        }));
+        let total = data.len();
+        tracing::info!(
+            target_id = self.target,
+            bytes = total,
+            chunks = chunks.len(),
+            "streaming snapshot"
+        );
+        let mut request = tonic::Request::new(tokio_stream::iter(chunks));
+        request.set_timeout(option.hard_ttl().max(Duration::from_secs(60)));
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = client.install_snapshot(request) => r,
+        };
+        let reply = match reply {
+            Ok(r) => r.into_inner(),
+            Err(status) => return Err(StreamingError::Unreachable(self.transport_failed(&status))),
+        };
+        let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = decode(&reply.data)?;
+        result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}

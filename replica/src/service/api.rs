@@ -1,0 +1,273 @@
+//! The master API's writes and reads as a gateway or an operator calls them: submit (the
+//! caller's request ids namespaced by its identity), read at a consistency, status.
+
+use super::{decode_json, hint_of, MasterService};
+use crate::types::{NodeId, NodeInfo};
+use openraft::ServerState;
+use slapos_domain::{Command, Op, Query};
+use slapos_proto::rpc::master::{
+    read_response, submit_response, Consistency, Member, ReadRequest, ReadResponse, StatusRequest,
+    StatusResponse, SubmitRequest, SubmitResponse,
+};
+use std::collections::BTreeSet;
+use tonic::{Request, Response, Status};
+
+/// The client part of a request id as the state keeps it: prefixed with the caller's
+/// identity (`gateway:gw1/…`, `operator:alice/…`), so that no caller can use another's
+/// request ids, nor the ones a replica uses for its own writes (`master-<id>-ca`, which
+/// carry no `kind:` prefix). A replica's are kept as they are: it forwards ids the replica
+/// that received them already prefixed, and its own. Without TLS there are no identities
+/// (plain mode trusts every caller).
+fn namespaced_client(caller: Option<&slapos_ca::Identity>, client: String) -> String {
+    match caller {
+        None | Some(slapos_ca::Identity::Replica(_)) => client,
+        Some(other) => format!("{}/{client}", other.common_name()),
+    }
+}
+
+impl MasterService {
+    pub(super) async fn submit_rpc(
+        &self,
+        request: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        let forwarded = Self::is_forwarded(&request);
+        let show = request.get_ref().show;
+        let mut command: Command = decode_json("command", &request.get_ref().command)?;
+        let caller = crate::tls::peer_identity(&request);
+        command.request_id.client = namespaced_client(caller.as_ref(), command.request_id.client);
+        // Under mTLS a gateway writes what SLAP and its registration calls need; the
+        // operator's commands (the authority, certificates and their revocation, servers'
+        // tokens, retiring a replica, admin rights) come through a replica's or an
+        // operator's certificate only, and tokens are spent by the masters themselves
+        // when they issue what a token grants (`Issue`).
+        if let Some(slapos_ca::Identity::Gateway(g)) = &caller {
+            let operator_only = match &command.op {
+                Op::InstallAuthority { .. }
+                | Op::RecordCertificate { .. }
+                | Op::Revoke { .. }
+                | Op::RetireReplica { .. }
+                | Op::SetAdmin { .. }
+                | Op::ConsumeToken { .. } => true,
+                Op::CreateToken { server, .. } => server.is_some(),
+                _ => false,
+            };
+            if operator_only {
+                return Err(Status::permission_denied(format!(
+                    "gateway {g} may not {}: an operator's command",
+                    command.op.name()
+                )));
+            }
+        }
+        let answer = self.write(command.clone()).await;
+        if let Some(submit_response::Result::NotLeader(h)) = &answer.response.result {
+            if !forwarded {
+                if let Some(mut leader) = self.forward_target(&Some(h.clone())) {
+                    self.metrics.forwarded();
+                    if let Ok(r) = leader.submit_once_showing(&command, show).await {
+                        return Ok(Response::new(r));
+                    }
+                }
+            }
+        }
+        let shown = if show {
+            self.shown(&answer).await
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(SubmitResponse {
+            shown,
+            ..answer.response
+        }))
+    }
+
+    pub(super) async fn read_rpc(
+        &self,
+        request: Request<ReadRequest>,
+    ) -> Result<Response<ReadResponse>, Status> {
+        let forwarded = Self::is_forwarded(&request);
+        let req = request.into_inner();
+        let query: Query = decode_json("query", &req.query)?;
+        let consistency =
+            Consistency::try_from(req.consistency).unwrap_or(Consistency::Unspecified);
+        match consistency {
+            Consistency::Linearizable | Consistency::Unspecified => {
+                match self.raft.ensure_linearizable().await {
+                    Ok(_) => Ok(Response::new(self.local_read(&query).await?)),
+                    Err(e) => {
+                        let hint = e
+                            .forward_to_leader::<NodeInfo>()
+                            .and_then(|f| hint_of(f.leader_id, f.leader_node.as_ref()));
+                        if !forwarded {
+                            if let Some(mut leader) = self.forward_target(&hint) {
+                                if let Ok(r) =
+                                    leader.read_once(&query, Consistency::Linearizable, 0).await
+                                {
+                                    return Ok(Response::new(r));
+                                }
+                            }
+                        }
+                        Ok(Response::new(ReadResponse {
+                            result: Some(match hint {
+                                Some(h) => read_response::Result::NotLeader(h),
+                                None => read_response::Result::Unavailable(format!(
+                                    "cannot confirm leadership: {e}"
+                                )),
+                            }),
+                            applied_index: 0,
+                        }))
+                    }
+                }
+            }
+            Consistency::Local => {
+                // The node's polling path: read the two fields, do not clone the metrics.
+                let (leading, quorum_ack, applied) = {
+                    let m = self.raft.metrics();
+                    let m = m.borrow();
+                    (
+                        m.state == ServerState::Leader,
+                        m.millis_since_quorum_ack,
+                        m.last_applied.map_or(0, |l| l.index),
+                    )
+                };
+                let staleness = if leading {
+                    quorum_ack
+                } else {
+                    self.contact.millis_since()
+                };
+                let fresh = staleness.is_some_and(|s| s <= req.max_staleness_ms);
+                if fresh && self.applied_at_least(req.min_applied_index).await {
+                    return Ok(Response::new(self.local_read(&query).await?));
+                }
+                let hint = self.leader_hint();
+                if !forwarded {
+                    if let Some(mut leader) = self.forward_target(&hint) {
+                        if let Ok(r) = leader
+                            .read_once_at_least(
+                                &query,
+                                Consistency::Local,
+                                req.max_staleness_ms,
+                                req.min_applied_index,
+                            )
+                            .await
+                        {
+                            return Ok(Response::new(r));
+                        }
+                    }
+                }
+                let why = if fresh {
+                    format!(
+                        "replica {} has not applied index {} yet (it is at {})",
+                        self.id, req.min_applied_index, applied
+                    )
+                } else {
+                    format!(
+                        "replica {} last heard from a leader {} ago, over the allowed {} ms",
+                        self.id,
+                        staleness.map_or("never".to_string(), |s| format!("{s} ms")),
+                        req.max_staleness_ms
+                    )
+                };
+                Ok(Response::new(ReadResponse {
+                    result: Some(read_response::Result::Unavailable(why)),
+                    applied_index: applied,
+                }))
+            }
+        }
+    }
+
+    pub(super) async fn status_rpc(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        // A replica that left keeps its last vote: it only names itself leader while it
+        // actually leads.
+        let leader = m
+            .current_leader
+            .filter(|l| *l != m.id || m.state == ServerState::Leader);
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|l| l.index);
+                let matched = if *id == m.id { Some(last) } else { matched };
+                Member {
+                    id: *id,
+                    raft_addr: node.raft_addr.clone(),
+                    api_addr: node.api_addr.clone(),
+                    role: if voters.contains(id) {
+                        "voter"
+                    } else {
+                        "learner"
+                    }
+                    .into(),
+                    matched_index: matched.unwrap_or(0),
+                    lag: matched.map_or(0, |x| last.saturating_sub(x)),
+                    region: node.region.clone(),
+                    hosted_by: node.hosted_by.clone(),
+                    gateway_url: node.gateway_url.clone(),
+                }
+            })
+            .collect();
+        let stats = &self.log_stats;
+        Ok(Response::new(StatusResponse {
+            id: m.id,
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .into(),
+            term: m.current_term,
+            leader_id: leader.unwrap_or(0),
+            has_leader: leader.is_some(),
+            last_log_index: last,
+            committed_index: stats.committed_index().unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+            log_size_bytes: stats.log_size_bytes(),
+            snapshot_size_bytes: stats.snapshot_size_bytes(),
+            members,
+            millis_since_leader_contact: if m.state == ServerState::Leader {
+                m.millis_since_quorum_ack.unwrap_or(0)
+            } else {
+                self.contact.millis_since().unwrap_or(u64::MAX)
+            },
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slapos_ca::Identity;
+
+    #[test]
+    fn request_ids_are_namespaced_by_the_caller() {
+        let gw = Identity::Gateway("gw1".into());
+        assert_eq!(
+            namespaced_client(Some(&gw), "master-2-ca".into()),
+            "gateway:gw1/master-2-ca"
+        );
+        let op = Identity::Operator("alice".into());
+        assert_eq!(
+            namespaced_client(Some(&op), "cli-x".into()),
+            "operator:alice/cli-x"
+        );
+        // A replica forwards ids the first replica already prefixed, and its own.
+        assert_eq!(
+            namespaced_client(Some(&Identity::Replica(2)), "gateway:gw1/x".into()),
+            "gateway:gw1/x"
+        );
+        assert_eq!(namespaced_client(None, "x".into()), "x");
+    }
+}

@@ -1,0 +1,120 @@
+//! Raft traffic from the other replicas: append entries, votes, snapshots.
+
+use super::{decode_json, encode_json, MAX_SNAPSHOT_BYTES};
+use crate::network::MAX_RAFT_MESSAGE;
+use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::{Snapshot, SnapshotMeta, Vote};
+use slapos_proto::rpc::raft::raft_server;
+use slapos_proto::rpc::raft::{RaftMessage, SnapshotChunk};
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+/// When this replica last heard from a leader (monotonic milliseconds since start).
+#[derive(Debug)]
+pub struct LeaderContact {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Default for LeaderContact {
+    fn default() -> Self {
+        LeaderContact {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl LeaderContact {
+    pub fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the last contact, None if never.
+    pub fn millis_since(&self) -> Option<u64> {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last == u64::MAX {
+            return None;
+        }
+        Some((self.start.elapsed().as_millis() as u64).saturating_sub(last))
+    }
+}
+
+pub struct RaftService {
+    pub raft: Raft,
+    pub contact: Arc<LeaderContact>,
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> =
+            decode_json("append entries", &request.get_ref().data)?;
+        let result = self.raft.append_entries(req).await;
+        if result.is_ok() {
+            self.contact.touch();
+        }
+        Ok(Response::new(RaftMessage {
+            data: encode_json(&result)?,
+        }))
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let req: VoteRequest<NodeId> = decode_json("vote", &request.get_ref().data)?;
+        let result = self.raft.vote(req).await;
+        Ok(Response::new(RaftMessage {
+            data: encode_json(&result)?,
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<tonic::Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let (vote, meta): (Vote<NodeId>, SnapshotMeta<NodeId, NodeInfo>) =
+            decode_json("snapshot header", &first.header)?;
+        let mut data = first.data;
+        while let Some(chunk) = stream.message().await? {
+            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "snapshot over {MAX_SNAPSHOT_BYTES} bytes"
+                )));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        tracing::info!(bytes = data.len(), snapshot = %meta.snapshot_id, "snapshot received");
+        self.contact.touch();
+        let result = self
+            .raft
+            .install_full_snapshot(
+                vote,
+                Snapshot {
+                    meta,
+                    snapshot: Box::new(Cursor::new(data)),
+                },
+            )
+            .await;
+        Ok(Response::new(RaftMessage {
+            data: encode_json(&result)?,
+        }))
+    }
+}
+
+pub fn raft_server(service: RaftService) -> raft_server::RaftServer<RaftService> {
+    raft_server::RaftServer::new(service)
+        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE)
+}
