@@ -7,7 +7,8 @@
 
 use super::error::DomainError;
 use super::ids::InstanceId;
-use super::state::{Computer, SoftwareState, State};
+use super::records::{Computer, SoftwareState};
+use super::state::State;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// SLA keys SlapOS defines that carry information for nodes or the portal but do not
@@ -232,7 +233,7 @@ pub(crate) fn allocate(
     let mut used_networks = BTreeSet::new();
     if let (Some(root), Some(_)) = (tree, filter.spread) {
         for member in state.tree_members(root) {
-            if let super::state::Placement::Partition { computer, .. } = &member.placement {
+            if let super::records::Placement::Partition { computer, .. } = &member.placement {
                 if let Some(c) = state.computers.get(computer) {
                     used_computers.insert(c.id.as_str());
                     if let Some(r) = &c.region {

@@ -3,6 +3,7 @@
 use super::error::DomainError;
 use super::ids::{InstanceId, RequestId, Timestamp};
 use super::param::{Params, StringParams};
+pub use super::records::{ServerGrant, SoftwareReport};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -48,15 +49,6 @@ pub struct ComputerSpec {
     pub partitions: Vec<PartitionSpec>,
 }
 
-/// What a node reports about one software release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SoftwareReport {
-    Building,
-    Available,
-    Error(String),
-    Destroyed,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// Create a computer (`slapos node register`). Fails if the id exists.
@@ -85,7 +77,7 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        allocation_scope: Option<super::state::AllocationScope>,
+        allocation_scope: Option<super::records::AllocationScope>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         legacy_partition_keys: Option<bool>,
     },
@@ -135,7 +127,7 @@ pub enum Op {
         computer: String,
         partition: String,
         shared: Option<String>,
-        kind: super::state::StatusKind,
+        kind: super::records::StatusKind,
         message: String,
     },
     /// `softwareInstanceBang`: reprocess the caller's whole tree.
@@ -164,13 +156,13 @@ pub enum Op {
         /// (JSON-RPC): they must own the computer.
         #[serde(default)]
         reporter: Option<String>,
-        transactions: Vec<super::ledger::UsageTransaction>,
+        transactions: Vec<super::movements::UsageTransaction>,
     },
     /// A provider prices a resource (`hosting`, or one journals report) on one of their
     /// computers or in a region, from now on.
     SetPrice {
         provider: String,
-        scope: super::ledger::PriceScope,
+        scope: super::movements::PriceScope,
         resource: String,
         /// Decimal text, per unit.
         price: String,
@@ -194,7 +186,7 @@ pub enum Op {
         /// For a partition certificate the masters made whole: the certificate and its
         /// key, kept for the partition's node (never read out otherwise).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pair: Option<super::state::IssuedPair>,
+        pair: Option<super::records::IssuedPair>,
     },
     /// Remove a computer that hosts no instance (an operator retiring a machine): its
     /// software rows go, and every certificate of it and of its partitions is revoked.
@@ -303,18 +295,6 @@ pub enum Reply {
     Enrolled {
         grant: ServerGrant,
     },
-}
-
-/// What a server enrollment token grants: a replica's or gateway's certificate with the
-/// names and addresses it will be reached by (chosen by the operator who made the token,
-/// never by whoever presents it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerGrant {
-    pub identity: crate::identity::Identity,
-    #[serde(default)]
-    pub dns_names: Vec<String>,
-    #[serde(default)]
-    pub ip_addresses: Vec<String>,
 }
 
 /// The outcome of applying a command, remembered for retries.

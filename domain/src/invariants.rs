@@ -1,7 +1,8 @@
 //! Structural invariants of the state, checked by tests and by the chaos harness after a
 //! run: every index agrees with the data it indexes.
 
-use super::state::{Placement, State};
+use super::records::Placement;
+use super::state::State;
 use std::collections::BTreeSet;
 
 impl State {
@@ -131,7 +132,7 @@ impl State {
     /// Hosting is billed exactly while an instance is started on a partition; journals
     /// and indexes point at movements that exist.
     fn check_ledger(&self) -> Result<(), String> {
-        use super::ledger::MovementKind;
+        use super::movements::MovementKind;
         for (id, inst) in self.instances.iter() {
             let billed = super::ledger::is_billed(inst);
             let open = self.open_hosting.get(id);

@@ -11,7 +11,7 @@
 use super::decimal::Decimal;
 use super::error::DomainError;
 use super::ids::{InstanceId, Timestamp};
-use super::ledger::{Movement, MovementKind, PriceEntry};
+use super::movements::{Movement, MovementKind, PriceEntry};
 use super::state::State;
 use serde::Serialize;
 use std::collections::BTreeMap;

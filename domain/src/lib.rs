@@ -21,9 +21,11 @@ mod ids;
 mod invariants;
 mod invoice;
 mod ledger;
+mod movements;
 mod name;
 mod param;
 mod persist;
+mod records;
 mod state;
 mod tracked;
 mod view;
@@ -39,20 +41,22 @@ pub use error::DomainError;
 pub use identity::{BadIdentity, CaMaterial, Identity};
 pub use ids::{InstanceId, RequestId, Timestamp};
 pub use invoice::{Invoice, InvoiceItem, InvoiceLine};
-pub use ledger::{
+pub use ledger::{HOSTING, MAX_CLOCK_SKEW_MICROS};
+pub use movements::{
     JournalRecord, Movement, MovementKind, PriceEntry, PriceKey, PriceScope, UsageLine,
-    UsageTransaction, HOSTING, MAX_CLOCK_SKEW_MICROS,
+    UsageTransaction,
 };
 pub use name::Name;
 pub use param::{stringify, ParamValue, Params, StringParams};
 pub use persist::{
     usage_disk_range, usage_disk_target, Change, Entry, KeyKind, PersistError, Query,
 };
-pub use state::{
+pub use records::{
     AccessStatus, Address, AllocationScope, CertificateRecord, Computer, Instance, IssuedPair,
-    Partition, Placement, RequestedState, Session, SoftwareInstallation, SoftwareState, State,
-    StatusKind, TokenRecord,
+    Partition, Placement, RequestedState, Session, SoftwareInstallation, SoftwareState, StatusKind,
+    TokenRecord,
 };
+pub use state::State;
 pub use view::{
     ComputerView, InstanceView, PartitionView, SharedOnHostView, SoftwareView, TreeMember,
 };

@@ -15,10 +15,9 @@
 
 use super::command::Outcome;
 use super::ids::{InstanceId, Timestamp};
-use super::ledger::{JournalRecord, Movement, PriceEntry, PriceKey, PriceScope};
-use super::state::{
-    Computer, Instance, Partition, Placement, Session, SoftwareInstallation, State,
-};
+use super::movements::{JournalRecord, Movement, PriceEntry, PriceKey, PriceScope};
+use super::records::{Computer, Instance, Partition, Placement, Session, SoftwareInstallation};
+use super::state::State;
 use super::tracked::Tracked;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -845,11 +844,11 @@ impl State {
                 Some(KeyKind::Certificate) => {
                     let serial: [u8; 16] =
                         body.try_into().map_err(|_| bad("certificate key length"))?;
-                    let record: super::state::CertificateRecord = parse(k, v)?;
+                    let record: super::records::CertificateRecord = parse(k, v)?;
                     state.certificates.load(u128::from_be_bytes(serial), record);
                 }
                 Some(KeyKind::Token) => {
-                    let record: super::state::TokenRecord = parse(k, v)?;
+                    let record: super::records::TokenRecord = parse(k, v)?;
                     state.tokens.load(utf8(k, body)?, record);
                 }
                 Some(KeyKind::Admin) => {
@@ -858,7 +857,7 @@ impl State {
                 }
                 Some(KeyKind::IssuedKey) => {
                     let serial: [u8; 16] = body.try_into().map_err(|_| bad("issued key length"))?;
-                    let pair: super::state::IssuedPair = parse(k, v)?;
+                    let pair: super::records::IssuedPair = parse(k, v)?;
                     state.issued_keys.load(u128::from_be_bytes(serial), pair);
                 }
                 Some(KeyKind::Meta) => {

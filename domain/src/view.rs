@@ -4,7 +4,8 @@
 
 use super::error::DomainError;
 use super::ids::InstanceId;
-use super::state::{Computer, Instance, Partition, Placement, SoftwareInstallation, State};
+use super::records::{Computer, Instance, Partition, Placement, SoftwareInstallation};
+use super::state::State;
 use serde::{Deserialize, Serialize};
 
 /// One computer as its node sees it.

@@ -5,7 +5,8 @@ use super::{check_name, parse_serial};
 use crate::command::{Outcome, Reply};
 use crate::error::DomainError;
 use crate::ids::Timestamp;
-use crate::state::{Computer, State};
+use crate::records::Computer;
+use crate::state::State;
 
 impl State {
     pub(super) fn install_authority(
@@ -31,7 +32,7 @@ impl State {
         serial: &str,
         identity: &crate::identity::Identity,
         not_after: &Timestamp,
-        pair: &Option<crate::state::IssuedPair>,
+        pair: &Option<crate::records::IssuedPair>,
         now: Timestamp,
     ) -> Outcome {
         if self.authority.get(&0).is_none() {
@@ -47,7 +48,7 @@ impl State {
         }
         self.certificates.insert(
             key,
-            crate::state::CertificateRecord {
+            crate::records::CertificateRecord {
                 identity: identity.clone(),
                 issued_at: now,
                 not_after: *not_after,
@@ -101,7 +102,7 @@ impl State {
         }
         self.tokens.insert(
             hash.to_owned(),
-            crate::state::TokenRecord {
+            crate::records::TokenRecord {
                 owner: owner.to_owned(),
                 computer: String::new(),
                 created_at: now,
@@ -145,7 +146,7 @@ impl State {
         }
         self.tokens.insert(
             hash.to_owned(),
-            crate::state::TokenRecord {
+            crate::records::TokenRecord {
                 owner: owner.to_owned(),
                 computer: computer.to_owned(),
                 created_at: now,
@@ -225,7 +226,7 @@ impl State {
     pub(super) fn revoke_where(
         &mut self,
         now: Timestamp,
-        matches: impl Fn(u128, &crate::state::CertificateRecord) -> bool,
+        matches: impl Fn(u128, &crate::records::CertificateRecord) -> bool,
     ) -> usize {
         let targets: Vec<u128> = self
             .certificates

@@ -4,9 +4,8 @@ use super::{check_name, check_person};
 use crate::command::{ComputerSpec, Outcome, Reply};
 use crate::error::DomainError;
 use crate::ids::{InstanceId, Timestamp};
-use crate::state::{
-    AccessStatus, Address, AllocationScope, Computer, Partition, State, StatusKind,
-};
+use crate::records::{AccessStatus, Address, AllocationScope, Computer, Partition, StatusKind};
+use crate::state::State;
 use std::collections::{BTreeMap, BTreeSet};
 
 impl State {
@@ -68,7 +67,7 @@ impl State {
                 });
             }
         }
-        if let Some(crate::state::AllocationScope::Friends(friends)) = allocation_scope {
+        if let Some(crate::records::AllocationScope::Friends(friends)) = allocation_scope {
             for f in friends {
                 check_person("friend", f)?;
             }

@@ -6,7 +6,8 @@ use crate::command::{Outcome, Reply, Requester};
 use crate::error::DomainError;
 use crate::ids::{InstanceId, Timestamp};
 use crate::param::StringParams;
-use crate::state::{AccessStatus, Instance, Placement, RequestedState, State, StatusKind};
+use crate::records::{AccessStatus, Instance, Placement, RequestedState, StatusKind};
+use crate::state::State;
 
 impl State {
     pub(super) fn set_connection(

@@ -10,7 +10,7 @@ impl State {
         &mut self,
         computer: &str,
         reporter: &Option<String>,
-        transactions: &[crate::ledger::UsageTransaction],
+        transactions: &[crate::movements::UsageTransaction],
         now: Timestamp,
     ) -> Outcome {
         let (recorded, known) =
@@ -22,7 +22,7 @@ impl State {
     pub(super) fn set_price_op(
         &mut self,
         provider: &str,
-        scope: &crate::ledger::PriceScope,
+        scope: &crate::movements::PriceScope,
         resource: &str,
         price: &str,
         currency: &str,

@@ -19,7 +19,8 @@ use super::command::{Command, Op, Outcome};
 use super::error::DomainError;
 use super::ids::{InstanceId, Timestamp};
 use super::param::Params;
-use super::state::{RequestedState, Session, State};
+use super::records::{RequestedState, Session};
+use super::state::State;
 use std::collections::BTreeMap;
 
 /// Outcomes remembered per client. A client retries only its latest few requests.

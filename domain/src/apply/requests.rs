@@ -7,7 +7,8 @@ use crate::command::{Outcome, Reply, Requester};
 use crate::error::DomainError;
 use crate::ids::{InstanceId, Timestamp};
 use crate::param::{stringify, Params, StringParams};
-use crate::state::{Instance, Placement, RequestedState, SoftwareState, State};
+use crate::records::{Instance, Placement, RequestedState, SoftwareState};
+use crate::state::State;
 use std::collections::{BTreeMap, BTreeSet};
 
 impl State {

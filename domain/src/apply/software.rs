@@ -4,7 +4,8 @@ use super::check_url;
 use crate::command::{Outcome, Reply, SoftwareReport};
 use crate::error::DomainError;
 use crate::ids::Timestamp;
-use crate::state::{SoftwareInstallation, SoftwareState, State};
+use crate::records::{SoftwareInstallation, SoftwareState};
+use crate::state::State;
 
 impl State {
     pub(super) fn supply(

@@ -16,11 +16,10 @@ use axum::Router;
 use tracing::field::Empty;
 use tracing::Instrument;
 
-use super::master::Masters;
-use super::metrics::Metrics;
+use super::app::{App, GATEWAYS_HEADER};
 use crate::jsonrpc;
 use crate::slap::forms::{self, SlapCall};
-use crate::slap::{render, Endpoint, Method, SlapContext, SlapResponse};
+use crate::slap::{render, Endpoint, Method, SlapResponse};
 
 /// How long a client may take to send its request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,48 +27,6 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// limit, so that a client that sends it all before reading gets its 413 instead of a
 /// broken connection; beyond, the connection is closed after the answer.
 const DRAIN_FACTOR: usize = 4;
-
-/// What every request handler shares.
-pub struct App {
-    pub ctx: SlapContext,
-    /// `""` or `/prefix`.
-    pub prefix: String,
-    pub max_body_bytes: usize,
-    pub masters: Masters,
-    pub metrics: Arc<Metrics>,
-    /// With client certificates: the revoked serials (also checked per request, since a
-    /// keep-alive connection outlives a revocation).
-    pub revoked: Option<super::tls::Revoked>,
-    /// The persons the group records as admins, kept fresh from the masters (never read
-    /// from this gateway's configuration).
-    pub admins: super::tls::Admins,
-    /// The group's gateways, sent to every caller in `X-Slapos-Gateways` (node agents
-    /// learn them); empty until known, or when no member names a gateway.
-    pub gateways: GatewayList,
-}
-
-/// The `X-Slapos-Gateways` value: the group's gateway URLs, space-separated.
-#[derive(Clone, Default)]
-pub struct GatewayList(Arc<std::sync::RwLock<Option<HeaderValue>>>);
-
-impl GatewayList {
-    /// Keeps `urls` (none: nothing is sent).
-    pub fn set(&self, urls: &[String]) {
-        let value = (!urls.is_empty())
-            .then(|| HeaderValue::from_str(&urls.join(" ")).ok())
-            .flatten();
-        if let Ok(mut v) = self.0.write() {
-            *v = value;
-        }
-    }
-
-    fn get(&self) -> Option<HeaderValue> {
-        self.0.read().ok().and_then(|v| v.clone())
-    }
-}
-
-/// The response header that lists the group's gateways.
-pub const GATEWAYS_HEADER: &str = "x-slapos-gateways";
 
 /// The request's caller: `None` without client certificates; `Some(None)` for a client
 /// without a certificate; a revoked or expired certificate is refused here.

@@ -13,6 +13,7 @@
 //!
 //! See `DESIGN.md`, section "The server".
 
+pub mod app;
 pub mod authz;
 pub mod config;
 pub mod http;
@@ -32,8 +33,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use app::App;
 pub use config::{ConfigError, GatewayConfig, SlapSettings};
-pub use http::{decode_form, router, App};
+pub use http::{decode_form, router};
 pub use master::{MasterError, Masters};
 pub use metrics::Metrics;
 

@@ -27,8 +27,8 @@ use std::time::Duration;
 use serde_json::json;
 use slapos_domain::Op;
 
+use super::app::App;
 use super::authz::Caller;
-use super::http::App;
 use crate::slap::SlapResponse;
 
 const DEFAULT_TTL: u64 = 3600;
