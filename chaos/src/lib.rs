@@ -16,5 +16,6 @@ pub mod netns;
 pub mod node_bench;
 pub mod run;
 pub mod slap_bench;
+pub mod tinysr;
 pub mod usage_bench;
 pub mod workload;

@@ -1,5 +1,5 @@
-//! `slapos bench slap`: the client workload of the slapproxy baseline
-//! (`../shared/reference/bench/slapproxy_bench.py`: format a computer, sequential instance
+//! `slapos bench slap`: the client workload of the slapproxy baseline (the team's
+//! `slapproxy_bench.py`, not in this repository: format a computer, sequential instance
 //! requests, `getFullComputerInformation` through the real Python client and as plain
 //! HTTP), run by `chaos/bench/slap_workload.py` with the real slapos.core against a fresh
 //! slapproxy and against a fresh three-replica cluster (durable log writes) behind one
