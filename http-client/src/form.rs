@@ -5,7 +5,7 @@
 //! (UTF-8): the letters, digits and `_.-~` stay, a space becomes `+`, every other byte
 //! `%XX` with upper-case hex. Query strings (`params=`) are encoded the same way.
 //! `tests/form_vectors.rs` checks this against the bodies and query strings the real
-//! client sent (`shared/reference/vectors`).
+//! client sent (`testdata/vectors`).
 
 /// `k=v&k=v`, each key and value escaped as `urllib.parse.quote_plus` does.
 pub fn form_urlencode(fields: &[(&str, &str)]) -> String {

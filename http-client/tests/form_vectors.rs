@@ -1,5 +1,5 @@
 //! The form encoder against what SlapOS's real Python client sent
-//! (`shared/reference/vectors/*.txt`, captured from `slapos.core` 1.26.1): every
+//! (the repository's `testdata/vectors/*.txt`, captured from `slapos.core` 1.26.1): every
 //! `application/x-www-form-urlencoded` body and every query string is decoded into its
 //! fields, and [`http_client::form_urlencode`] of those fields must give back the very
 //! bytes the client sent.
@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 
 use http_client::form_urlencode;
 
-/// `$SLAPOS_REFERENCE_DIR`, else `shared/reference` beside the workspace root.
-fn reference_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SLAPOS_REFERENCE_DIR") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference")
+/// The repository's captured data (`testdata/`, its README says where each file came
+/// from): the first ancestor of this crate holding it.
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("testdata"))
+        .find(|dir| dir.join("README.md").is_file())
+        .expect("testdata/ (the captured SLAP exchanges) in an ancestor of this crate")
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -83,14 +85,9 @@ fn reencode(form: &str) -> String {
 
 #[test]
 fn encodes_every_captured_form_and_query_as_the_python_client() {
-    let dir = reference_dir().join("vectors");
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the SLAP vectors in {} ({e}); set SLAPOS_REFERENCE_DIR to the \
-             shared/reference folder",
-            dir.display()
-        )
-    });
+    let dir = testdata().join("vectors");
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read the SLAP vectors in {} ({e})", dir.display()));
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "txt"))
