@@ -1,7 +1,7 @@
 //! `slapos chaos run`: wiring to the chaos crate's harness.
 
 use anyhow::{bail, Context, Result};
-use chaos::netns::Network;
+use slapos_operator::netns::Network;
 use chaos::run::{run as chaos_run, ChaosOptions, FaultKind};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;

@@ -245,7 +245,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     // region), the seed reachable from them on this namespace's end of the router.
     let net = if self_hosted && !args.loopback && node_count > 0 && slapgrid::process::is_root() {
         Some(
-            chaos::netns::Network::create_tagged("up", node_count)
+            slapos_operator::netns::Network::create_tagged("up", node_count)
                 .context("network namespaces for the nodes (--loopback keeps them on loopback)")?,
         )
     } else {

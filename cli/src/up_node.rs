@@ -62,7 +62,7 @@ pub fn format_nodes(
     nodes: usize,
     partitions: usize,
     tls: Option<&UpTls>,
-    net: Option<&chaos::netns::Network>,
+    net: Option<&slapos_operator::netns::Network>,
 ) -> Result<Vec<NodeInfo>> {
     let admin = match tls {
         Some(_) => Some(admin_client(urls, tls)?),
