@@ -1,5 +1,6 @@
 //! `slapos up`: its arguments, turned into `slapos_operator::up`'s options; the cluster
-//! described once it runs; until SIGINT or SIGTERM.
+//! described once it runs; until SIGINT or SIGTERM, caught from the very start, so that
+//! either stops it at any point (a start cut short undoes what it made) and cleans up.
 
 use crate::progress::Printer;
 use crate::signal::Stop;
@@ -64,13 +65,21 @@ pub async fn run(args: UpArgs) -> Result<()> {
     if args.replicas == 0 {
         bail!("--replicas must be at least 1");
     }
-    // Installed now, so that a SIGTERM or Ctrl-C during the start-up is kept for the
-    // wait below (which stops everything) instead of killing this process and leaving
-    // its children behind.
+    // Caught now: a signal during the start is kept, and stops it (the start's future
+    // dropped undoes what it made) instead of killing this process and leaving its
+    // children, namespaces and users behind.
     let mut stop = Stop::catch()?;
     let opts = UpOptions::from(args);
     let progress: Arc<dyn Progress> = Arc::new(Printer);
-    let mut cluster = LocalCluster::start(&opts, progress.clone()).await?;
+    let mut start = std::pin::pin!(LocalCluster::start(&opts, progress.clone()));
+    let mut cluster = tokio::select! {
+        started = &mut start => started?,
+        _ = stop.wait() => {
+            println!("stopping");
+            // the start, dropped on return, stops and removes whatever it made
+            return Ok(());
+        }
+    };
     describe(&cluster, &opts);
     let mut interrupted = false;
     if let Some(sample) = &cluster.description().sample {
