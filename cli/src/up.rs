@@ -14,7 +14,9 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct UpArgs {
-    /// Directory for configurations, data, logs and cluster.json.
+    /// Directory for configurations, data, logs and cluster.json. As root, when a
+    /// directory above it is closed to other users, the partitions and releases (which
+    /// the partitions' users must reach) go under /var/lib/slapos-up instead.
     #[arg(long, default_value = "slapos-up")]
     dir: PathBuf,
     /// Master replicas (each with a gateway beside it).
@@ -174,6 +176,12 @@ fn describe(cluster: &LocalCluster, opts: &UpOptions) {
             node.computer_id,
             node.partitions,
             node.dir.display()
+        );
+    }
+    if let Some(p) = &file.partitions_dir {
+        println!(
+            "  partitions    and releases in {} (removed when it stops)",
+            p.display()
         );
     }
     println!("  described in  {}", cluster.description_path().display());

@@ -14,6 +14,7 @@
 //! when the cluster is stopped: its processes stopped, the nodes' services stopped and
 //! their users removed, its namespaces deleted.
 
+mod dirs;
 mod nodes;
 mod processes;
 mod tls;
@@ -139,6 +140,10 @@ pub struct ClusterFile {
     /// The sample instance: its software release and title.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample: Option<Sample>,
+    /// Where the nodes' software and instance roots and the releases are when not in
+    /// `dir` (a directory above it is closed to other users); removed at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions_dir: Option<PathBuf>,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -149,12 +154,15 @@ pub struct Sample {
 
 /// What a start made, undone in this order when dropped: the processes stopped (the
 /// node agents first of all, so that none starts anything again), then each node's
-/// services stopped and its users removed, then the namespaces deleted.
+/// services stopped and its users removed, then the namespaces deleted, and the
+/// partitions' directory outside the cluster's own removed.
 struct Made {
     bin: PathBuf,
     children: Children,
     nodes: Vec<NodeInfo>,
     net: Option<Network>,
+    /// The partitions' and releases' directory outside the cluster's own.
+    outside: Option<PathBuf>,
 }
 
 impl Drop for Made {
@@ -164,6 +172,9 @@ impl Drop for Made {
             teardown(&self.bin, node);
         }
         self.net.take();
+        if let Some(outside) = self.outside.take() {
+            let _ = std::fs::remove_dir_all(outside);
+        }
     }
 }
 
@@ -230,14 +241,24 @@ impl LocalCluster {
         let node_count = opts.node_count();
         let partitions = opts.partition_count();
         let root = slapgrid::process::is_root();
-        files::create_dir_all(&dir)?;
         let bin = files::current_exe()?;
+        let dirs = dirs::prepare(&dir, root && node_count > 0)?;
         let mut made = Made {
             bin: bin.clone(),
             children: Children::new(progress.clone()),
             nodes: Vec::new(),
             net: None,
+            outside: dirs.outside.then(|| dirs.shared.clone()),
         };
+        if let Some((closed, mode)) = &dirs.closed {
+            progress.line(&format!(
+                "{} is under {} (mode {mode:04o}), which other users may not enter: the \
+                 partitions and the releases go to {} instead (removed when the cluster stops)",
+                dir.display(),
+                closed.display(),
+                dirs.shared.display()
+            ));
+        }
         let mut processes = Vec::new();
 
         // Replicas.
@@ -400,6 +421,7 @@ impl LocalCluster {
             NodesPlan {
                 bin: &bin,
                 dir: &dir,
+                roots: &dirs.shared,
                 urls: &urls,
                 nodes: node_count,
                 partitions,
@@ -439,7 +461,7 @@ impl LocalCluster {
                 None => ReplicaPorts::Loopback(opts.base_port),
             };
             hosted = self_host(
-                &dir,
+                &dirs.shared,
                 t,
                 &api_addrs,
                 &urls[0],
@@ -489,7 +511,7 @@ impl LocalCluster {
         let sample = match nodes.first() {
             None => None,
             Some(first) => {
-                let software = crate::release::write_sample_release(&dir)?;
+                let software = crate::release::write_sample_release(&dirs.shared)?;
                 let title = "hello".to_string();
                 let client = nodes::admin_client(&urls, tls.as_ref())?;
                 let (software2, first, title2) = (software.clone(), first.clone(), title.clone());
@@ -549,6 +571,7 @@ impl LocalCluster {
             nodes,
             hosted_replicas: hosted,
             sample,
+            partitions_dir: made.outside.clone(),
         };
         let json = dir.join("cluster.json");
         // whole or not at all: whoever waits for it reads it once it exists
@@ -635,12 +658,12 @@ enum ReplicaPorts {
 
 /// The master moves into partitions: `slapos cluster bootstrap` onto the first `count`
 /// nodes (one region each), the seed (replica 1) leaving at its end; the release is
-/// written into `<dir>/software/slapos-master`. In namespaces each
+/// written into `<shared>/software/slapos-master`. In namespaces each
 /// partition has its own address and the default ports; on loopback the partitions share
 /// one, so each replica gets three consecutive free ports of its own.
 #[allow(clippy::too_many_arguments)]
 async fn self_host(
-    dir: &Path,
+    shared: &Path,
     tls: &ClusterTls,
     seed_apis: &[String],
     seed_gateway: &str,
@@ -656,11 +679,11 @@ async fn self_host(
         key: tls.admin_key.clone(),
         ca: tls.ca.clone(),
         release: None,
-        release_dir: dir.join("software/slapos-master"),
+        release_dir: shared.join("software/slapos-master"),
         timeout_secs: 300,
     };
     // The releases are read by the nodes' software users.
-    let software = dir.join("software");
+    let software = shared.join("software");
     files::create_dir_all(&software)?;
     if slapgrid::process::is_root() {
         files::set_mode(&software, 0o755)?;

@@ -7,8 +7,9 @@
 //! node), before it formats; the admin supplies and requests with their certificate.
 //!
 //! As root the partitions get real Unix users (a prefix unique to this cluster, removed
-//! with `slapos node unformat` at the end); otherwise they are directories of the
-//! current user (slapgrid's standalone mode). As root each node can also run in a
+//! with `slapos node unformat` at the end), who must be able to enter every directory
+//! above their partitions (`super::dirs`); otherwise they are directories of the current
+//! user (slapgrid's standalone mode). As root each node can also run in a
 //! network namespace of its own (the self-hosted default of `slapos up`): its agent
 //! formats the network there (an IPv6 address of the node's /64 per partition), and its
 //! supervisor and partitions run there; otherwise the addresses are loopback.
@@ -37,6 +38,10 @@ pub struct NodeInfo {
     pub address: Option<String>,
     pub config: PathBuf,
     pub dir: PathBuf,
+    /// Where its software and instance roots (`soft`, `inst`) are when not in `dir`
+    /// (a directory above it is closed to the partitions' users).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roots: Option<PathBuf>,
     pub log: PathBuf,
     /// The partitions' user prefix when they are real users (root).
     pub users: Option<String>,
@@ -58,8 +63,12 @@ pub(crate) fn admin_client(
 /// What the nodes are to be.
 pub(crate) struct NodesPlan<'a> {
     pub bin: &'a Path,
-    /// Where each node's files go (`node-<n>`).
+    /// Where each node's own files go (`node-<n>`: its configuration, certificates,
+    /// pid files, logs).
     pub dir: &'a Path,
+    /// Where each node's software and instance roots go (`node-<n>/soft`, `/inst`):
+    /// somewhere the partitions' users reach.
+    pub roots: &'a Path,
     pub urls: &'a [String],
     pub nodes: usize,
     pub partitions: usize,
@@ -77,6 +86,7 @@ pub(crate) async fn format_nodes(
     let NodesPlan {
         bin,
         dir,
+        roots,
         urls,
         nodes,
         partitions,
@@ -90,14 +100,18 @@ pub(crate) async fn format_nodes(
     let root = slapgrid::process::is_root();
     for n in 1..=nodes {
         let node_dir = dir.join(format!("node-{n}"));
-        for d in ["etc", "soft", "inst", "var/run", "var/log"] {
+        let node_roots = roots.join(format!("node-{n}"));
+        for d in ["etc", "var/run", "var/log"] {
             files::create_dir_all(&node_dir.join(d))?;
+        }
+        for d in ["soft", "inst"] {
+            files::create_dir_all(&node_roots.join(d))?;
         }
         let computer_id = format!("COMP-{n}");
         let netns = net.map(|net| net.host_ns(n));
         let region = format!("region-{n}");
         let users = root.then(|| format!("up{:04x}n{n}", std::process::id() & 0xffff));
-        let r = node_dir.display();
+        let (r, roots_of) = (node_dir.display(), node_roots.display());
         let user_part = match &users {
             Some(u) => format!("alter_user = true\nuser_base_name = {u}u\nsoftware_user = {u}s\n"),
             None => "alter_user = false\n".into(),
@@ -124,7 +138,7 @@ pub(crate) async fn format_nodes(
             &config,
             format!(
                 "# A node of the local cluster of `slapos up`.\n[slapos]\ncomputer_id = {computer_id}\n{identity}\
-                 master_url = {urls}\nsoftware_root = {r}/soft\ninstance_root = {r}/inst\n\
+                 master_url = {urls}\nsoftware_root = {roots_of}/soft\ninstance_root = {roots_of}/inst\n\
                  root_check = false\npidfile_software = {r}/var/run/sw.pid\n\
                  pidfile_instance = {r}/var/run/cp.pid\npidfile_report = {r}/var/run/ur.pid\n\
                  software_interval = 5\ninstance_interval = 5\nreport_interval = 3600\n\
@@ -134,11 +148,10 @@ pub(crate) async fn format_nodes(
                 urls = urls.join(" "),
             ),
         )?;
-        // Partition users must traverse the cluster directory (only the search bit is
-        // added to a directory the user chose; the node's own is ours).
+        // Partition users must traverse the node's directories (ours).
         if root {
-            files::set_mode(dir, files::mode(dir)? | 0o711)?;
             files::set_mode(&node_dir, 0o755)?;
+            files::set_mode(&node_roots, 0o755)?;
         }
         made.push(NodeInfo {
             computer_id: computer_id.clone(),
@@ -146,6 +159,7 @@ pub(crate) async fn format_nodes(
             address: net.map(|net| net.v6(n).to_string()),
             netns: netns.clone(),
             log: node_dir.join("var/log/daemon.log"),
+            roots: (node_roots != node_dir).then(|| node_roots.clone()),
             dir: node_dir,
             config: config.clone(),
             users,
