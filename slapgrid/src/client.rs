@@ -100,7 +100,7 @@ impl SlapClient {
         let identity = match (&cfg.cert_file, &cfg.key_file) {
             (Some(c), Some(k)) => {
                 // A renewal a crash interrupted is completed before the pair is read.
-                if let Err(e) = crate::register::finish_renewal(k, c) {
+                if let Err(e) = crate::keyfiles::finish_renewal(k, c) {
                     tracing::warn!(error = %e, "cannot complete an interrupted certificate renewal");
                 }
                 Some((c.as_path(), k.as_path()))

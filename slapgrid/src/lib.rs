@@ -15,6 +15,7 @@ pub mod format;
 pub mod fsutil;
 pub mod ini;
 pub mod instance;
+pub mod keyfiles;
 pub mod native;
 pub mod node;
 pub mod partcert;

@@ -20,6 +20,8 @@ pub enum NodeError {
     Process(#[from] crate::process::ProcessError),
     #[error(transparent)]
     Format(#[from] crate::format::FormatError),
+    #[error(transparent)]
+    KeyFile(#[from] crate::keyfiles::KeyFileError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

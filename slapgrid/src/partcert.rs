@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use crate::client::{SlapClient, SlapError};
 use crate::fsutil::write_in;
+use crate::keyfiles::finish_renewal;
 use crate::node::{io_err, NodeError};
-use crate::register::finish_renewal;
 
 /// What [`refresh`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
