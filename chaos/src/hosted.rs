@@ -12,12 +12,12 @@
 //! the gateways in the partitions with certificates: the admin person's, and those of
 //! the two computers it formats, issued by the operator through the master API.
 
-use crate::cluster::ClusterError;
-use crate::faults::FaultKind;
 use crate::group::Group;
+use crate::kind::FaultKind;
 use crate::workload::{Identities, COMPUTER, SPARE_COMPUTER};
 use master_client::MasterClient;
 use serde_json::Value;
+use slapos_harness::HarnessError;
 use slapos_operator::netns::Network;
 use slapos_proto::rpc::master::IssueRequest;
 use std::collections::BTreeMap;
@@ -79,12 +79,12 @@ pub struct HostedCluster {
     pub identities: Identities,
 }
 
-fn io(what: &str, e: std::io::Error) -> ClusterError {
-    ClusterError::Io(what.to_string(), e)
+fn io(what: &str, e: std::io::Error) -> HarnessError {
+    HarnessError::Io(what.to_string(), e)
 }
 
-fn bad(what: impl Into<String>) -> ClusterError {
-    ClusterError::Domain(what.into())
+fn bad(what: impl Into<String>) -> HarnessError {
+    HarnessError::Domain(what.into())
 }
 
 /// `pkill -<signal> <args>` (nothing matching is not an error).
@@ -98,7 +98,7 @@ fn pkill(signal: &str, args: &[&str]) {
 impl HostedCluster {
     /// `slapos up` with `replicas` nodes (and replicas) under `dir/up`, once it described
     /// the group; the computers' certificates issued.
-    pub async fn start(bin: &Path, dir: &Path, replicas: u64) -> Result<Self, ClusterError> {
+    pub async fn start(bin: &Path, dir: &Path, replicas: u64) -> Result<Self, HarnessError> {
         let up_dir = dir.join("up");
         let log = |name: &str| {
             std::fs::File::create(dir.join(name)).map_err(|e| io(&format!("create {name}"), e))
@@ -127,7 +127,7 @@ impl HostedCluster {
                 return Err(bad(format!("slapos up exited ({status}): {}", tail())));
             }
             if Instant::now() > deadline {
-                return Err(ClusterError::Timeout(format!(
+                return Err(HarnessError::Timeout(format!(
                     "slapos up described no group within 400 s: {}",
                     tail()
                 )));
@@ -144,7 +144,7 @@ impl HostedCluster {
 
     /// Nodes, replicas and gateways from `cluster.json` (a placeholder identity set until
     /// the certificates are issued).
-    fn describe(bin: &Path, dir: &Path, up: UpProcess, c: &Value) -> Result<Self, ClusterError> {
+    fn describe(bin: &Path, dir: &Path, up: UpProcess, c: &Value) -> Result<Self, HarnessError> {
         let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
         let admin = &c["admin"];
         let operator_env = s(&admin["master_tls_env"]);
@@ -282,13 +282,13 @@ impl HostedCluster {
 
     /// The admin's certificate for the person; the two computers' issued now by the
     /// operator (a key made here, only its signing request sent).
-    async fn issue_identities(&self, c: &Value) -> Result<Identities, ClusterError> {
+    async fn issue_identities(&self, c: &Value) -> Result<Identities, HarnessError> {
         let admin = &c["admin"];
         let ca = PathBuf::from(admin["ca"].as_str().unwrap_or_default());
         let tls = self.dir.join("tls");
         std::fs::create_dir_all(&tls).map_err(|e| io("create tls/", e))?;
         let mut client = self.client().with_deadline(Duration::from_secs(30));
-        let mut issue = async |computer: &str| -> Result<Arc<rustls::ClientConfig>, ClusterError> {
+        let mut issue = async |computer: &str| -> Result<Arc<rustls::ClientConfig>, HarnessError> {
             let identity = slapos_domain::Identity::Computer(computer.to_string());
             let (key, csr) = slapos_ca::new_key_and_csr(&identity)
                 .map_err(|e| bad(format!("a key for {computer}: {e}")))?;
@@ -338,18 +338,18 @@ impl HostedCluster {
             .and_then(|p| p.parse().ok())
     }
 
-    fn node_of(&self, id: u64) -> Result<usize, ClusterError> {
+    fn node_of(&self, id: u64) -> Result<usize, HarnessError> {
         self.replicas
             .get(&id)
             .map(|r| r.host)
-            .ok_or(ClusterError::Unknown(id))
+            .ok_or(HarnessError::Unknown(id))
     }
 }
 
 fn client_config(
     identity: Option<(&Path, &Path)>,
     ca: &Path,
-) -> Result<Arc<rustls::ClientConfig>, ClusterError> {
+) -> Result<Arc<rustls::ClientConfig>, HarnessError> {
     slapgrid::client::client_tls_config(identity, ca)
         .map(Arc::new)
         .map_err(|e| bad(format!("TLS client: {e}")))
@@ -380,9 +380,9 @@ impl Group for HostedCluster {
     }
 
     /// The node of replica `id`, killed outright.
-    fn crash(&mut self, id: u64) -> Result<String, ClusterError> {
+    fn crash(&mut self, id: u64) -> Result<String, HarnessError> {
         let host = self.node_of(id)?;
-        let node = self.nodes.get_mut(&host).ok_or(ClusterError::Unknown(id))?;
+        let node = self.nodes.get_mut(&host).ok_or(HarnessError::Unknown(id))?;
         if let Some(pid) = node.first_agent.take() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
         }
@@ -403,11 +403,11 @@ impl Group for HostedCluster {
 
     /// Its node's agent started again in its namespace: the supervisor comes back and
     /// restarts the replica and its gateway from the partition's data.
-    fn recover(&mut self, id: u64) -> Result<(), ClusterError> {
+    fn recover(&mut self, id: u64) -> Result<(), HarnessError> {
         let host = self.node_of(id)?;
         let bin = self.bin.clone();
         let log_path = self.dir.join(format!("agent-{host}.log"));
-        let node = self.nodes.get_mut(&host).ok_or(ClusterError::Unknown(id))?;
+        let node = self.nodes.get_mut(&host).ok_or(HarnessError::Unknown(id))?;
         // 0640, root's: the partition users may not read what the agent logs.
         let log =
             slapgrid::node::open_log(&log_path, true).map_err(|e| io("open the agent's log", e))?;
@@ -427,7 +427,7 @@ impl Group for HostedCluster {
         Ok(())
     }
 
-    fn signal(&self, id: u64, signal: &str) -> Result<(), ClusterError> {
+    fn signal(&self, id: u64, signal: &str) -> Result<(), HarnessError> {
         let pid = self
             .replica_pid(id)
             .ok_or_else(|| bad(format!("replica {id} runs no process")))?;
@@ -436,7 +436,7 @@ impl Group for HostedCluster {
             .output()
             .map_err(|e| io("kill", e))?;
         if !out.status.success() {
-            return Err(ClusterError::Command {
+            return Err(HarnessError::Command {
                 args: format!("kill -{signal} {pid}"),
                 output: String::from_utf8_lossy(&out.stderr).into(),
             });
@@ -444,7 +444,7 @@ impl Group for HostedCluster {
         Ok(())
     }
 
-    async fn replace_wiped(&mut self, _old: u64, _new: u64) -> Result<(), ClusterError> {
+    async fn replace_wiped(&mut self, _old: u64, _new: u64) -> Result<(), HarnessError> {
         Err(bad(
             "a hosted replica is replaced with `slapos cluster add-replica` and \
              `remove-replica` (tests/self_hosting*.rs), not within a fault's hold",
@@ -465,7 +465,7 @@ impl Group for HostedCluster {
 
     /// Nothing to do: the gateway is a watched service of its partition, which the
     /// node's supervisor restarts by itself.
-    fn recover_gateway(&mut self, _host: usize) -> Result<(), ClusterError> {
+    fn recover_gateway(&mut self, _host: usize) -> Result<(), HarnessError> {
         Ok(())
     }
 
@@ -482,7 +482,7 @@ impl Group for HostedCluster {
 
     /// Every replica's process killed: its supervisor restarts it from the partition's
     /// data.
-    fn restart_all_from_disk(&mut self) -> Result<(), ClusterError> {
+    fn restart_all_from_disk(&mut self) -> Result<(), HarnessError> {
         for r in self.replicas.values() {
             pkill("KILL", &["-u", &r.user, "-f", "master run --config"]);
         }

@@ -5,20 +5,20 @@
 
 use crate::check::{judge, lost_writes, usage_errors, usage_on, ReplicaCheck, UsageOnReplica};
 pub use crate::check::{RegisterVerdict, Report};
-use crate::cluster::{ClusterError, Hosts, ProcessCluster};
 use crate::faults::Faults;
-pub use crate::faults::{FaultEvent, FaultKind};
 use crate::group::Group;
 use crate::hosted::HostedCluster;
+pub use crate::kind::{FaultEvent, FaultKind};
+pub use crate::options::ChaosOptions;
 use crate::workload::{
     self, ClientOptions, History, Identities, Key, OpKind, OpRecord, Outcome, Rng, RunClock,
 };
 use master_client::MasterClient;
 use slapos_domain::Query as MasterQuery;
 use slapos_domain::State;
+use slapos_harness::{HarnessError, Hosts, ProcessCluster};
 use slapos_operator::netns::Network;
 use slapos_proto::rpc::master::Consistency;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,31 +26,13 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
     #[error("cluster: {0}")]
-    Cluster(#[from] ClusterError),
+    Cluster(#[from] HarnessError),
     #[error("network: {0}")]
     Net(#[from] slapos_operator::netns::NetError),
     #[error("{0}")]
     Workload(#[from] workload::WorkloadError),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
-}
-
-#[derive(Debug, Clone)]
-pub struct ChaosOptions {
-    pub bin: PathBuf,
-    pub dir: PathBuf,
-    pub duration: Duration,
-    pub seed: u64,
-    pub replicas: u64,
-    pub clients: usize,
-    pub keys: usize,
-    /// Use network namespaces (needs root); otherwise loopback.
-    pub namespaces: bool,
-    /// The group hosted in partitions of nodes (`slapos up`'s default, needs root) instead
-    /// of replicas as plain processes; faults act on the nodes.
-    pub self_hosted: bool,
-    /// The kinds of fault to draw from (empty: all that can be injected).
-    pub faults: Vec<FaultKind>,
 }
 
 /// Run the whole thing; the report says whether every checker passed.

@@ -1,4 +1,4 @@
-//! tinysr, the tiny buildout software release of `chaos/tinysr/` (its software.cfg says
+//! tinysr, the tiny buildout software release of `harness/tinysr/` (its software.cfg says
 //! what it exercises), carried inside the binary so that `slapos bench node` needs no
 //! source tree, and written out for the tests that deploy it with our node agent and with
 //! SlapOS's own (tests/tests/slapgrid.rs, slapgrid_vs_reference.rs, node_agent.rs).
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// does for its copy of a [`write_source`] tree.
 pub const DIR_PLACEHOLDER: &str = "@TINYSR@";
 
-/// The release's files (path in the release, content), every one of `chaos/tinysr/`.
+/// The release's files (path in the release, content), every one of `harness/tinysr/`.
 pub const FILES: &[(&str, &str)] = &[
     ("software.cfg", include_str!("../tinysr/software.cfg")),
     (
@@ -108,7 +108,7 @@ mod tests {
         on_disk.sort();
         let mut carried: Vec<String> = FILES.iter().map(|(rel, _)| rel.to_string()).collect();
         carried.sort();
-        assert_eq!(carried, on_disk, "chaos/tinysr/ and FILES differ");
+        assert_eq!(carried, on_disk, "harness/tinysr/ and FILES differ");
     }
 
     #[test]
