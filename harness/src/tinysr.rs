@@ -36,8 +36,10 @@ pub const FILES: &[(&str, &str)] = &[
 fn write_files(dir: &Path, placeholder_to: Option<&str>) -> io::Result<()> {
     for (rel, text) in FILES {
         let path = dir.join(rel);
-        let parent = path.parent().expect("a file in a folder");
-        std::fs::create_dir_all(parent)?;
+        // every file of FILES is in a folder under `dir`, at least `dir` itself
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         let text = match placeholder_to {
             Some(to) => text.replace(DIR_PLACEHOLDER, to),
             None => (*text).to_owned(),
