@@ -1,12 +1,12 @@
 //! What a chaos run needs of the group under test, so that one schedule of faults and one
 //! set of checkers judge both shapes: replicas as plain processes (the harness's
 //! [`ProcessCluster`]) and replicas hosted in partitions of nodes
-//! ([`crate::hosted::HostedCluster`]).
+//! (the harness's [`HostedCluster`]).
 
 use crate::kind::FaultKind;
 use master_client::MasterClient;
 use slapos_harness::cluster::{statuses_of, wait_leader_among};
-use slapos_harness::{HarnessError, ProcessCluster};
+use slapos_harness::{HarnessError, HostedCluster, ProcessCluster};
 use slapos_proto::rpc::master::StatusResponse;
 use std::time::Duration;
 
@@ -124,5 +124,76 @@ impl Group for ProcessCluster {
 
     fn not_injectable(&self) -> Vec<FaultKind> {
         Vec::new()
+    }
+}
+
+/// The group hosted in partitions (`slapos chaos run --self-hosted`): a crash kills a
+/// whole node, a recovery starts its agent again, a killed gateway is restarted by its
+/// node's supervisor, and a wiped rejoin is not a fault here.
+impl Group for HostedCluster {
+    fn ids(&self) -> Vec<u64> {
+        HostedCluster::ids(self)
+    }
+
+    fn api_addr(&self, id: u64) -> Option<&str> {
+        HostedCluster::api_addr(self, id)
+    }
+
+    fn is_running(&self, id: u64) -> bool {
+        HostedCluster::is_running(self, id)
+    }
+
+    fn host_of(&self, id: u64) -> Option<usize> {
+        HostedCluster::host_of(self, id)
+    }
+
+    fn client(&self) -> MasterClient {
+        HostedCluster::client(self)
+    }
+
+    fn crash(&mut self, id: u64) -> Result<String, HarnessError> {
+        HostedCluster::crash(self, id)
+    }
+
+    fn recover(&mut self, id: u64) -> Result<(), HarnessError> {
+        HostedCluster::recover(self, id)
+    }
+
+    fn signal(&self, id: u64, signal: &str) -> Result<(), HarnessError> {
+        HostedCluster::signal(self, id, signal)
+    }
+
+    async fn replace_wiped(&mut self, _old: u64, _new: u64) -> Result<(), HarnessError> {
+        Err(HarnessError::Domain(
+            "a hosted replica is replaced with `slapos cluster add-replica` and \
+             `remove-replica` (tests/self_hosting*.rs), not within a fault's hold"
+                .into(),
+        ))
+    }
+
+    fn gateway_addrs(&self) -> Vec<(usize, String)> {
+        HostedCluster::gateway_addrs(self)
+    }
+
+    fn kill_gateway(&mut self, host: usize) {
+        HostedCluster::kill_gateway(self, host)
+    }
+
+    /// Nothing to do: the gateway is a watched service of its partition, which the
+    /// node's supervisor restarts by itself.
+    fn recover_gateway(&mut self, _host: usize) -> Result<(), HarnessError> {
+        Ok(())
+    }
+
+    fn restore_all(&mut self) {
+        HostedCluster::restore_all(self)
+    }
+
+    fn restart_all_from_disk(&mut self) -> Result<(), HarnessError> {
+        HostedCluster::restart_all_from_disk(self)
+    }
+
+    fn not_injectable(&self) -> Vec<FaultKind> {
+        vec![FaultKind::WipeRejoin]
     }
 }

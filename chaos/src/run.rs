@@ -1,13 +1,12 @@
 //! `slapos chaos run`: a cluster of real processes (replicas and a gateway beside each,
 //! each host in its own network namespace when root; or, `--self-hosted`, the group
-//! hosted in partitions of nodes, [`crate::hosted`]), the workload of [`crate::workload`],
+//! hosted in partitions of nodes, `slapos_harness::HostedCluster`), the workload of [`crate::workload`],
 //! faults on a seeded schedule, then the checkers and the report.
 
 use crate::check::{judge, lost_writes, usage_errors, usage_on, ReplicaCheck, UsageOnReplica};
 pub use crate::check::{RegisterVerdict, Report};
 use crate::faults::Faults;
 use crate::group::Group;
-use crate::hosted::HostedCluster;
 pub use crate::kind::{FaultEvent, FaultKind};
 pub use crate::options::ChaosOptions;
 use crate::workload::{
@@ -16,7 +15,7 @@ use crate::workload::{
 use master_client::MasterClient;
 use slapos_domain::Query as MasterQuery;
 use slapos_domain::State;
-use slapos_harness::{HarnessError, Hosts, ProcessCluster};
+use slapos_harness::{HarnessError, HostedCluster, Hosts, ProcessCluster};
 use slapos_operator::netns::Network;
 use slapos_proto::rpc::master::Consistency;
 use std::sync::atomic::Ordering;
@@ -40,11 +39,17 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| ChaosError::Io(opts.dir.display().to_string(), e))?;
     if opts.self_hosted {
-        let mut hosted = HostedCluster::start(&opts.bin, &opts.dir, opts.replicas).await?;
+        let computers = [workload::COMPUTER, workload::SPARE_COMPUTER];
+        let mut hosted =
+            HostedCluster::start(&opts.bin, &opts.dir, opts.replicas, &computers).await?;
         let net = hosted.net.take();
         let gateways = hosted.gateways();
         let masters = hosted.api_addrs();
-        let identities = Some(hosted.identities.clone());
+        let identities = Some(Identities {
+            person: hosted.person_tls(),
+            computer: hosted.computer_tls(workload::COMPUTER)?,
+            spare: hosted.computer_tls(workload::SPARE_COMPUTER)?,
+        });
         return drive(opts, hosted, net, gateways, masters, identities).await;
     }
     let net = if opts.namespaces {

@@ -6,17 +6,22 @@
 //! the tiny buildout release node agents deploy ([`tinysr`]).
 //!
 //! Nothing here is needed at run time, and nothing here panics on what comes from
-//! outside the process: every failure is a [`HarnessError`]. Tests turn those into
+//! outside the process: every failure is a [`HarnessError`].
+//!
+//! [`HostedCluster`] is the other shape: `slapos up`'s group hosted in partitions of
+//! namespaced nodes, started as a child and driven from outside (chaos `--self-hosted`). Tests turn those into
 //! failures with the replicas' logs ([`ProcessCluster::logs`]).
 
 #![forbid(unsafe_code)]
 
 pub mod cluster;
 mod error;
+pub mod hosted;
 pub mod http;
 mod port;
 pub mod tinysr;
 
 pub use cluster::{Hosts, ProcessCluster};
 pub use error::HarnessError;
+pub use hosted::HostedCluster;
 pub use port::free_port;
