@@ -1,7 +1,7 @@
 //! `slapos chaos run`: a cluster of real processes (replicas and a gateway beside each,
 //! each host in its own network namespace when root; or, `--self-hosted`, the group
-//! hosted in partitions of nodes, `slapos_harness::HostedCluster`), the workload of [`crate::workload`],
-//! faults on a seeded schedule, then the checkers and the report.
+//! hosted in partitions of nodes, `slapos_harness::HostedCluster`), the workload of
+//! [`crate::workload`], faults on a seeded schedule, then the checkers and the report.
 
 use crate::check::{judge, lost_writes, usage_errors, usage_on, ReplicaCheck, UsageOnReplica};
 pub use crate::check::{RegisterVerdict, Report};

@@ -778,7 +778,8 @@ impl ProcessCluster {
             }
             if Instant::now() > deadline {
                 return Err(HarnessError::Timeout(format!(
-                    "replica {id} did not apply index {index} within {timeout:?} (last seen applied: {last:?})"
+                    "replica {id} did not apply index {index} within {timeout:?} \
+                     (last seen applied: {last:?})"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -5,11 +5,11 @@
 //! three also share: a keep-alive HTTP connection to a gateway ([`http`]) and tinysr,
 //! the tiny buildout release node agents deploy ([`tinysr`]).
 //!
-//! Nothing here is needed at run time, and nothing here panics on what comes from
-//! outside the process: every failure is a [`HarnessError`].
-//!
 //! [`HostedCluster`] is the other shape: `slapos up`'s group hosted in partitions of
-//! namespaced nodes, started as a child and driven from outside (chaos `--self-hosted`). Tests turn those into
+//! namespaced nodes, started as a child and driven from outside (chaos `--self-hosted`).
+//!
+//! Nothing here is needed at run time, and nothing here panics on what comes from
+//! outside the process: every failure is a [`HarnessError`]. Tests turn those into
 //! failures with the replicas' logs ([`ProcessCluster::logs`]).
 
 #![forbid(unsafe_code)]

@@ -1,8 +1,8 @@
 //! The gateway over real sockets, in front of real master processes (`slapos master run`,
-//! through the harness's `ProcessCluster`): the node's round trip through a three-replica group
-//! (each answer compared with what the SLAP layer renders over a local state), bad input,
-//! an unavailable master, a write across a leader kill, and HTTPS through the `slapos
-//! gateway run` process.
+//! through the harness's `ProcessCluster`): the node's round trip through a three-replica
+//! group (each answer compared with what the SLAP layer renders over a local state), bad
+//! input, an unavailable master, a write across a leader kill, and HTTPS through the
+//! `slapos gateway run` process.
 
 use std::net::SocketAddr;
 use std::path::Path;
