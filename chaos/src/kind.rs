@@ -1,6 +1,6 @@
 //! What a fault is, as the schedule draws it and the report tells it: below the
 //! injector ([`crate::faults`]), the groups that say which kinds they cannot take
-//! ([`crate::group`]) and the checkers ([`crate::check`]).
+//! (`group`) and the checkers ([`crate::check`]).
 
 use serde::Serialize;
 

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Where the release's files name the folder they are written to (zc.buildout has no
-/// `${:_profile_base_location_}`): [`write`] replaces it, as node_helper.py `prepare`
+/// `${:_profile_base_location_}`): [`write()`] replaces it, as node_helper.py `prepare`
 /// does for its copy of a [`write_source`] tree.
 pub const DIR_PLACEHOLDER: &str = "@TINYSR@";
 
