@@ -2,9 +2,9 @@
 //! acknowledged writes, phantom values in bounded-staleness reads, replicas compared,
 //! the longest windows without progress.
 
-use crate::faults::{FaultEvent, FaultKind};
+use crate::kind::{FaultEvent, FaultKind};
 use crate::linearizability::{check_register, RegisterKind, RegisterOp, Verdict};
-use crate::run::ChaosOptions;
+use crate::options::ChaosOptions;
 use crate::workload::{
     self, register_by_title, registers_of, History, Key, OpKind, OpRecord, Outcome,
 };

@@ -1,22 +1,24 @@
-//! Running real clusters of `slapos` processes: a harness that starts, kills and
-//! restarts master replicas, fault injection, workloads, history checkers, and the
-//! benchmarks built on them. Nothing here is needed at run time: the network namespaces
-//! its hosts run in (and that `slapos up` runs its nodes in) are
-//! `slapos_operator::netns`'s.
+//! Chaos runs (`slapos chaos run`): a group of real `slapos` processes under a seeded
+//! schedule of faults while clients write and read through its gateways, then checkers
+//! that judge the history and every replica's state. The processes are started through
+//! `slapos-harness` (replicas as plain processes, or `slapos up`'s group hosted in
+//! partitions); the network namespaces its hosts run in are `slapos_operator::netns`'s.
+//!
+//! Nothing here is needed at run time: only the `slapos chaos` command, the benchmarks
+//! (`slapos-bench`, which post the workload's usage journals) and the tests use it;
+//! `slapos up` and the operator use nothing of it.
+//!
+//! Modules, lowest first: [`kind`] (what a fault is), [`options`], [`workload`] and
+//! [`linearizability`]; `group` (what a run needs of the group under test, for both
+//! shapes); [`faults`] (injection); [`check`] (checkers and report); [`run`].
 
 #![forbid(unsafe_code)]
 
-pub mod bench;
 pub mod check;
-pub mod cluster;
 pub mod faults;
 mod group;
-pub mod hosted;
-pub mod http;
+pub mod kind;
 pub mod linearizability;
-pub mod node_bench;
+pub mod options;
 pub mod run;
-pub mod slap_bench;
-pub mod tinysr;
-pub mod usage_bench;
 pub mod workload;

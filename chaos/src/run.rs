@@ -1,24 +1,23 @@
 //! `slapos chaos run`: a cluster of real processes (replicas and a gateway beside each,
 //! each host in its own network namespace when root; or, `--self-hosted`, the group
-//! hosted in partitions of nodes, [`crate::hosted`]), the workload of [`crate::workload`],
-//! faults on a seeded schedule, then the checkers and the report.
+//! hosted in partitions of nodes, `slapos_harness::HostedCluster`), the workload of
+//! [`crate::workload`], faults on a seeded schedule, then the checkers and the report.
 
 use crate::check::{judge, lost_writes, usage_errors, usage_on, ReplicaCheck, UsageOnReplica};
 pub use crate::check::{RegisterVerdict, Report};
-use crate::cluster::{ClusterError, Hosts, ProcessCluster};
 use crate::faults::Faults;
-pub use crate::faults::{FaultEvent, FaultKind};
 use crate::group::Group;
-use crate::hosted::HostedCluster;
+pub use crate::kind::{FaultEvent, FaultKind};
+pub use crate::options::ChaosOptions;
 use crate::workload::{
     self, ClientOptions, History, Identities, Key, OpKind, OpRecord, Outcome, Rng, RunClock,
 };
 use master_client::MasterClient;
 use slapos_domain::Query as MasterQuery;
 use slapos_domain::State;
+use slapos_harness::{HarnessError, HostedCluster, Hosts, ProcessCluster};
 use slapos_operator::netns::Network;
 use slapos_proto::rpc::master::Consistency;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
     #[error("cluster: {0}")]
-    Cluster(#[from] ClusterError),
+    Cluster(#[from] HarnessError),
     #[error("network: {0}")]
     Net(#[from] slapos_operator::netns::NetError),
     #[error("{0}")]
@@ -35,34 +34,22 @@ pub enum ChaosError {
     Io(String, std::io::Error),
 }
 
-#[derive(Debug, Clone)]
-pub struct ChaosOptions {
-    pub bin: PathBuf,
-    pub dir: PathBuf,
-    pub duration: Duration,
-    pub seed: u64,
-    pub replicas: u64,
-    pub clients: usize,
-    pub keys: usize,
-    /// Use network namespaces (needs root); otherwise loopback.
-    pub namespaces: bool,
-    /// The group hosted in partitions of nodes (`slapos up`'s default, needs root) instead
-    /// of replicas as plain processes; faults act on the nodes.
-    pub self_hosted: bool,
-    /// The kinds of fault to draw from (empty: all that can be injected).
-    pub faults: Vec<FaultKind>,
-}
-
 /// Run the whole thing; the report says whether every checker passed.
 pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| ChaosError::Io(opts.dir.display().to_string(), e))?;
     if opts.self_hosted {
-        let mut hosted = HostedCluster::start(&opts.bin, &opts.dir, opts.replicas).await?;
+        let computers = [workload::COMPUTER, workload::SPARE_COMPUTER];
+        let mut hosted =
+            HostedCluster::start(&opts.bin, &opts.dir, opts.replicas, &computers).await?;
         let net = hosted.net.take();
         let gateways = hosted.gateways();
         let masters = hosted.api_addrs();
-        let identities = Some(hosted.identities.clone());
+        let identities = Some(Identities {
+            person: hosted.person_tls(),
+            computer: hosted.computer_tls(workload::COMPUTER)?,
+            spare: hosted.computer_tls(workload::SPARE_COMPUTER)?,
+        });
         return drive(opts, hosted, net, gateways, masters, identities).await;
     }
     let net = if opts.namespaces {

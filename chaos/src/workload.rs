@@ -10,11 +10,11 @@
 //! leader); the gateway's own reads (`getFullComputerInformation`) are bounded-staleness
 //! by design and get the weaker "no phantom value" check.
 
-use crate::http::{HttpConn, HttpError};
 use master_client::MasterClient;
 use serde::Serialize;
 use slapos_domain::Query as MasterQuery;
 use slapos_domain::{InstanceId, RequestedState, State};
+use slapos_harness::http::{HttpConn, HttpError};
 use slapos_proto::marshal::Value;
 use slapos_proto::rpc::master::Consistency;
 use slapos_proto::slap;
@@ -206,7 +206,7 @@ fn parse_instance(body: &[u8]) -> Result<(u64, String, String), String> {
     Ok((id.0, computer.clone(), partition.clone()))
 }
 
-pub(crate) async fn post(
+pub async fn post(
     conn: &mut HttpConn,
     path: &str,
     form: &[(String, String)],
@@ -217,7 +217,7 @@ pub(crate) async fn post(
 
 /// What `slapos node format` would post for `partitions` partitions on the IPv6 network
 /// `<prefix>::`.
-pub(crate) fn computer_dict(reference: &str, partitions: usize, prefix: &str) -> Value {
+pub fn computer_dict(reference: &str, partitions: usize, prefix: &str) -> Value {
     let list: Vec<Value> = (0..partitions)
         .map(|i| {
             Value::str_dict([
@@ -318,7 +318,7 @@ pub async fn setup(
     Ok(out)
 }
 
-pub(crate) fn expect_ok(r: Result<u16, HttpError>, conn: &HttpConn) -> Result<(), String> {
+pub fn expect_ok(r: Result<u16, HttpError>, conn: &HttpConn) -> Result<(), String> {
     match r {
         Ok(200) => Ok(()),
         Ok(s) => Err(format!(
@@ -723,7 +723,7 @@ fn unique_stop(c: usize, last: u64) -> u64 {
 /// The journal `slapos node report` would post for `computer`, stopping at `stop_date`:
 /// one partition report per (partition, resource, quantity), put together by proto's
 /// own rendition of slapgrid (`journal_from_partition_reports`).
-pub(crate) fn journal_xml<'a>(
+pub fn journal_xml<'a>(
     computer: &str,
     stop_date: &str,
     lines: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,

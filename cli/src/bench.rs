@@ -159,7 +159,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("clear {}", dir.display()))?;
             }
-            let opts = chaos::bench::RaftBenchOptions {
+            let opts = slapos_bench::raft::RaftBenchOptions {
                 bin: std::env::current_exe()?,
                 dir: dir.clone(),
                 replicas: args.replicas,
@@ -172,7 +172,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                     election_timeout_max_ms: args.election_ms.get(1).copied().unwrap_or(600),
                 },
             };
-            let report = chaos::bench::run_raft_bench(&opts).await;
+            let report = slapos_bench::raft::run_raft_bench(&opts).await;
             let _ = std::fs::remove_dir_all(&dir);
             let report = report?;
             println!(
@@ -217,7 +217,7 @@ async fn run_slap(args: SlapArgs) -> Result<()> {
         .venv
         .or_else(|| std::env::var_os("SLAPOS_VENV").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/var/tmp/slapos-venv"));
-    let opts = chaos::slap_bench::SlapBenchOptions {
+    let opts = slapos_bench::slap::SlapBenchOptions {
         bin: std::env::current_exe()?,
         dir: dir.clone(),
         venv,
@@ -230,7 +230,7 @@ async fn run_slap(args: SlapArgs) -> Result<()> {
         poll_slapproxy: !args.no_slapproxy_pollers,
         requesters: args.requesters,
     };
-    let report = chaos::slap_bench::run_slap_bench(&opts, |m| eprintln!("bench slap: {m}")).await;
+    let report = slapos_bench::slap::run_slap_bench(&opts, |m| eprintln!("bench slap: {m}")).await;
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
     println!(
@@ -253,7 +253,7 @@ async fn run_usage(args: UsageArgs) -> Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
     }
-    let opts = chaos::usage_bench::UsageBenchOptions {
+    let opts = slapos_bench::usage::UsageBenchOptions {
         bin: std::env::current_exe()?,
         dir: dir.clone(),
         replicas: args.replicas,
@@ -264,7 +264,7 @@ async fn run_usage(args: UsageArgs) -> Result<()> {
         concurrency: args.concurrency,
     };
     let report =
-        chaos::usage_bench::run_usage_bench(&opts, |m| eprintln!("bench usage: {m}")).await;
+        slapos_bench::usage::run_usage_bench(&opts, |m| eprintln!("bench usage: {m}")).await;
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
     print!("{}", report.summary());
@@ -286,20 +286,20 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
     }
-    let opts = chaos::node_bench::NodeBenchOptions {
+    let opts = slapos_bench::node::NodeBenchOptions {
         bin: std::env::current_exe()?,
         dir: dir.clone(),
         replicas: args.replicas,
         steady: args.steady,
         fresh: args.fresh,
         runs: args.runs,
-        reference: (args.reference_partitions > 0).then(|| chaos::node_bench::ReferenceOptions {
+        reference: (args.reference_partitions > 0).then(|| slapos_bench::node::ReferenceOptions {
             partitions: args.reference_partitions,
             venv: args.node_venv.clone(),
             runs: args.runs,
         }),
     };
-    let report = chaos::node_bench::run_node_bench(&opts, |m| eprintln!("bench node: {m}")).await;
+    let report = slapos_bench::node::run_node_bench(&opts, |m| eprintln!("bench node: {m}")).await;
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
     print!("{}", report.summary());

@@ -17,7 +17,7 @@
 //!   client (`requests` through `urllib.parse.urlencode`) writes it.
 //!
 //! Used by the node agent (`slapgrid::client`), the CLI's JSON-RPC client
-//! (`slap_gateway::client`) and the chaos workload and benchmarks (`chaos::http`).
+//! (`slap_gateway::client`) and the chaos workload and benchmarks (`slapos_harness::http`).
 
 #![forbid(unsafe_code)]
 

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use axum::body::Body;
-use chaos::cluster::{free_port, ProcessCluster};
 use hyper::http::header;
 use hyper_util::rt::TokioIo;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use slap_gateway::server::GatewayConfig;
 use slapos_e2e::slapos_bin;
+use slapos_harness::{free_port, ProcessCluster};
 use slapos_proto::marshal::{self, Value};
 use tokio::net::TcpStream;
 

@@ -907,7 +907,7 @@ async fn through_the_http_server() -> Result<()> {
     use slap_gateway::server::{Gateway, GatewayConfig};
     let dir = tempfile::tempdir()?;
     let mut masters =
-        chaos::cluster::ProcessCluster::new(&slapos_e2e::slapos_bin(), &dir.path().join("m"));
+        slapos_harness::ProcessCluster::new(&slapos_e2e::slapos_bin(), &dir.path().join("m"));
     masters
         .start(1)
         .await

@@ -1,8 +1,8 @@
 //! The gateway over real sockets, in front of real master processes (`slapos master run`,
-//! through chaos's `ProcessCluster`): the node's round trip through a three-replica group
-//! (each answer compared with what the SLAP layer renders over a local state), bad input,
-//! an unavailable master, a write across a leader kill, and HTTPS through the `slapos
-//! gateway run` process.
+//! through the harness's `ProcessCluster`): the node's round trip through a three-replica
+//! group (each answer compared with what the SLAP layer renders over a local state), bad
+//! input, an unavailable master, a write across a leader kill, and HTTPS through the
+//! `slapos gateway run` process.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use axum::body::Body;
-use chaos::cluster::{free_port, ProcessCluster};
 use hyper::http::{header, HeaderMap, Method};
 use hyper_util::rt::TokioIo;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -21,6 +20,7 @@ use slap_gateway::slap::{serve_local, Endpoint, Method as SlapMethod, SlapContex
 use slapos_domain::Query as MasterQuery;
 use slapos_domain::{RequestId, State, Timestamp};
 use slapos_e2e::slapos_bin;
+use slapos_harness::{free_port, ProcessCluster};
 use slapos_proto::marshal::{self, Value};
 use slapos_proto::rpc::master::Consistency;
 use slapos_proto::slap::{Computer, ComputerPartition, SoftwareInstance};

@@ -6,8 +6,9 @@
 //! Every process is SIGKILLed when its guard is dropped, also when a test fails; a guard
 //! dropped by a failing test prints the tail of its log and keeps its directory.
 
-use crate::cluster::{free_port, Cluster};
+use crate::cluster::Cluster;
 use crate::slapos_bin;
+use slapos_harness::free_port;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -218,7 +219,7 @@ impl Proxy {
             .prefix("slapos-compat-proxy-")
             .tempdir()
             .expect("temporary directory");
-        let port = free_port();
+        let port = free_port().expect("a free loopback port");
         let addr = format!("127.0.0.1:{port}");
         let url = format!("http://{addr}/");
         let mut products = String::new();
@@ -380,7 +381,7 @@ impl GatewayProcess {
             .prefix("slapos-compat-gateway-")
             .tempdir()
             .expect("temporary directory");
-        let port = free_port();
+        let port = free_port().expect("a free loopback port");
         let addr = format!("127.0.0.1:{port}");
         let quoted: Vec<String> = masters.iter().map(|m| format!("{m:?}")).collect();
         let mut products = String::new();

@@ -10,12 +10,12 @@
 //! at the end. The invoices must match a computation by hand, no movement may be lost or
 //! doubled, and forged or malformed journals must be refused without changing anything.
 
-use chaos::cluster::ProcessCluster;
 use serde_json::{json, Value};
 use slapos_domain::Timestamp;
 use slapos_domain::{format_date, parse_date, Decimal};
 use slapos_e2e::compat::venv;
 use slapos_e2e::slapos_bin;
+use slapos_harness::ProcessCluster;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -7,6 +7,7 @@
 
 use slapos_e2e::agent::{open_dir, slapos, text, Up};
 use slapos_e2e::slapos_bin;
+use slapos_harness::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,14 +38,6 @@ impl Drop for Gateway {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The real client, as `identity`.
@@ -137,7 +130,7 @@ fn the_gateway_identifies_callers_by_certificate_and_enforces_the_table() {
     std::fs::write(&ca, &exported.stdout).unwrap();
 
     // The gateway: HTTPS with its own certificate, client certificates required.
-    let port = free_port();
+    let port = free_port().expect("a free port");
     let config = root.join("gw.toml");
     std::fs::write(
         &config,

@@ -1,7 +1,7 @@
 //! The real Python SlapOS node agent (slapos.core 1.26.1) against our master: `slapos up`
 //! runs the cluster, then `slapos node format`, `slapos node software` and `slapos node
 //! instance` (run as user `nobody`, unprivileged mode of slapgrid-behaviour.md 8.2/8.3)
-//! install tinysr (chaos/tinysr) from one of our gateways and run its instance to the
+//! install tinysr (harness/tinysr) from one of our gateways and run its instance to the
 //! end; the connection parameters the instance publishes come back through the slap
 //! library.
 //!
@@ -66,7 +66,7 @@ fn node_venv() -> PathBuf {
 /// `prepare` copies.
 fn tinysr(dir: &Path) -> PathBuf {
     let sr = dir.join("tinysr-source");
-    chaos::tinysr::write_source(&sr).expect("writing tinysr");
+    slapos_harness::tinysr::write_source(&sr).expect("writing tinysr");
     sr
 }
 

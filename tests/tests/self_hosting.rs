@@ -15,6 +15,7 @@
 
 use slapos_e2e::agent::{is_root, Up};
 use slapos_e2e::slapos_bin;
+use slapos_harness::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -27,12 +28,8 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn port() -> u16 {
+    free_port().expect("a free port")
 }
 
 #[test]
@@ -110,7 +107,7 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
     // instance requested, the operator's tokens made for the partition's addresses, and
     // the group watched until replica 3 votes.
     let release_dir = root.join("release");
-    let (raft_port, api_port, gateway_port) = (free_port(), free_port(), free_port());
+    let (raft_port, api_port, gateway_port) = (port(), port(), port());
     let operator_args = |extra: &[String]| -> Vec<String> {
         let mut args: Vec<String> = [
             "--via",

@@ -11,6 +11,7 @@
 
 use slapos_e2e::agent::{is_root, Up};
 use slapos_e2e::slapos_bin;
+use slapos_harness::free_port;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -338,13 +339,9 @@ impl Operator {
     }
 }
 
-fn free_port() -> String {
-    std::net::TcpListener::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string()
+/// A free port, as an argument.
+fn port() -> String {
+    free_port().expect("a free port").to_string()
 }
 
 fn voters(status: &serde_json::Value) -> Vec<u64> {
@@ -431,11 +428,11 @@ fn a_lost_region_s_replica_is_replaced_and_the_group_grows_to_five() {
             "--region",
             region,
             "--raft-port",
-            &free_port(),
+            &port(),
             "--api-port",
-            &free_port(),
+            &port(),
             "--gateway-port",
-            &free_port(),
+            &port(),
             "--timeout-secs",
             "180",
         ]

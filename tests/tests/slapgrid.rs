@@ -2,7 +2,7 @@
 //! real Unix users and real services:
 //!
 //! * against the real slapproxy (the reference's own master): format, install
-//!   tinysr (chaos/tinysr) with buildout, run its instance, publish its connection
+//!   tinysr (harness/tinysr) with buildout, run its instance, publish its connection
 //!   parameters, stop it, destroy it: what SlapOS's own node agent does in the same
 //!   scenario (tests/tests/node_agent.rs runs that one against our master);
 //! * against our cluster (`slapos up`): the same scenario plus a native release, the
@@ -29,7 +29,7 @@ use std::time::Duration;
 /// The tinysr copy with absolute paths (node_helper.py prepare), readable by every user.
 fn tinysr(root: &Path, url: &str) -> String {
     let source = root.join("tinysr-source");
-    chaos::tinysr::write_source(&source).unwrap();
+    slapos_harness::tinysr::write_source(&source).unwrap();
     let scratch = root.join("helper");
     let software = python(&[
         "prepare",

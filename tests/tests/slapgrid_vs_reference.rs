@@ -1,7 +1,7 @@
 //! Differential: the same scenario through SlapOS's own node agent (slapos.core 1.26.1,
 //! Python) and through ours, each against its own fresh slapproxy (the reference's
 //! master), observation by observation: format, supply and request
-//! tinysr (chaos/tinysr), software, instance (started), instance again (unchanged),
+//! tinysr (harness/tinysr), software, instance (started), instance again (unchanged),
 //! stopped, destroyed then `node report`. What the master says (allocation, connection
 //! parameters, freeing), which services run, and which files the partition holds must be
 //! the same, except the differences listed in `DELIBERATE`, each with its reason.
@@ -203,7 +203,7 @@ fn our_agent_and_slapos_cores_give_the_same_observable_results() {
     let root = open_dir(&dir);
     // The release both sides copy (the Python side as `nobody`: readable by all).
     let tinysr = root.join("tinysr-source");
-    chaos::tinysr::write_source(&tinysr).unwrap();
+    slapos_harness::tinysr::write_source(&tinysr).unwrap();
 
     // SlapOS's own agent against its slapproxy.
     let proxy_ref = Proxy::start(&compat_venv, COMPUTER, &[]);

@@ -191,12 +191,12 @@ fn port(base: Option<u16>, offset: u16) -> Result<u16, OperatorError> {
         Some(b) => b
             .checked_add(offset)
             .ok_or_else(|| OperatorError::Precondition("--base-port too high".into())),
-        None => free_ports(1),
+        None => consecutive_unused_ports(1),
     }
 }
 
 /// The first of `n` consecutive ports free on loopback now.
-fn free_ports(n: u16) -> Result<u16, OperatorError> {
+fn consecutive_unused_ports(n: u16) -> Result<u16, OperatorError> {
     let bind_error = |e| OperatorError::Spawn {
         program: "a listener on 127.0.0.1".into(),
         source: e,
@@ -697,7 +697,7 @@ async fn self_host(
                 let first = match base {
                     // after the seed's four ports
                     Some(b) => b.checked_add(4 + 3 * i as u16),
-                    None => Some(free_ports(3)?),
+                    None => Some(consecutive_unused_ports(3)?),
                 };
                 match first.map(|p| (p, p.checked_add(1), p.checked_add(2))) {
                     Some((raft_port, Some(api_port), Some(gateway_port))) => Some(Ports {

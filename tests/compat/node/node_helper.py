@@ -5,7 +5,7 @@
     python node_helper.py prepare ROOT MASTER_URL TINYSR_DIR COMPUTER
         writes ROOT/etc/slapos.cfg and ROOT/etc/def.cfg (unprivileged node, recipe of
         slapgrid-behaviour.md 8.2/8.3) and ROOT/tinysr, a copy of the tiny software
-        release (chaos/tinysr, which the test writes out to TINYSR_DIR) whose @TINYSR@
+        release (harness/tinysr, which the test writes out to TINYSR_DIR) whose @TINYSR@
         placeholder names the copy; prints the software URL.
     python node_helper.py supply MASTER_URL SOFTWARE_URL COMPUTER
     python node_helper.py request MASTER_URL SOFTWARE_URL COMPUTER TITLE [STATE]

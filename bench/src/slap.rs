@@ -1,16 +1,16 @@
 //! `slapos bench slap`: the client workload of the slapproxy baseline (the team's
 //! `slapproxy_bench.py`, not in this repository: format a computer, sequential instance
 //! requests, `getFullComputerInformation` through the real Python client and as plain
-//! HTTP), run by `chaos/bench/slap_workload.py` with the real slapos.core against a fresh
+//! HTTP), run by `bench/slap_workload.py` with the real slapos.core against a fresh
 //! slapproxy and against a fresh three-replica cluster (durable log writes) behind one
 //! gateway, per partition count; then concurrent pollers of `getFullComputerInformation`
 //! (plain HTTP/1.1 keep-alive GETs from Rust) against both.
 
-use crate::cluster::ProcessCluster;
-use crate::http::HttpConn;
 use http_client::Request;
 use serde::Serialize;
 use serde_json::Value;
+use slapos_harness::http::HttpConn;
+use slapos_harness::ProcessCluster;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// The driver, shipped inside the binary.
-pub const WORKLOAD_PY: &str = include_str!("../bench/slap_workload.py");
+pub const WORKLOAD_PY: &str = include_str!("../slap_workload.py");
 
 /// The computer both masters are asked about (slapproxy's `computer_id`, the gateway's
 /// `default_computer`).
@@ -55,7 +55,7 @@ pub enum SlapBenchError {
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
     #[error("cluster: {0}")]
-    Cluster(#[from] crate::cluster::ClusterError),
+    Cluster(#[from] slapos_harness::HarnessError),
     #[error("the workload failed against {side} ({partitions} partitions): {detail}")]
     Workload {
         side: String,
@@ -207,7 +207,7 @@ impl Server {
 
 async fn start_slapproxy(python: &Path, dir: &Path) -> Result<Server, SlapBenchError> {
     std::fs::create_dir_all(dir).map_err(|e| SlapBenchError::Io(dir.display().to_string(), e))?;
-    let port = crate::cluster::free_port()?;
+    let port = slapos_harness::free_port()?;
     let cfg = dir.join("slapos.cfg");
     let text = format!(
         "[slapos]\ncomputer_id = {COMPUTER_ID}\nmaster_url = http://127.0.0.1:{port}/\n\
@@ -257,7 +257,7 @@ async fn start_cluster(bin: &Path, dir: &Path, replicas: u64) -> Result<Server, 
     let mut cluster = ProcessCluster::new(bin, dir);
     cluster.start(replicas).await?;
     let pids = pids_mentioning(&dir.join("replica-").display().to_string());
-    let port = crate::cluster::free_port()?;
+    let port = slapos_harness::free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let config = dir.join("gateway.toml");
     let text = format!(

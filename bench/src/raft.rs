@@ -3,12 +3,12 @@
 //! concurrent writers, and the time from a leader's `kill -9` to the first write that
 //! succeeds again.
 
-use crate::cluster::{ClusterError, ProcessCluster};
 use master_client::MasterClient;
 use master_replica::node::Timers;
 use serde::Serialize;
 use slapos_domain::{AddressSpec, ComputerSpec, PartitionSpec};
 use slapos_domain::{Command, Op, RequestId};
+use slapos_harness::{HarnessError, ProcessCluster};
 use slapos_proto::rpc::master::submit_response;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -127,7 +127,7 @@ async fn level(
 
 /// Time from killing the leader to the first acknowledged write, probing every live
 /// replica every few milliseconds (followers forward to the new leader).
-async fn failover_once(cluster: &mut ProcessCluster, run: u64) -> Result<f64, ClusterError> {
+async fn failover_once(cluster: &mut ProcessCluster, run: u64) -> Result<f64, HarnessError> {
     let leader = cluster.wait_leader(Duration::from_secs(20)).await?;
     let others = cluster.api_addrs_except(leader);
     let mut probes: Vec<MasterClient> = others
@@ -160,7 +160,7 @@ async fn failover_once(cluster: &mut ProcessCluster, run: u64) -> Result<f64, Cl
             }
         }
         if t0.elapsed() > Duration::from_secs(30) {
-            return Err(ClusterError::Timeout(
+            return Err(HarnessError::Timeout(
                 "no write succeeded within 30 s of the kill".into(),
             ));
         }
@@ -180,7 +180,7 @@ async fn failover_once(cluster: &mut ProcessCluster, run: u64) -> Result<f64, Cl
     Ok(elapsed.as_secs_f64() * 1000.0)
 }
 
-pub async fn run_raft_bench(opts: &RaftBenchOptions) -> Result<RaftBenchReport, ClusterError> {
+pub async fn run_raft_bench(opts: &RaftBenchOptions) -> Result<RaftBenchReport, HarnessError> {
     let mut cluster = ProcessCluster::new(&opts.bin, &opts.dir);
     cluster.timers = opts.timers.clone();
     cluster.start(opts.replicas).await?;
@@ -214,7 +214,7 @@ pub async fn run_raft_bench(opts: &RaftBenchOptions) -> Result<RaftBenchReport, 
         },
     };
     let (outcome, _) = client.submit(&setup).await?;
-    outcome.map_err(|e| ClusterError::Domain(e.to_string()))?;
+    outcome.map_err(|e| HarnessError::Domain(e.to_string()))?;
     let mut levels = Vec::new();
     for (i, &w) in opts.writers.iter().enumerate() {
         let r = level(&client, w, opts.duration, i).await;

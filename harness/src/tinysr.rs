@@ -1,4 +1,4 @@
-//! tinysr, the tiny buildout software release of `chaos/tinysr/` (its software.cfg says
+//! tinysr, the tiny buildout software release of `harness/tinysr/` (its software.cfg says
 //! what it exercises), carried inside the binary so that `slapos bench node` needs no
 //! source tree, and written out for the tests that deploy it with our node agent and with
 //! SlapOS's own (tests/tests/slapgrid.rs, slapgrid_vs_reference.rs, node_agent.rs).
@@ -8,11 +8,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Where the release's files name the folder they are written to (zc.buildout has no
-/// `${:_profile_base_location_}`): [`write`] replaces it, as node_helper.py `prepare`
+/// `${:_profile_base_location_}`): [`write()`] replaces it, as node_helper.py `prepare`
 /// does for its copy of a [`write_source`] tree.
 pub const DIR_PLACEHOLDER: &str = "@TINYSR@";
 
-/// The release's files (path in the release, content), every one of `chaos/tinysr/`.
+/// The release's files (path in the release, content), every one of `harness/tinysr/`.
 pub const FILES: &[(&str, &str)] = &[
     ("software.cfg", include_str!("../tinysr/software.cfg")),
     (
@@ -36,8 +36,10 @@ pub const FILES: &[(&str, &str)] = &[
 fn write_files(dir: &Path, placeholder_to: Option<&str>) -> io::Result<()> {
     for (rel, text) in FILES {
         let path = dir.join(rel);
-        let parent = path.parent().expect("a file in a folder");
-        std::fs::create_dir_all(parent)?;
+        // every file of FILES is in a folder under `dir`, at least `dir` itself
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         let text = match placeholder_to {
             Some(to) => text.replace(DIR_PLACEHOLDER, to),
             None => (*text).to_owned(),
@@ -108,7 +110,7 @@ mod tests {
         on_disk.sort();
         let mut carried: Vec<String> = FILES.iter().map(|(rel, _)| rel.to_string()).collect();
         carried.sort();
-        assert_eq!(carried, on_disk, "chaos/tinysr/ and FILES differ");
+        assert_eq!(carried, on_disk, "harness/tinysr/ and FILES differ");
     }
 
     #[test]

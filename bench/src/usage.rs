@@ -8,12 +8,12 @@
 //! final resident memory. The invoice of the customer is then read back and its usage
 //! must sum to exactly what was posted.
 
-use crate::bench::percentile;
-use crate::cluster::{ClusterError, ProcessCluster};
-use crate::http::HttpConn;
-use crate::workload::{self, computer_dict, expect_ok, journal_xml};
+use crate::raft::percentile;
+use chaos::workload::{self, computer_dict, expect_ok, journal_xml};
 use serde::Serialize;
 use serde_json::Value;
+use slapos_harness::http::HttpConn;
+use slapos_harness::{HarnessError, ProcessCluster};
 use slapos_proto::marshal::Value as Marshal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,7 +39,7 @@ pub struct UsageBenchOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum UsageBenchError {
     #[error("cluster: {0}")]
-    Cluster(#[from] ClusterError),
+    Cluster(#[from] HarnessError),
     #[error("{0}")]
     Failed(String),
 }

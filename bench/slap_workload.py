@@ -5,7 +5,7 @@ baseline (slapproxy_bench.py), pointed at any SLAP master URL.
 Run it with the python of a virtualenv that has slapos.core==1.26.1 (the real
 client library):
 
-    $SLAPOS_VENV/bin/python chaos/bench/slap_workload.py --url http://127.0.0.1:PORT/ \
+    $SLAPOS_VENV/bin/python bench/slap_workload.py --url http://127.0.0.1:PORT/ \
         --partitions 200 --requests 200 --calls 200 [--server-pid PID ...]
 
 Against one FRESH master (it formats the computer), it

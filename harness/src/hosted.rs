@@ -1,21 +1,20 @@
-//! The group under test hosted in partitions: `slapos up`'s self-hosted default (a node
-//! per replica, each in its own network namespace, the replica and its gateway each in a
-//! partition of their own, so as two Unix users, supervised by the node's slapgrid,
-//! every link under mTLS), driven from outside as an operator and its users would.
+//! A group hosted in partitions: `slapos up`'s self-hosted default (a node per replica,
+//! each in its own network namespace, the replica and its gateway each in a partition of
+//! their own, so as two Unix users, supervised by the node's slapgrid, every link under
+//! mTLS), driven from outside as an operator and its users would. Chaos runs it with
+//! `--self-hosted` (`chaos`'s `Group` over it).
 //!
-//! Faults act on the nodes: a crash kills a node outright (its agent, its supervisor and
+//! What hurts it acts on the nodes: a crash kills a node outright (its agent, its supervisor and
 //! every process of its partitions' users, SIGKILL) and recovery starts its agent again
 //! in its namespace (the supervisor then restarts the replica from its data); a pause
 //! stops the replica's process; cuts are made in the router of `slapos up`'s network; a
 //! gateway is killed as its partition's user (every process of that user), and the
-//! node's supervisor restarts it on its own. The workload talks to
-//! the gateways in the partitions with certificates: the admin person's, and those of
-//! the two computers it formats, issued by the operator through the master API.
+//! node's supervisor restarts it on its own. Clients talk to the gateways in the
+//! partitions with certificates: the admin person's ([`HostedCluster::person_tls`]), and
+//! those of the computers named at the start ([`HostedCluster::computer_tls`]), issued by
+//! the operator through the master API.
 
-use crate::cluster::ClusterError;
-use crate::faults::FaultKind;
-use crate::group::Group;
-use crate::workload::{Identities, COMPUTER, SPARE_COMPUTER};
+use crate::HarnessError;
 use master_client::MasterClient;
 use serde_json::Value;
 use slapos_operator::netns::Network;
@@ -76,15 +75,18 @@ pub struct HostedCluster {
     gateways: BTreeMap<usize, String>,
     /// The network of `slapos up`, attached (cuts and heals only): the run takes it.
     pub net: Option<Network>,
-    pub identities: Identities,
+    /// The admin person's client configuration.
+    person: Arc<rustls::ClientConfig>,
+    /// The client configuration of each computer named at the start.
+    computers: BTreeMap<String, Arc<rustls::ClientConfig>>,
 }
 
-fn io(what: &str, e: std::io::Error) -> ClusterError {
-    ClusterError::Io(what.to_string(), e)
+fn io(what: &str, e: std::io::Error) -> HarnessError {
+    HarnessError::Io(what.to_string(), e)
 }
 
-fn bad(what: impl Into<String>) -> ClusterError {
-    ClusterError::Domain(what.into())
+fn bad(what: impl Into<String>) -> HarnessError {
+    HarnessError::Domain(what.into())
 }
 
 /// `pkill -<signal> <args>` (nothing matching is not an error).
@@ -97,8 +99,13 @@ fn pkill(signal: &str, args: &[&str]) {
 
 impl HostedCluster {
     /// `slapos up` with `replicas` nodes (and replicas) under `dir/up`, once it described
-    /// the group; the computers' certificates issued.
-    pub async fn start(bin: &Path, dir: &Path, replicas: u64) -> Result<Self, ClusterError> {
+    /// the group; the certificates of `computers` issued.
+    pub async fn start(
+        bin: &Path,
+        dir: &Path,
+        replicas: u64,
+        computers: &[&str],
+    ) -> Result<Self, HarnessError> {
         let up_dir = dir.join("up");
         let log = |name: &str| {
             std::fs::File::create(dir.join(name)).map_err(|e| io(&format!("create {name}"), e))
@@ -127,7 +134,7 @@ impl HostedCluster {
                 return Err(bad(format!("slapos up exited ({status}): {}", tail())));
             }
             if Instant::now() > deadline {
-                return Err(ClusterError::Timeout(format!(
+                return Err(HarnessError::Timeout(format!(
                     "slapos up described no group within 400 s: {}",
                     tail()
                 )));
@@ -138,13 +145,12 @@ impl HostedCluster {
         let cluster: Value =
             serde_json::from_slice(&text).map_err(|e| bad(format!("cluster.json: {e}")))?;
         let mut this = HostedCluster::describe(bin, dir, up, &cluster)?;
-        this.identities = this.issue_identities(&cluster).await?;
+        this.computers = this.issue_identities(&cluster, computers).await?;
         Ok(this)
     }
 
-    /// Nodes, replicas and gateways from `cluster.json` (a placeholder identity set until
-    /// the certificates are issued).
-    fn describe(bin: &Path, dir: &Path, up: UpProcess, c: &Value) -> Result<Self, ClusterError> {
+    /// Nodes, replicas and gateways from `cluster.json` (no computer's certificate yet).
+    fn describe(bin: &Path, dir: &Path, up: UpProcess, c: &Value) -> Result<Self, HarnessError> {
         let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
         let admin = &c["admin"];
         let operator_env = s(&admin["master_tls_env"]);
@@ -272,23 +278,24 @@ impl HostedCluster {
             replicas,
             nodes,
             gateways,
-            identities: Identities {
-                computer: person.clone(),
-                spare: person.clone(),
-                person,
-            },
+            person,
+            computers: BTreeMap::new(),
         })
     }
 
-    /// The admin's certificate for the person; the two computers' issued now by the
-    /// operator (a key made here, only its signing request sent).
-    async fn issue_identities(&self, c: &Value) -> Result<Identities, ClusterError> {
+    /// The computers' certificates issued now by the operator (a key made here, only its
+    /// signing request sent).
+    async fn issue_identities(
+        &self,
+        c: &Value,
+        computers: &[&str],
+    ) -> Result<BTreeMap<String, Arc<rustls::ClientConfig>>, HarnessError> {
         let admin = &c["admin"];
         let ca = PathBuf::from(admin["ca"].as_str().unwrap_or_default());
         let tls = self.dir.join("tls");
         std::fs::create_dir_all(&tls).map_err(|e| io("create tls/", e))?;
         let mut client = self.client().with_deadline(Duration::from_secs(30));
-        let mut issue = async |computer: &str| -> Result<Arc<rustls::ClientConfig>, ClusterError> {
+        let mut issue = async |computer: &str| -> Result<Arc<rustls::ClientConfig>, HarnessError> {
             let identity = slapos_domain::Identity::Computer(computer.to_string());
             let (key, csr) = slapos_ca::new_key_and_csr(&identity)
                 .map_err(|e| bad(format!("a key for {computer}: {e}")))?;
@@ -307,13 +314,24 @@ impl HostedCluster {
             std::fs::write(&key_path, key).map_err(|e| io("write a key", e))?;
             client_config(Some((&cert_path, &key_path)), &ca)
         };
-        let computer = issue(COMPUTER).await?;
-        let spare = issue(SPARE_COMPUTER).await?;
-        Ok(Identities {
-            person: self.identities.person.clone(),
-            computer,
-            spare,
-        })
+        let mut issued = BTreeMap::new();
+        for computer in computers {
+            issued.insert(computer.to_string(), issue(computer).await?);
+        }
+        Ok(issued)
+    }
+
+    /// The admin person's client configuration (its certificate from `cluster.json`).
+    pub fn person_tls(&self) -> Arc<rustls::ClientConfig> {
+        self.person.clone()
+    }
+
+    /// The client configuration of a computer named at the start.
+    pub fn computer_tls(&self, computer: &str) -> Result<Arc<rustls::ClientConfig>, HarnessError> {
+        self.computers
+            .get(computer)
+            .cloned()
+            .ok_or_else(|| bad(format!("no certificate issued for {computer}")))
     }
 
     /// The gateways in the partitions (`[address]:port`), by host.
@@ -338,51 +356,53 @@ impl HostedCluster {
             .and_then(|p| p.parse().ok())
     }
 
-    fn node_of(&self, id: u64) -> Result<usize, ClusterError> {
+    fn node_of(&self, id: u64) -> Result<usize, HarnessError> {
         self.replicas
             .get(&id)
             .map(|r| r.host)
-            .ok_or(ClusterError::Unknown(id))
+            .ok_or(HarnessError::Unknown(id))
     }
 }
 
 fn client_config(
     identity: Option<(&Path, &Path)>,
     ca: &Path,
-) -> Result<Arc<rustls::ClientConfig>, ClusterError> {
+) -> Result<Arc<rustls::ClientConfig>, HarnessError> {
     slapgrid::client::client_tls_config(identity, ca)
         .map(Arc::new)
         .map_err(|e| bad(format!("TLS client: {e}")))
 }
 
-impl Group for HostedCluster {
-    fn ids(&self) -> Vec<u64> {
+impl HostedCluster {
+    pub fn ids(&self) -> Vec<u64> {
         self.replicas.keys().copied().collect()
     }
 
-    fn api_addr(&self, id: u64) -> Option<&str> {
+    pub fn api_addr(&self, id: u64) -> Option<&str> {
         self.replicas.get(&id).map(|r| r.api_addr.as_str())
     }
 
-    fn is_running(&self, id: u64) -> bool {
+    /// Whether the node of replica `id` is up (not crashed).
+    pub fn is_running(&self, id: u64) -> bool {
         self.replicas
             .get(&id)
             .and_then(|r| self.nodes.get(&r.host))
             .is_some_and(|n| !n.down)
     }
 
-    fn host_of(&self, id: u64) -> Option<usize> {
+    pub fn host_of(&self, id: u64) -> Option<usize> {
         self.replicas.get(&id).map(|r| r.host)
     }
 
-    fn client(&self) -> MasterClient {
+    /// A client over every replica's API.
+    pub fn client(&self) -> MasterClient {
         MasterClient::new(self.api_addrs())
     }
 
     /// The node of replica `id`, killed outright.
-    fn crash(&mut self, id: u64) -> Result<String, ClusterError> {
+    pub fn crash(&mut self, id: u64) -> Result<String, HarnessError> {
         let host = self.node_of(id)?;
-        let node = self.nodes.get_mut(&host).ok_or(ClusterError::Unknown(id))?;
+        let node = self.nodes.get_mut(&host).ok_or(HarnessError::Unknown(id))?;
         if let Some(pid) = node.first_agent.take() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
         }
@@ -403,11 +423,11 @@ impl Group for HostedCluster {
 
     /// Its node's agent started again in its namespace: the supervisor comes back and
     /// restarts the replica and its gateway from the partition's data.
-    fn recover(&mut self, id: u64) -> Result<(), ClusterError> {
+    pub fn recover(&mut self, id: u64) -> Result<(), HarnessError> {
         let host = self.node_of(id)?;
         let bin = self.bin.clone();
         let log_path = self.dir.join(format!("agent-{host}.log"));
-        let node = self.nodes.get_mut(&host).ok_or(ClusterError::Unknown(id))?;
+        let node = self.nodes.get_mut(&host).ok_or(HarnessError::Unknown(id))?;
         // 0640, root's: the partition users may not read what the agent logs.
         let log =
             slapgrid::node::open_log(&log_path, true).map_err(|e| io("open the agent's log", e))?;
@@ -427,7 +447,8 @@ impl Group for HostedCluster {
         Ok(())
     }
 
-    fn signal(&self, id: u64, signal: &str) -> Result<(), ClusterError> {
+    /// A signal (`STOP`, `CONT`) to replica `id`'s process.
+    pub fn signal(&self, id: u64, signal: &str) -> Result<(), HarnessError> {
         let pid = self
             .replica_pid(id)
             .ok_or_else(|| bad(format!("replica {id} runs no process")))?;
@@ -436,7 +457,7 @@ impl Group for HostedCluster {
             .output()
             .map_err(|e| io("kill", e))?;
         if !out.status.success() {
-            return Err(ClusterError::Command {
+            return Err(HarnessError::Command {
                 args: format!("kill -{signal} {pid}"),
                 output: String::from_utf8_lossy(&out.stderr).into(),
             });
@@ -444,32 +465,22 @@ impl Group for HostedCluster {
         Ok(())
     }
 
-    async fn replace_wiped(&mut self, _old: u64, _new: u64) -> Result<(), ClusterError> {
-        Err(bad(
-            "a hosted replica is replaced with `slapos cluster add-replica` and \
-             `remove-replica` (tests/self_hosting*.rs), not within a fault's hold",
-        ))
-    }
-
-    fn gateway_addrs(&self) -> Vec<(usize, String)> {
+    /// The gateways by host.
+    pub fn gateway_addrs(&self) -> Vec<(usize, String)> {
         self.gateways.iter().map(|(h, a)| (*h, a.clone())).collect()
     }
 
     /// Every process of the gateway's partition user (the gateway, and whatever promise
     /// of its partition runs).
-    fn kill_gateway(&mut self, host: usize) {
+    pub fn kill_gateway(&mut self, host: usize) {
         if let Some(r) = self.replicas.values().find(|r| r.host == host) {
             pkill("KILL", &["-u", &r.gateway_user]);
         }
     }
 
-    /// Nothing to do: the gateway is a watched service of its partition, which the
-    /// node's supervisor restarts by itself.
-    fn recover_gateway(&mut self, _host: usize) -> Result<(), ClusterError> {
-        Ok(())
-    }
-
-    fn restore_all(&mut self) {
+    /// Undo whatever was done to it: SIGCONT every replica, every crashed node's agent
+    /// started again.
+    pub fn restore_all(&mut self) {
         let ids = self.ids();
         for id in &ids {
             if self.is_running(*id) {
@@ -482,20 +493,16 @@ impl Group for HostedCluster {
 
     /// Every replica's process killed: its supervisor restarts it from the partition's
     /// data.
-    fn restart_all_from_disk(&mut self) -> Result<(), ClusterError> {
+    pub fn restart_all_from_disk(&mut self) -> Result<(), HarnessError> {
         for r in self.replicas.values() {
             pkill("KILL", &["-u", &r.user, "-f", "master run --config"]);
         }
         Ok(())
     }
-
-    fn not_injectable(&self) -> Vec<FaultKind> {
-        vec![FaultKind::WipeRejoin]
-    }
 }
 
 impl Drop for HostedCluster {
-    /// The agents this harness started, then `slapos up` (which stops the nodes, removes
+    /// The agents it started, then `slapos up` (which stops the nodes, removes
     /// their users and its namespaces).
     fn drop(&mut self) {
         for node in self.nodes.values_mut() {

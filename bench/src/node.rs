@@ -14,9 +14,9 @@
 //! partitions' state machine, the supervisor); the master is a replica group behind a
 //! gateway.
 
-use crate::cluster::{ClusterError, ProcessCluster};
 use serde::Serialize;
 use slapgrid::client::SlapClient;
+use slapos_harness::{HarnessError, ProcessCluster};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ pub struct NodeBenchOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeBenchError {
     #[error("cluster: {0}")]
-    Cluster(#[from] ClusterError),
+    Cluster(#[from] HarnessError),
     #[error("{0}")]
     Failed(String),
 }
@@ -378,7 +378,7 @@ impl NodeBenchReport {
 
 /// The reference run: SlapOS's own node agent (slapos.core 1.26.1, Python) and ours,
 /// each on its own computer of the same cluster, both deploying `partitions` instances
-/// of the buildout release tinysr ([`crate::tinysr`]), then running again unchanged.
+/// of the buildout release tinysr ([`slapos_harness::tinysr`]), then running again unchanged.
 /// The Python agent runs as `nobody` in its unprivileged mode (slapgrid-behaviour.md
 /// 8.2/8.3), ours as root with a Unix user per partition.
 pub struct ReferenceOptions {
@@ -422,7 +422,7 @@ fn open_tree(p: &Path) {
 
 /// tinysr written out under `dir`, readable by every user; its URL.
 fn prepare_tinysr(dir: &Path) -> Result<String, NodeBenchError> {
-    let url = crate::tinysr::write(&dir.join("tinysr"))
+    let url = slapos_harness::tinysr::write(&dir.join("tinysr"))
         .map_err(|e| failed(format!("writing tinysr: {e}")))?;
     open_tree(dir);
     Ok(url.display().to_string())

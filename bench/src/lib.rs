@@ -1,0 +1,20 @@
+//! The benchmarks of `slapos bench`: each starts real processes through
+//! `slapos-harness`, measures, and returns a report the command prints and writes as
+//! JSON. Nothing here is needed at run time.
+//!
+//! - [`raft`] (`slapos bench raft`): commit throughput and latency of the replica group,
+//!   and the time to a new leader after a `kill -9`.
+//! - [`slap`] (`slapos bench slap`): the Python client's workload (`slap_workload.py`)
+//!   against slapproxy and against our gateway, then keep-alive load on both.
+//! - [`usage`] (`slapos bench usage`): a fleet's daily usage journals through
+//!   `useComputer` (the chaos workload's journals), every one posted again, the
+//!   replicas' peak memory, and the invoice read back.
+//! - [`node`] (`slapos bench node`): one node agent deploying and re-running many
+//!   partitions, and instances requested at once until their services run.
+
+#![forbid(unsafe_code)]
+
+pub mod node;
+pub mod raft;
+pub mod slap;
+pub mod usage;
