@@ -267,10 +267,6 @@ impl MasterService {
         let caller = crate::tls::peer_identity(&request)
             .map_or_else(|| "a caller".to_string(), |c| c.common_name());
         let req = request.into_inner();
-        // Whoever asks (a plain group has no identities): keys leave the masters only for
-        // a computer marked as running SlapOS's Python agent.
-        self.state
-            .read(|s, _| rules::check_key_delivery(s, &caller, &req.computer))?;
         if !self.is_leader() {
             let r = self
                 .ask_leader(
@@ -288,6 +284,12 @@ impl MasterService {
                 .await;
             return Ok(Response::new(r));
         }
+        // Whoever asks (a plain group has no identities): keys leave the masters only for
+        // a computer marked as running SlapOS's Python agent. Checked here, on the leader,
+        // whose state has every write it acknowledged: a follower may not have applied
+        // the computer yet.
+        self.state
+            .read(|s, _| rules::check_key_delivery(s, &caller, &req.computer))?;
         Ok(Response::new(PartitionCertificateResponse {
             result: Some(
                 match self.partition_pair(&req.computer, &req.partition).await {
