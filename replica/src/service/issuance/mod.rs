@@ -222,10 +222,27 @@ impl MasterService {
         // Under mTLS a gateway has issued only what a registration or a renewal it
         // relays needs, each proven by what the gateway cannot make (`issuance.rs`);
         // servers' and operators' certificates are the operator's.
+        // Checked where the caller is known (a forwarded request names the replica that
+        // forwards it). A follower may lag the leader (a token created a moment ago): its
+        // refusal sends the caller to the leader, whose state has every write it
+        // acknowledged, and only the leader's refusal is final.
         if let Some(slapos_ca::Identity::Gateway(g)) = &caller {
             let now = std::time::SystemTime::now();
-            self.state
-                .read(|s, _| rules::check_gateway_request(s, g, &mut req, now))?;
+            if let Err(refused) = self
+                .state
+                .read(|s, _| rules::check_gateway_request(s, g, &mut req, now))
+            {
+                if self.is_leader() {
+                    return Err(refused);
+                }
+                return Ok(Response::new(IssueResponse {
+                    result: Some(match self.leader_hint() {
+                        Some(h) => issue_response::Result::NotLeader(h),
+                        None => issue_response::Result::Unavailable(NO_LEADER.into()),
+                    }),
+                    serial: String::new(),
+                }));
+            }
         }
         if !self.is_leader() {
             let r = self
