@@ -7,6 +7,7 @@
 // is sound (DESIGN.md, "System calls").
 #![deny(unsafe_code)]
 
+pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod daemon;
@@ -15,6 +16,7 @@ pub mod format;
 pub mod fsutil;
 pub mod ini;
 pub mod instance;
+pub mod limits;
 pub mod native;
 pub mod node;
 pub mod partcert;

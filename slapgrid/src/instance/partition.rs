@@ -36,6 +36,15 @@ impl From<crate::supervisor::SupervisorError> for PartitionError {
     }
 }
 
+impl From<crate::limits::LimitsError> for PartitionError {
+    fn from(e: crate::limits::LimitsError) -> Self {
+        match e {
+            crate::limits::LimitsError::Node(e) => PartitionError::Node(e),
+            other => PartitionError::Failed(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::process::ProcessError> for PartitionError {
     fn from(e: crate::process::ProcessError) -> Self {
         PartitionError::Node(e.into())
