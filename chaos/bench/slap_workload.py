@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The client side of `slapos bench slap`: the workload of
-../shared/reference/bench/slapproxy_bench.py, pointed at any SLAP master URL.
+"""The client side of `slapos bench slap`: the workload of the team's slapproxy
+baseline (slapproxy_bench.py), pointed at any SLAP master URL.
 
 Run it with the python of a virtualenv that has slapos.core==1.26.1 (the real
 client library):

@@ -2,9 +2,9 @@
 //! asked: on loopback ports, or each on its own host (network namespace) of a
 //! [`Network`].
 
-use crate::netns::Network;
 use master_client::MasterClient;
 use master_replica::node::{ReplicaConfig, SnapshotPolicy, Timers};
+use slapos_operator::netns::Network;
 use slapos_proto::rpc::master::AddReplicaRequest;
 use std::collections::BTreeMap;
 use std::fs::File;

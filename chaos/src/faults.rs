@@ -2,10 +2,10 @@
 //! the report says of each (the time until the group had a leader again).
 
 use crate::group::Group;
-use crate::netns::Network;
 use crate::workload::{Rng, RunClock};
 use master_client::MasterClient;
 use serde::Serialize;
+use slapos_operator::netns::Network;
 use std::time::{Duration, Instant};
 
 /// The kinds of fault the schedule draws from.

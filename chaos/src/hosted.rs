@@ -15,10 +15,10 @@
 use crate::cluster::ClusterError;
 use crate::faults::FaultKind;
 use crate::group::Group;
-use crate::netns::Network;
 use crate::workload::{Identities, COMPUTER, SPARE_COMPUTER};
 use master_client::MasterClient;
 use serde_json::Value;
+use slapos_operator::netns::Network;
 use slapos_proto::rpc::master::IssueRequest;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

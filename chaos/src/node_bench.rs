@@ -197,7 +197,6 @@ pub async fn run_node_bench(
     let reference = opts.reference.as_ref().map(|r| ReferenceOptions {
         partitions: r.partitions,
         venv: r.venv.clone(),
-        tinysr: r.tinysr.clone(),
         runs: r.runs,
     });
     let blocking = tokio::task::spawn_blocking(move || {
@@ -379,7 +378,7 @@ impl NodeBenchReport {
 
 /// The reference run: SlapOS's own node agent (slapos.core 1.26.1, Python) and ours,
 /// each on its own computer of the same cluster, both deploying `partitions` instances
-/// of the buildout release ../shared/reference/tinysr, then running again unchanged.
+/// of the buildout release tinysr ([`crate::tinysr`]), then running again unchanged.
 /// The Python agent runs as `nobody` in its unprivileged mode (slapgrid-behaviour.md
 /// 8.2/8.3), ours as root with a Unix user per partition.
 pub struct ReferenceOptions {
@@ -387,8 +386,6 @@ pub struct ReferenceOptions {
     /// The node venv (Python 3.12 with slapos.core 1.26.1, zc.buildout < 5, supervisor),
     /// made by tests/compat/node/setup-node-venv.sh.
     pub venv: PathBuf,
-    /// The tiny buildout release (`reference/tinysr`).
-    pub tinysr: PathBuf,
     pub runs: usize,
 }
 
@@ -407,20 +404,6 @@ pub struct SideBySide {
     pub ours: AgentFigures,
 }
 
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
 fn open_tree(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(p) {
@@ -437,21 +420,12 @@ fn open_tree(p: &Path) {
     }
 }
 
-/// A copy of tinysr whose paths are absolute (its software.cfg names them relative to
-/// the reference folder), readable by every user.
-fn prepare_tinysr(source: &Path, dir: &Path) -> Result<String, NodeBenchError> {
-    let io = |e: std::io::Error| failed(format!("tinysr copy: {e}"));
-    let to = dir.join("tinysr");
-    copy_tree(source, &to).map_err(io)?;
-    let cfg = to.join("software.cfg");
-    let text = std::fs::read_to_string(&cfg).map_err(io)?;
-    std::fs::write(
-        &cfg,
-        text.replace("reference/tinysr/", &format!("{}/", to.display())),
-    )
-    .map_err(io)?;
+/// tinysr written out under `dir`, readable by every user; its URL.
+fn prepare_tinysr(dir: &Path) -> Result<String, NodeBenchError> {
+    let url = crate::tinysr::write(&dir.join("tinysr"))
+        .map_err(|e| failed(format!("writing tinysr: {e}")))?;
     open_tree(dir);
-    Ok(cfg.display().to_string())
+    Ok(url.display().to_string())
 }
 
 /// `runuser -u nobody -- slapos node <args>` from the venv; the time it took.
@@ -527,7 +501,7 @@ fn side_by_side(
     let n = reference.partitions;
     let runs = reference.runs.max(1);
     let client = SlapClient::new(urls, None, None).map_err(|e| failed(e.to_string()))?;
-    let software = prepare_tinysr(&reference.tinysr, &dir.join("ref"))?;
+    let software = prepare_tinysr(&dir.join("ref"))?;
     let request = |computer: &str| -> Result<(), NodeBenchError> {
         client
             .supply(&software, computer, "available")

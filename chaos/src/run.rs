@@ -10,13 +10,13 @@ use crate::faults::Faults;
 pub use crate::faults::{FaultEvent, FaultKind};
 use crate::group::Group;
 use crate::hosted::HostedCluster;
-use crate::netns::Network;
 use crate::workload::{
     self, ClientOptions, History, Identities, Key, OpKind, OpRecord, Outcome, Rng, RunClock,
 };
 use master_client::MasterClient;
 use slapos_domain::Query as MasterQuery;
 use slapos_domain::State;
+use slapos_operator::netns::Network;
 use slapos_proto::rpc::master::Consistency;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -28,7 +28,7 @@ pub enum ChaosError {
     #[error("cluster: {0}")]
     Cluster(#[from] ClusterError),
     #[error("network: {0}")]
-    Net(#[from] crate::netns::NetError),
+    Net(#[from] slapos_operator::netns::NetError),
     #[error("{0}")]
     Workload(#[from] workload::WorkloadError),
     #[error("{0}: {1}")]

@@ -1,5 +1,5 @@
-//! `slapos bench slap`: the client workload of the slapproxy baseline
-//! (`../shared/reference/bench/slapproxy_bench.py`: format a computer, sequential instance
+//! `slapos bench slap`: the client workload of the slapproxy baseline (the team's
+//! `slapproxy_bench.py`, not in this repository: format a computer, sequential instance
 //! requests, `getFullComputerInformation` through the real Python client and as plain
 //! HTTP), run by `chaos/bench/slap_workload.py` with the real slapos.core against a fresh
 //! slapproxy and against a fresh three-replica cluster (durable log writes) behind one
@@ -8,6 +8,7 @@
 
 use crate::cluster::ProcessCluster;
 use crate::http::HttpConn;
+use http_client::Request;
 use serde::Serialize;
 use serde_json::Value;
 use std::fs::File;
@@ -334,10 +335,11 @@ pub async fn poll_full_info(
     partitions: usize,
     duration: Duration,
 ) -> PollResult {
-    let request = format!(
-        "GET /getFullComputerInformation?computer_id={COMPUTER_ID} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
+    let request = Request::get_query(
+        "/getFullComputerInformation",
+        &[("computer_id", COMPUTER_ID)],
     )
-    .into_bytes();
+    .header("Accept", "*/*");
     hammer(addr, pollers, partitions, duration, move |_, _| {
         request.clone()
     })
@@ -353,17 +355,11 @@ pub async fn rerequest_instances(
     partitions: usize,
     duration: Duration,
 ) -> PollResult {
-    let addr_owned = addr.to_string();
     hammer(addr, clients, partitions, duration, move |c, n| {
         let i = (c + n * clients) % partitions.max(1);
         let fields = rerequest_form(i, c, n);
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let body = crate::http::form_urlencode(&fields);
-        format!(
-            "POST /requestComputerPartition HTTP/1.1\r\nHost: {addr_owned}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
+        Request::post_form("/requestComputerPartition", &fields)
     })
     .await
 }
@@ -399,7 +395,7 @@ async fn hammer(
     clients: usize,
     partitions: usize,
     duration: Duration,
-    request: impl Fn(usize, usize) -> Vec<u8> + Send + Sync + 'static,
+    request: impl Fn(usize, usize) -> Request + Send + Sync + 'static,
 ) -> PollResult {
     let request = std::sync::Arc::new(request);
     let start = Instant::now();
@@ -419,7 +415,7 @@ async fn hammer(
                 let req = request(c, n);
                 n += 1;
                 let t0 = Instant::now();
-                match tokio::time::timeout(Duration::from_secs(120), conn.get(&req)).await {
+                match tokio::time::timeout(Duration::from_secs(120), conn.get(req)).await {
                     Ok(Ok(len)) => {
                         lat.push(t0.elapsed().as_micros() as u64);
                         bytes = len;

@@ -338,13 +338,9 @@ pub async fn run_usage_bench(
     progress("reading the invoice back");
     let read = Instant::now();
     let body = serde_json::json!({"from": "1970-01-01", "to": "2100-01-01"}).to_string();
-    let request = format!(
-        "POST /slapos.get.v0.invoice HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
     let mut conn = HttpConn::new(gateways[0].clone());
     let status = conn
-        .exchange(request.as_bytes())
+        .post_json("/slapos.get.v0.invoice", &body)
         .await
         .map_err(|e| failed(format!("invoice: {e}")))?;
     let invoice_seconds = read.elapsed().as_secs_f64();

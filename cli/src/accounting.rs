@@ -458,7 +458,7 @@ pub async fn computer(cmd: ComputerCommand) -> Result<()> {
                     Some(_) => Some(AllocationScope::Friends(friends)),
                 };
                 crate::master::tls_from_env()?;
-                crate::master::submit_op(
+                slapos_operator::authority::submit_op(
                     via,
                     "policy",
                     slapos_domain::Op::SetComputerPolicy {

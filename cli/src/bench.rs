@@ -42,16 +42,12 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Partitions of the side-by-side run with SlapOS's own node agent (tinysr, a
-    /// buildout release, on both); 0 skips it.
+    /// buildout release carried in this binary, on both); 0 skips it.
     #[arg(long, default_value_t = 10)]
     reference_partitions: usize,
     /// The node venv with slapos.core 1.26.1 (tests/compat/node/setup-node-venv.sh).
     #[arg(long, default_value = "/var/tmp/slapos-node-venv")]
     node_venv: PathBuf,
-    /// The reference folder holding tinysr (default $SLAPOS_REFERENCE_DIR, else
-    /// ../shared/reference).
-    #[arg(long)]
-    reference_dir: Option<PathBuf>,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -300,12 +296,6 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         reference: (args.reference_partitions > 0).then(|| chaos::node_bench::ReferenceOptions {
             partitions: args.reference_partitions,
             venv: args.node_venv.clone(),
-            tinysr: args
-                .reference_dir
-                .clone()
-                .or_else(|| std::env::var_os("SLAPOS_REFERENCE_DIR").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from("../shared/reference"))
-                .join("tinysr"),
             runs: args.runs,
         }),
     };

@@ -1,9 +1,9 @@
 //! `slapos chaos run`: wiring to the chaos crate's harness.
 
 use anyhow::{bail, Context, Result};
-use chaos::netns::Network;
 use chaos::run::{run as chaos_run, ChaosOptions, FaultKind};
 use clap::{Args, Subcommand};
+use slapos_operator::netns::Network;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -44,7 +44,7 @@ pub async fn run(cmd: GatewayCommand) -> Result<()> {
                 .await
                 .context("cannot start the gateway")?;
             println!("gateway serving SLAP at {}", gateway.url());
-            crate::wait_for_signal().await?;
+            crate::signal::wait_for_signal().await?;
             tracing::info!("shutting down");
             gateway.shutdown().await;
             Ok(())

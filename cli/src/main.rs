@@ -4,15 +4,15 @@
 
 mod accounting;
 mod bench;
-mod bootstrap;
 mod chaos;
 mod demo;
 mod gateway;
 mod master;
 mod node;
+mod progress;
 mod selfhost;
+mod signal;
 mod up;
-mod up_node;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -113,14 +113,4 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
-}
-
-/// Until SIGINT or SIGTERM.
-pub(crate) async fn wait_for_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }

@@ -1,11 +1,13 @@
-//! `slapos master ...` and `slapos cluster ...`: wiring to master_replica.
+//! `slapos master ...`, `slapos cluster ...` and `slapos user ...`: wiring to
+//! master_replica (a replica's own commands) and to slapos_operator (what an operator
+//! does to the group).
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
 use master_client::MasterClient;
 use master_replica::node::{Replica, ReplicaConfig};
-use serde::Serialize;
-use slapos_proto::rpc::master::{AddReplicaRequest, StatusResponse};
+use slapos_operator::authority;
+use slapos_proto::rpc::master::AddReplicaRequest;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -73,7 +75,7 @@ pub enum ClusterCommand {
     /// From a seed group to a master hosted only in partitions of the given computers, one
     /// replica per region: each replica added and caught up, the seeds removed (each step
     /// printed; run again to resume).
-    Bootstrap(crate::bootstrap::BootstrapArgs),
+    Bootstrap(crate::selfhost::BootstrapArgs),
     /// Add a replica hosted in a partition of a computer (the slapos-master release):
     /// supplied, requested, enrolled with one-time tokens, joined; waits until it votes.
     AddReplica(crate::selfhost::AddReplicaArgs),
@@ -196,7 +198,7 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
                 config.api_addr,
                 config.data_dir.display()
             );
-            crate::wait_for_signal().await?;
+            crate::signal::wait_for_signal().await?;
             tracing::info!("shutting down");
             replica.shutdown().await;
             Ok(())
@@ -283,39 +285,12 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
             ca,
             out,
         } => {
-            let wanted = slapos_domain::Identity::parse(&identity)?;
-            let (key, csr) = slapos_ca::new_key_and_csr(&wanted)?;
-            let client = slapgrid::client::SlapClient::new(
-                &[slapgrid::config::normalize_master_url(&gateway)],
-                None,
-                Some(ca.as_path()),
-            )?;
-            let answer = client.post(
-                "enrollServerWithToken",
-                &[("token", token.trim()), ("csr", &csr)],
-                None,
-            )?;
-            let answer: serde_json::Value =
-                serde_json::from_slice(&answer).context("the gateway's answer is not JSON")?;
-            let certificate = answer["certificate"]
-                .as_str()
-                .context("the gateway's answer has no certificate")?;
-            let (granted, serial) = slapos_ca::identity_of_pem(certificate)?;
-            if granted != wanted {
-                bail!(
-                    "the token granted {} where {} was expected: nothing written",
-                    granted.common_name(),
-                    wanted.common_name()
-                );
-            }
-            let (cert_path, key_path) = write_pair(&out, &identity, &key, certificate)?;
-            if let Some(ca_pem) = answer["ca"].as_str() {
-                std::fs::write(out.join("ca.pem"), ca_pem)?;
-            }
+            let issued = authority::enroll(&gateway, &token, &identity, &ca, &out)?;
             println!(
-                "enrolled {identity} (serial {serial:x}): {} {}",
-                cert_path.display(),
-                key_path.display()
+                "enrolled {identity} (serial {}): {} {}",
+                issued.serial,
+                issued.cert.display(),
+                issued.key.display()
             );
             Ok(())
         }
@@ -326,40 +301,6 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
             Ok(())
         }
     }
-}
-
-#[derive(Serialize)]
-struct MemberStatus {
-    id: u64,
-    role: String,
-    state: Option<String>,
-    raft_addr: String,
-    api_addr: String,
-    region: String,
-    /// `computer/partition` of a replica hosted in a partition.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hosted_by: Option<String>,
-    /// The SLAP gateway beside it, when it has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gateway_url: Option<String>,
-    term: Option<u64>,
-    last_log_index: Option<u64>,
-    committed_index: Option<u64>,
-    applied_index: Option<u64>,
-    /// Entries behind the leader's last log index (from the leader's replication state).
-    lag: u64,
-    snapshot_index: Option<u64>,
-    purged_index: Option<u64>,
-    log_size_bytes: Option<u64>,
-    snapshot_size_bytes: Option<u64>,
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct ClusterStatus {
-    leader: Option<u64>,
-    term: u64,
-    members: Vec<MemberStatus>,
 }
 
 /// Creates the CA and applies `InstallAuthority` on the new group's only replica.
@@ -383,90 +324,6 @@ async fn install_authority(replica: &Replica, config: &ReplicaConfig) -> Result<
         Some(Ok(_)) => Ok(()),
         Some(Err(e)) => bail!("installing the certificate authority: {e}"),
         None => bail!("installing the certificate authority: no outcome"),
-    }
-}
-
-/// A key made here, its CSR signed by the group for `identity`: writes
-/// `<out>/<identity with - for :>.key` (0600) and `.crt`; (certificate, key, serial).
-pub(crate) async fn issue_to_files(
-    via: Vec<String>,
-    identity: &str,
-    out: &std::path::Path,
-    dns: Vec<String>,
-    ip: Vec<String>,
-    validity_secs: Option<u64>,
-) -> Result<(PathBuf, PathBuf, String)> {
-    let parsed = slapos_domain::Identity::parse(identity)?;
-    let (key, csr) = slapos_ca::new_key_and_csr(&parsed)?;
-    let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(30));
-    let (pem, serial) = client
-        .issue(&slapos_proto::rpc::master::IssueRequest {
-            csr_pem: csr,
-            identity: identity.to_owned(),
-            validity_secs: validity_secs.unwrap_or(0),
-            dns_names: dns,
-            ip_addresses: ip,
-            ..Default::default()
-        })
-        .await?;
-    let (cert_path, key_path) = write_pair(out, identity, &key, &pem)?;
-    Ok((cert_path, key_path, serial))
-}
-
-/// Writes `<out>/<identity with - for :>.key` (0600) and `.crt`; (certificate, key).
-fn write_pair(
-    out: &std::path::Path,
-    identity: &str,
-    key: &str,
-    cert: &str,
-) -> Result<(PathBuf, PathBuf)> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(out)?;
-    let name = identity.replace(':', "-");
-    let key_path = out.join(format!("{name}.key"));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&key_path)?
-        .write_all(key.as_bytes())?;
-    let cert_path = out.join(format!("{name}.crt"));
-    std::fs::write(&cert_path, cert)?;
-    Ok((cert_path, key_path))
-}
-
-/// A one-time token enrolling `identity` (a replica or gateway) with these names, valid
-/// for `ttl`, made through the master API (an operator's command); the token itself.
-pub(crate) async fn server_token(
-    via: Vec<String>,
-    identity: slapos_domain::Identity,
-    dns_names: Vec<String>,
-    ip_addresses: Vec<String>,
-    ttl: Duration,
-) -> Result<String> {
-    let (token, hash) =
-        slap_gateway::server::register::new_token().context("no randomness for a token")?;
-    let expires_at = slapos_domain::Timestamp(
-        master_client::proposer_time()
-            .0
-            .saturating_add(ttl.as_micros() as u64),
-    );
-    let op = slapos_domain::Op::CreateToken {
-        hash,
-        owner: "operator".into(),
-        computer: String::new(),
-        expires_at,
-        server: Some(slapos_domain::ServerGrant {
-            identity,
-            dns_names,
-            ip_addresses,
-        }),
-    };
-    match submit_op(via, "token", op).await? {
-        slapos_domain::Reply::Done => Ok(token),
-        other => bail!("unexpected answer {other:?}"),
     }
 }
 
@@ -528,7 +385,7 @@ pub async fn user(cmd: UserCommand) -> Result<()> {
             person,
             revoke,
         } => {
-            set_admin(via, &person, !revoke).await?;
+            authority::set_admin(via, &person, !revoke).await?;
             if revoke {
                 println!("{person} is no longer an admin");
             } else {
@@ -543,91 +400,31 @@ pub async fn user(cmd: UserCommand) -> Result<()> {
             out,
             admin,
         } => {
-            let identity = format!("person:{person}");
-            if admin {
-                set_admin(via.clone(), &person, true).await?;
-            }
-            let (cert, key, serial) =
-                issue_to_files(via.clone(), &identity, &out, Vec::new(), Vec::new(), None).await?;
-            let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(20));
-            let ca = out.join("ca.pem");
-            std::fs::write(&ca, client.authority().await?)?;
-            let cfg = out.join("slapos-client.cfg");
-            std::fs::write(
-                &cfg,
-                format!(
-                    "# {person}'s client configuration: slapos request --cfg {}\n[slapos]\nmaster_url = {gateway}\n\n\
-                     [slapconsole]\ncert_file = {}\nkey_file = {}\n",
-                    cfg.display(),
-                    cert.display(),
-                    key.display()
-                ),
-            )?;
+            let added = authority::add_person(via, &person, &gateway, &out, admin).await?;
             println!(
-                "added {person} (certificate serial {serial}): {}, {}, {}, {}",
-                cfg.display(),
-                cert.display(),
-                key.display(),
-                ca.display()
+                "added {person} (certificate serial {}): {}, {}, {}, {}",
+                added.issued.serial,
+                added.client_config.display(),
+                added.issued.cert.display(),
+                added.issued.key.display(),
+                added.ca.display()
             );
             Ok(())
         }
     }
 }
 
-/// Submits an operator's command to the group (through the master API).
-pub(crate) async fn submit_op(
-    via: Vec<String>,
-    what: &str,
-    op: slapos_domain::Op,
-) -> Result<slapos_domain::Reply> {
-    let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(30));
-    let now = master_client::proposer_time();
-    let command = slapos_domain::Command {
-        request_id: slapos_domain::RequestId::new(
-            format!("cli-{what}-{}", std::process::id()),
-            now.0,
-        ),
-        at: now,
-        op,
-    };
-    let (outcome, _) = client.submit(&command).await?;
-    outcome.map_err(|e| anyhow!("{e}"))
-}
-
-/// Records (or takes back) a person's admin rights in the group.
-pub(crate) async fn set_admin(via: Vec<String>, person: &str, admin: bool) -> Result<()> {
-    match submit_op(
-        via,
-        "admin",
-        slapos_domain::Op::SetAdmin {
-            person: person.to_owned(),
-            admin,
-        },
-    )
-    .await?
-    {
-        slapos_domain::Reply::Done => Ok(()),
-        other => bail!("unexpected answer {other:?}"),
-    }
-}
-
-/// Submits an op answering `Revoked` and says how many.
+/// Submits a command answering `Revoked` and says how many.
 async fn revoke(via: Vec<String>, op: slapos_domain::Op) -> Result<()> {
-    match submit_op(via, "revoke", op).await? {
-        slapos_domain::Reply::Revoked { count } => {
-            println!("revoked {count} certificate(s)");
-            Ok(())
-        }
-        other => bail!("unexpected answer {other:?}"),
-    }
+    let count = authority::revoke(via, op).await?;
+    println!("revoked {count} certificate(s)");
+    Ok(())
 }
 
 async fn ca(cmd: CaCommand) -> Result<()> {
     match cmd {
         CaCommand::Export { via } => {
-            let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(20));
-            print!("{}", client.authority().await?);
+            print!("{}", authority::authority(via).await?);
             Ok(())
         }
         CaCommand::Token {
@@ -639,7 +436,10 @@ async fn ca(cmd: CaCommand) -> Result<()> {
         } => {
             let identity = slapos_domain::Identity::parse(&identity)?;
             let ttl = Duration::from_secs(ttl.clamp(1, 7 * 86400));
-            println!("{}", server_token(via, identity, dns, ip, ttl).await?);
+            println!(
+                "{}",
+                authority::server_token(via, identity, dns, ip, ttl).await?
+            );
             Ok(())
         }
         CaCommand::Issue {
@@ -652,12 +452,12 @@ async fn ca(cmd: CaCommand) -> Result<()> {
             seconds,
         } => {
             let validity = seconds.or(days.map(|d| d.saturating_mul(86400)));
-            let (cert_path, key_path, serial) =
-                issue_to_files(via, &identity, &out, dns, ip, validity).await?;
+            let issued = authority::issue_to_files(via, &identity, &out, dns, ip, validity).await?;
             println!(
-                "issued {identity} (serial {serial}): {} {}",
-                cert_path.display(),
-                key_path.display()
+                "issued {identity} (serial {}): {} {}",
+                issued.serial,
+                issued.cert.display(),
+                issued.key.display()
             );
             Ok(())
         }
@@ -678,7 +478,7 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
     tls_from_env()?;
     match cmd {
         ClusterCommand::Ca(cmd) => ca(cmd).await,
-        ClusterCommand::Bootstrap(args) => crate::bootstrap::run(args).await,
+        ClusterCommand::Bootstrap(args) => crate::selfhost::bootstrap(args).await,
         ClusterCommand::AddReplica(args) => crate::selfhost::add_replica(args).await,
         ClusterCommand::RemoveReplica(args) => crate::selfhost::remove_replica(args).await,
         ClusterCommand::Upgrade(args) => crate::selfhost::upgrade(args).await,
@@ -692,62 +492,7 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
             .await
         }
         ClusterCommand::Status(args) => {
-            let mut client = MasterClient::new(args.via).with_deadline(Duration::from_secs(10));
-            let first = client.status().await.context("no replica answered")?;
-            // The leader knows every member's lag; ask it when we can.
-            let view =
-                if first.has_leader && !(first.leader_id == first.id && first.state == "leader") {
-                    let leader_addr = first
-                        .members
-                        .iter()
-                        .find(|m| m.id == first.leader_id)
-                        .map(|m| m.api_addr.clone());
-                    match leader_addr {
-                        Some(a) => client.status_of(&a).await.unwrap_or(first),
-                        None => first,
-                    }
-                } else {
-                    first
-                };
-            let mut members = Vec::new();
-            for m in &view.members {
-                let own: Result<StatusResponse> = if m.id == view.id {
-                    Ok(view.clone())
-                } else {
-                    let mut c = MasterClient::single(&m.api_addr);
-                    c.call_timeout = Duration::from_secs(2);
-                    c.status_of(&m.api_addr).await.map_err(|e| anyhow!(e))
-                };
-                let (s, error) = match own {
-                    Ok(s) => (Some(s), None),
-                    Err(e) => (None, Some(e.to_string())),
-                };
-                members.push(MemberStatus {
-                    id: m.id,
-                    role: m.role.clone(),
-                    state: s.as_ref().map(|s| s.state.clone()),
-                    raft_addr: m.raft_addr.clone(),
-                    api_addr: m.api_addr.clone(),
-                    region: m.region.clone(),
-                    hosted_by: (!m.hosted_by.is_empty()).then(|| m.hosted_by.clone()),
-                    gateway_url: (!m.gateway_url.is_empty()).then(|| m.gateway_url.clone()),
-                    term: s.as_ref().map(|s| s.term),
-                    last_log_index: s.as_ref().map(|s| s.last_log_index),
-                    committed_index: s.as_ref().map(|s| s.committed_index),
-                    applied_index: s.as_ref().map(|s| s.applied_index),
-                    lag: m.lag,
-                    snapshot_index: s.as_ref().map(|s| s.snapshot_index),
-                    purged_index: s.as_ref().map(|s| s.purged_index),
-                    log_size_bytes: s.as_ref().map(|s| s.log_size_bytes),
-                    snapshot_size_bytes: s.as_ref().map(|s| s.snapshot_size_bytes),
-                    error,
-                });
-            }
-            let status = ClusterStatus {
-                leader: view.has_leader.then_some(view.leader_id),
-                term: view.term,
-                members,
-            };
+            let status = slapos_operator::status::group_status(args.via).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
                 return Ok(());

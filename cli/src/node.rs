@@ -349,7 +349,7 @@ fn run_inner(cmd: NodeCommand) -> Result<i32, NodeError> {
                     .enable_all()
                     .build()
                 {
-                    let _ = rt.block_on(crate::wait_for_signal());
+                    let _ = rt.block_on(crate::signal::wait_for_signal());
                 }
                 flag.store(true, Ordering::Relaxed);
             });

@@ -1,7 +1,7 @@
 //! Instance XML (`dict2xml` / `xml2dict`) and JSON-in-XML.
 //!
 //! Expected bytes come from slapos.core's `dict2xml` run with lxml 6.1, and from the
-//! captured exchanges in shared/reference/vectors (cited as [vNN]).
+//! captured exchanges in testdata/vectors (cited as [vNN]).
 
 use proptest::prelude::*;
 use slapos_proto::instance_xml::{

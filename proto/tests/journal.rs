@@ -1,8 +1,8 @@
 //! Usage documents: partition consumption files and computer journals.
 //!
-//! The examples are read from `$SLAPOS_REFERENCE_DIR/examples` when the variable is set,
-//! else from `shared/reference/examples` beside the workspace. What the XSDs accept was
-//! checked with lxml 6.1 (libxml2) and slapos.core's two schemas.
+//! The examples are the repository's `testdata/examples` (its README says where each came
+//! from). What the XSDs accept was checked with lxml 6.1 (libxml2) and slapos.core's two
+//! schemas.
 
 use std::path::{Path, PathBuf};
 
@@ -13,15 +13,18 @@ use slapos_proto::journal::{
 };
 use slapos_proto::{DecodeError, Limits};
 
-fn reference_dir() -> PathBuf {
-    match std::env::var_os("SLAPOS_REFERENCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"),
-    }
+/// The repository's captured data (`testdata/`, its README says where each file came
+/// from): the first ancestor of this crate holding it.
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("testdata"))
+        .find(|dir| dir.join("README.md").is_file())
+        .expect("testdata/ (the captured SLAP exchanges) in an ancestor of this crate")
 }
 
 fn example(name: &str) -> Vec<u8> {
-    let path = reference_dir().join("examples").join(name);
+    let path = testdata().join("examples").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 

@@ -1,4 +1,4 @@
-//! The captured SLAP exchanges (`shared/reference/vectors/*.txt`): every marshalled form
+//! The captured SLAP exchanges (`testdata/vectors/*.txt`): every marshalled form
 //! field and response body decodes, and re-encodes to the very bytes the real slapproxy and
 //! client sent, both from the decoded `Value` and through the typed slap objects. Also the
 //! differential corpus made with the real Python `xml_marshaller` 1.0.3
@@ -13,12 +13,14 @@ use slapos_proto::slap::{
 };
 use slapos_proto::{DecodeError, Limits};
 
-/// `$SLAPOS_REFERENCE_DIR`, else `shared/reference` beside the workspace root.
-fn reference_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SLAPOS_REFERENCE_DIR") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference")
+/// The repository's captured data (`testdata/`, its README says where each file came
+/// from): the first ancestor of this crate holding it.
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("testdata"))
+        .find(|dir| dir.join("README.md").is_file())
+        .expect("testdata/ (the captured SLAP exchanges) in an ancestor of this crate")
 }
 
 struct Exchange {
@@ -43,14 +45,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn load_exchanges() -> Vec<Exchange> {
-    let dir = reference_dir().join("vectors");
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the SLAP vectors in {} ({e}); set SLAPOS_REFERENCE_DIR to the \
-             shared/reference folder",
-            dir.display()
-        )
-    });
+    let dir = testdata().join("vectors");
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read the SLAP vectors in {} ({e})", dir.display()));
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "txt"))

@@ -16,11 +16,14 @@ use slapos_proto::{DecodeError, Limits};
 const SR: &str = "https://example.com/software/demo/software.cfg";
 const HEADER: &str = "X-SlapPartition computer_id=COMP-TEST, computer_partition_id=slappart0";
 
-fn reference_dir() -> std::path::PathBuf {
-    match std::env::var_os("SLAPOS_REFERENCE_DIR") {
-        Some(dir) => dir.into(),
-        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"),
-    }
+/// The repository's captured data (`testdata/`, its README says where each file came
+/// from): the first ancestor of this crate holding it.
+fn testdata() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("testdata"))
+        .find(|dir| dir.join("README.md").is_file())
+        .expect("testdata/ (the captured SLAP exchanges) in an ancestor of this crate")
 }
 
 fn ctx() -> SlapContext {
@@ -124,10 +127,9 @@ fn tap(name: &str) -> Value {
 type Inputs = (Endpoint, Vec<(&'static str, String)>, Vec<&'static str>);
 
 fn complete_inputs() -> Vec<Inputs> {
-    let journal = std::fs::read_to_string(
-        reference_dir().join("examples/computer-journal-from-slapgrid.xml"),
-    )
-    .ok();
+    let journal_path = testdata().join("examples/computer-journal-from-slapgrid.xml");
+    let journal = std::fs::read_to_string(&journal_path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", journal_path.display()));
     let c = |v: &str| v.to_string();
     let mut out = vec![
         (
@@ -325,13 +327,11 @@ fn complete_inputs() -> Vec<Inputs> {
         (Endpoint::GetRunId, vec![], vec![]),
         (Endpoint::GetHateoasUrl, vec![], vec![]),
     ];
-    if let Some(journal) = journal {
-        out.push((
-            Endpoint::UseComputer,
-            vec![("computer_id", c("COMP-1")), ("use_string", journal)],
-            vec![],
-        ));
-    }
+    out.push((
+        Endpoint::UseComputer,
+        vec![("computer_id", c("COMP-1")), ("use_string", journal)],
+        vec![],
+    ));
     out
 }
 
@@ -346,12 +346,10 @@ fn every_endpoint_parses_its_complete_inputs() {
         let call = forms::parse(&ctx(), *endpoint, &pairs, None);
         assert!(call.is_ok(), "{endpoint}: {call:?}");
     }
-    // Every endpoint but getSoftwareReleaseListFromSoftwareProduct (tested below) and
-    // useComputer when the example journal is not there.
+    // Every endpoint but getSoftwareReleaseListFromSoftwareProduct (tested below).
     let covered: Vec<Endpoint> = inputs.iter().map(|(e, _, _)| *e).collect();
     for e in Endpoint::ALL {
-        if *e != Endpoint::GetSoftwareReleaseListFromSoftwareProduct && *e != Endpoint::UseComputer
-        {
+        if *e != Endpoint::GetSoftwareReleaseListFromSoftwareProduct {
             assert!(covered.contains(e), "{e} not covered");
         }
     }
@@ -1053,10 +1051,9 @@ fn computer_dict_becomes_a_spec() {
 fn the_captured_format_dict_parses() {
     // What `slapos node format` sends (vector 04), with everything slapproxy ignores.
     let file =
-        reference_dir().join("vectors/04-loadComputerConfigurationFromXML-format-6-partitions.txt");
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return;
-    };
+        testdata().join("vectors/04-loadComputerConfigurationFromXML-format-6-partitions.txt");
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
     let line = text
         .lines()
         .find(|l| l.starts_with("xml = "))

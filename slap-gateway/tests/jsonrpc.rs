@@ -35,11 +35,14 @@ struct Exchange {
     response: Vec<u8>,
 }
 
-fn reference_dir() -> PathBuf {
-    match std::env::var_os("SLAPOS_REFERENCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"),
-    }
+/// The repository's captured data (`testdata/`, its README says where each file came
+/// from): the first ancestor of this crate holding it.
+fn testdata() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("testdata"))
+        .find(|dir| dir.join("README.md").is_file())
+        .expect("testdata/ (the captured SLAP exchanges) in an ancestor of this crate")
 }
 
 fn find(h: &[u8], n: &[u8], from: usize) -> Option<usize> {
@@ -114,7 +117,7 @@ fn parse_exchange(file: &str, b: &[u8]) -> Result<Exchange> {
 }
 
 fn load() -> Result<Vec<Exchange>> {
-    let dir = reference_dir().join("vectors");
+    let dir = testdata().join("vectors");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok())

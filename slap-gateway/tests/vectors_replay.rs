@@ -1,4 +1,4 @@
-//! Replays every exchange captured from a real slapproxy (`reference/vectors/`) in file
+//! Replays every exchange captured from a real slapproxy (`testdata/vectors/`) in file
 //! order through the SLAP layer: form parsing, the master's state machine, rendering. Each
 //! answer is compared with the captured one: the status code, and the body (marshalled
 //! bodies as decoded values, plain-text bodies exactly, error pages by the message
@@ -10,8 +10,7 @@
 //! cannot be replayed at all are listed in [`SKIPPED`] with the reason, and the number of
 //! compared exchanges is asserted so the test cannot pass by comparing nothing.
 //!
-//! The reference folder is `$SLAPOS_REFERENCE_DIR`, else `../../shared/reference` from this
-//! crate.
+//! The exchanges are the repository's `testdata/vectors` (testdata/README.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -152,11 +151,14 @@ struct Exchange {
     body: Vec<u8>,
 }
 
-fn reference_dir() -> PathBuf {
-    match std::env::var_os("SLAPOS_REFERENCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"),
-    }
+/// The repository's captured data (`testdata/`, its README says where each file came
+/// from): the first ancestor of this crate holding it.
+fn testdata() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("testdata"))
+        .find(|dir| dir.join("README.md").is_file())
+        .expect("testdata/ (the captured SLAP exchanges) in an ancestor of this crate")
 }
 
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -269,7 +271,7 @@ fn parse_exchange(file: &str, bytes: &[u8]) -> Result<Exchange> {
 }
 
 fn load_vectors() -> Result<Vec<Exchange>> {
-    let dir = reference_dir().join("vectors");
+    let dir = testdata().join("vectors");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok())

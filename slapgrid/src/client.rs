@@ -3,18 +3,18 @@
 //! sequential program), with **failover**: `master_url` may list several gateways; a call
 //! that cannot reach one (connection refused, timeout, 5xx) is retried on the next, and
 //! the last one that answered is tried first next time.
+//!
+//! The transport is the workspace's one HTTP client (`http-client`: hyper on a small
+//! current-thread runtime of its own, see DESIGN.md); what is SLAP stays here: the
+//! gateways, their order and the learned list, the headers the reference client sends, and
+//! which statuses mean what.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
+use http_client::{BlockingClient, ClientConfig, Endpoint, Options, Request};
 use slapos_proto::marshal::{self, Value};
 use slapos_proto::slap::{Computer, SoftwareInstance};
 use slapos_proto::Limits;
@@ -25,6 +25,9 @@ use crate::NodeConfig;
 const MAX_ANSWER: usize = 256 << 20;
 /// The reference's timeout for one call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection to a gateway is kept for the next call (the calls of a run come
+/// back to back; a gateway closes an idle connection after 30 s).
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlapError {
@@ -49,6 +52,9 @@ pub enum SlapError {
     },
     #[error("{method}: malformed answer: {message}")]
     BadAnswer { method: String, message: String },
+    /// A call that cannot be put on the wire (a header value with a line break...).
+    #[error("{method}: cannot send: {message}")]
+    BadRequest { method: String, message: String },
 }
 
 impl SlapError {
@@ -58,57 +64,10 @@ impl SlapError {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Endpoint {
-    url: String,
-    tls: bool,
-    host: String,
-    port: u16,
-    prefix: String,
-}
-
-impl Endpoint {
-    fn parse(url: &str) -> Result<Endpoint, SlapError> {
-        let bad = || SlapError::BadUrl(url.to_owned());
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest)
-        } else {
-            (false, url.strip_prefix("http://").ok_or_else(bad)?)
-        };
-        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let default_port = if tls { 443 } else { 80 };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(bad)?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad())?,
-                None if after.is_empty() => default_port,
-                None => return Err(bad()),
-            };
-            (host.to_owned(), port)
-        } else {
-            match authority.split_once(':') {
-                Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad())?),
-                None => (authority.to_owned(), default_port),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad());
-        }
-        Ok(Endpoint {
-            url: url.to_owned(),
-            tls,
-            host,
-            port,
-            prefix: format!("/{prefix}"),
-        })
-    }
-
-    fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+fn tls_error(e: http_client::Error) -> SlapError {
+    match e {
+        http_client::Error::Tls(m) => SlapError::Tls(m),
+        other => SlapError::Tls(other.to_string()),
     }
 }
 
@@ -130,33 +89,9 @@ pub struct SlapClient {
     preferred: AtomicUsize,
     tls: Option<Arc<ClientConfig>>,
     timeout: Duration,
-}
-
-/// `application/x-www-form-urlencoded` escaping of one component.
-fn form_escape(s: &str, out: &mut String) {
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-}
-
-/// `k=v&k=v` with each part escaped.
-pub fn form_encode(fields: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (i, (k, v)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        form_escape(k, &mut out);
-        out.push('=');
-        form_escape(v, &mut out);
-    }
-    out
+    /// The HTTP client, made at the first call (after [`Self::with_timeout`]); its
+    /// connections are kept between calls.
+    http: OnceLock<BlockingClient>,
 }
 
 impl SlapClient {
@@ -193,7 +128,7 @@ impl SlapClient {
     ) -> Result<SlapClient, SlapError> {
         let endpoints = urls
             .iter()
-            .map(|u| Endpoint::parse(u))
+            .map(|u| Endpoint::parse(u).map_err(|_| SlapError::BadUrl(u.clone())))
             .collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
             return Err(SlapError::BadUrl(String::new()));
@@ -217,13 +152,35 @@ impl SlapClient {
             preferred: AtomicUsize::new(0),
             tls,
             timeout: CALL_TIMEOUT,
+            http: OnceLock::new(),
         }
     }
 
     /// Shorter per-call timeout (tests, failover drills).
     pub fn with_timeout(mut self, timeout: Duration) -> SlapClient {
         self.timeout = timeout;
+        self.http = OnceLock::new();
         self
+    }
+
+    /// The HTTP client: connect within the timeout (10 s at most) per address, the
+    /// answer's head within the timeout and each read of its body too, the whole call
+    /// within twice the timeout (a gateway trickling bytes cannot hold it longer).
+    fn http(&self) -> Result<&BlockingClient, SlapError> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        let options = Options {
+            connect_timeout: self.timeout.min(Duration::from_secs(10)),
+            timeout: self.timeout,
+            deadline: self.timeout * 2,
+            max_body: MAX_ANSWER,
+            keep_alive: Some(KEEP_ALIVE),
+            user_agent: Some(format!("slapos-rs/{}", env!("CARGO_PKG_VERSION"))),
+        };
+        let http = BlockingClient::new(self.tls.clone(), options)
+            .map_err(|e| SlapError::Unreachable(e.to_string()))?;
+        Ok(self.http.get_or_init(|| http))
     }
 
     fn endpoints(&self) -> Vec<Endpoint> {
@@ -307,12 +264,7 @@ impl SlapClient {
 
     /// `GET <method>?query`: the body of a 200 answer.
     pub fn get(&self, method: &str, query: &[(&str, &str)]) -> Result<Vec<u8>, SlapError> {
-        let target = if query.is_empty() {
-            method.to_owned()
-        } else {
-            format!("{method}?{}", form_encode(query))
-        };
-        self.call(method, "GET", &target, None, None)
+        self.call(method, Request::get_query(method, query), None)
     }
 
     /// `POST <method>` with a form; `partition` adds the `X-SlapPartition` authorization
@@ -323,18 +275,27 @@ impl SlapClient {
         form: &[(&str, &str)],
         partition: Option<(&str, &str)>,
     ) -> Result<Vec<u8>, SlapError> {
-        let body = form_encode(form);
-        self.call(method, "POST", method, Some(body), partition)
+        self.call(method, Request::post_form(method, form), partition)
     }
 
+    /// `request` to each gateway in turn from the preferred one, until one answers with
+    /// something other than a server error.
     fn call(
         &self,
         method: &str,
-        verb: &str,
-        target: &str,
-        body: Option<String>,
+        request: Request,
         partition: Option<(&str, &str)>,
     ) -> Result<Vec<u8>, SlapError> {
+        let mut request = request.header("Accept", "*/*");
+        if let Some((computer, partition)) = partition {
+            request = request.header(
+                "Authorization",
+                format!(
+                    "X-SlapPartition computer_id={computer}, computer_partition_id={partition}"
+                ),
+            );
+        }
+        let http = self.http()?;
         let endpoints = self.endpoints();
         let n = endpoints.len();
         let first = self.preferred.load(Ordering::Relaxed) % n;
@@ -342,20 +303,26 @@ impl SlapClient {
         for k in 0..n {
             let i = (first + k) % n;
             let endpoint = &endpoints[i];
-            match self.exchange(endpoint, verb, target, body.as_deref(), partition) {
-                Ok((status, answer, _)) if is_server_error(status) => {
-                    failures.push(format!("{}: HTTP {status}", endpoint.url));
-                    let _ = answer;
+            match http.send(endpoint, request.clone()) {
+                Ok(answer) if is_server_error(answer.status) => {
+                    failures.push(format!("{}: HTTP {}", endpoint.url, answer.status));
                 }
-                Ok((status, answer, gateways)) => {
+                Ok(answer) => {
                     if k > 0 {
                         tracing::info!(gateway = %endpoint.url, "failed over to this gateway");
                     }
                     self.prefer(&endpoint.url, i);
-                    if let Some(list) = gateways {
-                        self.learn(&list, &endpoint.url, endpoint.tls);
+                    if let Some(list) = answer.header("x-slapos-gateways") {
+                        self.learn(list, &endpoint.url, endpoint.tls);
                     }
-                    return classify(method, status, answer);
+                    return classify(method, answer.status, answer.body);
+                }
+                // Not a gateway's fault: no other would take it either.
+                Err(e @ (http_client::Error::BadRequest(_) | http_client::Error::BadUrl(_))) => {
+                    return Err(SlapError::BadRequest {
+                        method: method.into(),
+                        message: e.to_string(),
+                    });
                 }
                 Err(e) => failures.push(format!("{}: {e}", endpoint.url)),
             }
@@ -364,77 +331,6 @@ impl SlapClient {
             "{method}: {}",
             failures.join("; ")
         )))
-    }
-
-    fn exchange(
-        &self,
-        endpoint: &Endpoint,
-        verb: &str,
-        target: &str,
-        body: Option<&str>,
-        partition: Option<(&str, &str)>,
-    ) -> std::io::Result<(u16, Vec<u8>, Option<String>)> {
-        let deadline = std::time::Instant::now() + self.timeout * 2;
-        let authority = endpoint.authority();
-        let addrs: Vec<_> = authority.to_socket_addrs()?.collect();
-        let mut last = std::io::Error::other("no address");
-        let mut stream = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.timeout.min(Duration::from_secs(10))) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let stream = stream.ok_or(last)?;
-        stream.set_read_timeout(Some(self.timeout))?;
-        stream.set_write_timeout(Some(self.timeout))?;
-        stream.set_nodelay(true)?;
-        let path = if target.is_empty() {
-            endpoint.prefix.clone()
-        } else {
-            format!(
-                "{}/{}",
-                endpoint.prefix.trim_end_matches('/'),
-                target.trim_start_matches('/')
-            )
-        };
-        let mut request = format!(
-            "{verb} {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: */*\r\n\
-             User-Agent: slapos-rs/{}\r\nConnection: close\r\n",
-            env!("CARGO_PKG_VERSION")
-        );
-        if let Some((computer, partition)) = partition {
-            request.push_str(&format!(
-                "Authorization: X-SlapPartition computer_id={computer}, computer_partition_id={partition}\r\n"
-            ));
-        }
-        if let Some(body) = body {
-            request.push_str(&format!(
-                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            ));
-            request.push_str(body);
-        } else {
-            request.push_str("\r\n");
-        }
-        let raw = match (&self.tls, endpoint.tls) {
-            (Some(config), true) => {
-                let name = ServerName::try_from(endpoint.host.clone())
-                    .map_err(|e| std::io::Error::other(format!("{}: {e}", endpoint.host)))?;
-                let conn = rustls::ClientConnection::new(config.clone(), name)
-                    .map_err(std::io::Error::other)?;
-                let mut tls = rustls::StreamOwned::new(conn, stream);
-                roundtrip(&mut tls, request.as_bytes(), deadline)?
-            }
-            _ => {
-                let mut plain = stream;
-                roundtrip(&mut plain, request.as_bytes(), deadline)?
-            }
-        };
-        parse_response(&raw)
     }
 
     /// `getFullComputerInformation` (falling back to the legacy `getComputerInformation`
@@ -616,27 +512,28 @@ pub struct SignedCertificate {
 /// https:// server must chain to one of `cas` (PEM bundles); with none, https is refused
 /// rather than left unverified.
 pub fn get_url(url: &str, cas: &[std::path::PathBuf]) -> Result<Vec<u8>, SlapError> {
-    let mut bundles = Vec::new();
-    for ca in cas {
-        bundles
-            .push(std::fs::read(ca).map_err(|e| SlapError::Tls(format!("{}: {e}", ca.display())))?);
-    }
+    let paths: Vec<&Path> = cas.iter().map(|p| p.as_path()).collect();
+    let bundles = http_client::tls::read_bundles(&paths).map_err(tls_error)?;
     get_url_trusting(url, &bundles)
 }
 
 /// [`get_url`] with the certificate authorities' PEM bundles already read (so that it
 /// can run where those files are not readable: as the software user).
 pub fn get_url_trusting(url: &str, cas: &[Vec<u8>]) -> Result<Vec<u8>, SlapError> {
-    let mut client = SlapClient::new(&[url.to_owned()], None, None)?;
-    if url.starts_with("https://") {
+    let endpoint = Endpoint::parse(url).map_err(|_| SlapError::BadUrl(url.to_owned()))?;
+    let tls = if endpoint.tls {
         if cas.is_empty() {
             return Err(SlapError::Tls(format!(
                 "{url}: no certificate authority to verify it with (install ca-certificates or set master_ca_file)"
             )));
         }
-        client.tls = Some(Arc::new(tls_config_pems(None, cas)?));
-    }
-    client.call(url, "GET", "", None, None)
+        Some(Arc::new(
+            http_client::tls::verified(cas, None).map_err(tls_error)?,
+        ))
+    } else {
+        None
+    };
+    SlapClient::build(vec![endpoint], tls).call(url, Request::get(""), None)
 }
 
 fn is_server_error(status: u16) -> bool {
@@ -665,112 +562,6 @@ fn classify(method: &str, status: u16, body: Vec<u8>) -> Result<Vec<u8>, SlapErr
     }
 }
 
-fn roundtrip<S: Read + Write>(
-    stream: &mut S,
-    request: &[u8],
-    deadline: std::time::Instant,
-) -> std::io::Result<Vec<u8>> {
-    stream.write_all(request)?;
-    stream.flush()?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                raw.extend_from_slice(&buf[..n]);
-                // A server trickling bytes cannot hold a call past its deadline.
-                if std::time::Instant::now() > deadline {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "answer not complete within the call's deadline",
-                    ));
-                }
-                if raw.len() > MAX_ANSWER {
-                    return Err(std::io::Error::other("answer too large"));
-                }
-                if response_complete(&raw) {
-                    break;
-                }
-            }
-            // A TLS peer that closes without close_notify after a complete answer.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(raw)
-}
-
-/// Whether `raw` holds a whole answer with a `Content-Length` (so we need not wait for
-/// the close).
-fn response_complete(raw: &[u8]) -> bool {
-    let Some(end) = find(raw, b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    head.lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .is_some_and(|len| raw.len() >= end + 4 + len)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// (status, body) of a raw HTTP/1.1 answer (`Content-Length`, chunked or close-delimited).
-/// The status, the body and the group's gateways (`X-Slapos-Gateways`) of an answer.
-fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>, Option<String>)> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
-    let end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("truncated HTTP answer"))?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no HTTP status line"))?;
-    let mut length = None;
-    let mut chunked = false;
-    let mut gateways = None;
-    for line in lines {
-        let lower = line.to_ascii_lowercase();
-        if lower.starts_with("x-slapos-gateways:") {
-            gateways = line.split_once(':').map(|(_, v)| v.trim().to_string());
-        } else if let Some(v) = lower.strip_prefix("content-length:") {
-            length = v.trim().parse::<usize>().ok();
-        } else if let Some(v) = lower.strip_prefix("transfer-encoding:") {
-            chunked = v.contains("chunked");
-        }
-    }
-    let body = &raw[end + 4..];
-    let body = if chunked {
-        dechunk(body).ok_or_else(|| bad("malformed chunked body"))?
-    } else if let Some(len) = length {
-        body.get(..len)
-            .ok_or_else(|| bad("answer shorter than its Content-Length"))?
-            .to_vec()
-    } else {
-        body.to_vec()
-    };
-    Ok((status, body, gateways))
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = find(body, b"\r\n")?;
-        let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
-    }
-}
-
 /// A client TLS configuration that verifies servers against `ca` and presents
 /// `identity` (certificate, key) when given: what a SLAP client of a gateway under mTLS
 /// needs, for other HTTP clients of ours (the chaos workload).
@@ -778,65 +569,7 @@ pub fn client_tls_config(
     identity: Option<(&Path, &Path)>,
     ca: &Path,
 ) -> Result<ClientConfig, SlapError> {
-    tls_config_roots(identity, &[ca.to_owned()])
-}
-
-/// A TLS configuration trusting every certificate of the PEM bundles `cas`.
-fn tls_config_roots(
-    identity: Option<(&Path, &Path)>,
-    cas: &[std::path::PathBuf],
-) -> Result<ClientConfig, SlapError> {
-    let mut bundles = Vec::new();
-    for ca in cas {
-        bundles
-            .push(std::fs::read(ca).map_err(|e| SlapError::Tls(format!("{}: {e}", ca.display())))?);
-    }
-    tls_config_pems(identity, &bundles)
-}
-
-/// A TLS configuration trusting every certificate of the PEM bundles (their text).
-fn tls_config_pems(
-    identity: Option<(&Path, &Path)>,
-    cas: &[Vec<u8>],
-) -> Result<ClientConfig, SlapError> {
-    let tls = |m: String| SlapError::Tls(m);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        for cert in CertificateDer::pem_slice_iter(ca) {
-            let cert = cert.map_err(|e| tls(format!("certificate authority: {e}")))?;
-            // A system bundle may hold certificates rustls cannot use: skip those.
-            let _ = roots.add(cert);
-        }
-    }
-    if roots.is_empty() {
-        return Err(tls("no usable certificate authority".into()));
-    }
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls(e.to_string()))?
-        .with_root_certificates(roots);
-    with_identity(builder, identity)
-}
-
-fn with_identity(
-    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
-    identity: Option<(&Path, &Path)>,
-) -> Result<ClientConfig, SlapError> {
-    let tls = |m: String| SlapError::Tls(m);
-    match identity {
-        None => Ok(builder.with_no_client_auth()),
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| tls(format!("{}: {e}", cert.display())))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| tls(format!("{}: {e}", key.display())))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| tls(e.to_string()))
-        }
-    }
+    http_client::tls::verified_by_file(ca, identity).map_err(tls_error)
 }
 
 /// The gateways' TLS: verified against `ca` when configured; otherwise not verified, as
@@ -846,73 +579,22 @@ fn tls_config(
     ca: Option<&Path>,
 ) -> Result<ClientConfig, SlapError> {
     if let Some(ca) = ca {
-        return tls_config_roots(identity, &[ca.to_owned()]);
+        return client_tls_config(identity, ca);
     }
     tracing::warn!(
         "https master without master_ca_file: the gateway's certificate is not verified"
     );
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SlapError::Tls(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)));
-    with_identity(builder, identity)
-}
-
-/// The reference client's `verify=False`: any server certificate is accepted (signatures
-/// of the handshake are still checked). Used only when no `master_ca_file` is configured.
-#[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    let identity = identity
+        .map(|(cert, key)| http_client::tls::Identity::from_pem_files(cert, key))
+        .transpose()
+        .map_err(tls_error)?;
+    http_client::tls::unverified(identity).map_err(tls_error)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     /// A one-shot HTTP server answering `answer` to the first request; returns its URL.

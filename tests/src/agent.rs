@@ -44,13 +44,6 @@ pub fn node_venv() -> PathBuf {
     venv
 }
 
-/// The reference folder (`$SLAPOS_REFERENCE_DIR`, default `../../shared/reference`).
-pub fn reference() -> PathBuf {
-    std::env::var_os("SLAPOS_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"))
-}
-
 /// tests/compat/node/node_helper.py.
 pub fn helper() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/node/node_helper.py")

@@ -4,11 +4,11 @@
 //! is not linearizable, diverging replicas or a phantom local read fail the build.
 
 use chaos::cluster::{Hosts, ProcessCluster};
-use chaos::netns::Network;
 use master_client::MasterClient;
 use slapos_domain::{Command as MasterCommand, Op, RequestId};
 use slapos_e2e::agent::is_root;
 use slapos_e2e::{chaos_run, slapos_bin, ChaosRun};
+use slapos_operator::netns::Network;
 use slapos_proto::rpc::master::submit_response;
 use std::collections::BTreeMap;
 use std::process::Command;

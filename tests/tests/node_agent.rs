@@ -1,17 +1,16 @@
 //! The real Python SlapOS node agent (slapos.core 1.26.1) against our master: `slapos up`
 //! runs the cluster, then `slapos node format`, `slapos node software` and `slapos node
 //! instance` (run as user `nobody`, unprivileged mode of slapgrid-behaviour.md 8.2/8.3)
-//! install ../shared/reference/tinysr from one of our gateways and run its instance to the
+//! install tinysr (chaos/tinysr) from one of our gateways and run its instance to the
 //! end; the connection parameters the instance publishes come back through the slap
 //! library.
 //!
 //! Prerequisites (checked, with a message saying how to get them): root (the node runs
 //! as `nobody` through runuser), the node venv `$SLAPOS_NODE_VENV` (default
 //! /var/tmp/slapos-node-venv, made by tests/compat/node/setup-node-venv.sh, which
-//! .ci/run calls) and the reference folder `$SLAPOS_REFERENCE_DIR` (default
-//! ../shared/reference beside the clone).
+//! .ci/run calls).
 
-use slapos_e2e::agent::{is_root, reference};
+use slapos_e2e::agent::is_root;
 use slapos_e2e::slapos_bin;
 use std::fs::File;
 use std::io::Read;
@@ -63,13 +62,11 @@ fn node_venv() -> PathBuf {
     venv
 }
 
-fn tinysr() -> PathBuf {
-    let sr = reference().join("tinysr");
-    assert!(
-        sr.join("software.cfg").exists() && sr.join("wheels").is_dir(),
-        "node_agent needs the tiny software release at {} ($SLAPOS_REFERENCE_DIR/tinysr)",
-        sr.display()
-    );
+/// tinysr's files under `dir` (which `nobody` can read), the source node_helper.py
+/// `prepare` copies.
+fn tinysr(dir: &Path) -> PathBuf {
+    let sr = dir.join("tinysr-source");
+    chaos::tinysr::write_source(&sr).expect("writing tinysr");
     sr
 }
 
@@ -236,7 +233,6 @@ fn assert_master_answers_ok(step: &str, log: &str) {
 #[test]
 fn python_node_agent_installs_and_runs_tinysr_against_our_master() {
     let venv = node_venv();
-    let sr_source = tinysr();
     let started = Instant::now();
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -246,6 +242,7 @@ fn python_node_agent_installs_and_runs_tinysr_against_our_master() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
+    let sr_source = tinysr(dir.path());
     let node = dir.path().join("node");
     std::fs::create_dir(&node).unwrap();
     let nobody = Command::new("id").args(["-u", "nobody"]).output().unwrap();

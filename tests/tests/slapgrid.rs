@@ -2,7 +2,7 @@
 //! real Unix users and real services:
 //!
 //! * against the real slapproxy (the reference's own master): format, install
-//!   ../shared/reference/tinysr with buildout, run its instance, publish its connection
+//!   tinysr (chaos/tinysr) with buildout, run its instance, publish its connection
 //!   parameters, stop it, destroy it: what SlapOS's own node agent does in the same
 //!   scenario (tests/tests/node_agent.rs runs that one against our master);
 //! * against our cluster (`slapos up`): the same scenario plus a native release, the
@@ -12,13 +12,13 @@
 //!   network namespace: idempotent, and partition 1 cannot read partition 0's files.
 //!
 //! Prerequisites as for node_agent.rs: root, the node venv (Python 3.12 with slapos.core,
-//! zc.buildout<5, made by tests/compat/node/setup-node-venv.sh, which .ci/run calls) and
-//! the reference folder. Each test creates its users under a unique prefix and removes
-//! them (`slapos node unformat`) with everything else it started.
+//! zc.buildout<5, made by tests/compat/node/setup-node-venv.sh, which .ci/run calls).
+//! Each test creates its users under a unique prefix and removes them (`slapos node
+//! unformat`) with everything else it started.
 
 use slapos_e2e::agent::{
-    beat_release, chmod_tree, kill9, md5_hex, node_venv, open_dir, pid_uid, prefix, python,
-    reference, text, uid_of, wait_for, AgentNode, Up,
+    beat_release, chmod_tree, kill9, md5_hex, node_venv, open_dir, pid_uid, prefix, python, text,
+    uid_of, wait_for, AgentNode, Up,
 };
 use slapos_e2e::slapos_bin;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -28,12 +28,14 @@ use std::time::Duration;
 
 /// The tinysr copy with absolute paths (node_helper.py prepare), readable by every user.
 fn tinysr(root: &Path, url: &str) -> String {
+    let source = root.join("tinysr-source");
+    chaos::tinysr::write_source(&source).unwrap();
     let scratch = root.join("helper");
     let software = python(&[
         "prepare",
         scratch.to_str().unwrap(),
         url,
-        reference().join("tinysr").to_str().unwrap(),
+        source.to_str().unwrap(),
         "unused",
     ]);
     chmod_tree(&scratch);

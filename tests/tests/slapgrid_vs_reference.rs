@@ -1,7 +1,7 @@
 //! Differential: the same scenario through SlapOS's own node agent (slapos.core 1.26.1,
 //! Python) and through ours, each against its own fresh slapproxy (the reference's
 //! master), observation by observation: format, supply and request
-//! ../shared/reference/tinysr, software, instance (started), instance again (unchanged),
+//! tinysr (chaos/tinysr), software, instance (started), instance again (unchanged),
 //! stopped, destroyed then `node report`. What the master says (allocation, connection
 //! parameters, freeing), which services run, and which files the partition holds must be
 //! the same, except the differences listed in `DELIBERATE`, each with its reason.
@@ -10,9 +10,7 @@
 //! as tests/tests/node_agent.rs runs it); ours as root with a user per partition, so file
 //! owners are not compared (they differ by design of the two modes).
 
-use slapos_e2e::agent::{
-    chmod_tree, node_venv, open_dir, prefix, python, reference, text, AgentNode,
-};
+use slapos_e2e::agent::{chmod_tree, node_venv, open_dir, prefix, python, text, AgentNode};
 use slapos_e2e::compat::Proxy;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -203,6 +201,9 @@ fn our_agent_and_slapos_cores_give_the_same_observable_results() {
     let compat_venv = slapos_e2e::compat::venv();
     let dir = tempfile::tempdir().unwrap();
     let root = open_dir(&dir);
+    // The release both sides copy (the Python side as `nobody`: readable by all).
+    let tinysr = root.join("tinysr-source");
+    chaos::tinysr::write_source(&tinysr).unwrap();
 
     // SlapOS's own agent against its slapproxy.
     let proxy_ref = Proxy::start(&compat_venv, COMPUTER, &[]);
@@ -219,7 +220,7 @@ fn our_agent_and_slapos_cores_give_the_same_observable_results() {
         .args(["prepare"])
         .arg(&py_root)
         .arg(&proxy_ref.url)
-        .arg(reference().join("tinysr"))
+        .arg(&tinysr)
         .arg(COMPUTER)
         .output()
         .unwrap();
@@ -246,7 +247,7 @@ fn our_agent_and_slapos_cores_give_the_same_observable_results() {
         "prepare",
         scratch.to_str().unwrap(),
         &proxy_ours.url,
-        reference().join("tinysr").to_str().unwrap(),
+        tinysr.to_str().unwrap(),
         "unused",
     ])
     .trim()

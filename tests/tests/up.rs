@@ -1,12 +1,48 @@
 //! `slapos up` as a user runs it: a real process that starts a master group under mTLS,
 //! describes it in cluster.json, serves SLAP to the admin's certificate only, and stops
-//! everything on SIGTERM. By default the group lives in partitions of three nodes (the
-//! self-hosted path); `--unhosted` keeps replicas and gateways as plain processes.
+//! everything on SIGTERM, also while it is still bootstrapping. By default the group
+//! lives in partitions of three nodes (the self-hosted path); `--unhosted` keeps replicas
+//! and gateways as plain processes. From a directory whose parent other users may not
+//! enter, the partitions go where their users reach them.
 
 use slapos_e2e::slapos_bin;
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// What a child writes on a pipe, gathered as it comes (so that a test can wait for a
+/// line while the child runs, and the pipe never fills).
+#[derive(Clone, Default)]
+struct Said(Arc<Mutex<String>>);
+
+impl Said {
+    fn gather(pipe: impl Read + Send + 'static) -> Said {
+        let said = Said::default();
+        let into = said.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut text = into.0.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        said
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// `slapos up`'s standard output and error, gathered.
+fn gather(up: &mut Child) -> (Said, Said) {
+    (
+        Said::gather(up.stdout.take().expect("piped stdout")),
+        Said::gather(up.stderr.take().expect("piped stderr")),
+    )
+}
 
 fn alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -48,13 +84,12 @@ fn up_unhosted_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start slapos up");
+    let (_, err) = gather(&mut up);
     let json_path = cluster_dir.join("cluster.json");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !json_path.exists() {
         if let Ok(Some(status)) = up.try_wait() {
-            let mut err = String::new();
-            up.stderr.take().map(|mut e| e.read_to_string(&mut err));
-            panic!("slapos up exited early ({status}): {err}");
+            panic!("slapos up exited early ({status}): {}", err.text());
         }
         assert!(Instant::now() < deadline, "no cluster.json after 60 s");
         std::thread::sleep(Duration::from_millis(100));
@@ -186,8 +221,9 @@ fn up_unhosted_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
         }
     }
 
-    // SIGTERM stops everything.
+    // SIGTERM stops everything, each process on its own (none had to be killed).
     terminate(&mut up, Duration::from_secs(30));
+    stopped_on_their_own(&err);
     assert!(
         pids.iter().all(|p| !alive(*p)),
         "children left behind: {pids:?}"
@@ -224,14 +260,16 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start slapos up");
+    let (out, err) = gather(&mut up);
     let json_path = cluster_dir.join("cluster.json");
     let deadline = Instant::now() + Duration::from_secs(300);
     while !json_path.exists() {
         if let Ok(Some(status)) = up.try_wait() {
-            let (mut out, mut err) = (String::new(), String::new());
-            up.stdout.take().map(|mut o| o.read_to_string(&mut out));
-            up.stderr.take().map(|mut e| e.read_to_string(&mut err));
-            panic!("slapos up exited early ({status}): {out}\n{err}");
+            panic!(
+                "slapos up exited early ({status}): {}\n{}",
+                out.text(),
+                err.text()
+            );
         }
         assert!(Instant::now() < deadline, "no cluster.json after 300 s");
         std::thread::sleep(Duration::from_millis(200));
@@ -377,8 +415,10 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
         .filter_map(|n| n["users"].as_str().map(str::to_string))
         .collect();
 
-    // SIGTERM stops everything, the services in partitions included.
+    // SIGTERM stops everything, the services in partitions included, the node agents on
+    // their own (none had to be killed).
     terminate(&mut up, Duration::from_secs(60));
+    stopped_on_their_own(&err);
     slapos_e2e::assert_no_process_naming(&cluster_dir);
     for u in users {
         let id = Command::new("id").arg(format!("{u}u0")).output().unwrap();
@@ -391,6 +431,122 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
             "namespace {ns} left behind"
         );
     }
+}
+
+/// From a directory under one that other users may not enter (0700, as `mktemp -d` and
+/// `/root` are), where partition users could not reach their partitions: `slapos up` says
+/// at once where the partitions and releases go instead (a directory of this run under
+/// /var/lib/slapos-up), and the bootstrap goes past the first hosted replica, where it
+/// used to wait out 300 s. Then a SIGTERM while it is still bootstrapping stops it at
+/// once, and nothing of the run is left: no process naming its directories, no
+/// namespace, no partition user, no partitions' directory.
+#[test]
+fn up_under_a_closed_parent_hosts_its_partitions_within_reach_and_stops_on_sigterm_while_bootstrapping(
+) {
+    assert!(
+        slapos_e2e::agent::is_root(),
+        "runs as root (partition users, namespaces)"
+    );
+    // closed as `mktemp -d` makes it
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let cluster_dir = dir.path().join("c");
+    let mut up = Command::new(slapos_bin())
+        .args(["up", "--dir"])
+        .arg(&cluster_dir)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start slapos up");
+    let pid = up.id();
+    let (out, err) = gather(&mut up);
+    let mut wait_for = |text: &str, within: Duration| {
+        let deadline = Instant::now() + within;
+        while !out.text().contains(text) {
+            if let Ok(Some(status)) = up.try_wait() {
+                panic!(
+                    "slapos up exited ({status}) before saying {text:?}: {}\n{}",
+                    out.text(),
+                    err.text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slapos up did not say {text:?} within {} s: {}\n{}",
+                within.as_secs(),
+                out.text(),
+                err.text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("bootstrapping", Duration::from_secs(180));
+    // Said first, before anything started: why, and where the partitions go.
+    let partitions = std::path::PathBuf::from(format!("/var/lib/slapos-up/{pid}"));
+    let said = out.text();
+    let first = said.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(&format!(
+            "{} is under {}",
+            cluster_dir.display(),
+            dir.path().display()
+        )) && first.contains("other users may not enter")
+            && first.contains(&partitions.display().to_string()),
+        "{said}"
+    );
+    assert!(partitions.is_dir(), "{said}");
+    // The partitions' users reach them: the first hosted replica comes to vote.
+    wait_for("replica 2 votes", Duration::from_secs(240));
+    let cfg = std::fs::read_to_string(cluster_dir.join("node-1/etc/slapos.cfg")).unwrap();
+    assert!(
+        cfg.contains(&format!(
+            "instance_root = {}/node-1/inst",
+            partitions.display()
+        )),
+        "{cfg}"
+    );
+
+    // SIGTERM while it bootstraps (replicas 3 and 4 to go) stops it, and cleans up.
+    terminate(&mut up, Duration::from_secs(90));
+    std::thread::sleep(Duration::from_millis(200));
+    let said = out.text();
+    assert!(
+        !said.contains("the seed replica left"),
+        "the bootstrap had ended: {said}"
+    );
+    assert!(said.trim_end().ends_with("stopping"), "{said}");
+    stopped_on_their_own(&err);
+    slapos_e2e::assert_no_process_naming(&cluster_dir);
+    slapos_e2e::assert_no_process_naming(&partitions);
+    let prefix = format!("slapos-up-{pid}-");
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let left: Vec<&str> = std::str::from_utf8(&namespaces.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    let users = format!("up{:04x}n", pid & 0xffff);
+    let passwd = Command::new("getent").arg("passwd").output().unwrap();
+    let left: Vec<&str> = std::str::from_utf8(&passwd.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with(&users))
+        .collect();
+    assert!(left.is_empty(), "partition users left behind: {left:?}");
+    assert!(!partitions.exists(), "{} left behind", partitions.display());
+}
+
+/// No process of the cluster had to be killed when `slapos up` stopped.
+fn stopped_on_their_own(err: &Said) {
+    // what the pipe still held when the process exited
+    std::thread::sleep(Duration::from_millis(200));
+    let err = err.text();
+    assert!(!err.contains("did not stop within"), "{err}");
 }
 
 /// `cmd` as the Unix user `user` (`runuser`): its output.

@@ -5,7 +5,8 @@
     python node_helper.py prepare ROOT MASTER_URL TINYSR_DIR COMPUTER
         writes ROOT/etc/slapos.cfg and ROOT/etc/def.cfg (unprivileged node, recipe of
         slapgrid-behaviour.md 8.2/8.3) and ROOT/tinysr, a copy of the tiny software
-        release whose relative paths are made absolute; prints the software URL.
+        release (chaos/tinysr, which the test writes out to TINYSR_DIR) whose @TINYSR@
+        placeholder names the copy; prints the software URL.
     python node_helper.py supply MASTER_URL SOFTWARE_URL COMPUTER
     python node_helper.py request MASTER_URL SOFTWARE_URL COMPUTER TITLE [STATE]
         requests an instance (started unless STATE says stopped or destroyed) on
@@ -72,16 +73,16 @@ def prepare(root, url, tinysr, computer):
   if os.path.exists(sr):
     shutil.rmtree(sr)
   shutil.copytree(tinysr, sr)
-  # the reference folder is read-only: let the copy be edited and removed
+  # the source may be read-only: let the copy be edited and removed
   for d, dirs, files in os.walk(sr):
     for n in [d] + [os.path.join(d, f) for f in files]:
       os.chmod(n, os.stat(n).st_mode | 0o700)
-  # software.cfg names its files relative to the reference folder: make them absolute.
+  # software.cfg names its files under @TINYSR@ (buildout has no profile base location).
   path = os.path.join(sr, 'software.cfg')
   with open(path) as f:
     text = f.read()
   with open(path, 'w') as f:
-    f.write(text.replace('reference/tinysr/', sr + '/'))
+    f.write(text.replace('@TINYSR@', sr))
   print(path)
 
 

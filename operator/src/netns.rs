@@ -1,6 +1,9 @@
 //! Hosts as network namespaces joined through a router namespace, and link cuts made of
 //! `blackhole` policy rules in the router (this kernel has neither netem nor iptables):
 //! a cut drops packets silently, so peers time out as they would across a real cut.
+//! `slapos up` runs each of its nodes in one (tag `up`); the chaos harness runs its hosts
+//! in them (tag `chaos`) and cuts their links, also those of a `slapos up` it drives
+//! ([`Network::attach`]).
 //!
 //! Host `i` (1..=n) lives in namespace `slapos-chaos-<pid>-h<i>` with
 //! `fd5c:<pid>:<i>::2/64` and `10.77.<i>.2/24`; the router has `::1` / `.1` on each link.

@@ -1,16 +1,16 @@
 //! `slapos cluster bootstrap`: from a seed group (replicas outside any partition) to a
 //! master that lives only in partitions of its own nodes, one replica per region.
 //!
-//! The steps, each printed, each skipped when already done (so an interrupted run is
+//! The steps, each reported, each skipped when already done (so an interrupted run is
 //! resumed by running the same command again; the plan, computer -> replica id and
 //! ports, is kept in `<release-dir>/bootstrap.json` from the first run on):
 //!
 //! 1. the nodes: every named computer is registered, formatted (has partitions) and
 //!    declares a region, and no two share one (the tree is spread over distinct regions,
 //!    so that losing a region loses one replica);
-//! 2. one replica per computer, through `slapos cluster add-replica`'s steps (the release
-//!    supplied, the replica's and its gateway's instances requested, each in a partition
-//!    of its own, tokens made for their addresses, joined, voting, the gateway serving);
+//! 2. one replica per computer, through [`add_replica`]'s steps (the release supplied,
+//!    the replica's and its gateway's instances requested, each in a partition of its
+//!    own, tokens made for their addresses, joined, voting, the gateway serving);
 //! 3. every new replica caught up (no lag behind the leader's log);
 //! 4. the seed replicas leave; a leader removing itself commits the configuration without
 //!    it first and steps down, and the hosted replicas elect one of theirs (openraft 0.9
@@ -19,33 +19,43 @@
 //! 5. the gateways in the partitions, as the `master_url` line the node agents' configs
 //!    take (every gateway listed: an agent fails over between them).
 
-use crate::selfhost::{add, step, AddReplicaArgs, Added, Operator, Ports, Timers};
-use anyhow::{bail, Context, Result};
-use clap::Args;
+use crate::error::{refuse, Context, OperatorError, Require};
+use crate::files;
+use crate::group::Operator;
+use crate::progress::Progress;
+use crate::replicas::{add_replica, AddReplica, Added, Ports, Timers};
 use master_client::MasterClient;
 use serde::{Deserialize, Serialize};
 use slapos_domain::Query;
 use slapos_proto::rpc::master::Consistency;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Args)]
-pub struct BootstrapArgs {
-    #[command(flatten)]
-    pub(crate) operator: Operator,
+/// What to bootstrap.
+#[derive(Clone, Debug)]
+pub struct Bootstrap {
+    pub operator: Operator,
     /// The registered computers that host the group, one replica each, each in its own
-    /// region: `COMPUTER` (the default ports) or `COMPUTER:PORT` (PORT, PORT+1, PORT+2 for
-    /// Raft, the API and the gateway: for computers whose partitions share an address).
-    #[arg(long = "computer", value_delimiter = ',', required = true)]
-    pub(crate) computers: Vec<String>,
-    /// The first new replica's id (default: one above the group's highest member id).
-    #[arg(long)]
-    pub(crate) first_id: Option<u64>,
+    /// region.
+    pub computers: Vec<Host>,
+    /// The first new replica's id (None: one above the group's highest member id).
+    pub first_id: Option<u64>,
     /// The ports of every replica not given its own with `COMPUTER:PORT`.
-    #[command(flatten)]
-    pub(crate) ports: Ports,
-    #[command(flatten)]
-    pub(crate) timers: Timers,
+    pub ports: Ports,
+    pub timers: Timers,
+    /// The certificate this process presents to the masters, when it is read from the
+    /// operator's environment (`$SLAPOS_MASTER_TLS_CERT`): refused up front when it is
+    /// not an operator's or a replica's that stays.
+    pub presented_cert: Option<PathBuf>,
+}
+
+/// A computer to host a replica, and the ports of that replica when not the default
+/// ones (computers whose partitions share an address: loopback).
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub computer: String,
+    pub ports: Option<Ports>,
 }
 
 /// What `bootstrap.json` keeps between runs.
@@ -65,31 +75,11 @@ struct Planned {
     ports: Ports,
 }
 
-/// `COMPUTER` or `COMPUTER:PORT`.
-fn parse_computer(spec: &str, args: &BootstrapArgs) -> Result<(String, Ports)> {
-    match spec.rsplit_once(':') {
-        Some((c, port)) => {
-            let p: u16 = port
-                .parse()
-                .with_context(|| format!("--computer {spec}: '{port}' is not a port"))?;
-            match (p, p.checked_add(1), p.checked_add(2)) {
-                (1.., Some(api_port), Some(gateway_port)) => Ok((
-                    c.to_string(),
-                    Ports {
-                        raft_port: p,
-                        api_port,
-                        gateway_port,
-                    },
-                )),
-                _ => bail!("--computer {spec}: PORT must be 1 to 65533"),
-            }
-        }
-        None => Ok((spec.to_string(), args.ports)),
-    }
-}
-
 /// The computer as the master knows it: (region, partitions, free partitions).
-async fn computer(via: &[String], id: &str) -> Result<(Option<String>, usize, usize)> {
+async fn computer(
+    via: &[String],
+    id: &str,
+) -> Result<(Option<String>, usize, usize), OperatorError> {
     let mut client = MasterClient::new(via.to_vec()).with_deadline(Duration::from_secs(30));
     let (entries, _) = client
         .read(
@@ -102,8 +92,8 @@ async fn computer(via: &[String], id: &str) -> Result<(Option<String>, usize, us
         .await
         .with_context(|| format!("reading computer {id}"))?;
     let state = slapos_domain::State::from_read(entries)?;
-    let c = state.computer(id).map_err(|_| {
-        anyhow::anyhow!(
+    let c = state.computer(id).ok().require(|| {
+        format!(
             "computer {id} is not registered (its node registers with a token: \
              `slapos token create` then `slapos node register --token`, and `slapos node format`)"
         )
@@ -112,22 +102,60 @@ async fn computer(via: &[String], id: &str) -> Result<(Option<String>, usize, us
     Ok((c.region.clone(), c.partitions.len(), free))
 }
 
+/// Refused now rather than halfway: a gateway's certificate (no operator commands), and
+/// a seed's own (not accepted once the seed leaves).
+fn check_presented(
+    path: &std::path::Path,
+    members: &[slapos_proto::rpc::master::Member],
+    plan: &Plan,
+) -> Result<(), OperatorError> {
+    let pem = files::read_to_string(path)?;
+    let operator_hint = "present an operator's, which outlives any replica \
+                         (`slapos cluster ca issue --identity operator:NAME`)";
+    match slapos_ca::identity_of_pem(&pem) {
+        Ok((slapos_domain::Identity::Replica(id), _)) => {
+            let leaves = members.iter().any(|m| m.id == id && m.hosted_by.is_empty())
+                && !plan.replicas.iter().any(|p| p.id == id);
+            if leaves {
+                refuse!(
+                    "SLAPOS_MASTER_TLS_CERT is replica {id}'s certificate, and replica \
+                     {id} leaves at the end: {operator_hint}"
+                );
+            }
+            Ok(())
+        }
+        Ok((slapos_domain::Identity::Operator(_), _)) => Ok(()),
+        Ok((other, _)) => refuse!(
+            "SLAPOS_MASTER_TLS_CERT is {}'s certificate, which may not run the \
+             operator's commands: {operator_hint}",
+            other.common_name()
+        ),
+        Err(e) => refuse!("SLAPOS_MASTER_TLS_CERT ({}): {e}", path.display()),
+    }
+}
+
 /// Runs the bootstrap; returns where the replicas run.
-pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
+pub async fn bootstrap(
+    args: &Bootstrap,
+    progress: &dyn Progress,
+) -> Result<Vec<Added>, OperatorError> {
     let op = &args.operator;
-    std::fs::create_dir_all(&op.release_dir)?;
+    files::create_dir_all(&op.release_dir)?;
     let plan_path = op.release_dir.join("bootstrap.json");
     let mut plan: Plan = match std::fs::read(&plan_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not a bootstrap plan", plan_path.display()))?,
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| OperatorError::Corrupt {
+            path: plan_path.clone(),
+            what: "a bootstrap plan",
+            source,
+        })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Plan::default(),
-        Err(e) => return Err(e).with_context(|| format!("read {}", plan_path.display())),
+        Err(e) => return Err(OperatorError::io("read", &plan_path)(e)),
     };
-    let save = |plan: &Plan| -> Result<()> {
+    let save = |plan: &Plan| -> Result<(), OperatorError> {
         let tmp = plan_path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(plan)?)?;
-        std::fs::rename(&tmp, &plan_path)?;
-        Ok(())
+        let json = serde_json::to_vec_pretty(plan).expect("a plan serializes");
+        files::write(&tmp, json)?;
+        files::rename(&tmp, &plan_path)
     };
     // Once the seed left, only the hosted replicas answer: reach the group through both.
     let mut via = op.via.clone();
@@ -140,7 +168,7 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
             .find(|m| m.id == id)
             .map(|m| m.hosted_by.clone())
     };
-    step(format!(
+    progress.step(&format!(
         "the group: {}",
         members
             .iter()
@@ -151,32 +179,8 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-
-    // Refused now rather than halfway: a gateway's certificate (no operator commands),
-    // and a seed's own (not accepted once the seed leaves).
-    if let Ok(path) = std::env::var("SLAPOS_MASTER_TLS_CERT") {
-        let pem = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-        let operator_hint = "present an operator's, which outlives any replica \
-                             (`slapos cluster ca issue --identity operator:NAME`)";
-        match slapos_ca::identity_of_pem(&pem) {
-            Ok((slapos_domain::Identity::Replica(id), _)) => {
-                let leaves = members.iter().any(|m| m.id == id && m.hosted_by.is_empty())
-                    && !plan.replicas.iter().any(|p| p.id == id);
-                if leaves {
-                    bail!(
-                        "SLAPOS_MASTER_TLS_CERT is replica {id}'s certificate, and replica \
-                         {id} leaves at the end: {operator_hint}"
-                    );
-                }
-            }
-            Ok((slapos_domain::Identity::Operator(_), _)) => {}
-            Ok((other, _)) => bail!(
-                "SLAPOS_MASTER_TLS_CERT is {}'s certificate, which may not run the \
-                 operator's commands: {operator_hint}",
-                other.common_name()
-            ),
-            Err(e) => bail!("SLAPOS_MASTER_TLS_CERT ({path}): {e}"),
-        }
+    if let Some(path) = &args.presented_cert {
+        check_presented(path, &members, &plan)?;
     }
 
     if plan.replicas.is_empty() {
@@ -202,34 +206,34 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
             next += 1;
             next - 1
         };
-        for spec in &args.computers {
-            let (id, ports) = parse_computer(spec, args)?;
+        for host in &args.computers {
+            let (id, ports) = (host.computer.clone(), host.ports.unwrap_or(args.ports));
             let (region, partitions, free) = computer(&op.via, &id).await?;
-            let region = region.with_context(|| {
+            let region = region.require(|| {
                 format!(
                     "computer {id} declares no region (register it with one: \
                      `slapos computer register --id {id} --region R` before its node registers)"
                 )
             })?;
             if partitions == 0 {
-                bail!(
+                refuse!(
                     "computer {id} has no partition: format its node first (`slapos node format`)"
                 );
             }
             if free < 2 {
-                bail!(
+                refuse!(
                     "computer {id} has {free} free partition(s) of {partitions}: a replica and \
                      its gateway take two (format its node with more: `partition_amount`)"
                 );
             }
             if let Some(other) = regions.insert(region.clone(), id.clone()) {
-                bail!(
+                refuse!(
                     "computers {other} and {id} are both in region {region}: the replicas go \
                      to distinct regions, so that losing one loses one replica"
                 );
             }
             let replica = new_id();
-            step(format!(
+            progress.step(&format!(
                 "node {id}: region {region}, {partitions} partitions ({free} free): replica {replica}"
             ));
             plan.replicas.push(Planned {
@@ -240,16 +244,16 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
             });
         }
         if plan.replicas.len() < 3 {
-            step(format!(
+            progress.step(&format!(
                 "warning: {} replica(s) keep a quorum only while all of them run; three \
                  regions or more survive losing one",
                 plan.replicas.len()
             ));
         }
         save(&plan)?;
-        step(format!("plan kept in {}", plan_path.display()));
+        progress.step(&format!("plan kept in {}", plan_path.display()));
     } else {
-        step(format!("resuming the plan of {}", plan_path.display()));
+        progress.step(&format!("resuming the plan of {}", plan_path.display()));
     }
 
     // 2. One replica per node.
@@ -258,22 +262,28 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
             .iter()
             .any(|m| m.id == p.id && m.role == "voter" && !m.hosted_by.is_empty());
         if voting && plan.hosted.iter().any(|h| h.id == p.id) {
-            step(format!(
+            progress.step(&format!(
                 "replica {} on {} votes already",
                 p.id,
                 hosted_by(p.id).unwrap_or_default()
             ));
             continue;
         }
-        println!("hosting replica {} on {} ({})", p.id, p.computer, p.region);
-        let added = add(&AddReplicaArgs {
-            operator: op.clone(),
-            computer: p.computer.clone(),
-            id: p.id,
-            region: p.region.clone(),
-            ports: p.ports,
-            timers: args.timers,
-        })
+        progress.line(&format!(
+            "hosting replica {} on {} ({})",
+            p.id, p.computer, p.region
+        ));
+        let added = add_replica(
+            &AddReplica {
+                operator: op.clone(),
+                computer: p.computer.clone(),
+                id: p.id,
+                region: p.region.clone(),
+                ports: p.ports,
+                timers: args.timers,
+            },
+            progress,
+        )
         .await?;
         plan.hosted.retain(|h| h.id != p.id);
         plan.hosted.push(added);
@@ -283,7 +293,7 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
     let hosted_apis: Vec<String> = plan.hosted.iter().map(|h| h.api_addr.clone()).collect();
 
     // 3. Caught up.
-    step(format!("waiting for replicas {ids:?} to catch up"));
+    progress.step(&format!("waiting for replicas {ids:?} to catch up"));
     op.wait_until("catching up", |leader, members| {
         leader.is_some()
             && ids.iter().all(|id| {
@@ -302,14 +312,14 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
         .map(|m| m.id)
         .collect();
     for seed in seeds {
-        step(format!(
+        progress.step(&format!(
             "seed replica {seed} leaves (leadership moves to a hosted replica)"
         ));
         let mut client =
             MasterClient::new(hosted_apis.clone()).with_deadline(Duration::from_secs(60));
         client.call_timeout = Duration::from_secs(50);
         match client.remove_replica(seed).await {
-            Ok(said) => step(said),
+            Ok(said) => progress.step(&said),
             // an answer lost on the way (the leader that left stepped down): what counts
             // is whether the group still has it
             Err(e) => {
@@ -322,7 +332,7 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
                 if members.iter().any(|m| m.id == seed) {
                     return Err(e).with_context(|| format!("seed replica {seed} could not leave"));
                 }
-                step(format!("replica {seed} is no longer a member"));
+                progress.step(&format!("replica {seed} is no longer a member"));
             }
         }
     }
@@ -335,7 +345,7 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
     })
     .await?;
     let (leader, _) = op.group().await?;
-    step(format!(
+    progress.step(&format!(
         "the master lives in {} partitions; replica {} leads",
         plan.hosted.len(),
         leader.unwrap_or_default()
@@ -344,7 +354,7 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
     // 5. What the nodes' configurations take.
     let urls: Vec<String> = plan.hosted.iter().map(|h| h.gateway_url.clone()).collect();
     for h in &plan.hosted {
-        println!(
+        progress.line(&format!(
             "  replica {}  {}/{} ({})  API {}  gateway {} in {}/{}",
             h.id,
             h.computer,
@@ -354,16 +364,15 @@ pub(crate) async fn bootstrap(args: &BootstrapArgs) -> Result<Vec<Added>> {
             h.gateway_url,
             h.computer,
             h.gateway_partition
-        );
+        ));
     }
-    println!("  node agents' slapos.cfg: master_url = {}", urls.join(" "));
-    println!(
+    progress.line(&format!(
+        "  node agents' slapos.cfg: master_url = {}",
+        urls.join(" ")
+    ));
+    progress.line(&format!(
         "  operators: slapos cluster status --via {}",
         hosted_apis.join(",")
-    );
+    ));
     Ok(plan.hosted)
-}
-
-pub async fn run(args: BootstrapArgs) -> Result<()> {
-    bootstrap(&args).await.map(|_| ())
 }

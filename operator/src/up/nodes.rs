@@ -1,20 +1,23 @@
 //! The node side of `slapos up`: node agents (`slapos node daemon`) formatted into
-//! partitions, the sample native release of `deploy/software/hello` supplied to them, and
-//! one instance of it requested, its connection parameters printed once published.
+//! partitions, the sample release supplied to them and one instance of it requested, its
+//! connection parameters read once published.
 //!
 //! Under mTLS each node registers with a one-time token the admin made for its computer
 //! (`slapos token create`, then `slapos node register --token`: the key is made on the
 //! node), before it formats; the admin supplies and requests with their certificate.
 //!
 //! As root the partitions get real Unix users (a prefix unique to this cluster, removed
-//! with `slapos node unformat` at the end); otherwise they are directories of the current
-//! user (slapgrid's standalone mode). As root each node can also run in a network
-//! namespace of its own (the self-hosted default of `slapos up`): its agent formats the
-//! network there (an IPv6 address of the node's /64 per partition), and its supervisor
-//! and partitions run there; otherwise the addresses are loopback.
+//! with `slapos node unformat` at the end), who must be able to enter every directory
+//! above their partitions (`super::dirs`); otherwise they are directories of the current
+//! user (slapgrid's standalone mode). As root each node can also run in a
+//! network namespace of its own (the self-hosted default of `slapos up`): its agent
+//! formats the network there (an IPv6 address of the node's /64 per partition), and its
+//! supervisor and partitions run there; otherwise the addresses are loopback.
 
-use crate::up::UpTls;
-use anyhow::{bail, Context, Result};
+use super::tls::ClusterTls;
+use crate::error::{Context, OperatorError};
+use crate::files;
+use crate::netns::Network;
 use serde::Serialize;
 use slapgrid::client::SlapClient;
 use slapos_proto::marshal::Value;
@@ -23,10 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-const HELLO_MANIFEST: &str = include_str!("../../deploy/software/hello/software.toml");
-const HELLO_SCRIPT: &str = include_str!("../../deploy/software/hello/hello.sh");
-
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Clone, Debug)]
 pub struct NodeInfo {
     pub computer_id: String,
     /// The region its computer declares (under mTLS, where the admin registers it).
@@ -38,6 +38,10 @@ pub struct NodeInfo {
     pub address: Option<String>,
     pub config: PathBuf,
     pub dir: PathBuf,
+    /// Where its software and instance roots (`soft`, `inst`) are when not in `dir`
+    /// (a directory above it is closed to the partitions' users).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roots: Option<PathBuf>,
     pub log: PathBuf,
     /// The partitions' user prefix when they are real users (root).
     pub users: Option<String>,
@@ -45,41 +49,69 @@ pub struct NodeInfo {
 }
 
 /// The admin's SLAP client of the cluster (its certificate under mTLS).
-pub fn admin_client(urls: &[String], tls: Option<&UpTls>) -> Result<SlapClient> {
+pub(crate) fn admin_client(
+    urls: &[String],
+    tls: Option<&ClusterTls>,
+) -> Result<SlapClient, OperatorError> {
     Ok(SlapClient::new(
         urls,
-        tls.map(UpTls::identity),
+        tls.map(ClusterTls::identity),
         tls.map(|t| t.ca.as_path()),
     )?)
 }
 
+/// What the nodes are to be.
+pub(crate) struct NodesPlan<'a> {
+    pub bin: &'a Path,
+    /// Where each node's own files go (`node-<n>`: its configuration, certificates,
+    /// pid files, logs).
+    pub dir: &'a Path,
+    /// Where each node's software and instance roots go (`node-<n>/soft`, `/inst`):
+    /// somewhere the partitions' users reach.
+    pub roots: &'a Path,
+    pub urls: &'a [String],
+    pub nodes: usize,
+    pub partitions: usize,
+    pub tls: Option<&'a ClusterTls>,
+    pub net: Option<&'a Network>,
+}
+
 /// Writes each node's slapos.cfg, registers it with a token under mTLS, and formats it
-/// (which posts the computer).
-pub fn format_nodes(
-    bin: &Path,
-    dir: &Path,
-    urls: &[String],
-    nodes: usize,
-    partitions: usize,
-    tls: Option<&UpTls>,
-    net: Option<&chaos::netns::Network>,
-) -> Result<Vec<NodeInfo>> {
+/// (which posts the computer). Each node goes into `made` before anything of it is
+/// made, so that whoever holds `made` tears it down even if this fails halfway.
+pub(crate) async fn format_nodes(
+    plan: NodesPlan<'_>,
+    made: &mut Vec<NodeInfo>,
+) -> Result<(), OperatorError> {
+    let NodesPlan {
+        bin,
+        dir,
+        roots,
+        urls,
+        nodes,
+        partitions,
+        tls,
+        net,
+    } = plan;
     let admin = match tls {
         Some(_) => Some(admin_client(urls, tls)?),
         None => None,
     };
     let root = slapgrid::process::is_root();
-    let mut out = Vec::new();
     for n in 1..=nodes {
         let node_dir = dir.join(format!("node-{n}"));
-        for d in ["etc", "soft", "inst", "var/run", "var/log"] {
-            std::fs::create_dir_all(node_dir.join(d))?;
+        let node_roots = roots.join(format!("node-{n}"));
+        for d in ["etc", "var/run", "var/log"] {
+            files::create_dir_all(&node_dir.join(d))?;
+        }
+        for d in ["soft", "inst"] {
+            files::create_dir_all(&node_roots.join(d))?;
         }
         let computer_id = format!("COMP-{n}");
         let netns = net.map(|net| net.host_ns(n));
         let region = format!("region-{n}");
         let users = root.then(|| format!("up{:04x}n{n}", std::process::id() & 0xffff));
-        let r = node_dir.display();
+        let (r, roots_of) = (node_dir.display(), node_roots.display());
         let user_part = match &users {
             Some(u) => format!("alter_user = true\nuser_base_name = {u}u\nsoftware_user = {u}s\n"),
             None => "alter_user = false\n".into(),
@@ -102,11 +134,11 @@ pub fn format_nodes(
             None => "alter_network = false\n".into(),
         };
         let config = node_dir.join("etc/slapos.cfg");
-        std::fs::write(
+        files::write(
             &config,
             format!(
                 "# A node of the local cluster of `slapos up`.\n[slapos]\ncomputer_id = {computer_id}\n{identity}\
-                 master_url = {urls}\nsoftware_root = {r}/soft\ninstance_root = {r}/inst\n\
+                 master_url = {urls}\nsoftware_root = {roots_of}/soft\ninstance_root = {roots_of}/inst\n\
                  root_check = false\npidfile_software = {r}/var/run/sw.pid\n\
                  pidfile_instance = {r}/var/run/cp.pid\npidfile_report = {r}/var/run/ur.pid\n\
                  software_interval = 5\ninstance_interval = 5\nreport_interval = 3600\n\
@@ -116,14 +148,23 @@ pub fn format_nodes(
                 urls = urls.join(" "),
             ),
         )?;
-        // Partition users must traverse the cluster directory (only the search bit is
-        // added to a directory the user chose; the node's own is ours).
+        // Partition users must traverse the node's directories (ours).
         if root {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir)?.permissions().mode();
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711))?;
-            std::fs::set_permissions(&node_dir, std::fs::Permissions::from_mode(0o755))?;
+            files::set_mode(&node_dir, 0o755)?;
+            files::set_mode(&node_roots, 0o755)?;
         }
+        made.push(NodeInfo {
+            computer_id: computer_id.clone(),
+            region: tls.map(|_| region.clone()),
+            address: net.map(|net| net.v6(n).to_string()),
+            netns: netns.clone(),
+            log: node_dir.join("var/log/daemon.log"),
+            roots: (node_roots != node_dir).then(|| node_roots.clone()),
+            dir: node_dir,
+            config: config.clone(),
+            users,
+            partitions,
+        });
         if let (Some(admin), Some(t)) = (&admin, tls) {
             // The computer first, with its region (a node stands for one): the token then
             // registers the node as this computer.
@@ -132,58 +173,54 @@ pub fn format_nodes(
                 Some(t.ca.as_path()),
                 Some(t.identity()),
             )?;
-            tokio::runtime::Handle::current()
-                .block_on(rpc.call(
-                    "slapos.post.v0.compute_node",
-                    &serde_json::json!({"computer_guid": computer_id, "region": region}),
-                ))
-                .with_context(|| format!("registering {computer_id} in {region}"))?;
-            let token = admin
-                .post(
+            rpc.call(
+                "slapos.post.v0.compute_node",
+                &serde_json::json!({"computer_guid": computer_id, "region": region}),
+            )
+            .await
+            .with_context(|| format!("registering {computer_id} in {region}"))?;
+            let token = tokio::task::block_in_place(|| {
+                admin.post(
                     "createComputerToken",
                     &[("computer_id", &computer_id), ("ttl", "600")],
                     None,
                 )
-                .with_context(|| format!("a registration token for {computer_id}"))?;
+            })
+            .with_context(|| format!("a registration token for {computer_id}"))?;
             let token = String::from_utf8_lossy(&token).trim().to_string();
-            let register = in_netns(bin, netns.as_deref())
-                .args(["node", "register", "--token", &token, "--cfg"])
-                .arg(&config)
-                .output()?;
-            if !register.status.success() {
-                bail!(
-                    "registering node {n} failed: {}",
-                    String::from_utf8_lossy(&register.stderr)
-                );
-            }
+            run_checked(
+                in_netns(bin, netns.as_deref())
+                    .args(["node", "register", "--token", &token, "--cfg"])
+                    .arg(&config),
+                &format!("registering node {n}"),
+            )?;
         }
-        let format = in_netns(bin, netns.as_deref())
-            .args(["node", "format", "--cfg"])
-            .arg(&config)
-            .output()?;
-        if !format.status.success() {
-            bail!(
-                "formatting node {n} failed: {}",
-                String::from_utf8_lossy(&format.stderr)
-            );
-        }
-        out.push(NodeInfo {
-            computer_id,
-            region: tls.map(|_| region),
-            address: net.map(|net| net.v6(n).to_string()),
-            netns,
-            log: node_dir.join("var/log/daemon.log"),
-            dir: node_dir,
-            config,
-            users,
-            partitions,
+        run_checked(
+            in_netns(bin, netns.as_deref())
+                .args(["node", "format", "--cfg"])
+                .arg(&config),
+            &format!("formatting node {n}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs `command` to its end; its standard error when it fails.
+pub(crate) fn run_checked(command: &mut Command, what: &str) -> Result<(), OperatorError> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let out = tokio::task::block_in_place(|| command.output())
+        .map_err(|source| OperatorError::Spawn { program, source })?;
+    if !out.status.success() {
+        return Err(OperatorError::Command {
+            what: what.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `bin`, inside `netns` when given (`ip netns exec` execs it: the child's pid is its).
-pub fn in_netns(bin: &Path, netns: Option<&str>) -> Command {
+pub(crate) fn in_netns(bin: &Path, netns: Option<&str>) -> Command {
     match netns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -195,23 +232,31 @@ pub fn in_netns(bin: &Path, netns: Option<&str>) -> Command {
 }
 
 /// `slapos node daemon` for a node (in its namespace).
-pub fn spawn_daemon(bin: &Path, node: &NodeInfo) -> Result<Child> {
+pub(crate) fn spawn_daemon(bin: &Path, node: &NodeInfo) -> Result<Child, OperatorError> {
     // 0640, root's: the partition users may not read what the agent logs.
-    let log = slapgrid::node::open_log(&node.log, false)?;
-    Ok(in_netns(bin, node.netns.as_deref())
+    let log =
+        slapgrid::node::open_log(&node.log, false).map_err(OperatorError::io("open", &node.log))?;
+    let out = log
+        .try_clone()
+        .map_err(OperatorError::io("open", &node.log))?;
+    in_netns(bin, node.netns.as_deref())
         .args(["node", "daemon", "-v", "--cfg"])
         .arg(&node.config)
         .env("RUST_LOG", "info")
         .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
+        .stdout(out)
         .stderr(log)
-        .spawn()?)
+        .spawn()
+        .map_err(|source| OperatorError::Spawn {
+            program: bin.display().to_string(),
+            source,
+        })
 }
 
 /// Stops a node's services and supervisor, and removes its users (root): whatever a
-/// partition's user still runs (a promise the stopped agent left, a one-shot) is killed
-/// before the users go.
-pub fn teardown(bin: &Path, node: &NodeInfo) {
+/// partition's user still runs (a promise the stopped agent left, a one-shot, a release
+/// being installed) is killed before the users go.
+pub(crate) fn teardown(bin: &Path, node: &NodeInfo) {
     let _ = Command::new(bin)
         .args(["node", "shutdown", "--cfg"])
         .arg(&node.config)
@@ -251,57 +296,38 @@ pub fn teardown(bin: &Path, node: &NodeInfo) {
     }
 }
 
-/// Writes the sample release (its artifact's checksum filled in) and returns its URL.
-pub fn write_sample_release(dir: &Path) -> Result<String> {
-    let release = dir.join("software/hello");
-    std::fs::create_dir_all(&release)?;
-    let script = release.join("hello.sh");
-    std::fs::write(&script, HELLO_SCRIPT)?;
-    let sum = slapgrid::digest::sha256_file(&script)?;
-    let manifest = release.join("software.toml");
-    std::fs::write(&manifest, HELLO_MANIFEST.replace("@HELLO_SHA256@", &sum))?;
-    if slapgrid::process::is_root() {
-        use std::os::unix::fs::PermissionsExt;
-        for d in [dir.join("software"), release.clone()] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
-        }
-        for f in [&script, &manifest] {
-            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644))?;
-        }
-    }
-    Ok(manifest.display().to_string())
-}
-
 /// Supplies `software` to every node and requests one started instance `title` (a
 /// person's request: the master picks the partition).
-pub fn supply_and_request(
-    urls: &[String],
-    tls: Option<&UpTls>,
+pub(crate) fn supply_and_request(
+    client: &SlapClient,
     software: &str,
     nodes: &[NodeInfo],
     title: &str,
-) -> Result<SlapClient> {
-    let client = admin_client(urls, tls)?;
+) -> Result<(), OperatorError> {
     for node in nodes {
         client
             .supply(software, &node.computer_id, "available")
             .with_context(|| format!("supplying {software} to {}", node.computer_id))?;
     }
-    request(&client, software, title)?;
-    Ok(client)
+    request(client, software, title)?;
+    Ok(())
 }
 
-fn request(client: &SlapClient, software: &str, title: &str) -> Result<Option<SoftwareInstance>> {
+fn request(
+    client: &SlapClient,
+    software: &str,
+    title: &str,
+) -> Result<Option<SoftwareInstance>, OperatorError> {
     Ok(client.request_instance(software, title, &[("name", "SlapOS")], &[], "started")?)
 }
 
 /// Waits (up to `timeout`) until the instance publishes its connection parameters.
-pub fn wait_connection(
+pub(crate) fn wait_connection(
     client: &SlapClient,
     software: &str,
     title: &str,
     timeout: Duration,
-) -> Result<Vec<(String, String)>> {
+) -> Result<Vec<(String, String)>, OperatorError> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(instance) = request(client, software, title)? {
@@ -322,7 +348,9 @@ pub fn wait_connection(
             }
         }
         if Instant::now() > deadline {
-            bail!("the instance {title} published nothing within {timeout:?}");
+            return Err(OperatorError::Timeout(format!(
+                "the instance {title} published nothing within {timeout:?}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -1,0 +1,729 @@
+//! `slapos up`: a local cluster of real processes in one directory, described in
+//! `<dir>/cluster.json`: the same `slapos master init/run`, `slapos gateway run` and
+//! `slapos node ...` processes an operator would start, and the membership calls of
+//! `slapos master join`.
+//!
+//! By default every link is under mTLS, set up as README's "Certificates on every link"
+//! tells an operator ([`tls`]), and the master then moves into partitions of the nodes
+//! through [`crate::bootstrap`]'s own code (as root each node is a network namespace of
+//! its own, [`crate::netns::Network`]), the seed leaving; `unhosted` keeps the replicas
+//! and gateways as plain processes, `insecure` runs it all on plain loopback HTTP/gRPC.
+//!
+//! [`LocalCluster::start`] returns once the cluster is described; everything it made so
+//! far is undone when its future is dropped (an interrupted start), when it fails, and
+//! when the cluster is stopped: its processes stopped, the nodes' services stopped and
+//! their users removed, its namespaces deleted.
+
+mod dirs;
+mod nodes;
+mod processes;
+mod tls;
+
+pub use nodes::NodeInfo;
+pub use tls::ClusterTls;
+
+use crate::bootstrap::{bootstrap, Bootstrap, Host};
+use crate::error::{Context, OperatorError};
+use crate::files;
+use crate::group::Operator;
+use crate::netns::Network;
+use crate::progress::Progress;
+use crate::replicas::{Added, Ports};
+use master_client::MasterClient;
+use master_replica::node::ReplicaConfig;
+use nodes::{format_nodes, run_checked, spawn_daemon, teardown, NodesPlan};
+use processes::{spawn, Children};
+use serde::Serialize;
+use slap_gateway::server::GatewayConfig;
+use slapos_proto::rpc::master::AddReplicaRequest;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What `slapos up` makes.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    /// Directory for configurations, data, logs and cluster.json.
+    pub dir: PathBuf,
+    /// Master replicas (each with a gateway beside it); at least 1.
+    pub replicas: u64,
+    /// First port to use; each seed replica takes four consecutive ports (Raft, API,
+    /// metrics, gateway). None: free ports picked by the system.
+    pub base_port: Option<u16>,
+    /// Node agents, each formatted into partitions; the first node gets the sample
+    /// release and one instance of it. Self-hosted: at least one per replica.
+    pub nodes: usize,
+    /// Partitions per node (self-hosted: at least 3).
+    pub partitions: usize,
+    /// No TLS anywhere (implies `unhosted`).
+    pub insecure: bool,
+    /// The replicas as plain processes of this one instead of hosted in partitions.
+    pub unhosted: bool,
+    /// The nodes of the self-hosted group on loopback rather than in namespaces.
+    pub loopback: bool,
+}
+
+impl UpOptions {
+    fn self_hosted(&self) -> bool {
+        !self.unhosted && !self.insecure && self.replicas > 0
+    }
+
+    /// Nodes, one per replica at least when self-hosted.
+    pub fn node_count(&self) -> usize {
+        if self.self_hosted() {
+            self.nodes.max(self.replicas as usize)
+        } else {
+            self.nodes
+        }
+    }
+
+    /// Partitions per node, a replica, its gateway and the sample's when self-hosted.
+    pub fn partition_count(&self) -> usize {
+        if self.self_hosted() {
+            self.partitions.max(3)
+        } else {
+            self.partitions
+        }
+    }
+}
+
+/// A process of the cluster's own, as cluster.json lists it.
+#[derive(Serialize, Clone, Debug)]
+pub struct ProcessInfo {
+    pub role: &'static str,
+    pub id: u64,
+    pub pid: u32,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct AdminClient {
+    /// A `slapos request`/`slapos supply` client configuration pointing at a gateway.
+    pub client_config: PathBuf,
+    /// Its certificate and key (the person `admin`), and the group's CA that verifies
+    /// the gateways; none with `insecure`.
+    pub certificate: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    /// With mTLS: the environment `slapos cluster ...` and `slapos user ...` need to
+    /// reach the masters' API (the operator's certificate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_tls_env: Option<String>,
+}
+
+/// `cluster.json`.
+#[derive(Serialize, Clone, Debug)]
+pub struct ClusterFile {
+    pub dir: PathBuf,
+    pub started_at_unix: u64,
+    pub processes: Vec<ProcessInfo>,
+    pub gateway_urls: Vec<String>,
+    pub master_api_addrs: Vec<String>,
+    pub admin: AdminClient,
+    pub nodes: Vec<NodeInfo>,
+    /// Self-hosted: the replicas in partitions (no process of this command's own).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosted_replicas: Vec<Added>,
+    /// The sample instance: its software release and title.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<Sample>,
+    /// Where the nodes' software and instance roots and the releases are when not in
+    /// `dir` (a directory above it is closed to other users); removed at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions_dir: Option<PathBuf>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Sample {
+    pub software_release: String,
+    pub title: String,
+}
+
+/// What a start made, undone in this order when dropped: the processes stopped (the
+/// node agents first of all, so that none starts anything again), then each node's
+/// services stopped and its users removed, then the namespaces deleted, and the
+/// partitions' directory outside the cluster's own removed.
+struct Made {
+    bin: PathBuf,
+    children: Children,
+    nodes: Vec<NodeInfo>,
+    net: Option<Network>,
+    /// The partitions' and releases' directory outside the cluster's own.
+    outside: Option<PathBuf>,
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        self.children.stop();
+        for node in &self.nodes {
+            teardown(&self.bin, node);
+        }
+        self.net.take();
+        if let Some(outside) = self.outside.take() {
+            let _ = std::fs::remove_dir_all(outside);
+        }
+    }
+}
+
+/// A running local cluster; stopped by [`LocalCluster::stop`] or when dropped.
+pub struct LocalCluster {
+    made: Made,
+    file: ClusterFile,
+    json: PathBuf,
+    tls: Option<ClusterTls>,
+}
+
+fn port(base: Option<u16>, offset: u16) -> Result<u16, OperatorError> {
+    match base {
+        Some(b) => b
+            .checked_add(offset)
+            .ok_or_else(|| OperatorError::Precondition("--base-port too high".into())),
+        None => free_ports(1),
+    }
+}
+
+/// The first of `n` consecutive ports free on loopback now.
+fn free_ports(n: u16) -> Result<u16, OperatorError> {
+    let bind_error = |e| OperatorError::Spawn {
+        program: "a listener on 127.0.0.1".into(),
+        source: e,
+    };
+    for _ in 0..100 {
+        let first = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(bind_error)?
+            .port();
+        let held: Vec<_> = (0..n)
+            .map_while(|k| first.checked_add(k))
+            .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == n as usize {
+            return Ok(first);
+        }
+    }
+    Err(OperatorError::Precondition(format!(
+        "no {n} consecutive free ports on loopback"
+    )))
+}
+
+impl LocalCluster {
+    /// Starts the cluster and describes it in `<dir>/cluster.json`; returns then, its
+    /// processes running. Steps and warnings go to `progress`. Dropping this future
+    /// before it returns (Ctrl-C) undoes whatever it made so far, as an error does.
+    pub async fn start(
+        opts: &UpOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<LocalCluster, OperatorError> {
+        if opts.replicas == 0 {
+            crate::error::refuse!("a cluster needs at least one replica");
+        }
+        let dir = files::absolute(&opts.dir)?;
+        if dir.join("cluster.json").exists() || dir.join("replica-1").exists() {
+            crate::error::refuse!(
+                "{} holds an earlier cluster; remove it or choose another --dir",
+                dir.display()
+            );
+        }
+        let self_hosted = opts.self_hosted();
+        let node_count = opts.node_count();
+        let partitions = opts.partition_count();
+        let root = slapgrid::process::is_root();
+        let bin = files::current_exe()?;
+        let dirs = dirs::prepare(&dir, root && node_count > 0)?;
+        let mut made = Made {
+            bin: bin.clone(),
+            children: Children::new(progress.clone()),
+            nodes: Vec::new(),
+            net: None,
+            outside: dirs.outside.then(|| dirs.shared.clone()),
+        };
+        if let Some((closed, mode)) = &dirs.closed {
+            progress.line(&format!(
+                "{} is under {} (mode {mode:04o}), which other users may not enter: the \
+                 partitions and the releases go to {} instead (removed when the cluster stops)",
+                dir.display(),
+                closed.display(),
+                dirs.shared.display()
+            ));
+        }
+        let mut processes = Vec::new();
+
+        // Replicas.
+        // Self-hosted (the default): one seed outside partitions; the group's replicas
+        // come later, in partitions of nodes (one node per replica, standing for a region:
+        // a partition for the replica, another for its gateway, and one for the sample on
+        // the first node), and the seed leaves.
+        let seeds = if self_hosted { 1 } else { opts.replicas };
+        // Each node in a network namespace of its own (its own IPv6 /64, standing for a
+        // region), the seed reachable from them on this namespace's end of the router.
+        if self_hosted && !opts.loopback && node_count > 0 && root {
+            made.net =
+                Some(Network::create_tagged("up", node_count).context(
+                    "network namespaces for the nodes (--loopback keeps them on loopback)",
+                )?);
+        }
+        let seed_host = match &made.net {
+            Some(n) => format!("[{}]", n.harness_v6()),
+            None => "127.0.0.1".to_string(),
+        };
+        let mut replicas = Vec::new();
+        for id in 1..=seeds {
+            let o = ((id - 1) * 4) as u16;
+            let config = ReplicaConfig {
+                metrics_addr: Some(format!("127.0.0.1:{}", port(opts.base_port, o + 2)?)),
+                region: "local".into(),
+                ..ReplicaConfig::new(
+                    id,
+                    format!("{seed_host}:{}", port(opts.base_port, o)?),
+                    format!("{seed_host}:{}", port(opts.base_port, o + 1)?),
+                    dir.join(format!("replica-{id}")),
+                )
+            };
+            let path = dir.join(format!("replica-{id}.toml"));
+            files::write(&path, config.to_toml())?;
+            replicas.push((config, path));
+        }
+        run_checked(
+            Command::new(&bin)
+                .args(["master", "init", "--config"])
+                .arg(&replicas[0].1),
+            "master init",
+        )?;
+        let tls = if opts.insecure {
+            None
+        } else {
+            let mut ips = vec!["127.0.0.1".to_string()];
+            ips.extend(made.net.as_ref().map(|n| n.harness_v6().to_string()));
+            Some(tls::bootstrap_tls(&bin, &dir, &mut replicas, seeds, ips, progress.clone()).await?)
+        };
+        for (config, path) in &replicas {
+            let log = dir.join(format!("replica-{}.log", config.id));
+            let child = spawn(&bin, &["master", "run", "--config"], path, &log)?;
+            processes.push(ProcessInfo {
+                role: "master",
+                id: config.id,
+                pid: child.id(),
+                config: path.clone(),
+                log,
+                data_dir: Some(config.data_dir.clone()),
+                raft_addr: Some(config.raft_addr.clone()),
+                api_addr: Some(config.api_addr.clone()),
+                metrics_addr: config.metrics_addr.clone(),
+                url: None,
+            });
+            made.children.push(format!("replica {}", config.id), child);
+        }
+        let api_addrs: Vec<String> = replicas.iter().map(|(c, _)| c.api_addr.clone()).collect();
+        let mut client =
+            MasterClient::single(&replicas[0].0.api_addr).with_deadline(Duration::from_secs(60));
+        client.call_timeout = Duration::from_secs(50);
+        client
+            .status()
+            .await
+            .context("the first replica does not answer")?;
+        for (config, _) in replicas.iter().skip(1) {
+            let node = config.node_info();
+            client
+                .add_replica(&AddReplicaRequest {
+                    id: config.id,
+                    raft_addr: node.raft_addr,
+                    api_addr: node.api_addr,
+                    region: node.region,
+                    hosted_by: node.hosted_by,
+                    gateway_url: node.gateway_url,
+                    voter: true,
+                })
+                .await
+                .with_context(|| format!("replica {} could not join", config.id))?;
+        }
+        if tls.is_none() {
+            // the local cluster's one person operates it: they may close periods
+            crate::authority::set_admin(api_addrs.clone(), "user", true)
+                .await
+                .context("granting the admin's rights")?;
+        }
+
+        // A gateway beside each replica, reading from it first.
+        let mut urls = Vec::new();
+        for (i, (config, _)) in replicas.iter().enumerate() {
+            let mut masters = vec![config.api_addr.clone()];
+            masters.extend(api_addrs.iter().filter(|a| **a != config.api_addr).cloned());
+            let listen = format!("{seed_host}:{}", port(opts.base_port, (i as u16) * 4 + 3)?);
+            let text = match &tls {
+                None => {
+                    format!("listen = \"{listen}\"\nmasters = {masters:?}\ninsecure_http = true\n")
+                }
+                Some(t) => {
+                    let (cert, key) = tls::gateway_files(&dir, config.id);
+                    format!(
+                        "listen = \"{listen}\"\nmasters = {masters:?}\ntls_cert = {cert:?}\n\
+                         tls_key = {key:?}\nclient_ca = {ca:?}\n\n[master_tls]\ncert = {cert:?}\n\
+                         key = {key:?}\nca = {ca:?}\n",
+                        ca = t.ca
+                    )
+                }
+            };
+            let gw = GatewayConfig::parse(&text).map_err(OperatorError::Precondition)?;
+            let path = dir.join(format!("gateway-{}.toml", config.id));
+            files::write(&path, gw.to_toml())?;
+            let log = dir.join(format!("gateway-{}.log", config.id));
+            let child = spawn(&bin, &["gateway", "run", "--config"], &path, &log)?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://{}/", gw.listen);
+            processes.push(ProcessInfo {
+                role: "gateway",
+                id: config.id,
+                pid: child.id(),
+                config: path,
+                log,
+                data_dir: None,
+                raft_addr: None,
+                api_addr: None,
+                metrics_addr: None,
+                url: Some(url.clone()),
+            });
+            made.children.push(format!("gateway {}", config.id), child);
+            urls.push(url);
+        }
+        // Wait until every gateway answers.
+        for url in &urls {
+            let addr = url
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                if Instant::now() > deadline {
+                    return Err(OperatorError::Timeout(format!(
+                        "the gateway at {url} did not start; see its log in {}",
+                        dir.display()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        // Node agents, the sample release and its instance.
+        format_nodes(
+            NodesPlan {
+                bin: &bin,
+                dir: &dir,
+                roots: &dirs.shared,
+                urls: &urls,
+                nodes: node_count,
+                partitions,
+                tls: tls.as_ref(),
+                net: made.net.as_ref(),
+            },
+            &mut made.nodes,
+        )
+        .await?;
+        let nodes = made.nodes.clone();
+        for node in &nodes {
+            let child = spawn_daemon(&bin, node)?;
+            processes.push(ProcessInfo {
+                role: "node",
+                id: processes.len() as u64,
+                pid: child.id(),
+                config: node.config.clone(),
+                log: node.log.clone(),
+                data_dir: Some(node.dir.clone()),
+                raft_addr: None,
+                api_addr: None,
+                metrics_addr: None,
+                url: None,
+            });
+            made.children
+                .push(format!("node {}", node.computer_id), child);
+        }
+        let mut hosted = Vec::new();
+        let (mut urls, mut api_addrs) = (urls, api_addrs);
+        if let (true, Some(t)) = (self_hosted, &tls) {
+            progress.line(&format!(
+                "bootstrapping: the master moves into partitions of {} nodes",
+                opts.replicas
+            ));
+            let ports = match made.net {
+                Some(_) => ReplicaPorts::OwnAddresses,
+                None => ReplicaPorts::Loopback(opts.base_port),
+            };
+            hosted = self_host(
+                &dirs.shared,
+                t,
+                &api_addrs,
+                &urls[0],
+                &nodes,
+                opts.replicas,
+                ports,
+                &*progress,
+            )
+            .await?;
+            // The nodes now talk to the gateways in the partitions (restarted with the new
+            // list; their supervisors keep every service running meanwhile), and the seed's
+            // processes go.
+            urls = hosted.iter().map(|h| h.gateway_url.clone()).collect();
+            api_addrs = hosted.iter().map(|h| h.api_addr.clone()).collect();
+            for node in &nodes {
+                let text = files::read_to_string(&node.config)?;
+                let text: Vec<String> = text
+                    .lines()
+                    .map(|l| {
+                        if l.starts_with("master_url =") {
+                            format!("master_url = {}", urls.join(" "))
+                        } else {
+                            l.to_string()
+                        }
+                    })
+                    .collect();
+                files::write(&node.config, text.join("\n") + "\n")?;
+                let name = format!("node {}", node.computer_id);
+                made.children.stop_named(&name);
+                let child = spawn_daemon(&bin, node)?;
+                for p in processes.iter_mut() {
+                    if p.role == "node" && p.config == node.config {
+                        p.pid = child.id();
+                    }
+                }
+                made.children.push(name, child);
+            }
+            for name in ["gateway 1", "replica 1"] {
+                made.children.stop_named(name);
+            }
+            processes.retain(|p| p.role == "node");
+            progress.line(&format!(
+                "the seed replica left: the master lives in {} partitions",
+                hosted.len()
+            ));
+        }
+        let sample = match nodes.first() {
+            None => None,
+            Some(first) => {
+                let software = crate::release::write_sample_release(&dirs.shared)?;
+                let title = "hello".to_string();
+                let client = nodes::admin_client(&urls, tls.as_ref())?;
+                let (software2, first, title2) = (software.clone(), first.clone(), title.clone());
+                tokio::task::spawn_blocking(move || {
+                    nodes::supply_and_request(&client, &software2, &[first], &title2)
+                })
+                .await
+                .expect("the sample's request does not panic")?;
+                Some(Sample {
+                    software_release: software,
+                    title,
+                })
+            }
+        };
+
+        let client_config = dir.join("client.cfg");
+        let console = match &tls {
+            Some(t) => format!(
+                "cert_file = {}\nkey_file = {}\n",
+                t.admin_cert.display(),
+                t.admin_key.display()
+            ),
+            None => String::new(),
+        };
+        files::write(
+            &client_config,
+            format!(
+                "# slapos request / slapos supply against this cluster: slapos request --cfg {}\n[slapos]\nmaster_url = {}\n\n[slapconsole]\n{console}",
+                client_config.display(),
+                urls[0]
+            ),
+        )?;
+        let master_tls_env = tls.as_ref().map(|t| {
+            format!(
+                "SLAPOS_MASTER_TLS_CERT={} SLAPOS_MASTER_TLS_KEY={} SLAPOS_MASTER_TLS_CA={}",
+                t.operator_cert.display(),
+                t.operator_key.display(),
+                t.ca.display()
+            )
+        });
+        let file = ClusterFile {
+            dir: dir.clone(),
+            started_at_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            processes,
+            gateway_urls: urls,
+            master_api_addrs: api_addrs,
+            admin: AdminClient {
+                client_config,
+                certificate: tls.as_ref().map(|t| t.admin_cert.clone()),
+                key: tls.as_ref().map(|t| t.admin_key.clone()),
+                ca: tls.as_ref().map(|t| t.ca.clone()),
+                master_tls_env,
+            },
+            nodes,
+            hosted_replicas: hosted,
+            sample,
+            partitions_dir: made.outside.clone(),
+        };
+        let json = dir.join("cluster.json");
+        // whole or not at all: whoever waits for it reads it once it exists
+        let tmp = dir.join("cluster.json.tmp");
+        files::write(
+            &tmp,
+            serde_json::to_vec_pretty(&file).expect("cluster.json serializes"),
+        )?;
+        files::rename(&tmp, &json)?;
+        Ok(LocalCluster {
+            made,
+            file,
+            json,
+            tls,
+        })
+    }
+
+    /// What cluster.json says.
+    pub fn description(&self) -> &ClusterFile {
+        &self.file
+    }
+
+    /// Where cluster.json is.
+    pub fn description_path(&self) -> &Path {
+        &self.json
+    }
+
+    /// The admin's and operator's certificates (None with `insecure`).
+    pub fn tls(&self) -> Option<&ClusterTls> {
+        self.tls.as_ref()
+    }
+
+    /// Waits (up to `timeout`) until the sample instance publishes its connection
+    /// parameters; None without a sample (no node).
+    pub async fn sample_connection(
+        &self,
+        timeout: Duration,
+    ) -> Option<Result<Vec<(String, String)>, OperatorError>> {
+        let sample = self.file.sample.clone()?;
+        let urls = self.file.gateway_urls.clone();
+        let tls = self.tls.clone();
+        let waiting = tokio::task::spawn_blocking(move || {
+            let client = nodes::admin_client(&urls, tls.as_ref())?;
+            nodes::wait_connection(&client, &sample.software_release, &sample.title, timeout)
+        });
+        Some(
+            waiting
+                .await
+                .expect("waiting for the sample does not panic"),
+        )
+    }
+
+    /// Forever: every second, reports (as warnings) the processes of its own that exited.
+    pub async fn watch(&mut self, progress: &dyn Progress) {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            ticker.tick().await;
+            for (name, status) in self.made.children.reap() {
+                progress.warn(&format!(
+                    "{name} exited ({status}); see its log in {}",
+                    self.file.dir.display()
+                ));
+            }
+        }
+    }
+
+    /// Stops every process, the nodes' services, removes the partitions' users and the
+    /// namespaces, and cluster.json (the rest of the directory stays). Blocks until done.
+    pub fn stop(self) {
+        let LocalCluster { made, json, .. } = self;
+        drop(made);
+        let _ = std::fs::remove_file(&json);
+    }
+}
+
+/// Where the hosted replicas listen.
+enum ReplicaPorts {
+    /// Each partition has an address of its own (namespaced nodes): the default ports.
+    OwnAddresses,
+    /// The partitions share loopback: three consecutive ports each, after --base-port
+    /// when given, else free ones.
+    Loopback(Option<u16>),
+}
+
+/// The master moves into partitions: `slapos cluster bootstrap` onto the first `count`
+/// nodes (one region each), the seed (replica 1) leaving at its end; the release is
+/// written into `<shared>/software/slapos-master`. In namespaces each
+/// partition has its own address and the default ports; on loopback the partitions share
+/// one, so each replica gets three consecutive free ports of its own.
+#[allow(clippy::too_many_arguments)]
+async fn self_host(
+    shared: &Path,
+    tls: &ClusterTls,
+    seed_apis: &[String],
+    seed_gateway: &str,
+    nodes: &[NodeInfo],
+    count: u64,
+    ports: ReplicaPorts,
+    progress: &dyn Progress,
+) -> Result<Vec<Added>, OperatorError> {
+    let operator = Operator {
+        via: seed_apis.to_vec(),
+        gateway: seed_gateway.to_string(),
+        cert: tls.admin_cert.clone(),
+        key: tls.admin_key.clone(),
+        ca: tls.ca.clone(),
+        release: None,
+        release_dir: shared.join("software/slapos-master"),
+        timeout_secs: 300,
+    };
+    // The releases are read by the nodes' software users.
+    let software = shared.join("software");
+    files::create_dir_all(&software)?;
+    if slapgrid::process::is_root() {
+        files::set_mode(&software, 0o755)?;
+    }
+    let mut computers = Vec::new();
+    for (i, node) in nodes.iter().take(count as usize).enumerate() {
+        let ports = match ports {
+            // the default ports, on each partition's own address
+            ReplicaPorts::OwnAddresses => None,
+            ReplicaPorts::Loopback(base) => {
+                let first = match base {
+                    // after the seed's four ports
+                    Some(b) => b.checked_add(4 + 3 * i as u16),
+                    None => Some(free_ports(3)?),
+                };
+                match first.map(|p| (p, p.checked_add(1), p.checked_add(2))) {
+                    Some((raft_port, Some(api_port), Some(gateway_port))) => Some(Ports {
+                        raft_port,
+                        api_port,
+                        gateway_port,
+                    }),
+                    _ => crate::error::refuse!("--base-port too high"),
+                }
+            }
+        };
+        computers.push(Host {
+            computer: node.computer_id.clone(),
+            ports,
+        });
+    }
+    bootstrap(
+        &Bootstrap {
+            operator,
+            computers,
+            first_id: Some(2),
+            ports: Default::default(),
+            timers: Default::default(),
+            presented_cert: None,
+        },
+        progress,
+    )
+    .await
+}
