@@ -62,9 +62,10 @@ pub fn sells_size(computer: &Computer, size: &str) -> bool {
         .is_some_and(|list| list.split([' ', ',']).any(|s| s == size))
 }
 
-/// A size name: letters, digits, `-`, `_` and `.`, as a node's configuration names it.
+/// A size name: letters, digits, `-`, `_` and `.`, from a letter or digit, as a node's
+/// configuration names it.
 fn valid_size(size: &str) -> bool {
-    !size.is_empty()
+    size.starts_with(|c: char| c.is_ascii_alphanumeric())
         && size.len() <= 64
         && size
             .chars()
@@ -125,7 +126,7 @@ impl SlaFilter {
                         return Err(DomainError::invalid(
                             "sla size",
                             format!(
-                                "'{value}' is not a size name (letters, digits, '-', '_', '.')"
+                                "{value:?} is not a size name (letters, digits, '-', '_', '.', from a letter or digit)"
                             ),
                         ));
                     }

@@ -388,10 +388,26 @@ fn partition_sizes_go_where_they_are_sold() {
         matches!(&err, DomainError::NoCapacity { reason, .. } if reason.contains("size=xl")),
         "{err}"
     );
-    assert!(matches!(
-        h.refused(req("bad", "a b")),
-        DomainError::InvalidArgument { .. }
-    ));
+    // A size is a name, never a path nor a line of its own: refused before anything.
+    let long = "m".repeat(65);
+    for hostile in [
+        "a b",
+        "..",
+        "../x",
+        "x/y",
+        ".hidden",
+        "big\nreserved",
+        "",
+        &long,
+    ] {
+        assert!(
+            matches!(
+                h.refused(req("bad", hostile)),
+                DomainError::InvalidArgument { .. }
+            ),
+            "{hostile:?}"
+        );
+    }
     // Resized in place: medium is sold on COMP-S too; master is not.
     let id = |reply: Reply| match reply {
         Reply::Instance { id, .. } => id,

@@ -507,7 +507,7 @@ impl NodeConfig {
         for section in ini.sections() {
             if let Some(name) = section.strip_prefix("partition-size:") {
                 let name = name.trim();
-                if name.is_empty()
+                if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
                     || !name
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -516,7 +516,7 @@ impl NodeConfig {
                         "slapos",
                         "partition-size",
                         section,
-                        "a size is named with letters, digits, '-', '_' or '.'",
+                        "a size is named with letters, digits, '-', '_' or '.', from a letter or digit",
                     ));
                 }
                 let mut limits = r.limits(section, &partition_limits, true)?;
@@ -704,6 +704,20 @@ mod tests {
             "[partition-limits]\nreserved = true\n",
             "[partition-limits]\nswap = 1G\n",
             "[partition-size:a/b]\nmemory = 1G\n",
+            // Hostile values: never written to a cgroup file as they are (only numbers
+            // parsed here are).
+            "[partition-limits]\nmemory = -1\n",
+            "[partition-limits]\nmemory = 99999999999T\n",
+            "[partition-limits]\nmemory = 1G\\n0\n",
+            "[partition-limits]\npids = max\n",
+            "[partition-limits]\npids = 10 > /etc/passwd\n",
+            "[partition-limits]\ncpu_quota = 0\n",
+            "[partition-limits]\ncpu_quota = 1e9\n",
+            "[partition-limits]\ncpu_weight = 10001\n",
+            "[partition-limits]\ndisk = 0\n",
+            "[partition-size:..]\nmemory = 1G\n",
+            "[partition-size:]\nmemory = 1G\n",
+            "[partition-size:big]\nreserved = yes please\n",
             "cgroup = v3\n",
             "cgroup_root = ../x\n",
         ] {

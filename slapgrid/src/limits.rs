@@ -358,6 +358,98 @@ mod tests {
         );
     }
 
+    /// What the master sends is data: a size name is only ever looked up among the
+    /// sizes this node's own configuration defines; a hostile one (a path, a control
+    /// character, an unknown name) is an error of that partition, never a path, never
+    /// an unlimited partition.
+    #[test]
+    fn hostile_size_names_from_the_master_are_only_looked_up() {
+        let cfg = crate::NodeConfig::parse(
+            Path::new("t"),
+            "[slapos]\ncomputer_id = C\nmaster_url = http://x\nsoftware_root = /s\n\
+             instance_root = /i\n[partition-limits]\npids = 50\n[partition-size:m]\npids = 99\n",
+        )
+        .unwrap();
+        for hostile in [
+            "../../../sys/fs/cgroup/cpu",
+            "/etc/passwd",
+            "m/../m",
+            "m\nreserved = true",
+            "m\0",
+            "M",
+            &"m".repeat(10_000),
+        ] {
+            let err = resolve(&cfg, Some(hostile)).unwrap_err();
+            assert!(
+                matches!(err, LimitsError::UnknownSize { .. }),
+                "{hostile:?}"
+            );
+            // The message quotes it escaped (one line in the master's error log).
+            assert!(!err.to_string().contains('\n'), "{err}");
+        }
+        assert_eq!(resolve(&cfg, Some("m")).unwrap().pids, Some(99));
+    }
+
+    /// On a host without the controllers (simulated: detection pointed at a mountinfo
+    /// with no cgroup hierarchy) a partition's limits are recorded as not enforced, each
+    /// with the reason, and `slapos node status` says cgroups are unavailable: never
+    /// silently ignored. The disk limit, measured by the agent, still holds.
+    #[test]
+    fn without_controllers_limits_are_reported_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[slapos]\ncomputer_id = C\nmaster_url = http://127.0.0.1:9/\nsoftware_root = {r}/s\n\
+             instance_root = {r}/i\n[partition-limits]\nmemory = 64M\npids = 50\ndisk = 1M\n",
+            r = dir.path().display()
+        );
+        let cfg = crate::NodeConfig::parse(Path::new("t"), &text).unwrap();
+        let mut node = Node::new(cfg, None).unwrap();
+        node.cgroups = crate::cgroup::detect_from(
+            crate::cgroup::Mode::Auto,
+            &node.cfg.cgroup_root,
+            "22 1 0:21 / /proc rw,nosuid - proc proc rw\n",
+            "0::/\n",
+            &|_| None,
+        );
+        let limits = resolve(&node.cfg, None).unwrap();
+        assert!(apply(&node, "slappart0", &limits).unwrap().is_none());
+        let report = report(&node);
+        assert!(
+            report.cgroups.starts_with("unavailable: "),
+            "{}",
+            report.cgroups
+        );
+        let p = &report.partitions[0];
+        assert_eq!(p.partition, "slappart0");
+        assert!(p.enforced.is_none() && p.usage.is_none());
+        let names: Vec<&str> = p.unapplied.iter().map(|u| u.limit.as_str()).collect();
+        assert_eq!(names, vec!["memory", "pids"]);
+        assert!(
+            p.unapplied[0].reason.contains("unavailable"),
+            "{:?}",
+            p.unapplied
+        );
+        // The disk limit does not need a controller (measured as the partition's user).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let part = dir.path().join("p0");
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::write(part.join("big"), vec![1u8; 2 << 20]).unwrap();
+        let user = crate::process::is_root().then(|| crate::testutil::TestUser::new("lim"));
+        let owner = if let Some(user) = &user {
+            let id = &user.identity;
+            for p in [part.clone(), part.join("big")] {
+                std::os::unix::fs::chown(&p, Some(id.uid), Some(id.gid)).unwrap();
+            }
+            id.clone()
+        } else {
+            Identity::current()
+        };
+        let over = check_disk(&node, "slappart0", &part, &owner, &limits, true).unwrap();
+        assert!(over.is_some_and(|m| m.contains("over")));
+        assert!(load(&node, "slappart0").disk_over);
+    }
+
     #[test]
     fn partitions_sort_naturally() {
         let mut v = vec!["slappart10", "slappart9", "slappart1"];

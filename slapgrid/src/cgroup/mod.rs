@@ -19,6 +19,7 @@ pub use detect::valid_root;
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -145,15 +146,32 @@ pub fn detect(mode: Mode, root: &str) -> Availability {
     if !crate::process::is_root() {
         return Availability::Unavailable("the agent does not run as root".into());
     }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let read = |dir: &Path| std::fs::read_to_string(dir.join("cgroup.controllers")).ok();
+    detect_from(mode, root, &mountinfo, &own, &read)
+}
+
+/// [`detect`] on given texts of `/proc/self/mountinfo` and `/proc/self/cgroup`, and a
+/// reader of a v2 hierarchy's `cgroup.controllers`: what a host showing these would
+/// offer (tests point it at the texts of hosts without controllers; [`detect`] reads
+/// this host's own).
+pub fn detect_from(
+    mode: Mode,
+    root: &str,
+    mountinfo: &str,
+    own_cgroups: &str,
+    read_controllers: &dyn Fn(&Path) -> Option<String>,
+) -> Availability {
+    if mode == Mode::Off {
+        return Availability::Disabled;
+    }
     if !detect::valid_root(root) {
         return Availability::Unavailable(format!("cgroup_root {root:?} is not a plain path"));
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let mounts = detect::parse_mountinfo(&mountinfo);
-    let own = detect::parse_proc_cgroup(&own);
-    let read = |dir: &Path| std::fs::read_to_string(dir.join("cgroup.controllers")).ok();
-    let v2 = detect::offer_v2(&mounts, &own, root, &read);
+    let mounts = detect::parse_mountinfo(mountinfo);
+    let own = detect::parse_proc_cgroup(own_cgroups);
+    let v2 = detect::offer_v2(&mounts, &own, root, read_controllers);
     let v1 = detect::offer_v1(&mounts, &own, root);
     let wanted = match mode {
         Mode::V1 => Some(Version::V1),
@@ -605,9 +623,31 @@ impl PartitionCgroup {
             .collect()
     }
 
+    /// Refuses directories that are not `<root>/<class>/<name>` of plain names: a
+    /// partition name of `..` or with a `/` (the agent checks partition ids before, this
+    /// is the last guard before a directory is made or joined).
+    fn check_dirs(&self) -> Result<(), CgroupError> {
+        for base in &self.dirs {
+            // The raw bytes: `Path::components` would hide a `.` component.
+            let raw = base.dir.as_os_str().as_bytes();
+            let plain = raw.first() == Some(&b'/')
+                && raw[1..]
+                    .split(|b| *b == b'/')
+                    .all(|seg| !seg.is_empty() && seg != b"." && seg != b".." && !seg.contains(&0));
+            if !plain {
+                return Err(CgroupError::Unsafe {
+                    path: base.dir.clone(),
+                    reason: "a partition's cgroup is named by a plain partition id".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Creates the partition's cgroup (and the classes above it) and writes its limits.
     /// Returns the limits no controller here can enforce.
     pub fn ensure(&self) -> Result<Vec<Unapplied>, CgroupError> {
+        self.check_dirs()?;
         for base in &self.dirs {
             let (Some(class), Some(root)) =
                 (base.dir.parent(), base.dir.parent().and_then(Path::parent))
@@ -659,6 +699,7 @@ impl PartitionCgroup {
     /// cgroup gone since it was made (a reboot empties cgroupfs) is made again first,
     /// with its limits: a partition's process never runs outside it.
     pub fn open_procs(&self) -> Result<Vec<OwnedFd>, CgroupError> {
+        self.check_dirs()?;
         if !self.exists() {
             self.ensure()?;
         }

@@ -343,6 +343,15 @@ fn a_memory_hog_is_killed_inside_its_partition_only() {
         },
     );
     cgroup.ensure().unwrap();
+    // A neighbour partition, running before the hog.
+    let neighbour = scratch.cgroups.partition("slappart1", &Limits::default());
+    neighbour.ensure().unwrap();
+    let out = sh(
+        "sleep 30 >/dev/null 2>&1 & echo $!",
+        &user.identity,
+        &neighbour,
+    );
+    let quiet_neighbour: i32 = out.output.trim().parse().unwrap();
     // A quiet process, then one that grows a 200 MB string in the shell's memory.
     let out = sh(
         "sleep 20 & quiet=$!; \
@@ -356,6 +365,98 @@ fn a_memory_hog_is_killed_inside_its_partition_only() {
     assert!(out.output.contains("quiet-alive"), "{}", out.output);
     let peak = cgroup.usage().memory_peak_bytes.unwrap();
     assert!(peak <= 48 << 20, "peak {peak}");
+    // The kernel counted the kill in the partition's cgroup, and the neighbour lives.
+    let memory_dir = &cgroup
+        .dirs
+        .iter()
+        .find(|b| b.controllers.contains(&Controller::Memory))
+        .unwrap()
+        .dir;
+    let failcnt: u64 = match cgroup.version {
+        Version::V1 => read_control(&memory_dir.join("memory.oom_control"))
+            .and_then(|t| stat_field(&t, "oom_kill"))
+            .unwrap_or(0),
+        Version::V2 => read_control(&memory_dir.join("memory.events"))
+            .and_then(|t| stat_field(&t, "oom_kill"))
+            .unwrap_or(0),
+    };
+    assert!(failcnt > 0, "no OOM kill counted in the partition");
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(quiet_neighbour), None).is_ok(),
+        "the neighbour partition's process died"
+    );
+}
+
+/// A partition name that is not one plain name never becomes a cgroup path: nothing is
+/// made, nothing is joined (checked before any file is touched, so no real hierarchy is
+/// needed here).
+#[test]
+fn hostile_partition_names_are_refused_before_any_cgroup_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let cgroups = Cgroups {
+        version: Version::V1,
+        bases: vec![Base {
+            dir: dir.path().join("slapos"),
+            controllers: vec![Controller::Pids],
+        }],
+    };
+    for bad in ["..", "../../escape", "a/../../b", "."] {
+        let cgroup = cgroups.partition(bad, &Limits::default());
+        assert!(
+            matches!(cgroup.ensure(), Err(CgroupError::Unsafe { .. })),
+            "{bad:?}"
+        );
+        assert!(
+            matches!(cgroup.open_procs(), Err(CgroupError::Unsafe { .. })),
+            "{bad:?}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "something was created"
+    );
+}
+
+/// A host without the controllers, simulated: detection is pointed at the mountinfo and
+/// /proc/self/cgroup texts of such hosts (this machine has them). Each is unavailable,
+/// with the reason, never silently "available with nothing".
+#[test]
+fn a_host_without_controllers_is_unavailable_with_the_reason() {
+    let no_cgroup_at_all = "22 1 0:21 / /proc rw,nosuid - proc proc rw
+        23 1 0:22 / /sys rw,nosuid - sysfs sysfs rw
+";
+    let empty_v2 = "35 24 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate
+";
+    let only_other_v1 = "30 27 0:27 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer
+        32 27 0:29 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd
+";
+    let nothing = |_: &Path| Some(String::new());
+    for (host, mountinfo) in [
+        ("no cgroup mounted", no_cgroup_at_all),
+        ("v2 without cpu, memory, pids", empty_v2),
+        ("v1 without our controllers", only_other_v1),
+    ] {
+        for mode in [Mode::Auto, Mode::V1, Mode::V2] {
+            let found = detect_from(mode, "/slapos", mountinfo, "0::/\n", &nothing);
+            assert!(
+                matches!(&found, Availability::Unavailable(why) if !why.is_empty()),
+                "{host} {mode:?}: {found:?}"
+            );
+            assert!(found.describe().starts_with("unavailable: "), "{host}");
+            assert!(found.cgroups().is_none());
+        }
+    }
+    // And a hostile cgroup_root is no path either.
+    let v1 = "28 27 0:25 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+";
+    assert!(matches!(
+        detect_from(Mode::Auto, "/../../etc", v1, "0::/\n", &nothing),
+        Availability::Unavailable(_)
+    ));
+    assert!(matches!(
+        detect_from(Mode::Auto, "/slapos", v1, "0::/\n", &nothing),
+        Availability::Available(_)
+    ));
 }
 
 #[test]
