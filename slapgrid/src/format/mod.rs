@@ -1146,6 +1146,15 @@ pub fn unformat(cfg: &NodeConfig) -> Result<Vec<String>, FormatError> {
         if let Err(e) = cgroups.remove_all() {
             failures.push(e.to_string());
         }
+        // The default root, `/slapos/<computer>`: `/slapos` too once no other node of
+        // this host has its partitions there (else it is busy and stays).
+        if cfg.cgroup_root.starts_with("/slapos/") {
+            for base in &cgroups.bases {
+                if let Some(parent) = base.dir.parent() {
+                    let _ = std::fs::remove_dir(parent);
+                }
+            }
+        }
     }
     if f.alter_user {
         for i in 0..count {
