@@ -48,6 +48,11 @@ pub struct NodeArgs {
     /// The node venv with slapos.core 1.26.1 (tests/compat/node/setup-node-venv.sh).
     #[arg(long, default_value = "/var/tmp/slapos-node-venv")]
     node_venv: PathBuf,
+    /// Partition limits: off (no cgroup, `cgroup = off`), auto (a cgroup per
+    /// partition, no limit: the default configuration), on (a cgroup per partition with
+    /// CPU weight, memory, process and disk limits).
+    #[arg(long, value_parser = ["off", "auto", "on"], default_value = "auto")]
+    limits: String,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -298,6 +303,11 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             venv: args.node_venv.clone(),
             runs: args.runs,
         }),
+        limits: match args.limits.as_str() {
+            "off" => chaos::node_bench::LimitsMode::Off,
+            "on" => chaos::node_bench::LimitsMode::Limits,
+            _ => chaos::node_bench::LimitsMode::Auto,
+        },
     };
     let report = chaos::node_bench::run_node_bench(&opts, |m| eprintln!("bench node: {m}")).await;
     let _ = std::fs::remove_dir_all(&dir);

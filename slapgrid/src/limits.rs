@@ -212,17 +212,21 @@ pub fn check_disk(
     let mut state = load(node, pid);
     let fresh =
         now_unix().saturating_sub(state.disk_checked_unix) < node.cfg.disk_check_interval.as_secs();
-    let used = match (now, fresh, state.disk_bytes) {
-        (false, true, Some(used)) => used,
+    let (used, measured) = match (now, fresh, state.disk_bytes) {
+        (false, true, Some(used)) => (used, false),
         _ => {
             let used = crate::report::partition_disk_bytes(owner, path);
             state.disk_bytes = Some(used);
             state.disk_checked_unix = now_unix();
-            used
+            (used, true)
         }
     };
-    state.disk_over = used > limit;
-    store(node, pid, &state)?;
+    let over = used > limit;
+    // An unchanged partition between two measures writes nothing.
+    if measured || state.disk_over != over {
+        state.disk_over = over;
+        store(node, pid, &state)?;
+    }
     Ok(state.disk_over.then(|| {
         format!(
             "disk use {} is over the partition's limit of {}: its services are stopped until it is back under",
