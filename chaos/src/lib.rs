@@ -13,6 +13,7 @@ pub mod faults;
 mod group;
 pub mod hosted;
 pub mod http;
+pub mod limits_bench;
 pub mod linearizability;
 pub mod node_bench;
 pub mod run;

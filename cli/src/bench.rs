@@ -23,6 +23,42 @@ pub enum BenchCommand {
     /// allocated partitions of a native release from request to running (default 100;
     /// goal under 60 s). Real Unix users when root.
     Node(NodeArgs),
+    /// Partition limits on this host's cgroups (root): the CPU time a partition's usage
+    /// reports against a workload's known CPU time (many 10 ms processes), and a replica
+    /// group's commit latency next to a partition running a CPU burner and a memory hog,
+    /// without and with limits.
+    Limits(LimitsArgs),
+}
+
+#[derive(Args)]
+pub struct LimitsArgs {
+    /// Working directory (default: a new one under /tmp; removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Workloads measured for the usage accuracy.
+    #[arg(long, default_value_t = 5)]
+    accuracy_runs: usize,
+    /// Short processes per workload.
+    #[arg(long, default_value_t = 500)]
+    short_processes: usize,
+    /// CPU time of each short process, in ms.
+    #[arg(long, default_value_t = 10)]
+    short_ms: u64,
+    /// CPU time of the workload's long process, in ms.
+    #[arg(long, default_value_t = 1000)]
+    long_ms: u64,
+    /// Replicas of the group whose writes are measured (0: skip that measure).
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    /// Rounds of the three scenarios (idle, neighbour without limits, with limits).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds per measure.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -153,6 +189,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Slap(args) => run_slap(args).await,
         BenchCommand::Usage(args) => run_usage(args).await,
         BenchCommand::Node(args) => run_node(args).await,
+        BenchCommand::Limits(args) => run_limits(args).await,
         BenchCommand::Raft(args) => {
             let dir = match args.dir {
                 Some(d) => d,
@@ -310,6 +347,36 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         },
     };
     let report = chaos::node_bench::run_node_bench(&opts, |m| eprintln!("bench node: {m}")).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    print!("{}", report.summary());
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+async fn run_limits(args: LimitsArgs) -> Result<()> {
+    let dir = match args.dir {
+        Some(d) => std::path::absolute(d)?,
+        None => std::env::temp_dir().join(format!("slapos-bench-limits-{}", std::process::id())),
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
+    }
+    let opts = chaos::limits_bench::LimitsBenchOptions {
+        bin: std::env::current_exe()?,
+        dir: dir.clone(),
+        accuracy_runs: args.accuracy_runs,
+        short_processes: args.short_processes,
+        short_ms: args.short_ms,
+        long_ms: args.long_ms,
+        replicas: args.replicas,
+        rounds: args.rounds,
+        seconds: args.seconds,
+    };
+    let report =
+        chaos::limits_bench::run_limits_bench(&opts, |m| eprintln!("bench limits: {m}")).await;
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
     print!("{}", report.summary());
