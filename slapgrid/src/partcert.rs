@@ -322,8 +322,10 @@ mod tests {
                     .map(|(k, v)| (k.to_owned(), unescape(v)))
                     .collect();
                 let (status, body) = answer(&line, &form);
+                // (one exchange per connection: says so, or the client's pool may reuse
+                // it while the close is on its way and see a reset)
                 let reply = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 s.write_all(reply.as_bytes()).unwrap();

@@ -279,24 +279,25 @@ impl Cgroups {
         }
     }
 
-    /// The partitions that have a cgroup, by class: (name, reserved).
+    /// The partitions that have a cgroup, by class: (name, reserved), in any hierarchy
+    /// (a removal cut short may have left one in some only).
     pub fn partitions(&self) -> Vec<(String, bool)> {
-        let Some(base) = self.bases.first() else {
-            return Vec::new();
-        };
         let mut out = Vec::new();
-        for (class, reserved) in [(SHARED, false), (RESERVED, true)] {
-            if let Ok(entries) = std::fs::read_dir(base.dir.join(class)) {
-                for e in entries.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        if let Some(name) = e.file_name().to_str() {
-                            out.push((name.to_owned(), reserved));
+        for base in &self.bases {
+            for (class, reserved) in [(SHARED, false), (RESERVED, true)] {
+                if let Ok(entries) = std::fs::read_dir(base.dir.join(class)) {
+                    for e in entries.flatten() {
+                        if e.file_type().is_ok_and(|t| t.is_dir()) {
+                            if let Some(name) = e.file_name().to_str() {
+                                out.push((name.to_owned(), reserved));
+                            }
                         }
                     }
                 }
             }
         }
         out.sort();
+        out.dedup();
         out
     }
 
