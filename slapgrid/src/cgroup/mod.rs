@@ -658,13 +658,27 @@ impl PartitionCgroup {
                     base.dir.display()
                 )));
             };
-            if let Some(top) = root.parent() {
-                if !top.is_dir() {
-                    return Err(CgroupError::Io {
-                        action: "find",
-                        path: top.to_owned(),
-                        source: std::io::ErrorKind::NotFound.into(),
-                    });
+            // The root's missing ancestors (`/slapos` of `/slapos/<computer>`), made
+            // from the nearest existing cgroup down; never outside a cgroup hierarchy.
+            let mut missing = Vec::new();
+            let mut cur = root;
+            while !cur.is_dir() {
+                missing.push(cur.to_owned());
+                cur = cur.parent().ok_or_else(|| {
+                    CgroupError::Invalid(format!("{} is in no cgroup hierarchy", root.display()))
+                })?;
+            }
+            if !cur.join("cgroup.procs").exists() {
+                return Err(CgroupError::Io {
+                    action: "find the cgroup hierarchy of",
+                    path: root.to_owned(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                });
+            }
+            for dir in missing.iter().rev() {
+                make_dir(dir)?;
+                if self.version == Version::V2 {
+                    enable_v2_controllers(dir, &base.controllers)?;
                 }
             }
             make_dir(root)?;

@@ -483,3 +483,47 @@ fn off_is_disabled_and_named() {
     assert_eq!(detect(Mode::Off, "/slapos"), Availability::Disabled);
     assert!(Availability::Disabled.describe().contains("off"));
 }
+
+/// The default root is two levels deep (`/slapos/<computer>`): the missing levels are
+/// made (root's, guarded) on the first partition's cgroup.
+#[test]
+fn a_root_of_several_levels_is_made() {
+    let top = format!("sgt-nest-{}", std::process::id());
+    let root = format!("{top}/COMP-1");
+    let scratch = match detect(Mode::Auto, &root) {
+        Availability::Available(cgroups) => Scratch { cgroups },
+        other => {
+            eprintln!("skipped: cgroups {}", other.describe());
+            return;
+        }
+    };
+    let cgroup = scratch.cgroups.partition(
+        "slappart0",
+        &Limits {
+            pids: Some(7),
+            ..Limits::default()
+        },
+    );
+    cgroup.ensure().unwrap();
+    for base in &cgroup.dirs {
+        let top_dir = base.dir.ancestors().nth(3).unwrap();
+        assert!(top_dir.ends_with(&top), "{}", top_dir.display());
+        guard(top_dir).unwrap();
+    }
+    if cgroup
+        .dirs
+        .iter()
+        .any(|b| b.controllers.contains(&Controller::Pids))
+    {
+        assert_eq!(cgroup.current_limits().pids, Some(7));
+    }
+    let tops: Vec<PathBuf> = cgroup
+        .dirs
+        .iter()
+        .map(|b| b.dir.ancestors().nth(3).unwrap().to_owned())
+        .collect();
+    drop(scratch);
+    for t in tops {
+        std::fs::remove_dir(&t).unwrap();
+    }
+}
