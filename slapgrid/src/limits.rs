@@ -121,6 +121,10 @@ pub fn cgroup_of(node: &Node, pid: &str, limits: &Limits) -> Option<PartitionCgr
 /// a partition whose limits are not at hand (destruction).
 pub fn existing_cgroup(node: &Node, pid: &str) -> Option<PartitionCgroup> {
     let cgroups = node.cgroups.cgroups()?;
+    // The one last applied, else whichever class holds one.
+    if let Some(applied) = load(node, pid).cgroup.filter(PartitionCgroup::exists) {
+        return Some(applied);
+    }
     [false, true].into_iter().find_map(|reserved| {
         let limits = Limits {
             reserved,
@@ -158,23 +162,34 @@ pub fn apply(
             None
         }
     };
-    let moved = state
-        .cgroup
-        .as_ref()
-        .is_some_and(|old| cgroup.as_ref().is_some_and(|new| new.dirs != old.dirs));
-    let previous = state.cgroup.take();
     state.limits = limits.clone();
     state.cgroup = cgroup.clone();
     store(node, pid, &state)?;
-    if moved {
-        // The other class's directory goes once the group restarted in the new one.
-        if let Some(old) = previous {
-            for base in &old.dirs {
-                let _ = std::fs::remove_dir(&base.dir);
-            }
+    Ok(cgroup)
+}
+
+/// After a processing run: removes the partition's cgroup of the class it is no longer
+/// in (its size changed class; its group restarted in the new one, so the old one is
+/// empty; a busy one stays for the next run).
+pub fn tidy(node: &Node, pid: &str) {
+    let Some(cgroups) = node.cgroups.cgroups() else {
+        return;
+    };
+    let Some(current) = load(node, pid).cgroup else {
+        return;
+    };
+    let other = cgroups.partition(
+        pid,
+        &Limits {
+            reserved: !current.limits.reserved,
+            ..Limits::default()
+        },
+    );
+    for base in other.dirs.iter().filter(|b| b.dir.is_dir()) {
+        if let Err(e) = std::fs::remove_dir(&base.dir) {
+            tracing::debug!(dir = %base.dir.display(), error = %e, "former cgroup kept for now");
         }
     }
-    Ok(cgroup)
 }
 
 /// Every cgroup limit of `limits`, as not enforced because `why`.
@@ -452,6 +467,46 @@ mod tests {
         let over = check_disk(&node, "slappart0", &part, &owner, &limits, true).unwrap();
         assert!(over.is_some_and(|m| m.contains("over")));
         assert!(load(&node, "slappart0").disk_over);
+    }
+
+    /// A size that changes class moves the partition's cgroup: the former one goes once
+    /// the partition was processed (its group restarted in the new one).
+    #[test]
+    fn a_partition_moving_to_the_reserved_class_leaves_no_cgroup_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[slapos]\ncomputer_id = C\nmaster_url = http://127.0.0.1:9/\nsoftware_root = {r}/s\n\
+             instance_root = {r}/i\ncgroup_root = sgt-tidy-{id}\n[partition-limits]\npids = 50\n\
+             [partition-size:master]\nreserved = true\n",
+            r = dir.path().display(),
+            id = std::process::id()
+        );
+        let cfg = crate::NodeConfig::parse(Path::new("t"), &text).unwrap();
+        let node = Node::new(cfg, None).unwrap();
+        let Some(cgroups) = node.cgroups.cgroups().cloned() else {
+            eprintln!("skipped: cgroups {}", node.cgroups.describe());
+            return;
+        };
+        let shared = apply(&node, "slappart0", &resolve(&node.cfg, None).unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(shared.exists());
+        let reserved = apply(
+            &node,
+            "slappart0",
+            &resolve(&node.cfg, Some("master")).unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(reserved.exists() && shared.exists());
+        tidy(&node, "slappart0");
+        assert!(reserved.exists() && !shared.exists());
+        assert_eq!(cgroups.partitions(), vec![("slappart0".to_string(), true)]);
+        assert_eq!(
+            existing_cgroup(&node, "slappart0").unwrap().dirs,
+            reserved.dirs
+        );
+        cgroups.remove_all().unwrap();
     }
 
     #[test]

@@ -159,6 +159,9 @@ pub fn run(node: &Node, opts: &InstanceOptions) -> Result<InstanceReport, NodeEr
             }
         }
     }
+    for pid in &report.processed {
+        crate::limits::tidy(node, pid);
+    }
     if let (Some(cgroups), false) = (node.cgroups.cgroups(), report.processed.is_empty()) {
         // What the shared partitions may take together, now that reservations may have
         // changed.
