@@ -41,6 +41,9 @@ pub struct LimitsBenchOptions {
     pub replicas: u64,
     pub rounds: usize,
     pub seconds: u64,
+    /// What the noisy neighbour runs: its CPU burner, its memory hog, or both.
+    pub burner: bool,
+    pub hog: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,9 @@ pub struct Scenario {
 pub struct LimitsBenchReport {
     /// Which cgroups this host offers (`v1 (cpu, cpuacct, memory, pids)`).
     pub cgroups: String,
+    /// What the neighbour ran.
+    pub burner: bool,
+    pub hog: bool,
     pub accuracy: Accuracy,
     pub replicas: u64,
     pub seconds_per_measure: u64,
@@ -295,6 +301,7 @@ fn start_neighbour(
     cg: Option<&PartitionCgroup>,
     user: &Identity,
     seconds: u64,
+    (burner_on, hog_on): (bool, bool),
 ) -> Vec<std::thread::JoinHandle<()>> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let burner = format!(
@@ -302,9 +309,10 @@ fn start_neighbour(
         cpus * 2
     );
     let hog = "while :; do head -c 2000000000 /dev/zero | tail -n 1 > /dev/null; done".to_owned();
-    [burner, hog]
+    [(burner, burner_on), (hog, hog_on)]
         .into_iter()
-        .map(|script| {
+        .filter(|(_, on)| *on)
+        .map(|(script, _)| {
             let run = Run::new("/bin/bash", "/", Path::new("/"))
                 .arg("-c")
                 .arg(script)
@@ -368,6 +376,7 @@ async fn neighbours(
         })
         .collect();
     let warmup = 2;
+    let noise = (opts.burner, opts.hog);
     for round in 0..opts.rounds {
         for (k, name) in names.iter().enumerate() {
             // Where the replicas are: their reserved partitions, or (before issue 26)
@@ -377,8 +386,8 @@ async fn neighbours(
             }
             let threads = match k {
                 0 => Vec::new(),
-                1 => start_neighbour(None, user, warmup + opts.seconds),
-                _ => start_neighbour(Some(&limited), user, warmup + opts.seconds),
+                1 => start_neighbour(None, user, warmup + opts.seconds, noise),
+                _ => start_neighbour(Some(&limited), user, warmup + opts.seconds, noise),
             };
             tokio::time::sleep(Duration::from_secs(warmup)).await;
             let r = crate::bench::level(
@@ -444,6 +453,8 @@ pub async fn run_limits_bench(
     drop(scratch);
     Ok(LimitsBenchReport {
         cgroups: found.describe(),
+        burner: opts.burner,
+        hog: opts.hog,
         accuracy,
         replicas: opts.replicas,
         seconds_per_measure: opts.seconds,
@@ -468,10 +479,17 @@ impl LimitsBenchReport {
         );
         if let Some(idle) = self.scenarios.first() {
             out.push_str(&format!(
-                "replica commit latency, {} replicas, 1 writer, {} s per measure, medians over {} rounds:\n",
+                "replica commit latency, {} replicas, 1 writer, {} s per measure, medians over {} rounds \
+                 (neighbour: {}):\n",
                 self.replicas,
                 self.seconds_per_measure,
-                idle.p99_ms.len()
+                idle.p99_ms.len(),
+                match (self.burner, self.hog) {
+                    (true, true) => "CPU burner and memory hog",
+                    (true, false) => "CPU burner",
+                    (false, true) => "memory hog",
+                    _ => "nothing",
+                }
             ));
             for s in &self.scenarios {
                 out.push_str(&format!(

@@ -56,6 +56,9 @@ pub struct LimitsArgs {
     /// Seconds per measure.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// What the noisy neighbour runs.
+    #[arg(long, value_parser = ["both", "burner", "hog"], default_value = "both")]
+    neighbour: String,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -374,6 +377,8 @@ async fn run_limits(args: LimitsArgs) -> Result<()> {
         replicas: args.replicas,
         rounds: args.rounds,
         seconds: args.seconds,
+        burner: args.neighbour != "hog",
+        hog: args.neighbour != "burner",
     };
     let report =
         chaos::limits_bench::run_limits_bench(&opts, |m| eprintln!("bench limits: {m}")).await;
