@@ -230,14 +230,19 @@ pub async fn run_node_bench(
         .collect();
     let bin = opts.bin.clone();
     let dir = opts.dir.clone();
-    let (steady, fresh, runs, limits) = (opts.steady, opts.fresh, opts.runs.max(1), opts.limits);
+    let plan = Plan {
+        steady: opts.steady,
+        fresh: opts.fresh,
+        runs: opts.runs.max(1),
+        limits: opts.limits,
+    };
     let reference = opts.reference.as_ref().map(|r| ReferenceOptions {
         partitions: r.partitions,
         venv: r.venv.clone(),
         runs: r.runs,
     });
     let blocking = tokio::task::spawn_blocking(move || {
-        let mut report = bench_node(&bin, &dir, &urls, steady, fresh, runs, limits, &progress)?;
+        let mut report = bench_node(&bin, &dir, &urls, plan, &progress)?;
         if let Some(reference) = &reference {
             report.reference = Some(side_by_side(&bin, &dir, &urls, reference, &progress)?);
         }
@@ -252,16 +257,28 @@ pub async fn run_node_bench(
     })
 }
 
-fn bench_node(
-    bin: &Path,
-    dir: &Path,
-    urls: &[String],
+/// What one bench run deploys and measures.
+#[derive(Clone, Copy)]
+struct Plan {
     steady: usize,
     fresh: usize,
     runs: usize,
     limits: LimitsMode,
+}
+
+fn bench_node(
+    bin: &Path,
+    dir: &Path,
+    urls: &[String],
+    plan: Plan,
     say: &dyn Fn(&str),
 ) -> Result<NodeBenchReport, NodeBenchError> {
+    let Plan {
+        steady,
+        fresh,
+        runs,
+        limits,
+    } = plan;
     let root = slapgrid::process::is_root();
     let node_dir = dir.join("node");
     for d in ["etc", "soft", "inst", "var/run"] {
