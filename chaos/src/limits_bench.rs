@@ -44,6 +44,9 @@ pub struct LimitsBenchOptions {
     /// What the noisy neighbour runs: its CPU burner, its memory hog, or both.
     pub burner: bool,
     pub hog: bool,
+    /// A CPU quota per replica partition (hundredths of a CPU): the reserved share the
+    /// shared partitions' cap leaves them (`Cgroups::rebalance`). None: weights only.
+    pub replica_quota: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,8 @@ pub struct LimitsBenchReport {
     /// What the neighbour ran.
     pub burner: bool,
     pub hog: bool,
+    /// The replicas' CPU quota (their reserved share), if any.
+    pub replica_quota: Option<u32>,
     pub accuracy: Accuracy,
     pub replicas: u64,
     pub seconds_per_measure: u64,
@@ -344,6 +349,7 @@ async fn neighbours(
                 &format!("replica{id}"),
                 &Limits {
                     reserved: true,
+                    cpu_quota: opts.replica_quota,
                     ..Limits::default()
                 },
             );
@@ -455,6 +461,7 @@ pub async fn run_limits_bench(
         cgroups: found.describe(),
         burner: opts.burner,
         hog: opts.hog,
+        replica_quota: opts.replica_quota,
         accuracy,
         replicas: opts.replicas,
         seconds_per_measure: opts.seconds,

@@ -59,6 +59,10 @@ pub struct LimitsArgs {
     /// What the noisy neighbour runs.
     #[arg(long, value_parser = ["both", "burner", "hog"], default_value = "both")]
     neighbour: String,
+    /// With limits, a CPU quota per replica partition (hundredths of a CPU): their
+    /// reserved share, which caps the shared partitions together.
+    #[arg(long)]
+    replica_quota: Option<u32>,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -379,6 +383,7 @@ async fn run_limits(args: LimitsArgs) -> Result<()> {
         seconds: args.seconds,
         burner: args.neighbour != "hog",
         hog: args.neighbour != "burner",
+        replica_quota: args.replica_quota,
     };
     let report =
         chaos::limits_bench::run_limits_bench(&opts, |m| eprintln!("bench limits: {m}")).await;
