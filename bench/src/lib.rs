@@ -11,9 +11,12 @@
 //!   replicas' peak memory, and the invoice read back.
 //! - [`node`] (`slapos bench node`): one node agent deploying and re-running many
 //!   partitions, and instances requested at once until their services run.
+//! - [`limits`] (`slapos bench limits`): usage accuracy from the partitions' cgroups,
+//!   and a replica's write latency next to a noisy partition with and without limits.
 
 #![forbid(unsafe_code)]
 
+pub mod limits;
 pub mod node;
 pub mod raft;
 pub mod slap;

@@ -35,6 +35,33 @@ pub struct NodeBenchOptions {
     pub runs: usize,
     /// Also SlapOS's own agent side by side with ours on a buildout release.
     pub reference: Option<ReferenceOptions>,
+    /// The node's partition limits (issue 26): `Off` (`[slapos] cgroup = off`, no
+    /// cgroup), `Auto` (the default: a cgroup per partition, no limit set), `Limits`
+    /// (a cgroup per partition with CPU weight, memory, process and disk limits).
+    pub limits: LimitsMode,
+}
+
+/// See [`NodeBenchOptions::limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsMode {
+    Off,
+    Auto,
+    Limits,
+}
+
+impl LimitsMode {
+    /// The `[slapos]` keys and the sections it adds to the node's configuration.
+    fn config(self) -> (&'static str, &'static str) {
+        match self {
+            LimitsMode::Off => ("cgroup = off\n", ""),
+            LimitsMode::Auto => ("", ""),
+            LimitsMode::Limits => (
+                "",
+                "\n[partition-limits]\ncpu_weight = 100\nmemory = 1G\npids = 256\ndisk = 10G\n",
+            ),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +79,9 @@ pub struct NodeBenchReport {
     pub real_users: bool,
     pub steady_partitions: usize,
     pub fresh_partitions: usize,
+    /// The partition limits of the run, and what the node said of its cgroups.
+    pub limits: Option<LimitsMode>,
+    pub cgroups: String,
     /// The first run that deployed the steady partitions.
     pub initial_deploy_seconds: f64,
     /// Unchanged runs over the steady partitions.
@@ -107,19 +137,26 @@ fn write_release(dir: &Path) -> Result<String, NodeBenchError> {
     Ok(manifest.display().to_string())
 }
 
-fn node_cfg(dir: &Path, urls: &[String], partitions: usize, users: Option<&str>) -> String {
+fn node_cfg(
+    dir: &Path,
+    urls: &[String],
+    partitions: usize,
+    users: Option<&str>,
+    limits: LimitsMode,
+) -> String {
     let r = dir.display();
     let user_part = match users {
         Some(u) => format!("alter_user = true\nuser_base_name = {u}u\nsoftware_user = {u}s\n"),
         None => "alter_user = false\n".into(),
     };
+    let (slapos_keys, sections) = limits.config();
     format!(
         "[slapos]\ncomputer_id = COMP-BENCH\nmaster_url = {}\nsoftware_root = {r}/soft\n\
          instance_root = {r}/inst\nroot_check = false\npidfile_software = {r}/var/run/sw.pid\n\
-         pidfile_instance = {r}/var/run/cp.pid\npidfile_report = {r}/var/run/ur.pid\n\n\
+         pidfile_instance = {r}/var/run/cp.pid\npidfile_report = {r}/var/run/ur.pid\n{slapos_keys}\n\
          [slapformat]\npartition_amount = {partitions}\n{user_part}alter_network = false\n\
          create_tap = false\npartition_has_ipv6_range = false\ncomputer_xml = {r}/etc/slapos.xml\n\
-         computer_json = {r}/etc/slapos.json\n",
+         computer_json = {r}/etc/slapos.json\n{sections}",
         urls.join(" ")
     )
 }
@@ -193,14 +230,19 @@ pub async fn run_node_bench(
         .collect();
     let bin = opts.bin.clone();
     let dir = opts.dir.clone();
-    let (steady, fresh, runs) = (opts.steady, opts.fresh, opts.runs.max(1));
+    let plan = Plan {
+        steady: opts.steady,
+        fresh: opts.fresh,
+        runs: opts.runs.max(1),
+        limits: opts.limits,
+    };
     let reference = opts.reference.as_ref().map(|r| ReferenceOptions {
         partitions: r.partitions,
         venv: r.venv.clone(),
         runs: r.runs,
     });
     let blocking = tokio::task::spawn_blocking(move || {
-        let mut report = bench_node(&bin, &dir, &urls, steady, fresh, runs, &progress)?;
+        let mut report = bench_node(&bin, &dir, &urls, plan, &progress)?;
         if let Some(reference) = &reference {
             report.reference = Some(side_by_side(&bin, &dir, &urls, reference, &progress)?);
         }
@@ -215,15 +257,28 @@ pub async fn run_node_bench(
     })
 }
 
+/// What one bench run deploys and measures.
+#[derive(Clone, Copy)]
+struct Plan {
+    steady: usize,
+    fresh: usize,
+    runs: usize,
+    limits: LimitsMode,
+}
+
 fn bench_node(
     bin: &Path,
     dir: &Path,
     urls: &[String],
-    steady: usize,
-    fresh: usize,
-    runs: usize,
+    plan: Plan,
     say: &dyn Fn(&str),
 ) -> Result<NodeBenchReport, NodeBenchError> {
+    let Plan {
+        steady,
+        fresh,
+        runs,
+        limits,
+    } = plan;
     let root = slapgrid::process::is_root();
     let node_dir = dir.join("node");
     for d in ["etc", "soft", "inst", "var/run"] {
@@ -240,7 +295,7 @@ fn bench_node(
     let cfg = node_dir.join("etc/slapos.cfg");
     std::fs::write(
         &cfg,
-        node_cfg(&node_dir, urls, steady + fresh, users.as_deref()),
+        node_cfg(&node_dir, urls, steady + fresh, users.as_deref(), limits),
     )
     .map_err(|e| failed(e.to_string()))?;
     let guard = Teardown {
@@ -254,6 +309,15 @@ fn bench_node(
         if root { "real users" } else { "directories" }
     ));
     node(bin, &cfg, &["format"])?;
+    let cgroups = serde_json::from_str::<serde_json::Value>(&node(
+        bin,
+        &cfg,
+        &["status", "--limits", "--json"],
+    )?)
+    .ok()
+    .and_then(|v| v["cgroups"].as_str().map(str::to_owned))
+    .unwrap_or_default();
+    say(&format!("cgroups: {cgroups}"));
     let software = write_release(&dir.join("release"))?;
     let client = SlapClient::new(urls, None, None).map_err(|e| failed(e.to_string()))?;
     client
@@ -305,6 +369,8 @@ fn bench_node(
         real_users: root,
         steady_partitions: steady,
         fresh_partitions: fresh,
+        limits: Some(limits),
+        cgroups,
         initial_deploy_seconds,
         unchanged_median_seconds: median(&unchanged),
         unchanged_runs_seconds: unchanged,
@@ -337,12 +403,14 @@ impl NodeBenchReport {
             .iter()
             .fold((f64::MAX, 0.0f64), |(a, b), x| (a.min(*x), b.max(*x)));
         format!(
-            "node bench: one node, {} replicas, {}\n\
+            "node bench: one node, {} replicas, {}, partition limits {:?} (cgroups: {})\n\
              first deployment of {} partitions: {:.2} s ({:.1} ms per partition)\n\
              unchanged run over {} partitions: median {:.3} s (min {:.3}, max {:.3}, {} runs; goal < 1 s)\n\
              {} new partitions, request to all running: {:.2} s (the instance run: {:.2} s; goal < 60 s)\n",
             self.replicas,
             if self.real_users { "real Unix users" } else { "directories of the current user" },
+            self.limits,
+            self.cgroups,
             self.steady_partitions,
             self.initial_deploy_seconds,
             self.initial_deploy_seconds * 1000.0 / self.steady_partitions.max(1) as f64,
@@ -576,7 +644,7 @@ fn side_by_side(
     let root = slapgrid::process::is_root();
     let users = root.then(|| format!("br{:04x}", std::process::id() & 0xffff));
     let rs_cfg = rs.join("etc/slapos.cfg");
-    let text = node_cfg(&rs, urls, n, users.as_deref())
+    let text = node_cfg(&rs, urls, n, users.as_deref(), LimitsMode::Auto)
         .replace("COMP-BENCH", "COMP-RS")
         .replace(
             "[slapformat]",

@@ -73,7 +73,7 @@ pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-async fn level(
+pub(crate) async fn level(
     client: &MasterClient,
     writers: usize,
     duration: Duration,
@@ -184,37 +184,7 @@ pub async fn run_raft_bench(opts: &RaftBenchOptions) -> Result<RaftBenchReport, 
     let mut cluster = ProcessCluster::new(&opts.bin, &opts.dir);
     cluster.timers = opts.timers.clone();
     cluster.start(opts.replicas).await?;
-    let mut client = cluster.client();
-    // Put the leader first so writers start there.
-    let leader = cluster.wait_leader(Duration::from_secs(20)).await?;
-    if let Some(addr) = cluster.api_addr(leader) {
-        let mut addrs = vec![addr.to_string()];
-        addrs.extend(cluster.api_addrs().into_iter().filter(|a| a != addr));
-        client = MasterClient::new(addrs);
-    }
-    let setup = Command {
-        request_id: RequestId::new("bench-setup", 1),
-        at: now(),
-        op: Op::FormatComputer {
-            computer: COMPUTER.into(),
-            spec: ComputerSpec {
-                address: None,
-                netmask: None,
-                partitions: vec![PartitionSpec {
-                    id: "slappart0".into(),
-                    tap: None,
-                    addresses: vec![AddressSpec {
-                        addr: "127.0.0.2".into(),
-                        netmask: "255.0.0.0".into(),
-                        gateway: None,
-                        network: None,
-                    }],
-                }],
-            },
-        },
-    };
-    let (outcome, _) = client.submit(&setup).await?;
-    outcome.map_err(|e| HarnessError::Domain(e.to_string()))?;
+    let client = writers_client(&cluster).await?;
     let mut levels = Vec::new();
     for (i, &w) in opts.writers.iter().enumerate() {
         let r = level(&client, w, opts.duration, i).await;
@@ -252,4 +222,41 @@ pub async fn run_raft_bench(opts: &RaftBenchOptions) -> Result<RaftBenchReport, 
         levels,
         failover,
     })
+}
+
+/// A client of `cluster` that tries its leader first, once the computer the writers
+/// supply releases to is formatted.
+pub(crate) async fn writers_client(cluster: &ProcessCluster) -> Result<MasterClient, HarnessError> {
+    let mut client = cluster.client();
+    // Put the leader first so writers start there.
+    let leader = cluster.wait_leader(Duration::from_secs(20)).await?;
+    if let Some(addr) = cluster.api_addr(leader) {
+        let mut addrs = vec![addr.to_string()];
+        addrs.extend(cluster.api_addrs().into_iter().filter(|a| a != addr));
+        client = MasterClient::new(addrs);
+    }
+    let setup = Command {
+        request_id: RequestId::new("bench-setup", 1),
+        at: now(),
+        op: Op::FormatComputer {
+            computer: COMPUTER.into(),
+            spec: ComputerSpec {
+                address: None,
+                netmask: None,
+                partitions: vec![PartitionSpec {
+                    id: "slappart0".into(),
+                    tap: None,
+                    addresses: vec![AddressSpec {
+                        addr: "127.0.0.2".into(),
+                        netmask: "255.0.0.0".into(),
+                        gateway: None,
+                        network: None,
+                    }],
+                }],
+            },
+        },
+    };
+    let (outcome, _) = client.submit(&setup).await?;
+    outcome.map_err(|e| HarnessError::Domain(e.to_string()))?;
+    Ok(client)
 }

@@ -124,6 +124,10 @@ pub enum ComputerCommand {
         region: Option<String>,
         #[arg(long)]
         network: Option<String>,
+        /// A declared attribute, `KEY=VALUE` (repeatable): SLAs match on them, and
+        /// `partition_sizes=small,master` lists the partition sizes the computer sells.
+        #[arg(long = "attribute", value_name = "KEY=VALUE")]
+        attributes: Vec<String>,
     },
     /// Who may have instances allocated on one of your computers, and whether its node
     /// runs SlapOS's Python agent (which needs the masters to make its partitions' keys).
@@ -422,14 +426,15 @@ pub async fn price(cmd: PriceCommand) -> Result<()> {
 }
 
 pub async fn computer(cmd: ComputerCommand) -> Result<()> {
-    let (gateway, id, title, region, network) = match cmd {
+    let (gateway, id, title, region, network, attributes) = match cmd {
         ComputerCommand::Register {
             gateway,
             id,
             title,
             region,
             network,
-        } => (gateway, id, title, region, network),
+            attributes,
+        } => (gateway, id, title, region, network, attributes),
         ComputerCommand::Policy {
             gateway,
             id,
@@ -499,6 +504,16 @@ pub async fn computer(cmd: ComputerCommand) -> Result<()> {
         if let Some(v) = value {
             body[key] = json!(v);
         }
+    }
+    if !attributes.is_empty() {
+        let mut map = serde_json::Map::new();
+        for a in &attributes {
+            let Some((k, v)) = a.split_once('=') else {
+                bail!("--attribute {a:?}: expected KEY=VALUE");
+            };
+            map.insert(k.to_string(), json!(v));
+        }
+        body["attributes"] = Value::Object(map);
     }
     let answer = client.call("slapos.post.v0.compute_node", &body).await?;
     if gateway.json {

@@ -23,6 +23,49 @@ pub enum BenchCommand {
     /// allocated partitions of a native release from request to running (default 100;
     /// goal under 60 s). Real Unix users when root.
     Node(NodeArgs),
+    /// Partition limits on this host's cgroups (root): the CPU time a partition's usage
+    /// reports against a workload's known CPU time (many 10 ms processes), and a replica
+    /// group's commit latency next to a partition running a CPU burner and a memory hog,
+    /// without and with limits.
+    Limits(LimitsArgs),
+}
+
+#[derive(Args)]
+pub struct LimitsArgs {
+    /// Working directory (default: a new one under /tmp; removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Workloads measured for the usage accuracy.
+    #[arg(long, default_value_t = 5)]
+    accuracy_runs: usize,
+    /// Short processes per workload.
+    #[arg(long, default_value_t = 500)]
+    short_processes: usize,
+    /// CPU time of each short process, in ms.
+    #[arg(long, default_value_t = 10)]
+    short_ms: u64,
+    /// CPU time of the workload's long process, in ms.
+    #[arg(long, default_value_t = 1000)]
+    long_ms: u64,
+    /// Replicas of the group whose writes are measured (0: skip that measure).
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    /// Rounds of the three scenarios (idle, neighbour without limits, with limits).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds per measure.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// What the noisy neighbour runs.
+    #[arg(long, value_parser = ["both", "burner", "hog"], default_value = "both")]
+    neighbour: String,
+    /// With limits, a CPU quota per replica partition (hundredths of a CPU): their
+    /// reserved share, which caps the shared partitions together.
+    #[arg(long)]
+    replica_quota: Option<u32>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -48,6 +91,11 @@ pub struct NodeArgs {
     /// The node venv with slapos.core 1.26.1 (tests/compat/node/setup-node-venv.sh).
     #[arg(long, default_value = "/var/tmp/slapos-node-venv")]
     node_venv: PathBuf,
+    /// Partition limits: off (no cgroup, `cgroup = off`), auto (a cgroup per
+    /// partition, no limit: the default configuration), on (a cgroup per partition with
+    /// CPU weight, memory, process and disk limits).
+    #[arg(long, value_parser = ["off", "auto", "on"], default_value = "auto")]
+    limits: String,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -148,6 +196,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Slap(args) => run_slap(args).await,
         BenchCommand::Usage(args) => run_usage(args).await,
         BenchCommand::Node(args) => run_node(args).await,
+        BenchCommand::Limits(args) => run_limits(args).await,
         BenchCommand::Raft(args) => {
             let dir = match args.dir {
                 Some(d) => d,
@@ -298,8 +347,46 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             venv: args.node_venv.clone(),
             runs: args.runs,
         }),
+        limits: match args.limits.as_str() {
+            "off" => slapos_bench::node::LimitsMode::Off,
+            "on" => slapos_bench::node::LimitsMode::Limits,
+            _ => slapos_bench::node::LimitsMode::Auto,
+        },
     };
     let report = slapos_bench::node::run_node_bench(&opts, |m| eprintln!("bench node: {m}")).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    print!("{}", report.summary());
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+async fn run_limits(args: LimitsArgs) -> Result<()> {
+    let dir = match args.dir {
+        Some(d) => std::path::absolute(d)?,
+        None => std::env::temp_dir().join(format!("slapos-bench-limits-{}", std::process::id())),
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
+    }
+    let opts = slapos_bench::limits::LimitsBenchOptions {
+        bin: std::env::current_exe()?,
+        dir: dir.clone(),
+        accuracy_runs: args.accuracy_runs,
+        short_processes: args.short_processes,
+        short_ms: args.short_ms,
+        long_ms: args.long_ms,
+        replicas: args.replicas,
+        rounds: args.rounds,
+        seconds: args.seconds,
+        burner: args.neighbour != "hog",
+        hog: args.neighbour != "burner",
+        replica_quota: args.replica_quota,
+    };
+    let report =
+        slapos_bench::limits::run_limits_bench(&opts, |m| eprintln!("bench limits: {m}")).await;
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
     print!("{}", report.summary());

@@ -124,13 +124,16 @@ pub enum NodeCommand {
         #[command(flatten)]
         cfg: CfgArg,
     },
-    /// The state of every supervised service.
+    /// The state of every supervised service, then each partition's limits and use.
     Status {
         #[command(flatten)]
         cfg: CfgArg,
-        /// Print JSON.
+        /// Print JSON (the services; with --limits, the partitions' limits and use).
         #[arg(long)]
         json: bool,
+        /// Only the partitions' limits and use (and which cgroups the node uses).
+        #[arg(long)]
+        limits: bool,
     },
     /// Start a partition's services (`slappart0`) or one service (`slappart0:web`).
     Start {
@@ -370,8 +373,20 @@ fn run_inner(cmd: NodeCommand) -> Result<i32, NodeError> {
             }
             Ok(0)
         }
-        NodeCommand::Status { cfg, json } => {
+        NodeCommand::Status { cfg, json, limits } => {
             let node = load(&cfg)?;
+            if limits {
+                let report = slapgrid::limits::report(&node);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
+                } else {
+                    print_limits(&report);
+                }
+                return Ok(0);
+            }
             let statuses = node.supervisor.status()?;
             if json {
                 println!(
@@ -387,12 +402,62 @@ fn run_inner(cmd: NodeCommand) -> Result<i32, NodeError> {
                         s.pid.map(|p| format!("pid {p}")).unwrap_or_default()
                     );
                 }
+                println!();
+                print_limits(&slapgrid::limits::report(&node));
             }
             Ok(0)
         }
         NodeCommand::Start { cfg, target } => control(&cfg, ControlOp::Start, &target),
         NodeCommand::Stop { cfg, target } => control(&cfg, ControlOp::Stop, &target),
         NodeCommand::Restart { cfg, target } => control(&cfg, ControlOp::Restart, &target),
+    }
+}
+
+/// `slapos node status`'s second part: the cgroups in use, then per partition its
+/// limits (what the kernel holds; `-` none) and its use.
+fn print_limits(report: &slapgrid::limits::NodeReport) {
+    use slapgrid::limits::human;
+    println!("cgroups: {}", report.cgroups);
+    for p in &report.partitions {
+        let held = p.enforced.as_ref().unwrap_or(&p.limits);
+        let usage = p.usage.clone().unwrap_or_default();
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let cpu = format!(
+            "cpu {} s (weight {}, quota {})",
+            opt(usage.cpu_seconds.map(|s| format!("{s:.1}"))),
+            opt(held.cpu_weight.map(|w| w.to_string())),
+            opt(held.cpu_quota.map(|q| format!("{q}%")))
+        );
+        let memory = format!(
+            "memory {} / {} (peak {})",
+            opt(usage.memory_bytes.map(human)),
+            opt(held.memory.map(human)),
+            opt(usage.memory_peak_bytes.map(human))
+        );
+        let pids = format!(
+            "processes {} / {}",
+            opt(usage.processes.map(|n| n.to_string())),
+            opt(held.pids.map(|n| n.to_string()))
+        );
+        let disk = format!(
+            "disk {} / {}{}",
+            opt(p.disk_bytes.map(human)),
+            opt(p.limits.disk.map(human)),
+            if p.disk_over {
+                " OVER: services stopped"
+            } else {
+                ""
+            }
+        );
+        let size = match (&p.size, p.reserved) {
+            (Some(s), true) => format!(" size {s} (reserved)"),
+            (Some(s), false) => format!(" size {s}"),
+            (None, _) => String::new(),
+        };
+        println!("{}{size}: {cpu}, {memory}, {pids}, {disk}", p.partition);
+        for u in &p.unapplied {
+            println!("  {} limit not enforced: {}", u.limit, u.reason);
+        }
     }
 }
 

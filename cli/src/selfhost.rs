@@ -110,6 +110,11 @@ pub struct AddReplicaArgs {
     ports: PortsArgs,
     #[command(flatten)]
     timers: TimersArgs,
+    /// The partition size to request the replica and its gateway with (an SLA's
+    /// `size`): one the computer sells and its node defines with `reserved = true`, so
+    /// the master keeps its share of the node (slapgrid/DESIGN.md, "Control groups").
+    #[arg(long)]
+    size: Option<String>,
 }
 
 impl From<AddReplicaArgs> for AddReplica {
@@ -121,6 +126,7 @@ impl From<AddReplicaArgs> for AddReplica {
             region: a.region,
             ports: a.ports.into(),
             timers: a.timers.into(),
+            size: a.size,
         }
     }
 }

@@ -43,6 +43,33 @@ pub struct SlaFilter {
     pub spread: Option<Spread>,
     /// Equality on declared computer attributes.
     pub attributes: BTreeMap<String, String>,
+    /// A partition size the computer's provider sells (listed in its
+    /// [`PARTITION_SIZES`] attribute); the node gives the partition that size's limits
+    /// and the hosting is billed as `hosting/<size>`.
+    pub size: Option<String>,
+}
+
+/// The computer attribute that lists the partition sizes its provider sells, separated
+/// by spaces or commas (`small medium master`); each node defines what a size holds
+/// (slapgrid's `[partition-size:<name>]`).
+pub const PARTITION_SIZES: &str = "partition_sizes";
+
+/// Whether `computer` sells partitions of `size`.
+pub fn sells_size(computer: &Computer, size: &str) -> bool {
+    computer
+        .attributes
+        .get(PARTITION_SIZES)
+        .is_some_and(|list| list.split([' ', ',']).any(|s| s == size))
+}
+
+/// A size name: letters, digits, `-`, `_` and `.`, from a letter or digit, as a node's
+/// configuration names it.
+fn valid_size(size: &str) -> bool {
+    size.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && size.len() <= 64
+        && size
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl SlaFilter {
@@ -94,6 +121,17 @@ impl SlaFilter {
                         ))
                     }
                 },
+                "size" => {
+                    if !valid_size(value) {
+                        return Err(DomainError::invalid(
+                            "sla size",
+                            format!(
+                                "{value:?} is not a size name (letters, digits, '-', '_', '.', from a letter or digit)"
+                            ),
+                        ));
+                    }
+                    filter.size = Some(value.clone());
+                }
                 "master_url" => {
                     return Err(DomainError::invalid(
                         "sla master_url",
@@ -124,6 +162,9 @@ impl SlaFilter {
         if let Some(p) = self.max_price {
             parts.push(format!("max_price={p}"));
         }
+        if let Some(size) = &self.size {
+            parts.push(format!("size={size}"));
+        }
         for (k, v) in &self.attributes {
             parts.push(format!("{k}={v}"));
         }
@@ -152,8 +193,15 @@ impl SlaFilter {
                 return false;
             }
         }
+        if self
+            .size
+            .as_deref()
+            .is_some_and(|size| !sells_size(computer, size))
+        {
+            return false;
+        }
         if let Some(max) = self.max_price {
-            let price = match state.hosting_price(computer) {
+            let price = match state.hosting_price(computer, self.size.as_deref()) {
                 Some(p) => Some(p.billionths() as f64 / 1e9),
                 None => computer
                     .attributes

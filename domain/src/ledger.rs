@@ -110,6 +110,24 @@ fn check_label(field: &str, value: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Whether `resource` is hosting: `hosting`, or `hosting/<size>` for an instance of a
+/// partition size (priced per hour too).
+pub fn is_hosting(resource: &str) -> bool {
+    resource == HOSTING
+        || resource
+            .strip_prefix(HOSTING)
+            .is_some_and(|r| r.starts_with('/') && r.len() > 1)
+}
+
+/// The hosting resource of an instance: `hosting/<size>` when its SLA names a partition
+/// size (a provider prices each size it sells), else `hosting`.
+pub fn hosting_resource(inst: &super::records::Instance) -> String {
+    match inst.sla.get("size") {
+        Some(size) => format!("{HOSTING}/{size}"),
+        None => HOSTING.to_string(),
+    }
+}
+
 /// Whether an instance is being billed for hosting: a regular instance on a partition
 /// whose effective requested state is `started`.
 pub(crate) fn is_billed(inst: &super::records::Instance) -> bool {
@@ -194,7 +212,7 @@ impl State {
             }
             PriceScope::Region(region) => check_label("region", region)?,
         }
-        if resource == HOSTING && unit != "hour" {
+        if is_hosting(&resource) && unit != "hour" {
             return Err(DomainError::invalid(
                 "unit",
                 format!("hosting is priced per hour, not per '{unit}'"),
@@ -523,7 +541,18 @@ impl State {
     pub(crate) fn sync_hosting(&mut self, now: Timestamp) {
         for id in self.instances.take_touched() {
             let billed = self.instances.get(&id).is_some_and(is_billed);
-            match (billed, self.open_hosting.get(&id).copied()) {
+            let open = self.open_hosting.get(&id).copied();
+            // Billed as another resource now (its partition size changed): the open
+            // movement closes and one of the new size opens.
+            let resized = open.is_some_and(|movement| {
+                let now_billed = self.instances.get(&id).map(hosting_resource);
+                let billed_as = self
+                    .movements
+                    .get(&movement)
+                    .map(|m| m.resource.to_string());
+                billed && now_billed.is_some() && now_billed != billed_as
+            });
+            match (billed && !resized, open) {
                 (true, None) => self.open_hosting_of(id, now),
                 (false, Some(movement)) => {
                     self.open_hosting.remove(&id);
@@ -532,6 +561,9 @@ impl State {
                         m.quantity = Some(Decimal::hours_of_micros(
                             now.micros().saturating_sub(m.start.micros()),
                         ));
+                    }
+                    if resized {
+                        self.open_hosting_of(id, now);
                     }
                 }
                 _ => {}
@@ -555,13 +587,14 @@ impl State {
             return;
         };
         let on = self.occupant_of(inst);
+        let resource = hosting_resource(inst);
         let (computer, partition) = (computer.clone(), partition.clone());
         let (source, region) = (c.owner.clone(), c.region.clone());
         let names = &mut self.names.0;
         let movement = Movement {
             id: self.next_movement,
             kind: MovementKind::Hosting,
-            resource: names.get(HOSTING),
+            resource: names.get(&resource),
             quantity: None,
             start: now,
             stop: None,
@@ -614,11 +647,20 @@ impl State {
     }
 
     /// The hosting price per hour in force now on a computer (its own, else its
-    /// region's, of its owner): what an SLA's `max_price` is held against.
-    pub fn hosting_price(&self, c: &super::records::Computer) -> Option<Decimal> {
+    /// region's, of its owner), of partitions of `size` when given: what an SLA's
+    /// `max_price` is held against.
+    pub fn hosting_price(
+        &self,
+        c: &super::records::Computer,
+        size: Option<&str>,
+    ) -> Option<Decimal> {
+        let resource = match size {
+            Some(size) => format!("{HOSTING}/{size}"),
+            None => HOSTING.to_string(),
+        };
         let now = |scope: PriceScope| {
             self.prices
-                .get(&(c.owner.clone(), scope, HOSTING.to_string()))
+                .get(&(c.owner.clone(), scope, resource.clone()))
                 .and_then(|h| h.last())
                 .map(|e| e.price)
         };

@@ -30,7 +30,9 @@ mod state;
 mod tracked;
 mod view;
 
-pub use alloc::{Placement as AllocationPlacement, Score, SlaFilter, Spread};
+pub use alloc::{
+    sells_size, Placement as AllocationPlacement, Score, SlaFilter, Spread, PARTITION_SIZES,
+};
 pub use apply::{FORGET_AFTER, OUTCOMES_PER_CLIENT, SESSION_TTL_MICROS};
 pub use command::{
     shown_instance, AddressSpec, Command, ComputerSpec, Op, Outcome, PartitionSpec, Reply,
@@ -41,7 +43,7 @@ pub use error::DomainError;
 pub use identity::{BadIdentity, CaMaterial, Identity};
 pub use ids::{InstanceId, RequestId, Timestamp};
 pub use invoice::{Invoice, InvoiceItem, InvoiceLine};
-pub use ledger::{HOSTING, MAX_CLOCK_SKEW_MICROS};
+pub use ledger::{hosting_resource, is_hosting, HOSTING, MAX_CLOCK_SKEW_MICROS};
 pub use movements::{
     JournalRecord, Movement, MovementKind, PriceEntry, PriceKey, PriceScope, UsageLine,
     UsageTransaction,

@@ -357,3 +357,73 @@ fn allocation_scopes_admit_whom_the_owner_chose() {
     scope(&mut h, AllocationScope::Open);
     assert_eq!(placed(&mut h, request_op(as_("mallory"), "m")), "COMP-P");
 }
+
+/// A provider sells partition sizes (the `partition_sizes` attribute); an SLA naming a
+/// size goes only where it is sold, a size sold nowhere is refused, and a re-request may
+/// change the size only to one its computer sells (the instance never moves).
+#[test]
+fn partition_sizes_go_where_they_are_sold() {
+    let mut h = Harness::new();
+    register(
+        &mut h,
+        "COMP-S",
+        "eu",
+        &[("partition_sizes", "small,medium")],
+    );
+    register(
+        &mut h,
+        "COMP-M",
+        "eu",
+        &[("partition_sizes", "master medium")],
+    );
+    register(&mut h, "COMP-N", "eu", &[]);
+    for c in ["COMP-S", "COMP-M", "COMP-N"] {
+        h.supply(c, SR);
+    }
+    let req = |t: &str, size: &str| with_sla(request_op(person(), t), "size", size);
+    assert_eq!(placed(&mut h, req("r", "master")), "COMP-M");
+    assert_eq!(placed(&mut h, req("s", "small")), "COMP-S");
+    let err = h.refused(req("x", "xl"));
+    assert!(
+        matches!(&err, DomainError::NoCapacity { reason, .. } if reason.contains("size=xl")),
+        "{err}"
+    );
+    // A size is a name, never a path nor a line of its own: refused before anything.
+    let long = "m".repeat(65);
+    for hostile in [
+        "a b",
+        "..",
+        "../x",
+        "x/y",
+        ".hidden",
+        "big\nreserved",
+        "",
+        &long,
+    ] {
+        assert!(
+            matches!(
+                h.refused(req("bad", hostile)),
+                DomainError::InvalidArgument { .. }
+            ),
+            "{hostile:?}"
+        );
+    }
+    // Resized in place: medium is sold on COMP-S too; master is not.
+    let id = |reply: Reply| match reply {
+        Reply::Instance { id, .. } => id,
+        r => panic!("{r:?}"),
+    };
+    let s = id(h.ok(req("s", "small")));
+    let before = (h.partition_of(s), h.instance(s).timestamp);
+    h.ok(req("s", "medium"));
+    let after = (h.partition_of(s), h.instance(s).timestamp);
+    assert_eq!(before.0, after.0, "the instance moved");
+    assert!(
+        after.1 > before.1,
+        "a new size is a change the node must see"
+    );
+    assert!(matches!(
+        h.refused(req("s", "master")),
+        DomainError::NoCapacity { .. }
+    ));
+}

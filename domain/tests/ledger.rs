@@ -796,3 +796,76 @@ fn hosting_opens_and_closes_with_the_instance_state() {
     );
     assert_eq!(b.source, "provider");
 }
+
+/// An instance of a partition size is billed as `hosting/<size>`, priced per size; a
+/// change of size closes the movement and opens one of the new size.
+#[test]
+fn partition_sizes_are_billed_at_their_own_price() {
+    let mut l = Ledger::new();
+    let t = at("00:00:00").micros();
+    let early = |s: u64| Timestamp(t - 3_600_000_000 + s * 1_000_000);
+    l.ok(
+        early(1),
+        Op::RegisterComputer {
+            computer: "COMP-1".into(),
+            title: "COMP-1".into(),
+            owner: "provider".into(),
+            region: Some("eu".into()),
+            network: None,
+            attributes: [("partition_sizes".to_string(), "small large".to_string())]
+                .into_iter()
+                .collect(),
+        },
+    );
+    l.ok(early(2), format_op("COMP-1", 2));
+    l.ok(
+        early(3),
+        Op::Supply {
+            computer: "COMP-1".into(),
+            url: common::SR.into(),
+            state: "available".into(),
+        },
+    );
+    let hourly = |resource: &str, p: &str| {
+        let mut op = price(PriceScope::Computer("COMP-1".into()), resource, p);
+        if let Op::SetPrice { unit, .. } = &mut op {
+            *unit = "hour".into();
+        }
+        op
+    };
+    l.ok(early(4), hourly("hosting", "1"));
+    l.ok(early(5), hourly("hosting/small", "0.25"));
+    l.ok(early(6), hourly("hosting/large", "2"));
+    // a size is hosting: priced per hour only
+    let mut per_unit = hourly("hosting/small", "1");
+    if let Op::SetPrice { unit, .. } = &mut per_unit {
+        *unit = "unit".into();
+    }
+    assert!(matches!(
+        l.refused(early(7), per_unit),
+        DomainError::InvalidArgument { .. }
+    ));
+    let sized = |size: &str| with_sla(order("alice", "A", "COMP-1", "started"), "size", size);
+    l.ok(at("00:00:00"), sized("small"));
+    l.ok(at("10:00:00"), sized("large"));
+    l.ok(at("12:00:00"), order("alice", "A", "COMP-1", "stopped"));
+    let invoice = l.invoice("alice");
+    let small = line(&invoice, "hosting/small");
+    let large = line(&invoice, "hosting/large");
+    assert_eq!((small.quantity, small.amount), (dec("10"), dec("2.5")));
+    assert_eq!((large.quantity, large.amount), (dec("2"), dec("4")));
+    assert!(invoice.lines.iter().all(|l| l.resource != "hosting"));
+    // max_price holds against the size's price
+    let ceiling = |title: &str, max: &str| {
+        with_sla(
+            with_sla(
+                request_op(Requester::Person("carol".into()), title),
+                "size",
+                "small",
+            ),
+            "max_price",
+            max,
+        )
+    };
+    l.ok(at("13:00:00"), ceiling("cheap", "0.5"));
+}

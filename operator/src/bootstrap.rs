@@ -281,6 +281,7 @@ pub async fn bootstrap(
                 region: p.region.clone(),
                 ports: p.ports,
                 timers: args.timers,
+                size: None,
             },
             progress,
         )

@@ -69,6 +69,11 @@ pub struct AddReplica {
     pub region: String,
     pub ports: Ports,
     pub timers: Timers,
+    /// The partition size the replica and its gateway are requested with (an SLA's
+    /// `size`): one the computer sells and its node defines as `reserved`, so that no
+    /// other partition of the node can take the master's share (slapgrid/DESIGN.md,
+    /// "Control groups"). None: the node's default limits.
+    pub size: Option<String>,
 }
 
 /// A hosted replica to remove.
@@ -148,17 +153,14 @@ pub async fn add_replica(
         ("group-ca", group_ca),
         ("gateway-port", args.ports.gateway_port.to_string()),
     ];
+    let mut sla = vec![("computer_guid", computer.as_str())];
+    if let Some(size) = &args.size {
+        sla.push(("size", size.as_str()));
+    }
     let request = |title: &str, software_type: &str, params: &[(&str, String)]| {
         let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
         tokio::task::block_in_place(|| {
-            client.request_typed_instance(
-                &release,
-                software_type,
-                title,
-                &pairs,
-                &[("computer_guid", computer.as_str())],
-                "started",
-            )
+            client.request_typed_instance(&release, software_type, title, &pairs, &sla, "started")
         })
         .with_context(|| format!("requesting {title}"))
     };

@@ -877,3 +877,75 @@ fn a_retried_shared_destruction_still_answers_a_software_instance() {
     // Answered from the remembered outcome: the same answer, host location included.
     assert_eq!(retry, first);
 }
+
+/// A partition whose instance's SLA names a partition size carries that SLA in
+/// `_filter_dict`, as the real master sends it (the node reads the size there); without a
+/// size the attribute stays absent, as slapproxy answers.
+#[test]
+fn a_sized_instance_s_partition_carries_its_sla() {
+    let mut g = Gateway::new();
+    g.state
+        .apply(&slapos_domain::Command {
+            request_id: RequestId::new("render-sizes", 1),
+            at: Timestamp::from_secs(1_795_626_800),
+            op: slapos_domain::Op::RegisterComputer {
+                computer: "COMP-1".into(),
+                title: "COMP-1".into(),
+                owner: "provider".into(),
+                region: None,
+                network: None,
+                attributes: [("partition_sizes".to_string(), "big".to_string())]
+                    .into_iter()
+                    .collect(),
+            },
+        })
+        .expect("registered");
+    g.format("COMP-1", 2);
+    let sla = |size: Option<&str>| {
+        let mut pairs = vec![("computer_guid", Value::from("COMP-1"))];
+        pairs.extend(size.map(|s| ("size", Value::from(s))));
+        m(&Value::str_dict(pairs))
+    };
+    let sized = sla(Some("big"));
+    let plain = sla(None);
+    let r = g.request("sized", &[("filter_xml", sized.as_str())], None);
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let r = g.request("plain", &[("filter_xml", plain.as_str())], None);
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let full = decode(&g.ok(
+        Endpoint::GetFullComputerInformation,
+        &[("computer_id", "COMP-1")],
+        None,
+    ));
+    let partitions = match attr(&full, "_computer_partition_list") {
+        Value::List(l) => l.clone(),
+        other => panic!("{other:?}"),
+    };
+    let mut seen = 0;
+    for p in &partitions {
+        let title = match attr(p, "_parameter_dict").dict_get("instance_title") {
+            Some(Value::Str(s)) => s.clone(),
+            _ => continue,
+        };
+        let has_filter = keys(p).contains(&"_filter_dict".to_string());
+        match title.as_str() {
+            "sized" => {
+                seen += 1;
+                let filter = attr(p, "_filter_dict");
+                assert_eq!(
+                    m(filter),
+                    m(&Value::str_dict([
+                        ("computer_guid", "COMP-1".to_string()),
+                        ("size", "big".to_string())
+                    ])),
+                );
+            }
+            "plain" => {
+                seen += 1;
+                assert!(!has_filter, "{p:?}");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen, 2, "{partitions:?}");
+}

@@ -2,9 +2,11 @@
 //! `[slapformat]`, see slapgrid-behaviour.md 0.1 and 1.1) so that an existing node's file
 //! works, plus a few keys of our own, all optional, documented in DESIGN.md.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cgroup::{Limits, Mode};
 use crate::ini::{Ini, IniError};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,9 @@ pub struct FormatConfig {
     pub create_tap: bool,
     pub tap_ipv6: bool,
     pub tap_gateway_interface: Option<String>,
+    /// Ours: a bridge every tap is made a port of (SlapOS's format once did it with
+    /// `bridge_name`, which 1.26 refuses, as we do; this key is ours).
+    pub tap_bridge: Option<String>,
     pub alter_user: bool,
     pub alter_network: bool,
     pub software_user: String,
@@ -100,6 +105,46 @@ pub struct NodeConfig {
     pub report_interval: Duration,
     pub format_interval: Duration,
     pub format: FormatConfig,
+    /// Ours: `[slapos] cgroup` (`auto`, `v1`, `v2` or `off`; default `auto`).
+    pub cgroup_mode: Mode,
+    /// Ours: `[slapos] cgroup_root`, where the partitions' cgroups go in each hierarchy:
+    /// absolute from the hierarchy's root (default `/slapos/<computer_id>`), or relative
+    /// to the cgroup the agent runs in.
+    pub cgroup_root: String,
+    /// Ours: `[partition-limits]`, every partition's limits unless its instance names a
+    /// size.
+    pub partition_limits: Limits,
+    /// Ours: `[partition-size:<name>]`, the sizes this node sells: an instance whose SLA
+    /// says `size = <name>` gets these limits (keys it leaves out: the defaults').
+    pub partition_sizes: BTreeMap<String, Limits>,
+    /// Ours: seconds between two disk measures of an unchanged partition that has a
+    /// disk limit (`[slapos] disk_check_interval`, default 300).
+    pub disk_check_interval: Duration,
+}
+
+/// The keys of `[partition-limits]` and `[partition-size:*]`.
+const LIMIT_KEYS: &[&str] = &[
+    "cpu_weight",
+    "cpu_quota",
+    "memory",
+    "pids",
+    "disk",
+    "reserved",
+];
+
+/// A human size (`1000M`, `2G`, `512k`, or bytes), as the reference reads sizes.
+fn parse_size(v: &str) -> Option<u64> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" => 1 << 10,
+        "M" | "MB" => 1 << 20,
+        "G" | "GB" => 1 << 30,
+        "T" | "TB" => 1 << 40,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(factor)
 }
 
 struct Reader<'a> {
@@ -197,21 +242,104 @@ impl Reader<'_> {
         let Some(v) = self.nonempty("slapos", key)? else {
             return Ok(default);
         };
-        let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-        let (digits, unit) = v.split_at(split);
-        let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-            "" | "B" => 1,
-            "K" | "KB" => 1 << 10,
-            "M" | "MB" => 1 << 20,
-            "G" | "GB" => 1 << 30,
-            "T" | "TB" => 1 << 40,
-            _ => return Err(self.invalid("slapos", key, &v, "expected a size like 1000M")),
+        parse_size(&v).ok_or_else(|| self.invalid("slapos", key, &v, "expected a size like 1000M"))
+    }
+
+    /// One section of limits over `base`: `cpu_weight` (1 to 10000), `cpu_quota`
+    /// (hundredths of a CPU, `150`, or `150%%` as configparser spells a percent sign), `memory` and `disk` (sizes), `pids`,
+    /// `reserved` (sizes only). Unknown keys are errors.
+    fn limits(&self, section: &str, base: &Limits, sized: bool) -> Result<Limits, ConfigError> {
+        let syntax = |source| ConfigError::Syntax {
+            path: self.path.to_owned(),
+            source,
         };
-        digits
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(factor))
-            .ok_or_else(|| self.invalid("slapos", key, &v, "expected a size like 1000M"))
+        let bad = |key: &str, value: &str, message: &str| ConfigError::Invalid {
+            path: self.path.to_owned(),
+            section: "partition limits",
+            key: "limit",
+            value: format!("[{section}] {key} = {value}"),
+            message: message.to_owned(),
+        };
+        let mut limits = base.clone();
+        for key in self.ini.keys(section) {
+            let Some(value) = self.ini.get(section, &key).map_err(syntax)? else {
+                continue;
+            };
+            let value = value.trim().to_owned();
+            if !LIMIT_KEYS.contains(&key.as_str()) || (key == "reserved" && !sized) {
+                // [DEFAULT] keys show up in every section: only ours are ours.
+                if self.ini.get("DEFAULT", &key).ok().flatten().is_some() {
+                    continue;
+                }
+                return Err(bad(
+                    &key,
+                    &value,
+                    "unknown limit (cpu_weight, cpu_quota, memory, pids, disk; reserved in a size)",
+                ));
+            }
+            if value.is_empty() || value == "none" {
+                match key.as_str() {
+                    "cpu_weight" => limits.cpu_weight = None,
+                    "cpu_quota" => limits.cpu_quota = None,
+                    "memory" => limits.memory = None,
+                    "pids" => limits.pids = None,
+                    "disk" => limits.disk = None,
+                    _ => limits.reserved = false,
+                }
+                continue;
+            }
+            match key.as_str() {
+                "cpu_weight" => {
+                    limits.cpu_weight = Some(
+                        value
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|w| (1..=10000).contains(w))
+                            .ok_or_else(|| bad(&key, &value, "expected 1 to 10000"))?,
+                    )
+                }
+                "cpu_quota" => {
+                    limits.cpu_quota = Some(
+                        value
+                            .trim_end_matches('%')
+                            .trim()
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|q| *q >= 1)
+                            .ok_or_else(|| {
+                                bad(&key, &value, "expected hundredths of a CPU (150 or 150%)")
+                            })?,
+                    )
+                }
+                "memory" | "disk" => {
+                    let bytes = parse_size(&value)
+                        .filter(|b| *b > 0)
+                        .ok_or_else(|| bad(&key, &value, "expected a size like 2G"))?;
+                    if key == "memory" {
+                        limits.memory = Some(bytes);
+                    } else {
+                        limits.disk = Some(bytes);
+                    }
+                }
+                "pids" => {
+                    limits.pids = Some(
+                        value
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|p| *p >= 1)
+                            .ok_or_else(|| bad(&key, &value, "expected a whole number"))?,
+                    )
+                }
+                _ => {
+                    limits.reserved = match value.to_lowercase().as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad(&key, &value, "expected true or false")),
+                    }
+                }
+            }
+        }
+        Ok(limits)
     }
 
     fn path(
@@ -321,6 +449,7 @@ impl NodeConfig {
             create_tap: r.boolean("slapformat", "create_tap", true)?,
             tap_ipv6: r.boolean("slapformat", "tap_ipv6", true)?,
             tap_gateway_interface: r.nonempty("slapformat", "tap_gateway_interface")?,
+            tap_bridge: r.nonempty("slapformat", "tap_bridge")?,
             alter_user: r.boolean("slapformat", "alter_user", true)?,
             alter_network: r.boolean("slapformat", "alter_network", true)?,
             software_user: r
@@ -331,6 +460,70 @@ impl NodeConfig {
             input_definition_file: r.path("slapformat", "input_definition_file")?,
             output_definition_file: r.path("slapformat", "output_definition_file")?,
         };
+        for key in ["bridge_name", "no_bridge"] {
+            if let Some(v) = r.nonempty("slapformat", key)? {
+                return Err(r.invalid(
+                    "slapformat",
+                    key,
+                    &v,
+                    "totally deprecated, as in SlapOS's format (taps join a bridge with tap_bridge)",
+                ));
+            }
+        }
+        let cgroup_mode = match r
+            .nonempty("slapos", "cgroup")?
+            .map(|v| v.to_lowercase())
+            .as_deref()
+        {
+            None | Some("auto") => Mode::Auto,
+            Some("v1") => Mode::V1,
+            Some("v2") => Mode::V2,
+            Some("off") => Mode::Off,
+            Some(other) => {
+                return Err(r.invalid("slapos", "cgroup", other, "expected auto, v1, v2 or off"))
+            }
+        };
+        let computer_id = r.required("slapos", "computer_id")?;
+        // One node per host in production, several in tests and `slapos up`: each
+        // node's partitions under its own computer's name.
+        let cgroup_root = r.nonempty("slapos", "cgroup_root")?.unwrap_or_else(|| {
+            let named = format!("/slapos/{computer_id}");
+            if crate::cgroup::valid_root(&named) && !computer_id.contains('/') {
+                named
+            } else {
+                "/slapos".into()
+            }
+        });
+        if !crate::cgroup::valid_root(&cgroup_root) {
+            return Err(r.invalid(
+                "slapos",
+                "cgroup_root",
+                &cgroup_root,
+                "expected a path of plain names (absolute, or relative to the agent's cgroup)",
+            ));
+        }
+        let partition_limits = r.limits("partition-limits", &Limits::default(), false)?;
+        let mut partition_sizes = BTreeMap::new();
+        for section in ini.sections() {
+            if let Some(name) = section.strip_prefix("partition-size:") {
+                let name = name.trim();
+                if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                {
+                    return Err(r.invalid(
+                        "slapos",
+                        "partition-size",
+                        section,
+                        "a size is named with letters, digits, '-', '_' or '.', from a letter or digit",
+                    ));
+                }
+                let mut limits = r.limits(section, &partition_limits, true)?;
+                limits.size = Some(name.to_owned());
+                partition_sizes.insert(name.to_owned(), limits);
+            }
+        }
         if format.ipv6_prefixshift == 0 || format.ipv6_prefixshift > 64 {
             return Err(r.invalid(
                 "slapformat",
@@ -341,7 +534,7 @@ impl NodeConfig {
         }
         Ok(NodeConfig {
             path: path.to_owned(),
-            computer_id: r.required("slapos", "computer_id")?,
+            computer_id,
             master_urls,
             key_file,
             cert_file,
@@ -375,8 +568,13 @@ impl NodeConfig {
             instance_interval: r.seconds("instance_interval", 60)?,
             report_interval: r.seconds("report_interval", 86400)?,
             format_interval: r.seconds("format_interval", 86400)?,
+            disk_check_interval: r.seconds("disk_check_interval", 300)?,
             instance_root,
             format,
+            cgroup_mode,
+            cgroup_root,
+            partition_limits,
+            partition_sizes,
         })
     }
 
@@ -456,6 +654,76 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("instance_min_free_space"), "{err}");
+    }
+
+    #[test]
+    fn partition_limits_and_sizes() {
+        let base = "[slapos]\ncomputer_id = C\nmaster_url = http://x\nsoftware_root = /s\ninstance_root = /i\n";
+        let c = NodeConfig::parse(Path::new("t"), base).unwrap();
+        assert_eq!(c.cgroup_mode, Mode::Auto);
+        assert_eq!(c.cgroup_root, "/slapos/C");
+        assert_eq!(c.partition_limits, Limits::default());
+        let c = NodeConfig::parse(
+            Path::new("t"),
+            &format!(
+                "{base}cgroup = v1\ncgroup_root = sg\n[partition-limits]\ncpu_weight = 100\n\
+                 cpu_quota = 150%%\nmemory = 512M\npids = 200\ndisk = 1G\n\
+                 [partition-size:master]\ncpu_weight = 1000\nmemory = 2G\nreserved = true\n\
+                 [partition-size:tiny]\nmemory = 64M\ncpu_quota = none\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!((c.cgroup_mode, c.cgroup_root.as_str()), (Mode::V1, "sg"));
+        assert_eq!(
+            c.partition_limits,
+            Limits {
+                cpu_weight: Some(100),
+                cpu_quota: Some(150),
+                memory: Some(512 << 20),
+                pids: Some(200),
+                disk: Some(1 << 30),
+                ..Limits::default()
+            }
+        );
+        let master = &c.partition_sizes["master"];
+        assert_eq!(
+            (
+                master.cpu_weight,
+                master.memory,
+                master.pids,
+                master.reserved
+            ),
+            (Some(1000), Some(2 << 30), Some(200), true)
+        );
+        assert_eq!(master.size.as_deref(), Some("master"));
+        let tiny = &c.partition_sizes["tiny"];
+        assert_eq!((tiny.memory, tiny.cpu_quota), (Some(64 << 20), None));
+        for bad in [
+            "[partition-limits]\ncpu_weight = 0\n",
+            "[partition-limits]\nmemory = lots\n",
+            "[partition-limits]\nreserved = true\n",
+            "[partition-limits]\nswap = 1G\n",
+            "[partition-size:a/b]\nmemory = 1G\n",
+            // Hostile values: never written to a cgroup file as they are (only numbers
+            // parsed here are).
+            "[partition-limits]\nmemory = -1\n",
+            "[partition-limits]\nmemory = 99999999999T\n",
+            "[partition-limits]\nmemory = 1G\\n0\n",
+            "[partition-limits]\npids = max\n",
+            "[partition-limits]\npids = 10 > /etc/passwd\n",
+            "[partition-limits]\ncpu_quota = 0\n",
+            "[partition-limits]\ncpu_quota = 1e9\n",
+            "[partition-limits]\ncpu_weight = 10001\n",
+            "[partition-limits]\ndisk = 0\n",
+            "[partition-size:..]\nmemory = 1G\n",
+            "[partition-size:]\nmemory = 1G\n",
+            "[partition-size:big]\nreserved = yes please\n",
+            "cgroup = v3\n",
+            "cgroup_root = ../x\n",
+        ] {
+            let text = format!("{base}{bad}");
+            assert!(NodeConfig::parse(Path::new("t"), &text).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,15 +7,19 @@
 // is sound (DESIGN.md, "System calls").
 #![deny(unsafe_code)]
 
+pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod digest;
+pub mod disk;
 pub mod format;
 pub mod fsutil;
 pub mod ini;
 pub mod instance;
 pub mod keyfiles;
+pub mod limits;
+pub mod names;
 pub mod native;
 pub mod node;
 pub mod partcert;

@@ -56,6 +56,8 @@ pub struct Node {
     pub cfg: NodeConfig,
     pub client: SlapClient,
     pub supervisor: SupervisorClient,
+    /// Whether partitions get cgroups here (detected once per command).
+    pub cgroups: crate::cgroup::Availability,
     launch: Option<SupervisorLaunch>,
 }
 
@@ -63,10 +65,12 @@ impl Node {
     pub fn new(cfg: NodeConfig, launch: Option<SupervisorLaunch>) -> Result<Node, NodeError> {
         let client = SlapClient::from_config(&cfg)?;
         let supervisor = SupervisorClient::new(cfg.supervisor_socket());
+        let cgroups = crate::cgroup::detect(cfg.cgroup_mode, &cfg.cgroup_root);
         Ok(Node {
             cfg,
             client,
             supervisor,
+            cgroups,
             launch,
         })
     }

@@ -5,9 +5,11 @@
 
 use std::ffi::{CString, OsString};
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -15,8 +17,8 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{
-    fork, getegid, geteuid, getgrouplist, setgid, setgroups, setsid, setuid, ForkResult, Gid, Pid,
-    Uid,
+    fork, getegid, geteuid, getgrouplist, setgid, setgroups, setsid, setuid, write, ForkResult,
+    Gid, Pid, Uid,
 };
 
 /// Largest output kept from one run (the tail is kept: that is where errors are).
@@ -45,6 +47,8 @@ pub enum ProcessError {
     RootRegainable,
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
 }
 
 /// Whom a program runs as.
@@ -181,12 +185,15 @@ pub fn clean_env(home: &Path) -> Vec<(OsString, OsString)> {
 }
 
 /// Prepares `command` to run as `identity` with `umask`, in a new session (its own
-/// process group). Not root: only the session and umask (the reference does the same
-/// unprivileged). Root: refuses uid or gid 0.
+/// process group), joining the cgroup whose `cgroup.procs` files `join` holds open (see
+/// [`crate::cgroup::PartitionCgroup::open_procs`]) before it drops root. Not root: only
+/// the session and umask (the reference does the same unprivileged). Root: refuses uid
+/// or gid 0.
 pub fn drop_privileges(
     command: &mut Command,
     identity: &Identity,
     umask: u32,
+    join: Vec<OwnedFd>,
 ) -> Result<(), ProcessError> {
     let privileged = is_root();
     if privileged && (identity.uid == 0 || identity.gid == 0) {
@@ -200,6 +207,7 @@ pub fn drop_privileges(
         umask: Some(umask),
         credentials: privileged.then(|| Credentials::of(identity)),
         detach: false,
+        join: Arc::new(join),
     }
     .prepare(command);
     Ok(())
@@ -306,6 +314,9 @@ pub(crate) struct Session {
     /// Forks once more and lets the intermediate process exit at once: the program that
     /// runs is no child of ours (init adopts it), for a daemon that outlives the agent.
     detach: bool,
+    /// `cgroup.procs` files (opened by root before the fork) the child writes `0` to,
+    /// joining a partition's cgroup before it runs anything of the partition's.
+    join: Arc<Vec<OwnedFd>>,
 }
 
 impl Session {
@@ -324,13 +335,15 @@ impl Session {
             umask: mask,
             credentials,
             detach,
+            join,
         } = self;
         let mask = mask.map(Mode::from_bits_truncate);
         // SAFETY: the closure runs in the forked child, where only async-signal-safe
         // calls are sound. It makes only system calls through nix's thin wrappers
-        // (setsid, umask, setgroups, setgid, setuid, fork) and `_exit`, on data moved in
-        // before the fork (nothing is looked up or allocated; an error becomes an
-        // `io::Error` from its errno, which allocates nothing). After `fork` the
+        // (setsid, umask, write, setgroups, setgid, setuid, fork) and `_exit`, on data
+        // moved in before the fork (descriptors opened by the parent; nothing is looked
+        // up or allocated; an error becomes an `io::Error` from its errno, which
+        // allocates nothing). After `fork` the
         // intermediate process leaves with `_exit`, running no destructor nor atexit
         // handler of the agent; the other process goes on to exec.
         unsafe {
@@ -338,6 +351,10 @@ impl Session {
                 setsid()?;
                 if let Some(mask) = mask {
                     umask(mask);
+                }
+                // Still root: into the partition's cgroup (`0` is the writer itself).
+                for fd in join.iter() {
+                    write(fd, b"0")?;
                 }
                 if let Some(c) = &credentials {
                     setgroups(&c.groups)?;
@@ -398,6 +415,8 @@ pub struct Run {
     pub env: Vec<(OsString, OsString)>,
     pub timeout: Option<Duration>,
     pub umask: u32,
+    /// The partition's cgroup the program (and all it starts) runs in.
+    pub cgroup: Option<crate::cgroup::PartitionCgroup>,
 }
 
 impl Run {
@@ -411,7 +430,14 @@ impl Run {
             env: clean_env(home),
             timeout: None,
             umask: 0o027,
+            cgroup: None,
         }
+    }
+
+    /// Runs the program in `cgroup` (when given).
+    pub fn in_cgroup(mut self, cgroup: Option<crate::cgroup::PartitionCgroup>) -> Run {
+        self.cgroup = cgroup;
+        self
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Run {
@@ -450,8 +476,12 @@ impl Run {
             .stdin(Stdio::null())
             .stdout(Stdio::from(write))
             .stderr(Stdio::from(write_err));
+        let join = match &self.cgroup {
+            Some(cgroup) => cgroup.open_procs()?,
+            None => Vec::new(),
+        };
         match &self.identity {
-            Some(identity) => drop_privileges(&mut command, identity, self.umask)?,
+            Some(identity) => drop_privileges(&mut command, identity, self.umask, join)?,
             None => own_session(&mut command, self.umask),
         }
         let mut child = command.spawn().map_err(|source| ProcessError::Spawn {

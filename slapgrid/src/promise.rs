@@ -75,10 +75,12 @@ pub fn list(partition: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Runs the partition's promises; the first broken one is returned.
+/// Runs the partition's promises (in its cgroup, when it has one); the first broken one
+/// is returned.
 pub fn check(
     partition: &Path,
     identity: &Identity,
+    cgroup: Option<&crate::cgroup::PartitionCgroup>,
     timeout: Duration,
     force: bool,
 ) -> Result<Option<PromiseFailure>, NodeError> {
@@ -112,6 +114,7 @@ pub fn check(
                 let started = std::time::Instant::now();
                 let out = Run::new(&promise, partition, &identity.home)
                     .as_user(identity.clone())
+                    .in_cgroup(cgroup.cloned())
                     .timeout(Some(timeout))
                     .output();
                 let (failed, mut message) = match out {
@@ -263,7 +266,7 @@ mod tests {
         promise(dir.path(), "a-ok", "echo fine");
         promise(dir.path(), "b-bad", "echo port 80 closed; exit 1");
         let me = runner(dir.path());
-        let failure = check(dir.path(), &me, Duration::from_secs(5), true)
+        let failure = check(dir.path(), &me, None, Duration::from_secs(5), true)
             .unwrap()
             .unwrap();
         assert_eq!(failure.name, "b-bad");
@@ -285,24 +288,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         promise(dir.path(), "slow", "sleep 5");
         let me = runner(dir.path());
-        let f = check(dir.path(), &me, Duration::from_millis(200), true)
+        let f = check(dir.path(), &me, None, Duration::from_millis(200), true)
             .unwrap()
             .unwrap();
         assert!(f.message.contains("timed out"), "{}", f.message);
         // One failure does not yet break an unchanged partition (the anomaly check needs
         // 3 in a row); the third does, and the cached result stands until the
         // periodicity passes, even once the promise is fixed.
-        assert!(check(dir.path(), &me, Duration::from_millis(200), false)
-            .unwrap()
-            .is_none());
+        assert!(
+            check(dir.path(), &me, None, Duration::from_millis(200), false)
+                .unwrap()
+                .is_none()
+        );
         for _ in 0..2 {
-            check(dir.path(), &me, Duration::from_millis(200), true).unwrap();
+            check(dir.path(), &me, None, Duration::from_millis(200), true).unwrap();
         }
         promise(dir.path(), "slow", "exit 0");
-        assert!(check(dir.path(), &me, Duration::from_secs(5), false)
+        assert!(check(dir.path(), &me, None, Duration::from_secs(5), false)
             .unwrap()
             .is_some());
-        assert!(check(dir.path(), &me, Duration::from_secs(5), true)
+        assert!(check(dir.path(), &me, None, Duration::from_secs(5), true)
             .unwrap()
             .is_none());
     }

@@ -4,8 +4,11 @@
 //! Usage has two sources: what the instance reports itself (`etc/report` scripts and the
 //! files of `var/xml_report`, checked against the consumption schema, as the reference),
 //! and what the agent measures (ours; the reference leaves it to `node collect`): the CPU
-//! time the partition's processes used since the last report, their resident memory, and
-//! the partition's disk use.
+//! time the partition used since the last report, its memory, and its disk use. With a
+//! cgroup the kernel counts them (every process that ever ran in the partition, however
+//! short-lived; its memory peak, its processes), and the tap's counters give its network
+//! bytes; without one the agent samples `/proc` (processes that came and went between two
+//! reports are missed).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,7 @@ use slapos_proto::journal::{
 };
 use slapos_proto::Limits;
 
+use crate::disk::partition_disk_bytes;
 use crate::fsutil;
 use crate::node::{io_err, now_unix, write_atomic, Node, NodeError};
 use crate::process::{Identity, Run};
@@ -42,6 +46,12 @@ struct CpuState {
     /// When these counters were taken (0: never).
     #[serde(default)]
     at_unix: u64,
+    /// Per partition: its cgroup's CPU seconds at the last report.
+    #[serde(default)]
+    cgroup_cpu: BTreeMap<String, f64>,
+    /// Per partition: its tap's bytes (received + sent) at the last report.
+    #[serde(default)]
+    tap_bytes: BTreeMap<String, u64>,
 }
 
 /// One process of /proc.
@@ -75,28 +85,6 @@ pub fn sample_processes() -> Vec<ProcSample> {
             rss_bytes: p.rss_pages * page,
         })
         .collect()
-}
-
-/// Disk use of a tree (allocated blocks, links not followed, each inode once).
-pub fn disk_bytes(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = std::collections::HashSet::new();
-    let mut total = 0u64;
-    let mut stack = vec![path.to_owned()];
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&p) else {
-            continue;
-        };
-        if seen.insert((meta.dev(), meta.ino())) {
-            total += meta.blocks() * 512;
-        }
-        if meta.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&p) {
-                stack.extend(entries.flatten().map(|e| e.path()));
-            }
-        }
-    }
-    total
 }
 
 fn amount(x: f64) -> Amount {
@@ -133,17 +121,12 @@ struct Owner<'a> {
     /// those of its services' sessions.
     shared_uid: bool,
     sessions: &'a [u32],
-    /// Its disk use, measured as its user (see [`partition_disk_bytes`]).
+    /// Its disk use, measured as its user (see [`crate::disk::partition_disk_bytes`]).
     disk: u64,
-}
-
-/// A partition's disk use, walked as the partition's user (root never walks a tree its
-/// user can change under it; it would see no more than the user can anyway).
-pub fn partition_disk_bytes(owner: &Identity, path: &Path) -> u64 {
-    crate::process::run_as(owner, || disk_bytes(path)).unwrap_or_else(|e| {
-        tracing::warn!(path = %path.display(), error = %e, "disk use not measured");
-        0
-    })
+    /// What its cgroup counted, when it has one.
+    kernel: Option<&'a crate::cgroup::Usage>,
+    /// Its tap's bytes, when it has one.
+    tap_bytes: Option<u64>,
 }
 
 /// The agent's own measure of a partition since the last report: the CPU seconds its
@@ -159,33 +142,50 @@ fn measure(
     state: &mut CpuState,
     next: &mut CpuState,
 ) -> Vec<Movement> {
-    let mine = procs.iter().filter(|p| {
-        if who.shared_uid {
-            who.sessions.contains(&p.session)
-        } else {
-            p.uid == who.uid
-        }
-    });
-    let mut cpu = 0.0;
-    let mut rss = 0u64;
-    for p in mine {
-        let before = state.seen.remove(&p.key).unwrap_or(0.0);
-        cpu += (p.cpu_seconds - before).max(0.0);
-        rss += p.rss_bytes;
-        next.seen.insert(p.key.clone(), p.cpu_seconds);
-    }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    vec![
+    let (cpu, memory, kernel) = match who.kernel {
+        // The kernel's count: every process that ever ran in the cgroup.
+        Some(usage) if usage.cpu_seconds.is_some() || usage.memory_bytes.is_some() => {
+            let cpu = usage.cpu_seconds.map(|now| {
+                next.cgroup_cpu.insert(pid.to_owned(), now);
+                match state.cgroup_cpu.get(pid) {
+                    // A counter that went back: the cgroup was made again (a reboot).
+                    Some(before) if *before <= now => now - before,
+                    _ => now,
+                }
+            });
+            (cpu, usage.memory_bytes, Some(usage))
+        }
+        _ => {
+            let mine = procs.iter().filter(|p| {
+                if who.shared_uid {
+                    who.sessions.contains(&p.session)
+                } else {
+                    p.uid == who.uid
+                }
+            });
+            let mut cpu = 0.0;
+            let mut rss = 0u64;
+            for p in mine {
+                let before = state.seen.remove(&p.key).unwrap_or(0.0);
+                cpu += (p.cpu_seconds - before).max(0.0);
+                rss += p.rss_bytes;
+                next.seen.insert(p.key.clone(), p.cpu_seconds);
+            }
+            (Some(cpu), Some(rss), None)
+        }
+    };
+    let mut out = vec![
         measured(
             "service_module/cpu_time",
             format!("CPU time of {pid} (s)"),
-            cpu,
+            cpu.unwrap_or(0.0),
             pid,
         ),
         measured(
             "service_module/memory_used",
             format!("Memory of {pid} (MiB·h)"),
-            mib(rss) * hours,
+            mib(memory.unwrap_or(0)) * hours,
             pid,
         ),
         measured(
@@ -194,7 +194,48 @@ fn measure(
             mib(who.disk) * hours,
             pid,
         ),
-    ]
+    ];
+    if let Some(peak) = kernel.and_then(|k| k.memory_peak_bytes) {
+        out.push(measured(
+            "service_module/memory_peak",
+            format!("Memory peak of {pid} (MiB)"),
+            mib(peak),
+            pid,
+        ));
+    }
+    if let Some(n) = kernel.and_then(|k| k.processes) {
+        out.push(measured(
+            "service_module/processes",
+            format!("Processes of {pid}"),
+            n as f64,
+            pid,
+        ));
+    }
+    if let Some(bytes) = who.tap_bytes {
+        next.tap_bytes.insert(pid.to_owned(), bytes);
+        let delta = match state.tap_bytes.get(pid) {
+            Some(before) if *before <= bytes => bytes - before,
+            _ => bytes,
+        };
+        out.push(measured(
+            "service_module/network_bytes",
+            format!("Network of {pid} (MiB)"),
+            mib(delta),
+            pid,
+        ));
+    }
+    out
+}
+
+/// Bytes received and sent by a tap (`/sys/class/net/<tap>/statistics`).
+fn tap_bytes(tap: &str) -> Option<u64> {
+    let dir = Path::new("/sys/class/net").join(tap).join("statistics");
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    Some(read("rx_bytes")? + read("tx_bytes")?)
 }
 
 /// Largest instance usage file read.
@@ -328,6 +369,7 @@ pub fn run(node: &Node) -> Result<UsageReport, NodeError> {
         ..CpuState::default()
     };
     let procs = sample_processes();
+    let taps = crate::format::partition_taps(cfg);
     let statuses = node.supervisor.status().unwrap_or_default();
     let me = Identity::current();
     let mut reports: Vec<(String, Consumption)> = Vec::new();
@@ -335,7 +377,7 @@ pub fn run(node: &Node) -> Result<UsageReport, NodeError> {
     let mut to_destroy = Vec::new();
     for partition in computer.partitions() {
         let pid = partition.partition_id.clone();
-        if !crate::instance::valid_partition_id(&pid) {
+        if !crate::names::valid_partition_id(&pid) {
             continue;
         }
         let path = cfg.partition_path(&pid);
@@ -357,13 +399,24 @@ pub fn run(node: &Node) -> Result<UsageReport, NodeError> {
             .filter(|s| s.group == pid)
             .filter_map(|s| s.pid)
             .collect();
+        let limits =
+            crate::limits::resolve(cfg, crate::limits::requested_size(partition).as_deref())
+                .unwrap_or_else(|_| cfg.partition_limits.clone());
+        let cgroup = crate::limits::cgroup_of(node, &pid, &limits).filter(|c| c.exists());
+        let kernel = cgroup.as_ref().map(|c| c.usage());
         let who = Owner {
             uid: owner.uid,
             shared_uid: owner.uid == me.uid,
             sessions: &sessions,
             disk: partition_disk_bytes(&owner, &path),
+            kernel: kernel.as_ref(),
+            tap_bytes: taps.get(&pid).and_then(|t| tap_bytes(t)),
         };
         let mut movements = measure(&pid, &who, &procs, hours, &mut state, &mut next);
+        if let Some(c) = &cgroup {
+            // The next report's peak is its own period's (v1).
+            c.reset_peak();
+        }
         let (files, used, failure) = instance_reports(node, &pid, &path, &owner);
         movements.extend(files.into_iter().flat_map(|c| c.movements));
         consumed.extend(used);

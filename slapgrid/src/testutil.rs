@@ -30,8 +30,19 @@ impl TestUser {
 impl Drop for TestUser {
     fn drop(&mut self) {
         let name = &self.identity.name;
-        let _ = Command::new("pkill").args(["-KILL", "-u", name]).output();
-        let _ = Command::new("userdel").arg(name).output();
+        // userdel refuses a user whose processes are still dying (a fork bomb's
+        // children): kill and retry for a while.
+        for _ in 0..50 {
+            let _ = Command::new("pkill").args(["-KILL", "-u", name]).output();
+            if Command::new("userdel")
+                .arg(name)
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let _ = Command::new("groupdel").arg(name).output();
     }
 }

@@ -9,7 +9,9 @@
 //!   gateway in use killed mid-run (the agent fails over to another), usage posted and
 //!   billed, and every gateway gone (services keep running, the run reports offline);
 //! * `slapos node format` of 10 partitions with real users, addresses and taps inside a
-//!   network namespace: idempotent, and partition 1 cannot read partition 0's files.
+//!   network namespace: idempotent, partition 1 cannot read partition 0's files, each tap
+//!   owned by its partition's user and a port of the bridge `tap_bridge` names, and the
+//!   free partitions (taps, users) removed when `partition_amount` shrinks.
 //!
 //! Prerequisites as for node_agent.rs: root, the node venv (Python 3.12 with slapos.core,
 //! zc.buildout<5, made by tests/compat/node/setup-node-venv.sh, which .ci/run calls).
@@ -295,6 +297,16 @@ fn ip(netns: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A file of /sys/class/net as the namespace sees it (trimmed; empty when absent).
+fn sys_net(netns: &str, file: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "cat"])
+        .arg(Path::new("/sys/class/net").join(file))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 struct Netns(String);
 
 impl Drop for Netns {
@@ -330,7 +342,11 @@ fn format_ten_partitions_with_users_addresses_and_taps() {
     )
     .status
     .success());
-    for l in ["eth0", "eth1", "lo"] {
+    // The bridge the taps join (tap_bridge).
+    assert!(ip(&netns.0, &["link", "add", "br0", "type", "bridge"])
+        .status
+        .success());
+    for l in ["eth0", "eth1", "lo", "br0"] {
         ip(&netns.0, &["link", "set", l, "up"]);
     }
     let node = AgentNode::new(
@@ -342,7 +358,7 @@ fn format_ten_partitions_with_users_addresses_and_taps() {
     );
     let cfg = std::fs::read_to_string(&node.cfg).unwrap().replace(
         "alter_network = false\ncreate_tap = false\n",
-        "alter_network = true\ncreate_tap = true\ninterface_name = eth0\nipv4_local_network = 10.44.0.0/16\n",
+        "alter_network = true\ncreate_tap = true\ntap_bridge = br0\ninterface_name = eth0\nipv4_local_network = 10.44.0.0/16\n",
     );
     std::fs::write(&node.cfg, cfg).unwrap();
     let format = || {
@@ -372,6 +388,16 @@ fn format_ten_partitions_with_users_addresses_and_taps() {
         );
         let tap = ip(&netns.0, &["link", "show", &format!("slaptap{i}")]);
         assert!(tap.status.success(), "tap {i}: {}", text(&tap));
+        // Owned by the partition's user (a VM of the partition opens it), a port of br0.
+        assert_eq!(
+            sys_net(&netns.0, &format!("slaptap{i}/owner")),
+            uid_of(&user).to_string(),
+            "tap {i}'s owner"
+        );
+        assert!(
+            sys_net(&netns.0, &format!("slaptap{i}/master/uevent")).contains("INTERFACE=br0"),
+            "tap {i} is not a port of br0"
+        );
         let resource: serde_json::Value =
             serde_json::from_slice(&std::fs::read(p.join(".slapos-resource")).unwrap()).unwrap();
         assert_eq!(resource["user"]["name"], user);
@@ -425,6 +451,25 @@ fn format_ten_partitions_with_users_addresses_and_taps() {
         "partition 0 cannot read its own file: {}",
         text(&own)
     );
+    // Fewer partitions: the two last ones (free) go with their taps and users; the
+    // others stay as they are.
+    let cfg = std::fs::read_to_string(&node.cfg)
+        .unwrap()
+        .replace("partition_amount = 10", "partition_amount = 8");
+    std::fs::write(&node.cfg, cfg).unwrap();
+    let out = format();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    for i in 0..10 {
+        let tap = ip(&netns.0, &["link", "show", &format!("slaptap{i}")]);
+        let user = Command::new("id")
+            .arg(format!("{users}u{i}"))
+            .output()
+            .unwrap();
+        assert_eq!(tap.status.success(), i < 8, "tap {i}: {}", text(&tap));
+        assert_eq!(user.status.success(), i < 8, "user {i}");
+        assert_eq!(node.partition(i).exists(), i < 8, "partition {i}");
+    }
+    assert!(secret.exists());
     // unformat (in the namespace, for the taps) before the namespace goes.
     let out = Command::new("ip")
         .args(["netns", "exec", &netns.0])

@@ -93,11 +93,32 @@ impl State {
                         }
                     }
                 }
+                // Another partition size: the computer it runs on must sell that one
+                // (a re-request never moves an instance); the node applies it.
+                let new_size = req.sla.get("size");
+                let resized = inst.sla.get("size") != new_size;
+                if let (Some(size), Placement::Partition { computer, .. }) =
+                    (new_size.filter(|_| resized), &inst.placement)
+                {
+                    if !self
+                        .computers
+                        .get(computer)
+                        .is_some_and(|c| crate::alloc::sells_size(c, size))
+                    {
+                        return Err(DomainError::NoCapacity {
+                            title: req.title.to_string(),
+                            reason: format!(
+                                "computer '{computer}' does not sell partitions of size '{size}'; an instance stays where it is"
+                            ),
+                        });
+                    }
+                }
                 let own = req.state.unwrap_or(inst.own_state);
                 let changed = inst.software_release != req.software_release
                     || inst.software_type != req.software_type
                     || &inst.parameters != req.parameters
-                    || inst.own_state != own;
+                    || inst.own_state != own
+                    || resized;
                 let is_root = inst.is_root();
                 let root_state = if is_root {
                     None

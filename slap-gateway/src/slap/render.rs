@@ -482,6 +482,17 @@ pub fn partition_object(view: &PartitionView<'_>) -> slap::ComputerPartition {
         parameters.insert(k.to_string(), v);
     }
     p.connection_dict = Attr::Set(string_params(&inst.connection));
+    // The instance's SLA, as the real master sends it, when it names a partition size
+    // (the node gives the partition that size's limits); otherwise absent, as slapproxy
+    // answers (the captured exchanges stay byte for byte).
+    if inst.sla.contains_key("size") {
+        p.filter_dict = Attr::Set(
+            inst.sla
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+                .collect(),
+        );
+    }
     p.instance_guid = Attr::Set(inst.id.to_string());
     p.need_modification = Attr::Set(1);
     p.parameter_dict = Attr::Set(parameters);

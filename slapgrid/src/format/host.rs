@@ -66,7 +66,7 @@ impl Host {
     }
 
     /// Records (and logs) one modification.
-    fn note(&mut self, what: &str) {
+    pub(crate) fn note(&mut self, what: &str) {
         self.changed = true;
         if self.dry_run {
             tracing::info!("dry run: would {what}");

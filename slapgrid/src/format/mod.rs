@@ -38,14 +38,19 @@ pub enum FormatError {
     Config(String),
     #[error(
         "partition_amount is {configured} but {existing} partitions are already formatted \
-         (see {}): partitions are never removed, nothing was changed",
+         (see {}) and {in_use} still hold something: only free partitions are dropped, \
+         nothing was changed",
         state.display()
     )]
     Shrink {
         configured: usize,
         existing: usize,
         state: PathBuf,
+        /// The partitions that would go but are not free.
+        in_use: String,
     },
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
         action: &'static str,
@@ -108,6 +113,10 @@ pub struct FormatOutcome {
     pub partitions: Vec<FormattedPartition>,
     /// Anything written or created this run (in a dry run: would have been).
     pub changed: bool,
+    /// Whether partitions get cgroups here (`v1 (cpu, ...)`, `unavailable: ...`).
+    pub cgroups: String,
+    /// Partitions dropped because `partition_amount` shrank (they held nothing).
+    pub dropped: Vec<String>,
 }
 
 /// One partition as formatted.
@@ -155,13 +164,29 @@ pub fn format(cfg: &NodeConfig, dry_run: bool) -> Result<FormatOutcome, FormatEr
         .transpose()?;
     check_config(cfg, mode, definition.is_some())?;
     let previous = state::load_previous(f.computer_json.as_deref(), f.computer_xml.as_deref())?;
+    // A smaller amount drops the last partitions, only if they hold nothing.
+    let mut dropped = Vec::new();
     if let Some(previous) = &previous {
         if previous.partitions.len() > f.partition_amount {
-            return Err(FormatError::Shrink {
-                configured: f.partition_amount,
-                existing: previous.partitions.len(),
-                state: previous.path.clone(),
-            });
+            let in_use: Vec<String> = previous.partitions[f.partition_amount..]
+                .iter()
+                .filter(|p| partition_in_use(cfg, p))
+                .map(|p| p.reference.clone())
+                .collect();
+            if !in_use.is_empty() {
+                return Err(FormatError::Shrink {
+                    configured: f.partition_amount,
+                    existing: previous.partitions.len(),
+                    state: previous.path.clone(),
+                    in_use: in_use.join(", "),
+                });
+            }
+            dropped = previous.partitions[f.partition_amount..]
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(k, p)| (f.partition_amount + k, p))
+                .collect();
         }
     }
     let software_user = definition
@@ -183,6 +208,22 @@ pub fn format(cfg: &NodeConfig, dry_run: bool) -> Result<FormatOutcome, FormatEr
     for p in &partitions {
         check_reference(&p.reference)?;
     }
+    let cgroups = if mode.users {
+        crate::cgroup::detect(cfg.cgroup_mode, &cfg.cgroup_root)
+    } else {
+        crate::cgroup::Availability::Unavailable(
+            "standalone format (not root, or no alter_user)".into(),
+        )
+    };
+    match &cgroups {
+        crate::cgroup::Availability::Available(_) => {
+            tracing::info!("cgroups: {}", cgroups.describe())
+        }
+        other => tracing::warn!(
+            "partition limits not enforced: cgroups {}",
+            other.describe()
+        ),
+    }
     let mut run = Formatter {
         cfg,
         mode,
@@ -191,6 +232,8 @@ pub fn format(cfg: &NodeConfig, dry_run: bool) -> Result<FormatOutcome, FormatEr
         definition,
         net: None,
         node: None,
+        cgroups,
+        dropped,
     };
     run.format(
         partitions,
@@ -311,6 +354,28 @@ struct Formatter<'a> {
     net: Option<Net>,
     /// Network mode: the node's IPv6 address and prefix length.
     node: Option<(Ipv6Addr, u8)>,
+    /// Whether partitions get cgroups.
+    cgroups: crate::cgroup::Availability,
+    /// (index, partition) of the partitions a smaller amount drops (all free).
+    dropped: Vec<(usize, Partition)>,
+}
+
+/// Whether a formatted partition holds anything: an entry of its directory other than
+/// `.slapos-resource` (a destroyed instance leaves nothing else), or a supervised group.
+fn partition_in_use(cfg: &NodeConfig, p: &Partition) -> bool {
+    let dir = cfg.partition_path(&p.reference);
+    let busy_dir = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .flatten()
+            .any(|e| e.file_name() != ".slapos-resource"),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    };
+    busy_dir
+        || cfg
+            .instance_root
+            .join("etc/supervisor.d")
+            .join(format!("{}.json", p.reference))
+            .exists()
 }
 
 /// The owner a partition directory gets.
@@ -361,8 +426,10 @@ impl Formatter<'_> {
             for base in &storage {
                 self.partition_dir(&base.join(&p.reference), &owner)?;
             }
+            self.partition_cgroup(&p.reference)?;
             formatted.push(self.formatted(p, path, owner)?);
         }
+        let dropped = self.drop_partitions()?;
         if let Some(repo) = &cfg.certificate_repository_path {
             self.host.mkdir(repo, 0o700, true)?;
         }
@@ -373,7 +440,107 @@ impl Formatter<'_> {
             computer: dict,
             partitions: formatted,
             changed: self.host.changed(),
+            cgroups: self.cgroups.describe(),
+            dropped,
         })
+    }
+
+    /// The partition's cgroup with the node's default limits, when it has none yet (an
+    /// instance's own size is applied when the instance is deployed; an existing cgroup
+    /// keeps the limits it has).
+    fn partition_cgroup(&mut self, reference: &str) -> Result<(), FormatError> {
+        let Some(cgroups) = self.cgroups.cgroups() else {
+            return Ok(());
+        };
+        let exists = [false, true].into_iter().any(|reserved| {
+            let limits = crate::cgroup::Limits {
+                reserved,
+                ..Default::default()
+            };
+            cgroups.partition(reference, &limits).exists()
+        });
+        if exists {
+            return Ok(());
+        }
+        let cgroup = cgroups.partition(reference, &self.cfg.partition_limits);
+        self.host.note(&format!(
+            "create the cgroup of {reference} ({})",
+            cgroup
+                .dirs
+                .iter()
+                .map(|b| b.dir.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        if self.host.dry_run() {
+            return Ok(());
+        }
+        for u in cgroup.ensure()? {
+            tracing::warn!(partition = reference, limit = %u.limit, reason = %u.reason, "limit not enforced");
+        }
+        Ok(())
+    }
+
+    /// The partitions a smaller `partition_amount` drops (each checked free): their tap,
+    /// addresses and range, their user, their cgroup, their `.slapos-resource` and
+    /// (empty) directory.
+    fn drop_partitions(&mut self) -> Result<Vec<String>, FormatError> {
+        let dropped = std::mem::take(&mut self.dropped);
+        let mut failures = Vec::new();
+        let mut names = Vec::new();
+        for (i, p) in &dropped {
+            tracing::info!(partition = %p.reference, "dropping a free partition (partition_amount shrank)");
+            if self.mode.network {
+                let mut net = self.net.take().unwrap_or_default();
+                unformat_network(
+                    self.cfg,
+                    &mut self.host,
+                    &mut net,
+                    Some(p),
+                    *i,
+                    &mut failures,
+                );
+                self.net = Some(net);
+            }
+            if self.mode.users {
+                users::remove_user(
+                    &mut self.host,
+                    &p.user.name,
+                    &self.cfg.instance_root,
+                    true,
+                    &mut failures,
+                );
+            }
+            if let Some(cgroups) = self.cgroups.cgroups() {
+                self.host
+                    .note(&format!("remove the cgroup of {}", p.reference));
+                if !self.host.dry_run() {
+                    if let Err(e) = cgroups.remove_partition(&p.reference) {
+                        failures.push(e.to_string());
+                    }
+                }
+            }
+            let dir = self.cfg.partition_path(&p.reference);
+            if dir.exists() {
+                self.host
+                    .note(&format!("remove the free partition {}", dir.display()));
+                if !self.host.dry_run() {
+                    let _ = std::fs::remove_file(dir.join(".slapos-resource"));
+                    if let Err(e) = std::fs::remove_dir(&dir) {
+                        failures.push(format!("remove {}: {e}", dir.display()));
+                    }
+                }
+            }
+            names.push(p.reference.clone());
+        }
+        if failures.is_empty() {
+            Ok(names)
+        } else {
+            Err(FormatError::Network(format!(
+                "dropping partitions: {}",
+                failures.join("; ")
+            )))
+        }
     }
 
     /// Network mode, before the partitions: the node address, `ip_nonlocal_bind`, the plan.
@@ -641,6 +808,9 @@ impl Formatter<'_> {
             None => ("root".to_owned(), Some(0)),
         };
         network::ensure_tap(&mut self.host, &name, &owner_name, owner_uid)?;
+        if let Some(bridge) = f.tap_bridge.as_deref() {
+            network::ensure_bridged(&mut self.host, &name, bridge)?;
+        }
         match f.tap_gateway_interface.as_deref() {
             Some(gateway) if p.tap.ipv4_addr.is_empty() => {
                 Self::tap_ipv4(&mut p.tap, gateway, index, net)?;
@@ -930,6 +1100,23 @@ fn uname() -> String {
     )
 }
 
+/// The tap of each partition as format recorded it (its own state files, root's):
+/// partition reference → tap name.
+pub fn partition_taps(cfg: &NodeConfig) -> std::collections::BTreeMap<String, String> {
+    let f = &cfg.format;
+    state::load_previous(f.computer_json.as_deref(), f.computer_xml.as_deref())
+        .ok()
+        .flatten()
+        .map(|p| {
+            p.partitions
+                .into_iter()
+                .filter(|p| !p.tap.name.is_empty())
+                .map(|p| (p.reference, p.tap.name))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Undoes what [`format`] made, best effort: taps, the partitions' addresses and local
 /// routes, the partition users and groups and the software user whose homes are under
 /// `instance_root` / `software_root`. Directories, their content and the state files are
@@ -953,6 +1140,20 @@ pub fn unformat(cfg: &NodeConfig) -> Result<Vec<String>, FormatError> {
                 }
             }
             Err(e) => failures.push(e.to_string()),
+        }
+    }
+    if let Some(cgroups) = crate::cgroup::detect(cfg.cgroup_mode, &cfg.cgroup_root).cgroups() {
+        if let Err(e) = cgroups.remove_all() {
+            failures.push(e.to_string());
+        }
+        // The default root, `/slapos/<computer>`: `/slapos` too once no other node of
+        // this host has its partitions there (else it is busy and stays).
+        if cfg.cgroup_root.starts_with("/slapos/") {
+            for base in &cgroups.bases {
+                if let Some(parent) = base.dir.parent() {
+                    let _ = std::fs::remove_dir(parent);
+                }
+            }
         }
     }
     if f.alter_user {

@@ -417,6 +417,27 @@ pub(crate) fn ensure_tap(
     host.change("ip", &["link", "set", name, "up"])
 }
 
+/// Makes the tap a port of `bridge` (`ip link set <tap> master <bridge>`) unless it is
+/// one; the bridge must exist (format makes taps, not bridges).
+pub(crate) fn ensure_bridged(host: &mut Host, tap: &str, bridge: &str) -> Result<(), FormatError> {
+    if !Path::new("/sys/class/net")
+        .join(bridge)
+        .join("bridge")
+        .is_dir()
+    {
+        return Err(FormatError::Network(format!(
+            "tap_bridge {bridge} is not a bridge of this host"
+        )));
+    }
+    let master = std::fs::read_link(Path::new("/sys/class/net").join(tap).join("master"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if master.as_deref() == Some(bridge) {
+        return Ok(());
+    }
+    host.change("ip", &["link", "set", "dev", tap, "master", bridge])
+}
+
 /// Picks the node address among the global IPv6 addresses of `dev`: the stored one if
 /// still there; else, ignoring the partitions' own addresses, the lowest address of a
 /// network containing the stored one; else the one with the shortest prefix (ties: the

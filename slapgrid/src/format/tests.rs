@@ -174,38 +174,48 @@ fn a_dry_run_creates_nothing() {
     assert!(snapshot(root).is_empty());
 }
 
+/// A smaller amount drops the last partitions when they hold nothing; one that holds
+/// something refuses the whole run, which changes nothing.
 #[test]
-fn shrinking_is_refused_and_changes_nothing() {
+fn shrinking_drops_free_partitions_only() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    format(&config(root, 3, &with_json(root)), false).unwrap();
+    format(&config(root, 4, &with_json(root)), false).unwrap();
+    // slappart3 is free: dropped, with its directory.
+    let out = format(&config(root, 3, &with_json(root)), false).unwrap();
+    assert_eq!(out.dropped, vec!["slappart3".to_string()]);
+    assert_eq!(out.partitions.len(), 3);
+    assert!(!root.join("inst/slappart3").exists());
+    let state = std::fs::read_to_string(root.join("etc/slapos.json")).unwrap();
+    assert!(
+        !state.contains("slappart3") && state.contains("slappart2"),
+        "{state}"
+    );
+    // slappart1 holds an instance's file: refused, nothing changed.
+    std::fs::write(root.join("inst/slappart1/buildout.cfg"), "x").unwrap();
     let before = snapshot(root);
-    let err = format(&config(root, 2, &with_json(root)), false).unwrap_err();
+    let err = format(&config(root, 1, &with_json(root)), false).unwrap_err();
     let text = err.to_string();
     assert!(
         matches!(
-            err,
-            FormatError::Shrink {
-                configured: 2,
-                existing: 3,
-                ..
-            }
-        ),
-        "{text}"
-    );
-    assert!(text.contains('2') && text.contains('3'), "{text}");
-    assert_eq!(snapshot(root), before);
-    // Also when only the xml state exists.
-    let err = format(&config(root, 1, ""), false).unwrap_err();
-    assert!(
-        matches!(
-            err,
+            &err,
             FormatError::Shrink {
                 configured: 1,
                 existing: 3,
+                in_use,
                 ..
-            }
+            } if in_use == "slappart1"
         ),
+        "{text}"
+    );
+    assert!(text.contains("slappart1") && text.contains('3'), "{text}");
+    assert_eq!(snapshot(root), before);
+    // Also when only the xml state exists.
+    std::fs::remove_file(root.join("etc/slapos.json")).unwrap();
+    let before = snapshot(root);
+    let err = format(&config(root, 1, ""), false).unwrap_err();
+    assert!(
+        matches!(err, FormatError::Shrink { existing: 3, .. }),
         "{err}"
     );
     assert_eq!(snapshot(root), before);

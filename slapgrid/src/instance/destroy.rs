@@ -25,8 +25,9 @@ pub(crate) fn destroy_partition(node: &Node, pid: &str, path: &Path) -> Result<b
 const DESTROY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// `kill -KILL -1` as the user: every process of that uid, and nothing else.
-fn kill_all_processes_of(identity: &Identity) {
+fn kill_all_processes_of(node: &Node, pid: &str, identity: &Identity) {
     let out = Run::new("/bin/sh", "/", &identity.home)
+        .in_cgroup(crate::limits::existing_cgroup(node, pid))
         .arg("-c")
         .arg("kill -KILL -1")
         .as_user(identity.clone())
@@ -79,6 +80,7 @@ pub(super) fn destroy(
     if std::fs::symlink_metadata(&hook).is_ok() {
         let out = Run::new(&hook, path, &identity.home)
             .as_user(identity.clone())
+            .in_cgroup(crate::limits::existing_cgroup(node, pid))
             .timeout(Some(cfg.partition_timeout.unwrap_or(DESTROY_TIMEOUT)))
             .output()?;
         if !out.success() {
@@ -115,7 +117,7 @@ pub(super) fn destroy(
     // Nothing of the old tenant may keep running (or keep writing while the partition
     // is emptied): every process of the partition's user is killed first.
     if process::is_root() && identity.uid != Identity::current().uid {
-        kill_all_processes_of(identity);
+        kill_all_processes_of(node, pid, identity);
     }
     empty_dir(path).map_err(io_err(path))?;
     if let Some(bytes) = resource {

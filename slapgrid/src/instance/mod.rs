@@ -21,6 +21,7 @@ use slapos_proto::slap::ComputerPartition;
 
 use crate::client::SlapError;
 use crate::fsutil::{self, read_text_in, write_in};
+pub use crate::names::valid_partition_id;
 use crate::native::Manifest;
 use crate::node::{io_err, now_unix, Node, NodeError};
 use crate::process::{self, Identity};
@@ -30,7 +31,6 @@ use crate::supervisor::{GroupSpec, ServiceSpec};
 use destroy::destroy;
 pub(crate) use destroy::destroy_partition;
 pub(crate) use partition::report_error;
-pub use partition::valid_partition_id;
 use partition::{
     access_status, mark_reported, parameter, reported, software_url, state_of, PartitionError,
 };
@@ -159,6 +159,16 @@ pub fn run(node: &Node, opts: &InstanceOptions) -> Result<InstanceReport, NodeEr
             }
         }
     }
+    for pid in &report.processed {
+        crate::limits::tidy(node, pid);
+    }
+    if let (Some(cgroups), false) = (node.cgroups.cgroups(), report.processed.is_empty()) {
+        // What the shared partitions may take together, now that reservations may have
+        // changed.
+        if let Err(e) = cgroups.rebalance() {
+            tracing::warn!(error = %e, "shared partitions' caps not updated");
+        }
+    }
     Ok(report)
 }
 
@@ -235,6 +245,8 @@ fn process_partition(
         path,
         Path::new(&format!(".slapos-request-transaction-{pid}")),
     );
+    // What it may use: the size its SLA names, else the node's defaults.
+    let limits = crate::limits::resolve(cfg, crate::limits::requested_size(partition).as_deref())?;
     let period = periodicity(node, sr.as_deref());
     let stamp_file = path.join(".timestamp");
 
@@ -253,7 +265,16 @@ fn process_partition(
                     .is_some_and(|age| age.as_secs() as i64 <= period);
             if stored == *ts && fresh {
                 if state == "started" {
-                    skip_check(node, partition, path, &identity, ts)?;
+                    if let Some(over) =
+                        crate::limits::check_disk(node, pid, path, &identity, &limits, false)?
+                    {
+                        stop_over_disk(node, pid);
+                        // Processed again next run, which starts it once it is back under.
+                        let _ = fsutil::remove_in(path, Path::new(".timestamp"));
+                        return Err(PartitionError::Failed(over));
+                    }
+                    let cgroup = crate::limits::cgroup_of(node, pid, &limits);
+                    skip_check(node, partition, path, &identity, cgroup.as_ref(), ts)?;
                 }
                 return Ok(Done::Skipped);
             }
@@ -274,12 +295,26 @@ fn process_partition(
     let cid = cfg.computer_id.as_str();
     let form = [("computer_id", cid), ("computer_partition_id", pid)];
     let auth = Some((cid, pid));
+    // Its cgroup, made and limited before anything of the partition runs.
+    let cgroup = if state == "destroyed" {
+        None
+    } else {
+        crate::limits::apply(node, pid, &limits)?
+    };
+    let cgroup = cgroup.as_ref();
     match state {
         "started" => {
             let result = (|| -> Result<(), PartitionError> {
-                let profile = install(node, partition, path, sr.as_deref(), &identity)?;
-                start(node, pid, path, &identity)?;
-                if let Some(f) = promise::check(path, &identity, cfg.promise_timeout, true)? {
+                let profile = install(node, partition, path, sr.as_deref(), &identity, cgroup)?;
+                if let Some(over) =
+                    crate::limits::check_disk(node, pid, path, &identity, &limits, true)?
+                {
+                    stop_over_disk(node, pid);
+                    return Err(PartitionError::Failed(over));
+                }
+                start(node, pid, path, &identity, cgroup)?;
+                if let Some(f) = promise::check(path, &identity, cgroup, cfg.promise_timeout, true)?
+                {
                     return Err(PartitionError::Promise(f));
                 }
                 if let Profile::Native(manifest, vars) = &profile {
@@ -293,7 +328,7 @@ fn process_partition(
             result?;
         }
         "stopped" => {
-            let installed = install(node, partition, path, sr.as_deref(), &identity);
+            let installed = install(node, partition, path, sr.as_deref(), &identity, cgroup);
             node.supervisor.remove(pid)?;
             if let Err(e) = node.client.post("stoppedComputerPartition", &form, auth) {
                 if e.is_unreachable() {
@@ -340,6 +375,7 @@ fn skip_check(
     partition: &ComputerPartition,
     path: &Path,
     identity: &Identity,
+    cgroup: Option<&crate::cgroup::PartitionCgroup>,
     ts: &str,
 ) -> Result<(), PartitionError> {
     let pid = partition.partition_id.as_str();
@@ -357,7 +393,7 @@ fn skip_check(
         }
     }
     let status = access_status(partition);
-    match promise::check(path, identity, node.cfg.promise_timeout, false)? {
+    match promise::check(path, identity, cgroup, node.cfg.promise_timeout, false)? {
         Some(f) => {
             if !status.as_deref().is_some_and(|s| s.starts_with("#error")) {
                 return Err(PartitionError::Promise(f));
@@ -439,8 +475,28 @@ fn service_specs(path: &Path) -> Vec<ServiceSpec> {
     services
 }
 
-/// The services of `etc/run` and `etc/service`, handed to the supervisor (4.4).
-fn start(node: &Node, pid: &str, path: &Path, identity: &Identity) -> Result<(), PartitionError> {
+/// A partition over its disk limit: its services stopped (kept in the supervisor, so
+/// `slapos node status` shows them stopped).
+fn stop_over_disk(node: &Node, pid: &str) {
+    match node
+        .supervisor
+        .control(crate::supervisor::ControlOp::Stop, pid)
+    {
+        Ok(_) | Err(crate::supervisor::SupervisorError::UnknownGroup(_)) => {}
+        Err(e) => tracing::warn!(error = %e, "services not stopped"),
+    }
+    tracing::warn!(partition = pid, "over its disk limit: services stopped");
+}
+
+/// The services of `etc/run` and `etc/service`, handed to the supervisor (4.4), to run
+/// in the partition's cgroup.
+fn start(
+    node: &Node,
+    pid: &str,
+    path: &Path,
+    identity: &Identity,
+    cgroup: Option<&crate::cgroup::PartitionCgroup>,
+) -> Result<(), PartitionError> {
     let services = service_specs(path);
     if services.is_empty() {
         tracing::warn!("no service in etc/run or etc/service");
@@ -455,6 +511,7 @@ fn start(node: &Node, pid: &str, path: &Path, identity: &Identity) -> Result<(),
         user: identity.name.clone(),
         home: identity.home.clone(),
         services,
+        cgroup: cgroup.cloned(),
     };
     node.supervisor.apply(&group)?;
     Ok(())
@@ -564,7 +621,13 @@ pub fn check_promises(node: &Node, only: &[String]) -> Result<Vec<(String, Strin
         if process::is_root() && identity.uid == 0 {
             continue;
         }
-        if let Some(f) = promise::check(&path, &identity, cfg.promise_timeout, true)? {
+        let limits =
+            crate::limits::resolve(cfg, crate::limits::requested_size(partition).as_deref())
+                .unwrap_or_default();
+        let cgroup = crate::limits::cgroup_of(node, pid, &limits);
+        if let Some(f) =
+            promise::check(&path, &identity, cgroup.as_ref(), cfg.promise_timeout, true)?
+        {
             broken.push((pid.to_owned(), f.to_string()));
         }
     }

@@ -36,20 +36,19 @@ impl From<crate::supervisor::SupervisorError> for PartitionError {
     }
 }
 
+impl From<crate::limits::LimitsError> for PartitionError {
+    fn from(e: crate::limits::LimitsError) -> Self {
+        match e {
+            crate::limits::LimitsError::Node(e) => PartitionError::Node(e),
+            other => PartitionError::Failed(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::process::ProcessError> for PartitionError {
     fn from(e: crate::process::ProcessError) -> Self {
         PartitionError::Node(e.into())
     }
-}
-
-/// A partition id usable as a file name: letters, digits, `_`, `-` and `.` (not first).
-pub fn valid_partition_id(pid: &str) -> bool {
-    !pid.is_empty()
-        && pid.len() <= 255
-        && !pid.starts_with('.')
-        && pid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 /// Reports `message` to the master (`softwareInstanceError`); the partition's `started`

@@ -11,6 +11,7 @@ use slapos_proto::marshal::Value;
 use slapos_proto::slap::ComputerPartition;
 
 use super::partition::{software_url, state_of, value_text, PartitionError};
+use crate::cgroup::PartitionCgroup;
 use crate::fsutil::{self, write_in};
 use crate::native::{self, Manifest};
 use crate::node::{io_err, Node};
@@ -28,6 +29,7 @@ pub(super) fn install(
     path: &Path,
     sr: Option<&Path>,
     identity: &Identity,
+    cgroup: Option<&PartitionCgroup>,
 ) -> Result<Profile, PartitionError> {
     let cfg = &node.cfg;
     let pid = partition.partition_id.as_str();
@@ -75,7 +77,7 @@ pub(super) fn install(
         }
         return Ok(Profile::Native(Box::new(manifest), vars));
     }
-    buildout_instance(node, partition, path, sr, identity)?;
+    buildout_instance(node, partition, path, sr, identity, cgroup)?;
     // The retention delay the master asked for (in days), kept for destruction.
     let delay = partition
         .filter_dict
@@ -174,6 +176,7 @@ fn buildout_instance(
     path: &Path,
     sr: &Path,
     identity: &Identity,
+    cgroup: Option<&PartitionCgroup>,
 ) -> Result<(), PartitionError> {
     let cfg = &node.cfg;
     let pid = partition.partition_id.as_str();
@@ -221,6 +224,7 @@ fn buildout_instance(
         .arg("-U")
         .env("SLAPGRID_INSTANCE_ROOT", &cfg.instance_root)
         .as_user(identity.clone())
+        .in_cgroup(cgroup.cloned())
         .timeout(cfg.partition_timeout)
         .output()?;
     tracing::debug!(output = %out.output, "instance buildout");

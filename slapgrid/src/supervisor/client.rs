@@ -118,7 +118,7 @@ impl SupervisorClient {
     /// Stores the group's spec and converges it (see the module doc); true if the spec
     /// changed (every process of the group was then restarted).
     pub fn apply(&self, group: &GroupSpec) -> Result<bool, SupervisorError> {
-        match self.call(&Request::Apply(group.clone()), self.timeout)? {
+        match self.call(&Request::Apply(Box::new(group.clone())), self.timeout)? {
             Reply::Applied { changed } => Ok(changed),
             other => Err(unexpected(other)),
         }

@@ -458,7 +458,7 @@ impl Daemon {
         match request {
             Request::Ping => Ok(Reply::Pong),
             Request::Status => Ok(Reply::Status(self.status_all())),
-            Request::Apply(spec) => self.apply(spec).map(|changed| Reply::Applied { changed }),
+            Request::Apply(spec) => self.apply(*spec).map(|changed| Reply::Applied { changed }),
             Request::Remove { partition_id } => self.remove(&partition_id).map(|()| Reply::Done),
             Request::Control { op, target } => self.control(op, &target).map(Reply::Status),
             Request::StartAll => {
@@ -523,8 +523,21 @@ impl Daemon {
             })
         };
         let changed = previous.as_ref().map(|(s, _)| s) != Some(&spec);
+        let restart = previous
+            .as_ref()
+            .is_none_or(|(s, _)| s.restart_needed(&spec));
         self.store.save(&spec)?;
-        if changed {
+        if changed && !restart {
+            // Only the cgroup's limits changed: they apply to the running processes.
+            if let Some(cgroup) = &spec.cgroup {
+                if let Err(e) = cgroup.ensure() {
+                    tracing::warn!(group = %id, error = %e, "limits not applied");
+                }
+            }
+            if let Some(group) = lock(&self.state).groups.get_mut(&id) {
+                group.spec = spec.clone();
+            }
+        } else if changed {
             if let Some((_, targets)) = &previous {
                 tracing::info!(group = %id, "group changed: restarting all its processes");
                 self.stop_and_wait(targets);

@@ -80,9 +80,26 @@ pub struct GroupSpec {
     /// The passwd home (HOME of the services).
     pub home: PathBuf,
     pub services: Vec<ServiceSpec>,
+    /// The partition's cgroup: every process of the group joins it before it drops
+    /// root; the daemon makes it again (with its limits) when it is gone (a reboot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<crate::cgroup::PartitionCgroup>,
 }
 
 impl GroupSpec {
+    /// Whether going from `self` to `other` needs the processes restarted: anything but
+    /// the cgroup's limits (which apply to running processes in place) differs.
+    pub fn restart_needed(&self, other: &GroupSpec) -> bool {
+        let strip = |s: &GroupSpec| {
+            let mut s = s.clone();
+            if let Some(c) = s.cgroup.as_mut() {
+                c.limits = Default::default();
+            }
+            s
+        };
+        strip(self) != strip(other)
+    }
+
     /// `<directory>/.<partition_id>_<name>.log`, as the reference names it.
     pub fn log_path(&self, service: &ServiceSpec) -> PathBuf {
         self.directory

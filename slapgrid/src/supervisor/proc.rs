@@ -113,7 +113,14 @@ pub(super) fn spawn_service(
         name: spec.user.clone(),
         home: spec.home.clone(),
     };
-    drop_privileges(&mut cmd, &identity, SERVICE_UMASK)
+    let join = match &spec.cgroup {
+        // (made again with its limits when gone since the agent made it: a reboot)
+        Some(cgroup) => cgroup
+            .open_procs()
+            .map_err(|e| format!("cannot start {command}: {e}"))?,
+        None => Vec::new(),
+    };
+    drop_privileges(&mut cmd, &identity, SERVICE_UMASK, join)
         .map_err(|e| format!("cannot start {command}: {e}"))?;
     let child = cmd
         .spawn()

@@ -10,7 +10,7 @@ pub(crate) const MAX_LINE: u64 = 4 << 20;
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Request {
     Ping,
-    Apply(GroupSpec),
+    Apply(Box<GroupSpec>),
     Remove { partition_id: String },
     Status,
     Control { op: ControlOp, target: String },

@@ -149,6 +149,7 @@ impl Harness {
             user: self.user.name.clone(),
             home: self.dir.path().join(id),
             services,
+            cgroup: None,
         }
     }
 

@@ -8,9 +8,9 @@
         release (harness/tinysr, which the test writes out to TINYSR_DIR) whose @TINYSR@
         placeholder names the copy; prints the software URL.
     python node_helper.py supply MASTER_URL SOFTWARE_URL COMPUTER
-    python node_helper.py request MASTER_URL SOFTWARE_URL COMPUTER TITLE [STATE]
+    python node_helper.py request MASTER_URL SOFTWARE_URL COMPUTER TITLE [STATE [SIZE]]
         requests an instance (started unless STATE says stopped or destroyed) on
-        COMPUTER; prints its partition and connection parameters as JSON ({} while not
+        COMPUTER (of partition size SIZE, an SLA's size=); prints its partition and connection parameters as JSON ({} while not
         yet published).
     python node_helper.py full MASTER_URL COMPUTER
         prints what getFullComputerInformation tells the node, as JSON.
@@ -103,9 +103,13 @@ def main(argv):
   elif command == 'request':
     url, software, computer, title = argv[2:6]
     state = argv[6] if len(argv) > 6 else 'started'
+    filter_kw = {'computer_guid': computer}
+    if len(argv) > 7:
+      # the partition size the SLA names
+      filter_kw['size'] = argv[7]
     partition = connect(url).registerOpenOrder().request(
       software, title, partition_parameter_kw={'name': title},
-      filter_kw={'computer_guid': computer}, state=state)
+      filter_kw=filter_kw, state=state)
     try:
       connection = partition.getConnectionParameterDict()
     except Exception:
