@@ -246,22 +246,13 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                     f.max_ms
                 );
             }
-            if let Some(path) = args.json {
-                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-            }
-            Ok(())
+            write_json(args.json.as_deref(), &report)
         }
     }
 }
 
 async fn run_slap(args: SlapArgs) -> Result<()> {
-    let dir = match args.dir {
-        Some(d) => std::path::absolute(d)?,
-        None => std::env::temp_dir().join(format!("slapos-bench-slap-{}", std::process::id())),
-    };
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
-    }
+    let dir = fresh_dir(args.dir, "slap")?;
     let venv = args
         .venv
         .or_else(|| std::env::var_os("SLAPOS_VENV").map(PathBuf::from))
@@ -288,20 +279,12 @@ async fn run_slap(args: SlapArgs) -> Result<()> {
     );
     print!("{}", report.table());
     print!("{}", report.goal());
-    if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    }
+    write_json(args.json.as_deref(), &report)?;
     Ok(())
 }
 
 async fn run_usage(args: UsageArgs) -> Result<()> {
-    let dir = match args.dir {
-        Some(d) => std::path::absolute(d)?,
-        None => std::env::temp_dir().join(format!("slapos-bench-usage-{}", std::process::id())),
-    };
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
-    }
+    let dir = fresh_dir(args.dir, "usage")?;
     let opts = slapos_bench::usage::UsageBenchOptions {
         bin: std::env::current_exe()?,
         dir: dir.clone(),
@@ -317,9 +300,7 @@ async fn run_usage(args: UsageArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
     print!("{}", report.summary());
-    if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    }
+    write_json(args.json.as_deref(), &report)?;
     anyhow::ensure!(
         report.verified,
         "the invoice does not match the journals posted"
@@ -328,13 +309,7 @@ async fn run_usage(args: UsageArgs) -> Result<()> {
 }
 
 async fn run_node(args: NodeArgs) -> Result<()> {
-    let dir = match args.dir {
-        Some(d) => std::path::absolute(d)?,
-        None => std::env::temp_dir().join(format!("slapos-bench-node-{}", std::process::id())),
-    };
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
-    }
+    let dir = fresh_dir(args.dir, "node")?;
     let opts = slapos_bench::node::NodeBenchOptions {
         bin: std::env::current_exe()?,
         dir: dir.clone(),
@@ -357,20 +332,12 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
     print!("{}", report.summary());
-    if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    }
+    write_json(args.json.as_deref(), &report)?;
     Ok(())
 }
 
 async fn run_limits(args: LimitsArgs) -> Result<()> {
-    let dir = match args.dir {
-        Some(d) => std::path::absolute(d)?,
-        None => std::env::temp_dir().join(format!("slapos-bench-limits-{}", std::process::id())),
-    };
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
-    }
+    let dir = fresh_dir(args.dir, "limits")?;
     let opts = slapos_bench::limits::LimitsBenchOptions {
         bin: std::env::current_exe()?,
         dir: dir.clone(),
@@ -390,8 +357,28 @@ async fn run_limits(args: LimitsArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
     print!("{}", report.summary());
-    if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    write_json(args.json.as_deref(), &report)?;
+    Ok(())
+}
+
+/// The bench's working directory: the one given (made absolute) or a new one under the
+/// temporary directory, emptied first.
+fn fresh_dir(given: Option<PathBuf>, bench: &str) -> Result<PathBuf> {
+    let dir = match given {
+        Some(d) => std::path::absolute(d)?,
+        None => std::env::temp_dir().join(format!("slapos-bench-{bench}-{}", std::process::id())),
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
+    }
+    Ok(dir)
+}
+
+/// `--json FILE`: the report as pretty JSON.
+fn write_json(path: Option<&std::path::Path>, report: &impl serde::Serialize) -> Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_vec_pretty(report)?)
+            .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
 }
