@@ -581,11 +581,19 @@ impl MasterClient {
     /// One `Issue` call to the current replica (it forwards to the leader).
     pub async fn issue_once(&mut self, req: &IssueRequest) -> Result<IssueResponse, ClientError> {
         let addr = self.current()?;
-        let mut c = self.grpc(&addr)?;
+        self.issue_at(&addr, req).await
+    }
+
+    async fn issue_at(
+        &mut self,
+        addr: &str,
+        req: &IssueRequest,
+    ) -> Result<IssueResponse, ClientError> {
+        let mut c = self.grpc(addr)?;
         c.issue(self.request(req.clone()))
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|s| Self::transport(&addr, s))
+            .map_err(|s| Self::transport(addr, s))
     }
 
     /// One `PartitionCertificate` call to the current replica (it forwards to the leader).
@@ -594,11 +602,19 @@ impl MasterClient {
         req: &PartitionCertificateRequest,
     ) -> Result<PartitionCertificateResponse, ClientError> {
         let addr = self.current()?;
-        let mut c = self.grpc(&addr)?;
+        self.partition_certificate_at(&addr, req).await
+    }
+
+    async fn partition_certificate_at(
+        &mut self,
+        addr: &str,
+        req: &PartitionCertificateRequest,
+    ) -> Result<PartitionCertificateResponse, ClientError> {
+        let mut c = self.grpc(addr)?;
         c.partition_certificate(self.request(req.clone()))
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|s| Self::transport(&addr, s))
+            .map_err(|s| Self::transport(addr, s))
     }
 
     /// A partition's certificate and key, on whichever replica leads.
@@ -615,12 +631,7 @@ impl MasterClient {
         loop {
             let addr = self.pick()?;
             let attempt = async {
-                let mut c = self.grpc(&addr)?;
-                let r = c
-                    .partition_certificate(self.request(req.clone()))
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(|s| Self::transport(&addr, s))?;
+                let r = self.partition_certificate_at(&addr, &req).await?;
                 Ok(match r.result {
                     Some(partition_certificate_response::Result::Pair(p)) => Attempt::Done(p),
                     Some(partition_certificate_response::Result::NotLeader(h)) => {
@@ -648,12 +659,7 @@ impl MasterClient {
         loop {
             let addr = self.pick()?;
             let attempt = async {
-                let mut c = self.grpc(&addr)?;
-                let r = c
-                    .issue(self.request(req.clone()))
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(|s| Self::transport(&addr, s))?;
+                let r = self.issue_at(&addr, req).await?;
                 Ok(match r.result {
                     Some(issue_response::Result::CertPem(pem)) => Attempt::Done((pem, r.serial)),
                     Some(issue_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),

@@ -280,7 +280,7 @@ pub async fn bootstrap(
                 id: p.id,
                 region: p.region.clone(),
                 ports: p.ports,
-                timers: args.timers,
+                timers: args.timers.clone(),
                 size: None,
             },
             progress,

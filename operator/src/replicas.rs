@@ -41,23 +41,9 @@ impl Default for Ports {
     }
 }
 
-/// Raft timers for the expected latency between regions (ms).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timers {
-    pub heartbeat_ms: u64,
-    pub election_timeout_min_ms: u64,
-    pub election_timeout_max_ms: u64,
-}
-
-impl Default for Timers {
-    fn default() -> Self {
-        Timers {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
-        }
-    }
-}
+/// Raft timers for the expected latency between regions: the replica's own settings
+/// (`[timers]` of its configuration), written into the hosted replica's parameters.
+pub use master_replica::node::Timers;
 
 /// A replica to host (or reconfigure) in a partition of `computer`.
 #[derive(Clone, Debug)]
