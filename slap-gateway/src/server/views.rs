@@ -24,6 +24,9 @@ pub const MAX_WAIT: Duration = Duration::from_secs(300);
 /// A held request waits up to `1/JITTER_DIVISOR` longer than asked, at random (as
 /// Consul does), so that a fleet started together does not come back together.
 pub const JITTER_DIVISOR: u32 = 16;
+/// Held requests woken by a reset re-read their view within this, at random: a gateway
+/// holding tens of thousands of them does not send them to the replicas at once.
+pub const RESET_SPREAD: Duration = Duration::from_secs(1);
 /// Backoff of the `WatchViews` stream after it broke: from this...
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// ...doubling to this.
@@ -57,8 +60,11 @@ impl Default for Views {
 /// Why a held request stopped waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
-    /// Its computer's view may have changed at this index (or everything may have).
+    /// Its computer's view may have changed at this index.
     Changed(u64),
+    /// Every view may have changed (the replica could not say which): look again, after
+    /// a random pause (see [`RESET_SPREAD`]).
+    Reset(u64),
     /// Its wait is over.
     Timeout,
     /// The gateway is shutting down.
@@ -132,15 +138,17 @@ impl Held<'_> {
             return Wake::Closing;
         };
         tokio::select! {
+            // Shutdown first: a request pending a wake-up is answered, not re-read.
+            biased;
+            _ = self.closing.wait_for(|c| *c) => Wake::Closing,
             r = changed.changed() => match r {
                 Ok(()) => Wake::Changed(*changed.borrow_and_update()),
                 Err(_) => Wake::Closing,
             },
             r = self.everything.changed() => match r {
-                Ok(()) => Wake::Changed(*self.everything.borrow_and_update()),
+                Ok(()) => Wake::Reset(*self.everything.borrow_and_update()),
                 Err(_) => Wake::Closing,
             },
-            _ = self.closing.wait_for(|c| *c) => Wake::Closing,
             _ = tokio::time::sleep_until(deadline) => Wake::Timeout,
         }
     }
@@ -212,14 +220,18 @@ pub fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
-/// `wait` plus up to `wait / JITTER_DIVISOR` at random.
-pub fn with_jitter(wait: Duration) -> Duration {
+/// A random fraction of `span`.
+pub fn random_part(span: Duration) -> Duration {
     let mut bytes = [0u8; 4];
     let r = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map(|_| u32::from_le_bytes(bytes))
         .unwrap_or(0);
-    let span = wait / JITTER_DIVISOR;
-    wait + span.mul_f64(f64::from(r) / f64::from(u32::MAX))
+    span.mul_f64(f64::from(r) / f64::from(u32::MAX))
+}
+
+/// `wait` plus up to `wait / JITTER_DIVISOR` at random.
+pub fn with_jitter(wait: Duration) -> Duration {
+    wait + random_part(wait / JITTER_DIVISOR)
 }
 
 /// Follows the replicas' `WatchViews` stream for as long as the gateway runs, waking
@@ -237,6 +249,9 @@ pub async fn follow(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
         match opened {
             Ok((addr, mut stream)) => {
                 tracing::debug!(%addr, after, "following the node views");
+                // The first time, the replica can only say where it is: a request held
+                // before that may have missed a change, so everyone looks again.
+                let mut first = after == 0;
                 loop {
                     let message = tokio::select! {
                         m = stream.message() => m,
@@ -246,7 +261,8 @@ pub async fn follow(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
                         Ok(Some(m)) => {
                             backoff = RECONNECT_MIN;
                             app.metrics.views_changed(m.computers.len(), m.reset);
-                            app.views.changed(m.index, &m.computers, m.reset);
+                            app.views.changed(m.index, &m.computers, m.reset || first);
+                            first = false;
                         }
                         Ok(None) => {
                             tracing::debug!(%addr, "the node views stream ended");
@@ -334,11 +350,7 @@ mod tests {
         assert_eq!(b.wait(soon).await, Wake::Timeout);
         views.changed(6, &[], true);
         let soon = Instant::now() + Duration::from_millis(50);
-        assert_eq!(
-            b.wait(soon).await,
-            Wake::Changed(6),
-            "a reset wakes everyone"
-        );
+        assert_eq!(b.wait(soon).await, Wake::Reset(6), "a reset wakes everyone");
         views.close();
         assert_eq!(a.wait(soon).await, Wake::Closing);
         drop(a);
