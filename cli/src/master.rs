@@ -85,6 +85,12 @@ pub enum ClusterCommand {
     /// Move every replica hosted in a partition to a new slapos-master release, one at a
     /// time (the group keeps its quorum), each back and caught up before the next.
     Upgrade(crate::selfhost::UpgradeArgs),
+    /// A consistent copy of the whole state at one applied index, taken online from a
+    /// replica and written to one checksummed file; `backup verify FILE` checks one.
+    Backup(crate::backup::BackupArgs),
+    /// Start a new group (a new group id) from a backup, in the empty data directory of
+    /// one replica; the old group's replicas cannot join it.
+    Restore(crate::backup::RestoreArgs),
 }
 
 #[derive(Args)]
@@ -482,6 +488,8 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
         ClusterCommand::AddReplica(args) => crate::selfhost::add_replica(args).await,
         ClusterCommand::RemoveReplica(args) => crate::selfhost::remove_replica(args).await,
         ClusterCommand::Upgrade(args) => crate::selfhost::upgrade(args).await,
+        ClusterCommand::Backup(args) => crate::backup::backup(args).await,
+        ClusterCommand::Restore(args) => crate::backup::restore(args),
         ClusterCommand::RemoveComputer(args) => {
             revoke(
                 args.via,
@@ -498,9 +506,14 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
                 return Ok(());
             }
             println!(
-                "leader: {}   term: {}",
+                "leader: {}   term: {}   group: {}",
                 status.leader.map_or("none".to_string(), |l| l.to_string()),
-                status.term
+                status.term,
+                if status.group.is_empty() {
+                    "(no id)"
+                } else {
+                    &status.group
+                },
             );
             println!(
                 "{:>4} {:<8} {:<10} {:<22} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>10}  region (hosted by)",

@@ -193,6 +193,94 @@ where
     Ok((log_store, sm_store))
 }
 
+/// Writes a new store at `path` (which must not hold one) holding `pairs` as the state
+/// machine's, applied up to `applied`, with `membership` as its applied membership and
+/// the log purged up to `applied`: opened, it serves that state at that index and its
+/// first new entry is `applied.index + 1` (a group restored from a backup). `vote`
+/// should carry at least the applied entry's term, so that the next leader's term is
+/// above it. The meta records are written only once every pair was; a failure leaves a
+/// directory to remove.
+pub fn restore<C: StoreConfig>(
+    path: &Path,
+    pairs: &mut dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), String>>,
+    applied: openraft::LogId<u64>,
+    membership: openraft::StoredMembership<u64, C::Node>,
+    vote: openraft::Vote<u64>,
+) -> Result<u64, StoreError> {
+    if path.exists()
+        && std::fs::read_dir(path)
+            .map_err(|source| StoreError::DataDir {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .next()
+            .is_some()
+    {
+        return Err(StoreError::DataDir {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("not empty: a restore starts a new store"),
+        });
+    }
+    create_private_dir(path)?;
+    let mut db_opts = Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    let cfs = keys::ALL_CFS
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
+    check_format(&db)?;
+    let sm = db
+        .cf_handle(keys::CF_SM)
+        .ok_or(StoreError::MissingColumnFamily(keys::CF_SM))?;
+    let meta = db
+        .cf_handle(keys::CF_META)
+        .ok_or(StoreError::MissingColumnFamily(keys::CF_META))?;
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.disable_wal(true);
+    let mut batch = rocksdb::WriteBatch::default();
+    let mut n = 0u64;
+    for pair in pairs {
+        let (k, v) = pair.map_err(StoreError::Load)?;
+        batch.put_cf(sm, k, v);
+        n += 1;
+        if batch.len() >= 10_000 {
+            db.write_opt(std::mem::take(&mut batch), &wo)?;
+        }
+    }
+    db.write_opt(batch, &wo)?;
+    db.flush_cf(sm)?;
+    let mut batch = rocksdb::WriteBatch::default();
+    let encode = |what: &str, r: serde_json::Result<Vec<u8>>| {
+        r.map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    };
+    batch.put_cf(
+        meta,
+        keys::META_APPLIED,
+        encode("applied", serde_json::to_vec(&applied))?,
+    );
+    batch.put_cf(
+        meta,
+        keys::META_PURGED,
+        encode("purged", serde_json::to_vec(&applied))?,
+    );
+    batch.put_cf(
+        meta,
+        keys::META_VOTE,
+        encode("vote", serde_json::to_vec(&vote))?,
+    );
+    batch.put_cf(
+        meta,
+        keys::META_MEMBERSHIP,
+        encode("membership", serde_json::to_vec(&membership))?,
+    );
+    let mut synced = rocksdb::WriteOptions::default();
+    synced.set_sync(true);
+    db.write_opt(batch, &synced)?;
+    db.flush_wal(true)?;
+    Ok(n)
+}
+
 fn create_private_dir(path: &Path) -> Result<(), StoreError> {
     let dir_err = |source| StoreError::DataDir {
         path: path.to_path_buf(),

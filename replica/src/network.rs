@@ -27,15 +27,35 @@ pub const SNAPSHOT_CHUNK: usize = 1 << 20;
 pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
 
 /// Makes one [`Peer`] per target replica.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Network {
     pub connect_timeout: Duration,
+    /// This replica's state, for the group id every message carries.
+    pub state: Option<crate::types::StateHandle>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The metadata header naming the sender's group (see `group_of`).
+pub const GROUP_HEADER: &str = "x-slapos-group";
+
+/// The group id a replica's state names (None before the authority is installed, or
+/// in a group made before groups had ids).
+pub fn group_of(state: &crate::types::StateHandle) -> Option<String> {
+    state.read(|m, _| m.group_id().map(str::to_owned))
 }
 
 impl Default for Network {
     fn default() -> Self {
         Network {
             connect_timeout: Duration::from_secs(2),
+            state: None,
         }
     }
 }
@@ -48,6 +68,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.raft_addr.clone(),
             connect_timeout: self.connect_timeout,
+            state: self.state.clone(),
             client: None,
         }
     }
@@ -58,6 +79,7 @@ pub struct Peer {
     target: NodeId,
     addr: String,
     connect_timeout: Duration,
+    state: Option<crate::types::StateHandle>,
     client: Option<RaftClient<Channel>>,
 }
 
@@ -89,6 +111,14 @@ impl Peer {
         Unreachable::new(status)
     }
 
+    /// Every message names the sender's group, which the receiver checks.
+    fn name_group(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        let group = self.state.as_ref().and_then(group_of);
+        if let Some(v) = group.and_then(|g| tonic::metadata::MetadataValue::try_from(g).ok()) {
+            metadata.insert(GROUP_HEADER, v);
+        }
+    }
+
     async fn unary<Req, Resp, E>(
         &mut self,
         req: &Req,
@@ -108,6 +138,7 @@ impl Peer {
             data: encode(req).map_err(RPCError::Network)?,
         });
         request.set_timeout(option.hard_ttl());
+        self.name_group(request.metadata_mut());
         let reply = match call(client, request).await {
             Ok(r) => r.into_inner(),
             Err(status) => return Err(RPCError::Unreachable(self.transport_failed(&status))),
@@ -181,6 +212,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         );
         let mut request = tonic::Request::new(tokio_stream::iter(chunks));
         request.set_timeout(option.hard_ttl().max(Duration::from_secs(60)));
+        self.name_group(request.metadata_mut());
         let reply = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             r = client.install_snapshot(request) => r,

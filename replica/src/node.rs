@@ -259,7 +259,10 @@ impl Replica {
         let raft = Raft::new(
             config.id,
             config.raft_config()?,
-            Network::default(),
+            Network {
+                state: Some(state.clone()),
+                ..Network::default()
+            },
             log_store,
             sm_store,
         )
@@ -295,6 +298,7 @@ impl Replica {
         let raft_service = raft_server(RaftService {
             raft: self.raft.clone(),
             contact: self.contact.clone(),
+            state: self.state.clone(),
         });
         let (batcher, batch_task) = super::service::Batcher::start(
             self.raft.clone(),
