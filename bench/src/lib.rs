@@ -13,9 +13,12 @@
 //!   partitions, and instances requested at once until their services run.
 //! - [`limits`] (`slapos bench limits`): usage accuracy from the partitions' cgroups,
 //!   and a replica's write latency next to a noisy partition with and without limits.
+//! - [`backup`] (`slapos bench backup`): a fleet's state backed up while a client
+//!   writes (its latency alone and during), verified, restored as a new group.
 
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod limits;
 pub mod node;
 pub mod raft;
