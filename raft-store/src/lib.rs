@@ -140,6 +140,11 @@ pub struct StoreOptions {
     pub keep_info_log_files: usize,
     /// Memtable memory of all column families together, in bytes.
     pub write_buffer_bytes: usize,
+    /// Free space the data directory's filesystem must keep: a log append or an apply
+    /// that would start with less free is refused (a storage error, which stops the
+    /// Raft node) instead of letting RocksDB run out of space in the middle of a write.
+    /// 0: no check.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -148,6 +153,7 @@ impl Default for StoreOptions {
             sync_state_machine: false,
             keep_info_log_files: 3,
             write_buffer_bytes: 32 << 20,
+            min_free_bytes: 0,
         }
     }
 }
@@ -180,6 +186,11 @@ where
     let db = Arc::new(Db {
         db: DB::open_cf_descriptors(&db_opts, path, cfs)?,
         closed: CloseSignal(Arc::new(AtomicBool::new(false))),
+        space: Space {
+            path: path.to_path_buf(),
+            min_free: options.min_free_bytes,
+            refused: std::sync::Mutex::new(None),
+        },
     });
     for name in keys::ALL_CFS {
         if db.cf_handle(name).is_none() {
@@ -347,6 +358,51 @@ fn check_format(db: &DB) -> Result<(), StoreError> {
 pub(crate) struct Db {
     db: DB,
     closed: CloseSignal,
+    pub(crate) space: Space,
+}
+
+/// The free-space reserve of a store's filesystem (`StoreOptions::min_free_bytes`).
+pub(crate) struct Space {
+    path: std::path::PathBuf,
+    min_free: u64,
+    /// Why the last write was refused (kept: the node reports it).
+    refused: std::sync::Mutex<Option<String>>,
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Result<u64, StoreError> {
+    let s = nix::sys::statvfs::statvfs(path).map_err(|e| StoreError::DataDir {
+        path: path.to_path_buf(),
+        source: std::io::Error::from(e),
+    })?;
+    Ok(s.blocks_available().saturating_mul(s.fragment_size()))
+}
+
+impl Space {
+    /// Refuses a write when the filesystem has less free than the reserve.
+    pub(crate) fn check(&self) -> Result<(), std::io::Error> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let free = free_bytes(&self.path).map_err(std::io::Error::other)?;
+        if free >= self.min_free {
+            return Ok(());
+        }
+        let why = format!(
+            "no space left for the store: {free} bytes free on the filesystem of {}, under its reserve of {} bytes",
+            self.path.display(),
+            self.min_free
+        );
+        tracing::error!("{why}; this replica stops writing");
+        if let Ok(mut r) = self.refused.lock() {
+            *r = Some(why.clone());
+        }
+        Err(std::io::Error::new(std::io::ErrorKind::StorageFull, why))
+    }
+
+    pub(crate) fn refused(&self) -> Option<String> {
+        self.refused.lock().ok().and_then(|r| r.clone())
+    }
 }
 
 pub(crate) struct CloseSignal(Arc<AtomicBool>);

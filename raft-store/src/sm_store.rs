@@ -530,6 +530,11 @@ where
         let mut last = None;
         let mut membership_changed = false;
 
+        // Before the machine changes in memory: refused, nothing of the batch is applied.
+        self.db
+            .space
+            .check()
+            .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         let mut machine = self.machine.write().map_err(|_| {
             sto_msg(
                 ErrorSubject::StateMachine,

@@ -23,6 +23,9 @@ use tonic::transport::Channel;
 
 /// Size of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// The most bytes of entries one AppendEntries carries (at least one entry is always
+/// sent, whatever its size).
+pub const MAX_APPEND_BYTES: usize = 512 << 10;
 /// Largest gRPC message accepted on the Raft service (a batch of entries).
 pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
 
@@ -133,10 +136,25 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let data = encode(req).map_err(RPCError::Network)?;
+        self.unary_encoded(data, option, call).await
+    }
+
+    async fn unary_encoded<Resp, E>(
+        &mut self,
+        data: Vec<u8>,
+        option: &RPCOption,
+        call: impl AsyncFnOnce(
+            RaftClient<Channel>,
+            tonic::Request<RaftMessage>,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status>,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let client = self.client().map_err(RPCError::Unreachable)?;
-        let mut request = tonic::Request::new(RaftMessage {
-            data: encode(req).map_err(RPCError::Network)?,
-        });
+        let mut request = tonic::Request::new(RaftMessage { data });
         request.set_timeout(option.hard_ttl());
         self.name_group(request.metadata_mut());
         let reply = match call(client, request).await {
@@ -155,8 +173,42 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.unary(&rpc, &option, async |mut c, r| c.append_entries(r).await)
-            .await
+        let mut rpc = rpc;
+        let mut data = encode(&rpc).map_err(RPCError::Network)?;
+        // openraft bounds each AppendEntries by the heartbeat interval: a follower that
+        // fell behind on large entries gets them in pieces it can take in that time, and
+        // openraft sends the rest at once (`PartialSuccess`).
+        let mut sent_up_to = None;
+        if data.len() > MAX_APPEND_BYTES && rpc.entries.len() > 1 {
+            let mut used = 0usize;
+            let mut keep = rpc.entries.len();
+            for (i, e) in rpc.entries.iter().enumerate() {
+                used += encode(e).map_err(RPCError::Network)?.len();
+                if used > MAX_APPEND_BYTES && i > 0 {
+                    keep = i;
+                    break;
+                }
+            }
+            if keep < rpc.entries.len() {
+                rpc.entries.truncate(keep);
+                sent_up_to = rpc.entries.last().map(|e| e.log_id);
+                tracing::debug!(
+                    target_id = self.target,
+                    entries = keep,
+                    "AppendEntries cut to its byte budget"
+                );
+                data = encode(&rpc).map_err(RPCError::Network)?;
+            }
+        }
+        let answer: AppendEntriesResponse<NodeId> = self
+            .unary_encoded(data, &option, async |mut c, r| c.append_entries(r).await)
+            .await?;
+        Ok(match (answer, sent_up_to) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (answer, _) => answer,
+        })
     }
 
     async fn vote(

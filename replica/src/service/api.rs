@@ -347,16 +347,20 @@ impl MasterService {
             })
             .collect();
         let stats = &self.log_stats;
+        let stopped = crate::node::stopped_reason(&m, stats);
         Ok(Response::new(StatusResponse {
             id: m.id,
-            state: match m.state {
-                ServerState::Leader => "leader",
-                ServerState::Follower => "follower",
-                ServerState::Candidate => "candidate",
-                ServerState::Learner => "learner",
-                ServerState::Shutdown => "shutdown",
-            }
-            .into(),
+            state: match stopped {
+                Some(why) => format!("stopped: {why}"),
+                None => match m.state {
+                    ServerState::Leader => "leader",
+                    ServerState::Follower => "follower",
+                    ServerState::Candidate => "candidate",
+                    ServerState::Learner => "learner",
+                    ServerState::Shutdown => "shutdown",
+                }
+                .into(),
+            },
             term: m.current_term,
             leader_id: leader.unwrap_or(0),
             has_leader: leader.is_some(),
