@@ -42,6 +42,9 @@ pub struct Views {
     everything: watch::Sender<u64>,
     /// Set at shutdown: held requests are answered (304) rather than cut.
     closing: watch::Sender<bool>,
+    /// Bumped when the group's gateways change: held requests are answered (304) so
+    /// that their nodes read the new list in `X-Slapos-Gateways`.
+    gateways: watch::Sender<u64>,
     /// Index the stream brought us to (0: not connected yet).
     pub(super) followed: AtomicU64,
 }
@@ -52,6 +55,7 @@ impl Default for Views {
             watched: Mutex::new(HashMap::new()),
             everything: watch::channel(0).0,
             closing: watch::channel(false).0,
+            gateways: watch::channel(0).0,
             followed: AtomicU64::new(0),
         }
     }
@@ -69,6 +73,8 @@ pub enum Wake {
     Timeout,
     /// The gateway is shutting down.
     Closing,
+    /// The group's gateways changed: answer now, the node reads the new list.
+    Gateways,
 }
 
 /// One held request's registration: dropped, it leaves.
@@ -78,6 +84,7 @@ pub struct Held<'a> {
     changed: Option<watch::Receiver<u64>>,
     everything: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
+    gateways: watch::Receiver<u64>,
 }
 
 impl Views {
@@ -99,6 +106,7 @@ impl Views {
             changed: Some(changed),
             everything,
             closing: self.closing.subscribe(),
+            gateways: self.gateways.subscribe(),
         }
     }
 
@@ -125,6 +133,12 @@ impl Views {
         self.followed.fetch_max(index, Ordering::AcqRel);
     }
 
+    /// Answers every held request now (304), so that nodes read the new list of the
+    /// group's gateways.
+    pub fn gateways_changed(&self) {
+        self.gateways.send_modify(|n| *n += 1);
+    }
+
     /// Answers every held request now (shutdown).
     pub fn close(&self) {
         self.closing.send_replace(true);
@@ -141,6 +155,7 @@ impl Held<'_> {
             // Shutdown first: a request pending a wake-up is answered, not re-read.
             biased;
             _ = self.closing.wait_for(|c| *c) => Wake::Closing,
+            Ok(()) = self.gateways.changed() => Wake::Gateways,
             r = changed.changed() => match r {
                 Ok(()) => Wake::Changed(*changed.borrow_and_update()),
                 Err(_) => Wake::Closing,
@@ -351,6 +366,9 @@ mod tests {
         views.changed(6, &[], true);
         let soon = Instant::now() + Duration::from_millis(50);
         assert_eq!(b.wait(soon).await, Wake::Reset(6), "a reset wakes everyone");
+        views.gateways_changed();
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert_eq!(a.wait(soon).await, Wake::Gateways);
         views.close();
         assert_eq!(a.wait(soon).await, Wake::Closing);
         drop(a);
