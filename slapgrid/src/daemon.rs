@@ -28,11 +28,24 @@ pub fn jittered(period: Duration, salt: u64) -> Duration {
 /// A failed run is tried again after this, doubled at each failure in a row, up to the
 /// loop's period.
 pub const RETRY_FIRST: Duration = Duration::from_secs(5);
-/// Woken runs that start within this of the previous run's end, more than
-/// [`BURST_RUNS`] in a row, wait this long after it: a run whose own reports changed the
-/// view (and so woke it again) cannot spin.
-const BURST_GAP: Duration = Duration::from_secs(5);
-const BURST_RUNS: u32 = 3;
+/// Woken runs a loop may make back to back (a token bucket of this many, one more every
+/// [`WAKE_REFILL`]): a run whose own reports changed the view, and so woke it again,
+/// cannot spin, while the bursts of a busy node (a few wakes per request) run at once.
+const WAKE_BURST: f64 = 10.0;
+const WAKE_REFILL: Duration = Duration::from_secs(1);
+
+/// Takes a token of the bucket (`tokens`, refilled since `at`): how long to wait for it.
+fn wake_delay(tokens: &mut f64, at: &mut Instant) -> Duration {
+    let now = Instant::now();
+    let refilled = now.duration_since(*at).as_secs_f64() / WAKE_REFILL.as_secs_f64();
+    *tokens = (*tokens + refilled).min(WAKE_BURST) - 1.0;
+    *at = now;
+    if *tokens >= 0.0 {
+        Duration::ZERO
+    } else {
+        WAKE_REFILL.mul_f64(-*tokens)
+    }
+}
 
 fn sleep_until_stopped(stop: &AtomicBool, d: Duration) {
     let end = Instant::now() + d;
@@ -150,7 +163,10 @@ pub fn run(node: Arc<Node>, stop: Arc<AtomicBool>) {
     let instance = Bell::new();
     {
         let (node, stop) = (node.clone(), stop.clone());
-        let bells = vec![software.clone(), instance.clone()];
+        let bells = watch::Bells {
+            software: software.clone(),
+            instance: instance.clone(),
+        };
         let opts = WatchOptions {
             status_file: Some(watch::status_path(&node.cfg.instance_root)),
             ..WatchOptions::default()
@@ -202,19 +218,11 @@ pub fn run(node: Arc<Node>, stop: Arc<AtomicBool>) {
 fn run_loop<T>(subject: &T, l: &Loop<T>, salt: u64, stop: &AtomicBool) {
     let name = l.name;
     let mut failures = 0u32;
-    // Woken runs in a row that started soon after the previous one ended.
-    let mut burst = 0u32;
+    let (mut tokens, mut refilled) = (WAKE_BURST, Instant::now());
     let mut woken = false;
-    let mut last_end: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         if woken {
-            let soon = last_end.is_some_and(|end| end.elapsed() < BURST_GAP);
-            burst = if soon { burst + 1 } else { 0 };
-            if burst > BURST_RUNS {
-                if let Some(end) = last_end {
-                    sleep_until_stopped(stop, BURST_GAP.saturating_sub(end.elapsed()));
-                }
-            }
+            sleep_until_stopped(stop, wake_delay(&mut tokens, &mut refilled));
         }
         // Rung from here on (even during the run): run again.
         let seen = l.bell.as_ref().map_or(0, |b| b.generation());
@@ -238,7 +246,6 @@ fn run_loop<T>(subject: &T, l: &Loop<T>, salt: u64, stop: &AtomicBool) {
                 retry
             }
         };
-        last_end = Some(Instant::now());
         let until = Instant::now() + wait;
         woken = match &l.bell {
             Some(bell) => bell.wait(seen, until, stop),
@@ -502,7 +509,7 @@ mod tests {
     }
 
     /// A run that wakes itself (its own reports change the view it watches) does not
-    /// spin: after a few woken runs in a row, the next ones wait.
+    /// spin: after a burst of woken runs, the next ones wait for their turn.
     #[test]
     fn a_run_that_wakes_itself_does_not_spin() {
         let ib = Bell::new();
@@ -511,11 +518,11 @@ mod tests {
             ..Node2::default()
         });
         let stop = start(node.clone(), Bell::new(), ib);
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(Duration::from_secs(3));
         let runs = node.instance_runs.load(Ordering::SeqCst);
         stop.store(true, Ordering::Relaxed);
-        // the first run, BURST_RUNS woken ones, then a wait of BURST_GAP (> 2 s)
-        assert!(runs <= 1 + BURST_RUNS + 1, "{runs} runs in 2 s");
+        // the first run, WAKE_BURST woken ones, then one a second (unguarded: thousands)
+        assert!(runs <= 1 + WAKE_BURST as u32 + 4, "{runs} runs in 3 s");
         assert!(runs > 1, "the ring did not wake the loop");
     }
 }

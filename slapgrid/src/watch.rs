@@ -7,9 +7,10 @@
 //! - It starts from the ETag of the last view the runs read (the client keeps it): a
 //!   gateway that sends none (slapproxy, an older gateway) leaves the node polling
 //!   plainly at the runs' periods, exactly as before, and the watch sends nothing.
-//! - A 304 re-arms the poll at once; a 200 rings the bells only when the view's bytes
-//!   differ from the last ones seen (an ETag that moved for something the node does not
-//!   see wakes nothing); answers that come back early and unchanged twice in a row (a
+//! - A 304 re-arms the poll at once; a 200 rings the instance loop's bell only when the
+//!   view's bytes differ from the last ones seen (an ETag that moved for something the
+//!   node does not see wakes nothing), the software loop's only when its list of
+//!   releases differs; answers that come back early and unchanged twice in a row (a
 //!   gateway shutting down answers one early 304; something in between that ignores
 //!   `Prefer` would answer them all) pause with the backoff, so nothing spins.
 //! - Errors (refused, 5xx on every gateway, timeouts) reconnect after a jittered
@@ -84,6 +85,14 @@ impl Bell {
             };
         }
     }
+}
+
+/// The bells the watch rings: the instance loop's when the view changed, the software
+/// loop's when its software releases did (what a software run reads).
+#[derive(Debug, Clone)]
+pub struct Bells {
+    pub software: Arc<Bell>,
+    pub instance: Arc<Bell>,
 }
 
 /// What the watch is doing, as `IR/var/watch.json` keeps it for `slapos node status`.
@@ -177,8 +186,25 @@ struct Watch<'a> {
     client: &'a SlapClient,
     opts: &'a WatchOptions,
     status: WatchStatus,
-    /// The digest of the last view's bytes seen by the watch.
+    /// The digests of the last view's bytes seen by the watch, and of its releases.
     last_view: Option<[u8; 32]>,
+    last_software: Option<[u8; 32]>,
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .unwrap_or([0; 32])
+}
+
+/// The digest of the software releases a view lists (None: not a view this client reads).
+fn software_digest(body: &[u8]) -> Option<[u8; 32]> {
+    let computer =
+        slapos_proto::slap::Computer::decode(body, &slapos_proto::Limits::default()).ok()?;
+    Some(sha256(
+        format!("{:?}", computer.software_release_list).as_bytes(),
+    ))
 }
 
 impl Watch<'_> {
@@ -207,13 +233,13 @@ impl Watch<'_> {
     }
 }
 
-/// Watches `computer_id`'s view through `client` until `stop`, ringing every bell of
-/// `bells` when it changes. Returns when `stop` is set (a poll in progress is waited
+/// Watches `computer_id`'s view through `client` until `stop`, ringing `bells` when it
+/// changes. Returns when `stop` is set (a poll in progress is waited
 /// for: the daemon does not wait for this thread).
 pub fn run(
     client: &SlapClient,
     computer_id: &str,
-    bells: &[Arc<Bell>],
+    bells: &Bells,
     stop: &AtomicBool,
     opts: &WatchOptions,
 ) {
@@ -222,6 +248,7 @@ pub fn run(
         opts,
         status: WatchStatus::default(),
         last_view: None,
+        last_software: None,
     };
     // The view count the watch last looked at, while it waits for an ETag.
     let mut looked = 0u64;
@@ -274,10 +301,7 @@ pub fn run(
                 etag: answered,
                 body,
             }) => {
-                let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &body)
-                    .as_ref()
-                    .try_into()
-                    .unwrap_or([0; 32]);
+                let digest = sha256(&body);
                 let changed = watch.last_view != Some(digest);
                 watch.last_view = Some(digest);
                 watch.status.errors = 0;
@@ -285,9 +309,14 @@ pub fn run(
                 if changed {
                     watch.status.changes += 1;
                     watch.status.last_change_unix = Some(now_unix());
-                    tracing::info!(etag = ?answered, gateway = %client.current_url(), "the computer's view changed: the software and instance runs wake");
-                    for bell in bells {
-                        bell.ring();
+                    // (a view this client cannot read: the software run says why)
+                    let software = software_digest(&body);
+                    let releases = software.is_none() || software != watch.last_software;
+                    watch.last_software = software;
+                    tracing::info!(etag = ?answered, gateway = %client.current_url(), releases, "the computer's view changed: the runs wake");
+                    bells.instance.ring();
+                    if releases {
+                        bells.software.ring();
                     }
                 }
                 match answered {
@@ -392,6 +421,8 @@ mod tests {
     #[derive(Default)]
     struct Gw {
         version: u64,
+        /// The view's release (`sr-<n>`: changed by [`StandIn::change_releases`]).
+        release: u64,
         /// Versions views (sends ETags, honours If-None-Match and Prefer).
         etags: bool,
         /// Answers 503 to this many requests.
@@ -412,11 +443,15 @@ mod tests {
         seen: Arc<Mutex<Vec<Seen>>>,
     }
 
-    fn view(version: u64) -> Vec<u8> {
-        slapos_proto::slap::Computer::new(format!("COMP-v{version}"))
-            .encode()
-            .unwrap()
-            .into_bytes()
+    /// A view that differs with `version`, listing release `sr-<release>`.
+    fn view(g: &Gw) -> Vec<u8> {
+        let mut computer = slapos_proto::slap::Computer::new(format!("COMP-v{}", g.version));
+        computer.software_release_list =
+            slapos_proto::slap::Attr::Set(vec![slapos_proto::slap::SoftwareRelease::new(
+                format!("sr-{}", g.release),
+                "COMP",
+            )]);
+        computer.encode().unwrap().into_bytes()
     }
 
     impl StandIn {
@@ -436,9 +471,17 @@ mod tests {
             StandIn { url, gw, seen }
         }
 
+        /// The view changes (its partitions, say).
         fn change(&self) {
-            self.gw.0.lock().unwrap().version += 1;
-            self.gw.1.notify_all();
+            self.set(|g| g.version += 1);
+        }
+
+        /// The view's releases change.
+        fn change_releases(&self) {
+            self.set(|g| {
+                g.version += 1;
+                g.release += 1;
+            });
         }
 
         fn set(&self, f: impl FnOnce(&mut Gw)) {
@@ -486,7 +529,7 @@ mod tests {
             g.fail -= 1;
             (503, None, Vec::new())
         } else if !g.etags {
-            (200, None, view(g.version))
+            (200, None, view(&g))
         } else {
             let current = |g: &Gw| format!("\"{}\"", g.version);
             if request.if_none_match.as_deref() == Some(current(&g).as_str()) && !g.early {
@@ -500,7 +543,7 @@ mod tests {
             if request.if_none_match.as_deref() == Some(current(&g).as_str()) || early {
                 (304, Some(current(&g)), Vec::new())
             } else {
-                (200, Some(current(&g)), view(g.version))
+                (200, Some(current(&g)), view(&g))
             }
         };
         drop(g);
@@ -520,7 +563,7 @@ mod tests {
 
     struct Running {
         stop: Arc<AtomicBool>,
-        bell: Arc<Bell>,
+        bells: Bells,
         client: Arc<SlapClient>,
         status: PathBuf,
         _dir: tempfile::TempDir,
@@ -556,12 +599,16 @@ mod tests {
             backoff_cap: Duration::from_millis(400),
             status_file: Some(status.clone()),
         };
-        let (stop, bell) = (Arc::new(AtomicBool::new(false)), Bell::new());
-        let (c, s, b) = (client.clone(), stop.clone(), bell.clone());
-        std::thread::spawn(move || run(&c, "COMP", &[b], &s, &opts));
+        let stop = Arc::new(AtomicBool::new(false));
+        let bells = Bells {
+            software: Bell::new(),
+            instance: Bell::new(),
+        };
+        let (c, s, b) = (client.clone(), stop.clone(), bells.clone());
+        std::thread::spawn(move || run(&c, "COMP", &b, &s, &opts));
         Running {
             stop,
-            bell,
+            bells,
             client,
             status,
             _dir: dir,
@@ -589,7 +636,7 @@ mod tests {
         let w = watch(std::slice::from_ref(&gw.url), 1);
         // the runs' read, then polls re-armed after each 304 (1 s holds)
         wait_until("three polls", || gw.seen().len() >= 4);
-        assert_eq!(w.bell.generation(), 0, "a 304 woke the runs");
+        assert_eq!(w.bells.instance.generation(), 0, "a 304 woke the runs");
         for poll in &gw.seen()[1..] {
             assert_eq!(poll.if_none_match.as_deref(), Some("\"1\""), "{poll:?}");
             assert_eq!(poll.prefer.as_deref(), Some("wait=1"), "{poll:?}");
@@ -597,7 +644,7 @@ mod tests {
         assert_eq!(gw.seen()[0].if_none_match, None, "the runs' read is plain");
         assert_eq!(w.status().mode, "long-poll");
         gw.change();
-        wait_until("the runs woken", || w.bell.generation() == 1);
+        wait_until("the runs woken", || w.bells.instance.generation() == 1);
         let n = gw.seen().len();
         wait_until("the next poll", || gw.seen().len() > n + 1);
         assert_eq!(
@@ -605,12 +652,25 @@ mod tests {
             Some("\"2\"")
         );
         assert_eq!(
-            w.bell.generation(),
+            w.bells.instance.generation(),
             1,
             "woken more than once for one change"
         );
         assert_eq!(w.status().changes, 1);
         assert_eq!(w.status().etag.as_deref(), Some("\"2\""));
+        // (the first view the watch saw: the software run woken too)
+        assert_eq!(w.bells.software.generation(), 1);
+        // a change of the partitions only wakes the instance run; of the releases, both
+        gw.change();
+        wait_until("the instance run woken", || {
+            w.bells.instance.generation() == 2
+        });
+        assert_eq!(w.bells.software.generation(), 1);
+        gw.change_releases();
+        wait_until("the software run woken", || {
+            w.bells.software.generation() == 2
+        });
+        assert_eq!(w.bells.instance.generation(), 3);
     }
 
     /// A gateway that sends no ETag (slapproxy, an older gateway): the watch sends
@@ -655,11 +715,11 @@ mod tests {
         let polls = gw.seen().len() - 1;
         // backoffs of 50, 100, 200, 400 ms... at most: a dozen, not thousands
         assert!((2..=12).contains(&polls), "{polls} polls in 2 s");
-        assert_eq!(w.bell.generation(), 0);
+        assert_eq!(w.bells.instance.generation(), 0);
         // the gateway holds polls again: they are held, not paused
         gw.set(|g| g.early = false);
         gw.change();
-        wait_until("the change", || w.bell.generation() == 1);
+        wait_until("the change", || w.bells.instance.generation() == 1);
     }
 
     /// Errors (503 on every gateway) reconnect after a backoff, keeping the ETag; a dead
@@ -698,8 +758,8 @@ mod tests {
             .all(|s| s.if_none_match.as_deref() == Some("\"7\"")));
         wait_until("long polls again", || w.status().mode == "long-poll");
         assert_eq!(w.status().errors, 0);
-        assert_eq!(w.bell.generation(), 0, "an error woke the runs");
+        assert_eq!(w.bells.instance.generation(), 0, "an error woke the runs");
         b.change();
-        wait_until("the change on b", || w.bell.generation() == 1);
+        wait_until("the change on b", || w.bells.instance.generation() == 1);
     }
 }
