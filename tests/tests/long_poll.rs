@@ -9,7 +9,7 @@
 //!
 //! Prerequisites as for slapgrid.rs: root, the node venv (tests/compat/node).
 
-use slapos_e2e::agent::{beat_release, open_dir, prefix, python, wait_for, AgentNode, Up};
+use slapos_e2e::agent::{beat_release, kill9, open_dir, prefix, python, wait_for, AgentNode, Up};
 use slapos_e2e::slapos_bin;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -133,8 +133,8 @@ fn against_slapproxy_the_daemon_polls_at_its_periods() {
 
 /// Against our gateways, a node whose periods are SlapOS's (300 s) deploys an instance
 /// requested after its start within seconds: the long poll wakes it, far before its next
-/// period could have. After that, nothing spins: the node's own reports wake it once,
-/// then the poll is held.
+/// period could have; again after the gateway it polled died (failover). After that,
+/// nothing spins: the node's own reports wake it once, then the poll is held.
 #[test]
 fn against_our_gateways_a_node_with_long_periods_deploys_a_request_within_seconds() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,6 +160,22 @@ fn against_our_gateways_a_node_with_long_periods_deploys_a_request_within_second
     eprintln!("request to running: {} ms", asked.elapsed().as_millis());
     let log = daemon.log();
     assert!(log.contains("the computer's view changed"), "{log}");
+    // The gateway the node polls dies: the watch fails over to the next, sending it the
+    // ETag it had, and the next request is deployed within seconds again.
+    assert_eq!(watch_status(&node)["gateway"], up.urls[0].as_str());
+    kill9(up.gateway_pids[0]);
+    let asked = Instant::now();
+    let again = request(&up.urls[2], &software, computer, "lp-gw-2");
+    wait_for(
+        "the instance requested after the failover",
+        Duration::from_secs(60),
+        || beat_running(&node, &again),
+    );
+    eprintln!(
+        "request to running after the failover: {} ms",
+        asked.elapsed().as_millis()
+    );
+    assert_ne!(watch_status(&node)["gateway"], up.urls[0].as_str());
     // Settled: within a few seconds the runs stop, the poll is held.
     let runs = |log: &str| log.matches("run=").count();
     std::thread::sleep(Duration::from_secs(8));
