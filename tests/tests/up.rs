@@ -597,6 +597,13 @@ fn a_request_runs_within_seconds_on_nodes_with_slapos_periods(
         "the second sample runs {} ms after its request",
         asked.elapsed().as_millis()
     );
+    // What the node is doing shows in `slapos node status`.
+    let status = Command::new(slapos_bin())
+        .args(["node", "status", "--cfg", cfg])
+        .output()
+        .expect("slapos node status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("master: long poll on https://"), "{status}");
 }
 
 /// No process of the cluster had to be killed when `slapos up` stopped.
