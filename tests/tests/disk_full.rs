@@ -164,7 +164,13 @@ async fn a_replica_whose_disk_fills_stops_and_comes_back() {
 
     // Space freed: it comes back on its own and has every acknowledged write.
     resize_tmpfs(&data, "512m");
-    let status = cluster.wait_applied(3, last).await;
+    // Catching up means megabytes of large entries: more than the usual wait on a busy
+    // machine.
+    let status = cluster
+        .harness()
+        .wait_applied(3, last, Duration::from_secs(180))
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("replica 3 did not catch up: {e}")));
     assert!(!status.state.starts_with("stopped"), "{}", status.state);
     let (entries, _) = cluster.wait_local_state(3, last).await;
     let state = State::from_entries(entries.into_iter()).expect("replica 3's state");
