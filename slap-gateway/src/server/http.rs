@@ -161,6 +161,9 @@ async fn node_view(
             }
         };
         // Unchanged since the version the client holds (which it keeps: never older).
+        // The state read is not kept while waiting: a held request costs its
+        // connection, not a copy of its computer (50,000 of them wait on one gateway).
+        drop(view);
         let wake = match (held.as_mut(), deadline) {
             (Some(held), Some(deadline)) => {
                 if holding.is_none() {
