@@ -13,9 +13,13 @@
 //!   partitions, and instances requested at once until their services run.
 //! - [`limits`] (`slapos bench limits`): usage accuracy from the partitions' cgroups,
 //!   and a replica's write latency next to a noisy partition with and without limits.
+//! - [`fleet`] (`slapos bench fleet`): simulated nodes holding long polls (and some
+//!   polling plainly) against the replica group's gateways while a writer changes their
+//!   instances: held connections, CPU and memory, poll latency, write-to-answer time.
 
 #![forbid(unsafe_code)]
 
+pub mod fleet;
 pub mod limits;
 pub mod node;
 pub mod raft;
