@@ -154,6 +154,9 @@ pub struct FleetBenchReport {
     pub conditional_plain_polls: bool,
     pub limits: HostLimits,
     pub setup_seconds: f64,
+    /// From the end of the setup until the replicas and gateways used less than a tenth
+    /// of a core together (snapshots and compactions of what it wrote), 120 s at most.
+    pub settle_seconds: f64,
     pub computers_per_sec: f64,
     /// From the first connection to every long poll held.
     pub ramp_seconds: f64,
@@ -804,6 +807,23 @@ pub async fn run_fleet_bench(
         name: "bench (the simulated nodes)".into(),
         pid: std::process::id(),
     });
+    // the group settles first (snapshots of what the setup wrote, compactions)
+    progress("waiting for the replicas and gateways to go idle");
+    let settle = Instant::now();
+    let servers = &watched[..watched.len() - 1];
+    loop {
+        let a = CpuMark::take(servers);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let busy: f64 = a
+            .percent_until(&CpuMark::take(servers))
+            .into_iter()
+            .flatten()
+            .sum();
+        if busy < 10.0 || settle.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+    }
+    let settle_seconds = settle.elapsed().as_secs_f64();
     let idle_rss: Vec<Option<f64>> = watched
         .iter()
         .map(|w| host::memory_mib(w.pid).map(|m| m.0))
@@ -1018,6 +1038,7 @@ pub async fn run_fleet_bench(
         conditional_plain_polls: opts.conditional,
         limits,
         setup_seconds,
+        settle_seconds,
         computers_per_sec: n as f64 / setup_seconds_format.max(1e-3),
         ramp_seconds,
         held_after_ramp,
@@ -1079,9 +1100,10 @@ impl FleetBenchReport {
             }
         );
         out += &format!(
-            "  setup {:.1} s ({:.0} computers formatted/s); ramp-up {:.1} s: {} of {} long polls held; full answer {} bytes\n",
+            "  setup {:.1} s ({:.0} computers formatted/s), settled in {:.1} s; ramp-up {:.1} s: {} of {} long polls held; full answer {} bytes\n",
             self.setup_seconds,
             self.computers_per_sec,
+            self.settle_seconds,
             self.ramp_seconds,
             self.held_after_ramp,
             self.long_poll_nodes,
