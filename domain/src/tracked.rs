@@ -122,6 +122,19 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
             .collect()
     }
 
+    /// Keys written since the last [`Tracked::take_dirty`], without taking them.
+    pub fn dirty_keys(&self) -> impl Iterator<Item = &K> {
+        self.dirty.iter()
+    }
+
+    /// Marks a key written although its value did not change (something derived from
+    /// it, shown by views, did): it is persisted again and counts as changed.
+    pub fn mark_unchanged(&mut self, key: &K) {
+        if self.map.contains_key(key) {
+            self.mark(key);
+        }
+    }
+
     /// Insert while loading from storage: nothing to write back.
     pub fn load(&mut self, key: K, value: V) {
         self.map.insert(key, value);

@@ -7,6 +7,7 @@ use super::ids::InstanceId;
 use super::records::{Computer, Instance, Partition, Placement, SoftwareInstallation};
 use super::state::State;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// One computer as its node sees it.
 #[derive(Debug, Clone)]
@@ -259,5 +260,34 @@ impl State {
                 },
             })
             .collect())
+    }
+}
+
+impl State {
+    /// The computers whose `getFullComputerInformation` answer the changes not yet taken
+    /// by [`State::take_changes`] may have changed: written computers (and partitions a
+    /// format dropped), software installations, and instances where they are shown (a
+    /// regular instance on its partition's computer, a shared one on its host's). A
+    /// superset is harmless (a woken poll finds the same view); a computer missing here
+    /// would leave a node waiting, so every entity a computer view reads is mapped.
+    /// An instance removed from the state left its partition (freed: the computer is
+    /// written) or its host (whose list of hosted instances changed: the host is written).
+    pub fn touched_computers(&self) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self.computers.dirty_keys().cloned().collect();
+        out.extend(self.dropped_partitions.0.iter().map(|(c, _)| c.clone()));
+        out.extend(self.software.dirty_keys().map(|(c, _)| c.clone()));
+        for id in self.instances.dirty_keys() {
+            let Some(inst) = self.instances.get(id) else {
+                continue;
+            };
+            let shown_on = match &inst.placement {
+                Placement::Hosted { host } => self.instances.get(host).map(|h| &h.placement),
+                other => Some(other),
+            };
+            if let Some(Placement::Partition { computer, .. }) = shown_on {
+                out.insert(computer.clone());
+            }
+        }
+        out
     }
 }

@@ -972,3 +972,66 @@ fn a_computer_written_with_allocation_open_reads_back_as_a_scope() {
         assert!(!c.legacy_partition_keys);
     }
 }
+
+// ----- which node views a command changed -------------------------------------------------
+
+#[test]
+fn the_computers_whose_views_changed_are_named() {
+    let mut h = Harness::new();
+    h.format("COMP-1", 2);
+    h.format("COMP-2", 2);
+    let _ = h.state.take_changes().unwrap();
+    let root = h.request(person(), "root");
+    let (c1, p1) = h.partition_of(root);
+    assert!(
+        h.state.touched_computers().iter().eq([&c1]),
+        "{:?}",
+        h.state.touched_computers()
+    );
+    let _ = h.state.take_changes().unwrap();
+    let other = if c1 == "COMP-1" { "COMP-2" } else { "COMP-1" };
+    let child = match h.ok(with_sla(
+        request_op(h.as_requester(root), "child"),
+        "computer_guid",
+        other,
+    )) {
+        Reply::Instance { id, .. } => id,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(h.partition_of(child).0, other);
+    let _ = h.state.take_changes().unwrap();
+    // The child publishes: its own computer, and its requester's (reprocessed).
+    let (c2, p2) = h.partition_of(child);
+    h.ok(Op::SetConnection {
+        computer: c2.clone(),
+        partition: p2,
+        shared: None,
+        connection: connection(&[("url", "http://x")]),
+    });
+    let touched = h.state.touched_computers();
+    assert!(
+        touched.contains(&c2) && touched.contains(&c1),
+        "{touched:?}"
+    );
+    let _ = h.state.take_changes().unwrap();
+    // Renaming the root changes the title every member's view shows, wherever it runs.
+    h.ok(Op::Rename {
+        computer: c1.clone(),
+        partition: p1,
+        shared: None,
+        new_name: "renamed".into(),
+    });
+    let touched = h.state.touched_computers();
+    assert!(touched.contains(&c2), "the child's computer: {touched:?}");
+    let _ = h.state.take_changes().unwrap();
+    // A software report touches its computer only.
+    h.ok(Op::ReportSoftware {
+        computer: c2.clone(),
+        url: SR.into(),
+        report: SoftwareReport::Available,
+    });
+    assert_eq!(
+        h.state.touched_computers().into_iter().collect::<Vec<_>>(),
+        [c2]
+    );
+}

@@ -267,6 +267,26 @@ proptest! {
     }
 
     #[test]
+    fn every_computer_whose_view_changed_is_named(cmds in commands()) {
+        // What wakes nodes' long polls: a computer missing here would leave its node
+        // waiting for a change it was never told about.
+        let view = |s: &State, c: &str| format!("{:?}", s.computer_view(c).ok());
+        let mut s = State::new();
+        for cmd in &cmds {
+            let before: Vec<String> = COMPUTERS.iter().map(|c| view(&s, c)).collect();
+            let _ = s.apply(cmd);
+            let touched = s.touched_computers();
+            let _ = s.take_changes().unwrap();
+            prop_assert!(s.touched_computers().is_empty(), "nothing is named once the changes are taken");
+            for (c, before) in COMPUTERS.iter().zip(before) {
+                if view(&s, c) != before {
+                    prop_assert!(touched.contains(*c), "{} changed by {} but not named ({:?})", c, cmd.op.name(), touched);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn refusals_and_retries_change_nothing(cmds in commands()) {
         let mut s = State::new();
         let mut seen = std::collections::BTreeSet::new();

@@ -11,7 +11,7 @@ use slapos_proto::rpc::master::{
     read_response, submit_response, AddReplicaRequest, AuthorityRequest, CertificatePair,
     Consistency, IssueRequest, IssueResponse, MembershipResponse, PartitionCertificateRequest,
     PartitionCertificateResponse, ReadRequest, ReadResponse, RemoveReplicaRequest, StatusRequest,
-    StatusResponse, SubmitRequest, SubmitResponse,
+    StatusResponse, SubmitRequest, SubmitResponse, ViewsChanged, WatchViewsRequest,
 };
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -89,6 +89,15 @@ pub struct Submitted {
     pub outcome: Outcome,
     pub log_index: u64,
     pub shown: Vec<Entry>,
+}
+
+/// What a local read answered: the entities, the index the replica had applied, and
+/// for a query of one computer the version of its node view (0 otherwise).
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub entries: Vec<Entry>,
+    pub applied_index: u64,
+    pub view_version: u64,
 }
 
 /// A client of the master API over a list of replica addresses. Clones share the
@@ -360,11 +369,20 @@ impl MasterClient {
     }
 
     fn was_read(r: ReadResponse) -> Attempt<(Vec<Entry>, u64)> {
+        match Self::was_read_versioned(r) {
+            Attempt::Done(v) => Attempt::Done((v.entries, v.applied_index)),
+            Attempt::Leader(a) => Attempt::Leader(a),
+            Attempt::Retry(w) => Attempt::Retry(w),
+        }
+    }
+
+    fn was_read_versioned(r: ReadResponse) -> Attempt<Read> {
         match r.result {
-            Some(read_response::Result::Entries(e)) => Attempt::Done((
-                e.entries.into_iter().map(|e| (e.key, e.value)).collect(),
-                r.applied_index,
-            )),
+            Some(read_response::Result::Entries(e)) => Attempt::Done(Read {
+                entries: e.entries.into_iter().map(|e| (e.key, e.value)).collect(),
+                applied_index: r.applied_index,
+                view_version: r.view_version,
+            }),
             Some(read_response::Result::NotLeader(h)) => Attempt::Leader(h.api_addr),
             Some(read_response::Result::Unavailable(why)) => Attempt::Retry(why),
             None => Attempt::Retry("empty answer".into()),
@@ -485,6 +503,59 @@ impl MasterClient {
                 return Ok(t);
             }
         }
+    }
+
+    /// As [`MasterClient::read_at_least`], with the version of the node view when the
+    /// query is one computer's (see `ReadResponse.view_version`).
+    pub async fn read_versioned(
+        &mut self,
+        query: &Query,
+        max_staleness_ms: u64,
+        min_applied_index: u64,
+    ) -> Result<Read, ClientError> {
+        let req = ReadRequest {
+            consistency: Consistency::Local as i32,
+            max_staleness_ms,
+            query: Self::encode(query)?,
+            min_applied_index,
+        };
+        let mut retry = Retry::new();
+        loop {
+            let addr = self.pick()?;
+            let attempt = self
+                .read_at(&addr, req.clone())
+                .await
+                .map(Self::was_read_versioned);
+            if let Some(t) = self.settle(&mut retry, addr, attempt).await? {
+                return Ok(t);
+            }
+        }
+    }
+
+    /// Opens `WatchViews` on the current replica (no retries: the caller reopens, from
+    /// the last index it was told, when the stream ends). The call has no deadline.
+    pub async fn watch_views(
+        &mut self,
+        after_index: u64,
+    ) -> Result<(String, tonic::Streaming<ViewsChanged>), ClientError> {
+        let addr = self.pick()?;
+        let mut c = self.grpc(&addr)?;
+        let mut r = tonic::Request::new(WatchViewsRequest { after_index });
+        if self.forwarded {
+            r.metadata_mut()
+                .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        }
+        let stream = c
+            .watch_views(r)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Self::transport(&addr, s))?;
+        Ok((addr, stream))
+    }
+
+    /// Moves on to the next configured replica (after its stream broke, say).
+    pub fn next_replica(&mut self) {
+        self.current = (self.current + 1) % self.addrs.len().max(1);
     }
 
     /// The status of the replica at `addr` (no retries elsewhere: it is that replica's).

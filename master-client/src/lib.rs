@@ -11,7 +11,7 @@ pub mod channel;
 mod client;
 pub mod tls;
 
-pub use client::{ClientError, Denial, MasterClient, Submitted};
+pub use client::{ClientError, Denial, MasterClient, Read, Submitted};
 
 /// Metadata header marking a call already forwarded by a follower (forward at most once).
 pub const FORWARDED: &str = "x-slapos-forwarded";

@@ -56,6 +56,13 @@ pub trait StateMachine: Sized + Send + Sync + 'static {
     /// written by every new leader, and membership entries). Nobody waits on it in
     /// practice, but openraft wants one response per applied entry.
     fn blank_response() -> Self::Response;
+    /// Called under the write lock after the entries of one `apply` batch, with the
+    /// index of the last of them, before readers can see it: a machine that keeps
+    /// per-index bookkeeping (which views the batch changed) records it here.
+    fn applied_through(&mut self, _index: u64) {}
+    /// Called once a machine was loaded (at start-up, or from an installed snapshot)
+    /// with the index it reflects (0: nothing applied).
+    fn loaded_at(&mut self, _index: u64) {}
 }
 
 /// The persisted key/value changes made by the commands of one `apply` call, in order.

@@ -313,7 +313,9 @@ where
             if let Some(e) = db_err {
                 return Err(e.into());
             }
-            loaded.map_err(StoreError::Load)?
+            let mut machine = loaded.map_err(StoreError::Load)?;
+            machine.loaded_at(last_applied.map_or(0, |l| l.index));
+            machine
         };
 
         let (applied_tx, applied_rx) = watch::channel(last_applied);
@@ -407,9 +409,10 @@ where
                 .into());
             }
         }
-        let new_machine =
+        let mut new_machine =
             SM::load(&mut decoded.pairs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())))
                 .map_err(SnapshotError::Load)?;
+        new_machine.loaded_at(decoded.meta.last_log_id.map_or(0, |l| l.index));
         let meta = decoded.meta.clone();
 
         let missing =
@@ -515,6 +518,7 @@ where
         let Some(last) = last else {
             return Ok(responses);
         };
+        machine.applied_through(last.index);
 
         // One batch: the machine's changes, the last applied log id, the membership.
         let sm_cf = cf(&self.db, CF_SM)?;

@@ -22,6 +22,8 @@ pub struct Metrics {
     forwarded: AtomicU64,
     reads_linearizable: AtomicU64,
     reads_local: AtomicU64,
+    /// Gateways' `WatchViews` streams open now.
+    view_watchers: std::sync::atomic::AtomicI64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -60,6 +62,11 @@ impl Metrics {
 
     pub fn forwarded(&self) {
         self.forwarded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A `WatchViews` stream opened (+1) or closed (-1).
+    pub fn view_watchers(&self, delta: i64) {
+        self.view_watchers.fetch_add(delta, Ordering::Relaxed);
     }
 
     pub fn read(&self, linearizable: bool) {
@@ -110,6 +117,12 @@ impl Metrics {
             "Id of this replica.",
             "gauge",
             m.id.to_string(),
+        );
+        gauge(
+            "slapos_master_view_watchers",
+            "Gateways' streams of changed node views (WatchViews) open now.",
+            "gauge",
+            self.view_watchers.load(Ordering::Relaxed).to_string(),
         );
         gauge(
             "slapos_master_term",

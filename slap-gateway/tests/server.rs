@@ -1038,3 +1038,244 @@ async fn https_gateway_process() -> Result<()> {
     );
     Ok(())
 }
+
+// ----- long polls of node views (issue 21) ------------------------------------------------
+
+impl Client {
+    /// `getFullComputerInformation` with extra request headers.
+    async fn view(&self, computer: &str, headers: &[(&str, &str)]) -> Result<Answer> {
+        let mut builder = self.builder(
+            Method::GET,
+            &format!(
+                "getFullComputerInformation?{}",
+                urlencode(&[("computer_id", computer.to_string())])
+            ),
+        );
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        self.send(builder.body(Body::empty())?).await
+    }
+}
+
+fn etag_of(a: &Answer) -> Result<u64> {
+    let tag = a
+        .headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| anyhow!("no ETag in {a:?}"))?;
+    tag.trim_matches('"')
+        .parse()
+        .map_err(|e| anyhow!("ETag {tag}: {e}"))
+}
+
+/// A request placed on `computer` (SLA `computer_guid`).
+fn request_on(
+    title: &str,
+    computer: &str,
+    parameters: &[(&str, &str)],
+) -> Vec<(&'static str, String)> {
+    let mut fields = request_fields(title, parameters);
+    for f in fields.iter_mut() {
+        if f.0 == "filter_xml" {
+            f.1 = m(&Value::str_dict([("computer_guid", computer)]));
+        }
+    }
+    fields
+}
+
+async fn wait_held(gateway: &Gateway, n: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gateway.metrics().held_polls() != n {
+        ensure!(
+            Instant::now() < deadline,
+            "{} long polls held, expected {n}",
+            gateway.metrics().held_polls()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The protocol of long polls over a three-replica group and two gateways reading
+/// different replicas: 304 on an unchanged view, a held request woken by a change of its
+/// computer and by nothing else, the cap on the wait, a version from another replica's
+/// future, and held requests answered when their gateway shuts down. Timings are
+/// printed, not asserted (`slapos bench fleet` measures them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_of_node_views() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let masters = cluster(dir.path(), 3).await?;
+    let gw_a = Gateway::start(&GatewayConfig::insecure("127.0.0.1:0", masters.api_addrs())).await?;
+    let mut reversed = masters.api_addrs();
+    reversed.reverse();
+    let gw_b = Gateway::start(&GatewayConfig::insecure("127.0.0.1:0", reversed)).await?;
+    let (a, b) = (Client::plain(&gw_a), Client::plain(&gw_b));
+    for c in ["COMP-X", "COMP-Y"] {
+        let r = a
+            .call(
+                Endpoint::LoadComputerConfigurationFromXml,
+                &[("xml", m(&computer_dict(c, 2)))],
+                None,
+            )
+            .await?;
+        ensure!(r.status == 200, "format {c}: {r:?}");
+        let r = a
+            .call(
+                Endpoint::SupplySupply,
+                &[
+                    ("computer_id", c.to_string()),
+                    ("url", SR.into()),
+                    ("state", "available".into()),
+                ],
+                None,
+            )
+            .await?;
+        ensure!(r.status == 200, "supply {c}: {r:?}");
+    }
+    let r = a
+        .call(
+            Endpoint::RequestComputerPartition,
+            &request_on("root", "COMP-X", &[("color", "blue")]),
+            None,
+        )
+        .await?;
+    ensure!(r.status == 200, "request: {r:?}");
+
+    // A plain read carries the version; the same view asked with it is not modified.
+    let first = a.view("COMP-X", &[]).await?;
+    ensure!(first.status == 200, "{first:?}");
+    let e1 = etag_of(&first)?;
+    let tag = format!("\"{e1}\"");
+    let r = a.view("COMP-X", &[("if-none-match", &tag)]).await?;
+    assert_eq!((r.status, r.body.as_str()), (304, ""), "unchanged view");
+    assert_eq!(etag_of(&r)?, e1);
+    // An entity tag that is not ours, or an older one: the view, as without the header.
+    for other in ["\"abc\"", "*", "\"1\""] {
+        let r = a.view("COMP-X", &[("if-none-match", other)]).await?;
+        assert_eq!(r.status, 200, "If-None-Match: {other}");
+        assert_eq!(
+            r.body, first.body,
+            "the same body for If-None-Match: {other}"
+        );
+    }
+
+    // Held on COMP-X; a change of COMP-Y does not wake it, a change of COMP-X answers it.
+    let held = {
+        let (a, tag) = (a.clone(), tag.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = a
+                .view(
+                    "COMP-X",
+                    &[("if-none-match", tag.as_str()), ("prefer", "wait=100000")],
+                )
+                .await;
+            (r, started.elapsed())
+        })
+    };
+    wait_held(&gw_a, 1).await?;
+    let wakeups = gw_a.metrics().poll_wakeups();
+    let r = a
+        .call(
+            Endpoint::RequestComputerPartition,
+            &request_on("elsewhere", "COMP-Y", &[]),
+            None,
+        )
+        .await?;
+    ensure!(r.status == 200, "request on COMP-Y: {r:?}");
+    // The stream has told the gateway about COMP-Y once its view moved past e1.
+    let y = a.view("COMP-Y", &[]).await?;
+    let y_version = etag_of(&y)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw_a.app_views_followed() < y_version {
+        ensure!(
+            Instant::now() < deadline,
+            "the gateway never heard of index {y_version}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        gw_a.metrics().poll_wakeups(),
+        wakeups,
+        "a change of COMP-Y woke a poll held on COMP-X"
+    );
+    assert!(!held.is_finished(), "the poll held on COMP-X was answered");
+    let changed_at = Instant::now();
+    let r = a
+        .call(
+            Endpoint::RequestComputerPartition,
+            &request_on("root", "COMP-X", &[("color", "green")]),
+            None,
+        )
+        .await?;
+    ensure!(r.status == 200, "re-request: {r:?}");
+    let (answer, waited) = held.await?;
+    let answer = answer?;
+    println!(
+        "held poll answered {} ms after the write was sent ({} ms held)",
+        changed_at.elapsed().as_millis(),
+        waited.as_millis()
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(
+        answer.body.contains("green"),
+        "the new parameters: {answer:?}"
+    );
+    let e2 = etag_of(&answer)?;
+    assert!(e2 > e1, "version {e2} after {e1}");
+    assert_eq!(
+        answer
+            .headers
+            .get("preference-applied")
+            .and_then(|v| v.to_str().ok()),
+        Some("wait=300"),
+        "the wait is capped at 300 s"
+    );
+
+    // A version seen through one gateway is never answered with an older view through
+    // the other, which reads another replica: it waits for that replica to catch up.
+    let r = a
+        .call(
+            Endpoint::RequestComputerPartition,
+            &request_on("root", "COMP-X", &[("color", "red")]),
+            None,
+        )
+        .await?;
+    ensure!(r.status == 200, "{r:?}");
+    let seen = a.view("COMP-X", &[]).await?;
+    let e3 = etag_of(&seen)?;
+    let tag3 = format!("\"{e3}\"");
+    let r = b.view("COMP-X", &[("if-none-match", &tag3)]).await?;
+    assert_eq!(r.status, 304, "the other gateway, same view: {r:?}");
+    // A version from no replica's past (not one this group gave): the view as of now.
+    let r = b
+        .view("COMP-X", &[("if-none-match", "\"999999999999\"")])
+        .await?;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("red"), "{r:?}");
+
+    // A short wait that nothing changes ends in 304, with the version the client holds.
+    let r = b
+        .view("COMP-X", &[("if-none-match", &tag3), ("prefer", "wait=1")])
+        .await?;
+    assert_eq!((r.status, etag_of(&r)?), (304, e3));
+
+    // Held requests are answered, not cut, when their gateway shuts down.
+    let held = {
+        let (b, tag3) = (b.clone(), tag3.clone());
+        tokio::spawn(async move {
+            b.view(
+                "COMP-X",
+                &[("if-none-match", tag3.as_str()), ("prefer", "wait=60")],
+            )
+            .await
+        })
+    };
+    wait_held(&gw_b, 1).await?;
+    gw_b.shutdown().await;
+    let r = held.await??;
+    assert_eq!(r.status, 304, "at shutdown: {r:?}");
+    gw_a.shutdown().await;
+    Ok(())
+}

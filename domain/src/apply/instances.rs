@@ -317,6 +317,18 @@ impl State {
         if let Some(inst) = self.instances.get_mut(&id) {
             inst.title = new_name.to_string();
         }
+        // Every member's view shows its root's title (`root_instance_title`), on whatever
+        // computer it runs: those views changed too.
+        if root == id {
+            let members: Vec<InstanceId> = self
+                .trees
+                .get(&root)
+                .map(|t| t.iter().copied().filter(|m| *m != id).collect())
+                .unwrap_or_default();
+            for m in members {
+                self.instances.mark_unchanged(&m);
+            }
+        }
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use openraft::ServerState;
 use slapos_domain::{Command, Op, Query};
 use slapos_proto::rpc::master::{
     read_response, submit_response, Consistency, Member, ReadRequest, ReadResponse, StatusRequest,
-    StatusResponse, SubmitRequest, SubmitResponse,
+    StatusResponse, SubmitRequest, SubmitResponse, ViewsChanged, WatchViewsRequest,
 };
 use std::collections::BTreeSet;
 use tonic::{Request, Response, Status};
@@ -114,6 +114,7 @@ impl MasterService {
                                 )),
                             }),
                             applied_index: 0,
+                            view_version: 0,
                         }))
                     }
                 }
@@ -170,9 +171,69 @@ impl MasterService {
                 Ok(Response::new(ReadResponse {
                     result: Some(read_response::Result::Unavailable(why)),
                     applied_index: applied,
+                    view_version: 0,
                 }))
             }
         }
+    }
+
+    /// The stream behind `WatchViews`: one task per watcher, woken by every applied
+    /// batch, telling what changed since the last message (a slow watcher gets the
+    /// changes of several batches in one message: nothing queues up here).
+    pub(super) fn watch_views_rpc(
+        &self,
+        request: Request<WatchViewsRequest>,
+    ) -> tokio::sync::mpsc::Receiver<Result<ViewsChanged, Status>> {
+        let after = request.into_inner().after_index;
+        let state = self.state.clone();
+        let mut applied = state.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        self.metrics.view_watchers(1);
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            // None: tell the watcher where we are first.
+            let mut last = (after != 0).then_some(after);
+            loop {
+                applied.borrow_and_update();
+                let message = state.read(|m, applied| {
+                    let applied = applied.map_or(0, |l| l.index);
+                    match last {
+                        None => ViewsChanged {
+                            index: applied,
+                            computers: Vec::new(),
+                            reset: false,
+                        },
+                        Some(after) => match m.views().changed_since(after, applied) {
+                            crate::sm::Changed::Computers { index, computers } => ViewsChanged {
+                                index,
+                                computers,
+                                reset: false,
+                            },
+                            crate::sm::Changed::Reset { index } => ViewsChanged {
+                                index,
+                                computers: Vec::new(),
+                                reset: true,
+                            },
+                        },
+                    }
+                });
+                let send = last.is_none() || message.reset || !message.computers.is_empty();
+                // A replica behind the watcher's index (it came from another replica)
+                // says nothing until it passes it.
+                if last.is_none_or(|l| message.index >= l) {
+                    last = Some(message.index);
+                    if send && tx.send(Ok(message)).await.is_err() {
+                        break;
+                    }
+                }
+                tokio::select! {
+                    changed = applied.changed() => if changed.is_err() { break },
+                    _ = tx.closed() => break,
+                }
+            }
+            metrics.view_watchers(-1);
+        });
+        rx
     }
 
     pub(super) async fn status_rpc(

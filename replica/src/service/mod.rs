@@ -114,6 +114,16 @@ impl MasterService {
         let read = |state: &crate::sm::Machine, applied: Option<openraft::LogId<u64>>| {
             (state.query_entries(query), applied.map_or(0, |l| l.index))
         };
+        // Read before the entries, never after: a change in between makes the answer
+        // newer than its version (the node is answered once more), never older.
+        let view_version = match query {
+            Query::Computer { computer } => self.state.read(|s, applied| {
+                s.views()
+                    .version(computer)
+                    .min(applied.map_or(0, |l| l.index))
+            }),
+            _ => 0,
+        };
         // Usage lives on disk only: a ledger read adds the period's usage, read from a
         // RocksDB snapshot taken with the memory read (same applied index).
         let (entries, applied) = match slapos_domain::usage_disk_range(query) {
@@ -144,6 +154,7 @@ impl MasterService {
                     .collect(),
             })),
             applied_index: applied,
+            view_version,
         })
     }
 
@@ -270,6 +281,19 @@ impl Master for MasterService {
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
         self.read_rpc(request).await
+    }
+
+    type WatchViewsStream = tokio_stream::wrappers::ReceiverStream<
+        Result<slapos_proto::rpc::master::ViewsChanged, Status>,
+    >;
+
+    async fn watch_views(
+        &self,
+        request: Request<slapos_proto::rpc::master::WatchViewsRequest>,
+    ) -> Result<Response<Self::WatchViewsStream>, Status> {
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            self.watch_views_rpc(request),
+        )))
     }
 
     async fn status(

@@ -26,6 +26,8 @@ pub struct App {
     /// The group's gateways, sent to every caller in `X-Slapos-Gateways` (node agents
     /// learn them); empty until known, or when no member names a gateway.
     pub gateways: GatewayList,
+    /// Long polls of node views held now, and what wakes them.
+    pub views: super::views::Views,
 }
 
 /// The `X-Slapos-Gateways` value: the group's gateway URLs, space-separated.

@@ -17,6 +17,7 @@ use tracing::field::Empty;
 use tracing::Instrument;
 
 use super::app::{App, GATEWAYS_HEADER};
+use super::views;
 use crate::jsonrpc;
 use crate::slap::forms::{self, SlapCall};
 use crate::slap::{render, Endpoint, Method, SlapResponse};
@@ -84,11 +85,108 @@ fn respond(r: SlapResponse) -> Response {
     let mut response = Response::new(Body::from(r.body));
     *response.status_mut() =
         StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(r.content_type),
-    );
+    if r.status != 304 {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(r.content_type),
+        );
+    }
     response
+}
+
+/// The headers a node view's answer adds: its `ETag`, and `Preference-Applied` when
+/// the request was held as `Prefer: wait=N` asked.
+#[derive(Debug, Default)]
+struct ViewHeaders {
+    etag: Option<String>,
+    waited: Option<Duration>,
+}
+
+impl ViewHeaders {
+    fn apply(&self, response: &mut Response) {
+        if let Some(v) = self
+            .etag
+            .as_deref()
+            .and_then(|e| HeaderValue::from_str(e).ok())
+        {
+            response.headers_mut().insert(header::ETAG, v);
+        }
+        if let Some(w) = self.waited {
+            if let Ok(v) = HeaderValue::from_str(&format!("wait={}", w.as_secs())) {
+                response.headers_mut().insert("preference-applied", v);
+            }
+        }
+    }
+}
+
+/// `getFullComputerInformation`: the view, with its version as `ETag`. With
+/// `If-None-Match` of the current version: 304; with `Prefer: wait=N` as well, held until
+/// the view changes (200) or the wait ends (304). See `views.rs`.
+async fn node_view(
+    app: &App,
+    query: &forms::Query,
+    computer: &str,
+    headers: &axum::http::HeaderMap,
+    extra: &mut ViewHeaders,
+) -> SlapResponse {
+    let conditions = views::Conditions::of(headers);
+    let (mut held, deadline) = match (conditions.have, conditions.wait) {
+        // Registered before the first read: a change applied after it wakes us.
+        (Some(_), Some(wait)) => (
+            Some(app.views.hold(computer)),
+            Some(tokio::time::Instant::now() + views::with_jitter(wait)),
+        ),
+        _ => (None, None),
+    };
+    let mut at_least = conditions.have.unwrap_or(0);
+    let mut holding = None;
+    loop {
+        let view = match app.masters.read_view(computer, at_least).await {
+            Ok(v) => v,
+            Err(e) => return SlapResponse::text(e.status(), e.to_string()),
+        };
+        let known = view.state.computer(computer).is_ok();
+        let have = match conditions.have {
+            // Not reached: a version no replica has (not one this group gave).
+            Some(have) if view.version <= have && known && view.reached => have,
+            _ => {
+                if holding.is_some() {
+                    app.metrics.poll_woken();
+                }
+                let answer = render::query(&app.ctx, &view.state, query);
+                if answer.status == 200 {
+                    extra.etag = Some(views::etag(view.version));
+                }
+                return answer;
+            }
+        };
+        // Unchanged since the version the client holds (which it keeps: never older).
+        let wake = match (held.as_mut(), deadline) {
+            (Some(held), Some(deadline)) => {
+                if holding.is_none() {
+                    holding = Some(app.metrics.hold());
+                    extra.waited = conditions.wait;
+                }
+                held.wait(deadline).await
+            }
+            _ => views::Wake::Timeout,
+        };
+        match wake {
+            views::Wake::Changed(index) => {
+                app.metrics.poll_wakeup();
+                at_least = at_least.max(index);
+            }
+            views::Wake::Timeout | views::Wake::Closing => {
+                app.metrics.not_modified();
+                extra.etag = Some(views::etag(have));
+                return SlapResponse {
+                    status: 304,
+                    content_type: crate::slap::CONTENT_TYPE_TEXT,
+                    body: Vec::new(),
+                };
+            }
+        }
+    }
 }
 
 impl App {
@@ -208,6 +306,7 @@ async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
         status = Empty,
     );
     let jsonrpc = app.jsonrpc_name(request.uri().path());
+    let mut extra = ViewHeaders::default();
     let registration = request
         .uri()
         .path()
@@ -244,14 +343,20 @@ async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
             ),
         ),
         Some(endpoint) => {
-            handle(app.clone(), endpoint, request)
+            handle(app.clone(), endpoint, request, &mut extra)
                 .instrument(span.clone())
                 .await
         }
     };
     let status = answer.status;
     let elapsed = started.elapsed();
-    app.metrics.request(endpoint, status, elapsed);
+    // A held long poll's time is its wait, not the gateway's: it would drown the
+    // latency of the method in the histogram.
+    if extra.waited.is_some() {
+        app.metrics.request_held(endpoint, status);
+    } else {
+        app.metrics.request(endpoint, status, elapsed);
+    }
     span.record("status", status);
     span.in_scope(|| {
         if status >= 500 {
@@ -266,6 +371,7 @@ async fn slap(State(app): State<Arc<App>>, request: Request) -> Response {
         _ => "GET",
     });
     let mut response = respond(answer);
+    extra.apply(&mut response);
     if let Some(gateways) = app.gateways.get() {
         response.headers_mut().insert(GATEWAYS_HEADER, gateways);
     }
@@ -344,7 +450,12 @@ fn context_for<'a>(
     }
 }
 
-async fn handle(app: Arc<App>, endpoint: Endpoint, request: Request) -> SlapResponse {
+async fn handle(
+    app: Arc<App>,
+    endpoint: Endpoint,
+    request: Request,
+    extra: &mut ViewHeaders,
+) -> SlapResponse {
     let (parts, body) = request.into_parts();
     let expected = match endpoint.method() {
         Method::Get => HttpMethod::GET,
@@ -456,6 +567,12 @@ async fn handle(app: Arc<App>, endpoint: Endpoint, request: Request) -> SlapResp
                 Ok((cert, key)) => render::certificate_pair(&cert, &key),
                 Err(e) => SlapResponse::text(e.status(), e.to_string()),
             }
+        }
+        SlapCall::Query(crate::slap::forms::Query::Computer { computer }) => {
+            let query = crate::slap::forms::Query::Computer {
+                computer: computer.clone(),
+            };
+            node_view(&app, &query, &computer, &parts.headers, extra).await
         }
         SlapCall::Query(query) => match app.masters.read(&query).await {
             Ok(state) => render::query(&app.ctx, &state, &query),

@@ -126,6 +126,19 @@ pub struct Security {
     pub admins: Vec<String>,
 }
 
+/// How long a read of a node view waits for a replica to reach the version its client
+/// holds before reading as of now.
+pub const CATCH_UP: Duration = Duration::from_secs(2);
+
+/// A computer's node view as read: the state to render it from and its version.
+pub struct View {
+    pub version: u64,
+    pub state: State,
+    /// Read from a replica that applied the index asked for (false: read as of now,
+    /// no replica reached it in time).
+    pub reached: bool,
+}
+
 /// What a write came to: its outcome and the state the answer is rendered from.
 pub struct Written {
     pub request_id: RequestId,
@@ -413,6 +426,61 @@ impl Masters {
             .filter(|m| m.role == "voter" && !m.gateway_url.is_empty())
             .map(|m| m.gateway_url)
             .collect())
+    }
+
+    /// A client of the replicas for following their `WatchViews` stream: the reader's
+    /// addresses, nearest first.
+    pub fn view_client(&self) -> MasterClient {
+        self.reader
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// A computer's node view and its version, from a replica that applied at least
+    /// `at_least` (the version a client holds, the index that woke a held request) and
+    /// this gateway's last write. A replica behind `at_least` waits or relays to the
+    /// leader; if none reaches it within [`CATCH_UP`] (an entity tag this group never
+    /// gave, say) the view is read as of now.
+    pub async fn read_view(&self, computer: &str, at_least: u64) -> Result<View, MasterError> {
+        let query = MasterQuery::Computer {
+            computer: computer.to_owned(),
+        };
+        let own = self.last_write.load(Ordering::Acquire);
+        let read = |min: u64| {
+            let query = query.clone();
+            async move {
+                self.metrics.master_read(false);
+                let mut client = Self::client(&self.reader)?;
+                let r = client.read_versioned(&query, self.staleness_ms, min).await;
+                Self::put_back(&self.reader, client);
+                r.map_err(|e| {
+                    self.metrics.master_error();
+                    from_client(e)
+                })
+            }
+        };
+        let (read, reached) = if at_least > own {
+            match tokio::time::timeout(CATCH_UP, read(at_least)).await {
+                Ok(Ok(r)) => (r, true),
+                Ok(Err(e)) if !matches!(e, MasterError::Unavailable(_)) => return Err(e),
+                _ => {
+                    tracing::debug!(
+                        computer,
+                        at_least,
+                        "no replica reached the version asked about: reading as of now"
+                    );
+                    (read(own).await?, false)
+                }
+            }
+        } else {
+            (read(own).await?, true)
+        };
+        Ok(View {
+            version: read.view_version,
+            state: Self::state(read.entries)?,
+            reached,
+        })
     }
 
     /// Who owns a computer (None: unknown computer).

@@ -37,6 +37,21 @@ pub struct Metrics {
     master_errors: AtomicU64,
     tls_handshake_errors: AtomicU64,
     connections: AtomicU64,
+    held_polls: AtomicU64,
+    polls_woken: AtomicU64,
+    poll_wakeups: AtomicU64,
+    polls_not_modified: AtomicU64,
+    view_changes: AtomicU64,
+    view_resets: AtomicU64,
+}
+
+/// Counts a long poll as held while it lives.
+pub struct HeldPoll<'a>(&'a Metrics);
+
+impl Drop for HeldPoll<'_> {
+    fn drop(&mut self) {
+        self.0.held_polls.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Decrements the in-flight gauge when the request is done, however it ends.
@@ -73,6 +88,15 @@ impl Metrics {
         }
     }
 
+    /// A request answered after being held (counted, but kept out of the latency
+    /// histogram: its time is the client's wait).
+    pub fn request_held(&self, endpoint: Option<Endpoint>, status: u16) {
+        let name = endpoint.map_or(OTHER, Endpoint::name);
+        if let Ok(mut r) = self.requests.lock() {
+            *r.entry((name, status)).or_default() += 1;
+        }
+    }
+
     pub fn master_write(&self) {
         self.master_writes.fetch_add(1, Ordering::Relaxed);
     }
@@ -92,6 +116,46 @@ impl Metrics {
 
     pub fn tls_handshake_error(&self) {
         self.tls_handshake_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A long poll starts waiting (until the guard drops).
+    pub fn hold(&self) -> HeldPoll<'_> {
+        self.held_polls.fetch_add(1, Ordering::Relaxed);
+        HeldPoll(self)
+    }
+
+    /// Long polls held now.
+    pub fn held_polls(&self) -> u64 {
+        self.held_polls.load(Ordering::Relaxed)
+    }
+
+    /// A long poll answered with a changed view after waiting.
+    pub fn poll_woken(&self) {
+        self.polls_woken.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A held long poll woken to read its view again (it may find it unchanged).
+    pub fn poll_wakeup(&self) {
+        self.poll_wakeups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Held long polls woken to look again so far.
+    pub fn poll_wakeups(&self) -> u64 {
+        self.poll_wakeups.load(Ordering::Relaxed)
+    }
+
+    /// A conditional request answered 304.
+    pub fn not_modified(&self) {
+        self.polls_not_modified.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message of the replicas' `WatchViews` stream.
+    pub fn views_changed(&self, computers: usize, reset: bool) {
+        self.view_changes
+            .fetch_add(computers as u64, Ordering::Relaxed);
+        if reset {
+            self.view_resets.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn connection(&self) {
@@ -185,6 +249,42 @@ impl Metrics {
             "TLS handshakes that failed.",
             "counter",
             get(&self.tls_handshake_errors),
+        );
+        scalar(
+            "slapos_gateway_held_polls",
+            "Long polls of node views (If-None-Match with Prefer: wait) held now.",
+            "gauge",
+            get(&self.held_polls),
+        );
+        scalar(
+            "slapos_gateway_polls_woken_total",
+            "Held long polls answered with a changed view.",
+            "counter",
+            get(&self.polls_woken),
+        );
+        scalar(
+            "slapos_gateway_poll_wakeups_total",
+            "Held long polls woken to read their view again (a change of their computer, or a reset).",
+            "counter",
+            get(&self.poll_wakeups),
+        );
+        scalar(
+            "slapos_gateway_polls_not_modified_total",
+            "Conditional reads of node views answered 304 Not Modified.",
+            "counter",
+            get(&self.polls_not_modified),
+        );
+        scalar(
+            "slapos_gateway_view_changes_total",
+            "Computers named by the replicas' stream of changed node views.",
+            "counter",
+            get(&self.view_changes),
+        );
+        scalar(
+            "slapos_gateway_view_resets_total",
+            "Times the replicas could not tell which views changed (every held poll looked again).",
+            "counter",
+            get(&self.view_resets),
         );
         out
     }

@@ -21,6 +21,7 @@ pub mod master;
 pub mod metrics;
 pub mod register;
 pub mod tls;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,6 +116,7 @@ impl Gateway {
             revoked: clients.as_ref().map(|c| c.revoked.clone()),
             admins: Default::default(),
             gateways: Default::default(),
+            views: Default::default(),
         });
         let listener =
             TcpListener::bind(&config.listen)
@@ -166,6 +168,8 @@ impl Gateway {
                 }
             });
         }
+        // Held long polls are woken by the replicas' stream of changed views.
+        tokio::spawn(views::follow(app.clone(), stopped.clone()));
         let tls = acceptor.is_some();
         let task = tokio::spawn(accept_loop(
             listener,
@@ -209,9 +213,21 @@ impl Gateway {
         &self.app.metrics
     }
 
+    /// The applied index the replicas' stream of changed views brought this gateway to
+    /// (0 before it first heard from them).
+    pub fn app_views_followed(&self) -> u64 {
+        self.app
+            .views
+            .followed
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Stop accepting, let open connections finish their current request (bounded), and
     /// return when they are closed.
     pub async fn shutdown(self) {
+        // Held long polls are answered (304) first, so that their connections finish
+        // their request within the grace period rather than being cut.
+        self.app.views.close();
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
