@@ -57,9 +57,9 @@ fn fleet_bench_reports_its_counts() {
     if r["long_poll_supported"] == true {
         // the long-polling node held its poll, and answered the writer's writes
         assert_eq!(count(&["held_after_ramp"]), 1, "{text}");
-        assert!(count(&["writes", "count"]) >= 4, "{text}");
+        assert!(count(&["writes", "count"]) >= 2, "{text}");
         assert_eq!(count(&["writes", "errors"]), 0, "{text}");
-        assert!(count(&["wake", "matched"]) >= 4, "{text}");
+        assert!(count(&["wake", "matched"]) >= 2, "{text}");
         assert_eq!(count(&["long_poll_errors"]), 0, "{text}");
     } else {
         // a gateway without ETags: said so, nothing held, no writer
