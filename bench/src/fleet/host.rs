@@ -75,7 +75,9 @@ pub fn raise_nofile(want: u64) -> Result<(Limit, Limit), FleetBenchError> {
     if after.0 < want {
         return Err(FleetBenchError::Limits(format!(
             "the run needs {want} open files, RLIMIT_NOFILE is {} (hard {}, fs.nr_open {nr_open}): \
-             run as root, raise `ulimit -Hn` (limits.conf, LimitNOFILE=) or run fewer nodes",
+             raising the hard limit needs CAP_SYS_RESOURCE (root outside a container that drops it) \
+             or a higher `ulimit -Hn` (limits.conf, LimitNOFILE=, docker --ulimit nofile=); \
+             else run fewer long-polling nodes",
             after.0, after.1
         )));
     }

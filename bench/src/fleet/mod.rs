@@ -179,6 +179,10 @@ pub struct FleetBenchReport {
     pub reconnects: u64,
 }
 
+/// Open files beyond one per long poll: the plain polls and the writer's connections in
+/// flight, the setup's, logs, the runtime's.
+const NOFILE_MARGIN: u64 = 1024;
+
 /// The computer node `i` is.
 pub fn computer_id(i: usize) -> String {
     format!("FLEET-{i:06}")
@@ -694,7 +698,7 @@ pub async fn run_fleet_bench(
 
     // Every long poll is a connection in this process and in a gateway; the children
     // inherit the limit at spawn.
-    let (nofile_before, nofile) = host::raise_nofile(long.len() as u64 + 4096)?;
+    let (nofile_before, nofile) = host::raise_nofile(long.len() as u64 + NOFILE_MARGIN)?;
 
     let mut cluster = ProcessCluster::new(&opts.bin, &opts.dir);
     cluster.start(opts.replicas).await?;
