@@ -154,6 +154,8 @@ pub struct FleetBenchReport {
     pub conditional_plain_polls: bool,
     pub limits: HostLimits,
     pub setup_seconds: f64,
+    /// Setup calls answered 503 and sent again.
+    pub setup_retries: u64,
     /// From the end of the setup until the replicas and gateways used less than a tenth
     /// of a core together (snapshots and compactions of what it wrote), 120 s at most.
     pub settle_seconds: f64,
@@ -679,9 +681,25 @@ where
     Ok(())
 }
 
+/// Setup calls answered 503 and sent again.
+static SETUP_RETRIES: AtomicU64 = AtomicU64::new(0);
+
+/// A setup call; a 503 (the master busy past the gateway's deadline, under the bulk
+/// format of a large fleet) is sent again, as a node agent does on its next run, up to 5
+/// times. Formats and re-requests are idempotent.
 async fn post(conn: &mut HttpConn, path: &str, form: &[(String, String)]) -> Result<(), String> {
-    let sent = workload::post(conn, path, form).await;
-    expect_ok(sent, conn).map_err(|e| format!("{path}: {e}"))
+    let mut attempt = 0;
+    loop {
+        let sent = workload::post(conn, path, form).await;
+        if matches!(sent, Ok(503)) && attempt < 5 {
+            attempt += 1;
+            SETUP_RETRIES.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(path, attempt, "503 during the setup; sending again");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        return expect_ok(sent, conn).map_err(|e| format!("{path}: {e}"));
+    }
 }
 
 /// The whole benchmark; every process it starts is stopped before it returns.
@@ -1042,6 +1060,7 @@ pub async fn run_fleet_bench(
         conditional_plain_polls: opts.conditional,
         limits,
         setup_seconds,
+        setup_retries: SETUP_RETRIES.load(Ordering::Relaxed),
         settle_seconds,
         computers_per_sec: n as f64 / setup_seconds_format.max(1e-3),
         ramp_seconds,
@@ -1104,9 +1123,10 @@ impl FleetBenchReport {
             }
         );
         out += &format!(
-            "  setup {:.1} s ({:.0} computers formatted/s), settled in {:.1} s; ramp-up {:.1} s: {} of {} long polls held; full answer {} bytes\n",
+            "  setup {:.1} s ({:.0} computers formatted/s, {} calls sent again after a 503), settled in {:.1} s; ramp-up {:.1} s: {} of {} long polls held; full answer {} bytes\n",
             self.setup_seconds,
             self.computers_per_sec,
+            self.setup_retries,
             self.settle_seconds,
             self.ramp_seconds,
             self.held_after_ramp,
