@@ -1231,7 +1231,8 @@ impl FleetBenchReport {
                     .find(|p| p.name == format!("gateway {}", h.gateway))?;
                 Some((h, p))
             });
-        if let Some((h, p)) = most.filter(|_| self.long_poll_supported) {
+        if let Some((h, p)) = most.filter(|(h, _)| self.long_poll_supported && h.bench_held_max > 0)
+        {
             let held = h.metric_held_end.unwrap_or(h.bench_held_end as f64);
             let rss = p.rss_mib.unwrap_or(0.0);
             let per = match (p.rss_mib, p.rss_idle_mib) {
