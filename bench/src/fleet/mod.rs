@@ -546,11 +546,14 @@ async fn writer(
     period: Duration,
     until: Instant,
     seed: u64,
+    writers: u64,
 ) -> Samples {
     let mut conn = HttpConn::new(gateway);
     let mut rng = Rng::new(seed);
     let mut samples = Samples::default();
-    let mut ticks = tokio::time::interval(period);
+    // the writers take turns: writer `seed` of `writers` starts its share of a period late
+    let offset = period.mul_f64((seed % writers.max(1)) as f64 / writers.max(1) as f64);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round = seed << 32;
     while Instant::now() < until {
@@ -952,6 +955,7 @@ pub async fn run_fleet_bench(
                 period,
                 until,
                 w as u64 + 1,
+                k as u64,
             ));
         }
     }
