@@ -134,6 +134,7 @@ impl Authority {
         let material = CaMaterial {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            group: new_group_id()?,
         };
         let authority = Authority::load(&material)?;
         Ok((authority, material))
@@ -224,6 +225,16 @@ pub fn default_validity(identity: &Identity) -> Duration {
         Identity::Partition { .. } => Duration::from_secs(90 * 86400),
         _ => Duration::from_secs(365 * 86400),
     }
+}
+
+/// A new group id: 128 random bits, hex.
+pub fn new_group_id() -> Result<String, CaError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CaError::Signing("no randomness for a group id".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A random, positive, 127-bit serial (RFC 5280 wants them unpredictable and unique).

@@ -34,6 +34,10 @@ pub enum BenchCommand {
     /// memory, plain poll latency, and the time from an acknowledged write to the node's
     /// long-poll answer. Raises RLIMIT_NOFILE and connects from several 127.0.0.x.
     Fleet(FleetArgs),
+    /// A three-replica group holding a fleet's state (default 10,000 computers, 100,000
+    /// instances): one writer's commit latency alone and during `slapos cluster backup`,
+    /// the backup's time and size, `backup verify`, and `cluster restore` to serving.
+    Backup(BackupArgs),
 }
 
 #[derive(Args)]
@@ -81,6 +85,26 @@ pub struct FleetArgs {
     #[arg(long, default_value_t = 8)]
     setup_concurrency: usize,
     /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Working directory (default: a new one under /tmp; removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 10_000)]
+    computers: usize,
+    #[arg(long, default_value_t = 100_000)]
+    instances: usize,
+    /// Concurrent writers filling the state.
+    #[arg(long, default_value_t = 64)]
+    fill_writers: usize,
+    /// Seconds of the writer's latency measured without a backup.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -253,6 +277,42 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Node(args) => run_node(args).await,
         BenchCommand::Limits(args) => run_limits(args).await,
         BenchCommand::Fleet(args) => run_fleet(args).await,
+        BenchCommand::Backup(args) => {
+            let dir = fresh_dir(args.dir, "backup")?;
+            let opts = slapos_bench::backup::BackupBenchOptions {
+                bin: std::env::current_exe()?,
+                dir: dir.clone(),
+                computers: args.computers,
+                instances: args.instances,
+                fill_writers: args.fill_writers,
+                seconds: args.seconds,
+            };
+            let report = slapos_bench::backup::run_backup_bench(&opts).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            let r = report?;
+            println!(
+                "backup bench: {} computers, {} instances (filled in {:.1} s)",
+                r.computers, r.instances, r.fill_seconds
+            );
+            println!(
+                "backup: {:.1} s, {} bytes, {} pairs, at index {}; verify {:.1} s",
+                r.backup_seconds, r.backup_bytes, r.backup_pairs, r.backup_index, r.verify_seconds
+            );
+            println!(
+                "one writer's commits: alone p50 {:.2} ms p99 {:.2} ms; during the backup p50 {:.2} ms p99 {:.2} ms ({} writes; p99 ratio {:.2})",
+                r.write_p50_ms_alone,
+                r.write_p99_ms_alone,
+                r.write_p50_ms_during,
+                r.write_p99_ms_during,
+                r.writes_during,
+                r.write_p99_ms_during / r.write_p99_ms_alone.max(1e-9)
+            );
+            println!(
+                "restore: {:.1} s into an empty directory, then {:.1} s to serve a linearizable read of everything",
+                r.restore_seconds, r.restored_serving_seconds
+            );
+            write_json(args.json.as_deref(), &r)
+        }
         BenchCommand::Raft(args) => {
             let dir = match args.dir {
                 Some(d) => d,

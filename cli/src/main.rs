@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod accounting;
+mod backup;
 mod bench;
 mod chaos;
 mod demo;

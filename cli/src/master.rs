@@ -85,6 +85,12 @@ pub enum ClusterCommand {
     /// Move every replica hosted in a partition to a new slapos-master release, one at a
     /// time (the group keeps its quorum), each back and caught up before the next.
     Upgrade(crate::selfhost::UpgradeArgs),
+    /// A consistent copy of the whole state at one applied index, taken online from a
+    /// replica and written to one checksummed file; `backup verify FILE` checks one.
+    Backup(crate::backup::BackupArgs),
+    /// Start a new group (a new group id) from a backup, in the empty data directory of
+    /// one replica; the old group's replicas cannot join it.
+    Restore(crate::backup::RestoreArgs),
 }
 
 #[derive(Args)]
@@ -189,19 +195,40 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
     match cmd {
         MasterCommand::Run { config } => {
             let config = ReplicaConfig::load(&config)?;
-            let mut replica = Replica::open(&config).await?;
-            replica.serve(&config).await?;
-            println!(
-                "replica {} serving: raft {} api {} data {}",
-                config.id,
-                config.raft_addr,
-                config.api_addr,
-                config.data_dir.display()
-            );
-            crate::signal::wait_for_signal().await?;
-            tracing::info!("shutting down");
-            replica.shutdown().await;
-            Ok(())
+            let mut stop = crate::signal::Stop::catch()?;
+            loop {
+                let mut replica = Replica::open(&config).await?;
+                replica.serve(&config).await?;
+                println!(
+                    "replica {} serving: raft {} api {} data {}",
+                    config.id,
+                    config.raft_addr,
+                    config.api_addr,
+                    config.data_dir.display()
+                );
+                let why = tokio::select! {
+                    _ = stop.wait() => {
+                        tracing::info!("shutting down");
+                        replica.shutdown().await;
+                        return Ok(());
+                    }
+                    why = replica.stopped() => why,
+                };
+                // Stopped by itself (its disk): it keeps answering its status, which
+                // says why, and starts again from its disk once there is room.
+                tracing::error!(reason = %why, "this replica stopped; it starts again once its data directory has room");
+                while !Replica::has_room(&config) {
+                    tokio::select! {
+                        _ = stop.wait() => {
+                            replica.shutdown().await;
+                            return Ok(());
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                }
+                tracing::info!("room again in the data directory: starting this replica again");
+                replica.shutdown().await;
+            }
         }
         MasterCommand::Init { config } => {
             let config = ReplicaConfig::load(&config)?;
@@ -482,6 +509,8 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
         ClusterCommand::AddReplica(args) => crate::selfhost::add_replica(args).await,
         ClusterCommand::RemoveReplica(args) => crate::selfhost::remove_replica(args).await,
         ClusterCommand::Upgrade(args) => crate::selfhost::upgrade(args).await,
+        ClusterCommand::Backup(args) => crate::backup::backup(args).await,
+        ClusterCommand::Restore(args) => crate::backup::restore(args),
         ClusterCommand::RemoveComputer(args) => {
             revoke(
                 args.via,
@@ -498,9 +527,14 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
                 return Ok(());
             }
             println!(
-                "leader: {}   term: {}",
+                "leader: {}   term: {}   group: {}",
                 status.leader.map_or("none".to_string(), |l| l.to_string()),
-                status.term
+                status.term,
+                if status.group.is_empty() {
+                    "(no id)"
+                } else {
+                    &status.group
+                },
             );
             println!(
                 "{:>4} {:<8} {:<10} {:<22} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>10}  region (hosted by)",

@@ -124,7 +124,8 @@ pub enum NodeCommand {
         #[command(flatten)]
         cfg: CfgArg,
     },
-    /// The state of every supervised service, then each partition's limits and use.
+    /// The state of every supervised service, the daemon's watch of the master, then each
+    /// partition's limits and use.
     Status {
         #[command(flatten)]
         cfg: CfgArg,
@@ -403,6 +404,7 @@ fn run_inner(cmd: NodeCommand) -> Result<i32, NodeError> {
                     );
                 }
                 println!();
+                print_watch(&node.cfg);
                 print_limits(&slapgrid::limits::report(&node));
             }
             Ok(0)
@@ -411,6 +413,40 @@ fn run_inner(cmd: NodeCommand) -> Result<i32, NodeError> {
         NodeCommand::Stop { cfg, target } => control(&cfg, ControlOp::Stop, &target),
         NodeCommand::Restart { cfg, target } => control(&cfg, ControlOp::Restart, &target),
     }
+}
+
+/// `slapos node status`'s line on the daemon's watch of the master (what
+/// `IR/var/watch.json` says; nothing when no daemon ever ran here).
+fn print_watch(cfg: &NodeConfig) {
+    let Some(w) = slapgrid::watch::load_status(&cfg.instance_root) else {
+        return;
+    };
+    let now = slapgrid::node::now_unix();
+    let ago = |t: u64| format!("{} s ago", now.saturating_sub(t));
+    let state = match w.mode.as_str() {
+        "long-poll" => format!(
+            "long poll on {} (ETag {})",
+            w.gateway,
+            w.etag.as_deref().unwrap_or("-")
+        ),
+        "polling" => format!(
+            "plain polling every {} s (the master sends no ETag)",
+            cfg.instance_interval.as_secs()
+        ),
+        "reconnecting" => format!(
+            "reconnecting after {} error(s), next attempt in {} s: {}",
+            w.errors,
+            w.retry_in_secs.unwrap_or(0),
+            w.last_error.as_deref().unwrap_or("")
+        ),
+        other => other.to_string(),
+    };
+    let changes = match w.last_change_unix {
+        Some(t) => format!(", {} change(s) seen, the last {}", w.changes, ago(t)),
+        None => String::new(),
+    };
+    println!("master: {state} (since {}){changes}", ago(w.since_unix));
+    println!();
 }
 
 /// `slapos node status`'s second part: the cgroups in use, then per partition its

@@ -119,4 +119,9 @@ impl Identity {
 pub struct CaMaterial {
     pub cert_pem: String,
     pub key_pem: String,
+    /// The group's id (random, drawn with the authority; a restored group gets a new
+    /// one): replicas refuse Raft traffic from another group's. Empty in a state written
+    /// before groups had ids.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
 }

@@ -51,7 +51,8 @@ pub use movements::{
 pub use name::Name;
 pub use param::{stringify, ParamValue, Params, StringParams};
 pub use persist::{
-    usage_disk_range, usage_disk_target, Change, Entry, KeyKind, PersistError, Query,
+    restore_entry, usage_disk_range, usage_disk_target, Change, Entry, KeyKind, PersistError,
+    Query, RestoredEntry,
 };
 pub use records::{
     AccessStatus, Address, AllocationScope, CertificateRecord, Computer, Instance, IssuedPair,

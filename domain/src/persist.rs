@@ -959,3 +959,59 @@ mod tests {
         assert!(matches!(err, PersistError::Truncated(0)));
     }
 }
+
+/// One persisted entry as a restore from a backup sees it (see [`restore_entry`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredEntry {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// The entry records this retired replica id (never to be reused).
+    pub retired_replica: Option<u64>,
+    /// The entry is the group's authority (now naming the new group).
+    pub authority: bool,
+}
+
+/// An entry of a backup as the restored group stores it: the authority's record names
+/// `group` (a restored group is a new group: the old one's replicas must not join it),
+/// everything else as it was. Malformed keys or values are refused.
+pub fn restore_entry(
+    key: Vec<u8>,
+    value: Vec<u8>,
+    group: &str,
+) -> Result<RestoredEntry, PersistError> {
+    match KeyKind::of(&key) {
+        Some(KeyKind::Authority) => {
+            let mut material: crate::identity::CaMaterial = parse(&key, &value)?;
+            material.group = group.to_owned();
+            let value = json(&key, &material)?;
+            Ok(RestoredEntry {
+                key,
+                value,
+                retired_replica: None,
+                authority: true,
+            })
+        }
+        Some(KeyKind::Retired) => {
+            let id: [u8; 8] = key[1..].try_into().map_err(|_| PersistError::BadKey {
+                key: key.clone(),
+                reason: "retired key length",
+            })?;
+            Ok(RestoredEntry {
+                retired_replica: Some(u64::from_be_bytes(id)),
+                key,
+                value,
+                authority: false,
+            })
+        }
+        Some(_) => Ok(RestoredEntry {
+            key,
+            value,
+            retired_replica: None,
+            authority: false,
+        }),
+        None => Err(PersistError::BadKey {
+            key,
+            reason: "unknown kind",
+        }),
+    }
+}

@@ -101,6 +101,28 @@ impl State {
         self.authority.get(&0)
     }
 
+    /// The group's id (None before the authority is installed, or in a group made
+    /// before groups had ids).
+    pub fn group_id(&self) -> Option<&str> {
+        self.authority
+            .get(&0)
+            .map(|a| a.group.as_str())
+            .filter(|g| !g.is_empty())
+    }
+
+    /// Gives the group a new id (a restore from a backup starts a new group, which the
+    /// old group's replicas must not join); `take_changes` then lists the record.
+    /// False without an authority.
+    pub fn rename_group(&mut self, group: &str) -> bool {
+        match self.authority.get_mut(&0) {
+            Some(a) => {
+                a.group = group.to_owned();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// What the group remembers of a certificate it issued.
     pub fn certificate(&self, serial: u128) -> Option<&CertificateRecord> {
         self.certificates.get(&serial)

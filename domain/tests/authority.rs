@@ -17,6 +17,7 @@ fn material() -> CaMaterial {
     CaMaterial {
         cert_pem: format!("-----BEGIN CERTIFICATE-----\nca {n}\n-----END CERTIFICATE-----\n"),
         key_pem: format!("-----BEGIN PRIVATE KEY-----\nkey {n}\n-----END PRIVATE KEY-----\n"),
+        group: format!("group-{n}"),
     }
 }
 

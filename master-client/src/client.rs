@@ -13,6 +13,7 @@ use slapos_proto::rpc::master::{
     PartitionCertificateResponse, ReadRequest, ReadResponse, RemoveReplicaRequest, StatusRequest,
     StatusResponse, SubmitRequest, SubmitResponse, ViewsChanged, WatchViewsRequest,
 };
+use slapos_proto::rpc::master::{BackupChunk, BackupRequest};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -547,6 +548,19 @@ impl MasterClient {
         }
         let stream = c
             .watch_views(r)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Self::transport(&addr, s))?;
+        Ok((addr, stream))
+    }
+
+    /// Opens `Backup` on the current replica: the header, the pairs in chunks, the end
+    /// (no retries, no deadline: a backup of a large state takes its time).
+    pub async fn backup(&mut self) -> Result<(String, tonic::Streaming<BackupChunk>), ClientError> {
+        let addr = self.pick()?;
+        let mut c = self.grpc(&addr)?;
+        let stream = c
+            .backup(tonic::Request::new(BackupRequest {}))
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| Self::transport(&addr, s))?;

@@ -8,6 +8,8 @@
 //! - [`authority`]: certificates issued to files, one-time server tokens, persons and
 //!   their admin rights, revocations, an operator's command submitted;
 //! - [`status`]: the group's members as the operator sees them;
+//! - [`backup`]: a consistent copy of the state taken online, checked, and restored as
+//!   a new group;
 //! - [`release`]: the releases of `deploy/software`, embedded and written out.
 //!
 //! Every failure is an [`OperatorError`]; every step is reported to a [`Progress`] the
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod backup;
 pub mod bootstrap;
 mod error;
 mod files;

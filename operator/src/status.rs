@@ -38,6 +38,8 @@ pub struct MemberStatus {
 
 #[derive(Serialize, Debug, Clone)]
 pub struct GroupStatus {
+    /// The group's id (empty for a group made before groups had ids).
+    pub group: String,
     pub leader: Option<u64>,
     pub term: u64,
     pub members: Vec<MemberStatus>,
@@ -96,6 +98,7 @@ pub async fn group_status(via: Vec<String>) -> Result<GroupStatus, OperatorError
         });
     }
     Ok(GroupStatus {
+        group: view.group.clone(),
         leader: view.has_leader.then_some(view.leader_id),
         term: view.term,
         members,

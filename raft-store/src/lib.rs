@@ -140,6 +140,11 @@ pub struct StoreOptions {
     pub keep_info_log_files: usize,
     /// Memtable memory of all column families together, in bytes.
     pub write_buffer_bytes: usize,
+    /// Free space the data directory's filesystem must keep: a log append or an apply
+    /// that would start with less free is refused (a storage error, which stops the
+    /// Raft node) instead of letting RocksDB run out of space in the middle of a write.
+    /// 0: no check.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -148,6 +153,7 @@ impl Default for StoreOptions {
             sync_state_machine: false,
             keep_info_log_files: 3,
             write_buffer_bytes: 32 << 20,
+            min_free_bytes: 0,
         }
     }
 }
@@ -180,6 +186,11 @@ where
     let db = Arc::new(Db {
         db: DB::open_cf_descriptors(&db_opts, path, cfs)?,
         closed: CloseSignal(Arc::new(AtomicBool::new(false))),
+        space: Space {
+            path: path.to_path_buf(),
+            min_free: options.min_free_bytes,
+            refused: std::sync::Mutex::new(None),
+        },
     });
     for name in keys::ALL_CFS {
         if db.cf_handle(name).is_none() {
@@ -191,6 +202,94 @@ where
     let log_store = LogStore::<C>::new(db.clone())?;
     let sm_store = StateMachineStore::<C, SM>::new(db, &options)?;
     Ok((log_store, sm_store))
+}
+
+/// Writes a new store at `path` (which must not hold one) holding `pairs` as the state
+/// machine's, applied up to `applied`, with `membership` as its applied membership and
+/// the log purged up to `applied`: opened, it serves that state at that index and its
+/// first new entry is `applied.index + 1` (a group restored from a backup). `vote`
+/// should carry at least the applied entry's term, so that the next leader's term is
+/// above it. The meta records are written only once every pair was; a failure leaves a
+/// directory to remove.
+pub fn restore<C: StoreConfig>(
+    path: &Path,
+    pairs: &mut dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), String>>,
+    applied: openraft::LogId<u64>,
+    membership: openraft::StoredMembership<u64, C::Node>,
+    vote: openraft::Vote<u64>,
+) -> Result<u64, StoreError> {
+    if path.exists()
+        && std::fs::read_dir(path)
+            .map_err(|source| StoreError::DataDir {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .next()
+            .is_some()
+    {
+        return Err(StoreError::DataDir {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("not empty: a restore starts a new store"),
+        });
+    }
+    create_private_dir(path)?;
+    let mut db_opts = Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    let cfs = keys::ALL_CFS
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
+    check_format(&db)?;
+    let sm = db
+        .cf_handle(keys::CF_SM)
+        .ok_or(StoreError::MissingColumnFamily(keys::CF_SM))?;
+    let meta = db
+        .cf_handle(keys::CF_META)
+        .ok_or(StoreError::MissingColumnFamily(keys::CF_META))?;
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.disable_wal(true);
+    let mut batch = rocksdb::WriteBatch::default();
+    let mut n = 0u64;
+    for pair in pairs {
+        let (k, v) = pair.map_err(StoreError::Load)?;
+        batch.put_cf(sm, k, v);
+        n += 1;
+        if batch.len() >= 10_000 {
+            db.write_opt(std::mem::take(&mut batch), &wo)?;
+        }
+    }
+    db.write_opt(batch, &wo)?;
+    db.flush_cf(sm)?;
+    let mut batch = rocksdb::WriteBatch::default();
+    let encode = |what: &str, r: serde_json::Result<Vec<u8>>| {
+        r.map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    };
+    batch.put_cf(
+        meta,
+        keys::META_APPLIED,
+        encode("applied", serde_json::to_vec(&applied))?,
+    );
+    batch.put_cf(
+        meta,
+        keys::META_PURGED,
+        encode("purged", serde_json::to_vec(&applied))?,
+    );
+    batch.put_cf(
+        meta,
+        keys::META_VOTE,
+        encode("vote", serde_json::to_vec(&vote))?,
+    );
+    batch.put_cf(
+        meta,
+        keys::META_MEMBERSHIP,
+        encode("membership", serde_json::to_vec(&membership))?,
+    );
+    let mut synced = rocksdb::WriteOptions::default();
+    synced.set_sync(true);
+    db.write_opt(batch, &synced)?;
+    db.flush_wal(true)?;
+    Ok(n)
 }
 
 fn create_private_dir(path: &Path) -> Result<(), StoreError> {
@@ -259,6 +358,51 @@ fn check_format(db: &DB) -> Result<(), StoreError> {
 pub(crate) struct Db {
     db: DB,
     closed: CloseSignal,
+    pub(crate) space: Space,
+}
+
+/// The free-space reserve of a store's filesystem (`StoreOptions::min_free_bytes`).
+pub(crate) struct Space {
+    path: std::path::PathBuf,
+    min_free: u64,
+    /// Why the last write was refused (kept: the node reports it).
+    refused: std::sync::Mutex<Option<String>>,
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Result<u64, StoreError> {
+    let s = nix::sys::statvfs::statvfs(path).map_err(|e| StoreError::DataDir {
+        path: path.to_path_buf(),
+        source: std::io::Error::from(e),
+    })?;
+    Ok(s.blocks_available().saturating_mul(s.fragment_size()))
+}
+
+impl Space {
+    /// Refuses a write when the filesystem has less free than the reserve.
+    pub(crate) fn check(&self) -> Result<(), std::io::Error> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let free = free_bytes(&self.path).map_err(std::io::Error::other)?;
+        if free >= self.min_free {
+            return Ok(());
+        }
+        let why = format!(
+            "no space left for the store: {free} bytes free on the filesystem of {}, under its reserve of {} bytes",
+            self.path.display(),
+            self.min_free
+        );
+        tracing::error!("{why}; this replica stops writing");
+        if let Ok(mut r) = self.refused.lock() {
+            *r = Some(why.clone());
+        }
+        Err(std::io::Error::new(std::io::ErrorKind::StorageFull, why))
+    }
+
+    pub(crate) fn refused(&self) -> Option<String> {
+        self.refused.lock().ok().and_then(|r| r.clone())
+    }
 }
 
 pub(crate) struct CloseSignal(Arc<AtomicBool>);

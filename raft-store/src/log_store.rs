@@ -53,6 +53,12 @@ pub struct LogStats {
 }
 
 impl LogStats {
+    /// Why the store refused a write for lack of space (see
+    /// `StoreOptions::min_free_bytes`), if it did since it was opened.
+    pub fn space_refusal(&self) -> Option<String> {
+        self.db.upgrade().and_then(|db| db.space.refused())
+    }
+
     /// Bytes of the log entries currently in the log (index key + encoded entry), kept
     /// as a counter: + on append, - on truncate and purge. When it passes the
     /// application's threshold, call `raft.trigger().snapshot()`; openraft then purges
@@ -328,6 +334,10 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        if let Err(e) = self.db.space.check() {
+            callback.log_io_completed(Err(std::io::Error::new(e.kind(), e.to_string())));
+            return Err(sto_err(ErrorSubject::Logs, ErrorVerb::Write, e));
+        }
         let log = cf(&self.db, CF_LOG)?;
         let mut batch = WriteBatch::default();
         let mut added = 0u64;

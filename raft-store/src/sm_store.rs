@@ -140,6 +140,42 @@ impl<SM> StateMachineHandle<SM> {
         Ok((applied, pairs))
     }
 
+    /// A consistent copy of the state, online: every persisted pair of one RocksDB
+    /// snapshot, in key order, after the applied log id of that same snapshot
+    /// (`start`), without holding the machine's lock (writes go on). `start` or `pair`
+    /// returning false stops the scan (the reader went away): `Ok(false)`.
+    pub fn export(
+        &self,
+        start: impl FnOnce(Option<LogId<u64>>) -> bool,
+        mut pair: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<bool, StoreError> {
+        let db = self.db.upgrade().ok_or(StoreError::Closed)?;
+        let meta = db
+            .cf_handle(CF_META)
+            .ok_or(StoreError::MissingColumnFamily(CF_META))?;
+        let sm = db
+            .cf_handle(CF_SM)
+            .ok_or(StoreError::MissingColumnFamily(CF_SM))?;
+        let snap = db.snapshot();
+        let applied = match snap.get_cf(meta, keys::META_APPLIED)? {
+            None => None,
+            Some(b) => Some(
+                serde_json::from_slice(&b)
+                    .map_err(|e| StoreError::Corrupt(format!("applied log id: {e}")))?,
+            ),
+        };
+        if !start(applied) {
+            return Ok(false);
+        }
+        for item in snap.iterator_cf(sm, IteratorMode::Start) {
+            let (k, v) = item?;
+            if !pair(&k, &v) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// A digest of the persisted pairs (see [`StateDigest`]), read from one RocksDB snapshot.
     pub fn persisted_digest(&self) -> Result<StateDigest, StoreError> {
         let mut crc = Crc32c::default();
@@ -494,6 +530,11 @@ where
         let mut last = None;
         let mut membership_changed = false;
 
+        // Before the machine changes in memory: refused, nothing of the batch is applied.
+        self.db
+            .space
+            .check()
+            .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         let mut machine = self.machine.write().map_err(|_| {
             sto_msg(
                 ErrorSubject::StateMachine,

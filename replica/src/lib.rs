@@ -10,6 +10,7 @@
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod restore;
 pub mod service;
 mod sm;
 pub mod tls;

@@ -23,19 +23,42 @@ use tonic::transport::Channel;
 
 /// Size of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// The most bytes of entries one AppendEntries carries (at least one entry is always
+/// sent, whatever its size).
+pub const MAX_APPEND_BYTES: usize = 512 << 10;
 /// Largest gRPC message accepted on the Raft service (a batch of entries).
 pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
 
 /// Makes one [`Peer`] per target replica.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Network {
     pub connect_timeout: Duration,
+    /// This replica's state, for the group id every message carries.
+    pub state: Option<crate::types::StateHandle>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The metadata header naming the sender's group (see `group_of`).
+pub const GROUP_HEADER: &str = "x-slapos-group";
+
+/// The group id a replica's state names (None before the authority is installed, or
+/// in a group made before groups had ids).
+pub fn group_of(state: &crate::types::StateHandle) -> Option<String> {
+    state.read(|m, _| m.group_id().map(str::to_owned))
 }
 
 impl Default for Network {
     fn default() -> Self {
         Network {
             connect_timeout: Duration::from_secs(2),
+            state: None,
         }
     }
 }
@@ -48,6 +71,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.raft_addr.clone(),
             connect_timeout: self.connect_timeout,
+            state: self.state.clone(),
             client: None,
         }
     }
@@ -58,6 +82,7 @@ pub struct Peer {
     target: NodeId,
     addr: String,
     connect_timeout: Duration,
+    state: Option<crate::types::StateHandle>,
     client: Option<RaftClient<Channel>>,
 }
 
@@ -89,6 +114,14 @@ impl Peer {
         Unreachable::new(status)
     }
 
+    /// Every message names the sender's group, which the receiver checks.
+    fn name_group(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        let group = self.state.as_ref().and_then(group_of);
+        if let Some(v) = group.and_then(|g| tonic::metadata::MetadataValue::try_from(g).ok()) {
+            metadata.insert(GROUP_HEADER, v);
+        }
+    }
+
     async fn unary<Req, Resp, E>(
         &mut self,
         req: &Req,
@@ -103,11 +136,27 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let data = encode(req).map_err(RPCError::Network)?;
+        self.unary_encoded(data, option, call).await
+    }
+
+    async fn unary_encoded<Resp, E>(
+        &mut self,
+        data: Vec<u8>,
+        option: &RPCOption,
+        call: impl AsyncFnOnce(
+            RaftClient<Channel>,
+            tonic::Request<RaftMessage>,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status>,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let client = self.client().map_err(RPCError::Unreachable)?;
-        let mut request = tonic::Request::new(RaftMessage {
-            data: encode(req).map_err(RPCError::Network)?,
-        });
+        let mut request = tonic::Request::new(RaftMessage { data });
         request.set_timeout(option.hard_ttl());
+        self.name_group(request.metadata_mut());
         let reply = match call(client, request).await {
             Ok(r) => r.into_inner(),
             Err(status) => return Err(RPCError::Unreachable(self.transport_failed(&status))),
@@ -124,8 +173,42 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.unary(&rpc, &option, async |mut c, r| c.append_entries(r).await)
-            .await
+        let mut rpc = rpc;
+        let mut data = encode(&rpc).map_err(RPCError::Network)?;
+        // openraft bounds each AppendEntries by the heartbeat interval: a follower that
+        // fell behind on large entries gets them in pieces it can take in that time, and
+        // openraft sends the rest at once (`PartialSuccess`).
+        let mut sent_up_to = None;
+        if data.len() > MAX_APPEND_BYTES && rpc.entries.len() > 1 {
+            let mut used = 0usize;
+            let mut keep = rpc.entries.len();
+            for (i, e) in rpc.entries.iter().enumerate() {
+                used += encode(e).map_err(RPCError::Network)?.len();
+                if used > MAX_APPEND_BYTES && i > 0 {
+                    keep = i;
+                    break;
+                }
+            }
+            if keep < rpc.entries.len() {
+                rpc.entries.truncate(keep);
+                sent_up_to = rpc.entries.last().map(|e| e.log_id);
+                tracing::debug!(
+                    target_id = self.target,
+                    entries = keep,
+                    "AppendEntries cut to its byte budget"
+                );
+                data = encode(&rpc).map_err(RPCError::Network)?;
+            }
+        }
+        let answer: AppendEntriesResponse<NodeId> = self
+            .unary_encoded(data, &option, async |mut c, r| c.append_entries(r).await)
+            .await?;
+        Ok(match (answer, sent_up_to) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (answer, _) => answer,
+        })
     }
 
     async fn vote(
@@ -181,6 +264,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         );
         let mut request = tonic::Request::new(tokio_stream::iter(chunks));
         request.set_timeout(option.hard_ttl().max(Duration::from_secs(60)));
+        self.name_group(request.metadata_mut());
         let reply = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             r = client.install_snapshot(request) => r,

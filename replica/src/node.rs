@@ -66,6 +66,12 @@ pub struct ReplicaConfig {
     /// Sync the state machine's batches too (the log is always synced).
     #[serde(default)]
     pub sync_state_machine: bool,
+    /// Free space (MiB) the data directory's filesystem must keep: below it the replica
+    /// stops writing (and so voting) rather than letting its store run out of space in
+    /// the middle of a write, says why in `cluster status`, and starts again once there
+    /// is twice as much free (`slapos master run`). 0: no reserve.
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
     /// mTLS on Raft and the master API (see `raft/tls.rs`): this replica's certificate
     /// (`replica:<id>`, naming its addresses), key, and the group's CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,6 +140,12 @@ pub enum NodeError {
     Tls(String),
 }
 
+/// The default free-space reserve: room for a memtable flush (32 MiB) and a
+/// compaction of a few of its files.
+fn default_min_free_mb() -> u64 {
+    256
+}
+
 impl ReplicaConfig {
     /// A replica with default timers and snapshot policy, no metrics endpoint and no
     /// advertised addresses of its own.
@@ -152,6 +164,7 @@ impl ReplicaConfig {
             timers: Timers::default(),
             snapshot: SnapshotPolicy::default(),
             sync_state_machine: false,
+            min_free_mb: default_min_free_mb(),
             tls: None,
         }
     }
@@ -250,6 +263,7 @@ impl Replica {
             &config.data_dir,
             raft_store::StoreOptions {
                 sync_state_machine: config.sync_state_machine,
+                min_free_bytes: config.min_free_mb << 20,
                 ..Default::default()
             },
         )
@@ -259,7 +273,10 @@ impl Replica {
         let raft = Raft::new(
             config.id,
             config.raft_config()?,
-            Network::default(),
+            Network {
+                state: Some(state.clone()),
+                ..Network::default()
+            },
             log_store,
             sm_store,
         )
@@ -295,6 +312,7 @@ impl Replica {
         let raft_service = raft_server(RaftService {
             raft: self.raft.clone(),
             contact: self.contact.clone(),
+            state: self.state.clone(),
         });
         let (batcher, batch_task) = super::service::Batcher::start(
             self.raft.clone(),
@@ -440,6 +458,30 @@ impl Replica {
     }
 
     /// Stop serving, shut Raft down and wait until the store is closed.
+    /// Waits until this replica's Raft node stops on its own (a storage error: its disk
+    /// full, failing), and says why.
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(why) = stopped_reason(&metrics.borrow(), &self.log_stats) {
+                return why;
+            }
+            if metrics.changed().await.is_err() {
+                return self
+                    .log_stats
+                    .space_refusal()
+                    .unwrap_or_else(|| "the Raft node stopped".into());
+            }
+        }
+    }
+
+    /// Whether the data directory's filesystem has room to start again: twice the
+    /// reserve (so that a replica does not stop again at its first write).
+    pub fn has_room(config: &ReplicaConfig) -> bool {
+        raft_store::free_bytes(&config.data_dir)
+            .is_ok_and(|free| free >= (config.min_free_mb << 20).saturating_mul(2))
+    }
+
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         if let Err(e) = self.raft.shutdown().await {
@@ -449,6 +491,18 @@ impl Replica {
             let _ = t.await;
         }
         self.state.wait_closed().await;
+    }
+}
+
+/// Why a Raft node stopped by itself (None while it runs): the store's refusal for lack
+/// of space when that was the cause, else openraft's fatal error.
+pub fn stopped_reason(
+    m: &openraft::RaftMetrics<NodeId, NodeInfo>,
+    log: &raft_store::LogStats,
+) -> Option<String> {
+    match &m.running_state {
+        Ok(()) => None,
+        Err(fatal) => Some(log.space_refusal().unwrap_or_else(|| fatal.to_string())),
     }
 }
 

@@ -11,10 +11,10 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use http_client::{BlockingClient, ClientConfig, Endpoint, Options, Request};
+use http_client::{BlockingClient, ClientConfig, Endpoint, Options, Request, Response};
 use slapos_proto::marshal::{self, Value};
 use slapos_proto::slap::{Computer, SoftwareInstance};
 use slapos_proto::Limits;
@@ -28,6 +28,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a connection to a gateway is kept for the next call (the calls of a run come
 /// back to back; a gateway closes an idle connection after 30 s).
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// The longest ETag taken from a gateway (ours are short decimals); a longer one, or one
+/// that is not plain visible ASCII, is not an ETag the client sends back.
+const MAX_ETAG: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlapError {
@@ -92,6 +95,28 @@ pub struct SlapClient {
     /// The HTTP client, made at the first call (after [`Self::with_timeout`]); its
     /// connections are kept between calls.
     http: OnceLock<BlockingClient>,
+    /// The long polls' HTTP client (its timeouts exceed the wait it was made for).
+    watch_http: Mutex<Option<(Duration, Arc<BlockingClient>)>>,
+    /// What the last computer view this client read carried: see [`Self::last_view`].
+    view: Mutex<ViewSeen>,
+}
+
+/// The ETag of the last computer view read (`None`: the answer had none), and how many
+/// views were read so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewSeen {
+    pub count: u64,
+    pub etag: Option<String>,
+}
+
+/// What a long poll of a computer's view answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watched {
+    /// 304: the view is still the one of the ETag sent (the ETag, as answered).
+    NotModified { etag: Option<String> },
+    /// 200: the view (its body, as `getFullComputerInformation` answers it) and its new
+    /// ETag; `None`: the gateway that answered does not version views (plain polling).
+    Changed { etag: Option<String>, body: Vec<u8> },
 }
 
 impl SlapClient {
@@ -153,6 +178,8 @@ impl SlapClient {
             tls,
             timeout: CALL_TIMEOUT,
             http: OnceLock::new(),
+            watch_http: Mutex::new(None),
+            view: Mutex::new(ViewSeen::default()),
         }
     }
 
@@ -160,6 +187,7 @@ impl SlapClient {
     pub fn with_timeout(mut self, timeout: Duration) -> SlapClient {
         self.timeout = timeout;
         self.http = OnceLock::new();
+        self.watch_http = Mutex::new(None);
         self
     }
 
@@ -181,6 +209,50 @@ impl SlapClient {
         let http = BlockingClient::new(self.tls.clone(), options)
             .map_err(|e| SlapError::Unreachable(e.to_string()))?;
         Ok(self.http.get_or_init(|| http))
+    }
+
+    /// The HTTP client of long polls that wait up to `wait`: the answer's head within
+    /// `wait + wait/16 + 10 s` (the gateway adds a little jitter to the wait), the rest
+    /// as [`Self::http`]'s; connections kept as long as a poll is re-armed at once.
+    fn watch_http(&self, wait: Duration) -> Result<Arc<BlockingClient>, SlapError> {
+        let mut slot = self
+            .watch_http
+            .lock()
+            .map_err(|_| SlapError::Unreachable("the long poll's client was poisoned".into()))?;
+        if let Some((made_for, http)) = slot.as_ref() {
+            if *made_for == wait {
+                return Ok(http.clone());
+            }
+        }
+        let head = wait + wait / 16 + Duration::from_secs(10);
+        let options = Options {
+            connect_timeout: self.timeout.min(Duration::from_secs(10)),
+            timeout: head.max(self.timeout),
+            deadline: head.max(self.timeout) + self.timeout,
+            max_body: MAX_ANSWER,
+            keep_alive: Some(KEEP_ALIVE),
+            user_agent: Some(format!("slapos-rs/{}", env!("CARGO_PKG_VERSION"))),
+        };
+        let http = Arc::new(
+            BlockingClient::new(self.tls.clone(), options)
+                .map_err(|e| SlapError::Unreachable(e.to_string()))?,
+        );
+        *slot = Some((wait, http.clone()));
+        Ok(http)
+    }
+
+    /// The ETag of the last computer view this client read (by
+    /// [`Self::full_computer_information`]), and how many it read: the watch starts its
+    /// long polls from what the runs saw, and learns that a gateway versions views.
+    pub fn last_view(&self) -> ViewSeen {
+        self.view.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    fn saw_view(&self, answer: &Response) {
+        if let Ok(mut view) = self.view.lock() {
+            view.count += 1;
+            view.etag = etag_of(answer);
+        }
     }
 
     fn endpoints(&self) -> Vec<Endpoint> {
@@ -279,13 +351,25 @@ impl SlapClient {
     }
 
     /// `request` to each gateway in turn from the preferred one, until one answers with
-    /// something other than a server error.
+    /// something other than a server error: its body when 2xx, else the error it means.
     fn call(
         &self,
         method: &str,
         request: Request,
         partition: Option<(&str, &str)>,
     ) -> Result<Vec<u8>, SlapError> {
+        let answer = self.send(self.http()?, method, request, partition)?;
+        classify(method, answer.status, answer.body)
+    }
+
+    /// [`Self::call`] through `http`, the answer whatever its status (but 5xx).
+    fn send(
+        &self,
+        http: &BlockingClient,
+        method: &str,
+        request: Request,
+        partition: Option<(&str, &str)>,
+    ) -> Result<Response, SlapError> {
         let mut request = request.header("Accept", "*/*");
         if let Some((computer, partition)) = partition {
             request = request.header(
@@ -295,7 +379,6 @@ impl SlapClient {
                 ),
             );
         }
-        let http = self.http()?;
         let endpoints = self.endpoints();
         let n = endpoints.len();
         let first = self.preferred.load(Ordering::Relaxed) % n;
@@ -315,7 +398,7 @@ impl SlapClient {
                     if let Some(list) = answer.header("x-slapos-gateways") {
                         self.learn(list, &endpoint.url, endpoint.tls);
                     }
-                    return classify(method, answer.status, answer.body);
+                    return Ok(answer);
                 }
                 // Not a gateway's fault: no other would take it either.
                 Err(e @ (http_client::Error::BadRequest(_) | http_client::Error::BadUrl(_))) => {
@@ -337,14 +420,62 @@ impl SlapClient {
     /// on 404, as the reference does).
     pub fn full_computer_information(&self, computer_id: &str) -> Result<Computer, SlapError> {
         let query = [("computer_id", computer_id)];
-        let body = match self.get("getFullComputerInformation", &query) {
-            Err(SlapError::NotFound { .. }) => self.get("getComputerInformation", &query)?,
-            other => other?,
+        let http = self.http()?;
+        let view = |method: &str| -> Result<Response, SlapError> {
+            let answer = self.send(http, method, Request::get_query(method, &query), None)?;
+            if (200..300).contains(&answer.status) {
+                self.saw_view(&answer);
+            }
+            Ok(answer)
         };
+        let mut answer = view("getFullComputerInformation")?;
+        let mut method = "getFullComputerInformation";
+        if answer.status == 404 {
+            method = "getComputerInformation";
+            answer = view(method)?;
+        }
+        let body = classify(method, answer.status, answer.body)?;
         Computer::decode(&body, &Limits::default()).map_err(|e| SlapError::BadAnswer {
             method: "getFullComputerInformation".into(),
             message: e.to_string(),
         })
+    }
+
+    /// A long poll of `computer_id`'s view (the gateways' protocol, issue 21):
+    /// `getFullComputerInformation` with `If-None-Match: <etag>` and `Prefer: wait=<s>`.
+    /// A gateway that versions views holds the request until the view differs from the
+    /// one of `etag` (200, the view and its new ETag) or until the wait ends (304); one
+    /// that does not answers the view at once, without an ETag. Failover as any call: the
+    /// ETag is sent verbatim to whichever gateway answers (a gateway never answers a view
+    /// older than the one the ETag names). The legacy `getComputerInformation` on 404.
+    pub fn watch_computer(
+        &self,
+        computer_id: &str,
+        etag: &str,
+        wait: Duration,
+    ) -> Result<Watched, SlapError> {
+        let http = self.watch_http(wait)?;
+        let query = [("computer_id", computer_id)];
+        let poll = |method: &str| {
+            let request = Request::get_query(method, &query)
+                .header("If-None-Match", etag)
+                .header("Prefer", format!("wait={}", wait.as_secs().max(1)));
+            self.send(&http, method, request, None)
+        };
+        let mut method = "getFullComputerInformation";
+        let mut answer = poll(method)?;
+        if answer.status == 404 {
+            method = "getComputerInformation";
+            answer = poll(method)?;
+        }
+        if answer.status == 304 {
+            return Ok(Watched::NotModified {
+                etag: etag_of(&answer),
+            });
+        }
+        let etag = etag_of(&answer);
+        let body = classify(method, answer.status, answer.body)?;
+        Ok(Watched::Changed { etag, body })
     }
 
     /// `supplySupply`: asks `computer_id` to install (`available`) or remove
@@ -534,6 +665,15 @@ pub fn get_url_trusting(url: &str, cas: &[Vec<u8>]) -> Result<Vec<u8>, SlapError
         None
     };
     SlapClient::build(vec![endpoint], tls).call(url, Request::get(""), None)
+}
+
+/// The answer's ETag, verbatim, when it is one this client can send back.
+fn etag_of(answer: &Response) -> Option<String> {
+    answer
+        .header("etag")
+        .filter(|e| !e.is_empty() && e.len() <= MAX_ETAG)
+        .filter(|e| e.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        .map(str::to_owned)
 }
 
 fn is_server_error(status: u16) -> bool {

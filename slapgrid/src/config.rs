@@ -564,8 +564,8 @@ impl NodeConfig {
             pidfile_report: r
                 .path("slapos", "pidfile_report")?
                 .unwrap_or_else(|| run_dir.join("slapgrid-ur.pid")),
-            software_interval: r.seconds("software_interval", 60)?,
-            instance_interval: r.seconds("instance_interval", 60)?,
+            software_interval: r.seconds("software_interval", 300)?,
+            instance_interval: r.seconds("instance_interval", 300)?,
             report_interval: r.seconds("report_interval", 86400)?,
             format_interval: r.seconds("format_interval", 86400)?,
             disk_check_interval: r.seconds("disk_check_interval", 300)?,

@@ -34,6 +34,7 @@ pub mod sysdb;
 pub mod template;
 #[cfg(test)]
 mod testutil;
+pub mod watch;
 pub mod watchdog;
 
 pub use config::{ConfigError, NodeConfig};

@@ -497,6 +497,9 @@ fn a_lost_region_s_replica_is_replaced_and_the_group_grows_to_five() {
         .unwrap()
         .to_string();
     let learned_path = format!("{node_cfg}.gateways");
+    // An agent learns the list from any answer of a gateway; with SlapOS's periods its
+    // calls are its long poll, which the gateway answers (304, with the new list) as
+    // soon as it reads that the group's gateways changed (every 10 s).
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let learned: std::collections::BTreeSet<String> = std::fs::read_to_string(&learned_path)

@@ -133,6 +133,9 @@ pub(crate) async fn format_nodes(
             ),
             None => "alter_network = false\n".into(),
         };
+        // The software and instance periods are left at SlapOS's (300 s): the agent's long
+        // poll runs them as soon as the node's view changes (slapgrid/DESIGN.md, "The
+        // daemon: woken within a second"); shortening them would only hide its latency.
         let config = node_dir.join("etc/slapos.cfg");
         files::write(
             &config,
@@ -141,8 +144,7 @@ pub(crate) async fn format_nodes(
                  master_url = {urls}\nsoftware_root = {roots_of}/soft\ninstance_root = {roots_of}/inst\n\
                  root_check = false\npidfile_software = {r}/var/run/sw.pid\n\
                  pidfile_instance = {r}/var/run/cp.pid\npidfile_report = {r}/var/run/ur.pid\n\
-                 software_interval = 5\ninstance_interval = 5\nreport_interval = 3600\n\
-                 format_interval = 3600\n\n[slapformat]\npartition_amount = {partitions}\n\
+                 report_interval = 3600\nformat_interval = 3600\n\n[slapformat]\npartition_amount = {partitions}\n\
                  {user_part}{network_part}create_tap = false\npartition_has_ipv6_range = false\n\
                  computer_xml = {r}/etc/slapos.xml\ncomputer_json = {r}/etc/slapos.json\n",
                 urls = urls.join(" "),

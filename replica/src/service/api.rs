@@ -1,10 +1,11 @@
 //! The master API's writes and reads as a gateway or an operator calls them: submit (the
 //! caller's request ids namespaced by its identity), read at a consistency, status.
 
-use super::{decode_json, hint_of, MasterService};
+use super::{decode_json, hint_of, MasterService, BACKUP_CHUNK};
 use crate::types::{NodeId, NodeInfo};
 use openraft::ServerState;
 use slapos_domain::{Command, Op, Query};
+use slapos_proto::rpc::master::{backup_chunk, BackupChunk, BackupRequest};
 use slapos_proto::rpc::master::{
     read_response, submit_response, Consistency, Member, ReadRequest, ReadResponse, StatusRequest,
     StatusResponse, SubmitRequest, SubmitResponse, ViewsChanged, WatchViewsRequest,
@@ -236,6 +237,75 @@ impl MasterService {
         rx
     }
 
+    /// The stream behind `Backup`: the persisted pairs of one RocksDB snapshot, read on
+    /// a blocking thread and sent in chunks of about [`BACKUP_CHUNK`] bytes, the sending
+    /// paced by the reader (a bounded channel), so memory stays bounded and writes go on.
+    pub(super) fn backup_rpc(
+        &self,
+        request: Request<BackupRequest>,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<BackupChunk, Status>>, Status> {
+        if let Some(who @ slapos_ca::Identity::Gateway(_)) = crate::tls::peer_identity(&request) {
+            return Err(Status::permission_denied(format!(
+                "{} may not take a backup: an operator's command",
+                who.common_name()
+            )));
+        }
+        let state = self.state.clone();
+        let replica = self.id;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let group = crate::network::group_of(&state);
+            let taken_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            let send = |part: backup_chunk::Part| {
+                tx.blocking_send(Ok(BackupChunk { part: Some(part) }))
+                    .is_ok()
+            };
+            let mut buf: Vec<u8> = Vec::with_capacity(BACKUP_CHUNK + 4096);
+            let mut pairs = 0u64;
+            let done = state.export(
+                |applied| {
+                    let header = serde_json::json!({
+                        "group": group,
+                        "applied": applied,
+                        "replica": replica,
+                        "taken_at": taken_at,
+                    });
+                    send(backup_chunk::Part::Header(header.to_string().into_bytes()))
+                },
+                |k, v| {
+                    buf.extend_from_slice(&(k.len() as u32).to_be_bytes());
+                    buf.extend_from_slice(k);
+                    buf.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                    buf.extend_from_slice(v);
+                    pairs += 1;
+                    if buf.len() >= BACKUP_CHUNK {
+                        let chunk =
+                            std::mem::replace(&mut buf, Vec::with_capacity(BACKUP_CHUNK + 4096));
+                        return send(backup_chunk::Part::Pairs(chunk));
+                    }
+                    true
+                },
+            );
+            match done {
+                Ok(true) => {
+                    if !buf.is_empty() && !send(backup_chunk::Part::Pairs(buf)) {
+                        return;
+                    }
+                    send(backup_chunk::Part::EndPairs(pairs));
+                    tracing::info!(pairs, "backup sent");
+                }
+                Ok(false) => tracing::info!("backup abandoned by its reader"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "backup failed");
+                    let _ = tx.blocking_send(Err(Status::unavailable(format!("backup: {e}"))));
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     pub(super) async fn status_rpc(
         &self,
         _request: Request<StatusRequest>,
@@ -277,16 +347,20 @@ impl MasterService {
             })
             .collect();
         let stats = &self.log_stats;
+        let stopped = crate::node::stopped_reason(&m, stats);
         Ok(Response::new(StatusResponse {
             id: m.id,
-            state: match m.state {
-                ServerState::Leader => "leader",
-                ServerState::Follower => "follower",
-                ServerState::Candidate => "candidate",
-                ServerState::Learner => "learner",
-                ServerState::Shutdown => "shutdown",
-            }
-            .into(),
+            state: match stopped {
+                Some(why) => format!("stopped: {why}"),
+                None => match m.state {
+                    ServerState::Leader => "leader",
+                    ServerState::Follower => "follower",
+                    ServerState::Candidate => "candidate",
+                    ServerState::Learner => "learner",
+                    ServerState::Shutdown => "shutdown",
+                }
+                .into(),
+            },
             term: m.current_term,
             leader_id: leader.unwrap_or(0),
             has_leader: leader.is_some(),
@@ -298,6 +372,7 @@ impl MasterService {
             log_size_bytes: stats.log_size_bytes(),
             snapshot_size_bytes: stats.snapshot_size_bytes(),
             members,
+            group: crate::network::group_of(&self.state).unwrap_or_default(),
             millis_since_leader_contact: if m.state == ServerState::Leader {
                 m.millis_since_quorum_ack.unwrap_or(0)
             } else {

@@ -43,6 +43,8 @@ pub const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
 /// How long a local read waits for the caller's own last write to be applied here
 /// before it is relayed to the leader.
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_millis(500);
+/// About how many bytes of pairs one `Backup` message carries.
+pub const BACKUP_CHUNK: usize = 1 << 20;
 /// How long a joining replica may take to catch up before it is promoted.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -281,6 +283,19 @@ impl Master for MasterService {
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
         self.read_rpc(request).await
+    }
+
+    type BackupStream = tokio_stream::wrappers::ReceiverStream<
+        Result<slapos_proto::rpc::master::BackupChunk, Status>,
+    >;
+
+    async fn backup(
+        &self,
+        request: Request<slapos_proto::rpc::master::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            self.backup_rpc(request)?,
+        )))
     }
 
     type WatchViewsStream = tokio_stream::wrappers::ReceiverStream<

@@ -48,6 +48,32 @@ impl LeaderContact {
 pub struct RaftService {
     pub raft: Raft,
     pub contact: Arc<LeaderContact>,
+    /// This replica's state, for its group id.
+    pub state: crate::types::StateHandle,
+}
+
+impl RaftService {
+    /// Refuses a message from another group's replica: a group restored from a backup
+    /// has a new id, and the old group's replicas (same authority, valid certificates)
+    /// must not join it nor it them. A side that names no group (a replica that has not
+    /// applied its group's authority yet, or a group made before groups had ids) is not
+    /// refused.
+    fn same_group<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let theirs = request
+            .metadata()
+            .get(crate::network::GROUP_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let ours = crate::network::group_of(&self.state);
+        match (theirs, ours.as_deref()) {
+            (Some(theirs), Some(ours)) if theirs != ours => {
+                tracing::warn!(theirs, ours, "refused a Raft message from another group");
+                Err(Status::failed_precondition(format!(
+                    "this replica belongs to group {ours}, the message comes from group {theirs}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -56,6 +82,7 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.same_group(&request)?;
         let req: AppendEntriesRequest<TypeConfig> =
             decode_json("append entries", &request.get_ref().data)?;
         let result = self.raft.append_entries(req).await;
@@ -68,6 +95,7 @@ impl raft_server::Raft for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.same_group(&request)?;
         let req: VoteRequest<NodeId> = decode_json("vote", &request.get_ref().data)?;
         let result = self.raft.vote(req).await;
         Ok(Response::new(RaftMessage {
@@ -79,6 +107,7 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.same_group(&request)?;
         let mut stream = request.into_inner();
         let first = stream
             .message()

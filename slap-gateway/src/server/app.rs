@@ -35,13 +35,19 @@ pub struct App {
 pub struct GatewayList(Arc<std::sync::RwLock<Option<HeaderValue>>>);
 
 impl GatewayList {
-    /// Keeps `urls` (none: nothing is sent).
-    pub fn set(&self, urls: &[String]) {
+    /// Keeps `urls` (none: nothing is sent); true when that changed the list a known
+    /// list (the first one learned is no change).
+    pub fn set(&self, urls: &[String]) -> bool {
         let value = (!urls.is_empty())
             .then(|| HeaderValue::from_str(&urls.join(" ")).ok())
             .flatten();
-        if let Ok(mut v) = self.0.write() {
-            *v = value;
+        match self.0.write() {
+            Ok(mut v) => {
+                let changed = v.is_some() && *v != value;
+                *v = value;
+                changed
+            }
+            Err(_) => false,
         }
     }
 

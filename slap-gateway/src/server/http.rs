@@ -176,7 +176,12 @@ async fn node_view(
                 app.metrics.poll_wakeup();
                 at_least = at_least.max(index);
             }
-            views::Wake::Timeout | views::Wake::Closing => {
+            views::Wake::Reset(index) => {
+                app.metrics.poll_wakeup();
+                tokio::time::sleep(views::random_part(views::RESET_SPREAD)).await;
+                at_least = at_least.max(index);
+            }
+            views::Wake::Timeout | views::Wake::Closing | views::Wake::Gateways => {
                 app.metrics.not_modified();
                 extra.etag = Some(views::etag(have));
                 return SlapResponse {

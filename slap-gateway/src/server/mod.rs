@@ -158,7 +158,14 @@ impl Gateway {
             tokio::spawn(async move {
                 loop {
                     match app.masters.gateway_urls().await {
-                        Ok(urls) => app.gateways.set(&urls),
+                        // Held long polls are answered (304, with the new list in
+                        // X-Slapos-Gateways): their nodes learn it now, not when their
+                        // wait ends.
+                        Ok(urls) => {
+                            if app.gateways.set(&urls) {
+                                app.views.gateways_changed();
+                            }
+                        }
                         Err(e) => tracing::debug!(error = %e, "cannot read the group's gateways"),
                     }
                     tokio::select! {

@@ -24,6 +24,9 @@ pub const MAX_WAIT: Duration = Duration::from_secs(300);
 /// A held request waits up to `1/JITTER_DIVISOR` longer than asked, at random (as
 /// Consul does), so that a fleet started together does not come back together.
 pub const JITTER_DIVISOR: u32 = 16;
+/// Held requests woken by a reset re-read their view within this, at random: a gateway
+/// holding tens of thousands of them does not send them to the replicas at once.
+pub const RESET_SPREAD: Duration = Duration::from_secs(1);
 /// Backoff of the `WatchViews` stream after it broke: from this...
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// ...doubling to this.
@@ -39,6 +42,9 @@ pub struct Views {
     everything: watch::Sender<u64>,
     /// Set at shutdown: held requests are answered (304) rather than cut.
     closing: watch::Sender<bool>,
+    /// Bumped when the group's gateways change: held requests are answered (304) so
+    /// that their nodes read the new list in `X-Slapos-Gateways`.
+    gateways: watch::Sender<u64>,
     /// Index the stream brought us to (0: not connected yet).
     pub(super) followed: AtomicU64,
 }
@@ -49,6 +55,7 @@ impl Default for Views {
             watched: Mutex::new(HashMap::new()),
             everything: watch::channel(0).0,
             closing: watch::channel(false).0,
+            gateways: watch::channel(0).0,
             followed: AtomicU64::new(0),
         }
     }
@@ -57,12 +64,17 @@ impl Default for Views {
 /// Why a held request stopped waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
-    /// Its computer's view may have changed at this index (or everything may have).
+    /// Its computer's view may have changed at this index.
     Changed(u64),
+    /// Every view may have changed (the replica could not say which): look again, after
+    /// a random pause (see [`RESET_SPREAD`]).
+    Reset(u64),
     /// Its wait is over.
     Timeout,
     /// The gateway is shutting down.
     Closing,
+    /// The group's gateways changed: answer now, the node reads the new list.
+    Gateways,
 }
 
 /// One held request's registration: dropped, it leaves.
@@ -72,6 +84,7 @@ pub struct Held<'a> {
     changed: Option<watch::Receiver<u64>>,
     everything: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
+    gateways: watch::Receiver<u64>,
 }
 
 impl Views {
@@ -93,6 +106,7 @@ impl Views {
             changed: Some(changed),
             everything,
             closing: self.closing.subscribe(),
+            gateways: self.gateways.subscribe(),
         }
     }
 
@@ -119,6 +133,12 @@ impl Views {
         self.followed.fetch_max(index, Ordering::AcqRel);
     }
 
+    /// Answers every held request now (304), so that nodes read the new list of the
+    /// group's gateways.
+    pub fn gateways_changed(&self) {
+        self.gateways.send_modify(|n| *n += 1);
+    }
+
     /// Answers every held request now (shutdown).
     pub fn close(&self) {
         self.closing.send_replace(true);
@@ -132,15 +152,18 @@ impl Held<'_> {
             return Wake::Closing;
         };
         tokio::select! {
+            // Shutdown first: a request pending a wake-up is answered, not re-read.
+            biased;
+            _ = self.closing.wait_for(|c| *c) => Wake::Closing,
+            Ok(()) = self.gateways.changed() => Wake::Gateways,
             r = changed.changed() => match r {
                 Ok(()) => Wake::Changed(*changed.borrow_and_update()),
                 Err(_) => Wake::Closing,
             },
             r = self.everything.changed() => match r {
-                Ok(()) => Wake::Changed(*self.everything.borrow_and_update()),
+                Ok(()) => Wake::Reset(*self.everything.borrow_and_update()),
                 Err(_) => Wake::Closing,
             },
-            _ = self.closing.wait_for(|c| *c) => Wake::Closing,
             _ = tokio::time::sleep_until(deadline) => Wake::Timeout,
         }
     }
@@ -212,14 +235,18 @@ pub fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
-/// `wait` plus up to `wait / JITTER_DIVISOR` at random.
-pub fn with_jitter(wait: Duration) -> Duration {
+/// A random fraction of `span`.
+pub fn random_part(span: Duration) -> Duration {
     let mut bytes = [0u8; 4];
     let r = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map(|_| u32::from_le_bytes(bytes))
         .unwrap_or(0);
-    let span = wait / JITTER_DIVISOR;
-    wait + span.mul_f64(f64::from(r) / f64::from(u32::MAX))
+    span.mul_f64(f64::from(r) / f64::from(u32::MAX))
+}
+
+/// `wait` plus up to `wait / JITTER_DIVISOR` at random.
+pub fn with_jitter(wait: Duration) -> Duration {
+    wait + random_part(wait / JITTER_DIVISOR)
 }
 
 /// Follows the replicas' `WatchViews` stream for as long as the gateway runs, waking
@@ -237,6 +264,9 @@ pub async fn follow(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
         match opened {
             Ok((addr, mut stream)) => {
                 tracing::debug!(%addr, after, "following the node views");
+                // The first time, the replica can only say where it is: a request held
+                // before that may have missed a change, so everyone looks again.
+                let mut first = after == 0;
                 loop {
                     let message = tokio::select! {
                         m = stream.message() => m,
@@ -246,7 +276,8 @@ pub async fn follow(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
                         Ok(Some(m)) => {
                             backoff = RECONNECT_MIN;
                             app.metrics.views_changed(m.computers.len(), m.reset);
-                            app.views.changed(m.index, &m.computers, m.reset);
+                            app.views.changed(m.index, &m.computers, m.reset || first);
+                            first = false;
                         }
                         Ok(None) => {
                             tracing::debug!(%addr, "the node views stream ended");
@@ -334,11 +365,10 @@ mod tests {
         assert_eq!(b.wait(soon).await, Wake::Timeout);
         views.changed(6, &[], true);
         let soon = Instant::now() + Duration::from_millis(50);
-        assert_eq!(
-            b.wait(soon).await,
-            Wake::Changed(6),
-            "a reset wakes everyone"
-        );
+        assert_eq!(b.wait(soon).await, Wake::Reset(6), "a reset wakes everyone");
+        views.gateways_changed();
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert_eq!(a.wait(soon).await, Wake::Gateways);
         views.close();
         assert_eq!(a.wait(soon).await, Wake::Closing);
         drop(a);

@@ -1,0 +1,297 @@
+//! `slapos bench backup`: a three-replica group holding a fleet's state (default 10,000
+//! computers and 100,000 instances), a client's write latency without and during
+//! `slapos cluster backup`, the backup's time and size, and the time to restore it as a
+//! new group and serve from it (`slapos cluster restore`, `slapos master run`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command as Process;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use master_client::proposer_time as now;
+use master_client::MasterClient;
+use serde::Serialize;
+use slapos_domain::{AddressSpec, ComputerSpec, PartitionSpec};
+use slapos_domain::{Command, Op, Query, RequestId, Requester};
+use slapos_harness::{HarnessError, ProcessCluster};
+use slapos_proto::rpc::master::Consistency;
+
+use crate::raft::{level, percentile};
+
+pub struct BackupBenchOptions {
+    /// The `slapos` binary.
+    pub bin: PathBuf,
+    /// A fresh working directory.
+    pub dir: PathBuf,
+    pub computers: usize,
+    pub instances: usize,
+    /// Concurrent writers filling the state.
+    pub fill_writers: usize,
+    /// How long the write latency is measured without a backup.
+    pub seconds: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackupBenchReport {
+    pub computers: usize,
+    pub instances: usize,
+    pub fill_seconds: f64,
+    pub backup_seconds: f64,
+    pub backup_bytes: u64,
+    pub backup_pairs: u64,
+    pub backup_index: u64,
+    /// One writer's commit latency, alone and while the backup runs (ms).
+    pub write_p50_ms_alone: f64,
+    pub write_p99_ms_alone: f64,
+    pub write_p50_ms_during: f64,
+    pub write_p99_ms_during: f64,
+    pub writes_during: usize,
+    /// `slapos cluster backup verify`.
+    pub verify_seconds: f64,
+    /// `slapos cluster restore` into an empty directory.
+    pub restore_seconds: f64,
+    /// From starting the restored replica to its first linearizable read of everything.
+    pub restored_serving_seconds: f64,
+}
+
+const RELEASE: &str = "https://bench.invalid/backup/software.cfg";
+
+fn computer(i: usize) -> String {
+    format!("COMP-{i:06}")
+}
+
+fn format_op(c: &str, partitions: usize) -> Op {
+    Op::FormatComputer {
+        computer: c.to_owned(),
+        spec: ComputerSpec {
+            address: None,
+            netmask: None,
+            partitions: (0..partitions)
+                .map(|p| PartitionSpec {
+                    id: format!("slappart{p}"),
+                    tap: None,
+                    addresses: vec![AddressSpec {
+                        addr: format!("10.{}.{}.{}", p % 250, (p / 250) % 250, 1 + p % 250),
+                        netmask: "255.255.255.0".into(),
+                        gateway: None,
+                        network: None,
+                    }],
+                })
+                .collect(),
+        },
+    }
+}
+
+fn request_op(i: usize, on: &str) -> Op {
+    Op::RequestInstance {
+        requester: Requester::Person(format!("customer-{}", i % 1000)),
+        title: format!("instance-{i}"),
+        software_release: RELEASE.into(),
+        software_type: "default".into(),
+        state: None,
+        shared: false,
+        parameters: BTreeMap::new(),
+        sla: BTreeMap::from([("computer_guid".to_owned(), on.to_owned())]),
+    }
+}
+
+/// Applies `ops` with `writers` concurrent clients (each its own request ids).
+async fn fill(
+    client: &MasterClient,
+    ops: Vec<Op>,
+    writers: usize,
+    name: &str,
+) -> Result<(), HarnessError> {
+    let ops = Arc::new(ops);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (ops, next, mut client) = (ops.clone(), next.clone(), client.clone());
+        let id = format!("bench-fill-{name}-{w}");
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(op) = ops.get(i) else {
+                    return Ok::<(), String>(());
+                };
+                seq += 1;
+                let command = Command {
+                    request_id: RequestId::new(id.clone(), seq),
+                    at: now(),
+                    op: op.clone(),
+                };
+                match client.submit(&command).await {
+                    Ok((Ok(_), _)) => {}
+                    Ok((Err(e), _)) => return Err(format!("{}: {e}", op.name())),
+                    Err(e) => return Err(format!("{}: {e}", op.name())),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| HarnessError::Domain(e.to_string()))?
+            .map_err(HarnessError::Domain)?;
+    }
+    Ok(())
+}
+
+fn run(bin: &PathBuf, args: &[&str]) -> Result<std::process::Output, HarnessError> {
+    let out = Process::new(bin)
+        .args(args)
+        .output()
+        .map_err(|e| HarnessError::Io(bin.display().to_string(), e))?;
+    if !out.status.success() {
+        return Err(HarnessError::Domain(format!(
+            "slapos {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(out)
+}
+
+pub async fn run_backup_bench(
+    opts: &BackupBenchOptions,
+) -> Result<BackupBenchReport, HarnessError> {
+    let mut cluster = ProcessCluster::new(&opts.bin, &opts.dir.join("source"));
+    cluster.start(3).await?;
+    let client = crate::raft::writers_client(&cluster).await?;
+
+    // The fleet: computers with enough partitions, the release supplied, instances
+    // pinned round-robin (the SLA names the computer).
+    let started = Instant::now();
+    let per = opts.instances.div_ceil(opts.computers.max(1)).max(1);
+    let formats = (0..opts.computers)
+        .map(|i| format_op(&computer(i), per))
+        .collect();
+    fill(&client, formats, opts.fill_writers, "format").await?;
+    let supplies = (0..opts.computers)
+        .map(|i| Op::Supply {
+            computer: computer(i),
+            url: RELEASE.into(),
+            state: "available".into(),
+        })
+        .collect();
+    fill(&client, supplies, opts.fill_writers, "supply").await?;
+    let requests = (0..opts.instances)
+        .map(|i| request_op(i, &computer(i % opts.computers.max(1))))
+        .collect();
+    fill(&client, requests, opts.fill_writers, "request").await?;
+    let fill_seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "filled {} computers and {} instances in {fill_seconds:.1} s",
+        opts.computers, opts.instances
+    );
+
+    // One writer alone, then the same writer while a backup runs.
+    let alone = level(&client, 1, Duration::from_secs(opts.seconds), 100).await;
+    let file = opts.dir.join("fleet.backup");
+    let via = cluster.api_addrs().join(",");
+    let during = {
+        let client = client.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut seq = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    seq += 1;
+                    let cmd = Command {
+                        request_id: RequestId::new("bench-during", seq),
+                        at: now(),
+                        op: Op::Supply {
+                            computer: computer(0),
+                            url: format!("https://bench.invalid/during/{}.cfg", seq % 8),
+                            state: "available".into(),
+                        },
+                    };
+                    let t = Instant::now();
+                    if let Ok((Ok(_), _)) = client.submit(&cmd).await {
+                        latencies.push(t.elapsed().as_micros() as u64);
+                    }
+                }
+                latencies
+            })
+        };
+        let t = Instant::now();
+        let (bin, file_s) = (opts.bin.clone(), file.display().to_string());
+        let out = tokio::task::spawn_blocking(move || {
+            run(
+                &bin,
+                &[
+                    "cluster", "backup", "--via", &via, "--out", &file_s, "--json",
+                ],
+            )
+        })
+        .await
+        .map_err(|e| HarnessError::Domain(e.to_string()))??;
+        let seconds = t.elapsed().as_secs_f64();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut latencies = writer
+            .await
+            .map_err(|e| HarnessError::Domain(e.to_string()))?;
+        latencies.sort_unstable();
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| HarnessError::Domain(format!("backup JSON: {e}")))?;
+        (seconds, latencies, summary)
+    };
+    let (backup_seconds, latencies, summary) = during;
+    let t = Instant::now();
+    run(
+        &opts.bin,
+        &["cluster", "backup", "verify", &file.display().to_string()],
+    )?;
+    let verify_seconds = t.elapsed().as_secs_f64();
+    cluster.kill_all();
+
+    // Restored as a new group of one, then serving.
+    let restored_dir = opts.dir.join("restored");
+    std::fs::create_dir_all(&restored_dir)
+        .map_err(|e| HarnessError::Io(restored_dir.display().to_string(), e))?;
+    let mut restored = ProcessCluster::new(&opts.bin, &restored_dir);
+    restored.configure(1)?;
+    let config = restored.config_path(1)?.display().to_string();
+    let t = Instant::now();
+    run(
+        &opts.bin,
+        &[
+            "cluster",
+            "restore",
+            &file.display().to_string(),
+            "--config",
+            &config,
+        ],
+    )?;
+    let restore_seconds = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    restored.spawn(1)?;
+    restored.wait_leader(Duration::from_secs(120)).await?;
+    let mut c = restored.client().with_deadline(Duration::from_secs(120));
+    c.call_timeout = Duration::from_secs(60);
+    c.read(&Query::All, Consistency::Linearizable, 0).await?;
+    let restored_serving_seconds = t.elapsed().as_secs_f64();
+    restored.kill_all();
+
+    Ok(BackupBenchReport {
+        computers: opts.computers,
+        instances: opts.instances,
+        fill_seconds,
+        backup_seconds,
+        backup_bytes: summary["bytes"].as_u64().unwrap_or(0),
+        backup_pairs: summary["pairs"].as_u64().unwrap_or(0),
+        backup_index: summary["index"].as_u64().unwrap_or(0),
+        write_p50_ms_alone: alone.p50_ms,
+        write_p99_ms_alone: alone.p99_ms,
+        write_p50_ms_during: percentile(&latencies, 0.50),
+        write_p99_ms_during: percentile(&latencies, 0.99),
+        writes_during: latencies.len(),
+        verify_seconds,
+        restore_seconds,
+        restored_serving_seconds,
+    })
+}

@@ -1,0 +1,262 @@
+//! Backups and restore of the master (issue 25), with real processes: a backup taken
+//! from a three-replica group while a client writes, checked (`backup verify`, a
+//! truncated or altered copy refused), restored as a new group that serves the same
+//! entities, takes writes, and refuses Raft traffic from the old group's replicas.
+
+use std::collections::BTreeMap;
+
+use slapos_domain::{Command, Entry, Op, Query, Reply, RequestId, State};
+use slapos_e2e::cluster::{Cluster, Settings};
+use slapos_proto::rpc::master::Consistency;
+
+fn register(computer: &str) -> Op {
+    Op::RegisterComputer {
+        computer: computer.into(),
+        title: String::new(),
+        owner: "e2e".into(),
+        region: None,
+        network: None,
+        attributes: BTreeMap::new(),
+    }
+}
+
+/// The domain proper of a state (no exactly-once bookkeeping, no counters), entity by
+/// entity, with the authority's group id left out (a restore renames the group).
+/// What a read of everything shows (the authority, partitions' keys and tokens are
+/// never read out).
+fn entities(entries: &[Entry]) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    use slapos_domain::KeyKind;
+    entries
+        .iter()
+        .filter(|(k, _)| {
+            KeyKind::of(k).is_some_and(|kind| {
+                kind.is_domain()
+                    && !matches!(
+                        kind,
+                        KeyKind::Authority | KeyKind::IssuedKey | KeyKind::Token
+                    )
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// The keys on which two sets of entities differ, readable.
+fn differences(a: &BTreeMap<Vec<u8>, Vec<u8>>, b: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<String> {
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_writing_and_restore_as_a_new_group() {
+    let source = Cluster::start("backup-src", 3, Settings::default()).await;
+    let via = source.harness().api_addrs().join(",");
+    let file = source.dir().join("group.backup");
+
+    // A client registers computers, one request id each, before, during and after
+    // the backup; every acknowledgement is kept with its log index.
+    let writer = {
+        let mut client = source.client();
+        tokio::spawn(async move {
+            let mut acked: Vec<(String, u64)> = Vec::new();
+            for n in 0..400u64 {
+                let name = format!("COMP-{n}");
+                let command = Command {
+                    request_id: RequestId::new("backup-writer", n + 1),
+                    at: master_client::proposer_time(),
+                    op: register(&name),
+                };
+                if let Ok((Ok(Reply::Done), index)) = client.submit(&command).await {
+                    acked.push((name, index));
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let out = {
+        let (bin, via, file) = (
+            slapos_e2e::slapos_bin(),
+            via.clone(),
+            file.display().to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin)
+                .args(["cluster", "backup", "--via", &via, "--out", &file, "--json"])
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("run slapos cluster backup")
+    };
+    if !out.status.success() {
+        source.fail(&format!(
+            "backup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("backup JSON");
+    let index = summary["index"].as_u64().expect("index");
+    let acked = writer.await.expect("writer");
+    assert!(!acked.is_empty(), "the writer got no acknowledgement");
+
+    // Checked without starting anything; what it holds is the state at its index:
+    // every write acknowledged at or before it, none after.
+    let verify = source.slapos(&["cluster", "backup", "verify", &file.display().to_string()]);
+    assert!(
+        verify.status.success(),
+        "verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let mut backed_up: Vec<Entry> = Vec::new();
+    let read = slapos_operator::backup::read(&file, |k, v| backed_up.push((k, v)))
+        .expect("the backup reads back");
+    assert_eq!(read.header.index, index);
+    let state = State::from_entries(backed_up.iter().cloned()).expect("the backup is a state");
+    for (name, at) in &acked {
+        assert_eq!(
+            state.computer(name).is_ok(),
+            *at <= index,
+            "{name}, acknowledged at index {at}, in a backup at index {index}"
+        );
+    }
+    let during = acked.iter().filter(|(_, at)| *at > index).count();
+    println!(
+        "backup at index {index}: {} pairs, {} bytes; {} of {} writes acknowledged after it",
+        read.pairs,
+        read.bytes,
+        during,
+        acked.len()
+    );
+
+    // A truncated or altered copy is refused, saying why.
+    let bytes = std::fs::read(&file).expect("read the backup");
+    let damaged = source.dir().join("damaged.backup");
+    let damaged_s = damaged.display().to_string();
+    std::fs::write(&damaged, &bytes[..bytes.len() * 2 / 3]).expect("write");
+    let v = source.slapos(&["cluster", "backup", "verify", &damaged_s]);
+    assert!(!v.status.success(), "a truncated backup verified");
+    assert!(
+        String::from_utf8_lossy(&v.stderr).contains("truncated"),
+        "{v:?}"
+    );
+    let mut altered = bytes.clone();
+    let at = altered.len() / 2;
+    altered[at] ^= 0x20;
+    std::fs::write(&damaged, &altered).expect("write");
+    let v = source.slapos(&["cluster", "backup", "verify", &damaged_s]);
+    assert!(!v.status.success(), "an altered backup verified");
+    let said = String::from_utf8_lossy(&v.stderr);
+    assert!(
+        said.contains("checksum") || said.contains("malformed"),
+        "{said}"
+    );
+
+    // Restored as a new group of one, in an empty data directory.
+    let mut restored = Cluster::new("backup-new", Settings::default());
+    let config = restored.configure(1).clone();
+    let config_path = restored
+        .harness()
+        .config_path(1)
+        .expect("config")
+        .display()
+        .to_string();
+    let r = restored.slapos(&[
+        "cluster",
+        "restore",
+        &file.display().to_string(),
+        "--config",
+        &config_path,
+    ]);
+    assert!(
+        r.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    // Not twice into the same directory.
+    let again = restored.slapos(&[
+        "cluster",
+        "restore",
+        &file.display().to_string(),
+        "--config",
+        &config_path,
+    ]);
+    assert!(!again.status.success(), "a restore over a store");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    restored.run(1).await;
+    restored.wait_leader().await;
+    let mut client = restored.client();
+    let (entries, _) = client
+        .read(&Query::All, Consistency::Linearizable, 0)
+        .await
+        .unwrap_or_else(|e| restored.fail(&format!("read the restored group: {e}")));
+    let (now, then) = (entities(&entries), entities(&backed_up));
+    assert!(now.len() > acked.len() / 20, "{} entities", now.len());
+    assert!(
+        now == then,
+        "the restored group's entities differ from the backup's: {:?}",
+        differences(&now, &then)
+    );
+    let old_group = read
+        .header
+        .group
+        .clone()
+        .expect("the source group has an id");
+    let status = restored.status(1).await.expect("the new replica's status");
+    let new_group = status.group;
+    assert!(!new_group.is_empty(), "the new group has an id");
+    let old_status = source.status(1).await.expect("the old replica's status");
+    assert_eq!(old_status.group, old_group, "the backup names its group");
+    assert_ne!(new_group, old_group, "a restore starts a new group");
+    // It takes writes, after the backup's index.
+    let (outcome, at) = client
+        .submit(&Command {
+            request_id: RequestId::new("after-restore", 1),
+            at: master_client::proposer_time(),
+            op: register("COMP-NEW"),
+        })
+        .await
+        .unwrap_or_else(|e| restored.fail(&format!("write to the restored group: {e}")));
+    assert_eq!(outcome, Ok(Reply::Done));
+    assert!(at > index, "index {at} after the backup's {index}");
+
+    // The old group's replicas are refused by the new one (and not its own group).
+    let raft = format!("http://{}", config.raft_addr);
+    let mut peer = slapos_proto::rpc::raft::raft_client::RaftClient::connect(raft)
+        .await
+        .expect("connect to the new replica's Raft service");
+    let call = |group: &str| {
+        let mut r = tonic::Request::new(slapos_proto::rpc::raft::RaftMessage {
+            data: b"{}".to_vec(),
+        });
+        r.metadata_mut().insert(
+            master_replica::network::GROUP_HEADER,
+            group.parse().expect("ASCII"),
+        );
+        r
+    };
+    let refused = peer
+        .vote(call(&old_group))
+        .await
+        .expect_err("the old group's vote");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains(&old_group));
+    let ours = peer
+        .vote(call(&new_group))
+        .await
+        .expect_err("a malformed vote");
+    assert_eq!(
+        ours.code(),
+        tonic::Code::InvalidArgument,
+        "past the group check: {ours:?}"
+    );
+}
