@@ -13,12 +13,16 @@
 //!   partitions, and instances requested at once until their services run.
 //! - [`limits`] (`slapos bench limits`): usage accuracy from the partitions' cgroups,
 //!   and a replica's write latency next to a noisy partition with and without limits.
+//! - [`fleet`] (`slapos bench fleet`): simulated nodes holding long polls (and some
+//!   polling plainly) against the replica group's gateways while a writer changes their
+//!   instances: held connections, CPU and memory, poll latency, write-to-answer time.
 //! - [`backup`] (`slapos bench backup`): a fleet's state backed up while a client
 //!   writes (its latency alone and during), verified, restored as a new group.
 
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod fleet;
 pub mod limits;
 pub mod node;
 pub mod raft;

@@ -28,10 +28,65 @@ pub enum BenchCommand {
     /// group's commit latency next to a partition running a CPU burner and a memory hog,
     /// without and with limits.
     Limits(LimitsArgs),
+    /// Simulated nodes against a three-replica group and its gateways: most hold a long
+    /// poll of getFullComputerInformation, a share polls plainly, a writer changes
+    /// instances on random computers. Held polls per gateway, the processes' CPU and
+    /// memory, plain poll latency, and the time from an acknowledged write to the node's
+    /// long-poll answer. Raises RLIMIT_NOFILE and connects from several 127.0.0.x.
+    Fleet(FleetArgs),
     /// A three-replica group holding a fleet's state (default 10,000 computers, 100,000
     /// instances): one writer's commit latency alone and during `slapos cluster backup`,
     /// the backup's time and size, `backup verify`, and `cluster restore` to serving.
     Backup(BackupArgs),
+}
+
+#[derive(Args)]
+pub struct FleetArgs {
+    /// Working directory (default: a new one under /tmp; removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    /// Simulated nodes, one computer each.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Partitions per computer.
+    #[arg(long, default_value_t = 100)]
+    partitions: usize,
+    /// Share of the nodes that poll plainly instead of holding a long poll (0..1).
+    #[arg(long, default_value_t = 0.1)]
+    plain_share: f64,
+    /// Seconds between two plain polls of one node (300: a node agent's 5 minutes).
+    #[arg(long, default_value_t = 300.0)]
+    poll_interval: f64,
+    /// Plain polls send If-None-Match with the last ETag (default: full reads, as
+    /// today's node agents).
+    #[arg(long)]
+    conditional: bool,
+    /// Prefer: wait=N of the long polls, in seconds.
+    #[arg(long, default_value_t = 300)]
+    wait: u64,
+    /// Re-requests per second of the writer, on random long-polling computers.
+    #[arg(long, default_value_t = 10.0)]
+    writes_per_sec: f64,
+    /// Long-polling computers given an instance (the writer's targets).
+    #[arg(long, default_value_t = 1000)]
+    instances: usize,
+    /// Seconds of the measured phase (after every long poll is held).
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Gateways the nodes connect to (1 puts every node on the first gateway).
+    #[arg(long, default_value_t = 3)]
+    gateways: usize,
+    /// Nodes connecting (and reading their computer once) at a time during the ramp-up.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Connections formatting the computers and requesting the instances.
+    #[arg(long, default_value_t = 8)]
+    setup_concurrency: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -221,6 +276,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Usage(args) => run_usage(args).await,
         BenchCommand::Node(args) => run_node(args).await,
         BenchCommand::Limits(args) => run_limits(args).await,
+        BenchCommand::Fleet(args) => run_fleet(args).await,
         BenchCommand::Backup(args) => {
             let dir = fresh_dir(args.dir, "backup")?;
             let opts = slapos_bench::backup::BackupBenchOptions {
@@ -414,6 +470,46 @@ async fn run_limits(args: LimitsArgs) -> Result<()> {
     };
     let report =
         slapos_bench::limits::run_limits_bench(&opts, |m| eprintln!("bench limits: {m}")).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    print!("{}", report.summary());
+    write_json(args.json.as_deref(), &report)?;
+    Ok(())
+}
+
+async fn run_fleet(args: FleetArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.poll_interval > 0.0 && args.poll_interval.is_finite(),
+        "--poll-interval must be a positive number of seconds"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.plain_share),
+        "--plain-share is a share of the nodes, 0 to 1"
+    );
+    anyhow::ensure!(
+        args.writes_per_sec >= 0.0 && args.writes_per_sec.is_finite(),
+        "--writes-per-sec must be 0 or more"
+    );
+    let dir = fresh_dir(args.dir, "fleet")?;
+    let opts = slapos_bench::fleet::FleetBenchOptions {
+        bin: std::env::current_exe()?,
+        dir: dir.clone(),
+        replicas: args.replicas,
+        nodes: args.nodes,
+        partitions: args.partitions,
+        plain_share: args.plain_share,
+        poll_interval: Duration::from_secs_f64(args.poll_interval),
+        conditional: args.conditional,
+        wait_s: args.wait,
+        writes_per_sec: args.writes_per_sec,
+        instances: args.instances,
+        duration: Duration::from_secs(args.seconds),
+        gateways: args.gateways,
+        connect_concurrency: args.connect_concurrency,
+        setup_concurrency: args.setup_concurrency,
+    };
+    let report =
+        slapos_bench::fleet::run_fleet_bench(&opts, |m| eprintln!("bench fleet: {m}")).await;
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
     print!("{}", report.summary());

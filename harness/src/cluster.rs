@@ -552,6 +552,11 @@ impl ProcessCluster {
         }
     }
 
+    /// The process id of a running gateway (the benchmarks read its CPU and memory).
+    pub fn gateway_pid(&self, host: usize) -> Option<u32> {
+        self.gateways.get(&host)?.child.as_ref().map(Child::id)
+    }
+
     /// Gateway addresses by host.
     pub fn gateway_addrs(&self) -> Vec<(usize, String)> {
         self.gateways
