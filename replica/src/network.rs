@@ -26,6 +26,8 @@ pub const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// The most bytes of entries one AppendEntries carries (at least one entry is always
 /// sent, whatever its size).
 pub const MAX_APPEND_BYTES: usize = 512 << 10;
+/// The least an AppendEntries budget shrinks to after timeouts.
+pub const MIN_APPEND_BYTES: usize = 16 << 10;
 /// Largest gRPC message accepted on the Raft service (a batch of entries).
 pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
 
@@ -73,6 +75,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             connect_timeout: self.connect_timeout,
             state: self.state.clone(),
             client: None,
+            append_budget: MAX_APPEND_BYTES,
+            append_pending: false,
         }
     }
 }
@@ -84,6 +88,12 @@ pub struct Peer {
     connect_timeout: Duration,
     state: Option<crate::types::StateHandle>,
     client: Option<RaftClient<Channel>>,
+    /// Bytes of entries the next AppendEntries may carry: halved when the previous one
+    /// did not finish (openraft dropped it at its timeout), doubled back after one that
+    /// did, between `MIN_APPEND_BYTES` and `MAX_APPEND_BYTES`.
+    append_budget: usize,
+    /// An AppendEntries was sent and has not finished.
+    append_pending: bool,
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, NetworkError> {
@@ -178,13 +188,19 @@ impl RaftNetwork<TypeConfig> for Peer {
         // openraft bounds each AppendEntries by the heartbeat interval: a follower that
         // fell behind on large entries gets them in pieces it can take in that time, and
         // openraft sends the rest at once (`PartialSuccess`).
+        // A previous call that never finished was dropped at openraft's timeout: send
+        // less this time (a starved or slow follower still makes progress).
+        if self.append_pending {
+            self.append_budget = (self.append_budget / 2).max(MIN_APPEND_BYTES);
+        }
+        let budget = self.append_budget;
         let mut sent_up_to = None;
-        if data.len() > MAX_APPEND_BYTES && rpc.entries.len() > 1 {
+        if data.len() > budget && rpc.entries.len() > 1 {
             let mut used = 0usize;
             let mut keep = rpc.entries.len();
             for (i, e) in rpc.entries.iter().enumerate() {
                 used += encode(e).map_err(RPCError::Network)?.len();
-                if used > MAX_APPEND_BYTES && i > 0 {
+                if used > budget && i > 0 {
                     keep = i;
                     break;
                 }
@@ -200,9 +216,15 @@ impl RaftNetwork<TypeConfig> for Peer {
                 data = encode(&rpc).map_err(RPCError::Network)?;
             }
         }
-        let answer: AppendEntriesResponse<NodeId> = self
+        self.append_pending = true;
+        let answer: Result<AppendEntriesResponse<NodeId>, _> = self
             .unary_encoded(data, &option, async |mut c, r| c.append_entries(r).await)
-            .await?;
+            .await;
+        self.append_pending = false;
+        if answer.is_ok() {
+            self.append_budget = (self.append_budget * 2).min(MAX_APPEND_BYTES);
+        }
+        let answer = answer?;
         Ok(match (answer, sent_up_to) {
             (AppendEntriesResponse::Success, Some(last)) => {
                 AppendEntriesResponse::PartialSuccess(Some(last))
