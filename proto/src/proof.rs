@@ -45,16 +45,18 @@ pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The bytes of a hex signature; `None` when it is not hex or longer than any signature
-/// (an ECDSA P-384 signature is at most 104 bytes, RSA-4096 512).
+/// The bytes of a hex signature (two hex digits a byte, either case, surrounding
+/// whitespace ignored); `None` when it is not hex or longer than any signature (an ECDSA
+/// P-384 signature is at most 104 bytes, RSA-4096 512).
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
+    let text = text.trim().as_bytes();
     if !text.len().is_multiple_of(2) || text.len() > 2 * 1024 {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+    // Digit by digit: `u8::from_str_radix` would also take a sign ("+f" is 15).
+    let digit = |b: u8| char::from(b).to_digit(16);
+    text.chunks_exact(2)
+        .map(|pair| Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
         .collect()
 }
 
@@ -85,5 +87,16 @@ mod tests {
         assert_eq!(from_hex("abc"), None);
         assert_eq!(from_hex("zz"), None);
         assert_eq!(from_hex(&"00".repeat(2000)), None);
+        assert_eq!(from_hex(" AbfF\n"), Some(vec![0xab, 0xff]));
+    }
+
+    /// Found by the `ca_proof` fuzz target (`fuzz/regressions/ca_proof/`): "+b" was read
+    /// as the byte 0x0b, so one signature had several spellings.
+    #[test]
+    fn hex_refuses_signs() {
+        assert_eq!(from_hex("+b"), None);
+        assert_eq!(from_hex("ab+b"), None);
+        assert_eq!(from_hex("-0"), None);
+        assert_eq!(from_hex("0x"), None);
     }
 }

@@ -1,7 +1,7 @@
 //! The master API's writes and reads as a gateway or an operator calls them: submit (the
 //! caller's request ids namespaced by its identity), read at a consistency, status.
 
-use super::{decode_json, hint_of, MasterService, BACKUP_CHUNK};
+use super::{hint_of, wire, MasterService, BACKUP_CHUNK};
 use crate::types::{NodeId, NodeInfo};
 use openraft::ServerState;
 use slapos_domain::{Command, Op, Query};
@@ -33,7 +33,7 @@ impl MasterService {
     ) -> Result<Response<SubmitResponse>, Status> {
         let forwarded = Self::is_forwarded(&request);
         let show = request.get_ref().show;
-        let mut command: Command = decode_json("command", &request.get_ref().command)?;
+        let mut command: Command = wire::command(&request.get_ref().command)?;
         let caller = crate::tls::peer_identity(&request);
         command.request_id.client = namespaced_client(caller.as_ref(), command.request_id.client);
         // Under mTLS a gateway writes what SLAP and its registration calls need; the
@@ -87,7 +87,7 @@ impl MasterService {
     ) -> Result<Response<ReadResponse>, Status> {
         let forwarded = Self::is_forwarded(&request);
         let req = request.into_inner();
-        let query: Query = decode_json("query", &req.query)?;
+        let query: Query = wire::query(&req.query)?;
         let consistency =
             Consistency::try_from(req.consistency).unwrap_or(Consistency::Unspecified);
         match consistency {

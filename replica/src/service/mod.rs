@@ -57,6 +57,45 @@ fn decode_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Resu
         .map_err(|e| Status::invalid_argument(format!("malformed {what}: {e}")))
 }
 
+/// What a replica decodes from the bytes its callers send, one function per message: the
+/// peer service ([`peer`]) and the master API ([`api`]) call these, and so do the fuzz
+/// targets (`fuzz/`, see its `DESIGN.md`).
+pub mod wire {
+    use super::decode_json;
+    use crate::types::{NodeId, NodeInfo, TypeConfig};
+    use openraft::raft::{AppendEntriesRequest, VoteRequest};
+    use openraft::{SnapshotMeta, Vote};
+    use slapos_domain::{Command, Query};
+    use tonic::Status;
+
+    /// The JSON of an `AppendEntries` a peer sends.
+    pub fn append_entries(bytes: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, Status> {
+        decode_json("append entries", bytes)
+    }
+
+    /// The JSON of a `Vote` a peer sends.
+    pub fn vote(bytes: &[u8]) -> Result<VoteRequest<NodeId>, Status> {
+        decode_json("vote", bytes)
+    }
+
+    /// The header of the first chunk of an `InstallSnapshot` stream.
+    pub fn snapshot_header(
+        bytes: &[u8],
+    ) -> Result<(Vote<NodeId>, SnapshotMeta<NodeId, NodeInfo>), Status> {
+        decode_json("snapshot header", bytes)
+    }
+
+    /// The command of a `Submit` (a gateway's or an operator's write).
+    pub fn command(bytes: &[u8]) -> Result<Command, Status> {
+        decode_json("command", bytes)
+    }
+
+    /// The query of a `Read`.
+    pub fn query(bytes: &[u8]) -> Result<Query, Status> {
+        decode_json("query", bytes)
+    }
+}
+
 // ----- Master API --------------------------------------------------------------------------
 
 pub struct MasterService {

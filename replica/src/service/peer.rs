@@ -1,6 +1,6 @@
 //! Raft traffic from the other replicas: append entries, votes, snapshots.
 
-use super::{decode_json, encode_json, MAX_SNAPSHOT_BYTES};
+use super::{encode_json, wire, MAX_SNAPSHOT_BYTES};
 use crate::network::MAX_RAFT_MESSAGE;
 use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
@@ -83,8 +83,7 @@ impl raft_server::Raft for RaftService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         self.same_group(&request)?;
-        let req: AppendEntriesRequest<TypeConfig> =
-            decode_json("append entries", &request.get_ref().data)?;
+        let req: AppendEntriesRequest<TypeConfig> = wire::append_entries(&request.get_ref().data)?;
         let result = self.raft.append_entries(req).await;
         if result.is_ok() {
             self.contact.touch();
@@ -96,7 +95,7 @@ impl raft_server::Raft for RaftService {
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.same_group(&request)?;
-        let req: VoteRequest<NodeId> = decode_json("vote", &request.get_ref().data)?;
+        let req: VoteRequest<NodeId> = wire::vote(&request.get_ref().data)?;
         let result = self.raft.vote(req).await;
         Ok(Response::new(RaftMessage {
             data: encode_json(&result)?,
@@ -114,7 +113,7 @@ impl raft_server::Raft for RaftService {
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let (vote, meta): (Vote<NodeId>, SnapshotMeta<NodeId, NodeInfo>) =
-            decode_json("snapshot header", &first.header)?;
+            wire::snapshot_header(&first.header)?;
         let mut data = first.data;
         while let Some(chunk) = stream.message().await? {
             if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {

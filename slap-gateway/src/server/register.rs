@@ -107,7 +107,7 @@ pub async fn create_token(
 
 /// The one-time token and the CSR of a registration or enrollment, the CSR checked before
 /// the token is spent on it.
-fn token_and_csr(fields: &[(String, String)]) -> Result<(&str, &str), SlapResponse> {
+pub fn token_and_csr(fields: &[(String, String)]) -> Result<(&str, &str), SlapResponse> {
     let (Some(token), Some(csr)) = (field(fields, "token"), field(fields, "csr")) else {
         return Err(SlapResponse::text(
             400,

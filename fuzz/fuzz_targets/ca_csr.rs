@@ -1,0 +1,6 @@
+//! `ca_csr`: see `slapos_fuzz_checks::ca::csr` for the input's layout and what is asserted.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| slapos_fuzz_checks::ca::csr(data));
