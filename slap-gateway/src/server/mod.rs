@@ -16,6 +16,7 @@
 pub mod app;
 pub mod authz;
 pub mod config;
+mod follow;
 pub mod http;
 pub mod master;
 pub mod metrics;
@@ -176,7 +177,7 @@ impl Gateway {
             });
         }
         // Held long polls are woken by the replicas' stream of changed views.
-        tokio::spawn(views::follow(app.clone(), stopped.clone()));
+        tokio::spawn(follow::follow(app.clone(), stopped.clone()));
         let tls = acceptor.is_some();
         let task = tokio::spawn(accept_loop(
             listener,

@@ -4,20 +4,18 @@
 //! A node's view has a *version*, the log index of the last entry that may have changed
 //! it (the replica keeps them: `master-replica`'s `sm::ViewVersions`); the gateway sends
 //! it as the `ETag`. A held request waits on one `watch` channel per computer being
-//! waited on, and [`follow`] feeds those channels from the replica's `WatchViews` stream:
+//! waited on, and `follow.rs` feeds those channels from the replica's `WatchViews` stream:
 //! an applied batch wakes exactly the held requests of the computers it changed, and
 //! nothing runs for a held request in between (no thread, no timer loop: a future
 //! parked on its channels and its deadline).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-use super::app::App;
 
 /// The longest a request is held (Nomad caps its blocking queries at 300 s too).
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -27,10 +25,6 @@ pub const JITTER_DIVISOR: u32 = 16;
 /// Held requests woken by a reset re-read their view within this, at random: a gateway
 /// holding tens of thousands of them does not send them to the replicas at once.
 pub const RESET_SPREAD: Duration = Duration::from_secs(1);
-/// Backoff of the `WatchViews` stream after it broke: from this...
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
-/// ...doubling to this.
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// The held requests, by computer, and what wakes them.
 pub struct Views {
@@ -247,61 +241,6 @@ pub fn random_part(span: Duration) -> Duration {
 /// `wait` plus up to `wait / JITTER_DIVISOR` at random.
 pub fn with_jitter(wait: Duration) -> Duration {
     wait + random_part(wait / JITTER_DIVISOR)
-}
-
-/// Follows the replicas' `WatchViews` stream for as long as the gateway runs, waking
-/// held requests; reconnects (to the next replica after a failure) with a jittered
-/// backoff, resuming after the last index it was told about.
-pub async fn follow(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
-    let mut client = app.masters.view_client();
-    let mut backoff = RECONNECT_MIN;
-    loop {
-        let after = app.views.followed.load(Ordering::Acquire);
-        let opened = tokio::select! {
-            o = client.watch_views(after) => o,
-            _ = stopped.wait_for(|s| *s) => return,
-        };
-        match opened {
-            Ok((addr, mut stream)) => {
-                tracing::debug!(%addr, after, "following the node views");
-                // The first time, the replica can only say where it is: a request held
-                // before that may have missed a change, so everyone looks again.
-                let mut first = after == 0;
-                loop {
-                    let message = tokio::select! {
-                        m = stream.message() => m,
-                        _ = stopped.wait_for(|s| *s) => return,
-                    };
-                    match message {
-                        Ok(Some(m)) => {
-                            backoff = RECONNECT_MIN;
-                            app.metrics.views_changed(m.computers.len(), m.reset);
-                            app.views.changed(m.index, &m.computers, m.reset || first);
-                            first = false;
-                        }
-                        Ok(None) => {
-                            tracing::debug!(%addr, "the node views stream ended");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::debug!(%addr, error = %e, "the node views stream broke");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot follow the node views");
-                client.next_replica();
-            }
-        }
-        let pause = with_jitter(backoff);
-        backoff = (backoff * 2).min(RECONNECT_MAX);
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = stopped.wait_for(|s| *s) => return,
-        }
-    }
 }
 
 #[cfg(test)]
