@@ -196,39 +196,41 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
         MasterCommand::Run { config } => {
             let config = ReplicaConfig::load(&config)?;
             let mut stop = crate::signal::Stop::catch()?;
-            loop {
-                let mut replica = Replica::open(&config).await?;
-                replica.serve(&config).await?;
-                println!(
-                    "replica {} serving: raft {} api {} data {}",
-                    config.id,
-                    config.raft_addr,
-                    config.api_addr,
-                    config.data_dir.display()
-                );
-                let why = tokio::select! {
+            let mut replica = Replica::open(&config).await?;
+            replica.serve(&config).await?;
+            println!(
+                "replica {} serving: raft {} api {} data {}",
+                config.id,
+                config.raft_addr,
+                config.api_addr,
+                config.data_dir.display()
+            );
+            let why = tokio::select! {
+                _ = stop.wait() => {
+                    tracing::info!("shutting down");
+                    replica.shutdown().await;
+                    return Ok(());
+                }
+                why = replica.stopped() => why,
+            };
+            // Stopped by itself (its disk): it keeps answering its status, which says
+            // why, until there is room again, then exits so that its supervisor (the
+            // node's, for a hosted replica) starts it again from its disk.
+            tracing::error!(reason = %why, "this replica stopped; it exits once its data directory has room, to be started again");
+            while !Replica::has_room(&config) {
+                tokio::select! {
                     _ = stop.wait() => {
-                        tracing::info!("shutting down");
                         replica.shutdown().await;
                         return Ok(());
                     }
-                    why = replica.stopped() => why,
-                };
-                // Stopped by itself (its disk): it keeps answering its status, which
-                // says why, and starts again from its disk once there is room.
-                tracing::error!(reason = %why, "this replica stopped; it starts again once its data directory has room");
-                while !Replica::has_room(&config) {
-                    tokio::select! {
-                        _ = stop.wait() => {
-                            replica.shutdown().await;
-                            return Ok(());
-                        }
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    }
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 }
-                tracing::info!("room again in the data directory: starting this replica again");
-                replica.shutdown().await;
             }
+            replica.shutdown().await;
+            bail!(
+                "replica {} stopped ({why}); its data directory has room again: start it again",
+                config.id
+            )
         }
         MasterCommand::Init { config } => {
             let config = ReplicaConfig::load(&config)?;

@@ -190,8 +190,11 @@ impl RaftNetwork<TypeConfig> for Peer {
         // openraft sends the rest at once (`PartialSuccess`).
         // A previous call that never finished was dropped at openraft's timeout: send
         // less this time (a starved or slow follower still makes progress).
+        // The connection goes too: a peer that restarted in place (a replica back from
+        // a full disk) may have left it half-open, and every call on it would time out.
         if self.append_pending {
             self.append_budget = (self.append_budget / 2).max(MIN_APPEND_BYTES);
+            self.client = None;
         }
         let budget = self.append_budget;
         let mut sent_up_to = None;
