@@ -224,25 +224,17 @@ impl<SM> StateMachineHandle<SM> {
         &self,
         mut f: impl FnMut(&[u8], &[u8]),
     ) -> Result<Option<LogId<u64>>, StoreError> {
-        let db = self.db.upgrade().ok_or(StoreError::Closed)?;
-        let meta = db
-            .cf_handle(CF_META)
-            .ok_or(StoreError::MissingColumnFamily(CF_META))?;
-        let sm = db
-            .cf_handle(CF_SM)
-            .ok_or(StoreError::MissingColumnFamily(CF_SM))?;
-        let snap = db.snapshot();
-        let applied = match snap.get_cf(meta, keys::META_APPLIED)? {
-            None => None,
-            Some(b) => Some(
-                serde_json::from_slice(&b)
-                    .map_err(|e| StoreError::Corrupt(format!("applied log id: {e}")))?,
-            ),
-        };
-        for item in snap.iterator_cf(sm, IteratorMode::Start) {
-            let (k, v) = item?;
-            f(&k, &v);
-        }
+        let mut applied = None;
+        self.export(
+            |a| {
+                applied = a;
+                true
+            },
+            |k, v| {
+                f(k, v);
+                true
+            },
+        )?;
         Ok(applied)
     }
 }
