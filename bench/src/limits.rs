@@ -11,8 +11,10 @@
 //!   single writer, its commit latency (p50, p99) on an idle machine; next to a partition
 //!   running a CPU burner (twice as many busy loops as CPUs) and a memory hog (a 2 GB
 //!   line buffered by `tail`, over and over) without limits (every process in the one
-//!   cgroup, as before issue 26); and the same with limits (the replicas in reserved
-//!   partitions, the neighbour in a shared one with 512 MiB and 64 processes). Rounds
+//!   cgroup, as before issue 26); and the same with limits (the replicas and the writer,
+//!   which stands for a gateway, in reserved partitions, the neighbour in a shared one
+//!   with 512 MiB and 64 processes; with `--replica-quota`, the reserved quotas buy CPUs
+//!   the shared partition no longer runs on). Rounds
 //!   interleave the three so that the machine's own drift spreads over all of them.
 //!
 //! Everything it makes (cgroups under the bench's own cgroup, processes as `nobody`) is
@@ -368,7 +370,18 @@ async fn neighbours(
         },
     );
     limited.ensure().map_err(|e| failed(e.to_string()))?;
+    // The writer stands for a gateway, which the master's release hosts in a reserved
+    // partition of its own too: with limits, the bench itself moves there.
+    let gateway = cgroups.partition(
+        "gateway",
+        &Limits {
+            reserved: true,
+            ..Limits::default()
+        },
+    );
+    gateway.ensure().map_err(|e| failed(e.to_string()))?;
     cgroups.rebalance().map_err(|e| failed(e.to_string()))?;
+    let me = std::process::id();
     let names = ["idle", "neighbour without limits", "neighbour with limits"];
     let mut results: Vec<Scenario> = names
         .iter()
@@ -390,6 +403,7 @@ async fn neighbours(
             for (pid, cg) in &reserved {
                 move_to(cgroups, (k != 1).then_some(cg), *pid)?;
             }
+            move_to(cgroups, (k == 2).then_some(&gateway), me)?;
             let threads = match k {
                 0 => Vec::new(),
                 1 => start_neighbour(None, user, warmup + opts.seconds, noise),
@@ -424,6 +438,7 @@ async fn neighbours(
     for (pid, _) in &reserved {
         let _ = move_to(cgroups, None, *pid);
     }
+    let _ = move_to(cgroups, None, me);
     drop(cluster);
     for s in &mut results {
         s.median_p50_ms = median(&s.p50_ms);

@@ -459,10 +459,14 @@ fn print_limits(report: &slapgrid::limits::NodeReport) {
         let usage = p.usage.clone().unwrap_or_default();
         let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
         let cpu = format!(
-            "cpu {} s (weight {}, quota {})",
+            "cpu {} s (weight {}, quota {}{})",
             opt(usage.cpu_seconds.map(|s| format!("{s:.1}"))),
             opt(held.cpu_weight.map(|w| w.to_string())),
-            opt(held.cpu_quota.map(|q| format!("{q}%")))
+            opt(held.cpu_quota.map(|q| format!("{q}%"))),
+            p.cpus
+                .as_ref()
+                .map(|c| format!(", cpus {c}"))
+                .unwrap_or_default()
         );
         let memory = format!(
             "memory {} / {} (peak {})",

@@ -278,6 +278,9 @@ pub struct PartitionReport {
     /// What the kernel holds (read back from the cgroup).
     pub enforced: Option<Limits>,
     pub unapplied: Vec<Unapplied>,
+    /// The CPUs it may run on (a reserved class has CPUs of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
     pub usage: Option<Usage>,
     pub disk_bytes: Option<u64>,
     pub disk_over: bool,
@@ -325,6 +328,7 @@ pub fn report(node: &Node) -> NodeReport {
                 reserved: state.limits.reserved,
                 enforced: cgroup.as_ref().map(PartitionCgroup::current_limits),
                 usage: cgroup.as_ref().map(PartitionCgroup::usage),
+                cpus: cgroup.as_ref().and_then(PartitionCgroup::cpus),
                 unapplied: state.unapplied.clone(),
                 disk_bytes: state.disk_bytes,
                 disk_over: state.disk_over,

@@ -178,7 +178,7 @@ pub(crate) fn offer_v2(
     })
 }
 
-/// v1: one base per hierarchy carrying cpu, cpuacct, memory or pids (co-mounted
+/// v1: one base per hierarchy carrying cpu, cpuacct, cpuset, memory or pids (co-mounted
 /// controllers share one).
 pub(crate) fn offer_v1(mounts: &[CgroupMount], own: &[Membership], root: &str) -> Offer {
     let mut bases: Vec<Base> = Vec::new();
@@ -229,14 +229,17 @@ pub(crate) fn choose(
     };
     if pick.controllers() == 0 {
         return Err(match (wanted, pick.version) {
-            (None, _) => "neither a cgroup v2 hierarchy offering cpu, memory or pids nor a v1 \
-                          hierarchy of cpu, cpuacct, memory or pids is mounted"
-                .to_owned(),
+            (None, _) => {
+                "neither a cgroup v2 hierarchy offering cpu, cpuset, memory or pids nor a v1 \
+                          hierarchy of cpu, cpuacct, cpuset, memory or pids is mounted"
+                    .to_owned()
+            }
             (_, Version::V2) => {
-                "the cgroup v2 hierarchy offers none of cpu, memory, pids".to_owned()
+                "the cgroup v2 hierarchy offers none of cpu, cpuset, memory, pids".to_owned()
             }
             (_, Version::V1) => {
-                "no cgroup v1 hierarchy of cpu, cpuacct, memory or pids is mounted".to_owned()
+                "no cgroup v1 hierarchy of cpu, cpuacct, cpuset, memory or pids is mounted"
+                    .to_owned()
             }
         });
     }
@@ -348,7 +351,12 @@ mod tests {
         assert_eq!(chosen.bases[0].dir, Path::new("/sys/fs/cgroup/slapos"));
         assert_eq!(
             chosen.bases[0].controllers,
-            vec![Controller::Cpu, Controller::Memory, Controller::Pids]
+            vec![
+                Controller::Cpuset,
+                Controller::Cpu,
+                Controller::Memory,
+                Controller::Pids
+            ]
         );
         let v2 = offer_v2(&mounts, &own, "partitions", &offered).unwrap();
         assert_eq!(

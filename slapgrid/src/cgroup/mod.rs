@@ -51,6 +51,9 @@ pub enum Controller {
     Cpuacct,
     Memory,
     Pids,
+    /// The CPUs a cgroup may run on: the reserved class gets CPUs of its own (see
+    /// [`Cgroups::rebalance`]).
+    Cpuset,
 }
 
 impl Controller {
@@ -60,6 +63,7 @@ impl Controller {
             Controller::Cpuacct => "cpuacct",
             Controller::Memory => "memory",
             Controller::Pids => "pids",
+            Controller::Cpuset => "cpuset",
         }
     }
 
@@ -69,6 +73,7 @@ impl Controller {
             "cpuacct" => Some(Controller::Cpuacct),
             "memory" => Some(Controller::Memory),
             "pids" => Some(Controller::Pids),
+            "cpuset" => Some(Controller::Cpuset),
             _ => None,
         }
     }
@@ -304,22 +309,40 @@ impl Cgroups {
     /// The shared partitions together may use the machine's memory minus what the
     /// reserved ones hold (their memory limits, read back from the kernel), and its
     /// CPUs minus the reserved ones' quotas: a neighbour cannot take a reserved share.
+    /// With the cpuset controller, the reserved quotas also buy whole CPUs of their own
+    /// ([`cpus::split`]): the shared class no longer runs there, so a reserved
+    /// partition waking up never waits behind a neighbour's busy loop.
     pub fn rebalance(&self) -> Result<(), CgroupError> {
-        for base in &self.bases {
-            let shared = base.dir.join(SHARED);
-            if !shared.is_dir() {
-                continue;
-            }
-            let reserved: Vec<PathBuf> = std::fs::read_dir(base.dir.join(RESERVED))
+        let reserved_dirs = |base: &Base| -> Vec<PathBuf> {
+            std::fs::read_dir(base.dir.join(RESERVED))
                 .map(|rd| {
                     rd.flatten()
                         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                         .map(|e| e.path())
                         .collect()
                 })
-                .unwrap_or_default();
+                .unwrap_or_default()
+        };
+        // The reserved partitions' CPU quotas together, in hundredths of a CPU.
+        let held_cpu: u64 = self
+            .bases
+            .iter()
+            .find(|b| b.controllers.contains(&Controller::Cpu))
+            .map(|b| {
+                reserved_dirs(b)
+                    .iter()
+                    .filter_map(|d| read_cpu_quota(self.version, d))
+                    .map(u64::from)
+                    .sum()
+            })
+            .unwrap_or(0);
+        for base in &self.bases {
+            let shared = base.dir.join(SHARED);
+            if !shared.is_dir() {
+                continue;
+            }
             if base.controllers.contains(&Controller::Memory) {
-                let held: u64 = reserved
+                let held: u64 = reserved_dirs(base)
                     .iter()
                     .filter_map(|d| read_memory_limit(self.version, d))
                     .sum();
@@ -329,14 +352,28 @@ impl Cgroups {
                 write_all(&shared, &values)?;
             }
             if base.controllers.contains(&Controller::Cpu) {
-                let held: u64 = reserved
-                    .iter()
-                    .filter_map(|d| read_cpu_quota(self.version, d))
-                    .map(u64::from)
-                    .sum();
                 let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-                let cap = (held > 0).then(|| (cpus * 100).saturating_sub(held).max(10) as u32);
+                let cap =
+                    (held_cpu > 0).then(|| (cpus * 100).saturating_sub(held_cpu).max(10) as u32);
                 write_all(&shared, &cpu_quota_settings(self.version, cap))?;
+            }
+            if base.controllers.contains(&Controller::Cpuset) {
+                self.split_cpus(base, held_cpu)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives each class its CPUs ([`cpus::split`] of what the base may use).
+    fn split_cpus(&self, base: &Base, held_cpu: u64) -> Result<(), CgroupError> {
+        let Some(all) = read_cpus(self.version, &base.dir) else {
+            return Ok(());
+        };
+        let (reserved, shared) = cpus::split(&all, held_cpu);
+        for (class, set) in [(RESERVED, reserved), (SHARED, shared)] {
+            let dir = base.dir.join(class);
+            if dir.is_dir() {
+                set_class_cpus(self.version, &dir, &set)?;
             }
         }
         Ok(())
@@ -452,6 +489,61 @@ fn read_control(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_owned())
+}
+
+/// The CPUs a cgroup may run on, as the kernel has them (`None`: no cpuset there).
+fn read_cpus(version: Version, dir: &Path) -> Option<Vec<u32>> {
+    let files: &[&str] = match version {
+        Version::V1 => &["cpuset.effective_cpus", "cpuset.cpus"],
+        Version::V2 => &["cpuset.cpus.effective"],
+    };
+    files
+        .iter()
+        .find_map(|f| read_control(&dir.join(f)).filter(|t| !t.is_empty()))
+        .and_then(|t| cpus::parse(&t))
+}
+
+/// Sets a class's CPUs. v1 wants every cgroup's CPUs within its parent's: the class
+/// first widens to the union of its old and new sets, its partitions take the new one,
+/// then the class narrows to it. v2 partitions leave `cpuset.cpus` empty and inherit.
+fn set_class_cpus(version: Version, class: &Path, set: &[u32]) -> Result<(), CgroupError> {
+    let file = class.join("cpuset.cpus");
+    let old = read_control(&file)
+        .and_then(|t| cpus::parse(&t))
+        .unwrap_or_default();
+    if old == set {
+        return Ok(());
+    }
+    if version == Version::V1 {
+        let mut union = old.clone();
+        union.extend_from_slice(set);
+        union.sort_unstable();
+        union.dedup();
+        write_control(&file, &cpus::format(&union))?;
+        let children = std::fs::read_dir(class).map_err(io("list", class))?;
+        for child in children.flatten() {
+            if child.file_type().is_ok_and(|t| t.is_dir()) {
+                write_control(&child.path().join("cpuset.cpus"), &cpus::format(set))?;
+            }
+        }
+    }
+    write_control(&file, &cpus::format(set))
+}
+
+/// v1: a new cpuset cgroup has no CPUs and no memory nodes, and no process can join it
+/// until it has: it takes its parent's.
+fn inherit_cpuset_v1(dir: &Path) -> Result<(), CgroupError> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        if read_control(&dir.join(file)).is_some_and(|t| t.is_empty()) {
+            if let Some(value) = read_control(&parent.join(file)).filter(|t| !t.is_empty()) {
+                write_control(&dir.join(file), &value)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// v2: enables our controllers for the children of every cgroup from the hierarchy's
@@ -613,6 +705,11 @@ pub(crate) fn unapplicable(all: &[Controller], limits: &Limits) -> Vec<Unapplied
     need(limits.cpu_quota.is_some(), "cpu_quota", Controller::Cpu);
     need(limits.memory.is_some(), "memory", Controller::Memory);
     need(limits.pids.is_some(), "pids", Controller::Pids);
+    need(
+        limits.reserved && limits.cpu_quota.is_some(),
+        "cpus of its own",
+        Controller::Cpuset,
+    );
     out
 }
 
@@ -675,21 +772,24 @@ impl PartitionCgroup {
                     source: std::io::ErrorKind::NotFound.into(),
                 });
             }
-            for dir in missing.iter().rev() {
+            // Makes one level: v2 hands our controllers down to it, a v1 cpuset
+            // takes its parent's CPUs and memory nodes.
+            let level = |dir: &Path| -> Result<(), CgroupError> {
                 make_dir(dir)?;
-                if self.version == Version::V2 {
-                    enable_v2_controllers(dir, &base.controllers)?;
+                match self.version {
+                    Version::V2 => enable_v2_controllers(dir, &base.controllers),
+                    Version::V1 if base.controllers.contains(&Controller::Cpuset) => {
+                        inherit_cpuset_v1(dir)
+                    }
+                    Version::V1 => Ok(()),
                 }
+            };
+            for dir in missing.iter().rev() {
+                level(dir)?;
             }
-            make_dir(root)?;
-            if self.version == Version::V2 {
-                enable_v2_controllers(root, &base.controllers)?;
-            }
+            level(root)?;
             let fresh_class = !class.exists();
-            make_dir(class)?;
-            if self.version == Version::V2 {
-                enable_v2_controllers(class, &base.controllers)?;
-            }
+            level(class)?;
             if fresh_class && base.controllers.contains(&Controller::Cpu) {
                 let reserved = class.file_name().is_some_and(|n| n == RESERVED);
                 let weight = if reserved {
@@ -700,6 +800,9 @@ impl PartitionCgroup {
                 write_all(class, &cpu_weight_settings(self.version, Some(weight)))?;
             }
             make_dir(&base.dir)?;
+            if self.version == Version::V1 && base.controllers.contains(&Controller::Cpuset) {
+                inherit_cpuset_v1(&base.dir)?;
+            }
             let dir = base.dir.clone();
             let values = plan(self.version, &base.controllers, &self.limits, &|f| {
                 dir.join(f).exists()
@@ -803,6 +906,13 @@ impl PartitionCgroup {
         limits
     }
 
+    /// The CPUs the partition may run on (`None`: no cpuset controller here).
+    pub fn cpus(&self) -> Option<String> {
+        self.dir_of(Controller::Cpuset)
+            .and_then(|d| read_cpus(self.version, d))
+            .map(|set| cpus::format(&set))
+    }
+
     /// Whether every directory exists (a reboot empties cgroupfs).
     pub fn exists(&self) -> bool {
         self.dirs.iter().all(|b| b.dir.is_dir())
@@ -875,6 +985,8 @@ pub struct Usage {
     pub memory_peak_bytes: Option<u64>,
     pub processes: Option<u64>,
 }
+
+pub mod cpus;
 
 #[cfg(test)]
 mod tests;

@@ -81,6 +81,16 @@ fn limits_without_their_controller_are_reported() {
     assert_eq!(names, vec!["memory", "pids"]);
     assert_eq!(missing[0].reason, "no memory controller");
     assert!(unapplicable(&[], &Limits::default()).is_empty());
+    // A reserved quota buys CPUs of its own only with the cpuset controller.
+    let reserved = Limits {
+        cpu_quota: Some(50),
+        reserved: true,
+        ..Limits::default()
+    };
+    let missing = unapplicable(&[Controller::Cpu], &reserved);
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].reason, "no cpuset controller");
+    assert!(unapplicable(&[Controller::Cpu, Controller::Cpuset], &reserved).is_empty());
 }
 
 /// The host's cgroups under a root of this test's own (relative: nested in the cgroup
@@ -526,4 +536,72 @@ fn a_root_of_several_levels_is_made() {
     for t in tops {
         std::fs::remove_dir(&t).unwrap();
     }
+}
+
+/// The CPUs a process of `cgroup` may run on, as the kernel tells it (`Cpus_allowed_list`).
+fn allowed_cpus(user: &crate::process::Identity, cgroup: &PartitionCgroup) -> Vec<u32> {
+    let out = sh("grep Cpus_allowed_list /proc/self/status", user, cgroup);
+    assert!(out.success(), "{}", out.output);
+    let list = out.output.split(':').nth(1).unwrap_or_default();
+    cpus::parse(list).unwrap_or_else(|| panic!("a CPU list: {}", out.output))
+}
+
+/// A reserved partition's CPU quota buys it whole CPUs that the shared partitions no
+/// longer run on (and cannot ask for), so a busy neighbour never delays it; the CPUs
+/// come back to the shared partitions when the reservation goes.
+#[test]
+fn a_reserved_quota_buys_cpus_the_shared_partitions_cannot_run_on() {
+    let Some(scratch) = Scratch::new("cpus") else {
+        return;
+    };
+    let Some(base) = scratch
+        .cgroups
+        .bases
+        .iter()
+        .find(|b| b.controllers.contains(&Controller::Cpuset))
+    else {
+        eprintln!("skipped: no cpuset controller here");
+        return;
+    };
+    let user = crate::testutil::TestUser::new("cgcpus");
+    let reserved = |quota: Option<u32>| Limits {
+        cpu_quota: quota,
+        reserved: true,
+        ..Limits::default()
+    };
+    let replica = scratch.cgroups.partition("replica", &reserved(Some(50)));
+    let neighbour = scratch.cgroups.partition("slappart0", &Limits::default());
+    assert!(replica.ensure().unwrap().is_empty());
+    neighbour.ensure().unwrap();
+    scratch.cgroups.rebalance().unwrap();
+    let all = read_cpus(scratch.cgroups.version, &base.dir).unwrap();
+    if all.len() < 2 {
+        eprintln!("skipped: one CPU cannot be split ({all:?})");
+        return;
+    }
+    let (mine, theirs) = all.split_at(all.len() - 1);
+    assert_eq!(allowed_cpus(&user.identity, &neighbour), mine);
+    assert_eq!(allowed_cpus(&user.identity, &replica), theirs);
+    assert_eq!(neighbour.cpus(), Some(cpus::format(mine)));
+    // A shared partition made afterwards starts where the shared ones run.
+    let late = scratch.cgroups.partition("slappart1", &Limits::default());
+    late.ensure().unwrap();
+    assert_eq!(allowed_cpus(&user.identity, &late), mine);
+    // The partition's user cannot move onto the reserved CPU.
+    let reserved_cpu = theirs[0];
+    let out = sh(
+        &format!("taskset -c {reserved_cpu} true && echo escaped"),
+        &user.identity,
+        &neighbour,
+    );
+    assert!(!out.output.contains("escaped"), "{}", out.output);
+    // The reservation lifted: everybody everywhere again.
+    scratch
+        .cgroups
+        .partition("replica", &reserved(None))
+        .ensure()
+        .unwrap();
+    scratch.cgroups.rebalance().unwrap();
+    assert_eq!(allowed_cpus(&user.identity, &neighbour), all);
+    assert_eq!(allowed_cpus(&user.identity, &late), all);
 }
