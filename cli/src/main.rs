@@ -81,9 +81,67 @@ enum Command {
     Node(node::NodeCommand),
 }
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("Error: {e:?}");
+        if let Some(fix) = what_to_do(&e) {
+            eprintln!("\nWhat to do: {fix}");
+        }
+        std::process::exit(1);
+    }
+}
+
+/// For the errors an operator can fix where they stand (the masters' mutual TLS): what
+/// to set, named.
+fn what_to_do(e: &anyhow::Error) -> Option<String> {
+    use master_client::{ClientError, Denial};
+    // The masters' client error, as it is or inside an operator's step (whose transparent
+    // variant leaves it out of the chain of sources).
+    let client = e.chain().find_map(|c| {
+        c.downcast_ref::<ClientError>().or_else(|| {
+            match c.downcast_ref::<slapos_operator::OperatorError>()?.root() {
+                slapos_operator::OperatorError::Masters(m) => Some(m),
+                _ => None,
+            }
+        })
+    })?;
+    let presented = std::env::var("SLAPOS_MASTER_TLS_CERT").unwrap_or_default();
+    let operator =
+        "an operator's certificate (`slapos cluster ca issue --identity operator:NAME`, \
+                    run by an operator; `slapos up` writes one in <dir>/tls/operator-admin.crt)";
+    match client {
+        ClientError::TlsRequired { .. } => Some(format!(
+            "the masters admit only the group's identities over mutual TLS: set \
+             SLAPOS_MASTER_TLS_CERT and SLAPOS_MASTER_TLS_KEY to {operator} and its key, and \
+             SLAPOS_MASTER_TLS_CA to the group's CA (`slapos cluster ca export`)."
+        )),
+        ClientError::Denied {
+            kind: Denial::Forbidden,
+            ..
+        } => Some(format!(
+            "the masters refused the certificate of SLAPOS_MASTER_TLS_CERT ({presented}) for \
+             this command: operator commands need {operator}; a replica's or a gateway's \
+             certificate serves only their own calls."
+        )),
+        ClientError::Refused(_) => Some(format!(
+            "the TLS handshake failed: SLAPOS_MASTER_TLS_CA must be the group's CA \
+             (`slapos cluster ca export`), and SLAPOS_MASTER_TLS_CERT ({presented}) a \
+             certificate it issued, neither expired nor revoked."
+        )),
+        _ => None,
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
-    let default_level = if cli.verbose { "info" } else { "warn" };
+    // The node's daemon says what it does (runs, wake-ups, failures) without -v: it is
+    // what an operator reads in its log.
+    let daemon = matches!(cli.command, Command::Node(node::NodeCommand::Daemon { .. }));
+    let default_level = if cli.verbose || daemon {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -114,4 +172,35 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command says what it is for (`--help`).
+    #[test]
+    fn every_option_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "slapos", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "without help text:\n{}",
+            missing.join("\n")
+        );
+    }
 }

@@ -39,6 +39,9 @@ pub enum ClientError {
     Denied { kind: Denial, message: String },
     #[error("no master address given")]
     NoAddress,
+    /// The master speaks TLS and this process has no certificate to present (final).
+    #[error("the master at {addr} requires mutual TLS, and this process has no certificate for the masters")]
+    TlsRequired { addr: String },
 }
 
 /// Why the masters said no to a call they understood.
@@ -235,6 +238,14 @@ impl MasterClient {
                 self.rotate();
             }
             Err(ClientError::Transport { addr, message }) => {
+                // Plain HTTP/2 to a TLS server fails as a protocol error, again and
+                // again: asked once per address, the server's first bytes tell.
+                if crate::tls::client().is_none()
+                    && !retry.failed.contains(&addr)
+                    && crate::channel::speaks_tls(&addr, self.connect_timeout).await
+                {
+                    return Err(ClientError::TlsRequired { addr });
+                }
                 retry.last = format!("{addr}: {message}");
                 self.channels.retain(|(a, _)| *a != addr);
                 retry.failed.push(addr);

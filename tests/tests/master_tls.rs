@@ -211,12 +211,26 @@ fn the_masters_admit_only_the_groups_replicas_and_gateways() {
         err.contains("may not use this service of the masters"),
         "{err}"
     );
+    // The refusal says which certificate is needed (issue 20).
+    assert!(err.contains("--identity operator:NAME"), "{err}");
     let plain = slapos(&["cluster", "status", "--via", &c1.api_addr], None);
     assert!(
         !plain.status.success(),
         "a plain client was served: {}",
         text(&plain)
     );
+    // Without a certificate: told at once (no retries until the deadline) that the
+    // masters need mutual TLS, and which variables to set.
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(said.contains("requires mutual TLS"), "{}", text(&plain));
+    assert!(!said.contains("attempts"), "retried: {}", text(&plain));
+    for var in [
+        "SLAPOS_MASTER_TLS_CERT",
+        "SLAPOS_MASTER_TLS_KEY",
+        "SLAPOS_MASTER_TLS_CA",
+    ] {
+        assert!(said.contains(var), "{var} not named: {}", text(&plain));
+    }
 
     // What a gateway's certificate may not do, and the reason it is told.
     let stolen = root.join("stolen").display().to_string();
