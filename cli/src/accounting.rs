@@ -91,18 +91,22 @@ pub enum PriceCommand {
     Set {
         #[command(flatten)]
         gateway: GatewayArgs,
+        /// The resource priced: `hosting/<size>` or a usage resource (cpu, memory, ...).
         #[arg(long)]
         resource: String,
         /// Per unit, a decimal.
         #[arg(long)]
         price: String,
+        /// The price's currency (ISO 4217 code).
         #[arg(long, default_value = "EUR")]
         currency: String,
         /// Default: hour for hosting, unit otherwise.
         #[arg(long)]
         unit: Option<String>,
+        /// The price of one of your computers.
         #[arg(long, conflicts_with = "region", required_unless_present = "region")]
         computer: Option<String>,
+        /// The price of every computer of yours in this region.
         #[arg(long)]
         region: Option<String>,
     },
@@ -118,10 +122,13 @@ pub enum ComputerCommand {
         /// The computer id.
         #[arg(long)]
         id: String,
+        /// A title shown in listings and the portal.
         #[arg(long)]
         title: Option<String>,
+        /// The computer's region (requests may ask for one).
         #[arg(long)]
         region: Option<String>,
+        /// The network the computer is on (requests may ask for one).
         #[arg(long)]
         network: Option<String>,
         /// A declared attribute, `KEY=VALUE` (repeatable): SLAs match on them, and

@@ -29,6 +29,7 @@ enum BackupCheck {
     /// Check a backup without starting anything: its structure, pair count and checksum.
     /// Exit status 0 only when it is intact.
     Verify {
+        /// The backup file (`slapos cluster backup --out`).
         file: PathBuf,
         /// Print its description as JSON.
         #[arg(long)]

@@ -45,6 +45,7 @@ pub struct FleetArgs {
     /// Working directory (default: a new one under /tmp; removed at the end).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Replicas of the master group under test (real processes on this machine).
     #[arg(long, default_value_t = 3)]
     replicas: u64,
     /// Simulated nodes, one computer each.
@@ -94,8 +95,10 @@ pub struct BackupArgs {
     /// Working directory (default: a new one under /tmp; removed at the end).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Computers registered in the master for the measure.
     #[arg(long, default_value_t = 10_000)]
     computers: usize,
+    /// Instances requested over those computers.
     #[arg(long, default_value_t = 100_000)]
     instances: usize,
     /// Concurrent writers filling the state.
@@ -152,6 +155,7 @@ pub struct NodeArgs {
     /// Working directory (default: a new one under /tmp; removed at the end).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Replicas of the master group under test (real processes on this machine).
     #[arg(long, default_value_t = 3)]
     replicas: u64,
     /// Partitions deployed first, then run again unchanged.
@@ -185,10 +189,13 @@ pub struct UsageArgs {
     /// Working directory (default: a new one under /tmp; removed at the end).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Replicas of the master group under test (real processes on this machine).
     #[arg(long, default_value_t = 3)]
     replicas: u64,
+    /// Computers registered in the master for the measure.
     #[arg(long, default_value_t = 1000)]
     computers: usize,
+    /// Partitions per computer.
     #[arg(long, default_value_t = 100)]
     partitions: usize,
     /// Resources per partition line (cpu, memory, disk, ...).
@@ -232,6 +239,7 @@ pub struct SlapArgs {
     /// Do not poll slapproxy (its pollers take about 140 ms of CPU per call).
     #[arg(long)]
     no_slapproxy_pollers: bool,
+    /// Replicas of the master group under test (real processes on this machine).
     #[arg(long, default_value_t = 3)]
     replicas: u64,
     /// The Python venv with slapos.core 1.26.1 (default: $SLAPOS_VENV, else
@@ -248,6 +256,7 @@ pub struct RaftArgs {
     /// Working directory for the replicas' data (default: a new one under /tmp).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Replicas of the master group under test (real processes on this machine).
     #[arg(long, default_value_t = 3)]
     replicas: u64,
     /// Concurrent writers, one measurement each.

@@ -25,8 +25,10 @@ pub struct RunArgs {
     /// Seed of the fault schedule and of the clients' choices (printed in the report).
     #[arg(long)]
     seed: Option<u64>,
+    /// Replicas of the group under test (real processes).
     #[arg(long, default_value_t = 3)]
     replicas: u64,
+    /// Concurrent clients writing and reading, whose history is checked.
     #[arg(long, default_value_t = 6)]
     clients: usize,
     /// Instances the clients share (two clients per instance).

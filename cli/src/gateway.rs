@@ -10,6 +10,7 @@ pub enum GatewayCommand {
     /// Serve SLAP over HTTPS in front of the master group until interrupted
     /// (SIGINT/SIGTERM).
     Run {
+        /// The gateway's TOML configuration (slap-gateway/DESIGN.md, "Configuration").
         #[arg(long)]
         config: PathBuf,
         /// Serve plain HTTP (no TLS): for local tests only. Like `insecure_http = true`
@@ -21,8 +22,10 @@ pub enum GatewayCommand {
     /// certificate verified against --ca (so it names the address it is reached at).
     /// Exits non-zero when it does not answer.
     Check {
+        /// The gateway's URL (https://host:port/).
         #[arg(long)]
         url: String,
+        /// The group's CA certificate, which the gateway's must chain to.
         #[arg(long)]
         ca: PathBuf,
     },

@@ -15,17 +15,20 @@ use std::time::{Duration, Instant};
 pub enum MasterCommand {
     /// Run one replica until interrupted (SIGINT/SIGTERM).
     Run {
+        /// The replica's TOML configuration (replica/DESIGN.md, "Configuration").
         #[arg(long)]
         config: PathBuf,
     },
     /// Bootstrap a new group of one with this replica (its data directory must be empty).
     Init {
+        /// The replica's TOML configuration; its data directory must be empty.
         #[arg(long)]
         config: PathBuf,
     },
     /// Add this (running) replica to a group: as a learner, and once it has caught up,
     /// as a voter.
     Join {
+        /// The running replica's TOML configuration.
         #[arg(long)]
         config: PathBuf,
         /// Master API addresses of the group (comma-separated).
@@ -42,6 +45,7 @@ pub enum MasterCommand {
         /// A gateway of the group (https://...).
         #[arg(long)]
         gateway: String,
+        /// The one-time token the operator made (`slapos cluster ca token`).
         #[arg(long)]
         token: String,
         /// The identity the token is expected to grant (replica:N or gateway:ID).
@@ -50,13 +54,17 @@ pub enum MasterCommand {
         /// The group's CA certificate (the token only goes to a gateway it verifies).
         #[arg(long)]
         ca: PathBuf,
+        /// Directory the key, certificate and CA are written to.
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
     /// Remove a replica from its group. Its id is never used again.
     Leave {
+        /// The id of the replica to remove.
         #[arg(long)]
         id: u64,
+        /// Master API addresses of the group (host:port, comma-separated), reached
+        /// with $SLAPOS_MASTER_TLS_CERT, _KEY (an operator's certificate) and _CA.
         #[arg(long, value_delimiter = ',', required = true)]
         via: Vec<String>,
     },
@@ -95,8 +103,11 @@ pub enum ClusterCommand {
 
 #[derive(Args)]
 pub struct RemoveComputerArgs {
+    /// Master API addresses of the group (host:port, comma-separated), reached
+    /// with $SLAPOS_MASTER_TLS_CERT, _KEY (an operator's certificate) and _CA.
     #[arg(long, value_delimiter = ',', required = true)]
     via: Vec<String>,
+    /// The computer to retire (it must host no instance).
     #[arg(long)]
     computer: String,
 }
@@ -105,6 +116,8 @@ pub struct RemoveComputerArgs {
 pub enum CaCommand {
     /// Print the CA certificate (PEM): what clients and servers of the group trust.
     Export {
+        /// Master API addresses of the group (host:port, comma-separated), reached
+        /// with $SLAPOS_MASTER_TLS_CERT, _KEY (an operator's certificate) and _CA.
         #[arg(long, value_delimiter = ',', required = true)]
         via: Vec<String>,
     },
@@ -113,31 +126,41 @@ pub enum CaCommand {
     /// identity's certificate with these names, once. Printed once; only its SHA-256 is
     /// kept.
     Token {
+        /// Master API addresses of the group (host:port, comma-separated), reached
+        /// with $SLAPOS_MASTER_TLS_CERT, _KEY (an operator's certificate) and _CA.
         #[arg(long, value_delimiter = ',', required = true)]
         via: Vec<String>,
-        /// replica:N or gateway:ID.
+        /// The identity the token grants: replica:N or gateway:ID.
         #[arg(long)]
         identity: String,
+        /// DNS names the certificate will carry (comma-separated).
         #[arg(long, value_delimiter = ',')]
         dns: Vec<String>,
+        /// IP addresses the certificate will carry (comma-separated).
         #[arg(long, value_delimiter = ',')]
         ip: Vec<String>,
+        /// Seconds the token stays valid.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
     /// Issue a certificate (operator): a key is made here, only its signing request goes
     /// to the master; writes <out>/<name>.key (0600) and <out>/<name>.crt.
     Issue {
+        /// Master API addresses of the group (host:port, comma-separated), reached
+        /// with $SLAPOS_MASTER_TLS_CERT, _KEY (an operator's certificate) and _CA.
         #[arg(long, value_delimiter = ',', required = true)]
         via: Vec<String>,
-        /// computer:ID, partition:COMPUTER:PARTITION, person:ID, replica:N or gateway:ID.
+        /// The identity certified: computer:ID, partition:COMPUTER:PARTITION, person:ID,
+        /// operator:NAME (operator commands on the master API), replica:N or gateway:ID.
         #[arg(long)]
         identity: String,
+        /// Directory the key and certificate are written to.
         #[arg(long, default_value = ".")]
         out: PathBuf,
         /// Server names (replicas and gateways).
         #[arg(long, value_delimiter = ',')]
         dns: Vec<String>,
+        /// IP addresses (replicas and gateways; comma-separated).
         #[arg(long, value_delimiter = ',')]
         ip: Vec<String>,
         /// Validity in days (default: the identity kind's).
@@ -149,14 +172,18 @@ pub enum CaCommand {
     },
     /// Revoke a certificate by serial, or every certificate of an identity.
     Revoke {
+        /// Master API addresses of the group (host:port, comma-separated), reached
+        /// with $SLAPOS_MASTER_TLS_CERT, _KEY (an operator's certificate) and _CA.
         #[arg(long, value_delimiter = ',', required = true)]
         via: Vec<String>,
+        /// The serial of the certificate to revoke (hex, as `openssl x509 -serial` shows).
         #[arg(
             long,
             conflicts_with = "identity",
             required_unless_present = "identity"
         )]
         serial: Option<String>,
+        /// Revoke every certificate of this identity (e.g. computer:COMP-1).
         #[arg(long)]
         identity: Option<String>,
     },
@@ -167,6 +194,7 @@ pub struct StatusArgs {
     /// Master API addresses to ask (comma-separated); every member is then asked.
     #[arg(long, value_delimiter = ',', required = true)]
     via: Vec<String>,
+    /// Print the status as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -361,6 +389,8 @@ pub enum UserCommand {
     /// Add a person (admin, on the master API): their certificate and key, the group's
     /// CA and a client configuration for `slapos request --cfg` in <out>.
     Add {
+        /// Master API addresses of the group (host:port, comma-separated), reached
+        /// with $SLAPOS_MASTER_TLS_CERT, _KEY (an operator's certificate) and _CA.
         #[arg(long, value_delimiter = ',', required = true)]
         via: Vec<String>,
         /// The person's id (letters, digits, . _ @ + -).
@@ -369,6 +399,7 @@ pub enum UserCommand {
         /// The gateway the configuration points at (https://...).
         #[arg(long)]
         gateway: String,
+        /// Directory the person's key, certificate, CA and client configuration go to.
         #[arg(long)]
         out: PathBuf,
         /// Also grant them the group's admin rights (see `slapos user admin`).
@@ -379,17 +410,24 @@ pub enum UserCommand {
     /// them back with --revoke. Recorded in the group, so no gateway's configuration can
     /// make anyone an admin.
     Admin {
+        /// Master API addresses of the group (host:port, comma-separated), reached
+        /// with $SLAPOS_MASTER_TLS_CERT, _KEY (an operator's certificate) and _CA.
         #[arg(long, value_delimiter = ',', required = true)]
         via: Vec<String>,
+        /// The person's id.
         #[arg(long)]
         person: String,
+        /// Take the admin rights back instead.
         #[arg(long)]
         revoke: bool,
     },
     /// Remove a person: every certificate of theirs is revoked at once.
     Remove {
+        /// Master API addresses of the group (host:port, comma-separated), reached
+        /// with $SLAPOS_MASTER_TLS_CERT, _KEY (an operator's certificate) and _CA.
         #[arg(long, value_delimiter = ',', required = true)]
         via: Vec<String>,
+        /// The person's id.
         #[arg(long)]
         person: String,
     },

@@ -41,6 +41,7 @@ pub enum NodeCommand {
     Register {
         #[command(flatten)]
         cfg: CfgArg,
+        /// The one-time token the computer's owner made (`slapos token create`).
         #[arg(long)]
         token: String,
         /// Verify the gateway against this CA while registering (default: master_ca_file
@@ -53,8 +54,10 @@ pub enum NodeCommand {
     Renew {
         #[command(flatten)]
         cfg: CfgArg,
+        /// Renew when the certificate expires within this many days.
         #[arg(long, default_value_t = 30)]
         days: u64,
+        /// Renew now, whatever its expiry.
         #[arg(long)]
         force: bool,
     },
@@ -62,6 +65,11 @@ pub enum NodeCommand {
     Unformat {
         #[command(flatten)]
         cfg: CfgArg,
+        /// Also remove what is left once the users are gone: the partitions' directories
+        /// (their data included), the installed software releases and the computer's
+        /// state files. Stop the node's daemon first.
+        #[arg(long)]
+        purge: bool,
     },
     /// Install the software releases the master lists (and remove destroyed ones).
     Software {
@@ -101,6 +109,7 @@ pub enum NodeCommand {
     Bang {
         #[command(flatten)]
         cfg: CfgArg,
+        /// Why: recorded on the computer's partitions, which are then processed again.
         #[arg(long, short = 'm')]
         message: String,
     },
@@ -140,18 +149,21 @@ pub enum NodeCommand {
     Start {
         #[command(flatten)]
         cfg: CfgArg,
+        /// A partition (slappart0), or one service of it (slappart0:service).
         target: String,
     },
     /// Stop a partition's services or one service.
     Stop {
         #[command(flatten)]
         cfg: CfgArg,
+        /// A partition (slappart0), or one service of it (slappart0:service).
         target: String,
     },
     /// Restart a partition's services or one service.
     Restart {
         #[command(flatten)]
         cfg: CfgArg,
+        /// A partition (slappart0), or one service of it (slappart0:service).
         target: String,
     },
 }
@@ -236,10 +248,13 @@ fn run_inner(cmd: NodeCommand) -> Result<i32, NodeError> {
             );
             Ok(0)
         }
-        NodeCommand::Unformat { cfg } => {
+        NodeCommand::Unformat { cfg, purge } => {
             let node = load(&cfg)?;
             node.check_root()?;
-            let left = slapgrid::format::unformat(&node.cfg)?;
+            let mut left = slapgrid::format::unformat(&node.cfg)?;
+            if purge {
+                left.extend(slapgrid::format::purge(&node.cfg)?);
+            }
             for l in &left {
                 eprintln!("could not remove: {l}");
             }
@@ -517,16 +532,19 @@ pub enum TokenCommand {
         /// The gateway (https://...).
         #[arg(long)]
         gateway: String,
-        /// Your certificate and key.
+        /// Your certificate.
         #[arg(long)]
         cert: PathBuf,
+        /// Your private key.
         #[arg(long)]
         key: PathBuf,
         /// The group's CA, to verify the gateway.
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// The computer the token registers (one of yours).
         #[arg(long)]
         computer: String,
+        /// Seconds the token stays valid.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },

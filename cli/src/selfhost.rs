@@ -13,23 +13,28 @@ use std::path::PathBuf;
 /// operator's or a replica's certificate) and a gateway as the admin person.
 #[derive(Args, Clone)]
 pub struct OperatorArgs {
+    /// Master API addresses of the group (host:port, comma-separated), reached with
+    /// $SLAPOS_MASTER_TLS_CERT, _KEY (an operator's certificate) and _CA.
     #[arg(long, value_delimiter = ',', required = true)]
     via: Vec<String>,
     /// A gateway of the group (https://...): the admin's requests go through it, and the
     /// new replica enrolls through it.
     #[arg(long)]
     gateway: String,
-    /// The admin's certificate and key, and the group's CA.
+    /// The admin's certificate (PEM), presented to the gateway.
     #[arg(long)]
     cert: PathBuf,
+    /// The admin's private key (PEM).
     #[arg(long)]
     key: PathBuf,
+    /// The group's CA certificate: the gateway is verified against it.
     #[arg(long)]
     ca: PathBuf,
     /// The slapos-master release to use (URL or path); default: one written for this
     /// binary into --release-dir.
     #[arg(long)]
     release: Option<String>,
+    /// Where the default slapos-master release is written (when --release is not given).
     #[arg(long, default_value = "slapos-master-release")]
     release_dir: PathBuf,
     /// How long to wait for the group to count (or forget) the replica.
@@ -55,10 +60,13 @@ impl From<OperatorArgs> for Operator {
 /// Where a hosted replica listens, on its partition's address.
 #[derive(Args, Clone, Copy)]
 pub struct PortsArgs {
+    /// The replica's Raft port (between replicas).
     #[arg(long, default_value_t = Ports::default().raft_port)]
     raft_port: u16,
+    /// The replica's master API port (gateways and operators).
     #[arg(long, default_value_t = Ports::default().api_port)]
     api_port: u16,
+    /// The port of the gateway beside the replica (SLAP over HTTPS).
     #[arg(long, default_value_t = Ports::default().gateway_port)]
     gateway_port: u16,
 }
@@ -76,10 +84,13 @@ impl From<PortsArgs> for Ports {
 /// Raft timers for the expected latency between regions (ms).
 #[derive(Args, Clone, Copy)]
 pub struct TimersArgs {
+    /// Raft heartbeat interval, in ms (near the largest round trip between regions).
     #[arg(long, default_value_t = Timers::default().heartbeat_ms)]
     heartbeat_ms: u64,
+    /// Lower bound of the election timeout, in ms (several heartbeats).
     #[arg(long, default_value_t = Timers::default().election_timeout_min_ms)]
     election_timeout_min_ms: u64,
+    /// Upper bound of the election timeout, in ms.
     #[arg(long, default_value_t = Timers::default().election_timeout_max_ms)]
     election_timeout_max_ms: u64,
 }
@@ -104,6 +115,7 @@ pub struct AddReplicaArgs {
     /// The new replica's id (never used before in this group).
     #[arg(long)]
     id: u64,
+    /// The region the replica serves (its computer's), shown by `cluster status`.
     #[arg(long, default_value = "local")]
     region: String,
     #[command(flatten)]
@@ -135,6 +147,7 @@ impl From<AddReplicaArgs> for AddReplica {
 pub struct RemoveReplicaArgs {
     #[command(flatten)]
     operator: OperatorArgs,
+    /// The id of the hosted replica to remove.
     #[arg(long)]
     id: u64,
     /// Its node is lost for good (its region gone): the group removes the replica at

@@ -489,4 +489,22 @@ fn format_ten_partitions_with_users_addresses_and_taps() {
             != Some(0),
         "users left behind"
     );
+    // Plain unformat leaves the directories, now owned by deleted users; --purge takes
+    // them, the software releases and the state, and leaves anything else alone.
+    assert!(node.partition(0).exists());
+    let stranger = node.partition(0).parent().unwrap().join("not-a-partition");
+    std::fs::create_dir_all(&stranger).unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &netns.0])
+        .arg(slapos_bin())
+        .args(["node", "unformat", "--purge", "--cfg"])
+        .arg(&node.cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for i in 0..10 {
+        assert!(!node.partition(i).exists(), "partition {i} left behind");
+    }
+    assert!(!secret.exists());
+    assert!(stranger.exists(), "purge took what is not a partition");
 }

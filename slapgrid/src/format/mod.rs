@@ -1187,6 +1187,65 @@ pub fn unformat(cfg: &NodeConfig) -> Result<Vec<String>, FormatError> {
     Ok(failures)
 }
 
+/// `unformat --purge`, after [`unformat`]: what it leaves, whose owners it deleted. The
+/// partitions' directories (`<instance_root>/<partition_base_name><i>`, and the stored
+/// partitions' own names when they are plain partition ids), the installed software
+/// releases (the `md5(url)` entries of `software_root`, which stays), and the computer's state
+/// files (`computer_json`, `computer_xml`), so that a new `format` starts afresh.
+/// Nothing is followed: a symbolic link is removed, never what it points at. Returns
+/// what could not be removed.
+pub fn purge(cfg: &NodeConfig) -> Result<Vec<String>, FormatError> {
+    let f = &cfg.format;
+    let mut failures = Vec::new();
+    let previous = state::load_previous(f.computer_json.as_deref(), f.computer_xml.as_deref())?;
+    let stored = previous.map(|p| p.partitions).unwrap_or_default();
+    let count = stored.len().max(f.partition_amount);
+    let mut doomed: Vec<PathBuf> = (0..count)
+        .map(|i| {
+            cfg.instance_root
+                .join(format!("{}{i}", f.partition_base_name))
+        })
+        .collect();
+    doomed.extend(
+        stored
+            .iter()
+            .map(|p| p.reference.as_str())
+            .filter(|r| crate::names::valid_partition_id(r))
+            .map(|r| cfg.instance_root.join(r)),
+    );
+    // Only what slapgrid installs there (`md5(url)` directories and their markers): a
+    // software_root pointed at a directory of other things loses none of them.
+    let release = |name: &str| {
+        let md5 = name.split('.').next().unwrap_or_default();
+        md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    if let Ok(entries) = std::fs::read_dir(&cfg.software_root) {
+        doomed.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(release))
+                .map(|e| e.path()),
+        );
+    }
+    doomed.extend(f.computer_json.iter().cloned());
+    doomed.extend(f.computer_xml.iter().cloned());
+    doomed.sort();
+    doomed.dedup();
+    for path in doomed {
+        let removed = match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => Err(e),
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+        };
+        match removed {
+            Ok(()) => tracing::info!(path = %path.display(), "purged"),
+            Err(e) => failures.push(format!("remove {}: {e}", path.display())),
+        }
+    }
+    Ok(failures)
+}
+
 fn unformat_network(
     cfg: &NodeConfig,
     host: &mut Host,
