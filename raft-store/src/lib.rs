@@ -145,6 +145,13 @@ pub struct StoreOptions {
     /// Raft node) instead of letting RocksDB run out of space in the middle of a write.
     /// 0: no check.
     pub min_free_bytes: u64,
+    /// The most bytes of stored entries (each entry's encoding, as it goes on the wire)
+    /// one `limited_get_log_entries` returns, at least one entry whatever its size:
+    /// what openraft reads, decodes and hands the network for one AppendEntries. Without
+    /// it openraft takes up to `Config::max_payload_entries` entries, which for a
+    /// follower far behind on large entries is tens of MiB to decode and encode again
+    /// for each call. 0: no limit.
+    pub max_read_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -154,6 +161,7 @@ impl Default for StoreOptions {
             keep_info_log_files: 3,
             write_buffer_bytes: 32 << 20,
             min_free_bytes: 0,
+            max_read_bytes: 1 << 20,
         }
     }
 }
@@ -199,7 +207,7 @@ where
     }
     check_format(&db)?;
 
-    let log_store = LogStore::<C>::new(db.clone())?;
+    let log_store = LogStore::<C>::new(db.clone(), options.max_read_bytes)?;
     let sm_store = StateMachineStore::<C, SM>::new(db, &options)?;
     Ok((log_store, sm_store))
 }

@@ -26,12 +26,15 @@ fn synced() -> WriteOptions {
 pub struct LogStore<C> {
     db: Arc<Db>,
     size: Arc<AtomicU64>,
+    /// `StoreOptions::max_read_bytes`.
+    max_read_bytes: usize,
     _c: PhantomData<C>,
 }
 
 /// Reads log entries for openraft's replication tasks.
 pub struct LogReader<C> {
     db: Arc<Db>,
+    max_read_bytes: usize,
     _c: PhantomData<C>,
 }
 
@@ -39,6 +42,7 @@ impl<C> Clone for LogReader<C> {
     fn clone(&self) -> Self {
         LogReader {
             db: self.db.clone(),
+            max_read_bytes: self.max_read_bytes,
             _c: PhantomData,
         }
     }
@@ -112,7 +116,7 @@ impl LogStats {
 }
 
 impl<C: StoreConfig> LogStore<C> {
-    pub(crate) fn new(db: Arc<Db>) -> Result<Self, StoreError> {
+    pub(crate) fn new(db: Arc<Db>, max_read_bytes: usize) -> Result<Self, StoreError> {
         let log = db
             .cf_handle(CF_LOG)
             .ok_or(StoreError::MissingColumnFamily(CF_LOG))?;
@@ -124,6 +128,7 @@ impl<C: StoreConfig> LogStore<C> {
         Ok(LogStore {
             db,
             size: Arc::new(AtomicU64::new(size)),
+            max_read_bytes,
             _c: PhantomData,
         })
     }
@@ -209,6 +214,18 @@ fn read_entries<C: StoreConfig, RB: RangeBounds<u64>>(
     db: &DB,
     range: RB,
 ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
+    read_entries_within::<C, RB>(db, range, 0)
+}
+
+/// The entries of `range` in order, stopping before the one that would take the stored
+/// bytes read past `max_bytes` (0: no limit); the first entry is always read, whatever
+/// its size. Sizes are those of the stored values (the entries' encoding), known before
+/// anything is decoded.
+fn read_entries_within<C: StoreConfig, RB: RangeBounds<u64>>(
+    db: &DB,
+    range: RB,
+    max_bytes: usize,
+) -> Result<Vec<Entry<C>>, StorageError<u64>> {
     let start = match range.start_bound() {
         Bound::Included(x) => *x,
         Bound::Excluded(x) => match x.checked_add(1) {
@@ -220,6 +237,7 @@ fn read_entries<C: StoreConfig, RB: RangeBounds<u64>>(
     let log = cf(db, CF_LOG)?;
     let start_key = keys::index_key(start);
     let mut out = Vec::new();
+    let mut read = 0usize;
     for item in db.iterator_cf(log, IteratorMode::From(&start_key, Direction::Forward)) {
         let (k, v) = item.map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         let index = keys::key_index(&k).ok_or_else(|| {
@@ -230,6 +248,10 @@ fn read_entries<C: StoreConfig, RB: RangeBounds<u64>>(
             )
         })?;
         if !range.contains(&index) {
+            break;
+        }
+        read = read.saturating_add(v.len());
+        if max_bytes > 0 && read > max_bytes && !out.is_empty() {
             break;
         }
         out.push(decode_entry::<C>(index, &v)?);
@@ -257,6 +279,16 @@ impl<C: StoreConfig> RaftLogReader<C> for LogStore<C> {
     ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
         read_entries::<C, _>(&self.db, range)
     }
+
+    /// A prefix of `start..end` of at most `StoreOptions::max_read_bytes` (at least one
+    /// entry).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
+        read_entries_within::<C, _>(&self.db, start..end, self.max_read_bytes)
+    }
 }
 
 impl<C: StoreConfig> RaftLogReader<C> for LogReader<C> {
@@ -265,6 +297,17 @@ impl<C: StoreConfig> RaftLogReader<C> for LogReader<C> {
         range: RB,
     ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
         read_entries::<C, _>(&self.db, range)
+    }
+
+    /// What openraft sends a follower in one AppendEntries: a prefix of `start..end` of
+    /// at most `StoreOptions::max_read_bytes` (at least one entry), so that reading,
+    /// decoding and encoding one call stays bounded however far behind the follower is.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
+        read_entries_within::<C, _>(&self.db, start..end, self.max_read_bytes)
     }
 }
 
@@ -298,6 +341,7 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
     async fn get_log_reader(&mut self) -> Self::LogReader {
         LogReader {
             db: self.db.clone(),
+            max_read_bytes: self.max_read_bytes,
             _c: PhantomData,
         }
     }

@@ -482,3 +482,51 @@ async fn applied_state_behind_the_stored_snapshot_is_restored_from_it() {
         .handle()
         .read(|m, _| m.map.contains_key("k18") && !m.map.contains_key("zz")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_reads_are_bounded_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft");
+    let value = "x".repeat(10_000);
+    let entries: Vec<_> = (1..=50)
+        .map(|i| set(1, i, &format!("k{i}"), &value))
+        .collect();
+    let one = json(&entries[..1])[0].len();
+    let (mut logs, _sm) = raft_store::open::<TC, Kv>(
+        &path,
+        raft_store::StoreOptions {
+            max_read_bytes: 3 * one + one / 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    logs.blocking_append(entries.clone()).await.unwrap();
+    // openraft's replication reads through the log reader; both are bounded alike.
+    let mut reader = logs.get_log_reader().await;
+    for got in [
+        logs.limited_get_log_entries(1, 51).await.unwrap(),
+        reader.limited_get_log_entries(1, 51).await.unwrap(),
+    ] {
+        assert_eq!(json(&got), json(&entries[..3]), "a prefix within the bytes");
+    }
+    assert_eq!(
+        json(&reader.limited_get_log_entries(49, 51).await.unwrap()),
+        json(&entries[48..]),
+        "a short range is read whole"
+    );
+    assert!(reader
+        .limited_get_log_entries(7, 7)
+        .await
+        .unwrap()
+        .is_empty());
+    // An entry larger than the bound still comes, alone.
+    let big = set(1, 51, "big", &"y".repeat(100_000));
+    logs.blocking_append([big.clone()]).await.unwrap();
+    assert_eq!(
+        json(&reader.limited_get_log_entries(51, 52).await.unwrap()),
+        json(&[big])
+    );
+    // Other reads are whole.
+    assert_eq!(reader.try_get_log_entries(1..=50).await.unwrap().len(), 50);
+}

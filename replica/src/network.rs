@@ -100,6 +100,36 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, NetworkError> {
     serde_json::to_vec(value).map_err(|e| NetworkError::new(&e))
 }
 
+/// The bytes `value` takes encoded, counted without keeping them.
+fn encoded_len<T: Serialize>(value: &T) -> Result<usize, NetworkError> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_err(|e| NetworkError::new(&e))?;
+    Ok(count.0)
+}
+
+/// How many of `entries`, from the first, fit in `budget` bytes encoded: at least one,
+/// and the entries past the budget are not encoded at all.
+fn entries_within<T: Serialize>(entries: &[T], budget: usize) -> Result<usize, NetworkError> {
+    let mut used = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        used = used.saturating_add(encoded_len(e)?);
+        if used > budget && i > 0 {
+            return Ok(i);
+        }
+    }
+    Ok(entries.len())
+}
+
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NetworkError> {
     serde_json::from_slice(bytes).map_err(|e| NetworkError::new(&e))
 }
@@ -184,10 +214,9 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         let mut rpc = rpc;
-        let mut data = encode(&rpc).map_err(RPCError::Network)?;
-        // openraft bounds each AppendEntries by the heartbeat interval: a follower that
-        // fell behind on large entries gets them in pieces it can take in that time, and
-        // openraft sends the rest at once (`PartialSuccess`).
+        // openraft bounds each AppendEntries by the heartbeat interval, this encoding
+        // included: a follower that fell behind on large entries gets them in pieces it
+        // can take in that time, and openraft sends the rest at once (`PartialSuccess`).
         // A previous call that never finished was dropped at openraft's timeout: send
         // less this time (a starved or slow follower still makes progress).
         // The connection goes too: a peer that restarted in place (a replica back from
@@ -197,28 +226,21 @@ impl RaftNetwork<TypeConfig> for Peer {
             self.client = None;
         }
         let budget = self.append_budget;
+        // The cut comes before the request is encoded, so that the work of one call
+        // follows the budget and not the number of entries openraft handed over
+        // (issue 25: encoding all of them outlasted the timeout, whatever the budget).
+        let keep = entries_within(&rpc.entries, budget).map_err(RPCError::Network)?;
         let mut sent_up_to = None;
-        if data.len() > budget && rpc.entries.len() > 1 {
-            let mut used = 0usize;
-            let mut keep = rpc.entries.len();
-            for (i, e) in rpc.entries.iter().enumerate() {
-                used += encode(e).map_err(RPCError::Network)?.len();
-                if used > budget && i > 0 {
-                    keep = i;
-                    break;
-                }
-            }
-            if keep < rpc.entries.len() {
-                rpc.entries.truncate(keep);
-                sent_up_to = rpc.entries.last().map(|e| e.log_id);
-                tracing::debug!(
-                    target_id = self.target,
-                    entries = keep,
-                    "AppendEntries cut to its byte budget"
-                );
-                data = encode(&rpc).map_err(RPCError::Network)?;
-            }
+        if keep < rpc.entries.len() {
+            rpc.entries.truncate(keep);
+            sent_up_to = rpc.entries.last().map(|e| e.log_id);
+            tracing::debug!(
+                target_id = self.target,
+                entries = keep,
+                "AppendEntries cut to its byte budget"
+            );
         }
+        let data = encode(&rpc).map_err(RPCError::Network)?;
         self.append_pending = true;
         let answer: Result<AppendEntriesResponse<NodeId>, _> = self
             .unary_encoded(data, &option, async |mut c, r| c.append_entries(r).await)
@@ -300,5 +322,35 @@ impl RaftNetwork<TypeConfig> for Peer {
         };
         let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = decode(&reply.data)?;
         result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_len_is_the_encoding_length() {
+        let value = ("x".repeat(1000), 42u64, vec![Some(1), None]);
+        assert_eq!(
+            encoded_len(&value).expect("encodes"),
+            serde_json::to_vec(&value).expect("encodes").len()
+        );
+    }
+
+    #[test]
+    fn entries_are_cut_to_the_budget_keeping_at_least_one() {
+        let entry = "x".repeat(64 << 10); // 64 KiB + 2 quotes encoded
+        let entries = vec![entry; 100];
+        assert_eq!(entries_within(&entries, MAX_APPEND_BYTES).ok(), Some(7));
+        assert_eq!(entries_within(&entries, MIN_APPEND_BYTES).ok(), Some(1));
+        assert_eq!(
+            entries_within(&entries[..3], MAX_APPEND_BYTES).ok(),
+            Some(3)
+        );
+        assert_eq!(
+            entries_within::<String>(&[], MIN_APPEND_BYTES).ok(),
+            Some(0)
+        );
     }
 }

@@ -264,6 +264,8 @@ impl Replica {
             raft_store::StoreOptions {
                 sync_state_machine: config.sync_state_machine,
                 min_free_bytes: config.min_free_mb << 20,
+                // openraft reads no more for one AppendEntries than the network sends.
+                max_read_bytes: crate::network::MAX_APPEND_BYTES,
                 ..Default::default()
             },
         )

@@ -64,11 +64,6 @@ fn free_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-// Ignored in the suite: in about half the runs the restarted replica stays at the index
-// whose apply was refused (every AppendEntries to it times out) and does not catch up;
-// the stop, its reason and the group going on pass every time. Run it with
-// `cargo test -p slapos-e2e --test disk_full -- --ignored` (issue 25, left open).
-#[ignore = "catch-up after a disk-full stop stalls in some runs (issue 25)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_disk_fills_stops_and_comes_back() {
     if !nix::unistd::geteuid().is_root() {
