@@ -27,19 +27,20 @@ pub const DEFAULT_CONFIG: &str = ".slapos/slapos-client.cfg";
 /// What is wrong with a client configuration: each names the file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the client configuration {path}: {source}")]
+    // (the cause is in the message, not a `source`: printed once)
+    #[error("cannot read the client configuration {path}: {cause}")]
     Unreadable {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("client configuration {path}: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("{what} {path} (named by {config}) cannot be read: {source}")]
+    #[error("{what} {path} (named by {config}) cannot be read: {cause}")]
     File {
         what: &'static str,
         path: PathBuf,
         config: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("no client configuration given: pass --cfg, set ${CONFIG_ENV} or write ~/{DEFAULT_CONFIG} (no $HOME to find it in)")]
     NoHome,
@@ -81,9 +82,9 @@ impl ClientConfig {
     /// `master_ca_file` (each also read from `[slapos]` when `[slapconsole]` lacks it, as
     /// slapos.core falls back for the key pair). An https:// gateway needs all three.
     pub fn read(path: &Path) -> Result<ClientConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Unreadable {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -142,11 +143,11 @@ impl ClientConfig {
             ("the group's CA (master_ca_file)", &self.master_ca_file),
         ] {
             if let Some(path) = file {
-                std::fs::read(path).map_err(|source| ConfigError::File {
+                std::fs::read(path).map_err(|cause| ConfigError::File {
                     what,
                     path: path.clone(),
                     config: self.path.clone(),
-                    source,
+                    cause,
                 })?;
             }
         }
