@@ -8,6 +8,7 @@ mod bench;
 mod chaos;
 mod demo;
 mod gateway;
+mod instance;
 mod master;
 mod node;
 mod progress;
@@ -69,6 +70,14 @@ enum Command {
     /// Computers of a provider's account.
     #[command(subcommand)]
     Computer(accounting::ComputerCommand),
+    /// Ask for an instance tree (or change one you have): prints its connection
+    /// parameters once its node published them; exit code 2 while it is provisioned.
+    Request(instance::RequestArgs),
+    /// Install a software release on one of your computers (`--state destroyed` removes it).
+    Supply(instance::SupplyArgs),
+    /// Your instance trees: list them, show one.
+    #[command(subcommand)]
+    Instance(instance::InstanceCommand),
     /// Persons (admins): add one, with a certificate and a client configuration.
     #[command(subcommand)]
     User(master::UserCommand),
@@ -165,6 +174,12 @@ fn run() -> Result<()> {
         Command::Invoice(args) => runtime()?.block_on(accounting::invoice(args)),
         Command::Price(cmd) => runtime()?.block_on(accounting::price(cmd)),
         Command::Computer(cmd) => runtime()?.block_on(accounting::computer(cmd)),
+        Command::Request(args) => {
+            let code = runtime()?.block_on(instance::request(args))?;
+            std::process::exit(code)
+        }
+        Command::Supply(args) => runtime()?.block_on(instance::supply(args)),
+        Command::Instance(cmd) => runtime()?.block_on(instance::instance(cmd)),
     }
 }
 

@@ -32,6 +32,12 @@ pub enum Query {
     Instance { id: InstanceId },
     /// Every member of a tree, with their hosts.
     Tree { root: InstanceId },
+    /// The roots of the trees `owner` requested (only the one titled `title` when
+    /// given), with their hosts and the computers they run on: a person's own list.
+    Trees {
+        owner: String,
+        title: Option<String>,
+    },
     /// The ledger for an invoice or a usage listing: the movements that count in
     /// `[from, to)` (of one customer, or everyone's; of one provider, or any), every
     /// price, and the clock and closed watermark.
@@ -656,6 +662,20 @@ impl State {
                 if let Some(inst) = self.instances.get(id) {
                     if let Placement::Hosted { host } = inst.placement {
                         self.with_context(host, &mut instances);
+                    }
+                }
+            }
+            Query::Trees { owner, title } => {
+                let roots: Vec<InstanceId> = match title {
+                    Some(t) => self.root_by_title(owner, t).into_iter().collect(),
+                    None => self.roots_of(owner).map(|(_, id)| id).collect(),
+                };
+                for id in roots {
+                    self.with_context(id, &mut instances);
+                    if let Some(Placement::Hosted { host }) =
+                        self.instances.get(&id).map(|i| &i.placement)
+                    {
+                        self.with_context(*host, &mut instances);
                     }
                 }
             }

@@ -180,10 +180,11 @@ pub async fn add_person(
         &cfg,
         format!(
             "# {person}'s client configuration: slapos request --cfg {}\n[slapos]\nmaster_url = {gateway}\n\n\
-             [slapconsole]\ncert_file = {}\nkey_file = {}\n",
+             [slapconsole]\ncert_file = {}\nkey_file = {}\nmaster_ca_file = {}\n",
             cfg.display(),
             issued.cert.display(),
-            issued.key.display()
+            issued.key.display(),
+            ca.display()
         ),
     )?;
     Ok(Person {

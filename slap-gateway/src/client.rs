@@ -21,6 +21,23 @@ pub enum ClientError {
     BadUrl(String),
     #[error("TLS: {0}")]
     Tls(String),
+    /// The gateway's certificate is not signed by the CA the client trusts: it is not
+    /// one of the group's gateways (or the configuration names another group's CA).
+    #[error(
+        "the gateway at {url} presented a certificate that is not from the group's CA \
+         (verified against {ca}); refusing to talk to it ({detail})"
+    )]
+    UntrustedGateway {
+        url: String,
+        ca: String,
+        detail: String,
+    },
+    /// Nothing listens at the gateway's address.
+    #[error("cannot connect to the gateway at {url}: connection refused")]
+    ConnectionRefused { url: String },
+    /// A person's tree that does not exist (`get instance_tree`).
+    #[error("no instance named {0:?}: not one of your instance trees")]
+    UnknownInstance(String),
     /// The call did not reach the gateway.
     #[error("cannot reach {addr}: {source}")]
     Connect {
@@ -42,6 +59,9 @@ pub enum ClientError {
 /// Where the gateway is and how to talk to it.
 #[derive(Clone)]
 pub struct JsonRpcClient {
+    url: String,
+    /// The CA file the gateway is verified against (named in errors).
+    ca: Option<String>,
     endpoint: Endpoint,
     http: Client,
 }
@@ -79,6 +99,8 @@ impl JsonRpcClient {
             ..Options::default()
         };
         Ok(JsonRpcClient {
+            url: url.to_string(),
+            ca: ca.map(|p| p.display().to_string()),
             endpoint,
             http: Client::new(tls, options),
         })
@@ -97,9 +119,7 @@ impl JsonRpcClient {
                     "answer over {MAX_ANSWER} bytes"
                 )))
             }
-            Err(source) if source.is_not_sent() => {
-                return Err(ClientError::Connect { addr, source })
-            }
+            Err(source) if source.is_not_sent() => return Err(self.not_sent(addr, source)),
             Err(source) => return Err(ClientError::Io { addr, source }),
         };
         let status = answer.status;
@@ -114,6 +134,68 @@ impl JsonRpcClient {
             return Err(ClientError::Refused { status, title });
         }
         Ok(value)
+    }
+
+    /// What a call that never reached the gateway says: a gateway certificate from
+    /// another authority and a refused connection are told apart (rustls and the OS name
+    /// them in the connector's message).
+    fn not_sent(&self, addr: String, source: http_client::Error) -> ClientError {
+        let message = source.to_string();
+        if message.contains("invalid peer certificate") || message.contains("UnknownIssuer") {
+            ClientError::UntrustedGateway {
+                url: self.url.clone(),
+                ca: self.ca.clone().unwrap_or_default(),
+                detail: message,
+            }
+        } else if message.contains("Connection refused") || message.contains("os error 111") {
+            ClientError::ConnectionRefused {
+                url: self.url.clone(),
+            }
+        } else {
+            ClientError::Connect { addr, source }
+        }
+    }
+
+    /// The titles of the caller's instance trees (`slapos.allDocs.v0.instance_tree_list`).
+    pub async fn instance_trees(&self) -> Result<Vec<String>, ClientError> {
+        let answer = self
+            .call(
+                "slapos.allDocs.v0.instance_tree_list",
+                &serde_json::json!({}),
+            )
+            .await?;
+        let list = answer["result_list"]
+            .as_array()
+            .ok_or_else(|| ClientError::BadAnswer("no result_list".into()))?;
+        list.iter()
+            .map(|item| {
+                item["title"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ClientError::BadAnswer("a tree without a title".into()))
+            })
+            .collect()
+    }
+
+    /// The root instance of the caller's tree `title` (`slapos.get.v0.instance_tree`):
+    /// its state, release, parameters and connection parameters;
+    /// [`ClientError::UnknownInstance`] when the caller has no such tree.
+    pub async fn instance_tree(&self, title: &str) -> Result<Value, ClientError> {
+        match self
+            .call(
+                "slapos.get.v0.instance_tree",
+                &serde_json::json!({ "title": title }),
+            )
+            .await
+        {
+            Err(ClientError::Refused {
+                status: 403,
+                title: why,
+            }) if why.starts_with("No instance tree ") => {
+                Err(ClientError::UnknownInstance(title.to_string()))
+            }
+            other => other,
+        }
     }
 }
 

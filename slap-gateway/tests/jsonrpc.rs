@@ -547,6 +547,62 @@ fn unknown_things_are_403() {
     assert_error(&r, 403, "Forbidden", "No instance on partition nope found.");
 }
 
+/// `allDocs instance_tree_list` and `get instance_tree`: the context's person's trees.
+#[test]
+fn a_person_lists_and_reads_their_trees() {
+    let mut state = fresh_state();
+    let r = json_call(
+        &mut state,
+        "slapos.post.v0.software_instance",
+        &serde_json::json!({
+            "title": "listed", "software_release_uri": "https://example.com/software/demo/software.cfg",
+            "software_type": "default", "parameters": {"n": 1},
+            "sla_parameters": {"computer_guid": "COMP-TEST"}
+        }),
+        1,
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let r = json_call(
+        &mut state,
+        "slapos.allDocs.v0.instance_tree_list",
+        &serde_json::json!({}),
+        2,
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let titles: Vec<String> = body_json(&r)["result_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["title"].as_str().unwrap().to_string())
+        .collect();
+    assert!(titles.contains(&"listed".to_string()), "{titles:?}");
+    let r = json_call(
+        &mut state,
+        "slapos.get.v0.instance_tree",
+        &serde_json::json!({"title": "listed"}),
+        3,
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let doc = body_json(&r);
+    assert_eq!(doc["title"], "listed");
+    assert_eq!(doc["parameters"], serde_json::json!({"n": "1"}));
+    assert_eq!(doc["computer_guid"], "COMP-TEST");
+    let r = json_call(
+        &mut state,
+        "slapos.get.v0.instance_tree",
+        &serde_json::json!({"title": "nope"}),
+        4,
+    );
+    assert_error(&r, 403, "Forbidden", "No instance tree nope found.");
+    let r = json_call(
+        &mut state,
+        "slapos.allDocs.v0.instance_tree_list",
+        &serde_json::json!({"title": "x"}),
+        5,
+    );
+    assert_error(&r, 400, "Bad Request", "Additional properties");
+}
+
 #[test]
 fn method_accept_and_names() {
     let mut state = State::new();

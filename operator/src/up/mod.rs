@@ -530,9 +530,10 @@ impl LocalCluster {
         let client_config = dir.join("client.cfg");
         let console = match &tls {
             Some(t) => format!(
-                "cert_file = {}\nkey_file = {}\n",
+                "cert_file = {}\nkey_file = {}\nmaster_ca_file = {}\n",
                 t.admin_cert.display(),
-                t.admin_key.display()
+                t.admin_key.display(),
+                t.ca.display()
             ),
             None => String::new(),
         };

@@ -67,13 +67,13 @@ names! {
     PostAccountingPeriodClose = "slapos.post.v0.accounting_period_close";
     GetInvoice = "slapos.get.v0.invoice";
     MovementList = "slapos.allDocs.v0.movement_list";
+    InstanceTreeList = "slapos.allDocs.v0.instance_tree_list";
+    GetInstanceTree = "slapos.get.v0.instance_tree";
 }
 
 /// Methods of slapos.core's `json_rpc.json` that this gateway does not implement: they
 /// answer 501 rather than 404 (see `DESIGN.md` for why each one is left out).
 pub const NOT_IMPLEMENTED: &[&str] = &[
-    "slapos.allDocs.v0.instance_tree_list",
-    "slapos.get.v0.instance_tree",
     "slapos.get.v0.hateoas_url",
     "slapos.get.v0.compute_node_status",
     "slapos.get.v0.software_instance_certificate",
@@ -112,6 +112,8 @@ impl Name {
             Name::PostAccountingPeriodClose => ledger::PERIOD_CLOSE,
             Name::GetInvoice => ledger::INVOICE,
             Name::MovementList => ledger::MOVEMENT_LIST,
+            Name::InstanceTreeList => NO_FIELDS,
+            Name::GetInstanceTree => INSTANCE_TREE,
         }
     }
 }
@@ -247,6 +249,15 @@ pub enum Read {
     },
     /// Invoices and movement lists.
     Ledger(ledger::LedgerRead),
+    /// The titles of the trees a person requested (`allDocs instance_tree_list`).
+    Trees {
+        owner: String,
+    },
+    /// The root of a person's tree, by title (`get instance_tree`).
+    Tree {
+        owner: String,
+        title: String,
+    },
 }
 
 /// A write on an instance named by its guid: the op depends on where it lives.
@@ -364,6 +375,14 @@ pub fn parse(
         }
         Name::InstanceNodeInstanceList => Call::Read(Read::Hosted(instance_guid(map)?)),
         Name::GetSoftwareInstance => Call::Read(Read::Instance(instance_guid(map)?)),
+        // A person's own trees: the caller is the owner (no field names anyone else).
+        Name::InstanceTreeList => Call::Read(Read::Trees {
+            owner: ctx.person.clone(),
+        }),
+        Name::GetInstanceTree => Call::Read(Read::Tree {
+            owner: ctx.person.clone(),
+            title: s("title"),
+        }),
         Name::GetComputePartition => Call::Read(Read::Partition {
             computer: s("computer_guid"),
             partition: s("compute_partition_id"),
@@ -814,6 +833,21 @@ impl Read {
                 Ok(json!({ "result_list": list }))
             }
             Read::Instance(id) => instance_document(state, *id),
+            Read::Trees { owner } => {
+                let list: Vec<Value> = state
+                    .roots_of(owner)
+                    .map(|(title, _)| json!({ "title": title }))
+                    .collect();
+                Ok(json!({ "result_list": list }))
+            }
+            Read::Tree { owner, title } => match state.root_by_title(owner, title) {
+                Some(id) => instance_document(state, id),
+                // slapproxy's wording and status
+                None => Err(JsonError::new(
+                    403,
+                    format!("No instance tree {title} found."),
+                )),
+            },
             Read::Partition {
                 computer,
                 partition,

@@ -35,6 +35,11 @@ async fn read_state(masters: &Masters, read: &Read) -> Result<State, JsonError> 
         Read::ComputerInstances(c) | Read::ComputerSoftware(c) => computer(masters, c).await,
         Read::Partition { computer: c, .. } => computer(masters, c).await,
         Read::Hosted(id) | Read::Instance(id) => instance(masters, *id).await,
+        Read::Trees { owner } => masters.read_trees(owner, None).await.map_err(master_error),
+        Read::Tree { owner, title } => masters
+            .read_trees(owner, Some(title))
+            .await
+            .map_err(master_error),
         Read::Ledger(read) => {
             let (customer, provider) = read.filter();
             masters

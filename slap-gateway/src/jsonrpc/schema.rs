@@ -52,6 +52,10 @@ pub const SOFTWARE_STATES: &[&str] = &["available", "destroyed"];
 pub const REPORTED_SOFTWARE_STATES: &[&str] = &["available", "destroyed", "building"];
 
 pub const COMPUTER_GUID: &[Field] = &[req("computer_guid", Kind::Str)];
+/// `allDocs instance_tree_list`: an empty object.
+pub const NO_FIELDS: &[Field] = &[];
+/// `get instance_tree`.
+pub const INSTANCE_TREE: &[Field] = &[req("title", Kind::StrMax(200))];
 pub const INSTANCE_GUID: &[Field] = &[req("instance_guid", Kind::Str)];
 pub const COMPUTE_PARTITION: &[Field] = &[
     req("computer_guid", Kind::Str),

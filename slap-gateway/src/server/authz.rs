@@ -306,6 +306,12 @@ pub fn check_jsonrpc(caller: &Caller, call: &mut Call) -> Result<JsonNeeds, Stri
         Call::Read(Read::Hosted(id) | Read::Instance(id)) => Ok(JsonNeeds::Instance(*id)),
         Call::Read(Read::Ledger(_)) if person => Ok(JsonNeeds::Nothing),
         Call::Read(Read::Ledger(_)) => refuse("read the ledger".into()),
+        // The owner is the caller (`parse` takes it from the context): a person lists and
+        // reads their own trees; other identities own none.
+        Call::Read(Read::Trees { .. } | Read::Tree { .. }) if person => Ok(JsonNeeds::Nothing),
+        Call::Read(Read::Trees { .. } | Read::Tree { .. }) => {
+            refuse("read instance trees (only persons have them)".into())
+        }
         Call::InstanceWrite { .. } => Ok(JsonNeeds::Located),
         Call::Write { op, .. } | Call::Request(op) => {
             match (identity, &mut *op) {
@@ -546,6 +552,32 @@ mod tests {
             Ok(JsonNeeds::Nothing)
         );
         assert_eq!(hers, usage("COMP-B", Some("alice")));
+    }
+
+    #[test]
+    fn only_persons_list_and_read_their_trees() {
+        let trees = || {
+            Call::Read(Read::Trees {
+                owner: "alice".into(),
+            })
+        };
+        let tree = || {
+            Call::Read(Read::Tree {
+                owner: "alice".into(),
+                title: "t".into(),
+            })
+        };
+        let alice = as_(Identity::Person("alice".into()));
+        assert_eq!(check_jsonrpc(&alice, &mut trees()), Ok(JsonNeeds::Nothing));
+        assert_eq!(check_jsonrpc(&alice, &mut tree()), Ok(JsonNeeds::Nothing));
+        for other in [
+            Identity::Computer("COMP-A".into()),
+            partition("COMP-A", "slappart0"),
+            Identity::Gateway("gw".into()),
+        ] {
+            assert!(check_jsonrpc(&as_(other.clone()), &mut trees()).is_err());
+            assert!(check_jsonrpc(&as_(other), &mut tree()).is_err());
+        }
     }
 
     #[test]

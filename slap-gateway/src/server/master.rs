@@ -327,6 +327,17 @@ impl Masters {
         Self::state(entries)
     }
 
+    /// The trees `owner` requested (only the one titled `title` when given): their roots,
+    /// hosts and the computers they run on (`allDocs instance_tree_list`, `get
+    /// instance_tree`). Bounded-staleness, as the other reads of the gateway.
+    pub async fn read_trees(&self, owner: &str, title: Option<&str>) -> Result<State, MasterError> {
+        let query = MasterQuery::Trees {
+            owner: owner.to_string(),
+            title: title.map(str::to_string),
+        };
+        Self::state(self.read_entries(&query, false).await?)
+    }
+
     /// A partition's certificate and key (made by the leader the first time): (PEM
     /// certificate, PEM key).
     pub async fn partition_certificate(
