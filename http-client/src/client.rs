@@ -26,7 +26,7 @@ pub enum Error {
     /// The request never left this process (no connection, no TLS session): the server
     /// cannot have acted on it.
     #[error("connect: {0}")]
-    NotSent(String),
+    NotSent(NotSent),
     /// The exchange failed after the connection was made: the server may have acted on the
     /// request.
     #[error("{0}")]
@@ -38,6 +38,62 @@ pub enum Error {
     TooLarge { limit: usize },
     #[error("cannot start the client's runtime: {0}")]
     Runtime(String),
+}
+
+/// Why a request never left this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreached {
+    /// Nothing listens at the address (the connection was refused).
+    Refused,
+    /// The server's certificate was refused: not from a trusted authority, expired, or
+    /// not for the name it was reached at.
+    UntrustedServer,
+    /// Anything else (no route, a timeout while connecting, a handshake that failed).
+    Other,
+}
+
+/// A connection that failed before the request was sent: why, and the causes' words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotSent {
+    pub why: Unreached,
+    pub detail: String,
+}
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl NotSent {
+    /// The reason, read from the error's chain of sources (the OS's refused connection,
+    /// rustls's refused certificate).
+    fn of(e: &(dyn std::error::Error + 'static)) -> NotSent {
+        let mut why = Unreached::Other;
+        let mut cur = Some(e);
+        while let Some(s) = cur {
+            let tls = s.downcast_ref::<rustls::Error>().or_else(|| {
+                s.downcast_ref::<std::io::Error>()
+                    .and_then(std::io::Error::get_ref)
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            });
+            if matches!(tls, Some(rustls::Error::InvalidCertificate(_))) {
+                why = Unreached::UntrustedServer;
+                break;
+            }
+            if s.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            {
+                why = Unreached::Refused;
+                break;
+            }
+            cur = s.source();
+        }
+        NotSent {
+            why,
+            detail: causes(e),
+        }
+    }
 }
 
 impl Error {
@@ -261,7 +317,7 @@ impl Client {
         let timeout = self.options.timeout;
         let answer = match tokio::time::timeout(timeout, self.inner.request(http)).await {
             Err(_) => return Err(Error::Timeout(format!("no answer within {timeout:?}"))),
-            Ok(Err(e)) if e.is_connect() => return Err(Error::NotSent(causes(&e))),
+            Ok(Err(e)) if e.is_connect() => return Err(Error::NotSent(NotSent::of(&e))),
             Ok(Err(e)) => return Err(Error::Exchange(describe(&e))),
             Ok(Ok(answer)) => answer,
         };

@@ -29,7 +29,7 @@ mod form;
 pub mod tls;
 
 pub use blocking::BlockingClient;
-pub use client::{Client, Error, Options, Request, Response};
+pub use client::{Client, Error, NotSent, Options, Request, Response, Unreached};
 pub use endpoint::Endpoint;
 pub use form::form_urlencode;
 pub use rustls::ClientConfig;

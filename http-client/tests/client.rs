@@ -212,7 +212,10 @@ async fn a_refused_connection_is_not_sent_a_silent_server_times_out() {
         .await
         .unwrap_err();
     assert!(e.is_not_sent(), "{e}");
-    assert!(matches!(e, Error::NotSent(_)), "{e}");
+    assert!(
+        matches!(e, Error::NotSent(ref n) if n.why == http_client::Unreached::Refused),
+        "{e:?}"
+    );
 
     // accepts, reads, never answers
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -415,6 +418,10 @@ async fn tls_verified_or_not_with_a_client_certificate() {
     );
     let e = client.send(&endpoint, Request::get("/")).await.unwrap_err();
     assert!(e.is_not_sent(), "{e}");
+    assert!(
+        matches!(e, Error::NotSent(ref n) if n.why == http_client::Unreached::UntrustedServer),
+        "{e:?}"
+    );
 
     assert!(matches!(
         tls::verified(&[b"no PEM here".to_vec()], None),

@@ -136,23 +136,24 @@ impl JsonRpcClient {
         Ok(value)
     }
 
-    /// What a call that never reached the gateway says: a gateway certificate from
-    /// another authority and a refused connection are told apart (rustls and the OS name
-    /// them in the connector's message).
+    /// What a call that never reached the gateway says: a gateway certificate the CA
+    /// does not vouch for and a refused connection are told apart (the HTTP client reads
+    /// them from rustls's and the OS's errors).
     fn not_sent(&self, addr: String, source: http_client::Error) -> ClientError {
-        let message = source.to_string();
-        if message.contains("invalid peer certificate") || message.contains("UnknownIssuer") {
-            ClientError::UntrustedGateway {
-                url: self.url.clone(),
-                ca: self.ca.clone().unwrap_or_default(),
-                detail: message,
+        match &source {
+            http_client::Error::NotSent(n) if n.why == http_client::Unreached::UntrustedServer => {
+                ClientError::UntrustedGateway {
+                    url: self.url.clone(),
+                    ca: self.ca.clone().unwrap_or_default(),
+                    detail: n.detail.clone(),
+                }
             }
-        } else if message.contains("Connection refused") || message.contains("os error 111") {
-            ClientError::ConnectionRefused {
-                url: self.url.clone(),
+            http_client::Error::NotSent(n) if n.why == http_client::Unreached::Refused => {
+                ClientError::ConnectionRefused {
+                    url: self.url.clone(),
+                }
             }
-        } else {
-            ClientError::Connect { addr, source }
+            _ => ClientError::Connect { addr, source },
         }
     }
 
