@@ -636,6 +636,24 @@ mod tests {
         );
     }
 
+    /// The guide's example node configuration (`docs/examples/slapos.cfg`) is complete
+    /// and means what its comments say.
+    #[test]
+    fn the_guides_example_parses() {
+        let text = include_str!("../../docs/examples/slapos.cfg");
+        let c = NodeConfig::parse(Path::new("/etc/opt/slapos/slapos.cfg"), text).unwrap();
+        assert_eq!(c.computer_id, "COMP-1");
+        assert_eq!(c.master_urls.len(), 2);
+        assert!(c.key_file.is_some() && c.cert_file.is_some() && c.master_ca_file.is_some());
+        assert_eq!(c.instance_interval, Duration::from_secs(300));
+        assert_eq!(c.format.ipv6_interface.as_deref(), Some("eth0"));
+        assert_eq!(c.partition_limits.pids, Some(512));
+        let master = &c.partition_sizes["master"];
+        assert!(master.reserved);
+        assert_eq!(master.cpu_quota, Some(50));
+        assert_eq!(master.pids, Some(512), "a size adds to the defaults");
+    }
+
     #[test]
     fn sizes() {
         let base = "[slapos]\ncomputer_id = C\nmaster_url = http://x\nsoftware_root = /s\ninstance_root = /i\n";

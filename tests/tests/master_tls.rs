@@ -3,6 +3,8 @@
 //! replicas restarted with `[tls]` and the others joined over it. Raft and the master API
 //! then admit only the group's replicas and gateways: a computer's certificate of the same
 //! authority is refused, a plain client too, and a replica of another group cannot join.
+//! Replica 1 and a gateway run from the guide's example files (`docs/examples/`, only
+//! their addresses and paths changed), so those cannot go stale.
 
 use master_client::tls::TlsFiles;
 use master_replica::node::ReplicaConfig;
@@ -78,6 +80,26 @@ fn replica(dir: &Path, id: u64) -> (ReplicaConfig, PathBuf) {
     let path = dir.join(format!("replica-{id}.toml"));
     std::fs::write(&path, c.to_toml()).unwrap();
     (c, path)
+}
+
+/// `docs/examples/<name>` with `(from, to)` replaced; every address and path of the
+/// example must have been replaced (none left for this host to lack).
+fn example(name: &str, replace: &[(&str, String)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/examples")
+        .join(name);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in replace {
+        assert!(text.contains(from), "{} lacks {from}", path.display());
+        text = text.replace(from, to);
+    }
+    let unreplaced: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter(|l| l.contains("2001:db8") || l.contains("/etc/slapos") || l.contains("/srv/"))
+        .collect();
+    assert!(unreplaced.is_empty(), "{name}: {unreplaced:?}");
+    text
 }
 
 fn issue(via: &str, identity: &str, out: &Path) -> TlsFiles {
@@ -172,7 +194,29 @@ fn the_masters_admit_only_the_groups_replicas_and_gateways() {
         c.tls = Some(t.clone());
         std::fs::write(path, c.to_toml()).unwrap();
     };
-    with_tls(&c1, &p1, &t1);
+    // Replica 1 from the guide's example file.
+    let metrics = format!("127.0.0.1:{}", port());
+    let r1_text = example(
+        "replica.toml",
+        &[
+            ("[2001:db8:1::10]:7101", c1.raft_addr.clone()),
+            ("[2001:db8:1::10]:7201", c1.api_addr.clone()),
+            ("[2001:db8:1::10]:9101", metrics),
+            ("/srv/slapos/master-1", c1.data_dir.display().to_string()),
+            (
+                "/etc/slapos/master/replica-1.crt",
+                t1.cert.display().to_string(),
+            ),
+            (
+                "/etc/slapos/master/replica-1.key",
+                t1.key.display().to_string(),
+            ),
+            ("/etc/slapos/ca.pem", t1.ca.display().to_string()),
+        ],
+    );
+    let from_example = ReplicaConfig::parse(&r1_text).unwrap();
+    assert_eq!(from_example.tls.as_ref(), Some(&t1));
+    std::fs::write(&p1, r1_text).unwrap();
     let (c2, p2) = replica(&root, 2);
     let (c3, p3) = replica(&root, 3);
     with_tls(&c2, &p2, &t2);
@@ -423,6 +467,70 @@ fn the_masters_admit_only_the_groups_replicas_and_gateways() {
         ask(&bad),
         "503",
         "a gateway without the group's certificate reached the masters"
+    );
+    // The guide's example gateway (HTTPS, client certificates, mTLS to the masters):
+    // a computer of the group is served over it, a client without a certificate not.
+    let listen = format!("127.0.0.1:{}", port());
+    let gw_text = example(
+        "gateway.toml",
+        &[
+            ("[2001:db8:1::10]:8443", listen.clone()),
+            (
+                r#"["[2001:db8:1::10]:7201", "[2001:db8:2::10]:7201", "[2001:db8:3::10]:7201"]"#,
+                format!("{:?}", [&c1.api_addr, &c2.api_addr, &c3.api_addr]),
+            ),
+            (
+                "/etc/slapos/gateway/gateway-lille.crt",
+                gw.cert.display().to_string(),
+            ),
+            (
+                "/etc/slapos/gateway/gateway-lille.key",
+                gw.key.display().to_string(),
+            ),
+            ("/etc/slapos/ca.pem", gw.ca.display().to_string()),
+        ],
+    );
+    let path = root.join("gw-example.toml");
+    std::fs::write(&path, gw_text).unwrap();
+    run(
+        &mut procs,
+        &root,
+        &["gateway", "run", "--config", path.to_str().unwrap()],
+        "gw-example.log",
+    );
+    wait_port(&listen);
+    let https = |cert: Option<&TlsFiles>| {
+        let mut c = Command::new("curl");
+        c.args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(&gw.ca);
+        if let Some(t) = cert {
+            c.arg("--cert").arg(&t.cert).arg("--key").arg(&t.key);
+        }
+        let o = c
+            .arg(format!(
+                "https://{listen}/getFullComputerInformation?computer_id=COMP-1"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let served = https(Some(&computer));
+    assert!(
+        served == "200" || served == "404",
+        "the example gateway did not serve a computer of the group: {served}"
+    );
+    assert!(
+        !matches!(https(None).as_str(), "200" | "404"),
+        "the example gateway served a client without a certificate"
     );
 
     // 6. A compromised gateway is not a compromised master (security review, findings
