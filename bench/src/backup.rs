@@ -47,6 +47,12 @@ pub struct BackupBenchReport {
     pub write_p50_ms_during: f64,
     pub write_p99_ms_during: f64,
     pub writes_during: usize,
+    /// The same, while an unpaced backup is read from the leader (before issue 25's
+    /// pacing): its seconds, the writer's p50 and p99 (ms) and writes.
+    pub unpaced_backup_seconds: f64,
+    pub write_p50_ms_during_unpaced: f64,
+    pub write_p99_ms_during_unpaced: f64,
+    pub writes_during_unpaced: usize,
     /// `slapos cluster backup verify`.
     pub verify_seconds: f64,
     /// `slapos cluster restore` into an empty directory.
@@ -190,56 +196,18 @@ pub async fn run_backup_bench(
     let alone = level(&client, 1, Duration::from_secs(opts.seconds), 100).await;
     let file = opts.dir.join("fleet.backup");
     let via = cluster.api_addrs().join(",");
-    let during = {
-        let client = client.clone();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writer = {
-            let stop = stop.clone();
-            let mut client = client.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut seq = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    seq += 1;
-                    let cmd = Command {
-                        request_id: RequestId::new("bench-during", seq),
-                        at: now(),
-                        op: Op::Supply {
-                            computer: computer(0),
-                            url: format!("https://bench.invalid/during/{}.cfg", seq % 8),
-                            state: "available".into(),
-                        },
-                    };
-                    let t = Instant::now();
-                    if let Ok((Ok(_), _)) = client.submit(&cmd).await {
-                        latencies.push(t.elapsed().as_micros() as u64);
-                    }
-                }
-                latencies
-            })
-        };
-        let t = Instant::now();
-        let (bin, file_s) = (opts.bin.clone(), file.display().to_string());
-        let out = tokio::task::spawn_blocking(move || {
-            run(
-                &bin,
-                &[
-                    "cluster", "backup", "--via", &via, "--out", &file_s, "--json",
-                ],
-            )
-        })
-        .await
-        .map_err(|e| HarnessError::Domain(e.to_string()))??;
-        let seconds = t.elapsed().as_secs_f64();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let mut latencies = writer
-            .await
-            .map_err(|e| HarnessError::Domain(e.to_string()))?;
-        latencies.sort_unstable();
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| HarnessError::Domain(format!("backup JSON: {e}")))?;
-        (seconds, latencies, summary)
-    };
+    // As before issue 25's pacing (the first replica of --via, the leader here, read as
+    // fast as it goes), then as `slapos cluster backup` takes it by default (a follower,
+    // paced): one after the other on the same state.
+    let unpaced = during_backup(
+        &client,
+        &opts.bin,
+        &via,
+        &file,
+        &["--max-rate-mib", "0", "--from-any"],
+    )
+    .await?;
+    let during = during_backup(&client, &opts.bin, &via, &file, &[]).await?;
     let (backup_seconds, latencies, summary) = during;
     let t = Instant::now();
     run(
@@ -290,8 +258,73 @@ pub async fn run_backup_bench(
         write_p50_ms_during: percentile(&latencies, 0.50),
         write_p99_ms_during: percentile(&latencies, 0.99),
         writes_during: latencies.len(),
+        unpaced_backup_seconds: unpaced.0,
+        write_p50_ms_during_unpaced: percentile(&unpaced.1, 0.50),
+        write_p99_ms_during_unpaced: percentile(&unpaced.1, 0.99),
+        writes_during_unpaced: unpaced.1.len(),
         verify_seconds,
         restore_seconds,
         restored_serving_seconds,
     })
+}
+
+/// One writer's commit latencies (µs, sorted) while `slapos cluster backup` runs with
+/// `extra` arguments: (the backup's seconds, the latencies, its JSON summary).
+async fn during_backup(
+    client: &MasterClient,
+    bin: &std::path::Path,
+    via: &str,
+    file: &std::path::Path,
+    extra: &[&str],
+) -> Result<(f64, Vec<u64>, serde_json::Value), HarnessError> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut seq = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seq += 1;
+                let cmd = Command {
+                    request_id: RequestId::new("bench-during", seq),
+                    at: now(),
+                    op: Op::Supply {
+                        computer: computer(0),
+                        url: format!("https://bench.invalid/during/{}.cfg", seq % 8),
+                        state: "available".into(),
+                    },
+                };
+                let t = Instant::now();
+                if let Ok((Ok(_), _)) = client.submit(&cmd).await {
+                    latencies.push(t.elapsed().as_micros() as u64);
+                }
+            }
+            latencies
+        })
+    };
+    let t = Instant::now();
+    let bin = bin.to_path_buf();
+    let mut args: Vec<String> = ["cluster", "backup", "--via", via, "--out"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.push(file.display().to_string());
+    args.push("--json".into());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&bin, &args)
+    })
+    .await
+    .map_err(|e| HarnessError::Domain(e.to_string()))??;
+    let seconds = t.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut latencies = writer
+        .await
+        .map_err(|e| HarnessError::Domain(e.to_string()))?;
+    latencies.sort_unstable();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| HarnessError::Domain(format!("backup JSON: {e}")))?;
+    Ok((seconds, latencies, summary))
 }

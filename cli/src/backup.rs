@@ -22,6 +22,14 @@ pub struct BackupArgs {
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
+    /// At most this many MiB a second from the replica, so that the group's writes keep
+    /// their latency (0: as fast as the replica reads).
+    #[arg(long, default_value_t = slapos_operator::backup::DEFAULT_RATE >> 20)]
+    max_rate_mib: u64,
+    /// Take it from the first of --via that answers, even the leader (by default an
+    /// up-to-date follower is asked first).
+    #[arg(long)]
+    from_any: bool,
 }
 
 #[derive(Subcommand)]
@@ -81,7 +89,11 @@ pub async fn backup(args: BackupArgs) -> Result<()> {
                 );
             };
             let started = std::time::Instant::now();
-            let summary = slapos_operator::backup::take(&args.via, &out).await?;
+            let options = slapos_operator::backup::TakeOptions {
+                max_bytes_per_sec: args.max_rate_mib.saturating_mul(1 << 20),
+                prefer_follower: !args.from_any,
+            };
+            let summary = slapos_operator::backup::take(&args.via, &out, options).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {

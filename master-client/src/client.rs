@@ -567,11 +567,14 @@ impl MasterClient {
 
     /// Opens `Backup` on the current replica: the header, the pairs in chunks, the end
     /// (no retries, no deadline: a backup of a large state takes its time).
-    pub async fn backup(&mut self) -> Result<(String, tonic::Streaming<BackupChunk>), ClientError> {
+    pub async fn backup(
+        &mut self,
+        max_bytes_per_sec: u64,
+    ) -> Result<(String, tonic::Streaming<BackupChunk>), ClientError> {
         let addr = self.pick()?;
         let mut c = self.grpc(&addr)?;
         let stream = c
-            .backup(tonic::Request::new(BackupRequest {}))
+            .backup(tonic::Request::new(BackupRequest { max_bytes_per_sec }))
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| Self::transport(&addr, s))?;

@@ -119,8 +119,68 @@ impl Writer {
     }
 }
 
-/// Takes a backup from the first replica of `via` that answers and writes it to `out`.
-pub async fn take(via: &[String], out: &Path) -> Result<BackupSummary, OperatorError> {
+/// How a backup is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakeOptions {
+    /// At most this many bytes a second from the replica (0: as fast as it reads).
+    pub max_bytes_per_sec: u64,
+    /// From an up-to-date follower when the group has one, so that the leader (which
+    /// every write goes through) does not also read and send the whole state.
+    pub prefer_follower: bool,
+}
+
+impl Default for TakeOptions {
+    fn default() -> Self {
+        TakeOptions {
+            max_bytes_per_sec: DEFAULT_RATE,
+            prefer_follower: true,
+        }
+    }
+}
+
+/// `slapos cluster backup`'s default pace: 64 MiB/s, a few seconds for a large
+/// provider's state, a small share of a disk's and a core's time.
+pub const DEFAULT_RATE: u64 = 64 << 20;
+
+/// `via` in the order to ask for a backup: first the followers, the least behind (as the
+/// leader sees them) first, then the others as given. Unchanged when no status answers.
+async fn backup_order(via: &[String]) -> Vec<String> {
+    let mut client = master_client::MasterClient::new(via.iter().cloned())
+        .with_deadline(std::time::Duration::from_secs(5));
+    let Ok(first) = client.status().await else {
+        return via.to_vec();
+    };
+    let leader = first
+        .members
+        .iter()
+        .find(|m| first.has_leader && m.id == first.leader_id)
+        .map(|m| m.api_addr.clone());
+    // The leader's view knows every member's lag.
+    let view = match &leader {
+        Some(addr) if first.state != "leader" => {
+            client.status_of(addr).await.unwrap_or(first)
+        }
+        _ => first,
+    };
+    let mut followers: Vec<&slapos_proto::rpc::master::Member> = view
+        .members
+        .iter()
+        .filter(|m| Some(&m.api_addr) != leader.as_ref())
+        .collect();
+    followers.sort_by_key(|m| m.lag);
+    let mut order: Vec<String> = followers.iter().map(|m| m.api_addr.clone()).collect();
+    let rest: Vec<String> = via.iter().filter(|a| !order.contains(a)).cloned().collect();
+    order.extend(rest);
+    order
+}
+
+/// Takes a backup from the first replica of `via` that answers (an up-to-date follower
+/// first, with `prefer_follower`) and writes it to `out`.
+pub async fn take(
+    via: &[String],
+    out: &Path,
+    options: TakeOptions,
+) -> Result<BackupSummary, OperatorError> {
     let partial = out.with_extension("partial");
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
@@ -130,8 +190,26 @@ pub async fn take(via: &[String], out: &Path) -> Result<BackupSummary, OperatorE
             source,
         }
     };
-    let mut client = master_client::MasterClient::new(via.iter().cloned());
-    let (addr, mut stream) = client.backup().await?;
+    let order = if options.prefer_follower {
+        backup_order(via).await
+    } else {
+        via.to_vec()
+    };
+    let count = order.len();
+    let mut client = master_client::MasterClient::new(order);
+    // The first replica that starts the stream (an address the leader advertises may not
+    // be reachable from here: the next one then).
+    let mut tried = 0;
+    let (addr, mut stream) = loop {
+        match client.backup(options.max_bytes_per_sec).await {
+            Ok(started) => break started,
+            Err(_) if tried + 1 < count => {
+                tried += 1;
+                client.next_replica();
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let file = File::create(&partial).map_err(io("create", &partial))?;
     let mut w = Writer {
         out: BufWriter::with_capacity(1 << 20, file),

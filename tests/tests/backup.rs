@@ -102,6 +102,13 @@ async fn backup_while_writing_and_restore_as_a_new_group() {
     }
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("backup JSON");
     let index = summary["index"].as_u64().expect("index");
+    // Taken from a follower: the leader, which every write goes through, is spared.
+    let leader = source.wait_leader().await;
+    assert_ne!(
+        summary["replica"].as_u64(),
+        Some(leader),
+        "the backup was read from the leader: {summary}"
+    );
     let acked = writer.await.expect("writer");
     assert!(!acked.is_empty(), "the writer got no acknowledgement");
 

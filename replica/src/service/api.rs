@@ -237,7 +237,7 @@ impl MasterService {
         rx
     }
 
-    /// The stream behind `Backup`: the persisted pairs of one RocksDB snapshot, read on
+    /// The stream behind `Backup` (chunk sizes: [`chunk_bytes`]): the persisted pairs of one RocksDB snapshot, read on
     /// a blocking thread and sent in chunks of about [`BACKUP_CHUNK`] bytes, the sending
     /// paced by the reader (a bounded channel), so memory stays bounded and writes go on.
     pub(super) fn backup_rpc(
@@ -252,8 +252,21 @@ impl MasterService {
         }
         let state = self.state.clone();
         let replica = self.id;
+        let rate = request.get_ref().max_bytes_per_sec;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let mut sent = 0u64;
+            // Paced: no chunk leaves before `rate` allows its bytes, so the reads and the
+            // sending spread out instead of taking the machine from the writes.
+            let pace = |sent: u64| {
+                if rate > 0 {
+                    let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            };
             let group = crate::network::group_of(&state);
             let taken_at = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -280,9 +293,11 @@ impl MasterService {
                     buf.extend_from_slice(&(v.len() as u32).to_be_bytes());
                     buf.extend_from_slice(v);
                     pairs += 1;
-                    if buf.len() >= BACKUP_CHUNK {
+                    if buf.len() >= chunk_bytes(rate) {
                         let chunk =
                             std::mem::replace(&mut buf, Vec::with_capacity(BACKUP_CHUNK + 4096));
+                        sent += chunk.len() as u64;
+                        pace(sent);
                         return send(backup_chunk::Part::Pairs(chunk));
                     }
                     true
@@ -382,6 +397,18 @@ impl MasterService {
     }
 }
 
+/// The pairs sent in one chunk: [`BACKUP_CHUNK`] unpaced; paced, about a hundredth of a
+/// second's worth (64 KiB to [`BACKUP_CHUNK`]), so that each burst of reading and
+/// sending is short.
+fn chunk_bytes(rate: u64) -> usize {
+    if rate == 0 {
+        return BACKUP_CHUNK;
+    }
+    usize::try_from(rate / 100)
+        .unwrap_or(BACKUP_CHUNK)
+        .clamp(64 << 10, BACKUP_CHUNK)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,3 +434,4 @@ mod tests {
         assert_eq!(namespaced_client(None, "x".into()), "x");
     }
 }
+
