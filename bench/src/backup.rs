@@ -30,6 +30,8 @@ pub struct BackupBenchOptions {
     pub fill_writers: usize,
     /// How long the write latency is measured without a backup.
     pub seconds: u64,
+    /// The paced backup's `--max-rate-mib` (None: `slapos cluster backup`'s default).
+    pub max_rate_mib: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -207,7 +209,12 @@ pub async fn run_backup_bench(
         &["--max-rate-mib", "0", "--from-any"],
     )
     .await?;
-    let during = during_backup(&client, &opts.bin, &via, &file, &[]).await?;
+    let rate = opts.max_rate_mib.map(|r| r.to_string());
+    let paced: Vec<&str> = match &rate {
+        Some(r) => vec!["--max-rate-mib", r],
+        None => Vec::new(),
+    };
+    let during = during_backup(&client, &opts.bin, &via, &file, &paced).await?;
     let (backup_seconds, latencies, summary) = during;
     let t = Instant::now();
     run(

@@ -110,6 +110,9 @@ pub struct BackupArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The paced backup's rate, in MiB/s (default: `slapos cluster backup`'s).
+    #[arg(long)]
+    max_rate_mib: Option<u64>,
 }
 
 #[derive(Args)]
@@ -295,6 +298,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                 instances: args.instances,
                 fill_writers: args.fill_writers,
                 seconds: args.seconds,
+                max_rate_mib: args.max_rate_mib,
             };
             let report = slapos_bench::backup::run_backup_bench(&opts).await;
             let _ = std::fs::remove_dir_all(&dir);
