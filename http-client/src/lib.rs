@@ -30,6 +30,7 @@ pub mod tls;
 
 pub use blocking::BlockingClient;
 pub use client::{Client, Error, NotSent, Options, Request, Response, Unreached};
+pub use connect::server_certificate;
 pub use endpoint::Endpoint;
 pub use form::form_urlencode;
 pub use rustls::ClientConfig;
