@@ -13,6 +13,8 @@
 //!   and for the whole exchange; keep-alive connections or one connection per call;
 //!   answers bounded in size; errors that say whether the request can have reached the
 //!   server ([`Error::NotSent`]);
+//! - [`server_certificate`]: the certificate a TLS server presents, verified (how an
+//!   operator learns which gateway it talks to);
 //! - [`form_urlencode`]: `application/x-www-form-urlencoded` exactly as SlapOS's Python
 //!   client (`requests` through `urllib.parse.urlencode`) writes it.
 //!
