@@ -4,7 +4,7 @@
 use crate::progress::Printer;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use slapos_operator::bootstrap::{Bootstrap, Host};
+use slapos_operator::bootstrap::{Bootstrap, Host, SeedProcesses};
 use slapos_operator::replicas::{AddReplica, Ports, RemoveReplica, Timers};
 use slapos_operator::Operator;
 use std::path::PathBuf;
@@ -192,6 +192,16 @@ pub struct BootstrapArgs {
     ports: PortsArgs,
     #[command(flatten)]
     timers: TimersArgs,
+    /// Where the admin's client configuration is written at the end, with a hosted
+    /// gateway as `master_url` (slapos.core's format, what `slapos request --cfg` reads;
+    /// rewritten whole). Default: slapos-client.cfg beside --cert.
+    #[arg(long)]
+    client_config: Option<PathBuf>,
+    /// The seed replica's and its gateway's process ids on this machine
+    /// (comma-separated): stopped (SIGTERM) at the end, once the seed left and its
+    /// certificates are revoked. Without it, the last step says how to stop them.
+    #[arg(long = "seed-pid", value_delimiter = ',')]
+    seed_pids: Vec<u32>,
 }
 
 /// `COMPUTER` or `COMPUTER:PORT`.
@@ -226,6 +236,18 @@ pub async fn bootstrap(args: BootstrapArgs) -> Result<()> {
         .iter()
         .map(|c| parse_host(c))
         .collect::<Result<_>>()?;
+    let client_config = args.client_config.unwrap_or_else(|| {
+        args.operator
+            .cert
+            .parent()
+            .unwrap_or(std::path::Path::new(""))
+            .join("slapos-client.cfg")
+    });
+    let seed = if args.seed_pids.is_empty() {
+        SeedProcesses::Elsewhere
+    } else {
+        SeedProcesses::Pids(args.seed_pids)
+    };
     let bootstrap = Bootstrap {
         operator: args.operator.into(),
         computers,
@@ -234,6 +256,8 @@ pub async fn bootstrap(args: BootstrapArgs) -> Result<()> {
         timers: args.timers.into(),
         // what `tls_from_env` presents
         presented_cert: std::env::var_os("SLAPOS_MASTER_TLS_CERT").map(PathBuf::from),
+        client_config: Some(client_config),
+        seed,
     };
     slapos_operator::bootstrap::bootstrap(&bootstrap, &Printer).await?;
     Ok(())

@@ -68,7 +68,7 @@ impl std::fmt::Display for NotSent {
 impl NotSent {
     /// The reason, read from the error's chain of sources (the OS's refused connection,
     /// rustls's refused certificate).
-    fn of(e: &(dyn std::error::Error + 'static)) -> NotSent {
+    pub(crate) fn of(e: &(dyn std::error::Error + 'static)) -> NotSent {
         let mut why = Unreached::Other;
         let mut cur = Some(e);
         while let Some(s) = cur {

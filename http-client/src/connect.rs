@@ -167,3 +167,43 @@ impl Connector {
 pub(crate) fn tls_connector(config: Arc<rustls::ClientConfig>) -> TlsConnector {
     TlsConnector::from(config)
 }
+
+/// The certificate (DER) the TLS server at `endpoint` presents, the handshake made with
+/// `config` (so verified as it says, and presenting its identity); nothing is sent over
+/// the session. What an operator learns a server's identity by (the gateway a
+/// bootstrap retires).
+pub async fn server_certificate(
+    endpoint: &crate::Endpoint,
+    config: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<Vec<u8>, crate::Error> {
+    if !endpoint.tls {
+        return Err(crate::Error::Tls(format!(
+            "{}: not https, no certificate to read",
+            endpoint.url
+        )));
+    }
+    let uri: Uri = format!("https://{}/", endpoint.authority())
+        .parse()
+        .map_err(|_| crate::Error::BadUrl(endpoint.url.clone()))?;
+    let connector = Connector {
+        tls: Some(tls_connector(config)),
+        timeout,
+    };
+    let stream = connector
+        .connect(uri)
+        .await
+        .map_err(|e| crate::Error::NotSent(crate::client::NotSent::of(&e)))?;
+    let Stream::Tls(tls) = stream else {
+        return Err(crate::Error::Tls(format!(
+            "{}: no TLS session",
+            endpoint.url
+        )));
+    };
+    let (_, session) = tls.inner().get_ref();
+    session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|der| der.as_ref().to_vec())
+        .ok_or_else(|| crate::Error::Tls(format!("{}: presented no certificate", endpoint.url)))
+}

@@ -13,6 +13,8 @@
 //!   and for the whole exchange; keep-alive connections or one connection per call;
 //!   answers bounded in size; errors that say whether the request can have reached the
 //!   server ([`Error::NotSent`]);
+//! - [`server_certificate`]: the certificate a TLS server presents, verified (how an
+//!   operator learns which gateway it talks to);
 //! - [`form_urlencode`]: `application/x-www-form-urlencoded` exactly as SlapOS's Python
 //!   client (`requests` through `urllib.parse.urlencode`) writes it.
 //!
@@ -30,6 +32,7 @@ pub mod tls;
 
 pub use blocking::BlockingClient;
 pub use client::{Client, Error, NotSent, Options, Request, Response, Unreached};
+pub use connect::server_certificate;
 pub use endpoint::Endpoint;
 pub use form::form_urlencode;
 pub use rustls::ClientConfig;

@@ -1,6 +1,7 @@
 //! The client against small servers of the test's own: keep-alive, every framing, size
 //! caps, timeouts, what counts as not sent, TLS with and without verification and client
-//! certificates, and the blocking client inside and outside a runtime.
+//! certificates, the certificate a server presents, and the blocking client inside and
+//! outside a runtime.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -427,6 +428,38 @@ async fn tls_verified_or_not_with_a_client_certificate() {
         tls::verified(&[b"no PEM here".to_vec()], None),
         Err(Error::Tls(_))
     ));
+}
+
+#[tokio::test]
+async fn reads_the_certificate_a_server_presents_verified() {
+    let pki = make_pki();
+    let addr = serve_mtls(&pki).await;
+    let endpoint = Endpoint::parse(&format!("https://{addr}/")).unwrap();
+    let (_, cert, key) = &pki.client_files;
+    let identity = || Some(tls::Identity::from_pem_files(cert, key).unwrap());
+    let ca = vec![pki.ca_pem.clone().into_bytes()];
+    let config = Arc::new(tls::verified(&ca, identity()).unwrap());
+    let der = http_client::server_certificate(&endpoint, config, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(der, pki.server.0[0].as_ref());
+
+    // a server the CA does not vouch for: said so, nothing read
+    let other = vec![make_pki().ca_pem.into_bytes()];
+    let config = Arc::new(tls::verified(&other, identity()).unwrap());
+    let e = http_client::server_certificate(&endpoint, config.clone(), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::NotSent(ref n) if n.why == http_client::Unreached::UntrustedServer),
+        "{e:?}"
+    );
+    // plain http has none
+    let plain = Endpoint::parse(&format!("http://{addr}/")).unwrap();
+    let e = http_client::server_certificate(&plain, config, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Tls(_)), "{e:?}");
 }
 
 #[test]

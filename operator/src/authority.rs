@@ -176,22 +176,36 @@ pub async fn add_person(
     let ca = out.join("ca.pem");
     files::write(&ca, authority(via).await?)?;
     let cfg = out.join("slapos-client.cfg");
-    files::write(
-        &cfg,
-        format!(
-            "# {person}'s client configuration: slapos request --cfg {}\n[slapos]\nmaster_url = {gateway}\n\n\
-             [slapconsole]\ncert_file = {}\nkey_file = {}\nmaster_ca_file = {}\n",
-            cfg.display(),
-            issued.cert.display(),
-            issued.key.display(),
-            ca.display()
-        ),
-    )?;
+    write_client_config(&cfg, person, gateway, &issued.cert, &issued.key, &ca)?;
     Ok(Person {
         issued,
         ca,
         client_config: cfg,
     })
+}
+
+/// Writes (whole, replacing any) a person's client configuration, slapos.core's format
+/// (`[slapos] master_url`, `[slapconsole] cert_file`, `key_file`) with our
+/// `[slapconsole] master_ca_file`: what `slapos request --cfg` and slapos.core read.
+pub fn write_client_config(
+    path: &Path,
+    person: &str,
+    gateway: &str,
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+) -> Result<(), OperatorError> {
+    files::write(
+        path,
+        format!(
+            "# {person}'s client configuration: slapos request --cfg {}\n[slapos]\nmaster_url = {gateway}\n\n\
+             [slapconsole]\ncert_file = {}\nkey_file = {}\nmaster_ca_file = {}\n",
+            path.display(),
+            cert.display(),
+            key.display(),
+            ca.display()
+        ),
+    )
 }
 
 /// A one-time token for `identity` with `ips`, valid an hour, through the master API

@@ -17,8 +17,15 @@
 //!    has no leadership transfer: the seed leaving is what moves leadership); waits until
 //!    the leader is a hosted replica;
 //! 5. the gateways in the partitions, as the `master_url` line the node agents' configs
-//!    take (every gateway listed: an agent fails over between them).
+//!    take (every gateway listed: an agent fails over between them);
+//! 6. once every hosted gateway serves, the seed's certificates are revoked: every one of
+//!    `replica:<seed>` and of the seed gateway's identity (read, on the first run, from
+//!    the certificate the gateway at `--gateway` presents, and kept in the plan);
+//! 7. the admin's client configuration written with a hosted gateway as `master_url`;
+//! 8. the seed's processes stopped (their pids given) or, when they run elsewhere, how
+//!    to stop them told; the caller (`slapos up`) may stop them itself.
 
+use crate::authority;
 use crate::error::{refuse, Context, OperatorError, Require};
 use crate::files;
 use crate::group::Operator;
@@ -48,6 +55,23 @@ pub struct Bootstrap {
     /// operator's environment (`$SLAPOS_MASTER_TLS_CERT`): refused up front when it is
     /// not an operator's or a replica's that stays.
     pub presented_cert: Option<PathBuf>,
+    /// Where the admin's client configuration is written at the end (its `master_url` a
+    /// hosted gateway); None: not written (the caller writes its own).
+    pub client_config: Option<PathBuf>,
+    /// What becomes of the seed's processes at the end.
+    pub seed: SeedProcesses,
+}
+
+/// The seed replica's and gateway's processes, once the seed left and its certificates
+/// are revoked.
+#[derive(Clone, Debug)]
+pub enum SeedProcesses {
+    /// The caller stops them (`slapos up`, whose children they are).
+    Caller,
+    /// Their process ids on this machine: stopped here (SIGTERM, then waited for).
+    Pids(Vec<u32>),
+    /// They run elsewhere: the last step tells how to stop them.
+    Elsewhere,
 }
 
 /// A computer to host a replica, and the ports of that replica when not the default
@@ -64,6 +88,19 @@ struct Plan {
     replicas: Vec<Planned>,
     /// Filled as replicas come to vote.
     hosted: Vec<Added>,
+    /// The seed replicas (outside any partition) as found before they left.
+    #[serde(default)]
+    seeds: Vec<Seed>,
+    /// The identity the seed's gateway (`--gateway`) presented (`gateway:r1`), read
+    /// while it served; its certificates are revoked with the seed's.
+    #[serde(default)]
+    seed_gateway: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+struct Seed {
+    id: u64,
+    api_addr: String,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -134,6 +171,63 @@ fn check_presented(
     }
 }
 
+/// The identity of the seed's gateway: the one in the certificate the gateway at
+/// `--gateway` presents (what it really is, whatever the operator named it when issuing
+/// it). None, said, when that gateway is a hosted one (a run resumed through one), is a
+/// plain `http://` one, or does not answer.
+async fn seed_gateway(op: &Operator, plan: &Plan, progress: &dyn Progress) -> Option<String> {
+    let unknown = "its certificates are not revoked by this bootstrap (revoke them with \
+                   `slapos cluster ca revoke --identity gateway:ID`)";
+    if plan.hosted.iter().any(|h| h.gateway_url == op.gateway) {
+        progress.step(&format!(
+            "warning: {} is a hosted gateway: the seed's gateway is not known, {unknown}",
+            op.gateway
+        ));
+        return None;
+    }
+    match op.gateway_identity().await {
+        Ok(Some(slapos_domain::Identity::Gateway(id))) => {
+            if plan.replicas.iter().any(|p| id == format!("r{}", p.id)) {
+                progress.step(&format!(
+                    "warning: {} is gateway:{id}, a hosted replica's: the seed's gateway is \
+                     not known, {unknown}",
+                    op.gateway
+                ));
+                return None;
+            }
+            progress.step(&format!(
+                "the seed's gateway at {} is gateway:{id} (its certificates are revoked once \
+                 the seed left)",
+                op.gateway
+            ));
+            Some(format!("gateway:{id}"))
+        }
+        Ok(Some(other)) => {
+            progress.step(&format!(
+                "warning: {} presents {}'s certificate, not a gateway's: {unknown}",
+                op.gateway,
+                other.common_name()
+            ));
+            None
+        }
+        Ok(None) => {
+            progress.step(&format!(
+                "warning: {} is plain http, it presents no certificate: {unknown}",
+                op.gateway
+            ));
+            None
+        }
+        Err(e) => {
+            progress.step(&format!(
+                "warning: the identity of {} is not known ({}): {unknown}",
+                op.gateway,
+                e.root()
+            ));
+            None
+        }
+    }
+}
+
 /// Runs the bootstrap; returns where the replicas run.
 pub async fn bootstrap(
     args: &Bootstrap,
@@ -157,9 +251,15 @@ pub async fn bootstrap(
         files::write(&tmp, json)?;
         files::rename(&tmp, &plan_path)
     };
-    // Once the seed left, only the hosted replicas answer: reach the group through both.
-    let mut via = op.via.clone();
-    via.extend(plan.hosted.iter().map(|h| h.api_addr.clone()));
+    // Once the seed left, only the hosted replicas answer for the group: reach it through
+    // both, the hosted ones first (a seed that left but still runs answers with the view
+    // it had, which would hold a resumed run at "catching up").
+    let mut via: Vec<String> = plan.hosted.iter().map(|h| h.api_addr.clone()).collect();
+    for addr in &op.via {
+        if !via.contains(addr) {
+            via.push(addr.clone());
+        }
+    }
     let op = Operator { via, ..op.clone() };
     let (_, members) = op.group().await.context("the group does not answer")?;
     let hosted_by = |id: u64| {
@@ -181,6 +281,23 @@ pub async fn bootstrap(
     ));
     if let Some(path) = &args.presented_cert {
         check_presented(path, &members, &plan)?;
+    }
+    for m in &members {
+        if m.hosted_by.is_empty()
+            && !plan.replicas.iter().any(|p| p.id == m.id)
+            && !plan.seeds.iter().any(|s| s.id == m.id)
+        {
+            plan.seeds.push(Seed {
+                id: m.id,
+                api_addr: m.api_addr.clone(),
+            });
+        }
+    }
+    if plan.seed_gateway.is_none() {
+        plan.seed_gateway = seed_gateway(&op, &plan, progress).await;
+        if !plan.replicas.is_empty() {
+            save(&plan)?;
+        }
     }
 
     if plan.replicas.is_empty() {
@@ -312,6 +429,20 @@ pub async fn bootstrap(
         .filter(|m| m.hosted_by.is_empty() && !ids.contains(&m.id))
         .map(|m| m.id)
         .collect();
+    for seed in &seeds {
+        if !plan.seeds.iter().any(|s| s.id == *seed) {
+            let api_addr = members
+                .iter()
+                .find(|m| m.id == *seed)
+                .map(|m| m.api_addr.clone())
+                .unwrap_or_default();
+            plan.seeds.push(Seed {
+                id: *seed,
+                api_addr,
+            });
+            save(&plan)?;
+        }
+    }
     for seed in seeds {
         progress.step(&format!(
             "seed replica {seed} leaves (leadership moves to a hosted replica)"
@@ -375,5 +506,198 @@ pub async fn bootstrap(
         "  operators: slapos cluster status --via {}",
         hosted_apis.join(",")
     ));
+
+    // 6. Once the hosted gateways serve, the seed's certificates go.
+    for h in &plan.hosted {
+        op.wait_for_gateway(&h.gateway_url, &h.computer)
+            .await
+            .with_context(|| format!("the gateway of replica {} does not serve", h.id))?;
+    }
+    progress.step(&format!(
+        "the {} hosted gateways serve: revoking the seed's certificates",
+        plan.hosted.len()
+    ));
+    let mut retired: Vec<slapos_domain::Identity> = plan
+        .seeds
+        .iter()
+        .map(|s| slapos_domain::Identity::Replica(s.id))
+        .collect();
+    if let Some(g) = &plan.seed_gateway {
+        let identity = slapos_domain::Identity::parse(g)?;
+        let hosted_gateway = ids
+            .iter()
+            .any(|id| identity == slapos_domain::Identity::Gateway(format!("r{id}")));
+        if hosted_gateway {
+            progress.step(&format!(
+                "warning: {g} is a hosted gateway's identity: kept"
+            ));
+        } else {
+            retired.push(identity);
+        }
+    }
+    for identity in retired {
+        let name = identity.common_name();
+        let count = authority::revoke(
+            hosted_apis.clone(),
+            slapos_domain::Op::Revoke {
+                serial: None,
+                identity: Some(identity),
+            },
+        )
+        .await
+        .with_context(|| format!("revoking the certificates of {name}"))?;
+        progress.step(&match count {
+            0 => format!("every certificate of {name} is revoked (none was left valid)"),
+            n => format!("every certificate of {name} is revoked ({n} now)"),
+        });
+    }
+
+    // 7. The admin's client configuration, pointing at a hosted gateway.
+    if let Some(path) = &args.client_config {
+        write_client_config(&op, path, &urls, progress).await?;
+    }
+
+    // 8. The seed's processes.
+    stop_seed(args, &plan, progress).await;
     Ok(plan.hosted)
+}
+
+/// Writes the admin's client configuration with the first hosted gateway as
+/// `master_url` (paths made absolute, so that it works from anywhere), and checks that
+/// the admin's calls pass through it.
+async fn write_client_config(
+    op: &Operator,
+    path: &std::path::Path,
+    urls: &[String],
+    progress: &dyn Progress,
+) -> Result<(), OperatorError> {
+    let Some(url) = urls.first() else {
+        return Ok(());
+    };
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let (cert, key, ca) = (absolute(&op.cert), absolute(&op.key), absolute(&op.ca));
+    let person = files::read_to_string(&cert)
+        .ok()
+        .and_then(|pem| slapos_ca::identity_of_pem(&pem).ok())
+        .map(|(identity, _)| identity.common_name())
+        .unwrap_or_else(|| "the admin".to_string());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        files::create_dir_all(dir)?;
+    }
+    authority::write_client_config(path, &person, url, &cert, &key, &ca)?;
+    progress.step(&format!(
+        "the admin's client configuration {} points at {url} (slapos request --cfg {})",
+        path.display(),
+        path.display()
+    ));
+    progress.line(&format!("  hosted gateways: {}", urls.join(" ")));
+    let checked =
+        match slap_gateway::client::JsonRpcClient::new(url, Some(&ca), Some((&cert, &key))) {
+            Ok(client) => client.instance_trees().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+    if let Err(e) = checked {
+        progress.warn(&format!(
+            "the admin's calls through {url} fail ({e}): check {}",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether process `pid` still runs (a zombie does not).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last parenthesis
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The seed's processes stopped (their pids given), or how to stop them told: the
+/// bootstrap's last output.
+async fn stop_seed(args: &Bootstrap, plan: &Plan, progress: &dyn Progress) {
+    let seeds = plan
+        .seeds
+        .iter()
+        .map(|s| {
+            format!(
+                "replica {} (`slapos master run`, master API {})",
+                s.id, s.api_addr
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let gateway = match &plan.seed_gateway {
+        Some(g) => format!(
+            "its gateway {g} (`slapos gateway run`, {})",
+            args.operator.gateway
+        ),
+        None => format!(
+            "its gateway (`slapos gateway run`, {})",
+            args.operator.gateway
+        ),
+    };
+    let archive = "their data directories (the seed replica's `data_dir`: its Raft log \
+                   and state as the seed left, the CA key among them) can be archived or \
+                   removed; do not start them again";
+    match &args.seed {
+        SeedProcesses::Caller => {}
+        SeedProcesses::Pids(pids) => {
+            let mut left = Vec::new();
+            for &pid in pids {
+                if !running(pid) {
+                    progress.step(&format!("seed process {pid} is stopped already"));
+                    continue;
+                }
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|b| {
+                        String::from_utf8_lossy(&b)
+                            .replace('\0', " ")
+                            .trim()
+                            .to_string()
+                    })
+                    .unwrap_or_default();
+                if !(cmdline.contains("master") || cmdline.contains("gateway")) {
+                    progress.warn(&format!(
+                        "process {pid} ({cmdline}) is not a replica's nor a gateway's: not stopped"
+                    ));
+                    left.push(pid);
+                    continue;
+                }
+                progress.step(&format!("stopping seed process {pid} ({cmdline})"));
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .status();
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while running(pid) && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                if running(pid) {
+                    progress.warn(&format!("seed process {pid} still runs after 30 s"));
+                    left.push(pid);
+                }
+            }
+            if left.is_empty() {
+                progress.step(&format!(
+                    "the seed is stopped: {seeds} and {gateway}; {archive}"
+                ));
+            } else {
+                progress.step(&format!(
+                    "to finish, stop the seed's processes {left:?} yourself (`kill PID`); \
+                     then {archive}"
+                ));
+            }
+        }
+        SeedProcesses::Elsewhere => {
+            progress.step(&format!(
+                "to finish, stop the seed, which the group no longer counts and whose \
+                 certificates are revoked: {seeds} and {gateway}, on the machine they \
+                 run on (`ss -ltnp` names the process behind a port; or run this command \
+                 again with --seed-pid PID,PID); then {archive}"
+            ));
+        }
+    }
 }

@@ -73,6 +73,23 @@ impl Operator {
         )?)
     }
 
+    /// Who the gateway at `gateway` is: the identity in the certificate it presents,
+    /// verified against the group's CA (None for a plain `http://` gateway, which has
+    /// none).
+    pub(crate) async fn gateway_identity(
+        &self,
+    ) -> Result<Option<slapos_domain::Identity>, OperatorError> {
+        if !self.gateway.starts_with("https://") {
+            return Ok(None);
+        }
+        let der = self
+            .rpc()?
+            .certificate()
+            .await
+            .with_context(|| format!("reading the certificate of {}", self.gateway))?;
+        Ok(Some(slapos_ca::identity_of(&der)?.0))
+    }
+
     /// The release to supply: the one named, else one written for this program.
     pub(crate) fn release(&self) -> Result<String, OperatorError> {
         match &self.release {

@@ -63,6 +63,9 @@ pub struct JsonRpcClient {
     /// The CA file the gateway is verified against (named in errors).
     ca: Option<String>,
     endpoint: Endpoint,
+    /// The TLS configuration of an `https://` gateway (also what [`Self::certificate`]
+    /// handshakes with).
+    tls: Option<Arc<http_client::ClientConfig>>,
     http: Client,
 }
 
@@ -102,8 +105,27 @@ impl JsonRpcClient {
             url: url.to_string(),
             ca: ca.map(|p| p.display().to_string()),
             endpoint,
-            http: Client::new(tls, options),
+            http: Client::new(tls.clone(), options),
+            tls,
         })
+    }
+
+    /// The certificate (DER) the gateway presents, verified against the CA: who the
+    /// gateway is (its `gateway:ID` identity). A plain `http://` gateway has none
+    /// ([`ClientError::Tls`]).
+    pub async fn certificate(&self) -> Result<Vec<u8>, ClientError> {
+        let Some(tls) = self.tls.clone() else {
+            return Err(ClientError::Tls(format!(
+                "{} is not https: it presents no certificate",
+                self.url
+            )));
+        };
+        http_client::server_certificate(&self.endpoint, tls, Duration::from_secs(10))
+            .await
+            .map_err(|source| match source {
+                http_client::Error::NotSent(_) => self.not_sent(self.endpoint.authority(), source),
+                other => ClientError::Tls(other.to_string()),
+            })
     }
 
     /// POSTs `body` to `method`; the answer's JSON on 200, [`ClientError::Refused`] with

@@ -8,8 +8,12 @@
 //! replica), the same command resumes from its plan; at its end the group is the three
 //! hosted replicas (one per region, voting, one of them leading), each with its gateway
 //! in another partition of its node, the seed is gone, its certificates and its
-//! gateway's (`gateway:r1`) no longer pass the masters while the hosted ones do, and a
-//! write goes through a gateway in a partition.
+//! gateway's (`gateway:r1`, as the certificate it presents says) are revoked and no
+//! longer pass the masters while the hosted ones do, the admin's client configuration is
+//! rewritten onto a hosted gateway and works (`slapos instance list --cfg`), the last
+//! step says how to stop the seed; run again with the seed's pids, it revokes nothing
+//! more and stops the seed's processes; and a write goes through a gateway in a
+//! partition.
 //!
 //! Runs as root (the nodes make a Unix user per partition, removed at the end).
 
@@ -79,6 +83,7 @@ fn bootstrap_moves_the_master_into_partitions_one_per_region_and_resumes_when_in
     ];
     let release_dir = root.join("release");
     let plan = release_dir.join("bootstrap.json");
+    let client_cfg = root.join("admin/slapos-client.cfg");
     let bootstrap = |computers: &str, identity: &[(&str, std::path::PathBuf)]| {
         let mut c = Command::new(slapos_bin());
         c.args(["cluster", "bootstrap", "--via", &seed_api, "--gateway"])
@@ -86,6 +91,8 @@ fn bootstrap_moves_the_master_into_partitions_one_per_region_and_resumes_when_in
             .args(["--cert", &cert, "--key", &key, "--ca", &ca])
             .arg("--release-dir")
             .arg(&release_dir)
+            .arg("--client-config")
+            .arg(&client_cfg)
             .args(["--timeout-secs", "240", "--computer", computers])
             .env_remove("RUST_BACKTRACE");
         for (k, v) in identity {
@@ -149,6 +156,8 @@ fn bootstrap_moves_the_master_into_partitions_one_per_region_and_resumes_when_in
     said.push_str(&std::fs::read_to_string(root.join("bootstrap.err")).unwrap_or_default());
     assert!(said.contains("node COMP-1: region region-1"), "{said}");
     assert!(said.contains("replica 2 votes"), "{said}");
+    // the seed's gateway, known by the certificate it presents
+    assert!(said.contains("is gateway:r1"), "{said}");
     assert!(plan.exists(), "no plan kept: {said}");
 
     // The same command resumes and finishes.
@@ -170,6 +179,75 @@ fn bootstrap_moves_the_master_into_partitions_one_per_region_and_resumes_when_in
         .split(' ')
         .collect();
     assert_eq!(urls.len(), 3, "{urls_line}");
+
+    // It finished the job: the seed's certificates revoked once the hosted gateways
+    // serve, the admin's client configuration on a hosted gateway, and, last, how to stop
+    // the seed (its processes are `slapos up`'s here, not given with --seed-pid).
+    for identity in ["replica:1", "gateway:r1"] {
+        assert!(
+            said.contains(&format!("every certificate of {identity} is revoked")),
+            "{said}"
+        );
+    }
+    let last = said.lines().rfind(|l| l.starts_with("- ")).unwrap_or("");
+    assert!(last.contains("to finish, stop the seed"), "{said}");
+    assert!(last.contains(&format!("master API {seed_api}")), "{last}");
+    assert!(last.contains(&seed_gateway), "{last}");
+    assert!(last.contains("archived or removed"), "{last}");
+    let cfg = std::fs::read_to_string(&client_cfg).unwrap();
+    let master_url = cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("master_url = "))
+        .unwrap_or_else(|| panic!("no master_url: {cfg}"));
+    assert!(urls.contains(&master_url), "{master_url} not in {urls:?}");
+    assert!(cfg.contains("master_ca_file = "), "{cfg}");
+    let out = Command::new(slapos_bin())
+        .args(["instance", "list", "--json", "--cfg"])
+        .arg(&client_cfg)
+        .env_remove("SLAPOS_CLIENT_CONFIGURATION")
+        .output()
+        .unwrap();
+    // the admin's trees, the hosted master's instances among them
+    assert!(
+        out.status.success() && text(&out).contains("master-2"),
+        "{}",
+        text(&out)
+    );
+
+    // Run again with the seed's pids: nothing more to revoke, and the seed is stopped.
+    let pid_of = |role: &str| {
+        cluster["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["role"] == role && p["id"] == 1)
+            .and_then(|p| p["pid"].as_u64())
+            .unwrap_or_else(|| panic!("no {role} 1 in {cluster}"))
+    };
+    let seed_pids = [pid_of("master"), pid_of("gateway")];
+    let out = bootstrap(&computers, &operator_identity)
+        .arg("--seed-pid")
+        .arg(format!("{},{}", seed_pids[0], seed_pids[1]))
+        .output()
+        .unwrap();
+    let again = text(&out);
+    assert!(out.status.success(), "{again}");
+    assert!(
+        again.contains("every certificate of replica:1 is revoked (none was left valid)"),
+        "{again}"
+    );
+    assert!(again.contains("the seed is stopped"), "{again}");
+    for pid in seed_pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start())
+            .unwrap_or("");
+        assert!(
+            stat.is_empty() || state.starts_with('Z'),
+            "{pid} runs: {stat}"
+        );
+    }
 
     // The group is the three hosted replicas, one per region, one of them leading.
     let via_line = said

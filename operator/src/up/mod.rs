@@ -22,7 +22,7 @@ mod tls;
 pub use nodes::NodeInfo;
 pub use tls::ClusterTls;
 
-use crate::bootstrap::{bootstrap, Bootstrap, Host};
+use crate::bootstrap::{bootstrap, Bootstrap, Host, SeedProcesses};
 use crate::error::{Context, OperatorError};
 use crate::files;
 use crate::group::Operator;
@@ -723,6 +723,9 @@ async fn self_host(
             ports: Default::default(),
             timers: Default::default(),
             presented_cert: None,
+            // `up` writes its own (client.cfg, every gateway) and stops its seed itself
+            client_config: None,
+            seed: SeedProcesses::Caller,
         },
         progress,
     )
