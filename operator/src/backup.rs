@@ -173,9 +173,7 @@ async fn backup_order(via: &[String]) -> Vec<String> {
         .map(|m| m.api_addr.clone());
     // The leader's view knows every member's lag.
     let view = match &leader {
-        Some(addr) if first.state != "leader" => {
-            client.status_of(addr).await.unwrap_or(first)
-        }
+        Some(addr) if first.state != "leader" => client.status_of(addr).await.unwrap_or(first),
         _ => first,
     };
     let mut followers: Vec<&slapos_proto::rpc::master::Member> = view

@@ -434,4 +434,3 @@ mod tests {
         assert_eq!(namespaced_client(None, "x".into()), "x");
     }
 }
-
