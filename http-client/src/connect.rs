@@ -193,7 +193,7 @@ pub async fn server_certificate(
     let stream = connector
         .connect(uri)
         .await
-        .map_err(|e| crate::Error::NotSent(crate::client::NotSent::of(&e)))?;
+        .map_err(|e| crate::error::Error::NotSent(crate::error::NotSent::of(&e)))?;
     let Stream::Tls(tls) = stream else {
         return Err(crate::Error::Tls(format!(
             "{}: no TLS session",

@@ -27,12 +27,14 @@ mod blocking;
 mod client;
 mod connect;
 mod endpoint;
+mod error;
 mod form;
 pub mod tls;
 
 pub use blocking::BlockingClient;
-pub use client::{Client, Error, NotSent, Options, Request, Response, Unreached};
+pub use client::{Client, Options, Request, Response};
 pub use connect::server_certificate;
 pub use endpoint::Endpoint;
+pub use error::{Error, NotSent, Unreached};
 pub use form::form_urlencode;
 pub use rustls::ClientConfig;
