@@ -515,3 +515,34 @@ fn external_storage_gets_a_directory_per_partition() {
     );
     assert!(!format(&cfg, false).unwrap().changed);
 }
+
+/// `unformat --purge` over what a partition's (deleted) user could have planted: links
+/// out of its directory, a partition directory that is itself a link. What they point at
+/// stays, and so does anything of the roots that is not a partition or a release.
+#[test]
+fn purge_follows_no_link_and_keeps_what_is_not_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cfg = config(root, 2, &with_json(root));
+    format(&cfg, false).unwrap();
+    let outside = root.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("precious"), b"keep").unwrap();
+    let p0 = root.join("inst/slappart0");
+    std::os::unix::fs::symlink(&outside, p0.join("escape")).unwrap();
+    std::os::unix::fs::symlink(outside.join("precious"), p0.join("file-link")).unwrap();
+    let p1 = root.join("inst/slappart1");
+    std::fs::remove_dir_all(&p1).unwrap();
+    std::os::unix::fs::symlink(&outside, &p1).unwrap();
+    let release = root.join("soft/0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(release.join("bin")).unwrap();
+    let stranger = root.join("soft/not-a-release");
+    std::fs::create_dir_all(&stranger).unwrap();
+
+    let failures = purge(&cfg).unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(!p0.exists() && std::fs::symlink_metadata(&p1).is_err());
+    assert!(!release.exists() && !root.join("etc/slapos.json").exists());
+    assert_eq!(std::fs::read(outside.join("precious")).unwrap(), b"keep");
+    assert!(stranger.exists(), "purge took what is not a release");
+}
