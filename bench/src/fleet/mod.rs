@@ -375,10 +375,35 @@ async fn backoff(rng: &mut Rng) {
     tokio::time::sleep(rng.millis(500, 1500)).await;
 }
 
+/// Node `i`'s connection to its gateway, opened again when closed (counted as a
+/// reconnection when `again`); `None` after a failed open (logged, backed off).
+async fn connected<'a>(
+    conn: &'a mut Option<Conn>,
+    fleet: &Fleet,
+    i: usize,
+    again: bool,
+    rng: &mut Rng,
+) -> Option<&'a mut Conn> {
+    if conn.as_ref().is_none_or(Conn::is_closed) {
+        if again {
+            fleet.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        let dest = fleet.gateways[fleet.gateway_of(i)];
+        match Conn::open(dest, fleet.source_of(i), Duration::from_secs(30)).await {
+            Ok(c) => *conn = Some(c),
+            Err(e) => {
+                Fleet::lock(&fleet.long_errors).error(e);
+                backoff(rng).await;
+                return None;
+            }
+        }
+    }
+    conn.as_mut()
+}
+
 /// A node holding a long poll on its computer, again after each answer.
 async fn long_poll_node(fleet: Arc<Fleet>, i: usize) {
     let g = fleet.gateway_of(i);
-    let dest = fleet.gateways[g];
     let target = full_info_target(i);
     let mut rng = Rng::new(i as u64 ^ 0x5eed);
     let mut conn: Option<Conn> = None;
@@ -390,20 +415,9 @@ async fn long_poll_node(fleet: Arc<Fleet>, i: usize) {
             let Ok(_permit) = fleet.gate.acquire().await else {
                 return;
             };
-            if conn.as_ref().is_none_or(Conn::is_closed) {
-                if !first {
-                    fleet.reconnects.fetch_add(1, Ordering::Relaxed);
-                }
-                match Conn::open(dest, fleet.source_of(i), Duration::from_secs(30)).await {
-                    Ok(c) => conn = Some(c),
-                    Err(e) => {
-                        Fleet::lock(&fleet.long_errors).error(e);
-                        backoff(&mut rng).await;
-                        continue;
-                    }
-                }
-            }
-            let Some(c) = conn.as_mut() else { continue };
+            let Some(c) = connected(&mut conn, &fleet, i, !first, &mut rng).await else {
+                continue;
+            };
             match tokio::time::timeout(Duration::from_secs(60), c.get(&target, None, None)).await {
                 Ok(Ok(a)) if a.status == 200 => {
                     fleet.full_bytes.fetch_max(a.bytes, Ordering::Relaxed);
@@ -439,18 +453,9 @@ async fn long_poll_node(fleet: Arc<Fleet>, i: usize) {
             }
             continue;
         }
-        if conn.as_ref().is_none_or(Conn::is_closed) {
-            fleet.reconnects.fetch_add(1, Ordering::Relaxed);
-            match Conn::open(dest, fleet.source_of(i), Duration::from_secs(30)).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    Fleet::lock(&fleet.long_errors).error(e);
-                    backoff(&mut rng).await;
-                    continue;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else { continue };
+        let Some(c) = connected(&mut conn, &fleet, i, true, &mut rng).await else {
+            continue;
+        };
         let n = fleet.held[g].fetch_add(1, Ordering::Relaxed) + 1;
         fleet.held_max[g].fetch_max(n, Ordering::Relaxed);
         let bound = Duration::from_secs(fleet.wait_s + 60);

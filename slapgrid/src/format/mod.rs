@@ -1128,9 +1128,7 @@ pub fn unformat(cfg: &NodeConfig) -> Result<Vec<String>, FormatError> {
         tracing::info!("not root: format changed no user or network, nothing to undo");
         return Ok(failures);
     }
-    let previous = state::load_previous(f.computer_json.as_deref(), f.computer_xml.as_deref())?;
-    let stored = previous.map(|p| p.partitions).unwrap_or_default();
-    let count = stored.len().max(f.partition_amount);
+    let (stored, count) = formatted_partitions(cfg)?;
     let mut host = Host::new(false);
     if f.alter_network {
         match Net::read(&host) {
@@ -1187,6 +1185,16 @@ pub fn unformat(cfg: &NodeConfig) -> Result<Vec<String>, FormatError> {
     Ok(failures)
 }
 
+/// The partitions the state files record, and how many partitions format made: the
+/// more of those and `partition_amount` (what `unformat` and `purge` undo).
+fn formatted_partitions(cfg: &NodeConfig) -> Result<(Vec<Partition>, usize), FormatError> {
+    let f = &cfg.format;
+    let previous = state::load_previous(f.computer_json.as_deref(), f.computer_xml.as_deref())?;
+    let stored = previous.map(|p| p.partitions).unwrap_or_default();
+    let count = stored.len().max(f.partition_amount);
+    Ok((stored, count))
+}
+
 /// `unformat --purge`, after [`unformat`]: what it leaves, whose owners it deleted. The
 /// partitions' directories (`<instance_root>/<partition_base_name><i>`, and the stored
 /// partitions' own names when they are plain partition ids), the installed software
@@ -1197,9 +1205,7 @@ pub fn unformat(cfg: &NodeConfig) -> Result<Vec<String>, FormatError> {
 pub fn purge(cfg: &NodeConfig) -> Result<Vec<String>, FormatError> {
     let f = &cfg.format;
     let mut failures = Vec::new();
-    let previous = state::load_previous(f.computer_json.as_deref(), f.computer_xml.as_deref())?;
-    let stored = previous.map(|p| p.partitions).unwrap_or_default();
-    let count = stored.len().max(f.partition_amount);
+    let (stored, count) = formatted_partitions(cfg)?;
     let mut doomed: Vec<PathBuf> = (0..count)
         .map(|i| {
             cfg.instance_root
