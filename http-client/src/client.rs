@@ -67,6 +67,22 @@ impl Request {
         }
     }
 
+    /// `HEAD target`.
+    pub fn head(target: impl Into<String>) -> Request {
+        Request {
+            method: Method::HEAD,
+            ..Request::get(target)
+        }
+    }
+
+    /// `PUT target` with `body` of this content type.
+    pub fn put(target: impl Into<String>, content_type: &str, body: impl Into<Bytes>) -> Request {
+        Request {
+            method: Method::PUT,
+            ..Request::post(target, content_type, body)
+        }
+    }
+
     /// `GET path?k=v&...` (no `?` without fields).
     pub fn get_query(path: &str, fields: &[(&str, &str)]) -> Request {
         if fields.is_empty() {

@@ -25,6 +25,7 @@ pub mod limits;
 pub mod marshal;
 pub mod proof;
 pub mod pyrepr;
+pub mod release_address;
 #[cfg(feature = "rpc")]
 pub mod rpc;
 pub mod slap;
