@@ -128,6 +128,49 @@ impl JsonRpcClient {
             })
     }
 
+    /// Whether the gateway's release store has blob `sha256` (`HEAD /software/blob/...`).
+    pub async fn has_blob(&self, sha256: &str) -> Result<bool, ClientError> {
+        let answer = self
+            .send(Request::head(format!("software/blob/{sha256}")))
+            .await?;
+        match answer.status {
+            200 => Ok(true),
+            // (also when it serves no releases: the PUT that follows says so)
+            404 => Ok(false),
+            status => Err(ClientError::Refused {
+                status,
+                title: "asking for a release blob".into(),
+            }),
+        }
+    }
+
+    /// Puts blob `sha256` (`bytes`) in the gateway's release store.
+    pub async fn put_blob(&self, sha256: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
+        let answer = self
+            .send(Request::put(
+                format!("software/blob/{sha256}"),
+                "application/octet-stream",
+                bytes,
+            ))
+            .await?;
+        match answer.status {
+            200 | 201 => Ok(()),
+            status => Err(ClientError::Refused {
+                status,
+                title: String::from_utf8_lossy(&answer.body).trim().to_string(),
+            }),
+        }
+    }
+
+    async fn send(&self, request: Request) -> Result<http_client::Response, ClientError> {
+        let addr = self.endpoint.authority();
+        match self.http.send(&self.endpoint, request).await {
+            Ok(answer) => Ok(answer),
+            Err(source) if source.is_not_sent() => Err(self.not_sent(addr, source)),
+            Err(source) => Err(ClientError::Io { addr, source }),
+        }
+    }
+
     /// POSTs `body` to `method`; the answer's JSON on 200, [`ClientError::Refused`] with
     /// the gateway's `title` otherwise.
     pub async fn call(&self, method: &str, body: &Value) -> Result<Value, ClientError> {

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod jsonrpc;
+pub mod releases;
 pub mod server;
 pub mod slap;
 

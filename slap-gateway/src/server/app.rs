@@ -28,6 +28,8 @@ pub struct App {
     pub gateways: GatewayList,
     /// Long polls of node views held now, and what wakes them.
     pub views: super::views::Views,
+    /// The releases it serves (`[releases]`), when it serves any.
+    pub releases: Option<crate::releases::ReleaseStore>,
 }
 
 /// The `X-Slapos-Gateways` value: the group's gateway URLs, space-separated.

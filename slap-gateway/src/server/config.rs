@@ -82,6 +82,32 @@ pub struct GatewayConfig {
     /// Proxy-mode settings of the SLAP layer.
     #[serde(default)]
     pub slap: SlapSettings,
+    /// The releases this gateway serves (`/software/<sha256>/...`); none without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub releases: Option<ReleaseSettings>,
+}
+
+/// Where a gateway keeps the releases it serves (`crate::releases`).
+///
+/// ```toml
+/// [releases]
+/// dir = "/var/lib/slapos/releases"   # content-addressed store (blobs/<sha256>)
+/// serve_installed = ["/opt/slapos/software/3f2a..."]  # installed native releases
+///                                    # served again at their published address
+/// max_blob_bytes = 1073741824        # a larger upload is refused
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSettings {
+    pub dir: PathBuf,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serve_installed: Vec<PathBuf>,
+    #[serde(default = "default_max_blob")]
+    pub max_blob_bytes: u64,
+}
+
+fn default_max_blob() -> u64 {
+    1 << 30
 }
 
 /// What a slapproxy-compatible master decides (see [`SlapContext`]).
@@ -167,6 +193,7 @@ impl GatewayConfig {
             master_call_timeout_ms: default_call_timeout(),
             max_inflight_writes: default_inflight(),
             slap: SlapSettings::default(),
+            releases: None,
         }
     }
 

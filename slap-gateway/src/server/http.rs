@@ -31,7 +31,7 @@ const DRAIN_FACTOR: usize = 4;
 
 /// The request's caller: `None` without client certificates; `Some(None)` for a client
 /// without a certificate; a revoked or expired certificate is refused here.
-fn caller_of(
+pub(super) fn caller_of(
     app: &App,
     parts: &axum::http::request::Parts,
 ) -> Result<Option<Option<super::authz::Caller>>, SlapResponse> {
@@ -55,12 +55,21 @@ fn caller_of(
     Ok(caller)
 }
 
-/// The gateway's routes: `GET /metrics`, `GET /healthz`, and every SLAP method under the
-/// prefix.
+/// The gateway's routes: `GET /metrics`, `GET /healthz`, the releases it serves
+/// (`/software/...`, see `releases.rs`), and every SLAP method under the prefix.
 pub fn router(app: Arc<App>) -> Router {
+    let prefix = app.prefix.clone();
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route(
+            &format!("{prefix}/software/blob/{{sha256}}"),
+            axum::routing::head(super::releases::has_blob).put(super::releases::put_blob),
+        )
+        .route(
+            &format!("{prefix}/software/{{release}}/{{*name}}"),
+            get(super::releases::get),
+        )
         .fallback(slap)
         .with_state(app)
 }
@@ -81,7 +90,7 @@ async fn healthz() -> Response {
         .into_response()
 }
 
-fn respond(r: SlapResponse) -> Response {
+pub(super) fn respond(r: SlapResponse) -> Response {
     let mut response = Response::new(Body::from(r.body));
     *response.status_mut() =
         StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -21,6 +21,7 @@ pub mod http;
 pub mod master;
 pub mod metrics;
 pub mod register;
+pub mod releases;
 pub mod tls;
 pub mod views;
 
@@ -36,7 +37,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use app::App;
-pub use config::{ConfigError, GatewayConfig, SlapSettings};
+pub use config::{ConfigError, GatewayConfig, ReleaseSettings, SlapSettings};
 pub use http::{decode_form, router};
 pub use master::{MasterError, Masters};
 pub use metrics::Metrics;
@@ -61,6 +62,35 @@ pub enum GatewayError {
     Tls { path: String, message: String },
     #[error("{0}")]
     Config(String),
+    #[error("the release store: {0}")]
+    Releases(#[from] crate::releases::StoreError),
+}
+
+/// The release store of `[releases]`, with the installed releases it serves again put in
+/// it (one that cannot be is skipped, said in the log: the gateway serves the rest).
+async fn open_releases(
+    settings: &config::ReleaseSettings,
+) -> Result<crate::releases::ReleaseStore, GatewayError> {
+    let settings = settings.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let store = crate::releases::ReleaseStore::open(&settings.dir, settings.max_blob_bytes)?;
+        for dir in &settings.serve_installed {
+            match store.import_installed(dir) {
+                Ok(Some(digest)) => {
+                    tracing::info!(release = %dir.display(), %digest, "serving an installed release")
+                }
+                Ok(None) => tracing::warn!(
+                    release = %dir.display(),
+                    "not serving an installed release: an artifact was unpacked"
+                ),
+                Err(e) => tracing::warn!(release = %dir.display(), error = %e, "not serving an installed release"),
+            }
+        }
+        Ok::<_, crate::releases::StoreError>(store)
+    })
+    .await
+    .map_err(|e| GatewayError::Config(format!("opening the release store: {e}")))?;
+    Ok(opened?)
 }
 
 /// A running gateway.
@@ -99,6 +129,10 @@ impl Gateway {
             ))),
             _ => None,
         };
+        let releases = match &config.releases {
+            Some(r) => Some(open_releases(r).await?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let masters = Masters::new(
             &config.masters,
@@ -118,6 +152,7 @@ impl Gateway {
             admins: Default::default(),
             gateways: Default::default(),
             views: Default::default(),
+            releases,
         });
         let listener =
             TcpListener::bind(&config.listen)
