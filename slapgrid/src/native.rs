@@ -636,6 +636,16 @@ pub fn read_manifest(
         }
         String::from_utf8(bytes).map_err(|_| NativeError::Manifest("not UTF-8".into()))?
     };
+    // A published release's address names its manifest's digest: whichever gateway
+    // answered, the manifest is the one published (and its checksums vouch for the rest).
+    if let Some(digest) = slapos_proto::release_address::content_address(url) {
+        let actual = crate::digest::sha256_hex(text.as_bytes());
+        if actual != digest {
+            return Err(NativeError::Manifest(format!(
+                "its sha256 is {actual}, not the {digest} its address names"
+            )));
+        }
+    }
     let manifest = Manifest::parse(&text)?;
     Ok((text, manifest))
 }
@@ -869,6 +879,21 @@ upstream = "{{param.upstream}}"
             let err = Manifest::parse(&bad).map(|_| ()).unwrap_err().to_string();
             assert!(err.contains(why), "{why}: {err}\n{bad}");
         }
+    }
+
+    #[test]
+    fn a_published_manifest_must_hash_to_the_digest_its_address_names() {
+        let good = crate::digest::sha256_hex(MANIFEST.as_bytes());
+        let get = |_: &str| Ok(MANIFEST.as_bytes().to_vec());
+        let at = |d: &str| format!("https://gw:8443/software/{d}/software.toml");
+        assert!(read_manifest(&at(&good), &get).is_ok());
+        // A gateway answering another manifest under that address is not believed.
+        let forged = "c".repeat(64);
+        let e = read_manifest(&at(&forged), &get).unwrap_err();
+        assert!(
+            matches!(&e, NativeError::Manifest(m) if m.contains(&forged)),
+            "{e}"
+        );
     }
 
     #[test]

@@ -332,11 +332,48 @@ fn trusted_cas(node: &Node) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A native release, installed as the software user (see [`install_native_here`]).
+/// A native release, installed as the software user (see [`install_native_here`]). A
+/// published release (its address names its manifest's digest) that cannot be installed
+/// from the gateway its address names (retired, in a region cut off) is installed from
+/// the same address at each gateway of the group the node knows, in turn: any of them
+/// serves the same bytes, checked against the digest and the checksums.
 fn install_native(node: &Node, url: &str, sr: &Path, force: bool) -> Result<(), InstallError> {
     let owner = software_owner(node)?;
     let cas = trusted_cas(node);
-    install_native_as(&owner, url, sr, &cas, force)
+    let mirrors = mirrors(url, &node.client.gateway_urls());
+    let mut failed = None;
+    for candidate in &mirrors {
+        match install_native_as(&owner, candidate, sr, &cas, force) {
+            Ok(()) => {
+                if candidate != url {
+                    tracing::info!(from = %candidate, "installed from another gateway of the group");
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                if mirrors.len() > 1 {
+                    tracing::warn!(from = %candidate, error = %e, "cannot install the release from there");
+                }
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    Err(failed.unwrap_or_else(|| NativeError::Manifest(format!("no address for {url}")).into()))
+}
+
+/// Where a release at `url` can be installed from: `url` first, then, for a published
+/// release's address, the same address at each https gateway (never plain HTTP).
+fn mirrors(url: &str, gateways: &[String]) -> Vec<String> {
+    let mut out = vec![url.to_string()];
+    if let Some(digest) = slapos_proto::release_address::content_address(url) {
+        for gateway in gateways.iter().filter(|g| g.starts_with("https://")) {
+            let candidate = slapos_proto::release_address::release_url(gateway, digest);
+            if !out.contains(&candidate) {
+                out.push(candidate);
+            }
+        }
+    }
+    out
 }
 
 /// [`install_native_here`] on a thread that is `owner` (the software user) for good:
@@ -531,6 +568,27 @@ mod tests {
     /// Issue 17.2: the agent installed native releases as root. Now everything happens
     /// as the software user: a file of the release only root can read is not installed,
     /// and what is installed is the software user's, group-readable, set-id bits gone.
+    #[test]
+    fn a_published_release_is_also_fetched_from_the_groups_other_https_gateways() {
+        let sha = "b".repeat(64);
+        let url = format!("https://[fd00::1]:8443/software/{sha}/software.toml");
+        let gateways = [
+            "https://[fd00::1]:8443/".to_string(),
+            "https://[fd00::2]:8443/".to_string(),
+            "http://[fd00::3]:8080/".to_string(),
+        ];
+        assert_eq!(
+            mirrors(&url, &gateways),
+            vec![
+                url.clone(),
+                format!("https://[fd00::2]:8443/software/{sha}/software.toml")
+            ]
+        );
+        // Any other address is only itself.
+        let plain = "https://lab.example/kvm/software.toml";
+        assert_eq!(mirrors(plain, &gateways), vec![plain.to_string()]);
+    }
+
     #[test]
     fn release_urls_with_control_characters_are_refused() {
         for bad in [
