@@ -137,6 +137,12 @@ impl ClientConfig {
     /// A client of the gateway: the files are checked readable first, so that a missing
     /// one is named with the configuration that names it.
     pub fn client(&self) -> Result<JsonRpcClient> {
+        self.client_of(&self.master_url)
+    }
+
+    /// A client of another gateway of the group (`url`), with this configuration's
+    /// certificate, key and CA.
+    pub fn client_of(&self, url: &str) -> Result<JsonRpcClient> {
         for (what, file) in [
             ("certificate (cert_file)", &self.cert_file),
             ("key (key_file)", &self.key_file),
@@ -153,7 +159,7 @@ impl ClientConfig {
         }
         let identity = self.cert_file.as_deref().zip(self.key_file.as_deref());
         Ok(JsonRpcClient::new(
-            &self.master_url,
+            url,
             self.master_ca_file.as_deref(),
             identity,
         )?)
@@ -174,8 +180,16 @@ pub struct ConsoleArgs {
 
 impl ConsoleArgs {
     fn client(&self) -> Result<JsonRpcClient> {
+        self.config()?.client()
+    }
+
+    pub(crate) fn config(&self) -> Result<ClientConfig> {
         let path = ClientConfig::locate(self.cfg.as_deref())?;
-        ClientConfig::read(&path)?.client()
+        Ok(ClientConfig::read(&path)?)
+    }
+
+    pub(crate) fn json(&self) -> bool {
+        self.json
     }
 }
 

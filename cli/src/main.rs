@@ -12,6 +12,7 @@ mod instance;
 mod master;
 mod node;
 mod progress;
+mod release;
 mod selfhost;
 mod signal;
 mod up;
@@ -78,6 +79,9 @@ enum Command {
     /// Your instance trees: list them, show one.
     #[command(subcommand)]
     Instance(instance::InstanceCommand),
+    /// Software releases the group's gateways serve: publish one.
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
     /// Persons (admins): add one, with a certificate and a client configuration.
     #[command(subcommand)]
     User(master::UserCommand),
@@ -180,6 +184,7 @@ fn run() -> Result<()> {
         }
         Command::Supply(args) => runtime()?.block_on(instance::supply(args)),
         Command::Instance(cmd) => runtime()?.block_on(instance::instance(cmd)),
+        Command::Release(cmd) => runtime()?.block_on(release::release(cmd)),
     }
 }
 

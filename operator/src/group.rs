@@ -90,15 +90,39 @@ impl Operator {
         Ok(Some(slapos_ca::identity_of(&der)?.0))
     }
 
-    /// The release to supply: the one named, else one written for this program.
-    pub(crate) fn release(&self) -> Result<String, OperatorError> {
-        match &self.release {
-            Some(r) => Ok(r.clone()),
-            None => crate::release::write_master_release(
-                &self.release_dir,
-                &crate::files::current_exe()?,
-            ),
+    /// The release to supply: the one named, else one written for this program and, for
+    /// an `https://` gateway, published to it (nodes in other regions fetch it from
+    /// there, verified against the group's CA and the checksums; no path of this machine
+    /// reaches them). A plain `http://` gateway (one machine, `slapos up --insecure`)
+    /// takes the local path.
+    pub(crate) async fn release(&self) -> Result<String, OperatorError> {
+        if let Some(r) = &self.release {
+            return Ok(r.clone());
         }
+        let local =
+            crate::release::write_master_release(&self.release_dir, &crate::files::current_exe()?)?;
+        if !self.gateway.starts_with("https://") {
+            return Ok(local);
+        }
+        let published = crate::release::publish(&self.release_dir, &self.gateway, &self.rpc()?)
+            .await
+            .with_context(|| {
+                format!(
+                    "publishing the slapos-master release to {} (a gateway with [releases])",
+                    self.gateway
+                )
+            })?;
+        Ok(published.url)
+    }
+
+    /// Whether `a` and `b` name the same release: equal, or the same content address
+    /// (published to two gateways of the group).
+    pub(crate) fn same_release(a: &str, b: &str) -> bool {
+        a == b
+            || matches!(
+                (slap_gateway::releases::content_address(a), slap_gateway::releases::content_address(b)),
+                (Some(x), Some(y)) if x == y
+            )
     }
 
     /// The leader (when one is known) and the members as the leader sees them (role,

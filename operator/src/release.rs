@@ -61,3 +61,117 @@ pub fn write_sample_release(dir: &Path) -> Result<String, OperatorError> {
     }
     Ok(manifest.display().to_string())
 }
+
+/// A release published to a gateway: the address nodes install it from, and what was
+/// uploaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// `<gateway>/software/<manifest sha256>/software.toml`.
+    pub url: String,
+    /// The manifest's sha256 (the release's content address).
+    pub digest: String,
+    /// Blobs sent (the others the gateway had already), and their bytes.
+    pub uploaded: usize,
+    pub uploaded_bytes: u64,
+    /// The manifest as published (checksums filled in).
+    pub manifest: String,
+}
+
+/// The release in `dir` (its `software.toml` and the files its artifacts name by a
+/// relative URL) as it is published: each such artifact's sha256 filled in from the file
+/// (placeholders and stale values alike; comments and layout kept), checked as a node
+/// will check it. The manifest text and the artifacts' (sha256, file).
+pub fn prepare(dir: &Path) -> Result<(String, Vec<(String, std::path::PathBuf)>), OperatorError> {
+    let path = dir.join("software.toml");
+    let text = files::read_to_string(&path)?;
+    let bad = |why: String| OperatorError::Precondition(format!("{}: {why}", path.display()));
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| bad(format!("{e}")))?;
+    let top = files::absolute(dir)?
+        .canonicalize()
+        .map_err(OperatorError::io("resolve", dir))?;
+    let mut blobs = Vec::new();
+    if let Some(artifacts) = doc
+        .get_mut("artifact")
+        .and_then(|a| a.as_array_of_tables_mut())
+    {
+        for artifact in artifacts.iter_mut() {
+            let url = artifact
+                .get("url")
+                .and_then(|u| u.as_str())
+                .ok_or_else(|| bad("an artifact has no url".into()))?
+                .to_string();
+            if url.contains("://") {
+                // Fetched from elsewhere: its checksum must be given.
+                let given = artifact.get("sha256").and_then(|s| s.as_str());
+                if !given.is_some_and(slap_gateway::releases::is_digest) {
+                    return Err(bad(format!(
+                        "artifact {url} is fetched from elsewhere: give its sha256 (64 lowercase hex digits)"
+                    )));
+                }
+                continue;
+            }
+            let rel = slapgrid::native::safe_relative(&url)
+                .ok_or_else(|| bad(format!("artifact {url:?} is not a path inside the release")))?;
+            let file = dir.join(&rel);
+            // A link may not take the publisher outside the release's directory.
+            let real = file
+                .canonicalize()
+                .map_err(OperatorError::io("read artifact", &file))?;
+            if !real.starts_with(&top) || !real.is_file() {
+                return Err(bad(format!(
+                    "artifact {url:?} is not a file inside {}",
+                    top.display()
+                )));
+            }
+            let sum = files::sha256(&real)?;
+            artifact["sha256"] = toml_edit::value(sum.clone());
+            blobs.push((sum, real));
+        }
+    }
+    let manifest = doc.to_string();
+    slapgrid::native::Manifest::parse(&manifest).map_err(|e| bad(e.to_string()))?;
+    Ok((manifest, blobs))
+}
+
+/// Publishes the release in `dir` (see [`prepare`]) to the gateway `gateway` (its URL,
+/// reached with `client`): the artifacts it lacks, then the manifest. Idempotent: the
+/// same files give the same address, and nothing already there is sent again.
+pub async fn publish(
+    dir: &Path,
+    gateway: &str,
+    client: &slap_gateway::client::JsonRpcClient,
+) -> Result<Published, OperatorError> {
+    use crate::error::Context;
+    let (manifest, blobs) = prepare(dir)?;
+    let digest = slap_gateway::releases::sha256_hex(manifest.as_bytes());
+    let (mut uploaded, mut uploaded_bytes) = (0, 0u64);
+    for (sum, file) in &blobs {
+        if client.has_blob(sum).await? {
+            continue;
+        }
+        let bytes = std::fs::read(file).map_err(OperatorError::io("read", file))?;
+        uploaded_bytes += bytes.len() as u64;
+        client
+            .put_blob(sum, bytes)
+            .await
+            .with_context(|| format!("publishing {} to {gateway}", file.display()))?;
+        uploaded += 1;
+    }
+    if !client.has_blob(&digest).await? {
+        uploaded_bytes += manifest.len() as u64;
+        client
+            .put_blob(&digest, manifest.clone().into_bytes())
+            .await
+            .with_context(|| {
+                format!("publishing the manifest of {} to {gateway}", dir.display())
+            })?;
+        uploaded += 1;
+    }
+    Ok(Published {
+        url: slap_gateway::releases::release_url(gateway, &digest),
+        digest,
+        uploaded,
+        uploaded_bytes,
+        manifest,
+    })
+}

@@ -111,7 +111,7 @@ pub async fn add_replica(
     let computer = args.computer.clone();
     let (_, members) = op.group().await?;
     let voting = votes(&members, id);
-    let release = op.release()?;
+    let release = op.release().await?;
     progress.step(&format!("release {release}"));
     let client = op.client()?;
     let group_ca = crate::files::read_to_string(&op.ca)?;
@@ -249,7 +249,17 @@ pub async fn remove_replica(
     if members.iter().all(|m| m.id != id) {
         progress.step(&format!("replica {id} is not a member"));
     }
-    let release = op.release()?;
+    // Destroyed on the release they run (the address they were supplied and requested
+    // with, whichever gateway it names): nothing is published to destroy them.
+    let computer = members
+        .iter()
+        .find(|m| m.id == id)
+        .and_then(|m| m.hosted_by.split_once('/'))
+        .map(|(c, _)| c.to_string());
+    let existing = match &computer {
+        Some(c) => op.instances_on(c).await?,
+        None => Vec::new(),
+    };
     let client = op.client()?;
     if args.lost && members.iter().any(|m| m.id == id) {
         progress.step(&format!(
@@ -266,6 +276,14 @@ pub async fn remove_replica(
     // The replica first (its destroy hook has the group remove it), then its gateway,
     // whose certificate ends with the replica's membership anyway.
     for (title, software_type) in [(title(id), REPLICA), (gateway_title(id), GATEWAY)] {
+        let release = match existing
+            .iter()
+            .find(|i| i["title"] == title.as_str())
+            .and_then(|i| i["software_release_uri"].as_str())
+        {
+            Some(r) => r.to_string(),
+            None => op.release().await?,
+        };
         progress.step(&format!("request {title} destroyed"));
         tokio::task::block_in_place(|| {
             client.request_typed_instance(&release, software_type, &title, &[], &[], "destroyed")
@@ -290,7 +308,7 @@ pub async fn remove_replica(
 /// promise: it serves), and only then the next replica. The group never loses more than
 /// one voter at a time. Resumable: instances already on the release are skipped.
 pub async fn upgrade(op: &Operator, progress: &dyn Progress) -> Result<(), OperatorError> {
-    let release = op.release()?;
+    let release = op.release().await?;
     progress.step(&format!("release {release}"));
     let client = op.client()?;
     let (_, members) = op.group().await?;
@@ -321,7 +339,11 @@ pub async fn upgrade(op: &Operator, progress: &dyn Progress) -> Result<(), Opera
                 gateway_title(id)
             ));
         }
-        let on_release = |i: &serde_json::Value| i["software_release_uri"] == release.as_str();
+        let on_release = |i: &serde_json::Value| {
+            i["software_release_uri"]
+                .as_str()
+                .is_some_and(|r| Operator::same_release(r, &release))
+        };
         if on_release(&replica) && gateway.as_ref().is_none_or(on_release) {
             progress.step(&format!(
                 "replica {id} ({computer}/{partition}) runs this release already"

@@ -488,6 +488,10 @@ fn the_masters_admit_only_the_groups_replicas_and_gateways() {
                 gw.key.display().to_string(),
             ),
             ("/etc/slapos/ca.pem", gw.ca.display().to_string()),
+            (
+                "/srv/slapos/releases",
+                root.join("gw-releases").display().to_string(),
+            ),
         ],
     );
     let path = root.join("gw-example.toml");

@@ -239,7 +239,11 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
         partition_dir.join("srv/master").is_dir(),
         "the data directory stays"
     );
-    let release = release_dir.join("software.toml").display().to_string();
+    // The release was published to the operator's gateway and the node installed it
+    // from there over HTTPS: its address names the gateway and the manifest's digest,
+    // and no path of the operator's machine reaches the node.
+    let release = format!("{gateway}software/");
+    let local = release_dir.display().to_string();
 
     // Its gateway, in its partition, serves SLAP to the admin from the group's state.
     let own = format!("https://[::1]:{gateway_port}/");
@@ -282,9 +286,30 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
         std::thread::sleep(Duration::from_millis(500));
     };
     assert!(
-        answer.contains(&release),
+        answer.contains(&release) && !answer.contains(&local),
         "the group's state, read through the new gateway: {answer}"
     );
+    // The partition's gateway serves the release it runs, at the same address under it
+    // (what a node installs from when the operator's gateway is gone).
+    // (the manifest as published: `release publish --dry-run` prints it)
+    let dry = Command::new(slapos_bin())
+        .args(["release", "publish", "--dry-run"])
+        .arg(&release_dir)
+        .output()
+        .unwrap();
+    assert!(dry.status.success(), "{}", text(&dry));
+    let digest = slapgrid::digest::sha256_hex(&dry.stdout);
+    assert!(
+        answer.contains(&format!("{release}{digest}/software.toml")),
+        "{answer}"
+    );
+    let manifest = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert", &ca])
+        .arg(format!("{own}software/{digest}/software.toml"))
+        .output()
+        .unwrap();
+    assert!(manifest.status.success(), "{}", text(&manifest));
+    assert_eq!(slapgrid::digest::sha256_hex(&manifest.stdout), digest);
     // The instances publish their addresses once their promises (a voter with a
     // leader; a gateway that serves) hold: the node's view, read by the admin through
     // the new gateway, has them.

@@ -522,16 +522,51 @@ fn a_lost_region_s_replica_is_replaced_and_the_group_grows_to_five() {
         "the configuration was rewritten: {configured}"
     );
 
-    // A rolling upgrade to another release (this binary again, under a new URL): one
-    // replica at a time, each back, voting and caught up before the next; the group
-    // keeps a leader throughout and every replica ends on the new release.
+    // A rolling upgrade to another release: a new version of it (this binary again,
+    // its manifest changed, so another content address), published by the admin with
+    // `slapos release publish`; one replica at a time, each back, voting and caught up
+    // before the next; the group keeps a leader throughout and every replica ends on
+    // the new release. (The same files written again would be the same release, which
+    // every replica runs already.)
     let new_release_dir = dir.path().join("release-2");
+    std::fs::create_dir_all(&new_release_dir).unwrap();
+    for f in ["slapos", "slapos-master.sh", "software.toml"] {
+        std::fs::copy(release_dir.join(f), new_release_dir.join(f)).unwrap();
+    }
+    let manifest = new_release_dir.join("software.toml");
+    let text_2 = std::fs::read_to_string(&manifest).unwrap() + "\n# version 2 (the test's)\n";
+    std::fs::write(&manifest, text_2).unwrap();
+    let cfg = dir.path().join("admin-client.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[slapos]\nmaster_url = {gateway}\n\n[slapconsole]\ncert_file = {}\nkey_file = {}\nmaster_ca_file = {}\n",
+            op.cert, op.key, op.ca
+        ),
+    )
+    .unwrap();
+    let published = op.slapos(&[
+        "release",
+        "publish",
+        new_release_dir.to_str().unwrap(),
+        "--cfg",
+        cfg.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(published.status.success(), "{}", text(&published));
+    let published: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    let new_release = published[0]["url"].as_str().unwrap().to_string();
     let out = op.replica_command(
         "upgrade",
         &apis,
         &gateway,
         &new_release_dir,
-        &["--timeout-secs".into(), "240".into()],
+        &[
+            "--release".into(),
+            new_release.clone(),
+            "--timeout-secs".into(),
+            "240".into(),
+        ],
     );
     assert!(out.status.success(), "upgrade: {}", text(&out));
     let said = text(&out);
@@ -544,7 +579,13 @@ fn a_lost_region_s_replica_is_replaced_and_the_group_grows_to_five() {
     let status = op.status(&apis);
     assert_eq!(voters(&status), expected, "{status}");
     assert!(status["leader"].is_u64(), "{status}");
-    let again = op.replica_command("upgrade", &apis, &gateway, &new_release_dir, &[]);
+    let again = op.replica_command(
+        "upgrade",
+        &apis,
+        &gateway,
+        &new_release_dir,
+        &["--release".into(), new_release],
+    );
     assert!(again.status.success(), "{}", text(&again));
     assert!(
         text(&again).contains("runs this release already"),

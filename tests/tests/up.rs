@@ -394,6 +394,31 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
             "{cfg}"
         );
     }
+    // Every release a node installs came over HTTPS from a gateway of the group (its
+    // address names the manifest's digest); none is a path of this machine, so nodes on
+    // other machines would install them the same way.
+    for node in nodes {
+        let computer = node["computer_id"].as_str().unwrap();
+        let path = format!("getFullComputerInformation?computer_id={computer}");
+        let (status, body) = https_get(urls[0], &path, ca, Some((cert, key)));
+        assert_eq!(status, 200, "{body}");
+        let marker = "<string>_software_release</string><string>";
+        let releases: Vec<&str> = body
+            .match_indices(marker)
+            .map(|(i, _)| {
+                let rest = &body[i + marker.len()..];
+                &rest[..rest.find('<').unwrap()]
+            })
+            .collect();
+        assert!(!releases.is_empty(), "{body}");
+        for r in releases {
+            assert!(
+                r.starts_with("https://")
+                    && slapos_proto::release_address::content_address(r).is_some(),
+                "{computer} installs {r}"
+            );
+        }
+    }
     // Each replica and its gateway run in partitions of their own, as two Unix users:
     // the gateway's user (what faces every client) reads its own key, not the replica's
     // key nor its Raft data.

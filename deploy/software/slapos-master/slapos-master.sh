@@ -171,6 +171,12 @@ client_ca = $(toml_str "$TLS/ca.pem")
 cert = $(toml_str "$GATEWAY_CRT")
 key = $(toml_str "$GATEWAY_KEY")
 ca = $(toml_str "$TLS/ca.pem")
+
+# The releases the group publishes (slapos release publish), and the one this gateway
+# runs, served again at the address it was published at.
+[releases]
+dir = $(toml_str "$P/srv/releases")
+serve_installed = [$(toml_str "$SOFTWARE")]
 CONF
   exec "$SLAPOS" gateway run --config="$P/etc/gateway.toml"
   ;;

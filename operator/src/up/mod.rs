@@ -16,6 +16,7 @@
 
 mod dirs;
 mod nodes;
+pub mod plan;
 mod processes;
 mod tls;
 
@@ -368,10 +369,13 @@ impl LocalCluster {
                 }
                 Some(t) => {
                     let (cert, key) = tls::gateway_files(&dir, config.id);
+                    // It serves the releases published to it (the slapos-master release
+                    // the hosted replicas install, over HTTPS).
+                    let releases = dir.join(format!("releases-{}", config.id));
                     format!(
                         "listen = \"{listen}\"\nmasters = {masters:?}\ntls_cert = {cert:?}\n\
                          tls_key = {key:?}\nclient_ca = {ca:?}\n\n[master_tls]\ncert = {cert:?}\n\
-                         key = {key:?}\nca = {ca:?}\n",
+                         key = {key:?}\nca = {ca:?}\n\n[releases]\ndir = {releases:?}\n",
                         ca = t.ca
                     )
                 }
@@ -511,7 +515,25 @@ impl LocalCluster {
         let sample = match nodes.first() {
             None => None,
             Some(first) => {
-                let software = crate::release::write_sample_release(&dirs.shared)?;
+                let mut software = crate::release::write_sample_release(&dirs.shared)?;
+                if let Some(t) = &tls {
+                    // Published to the group's gateway: the nodes fetch it over HTTPS
+                    // (verified against the group's CA and its checksums), as nodes on
+                    // other machines would.
+                    let rpc = slap_gateway::client::JsonRpcClient::new(
+                        &urls[0],
+                        Some(t.ca.as_path()),
+                        Some((t.admin_cert.as_path(), t.admin_key.as_path())),
+                    )?;
+                    software = crate::release::publish(
+                        &dirs.shared.join("software/hello"),
+                        &urls[0],
+                        &rpc,
+                    )
+                    .await
+                    .context("publishing the sample release")?
+                    .url;
+                }
                 let title = "hello".to_string();
                 let client = nodes::admin_client(&urls, tls.as_ref())?;
                 let (software2, first, title2) = (software.clone(), first.clone(), title.clone());
