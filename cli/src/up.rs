@@ -46,6 +46,11 @@ pub struct UpArgs {
     /// network namespaces of their own, each with its own IPv6 /64, joined by a router).
     #[arg(long)]
     loopback: bool,
+    /// Print the commands `slapos up` would run for these options, in order (what an
+    /// operator runs by hand on their own machines, docs/own-machines.md), and exit
+    /// without starting anything.
+    #[arg(long)]
+    print_plan: bool,
 }
 
 impl From<UpArgs> for UpOptions {
@@ -66,6 +71,17 @@ impl From<UpArgs> for UpOptions {
 pub async fn run(args: UpArgs) -> Result<()> {
     if args.replicas == 0 {
         bail!("--replicas must be at least 1");
+    }
+    if args.print_plan {
+        let root = slapgrid::process::is_root();
+        let opts = UpOptions::from(args);
+        for (i, s) in slapos_operator::up::plan::plan(&opts, root)
+            .iter()
+            .enumerate()
+        {
+            println!("# {}. {}\n{}\n", i + 1, s.what, s.command);
+        }
+        return Ok(());
     }
     // Caught now: a signal during the start is kept, and stops it (the start's future
     // dropped undoes what it made) instead of killing this process and leaving its
