@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod compat;
+pub mod guide;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -9,6 +9,7 @@
 use master_client::tls::TlsFiles;
 use master_replica::node::ReplicaConfig;
 use slapos_e2e::agent::{open_dir, text};
+use slapos_e2e::guide::example;
 use slapos_e2e::slapos_bin;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -80,26 +81,6 @@ fn replica(dir: &Path, id: u64) -> (ReplicaConfig, PathBuf) {
     let path = dir.join(format!("replica-{id}.toml"));
     std::fs::write(&path, c.to_toml()).unwrap();
     (c, path)
-}
-
-/// `docs/examples/<name>` with `(from, to)` replaced; every address and path of the
-/// example must have been replaced (none left for this host to lack).
-fn example(name: &str, replace: &[(&str, String)]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../docs/examples")
-        .join(name);
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    for (from, to) in replace {
-        assert!(text.contains(from), "{} lacks {from}", path.display());
-        text = text.replace(from, to);
-    }
-    let unreplaced: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter(|l| l.contains("2001:db8") || l.contains("/etc/slapos") || l.contains("/srv/"))
-        .collect();
-    assert!(unreplaced.is_empty(), "{name}: {unreplaced:?}");
-    text
 }
 
 fn issue(via: &str, identity: &str, out: &Path) -> TlsFiles {
