@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, OFlag, AT_FDCWD};
+use nix::fcntl::{openat, renameat, OFlag, AT_FDCWD};
 use nix::sys::stat::{mkdirat, Mode};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
@@ -316,22 +316,36 @@ pub fn write_in(
             }
         }
     }
-    match unlinkat(&dir, name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
+    // Written whole under a name of its own, then renamed over the file: a write that
+    // fails (a full disk) leaves the previous file as it was, never half of the new one.
+    // The rename replaces the entry itself (a link planted there is not followed).
+    let mut tmp_name = b".".to_vec();
+    tmp_name.extend_from_slice(name.as_bytes());
+    tmp_name.extend_from_slice(b".slapos-new");
+    let tmp = CString::new(tmp_name).map_err(|_| std::io::Error::other("NUL in a file name"))?;
+    match unlinkat(&dir, tmp.as_c_str(), UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(e.into()),
     }
     let mut f = std::fs::File::from(openat(
         &dir,
-        name.as_c_str(),
+        tmp.as_c_str(),
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o600),
     )?);
-    f.write_all(content)?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+    let written = (|| {
+        f.write_all(content)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
+        // fchmod: the descriptor's own file, whatever its name points to now.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        renameat(&dir, tmp.as_c_str(), &dir, name.as_c_str()).map_err(std::io::Error::from)
+    })();
+    if let Err(e) = written {
+        let _ = unlinkat(&dir, tmp.as_c_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(e);
     }
-    // fchmod: the descriptor's own file, whatever its name points to now.
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     Ok(true)
 }
 
@@ -414,5 +428,12 @@ mod tests {
         assert!(write_in(&part, Path::new("etc/outside"), b"x", 0o640, None).is_err());
         assert_eq!(std::fs::read_to_string(&outside).unwrap(), "secret");
         assert!(write_in(&part, Path::new("../x"), b"x", 0o640, None).is_err());
+        // A link planted at the name the new content is first written under: removed,
+        // not followed; nothing of it is left.
+        std::os::unix::fs::symlink(&outside, part.join(".buildout.cfg.slapos-new")).unwrap();
+        write_in(&part, Path::new("buildout.cfg"), b"newer", 0o640, None).unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "secret");
+        assert_eq!(std::fs::read(part.join("buildout.cfg")).unwrap(), b"newer");
+        assert!(std::fs::symlink_metadata(part.join(".buildout.cfg.slapos-new")).is_err());
     }
 }

@@ -616,3 +616,182 @@ fn a_broken_configuration_is_refused_and_touches_nothing() {
         }
     }
 }
+
+/// Mounts a tmpfs of `size` on `dir`; unmounted on drop (after what uses it).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot mount a tmpfs on {}", dir.display());
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros into `path` until the filesystem refuses (ENOSPC).
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    loop {
+        if let Err(e) = f.write_all(&chunk).and_then(|()| f.sync_all()) {
+            assert_eq!(e.raw_os_error(), Some(ENOSPC), "{e}");
+            return;
+        }
+    }
+}
+
+/// errno of a full filesystem.
+const ENOSPC: i32 = 28;
+
+/// The partition's access status as the master tells it (`getComputerPartitionStatus`,
+/// what SlapOS's own interface shows).
+fn master_status(url: &str, computer: &str, pid: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10"])
+        .arg(format!(
+            "{url}getComputerPartitionStatus?computer_id={computer}&computer_partition_id={pid}"
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    stdout(&out)
+}
+
+/// Issue 25: the node's instance disk fills up (a small tmpfs as instance_root, the
+/// agent's own free-space margin set to 0 so that the writes themselves fail). A change
+/// to the instance cannot be deployed: the run fails, the error reaches the master, and
+/// the instance's service keeps running as it was (same process, its files whole). Once
+/// space is freed, the next run deploys the change.
+#[test]
+fn a_full_disk_keeps_services_running_and_reports_until_space_is_freed() {
+    let computer = "COMP-SGF-FULL";
+    let dir = tempfile::tempdir().unwrap();
+    let root = open_dir(&dir);
+    let up = Up::start_replicas(&root, 1);
+    let url = up.urls[0].as_str();
+    let node_root = root.join("node");
+    let disk = Tmpfs::mount(&node_root.join("inst"), "24m");
+    let node = AgentNode::new(&node_root, computer, &up.urls, &prefix("f"), 1);
+    let cfg = std::fs::read_to_string(&node.cfg).unwrap();
+    std::fs::write(
+        &node.cfg,
+        cfg.replacen("[slapos]\n", "[slapos]\ninstance_min_free_space = 0\n", 1),
+    )
+    .unwrap();
+    let out = node.ok(&["format"]);
+    assert!(out.contains("prepared the computer"), "{out}");
+    let software = service_release(
+        &dir.path().join("greeting"),
+        "greeting",
+        &instance_file("etc/greeting", "0640", "plain", "{{param.name}}\n"),
+    );
+    python(&["supply", url, &software, computer]);
+    node.ok(&["software"]);
+    let pid = request(url, &software, computer, "sgf-full", None)["partition"]
+        .as_str()
+        .expect("allocated")
+        .to_owned();
+    let out = node.ok(&["instance"]);
+    assert!(out.contains("1 processed"), "{out}");
+    let p = node.partition_dir(&pid);
+    let service = std::fs::read(p.join("etc/service/beat")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(p.join("etc/greeting")).unwrap(),
+        "sgf-full\n"
+    );
+    let beat = running_beat(&node, &pid);
+
+    // The disk fills; the requester changes the instance's parameters.
+    let filler = disk.0.join("filler");
+    fill(&filler);
+    let client_cfg = root.join("client.cfg");
+    std::fs::write(&client_cfg, format!("[slapos]\nmaster_url = {url}\n")).unwrap();
+    let long_name = "x".repeat(64 << 10);
+    let changed = slapos_e2e::agent::slapos(&[
+        "request",
+        "sgf-full",
+        &software,
+        "--node",
+        &format!("computer_guid={computer}"),
+        "--parameters",
+        &format!("name={long_name}"),
+        "--cfg",
+        client_cfg.to_str().unwrap(),
+    ]);
+    assert!(
+        matches!(changed.status.code(), Some(0 | 2)),
+        "{}",
+        text(&changed)
+    );
+
+    // Each run fails on that partition, says why, and tells the master; the service
+    // runs on, untouched, and its files are whole.
+    for run in 1..=2 {
+        let out = node.node(&["instance"]);
+        assert_ne!(out.status.code(), Some(0), "run {run}: {}", text(&out));
+        assert!(
+            stdout(&out).contains("1 failed"),
+            "run {run}: {}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains("No space left on device"),
+            "run {run}: {}",
+            text(&out)
+        );
+        assert_eq!(
+            running_beat(&node, &pid),
+            beat,
+            "run {run}: the service was restarted"
+        );
+        assert_eq!(std::fs::read(p.join("etc/service/beat")).unwrap(), service);
+        assert_eq!(
+            std::fs::read_to_string(p.join("etc/greeting")).unwrap_or_default(),
+            "sgf-full\n",
+            "run {run}: a file the run could not rewrite is no longer whole"
+        );
+        let status = master_status(url, computer, &pid);
+        assert!(
+            status.contains("#error") && status.contains("No space left on device"),
+            "run {run}: the master was not told: {status}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        Path::new(&format!("/proc/{beat}")).exists(),
+        "the service died on the full disk"
+    );
+
+    // Space freed: the next run deploys the change, and the master hears it started.
+    std::fs::remove_file(&filler).unwrap();
+    let out = node.node(&["instance"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(stdout(&out).contains("1 processed"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(p.join("etc/greeting")).unwrap(),
+        format!("{long_name}\n")
+    );
+    running_beat(&node, &pid);
+    let status = master_status(url, computer, &pid);
+    assert!(status.contains("#access"), "{status}");
+    drop(node);
+    drop(disk);
+}
