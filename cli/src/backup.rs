@@ -34,6 +34,42 @@ pub struct BackupArgs {
 
 #[derive(Subcommand)]
 enum BackupCheck {
+    /// Take a backup now and then every --every-secs into --dir, keeping the newest
+    /// --keep (`backup-<unix seconds>.slapos`); a failed one is tried again sooner.
+    /// Runs until SIGINT or SIGTERM (the slapos-master release runs it beside each
+    /// replica it hosts, `backup-every-minutes`); with --every-secs 0 it takes none.
+    Schedule {
+        /// Master API addresses (as for a backup).
+        #[arg(long, value_delimiter = ',', required = true)]
+        via: Vec<String>,
+        /// The directory the backups go to (made if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Seconds between the starts of two backups (0: none).
+        #[arg(long)]
+        every_secs: u64,
+        /// How many backups to keep (the newest).
+        #[arg(long, default_value_t = 7)]
+        keep: usize,
+        /// At most this many MiB a second from the replica (0: as fast as it reads).
+        #[arg(long, default_value_t = slapos_operator::backup::DEFAULT_RATE >> 20)]
+        max_rate_mib: u64,
+        /// Take it from the first of --via that answers, even the leader.
+        #[arg(long)]
+        from_any: bool,
+    },
+    /// Whether the newest backup of --dir (`backup schedule`) is at most --max-secs old:
+    /// exit 0 when it is (or when there is none yet but the schedule started at most
+    /// --max-secs ago), 1 (saying how old it is, or that there is none) otherwise. The
+    /// slapos-master release's promise.
+    Age {
+        /// The directory `backup schedule` writes to.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The age (seconds) over which the newest backup is too old.
+        #[arg(long)]
+        max_secs: u64,
+    },
     /// Check a backup without starting anything: its structure, pair count and checksum.
     /// Exit status 0 only when it is intact.
     Verify {
@@ -73,6 +109,89 @@ fn show(summary: &slapos_operator::backup::BackupSummary) {
 
 pub async fn backup(args: BackupArgs) -> Result<()> {
     match args.check {
+        Some(BackupCheck::Schedule {
+            via,
+            dir,
+            every_secs,
+            keep,
+            max_rate_mib,
+            from_any,
+        }) => {
+            use slapos_operator::backup_schedule::{next_wait, take_one, Schedule, Turn};
+            let mut stop = crate::signal::Stop::catch()?;
+            if every_secs == 0 {
+                // (the release runs it whatever its parameters say: none asked for)
+                tracing::info!("no scheduled backups (--every-secs 0)");
+                stop.wait().await;
+                return Ok(());
+            }
+            let schedule = Schedule {
+                dir,
+                every: std::time::Duration::from_secs(every_secs),
+                keep,
+                options: slapos_operator::backup::TakeOptions {
+                    max_bytes_per_sec: max_rate_mib.saturating_mul(1 << 20),
+                    prefer_follower: !from_any,
+                },
+            };
+            slapos_operator::backup_schedule::mark_started(&schedule.dir)?;
+            tracing::info!(dir = %schedule.dir.display(), every_secs, keep, "scheduled backups");
+            loop {
+                let taken = tokio::select! {
+                    r = take_one(&via, &schedule) => r,
+                    _ = stop.wait() => {
+                        // Stopped while one was being written: nothing half of it stays.
+                        slapos_operator::backup_schedule::remove_partials(&schedule.dir);
+                        return Ok(());
+                    }
+                };
+                let turn = match taken {
+                    Ok(path) => {
+                        tracing::info!(backup = %path.display(), "backup taken");
+                        Turn::Taken(path)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "backup failed: tried again sooner");
+                        Turn::Failed(e)
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(next_wait(&schedule, &turn)) => {}
+                    _ = stop.wait() => return Ok(()),
+                }
+            }
+        }
+        Some(BackupCheck::Age { dir, max_secs }) => {
+            let now = std::time::SystemTime::now();
+            let age = slapos_operator::backup_schedule::newest_age(&dir, now)?;
+            match age {
+                None => match slapos_operator::backup_schedule::started_since(&dir, now) {
+                    // The schedule has just started: its first backup is not due yet.
+                    Some(since) if since.as_secs() <= max_secs => {
+                        println!(
+                            "no backup in {} yet; the schedule started {} s ago",
+                            dir.display(),
+                            since.as_secs()
+                        );
+                        Ok(())
+                    }
+                    _ => anyhow::bail!("no backup in {} yet", dir.display()),
+                },
+                Some(age) if age.as_secs() > max_secs => anyhow::bail!(
+                    "the newest backup in {} is {} s old, over {max_secs} s",
+                    dir.display(),
+                    age.as_secs()
+                ),
+                Some(age) => {
+                    println!(
+                        "the newest backup in {} is {} s old",
+                        dir.display(),
+                        age.as_secs()
+                    );
+                    Ok(())
+                }
+            }
+        }
         Some(BackupCheck::Verify { file, json }) => {
             let summary = slapos_operator::backup::verify(&file)?;
             if json {

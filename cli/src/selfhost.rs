@@ -5,7 +5,7 @@ use crate::progress::Printer;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use slapos_operator::bootstrap::{Bootstrap, Host, SeedProcesses};
-use slapos_operator::replicas::{AddReplica, Ports, RemoveReplica, Timers};
+use slapos_operator::replicas::{AddReplica, Backups, Ports, RemoveReplica, Timers};
 use slapos_operator::Operator;
 use std::path::PathBuf;
 
@@ -105,6 +105,28 @@ impl From<TimersArgs> for Timers {
     }
 }
 
+/// Backups the hosted replicas take of the group on a schedule.
+#[derive(Args, Clone, Copy)]
+pub struct BackupsArgs {
+    /// Minutes between two backups each hosted replica takes of the group into its
+    /// partition (`srv/backups`; a promise fails once the newest is older than twice
+    /// that, plus 10). 0: none.
+    #[arg(long, default_value_t = 0)]
+    backup_every_minutes: u64,
+    /// How many of those backups each replica keeps (the newest).
+    #[arg(long, default_value_t = 7)]
+    backup_keep: u64,
+}
+
+impl From<BackupsArgs> for Backups {
+    fn from(a: BackupsArgs) -> Backups {
+        Backups {
+            every_minutes: a.backup_every_minutes,
+            keep: a.backup_keep,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct AddReplicaArgs {
     #[command(flatten)]
@@ -127,6 +149,8 @@ pub struct AddReplicaArgs {
     /// the master keeps its share of the node (slapgrid/DESIGN.md, "Control groups").
     #[arg(long)]
     size: Option<String>,
+    #[command(flatten)]
+    backups: BackupsArgs,
 }
 
 impl From<AddReplicaArgs> for AddReplica {
@@ -139,6 +163,7 @@ impl From<AddReplicaArgs> for AddReplica {
             ports: a.ports.into(),
             timers: a.timers.into(),
             size: a.size,
+            backups: a.backups.into(),
         }
     }
 }
@@ -192,6 +217,8 @@ pub struct BootstrapArgs {
     ports: PortsArgs,
     #[command(flatten)]
     timers: TimersArgs,
+    #[command(flatten)]
+    backups: BackupsArgs,
     /// Where the admin's client configuration is written at the end, with a hosted
     /// gateway as `master_url` (slapos.core's format, what `slapos request --cfg` reads;
     /// rewritten whole). Default: slapos-client.cfg beside --cert.
@@ -254,6 +281,7 @@ pub async fn bootstrap(args: BootstrapArgs) -> Result<()> {
         first_id: args.first_id,
         ports: args.ports.into(),
         timers: args.timers.into(),
+        backups: args.backups.into(),
         // what `tls_from_env` presents
         presented_cert: std::env::var_os("SLAPOS_MASTER_TLS_CERT").map(PathBuf::from),
         client_config: Some(client_config),

@@ -51,6 +51,8 @@ pub struct Bootstrap {
     /// The ports of every replica not given its own with `COMPUTER:PORT`.
     pub ports: Ports,
     pub timers: Timers,
+    /// The backups each hosted replica takes on a schedule.
+    pub backups: crate::replicas::Backups,
     /// The certificate this process presents to the masters, when it is read from the
     /// operator's environment (`$SLAPOS_MASTER_TLS_CERT`): refused up front when it is
     /// not an operator's or a replica's that stays.
@@ -399,6 +401,7 @@ pub async fn bootstrap(
                 ports: p.ports,
                 timers: args.timers.clone(),
                 size: None,
+                backups: args.backups,
             },
             progress,
         )

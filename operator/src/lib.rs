@@ -21,6 +21,7 @@
 
 pub mod authority;
 pub mod backup;
+pub mod backup_schedule;
 pub mod bootstrap;
 mod error;
 mod files;

@@ -45,6 +45,17 @@ impl Default for Ports {
 /// (`[timers]` of its configuration), written into the hosted replica's parameters.
 pub use master_replica::node::Timers;
 
+/// The backups a hosted replica takes of the group on a schedule, into its partition
+/// (the release's `backup-*` parameters: `slapos cluster backup schedule` as a service,
+/// its freshness as a promise).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backups {
+    /// Minutes between two backups (0: none).
+    pub every_minutes: u64,
+    /// How many are kept (the newest).
+    pub keep: u64,
+}
+
 /// A replica to host (or reconfigure) in a partition of `computer`.
 #[derive(Clone, Debug)]
 pub struct AddReplica {
@@ -60,6 +71,7 @@ pub struct AddReplica {
     /// other partition of the node can take the master's share (slapgrid/DESIGN.md,
     /// "Control groups"). None: the node's default limits.
     pub size: Option<String>,
+    pub backups: Backups,
 }
 
 /// A hosted replica to remove.
@@ -133,6 +145,15 @@ pub async fn add_replica(
             args.timers.election_timeout_max_ms.to_string(),
         ),
     ];
+    if args.backups.every_minutes > 0 {
+        replica.extend([
+            (
+                "backup-every-minutes",
+                args.backups.every_minutes.to_string(),
+            ),
+            ("backup-keep", args.backups.keep.max(1).to_string()),
+        ]);
+    }
     let mut gateway: Vec<(&str, String)> = vec![
         ("replica-id", id.to_string()),
         ("enroll-gateway", op.gateway.clone()),

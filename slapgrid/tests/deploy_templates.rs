@@ -567,8 +567,58 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
                 assert!(calls.is_empty() && !site.partition.join("etc/gateway.toml").exists());
             }
         }
+        // The backups' directory reaches a command line only as one absolute path.
+        let mut vars = base.clone();
+        vars.insert("param.backup-every-minutes".into(), "5".into());
+        vars.insert("param.backup-dir".into(), value.clone());
+        write_env("replica", &vars);
+        std::fs::write(tls.join("replica-4.crt"), "cert").unwrap();
+        let (out, calls) = run("backups");
+        if value.starts_with('/') && !value.chars().any(|c| c.is_control()) {
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(calls.len(), 1, "{calls:?}");
+            assert!(calls[0].contains(&format!("--dir={value}")), "{calls:?}");
+        } else if !value.is_empty() {
+            assert!(!out.status.success(), "backup-dir = {value:?} accepted");
+            assert!(calls.is_empty(), "{calls:?}");
+        }
         assert!(!site.pwned.exists(), "{value:?} ran a command");
     }
+    // Scheduled backups: none unless asked (the service idles, the promise holds); asked,
+    // every N minutes into the partition, the promise's limit twice that plus 10.
+    write_env("replica", &base);
+    let (out, calls) = run("backup-fresh");
+    assert!(
+        out.status.success() && calls.is_empty(),
+        "{out:?} {calls:?}"
+    );
+    let (out, calls) = run("backups");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        calls[0].contains(&"--every-secs=0".to_string()),
+        "{calls:?}"
+    );
+    let mut vars = base.clone();
+    vars.insert("param.backup-every-minutes".into(), "5".into());
+    vars.insert("param.backup-keep".into(), "3".into());
+    write_env("replica", &vars);
+    let (out, calls) = run("backups");
+    assert!(out.status.success(), "{out:?}");
+    let srv = site.partition.join("srv/backups").display().to_string();
+    for arg in [
+        "--every-secs=300".to_string(),
+        "--keep=3".into(),
+        format!("--dir={srv}"),
+        "--from-any".into(),
+    ] {
+        assert!(calls[0].contains(&arg), "{arg} not in {calls:?}");
+    }
+    let (out, calls) = run("backup-fresh");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        calls[0].contains(&"--max-secs=1200".to_string()),
+        "{calls:?}"
+    );
     // And well-formed values make a gateway configuration with exactly those entries,
     // its replica's first.
     write_env("gateway", &base);
@@ -596,4 +646,14 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
         ]
     );
     assert_eq!(conf["listen"].as_str(), Some("[2001:db8::4]:8443"));
+    // It serves the releases published to it, and the one it runs.
+    let releases = conf["releases"].as_table().expect("[releases]");
+    assert_eq!(
+        releases["dir"].as_str(),
+        Some(site.partition.join("srv/releases").to_str().unwrap())
+    );
+    assert_eq!(
+        releases["serve_installed"].as_array().unwrap()[0].as_str(),
+        Some(site.software.to_str().unwrap())
+    );
 }

@@ -267,3 +267,95 @@ async fn backup_while_writing_and_restore_as_a_new_group() {
         "past the group check: {ours:?}"
     );
 }
+
+/// Backups on a schedule (what the slapos-master release runs beside each replica):
+/// one now and one every period into a directory, the newest kept, each intact; the
+/// freshness check (the release's promise) passes while the newest is recent and fails
+/// once it is older than its limit or when there is none. Stopped, it leaves nothing
+/// half-written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_keep_the_newest_and_say_when_they_are_stale() {
+    let group = Cluster::start("backup-schedule", 3, Settings::default()).await;
+    let via = group.harness().api_addrs().join(",");
+    let dir = group.dir().join("scheduled");
+    let age = |max: &str| {
+        group.slapos(&[
+            "cluster",
+            "backup",
+            "age",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--max-secs",
+            max,
+        ])
+    };
+    let none = age("3600");
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("no backup in"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+
+    let mut schedule = std::process::Command::new(slapos_e2e::slapos_bin())
+        .args(["cluster", "backup", "schedule", "--via", &via, "--dir"])
+        .arg(&dir)
+        .args(["--every-secs", "1", "--keep", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(group.dir().join("schedule.log")).unwrap())
+        .spawn()
+        .expect("slapos cluster backup schedule");
+    let backups = || slapos_operator::backup_schedule::backups(&dir).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // Four turns at least: more were taken than are kept.
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 4 {
+        seen.extend(backups().into_iter().map(|(p, _)| p));
+        if std::time::Instant::now() > deadline {
+            let _ = schedule.kill();
+            group.fail(&format!("{} backups taken in 60 s", seen.len()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // SIGTERM: it stops at once, whatever it was doing.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &schedule.id().to_string()])
+        .status();
+    let stopped = tokio::task::spawn_blocking(move || schedule.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(stopped.success(), "{stopped}");
+    let kept = backups();
+    assert!(
+        (1..=2).contains(&kept.len()),
+        "kept {} backups: {kept:?}",
+        kept.len()
+    );
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.ends_with(".partial")),
+        "half-written backups left: {names:?}"
+    );
+    for (path, _) in &kept {
+        let verify = group.slapos(&["cluster", "backup", "verify", path.to_str().unwrap()]);
+        assert!(
+            verify.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
+    assert!(age("3600").status.success());
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let stale = age("1");
+    assert!(!stale.status.success());
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("s old, over 1 s"),
+        "{}",
+        String::from_utf8_lossy(&stale.stderr)
+    );
+}

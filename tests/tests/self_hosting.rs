@@ -197,7 +197,17 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
     let replica_pid = || slapos_e2e::agent::running_pid(&node_cfg, "replica-on-watch");
     let before = replica_pid().expect("the replica runs under the node's supervisor");
     let mut again: Vec<String> = add.iter().map(|a| a.to_string()).collect();
-    again.extend(["--heartbeat-ms", "150", "--election-timeout-min-ms", "600"].map(String::from));
+    again.extend(
+        [
+            "--heartbeat-ms",
+            "150",
+            "--election-timeout-min-ms",
+            "600",
+            "--backup-every-minutes",
+            "1",
+        ]
+        .map(String::from),
+    );
     again.extend(["--election-timeout-max-ms", "1200"].map(String::from));
     let again: Vec<&str> = again.iter().map(String::as_str).collect();
     let out = operator(&again);
@@ -239,6 +249,28 @@ fn a_replica_in_a_partition_joins_the_group_over_mtls_and_leaves_when_destroyed(
         partition_dir.join("srv/master").is_dir(),
         "the data directory stays"
     );
+    // Asked for scheduled backups, the replica takes one at once into its partition
+    // (then one a minute), an intact one.
+    let backups = partition_dir.join("srv/backups");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let found = slapos_operator::backup_schedule::backups(&backups).unwrap();
+        if let Some((path, _)) = found.first() {
+            break path.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled backup in {}",
+            backups.display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let verify = Command::new(slapos_bin())
+        .args(["cluster", "backup", "verify"])
+        .arg(&first)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
     // The release was published to the operator's gateway and the node installed it
     // from there over HTTPS: its address names the gateway and the manifest's digest,
     // and no path of the operator's machine reaches the node.

@@ -8,6 +8,9 @@
 #   slapos-master P check          (etc/promise)  the group counts it and has a leader
 #   slapos-master P leave          (sbin/destroy) `slapos master leave`: the partition is
 #                                                 wiped only once the group forgets it
+#   slapos-master P backups        (etc/service)  `slapos cluster backup schedule` of this
+#                                                 replica (none unless backup-every-minutes)
+#   slapos-master P backup-fresh   (etc/promise)  the newest backup is recent enough
 #
 # A `gateway` instance (another partition, another user: it never sees the replica's key):
 #
@@ -58,6 +61,18 @@ replica_side() {
   REPLICA_CRT="$TLS/replica-$REPLICA_ID.crt"
   REPLICA_KEY="$TLS/replica-$REPLICA_ID.key"
   OWN_API="[$IPV6]:$API_PORT"
+}
+
+# The replica's scheduled backups (backup-* parameters).
+backup_side() {
+  is_number "$BACKUP_EVERY_MINUTES" || refuse "backup-every-minutes" "a number"
+  is_number "$BACKUP_KEEP" || refuse "backup-keep" "a number"
+  is_number "$BACKUP_MAX_AGE_MINUTES" || refuse "backup-max-age-minutes" "a number"
+  BACKUP_TO="${BACKUP_DIR:-$P/srv/backups}"
+  case "$BACKUP_TO" in /*) ;; *) refuse "backup-dir" "an absolute path" ;; esac
+  case "$BACKUP_TO" in *[[:cntrl:]]*) refuse "backup-dir" "a path without control characters" ;; esac
+  MAX_AGE="$BACKUP_MAX_AGE_MINUTES"
+  [ "$MAX_AGE" -gt 0 ] || MAX_AGE=$((BACKUP_EVERY_MINUTES * 2 + 10))
 }
 
 # The gateway's side (etc/slapos-master.env of a `gateway` instance).
@@ -120,6 +135,24 @@ join)
     # Idempotent: a member already there at the same addresses is only promoted if need be.
     as_replica master join --config="$P/etc/replica.toml" --via="$JOIN_VIA"
   fi
+  ;;
+backups)
+  replica_side
+  backup_side
+  if [ "$BACKUP_EVERY_MINUTES" -gt 0 ]; then
+    wait_for "$REPLICA_CRT"
+  fi
+  # From this very replica (its own disk, no transfer between regions), as the replica.
+  export SLAPOS_MASTER_TLS_CERT="$REPLICA_CRT" SLAPOS_MASTER_TLS_KEY="$REPLICA_KEY" \
+    SLAPOS_MASTER_TLS_CA="$TLS/ca.pem"
+  exec "$SLAPOS" cluster backup schedule --via="$OWN_API" --dir="$BACKUP_TO" \
+    --every-secs="$((BACKUP_EVERY_MINUTES * 60))" --keep="$BACKUP_KEEP" --from-any
+  ;;
+backup-fresh)
+  replica_side
+  backup_side
+  [ "$BACKUP_EVERY_MINUTES" -gt 0 ] || exit 0
+  exec "$SLAPOS" cluster backup age --dir="$BACKUP_TO" --max-secs="$((MAX_AGE * 60))"
   ;;
 check)
   replica_side

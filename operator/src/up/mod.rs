@@ -744,6 +744,7 @@ async fn self_host(
             first_id: Some(2),
             ports: Default::default(),
             timers: Default::default(),
+            backups: Default::default(),
             presented_cert: None,
             // `up` writes its own (client.cfg, every gateway) and stops its seed itself
             client_config: None,
