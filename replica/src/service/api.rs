@@ -59,7 +59,8 @@ impl MasterService {
                 )));
             }
         }
-        let answer = self.write(command.clone()).await;
+        let bytes = request.get_ref().command.len();
+        let answer = self.write(command.clone(), bytes).await;
         if let Some(submit_response::Result::NotLeader(h)) = &answer.response.result {
             if !forwarded {
                 if let Some(mut leader) = self.forward_target(&Some(h.clone())) {

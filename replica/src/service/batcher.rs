@@ -27,11 +27,44 @@ pub const MAX_PROPOSER_BEHIND: Duration = Duration::from_secs(300);
 
 /// Most commands in one log entry.
 pub const MAX_BATCH: usize = 512;
+/// Most bytes of commands (as their proposers encoded them) in one log entry, unless its
+/// one command is larger: an entry stays well within what one AppendEntries carries
+/// (`raft-store`'s `max_read_bytes`, 512 KiB), so many large commands never make one
+/// entry that must be sent whole in a heartbeat's time.
+pub const MAX_BATCH_BYTES: usize = 256 << 10;
 /// Batches proposed and not yet answered. While all are in flight, new writes wait and
 /// gather into the next batch: one synced append then carries many commands.
 pub const MAX_IN_FLIGHT: usize = 4;
 
 type Pending = (Command, tokio::sync::oneshot::Sender<Answer>);
+
+/// A command waiting for an entry, and its encoded size.
+struct Queued {
+    pending: Pending,
+    bytes: usize,
+}
+
+/// The commands of one entry: `first`, then what `next` has ready, up to [`MAX_BATCH`]
+/// commands and [`MAX_BATCH_BYTES`] (the first is always taken, whatever its size); the
+/// command that would cross the byte limit is handed back to open the next entry.
+fn gather(
+    first: Queued,
+    mut next: impl FnMut() -> Option<Queued>,
+) -> (Vec<Pending>, Option<Queued>) {
+    let mut bytes = first.bytes;
+    let mut batch = vec![first.pending];
+    while batch.len() < MAX_BATCH {
+        let Some(q) = next() else {
+            break;
+        };
+        if bytes.saturating_add(q.bytes) > MAX_BATCH_BYTES {
+            return (batch, Some(q));
+        }
+        bytes += q.bytes;
+        batch.push(q.pending);
+    }
+    (batch, None)
+}
 
 /// A command's answer, and the instance its outcome names (what `show` reads), taken
 /// from the outcome before it is encoded.
@@ -52,7 +85,7 @@ impl From<SubmitResponse> for Answer {
 /// Packs concurrent writes into batches, one Raft entry each.
 #[derive(Clone)]
 pub struct Batcher {
-    tx: tokio::sync::mpsc::Sender<Pending>,
+    tx: tokio::sync::mpsc::Sender<Queued>,
 }
 
 /// The leader's clock, as it stamps entries: every command of an entry carries the
@@ -171,21 +204,24 @@ impl Batcher {
     /// timeout: by then the followers have likely elected another leader, and a healthy
     /// but briefly slow quorum does not send every caller elsewhere).
     pub fn start(raft: Raft, lease: Duration) -> (Batcher, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(MAX_BATCH * MAX_IN_FLIGHT);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(MAX_BATCH * MAX_IN_FLIGHT);
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         let mut clock = LeaderClock::default();
         let task = tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
+            let mut carried: Option<Queued> = None;
+            loop {
+                let first = match carried.take() {
+                    Some(q) => q,
+                    None => match rx.recv().await {
+                        Some(q) => q,
+                        None => return,
+                    },
+                };
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
+                let (batch, rest) = gather(first, || rx.try_recv().ok());
+                carried = rest;
                 let raft = raft.clone();
                 let batch = clock.stamp(batch);
                 if batch.is_empty() {
@@ -212,10 +248,15 @@ impl Batcher {
         (Batcher { tx }, task)
     }
 
-    /// Propose one command and wait for its own answer.
-    pub async fn submit(&self, command: Command) -> Answer {
+    /// Propose one command (`bytes`: its encoded size, as its proposer sent it) and wait
+    /// for its own answer.
+    pub async fn submit(&self, command: Command, bytes: usize) -> Answer {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send((command, tx)).await.is_err() {
+        let queued = Queued {
+            pending: (command, tx),
+            bytes,
+        };
+        if self.tx.send(queued).await.is_err() {
             return unavailable("this replica is shutting down").into();
         }
         rx.await
@@ -314,5 +355,49 @@ mod tests {
         assert_eq!(kept.len(), 1);
         // The last stamp (ahead of the wall clock here) wins over an earlier now.
         assert_eq!(kept[0].0.at, Timestamp(u64::MAX / 2));
+    }
+
+    fn queued(n: u64, bytes: usize) -> Queued {
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        Queued {
+            pending: (
+                Command {
+                    request_id: RequestId::new("c", n),
+                    at: Timestamp(0),
+                    op: Op::RetireReplica { id: n },
+                },
+                tx,
+            ),
+            bytes,
+        }
+    }
+
+    /// What `gather` takes, as request sequence numbers, and the one it hands back.
+    fn entry(sizes: &[usize]) -> (Vec<u64>, Option<u64>) {
+        let mut rest = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| queued(i as u64 + 1, *b))
+            .collect::<std::collections::VecDeque<_>>();
+        let first = rest.pop_front().unwrap();
+        let (batch, carried) = gather(first, || rest.pop_front());
+        (
+            batch.iter().map(|(c, _)| c.request_id.seq).collect(),
+            carried.map(|q| q.pending.0.request_id.seq),
+        )
+    }
+
+    #[test]
+    fn an_entry_holds_at_most_its_count_and_its_bytes_of_commands() {
+        // Small commands: up to MAX_BATCH of them.
+        let (taken, carried) = entry(&vec![100; MAX_BATCH + 10]);
+        assert_eq!((taken.len(), carried), (MAX_BATCH, None));
+        // Large ones: the entry closes before the one that would cross the limit,
+        // which opens the next.
+        let big = MAX_BATCH_BYTES / 3;
+        assert_eq!(entry(&[big, big, big, big]), (vec![1, 2, 3], Some(4)));
+        // One larger than the limit still goes, alone.
+        assert_eq!(entry(&[MAX_BATCH_BYTES * 4, 10]), (vec![1], Some(2)));
+        assert_eq!(entry(&[10, MAX_BATCH_BYTES * 4]), (vec![1], Some(2)));
     }
 }

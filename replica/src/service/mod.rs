@@ -138,9 +138,9 @@ impl MasterService {
 
     /// Propose a command on this replica (which must be the leader), through the
     /// group-commit batcher.
-    pub(super) async fn write(&self, command: Command) -> Answer {
+    pub(super) async fn write(&self, command: Command, bytes: usize) -> Answer {
         let started = Instant::now();
-        let answer = self.batcher.submit(command).await;
+        let answer = self.batcher.submit(command, bytes).await;
         use crate::metrics::WriteResult;
         let kind = match &answer.response.result {
             Some(submit_response::Result::Outcome(_)) => WriteResult::Ok,
@@ -237,7 +237,8 @@ impl MasterService {
         &self,
         command: Command,
     ) -> Result<slapos_domain::Reply, ServiceError> {
-        match self.write(command).await.response.result {
+        // (the replica's own commands are small: certificates, tokens, retirements)
+        match self.write(command, 0).await.response.result {
             Some(submit_response::Result::Outcome(bytes)) => {
                 let outcome: slapos_domain::Outcome = serde_json::from_slice(&bytes)
                     .map_err(|e| ServiceError::Internal(format!("outcome: {e}")))?;
