@@ -57,6 +57,21 @@ enum BackupCheck {
         /// Take it from the first of --via that answers, even the leader.
         #[arg(long)]
         from_any: bool,
+        /// Also send each backup to this HTTPS place: `PUT <URL>/<file name>` (a WebDAV
+        /// directory, a storage bucket).
+        #[arg(long, value_name = "URL")]
+        upload: Option<String>,
+        /// The client certificate (PEM) presented to the upload server; default:
+        /// $SLAPOS_MASTER_TLS_CERT when set (a hosted replica's own).
+        #[arg(long, value_name = "FILE", requires = "upload_key")]
+        upload_cert: Option<PathBuf>,
+        /// Its key; default: $SLAPOS_MASTER_TLS_KEY.
+        #[arg(long, value_name = "FILE", requires = "upload_cert")]
+        upload_key: Option<PathBuf>,
+        /// PEM bundles the upload server is checked against (repeatable); default: the
+        /// system's (/etc/ssl/certs/ca-certificates.crt) and $SLAPOS_MASTER_TLS_CA.
+        #[arg(long, value_name = "FILE")]
+        upload_ca: Vec<PathBuf>,
     },
     /// Whether the newest backup of --dir (`backup schedule`) is at most --max-secs old:
     /// exit 0 when it is (or when there is none yet but the schedule started at most
@@ -69,6 +84,10 @@ enum BackupCheck {
         /// The age (seconds) over which the newest backup is too old.
         #[arg(long)]
         max_secs: u64,
+        /// Count the newest backup uploaded (`schedule --upload`), not the newest kept
+        /// in --dir.
+        #[arg(long)]
+        uploaded: bool,
     },
     /// Check a backup without starting anything: its structure, pair count and checksum.
     /// Exit status 0 only when it is intact.
@@ -116,6 +135,10 @@ pub async fn backup(args: BackupArgs) -> Result<()> {
             keep,
             max_rate_mib,
             from_any,
+            upload,
+            upload_ca,
+            upload_cert,
+            upload_key,
         }) => {
             use slapos_operator::backup_schedule::{next_wait, take_one, Schedule, Turn};
             let mut stop = crate::signal::Stop::catch()?;
@@ -125,7 +148,30 @@ pub async fn backup(args: BackupArgs) -> Result<()> {
                 stop.wait().await;
                 return Ok(());
             }
+            let upload = match upload {
+                None => None,
+                Some(url) => {
+                    let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
+                    let mut cas = upload_ca;
+                    if cas.is_empty() {
+                        let system = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+                        cas.extend(system.exists().then_some(system));
+                        cas.extend(env("SLAPOS_MASTER_TLS_CA"));
+                    }
+                    let (cert, key) = match (upload_cert, upload_key) {
+                        (Some(c), Some(k)) => (Some(c), Some(k)),
+                        _ => (env("SLAPOS_MASTER_TLS_CERT"), env("SLAPOS_MASTER_TLS_KEY")),
+                    };
+                    let cas: Vec<&std::path::Path> = cas.iter().map(PathBuf::as_path).collect();
+                    Some(slapos_operator::backup_schedule::Upload::new(
+                        &url,
+                        &cas,
+                        cert.as_deref().zip(key.as_deref()),
+                    )?)
+                }
+            };
             let schedule = Schedule {
+                upload,
                 dir,
                 every: std::time::Duration::from_secs(every_secs),
                 keep,
@@ -161,9 +207,17 @@ pub async fn backup(args: BackupArgs) -> Result<()> {
                 }
             }
         }
-        Some(BackupCheck::Age { dir, max_secs }) => {
+        Some(BackupCheck::Age {
+            dir,
+            max_secs,
+            uploaded,
+        }) => {
             let now = std::time::SystemTime::now();
-            let age = slapos_operator::backup_schedule::newest_age(&dir, now)?;
+            let age = if uploaded {
+                slapos_operator::backup_schedule::uploaded_since(&dir, now)
+            } else {
+                slapos_operator::backup_schedule::newest_age(&dir, now)?
+            };
             match age {
                 None => match slapos_operator::backup_schedule::started_since(&dir, now) {
                     // The schedule has just started: its first backup is not due yet.

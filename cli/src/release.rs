@@ -20,7 +20,7 @@ pub enum ReleaseCommand {
         /// The release's directory.
         dir: PathBuf,
         /// A gateway to publish to (repeat for several); default: the client
-        /// configuration's master_url.
+        /// configuration's master_url and every other gateway of the group it names.
         #[arg(long, value_name = "URL")]
         gateway: Vec<String>,
         /// Print the filled-in manifest instead of publishing (nothing is sent).
@@ -44,22 +44,36 @@ pub async fn release(cmd: ReleaseCommand) -> Result<()> {
         return Ok(());
     }
     let config = console.config()?;
-    let gateways = if gateway.is_empty() {
-        vec![config.master_url.clone()]
-    } else {
-        gateway
-    };
     let mut published = Vec::new();
-    for url in &gateways {
-        let client = config.client_of(url)?;
-        let p = slapos_operator::release::publish(&dir, url, &client).await?;
-        if !console.json() {
+    if gateway.is_empty() {
+        let client_of = |url: &str| {
+            config
+                .client_of(url)
+                .map_err(|e| slapos_operator::OperatorError::Precondition(format!("{e:#}")))
+        };
+        let (first, others) =
+            slapos_operator::release::publish_to_group(&dir, &config.master_url, &client_of)
+                .await?;
+        published.push(first);
+        for (url, outcome) in others {
+            match outcome {
+                Ok(p) => published.push(p),
+                Err(e) => eprintln!("warning: not published to {url}: {e:#}"),
+            }
+        }
+    } else {
+        for url in &gateway {
+            let client = config.client_of(url)?;
+            published.push(slapos_operator::release::publish(&dir, url, &client).await?);
+        }
+    }
+    if !console.json() {
+        for p in &published {
             println!(
                 "{} ({} file(s) sent, {} bytes)",
                 p.url, p.uploaded, p.uploaded_bytes
             );
         }
-        published.push(p);
     }
     if console.json() {
         let v: Vec<_> = published

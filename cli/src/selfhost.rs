@@ -106,7 +106,7 @@ impl From<TimersArgs> for Timers {
 }
 
 /// Backups the hosted replicas take of the group on a schedule.
-#[derive(Args, Clone, Copy)]
+#[derive(Args, Clone)]
 pub struct BackupsArgs {
     /// Minutes between two backups each hosted replica takes of the group into its
     /// partition (`srv/backups`; a promise fails once the newest is older than twice
@@ -116,6 +116,11 @@ pub struct BackupsArgs {
     /// How many of those backups each replica keeps (the newest).
     #[arg(long, default_value_t = 7)]
     backup_keep: u64,
+    /// An https:// place each backup is also sent to (`PUT <url>/<file name>`: a WebDAV
+    /// directory, a bucket), the replica's certificate presented; the promise then
+    /// counts the uploads.
+    #[arg(long, value_name = "URL")]
+    backup_url: Option<String>,
 }
 
 impl From<BackupsArgs> for Backups {
@@ -123,6 +128,7 @@ impl From<BackupsArgs> for Backups {
         Backups {
             every_minutes: a.backup_every_minutes,
             keep: a.backup_keep,
+            url: a.backup_url,
         }
     }
 }

@@ -224,7 +224,17 @@ pub async fn take(
             Err(e) => return Err(e.into()),
         }
     };
-    let file = File::create(&partial).map_err(io("create", &partial))?;
+    // The whole state, the group's authority included: readable by its owner only.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(io("create", &partial))?
+    };
     let mut w = Writer {
         out: BufWriter::with_capacity(1 << 20, file),
         hash: Context::new(&SHA256),

@@ -23,6 +23,105 @@ pub struct Schedule {
     /// Backups kept (at least 1).
     pub keep: usize,
     pub options: TakeOptions,
+    /// Where each backup is also sent, when anywhere.
+    pub upload: Option<Upload>,
+}
+
+/// An HTTPS place each backup is also sent to: `PUT <url>/<file name>` (a WebDAV
+/// directory, a storage service's bucket), presenting a client certificate and checking
+/// the server against the given authorities.
+#[derive(Clone)]
+pub struct Upload {
+    pub url: String,
+    endpoint: http_client::Endpoint,
+    client: http_client::Client,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload").field("url", &self.url).finish()
+    }
+}
+
+/// The file that says when the last upload succeeded (what `backup age --uploaded`
+/// reads).
+const UPLOADED: &str = ".last-upload";
+
+impl Upload {
+    /// Uploads to `url` (https only), trusting the PEM bundles `cas` (the server's
+    /// authority), presenting `identity` (certificate and key files) when given.
+    pub fn new(
+        url: &str,
+        cas: &[&Path],
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Upload, OperatorError> {
+        let refused = |why: String| OperatorError::Precondition(format!("--upload {url}: {why}"));
+        let endpoint = http_client::Endpoint::parse(url).map_err(|e| refused(e.to_string()))?;
+        if !endpoint.tls {
+            return Err(refused("not https".into()));
+        }
+        let cas = http_client::tls::read_bundles(cas).map_err(|e| refused(e.to_string()))?;
+        let identity = match identity {
+            Some((cert, key)) => Some(
+                http_client::tls::Identity::from_pem_files(cert, key)
+                    .map_err(|e| refused(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let tls = http_client::tls::verified(&cas, identity).map_err(|e| refused(e.to_string()))?;
+        let options = http_client::Options {
+            timeout: Duration::from_secs(120),
+            deadline: Duration::from_secs(3600),
+            max_body: 1 << 20,
+            ..http_client::Options::default()
+        };
+        Ok(Upload {
+            url: url.to_string(),
+            endpoint,
+            client: http_client::Client::new(Some(std::sync::Arc::new(tls)), options),
+        })
+    }
+
+    /// `PUT <url>/<name of file>`; 200, 201 or 204 is success.
+    pub async fn send(&self, file: &Path) -> Result<(), OperatorError> {
+        let name = file.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+            OperatorError::Precondition(format!("{} has no name", file.display()))
+        })?;
+        let bytes = std::fs::read(file).map_err(OperatorError::io("read", file))?;
+        let target = format!("{}/{name}", self.url.trim_end_matches('/'));
+        let answer = self
+            .client
+            .send(
+                &self.endpoint,
+                http_client::Request::put(name, "application/octet-stream", bytes),
+            )
+            .await
+            .map_err(|source| OperatorError::Http {
+                url: target.clone(),
+                source,
+            })?;
+        if matches!(answer.status, 200 | 201 | 204) {
+            Ok(())
+        } else {
+            Err(OperatorError::HttpRefused {
+                url: target,
+                status: answer.status,
+                body: String::from_utf8_lossy(&answer.body)
+                    .chars()
+                    .take(200)
+                    .collect(),
+            })
+        }
+    }
+}
+
+/// How long ago the schedule of `dir` last uploaded a backup (None: never).
+pub fn uploaded_since(dir: &Path, now: SystemTime) -> Option<Duration> {
+    let at = std::fs::metadata(dir.join(UPLOADED))
+        .ok()?
+        .modified()
+        .ok()?;
+    Some(now.duration_since(at).unwrap_or_default())
 }
 
 /// The backups in `dir`, oldest first, with the time each was started (from its name).
@@ -85,6 +184,10 @@ pub async fn take_one(via: &[String], schedule: &Schedule) -> Result<PathBuf, Op
         return Err(e);
     }
     prune(&schedule.dir, schedule.keep)?;
+    if let Some(upload) = &schedule.upload {
+        upload.send(&out).await?;
+        crate::files::write(&schedule.dir.join(UPLOADED), out.display().to_string())?;
+    }
     Ok(out)
 }
 
@@ -202,6 +305,7 @@ mod tests {
             every: Duration::from_secs(3600),
             keep: 7,
             options: TakeOptions::default(),
+            upload: None,
         };
         assert_eq!(
             next_wait(&s, &Turn::Taken(PathBuf::from("/x/b"))),

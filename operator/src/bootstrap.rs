@@ -401,7 +401,7 @@ pub async fn bootstrap(
                 ports: p.ports,
                 timers: args.timers.clone(),
                 size: None,
-                backups: args.backups,
+                backups: args.backups.clone(),
             },
             progress,
         )

@@ -80,6 +80,20 @@ pub enum OperatorError {
     /// What a step waits for did not happen in time.
     #[error("{0}")]
     Timeout(String),
+    /// An HTTPS exchange that did not complete (a backup uploaded).
+    #[error("{url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: http_client::Error,
+    },
+    /// An HTTPS server that refused what was sent: its status and what it said.
+    #[error("{url} answered {status}: {body}")]
+    HttpRefused {
+        url: String,
+        status: u16,
+        body: String,
+    },
     /// No randomness for a secret.
     #[error("no randomness for a token")]
     NoRandomness,

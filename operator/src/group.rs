@@ -66,8 +66,13 @@ impl Operator {
 
     /// The admin's JSON-RPC client of the gateway (instance lists and documents).
     fn rpc(&self) -> Result<slap_gateway::client::JsonRpcClient, OperatorError> {
+        self.rpc_of(&self.gateway)
+    }
+
+    /// The admin's JSON-RPC client of another gateway of the group.
+    fn rpc_of(&self, url: &str) -> Result<slap_gateway::client::JsonRpcClient, OperatorError> {
         Ok(slap_gateway::client::JsonRpcClient::new(
-            &self.gateway,
+            url,
             Some(self.ca.as_path()),
             Some((self.cert.as_path(), self.key.as_path())),
         )?)
@@ -104,14 +109,21 @@ impl Operator {
         if !self.gateway.starts_with("https://") {
             return Ok(local);
         }
-        let published = crate::release::publish(&self.release_dir, &self.gateway, &self.rpc()?)
-            .await
-            .with_context(|| {
-                format!(
-                    "publishing the slapos-master release to {} (a gateway with [releases])",
-                    self.gateway
-                )
-            })?;
+        let client_of = |url: &str| self.rpc_of(url);
+        let (published, others) =
+            crate::release::publish_to_group(&self.release_dir, &self.gateway, &client_of)
+                .await
+                .with_context(|| {
+                    format!(
+                        "publishing the slapos-master release to {} (a gateway with [releases])",
+                        self.gateway
+                    )
+                })?;
+        for (gateway, outcome) in others {
+            if let Err(e) = outcome {
+                tracing::warn!(%gateway, error = %e, "the release is not published there");
+            }
+        }
         Ok(published.url)
     }
 

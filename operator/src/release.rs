@@ -175,3 +175,34 @@ pub async fn publish(
         manifest,
     })
 }
+
+/// [`publish`] to `gateway`, then to every other https gateway of the group it names
+/// (`X-Slapos-Gateways`): a release stays reachable at the same content address
+/// whichever gateway is lost (nodes fall back to the others, slapgrid/DESIGN.md). The
+/// first gateway must take it; each other one's outcome is given (a gateway that is down
+/// does not stop the rest). `client_of` makes the client of a gateway URL.
+pub async fn publish_to_group(
+    dir: &Path,
+    gateway: &str,
+    client_of: &dyn Fn(&str) -> Result<slap_gateway::client::JsonRpcClient, OperatorError>,
+) -> Result<(Published, Vec<(String, Result<Published, OperatorError>)>), OperatorError> {
+    let first_client = client_of(gateway)?;
+    let first = publish(dir, gateway, &first_client).await?;
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    let others: Vec<String> = first_client
+        .group_gateways()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|g| g.starts_with("https://") && !same(g, gateway))
+        .collect();
+    let mut outcomes = Vec::new();
+    for other in others {
+        let outcome = match client_of(&other) {
+            Ok(client) => publish(dir, &other, &client).await,
+            Err(e) => Err(e),
+        };
+        outcomes.push((other, outcome));
+    }
+    Ok((first, outcomes))
+}

@@ -48,12 +48,15 @@ pub use master_replica::node::Timers;
 /// The backups a hosted replica takes of the group on a schedule, into its partition
 /// (the release's `backup-*` parameters: `slapos cluster backup schedule` as a service,
 /// its freshness as a promise).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Backups {
     /// Minutes between two backups (0: none).
     pub every_minutes: u64,
     /// How many are kept (the newest).
     pub keep: u64,
+    /// An https:// place each is also sent to (`PUT <url>/<name>`, the replica's
+    /// certificate presented).
+    pub url: Option<String>,
 }
 
 /// A replica to host (or reconfigure) in a partition of `computer`.
@@ -124,6 +127,19 @@ pub async fn add_replica(
     let (_, members) = op.group().await?;
     let voting = votes(&members, id);
     let release = op.release().await?;
+    // Requested before under another gateway's address of the same release (the seed's,
+    // during a bootstrap): that address is kept, so a reconfiguration does not move the
+    // instances to "another" release that is the same bytes.
+    let release = op
+        .instances_on(&computer)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|i| i["title"] == title(id).as_str() || i["title"] == gateway_title(id).as_str())
+        .filter_map(|i| i["software_release_uri"].as_str())
+        .find(|r| Operator::same_release(r, &release))
+        .map(str::to_owned)
+        .unwrap_or(release);
     progress.step(&format!("release {release}"));
     let client = op.client()?;
     let group_ca = crate::files::read_to_string(&op.ca)?;
@@ -153,6 +169,9 @@ pub async fn add_replica(
             ),
             ("backup-keep", args.backups.keep.max(1).to_string()),
         ]);
+        if let Some(url) = &args.backups.url {
+            replica.push(("backup-url", url.clone()));
+        }
     }
     let mut gateway: Vec<(&str, String)> = vec![
         ("replica-id", id.to_string()),

@@ -144,6 +144,18 @@ impl JsonRpcClient {
         }
     }
 
+    /// The group's gateways as this one names them (`X-Slapos-Gateways`; empty when it
+    /// names none).
+    pub async fn group_gateways(&self) -> Result<Vec<String>, ClientError> {
+        let answer = self
+            .send(Request::head(format!("software/blob/{}", "0".repeat(64))))
+            .await?;
+        Ok(answer
+            .header("x-slapos-gateways")
+            .map(|v| v.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default())
+    }
+
     /// Puts blob `sha256` (`bytes`) in the gateway's release store.
     pub async fn put_blob(&self, sha256: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
         let answer = self

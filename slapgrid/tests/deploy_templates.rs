@@ -582,7 +582,52 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
             assert!(!out.status.success(), "backup-dir = {value:?} accepted");
             assert!(calls.is_empty(), "{calls:?}");
         }
+        // The place backups are sent to: one https URL of plain characters, whole.
+        let mut vars = base.clone();
+        vars.insert("param.backup-every-minutes".into(), "5".into());
+        vars.insert("param.backup-url".into(), value.clone());
+        write_env("replica", &vars);
+        let (out, calls) = run("backups");
+        let plain = |c: char| c.is_ascii_alphanumeric() || ".:/_~%@[]-".contains(c);
+        let url_ok = value
+            .strip_prefix("https://")
+            .is_some_and(|rest| !rest.is_empty() && value.chars().all(plain));
+        if url_ok {
+            assert!(out.status.success(), "{out:?}");
+            assert!(calls[0].contains(&format!("--upload={value}")), "{calls:?}");
+        } else if !value.is_empty() {
+            assert!(!out.status.success(), "backup-url = {value:?} accepted");
+            assert!(calls.is_empty(), "{calls:?}");
+        }
         assert!(!site.pwned.exists(), "{value:?} ran a command");
+    }
+    for (url, accepted) in [
+        ("https://[2001:db8::9]:8443/backups/", true),
+        ("https://store.example/b/$(touch /tmp/x)", false),
+        ("https://store.example/b/?sig=a&x=1", false),
+        ("http://store.example/b/", false),
+        ("https://", false),
+    ] {
+        let mut vars = base.clone();
+        vars.insert("param.backup-every-minutes".into(), "5".into());
+        vars.insert("param.backup-url".into(), url.into());
+        write_env("replica", &vars);
+        let (out, calls) = run("backups");
+        assert_eq!(out.status.success(), accepted, "{url}: {out:?}");
+        assert_eq!(
+            calls
+                .first()
+                .is_some_and(|c| c.contains(&format!("--upload={url}"))),
+            accepted,
+            "{url}: {calls:?}"
+        );
+        let (out, calls) = run("backup-fresh");
+        if accepted {
+            assert!(
+                calls[0].contains(&"--uploaded".to_string()),
+                "{out:?} {calls:?}"
+            );
+        }
     }
     // Scheduled backups: none unless asked (the service idles, the promise holds); asked,
     // every N minutes into the partition, the promise's limit twice that plus 10.

@@ -359,3 +359,234 @@ async fn scheduled_backups_keep_the_newest_and_say_when_they_are_stale() {
         String::from_utf8_lossy(&stale.stderr)
     );
 }
+
+/// nginx from Debian as a WebDAV directory over HTTPS that requires a client
+/// certificate of its own authority; stopped on drop.
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers (a SIGKILL would leave them running).
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// PEM files of a test authority: (ca, server cert, server key, client cert, client key)
+/// in `dir`.
+fn test_pki(dir: &std::path::Path) -> [std::path::PathBuf; 5] {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose, SanType,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    // Distinct names: OpenSSL (nginx) takes a leaf named like its issuer for a
+    // self-signed certificate.
+    let named = |cn: &str| {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p
+    };
+    let mut ca = named("backup test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |eku: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = named(&format!("{eku:?}"));
+        p.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+        p.extended_key_usages = vec![eku];
+        p.use_authority_key_identifier_extension = true;
+        (
+            p.signed_by(&key, &issuer).unwrap().pem(),
+            key.serialize_pem(),
+        )
+    };
+    let (server, server_key) = leaf(ExtendedKeyUsagePurpose::ServerAuth);
+    let (client, client_key) = leaf(ExtendedKeyUsagePurpose::ClientAuth);
+    let files = [
+        "ca.pem",
+        "server.crt",
+        "server.key",
+        "client.crt",
+        "client.key",
+    ]
+    .map(|n| dir.join(n));
+    for (path, text) in files
+        .iter()
+        .zip([ca_cert.pem(), server, server_key, client, client_key])
+    {
+        std::fs::write(path, text).unwrap();
+    }
+    files
+}
+
+/// Scheduled backups sent to an HTTPS place as well (`--upload`): a real nginx from
+/// Debian with WebDAV PUT and client certificates receives each, whole; the freshness
+/// check can count the uploads; a server that refuses the client is an error the
+/// schedule reports (and tries again), never a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_are_uploaded_to_an_https_place() {
+    if std::process::Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        panic!("nginx is missing: scripts/install-deps installs nginx-light");
+    }
+    let group = Cluster::start("backup-upload", 1, Settings::default()).await;
+    let via = group.harness().api_addrs().join(",");
+    let root = group.dir().join("upload");
+    let received = root.join("www/backups");
+    std::fs::create_dir_all(&received).unwrap();
+    let [ca, server_crt, server_key, client_crt, client_key] = test_pki(&root);
+    let port = slapos_harness::free_port().expect("a free port");
+    let conf = root.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root;\nworker_processes 1;\npid {r}/nginx.pid;\nerror_log {r}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log {r}/access.log;\n  client_body_temp_path {r}/body;\n\
+             server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {sc};\n\
+             ssl_certificate_key {sk};\n    ssl_client_certificate {ca};\n    ssl_verify_client on;\n\
+             root {r}/www;\n    client_max_body_size 1g;\n\
+             location /backups/ {{ dav_methods PUT; }}\n  }}\n}}\n",
+            r = root.display(),
+            sc = server_crt.display(),
+            sk = server_key.display(),
+            ca = ca.display(),
+        ),
+    )
+    .unwrap();
+    let _nginx = Nginx(
+        std::process::Command::new("nginx")
+            .args(["-c", conf.to_str().unwrap(), "-p", root.to_str().unwrap()])
+            .args(["-g", "daemon off;"])
+            .stderr(std::fs::File::create(root.join("nginx.stderr")).unwrap())
+            .spawn()
+            .expect("start nginx"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx does not listen: {}",
+            std::fs::read_to_string(root.join("error.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let url = format!("https://127.0.0.1:{port}/backups/");
+    let dir = root.join("local");
+    let schedule = |cert: &std::path::Path, key: &std::path::Path| {
+        std::process::Command::new(slapos_e2e::slapos_bin())
+            .args(["cluster", "backup", "schedule", "--via", &via, "--dir"])
+            .arg(&dir)
+            .args([
+                "--every-secs",
+                "1",
+                "--keep",
+                "2",
+                "--upload",
+                &url,
+                "--upload-ca",
+            ])
+            .arg(&ca)
+            .arg("--upload-cert")
+            .arg(cert)
+            .arg("--upload-key")
+            .arg(key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(root.join("schedule.log")).unwrap())
+            .spawn()
+            .expect("slapos cluster backup schedule")
+    };
+    let received_files = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&received)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+
+    // Presenting a certificate nginx does not accept as a client's (the server's own,
+    // made for server authentication only): refused, said in the log, nothing
+    // received, and the schedule keeps running.
+    let mut refused = schedule(&server_crt, &server_key);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        refused.try_wait().unwrap().is_none(),
+        "the schedule stopped"
+    );
+    let _ = refused.kill();
+    let _ = refused.wait();
+    assert!(received_files().is_empty(), "{:?}", received_files());
+    let log = std::fs::read_to_string(root.join("schedule.log")).unwrap();
+    assert!(log.contains("backup failed"), "{log}");
+    // (the schedule started 3 s ago and has uploaded nothing)
+    let stale = group.slapos(&[
+        "cluster",
+        "backup",
+        "age",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--max-secs",
+        "2",
+        "--uploaded",
+    ]);
+    assert!(!stale.status.success(), "no upload yet, yet fresh");
+
+    // The client's certificate: every backup arrives, whole.
+    let mut sending = schedule(&client_crt, &client_key);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while received_files().len() < 2 {
+        if std::time::Instant::now() > deadline {
+            let _ = sending.kill();
+            group.fail(&format!(
+                "uploads: {:?}; {}",
+                received_files(),
+                std::fs::read_to_string(root.join("schedule.log")).unwrap_or_default()
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &sending.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || sending.wait()).await;
+    for file in received_files() {
+        let verify = group.slapos(&["cluster", "backup", "verify", file.to_str().unwrap()]);
+        assert!(
+            verify.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
+    let fresh = group.slapos(&[
+        "cluster",
+        "backup",
+        "age",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--max-secs",
+        "3600",
+        "--uploaded",
+    ]);
+    assert!(
+        fresh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+}

@@ -522,6 +522,21 @@ fn a_group_set_up_by_hand_on_three_machines_that_share_no_file() {
     );
     let published: serde_json::Value = serde_json::from_str(&published).unwrap();
     let release = published[0]["url"].as_str().unwrap().to_string();
+    // On every gateway of the group, under one content address.
+    let addresses: Vec<&str> = published
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses.len(), 3, "{published}");
+    assert!(
+        addresses
+            .iter()
+            .all(|a| slapos_proto::release_address::content_address(a)
+                == slapos_proto::release_address::content_address(&release)),
+        "{published}"
+    );
     assert!(
         hosted.iter().any(|u| release.starts_with(u)),
         "published to a hosted gateway: {release}"

@@ -71,6 +71,12 @@ backup_side() {
   BACKUP_TO="${BACKUP_DIR:-$P/srv/backups}"
   case "$BACKUP_TO" in /*) ;; *) refuse "backup-dir" "an absolute path" ;; esac
   case "$BACKUP_TO" in *[[:cntrl:]]*) refuse "backup-dir" "a path without control characters" ;; esac
+  case "$BACKUP_URL" in
+    '') ;;
+    https://*[!]0-9A-Za-z.:/_~%@[-]*) refuse "backup-url" "an https:// URL of letters, digits and . : / _ ~ % @ [ ] -" ;;
+    https://?*) ;;
+    *) refuse "backup-url" "an https:// URL" ;;
+  esac
   MAX_AGE="$BACKUP_MAX_AGE_MINUTES"
   [ "$MAX_AGE" -gt 0 ] || MAX_AGE=$((BACKUP_EVERY_MINUTES * 2 + 10))
 }
@@ -145,13 +151,19 @@ backups)
   # From this very replica (its own disk, no transfer between regions), as the replica.
   export SLAPOS_MASTER_TLS_CERT="$REPLICA_CRT" SLAPOS_MASTER_TLS_KEY="$REPLICA_KEY" \
     SLAPOS_MASTER_TLS_CA="$TLS/ca.pem"
-  exec "$SLAPOS" cluster backup schedule --via="$OWN_API" --dir="$BACKUP_TO" \
+  set -- --via="$OWN_API" --dir="$BACKUP_TO" \
     --every-secs="$((BACKUP_EVERY_MINUTES * 60))" --keep="$BACKUP_KEEP" --from-any
+  # (also the system's authorities and the group's: the place may be either's)
+  [ -z "$BACKUP_URL" ] || set -- "$@" --upload="$BACKUP_URL"
+  exec "$SLAPOS" cluster backup schedule "$@"
   ;;
 backup-fresh)
   replica_side
   backup_side
   [ "$BACKUP_EVERY_MINUTES" -gt 0 ] || exit 0
+  if [ -n "$BACKUP_URL" ]; then
+    exec "$SLAPOS" cluster backup age --dir="$BACKUP_TO" --max-secs="$((MAX_AGE * 60))" --uploaded
+  fi
   exec "$SLAPOS" cluster backup age --dir="$BACKUP_TO" --max-secs="$((MAX_AGE * 60))"
   ;;
 check)

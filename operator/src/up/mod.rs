@@ -517,22 +517,29 @@ impl LocalCluster {
             Some(first) => {
                 let mut software = crate::release::write_sample_release(&dirs.shared)?;
                 if let Some(t) = &tls {
-                    // Published to the group's gateway: the nodes fetch it over HTTPS
+                    // Published to the group's gateways: the nodes fetch it over HTTPS
                     // (verified against the group's CA and its checksums), as nodes on
-                    // other machines would.
-                    let rpc = slap_gateway::client::JsonRpcClient::new(
-                        &urls[0],
-                        Some(t.ca.as_path()),
-                        Some((t.admin_cert.as_path(), t.admin_key.as_path())),
-                    )?;
-                    software = crate::release::publish(
+                    // other machines would, from any gateway that is up.
+                    let client_of = |url: &str| {
+                        Ok(slap_gateway::client::JsonRpcClient::new(
+                            url,
+                            Some(t.ca.as_path()),
+                            Some((t.admin_cert.as_path(), t.admin_key.as_path())),
+                        )?)
+                    };
+                    let (first, others) = crate::release::publish_to_group(
                         &dirs.shared.join("software/hello"),
                         &urls[0],
-                        &rpc,
+                        &client_of,
                     )
                     .await
-                    .context("publishing the sample release")?
-                    .url;
+                    .context("publishing the sample release")?;
+                    for (gateway, outcome) in others {
+                        if let Err(e) = outcome {
+                            progress.warn(&format!("the sample release is not on {gateway}: {e}"));
+                        }
+                    }
+                    software = first.url;
                 }
                 let title = "hello".to_string();
                 let client = nodes::admin_client(&urls, tls.as_ref())?;

@@ -121,15 +121,23 @@ fn chunks(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// `HEAD /software/blob/<sha256>`: 200 when the store has it, else 404.
+/// `HEAD /software/blob/<sha256>`: 200 when the store has it, else 404; with the
+/// group's gateways in `X-Slapos-Gateways`, as every SLAP answer (a publisher sends the
+/// release to each of them).
 pub async fn has_blob(State(app): State<Arc<App>>, Path(sha256): Path<String>) -> Response {
-    let Some(store) = app.releases.as_ref() else {
-        return no_store();
+    let mut response = match app.releases.as_ref() {
+        None => no_store(),
+        Some(store) => match store.blob(&sha256) {
+            Ok(_) => StatusCode::OK.into_response(),
+            Err(e) => refusal(&e),
+        },
     };
-    match store.blob(&sha256) {
-        Ok(_) => StatusCode::OK.into_response(),
-        Err(e) => refusal(&e),
+    if let Some(gateways) = app.gateways.get() {
+        response
+            .headers_mut()
+            .insert(super::app::GATEWAYS_HEADER, gateways);
     }
+    response
 }
 
 /// `PUT /software/blob/<sha256>`: an admin's blob, streamed to the store (never held in
