@@ -221,7 +221,7 @@ pub async fn backup(args: BackupArgs) -> Result<()> {
             match age {
                 None => match slapos_operator::backup_schedule::started_since(&dir, now) {
                     // The schedule has just started: its first backup is not due yet.
-                    Some(since) if since.as_secs() <= max_secs => {
+                    Some(since) if since.as_secs() < max_secs => {
                         println!(
                             "no backup in {} yet; the schedule started {} s ago",
                             dir.display(),

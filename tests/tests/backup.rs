@@ -534,7 +534,7 @@ async fn scheduled_backups_are_uploaded_to_an_https_place() {
     assert!(received_files().is_empty(), "{:?}", received_files());
     let log = std::fs::read_to_string(root.join("schedule.log")).unwrap();
     assert!(log.contains("backup failed"), "{log}");
-    // (the schedule started 3 s ago and has uploaded nothing)
+    // (it has uploaded nothing; a limit of 0 leaves no grace since it started)
     let stale = group.slapos(&[
         "cluster",
         "backup",
@@ -542,7 +542,7 @@ async fn scheduled_backups_are_uploaded_to_an_https_place() {
         "--dir",
         dir.to_str().unwrap(),
         "--max-secs",
-        "2",
+        "0",
         "--uploaded",
     ]);
     assert!(!stale.status.success(), "no upload yet, yet fresh");
