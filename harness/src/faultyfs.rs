@@ -592,6 +592,22 @@ impl Filesystem for Passthrough {
         }
     }
 
+    /// No extended attributes (quietly: fuser's default logs each call).
+    fn getxattr(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(libc::ENOSYS)
+    }
+
+    fn listxattr(&mut self, _req: &Request<'_>, _ino: u64, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(libc::ENOSYS)
+    }
+
     fn access(&mut self, _req: &Request<'_>, ino: u64, _mask: i32, reply: ReplyEmpty) {
         if let Some(e) = self.switch.fails(false) {
             return reply.error(e);
@@ -690,12 +706,25 @@ impl FaultyFs {
 
 impl Drop for FaultyFs {
     fn drop(&mut self) {
-        // Detach first (lazily: a process may still hold files there), then let fuser's
-        // own unmount find it gone; its thread ends when the kernel drops the connection.
+        // fuser's own unmount first; if a process still holds files there (it then
+        // says so in its log), detach lazily. Its thread ends when the kernel drops the
+        // connection.
         self.switch.set(FaultMode::Healthy);
-        umount_lazy(&self.mountpoint);
         drop(self.session.take());
+        if is_mounted(&self.mountpoint) {
+            umount_lazy(&self.mountpoint);
+        }
     }
+}
+
+/// Whether `dir` is a mount point (in `/proc/self/mountinfo`).
+fn is_mounted(dir: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let dir = dir.to_string_lossy();
+    info.lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| m == dir))
 }
 
 fn umount_lazy(dir: &Path) {
