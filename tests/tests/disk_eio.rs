@@ -155,7 +155,7 @@ async fn fail_and_write_on(
 /// Every acknowledged write is in replica `id`'s own state.
 async fn holds_every_ack(cluster: &Cluster, id: u64, acked: &Acked) {
     let (entries, _) = cluster.wait_local_state(id, acked.last).await;
-    let state = State::from_entries(entries.into_iter()).expect("a replica's state");
+    let state = State::from_entries(entries).expect("a replica's state");
     let missing: Vec<&String> = acked
         .names
         .iter()
