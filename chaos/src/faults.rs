@@ -5,8 +5,13 @@ use crate::group::Group;
 pub use crate::kind::{FaultEvent, FaultKind};
 use crate::workload::{Rng, RunClock};
 use master_client::MasterClient;
+use slapos_harness::FaultMode;
 use slapos_operator::netns::Network;
 use std::time::{Duration, Instant};
+
+/// Room left on a replica's tmpfs by a `disk_full` fault: half the replica's default
+/// free-space reserve (256 MiB), so its next write is refused.
+const DISK_FULL_ROOM: u64 = 128 << 20;
 
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
@@ -162,6 +167,50 @@ impl<G: Group> Faults<'_, G> {
                         .await
                         .map_err(|e| e.to_string())?;
                     Ok(None)
+                }
+                FaultKind::DiskFull | FaultKind::IoError => {
+                    let with_disk: Vec<u64> = ids
+                        .iter()
+                        .copied()
+                        .filter(|id| {
+                            self.cluster.is_running(*id) && self.cluster.disk(*id).is_some()
+                        })
+                        .collect();
+                    if with_disk.is_empty() {
+                        return Err("no running replica on a faulty disk".into());
+                    }
+                    let victim = pick(&mut self.rng, &with_disk);
+                    let disk = self.cluster.disk(victim).ok_or("no disk")?;
+                    if kind == FaultKind::DiskFull {
+                        // half the replica's free-space reserve left: it refuses its next
+                        // write and stops, its disk consistent
+                        disk.fill(DISK_FULL_ROOM).map_err(|e| e.to_string())?;
+                        event.target = format!("replica {victim} (disk full)");
+                    } else {
+                        let mode = if self.rng.below(2) == 0 {
+                            FaultMode::FailWrites
+                        } else {
+                            FaultMode::FailAll
+                        };
+                        disk.fs.set(mode);
+                        event.target = format!("replica {victim} ({mode:?})");
+                    }
+                    let watch = Some(victim) == leader;
+                    let found = hold(self.cluster, hold_for, Some(victim), start, watch).await;
+                    let disk = self.cluster.disk(victim).ok_or("no disk")?;
+                    disk.fs.set(FaultMode::Healthy);
+                    disk.grow_back().map_err(|e| e.to_string())?;
+                    // a replica that stopped for its disk exits (at once after an EIO,
+                    // within 2 s once a full disk has room) and is started again here
+                    if self
+                        .cluster
+                        .restart_if_stopped(victim)
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
+                        event.target.push_str(", restarted");
+                    }
+                    Ok(watch.then_some(found))
                 }
                 FaultKind::KillGateway => {
                     let gateways = self.cluster.gateway_addrs();

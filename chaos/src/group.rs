@@ -6,7 +6,7 @@
 use crate::kind::FaultKind;
 use master_client::MasterClient;
 use slapos_harness::cluster::{statuses_of, wait_leader_among};
-use slapos_harness::{HarnessError, HostedCluster, ProcessCluster};
+use slapos_harness::{FaultyDisk, HarnessError, HostedCluster, ProcessCluster};
 use slapos_proto::rpc::master::StatusResponse;
 use std::time::Duration;
 
@@ -39,6 +39,10 @@ pub(crate) trait Group {
     fn restart_all_from_disk(&mut self) -> Result<(), HarnessError>;
     /// The fault kinds this shape cannot take.
     fn not_injectable(&self) -> Vec<FaultKind>;
+    /// The replica's faulty disk (tmpfs under a FUSE passthrough), when it has one.
+    fn disk(&self, id: u64) -> Option<&FaultyDisk>;
+    /// After a disk fault was healed: the replica started again if it stopped (true).
+    async fn restart_if_stopped(&mut self, id: u64) -> Result<bool, HarnessError>;
 
     /// (id, API address) of the replicas whose host is up.
     fn running_replicas(&self) -> Vec<(u64, String)> {
@@ -123,7 +127,20 @@ impl Group for ProcessCluster {
     }
 
     fn not_injectable(&self) -> Vec<FaultKind> {
-        Vec::new()
+        let disks = self.ids().iter().any(|id| self.disk(*id).is_some());
+        if disks {
+            Vec::new()
+        } else {
+            vec![FaultKind::DiskFull, FaultKind::IoError]
+        }
+    }
+
+    fn disk(&self, id: u64) -> Option<&FaultyDisk> {
+        ProcessCluster::disk(self, id)
+    }
+
+    async fn restart_if_stopped(&mut self, id: u64) -> Result<bool, HarnessError> {
+        ProcessCluster::restart_if_stopped(self, id, Duration::from_secs(15)).await
     }
 }
 
@@ -193,7 +210,21 @@ impl Group for HostedCluster {
         HostedCluster::restart_all_from_disk(self)
     }
 
+    /// A hosted replica's data directory belongs to its partition (the node agent makes
+    /// it): no faulty disk under it, so no disk faults.
     fn not_injectable(&self) -> Vec<FaultKind> {
-        vec![FaultKind::WipeRejoin]
+        vec![
+            FaultKind::WipeRejoin,
+            FaultKind::DiskFull,
+            FaultKind::IoError,
+        ]
+    }
+
+    fn disk(&self, _id: u64) -> Option<&FaultyDisk> {
+        None
+    }
+
+    async fn restart_if_stopped(&mut self, _id: u64) -> Result<bool, HarnessError> {
+        Ok(false)
     }
 }

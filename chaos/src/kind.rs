@@ -22,10 +22,17 @@ pub enum FaultKind {
     WipeRejoin,
     /// `kill -9` of a gateway while clients use it, restarted after the hold.
     KillGateway,
+    /// A replica's disk full: the tmpfs under its data directory shrunk to what it uses
+    /// plus half its free-space reserve, grown back after the hold (root only).
+    DiskFull,
+    /// A replica's disk failing: the FUSE passthrough under its data directory answers
+    /// writes and syncs (or every operation) with EIO, healthy again after the hold
+    /// (root only).
+    IoError,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::KillLeader,
         FaultKind::KillReplica,
         FaultKind::PauseLeader,
@@ -33,6 +40,8 @@ impl FaultKind {
         FaultKind::SplitGroup,
         FaultKind::WipeRejoin,
         FaultKind::KillGateway,
+        FaultKind::DiskFull,
+        FaultKind::IoError,
     ];
 
     /// The kind named as in the report (`kill_leader`, ...).
@@ -49,7 +58,14 @@ impl FaultKind {
             FaultKind::SplitGroup => "split_group",
             FaultKind::WipeRejoin => "wipe_rejoin",
             FaultKind::KillGateway => "kill_gateway",
+            FaultKind::DiskFull => "disk_full",
+            FaultKind::IoError => "io_error",
         }
+    }
+
+    /// Whether the kind acts on a replica's faulty disk (root, replicas as processes).
+    pub fn needs_disks(self) -> bool {
+        matches!(self, FaultKind::DiskFull | FaultKind::IoError)
     }
 
     pub(crate) fn needs_namespaces(self) -> bool {

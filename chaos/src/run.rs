@@ -34,6 +34,11 @@ pub enum ChaosError {
     Io(String, std::io::Error),
 }
 
+/// The size of each replica's tmpfs when the run has disk faults: the data of a run
+/// (tens of MiB) and twice the replica's free-space reserve (256 MiB), which a
+/// replica stopped by a full disk waits for before it exits to be started again.
+const DISK_MB: u64 = 1024;
+
 /// Run the whole thing; the report says whether every checker passed.
 pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
     std::fs::create_dir_all(&opts.dir)
@@ -60,6 +65,12 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
     let mut cluster = ProcessCluster::new(&opts.bin, &opts.dir);
     if let Some(n) = &net {
         cluster = cluster.on_hosts(Hosts::of(n));
+    }
+    // Disk faults (root only): every replica's data directory on a tmpfs seen through
+    // the FUSE passthrough, when the run may draw them.
+    let disk_kinds = opts.faults.is_empty() || opts.faults.iter().any(|k| k.needs_disks());
+    if disk_kinds && nix::unistd::geteuid().is_root() {
+        cluster.faulty_disk_mb = Some(DISK_MB);
     }
     cluster.gateway_extra =
         "master_deadline_ms = 8000\nlocal_read_staleness_ms = 2000\n\n[slap]\npartition_header = true\n".into();

@@ -11,7 +11,7 @@ use std::time::Duration;
 pub enum ChaosCommand {
     /// Master replicas and a gateway beside each (each host in its own network namespace
     /// when root; or, --self-hosted, hosted in partitions of nodes), concurrent SLAP clients, faults on a seeded schedule (kill -9, pause,
-    /// network cuts, a wiped replica rejoining, a gateway killed), then the checkers:
+    /// network cuts, a wiped replica rejoining, a gateway killed, as root a disk full or failing), then the checkers:
     /// per-key linearizability, no acknowledged write lost, replicas identical. Exits
     /// non-zero when a checker fails.
     Run(RunArgs),
@@ -35,7 +35,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 12)]
     keys: usize,
     /// Only these kinds of fault (comma-separated): kill_leader, kill_replica,
-    /// pause_leader, isolate_leader, split_group, wipe_rejoin, kill_gateway.
+    /// pause_leader, isolate_leader, split_group, wipe_rejoin, kill_gateway, disk_full,
+    /// io_error (the last two as root: each replica's data directory then lives on a
+    /// tmpfs seen through a FUSE passthrough).
     #[arg(long, value_delimiter = ',', value_parser = parse_fault)]
     faults: Vec<FaultKind>,
     /// Loopback ports instead of network namespaces (no network cuts then).

@@ -241,6 +241,23 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
                 }
                 why = replica.stopped() => why,
             };
+            // Its disk failed a write (EIO...): nothing it could not persist was
+            // acknowledged (the write's error went to openraft, which stopped). It exits
+            // at once without closing the store, as a crash would (the store recovers
+            // from that; closing would write to the failed disk again, and Debian's
+            // RocksDB asserts on such writes), so that its supervisor starts it again
+            // from its disk. It kills itself: an exit() runs RocksDB's static
+            // destructors while openraft's tasks still close the store on worker
+            // threads, and that race aborted the process.
+            if replica.disk_failed() {
+                tracing::error!(reason = %why, "this replica stopped: its disk failed a write; it exits now (SIGKILL, as a crash), to be started again from its disk");
+                eprintln!("replica {} stopped: {why}", config.id);
+                let killed = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+                bail!(
+                    "replica {} stopped ({why}) and could not kill itself: {killed:?}",
+                    config.id
+                );
+            }
             // Stopped by itself (its disk): it keeps answering its status, which says
             // why, until there is room again, then exits so that its supervisor (the
             // node's, for a hosted replica) starts it again from its disk.

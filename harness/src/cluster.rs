@@ -7,6 +7,7 @@
 //! return a [`HarnessError`] with what they saw; nothing here panics. Every child is
 //! SIGKILLed when the cluster is dropped.
 
+use crate::faultyfs::FaultyDisk;
 use crate::port::free_port;
 use crate::HarnessError;
 use master_client::MasterClient;
@@ -31,6 +32,9 @@ struct ReplicaProcess {
     host: usize,
     /// How many times its process was started.
     starts: u32,
+    /// Its data directory's faulty disk, when the cluster gives each one
+    /// ([`ProcessCluster::faulty_disk_mb`]); dropped (unmounted) after the process.
+    disk: Option<FaultyDisk>,
 }
 
 struct GatewayProcess {
@@ -70,6 +74,10 @@ pub struct ProcessCluster {
     pub gateway_extra: String,
     /// `RUST_LOG` of the replicas and gateways it starts (`warn` unless set).
     pub log_level: String,
+    /// When set (root only), every replica configured from then on keeps its data
+    /// directory on a [`FaultyDisk`] of this many MiB: a tmpfs seen through the FUSE
+    /// passthrough, for disk faults ([`ProcessCluster::disk`]).
+    pub faulty_disk_mb: Option<u64>,
 }
 
 /// Start `command <config>` with its output appended to `log`, after a line that says
@@ -186,6 +194,7 @@ impl ProcessCluster {
             snapshot: SnapshotPolicy::default(),
             gateway_extra: String::new(),
             log_level: "warn".into(),
+            faulty_disk_mb: None,
         }
     }
 
@@ -284,6 +293,10 @@ impl ProcessCluster {
         let config_path = self.dir.join(format!("replica-{id}.toml"));
         std::fs::write(&config_path, config.to_toml())
             .map_err(|e| HarnessError::Io(config_path.display().to_string(), e))?;
+        let disk = match self.faulty_disk_mb {
+            Some(mb) => Some(FaultyDisk::mount(&config.data_dir, mb)?),
+            None => None,
+        };
         self.replicas.insert(
             id,
             ReplicaProcess {
@@ -293,6 +306,7 @@ impl ProcessCluster {
                 child: None,
                 host,
                 starts: 0,
+                disk,
             },
         );
         Ok(())
@@ -465,6 +479,56 @@ impl ProcessCluster {
         self.replicas.get(&id).is_some_and(|r| r.child.is_some())
     }
 
+    /// Whether replica `id`'s process exited by itself (a replica whose disk failed or
+    /// filled exits); if so it is reaped, and no longer counts as running.
+    pub fn reap_exited(&mut self, id: u64) -> bool {
+        let Some(r) = self.replicas.get_mut(&id) else {
+            return false;
+        };
+        let exited = r
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        if exited {
+            r.child = None;
+        }
+        exited
+    }
+
+    /// Replica `id`'s faulty disk, when the cluster gives each replica one.
+    pub fn disk(&self, id: u64) -> Option<&FaultyDisk> {
+        self.replicas.get(&id)?.disk.as_ref()
+    }
+
+    /// After a disk fault was healed: start replica `id` again if it stopped. A replica
+    /// that stopped for its disk exits by itself (at once after an I/O error, within
+    /// 2 s once a full disk has room again); one whose status says it runs is left
+    /// alone. Waits up to `timeout` for either; true when it was started again.
+    pub async fn restart_if_stopped(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<bool, HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.reap_exited(id) || !self.is_running(id) {
+                self.spawn(id)?;
+                return Ok(true);
+            }
+            if let Some(s) = self.status(id).await {
+                if !s.state.starts_with("stopped") {
+                    return Ok(false);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Timeout(format!(
+                    "replica {id} neither runs nor exited within {timeout:?} after its disk was healed"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The leader that a running replica reports, waiting up to `timeout`.
     pub async fn wait_leader(&self, timeout: Duration) -> Result<u64, HarnessError> {
         wait_leader_among(&self.running_replicas(), timeout).await
@@ -628,6 +692,7 @@ impl ProcessCluster {
     /// and gateway that is not running.
     pub fn restore_all(&mut self) {
         for id in self.ids() {
+            self.reap_exited(id);
             if self.is_running(id) {
                 let _ = self.signal(id, "CONT");
             } else if let Err(e) = self.spawn(id) {

@@ -16,6 +16,7 @@
 
 pub mod cluster;
 mod error;
+pub mod faultyfs;
 pub mod hosted;
 pub mod http;
 mod port;
@@ -23,5 +24,6 @@ pub mod tinysr;
 
 pub use cluster::{Hosts, ProcessCluster};
 pub use error::HarnessError;
+pub use faultyfs::{FaultMode, FaultSwitch, FaultyDisk, FaultyFs, Tmpfs};
 pub use hosted::HostedCluster;
 pub use port::free_port;

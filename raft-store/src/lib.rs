@@ -184,6 +184,12 @@ where
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);
     db_opts.set_keep_log_file_num(options.keep_info_log_files.max(1));
+    // Errors only in RocksDB's info LOG: Debian's librocksdb is built with assertions,
+    // and its logger asserts (aborting the process) when the LOG file, which lives on
+    // the data disk, is written again after a failed write. At the default level the
+    // error handler's own messages did that on the first I/O error of a disk, inside
+    // the failing write, before the replica could say why it stops (tests/disk_eio.rs).
+    db_opts.set_log_level(rocksdb::LogLevel::Error);
     // One budget for the memtables of all column families: large batches (a fleet's
     // usage journals in the log, their movements in `sm`) would otherwise keep up to
     // 64 MiB per family resident before a flush.
@@ -198,6 +204,7 @@ where
             path: path.to_path_buf(),
             min_free: options.min_free_bytes,
             refused: std::sync::Mutex::new(None),
+            failed: std::sync::Mutex::new(None),
         },
     });
     for name in keys::ALL_CFS {
@@ -375,6 +382,9 @@ pub(crate) struct Space {
     min_free: u64,
     /// Why the last write was refused (kept: the node reports it).
     refused: std::sync::Mutex<Option<String>>,
+    /// The first write RocksDB failed (an I/O error of the disk: EIO, ENOSPC...), kept:
+    /// the node reports it and stops.
+    failed: std::sync::Mutex<Option<String>>,
 }
 
 /// Free bytes for an unprivileged writer on the filesystem holding `path`.
@@ -410,6 +420,22 @@ impl Space {
 
     pub(crate) fn refused(&self) -> Option<String> {
         self.refused.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// A write RocksDB failed: said at once (before anything else touches a store that
+    /// may not survive it: Debian's RocksDB asserts on a writer's second use after an
+    /// I/O error) and kept, the first one only. The caller returns the error to
+    /// openraft, which stops the node.
+    pub(crate) fn failed(&self, what: &str, e: &rocksdb::Error) {
+        let why = format!("the store could not write ({what}): {e}");
+        tracing::error!("{why}; this replica stops");
+        if let Ok(mut f) = self.failed.lock() {
+            f.get_or_insert(why);
+        }
+    }
+
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failed.lock().ok().and_then(|f| f.clone())
     }
 }
 

@@ -63,6 +63,12 @@ impl LogStats {
         self.db.upgrade().and_then(|db| db.space.refused())
     }
 
+    /// The first write RocksDB failed since the store was opened (an I/O error of its
+    /// disk), if one did: the node stops rather than go on with that store.
+    pub fn write_failure(&self) -> Option<String> {
+        self.db.upgrade().and_then(|db| db.space.failure())
+    }
+
     /// Bytes of the log entries currently in the log (index key + encoded entry), kept
     /// as a counter: + on append, - on truncate and purge. When it passes the
     /// application's threshold, call `raft.trigger().snapshot()`; openraft then purges
@@ -180,9 +186,10 @@ impl<C: StoreConfig> LogStore<C> {
         } else {
             WriteOptions::default()
         };
-        self.db
-            .put_cf_opt(meta, key, bytes, &wo)
-            .map_err(|e| sto_err(subject, ErrorVerb::Write, e))
+        self.db.put_cf_opt(meta, key, bytes, &wo).map_err(|e| {
+            self.db.space.failed("meta", &e);
+            sto_err(subject, ErrorVerb::Write, e)
+        })
     }
 
     /// Bytes held by the entries with index in `from..=to`.
@@ -400,6 +407,7 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
                 Ok(())
             }
             Err(e) => {
+                self.db.space.failed("log append", &e);
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
                 Err(sto_err(ErrorSubject::Logs, ErrorVerb::Write, e))
             }
@@ -417,9 +425,10 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
             keys::index_key(u64::MAX),
         );
         batch.delete_cf(log, keys::index_key(u64::MAX));
-        self.db
-            .write_opt(batch, &synced())
-            .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.db.write_opt(batch, &synced()).map_err(|e| {
+            self.db.space.failed("log truncate", &e);
+            sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e)
+        })?;
         self.sub_size(removed);
         Ok(())
     }
@@ -429,9 +438,10 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
         // The state machine's batches may be unsynced: make them durable before the
         // entries they came from disappear, so a power loss can never leave `applied`
         // behind the first entry still in the log.
-        self.db
-            .flush_wal(true)
-            .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        self.db.flush_wal(true).map_err(|e| {
+            self.db.space.failed("WAL flush", &e);
+            sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+        })?;
         let removed = self.bytes_in(0, log_id.index)?;
         let log = cf(&self.db, CF_LOG)?;
         let meta = cf(&self.db, CF_META)?;
@@ -446,9 +456,10 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
                 batch.delete_cf(log, keys::index_key(u64::MAX));
             }
         }
-        self.db
-            .write_opt(batch, &synced())
-            .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.db.write_opt(batch, &synced()).map_err(|e| {
+            self.db.space.failed("log purge", &e);
+            sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e)
+        })?;
         self.sub_size(removed);
         Ok(())
     }

@@ -478,7 +478,9 @@ where
             .machine
             .write()
             .map_err(|_| InstallError::Internal("state machine lock poisoned".into()))?;
-        self.db.write_opt(batch, &synced())?;
+        self.db.write_opt(batch, &synced()).inspect_err(|e| {
+            self.db.space.failed("snapshot install", e);
+        })?;
         *machine = new_machine;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership;
@@ -571,9 +573,10 @@ where
                 .map_err(|e| sto_err(ErrorSubject::Apply(last), ErrorVerb::Write, e))?;
             batch.put_cf(meta_cf, keys::META_MEMBERSHIP, m);
         }
-        self.db
-            .write_opt(batch, &self.apply_write)
-            .map_err(|e| sto_err(ErrorSubject::Apply(last), ErrorVerb::Write, e))?;
+        self.db.write_opt(batch, &self.apply_write).map_err(|e| {
+            self.db.space.failed("apply", &e);
+            sto_err(ErrorSubject::Apply(last), ErrorVerb::Write, e)
+        })?;
         self.last_applied = Some(last);
         self.applied_tx.send_replace(self.last_applied);
         drop(machine);

@@ -472,9 +472,16 @@ impl Replica {
                 return self
                     .log_stats
                     .space_refusal()
+                    .or_else(|| self.log_stats.write_failure())
                     .unwrap_or_else(|| "the Raft node stopped".into());
             }
         }
+    }
+
+    /// Whether this replica stopped because its disk failed a write (an I/O error, not
+    /// the free-space reserve): its store must not be used again in this process.
+    pub fn disk_failed(&self) -> bool {
+        self.log_stats.space_refusal().is_none() && self.log_stats.write_failure().is_some()
     }
 
     /// Whether the data directory's filesystem has room to start again: twice the
@@ -497,14 +504,19 @@ impl Replica {
 }
 
 /// Why a Raft node stopped by itself (None while it runs): the store's refusal for lack
-/// of space when that was the cause, else openraft's fatal error.
+/// of space when that was the cause, else the write its disk failed, else openraft's
+/// fatal error.
 pub fn stopped_reason(
     m: &openraft::RaftMetrics<NodeId, NodeInfo>,
     log: &raft_store::LogStats,
 ) -> Option<String> {
     match &m.running_state {
         Ok(()) => None,
-        Err(fatal) => Some(log.space_refusal().unwrap_or_else(|| fatal.to_string())),
+        Err(fatal) => Some(
+            log.space_refusal()
+                .or_else(|| log.write_failure())
+                .unwrap_or_else(|| fatal.to_string()),
+        ),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The chaos run CI keeps: 60 s of seeded faults (every kind, in network namespaces as
-//! root; loopback without the network cuts otherwise) while six clients write and read
+//! The chaos run CI keeps: 60 s of seeded faults (every kind, in network namespaces and
+//! with faulty disks as root; loopback without the network cuts and disk faults
+//! otherwise) while six clients write and read
 //! through three gateways, then the checkers. A lost acknowledged write, a history that
 //! is not linearizable, diverging replicas or a phantom local read fail the build.
 
@@ -55,7 +56,7 @@ fn sixty_seconds_of_faults_lose_nothing_and_stay_linearizable() {
         "kill_gateway",
     ];
     if root {
-        kinds.extend(["isolate_leader", "split_group"]);
+        kinds.extend(["isolate_leader", "split_group", "disk_full", "io_error"]);
     }
     for kind in kinds {
         assert!(
