@@ -359,6 +359,11 @@ async fn server_connection(
             tracing::warn!(%peer, "refused: no TLS handshake within {:?}", limits.handshake_timeout);
             return;
         }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            // A port probe (a promise checking that we listen): nothing to refuse.
+            tracing::debug!(%peer, "closed before a TLS handshake");
+            return;
+        }
         Ok(Err(e)) => {
             tracing::warn!(%peer, "refused: {}", describe(&e));
             return;

@@ -171,6 +171,7 @@ fn chain_reason(e: &rustls::Error) -> String {
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                 "not a client certificate (extended key usage)".into()
             }
+            CertificateError::Other(OtherError(o)) => format!("invalid certificate ({o})"),
             other => format!("invalid certificate ({other:?})"),
         },
         other => other.to_string(),
