@@ -203,7 +203,10 @@ fn certificates(dir: &Path) -> Result<[PathBuf; 5], TunnelBenchError> {
     Ok([ca, sc, sk, cc, ck])
 }
 
-const SERVER: &str = "partition:BENCH:slappart0";
+/// The server end's identity: a server identity (its certificate carries `serverAuth`
+/// besides `clientAuth`), since OpenSSL's client (stunnel's) requires the server purpose,
+/// where our client end checks the identity; both pairs use the same certificates.
+const SERVER: &str = "gateway:bench-server";
 const CLIENT: &str = "partition:BENCH:slappart1";
 
 fn stunnel_config(
@@ -254,7 +257,8 @@ async fn setup(o: &TunnelBenchOptions) -> Result<Setup, TunnelBenchError> {
         "-m",
         "256",
     ])
-    .args(["-I", &format!("{}", (o.bulk_bytes + 4096).max(1 << 20))]);
+    // The item size limit in MiB (memcached wants a multiple of its 512 KiB chunks).
+    .args(["-I", &format!("{}m", o.bulk_bytes.div_ceil(1 << 20) + 1)]);
     if nix::unistd::geteuid().is_root() {
         mc.args(["-u", "nobody"]);
     }

@@ -587,8 +587,8 @@ async fn run_tunnel(args: TunnelArgs) -> Result<()> {
         keys: args.keys.max(1),
     };
     let report = slapos_bench::tunnel::run_tunnel_bench(&opts).await;
+    let r = report.with_context(|| format!("the logs are kept in {}", dir.display()))?;
     let _ = std::fs::remove_dir_all(&dir);
-    let r = report?;
     println!(
         "tunnel bench: {} ({}), medians of {} rounds of {} s; values {} B, bulk {} B",
         r.memcached, r.stunnel, r.rounds, r.seconds, r.value_bytes, r.bulk_bytes
