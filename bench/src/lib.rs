@@ -18,6 +18,9 @@
 //!   instances: held connections, CPU and memory, poll latency, write-to-answer time.
 //! - [`backup`] (`slapos bench backup`): a fleet's state backed up while a client
 //!   writes (its latency alone and during), verified, restored as a new group.
+//! - [`tunnel`] (`slapos bench tunnel`): memcached directly, through our tunnel and
+//!   through stunnel4 configured as the same pair: operations/s, latency, bulk
+//!   throughput.
 
 #![forbid(unsafe_code)]
 
@@ -27,4 +30,5 @@ pub mod limits;
 pub mod node;
 pub mod raft;
 pub mod slap;
+pub mod tunnel;
 pub mod usage;

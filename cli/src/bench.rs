@@ -38,6 +38,39 @@ pub enum BenchCommand {
     /// instances): one writer's commit latency alone and during `slapos cluster backup`,
     /// the backup's time and size, `backup verify`, and `cluster restore` to serving.
     Backup(BackupArgs),
+    /// Debian's memcached directly, through `slapos tunnel` (server and client ends) and
+    /// through Debian's stunnel4 configured as the same pair (TLS 1.3, certificates
+    /// checked), in one run: set/get operations/s and latency p50/p99 with 1 and 32
+    /// clients, and bulk throughput; medians of the rounds.
+    Tunnel(TunnelArgs),
+}
+
+#[derive(Args)]
+pub struct TunnelArgs {
+    /// Working directory (default: a new one under /tmp; removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Rounds over the three paths (the report gives medians).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds of each measure.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Concurrent clients of the set/get measures (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    clients: Vec<usize>,
+    /// Bytes of a set/get value.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Bytes of a bulk value.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    bulk_bytes: usize,
+    /// Keys the set/get measures spread over.
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -284,6 +317,7 @@ pub struct RaftArgs {
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Tunnel(args) => run_tunnel(args).await,
         BenchCommand::Slap(args) => run_slap(args).await,
         BenchCommand::Usage(args) => run_usage(args).await,
         BenchCommand::Node(args) => run_node(args).await,
@@ -540,6 +574,48 @@ async fn run_fleet(args: FleetArgs) -> Result<()> {
 
 /// The bench's working directory: the one given (made absolute) or a new one under the
 /// temporary directory, emptied first.
+async fn run_tunnel(args: TunnelArgs) -> Result<()> {
+    let dir = fresh_dir(args.dir, "tunnel")?;
+    let opts = slapos_bench::tunnel::TunnelBenchOptions {
+        bin: std::env::current_exe()?,
+        dir: dir.clone(),
+        rounds: args.rounds.max(1),
+        seconds: args.seconds,
+        clients: args.clients,
+        value_bytes: args.value_bytes,
+        bulk_bytes: args.bulk_bytes,
+        keys: args.keys.max(1),
+    };
+    let report = slapos_bench::tunnel::run_tunnel_bench(&opts).await;
+    let r = report.with_context(|| format!("the logs are kept in {}", dir.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "tunnel bench: {} ({}), medians of {} rounds of {} s; values {} B, bulk {} B",
+        r.memcached, r.stunnel, r.rounds, r.seconds, r.value_bytes, r.bulk_bytes
+    );
+    let direct = r.path("direct");
+    let stunnel = r.path("stunnel");
+    for p in &r.paths {
+        for (i, f) in p.ops.iter().enumerate() {
+            let vs = |other: Option<&slapos_bench::tunnel::PathFigures>| {
+                other
+                    .and_then(|o| o.ops.get(i))
+                    .map(|o| f.ops_per_sec / o.ops_per_sec.max(1e-9))
+                    .unwrap_or(0.0)
+            };
+            println!(
+                "{:8} {} x{:<3} {:9.0} ops/s  p50 {:7.1} us  p99 {:7.1} us  (x{:.2} of direct, x{:.2} of stunnel)",
+                p.path, f.op, f.clients, f.ops_per_sec, f.p50_us, f.p99_us, vs(direct), vs(stunnel)
+            );
+        }
+        println!(
+            "{:8} bulk     {:9.1} MiB/s  set+get p50 {:.2} ms",
+            p.path, p.bulk_mib_per_sec, p.bulk_p50_ms
+        );
+    }
+    write_json(args.json.as_deref(), &r)
+}
+
 fn fresh_dir(given: Option<PathBuf>, bench: &str) -> Result<PathBuf> {
     let dir = match given {
         Some(d) => std::path::absolute(d)?,

@@ -15,6 +15,7 @@ mod progress;
 mod release;
 mod selfhost;
 mod signal;
+mod tunnel;
 mod up;
 
 use anyhow::Result;
@@ -92,6 +93,11 @@ enum Command {
     /// partition services.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Certificate-checked TLS 1.3 tunnels for legacy protocols between partitions (the
+    /// role of stunnel): the server end beside the service, the client end beside the
+    /// consumer, each checking the other's identity.
+    #[command(subcommand)]
+    Tunnel(tunnel::TunnelCommand),
 }
 
 fn main() {
@@ -185,6 +191,7 @@ fn run() -> Result<()> {
         Command::Supply(args) => runtime()?.block_on(instance::supply(args)),
         Command::Instance(cmd) => runtime()?.block_on(instance::instance(cmd)),
         Command::Release(cmd) => runtime()?.block_on(release::release(cmd)),
+        Command::Tunnel(cmd) => runtime()?.block_on(tunnel::run(cmd)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The software releases of `deploy/software`, embedded, and written out for a node to
 //! install: `slapos-master` (the master as a release: a `replica` and a `gateway` type)
-//! for this very binary, and `hello`, the sample of `slapos up`. A node installs only
+//! and `tunnel` (certificate-checked tunnels: a `server` and a `client` type), both for
+//! this very binary, and `hello`, the sample of `slapos up`. A node installs only
 //! files of the release's own directory, named relative to the manifest, verified
 //! against the checksums filled in here; the files are readable by a node's software
 //! user.
@@ -11,6 +12,7 @@ use std::path::Path;
 
 const MASTER_MANIFEST: &str = include_str!("../../deploy/software/slapos-master/software.toml");
 const MASTER_SCRIPT: &str = include_str!("../../deploy/software/slapos-master/slapos-master.sh");
+const TUNNEL_MANIFEST: &str = include_str!("../../deploy/software/tunnel/software.toml");
 const HELLO_MANIFEST: &str = include_str!("../../deploy/software/hello/software.toml");
 const HELLO_SCRIPT: &str = include_str!("../../deploy/software/hello/hello.sh");
 
@@ -21,6 +23,21 @@ pub fn write_master_release(dir: &Path, binary: &Path) -> Result<String, Operato
     let dir = files::absolute(dir)?;
     let script = dir.join("slapos-master.sh");
     files::write(&script, MASTER_SCRIPT)?;
+    let (copy, sum) = copy_binary(&dir, binary)?;
+    let manifest = MASTER_MANIFEST
+        .replace("@SLAPOS_SHA256@", &sum)
+        .replace("@SCRIPT_SHA256@", &files::sha256(&script)?);
+    let path = dir.join("software.toml");
+    files::write(&path, manifest)?;
+    files::set_mode(&dir, 0o755)?;
+    for f in [&script, &path, &copy] {
+        files::set_mode(f, 0o644)?;
+    }
+    Ok(path.display().to_string())
+}
+
+/// A copy of `binary` as `<dir>/slapos` (unless it is there already), and its sha256.
+fn copy_binary(dir: &Path, binary: &Path) -> Result<(std::path::PathBuf, String), OperatorError> {
     let sum = files::sha256(binary)?;
     let copy = dir.join("slapos");
     if !copy.exists() || files::sha256(&copy)? != sum {
@@ -29,13 +46,19 @@ pub fn write_master_release(dir: &Path, binary: &Path) -> Result<String, Operato
         files::copy(binary, &tmp)?;
         files::rename(&tmp, &copy)?;
     }
-    let manifest = MASTER_MANIFEST
-        .replace("@SLAPOS_SHA256@", &sum)
-        .replace("@SCRIPT_SHA256@", &files::sha256(&script)?);
+    Ok((copy, sum))
+}
+
+/// The tunnel release for `binary` (this program), written into `dir`: the manifest and
+/// a copy of the binary beside it; the manifest's path.
+pub fn write_tunnel_release(dir: &Path, binary: &Path) -> Result<String, OperatorError> {
+    files::create_dir_all(dir)?;
+    let dir = files::absolute(dir)?;
+    let (copy, sum) = copy_binary(&dir, binary)?;
     let path = dir.join("software.toml");
-    files::write(&path, manifest)?;
+    files::write(&path, TUNNEL_MANIFEST.replace("@SLAPOS_SHA256@", &sum))?;
     files::set_mode(&dir, 0o755)?;
-    for f in [&script, &path, &copy] {
+    for f in [&path, &copy] {
         files::set_mode(f, 0o644)?;
     }
     Ok(path.display().to_string())

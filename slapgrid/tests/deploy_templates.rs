@@ -16,7 +16,7 @@ use std::process::Command;
 
 use slapgrid::native::{FileKind, Manifest, ParamType, Template};
 
-const RELEASES: &[&str] = &["hello", "slapos-master"];
+const RELEASES: &[&str] = &["hello", "slapos-master", "tunnel"];
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/software")
@@ -701,4 +701,106 @@ fn slapos_master_script_passes_values_whole_and_checks_their_shape() {
         releases["serve_installed"].as_array().unwrap()[0].as_str(),
         Some(site.software.to_str().unwrap())
     );
+}
+
+/// The tunnel release: each end's service runs `slapos tunnel` with every value whole
+/// after its `--option=` (the `[...]` of an IPv6 address not globbed, even next to a file
+/// the pattern would match), and publishes what the other end needs.
+#[test]
+fn tunnel_ends_get_their_values_whole_and_publish_what_the_other_end_needs() {
+    let manifest = Manifest::parse(&manifest_text("tunnel")).unwrap();
+    assert_eq!(software_types(&manifest), ["client", "server"]);
+    let site = site(&manifest);
+    // What `[2001:db8::2]` would match as a glob pattern, in the service's directory.
+    std::fs::write(site.partition.join("--listen=2:11212"), "").unwrap();
+    let vars: BTreeMap<String, String> = [
+        ("software_path", site.software.display().to_string()),
+        ("partition_path", site.partition.display().to_string()),
+        (
+            "software_release_url",
+            "https://gw/software/x/software.toml".into(),
+        ),
+        ("computer_id", "COMP-1".into()),
+        ("partition_id", "slappart2".into()),
+        ("ipv6", "2001:db8::2".into()),
+        ("ipv4", "10.0.0.2".into()),
+        ("cert_file", "/srv/certs/slappart2.crt".into()),
+        ("key_file", "/srv/certs/slappart2.key".into()),
+        ("param.target", "127.0.0.1:11211".into()),
+        (
+            "param.allow",
+            "partition:COMP-2:slappart3,partition:COMP-3:slappart0".into(),
+        ),
+        ("param.server-address", "[2001:db8::2]:11212".into()),
+        ("param.server-identity", "partition:COMP-1:slappart2".into()),
+        ("param.local-port", "11211".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let ca = format!("--cacert={}/etc/tls/group-ca.pem", site.partition.display());
+    let slapos = "slapos".to_string();
+    for (software_type, service, expected, connection) in [
+        (
+            "server",
+            "etc/service/tunnel-server",
+            vec![
+                "tunnel",
+                "server",
+                "--listen=[2001:db8::2]:11212",
+                "--target=127.0.0.1:11211",
+                "--allow=partition:COMP-2:slappart3,partition:COMP-3:slappart0",
+                "--cert=/srv/certs/slappart2.crt",
+                "--key=/srv/certs/slappart2.key",
+                &ca,
+                "--max-concurrent-conns=1024",
+            ],
+            vec![
+                ("server-address", "[2001:db8::2]:11212"),
+                ("server-identity", "partition:COMP-1:slappart2"),
+                (
+                    "allow",
+                    "partition:COMP-2:slappart3,partition:COMP-3:slappart0",
+                ),
+            ],
+        ),
+        (
+            "client",
+            "etc/service/tunnel-client",
+            vec![
+                "tunnel",
+                "client",
+                "--listen=10.0.0.2:11211",
+                "--target=[2001:db8::2]:11212",
+                "--server-identity=partition:COMP-1:slappart2",
+                "--cert=/srv/certs/slappart2.crt",
+                "--key=/srv/certs/slappart2.key",
+                &ca,
+                "--max-concurrent-conns=1024",
+            ],
+            vec![
+                ("local-address", "10.0.0.2:11211"),
+                ("client-identity", "partition:COMP-1:slappart2"),
+                ("server-identity", "partition:COMP-1:slappart2"),
+            ],
+        ),
+    ] {
+        for shell in shells() {
+            let got = render_all(&manifest, software_type, &site, &vars, shell);
+            let mut want: Vec<String> = vec![slapos.clone()];
+            want.extend(expected.iter().map(|s| s.to_string()));
+            assert_eq!(
+                got.get(service),
+                Some(&Outcome::Shell(vec![want])),
+                "{software_type} with {shell}"
+            );
+            for (k, v) in &connection {
+                assert_eq!(
+                    got.get(&format!("connection {k}")),
+                    Some(&Outcome::Plain(v.to_string())),
+                    "{software_type}: {k}"
+                );
+            }
+        }
+    }
 }
