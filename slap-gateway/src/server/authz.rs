@@ -435,6 +435,29 @@ pub fn in_tree(state: &State, computer: &str, partition: &str, root: InstanceId)
         .is_some_and(|v| v.instance.root == root)
 }
 
+/// The request's caller: `None` without client certificates; `Some(None)` for a client
+/// without a certificate; a revoked or expired certificate is refused here.
+pub(super) fn caller_of(
+    app: &super::app::App,
+    parts: &axum::http::request::Parts,
+) -> Result<Option<Option<Caller>>, SlapResponse> {
+    let mut caller = parts.extensions.get::<Option<Caller>>().cloned();
+    if let (Some(Some(c)), Some(revoked)) = (&caller, &app.revoked) {
+        if revoked.refuses(c.serial()) {
+            return Err(SlapResponse::text(403, "forbidden: certificate revoked"));
+        }
+    }
+    if let Some(Some(Caller::Identity {
+        identity: slapos_domain::Identity::Person(p),
+        admin,
+        ..
+    })) = &mut caller
+    {
+        *admin = app.admins.contains(p);
+    }
+    Ok(caller)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,32 +29,6 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// broken connection; beyond, the connection is closed after the answer.
 const DRAIN_FACTOR: usize = 4;
 
-/// The request's caller: `None` without client certificates; `Some(None)` for a client
-/// without a certificate; a revoked or expired certificate is refused here.
-pub(super) fn caller_of(
-    app: &App,
-    parts: &axum::http::request::Parts,
-) -> Result<Option<Option<super::authz::Caller>>, SlapResponse> {
-    let mut caller = parts
-        .extensions
-        .get::<Option<super::authz::Caller>>()
-        .cloned();
-    if let (Some(Some(c)), Some(revoked)) = (&caller, &app.revoked) {
-        if revoked.refuses(c.serial()) {
-            return Err(SlapResponse::text(403, "forbidden: certificate revoked"));
-        }
-    }
-    if let Some(Some(super::authz::Caller::Identity {
-        identity: slapos_domain::Identity::Person(p),
-        admin,
-        ..
-    })) = &mut caller
-    {
-        *admin = app.admins.contains(p);
-    }
-    Ok(caller)
-}
-
 /// The gateway's routes: `GET /metrics`, `GET /healthz`, the releases it serves
 /// (`/software/...`, see `releases.rs`), and every SLAP method under the prefix.
 pub fn router(app: Arc<App>) -> Router {
@@ -90,7 +64,7 @@ async fn healthz() -> Response {
         .into_response()
 }
 
-pub(super) fn respond(r: SlapResponse) -> Response {
+fn respond(r: SlapResponse) -> Response {
     let mut response = Response::new(Body::from(r.body));
     *response.status_mut() =
         StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -264,7 +238,7 @@ async fn handle_jsonrpc(app: Arc<App>, name: String, request: Request) -> SlapRe
     };
     // With client certificates the caller is the certificate's identity and the table
     // of `authz.rs` applies, as to the XML endpoints.
-    let caller = match caller_of(&app, &parts) {
+    let caller = match super::authz::caller_of(&app, &parts) {
         Ok(None) => None,
         Ok(Some(Some(caller))) => Some(caller),
         Ok(Some(None)) => {
@@ -420,7 +394,7 @@ async fn handle_registration(app: Arc<App>, path: String, request: Request) -> S
         },
         Err(e) => return e,
     };
-    let caller = match caller_of(&app, &parts) {
+    let caller = match super::authz::caller_of(&app, &parts) {
         Ok(c) => c,
         Err(refusal) => return refusal,
     };
@@ -570,7 +544,7 @@ async fn prepare(app: Arc<App>, endpoint: Endpoint, request: Request) -> Prepare
     };
     // With client certificates the caller is who the certificate names (persons request
     // as themselves); without, the configured `[slap] person` (proxy mode).
-    let caller = match caller_of(&app, &parts) {
+    let caller = match super::authz::caller_of(&app, &parts) {
         Ok(c) => c,
         Err(refusal) => return Prepared::Answer(refusal),
     };

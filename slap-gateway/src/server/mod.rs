@@ -369,7 +369,7 @@ async fn serve_tls(
                         let (from, to) = slapos_ca::validity_of(c)?;
                         Some(authz::Caller::Identity {
                             identity,
-                            // decided per request (`http::caller_of`)
+                            // decided per request (`authz::caller_of`)
                             admin: false,
                             serial,
                             lifetime_secs: (to - from).max(0) as u64,

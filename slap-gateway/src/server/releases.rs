@@ -152,8 +152,12 @@ pub async fn put_blob(
         return no_store();
     };
     let (parts, body) = request.into_parts();
-    match super::http::caller_of(&app, &parts) {
-        Err(refusal) => return super::http::respond(refusal),
+    match super::authz::caller_of(&app, &parts) {
+        Err(refusal) => {
+            let status =
+                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
+            return text(status, String::from_utf8_lossy(&refusal.body).trim());
+        }
         Ok(None) => {
             return text(
                 StatusCode::FORBIDDEN,
