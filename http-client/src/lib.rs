@@ -37,4 +37,5 @@ pub use connect::server_certificate;
 pub use endpoint::Endpoint;
 pub use error::{Error, NotSent, Unreached};
 pub use form::form_urlencode;
+pub use hyper::body::Bytes;
 pub use rustls::ClientConfig;

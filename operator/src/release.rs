@@ -166,6 +166,9 @@ pub async fn publish(
 ) -> Result<Published, OperatorError> {
     use crate::error::Context;
     let (manifest, blobs) = prepare(dir)?;
+    may_publish(client)
+        .await
+        .with_context(|| format!("publishing to {gateway}"))?;
     let digest = slap_gateway::releases::sha256_hex(manifest.as_bytes());
     let (mut uploaded, mut uploaded_bytes) = (0, 0u64);
     for (sum, file) in &blobs {
@@ -174,8 +177,7 @@ pub async fn publish(
         }
         let bytes = std::fs::read(file).map_err(OperatorError::io("read", file))?;
         uploaded_bytes += bytes.len() as u64;
-        client
-            .put_blob(sum, bytes)
+        put_again(client, sum, bytes)
             .await
             .with_context(|| format!("publishing {} to {gateway}", file.display()))?;
         uploaded += 1;
@@ -197,6 +199,48 @@ pub async fn publish(
         uploaded_bytes,
         manifest,
     })
+}
+
+/// Whether the gateway takes blobs from this caller, asked with the empty blob (no body
+/// to lose when a refusal comes before the body is read: a large upload refused that way
+/// shows only a broken connection). Admin rights granted just now reach a gateway within
+/// its refresh period (`revocation_refresh_ms`), so a refusal is asked again for a few
+/// seconds before it is the answer.
+async fn may_publish(client: &slap_gateway::client::JsonRpcClient) -> Result<(), OperatorError> {
+    let empty = slap_gateway::releases::sha256_hex(b"");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match client.put_blob(&empty, Vec::new()).await {
+            Ok(()) => return Ok(()),
+            Err(slap_gateway::client::ClientError::Refused { status: 403, .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Puts a blob, sent again (up to three times in all) when the exchange broke off: the
+/// store keeps a blob only whole, so a resent one is never kept twice nor half.
+async fn put_again(
+    client: &slap_gateway::client::JsonRpcClient,
+    sum: &str,
+    bytes: Vec<u8>,
+) -> Result<(), OperatorError> {
+    // (shared between the attempts, not copied)
+    let bytes = http_client::Bytes::from(bytes);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match client.put_blob(sum, bytes.clone()).await {
+            Err(slap_gateway::client::ClientError::Io { addr, source }) if tries < 3 => {
+                tracing::warn!(%addr, error = %source, "a release blob was cut off: sent again");
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// [`publish`] to `gateway`, then to every other https gateway of the group it names

@@ -157,7 +157,11 @@ impl JsonRpcClient {
     }
 
     /// Puts blob `sha256` (`bytes`) in the gateway's release store.
-    pub async fn put_blob(&self, sha256: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
+    pub async fn put_blob(
+        &self,
+        sha256: &str,
+        bytes: impl Into<http_client::Bytes>,
+    ) -> Result<(), ClientError> {
         let answer = self
             .send(Request::put(
                 format!("software/blob/{sha256}"),
