@@ -556,3 +556,100 @@ pub fn master_tls_env(cluster: &serde_json::Value) -> Vec<(String, String)> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// A gateway that requires client certificates, in front of `up`'s replicas, as a
+/// person's tests need one: its certificate `gateway:<id>` issued for 127.0.0.1 into
+/// `<root>/certs`, the group's CA exported to `<root>/ca.pem`, `extra` appended to its
+/// configuration; stopped on drop.
+pub struct TlsGateway {
+    child: Child,
+    pub url: String,
+    pub ca: PathBuf,
+    pub certs: PathBuf,
+    via: String,
+    root: PathBuf,
+}
+
+impl TlsGateway {
+    pub fn start(root: &Path, up: &Up, id: &str, extra: &str) -> TlsGateway {
+        let apis = up.api_addrs();
+        let via = apis.join(",");
+        let certs = root.join("certs");
+        let out = slapos(&[
+            "cluster",
+            "ca",
+            "issue",
+            "--via",
+            &via,
+            "--identity",
+            &format!("gateway:{id}"),
+            "--ip",
+            "127.0.0.1",
+            "--out",
+            certs.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "issue gateway:{id}: {}", text(&out));
+        let ca = root.join("ca.pem");
+        let exported = slapos(&["cluster", "ca", "export", "--via", &via]);
+        assert!(exported.status.success(), "{}", text(&exported));
+        std::fs::write(&ca, &exported.stdout).unwrap();
+        let port = slapos_harness::free_port().expect("a free port");
+        let config = root.join("gw.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nmasters = {apis:?}\ntls_cert = \"{c}/gateway-{id}.crt\"\n\
+                 tls_key = \"{c}/gateway-{id}.key\"\nclient_ca = \"{}\"\n{extra}",
+                ca.display(),
+                c = certs.display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(slapos_bin())
+            .args(["gateway", "run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(File::create(root.join("gw.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let gateway = TlsGateway {
+            child,
+            url: format!("https://127.0.0.1:{port}/"),
+            ca,
+            certs,
+            via,
+            root: root.to_owned(),
+        };
+        wait_for("the gateway to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        gateway
+    }
+
+    /// `slapos user add <person>` pointed at this gateway: the client configuration it
+    /// writes (in `<root>/<person>`).
+    pub fn add_user(&self, person: &str) -> PathBuf {
+        let out_dir = self.root.join(person);
+        let out = slapos(&[
+            "user",
+            "add",
+            "--via",
+            &self.via,
+            "--person",
+            person,
+            "--gateway",
+            &self.url,
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "user add {person}: {}", text(&out));
+        out_dir.join("slapos-client.cfg")
+    }
+}
+
+impl Drop for TlsGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -4,21 +4,12 @@
 //! against the group's CA (another CA's configuration is refused, saying so); a person
 //! sees only their own trees; the errors name what is wrong.
 
-use slapos_e2e::agent::{open_dir, slapos, text, Up};
+use slapos_e2e::agent::{open_dir, slapos, text, TlsGateway, Up};
 use slapos_e2e::slapos_bin;
 use slapos_harness::free_port;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
-
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `slapos <args> --cfg <cfg>`.
 fn client(cfg: &Path, args: &[&str]) -> Output {
@@ -66,79 +57,28 @@ fn a_person_supplies_requests_and_reads_their_instances_through_a_verified_gatew
     let up = Up::start_replicas(&root, 1);
     let apis = up.api_addrs();
     let via = apis.join(",");
-    let certs = root.join("certs");
-    let issue = |identity: &str, extra: &[&str]| {
-        let out_dir = certs.display().to_string();
-        let mut args = vec![
-            "cluster",
-            "ca",
-            "issue",
-            "--via",
-            &via,
-            "--identity",
-            identity,
-            "--out",
-            &out_dir,
-        ];
-        args.extend_from_slice(extra);
-        let out = slapos(&args);
-        assert!(out.status.success(), "issue {identity}: {}", text(&out));
-    };
-    issue("gateway:gw-test", &["--ip", "127.0.0.1"]);
-    issue("computer:COMP-A", &[]);
-    let file = |name: &str| certs.join(name).display().to_string();
-    let ca = root.join("ca.pem");
-    let exported = slapos(&["cluster", "ca", "export", "--via", &via]);
-    assert!(exported.status.success(), "{}", text(&exported));
-    std::fs::write(&ca, &exported.stdout).unwrap();
-
-    let port = free_port().expect("a free port");
-    let config = root.join("gw.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nmasters = {apis:?}\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
-             client_ca = \"{}\"\n",
-            file("gateway-gw-test.crt"),
-            file("gateway-gw-test.key"),
-            ca.display()
-        ),
-    )
-    .unwrap();
-    let _gw = Gateway(
-        Command::new(slapos_bin())
-            .args(["gateway", "run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(root.join("gw.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let gw = TlsGateway::start(&root, &up, "gw-test", "");
+    let (url, ca, certs) = (gw.url.clone(), gw.ca.clone(), gw.certs.clone());
+    let out = slapos(&[
+        "cluster",
+        "ca",
+        "issue",
+        "--via",
+        &via,
+        "--identity",
+        "computer:COMP-A",
+        "--out",
+        certs.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "issue computer:COMP-A: {}",
+        text(&out)
     );
-    let url = format!("https://127.0.0.1:{port}/");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the gateway did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let file = |name: &str| certs.join(name).display().to_string();
 
     // Alice and Bob, each with the client configuration `slapos user add` writes.
-    let add = |person: &str| -> PathBuf {
-        let out_dir = root.join(person);
-        let out = slapos(&[
-            "user",
-            "add",
-            "--via",
-            &via,
-            "--person",
-            person,
-            "--gateway",
-            &url,
-            "--out",
-            out_dir.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "user add {person}: {}", text(&out));
-        out_dir.join("slapos-client.cfg")
-    };
+    let add = |person: &str| gw.add_user(person);
     let alice = add("alice");
     let bob = add("bob");
     assert_eq!(

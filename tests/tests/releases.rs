@@ -5,21 +5,10 @@
 //! a person who is not an admin cannot publish, a blob is kept only under its own digest,
 //! and a gateway of another authority is refused by the node.
 
-use slapos_e2e::agent::{open_dir, slapos, text, Up};
-use slapos_e2e::slapos_bin;
-use slapos_harness::free_port;
+use slapos_e2e::agent::{open_dir, slapos, text, TlsGateway, Up};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -77,74 +66,18 @@ fn an_admin_publishes_a_release_that_nodes_fetch_over_https_verified() {
     let root = open_dir(&dir);
     let up = Up::start_replicas(&root, 1);
     let via = up.api_addrs().join(",");
-    let certs = root.join("certs");
-    let out = slapos(&[
-        "cluster",
-        "ca",
-        "issue",
-        "--via",
-        &via,
-        "--identity",
-        "gateway:gw-rel",
-        "--ip",
-        "127.0.0.1",
-        "--out",
-        certs.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let ca = root.join("ca.pem");
-    let exported = slapos(&["cluster", "ca", "export", "--via", &via]);
-    assert!(exported.status.success(), "{}", text(&exported));
-    std::fs::write(&ca, &exported.stdout).unwrap();
-
-    let port = free_port().expect("a free port");
     let store = root.join("releases");
-    let config = root.join("gw.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nmasters = {:?}\ntls_cert = \"{c}/gateway-gw-rel.crt\"\n\
-             tls_key = \"{c}/gateway-gw-rel.key\"\nclient_ca = \"{}\"\nrevocation_refresh_ms = 200\n\n\
-             [releases]\ndir = \"{}\"\n",
-            up.api_addrs(),
-            ca.display(),
-            store.display(),
-            c = certs.display(),
+    let gw = TlsGateway::start(
+        &root,
+        &up,
+        "gw-rel",
+        &format!(
+            "revocation_refresh_ms = 200\n\n[releases]\ndir = \"{}\"\n",
+            store.display()
         ),
-    )
-    .unwrap();
-    let _gw = Gateway(
-        Command::new(slapos_bin())
-            .args(["gateway", "run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(root.join("gw.log")).unwrap())
-            .spawn()
-            .unwrap(),
     );
-    let url = format!("https://127.0.0.1:{port}/");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the gateway did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let add = |person: &str| -> PathBuf {
-        let out_dir = root.join(person);
-        let out = slapos(&[
-            "user",
-            "add",
-            "--via",
-            &via,
-            "--person",
-            person,
-            "--gateway",
-            &url,
-            "--out",
-            out_dir.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "user add {person}: {}", text(&out));
-        out_dir.join("slapos-client.cfg")
-    };
+    let (url, ca) = (gw.url.clone(), gw.ca.clone());
+    let add = |person: &str| gw.add_user(person);
     let admin = add("ops");
     let alice = add("alice");
     let out = slapos(&["user", "admin", "--via", &via, "--person", "ops"]);
