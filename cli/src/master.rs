@@ -271,7 +271,19 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 }
             }
-            replica.shutdown().await;
+            // Closed cleanly when it can be; a store still held after the grace (a task
+            // of openraft's that did not end) is left as a crash would leave it.
+            if tokio::time::timeout(Duration::from_secs(8), replica.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::error!("the replica did not shut down within 8 s: exiting as a crash (SIGKILL), to be started again from its disk");
+                let killed = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+                bail!(
+                    "replica {} stopped ({why}) and could not kill itself: {killed:?}",
+                    config.id
+                );
+            }
             bail!(
                 "replica {} stopped ({why}); its data directory has room again: start it again",
                 config.id

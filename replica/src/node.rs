@@ -491,17 +491,38 @@ impl Replica {
             .is_ok_and(|free| free >= (config.min_free_mb << 20).saturating_mul(2))
     }
 
+    /// Stops serving and closes the store. The listeners stop accepting at once and
+    /// finish the requests in flight for at most [`SHUTDOWN_GRACE`]; what is still open
+    /// then (a gateway's watch, a held poll: streams that only end when their caller
+    /// goes) is dropped, so that a replica stopping on its own, or on SIGTERM, exits
+    /// within the grace period whoever is connected.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        for t in self.tasks {
-            let _ = t.await;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let mut cut = 0usize;
+        for mut t in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                t.abort();
+                let _ = t.await;
+                cut += 1;
+            }
+        }
+        if cut > 0 {
+            tracing::warn!(
+                tasks = cut,
+                grace = ?SHUTDOWN_GRACE,
+                "requests still open after the grace period were dropped"
+            );
         }
         self.state.wait_closed().await;
     }
 }
+
+/// How long a shutdown lets the requests in flight finish before dropping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Why a Raft node stopped by itself (None while it runs): the store's refusal for lack
 /// of space when that was the cause, else the write its disk failed, else openraft's

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use master_client::MasterClient;
 use slapos_domain::{Command, Op, Reply, RequestId, State};
 use slapos_e2e::cluster::{Cluster, Settings};
 
@@ -103,6 +104,17 @@ async fn a_replica_whose_disk_fills_stops_and_comes_back() {
     let joined = cluster.join(3);
     assert!(joined.status.success(), "join: {joined:?}");
     cluster.wait_leader().await;
+    // A stream held on replica 3 all along, as a gateway's watch is: it must not keep
+    // the stopped replica from exiting once its disk has room.
+    let api3 = cluster
+        .harness()
+        .api_addr(3)
+        .expect("replica 3's API")
+        .to_string();
+    let (_, held_watch) = MasterClient::new([api3])
+        .watch_views(0)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("watch on replica 3: {e}")));
 
     // Write until replica 3 stops for lack of room, and a while after: the group (1 and
     // 2) acknowledges every write.
@@ -184,6 +196,7 @@ async fn a_replica_whose_disk_fills_stops_and_comes_back() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    drop(held_watch);
     cluster.kill9(3); // reaps the exited process
     cluster.restart(3).await;
     // Catching up means megabytes of large entries: more than the usual wait on a busy
