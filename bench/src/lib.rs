@@ -18,6 +18,9 @@
 //!   instances: held connections, CPU and memory, poll latency, write-to-answer time.
 //! - [`backup`] (`slapos bench backup`): a fleet's state backed up while a client
 //!   writes (its latency alone and during), verified, restored as a new group.
+//! - [`scale`] (`slapos bench scale`): a provider's fleet in one group (100,000
+//!   computers by default): resident memory, snapshot build and install, restart to
+//!   serving, request and read p99.
 //! - [`tunnel`] (`slapos bench tunnel`): memcached directly, through our tunnel and
 //!   through stunnel4 configured as the same pair: operations/s, latency, bulk
 //!   throughput.
@@ -29,6 +32,7 @@ pub mod fleet;
 pub mod limits;
 pub mod node;
 pub mod raft;
+pub mod scale;
 pub mod slap;
 pub mod tunnel;
 pub mod usage;

@@ -43,6 +43,48 @@ pub enum BenchCommand {
     /// checked), in one run: set/get operations/s and latency p50/p99 with 1 and 32
     /// clients, and bulk throughput; medians of the rounds.
     Tunnel(TunnelArgs),
+    /// A provider's fleet in one master group (default 100,000 computers x 10
+    /// partitions, 500,000 instances of 10,000 customers, 12 closed months of usage):
+    /// resident memory per replica, snapshot build and install on a fresh replica (time
+    /// and extra memory), restart to serving, p99 of a request with an SLA and of a
+    /// computer's read.
+    Scale(ScaleArgs),
+}
+
+#[derive(Args)]
+pub struct ScaleArgs {
+    /// Working directory (default: a new one under /tmp; removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    #[arg(long, default_value_t = 100_000)]
+    computers: usize,
+    #[arg(long, default_value_t = 10)]
+    partitions: usize,
+    #[arg(long, default_value_t = 500_000)]
+    instances: usize,
+    #[arg(long, default_value_t = 10_000)]
+    customers: usize,
+    /// Closed months of usage.
+    #[arg(long, default_value_t = 12)]
+    months: usize,
+    /// Usage lines per customer and month.
+    #[arg(long, default_value_t = 5)]
+    usage_lines: usize,
+    /// Concurrent writers while the fleet is written.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 300)]
+    sla_requests: usize,
+    #[arg(long, default_value_t = 1000)]
+    reads: usize,
+    /// Log entries between snapshots.
+    #[arg(long, default_value_t = 5000)]
+    logs_since_last: u64,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -318,6 +360,7 @@ pub struct RaftArgs {
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Tunnel(args) => run_tunnel(args).await,
+        BenchCommand::Scale(args) => run_scale(args).await,
         BenchCommand::Slap(args) => run_slap(args).await,
         BenchCommand::Usage(args) => run_usage(args).await,
         BenchCommand::Node(args) => run_node(args).await,
@@ -632,6 +675,39 @@ fn write_json(path: Option<&std::path::Path>, report: &impl serde::Serialize) ->
     if let Some(path) = path {
         std::fs::write(path, serde_json::to_vec_pretty(report)?)
             .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn run_scale(args: ScaleArgs) -> Result<()> {
+    let dir = match args.dir {
+        Some(d) => std::path::absolute(d)?,
+        None => std::env::temp_dir().join(format!("slapos-bench-scale-{}", std::process::id())),
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
+    }
+    let opts = slapos_bench::scale::ScaleBenchOptions {
+        bin: std::env::current_exe()?,
+        dir: dir.clone(),
+        replicas: args.replicas,
+        computers: args.computers,
+        partitions: args.partitions,
+        instances: args.instances,
+        customers: args.customers,
+        months: args.months,
+        usage_lines: args.usage_lines,
+        concurrency: args.concurrency,
+        sla_requests: args.sla_requests,
+        reads: args.reads,
+        logs_since_last: args.logs_since_last,
+    };
+    let report = slapos_bench::scale::run_scale_bench(&opts).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(())
 }
