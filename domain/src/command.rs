@@ -74,11 +74,11 @@ pub enum Op {
         computer: String,
         /// The person asking (JSON-RPC): they must own the computer or be an admin.
         /// None when the caller's rights were checked before (an operator).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         by: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         allocation_scope: Option<super::records::AllocationScope>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         legacy_partition_keys: Option<bool>,
     },
     /// An operator grants (or takes back) a person's admin rights over the group.
@@ -185,7 +185,7 @@ pub enum Op {
         not_after: Timestamp,
         /// For a partition certificate the masters made whole: the certificate and its
         /// key, kept for the partition's node (never read out otherwise).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         pair: Option<super::records::IssuedPair>,
     },
     /// Remove a computer that hosts no instance (an operator retiring a machine): its
@@ -200,7 +200,7 @@ pub enum Op {
         owner: String,
         computer: String,
         expires_at: Timestamp,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         server: Option<ServerGrant>,
     },
     /// A node presents a token: valid once, before it expires. The computer is created

@@ -172,14 +172,22 @@ impl fmt::Display for Decimal {
     }
 }
 
+/// Text in JSON (exact, readable), the count of billionths in binary encodings.
 impl Serialize for Decimal {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_i128(self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Decimal {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return Ok(Decimal(i128::deserialize(d)?));
+        }
         let text = String::deserialize(d)?;
         Decimal::parse(&text).map_err(serde::de::Error::custom)
     }

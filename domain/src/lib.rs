@@ -13,6 +13,7 @@
 
 mod alloc;
 mod apply;
+pub mod codec;
 mod command;
 mod decimal;
 mod error;
@@ -34,6 +35,7 @@ pub use alloc::{
     sells_size, Placement as AllocationPlacement, Score, SlaFilter, Spread, PARTITION_SIZES,
 };
 pub use apply::{FORGET_AFTER, OUTCOMES_PER_CLIENT, SESSION_TTL_MICROS};
+pub use codec::{CodecError, Encoding};
 pub use command::{
     shown_instance, AddressSpec, Command, ComputerSpec, Op, Outcome, PartitionSpec, Reply,
     Requester, ServerGrant, SoftwareReport,

@@ -10,9 +10,13 @@
 //! every pair and derives the indexes. A snapshot is the same pairs, length-prefixed, in
 //! key order: equal states give equal bytes.
 //!
-//! Values are JSON: self-describing, so adding a field with `#[serde(default)]` keeps old
-//! data readable.
+//! Values are binary (`codec.rs`: a version byte, then postcard); values written by
+//! earlier releases are JSON and still read, and [`State::upgrade_pair`] rewrites them. A
+//! remembered outcome is one key per (client, slot): a client's next outcome overwrites
+//! the slot's, and the client's session (last seen, outcomes kept) is derived from its
+//! outcomes on load, so a command writes one exactly-once key and nothing else.
 
+use super::codec::{self, CodecError, Encoding};
 use super::command::Outcome;
 use super::ids::{InstanceId, Timestamp};
 use super::movements::{JournalRecord, Movement, PriceEntry, PriceKey, PriceScope};
@@ -165,15 +169,9 @@ pub enum PersistError {
     #[error("malformed key {key:?}: {reason}")]
     BadKey { key: Vec<u8>, reason: &'static str },
     #[error("malformed value for key {key:?}: {source}")]
-    BadValue {
-        key: Vec<u8>,
-        source: serde_json::Error,
-    },
+    BadValue { key: Vec<u8>, source: CodecError },
     #[error("cannot encode the value of key {key:?}: {source}")]
-    Encode {
-        key: Vec<u8>,
-        source: serde_json::Error,
-    },
+    Encode { key: Vec<u8>, source: CodecError },
     #[error("snapshot truncated at byte {0}")]
     Truncated(usize),
     #[error("snapshot keys out of order at byte {0}")]
@@ -237,6 +235,45 @@ struct ComputerHeader {
     partition_order: Vec<String>,
 }
 
+/// The binary layout of a computer's header (no flattening: a binary encoding has no
+/// field names to merge).
+#[derive(Serialize, Deserialize)]
+struct ComputerHeaderV1 {
+    computer: Computer,
+    partition_order: Vec<String>,
+}
+
+/// A header in the given encoding.
+fn header_value(key: &[u8], c: &Computer, encoding: Encoding) -> Result<Vec<u8>, PersistError> {
+    let h = ComputerHeader::of(c);
+    match encoding {
+        Encoding::Binary => enc(
+            key,
+            &ComputerHeaderV1 {
+                computer: h.computer,
+                partition_order: h.partition_order,
+            },
+        ),
+        Encoding::Json => codec::encode_as(&h, Encoding::Json).map_err(|source| {
+            PersistError::Encode {
+                key: key.to_vec(),
+                source,
+            }
+        }),
+    }
+}
+
+fn parse_header(key: &[u8], value: &[u8]) -> Result<ComputerHeader, PersistError> {
+    if codec::is_binary(value) {
+        let h: ComputerHeaderV1 = parse(key, value)?;
+        return Ok(ComputerHeader {
+            computer: h.computer,
+            partition_order: h.partition_order,
+        });
+    }
+    parse(key, value)
+}
+
 impl ComputerHeader {
     fn of(c: &Computer) -> ComputerHeader {
         ComputerHeader {
@@ -264,13 +301,14 @@ impl ComputerHeader {
 fn computer_entries(
     c: &Computer,
     wanted: impl Fn(&Partition) -> bool,
+    encoding: Encoding,
     out: &mut Vec<Entry>,
 ) -> Result<(), PersistError> {
     let k = computer_key(&c.id);
-    out.push((k.clone(), json(&k, &ComputerHeader::of(c))?));
+    out.push((k.clone(), header_value(&k, c, encoding)?));
     for p in c.partitions.iter().filter(|p| wanted(p)) {
         let k = partition_key(&c.id, &p.id);
-        out.push((k.clone(), json(&k, p)?));
+        out.push((k.clone(), enc_as(&k, p, encoding)?));
     }
     Ok(())
 }
@@ -288,11 +326,22 @@ fn instance_key(id: InstanceId) -> Vec<u8> {
     k
 }
 
+/// A client's outcome slot: `seq % OUTCOMES_PER_CLIENT`, as one byte.
 fn outcome_key(client: &str, seq: u64) -> Vec<u8> {
     let mut k = vec![OUTCOME];
     with_len(&mut k, client.as_bytes());
-    k.extend_from_slice(&seq.to_be_bytes());
+    k.push((seq % crate::apply::OUTCOMES_PER_CLIENT as u64) as u8);
     k
+}
+
+/// A remembered outcome as stored in its client's slot: its sequence number, the
+/// client's last command time when it was written (the session is derived from these),
+/// and the outcome.
+#[derive(Serialize, Deserialize)]
+struct OutcomeRecord {
+    seq: u64,
+    at: Timestamp,
+    outcome: Outcome,
 }
 
 fn retired_key(id: u64) -> Vec<u8> {
@@ -315,7 +364,7 @@ fn changes<K: Ord + Clone, V: Serialize>(
 ) -> Result<(), PersistError> {
     for (id, v) in map.take_dirty() {
         let k = key(&id);
-        let v = v.map(|v| json(&k, v)).transpose()?;
+        let v = v.map(|v| enc(&k, v)).transpose()?;
         out.push((k, v));
     }
     Ok(())
@@ -325,11 +374,12 @@ fn changes<K: Ord + Clone, V: Serialize>(
 fn entries<K: Ord + Clone, V: Serialize>(
     map: &Tracked<K, V>,
     key: impl Fn(&K) -> Vec<u8>,
+    encoding: Encoding,
     out: &mut Vec<Entry>,
 ) -> Result<(), PersistError> {
     for (id, v) in map.iter() {
         let k = key(id);
-        out.push((k.clone(), json(&k, v)?));
+        out.push((k.clone(), enc_as(&k, v, encoding)?));
     }
     Ok(())
 }
@@ -449,11 +499,6 @@ fn issued_key_key(serial: u128) -> Vec<u8> {
     k
 }
 
-fn session_key(client: &str) -> Vec<u8> {
-    let mut k = vec![SESSION];
-    k.extend_from_slice(client.as_bytes());
-    k
-}
 
 /// Split `len(u32 BE) bytes rest` from a key body.
 fn split_len(body: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -469,15 +514,22 @@ fn utf8(key: &[u8], bytes: &[u8]) -> Result<String, PersistError> {
     })
 }
 
-fn json<T: Serialize>(key: &[u8], value: &T) -> Result<Vec<u8>, PersistError> {
-    serde_json::to_vec(value).map_err(|source| PersistError::Encode {
+fn enc<T: Serialize>(key: &[u8], value: &T) -> Result<Vec<u8>, PersistError> {
+    codec::encode(value).map_err(|source| PersistError::Encode {
+        key: key.to_vec(),
+        source,
+    })
+}
+
+fn enc_as<T: Serialize>(key: &[u8], value: &T, encoding: Encoding) -> Result<Vec<u8>, PersistError> {
+    codec::encode_as(value, encoding).map_err(|source| PersistError::Encode {
         key: key.to_vec(),
         source,
     })
 }
 
 fn parse<'a, T: Deserialize<'a>>(key: &[u8], value: &'a [u8]) -> Result<T, PersistError> {
-    serde_json::from_slice(value).map_err(|source| PersistError::BadValue {
+    codec::decode(value).map_err(|source| PersistError::BadValue {
         key: key.to_vec(),
         source,
     })
@@ -494,7 +546,7 @@ impl State {
             match v {
                 Some(c) => {
                     let mut entries = Vec::new();
-                    computer_entries(c, |_| true, &mut entries)?;
+                    computer_entries(c, |_| true, Encoding::Binary, &mut entries)?;
                     for (k, v) in entries {
                         if self.written.0.get(&k) != Some(&v) {
                             cache.push((k.clone(), Some(v.clone())));
@@ -529,8 +581,29 @@ impl State {
         }
         changes(&mut self.software, |(c, u)| software_key(c, u), &mut out)?;
         changes(&mut self.instances, |id| instance_key(*id), &mut out)?;
-        changes(&mut self.outcomes, |(c, n)| outcome_key(c, *n), &mut out)?;
-        changes(&mut self.sessions, |c| session_key(c), &mut out)?;
+        // Outcomes into their clients' slots: a put wins over the delete of the outcome
+        // it replaced (same slot); sessions are derived from the outcomes on load.
+        let mut slots: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            std::collections::BTreeMap::new();
+        for ((client, seq), outcome) in self.outcomes.take_dirty() {
+            let k = outcome_key(&client, seq);
+            match outcome {
+                Some(outcome) => {
+                    let at = self.sessions.get(&client).map_or(self.clock, |s| s.last_seen);
+                    let record = OutcomeRecord {
+                        seq,
+                        at,
+                        outcome: outcome.clone(),
+                    };
+                    slots.insert(k.clone(), Some(enc(&k, &record)?));
+                }
+                None => {
+                    slots.entry(k).or_insert(None);
+                }
+            }
+        }
+        out.extend(slots);
+        self.sessions.take_dirty();
         changes(&mut self.retired_replicas, |id| retired_key(*id), &mut out)?;
         changes(&mut self.movements, |id| movement_key(*id), &mut out)?;
         changes(&mut self.prices, price_key, &mut out)?;
@@ -542,7 +615,7 @@ impl State {
         changes(&mut self.admins, |p| admin_key(p), &mut out)?;
         for m in &self.usage_outbox.0 {
             let k = usage_key(m.id);
-            out.push((k.clone(), Some(json(&k, m)?)));
+            out.push((k.clone(), Some(enc(&k, m)?)));
             let stop = m.stop.unwrap_or(m.start);
             if let Some(customer) = &m.destination {
                 out.push((
@@ -558,7 +631,7 @@ impl State {
         }
         self.usage_outbox.0.clear();
         let k = vec![META];
-        let v = json(&k, &Meta::of(self))?;
+        let v = enc(&k, &Meta::of(self))?;
         out.push((k, Some(v)));
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out.dedup_by(|a, b| a.0 == b.0);
@@ -573,49 +646,152 @@ impl State {
 
     /// Every entity as (key, value), in key order.
     pub fn entries(&self) -> Result<Vec<Entry>, PersistError> {
+        let b = Encoding::Binary;
         let mut out = Vec::new();
         for c in self.computers.values() {
-            computer_entries(c, |_| true, &mut out)?;
+            computer_entries(c, |_| true, b, &mut out)?;
         }
-        entries(&self.software, |(c, u)| software_key(c, u), &mut out)?;
-        entries(&self.instances, |id| instance_key(*id), &mut out)?;
-        entries(&self.outcomes, |(c, n)| outcome_key(c, *n), &mut out)?;
-        entries(&self.sessions, |c| session_key(c), &mut out)?;
-        entries(&self.retired_replicas, |id| retired_key(*id), &mut out)?;
-        entries(&self.movements, |id| movement_key(*id), &mut out)?;
-        entries(&self.prices, price_key, &mut out)?;
-        entries(&self.journals, journal_key, &mut out)?;
-        entries(&self.authority, |_| authority_key(), &mut out)?;
-        entries(&self.certificates, |s| certificate_key(*s), &mut out)?;
-        entries(&self.issued_keys, |s| issued_key_key(*s), &mut out)?;
-        entries(&self.tokens, |h| token_key(h), &mut out)?;
-        entries(&self.admins, |p| admin_key(p), &mut out)?;
+        entries(&self.software, |(c, u)| software_key(c, u), b, &mut out)?;
+        entries(&self.instances, |id| instance_key(*id), b, &mut out)?;
+        self.outcome_entries(&mut out)?;
+        entries(&self.retired_replicas, |id| retired_key(*id), b, &mut out)?;
+        entries(&self.movements, |id| movement_key(*id), b, &mut out)?;
+        entries(&self.prices, price_key, b, &mut out)?;
+        entries(&self.journals, journal_key, b, &mut out)?;
+        entries(&self.authority, |_| authority_key(), b, &mut out)?;
+        entries(&self.certificates, |s| certificate_key(*s), b, &mut out)?;
+        entries(&self.issued_keys, |s| issued_key_key(*s), b, &mut out)?;
+        entries(&self.tokens, |h| token_key(h), b, &mut out)?;
+        entries(&self.admins, |p| admin_key(p), b, &mut out)?;
         let k = vec![META];
-        let v = json(&k, &Meta::of(self))?;
+        let v = enc(&k, &Meta::of(self))?;
         out.push((k, v));
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
+    /// Every remembered outcome in its client's slot.
+    fn outcome_entries(&self, out: &mut Vec<Entry>) -> Result<(), PersistError> {
+        for ((client, seq), outcome) in self.outcomes.iter() {
+            let k = outcome_key(client, *seq);
+            let at = self.sessions.get(client).map_or(self.clock, |s| s.last_seen);
+            let record = OutcomeRecord {
+                seq: *seq,
+                at,
+                outcome: outcome.clone(),
+            };
+            out.push((k.clone(), enc(&k, &record)?));
+        }
+        Ok(())
+    }
+
+    /// What the store must write to bring one pair written by an earlier release to this
+    /// release's layout (a replica's data is upgraded once, at open, after the state was
+    /// loaded from the old pairs): a JSON value is re-encoded in binary; an outcome or
+    /// session of the former layout is deleted, [`State::upgrade_outcomes`] writes the
+    /// outcomes back in their slots.
+    pub fn upgrade_pair(&self, key: &[u8], value: &[u8]) -> Result<Vec<Change>, PersistError> {
+        match KeyKind::of(key) {
+            Some(KeyKind::Session) => return Ok(vec![(key.to_vec(), None)]),
+            Some(KeyKind::Outcome) => {
+                let legacy = split_len(key.get(1..).unwrap_or_default())
+                    .is_some_and(|(_, seq)| seq.len() == 8);
+                return Ok(if legacy {
+                    vec![(key.to_vec(), None)]
+                } else {
+                    Vec::new()
+                });
+            }
+            _ => {}
+        }
+        if codec::is_binary(value) || value.is_empty() {
+            return Ok(Vec::new());
+        }
+        let v = match KeyKind::of(key) {
+            Some(KeyKind::Computer) => {
+                let h = parse_header(key, value)?;
+                enc(
+                    key,
+                    &ComputerHeaderV1 {
+                        computer: h.computer,
+                        partition_order: h.partition_order,
+                    },
+                )?
+            }
+            Some(KeyKind::Partition) => enc(key, &parse::<Partition>(key, value)?)?,
+            Some(KeyKind::Software) => enc(key, &parse::<SoftwareInstallation>(key, value)?)?,
+            Some(KeyKind::Instance) => enc(key, &parse::<Instance>(key, value)?)?,
+            Some(KeyKind::Retired | KeyKind::Admin) => enc(key, &parse::<Timestamp>(key, value)?)?,
+            Some(KeyKind::Movement | KeyKind::Usage) => enc(key, &parse::<Movement>(key, value)?)?,
+            Some(KeyKind::Price) => enc(key, &parse::<Vec<PriceEntry>>(key, value)?)?,
+            Some(KeyKind::Journal) => enc(key, &parse::<JournalRecord>(key, value)?)?,
+            Some(KeyKind::Authority) => {
+                enc(key, &parse::<crate::identity::CaMaterial>(key, value)?)?
+            }
+            Some(KeyKind::Certificate) => {
+                enc(key, &parse::<super::records::CertificateRecord>(key, value)?)?
+            }
+            Some(KeyKind::Token) => enc(key, &parse::<super::records::TokenRecord>(key, value)?)?,
+            Some(KeyKind::IssuedKey) => {
+                enc(key, &parse::<super::records::IssuedPair>(key, value)?)?
+            }
+            Some(KeyKind::Meta) => enc(key, &parse::<Meta>(key, value)?)?,
+            Some(KeyKind::UsageIndex | KeyKind::Session | KeyKind::Outcome) => return Ok(Vec::new()),
+            None => {
+                return Err(PersistError::BadKey {
+                    key: key.to_vec(),
+                    reason: "unknown key kind",
+                })
+            }
+        };
+        Ok(vec![(key.to_vec(), Some(v))])
+    }
+
+    /// The outcomes in their slots, after [`State::upgrade_pair`] deleted the former layout.
+    pub fn upgrade_outcomes(&self) -> Result<Vec<Change>, PersistError> {
+        let mut out = Vec::new();
+        self.outcome_entries(&mut out)?;
+        Ok(out.into_iter().map(|(k, v)| (k, Some(v))).collect())
+    }
+
     /// The entities answering a read: enough for the reader to rebuild a partial state
     /// with [`State::from_entries`] and render its views from it.
     pub fn query_entries(&self, query: &Query) -> Result<Vec<Entry>, PersistError> {
+        self.query_entries_as(query, Encoding::Binary)
+    }
+
+    /// [`State::query_entries`], values in the given encoding (JSON for readers of
+    /// earlier releases).
+    pub fn query_entries_as(
+        &self,
+        query: &Query,
+        encoding: Encoding,
+    ) -> Result<Vec<Entry>, PersistError> {
+        let e = encoding;
         let mut computers = BTreeSet::new();
         let mut instances = BTreeSet::new();
         let mut software_of = BTreeSet::new();
         match query {
             Query::Certificates => {
                 let mut out = Vec::new();
-                entries(&self.certificates, |s| certificate_key(*s), &mut out)?;
-                entries(&self.admins, |p| admin_key(p), &mut out)?;
+                entries(&self.certificates, |s| certificate_key(*s), e, &mut out)?;
+                entries(&self.admins, |p| admin_key(p), e, &mut out)?;
                 let k = vec![META];
-                out.push((k.clone(), json(&k, &Meta::of(self))?));
+                out.push((k.clone(), enc_as(&k, &Meta::of(self), e)?));
                 out.sort_by(|a, b| a.0.cmp(&b.0));
                 return Ok(out);
             }
             // Reads never carry the authority's key: it stays in the masters' storage.
             Query::All => {
-                let mut all = self.entries()?;
+                let mut all = match e {
+                    Encoding::Binary => self.entries()?,
+                    Encoding::Json => self
+                        .entries()?
+                        .into_iter()
+                        .filter(|(k, _)| KeyKind::of(k) != Some(KeyKind::Outcome))
+                        .map(|(k, v)| reencode_json(k, &v))
+                        .collect::<Result<Vec<_>, _>>()?,
+                };
                 all.retain(|(k, _)| {
                     !matches!(
                         KeyKind::of(k),
@@ -633,11 +809,11 @@ impl State {
                 let mut out = Vec::new();
                 for m in self.usage(customer.as_deref(), provider.as_deref(), None, *from, *to) {
                     let k = movement_key(m.id);
-                    out.push((k.clone(), json(&k, m)?));
+                    out.push((k.clone(), enc_as(&k, m, e)?));
                 }
-                entries(&self.prices, price_key, &mut out)?;
+                entries(&self.prices, price_key, e, &mut out)?;
                 let k = vec![META];
-                out.push((k.clone(), json(&k, &Meta::of(self))?));
+                out.push((k.clone(), enc_as(&k, &Meta::of(self), e)?));
                 out.sort_by(|a, b| a.0.cmp(&b.0));
                 return Ok(out);
             }
@@ -705,6 +881,7 @@ impl State {
                 computer_entries(
                     c,
                     |p| whole || p.instance.is_some_and(|i| instances.contains(&i)),
+                    e,
                     &mut out,
                 )?;
             }
@@ -712,13 +889,13 @@ impl State {
         for ((computer, url), sw) in self.software.iter() {
             if software_of.contains(computer) {
                 let k = software_key(computer, url);
-                out.push((k.clone(), json(&k, sw)?));
+                out.push((k.clone(), enc_as(&k, sw, e)?));
             }
         }
         for id in &instances {
             if let Some(inst) = self.instances.get(id) {
                 let k = instance_key(*id);
-                out.push((k.clone(), json(&k, inst)?));
+                out.push((k.clone(), enc_as(&k, inst, e)?));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -767,6 +944,9 @@ impl State {
         V: AsRef<[u8]>,
     {
         let mut state = State::new();
+        // sessions derived from the outcomes in slots
+        let mut derived: std::collections::BTreeMap<String, Session> =
+            std::collections::BTreeMap::new();
         // by id: a reader may merge two reads that both carry a computer
         let mut headers: std::collections::BTreeMap<String, ComputerHeader> =
             std::collections::BTreeMap::new();
@@ -783,7 +963,7 @@ impl State {
             let body = k.get(1..).unwrap_or_default();
             match KeyKind::of(k) {
                 Some(KeyKind::Computer) => {
-                    let header: ComputerHeader = parse(k, v)?;
+                    let header = parse_header(k, v)?;
                     headers.insert(utf8(k, body)?, header);
                 }
                 Some(KeyKind::Partition) => {
@@ -808,12 +988,28 @@ impl State {
                         .load(InstanceId(u64::from_be_bytes(id)), inst);
                 }
                 Some(KeyKind::Outcome) => {
-                    let (client, seq) = split_len(body).ok_or(bad("short outcome key"))?;
-                    let seq: [u8; 8] = seq.try_into().map_err(|_| bad("outcome key length"))?;
-                    let outcome: Outcome = parse(k, v)?;
-                    state
-                        .outcomes
-                        .load((utf8(k, client)?, u64::from_be_bytes(seq)), outcome);
+                    let (client, slot) = split_len(body).ok_or(bad("short outcome key"))?;
+                    let client = utf8(k, client)?;
+                    match slot.len() {
+                        // a slot: the outcome with its sequence number and time
+                        1 => {
+                            let r: OutcomeRecord = parse(k, v)?;
+                            let seen = derived.entry(client.clone()).or_default();
+                            seen.last_seen = seen.last_seen.max(r.at);
+                            seen.remembered += 1;
+                            state.outcomes.load((client, r.seq), r.outcome);
+                        }
+                        // the former layout: by sequence number, the session apart
+                        8 => {
+                            let seq: [u8; 8] =
+                                slot.try_into().map_err(|_| bad("outcome key length"))?;
+                            let outcome: Outcome = parse(k, v)?;
+                            state
+                                .outcomes
+                                .load((client, u64::from_be_bytes(seq)), outcome);
+                        }
+                        _ => return Err(bad("outcome key length")),
+                    }
                 }
                 Some(KeyKind::Session) => {
                     let session: Session = parse(k, v)?;
@@ -907,6 +1103,11 @@ impl State {
                 }
             }
             state.computers.load(id, c);
+        }
+        for (client, session) in derived {
+            if !state.sessions.contains_key(&client) {
+                state.sessions.load(client, session);
+            }
         }
         state.rebuild_indexes();
         Ok(state)
@@ -1003,7 +1204,7 @@ pub fn restore_entry(
         Some(KeyKind::Authority) => {
             let mut material: crate::identity::CaMaterial = parse(&key, &value)?;
             material.group = group.to_owned();
-            let value = json(&key, &material)?;
+            let value = enc(&key, &material)?;
             Ok(RestoredEntry {
                 key,
                 value,
@@ -1034,4 +1235,32 @@ pub fn restore_entry(
             reason: "unknown kind",
         }),
     }
+}
+
+/// A pair re-encoded in JSON (for readers of earlier releases).
+fn reencode_json(key: Vec<u8>, value: &[u8]) -> Result<Entry, PersistError> {
+    fn j<T: Serialize + for<'a> Deserialize<'a>>(key: &[u8], v: &[u8]) -> Result<Vec<u8>, PersistError> {
+        let t: T = parse(key, v)?;
+        enc_as(key, &t, Encoding::Json)
+    }
+    let v = match KeyKind::of(&key) {
+        Some(KeyKind::Computer) => {
+            let h = parse_header(&key, value)?;
+            codec::encode_as(&h, Encoding::Json).map_err(|source| PersistError::Encode {
+                key: key.clone(),
+                source,
+            })?
+        }
+        Some(KeyKind::Partition) => j::<Partition>(&key, value)?,
+        Some(KeyKind::Software) => j::<SoftwareInstallation>(&key, value)?,
+        Some(KeyKind::Instance) => j::<Instance>(&key, value)?,
+        Some(KeyKind::Retired | KeyKind::Admin) => j::<Timestamp>(&key, value)?,
+        Some(KeyKind::Movement | KeyKind::Usage) => j::<Movement>(&key, value)?,
+        Some(KeyKind::Price) => j::<Vec<PriceEntry>>(&key, value)?,
+        Some(KeyKind::Journal) => j::<JournalRecord>(&key, value)?,
+        Some(KeyKind::Certificate) => j::<super::records::CertificateRecord>(&key, value)?,
+        Some(KeyKind::Meta) => j::<Meta>(&key, value)?,
+        _ => value.to_vec(),
+    };
+    Ok((key, v))
 }

@@ -131,6 +131,10 @@ impl AllocationScope {
     /// Reads a scope, or the `allocation_open` flag of a state written before scopes
     /// existed (true: open, false: closed).
     fn deserialize_compat<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The binary encoding came after scopes: no flag to read there.
+        if !d.is_human_readable() {
+            return AllocationScope::deserialize(d);
+        }
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Compat {
@@ -280,7 +284,7 @@ pub struct TokenRecord {
     pub used_at: Option<Timestamp>,
     /// A server enrollment token: what it grants (`owner` is the operator, `computer`
     /// empty).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub server: Option<ServerGrant>,
 }
 

@@ -945,9 +945,10 @@ fn a_computer_written_with_allocation_open_reads_back_as_a_scope() {
         ("false", slapos_domain::AllocationScope::Closed),
         ("true", slapos_domain::AllocationScope::Open),
     ] {
+        // as an earlier release wrote it: JSON
         let entries: Vec<(Vec<u8>, Vec<u8>)> = h
             .state
-            .entries()
+            .query_entries_as(&slapos_domain::Query::All, slapos_domain::Encoding::Json)
             .unwrap()
             .into_iter()
             .map(|(k, v)| {

@@ -735,10 +735,10 @@ fn people_and_units_are_checked() {
 #[test]
 fn a_state_from_before_the_ledger_bills_its_started_instances_at_the_next_command() {
     let l = simulated_day();
-    // the same state as an older master wrote it: no movements, no ledger flag
+    // the same state as an older master wrote it (JSON): no movements, no ledger flag
     let entries: Vec<_> = l
         .state
-        .entries()
+        .query_entries_as(&slapos_domain::Query::All, slapos_domain::Encoding::Json)
         .unwrap()
         .into_iter()
         .filter(|(k, _)| k[0] != b'v' && k[0] != b'j')

@@ -17,11 +17,11 @@ pub struct NodeInfo {
     pub region: String,
     /// `computer/partition` when the replica is hosted in a partition (the
     /// slapos-master release), for operators; empty otherwise.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub hosted_by: String,
     /// The URL of the SLAP gateway beside the replica, when it has one (the
     /// slapos-master release): gateways tell node agents the group's gateways from these.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub gateway_url: String,
 }
 

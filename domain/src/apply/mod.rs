@@ -122,14 +122,17 @@ impl State {
             return outcome.clone();
         }
         let remembered = self.sessions.get(client).map_or(0, |s| s.remembered);
-        if remembered as usize >= OUTCOMES_PER_CLIENT {
-            if let Some(&(_, oldest)) = self.client_outcomes(client).next() {
-                if seq < oldest {
-                    return Err(DomainError::RequestExpired {
-                        request: cmd.request_id.to_string(),
-                    });
-                }
-            }
+        // Outcomes are kept in OUTCOMES_PER_CLIENT slots per client (seq modulo): a slot
+        // holding a later request means this one's outcome was forgotten.
+        let slot = seq % OUTCOMES_PER_CLIENT as u64;
+        let occupant = self
+            .client_outcomes(client)
+            .map(|(_, s)| *s)
+            .find(|s| s % OUTCOMES_PER_CLIENT as u64 == slot);
+        if occupant.is_some_and(|s| s > seq) {
+            return Err(DomainError::RequestExpired {
+                request: cmd.request_id.to_string(),
+            });
         }
         // The leader stamped `at` (never earlier than its previous entry, and a
         // proposer's own time outside a small bound of it refused): time only moves with
@@ -154,15 +157,15 @@ impl State {
         if let Err(e) = &outcome {
             tracing::debug!(request_id = %cmd.request_id, op = cmd.op.name(), error = %e, "command refused");
         }
+        // the outcome takes its slot: the earlier request there is forgotten
+        let remembered = match occupant {
+            Some(earlier) => {
+                self.outcomes.remove(&(client.clone(), earlier));
+                remembered
+            }
+            None => remembered + 1,
+        };
         self.outcomes.insert((client.clone(), seq), outcome.clone());
-        let mut remembered = remembered + 1;
-        while remembered as usize > OUTCOMES_PER_CLIENT {
-            let Some(oldest) = self.client_outcomes(client).next().cloned() else {
-                break;
-            };
-            self.outcomes.remove(&oldest);
-            remembered -= 1;
-        }
         self.sessions.insert(
             client.clone(),
             Session {
