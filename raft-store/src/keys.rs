@@ -25,6 +25,8 @@ pub const META_APPLIED: &[u8] = b"applied";
 pub const META_MEMBERSHIP: &[u8] = b"membership";
 /// meta: `SnapshotMeta<u64, Node>` of the current snapshot; same batch as the snapshot bytes.
 pub const META_SNAPSHOT: &[u8] = b"snapshot_meta";
+/// meta: u32 big-endian, the application's data layout version (`StateMachine::DATA_FORMAT`).
+pub const META_DATA_FORMAT: &[u8] = b"data_format";
 /// snapshot: the encoded current snapshot.
 pub const SNAPSHOT_CURRENT: &[u8] = b"current";
 

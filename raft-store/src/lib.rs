@@ -18,6 +18,7 @@
 // helpers return the same type so that `?` carries it unchanged.
 #![allow(clippy::result_large_err)]
 
+pub mod codec;
 mod error;
 mod keys;
 mod log_store;
@@ -52,6 +53,21 @@ pub trait StateMachine: Sized + Send + Sync + 'static {
     fn apply(&mut self, command: &Self::Command, changes: &mut Changes) -> Self::Response;
     /// Rebuild from every persisted pair (start-up, and after a snapshot is installed).
     fn load(pairs: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Self, String>;
+    /// The version of the layout of the pairs `apply` writes. A store whose pairs are of
+    /// an older version (recorded in `meta` at open; 1 when absent) is upgraded when it is
+    /// opened, and so is the data of a snapshot installed from a replica of an earlier
+    /// release: [`Self::upgrade_pair`] for every pair, then [`Self::upgrade_finish`].
+    const DATA_FORMAT: u32 = 1;
+    /// The changes that bring one stored pair to the current layout (`self` is the
+    /// machine loaded from the old pairs). Must leave pairs already in the current layout
+    /// alone.
+    fn upgrade_pair(&self, _key: &[u8], _value: &[u8], _changes: &mut Changes) -> Result<(), String> {
+        Ok(())
+    }
+    /// Changes written once every pair was upgraded.
+    fn upgrade_finish(&self, _changes: &mut Changes) -> Result<(), String> {
+        Ok(())
+    }
     /// The response given for log entries that carry no command (openraft's blank entries,
     /// written by every new leader, and membership entries). Nobody waits on it in
     /// practice, but openraft wants one response per applied entry.

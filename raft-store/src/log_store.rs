@@ -267,7 +267,7 @@ fn read_entries_within<C: StoreConfig, RB: RangeBounds<u64>>(
 }
 
 fn decode_entry<C: StoreConfig>(index: u64, bytes: &[u8]) -> Result<Entry<C>, StorageError<u64>> {
-    let entry: Entry<C> = serde_json::from_slice(bytes)
+    let entry: Entry<C> = crate::codec::decode_entry(bytes)
         .map_err(|e| sto_err(ErrorSubject::LogIndex(index), ErrorVerb::Read, e))?;
     if entry.log_id.index != index {
         return Err(sto_msg(
@@ -393,7 +393,7 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
         let mut batch = WriteBatch::default();
         let mut added = 0u64;
         for entry in entries {
-            let value = serde_json::to_vec(&entry)
+            let value = crate::codec::encode_entry(&entry)
                 .map_err(|e| sto_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
             let key = keys::index_key(entry.log_id.index);
             added += (key.len() + value.len()) as u64;

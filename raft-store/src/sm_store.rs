@@ -360,6 +360,7 @@ where
             apply_write,
         };
         store.restore_if_snapshot_ahead()?;
+        store.upgrade_data(false)?;
         tracing::info!(
             last_applied = %display_log_id(&store.last_applied),
             "state machine loaded from RocksDB"
@@ -380,6 +381,80 @@ where
     /// The last applied log id.
     pub fn last_applied(&self) -> Option<LogId<u64>> {
         self.last_applied
+    }
+
+    /// Brings the pairs of an older data layout to the machine's (see
+    /// `StateMachine::DATA_FORMAT`): every pair through `upgrade_pair`, in batches, then
+    /// `upgrade_finish` and the new version, synced. Safe to run again after a crash: the
+    /// machine reads both layouts and leaves current pairs alone. `force`: the pairs came
+    /// from a snapshot whose layout is unknown.
+    fn upgrade_data(&mut self, force: bool) -> Result<(), StoreError> {
+        let meta = self
+            .db
+            .cf_handle(CF_META)
+            .ok_or(StoreError::MissingColumnFamily(CF_META))?;
+        let sm = self
+            .db
+            .cf_handle(CF_SM)
+            .ok_or(StoreError::MissingColumnFamily(CF_SM))?;
+        let stored = match self.db.get_cf(meta, keys::META_DATA_FORMAT)? {
+            Some(v) => <[u8; 4]>::try_from(v.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("data format record is not 4 bytes".into()))?,
+            None if self.db.iterator_cf(sm, IteratorMode::Start).next().is_none() => {
+                SM::DATA_FORMAT
+            }
+            None => 1,
+        };
+        if stored >= SM::DATA_FORMAT && !force {
+            if stored == SM::DATA_FORMAT {
+                self.db
+                    .put_cf(meta, keys::META_DATA_FORMAT, SM::DATA_FORMAT.to_be_bytes())?;
+            }
+            return Ok(());
+        }
+        tracing::info!(from = stored, to = SM::DATA_FORMAT, "upgrading the state machine's data");
+        let machine = self.machine.read().map_err(|_| StoreError::Closed)?;
+        let view = self.db.snapshot();
+        let mut changes = Changes::new();
+        let mut pending = 0usize;
+        let (mut pairs, mut written) = (0u64, 0u64);
+        let flush = |changes: &mut Changes| -> Result<(), StoreError> {
+            let mut batch = WriteBatch::default();
+            for (k, v) in changes.iter() {
+                match v {
+                    Some(v) => batch.put_cf(sm, k, v),
+                    None => batch.delete_cf(sm, k),
+                }
+            }
+            self.db.write(batch)?;
+            changes.clear();
+            Ok(())
+        };
+        for item in view.iterator_cf(sm, IteratorMode::Start) {
+            let (k, v) = item?;
+            let before = changes.len();
+            machine
+                .upgrade_pair(&k, &v, &mut changes)
+                .map_err(StoreError::Load)?;
+            pairs += 1;
+            written += (changes.len() - before) as u64;
+            pending += k.len() + v.len();
+            if pending > 4 << 20 {
+                flush(&mut changes)?;
+                pending = 0;
+            }
+        }
+        machine.upgrade_finish(&mut changes).map_err(StoreError::Load)?;
+        written += changes.len() as u64;
+        flush(&mut changes)?;
+        drop(view);
+        drop(machine);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, keys::META_DATA_FORMAT, SM::DATA_FORMAT.to_be_bytes());
+        self.db.write_opt(batch, &synced())?;
+        tracing::info!(pairs, written, "state machine data upgraded");
+        Ok(())
     }
 
     /// If the stored current snapshot is ahead of the applied state (which the purge
@@ -605,6 +680,10 @@ where
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
         tracing::info!(snapshot = %meta, "installing snapshot");
         match self.install_encoded(snapshot.into_inner(), Some(meta)) {
+            // a snapshot from a replica of an earlier release holds the older layout
+            Ok(()) if SM::DATA_FORMAT > 1 => self
+                .upgrade_data(true)
+                .map_err(|e| sto_err(subject, ErrorVerb::Write, e)),
             Ok(()) => Ok(()),
             Err(InstallError::Refused(e)) => {
                 tracing::error!(snapshot = %meta, error = %e, "snapshot refused");

@@ -154,7 +154,7 @@ impl raft_store::StateMachine for Machine {
                     }
                 }
             }
-            // Encoding our own types to JSON cannot fail (string keys only). If it ever
+            // Encoding our own types cannot fail. If it ever
             // did, going on would leave the disk (and the snapshots built from it) behind
             // the memory for good: stop this replica instead; it restarts from its disk.
             Err(e) => {
@@ -180,6 +180,30 @@ impl raft_store::StateMachine for Machine {
                 views: ViewVersions::default(),
             })
             .map_err(|e| e.to_string())
+    }
+
+    /// 2: binary values, outcomes in per-client slots (1: JSON, outcomes by sequence
+    /// number, sessions apart).
+    const DATA_FORMAT: u32 = 2;
+
+    fn upgrade_pair(&self, key: &[u8], value: &[u8], changes: &mut Changes) -> Result<(), String> {
+        for (k, v) in self.0.upgrade_pair(key, value).map_err(|e| e.to_string())? {
+            match v {
+                Some(v) => changes.put(k, v),
+                None => changes.delete(k),
+            }
+        }
+        Ok(())
+    }
+
+    fn upgrade_finish(&self, changes: &mut Changes) -> Result<(), String> {
+        for (k, v) in self.0.upgrade_outcomes().map_err(|e| e.to_string())? {
+            match v {
+                Some(v) => changes.put(k, v),
+                None => changes.delete(k),
+            }
+        }
+        Ok(())
     }
 
     fn blank_response() -> Vec<Outcome> {
