@@ -77,6 +77,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: None,
             append_budget: MAX_APPEND_BYTES,
             append_pending: false,
+            binary: false,
         }
     }
 }
@@ -94,13 +95,42 @@ pub struct Peer {
     append_budget: usize,
     /// An AppendEntries was sent and has not finished.
     append_pending: bool,
+    /// The peer said it reads the binary encoding.
+    binary: bool,
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, NetworkError> {
-    serde_json::to_vec(value).map_err(|e| NetworkError::new(&e))
+/// Response metadata by which a replica says it reads Raft messages in the binary
+/// encoding: a peer sends JSON (what earlier releases read) until it has seen it.
+pub const CODEC_HEADER: &str = "x-slapos-raft-codec";
+/// The value of [`CODEC_HEADER`] for the binary encoding, version 1.
+pub const CODEC_BINARY_V1: &str = "bin1";
+
+/// Encodes a Raft message: binary (raft-store's entry encoding: a version byte, then
+/// postcard) or JSON.
+pub fn encode_wire<T: Serialize>(value: &T, binary: bool) -> Result<Vec<u8>, String> {
+    if binary {
+        raft_store::codec::encode_entry(value).map_err(|e| e.to_string())
+    } else {
+        serde_json::to_vec(value).map_err(|e| e.to_string())
+    }
 }
 
-/// The bytes `value` takes encoded, counted without keeping them.
+/// Decodes a Raft message in either encoding.
+pub fn decode_wire<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    raft_store::codec::decode_entry(bytes).map_err(|e| e.to_string())
+}
+
+/// Whether a message is in the binary encoding.
+pub fn is_binary(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&raft_store::codec::ENTRY_BINARY_V1)
+}
+
+fn encode<T: Serialize>(value: &T, binary: bool) -> Result<Vec<u8>, NetworkError> {
+    encode_wire(value, binary).map_err(|e| NetworkError::new(&std::io::Error::other(e)))
+}
+
+/// The bytes `value` takes encoded in JSON, counted without keeping them: the budget of
+/// an AppendEntries counts JSON, an upper bound of its binary encoding too.
 fn encoded_len<T: Serialize>(value: &T) -> Result<usize, NetworkError> {
     struct Count(usize);
     impl std::io::Write for Count {
@@ -131,7 +161,7 @@ fn entries_within<T: Serialize>(entries: &[T], budget: usize) -> Result<usize, N
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NetworkError> {
-    serde_json::from_slice(bytes).map_err(|e| NetworkError::new(&e))
+    decode_wire(bytes).map_err(|e| NetworkError::new(&std::io::Error::other(e)))
 }
 
 impl Peer {
@@ -146,6 +176,16 @@ impl Peer {
             .max_encoding_message_size(MAX_RAFT_MESSAGE);
         self.client = Some(client.clone());
         Ok(client)
+    }
+
+    fn learn_codec(&mut self, metadata: &tonic::metadata::MetadataMap) {
+        let binary = metadata
+            .get(CODEC_HEADER)
+            .is_some_and(|v| v.as_bytes() == CODEC_BINARY_V1.as_bytes());
+        if binary != self.binary {
+            tracing::debug!(target_id = self.target, binary, "peer's Raft message encoding");
+            self.binary = binary;
+        }
     }
 
     /// A failed call drops the connection so the next one starts afresh.
@@ -176,7 +216,7 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let data = encode(req).map_err(RPCError::Network)?;
+        let data = encode(req, self.binary).map_err(RPCError::Network)?;
         self.unary_encoded(data, option, call).await
     }
 
@@ -198,7 +238,10 @@ impl Peer {
         request.set_timeout(option.hard_ttl());
         self.name_group(request.metadata_mut());
         let reply = match call(client, request).await {
-            Ok(r) => r.into_inner(),
+            Ok(r) => {
+                self.learn_codec(r.metadata());
+                r.into_inner()
+            }
             Err(status) => return Err(RPCError::Unreachable(self.transport_failed(&status))),
         };
         let result: Result<Resp, RaftError<NodeId, E>> =
@@ -240,7 +283,7 @@ impl RaftNetwork<TypeConfig> for Peer {
                 "AppendEntries cut to its byte budget"
             );
         }
-        let data = encode(&rpc).map_err(RPCError::Network)?;
+        let data = encode(&rpc, self.binary).map_err(RPCError::Network)?;
         self.append_pending = true;
         let answer: Result<AppendEntriesResponse<NodeId>, _> = self
             .unary_encoded(data, &option, async |mut c, r| c.append_entries(r).await)
@@ -291,7 +334,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
         let mut client = self.client()?;
-        let header = encode(&(&vote, &snapshot.meta))?;
+        let header = encode(&(&vote, &snapshot.meta), false)?;
         let data = snapshot.snapshot.into_inner();
         let mut chunks = Vec::with_capacity(data.len() / SNAPSHOT_CHUNK + 1);
         chunks.push(SnapshotChunk {

@@ -68,14 +68,20 @@ pub mod wire {
     use slapos_domain::{Command, Query};
     use tonic::Status;
 
-    /// The JSON of an `AppendEntries` a peer sends.
+    /// An `AppendEntries` a peer sends, in the binary encoding or JSON (what earlier
+    /// releases send).
     pub fn append_entries(bytes: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, Status> {
-        decode_json("append entries", bytes)
+        raft_message("append entries", bytes)
     }
 
-    /// The JSON of a `Vote` a peer sends.
+    /// A `Vote` a peer sends, in either encoding.
     pub fn vote(bytes: &[u8]) -> Result<VoteRequest<NodeId>, Status> {
-        decode_json("vote", bytes)
+        raft_message("vote", bytes)
+    }
+
+    fn raft_message<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, Status> {
+        crate::network::decode_wire(bytes)
+            .map_err(|e| Status::invalid_argument(format!("malformed {what}: {e}")))
     }
 
     /// The header of the first chunk of an `InstallSnapshot` stream.

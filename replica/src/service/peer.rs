@@ -1,7 +1,7 @@
 //! Raft traffic from the other replicas: append entries, votes, snapshots.
 
 use super::{encode_json, wire, MAX_SNAPSHOT_BYTES};
-use crate::network::MAX_RAFT_MESSAGE;
+use crate::network::{encode_wire, is_binary, CODEC_BINARY_V1, CODEC_HEADER, MAX_RAFT_MESSAGE};
 use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{Snapshot, SnapshotMeta, Vote};
@@ -83,23 +83,23 @@ impl raft_server::Raft for RaftService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         self.same_group(&request)?;
-        let req: AppendEntriesRequest<TypeConfig> = wire::append_entries(&request.get_ref().data)?;
+        let data = &request.get_ref().data;
+        let binary = is_binary(data);
+        let req: AppendEntriesRequest<TypeConfig> = wire::append_entries(data)?;
         let result = self.raft.append_entries(req).await;
         if result.is_ok() {
             self.contact.touch();
         }
-        Ok(Response::new(RaftMessage {
-            data: encode_json(&result)?,
-        }))
+        answer(&result, binary)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.same_group(&request)?;
-        let req: VoteRequest<NodeId> = wire::vote(&request.get_ref().data)?;
+        let data = &request.get_ref().data;
+        let binary = is_binary(data);
+        let req: VoteRequest<NodeId> = wire::vote(data)?;
         let result = self.raft.vote(req).await;
-        Ok(Response::new(RaftMessage {
-            data: encode_json(&result)?,
-        }))
+        answer(&result, binary)
     }
 
     async fn install_snapshot(
@@ -139,6 +139,18 @@ impl raft_server::Raft for RaftService {
             data: encode_json(&result)?,
         }))
     }
+}
+
+
+/// An answer in the encoding of the request, saying that this replica reads binary.
+fn answer<T: serde::Serialize>(value: &T, binary: bool) -> Result<Response<RaftMessage>, Status> {
+    let data = encode_wire(value, binary).map_err(|e| Status::internal(format!("encode: {e}")))?;
+    let mut response = Response::new(RaftMessage { data });
+    response.metadata_mut().insert(
+        CODEC_HEADER,
+        tonic::metadata::MetadataValue::from_static(CODEC_BINARY_V1),
+    );
+    Ok(response)
 }
 
 pub fn raft_server(service: RaftService) -> raft_server::RaftServer<RaftService> {
