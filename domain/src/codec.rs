@@ -59,3 +59,28 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> 
 pub fn is_binary(bytes: &[u8]) -> bool {
     bytes.first() == Some(&BINARY_V1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::CaMaterial;
+
+    /// The binary encoding has no field names: a field left out when empty would shift
+    /// every field after it. A record with its optional parts empty reads back whole.
+    #[test]
+    fn empty_fields_are_written_and_read_back() {
+        let material = CaMaterial {
+            cert_pem: "CERT".into(),
+            key_pem: "KEY".into(),
+            group: String::new(),
+        };
+        let bytes = encode(&material).expect("encodes");
+        assert!(is_binary(&bytes));
+        let back: CaMaterial = decode(&bytes).expect("decodes");
+        assert_eq!(back, material);
+        // and JSON of an earlier release, without the field, still reads
+        let old: CaMaterial =
+            decode(br#"{"cert_pem":"CERT","key_pem":"KEY"}"#).expect("decodes JSON");
+        assert_eq!(old, material);
+    }
+}

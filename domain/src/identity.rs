@@ -121,7 +121,8 @@ pub struct CaMaterial {
     pub key_pem: String,
     /// The group's id (random, drawn with the authority; a restored group gets a new
     /// one): replicas refuse Raft traffic from another group's. Empty in a state written
-    /// before groups had ids.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// before groups had ids. Always written (a field left out would shift the binary
+    /// encoding, which has no field names).
+    #[serde(default)]
     pub group: String,
 }

@@ -44,7 +44,7 @@ fn ops() -> Vec<(u64, Op)> {
     friends.insert("bob".to_string());
     vec![
         (0, Op::InstallAuthority {
-            material: CaMaterial { cert_pem: "CERT".into(), key_pem: "KEY".into() },
+            material: CaMaterial { cert_pem: "CERT".into(), key_pem: "KEY".into(), group: String::new() },
         }),
         (0, Op::RegisterComputer {
             computer: "COMP-1".into(),
