@@ -7,7 +7,6 @@
 //! (`getFullComputerInformation`'s master read).
 
 use crate::raft::percentile;
-use slapos_harness::{HarnessError as ClusterError, ProcessCluster};
 use master_client::proposer_time as now;
 use master_client::MasterClient;
 use master_replica::node::SnapshotPolicy;
@@ -16,6 +15,7 @@ use slapos_domain::{
     format_date, AddressSpec, Command, ComputerSpec, Op, ParamValue, PartitionSpec, Query,
     RequestId, Requester, State, Timestamp, UsageLine, UsageTransaction,
 };
+use slapos_harness::{HarnessError as ClusterError, ProcessCluster};
 use slapos_proto::rpc::master::Consistency;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -326,7 +326,12 @@ pub async fn run_scale_bench(opts: &ScaleBenchOptions) -> Result<ScaleReport, Cl
         .ok_or(ClusterError::Unknown(leader))?
         .to_string();
     let mut addrs = vec![leader_addr.clone()];
-    addrs.extend(cluster.api_addrs().into_iter().filter(|a| *a != leader_addr));
+    addrs.extend(
+        cluster
+            .api_addrs()
+            .into_iter()
+            .filter(|a| *a != leader_addr),
+    );
     let client = MasterClient::new(addrs).with_deadline(Duration::from_secs(120));
 
     // The fleet.
@@ -338,15 +343,15 @@ pub async fn run_scale_bench(opts: &ScaleBenchOptions) -> Result<ScaleReport, Cl
         eprintln!(
             "seed phase {phase}: {ok}/{n} in {:.1} s{}",
             tp.elapsed().as_secs_f64(),
-            first.map(|e| format!(" (first refusal: {e})")).unwrap_or_default()
+            first
+                .map(|e| format!(" (first refusal: {e})"))
+                .unwrap_or_default()
         );
         report.seed_commands += ok;
         report.seed_errors += errors;
     }
     report.seed_seconds = t0.elapsed().as_secs_f64();
-    let applied = status_of(&leader_addr)
-        .await
-        .map_or(0, |s| s.applied_index);
+    let applied = status_of(&leader_addr).await.map_or(0, |s| s.applied_index);
     for addr in cluster.api_addrs() {
         wait_applied(&addr, applied, Duration::from_secs(300)).await?;
     }
@@ -355,7 +360,10 @@ pub async fn run_scale_bench(opts: &ScaleBenchOptions) -> Result<ScaleReport, Cl
             report.rss_mib.push(rss);
         }
     }
-    eprintln!("fleet written in {:.1} s; replicas resident: {:?} MiB", report.seed_seconds, report.rss_mib);
+    eprintln!(
+        "fleet written in {:.1} s; replicas resident: {:?} MiB",
+        report.seed_seconds, report.rss_mib
+    );
 
     // Requests with an SLA (sequential, through the leader).
     let mut writer = client.clone();
@@ -396,7 +404,13 @@ pub async fn run_scale_bench(opts: &ScaleBenchOptions) -> Result<ScaleReport, Cl
         let id = computer_id((i * 7919) % opts.computers.max(1));
         let t = Instant::now();
         let ok = match reader
-            .read(&Query::Computer { computer: id.clone() }, Consistency::Local, 1000)
+            .read(
+                &Query::Computer {
+                    computer: id.clone(),
+                },
+                Consistency::Local,
+                1000,
+            )
             .await
         {
             Ok((entries, _)) => State::from_entries(entries)
@@ -498,9 +512,7 @@ pub async fn run_scale_bench(opts: &ScaleBenchOptions) -> Result<ScaleReport, Cl
     );
 
     // Restart to serving: the fresh replica killed and started again.
-    let applied = status_of(&leader_addr)
-        .await
-        .map_or(0, |s| s.applied_index);
+    let applied = status_of(&leader_addr).await.map_or(0, |s| s.applied_index);
     cluster.kill9(fresh)?;
     let t_restart = Instant::now();
     cluster.spawn(fresh)?;

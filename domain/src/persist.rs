@@ -254,12 +254,12 @@ fn header_value(key: &[u8], c: &Computer, encoding: Encoding) -> Result<Vec<u8>,
                 partition_order: h.partition_order,
             },
         ),
-        Encoding::Json => codec::encode_as(&h, Encoding::Json).map_err(|source| {
-            PersistError::Encode {
+        Encoding::Json => {
+            codec::encode_as(&h, Encoding::Json).map_err(|source| PersistError::Encode {
                 key: key.to_vec(),
                 source,
-            }
-        }),
+            })
+        }
     }
 }
 
@@ -499,7 +499,6 @@ fn issued_key_key(serial: u128) -> Vec<u8> {
     k
 }
 
-
 /// Split `len(u32 BE) bytes rest` from a key body.
 fn split_len(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_be_bytes(body.get(..4)?.try_into().ok()?) as usize;
@@ -521,7 +520,11 @@ fn enc<T: Serialize>(key: &[u8], value: &T) -> Result<Vec<u8>, PersistError> {
     })
 }
 
-fn enc_as<T: Serialize>(key: &[u8], value: &T, encoding: Encoding) -> Result<Vec<u8>, PersistError> {
+fn enc_as<T: Serialize>(
+    key: &[u8],
+    value: &T,
+    encoding: Encoding,
+) -> Result<Vec<u8>, PersistError> {
     codec::encode_as(value, encoding).map_err(|source| PersistError::Encode {
         key: key.to_vec(),
         source,
@@ -589,7 +592,10 @@ impl State {
             let k = outcome_key(&client, seq);
             match outcome {
                 Some(outcome) => {
-                    let at = self.sessions.get(&client).map_or(self.clock, |s| s.last_seen);
+                    let at = self
+                        .sessions
+                        .get(&client)
+                        .map_or(self.clock, |s| s.last_seen);
                     let record = OutcomeRecord {
                         seq,
                         at,
@@ -674,7 +680,10 @@ impl State {
     fn outcome_entries(&self, out: &mut Vec<Entry>) -> Result<(), PersistError> {
         for ((client, seq), outcome) in self.outcomes.iter() {
             let k = outcome_key(client, *seq);
-            let at = self.sessions.get(client).map_or(self.clock, |s| s.last_seen);
+            let at = self
+                .sessions
+                .get(client)
+                .map_or(self.clock, |s| s.last_seen);
             let record = OutcomeRecord {
                 seq: *seq,
                 at,
@@ -728,15 +737,18 @@ impl State {
             Some(KeyKind::Authority) => {
                 enc(key, &parse::<crate::identity::CaMaterial>(key, value)?)?
             }
-            Some(KeyKind::Certificate) => {
-                enc(key, &parse::<super::records::CertificateRecord>(key, value)?)?
-            }
+            Some(KeyKind::Certificate) => enc(
+                key,
+                &parse::<super::records::CertificateRecord>(key, value)?,
+            )?,
             Some(KeyKind::Token) => enc(key, &parse::<super::records::TokenRecord>(key, value)?)?,
             Some(KeyKind::IssuedKey) => {
                 enc(key, &parse::<super::records::IssuedPair>(key, value)?)?
             }
             Some(KeyKind::Meta) => enc(key, &parse::<Meta>(key, value)?)?,
-            Some(KeyKind::UsageIndex | KeyKind::Session | KeyKind::Outcome) => return Ok(Vec::new()),
+            Some(KeyKind::UsageIndex | KeyKind::Session | KeyKind::Outcome) => {
+                return Ok(Vec::new())
+            }
             None => {
                 return Err(PersistError::BadKey {
                     key: key.to_vec(),
@@ -1239,7 +1251,10 @@ pub fn restore_entry(
 
 /// A pair re-encoded in JSON (for readers of earlier releases).
 fn reencode_json(key: Vec<u8>, value: &[u8]) -> Result<Entry, PersistError> {
-    fn j<T: Serialize + for<'a> Deserialize<'a>>(key: &[u8], v: &[u8]) -> Result<Vec<u8>, PersistError> {
+    fn j<T: Serialize + for<'a> Deserialize<'a>>(
+        key: &[u8],
+        v: &[u8],
+    ) -> Result<Vec<u8>, PersistError> {
         let t: T = parse(key, v)?;
         enc_as(key, &t, Encoding::Json)
     }

@@ -5,8 +5,8 @@
 
 use slapos_domain::{
     AddressSpec, AllocationScope, CaMaterial, Command, ComputerSpec, Identity, Op, ParamValue,
-    PartitionSpec, PriceScope, RequestId, Requester, SoftwareReport, State, StatusKind,
-    Timestamp, UsageLine, UsageTransaction,
+    PartitionSpec, PriceScope, RequestId, Requester, SoftwareReport, State, StatusKind, Timestamp,
+    UsageLine, UsageTransaction,
 };
 use std::collections::BTreeMap;
 
@@ -33,7 +33,11 @@ fn ops() -> Vec<(u64, Op)> {
     params.insert("f".to_string(), ParamValue::Float(1.5));
     params.insert(
         "l".to_string(),
-        ParamValue::List(vec![ParamValue::Int(-3), ParamValue::None, ParamValue::Bool(true)]),
+        ParamValue::List(vec![
+            ParamValue::Int(-3),
+            ParamValue::None,
+            ParamValue::Bool(true),
+        ]),
     );
     let mut sla = BTreeMap::new();
     sla.insert("region".to_string(), "eu".to_string());
@@ -43,83 +47,165 @@ fn ops() -> Vec<(u64, Op)> {
     let mut friends = std::collections::BTreeSet::new();
     friends.insert("bob".to_string());
     vec![
-        (0, Op::InstallAuthority {
-            material: CaMaterial { cert_pem: "CERT".into(), key_pem: "KEY".into(), group: String::new() },
-        }),
-        (0, Op::RegisterComputer {
-            computer: "COMP-1".into(),
-            title: "one".into(),
-            owner: "provider".into(),
-            region: Some("eu".into()),
-            network: Some("net".into()),
-            attributes,
-        }),
-        (0, Op::FormatComputer {
-            computer: "COMP-1".into(),
-            spec: ComputerSpec { address: Some("10.0.0.1".into()), netmask: Some("255.255.255.0".into()), partitions },
-        }),
-        (0, Op::Supply { computer: "COMP-1".into(), url: "https://sr/a.cfg".into(), state: "available".into() }),
-        (0, Op::ReportSoftware { computer: "COMP-1".into(), url: "https://sr/a.cfg".into(), report: SoftwareReport::Available }),
-        (0, Op::SetPrice {
-            provider: "provider".into(),
-            scope: PriceScope::Region("eu".into()),
-            resource: "hosting".into(),
-            price: "0.25".into(),
-            currency: "EUR".into(),
-            unit: "hour".into(),
-        }),
-        (1, Op::RequestInstance {
-            requester: Requester::Person("alice".into()),
-            title: "root".into(),
-            software_release: "https://sr/a.cfg".into(),
-            software_type: "default".into(),
-            state: None,
-            shared: false,
-            parameters: params,
-            sla,
-        }),
-        (1, Op::SetConnection { computer: "COMP-1".into(), partition: "slappart0".into(), shared: None, connection }),
-        (1, Op::ReportStatus {
-            computer: "COMP-1".into(),
-            partition: "slappart0".into(),
-            shared: None,
-            kind: StatusKind::Started,
-            message: "ok".into(),
-        }),
+        (
+            0,
+            Op::InstallAuthority {
+                material: CaMaterial {
+                    cert_pem: "CERT".into(),
+                    key_pem: "KEY".into(),
+                    group: String::new(),
+                },
+            },
+        ),
+        (
+            0,
+            Op::RegisterComputer {
+                computer: "COMP-1".into(),
+                title: "one".into(),
+                owner: "provider".into(),
+                region: Some("eu".into()),
+                network: Some("net".into()),
+                attributes,
+            },
+        ),
+        (
+            0,
+            Op::FormatComputer {
+                computer: "COMP-1".into(),
+                spec: ComputerSpec {
+                    address: Some("10.0.0.1".into()),
+                    netmask: Some("255.255.255.0".into()),
+                    partitions,
+                },
+            },
+        ),
+        (
+            0,
+            Op::Supply {
+                computer: "COMP-1".into(),
+                url: "https://sr/a.cfg".into(),
+                state: "available".into(),
+            },
+        ),
+        (
+            0,
+            Op::ReportSoftware {
+                computer: "COMP-1".into(),
+                url: "https://sr/a.cfg".into(),
+                report: SoftwareReport::Available,
+            },
+        ),
+        (
+            0,
+            Op::SetPrice {
+                provider: "provider".into(),
+                scope: PriceScope::Region("eu".into()),
+                resource: "hosting".into(),
+                price: "0.25".into(),
+                currency: "EUR".into(),
+                unit: "hour".into(),
+            },
+        ),
+        (
+            1,
+            Op::RequestInstance {
+                requester: Requester::Person("alice".into()),
+                title: "root".into(),
+                software_release: "https://sr/a.cfg".into(),
+                software_type: "default".into(),
+                state: None,
+                shared: false,
+                parameters: params,
+                sla,
+            },
+        ),
+        (
+            1,
+            Op::SetConnection {
+                computer: "COMP-1".into(),
+                partition: "slappart0".into(),
+                shared: None,
+                connection,
+            },
+        ),
+        (
+            1,
+            Op::ReportStatus {
+                computer: "COMP-1".into(),
+                partition: "slappart0".into(),
+                shared: None,
+                kind: StatusKind::Started,
+                message: "ok".into(),
+            },
+        ),
         // refused: its outcome is remembered
-        (1, Op::Supply { computer: "COMP-404".into(), url: "https://sr/a.cfg".into(), state: "available".into() }),
-        (2, Op::RecordUsage {
-            computer: "COMP-1".into(),
-            reporter: None,
-            transactions: vec![UsageTransaction {
-                reference: "COMP-1".into(),
-                start_date: String::new(),
-                stop_date: "2026-09-21T10:00:00Z".into(),
-                lines: vec![UsageLine { partition: Some("slappart0".into()), resource: "cpu".into(), quantity: "2.5".into() }],
-            }],
-        }),
-        (3, Op::SetComputerPolicy {
-            computer: "COMP-1".into(),
-            by: None,
-            allocation_scope: Some(AllocationScope::Friends(friends)),
-            legacy_partition_keys: Some(true),
-        }),
-        (3, Op::SetAdmin { person: "alice".into(), admin: true }),
+        (
+            1,
+            Op::Supply {
+                computer: "COMP-404".into(),
+                url: "https://sr/a.cfg".into(),
+                state: "available".into(),
+            },
+        ),
+        (
+            2,
+            Op::RecordUsage {
+                computer: "COMP-1".into(),
+                reporter: None,
+                transactions: vec![UsageTransaction {
+                    reference: "COMP-1".into(),
+                    start_date: String::new(),
+                    stop_date: "2026-09-21T10:00:00Z".into(),
+                    lines: vec![UsageLine {
+                        partition: Some("slappart0".into()),
+                        resource: "cpu".into(),
+                        quantity: "2.5".into(),
+                    }],
+                }],
+            },
+        ),
+        (
+            3,
+            Op::SetComputerPolicy {
+                computer: "COMP-1".into(),
+                by: None,
+                allocation_scope: Some(AllocationScope::Friends(friends)),
+                legacy_partition_keys: Some(true),
+            },
+        ),
+        (
+            3,
+            Op::SetAdmin {
+                person: "alice".into(),
+                admin: true,
+            },
+        ),
         (3, Op::RetireReplica { id: 7 }),
-        (3, Op::RecordCertificate {
-            serial: "1f".into(),
-            identity: Identity::Computer("COMP-1".into()),
-            not_after: Timestamp(T0 + 1000 * HOUR),
-            pair: None,
-        }),
-        (3, Op::CreateToken {
-            hash: "ab".repeat(32),
-            owner: "alice".into(),
-            computer: "COMP-2".into(),
-            expires_at: Timestamp(T0 + 10 * HOUR),
-            server: None,
-        }),
-        (4, Op::CloseBooks { until: Timestamp(T0 + 4 * HOUR) }),
+        (
+            3,
+            Op::RecordCertificate {
+                serial: "1f".into(),
+                identity: Identity::Computer("COMP-1".into()),
+                not_after: Timestamp(T0 + 1000 * HOUR),
+                pair: None,
+            },
+        ),
+        (
+            3,
+            Op::CreateToken {
+                hash: "ab".repeat(32),
+                owner: "alice".into(),
+                computer: "COMP-2".into(),
+                expires_at: Timestamp(T0 + 10 * HOUR),
+                server: None,
+            },
+        ),
+        (
+            4,
+            Op::CloseBooks {
+                until: Timestamp(T0 + 4 * HOUR),
+            },
+        ),
     ]
 }
 
@@ -157,7 +243,10 @@ fn write_fixture() {
         .map(|(k, v)| format!("{} {}\n", hex(k), hex(v)))
         .collect();
     std::fs::write(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-json-v1.txt"),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/state-json-v1.txt"
+        ),
         text,
     )
     .expect("write fixture");

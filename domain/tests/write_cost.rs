@@ -3,7 +3,9 @@
 //! of 256), once every writer's window of remembered outcomes is full. Prints the figures
 //! (`cargo test -p slapos-domain --test write_cost -- --nocapture`) and bounds them.
 
-use slapos_domain::{AddressSpec, Command, ComputerSpec, Op, PartitionSpec, RequestId, State, Timestamp};
+use slapos_domain::{
+    AddressSpec, Command, ComputerSpec, Op, PartitionSpec, RequestId, State, Timestamp,
+};
 
 fn supply(writer: usize, seq: u64) -> Op {
     Op::Supply {
@@ -62,7 +64,10 @@ pub fn measure(writers: usize, warm_batches: u64, batches: u64) -> (f64, f64) {
                 .sum::<u64>();
         }
     }
-    (keys as f64 / commands as f64, bytes as f64 / commands as f64)
+    (
+        keys as f64 / commands as f64,
+        bytes as f64 / commands as f64,
+    )
 }
 
 #[test]

@@ -61,7 +61,12 @@ pub trait StateMachine: Sized + Send + Sync + 'static {
     /// The changes that bring one stored pair to the current layout (`self` is the
     /// machine loaded from the old pairs). Must leave pairs already in the current layout
     /// alone.
-    fn upgrade_pair(&self, _key: &[u8], _value: &[u8], _changes: &mut Changes) -> Result<(), String> {
+    fn upgrade_pair(
+        &self,
+        _key: &[u8],
+        _value: &[u8],
+        _changes: &mut Changes,
+    ) -> Result<(), String> {
         Ok(())
     }
     /// Changes written once every pair was upgraded.

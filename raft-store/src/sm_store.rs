@@ -401,7 +401,12 @@ where
             Some(v) => <[u8; 4]>::try_from(v.as_slice())
                 .map(u32::from_be_bytes)
                 .map_err(|_| StoreError::Corrupt("data format record is not 4 bytes".into()))?,
-            None if self.db.iterator_cf(sm, IteratorMode::Start).next().is_none() => {
+            None if self
+                .db
+                .iterator_cf(sm, IteratorMode::Start)
+                .next()
+                .is_none() =>
+            {
                 SM::DATA_FORMAT
             }
             None => 1,
@@ -413,7 +418,11 @@ where
             }
             return Ok(());
         }
-        tracing::info!(from = stored, to = SM::DATA_FORMAT, "upgrading the state machine's data");
+        tracing::info!(
+            from = stored,
+            to = SM::DATA_FORMAT,
+            "upgrading the state machine's data"
+        );
         let machine = self.machine.read().map_err(|_| StoreError::Closed)?;
         let view = self.db.snapshot();
         let mut changes = Changes::new();
@@ -445,7 +454,9 @@ where
                 pending = 0;
             }
         }
-        machine.upgrade_finish(&mut changes).map_err(StoreError::Load)?;
+        machine
+            .upgrade_finish(&mut changes)
+            .map_err(StoreError::Load)?;
         written += changes.len() as u64;
         flush(&mut changes)?;
         drop(view);

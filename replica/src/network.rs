@@ -183,7 +183,11 @@ impl Peer {
             .get(CODEC_HEADER)
             .is_some_and(|v| v.as_bytes() == CODEC_BINARY_V1.as_bytes());
         if binary != self.binary {
-            tracing::debug!(target_id = self.target, binary, "peer's Raft message encoding");
+            tracing::debug!(
+                target_id = self.target,
+                binary,
+                "peer's Raft message encoding"
+            );
             self.binary = binary;
         }
     }

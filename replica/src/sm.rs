@@ -187,7 +187,11 @@ impl raft_store::StateMachine for Machine {
     const DATA_FORMAT: u32 = 2;
 
     fn upgrade_pair(&self, key: &[u8], value: &[u8], changes: &mut Changes) -> Result<(), String> {
-        for (k, v) in self.state.upgrade_pair(key, value).map_err(|e| e.to_string())? {
+        for (k, v) in self
+            .state
+            .upgrade_pair(key, value)
+            .map_err(|e| e.to_string())?
+        {
             match v {
                 Some(v) => changes.put(k, v),
                 None => changes.delete(k),

@@ -141,7 +141,6 @@ impl raft_server::Raft for RaftService {
     }
 }
 
-
 /// An answer in the encoding of the request, saying that this replica reads binary.
 fn answer<T: serde::Serialize>(value: &T, binary: bool) -> Result<Response<RaftMessage>, Status> {
     let data = encode_wire(value, binary).map_err(|e| Status::internal(format!("encode: {e}")))?;
