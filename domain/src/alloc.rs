@@ -7,7 +7,7 @@
 
 use super::error::DomainError;
 use super::ids::InstanceId;
-use super::records::{Computer, SoftwareState};
+use super::records::Computer;
 use super::state::State;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -295,65 +295,87 @@ pub(crate) fn allocate(
         }
     }
 
-    let mut matching = 0usize;
-    let mut supplied = 0usize;
-    let mut best: Option<Placement> = None;
-    for computer in state.computers.values() {
-        if !computer.allocation_scope.admits(&computer.owner, requester)
-            || !filter.admits(state, computer)
-        {
-            continue;
-        }
-        let spread_ok = match filter.spread {
-            None => true,
-            Some(Spread::Computer) => !used_computers.contains(computer.id.as_str()),
-            Some(Spread::Region) => computer
-                .region
-                .as_deref()
-                .is_some_and(|r| !used_regions.contains(r)),
-            Some(Spread::Network) => computer
-                .network
-                .as_deref()
-                .is_some_and(|n| !used_networks.contains(n)),
-        };
-        if !spread_ok {
-            continue;
-        }
-        matching += 1;
-        let software = match state
-            .software
-            .get(&(computer.id.clone(), software_release.to_string()))
-        {
-            Some(sw) if sw.requested == SoftwareState::Available => {
-                if sw.reported == Some(super::command::SoftwareReport::Available) {
-                    0
-                } else {
-                    1
-                }
-            }
-            // Not supplied here: the provider has not chosen to run it.
-            _ => continue,
-        };
-        supplied += 1;
-        let load = computer.used_partitions();
-        if let Some((index, partition)) = computer
+    let spread_ok = |computer: &Computer| match filter.spread {
+        None => true,
+        Some(Spread::Computer) => !used_computers.contains(computer.id.as_str()),
+        Some(Spread::Region) => computer
+            .region
+            .as_deref()
+            .is_some_and(|r| !used_regions.contains(r)),
+        Some(Spread::Network) => computer
+            .network
+            .as_deref()
+            .is_some_and(|n| !used_networks.contains(n)),
+    };
+    let admitted = |computer: &Computer| {
+        computer.allocation_scope.admits(&computer.owner, requester)
+            && filter.admits(state, computer)
+            && spread_ok(computer)
+    };
+    // The rank of the release on `computer` (None: not supplied there) and its first
+    // free partition, as a placement.
+    let placement = |computer: &Computer, rank: u8| {
+        let (index, partition) = computer
             .partitions
             .iter()
             .enumerate()
-            .find(|(_, p)| p.instance.is_none())
-        {
-            let score = Score {
-                software,
-                load,
+            .find(|(_, p)| p.instance.is_none())?;
+        Some(Placement {
+            computer: computer.id.clone(),
+            partition: partition.id.clone(),
+            score: Score {
+                software: rank,
+                load: computer.used_partitions(),
                 computer: computer.id.clone(),
                 partition_index: index,
+            },
+        })
+    };
+    let rank_on = |computer: &Computer| {
+        state
+            .software
+            .get(&(computer.id.clone(), software_release.to_string()))
+            .and_then(super::alloc_index::rank)
+    };
+
+    // The index lists the computers that supply the release and have a free partition,
+    // best score first: the first one admitted wins. (A pinned computer is looked at
+    // alone; a walk that finds nothing falls through to the scan, which says why.)
+    let index = &state.alloc_index.0;
+    if filter.computer.is_none() && index.is_current(&state.computers, &state.software) {
+        for id in index.candidates(software_release, filter.region.as_deref()) {
+            let Some(computer) = state.computers.get(id) else {
+                continue;
             };
-            if best.as_ref().is_none_or(|b| score < b.score) {
-                best = Some(Placement {
-                    computer: computer.id.clone(),
-                    partition: partition.id.clone(),
-                    score,
-                });
+            if !admitted(computer) {
+                continue;
+            }
+            if let Some(found) = rank_on(computer).and_then(|rank| placement(computer, rank)) {
+                return Ok(found);
+            }
+        }
+    }
+
+    let mut matching = 0usize;
+    let mut supplied = 0usize;
+    let mut best: Option<Placement> = None;
+    let scanned: Box<dyn Iterator<Item = &Computer>> = match &filter.computer {
+        Some(c) => Box::new(state.computers.get(c).into_iter()),
+        None => Box::new(state.computers.values()),
+    };
+    for computer in scanned {
+        if !admitted(computer) {
+            continue;
+        }
+        matching += 1;
+        // Not supplied here: the provider has not chosen to run it.
+        let Some(rank) = rank_on(computer) else {
+            continue;
+        };
+        supplied += 1;
+        if let Some(found) = placement(computer, rank) {
+            if best.as_ref().is_none_or(|b| found.score < b.score) {
+                best = Some(found);
             }
         }
     }

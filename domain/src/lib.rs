@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod alloc;
+mod alloc_index;
 mod apply;
 pub mod codec;
 mod command;

@@ -82,6 +82,9 @@ pub struct State {
     /// command touching one partition of a large computer writes that partition only.
     /// Empty after a load: the first change to a computer writes all of it once.
     pub(crate) written: Pending<std::collections::HashMap<Vec<u8>, Vec<u8>>>,
+    /// Computers that supply each release with a free partition, best first. Derived,
+    /// kept up to date before each allocation (`alloc_index.rs`).
+    pub(crate) alloc_index: Pending<super::alloc_index::AllocIndex>,
 }
 
 /// Bookkeeping for persistence only: never part of what a state is (equal states may
@@ -96,6 +99,16 @@ impl<T> PartialEq for Pending<T> {
 }
 
 impl State {
+    /// The same state, allocating by scanning every computer instead of walking the
+    /// allocation index (what a test compares the index with).
+    #[doc(hidden)]
+    pub fn without_alloc_index(mut self) -> Self {
+        self.computers.unwatch();
+        self.software.unwatch();
+        self.alloc_index = Pending::default();
+        self
+    }
+
     /// The group's certificate authority, once installed.
     pub fn authority(&self) -> Option<&crate::identity::CaMaterial> {
         self.authority.get(&0)

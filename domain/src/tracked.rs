@@ -60,6 +60,21 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
         }
     }
 
+    /// Stops recording written keys for [`Tracked::take_touched`].
+    pub fn unwatch(&mut self) {
+        self.touched = None;
+    }
+
+    /// Whether the map records written keys for [`Tracked::take_touched`].
+    pub fn is_watched(&self) -> bool {
+        self.touched.is_some()
+    }
+
+    /// Whether keys were written since the last [`Tracked::take_touched`].
+    pub fn has_touched(&self) -> bool {
+        self.touched.as_ref().is_some_and(|t| !t.is_empty())
+    }
+
     /// Records a key for [`Tracked::take_touched`] without writing it.
     pub fn touch(&mut self, key: &K) {
         if let Some(touched) = &mut self.touched {

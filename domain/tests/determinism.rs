@@ -96,6 +96,14 @@ fn state() -> impl Strategy<Value = Option<String>> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => (prop::sample::select(COMPUTERS), 0..6usize).prop_map(|(c, n)| format_op(c, n)),
+        1 => (computer(), prop::sample::select(&["eu", "us"][..])).prop_map(|(computer, region)| Op::RegisterComputer {
+            title: computer.clone(),
+            computer,
+            owner: "provider".into(),
+            region: Some(region.into()),
+            network: None,
+            attributes: BTreeMap::new(),
+        }),
         1 => (computer(), prop::sample::select(URLS), prop::sample::select(&["available", "destroyed"][..]))
             .prop_map(|(computer, url, state)| Op::Supply { computer, url: url.into(), state: state.into() }),
         1 => (computer(), prop::sample::select(URLS), 0..4u8).prop_map(|(computer, url, r)| Op::ReportSoftware {
@@ -106,7 +114,7 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         6 => (requester(), title(), prop::sample::select(URLS), prop::sample::select(TYPES), state(),
               prop::bool::weighted(0.25), params(), prop::option::of(computer()))
-            .prop_map(|(requester, title, url, ty, state, shared, parameters, guid)| Op::RequestInstance {
+            .prop_map(|(requester, title, url, ty, state, shared, parameters, guid)| { let n = parameters.len(); Op::RequestInstance {
                 requester,
                 title,
                 software_release: url.into(),
@@ -114,8 +122,13 @@ fn op() -> impl Strategy<Value = Op> {
                 state,
                 shared,
                 parameters,
-                sla: guid.map(|g| BTreeMap::from([("computer_guid".to_string(), g)])).unwrap_or_default(),
-            }),
+                sla: match (guid, n) {
+                    (Some(g), _) => BTreeMap::from([("computer_guid".to_string(), g)]),
+                    // some requests ask for a region instead
+                    (None, 1) => BTreeMap::from([("region".to_string(), "eu".to_string())]),
+                    (None, _) => BTreeMap::new(),
+                },
+            }}),
         2 => (computer(), partition(), prop::option::of(prop::sample::select(&["SOFTINST-3", "SOFTINST-5", "_s1"][..])), "[a-z]{0,2}")
             .prop_map(|(computer, partition, shared, v)| Op::SetConnection {
                 computer, partition, shared: shared.map(str::to_string),
@@ -189,6 +202,41 @@ fn commands() -> impl Strategy<Value = Vec<Command>> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Allocation walks an index of the computers that supply a release; a state that
+    /// scans every computer instead places every instance on the same partition and
+    /// ends equal.
+    #[test]
+    fn allocation_through_the_index_places_as_the_scan_does(cmds in commands()) {
+        let (mut indexed, mut scanned) = (State::new(), State::new().without_alloc_index());
+        // every computer registered in a region, formatted, supplying both releases:
+        // most requests then have several candidates to choose from
+        let mut setup = Vec::new();
+        for (i, computer) in COMPUTERS.iter().enumerate() {
+            setup.push(Op::RegisterComputer {
+                computer: computer.to_string(),
+                title: computer.to_string(),
+                owner: "provider".into(),
+                region: Some(if i == 1 { "us" } else { "eu" }.into()),
+                network: None,
+                attributes: BTreeMap::new(),
+            });
+            setup.push(format_op(computer, 3));
+            for url in URLS {
+                setup.push(Op::Supply { computer: computer.to_string(), url: url.to_string(), state: "available".into() });
+            }
+        }
+        let setup = setup.into_iter().enumerate().map(|(i, op)| Command {
+            request_id: RequestId::new("setup", i as u64 + 1),
+            at: Timestamp(1_794_000_000_000_000),
+            op,
+        });
+        for cmd in setup.chain(cmds) {
+            let cmd = &cmd;
+            prop_assert_eq!(indexed.apply(cmd), scanned.apply(cmd));
+        }
+        prop_assert_eq!(indexed, scanned);
+    }
 
     #[test]
     fn replicas_applying_the_same_log_reach_identical_bytes(cmds in commands()) {

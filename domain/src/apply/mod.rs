@@ -109,6 +109,8 @@ impl State {
     pub fn new() -> Self {
         State {
             instances: super::tracked::Tracked::watched(),
+            computers: super::tracked::Tracked::watched(),
+            software: super::tracked::Tracked::watched(),
             ..State::default()
         }
     }

@@ -162,6 +162,9 @@ impl State {
                     Some((root, _)) => Some(self.instance_ref(root)?.requested_state),
                     None => None,
                 };
+                self.alloc_index
+                    .0
+                    .refresh(&mut self.computers, &mut self.software);
                 let placement = allocate(
                     self,
                     req.title,
