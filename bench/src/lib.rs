@@ -16,6 +16,8 @@
 //! - [`fleet`] (`slapos bench fleet`): simulated nodes holding long polls (and some
 //!   polling plainly) against the replica group's gateways while a writer changes their
 //!   instances: held connections, CPU and memory, poll latency, write-to-answer time.
+//! - [`alloc`] (`slapos bench alloc`): allocation in the state machine of a large
+//!   fleet, walking the allocation index and scanning every computer, side by side.
 //! - [`backup`] (`slapos bench backup`): a fleet's state backed up while a client
 //!   writes (its latency alone and during), verified, restored as a new group.
 //! - [`scale`] (`slapos bench scale`): a provider's fleet in one group (100,000
@@ -27,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alloc;
 pub mod backup;
 pub mod fleet;
 pub mod limits;

@@ -49,6 +49,27 @@ pub enum BenchCommand {
     /// and extra memory), restart to serving, p99 of a request with an SLA and of a
     /// computer's read.
     Scale(ScaleArgs),
+    /// Allocation in the state machine of a large fleet (default 100,000 computers x 10
+    /// partitions in 10 regions, built in this process): a request's time without an SLA
+    /// and with a region, walking the allocation index and scanning every computer (the
+    /// allocation of earlier releases), side by side.
+    Alloc(AllocArgs),
+}
+
+#[derive(Args)]
+pub struct AllocArgs {
+    #[arg(long, default_value_t = 100_000)]
+    computers: usize,
+    #[arg(long, default_value_t = 10)]
+    partitions: usize,
+    #[arg(long, default_value_t = 10)]
+    regions: usize,
+    /// Requests timed for each method and condition.
+    #[arg(long, default_value_t = 300)]
+    requests: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -361,6 +382,19 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Tunnel(args) => run_tunnel(args).await,
         BenchCommand::Scale(args) => run_scale(args).await,
+        BenchCommand::Alloc(args) => {
+            let opts = slapos_bench::alloc::AllocBenchOptions {
+                computers: args.computers,
+                partitions: args.partitions,
+                regions: args.regions,
+                requests: args.requests,
+            };
+            let report =
+                tokio::task::spawn_blocking(move || slapos_bench::alloc::run_alloc_bench(&opts))
+                    .await??;
+            print!("{}", report.summary());
+            write_json(args.json.as_deref(), &report)
+        }
         BenchCommand::Slap(args) => run_slap(args).await,
         BenchCommand::Usage(args) => run_usage(args).await,
         BenchCommand::Node(args) => run_node(args).await,

@@ -73,11 +73,12 @@ fn valid_size(size: &str) -> bool {
 }
 
 impl SlaFilter {
-    /// Parse an SLA against the attributes computers declare. Unknown keys and malformed
-    /// values are errors, never silently ignored.
+    /// Parse an SLA against the attributes computers declare (`declared`: whether some
+    /// computer declares that name). Unknown keys and malformed values are errors, never
+    /// silently ignored.
     pub fn parse(
         sla: &BTreeMap<String, String>,
-        declared: &BTreeSet<&str>,
+        declared: impl Fn(&str) -> bool,
     ) -> Result<SlaFilter, DomainError> {
         let mut filter = SlaFilter::default();
         for (key, value) in sla {
@@ -139,7 +140,7 @@ impl SlaFilter {
                     ))
                 }
                 k if PASSIVE_KEYS.contains(&k) => {}
-                k if declared.contains(k) => {
+                k if declared(k) => {
                     filter.attributes.insert(key.clone(), value.clone());
                 }
                 _ => return Err(DomainError::UnknownSlaKey(key.clone())),
@@ -219,13 +220,14 @@ impl SlaFilter {
     }
 }
 
-/// The attribute names computers declare, i.e. the keys an SLA may test for equality.
-pub(crate) fn declared_attributes(state: &State) -> BTreeSet<&str> {
+/// Whether some computer declares attribute `name`, i.e. whether an SLA may test it for
+/// equality. Asked only for a key that is none of SlapOS's own, so a request with the
+/// usual conditions never looks at every computer.
+pub(crate) fn declares_attribute(state: &State, name: &str) -> bool {
     state
         .computers
         .values()
-        .flat_map(|c| c.attributes.keys().map(String::as_str))
-        .collect()
+        .any(|c| c.attributes.contains_key(name))
 }
 
 /// How a candidate partition ranks; smaller is better. Field order is the policy:

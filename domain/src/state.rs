@@ -109,6 +109,14 @@ impl State {
         self
     }
 
+    /// Builds the allocation index now rather than at the first allocation (a replica
+    /// does it when it loads, so that the first request after a restart does not wait).
+    pub fn prepare_allocation(&mut self) {
+        self.alloc_index
+            .0
+            .refresh(&mut self.computers, &mut self.software);
+    }
+
     /// The group's certificate authority, once installed.
     pub fn authority(&self) -> Option<&crate::identity::CaMaterial> {
         self.authority.get(&0)

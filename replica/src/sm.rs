@@ -175,9 +175,12 @@ impl raft_store::StateMachine for Machine {
 
     fn load(pairs: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Self, String> {
         State::from_entries(pairs)
-            .map(|state| Machine {
-                state,
-                views: ViewVersions::default(),
+            .map(|mut state| {
+                state.prepare_allocation();
+                Machine {
+                    state,
+                    views: ViewVersions::default(),
+                }
             })
             .map_err(|e| e.to_string())
     }

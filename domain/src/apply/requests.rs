@@ -2,7 +2,7 @@
 //! instances placed on a host; the title and tree indexes kept with them.
 
 use super::{bumped, check_name, check_url, parse_state, InstanceRequest, Scope};
-use crate::alloc::{allocate, declared_attributes, SlaFilter};
+use crate::alloc::{allocate, declares_attribute, SlaFilter};
 use crate::command::{Outcome, Reply, Requester};
 use crate::error::DomainError;
 use crate::ids::{InstanceId, Timestamp};
@@ -54,8 +54,7 @@ impl State {
         req: &InstanceRequest,
         now: Timestamp,
     ) -> Outcome {
-        let declared = declared_attributes(self);
-        let filter = SlaFilter::parse(req.sla, &declared)?;
+        let filter = SlaFilter::parse(req.sla, |k| declares_attribute(self, k))?;
         match self.lookup(scope, req.title) {
             Some(id) => {
                 let inst = self.instance_ref(id)?;
@@ -221,8 +220,7 @@ impl State {
         req: &InstanceRequest,
         now: Timestamp,
     ) -> Outcome {
-        let declared = declared_attributes(self);
-        let filter = SlaFilter::parse(req.sla, &declared)?;
+        let filter = SlaFilter::parse(req.sla, |k| declares_attribute(self, k))?;
         match self.lookup(scope, req.title) {
             Some(id) => {
                 let inst = self.instance_ref(id)?;
