@@ -606,13 +606,13 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
                 },
             );
             println!(
-                "{:>4} {:<8} {:<10} {:<22} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>10}  region (hosted by)",
-                "id", "role", "state", "api", "term", "last_log", "committed", "applied", "lag", "snapshot", "log_bytes", "snap_bytes"
+                "{:>4} {:<8} {:<10} {:<22} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>10} {:>8} {:>8}  region (hosted by)",
+                "id", "role", "state", "api", "term", "last_log", "committed", "applied", "lag", "snapshot", "log_bytes", "snap_bytes", "rtt_ms", "seen_ms"
             );
             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             for m in &status.members {
                 println!(
-                    "{:>4} {:<8} {:<10} {:<22} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>10}  {}{}{}",
+                    "{:>4} {:<8} {:<10} {:<22} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>10} {:>8} {:>8}  {}{}{}",
                     m.id,
                     m.role,
                     m.state.as_deref().unwrap_or("unreachable"),
@@ -625,10 +625,21 @@ pub async fn cluster(cmd: ClusterCommand) -> Result<()> {
                     opt(m.snapshot_index),
                     opt(m.log_size_bytes),
                     opt(m.snapshot_size_bytes),
+                    m.rtt_ms.map_or("-".to_string(), |r| format!("{r:.1}")),
+                    opt(m.last_answer_ms),
                     m.region,
                     m.hosted_by.as_ref().map_or(String::new(), |h| format!(" ({h})")),
                     m.error.as_ref().map_or(String::new(), |e| format!("  ({e})"))
                 );
+            }
+            if let Some(t) = status.timers {
+                println!(
+                    "timers: heartbeat {} ms, election timeout {}-{} ms",
+                    t.heartbeat_ms, t.election_timeout_min_ms, t.election_timeout_max_ms
+                );
+            }
+            for w in &status.warnings {
+                println!("warning: {w}");
             }
             Ok(())
         }

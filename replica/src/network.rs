@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use slapos_proto::rpc::raft::raft_client::RaftClient;
 use slapos_proto::rpc::raft::{RaftMessage, SnapshotChunk};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -37,6 +38,53 @@ pub struct Network {
     pub connect_timeout: Duration,
     /// This replica's state, for the group id every message carries.
     pub state: Option<crate::types::StateHandle>,
+    /// Round trips and last contact with each peer, as this replica's calls measure them.
+    pub contacts: PeerContacts,
+}
+
+/// What this replica measured of each peer it sent AppendEntries to (as leader: every
+/// member): the round trip of a heartbeat (an AppendEntries without entries, so the
+/// time is the network's and the peer's, not the encoding of a large batch), smoothed,
+/// and when the peer last answered one. `slapos cluster status` shows them.
+#[derive(Debug, Clone, Default)]
+pub struct PeerContacts(std::sync::Arc<std::sync::Mutex<BTreeMap<NodeId, PeerContact>>>);
+
+#[derive(Debug, Clone, Copy)]
+pub struct PeerContact {
+    /// Smoothed round trip of heartbeats (the last 8 or so), None before the first.
+    pub rtt: Option<Duration>,
+    /// When the peer last answered an AppendEntries.
+    pub last_answer: std::time::Instant,
+}
+
+impl PeerContacts {
+    fn record(&self, peer: NodeId, took: Duration, heartbeat: bool) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let entry = map.entry(peer).or_insert(PeerContact {
+            rtt: None,
+            last_answer: now,
+        });
+        entry.last_answer = now;
+        if heartbeat {
+            entry.rtt = Some(match entry.rtt {
+                None => took,
+                Some(old) => (old * 7 + took) / 8,
+            });
+        }
+    }
+
+    /// The peer's contact, if it ever answered.
+    pub fn get(&self, peer: NodeId) -> Option<PeerContact> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&peer)
+            .copied()
+    }
 }
 
 impl std::fmt::Debug for Network {
@@ -61,6 +109,7 @@ impl Default for Network {
         Network {
             connect_timeout: Duration::from_secs(2),
             state: None,
+            contacts: PeerContacts::default(),
         }
     }
 }
@@ -74,6 +123,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.raft_addr.clone(),
             connect_timeout: self.connect_timeout,
             state: self.state.clone(),
+            contacts: self.contacts.clone(),
             client: None,
             append_budget: MAX_APPEND_BYTES,
             append_pending: false,
@@ -88,6 +138,7 @@ pub struct Peer {
     addr: String,
     connect_timeout: Duration,
     state: Option<crate::types::StateHandle>,
+    contacts: PeerContacts,
     client: Option<RaftClient<Channel>>,
     /// Bytes of entries the next AppendEntries may carry: halved when the previous one
     /// did not finish (openraft dropped it at its timeout), doubled back after one that
@@ -288,12 +339,16 @@ impl RaftNetwork<TypeConfig> for Peer {
             );
         }
         let data = encode(&rpc, self.binary).map_err(RPCError::Network)?;
+        let heartbeat = rpc.entries.is_empty();
         self.append_pending = true;
+        let started = std::time::Instant::now();
         let answer: Result<AppendEntriesResponse<NodeId>, _> = self
             .unary_encoded(data, &option, async |mut c, r| c.append_entries(r).await)
             .await;
         self.append_pending = false;
         if answer.is_ok() {
+            self.contacts
+                .record(self.target, started.elapsed(), heartbeat);
             self.append_budget = (self.append_budget * 2).min(MAX_APPEND_BYTES);
         }
         let answer = answer?;

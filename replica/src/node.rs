@@ -251,6 +251,8 @@ pub struct Replica {
     pub state: StateHandle,
     pub log_stats: raft_store::LogStats,
     pub contact: Arc<LeaderContact>,
+    /// Round trips to the peers, as this replica measured them.
+    pub peers: crate::network::PeerContacts,
     pub metrics: Arc<super::metrics::Metrics>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -272,11 +274,13 @@ impl Replica {
         .await?;
         let state = sm_store.handle();
         let log_stats = log_store.stats();
+        let contacts = crate::network::PeerContacts::default();
         let raft = Raft::new(
             config.id,
             config.raft_config()?,
             Network {
                 state: Some(state.clone()),
+                contacts: contacts.clone(),
                 ..Network::default()
             },
             log_store,
@@ -291,6 +295,7 @@ impl Replica {
             state,
             log_stats,
             contact: Arc::new(LeaderContact::default()),
+            peers: contacts,
             metrics: Arc::new(super::metrics::Metrics::default()),
             tasks: Vec::new(),
             shutdown,
@@ -329,6 +334,7 @@ impl Replica {
             state: self.state.clone(),
             log_stats: self.log_stats.clone(),
             contact: self.contact.clone(),
+            peers: self.peers.clone(),
         })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(256 << 20);

@@ -511,7 +511,29 @@ async fn cluster_status_json_describes_the_group() {
             m["applied_index"].as_u64() >= Some(writer.last_index),
             "{m:#}"
         );
+        // the leader's round trip to each follower (its heartbeats), and when each last
+        // answered; nothing of the kind for the leader itself
+        if id == leader {
+            assert!(
+                m["rtt_ms"].is_null() && m["last_answer_ms"].is_null(),
+                "{m:#}"
+            );
+        } else {
+            assert!(m["rtt_ms"].as_f64().is_some_and(|r| r > 0.0), "{m:#}");
+            assert!(m["last_answer_ms"].is_u64(), "{m:#}");
+        }
     }
+    // the timers the leader runs with
+    let s = Settings::default();
+    assert_eq!(
+        status["timers"]["heartbeat_ms"], s.heartbeat_ms,
+        "{status:#}"
+    );
+    assert_eq!(
+        status["timers"]["election_timeout_min_ms"], s.election_timeout_min_ms,
+        "{status:#}"
+    );
+    assert!(status["warnings"].is_array(), "{status:#}");
 
     // The text form says the same.
     let out = cluster.slapos(&["cluster", "status", "--via", &cluster.api(follower)]);
@@ -527,6 +549,10 @@ async fn cluster_status_json_describes_the_group() {
     assert_eq!(
         text.lines().filter(|l| l.contains(" voter ")).count(),
         3,
+        "{text}"
+    );
+    assert!(
+        text.contains("timers: heartbeat 50 ms, election timeout 300-600 ms"),
         "{text}"
     );
 }

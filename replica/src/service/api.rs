@@ -344,6 +344,11 @@ impl MasterService {
                     .and_then(|r| r.get(id).cloned().flatten())
                     .map(|l| l.index);
                 let matched = if *id == m.id { Some(last) } else { matched };
+                // what this replica measured, shown while it leads (a follower only
+                // talks to peers when it campaigns)
+                let contact = (m.state == ServerState::Leader && *id != m.id)
+                    .then(|| self.peers.get(*id))
+                    .flatten();
                 Member {
                     id: *id,
                     raft_addr: node.raft_addr.clone(),
@@ -359,6 +364,12 @@ impl MasterService {
                     region: node.region.clone(),
                     hosted_by: node.hosted_by.clone(),
                     gateway_url: node.gateway_url.clone(),
+                    contacted: contact.is_some(),
+                    rtt_us: contact
+                        .and_then(|c| c.rtt)
+                        .map_or(0, |d| d.as_micros() as u64),
+                    millis_since_answer: contact
+                        .map_or(0, |c| c.last_answer.elapsed().as_millis() as u64),
                 }
             })
             .collect();
@@ -389,6 +400,9 @@ impl MasterService {
             snapshot_size_bytes: stats.snapshot_size_bytes(),
             members,
             group: crate::network::group_of(&self.state).unwrap_or_default(),
+            heartbeat_ms: self.raft.config().heartbeat_interval,
+            election_timeout_min_ms: self.raft.config().election_timeout_min,
+            election_timeout_max_ms: self.raft.config().election_timeout_max,
             millis_since_leader_contact: if m.state == ServerState::Leader {
                 m.millis_since_quorum_ack.unwrap_or(0)
             } else {

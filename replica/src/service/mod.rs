@@ -112,6 +112,7 @@ pub struct MasterService {
     pub state: StateHandle,
     pub log_stats: raft_store::LogStats,
     pub contact: Arc<LeaderContact>,
+    pub peers: crate::network::PeerContacts,
 }
 
 fn hint_of(raft_leader: Option<NodeId>, node: Option<&NodeInfo>) -> Option<LeaderHint> {
