@@ -471,6 +471,10 @@ pub fn check_url(param: &'static str, u: &str) -> Result<Uri, SiteError> {
     if u.len() > MAX_URL {
         return Err(bad("too long"));
     }
+    let lower = u.get(..8).unwrap_or(u).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(bad("only http and https backends are served"));
+    }
     let uri: Uri = u.parse().map_err(|_| bad("not a URL"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
@@ -531,7 +535,8 @@ pub fn check_domain(d: &str) -> Result<String, String> {
     if d.contains('*') {
         return Err("wildcards are refused".into());
     }
-    if d.parse::<std::net::IpAddr>().is_ok() || d.contains(':') || d.starts_with('[') {
+    let unbracketed = d.trim_start_matches('[').trim_end_matches(']');
+    if unbracketed.parse::<std::net::IpAddr>().is_ok() {
         return Err("an IP address is not a domain".into());
     }
     if !d.is_ascii() {
@@ -620,3 +625,143 @@ pub struct SiteStatus {
 
 /// Every site's status after a load, by reference.
 pub type Status = BTreeMap<String, SiteStatus>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(params: Value) -> SiteEntry {
+        SiteEntry {
+            reference: "_SHARED-1".into(),
+            certificate: None,
+            key: None,
+            parameters: params.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn domains() {
+        assert_eq!(check_domain("WWW.Example.COM.").unwrap(), "www.example.com");
+        assert_eq!(
+            check_domain("xn--bcher-kva.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        for bad in [
+            "",
+            "*.example.com",
+            "a.*.com",
+            "127.0.0.1",
+            "10.0.0.300",
+            "::1",
+            "[2001:db8::1]",
+            "localhost",
+            "-a.example.com",
+            "a-.example.com",
+            "a..example.com",
+            "a_b.example.com",
+            "a b.example.com",
+            "a\nb.example.com",
+            "bücher.example",
+            "example.com:443",
+            "example.com/x",
+            "a@b.example.com",
+        ] {
+            assert!(check_domain(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_domain(&format!("{}.com", "a".repeat(63))).is_ok());
+        assert!(check_domain(&format!("{}.com", "a".repeat(64))).is_err());
+        let long = vec!["a".repeat(50); 6].join(".");
+        assert!(check_domain(&long).is_err());
+    }
+
+    #[test]
+    fn urls() {
+        assert!(check_url("url", "http://[2001:db8::1]:8080/app").is_ok());
+        assert!(check_url("url", "HTTPS://h.example.com").is_ok());
+        for bad in [
+            "file:///etc/passwd",
+            "gopher://h/",
+            "javascript:alert(1)",
+            "http://u:p@h/",
+            "http://u@h/",
+            "http:///x",
+            "http://h/?q=1",
+            "//h/",
+            "h.example.com",
+        ] {
+            assert!(check_url("url", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn parameters_as_slapos_sends_them_or_typed() {
+        let (spec, warnings) = check_site(
+            &entry(json!({
+                "url": "http://b.example.com:8080", "server-alias": "x.example.com  y.example.com",
+                "https-only": "false", "strict-transport-security": "3600",
+                "request-timeout": "30", "websocket-path-list": "/ws /api/socket/",
+                "health-check": "true",
+            })),
+            Some("frontend.example.net"),
+        );
+        let spec = spec.unwrap();
+        assert_eq!(
+            spec.domains,
+            [
+                "shared1.frontend.example.net",
+                "x.example.com",
+                "y.example.com"
+            ]
+        );
+        assert!(!spec.https_only);
+        assert_eq!(spec.hsts_seconds, 3600);
+        assert_eq!(spec.request_timeout, Duration::from_secs(30));
+        assert_eq!(spec.websocket_paths, ["/ws", "/api/socket"]);
+        assert_eq!(
+            warnings,
+            ["health-check: not supported by this frontend, ignored"]
+        );
+        let (typed, _) = check_site(
+            &entry(json!({"url": "http://b", "custom_domain": "c.example.com",
+                          "server-alias": ["x.example.com"], "https-only": false,
+                          "backend-connect-timeout": 2.5})),
+            None,
+        );
+        let typed = typed.unwrap();
+        assert_eq!(typed.domains, ["c.example.com", "x.example.com"]);
+        assert_eq!(typed.connect_timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn every_error_of_a_site_is_reported() {
+        let (spec, _) = check_site(
+            &entry(
+                json!({"url": "ftp://x", "type": "zope", "custom_domain": "*.x.com",
+                          "path": "../x", "ssl-proxy-verify": "true"}),
+            ),
+            None,
+        );
+        let errors = spec.unwrap_err();
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        let (spec, _) = check_site(&entry(json!({"url": "http://b"})), None);
+        assert_eq!(spec.unwrap_err(), [SiteError::NoDomain]);
+    }
+
+    #[test]
+    fn log_file_names_stay_in_their_directory() {
+        assert_eq!(log_file_name("SOFTINST-12"), "SOFTINST-12.log");
+        assert_eq!(log_file_name("../x"), "_2E_2E_2Fx.log");
+        assert_eq!(log_file_name("a_b"), "a_5Fb.log");
+        assert_ne!(log_file_name("a/b"), log_file_name("a_2Fb"));
+    }
+
+    #[test]
+    fn printable_escapes() {
+        assert_eq!(
+            printable("a\"b\\c\r\nd\u{1b}é", 100),
+            "a\\\"b\\\\c\\r\\nd\\u{1b}\\u{e9}"
+        );
+        assert_eq!(printable("abcdef", 3), "abc...");
+    }
+}

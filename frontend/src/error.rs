@@ -29,9 +29,9 @@ pub enum SiteError {
     Missing(&'static str),
     #[error("{param}: {reason}")]
     BadUrl { param: &'static str, reason: String },
-    #[error("type: {0:?} is not one of \"\", \"websocket\", \"redirect\"")]
+    #[error("type: \"{0}\" is not one of \"\", \"websocket\", \"redirect\"")]
     UnknownType(String),
-    #[error("{param}: {domain:?} refused: {reason}")]
+    #[error("{param}: \"{domain}\" refused: {reason}")]
     BadDomain {
         param: &'static str,
         domain: String,

@@ -19,6 +19,12 @@ use crate::error::{ConfigError, SiteError};
 use crate::proxy::ReqBody;
 use crate::tls;
 
+/// PEM bytes of a certificate and of its key, when a site has its own.
+type Pems = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A site's parameters, PEM files and log path: what decides whether it changed.
+type MadeOf = (SiteSpec, Pems, Option<std::path::PathBuf>);
+
 /// One site being served.
 pub(crate) struct Site {
     pub(crate) spec: SiteSpec,
@@ -27,12 +33,7 @@ pub(crate) struct Site {
     pub(crate) client: Client<Connector, ReqBody>,
     pub(crate) log: Option<Arc<AccessLog>>,
     /// What it was made of: the same at the next load keeps this `Site`.
-    made_of: (
-        SiteSpec,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Option<std::path::PathBuf>,
-    ),
+    made_of: MadeOf,
 }
 
 impl std::fmt::Debug for Site {
@@ -192,7 +193,7 @@ pub(crate) fn load(
     ))
 }
 
-fn files_of(entry: &SiteEntry) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), Vec<SiteError>> {
+fn files_of(entry: &SiteEntry) -> Result<Pems, Vec<SiteError>> {
     match (&entry.certificate, &entry.key) {
         (None, None) => Ok((None, None)),
         (Some(c), Some(k)) => {
@@ -215,10 +216,9 @@ fn build(
         .log_dir
         .as_ref()
         .map(|dir| dir.join(config::log_file_name(&c.spec.reference)));
-    let made_of = (
+    let made_of: MadeOf = (
         c.spec.clone(),
-        c.cert.clone(),
-        c.key.clone(),
+        (c.cert.clone(), c.key.clone()),
         log_path.clone(),
     );
     if let Some(old) = previous.and_then(|t| t.by_reference.get(&c.spec.reference)) {
