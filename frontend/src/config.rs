@@ -35,6 +35,11 @@ pub struct SitesFile {
     /// Where what each site publishes is written (JSON) after each load.
     #[serde(default)]
     pub status_file: Option<PathBuf>,
+    /// Whether a backend may be a loopback, link-local, unspecified, broadcast or
+    /// multicast address (default: no; a site's `url` pointing there gets 502). For a
+    /// frontend whose backends are on its own machine (tests, a single-node setup).
+    #[serde(default)]
+    pub allow_local_backends: bool,
     #[serde(default)]
     pub sites: Vec<SiteEntry>,
 }

@@ -23,6 +23,29 @@ pub(crate) struct Connector {
     pub(crate) tls: Option<TlsConnector>,
     /// Bounds each address's TCP connect, and then the TLS handshake.
     pub(crate) timeout: Duration,
+    /// Whether loopback, link-local, unspecified, broadcast and multicast addresses may be
+    /// connected to (the sites file's `allow-local-backends`).
+    pub(crate) local_backends: bool,
+}
+
+/// An address on the frontend's own machine or link, not a backend's (checked after
+/// name resolution, on the address connected to).
+pub(crate) fn is_local(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+        }
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_unicast_link_local()
+                || v6.is_multicast()
+        }
+    }
 }
 
 /// A connection: plain TCP or TLS over it.
@@ -146,6 +169,13 @@ impl Connector {
     async fn tcp(&self, host: &str, port: u16) -> io::Result<TcpStream> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
         for addr in tokio::net::lookup_host((host, port)).await? {
+            if !self.local_backends && is_local(addr.ip()) {
+                last = io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("{addr}: a local address, not a backend"),
+                );
+                continue;
+            }
             match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);

@@ -360,6 +360,7 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
         headers.insert(header::HOST, v);
     }
+    join_cookies(&mut headers);
     forwarding_headers(&mut headers, conn, host);
     let mut breq = Request::new(Limited::new(body, max as usize));
     *breq.method_mut() = parts.method;
@@ -416,6 +417,23 @@ async fn forward(
         parts,
         body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
     )
+}
+
+/// HTTP/2 clients may split `Cookie` into several fields; an HTTP/1.1 backend reads one
+/// (RFC 9113, 8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().count() < 2 {
+        return;
+    }
+    let joined = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {

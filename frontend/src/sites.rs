@@ -22,8 +22,9 @@ use crate::tls;
 /// PEM bytes of a certificate and of its key, when a site has its own.
 type Pems = (Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// A site's parameters, PEM files and log path: what decides whether it changed.
-type MadeOf = (SiteSpec, Pems, Option<std::path::PathBuf>);
+/// A site's parameters, PEM files, log path and whether local backends are allowed: what
+/// decides whether it changed.
+type MadeOf = (SiteSpec, Pems, Option<std::path::PathBuf>, bool);
 
 /// One site being served.
 pub(crate) struct Site {
@@ -124,25 +125,31 @@ pub(crate) fn load(
         }
         status.insert(entry.reference.clone(), st);
     }
-    // Domains are shared out: first the sites already serving the same domains, then
-    // those already serving others, then the new ones, each group in the file's order.
-    let rank = |c: &Candidate| match previous.and_then(|t| t.by_reference.get(&c.spec.reference)) {
-        Some(old) if old.spec.domains == c.spec.domains => 0,
-        Some(_) => 1,
-        None => 2,
-    };
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_by_key(|&i| rank(&candidates[i]));
+    // Domains are shared out: a domain a site serves stays its own while the site still
+    // claims it; the others go to the first claimant in the file's order.
+    let mut reserved: HashMap<&str, &str> = HashMap::new();
+    for c in &candidates {
+        for d in &c.spec.domains {
+            let owner = previous.and_then(|t| t.by_domain.get(d));
+            if owner.is_some_and(|s| s.spec.reference == c.spec.reference) {
+                reserved.insert(d, &c.spec.reference);
+            }
+        }
+    }
     let mut by_domain = HashMap::new();
     let mut by_reference = HashMap::new();
-    for i in order {
-        let c = &candidates[i];
+    for c in &candidates {
         let reference = c.spec.reference.clone();
         let taken: Vec<&String> = c
             .spec
             .domains
             .iter()
-            .filter(|d| by_domain.contains_key(*d))
+            .filter(|d| {
+                by_domain.contains_key(*d)
+                    || reserved
+                        .get(d.as_str())
+                        .is_some_and(|owner| *owner != reference)
+            })
             .collect();
         let st = status.entry(reference.clone()).or_default();
         if !taken.is_empty() {
@@ -220,6 +227,7 @@ fn build(
         c.spec.clone(),
         (c.cert.clone(), c.key.clone()),
         log_path.clone(),
+        file.allow_local_backends,
     );
     if let Some(old) = previous.and_then(|t| t.by_reference.get(&c.spec.reference)) {
         if old.made_of == made_of {
@@ -257,6 +265,7 @@ fn build(
     let connector = Connector {
         tls,
         timeout: c.spec.connect_timeout,
+        local_backends: file.allow_local_backends,
     };
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))

@@ -86,13 +86,18 @@ async fn routes_by_host_and_sni() {
     .await;
     let req = Request::builder()
         .uri("https://a.example.com/over-h2")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = h2.send_request(req).await.unwrap();
     assert_eq!(resp.version(), Version::HTTP_2);
     assert_eq!(resp.status(), StatusCode::OK);
     let text = resp.into_body().collect().await.unwrap().to_bytes();
-    assert!(text.starts_with(b"backend A\npath /over-h2\n"));
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.starts_with("backend A\npath /over-h2\n"), "{text}");
+    assert_eq!(seen(&text, "cookie"), ["a=1; b=2"]);
+    assert_eq!(seen(&text, "host"), [a.addr.to_string()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,6 +475,15 @@ async fn reload_adds_changes_removes_while_a_long_request_completes() {
     assert_eq!(resp.status(), StatusCode::OK);
     let text = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(text.starts_with(b"backend A\npath /slow\n"));
+
+    // A file that cannot be used at all keeps the sites in force.
+    std::fs::write(&env.sites_file, b"{ not json").unwrap();
+    assert!(env.handle.reload().is_err());
+    let (s, _, text) = send(&mut kept, get("a.example.com", "/after")).await;
+    assert_eq!(
+        (s, text.lines().next()),
+        (StatusCode::OK, Some("backend A"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -673,4 +687,78 @@ async fn hostile_parameters_are_refused_and_the_others_served() {
     let log = env.log_dir().join("_2E_2E_2F_2E_2E_2Fescape.log");
     eventually(|| log.exists()).await;
     assert_eq!(std::fs::read_dir(env.log_dir()).unwrap().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_backends_checked_only_when_asked() {
+    let backend_pki = Pki::new();
+    let t = tls_backend("T", &backend_pki).await;
+    let u = format!("https://localhost:{}", t.addr.port());
+    let env = Env::start(
+        vec![
+            site("SITE-U", json!({"url": u, "custom_domain": "u.example.com"})),
+            site(
+                "SITE-V",
+                json!({"url": u, "custom_domain": "v.example.com", "ssl-proxy-verify": "true",
+                       "ssl_proxy_ca_crt": backend_pki.ca_pem}),
+            ),
+            site(
+                "SITE-W",
+                json!({"url": u, "custom_domain": "w.example.com", "ssl-proxy-verify": true,
+                       "ssl_proxy_ca_crt": Pki::new().ca_pem}),
+            ),
+            // The HTTPS side has its own backend.
+            site(
+                "SITE-H",
+                json!({"url": "http://localhost:1", "https-url": u, "custom_domain": "h.example.com"}),
+            ),
+        ],
+        Limits::default(),
+    )
+    .await;
+    for (host, expected) in [
+        ("u.example.com", StatusCode::OK),
+        ("v.example.com", StatusCode::OK),
+        ("w.example.com", StatusCode::BAD_GATEWAY),
+        ("h.example.com", StatusCode::OK),
+    ] {
+        let mut c = env.conn(host).await;
+        let (status, _, text) = send(&mut c, get(host, "/tls")).await;
+        assert_eq!(status, expected, "{host}: {text}");
+        if status == StatusCode::OK {
+            assert!(text.starts_with("backend T\npath /tls\n"), "{text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_backends_refused_unless_allowed() {
+    let a = backend("A").await;
+    let sites = vec![
+        site(
+            "SITE-IP",
+            json!({"url": url(&a), "custom_domain": "ip.example.com"}),
+        ),
+        site(
+            "SITE-NAME",
+            json!({"url": format!("http://localhost:{}", a.addr.port()),
+                   "custom_domain": "name.example.com"}),
+        ),
+    ];
+    let env = Env::start(sites.clone(), Limits::default()).await;
+    let mut c = env.conn("ip.example.com").await;
+    assert_eq!(
+        send(&mut c, get("ip.example.com", "/")).await.0,
+        StatusCode::OK
+    );
+    env.reload_strict(sites);
+    for host in ["ip.example.com", "name.example.com"] {
+        let mut c = env.conn(host).await;
+        assert_eq!(
+            send(&mut c, get(host, "/")).await.0,
+            StatusCode::BAD_GATEWAY,
+            "{host}"
+        );
+    }
+    assert_eq!(env.handle.counters().connect_failures, 2);
 }

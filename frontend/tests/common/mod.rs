@@ -80,6 +80,31 @@ pub struct Backend {
 }
 
 pub async fn backend(name: &'static str) -> Backend {
+    backend_with(name, None).await
+}
+
+/// A backend over TLS, with a certificate of `pki` for `localhost`.
+pub async fn tls_backend(name: &'static str, pki: &Pki) -> Backend {
+    let (cert, key) = pki.leaf("localhost");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    backend_with(
+        name,
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+    )
+    .await
+}
+
+async fn backend_with(name: &'static str, tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let arrived = Arc::new(Notify::new());
@@ -88,14 +113,29 @@ pub async fn backend(name: &'static str) -> Backend {
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
             let (a, g) = (a.clone(), g.clone());
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     backend_answer(name, a.clone(), g.clone(), req)
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), service)
-                    .with_upgrades()
-                    .await;
+                let builder = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(s), service)
+                            .with_upgrades()
+                            .await;
+                    }
+                    Some(acceptor) => {
+                        let Ok(s) = acceptor.accept(s).await else {
+                            return;
+                        };
+                        let _ = builder
+                            .serve_connection(TokioIo::new(s), service)
+                            .with_upgrades()
+                            .await;
+                    }
+                }
             });
         }
     });
@@ -333,7 +373,7 @@ impl Env {
         std::fs::write(tmp.path().join("default.crt"), &cert).unwrap();
         std::fs::write(tmp.path().join("default.key"), &key).unwrap();
         let sites_file = tmp.path().join("sites.json");
-        write_sites(&tmp, &pki, &sites_file, sites);
+        write_sites(&tmp, &pki, &sites_file, sites, true);
         let default_der = der(&cert);
         let frontend = Frontend::bind(Options {
             sites_file: sites_file.clone(),
@@ -360,7 +400,13 @@ impl Env {
 
     /// Rewrites the sites file and reloads it.
     pub fn reload(&self, sites: Vec<Value>) -> slapos_frontend::Status {
-        write_sites(&self.tmp, &self.pki, &self.sites_file, sites);
+        write_sites(&self.tmp, &self.pki, &self.sites_file, sites, true);
+        self.handle.reload().unwrap()
+    }
+
+    /// Rewrites the sites file without `allow-local-backends` and reloads it.
+    pub fn reload_strict(&self, sites: Vec<Value>) -> slapos_frontend::Status {
+        write_sites(&self.tmp, &self.pki, &self.sites_file, sites, false);
         self.handle.reload().unwrap()
     }
 
@@ -384,7 +430,13 @@ impl Env {
 
 /// Writes the sites file: each site with a certificate of the test CA for its first
 /// domain (`custom_domain`) when it has one, unless it says `"certificate": false`.
-fn write_sites(tmp: &tempfile::TempDir, pki: &Pki, path: &PathBuf, sites: Vec<Value>) {
+fn write_sites(
+    tmp: &tempfile::TempDir,
+    pki: &Pki,
+    path: &PathBuf,
+    sites: Vec<Value>,
+    allow_local: bool,
+) {
     let mut out = Vec::new();
     for mut site in sites {
         let domain = site["parameters"]["custom_domain"]
@@ -414,6 +466,7 @@ fn write_sites(tmp: &tempfile::TempDir, pki: &Pki, path: &PathBuf, sites: Vec<Va
         "default-key": tmp.path().join("default.key"),
         "log-dir": tmp.path().join("logs"),
         "status-file": tmp.path().join("status.json"),
+        "allow-local-backends": allow_local,
         "sites": out,
     });
     let tmp_path = path.with_extension("new");
