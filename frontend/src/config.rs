@@ -595,7 +595,8 @@ pub fn printable(s: &str, max: usize) -> String {
 
 /// The access log's file name of a reference: letters, digits and `-` as they are, any
 /// other byte as `_XX` (so two references never share a file, and no name holds a `/` or
-/// starts with `.`).
+/// starts with `.`); a name that would pass 200 bytes is cut at 150 and ends with the
+/// reference's SHA-256 (a file name has 255 bytes at most).
 pub fn log_file_name(reference: &str) -> String {
     let mut out = String::new();
     for b in reference.bytes() {
@@ -603,6 +604,14 @@ pub fn log_file_name(reference: &str) -> String {
             out.push(b as char);
         } else {
             out.push_str(&format!("_{b:02X}"));
+        }
+    }
+    if out.len() > 200 {
+        out.truncate(150);
+        out.push('~');
+        let digest = ring::digest::digest(&ring::digest::SHA256, reference.as_bytes());
+        for b in digest.as_ref() {
+            out.push_str(&format!("{b:02x}"));
         }
     }
     out.push_str(".log");
@@ -759,6 +768,10 @@ mod tests {
         assert_eq!(log_file_name("../x"), "_2E_2E_2Fx.log");
         assert_eq!(log_file_name("a_b"), "a_5Fb.log");
         assert_ne!(log_file_name("a/b"), log_file_name("a_2Fb"));
+        let long = "é".repeat(100);
+        let name = log_file_name(&long);
+        assert!(name.len() <= 255 && !name.contains('/'), "{name}");
+        assert_ne!(name, log_file_name(&"é".repeat(99)));
     }
 
     #[test]
