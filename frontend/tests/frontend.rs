@@ -308,6 +308,21 @@ async fn limits_answer_431_413_408() {
     let (status, _, _) = send(&mut c, req).await;
     assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 
+    // The same over HTTP/2 (h2 answers the header list over the bound).
+    let mut h2 = h2_conn(
+        env.https,
+        "a.example.com",
+        client_config(Trust::Ca(&env.pki.ca_pem), &[b"h2"]),
+    )
+    .await;
+    let req = Request::builder()
+        .uri("https://a.example.com/")
+        .header("x-big", "x".repeat(20 * 1024))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
     let mut c = env.conn("a.example.com").await;
     let post = |size: usize| {
         Request::builder()
