@@ -7,6 +7,7 @@ mod backup;
 mod bench;
 mod chaos;
 mod demo;
+mod frontend;
 mod gateway;
 mod instance;
 mod master;
@@ -98,6 +99,10 @@ enum Command {
     /// consumer, each checking the other's identity.
     #[command(subcommand)]
     Tunnel(tunnel::TunnelCommand),
+    /// The frontend: one reverse proxy serving every site of a sites file (the frontend
+    /// release's shared instances) over HTTPS and HTTP, reloaded on SIGHUP.
+    #[command(subcommand)]
+    Frontend(frontend::FrontendCommand),
 }
 
 fn main() {
@@ -192,6 +197,7 @@ fn run() -> Result<()> {
         Command::Instance(cmd) => runtime()?.block_on(instance::instance(cmd)),
         Command::Release(cmd) => runtime()?.block_on(release::release(cmd)),
         Command::Tunnel(cmd) => runtime()?.block_on(tunnel::run(cmd)),
+        Command::Frontend(cmd) => runtime()?.block_on(frontend::run(cmd)),
     }
 }
 
