@@ -51,6 +51,14 @@ pub enum Query {
     /// persons with admin rights: what a gateway checks its callers against. Never the
     /// authority itself.
     Certificates,
+    /// A person's portal password hash and admin flag (a gateway checks a password).
+    Person { person: String },
+    /// One portal session, by the SHA-256 (hex) of its token.
+    WebSession { hash: String },
+    /// The software releases supplied (requested available) on the computers whose
+    /// allocation scope admits `person`, with those computers (no partitions): what the
+    /// portal offers them to request.
+    Catalog { person: String },
     /// The whole state.
     All,
 }
@@ -80,6 +88,8 @@ const CERTIFICATE: u8 = b'k';
 const ISSUED_KEY: u8 = b'q';
 const TOKEN: u8 = b'g';
 const ADMIN: u8 = b'd';
+const PASSWORD: u8 = b'w';
+const WEB_SESSION: u8 = b'l';
 
 /// What a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +122,10 @@ pub enum KeyKind {
     Token,
     /// Persons with the group's admin rights.
     Admin,
+    /// Persons' portal password hashes.
+    Password,
+    /// Portal sessions (by the hash of their token).
+    WebSession,
 }
 
 impl KeyKind {
@@ -133,6 +147,8 @@ impl KeyKind {
             ISSUED_KEY => KeyKind::IssuedKey,
             TOKEN => KeyKind::Token,
             ADMIN => KeyKind::Admin,
+            PASSWORD => KeyKind::Password,
+            WEB_SESSION => KeyKind::WebSession,
             USAGE => KeyKind::Usage,
             BY_CUSTOMER | BY_PROVIDER | BY_TIME => KeyKind::UsageIndex,
             _ => return None,
@@ -156,6 +172,8 @@ impl KeyKind {
                 | KeyKind::IssuedKey
                 | KeyKind::Token
                 | KeyKind::Admin
+                | KeyKind::Password
+                | KeyKind::WebSession
         )
     }
 }
@@ -437,6 +455,18 @@ fn token_key(hash: &str) -> Vec<u8> {
     k
 }
 
+fn password_key(person: &str) -> Vec<u8> {
+    let mut k = vec![PASSWORD];
+    k.extend_from_slice(person.as_bytes());
+    k
+}
+
+fn web_session_key(hash: &str) -> Vec<u8> {
+    let mut k = vec![WEB_SESSION];
+    k.extend_from_slice(hash.as_bytes());
+    k
+}
+
 fn admin_key(person: &str) -> Vec<u8> {
     let mut k = vec![ADMIN];
     k.extend_from_slice(person.as_bytes());
@@ -540,6 +570,8 @@ impl State {
         changes(&mut self.issued_keys, |s| issued_key_key(*s), &mut out)?;
         changes(&mut self.tokens, |h| token_key(h), &mut out)?;
         changes(&mut self.admins, |p| admin_key(p), &mut out)?;
+        changes(&mut self.passwords, |p| password_key(p), &mut out)?;
+        changes(&mut self.web_sessions, |h| web_session_key(h), &mut out)?;
         for m in &self.usage_outbox.0 {
             let k = usage_key(m.id);
             out.push((k.clone(), Some(json(&k, m)?)));
@@ -590,6 +622,8 @@ impl State {
         entries(&self.issued_keys, |s| issued_key_key(*s), &mut out)?;
         entries(&self.tokens, |h| token_key(h), &mut out)?;
         entries(&self.admins, |p| admin_key(p), &mut out)?;
+        entries(&self.passwords, |p| password_key(p), &mut out)?;
+        entries(&self.web_sessions, |h| web_session_key(h), &mut out)?;
         let k = vec![META];
         let v = json(&k, &Meta::of(self))?;
         out.push((k, v));
@@ -608,6 +642,59 @@ impl State {
                 let mut out = Vec::new();
                 entries(&self.certificates, |s| certificate_key(*s), &mut out)?;
                 entries(&self.admins, |p| admin_key(p), &mut out)?;
+                let k = vec![META];
+                out.push((k.clone(), json(&k, &Meta::of(self))?));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(out);
+            }
+            Query::Person { person } => {
+                let mut out = Vec::new();
+                if let Some(r) = self.passwords.get(person) {
+                    let k = password_key(person);
+                    out.push((k.clone(), json(&k, r)?));
+                }
+                if let Some(since) = self.admins.get(person) {
+                    let k = admin_key(person);
+                    out.push((k.clone(), json(&k, since)?));
+                }
+                let k = vec![META];
+                out.push((k.clone(), json(&k, &Meta::of(self))?));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(out);
+            }
+            Query::WebSession { hash } => {
+                let mut out = Vec::new();
+                if let Some(r) = self.web_sessions.get(hash) {
+                    let k = web_session_key(hash);
+                    out.push((k.clone(), json(&k, r)?));
+                }
+                let k = vec![META];
+                out.push((k.clone(), json(&k, &Meta::of(self))?));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(out);
+            }
+            Query::Catalog { person } => {
+                let mut out = Vec::new();
+                for c in self.computers.values() {
+                    if !c.allocation_scope.admits(&c.owner, person) {
+                        continue;
+                    }
+                    let mut any = false;
+                    for ((computer, url), sw) in self
+                        .software
+                        .range((c.id.clone(), String::new())..)
+                        .take_while(|((computer, _), _)| *computer == c.id)
+                    {
+                        if sw.requested == crate::records::SoftwareState::Available {
+                            let k = software_key(computer, url);
+                            out.push((k.clone(), json(&k, sw)?));
+                            any = true;
+                        }
+                    }
+                    if any {
+                        computer_entries(c, |_| false, &mut out)?;
+                    }
+                }
                 let k = vec![META];
                 out.push((k.clone(), json(&k, &Meta::of(self))?));
                 out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -874,6 +961,14 @@ impl State {
                 Some(KeyKind::Admin) => {
                     let since: Timestamp = parse(k, v)?;
                     state.admins.load(utf8(k, body)?, since);
+                }
+                Some(KeyKind::Password) => {
+                    let r: super::records::PasswordRecord = parse(k, v)?;
+                    state.passwords.load(utf8(k, body)?, r);
+                }
+                Some(KeyKind::WebSession) => {
+                    let r: super::records::WebSession = parse(k, v)?;
+                    state.web_sessions.load(utf8(k, body)?, r);
                 }
                 Some(KeyKind::IssuedKey) => {
                     let serial: [u8; 16] = body.try_into().map_err(|_| bad("issued key length"))?;
