@@ -33,8 +33,8 @@ pub fn layout(frame: &Frame, title: &str, body: Markup) -> Markup {
                     a.brand href={ (BASE) "/" } { "SlapOS" }
                     @if let Some(who) = frame.who {
                         nav aria-label="Main" {
-                            a href={ (BASE) "/services" } { "Services" } " "
-                            a href={ (BASE) "/request" } { "Request" } " "
+                            a href={ (BASE) "/services" } { "Services" }
+                            a href={ (BASE) "/request" } { "Request" }
                             a href={ (BASE) "/account" } { "Account" }
                         }
                         span.who { (who.person) @if who.admin { " (admin)" } }
@@ -137,7 +137,7 @@ fn params_table(prefix: &str, map: &std::collections::BTreeMap<String, String>) 
                 @for (i, (k, v)) in map.iter().enumerate() {
                     @let id = format!("{prefix}-{i}");
                     tr {
-                        td { code { (k) } }
+                        td { code.key { (k) } }
                         td {
                             @if is_link(v) {
                                 a.value id=(id) href=(v) rel="noreferrer noopener" target="_blank" { (v) }
@@ -188,7 +188,7 @@ pub fn service(frame: &Frame, s: &Service, notice: Option<&str>) -> Markup {
                             }
                         }
                         a.button #change-parameters href={ (base) "/parameters" } { "Change parameters" }
-                        a.button #destroy href={ (base) "/destroy" } { "Destroy…" }
+                        a.button.danger-outline #destroy href={ (base) "/destroy" } { "Destroy…" }
                     }
                 }
             }

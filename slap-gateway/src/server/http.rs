@@ -47,6 +47,12 @@ pub fn router(app: Arc<App>) -> Router {
         )
         // The web portal (`slapos-portal`): its pages read and write through this
         // gateway's master paths, checked by the same table (`portal.rs`).
+        .route(
+            &format!("{}/", slapos_portal::BASE),
+            get(|| async {
+                axum::response::Redirect::to(&format!("{}/sign-in", slapos_portal::BASE))
+            }),
+        )
         .nest(
             slapos_portal::BASE,
             slapos_portal::router(

@@ -1,0 +1,509 @@
+//! The web portal (issue 23) in a real Chromium driven through WebDriver (Debian's
+//! `chromium` and `chromium-driver`, `scripts/install-deps`), against `slapos up
+//! --unhosted --replicas 1`: a real replica, its mTLS gateway serving `/portal/`, and a
+//! real node agent that deploys what the portal requests.
+//!
+//! Alice signs in with a password (set by the operator with `slapos user password`),
+//! requests the sample release through the form generated from its JSON schema, with a
+//! hostile title and an HTML parameter (both render as text, checked in the DOM), sees it
+//! become running and its connection parameters appear, stops it, and signs out (her
+//! session then fails on the gateway too). Bob signs in, sees none of it, and Alice's
+//! service's URL answers 404 to him. A POST without the form's CSRF token is refused.
+//! Screenshots of each page at 375 and 1440 px go to
+//! `$CARGO_TARGET_TMPDIR/portal-screenshots/`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use slapos_e2e::agent::{open_dir, text, wait_for, Up};
+use slapos_e2e::slapos_bin;
+
+const ALICE_PASSWORD: &str = "alice's long passphrase";
+const BOB_PASSWORD: &str = "bob's own long passphrase";
+const HOSTILE_TITLE: &str = "<script>alert(1)</script>";
+const HTML_PARAMETER: &str = "<b>bold</b> & <i>it</i>";
+
+/// chromedriver on a free port, stopped on drop with the browsers it started (found by
+/// their profile directory: a test that fails leaves no browser behind).
+struct Driver {
+    child: Child,
+    port: u16,
+    profile: PathBuf,
+}
+
+impl Driver {
+    fn start(log: &Path, profile: &Path) -> Driver {
+        let port = slapos_harness::free_port().expect("a free port");
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("chromedriver (apt-get install chromium-driver: scripts/install-deps)");
+        wait_for("chromedriver to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Driver {
+            child,
+            port,
+            profile: profile.to_owned(),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mark = format!("--user-data-dir={}", self.profile.display());
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if cmdline.split(|b| *b == 0).any(|a| a == mark.as_bytes()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// `slapos user password` as the operator `slapos up` made (its master TLS env).
+fn set_password(via: &str, env: &str, person: &str, password: &str) {
+    let mut cmd = Command::new(slapos_bin());
+    cmd.args(["user", "password", "--via", via, "--person", person])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for pair in env.split(' ') {
+        let (k, v) = pair.split_once('=').expect("VAR=value");
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("slapos user password");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "user password {person}: {}",
+        text(&out)
+    );
+}
+
+/// `curl -k` (the browser's view of TLS here: the test trusts the gateway): the status.
+fn curl_status(url: &str, cookie: &str, extra: &[&str]) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "30",
+        ])
+        .args(["-H", &format!("Cookie: {cookie}")])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn shots_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal-screenshots");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The page at 375 and 1440 px wide: saved as `<name>-<width>.png`; nothing wider than
+/// the window, every visible form control labelled.
+async fn look(c: &Client, name: &str) {
+    for width in [375u32, 1440] {
+        c.set_window_size(width, 1000).await.unwrap();
+        let checks = c
+            .execute(
+                "const overflow = document.documentElement.scrollWidth > window.innerWidth;
+                 const unlabelled = [...document.querySelectorAll('input, select, textarea')]
+                   .filter(e => e.type !== 'hidden')
+                   .filter(e => !(e.id && document.querySelector('label[for=\"' + e.id + '\"]'))
+                                && !e.getAttribute('aria-label'))
+                   .map(e => e.name);
+                 return [overflow, unlabelled, document.documentElement.scrollWidth, window.innerWidth];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(checks[0], false, "{name} at {width} px overflows: {checks}");
+        assert_eq!(
+            checks[1].as_array().map(Vec::len),
+            Some(0),
+            "{name} at {width} px has unlabelled controls: {checks}"
+        );
+        let png = c.screenshot().await.unwrap();
+        let path = shots_dir().join(format!("{name}-{width}.png"));
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot {}", path.display());
+    }
+    c.set_window_size(1440, 1000).await.unwrap();
+}
+
+/// Clicks `locator` and waits until the browser has loaded the page that follows (a
+/// marker set on the old page is gone).
+async fn click_nav(c: &Client, locator: Locator<'_>) {
+    c.execute("window.__before_click = true;", vec![])
+        .await
+        .unwrap();
+    c.find(locator).await.unwrap().click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = c
+            .execute(
+                "return window.__before_click === undefined && document.readyState === 'complete';",
+                vec![],
+            )
+            .await
+            .map(|v| v == true)
+            .unwrap_or(false);
+        if done {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no new page after a click");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn sign_in(c: &Client, portal: &str, person: &str, password: &str) {
+    c.goto(&format!("{portal}sign-in")).await.unwrap();
+    assert_eq!(path(c).await, "/portal/sign-in", "already signed in");
+    c.find(Locator::Id("person"))
+        .await
+        .unwrap()
+        .send_keys(person)
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    click_nav(c, Locator::Css("main form button[type=submit]")).await;
+    // Signed in (the services page) or refused (the form again, with its error).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if path(c).await == "/portal/services" || c.find(Locator::Css(".error")).await.is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "signing in {person}: {} {}",
+            path(c).await,
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sign_out(c: &Client) {
+    click_nav(c, Locator::Css("form[action='/portal/sign-out'] button")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while path(c).await != "/portal/sign-in" {
+        assert!(
+            Instant::now() < deadline,
+            "not signed out: {} {}",
+            path(c).await,
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn path(c: &Client) -> String {
+    c.current_url().await.unwrap().path().to_owned()
+}
+
+/// Reloads the page until `done` says so (a generous deadline: it bounds a hang, it
+/// measures nothing).
+async fn until(
+    c: &Client,
+    what: &str,
+    within: Duration,
+    mut done: impl AsyncFnMut(&Client) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        if done(c).await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {within:?}; the page: {}",
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.refresh().await.unwrap();
+    }
+}
+
+async fn state(c: &Client) -> String {
+    match c.find(Locator::Css("#state [data-state]")).await {
+        Ok(e) => e.attr("data-state").await.unwrap().unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+#[test]
+fn a_person_requests_watches_and_stops_a_service_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = open_dir(&dir);
+    let up = Up::launch(
+        &root,
+        &["--unhosted", "--replicas", "1"],
+        Duration::from_secs(180),
+    );
+    let cluster: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(up.dir.join("cluster.json")).unwrap()).unwrap();
+    let via = up.api_addrs().join(",");
+    let env = cluster["admin"]["master_tls_env"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sample = cluster["sample"]["software_release"]
+        .as_str()
+        .expect("the sample release")
+        .to_owned();
+    set_password(&via, &env, "alice", ALICE_PASSWORD);
+    set_password(&via, &env, "bob", BOB_PASSWORD);
+    // Too short: refused before anything is sent.
+    let mut short = Command::new(slapos_bin());
+    short
+        .args(["user", "password", "--via", &via, "--person", "carol"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = short.spawn().unwrap();
+    writeln!(child.stdin.take().unwrap(), "short").unwrap();
+    assert!(!child.wait_with_output().unwrap().status.success());
+
+    let portal = format!("{}portal/", up.urls[0]);
+    let profile = root.join("chromium-profile");
+    let driver = Driver::start(&root.join("chromedriver.log"), &profile);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut caps = serde_json::Map::new();
+        caps.insert("acceptInsecureCerts".into(), true.into());
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                    "--disable-gpu", "--window-size=1440,1000", "--hide-scrollbars",
+                    // The gateway's certificate is the group's: the test's browser does
+                    // not have the group's CA in its store.
+                    "--ignore-certificate-errors",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }),
+        );
+        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+            .expect("a WebDriver session of chromium");
+
+        // Signed out, the portal asks for a password.
+        c.goto(&portal).await.unwrap();
+        assert_eq!(path(&c).await, "/portal/sign-in");
+        look(&c, "sign-in").await;
+
+        // A wrong password is refused, saying nothing of who exists.
+        sign_in(&c, &portal, "alice", "not her password").await;
+        let error = c
+            .find(Locator::Css(".error"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(error, "Unknown person or wrong password.");
+
+        sign_in(&c, &portal, "alice", ALICE_PASSWORD).await;
+        assert_eq!(path(&c).await, "/portal/services");
+        let main = c
+            .find(Locator::Css("main"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(main.contains("No service yet."), "{main}");
+        look(&c, "services-empty").await;
+        // The session cookie as the issue asks.
+        let session = c.get_named_cookie("slapos_session").await.unwrap();
+        assert_eq!(
+            (session.secure(), session.http_only()),
+            (Some(true), Some(true))
+        );
+        assert_eq!(format!("{:?}", session.same_site()), "Some(Strict)");
+        let cookie = format!("slapos_session={}", session.value());
+
+        // The catalog offers the sample (supplied to the node); its form comes from the
+        // release's JSON schema.
+        c.goto(&format!("{portal}request")).await.unwrap();
+        look(&c, "catalog").await;
+        click_nav(
+            &c,
+            Locator::Css(&format!("button[aria-label='Request {sample}']")),
+        )
+        .await;
+        let name = c
+            .find(Locator::Id("f-name"))
+            .await
+            .expect("a field from the schema");
+        assert_eq!(name.prop("value").await.unwrap().as_deref(), Some("world"));
+        name.clear().await.unwrap();
+        name.send_keys(HTML_PARAMETER).await.unwrap();
+        c.find(Locator::Id("title"))
+            .await
+            .unwrap()
+            .send_keys(HOSTILE_TITLE)
+            .await
+            .unwrap();
+        look(&c, "request-form").await;
+        click_nav(&c, Locator::Id("submit-request")).await;
+        let service = path(&c).await;
+        assert!(
+            service.starts_with("/portal/services/SOFTINST-"),
+            "{service}"
+        );
+        let service_url = format!("{}{}", up.urls[0].trim_end_matches('/'), service);
+
+        // Hostile values render as text: the title is the heading's text, no element came
+        // out of them, and no dialog opened (WebDriver would fail on an open alert).
+        let title = c.find(Locator::Id("title")).await.unwrap();
+        assert_eq!(title.text().await.unwrap(), HOSTILE_TITLE);
+        assert_eq!(title.find_all(Locator::Css("*")).await.unwrap().len(), 0);
+        assert_eq!(
+            c.find_all(Locator::Css("main script")).await.unwrap().len(),
+            0
+        );
+        let params = c.find(Locator::Id("parameters")).await.unwrap();
+        assert!(params.text().await.unwrap().contains(HTML_PARAMETER));
+        assert_eq!(
+            params.find_all(Locator::Css("b, i")).await.unwrap().len(),
+            0
+        );
+
+        // The node deploys it: running, and its connection parameters appear (the
+        // greeting carries the parameter, as text).
+        until(
+            &c,
+            "the service runs with its connection parameters",
+            Duration::from_secs(300),
+            async |c: &Client| {
+                let conn = c
+                    .find(Locator::Id("connection"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                state(c).await == "running" && conn.contains("greeting")
+            },
+        )
+        .await;
+        let conn = c.find(Locator::Id("connection")).await.unwrap();
+        assert!(conn
+            .text()
+            .await
+            .unwrap()
+            .contains(&format!("hello, {HTML_PARAMETER}")));
+        assert_eq!(conn.find_all(Locator::Css("b, i")).await.unwrap().len(), 0);
+        assert!(!conn
+            .find_all(Locator::Css("button[data-copy]"))
+            .await
+            .unwrap()
+            .is_empty());
+        look(&c, "service-running").await;
+
+        // A POST without the form's token is refused, even with the session cookie.
+        let status = curl_status(
+            &format!("{service_url}/state"),
+            &cookie,
+            &["-X", "POST", "--data", "state=stopped"],
+        );
+        assert_eq!(status, 403);
+
+        // Stop.
+        click_nav(&c, Locator::Id("stop")).await;
+        until(
+            &c,
+            "the service stops",
+            Duration::from_secs(300),
+            async |c: &Client| state(c).await == "stopped",
+        )
+        .await;
+        look(&c, "service-stopped").await;
+        c.goto(&format!("{service_url}/destroy")).await.unwrap();
+        look(&c, "destroy-confirm").await;
+        c.goto(&format!("{portal}services")).await.unwrap();
+        look(&c, "services").await;
+
+        // Sign out: the session is over on the gateway too.
+        sign_out(&c).await;
+        assert_eq!(curl_status(&format!("{portal}services"), &cookie, &[]), 303);
+
+        // Bob sees none of it, and Alice's service is not found for him.
+        sign_in(&c, &portal, "bob", BOB_PASSWORD).await;
+        assert_eq!(path(&c).await, "/portal/services");
+        let main = c
+            .find(Locator::Css("main"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(main.contains("No service yet."), "{main}");
+        assert!(!main.contains(HOSTILE_TITLE), "{main}");
+        c.goto(&service_url).await.unwrap();
+        let h1 = c
+            .find(Locator::Css("h1"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(h1, "404");
+        let bob = c.get_named_cookie("slapos_session").await.unwrap();
+        assert_eq!(
+            curl_status(
+                &service_url,
+                &format!("slapos_session={}", bob.value()),
+                &[]
+            ),
+            404
+        );
+        look(&c, "not-found").await;
+        sign_out(&c).await;
+
+        // Alice destroys what she made (confirmed on its own page).
+        sign_in(&c, &portal, "alice", ALICE_PASSWORD).await;
+        c.goto(&format!("{service_url}/destroy")).await.unwrap();
+        click_nav(&c, Locator::Id("confirm-destroy")).await;
+        assert_eq!(state(&c).await, "destroying");
+        sign_out(&c).await;
+        c.close().await.unwrap();
+    });
+    drop(driver);
+    drop(up);
+}
