@@ -504,6 +504,10 @@ fn a_person_requests_watches_and_stops_a_service_in_a_real_browser() {
         sign_out(&c).await;
         c.close().await.unwrap();
     });
+    // `slapos up` said where the portal is and how the admin signs in.
+    let said = std::fs::read_to_string(root.join("up.log")).unwrap();
+    assert!(said.contains(&format!("portal        {portal}")), "{said}");
+    assert!(said.contains("slapos user password --via"), "{said}");
     drop(driver);
     drop(up);
 }
