@@ -55,5 +55,22 @@ document.addEventListener('click', function (e) {
     setTimeout(function () { b.textContent = 'Copy'; }, 1500);
   });
 });
-document.querySelectorAll('button[data-copy]').forEach(function (b) { b.hidden = false; });
+function showCopy() {
+  document.querySelectorAll('button[data-copy]').forEach(function (b) { b.hidden = false; });
+}
+showCopy();
+// A service's page stays current: the server sends its live part again when it changes.
+(function () {
+  var live = document.getElementById('live');
+  if (!live || !live.dataset.events || !window.EventSource) return;
+  var es = new EventSource(live.dataset.events);
+  es.addEventListener('live', function (e) {
+    var now = document.getElementById('live');
+    if (!now) return;
+    var t = document.createElement('template');
+    t.innerHTML = e.data;
+    var next = t.content.getElementById('live');
+    if (next) { now.replaceWith(next); showCopy(); }
+  });
+})();
 "#;

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use maud::Markup;
+use tokio_stream::StreamExt;
 
 use crate::auth::{self, CSRF_COOKIE, SESSION_COOKIE};
 use crate::pages::{self, Frame};
@@ -45,6 +46,7 @@ pub fn router<B: Backend, S: Clone + Send + Sync + 'static>(
         .route("/sign-out", post(sign_out::<B>))
         .route("/services", get(services::<B>))
         .route("/services/{id}", get(service::<B>))
+        .route("/services/{id}/events", get(service_events::<B>))
         .route("/services/{id}/state", post(set_state::<B>))
         .route(
             "/services/{id}/destroy",
@@ -457,6 +459,66 @@ async fn service<B: Backend>(
         Ok(s) => page(&ctx, StatusCode::OK, pages::service(&ctx.frame(), &s, None)),
         Err(e) => problem(&ctx, &e),
     }
+}
+
+/// How long a live page waits for a change before it looks again (and sends a comment,
+/// so that a closed page is noticed and its task ends).
+const LIVE_WAIT: Duration = Duration::from_secs(25);
+
+/// `text/event-stream` of a service's live part: its HTML (the same template as the
+/// page's, escaped alike) each time it changes, read again whenever the gateway hears
+/// that the service's computer changed. One task per open page; it ends when the page
+/// is closed (the next send fails), the person's session ends, or the service is gone.
+async fn service_events<B: Backend>(
+    State(portal): State<Shared<B>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    use axum::response::sse::{Event, Sse};
+    let (parts, _) = req.into_parts();
+    let (ctx, who) = match signed_in(&portal, &parts).await {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    if let Err(e) = find(&portal, &who, &id).await {
+        return problem(&ctx, &e);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
+    let csrf = ctx.csrf.clone();
+    tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            // A session that ended (sign-out elsewhere) ends the stream.
+            if let SignedInBy::Session { hash } = &who.via {
+                if !matches!(portal.backend.session(hash).await, Ok(Some(_))) {
+                    return;
+                }
+            }
+            let Ok(s) = find(&portal, &who, &id).await else {
+                return;
+            };
+            let frame = Frame {
+                who: Some(&who),
+                csrf: &csrf,
+            };
+            let html = pages::service_live(&frame, &s).into_string();
+            let event = if html != last {
+                last = html.clone();
+                Event::default().event("live").data(html)
+            } else {
+                Event::default().comment("unchanged")
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+            if !portal.backend.wait_for_change(&s, LIVE_WAIT).await {
+                return;
+            }
+        }
+    });
+    let stream =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    secure(Sse::new(stream).into_response())
 }
 
 /// The same service requested again with another state or parameters.

@@ -116,6 +116,8 @@ pub struct Service {
     pub connection: BTreeMap<String, String>,
     pub sla: BTreeMap<String, String>,
     pub placement: Option<String>,
+    /// The computer the root runs on (what a change to watch is named by).
+    pub computer: Option<String>,
     pub members: Vec<Member>,
 }
 
@@ -198,6 +200,15 @@ pub trait Backend: Send + Sync + 'static {
         software_release: &str,
         software_type: &str,
     ) -> impl Future<Output = Option<serde_json::Value>> + Send;
+
+    /// Resolves when what `service` shows may have changed (its computer's view moved),
+    /// or after `within` at the latest: what the live page waits on. False when the
+    /// gateway is shutting down (the live page's stream ends).
+    fn wait_for_change(
+        &self,
+        service: &Service,
+        within: std::time::Duration,
+    ) -> impl Future<Output = bool> + Send;
 
     /// Requests a service as `who`; answers its root's id.
     fn request(

@@ -154,7 +154,6 @@ fn params_table(prefix: &str, map: &std::collections::BTreeMap<String, String>) 
 }
 
 pub fn service(frame: &Frame, s: &Service, notice: Option<&str>) -> Markup {
-    let base = format!("{BASE}/services/{}", s.id);
     layout(
         frame,
         &s.title,
@@ -162,6 +161,17 @@ pub fn service(frame: &Frame, s: &Service, notice: Option<&str>) -> Markup {
             p { a href={ (BASE) "/services" } { "← Services" } }
             h1 #title { (s.title) }
             @if let Some(n) = notice { p.notice role="status" { (n) } }
+            (service_live(frame, s))
+        },
+    )
+}
+
+/// The part of a service's page that changes with its state: replaced in place by the
+/// page's script from the server-sent events of `<service>/events`.
+pub fn service_live(frame: &Frame, s: &Service) -> Markup {
+    let base = format!("{BASE}/services/{}", s.id);
+    html! {
+        div #live data-events={ (base) "/events" } aria-live="polite" {
             div.card {
                 dl {
                     dt { "State" } dd #state { (state_badge(&s.requested_state, s.reported.as_ref())) }
@@ -226,8 +236,8 @@ pub fn service(frame: &Frame, s: &Service, notice: Option<&str>) -> Markup {
                     @for (m, r) in errors { p.error { strong { (m.title) } ": " (r.message) } }
                 }
             }
-        },
-    )
+        }
+    }
 }
 
 pub fn confirm_destroy(frame: &Frame, s: &Service) -> Markup {

@@ -209,6 +209,10 @@ impl Backend for PortalBackend {
                 connection: strings(&root.connection),
                 sla: root.sla.clone(),
                 placement: placement(&state, id),
+                computer: state
+                    .instance_view(id)
+                    .ok()
+                    .and_then(|v| v.computer.map(|c| c.id.clone())),
                 members,
             });
         }
@@ -245,6 +249,22 @@ impl Backend for PortalBackend {
             .rsplit('/')
             .next()?;
         crate::releases::parameter_schema(store, sha, software_type)
+    }
+
+    async fn wait_for_change(&self, service: &Service, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        match &service.computer {
+            // Woken by the replicas' stream of applied changes that names the computer
+            // (`follow.rs`), as a node's long poll is.
+            Some(computer) => {
+                let mut held = self.app.views.hold(computer);
+                !matches!(held.wait(deadline).await, super::views::Wake::Closing)
+            }
+            None => {
+                tokio::time::sleep_until(deadline).await;
+                true
+            }
+        }
     }
 
     async fn request(
