@@ -443,3 +443,105 @@ pub fn problem(frame: &Frame, status: u16, message: &str) -> Markup {
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Member, SignedInBy};
+    use std::collections::BTreeMap;
+
+    const HOSTILE: &str = "<script>alert(1)</script>\"'&";
+
+    fn service(i: usize) -> Service {
+        let map = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        Service {
+            id: format!("SOFTINST-{i}"),
+            title: format!("{HOSTILE}{i}"),
+            software_release: format!("https://x/{HOSTILE}"),
+            software_type: HOSTILE.into(),
+            shared: false,
+            requested_state: "started".into(),
+            reported: Some(Reported {
+                kind: "error".into(),
+                message: HOSTILE.into(),
+                at: 0,
+            }),
+            parameters: map(HOSTILE, HOSTILE),
+            connection: map("url", "https://example.com/\"><script>alert(1)</script>"),
+            sla: BTreeMap::new(),
+            placement: Some(HOSTILE.into()),
+            computer: None,
+            members: vec![Member {
+                id: format!("SOFTINST-{i}"),
+                title: HOSTILE.into(),
+                software_type: HOSTILE.into(),
+                requested_state: "started".into(),
+                placement: None,
+                reported: Some(Reported {
+                    kind: "error".into(),
+                    message: HOSTILE.into(),
+                    at: 0,
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn every_value_from_persons_and_nodes_is_escaped() {
+        let who = Principal {
+            person: HOSTILE.into(),
+            admin: false,
+            via: SignedInBy::Session { hash: "h".into() },
+        };
+        let frame = Frame {
+            who: Some(&who),
+            csrf: "t",
+        };
+        let list = [service(1)];
+        for html in [
+            services(&frame, &list, Some(HOSTILE)).into_string(),
+            super::service(&frame, &list[0], Some(HOSTILE)).into_string(),
+            confirm_destroy(&frame, &list[0]).into_string(),
+            account(&frame, &who, Some(HOSTILE), Some(HOSTILE)).into_string(),
+            problem(&frame, 400, HOSTILE).into_string(),
+        ] {
+            assert!(!html.contains("<script>"), "{html}");
+            assert!(html.contains("&lt;script&gt;"), "{html}");
+            // the only scripts are the page's own
+            assert_eq!(html.matches("<script").count(), 1, "{html}");
+        }
+    }
+
+    /// Rendering alone (no master read) of a person's list of 1,000 services and of one
+    /// service's page: printed, not asserted (the issue's p99 target is for the whole
+    /// server time, measured elsewhere).
+    #[test]
+    fn rendering_a_thousand_services() {
+        let who = Principal {
+            person: "alice".into(),
+            admin: false,
+            via: SignedInBy::Certificate,
+        };
+        let frame = Frame {
+            who: Some(&who),
+            csrf: "t",
+        };
+        let list: Vec<Service> = (0..1000).map(service).collect();
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            bytes = services(&frame, &list, None).into_string().len();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let t = std::time::Instant::now();
+        let one = super::service(&frame, &list[0], None).into_string().len();
+        eprintln!(
+            "services page of 1,000: median {:?}, max {:?} of 20, {bytes} bytes; one service's page {:?}, {one} bytes",
+            times[10],
+            times[19],
+            t.elapsed()
+        );
+    }
+}
