@@ -436,13 +436,7 @@ async fn find<B: Backend>(
     who: &Principal,
     id: &str,
 ) -> Result<Service, BackendError> {
-    portal
-        .backend
-        .services(who)
-        .await?
-        .into_iter()
-        .find(|s| s.id == id)
-        .ok_or_else(|| BackendError::NotFound(format!("no service {id} of yours")))
+    portal.backend.service(who, id).await
 }
 
 async fn service<B: Backend>(

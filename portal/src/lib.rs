@@ -187,6 +187,14 @@ pub trait Backend: Send + Sync + 'static {
         who: &Principal,
     ) -> impl Future<Output = Result<Vec<Service>, BackendError>> + Send;
 
+    /// One of `who`'s services by its root's id; another person's (or no such tree) is
+    /// `NotFound`, so that nothing tells them apart.
+    fn service(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> impl Future<Output = Result<Service, BackendError>> + Send;
+
     /// The releases `who` may request.
     fn catalog(
         &self,

@@ -356,6 +356,13 @@ impl Masters {
         Self::state(self.read_entries(&query, true).await?)
     }
 
+    /// Every member of the tree of `root`, with their hosts and the computers they run
+    /// on: the portal's page of one service. Linearizable: the page a request redirects
+    /// to shows the request, whichever replica is beside this gateway.
+    pub async fn read_tree(&self, root: InstanceId) -> Result<State, MasterError> {
+        Self::state(self.read_entries(&MasterQuery::Tree { root }, true).await?)
+    }
+
     /// The releases supplied on the computers that admit `person` (bounded staleness).
     pub async fn read_catalog(&self, person: &str) -> Result<State, MasterError> {
         let query = MasterQuery::Catalog {

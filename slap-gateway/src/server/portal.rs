@@ -88,6 +88,40 @@ fn strings(map: &BTreeMap<String, Option<String>>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A tree as the portal shows it, from a state holding its members.
+fn service_of(state: &State, id: InstanceId) -> Option<Service> {
+    let root = state.instance(id)?;
+    let members = state
+        .tree_members(id)
+        .map(|m| Member {
+            id: m.id.to_string(),
+            title: m.title.clone(),
+            software_type: m.software_type.clone(),
+            requested_state: m.requested_state.as_str().to_owned(),
+            placement: placement(state, m.id),
+            reported: reported(m),
+        })
+        .collect();
+    Some(Service {
+        id: root.id.to_string(),
+        title: root.title.clone(),
+        software_release: root.software_release.clone(),
+        software_type: root.software_type.clone(),
+        shared: root.shared,
+        requested_state: root.own_state.as_str().to_owned(),
+        reported: reported(root),
+        parameters: strings(&root.parameter_strings),
+        connection: strings(&root.connection),
+        sla: root.sla.clone(),
+        placement: placement(state, id),
+        computer: state
+            .instance_view(id)
+            .ok()
+            .and_then(|v| v.computer.map(|c| c.id.clone())),
+        members,
+    })
+}
+
 impl Backend for PortalBackend {
     fn certificate_person(
         &self,
@@ -181,42 +215,30 @@ impl Backend for PortalBackend {
             .read_trees(owner, None)
             .await
             .map_err(from_master)?;
-        let mut out = Vec::new();
-        for (_, id) in state.roots_of(owner) {
-            let Some(root) = state.instance(id) else {
-                continue;
-            };
-            let members = state
-                .tree_members(id)
-                .map(|m| Member {
-                    id: m.id.to_string(),
-                    title: m.title.clone(),
-                    software_type: m.software_type.clone(),
-                    requested_state: m.requested_state.as_str().to_owned(),
-                    placement: placement(&state, m.id),
-                    reported: reported(m),
-                })
-                .collect();
-            out.push(Service {
-                id: root.id.to_string(),
-                title: root.title.clone(),
-                software_release: root.software_release.clone(),
-                software_type: root.software_type.clone(),
-                shared: root.shared,
-                requested_state: root.own_state.as_str().to_owned(),
-                reported: reported(root),
-                parameters: strings(&root.parameter_strings),
-                connection: strings(&root.connection),
-                sla: root.sla.clone(),
-                placement: placement(&state, id),
-                computer: state
-                    .instance_view(id)
-                    .ok()
-                    .and_then(|v| v.computer.map(|c| c.id.clone())),
-                members,
-            });
+        Ok(state
+            .roots_of(owner)
+            .filter_map(|(_, id)| service_of(&state, id))
+            .collect())
+    }
+
+    async fn service(&self, who: &Principal, id: &str) -> Result<Service, BackendError> {
+        let caller = caller_of(who);
+        let owner = authz::portal_reader(&caller).map_err(BackendError::Forbidden)?;
+        let not_found = || BackendError::NotFound(format!("no service {id} of yours"));
+        let root = InstanceId::parse(id).ok_or_else(not_found)?;
+        let state = self
+            .app
+            .masters
+            .read_tree(root)
+            .await
+            .map_err(from_master)?;
+        // Only the person's own roots: another's tree, or a member's id, is not found.
+        match state.instance(root) {
+            Some(i) if i.is_root() && i.owner == owner => {
+                service_of(&state, root).ok_or_else(not_found)
+            }
+            _ => Err(not_found()),
         }
-        Ok(out)
     }
 
     async fn catalog(&self, who: &Principal) -> Result<Vec<Offer>, BackendError> {
