@@ -183,7 +183,21 @@ async fn click_nav(c: &Client, locator: Locator<'_>) {
     c.execute("window.__before_click = true;", vec![])
         .await
         .unwrap();
-    c.find(locator).await.unwrap().click().await.unwrap();
+    // Found and clicked again if the live part of the page was replaced in between.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let clicked = match c.find(locator).await {
+            Ok(e) => e.click().await,
+            Err(e) => Err(e),
+        };
+        match clicked {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "clicking {locator:?}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let done = c
@@ -288,11 +302,18 @@ async fn not_reloaded(c: &Client) -> bool {
         == true
 }
 
+/// The state the page shows (read in one script: the live part may be replaced by the
+/// server's events at any time, which would make a held element stale).
 async fn state(c: &Client) -> String {
-    match c.find(Locator::Css("#state [data-state]")).await {
-        Ok(e) => e.attr("data-state").await.unwrap().unwrap_or_default(),
-        Err(_) => String::new(),
-    }
+    c.execute(
+        "const e = document.querySelector('#state [data-state]'); return e ? e.dataset.state : '';",
+        vec![],
+    )
+    .await
+    .unwrap()
+    .as_str()
+    .unwrap_or("")
+    .to_owned()
 }
 
 #[test]
