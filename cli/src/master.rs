@@ -450,6 +450,21 @@ pub enum UserCommand {
         #[arg(long)]
         revoke: bool,
     },
+    /// Set a person's password for the web portal (`/portal/` on every gateway), read
+    /// from the first line of standard input; hashed here with argon2id, only the hash
+    /// reaches the group. Ends their portal sessions. --clear removes it.
+    Password {
+        /// Master API addresses of the group (host:port, comma-separated), reached
+        /// with $SLAPOS_MASTER_TLS_CERT, _KEY (an operator's certificate) and _CA.
+        #[arg(long, value_delimiter = ',', required = true)]
+        via: Vec<String>,
+        /// The person's id.
+        #[arg(long)]
+        person: String,
+        /// Remove the password instead (certificate sign-in only).
+        #[arg(long)]
+        clear: bool,
+    },
     /// Remove a person: every certificate of theirs is revoked at once.
     Remove {
         /// Master API addresses of the group (host:port, comma-separated), reached
@@ -475,6 +490,33 @@ pub async fn user(cmd: UserCommand) -> Result<()> {
                 },
             )
             .await
+        }
+        UserCommand::Password { via, person, clear } => {
+            let hash = if clear {
+                None
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                let password = line.trim_end_matches(['\n', '\r']);
+                let n = password.chars().count();
+                if n < slapos_portal::auth::MIN_PASSWORD
+                    || password.len() > slapos_portal::auth::MAX_PASSWORD
+                {
+                    bail!(
+                        "a password has {} to {} characters (read from the first line of standard input)",
+                        slapos_portal::auth::MIN_PASSWORD,
+                        slapos_portal::auth::MAX_PASSWORD
+                    );
+                }
+                Some(slapos_portal::auth::hash_password(password)?)
+            };
+            authority::set_password(via, &person, hash).await?;
+            if clear {
+                println!("{person} has no portal password now");
+            } else {
+                println!("{person}'s portal password is set");
+            }
+            Ok(())
         }
         UserCommand::Admin {
             via,

@@ -176,6 +176,18 @@ fn describe(cluster: &LocalCluster, opts: &UpOptions) {
             t.ca.display()
         );
     }
+    // The web portal on every gateway (portal/DESIGN.md): the admin signs in with their
+    // certificate imported in the browser, or with a password set on the master API.
+    if let Some(url) = urls.first() {
+        println!("  portal        {url}portal/  (on every gateway)");
+        if let Some(env) = &file.admin.master_tls_env {
+            println!(
+                "  sign in as    admin: import the admin's certificate in the browser, or set a password: \
+                 echo 'a long passphrase' | {env} slapos user password --via {} --person admin",
+                file.master_api_addrs.join(",")
+            );
+        }
+    }
     for node in &file.nodes {
         let place = match (&node.netns, &node.address, &node.region) {
             (Some(ns), Some(a), region) => format!(

@@ -213,6 +213,25 @@ pub enum Op {
         serial: Option<String>,
         identity: Option<crate::identity::Identity>,
     },
+    /// A person's portal password: the argon2id hash (PHC string, `$argon2id$...`) a
+    /// gateway made of it, or None to remove it. `by` is the person asking: themselves
+    /// or an admin (None when an operator's rights were checked before).
+    SetPassword {
+        person: String,
+        #[serde(default)]
+        by: Option<String>,
+        hash: Option<String>,
+    },
+    /// A person signed in to the portal: a session known by the SHA-256 (hex) of its
+    /// token (the token itself is only in the person's browser), until `expires_at`.
+    /// Expired sessions are forgotten by the same command.
+    OpenWebSession {
+        hash: String,
+        person: String,
+        expires_at: Timestamp,
+    },
+    /// Sign-out: the session ends on every gateway. Unknown sessions are no error.
+    EndWebSession { hash: String },
 }
 
 impl Op {
@@ -243,6 +262,9 @@ impl Op {
             Op::CreateToken { .. } => "create_token",
             Op::RemoveComputer { .. } => "remove_computer",
             Op::ConsumeToken { .. } => "consume_token",
+            Op::SetPassword { .. } => "set_password",
+            Op::OpenWebSession { .. } => "open_web_session",
+            Op::EndWebSession { .. } => "end_web_session",
         }
     }
 }

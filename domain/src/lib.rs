@@ -59,8 +59,8 @@ pub use persist::{
 };
 pub use records::{
     AccessStatus, Address, AllocationScope, CertificateRecord, Computer, Instance, IssuedPair,
-    Partition, Placement, RequestedState, Session, SoftwareInstallation, SoftwareState, StatusKind,
-    TokenRecord,
+    Partition, PasswordRecord, Placement, RequestedState, Session, SoftwareInstallation,
+    SoftwareState, StatusKind, TokenRecord, WebSession,
 };
 pub use state::State;
 pub use view::{

@@ -55,6 +55,14 @@ pub enum Query {
     /// persons with admin rights: what a gateway checks its callers against. Never the
     /// authority itself.
     Certificates,
+    /// A person's portal password hash and admin flag (a gateway checks a password).
+    Person { person: String },
+    /// One portal session, by the SHA-256 (hex) of its token.
+    WebSession { hash: String },
+    /// The software releases supplied (requested available) on the computers whose
+    /// allocation scope admits `person`, with those computers (no partitions): what the
+    /// portal offers them to request.
+    Catalog { person: String },
     /// The whole state.
     All,
 }
@@ -84,6 +92,8 @@ const CERTIFICATE: u8 = b'k';
 const ISSUED_KEY: u8 = b'q';
 const TOKEN: u8 = b'g';
 const ADMIN: u8 = b'd';
+const PASSWORD: u8 = b'w';
+const WEB_SESSION: u8 = b'l';
 
 /// What a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +126,10 @@ pub enum KeyKind {
     Token,
     /// Persons with the group's admin rights.
     Admin,
+    /// Persons' portal password hashes.
+    Password,
+    /// Portal sessions (by the hash of their token).
+    WebSession,
 }
 
 impl KeyKind {
@@ -137,6 +151,8 @@ impl KeyKind {
             ISSUED_KEY => KeyKind::IssuedKey,
             TOKEN => KeyKind::Token,
             ADMIN => KeyKind::Admin,
+            PASSWORD => KeyKind::Password,
+            WEB_SESSION => KeyKind::WebSession,
             USAGE => KeyKind::Usage,
             BY_CUSTOMER | BY_PROVIDER | BY_TIME => KeyKind::UsageIndex,
             _ => return None,
@@ -160,6 +176,8 @@ impl KeyKind {
                 | KeyKind::IssuedKey
                 | KeyKind::Token
                 | KeyKind::Admin
+                | KeyKind::Password
+                | KeyKind::WebSession
         )
     }
 }
@@ -487,6 +505,18 @@ fn token_key(hash: &str) -> Vec<u8> {
     k
 }
 
+fn password_key(person: &str) -> Vec<u8> {
+    let mut k = vec![PASSWORD];
+    k.extend_from_slice(person.as_bytes());
+    k
+}
+
+fn web_session_key(hash: &str) -> Vec<u8> {
+    let mut k = vec![WEB_SESSION];
+    k.extend_from_slice(hash.as_bytes());
+    k
+}
+
 fn admin_key(person: &str) -> Vec<u8> {
     let mut k = vec![ADMIN];
     k.extend_from_slice(person.as_bytes());
@@ -619,6 +649,8 @@ impl State {
         changes(&mut self.issued_keys, |s| issued_key_key(*s), &mut out)?;
         changes(&mut self.tokens, |h| token_key(h), &mut out)?;
         changes(&mut self.admins, |p| admin_key(p), &mut out)?;
+        changes(&mut self.passwords, |p| password_key(p), &mut out)?;
+        changes(&mut self.web_sessions, |h| web_session_key(h), &mut out)?;
         for m in &self.usage_outbox.0 {
             let k = usage_key(m.id);
             out.push((k.clone(), Some(enc(&k, m)?)));
@@ -669,6 +701,8 @@ impl State {
         entries(&self.issued_keys, |s| issued_key_key(*s), b, &mut out)?;
         entries(&self.tokens, |h| token_key(h), b, &mut out)?;
         entries(&self.admins, |p| admin_key(p), b, &mut out)?;
+        entries(&self.passwords, |p| password_key(p), b, &mut out)?;
+        entries(&self.web_sessions, |h| web_session_key(h), b, &mut out)?;
         let k = vec![META];
         let v = enc(&k, &Meta::of(self))?;
         out.push((k, v));
@@ -746,6 +780,12 @@ impl State {
                 enc(key, &parse::<super::records::IssuedPair>(key, value)?)?
             }
             Some(KeyKind::Meta) => enc(key, &parse::<Meta>(key, value)?)?,
+            Some(KeyKind::Password) => {
+                enc(key, &parse::<super::records::PasswordRecord>(key, value)?)?
+            }
+            Some(KeyKind::WebSession) => {
+                enc(key, &parse::<super::records::WebSession>(key, value)?)?
+            }
             Some(KeyKind::UsageIndex | KeyKind::Session | KeyKind::Outcome) => {
                 return Ok(Vec::new())
             }
@@ -788,6 +828,59 @@ impl State {
                 let mut out = Vec::new();
                 entries(&self.certificates, |s| certificate_key(*s), e, &mut out)?;
                 entries(&self.admins, |p| admin_key(p), e, &mut out)?;
+                let k = vec![META];
+                out.push((k.clone(), enc_as(&k, &Meta::of(self), e)?));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(out);
+            }
+            Query::Person { person } => {
+                let mut out = Vec::new();
+                if let Some(r) = self.passwords.get(person) {
+                    let k = password_key(person);
+                    out.push((k.clone(), enc_as(&k, r, e)?));
+                }
+                if let Some(since) = self.admins.get(person) {
+                    let k = admin_key(person);
+                    out.push((k.clone(), enc_as(&k, since, e)?));
+                }
+                let k = vec![META];
+                out.push((k.clone(), enc_as(&k, &Meta::of(self), e)?));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(out);
+            }
+            Query::WebSession { hash } => {
+                let mut out = Vec::new();
+                if let Some(r) = self.web_sessions.get(hash) {
+                    let k = web_session_key(hash);
+                    out.push((k.clone(), enc_as(&k, r, e)?));
+                }
+                let k = vec![META];
+                out.push((k.clone(), enc_as(&k, &Meta::of(self), e)?));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(out);
+            }
+            Query::Catalog { person } => {
+                let mut out = Vec::new();
+                for c in self.computers.values() {
+                    if !c.allocation_scope.admits(&c.owner, person) {
+                        continue;
+                    }
+                    let mut any = false;
+                    for ((computer, url), sw) in self
+                        .software
+                        .range((c.id.clone(), String::new())..)
+                        .take_while(|((computer, _), _)| *computer == c.id)
+                    {
+                        if sw.requested == crate::records::SoftwareState::Available {
+                            let k = software_key(computer, url);
+                            out.push((k.clone(), enc_as(&k, sw, e)?));
+                            any = true;
+                        }
+                    }
+                    if any {
+                        computer_entries(c, |_| false, e, &mut out)?;
+                    }
+                }
                 let k = vec![META];
                 out.push((k.clone(), enc_as(&k, &Meta::of(self), e)?));
                 out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1083,6 +1176,14 @@ impl State {
                     let since: Timestamp = parse(k, v)?;
                     state.admins.load(utf8(k, body)?, since);
                 }
+                Some(KeyKind::Password) => {
+                    let r: super::records::PasswordRecord = parse(k, v)?;
+                    state.passwords.load(utf8(k, body)?, r);
+                }
+                Some(KeyKind::WebSession) => {
+                    let r: super::records::WebSession = parse(k, v)?;
+                    state.web_sessions.load(utf8(k, body)?, r);
+                }
                 Some(KeyKind::IssuedKey) => {
                     let serial: [u8; 16] = body.try_into().map_err(|_| bad("issued key length"))?;
                     let pair: super::records::IssuedPair = parse(k, v)?;
@@ -1275,6 +1376,8 @@ fn reencode_json(key: Vec<u8>, value: &[u8]) -> Result<Entry, PersistError> {
         Some(KeyKind::Journal) => j::<JournalRecord>(&key, value)?,
         Some(KeyKind::Certificate) => j::<super::records::CertificateRecord>(&key, value)?,
         Some(KeyKind::Meta) => j::<Meta>(&key, value)?,
+        Some(KeyKind::Password) => j::<super::records::PasswordRecord>(&key, value)?,
+        Some(KeyKind::WebSession) => j::<super::records::WebSession>(&key, value)?,
         _ => value.to_vec(),
     };
     Ok((key, v))

@@ -256,6 +256,21 @@ impl Instance {
     }
 }
 
+/// A person's portal password: the argon2id hash a gateway made (never the password).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordRecord {
+    pub hash: String,
+    pub set_at: Timestamp,
+}
+
+/// A portal session (kept by the SHA-256 of its token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebSession {
+    pub person: String,
+    pub opened_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 /// What the state keeps per client for exactly-once application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Session {

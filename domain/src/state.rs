@@ -41,6 +41,10 @@ pub struct State {
     /// Persons with the group's admin rights (since when): recorded here by an operator,
     /// never inferred from a name in a gateway's configuration.
     pub(crate) admins: Tracked<String, Timestamp>,
+    /// Persons' portal passwords (argon2id hashes a gateway made), by person.
+    pub(crate) passwords: Tracked<String, super::records::PasswordRecord>,
+    /// Portal sessions by the SHA-256 (hex) of their token.
+    pub(crate) web_sessions: Tracked<String, super::records::WebSession>,
     /// The ledger: movements by id, price histories, recorded journal transactions.
     pub(crate) movements: Tracked<u64, super::movements::Movement>,
     pub(crate) prices: Tracked<super::movements::PriceKey, Vec<super::movements::PriceEntry>>,

@@ -163,6 +163,20 @@ fn op() -> impl Strategy<Value = Op> {
                 price: price.into(), currency: "EUR".into(), unit: "hour".into(),
             }),
         1 => (0..900u64).prop_map(|s| Op::CloseBooks { until: Timestamp(1_795_000_000_000_000 + s * 1_000_000) }),
+        // The portal's passwords and sessions (issue 23).
+        1 => (prop::sample::select(&["alice", "bob"][..]), prop::option::of(prop::sample::select(&["alice", "bob"][..])), any::<bool>())
+            .prop_map(|(person, by, set)| Op::SetPassword {
+                person: person.into(),
+                by: by.map(str::to_string),
+                hash: set.then(|| "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_string()),
+            }),
+        1 => (prop::sample::select(&["a", "b", "c"][..]), prop::sample::select(&["alice", "bob"][..]), 0..7_200u64)
+            .prop_map(|(t, person, secs)| Op::OpenWebSession {
+                hash: t.repeat(64),
+                person: person.into(),
+                expires_at: Timestamp(1_795_000_000_000_000 + secs * 1_000_000),
+            }),
+        1 => prop::sample::select(&["a", "b", "c"][..]).prop_map(|t| Op::EndWebSession { hash: t.repeat(64) }),
     ]
 }
 

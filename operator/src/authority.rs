@@ -134,6 +134,25 @@ pub async fn set_admin(via: Vec<String>, person: &str, admin: bool) -> Result<()
     }
 }
 
+/// Sets (or with None removes) a person's portal password on the master API, as an
+/// operator: `hash` is the argon2id PHC string the caller made (the password itself
+/// never leaves the operator's machine). Ends the person's portal sessions.
+pub async fn set_password(
+    via: Vec<String>,
+    person: &str,
+    hash: Option<String>,
+) -> Result<(), OperatorError> {
+    let op = Op::SetPassword {
+        person: person.to_owned(),
+        by: None,
+        hash,
+    };
+    match submit_op(via, "password", op).await? {
+        Reply::Done => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
 /// Submits a command answering `Revoked` (a revocation, a person or a computer
 /// removed); how many certificates it revoked.
 pub async fn revoke(via: Vec<String>, op: Op) -> Result<usize, OperatorError> {

@@ -15,6 +15,8 @@ const MASTER_SCRIPT: &str = include_str!("../../deploy/software/slapos-master/sl
 const TUNNEL_MANIFEST: &str = include_str!("../../deploy/software/tunnel/software.toml");
 const HELLO_MANIFEST: &str = include_str!("../../deploy/software/hello/software.toml");
 const HELLO_SCRIPT: &str = include_str!("../../deploy/software/hello/hello.sh");
+const HELLO_CFG_JSON: &str = include_str!("../../deploy/software/hello/software.cfg.json");
+const HELLO_SCHEMA: &str = include_str!("../../deploy/software/hello/instance-input-schema.json");
 
 /// The slapos-master release for `binary` (this program), written into `dir`: the
 /// manifest, its script and a copy of the binary beside them; the manifest's path.
@@ -72,13 +74,23 @@ pub fn write_sample_release(dir: &Path) -> Result<String, OperatorError> {
     let script = release.join("hello.sh");
     files::write(&script, HELLO_SCRIPT)?;
     let sum = files::sha256(&script)?;
+    let cfg_json = release.join("software.cfg.json");
+    files::write(&cfg_json, HELLO_CFG_JSON)?;
+    let schema = release.join("instance-input-schema.json");
+    files::write(&schema, HELLO_SCHEMA)?;
     let manifest = release.join("software.toml");
-    files::write(&manifest, HELLO_MANIFEST.replace("@HELLO_SHA256@", &sum))?;
+    files::write(
+        &manifest,
+        HELLO_MANIFEST
+            .replace("@HELLO_SHA256@", &sum)
+            .replace("@CFG_JSON_SHA256@", &files::sha256(&cfg_json)?)
+            .replace("@SCHEMA_SHA256@", &files::sha256(&schema)?),
+    )?;
     if slapgrid::process::is_root() {
         for d in [dir.join("software"), release.clone()] {
             files::set_mode(&d, 0o755)?;
         }
-        for f in [&script, &manifest] {
+        for f in [&script, &cfg_json, &schema, &manifest] {
             files::set_mode(f, 0o644)?;
         }
     }

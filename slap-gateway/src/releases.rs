@@ -128,6 +128,30 @@ pub fn relative_artifacts(manifest: &str) -> Result<BTreeMap<String, String>, St
     Ok(out)
 }
 
+/// The JSON schema of a release's instance parameters for `software_type`, by SlapOS's
+/// `software.cfg.json` convention: the manifest names an artifact `software.cfg.json`
+/// whose `software-type.<type>.request` names another artifact of the manifest, the
+/// schema. Names are looked up among the manifest's artifacts (never joined to a path);
+/// each file is read within 1 MiB. None when any step is missing.
+pub fn parameter_schema(
+    store: &ReleaseStore,
+    release: &str,
+    software_type: &str,
+) -> Option<serde_json::Value> {
+    const LIMIT: u64 = 1 << 20;
+    let read = |name: &str| -> Option<serde_json::Value> {
+        let path = store.resolve(release, name).ok()?;
+        let text = read_bounded(&path, LIMIT).ok()?;
+        serde_json::from_str(&text).ok()
+    };
+    let cfg = read("software.cfg.json")?;
+    let types = cfg.get("software-type")?;
+    let t = types.get(software_type).or_else(|| types.get("default"))?;
+    let name = t.get("request")?.as_str()?;
+    let schema = read(name)?;
+    schema.is_object().then_some(schema)
+}
+
 /// A content-addressed store of blobs in a directory: `blobs/<sha256>` and `tmp/`.
 #[derive(Debug, Clone)]
 pub struct ReleaseStore {

@@ -113,8 +113,8 @@ fn an_admin_publishes_a_release_that_nodes_fetch_over_https_verified() {
     let digest = answer[0]["sha256"].as_str().unwrap().to_owned();
     assert_eq!(release, format!("{url}software/{digest}/software.toml"));
     assert_eq!(
-        answer[0]["uploaded"], 2,
-        "the script and the manifest: {answer}"
+        answer[0]["uploaded"], 4,
+        "the script, the parameters' description and schema, and the manifest: {answer}"
     );
     // Again: the same address, nothing sent.
     let again: serde_json::Value = serde_json::from_slice(&publish(&admin, &hello).stdout).unwrap();

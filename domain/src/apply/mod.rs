@@ -1,6 +1,6 @@
 //! Deterministic application of commands: [`State::apply`] (exactly-once bookkeeping,
 //! the clock, hosting) and a one-line dispatch of each operation to the module of what
-//! it changes: [`computers`], [`software`], [`instances`] and [`requests`], [`ledger`], [`group`],
+//! it changes: [`computers`], [`software`], [`instances`] and [`requests`], [`ledger`], [`group`], [`people`] (portal passwords and sessions),
 //! [`certificates`].
 //!
 //! Each operation validates everything it needs before its first mutation, so a refused
@@ -12,6 +12,7 @@ mod computers;
 mod group;
 mod instances;
 mod ledger;
+mod people;
 mod requests;
 mod software;
 
@@ -325,6 +326,13 @@ impl State {
             } => self.create_token(hash, owner, computer, expires_at, now),
             Op::ConsumeToken { hash } => self.consume_token(hash, now),
             Op::Revoke { serial, identity } => self.revoke(serial, identity, now),
+            Op::SetPassword { person, by, hash } => self.set_password(person, by, hash, now),
+            Op::OpenWebSession {
+                hash,
+                person,
+                expires_at,
+            } => self.open_web_session(hash, person, *expires_at, now),
+            Op::EndWebSession { hash } => self.end_web_session(hash),
         }
     }
 }

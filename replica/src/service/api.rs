@@ -50,6 +50,9 @@ impl MasterService {
                 | Op::SetAdmin { .. }
                 | Op::ConsumeToken { .. } => true,
                 Op::CreateToken { server, .. } => server.is_some(),
+                // A person sets their own password (or an admin anyone's) through a
+                // gateway; without `by` it is an operator's.
+                Op::SetPassword { by, .. } => by.is_none(),
                 _ => false,
             };
             if operator_only {

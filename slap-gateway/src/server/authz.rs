@@ -9,6 +9,11 @@
 //! | admin (a person the group records as one: `slapos user admin`) | anything |
 //! | replica, gateway | nothing through SLAP |
 //!
+//! The portal (`slapos-portal`, mounted at `/portal/`) follows the same table: its
+//! requests are `Op::RequestInstance` as the person ([`check_op`]), its reads are the
+//! person's own ([`portal_reader`]), and a person sets their own password
+//! (`Op::SetPassword` with `by` = themselves).
+//!
 //! Everything else is 403 with the reason, and nothing reaches the master. Product lookups
 //! and `getHateoasUrl` are open to any authenticated caller.
 //!
@@ -231,7 +236,26 @@ fn write_rule(identity: &Identity, op: &Op) -> Result<Needs, String> {
                 _ => Err(format!("change computer {computer}")),
             }
         }
+        // The portal: a person sets their own password (the domain also lets an admin
+        // set anyone's, and checks `by` again).
+        Op::SetPassword { person, by, .. } => match identity {
+            Identity::Person(me) if by.as_deref() == Some(me.as_str()) => Ok(Needs::Nothing),
+            _ => Err(format!("set the password of {person}")),
+        },
         other => Err(format!("{} through SLAP", other.name())),
+    }
+}
+
+/// The portal's reads (`slapos-portal`, `server/portal.rs`): a person reads their own
+/// trees and the releases offered to them, and nobody else's: the owner of what is read
+/// is always the caller, never a name from the request. Others are refused.
+pub fn portal_reader(caller: &Caller) -> Result<&str, String> {
+    match caller.person() {
+        Some(p) => Ok(p),
+        None => Err(format!(
+            "{} may not use the portal: persons only",
+            caller.identity().common_name()
+        )),
     }
 }
 

@@ -30,7 +30,8 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 const DRAIN_FACTOR: usize = 4;
 
 /// The gateway's routes: `GET /metrics`, `GET /healthz`, the releases it serves
-/// (`/software/...`, see `releases.rs`), and every SLAP method under the prefix.
+/// (`/software/...`, see `releases.rs`), the web portal (`/portal/...`), and every SLAP
+/// method under the prefix.
 pub fn router(app: Arc<App>) -> Router {
     let prefix = app.prefix.clone();
     Router::new()
@@ -43,6 +44,21 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             &format!("{prefix}/software/{{release}}/{{*name}}"),
             get(super::releases::get),
+        )
+        // The web portal (`slapos-portal`): its pages read and write through this
+        // gateway's master paths, checked by the same table (`portal.rs`).
+        .route(
+            &format!("{}/", slapos_portal::BASE),
+            get(|| async {
+                axum::response::Redirect::to(&format!("{}/sign-in", slapos_portal::BASE))
+            }),
+        )
+        .nest(
+            slapos_portal::BASE,
+            slapos_portal::router(
+                Arc::new(super::portal::PortalBackend { app: app.clone() }),
+                slapos_portal::PortalConfig::default(),
+            ),
         )
         .fallback(slap)
         .with_state(app)

@@ -338,6 +338,39 @@ impl Masters {
         Self::state(self.read_entries(&query, false).await?)
     }
 
+    /// A person's portal password hash and admin flag (linearizable: a password just
+    /// changed is the one checked).
+    pub async fn read_person(&self, person: &str) -> Result<State, MasterError> {
+        let query = MasterQuery::Person {
+            person: person.to_string(),
+        };
+        Self::state(self.read_entries(&query, true).await?)
+    }
+
+    /// A portal session by the SHA-256 of its token (linearizable: a sign-out through
+    /// any gateway ends it here at once).
+    pub async fn read_web_session(&self, hash: &str) -> Result<State, MasterError> {
+        let query = MasterQuery::WebSession {
+            hash: hash.to_string(),
+        };
+        Self::state(self.read_entries(&query, true).await?)
+    }
+
+    /// Every member of the tree of `root`, with their hosts and the computers they run
+    /// on: the portal's page of one service. Linearizable: the page a request redirects
+    /// to shows the request, whichever replica is beside this gateway.
+    pub async fn read_tree(&self, root: InstanceId) -> Result<State, MasterError> {
+        Self::state(self.read_entries(&MasterQuery::Tree { root }, true).await?)
+    }
+
+    /// The releases supplied on the computers that admit `person` (bounded staleness).
+    pub async fn read_catalog(&self, person: &str) -> Result<State, MasterError> {
+        let query = MasterQuery::Catalog {
+            person: person.to_string(),
+        };
+        Self::state(self.read_entries(&query, false).await?)
+    }
+
     /// A partition's certificate and key (made by the leader the first time): (PEM
     /// certificate, PEM key).
     pub async fn partition_certificate(

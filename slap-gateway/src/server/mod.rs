@@ -20,6 +20,7 @@ mod follow;
 pub mod http;
 pub mod master;
 pub mod metrics;
+pub mod portal;
 pub mod register;
 pub mod releases;
 pub mod tls;
