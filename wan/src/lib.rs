@@ -24,7 +24,7 @@ pub use matrix::{LinkParams, Matrix, RegionId};
 pub use packet::Prefix;
 pub use regions::RegionsError;
 pub use router::{Handle, PortSpec, Router, Stats, MAX_IN_FLIGHT_BYTES};
-pub use sched::{PairStats, PortId};
+pub use sched::{Cuts, PairStats, PortId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WanError {

@@ -59,7 +59,7 @@ impl Matrix {
         Matrix {
             names,
             links: vec![LinkParams::LAN; n * n],
-            seed: 0x5eed_0f_5a_1a_05,
+            seed: 0x5eed_0f5a_1a05,
         }
     }
 

@@ -22,7 +22,7 @@ use nix::poll::{poll, PollFd, PollFlags};
 
 use crate::matrix::{LinkParams, Matrix, RegionId};
 use crate::packet::{self, Prefix};
-use crate::sched::{PairStats, PortId, Scheduler, Verdict};
+use crate::sched::{Cuts, PairStats, PortId, Scheduler, Verdict};
 use crate::{netns, tun, WanError};
 
 /// The most bytes of packets waiting for their delivery time, over all links; beyond it
@@ -273,8 +273,8 @@ impl Handle {
         self.shared.lock().sched.heal_all();
     }
 
-    /// The cuts in place: (between ports, between regions), each (from, to).
-    pub fn cuts(&self) -> (Vec<(PortId, PortId)>, Vec<(RegionId, RegionId)>) {
+    /// The cuts in place.
+    pub fn cuts(&self) -> Cuts {
         self.shared.lock().sched.cuts()
     }
 

@@ -32,6 +32,13 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
+/// The one-way cuts in place, each (from, to).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cuts {
+    pub ports: Vec<(PortId, PortId)>,
+    pub regions: Vec<(RegionId, RegionId)>,
+}
+
 /// Counters of one ordered pair of ports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PairStats {
@@ -275,12 +282,12 @@ impl Scheduler {
         self.region_cuts.clear();
     }
 
-    /// The cuts in place: (ports, regions), each as (from, to).
-    pub fn cuts(&self) -> (Vec<(PortId, PortId)>, Vec<(RegionId, RegionId)>) {
-        (
-            self.port_cuts.iter().copied().collect(),
-            self.region_cuts.iter().copied().collect(),
-        )
+    /// The cuts in place.
+    pub fn cuts(&self) -> Cuts {
+        Cuts {
+            ports: self.port_cuts.iter().copied().collect(),
+            regions: self.region_cuts.iter().copied().collect(),
+        }
     }
 
     pub fn stats(&self) -> &BTreeMap<(PortId, PortId), PairStats> {
