@@ -23,7 +23,7 @@ mod tun;
 pub use matrix::{LinkParams, Matrix, RegionId};
 pub use packet::Prefix;
 pub use regions::RegionsError;
-pub use router::{Handle, PortSpec, Router, Stats, MAX_IN_FLIGHT_BYTES};
+pub use router::{Handle, PortSpec, Router, Stats, MAX_IN_FLIGHT_BYTES, THREAD_NICE};
 pub use sched::{Cuts, PairStats, PortId};
 
 #[derive(Debug, thiserror::Error)]

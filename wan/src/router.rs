@@ -29,6 +29,11 @@ use crate::{netns, tun, WanError};
 /// new packets are dropped (counted as `queue_full`). 1 Gbit/s over a 500 ms round trip.
 pub const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 
+/// The nice value the router's threads ask for (root may lower it): their wake-up
+/// lateness is the emulator's error, and on a loaded machine threads at the default
+/// priority wake milliseconds late.
+pub const THREAD_NICE: i32 = -10;
+
 /// The largest packet read (a TUN device without offloads gives one MTU at a time; the
 /// devices are made with the default 1500).
 const READ_BUFFER: usize = 65_536;
@@ -105,9 +110,13 @@ struct State {
     unroutable: u64,
     spoofed: u64,
     write_errors: u64,
+    /// The kernel ids of the router's threads (to renice them).
+    tids: Vec<i32>,
 }
 
 struct Shared {
+    /// How many threads the router runs (its ports' readers and the delivery thread).
+    threads: usize,
     state: Mutex<State>,
     wake: Condvar,
     stop: AtomicBool,
@@ -183,7 +192,9 @@ impl Router {
                 unroutable: 0,
                 spoofed: 0,
                 write_errors: 0,
+                tids: Vec::new(),
             }),
+            threads: ports.len() + 1,
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
         });
@@ -207,6 +218,7 @@ impl Router {
             .spawn(move || deliver_loop(&shared, &ports))
             .map_err(WanError::Spawn)?;
         router.threads.push(t);
+        raise_priority(&router.shared);
         Ok(router)
     }
 
@@ -294,6 +306,36 @@ impl Handle {
     }
 }
 
+/// Lower the nice value of the router's threads to [`THREAD_NICE`] with `renice` (nix
+/// has no safe `setpriority`, and this is one call per router); a failure (not root, no
+/// `renice`) leaves them as they are, with a warning.
+fn raise_priority(shared: &Shared) {
+    // every thread records its id first thing; wait for them (briefly)
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let tids = loop {
+        let tids = shared.lock().tids.clone();
+        if tids.len() == shared.threads || Instant::now() > deadline {
+            break tids;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let mut cmd = std::process::Command::new("renice");
+    cmd.args(["-n", &THREAD_NICE.to_string(), "-p"]);
+    cmd.args(tids.iter().map(|t| t.to_string()));
+    match cmd.output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => tracing::warn!(
+            error = %String::from_utf8_lossy(&out.stderr).trim(),
+            "the emulator's threads keep their priority"
+        ),
+        Err(e) => tracing::warn!(error = %e, "the emulator's threads keep their priority (renice)"),
+    }
+}
+
+fn register_thread(shared: &Shared) {
+    shared.lock().tids.push(nix::unistd::gettid().as_raw());
+}
+
 fn route(ports: &[Port], dst: std::net::IpAddr) -> Option<PortId> {
     ports
         .iter()
@@ -305,6 +347,7 @@ fn route(ports: &[Port], dst: std::net::IpAddr) -> Option<PortId> {
 }
 
 fn read_loop(shared: &Shared, ports: &[Port], from: PortId) {
+    register_thread(shared);
     let port = &ports[from];
     let mut buf = vec![0u8; READ_BUFFER];
     while !shared.stop.load(Ordering::SeqCst) {
@@ -369,6 +412,7 @@ fn read_loop(shared: &Shared, ports: &[Port], from: PortId) {
 }
 
 fn deliver_loop(shared: &Shared, ports: &[Port]) {
+    register_thread(shared);
     let mut due: Vec<Queued> = Vec::new();
     loop {
         let mut st = shared.lock();

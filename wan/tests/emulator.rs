@@ -72,8 +72,20 @@ struct Lab {
     tag: u16,
 }
 
+/// The calling thread (and the threads it starts: the probes' senders, receivers and
+/// echoes) at the emulator's priority, so the load of a shared machine stays out of what
+/// the probes measure, as it stays out of the emulator's own threads.
+fn boost() {
+    let tid = nix::unistd::gettid().to_string();
+    let nice = slapos_wan::THREAD_NICE.to_string();
+    let _ = Command::new("renice")
+        .args(["-n", &nice, "-p", &tid])
+        .output();
+}
+
 impl Lab {
     fn new(matrix: &Matrix, regions: &[usize]) -> Result<Lab> {
+        boost();
         sweep();
         let n = LABS.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -242,6 +254,25 @@ struct Probe {
 }
 
 impl Probe {
+    /// Minimum, 10th, 50th, 90th percentiles and maximum, for messages.
+    fn spread(&self) -> String {
+        let mut v = self.rtts.clone();
+        v.sort();
+        let at = |q: usize| {
+            v.get(v.len().saturating_sub(1) * q / 100)
+                .copied()
+                .unwrap_or_default()
+        };
+        format!(
+            "min {:?} p10 {:?} p50 {:?} p90 {:?} max {:?}",
+            at(0),
+            at(10),
+            at(50),
+            at(90),
+            at(100)
+        )
+    }
+
     fn median(&self) -> Duration {
         let mut v = self.rtts.clone();
         v.sort();
@@ -343,10 +374,11 @@ fn round_trips_match_the_matrix_at_1000_packets_per_second() -> Result<()> {
         let want = matrix.rtt(*a - 1, *b - 1);
         let got = p.median();
         eprintln!(
-            "h{a}→h{b} ({}): matrix {want:?}, median {got:?}, {} of {} answered",
+            "h{a}→h{b} ({}): matrix {want:?}, median {got:?}, {} of {} answered ({})",
             if *v6 { "IPv6" } else { "IPv4" },
             p.rtts.len(),
-            p.sent
+            p.sent,
+            p.spread()
         );
         assert_eq!(
             p.rtts.len() as u64,
@@ -598,7 +630,7 @@ fn a_delay_changed_while_running_takes_effect() -> Result<()> {
         matrix.region("montreal").context("montreal")?,
     );
     let lab = Lab::new(&matrix, &[l, m])?;
-    let before = probe(&lab, 1, 2, true, 1000, 1000)?;
+    let before = probe(&lab, 1, 2, true, 3000, 1000)?;
     assert!(
         within_5_percent(before.median(), matrix.rtt(l, m)),
         "{:?}",
@@ -608,11 +640,13 @@ fn a_delay_changed_while_running_takes_effect() -> Result<()> {
     // 300 ms round trip, unevenly: 200 there, 100 back
     h.set_link(l, m, LinkParams::delay(Duration::from_millis(200)));
     h.set_link(m, l, LinkParams::delay(Duration::from_millis(100)));
-    let after = probe(&lab, 1, 2, true, 1000, 1000)?;
+    let after = probe(&lab, 1, 2, true, 3000, 1000)?;
     eprintln!(
-        "delay changed: median {:?} then {:?}",
+        "delay changed: median {:?} ({}) then {:?} ({})",
         before.median(),
-        after.median()
+        before.spread(),
+        after.median(),
+        after.spread()
     );
     assert!(
         within_5_percent(after.median(), Duration::from_millis(300)),
