@@ -68,6 +68,12 @@ pub struct Stats {
     pub spoofed: u64,
     /// Writes to a device that failed.
     pub write_errors: u64,
+    /// Packets written, and how many of them more than 1 ms after their delivery time;
+    /// the latest one's lateness (the emulator's own error, before the hosts' kernels and
+    /// processes add theirs).
+    pub delivered: u64,
+    pub late_over_1ms: u64,
+    pub late_max: Duration,
 }
 
 impl Stats {
@@ -110,6 +116,9 @@ struct State {
     unroutable: u64,
     spoofed: u64,
     write_errors: u64,
+    delivered: u64,
+    late_over_1ms: u64,
+    late_max: Duration,
     /// The kernel ids of the router's threads (to renice them).
     tids: Vec<i32>,
 }
@@ -192,6 +201,9 @@ impl Router {
                 unroutable: 0,
                 spoofed: 0,
                 write_errors: 0,
+                delivered: 0,
+                late_over_1ms: 0,
+                late_max: Duration::ZERO,
                 tids: Vec::new(),
             }),
             threads: ports.len() + 1,
@@ -302,6 +314,9 @@ impl Handle {
             unroutable: st.unroutable,
             spoofed: st.spoofed,
             write_errors: st.write_errors,
+            delivered: st.delivered,
+            late_over_1ms: st.late_over_1ms,
+            late_max: st.late_max,
         }
     }
 }
@@ -452,16 +467,24 @@ fn deliver_loop(shared: &Shared, ports: &[Port]) {
             }
         }
         drop(st);
-        let mut errors = 0;
+        let (mut errors, mut written, mut late, mut late_max) = (0, 0, 0, Duration::ZERO);
         for q in due.drain(..) {
             let port = &ports[q.to];
+            let lateness = q.at.elapsed();
+            late_max = late_max.max(lateness);
+            if lateness > Duration::from_millis(1) {
+                late += 1;
+            }
+            written += 1;
             if let Err(e) = (&port.device).write(&q.packet) {
                 errors += 1;
                 tracing::debug!(port = %port.label, error = %e, "write to device failed");
             }
         }
-        if errors > 0 {
-            shared.lock().write_errors += errors;
-        }
+        let mut st = shared.lock();
+        st.write_errors += errors;
+        st.delivered += written;
+        st.late_over_1ms += late;
+        st.late_max = st.late_max.max(late_max);
     }
 }
