@@ -337,9 +337,55 @@ fn probe(lab: &Lab, from: usize, to: usize, v6: bool, count: u64, rate: u64) -> 
     })
 }
 
+/// Whether the emulator itself wrote more than 5 % of the packets it wrote between two
+/// readings of its counters over 1 ms late: the machine starved its threads (a shared
+/// machine under full load), and what was measured then is the machine, not the
+/// emulator. A measurement that misses the contract in such a window is taken again (up
+/// to three times in all), and says so.
+fn starved(before: &slapos_wan::Stats, after: &slapos_wan::Stats) -> bool {
+    let written = after.delivered - before.delivered;
+    let late = after.late_over_1ms - before.late_over_1ms;
+    eprintln!("  the emulator wrote {late} of {written} packets over 1 ms late");
+    late * 20 > written
+}
+
+/// [`probe`] at 1,000 packets/s for 3 s, taken again if it misses `want` by more than 5 %
+/// while the emulator was starved ([`starved`]).
+fn measured(lab: &Lab, from: usize, to: usize, v6: bool, want: Duration) -> Result<Probe> {
+    let h = lab.handle();
+    for attempt in 1.. {
+        let s0 = h.stats();
+        let p = probe(lab, from, to, v6, 3000, 1000)?;
+        if within_5_percent(p.median(), want) || attempt == 3 || !starved(&s0, &h.stats()) {
+            return Ok(p);
+        }
+        eprintln!(
+            "h{from}→h{to}: median {:?} while starved; measuring again",
+            p.median()
+        );
+    }
+    unreachable!("the loop returns by its third attempt")
+}
+
 fn within_5_percent(measured: Duration, expected: Duration) -> bool {
     let (m, e) = (measured.as_secs_f64(), expected.as_secs_f64());
     (m - e).abs() <= 0.05 * e
+}
+
+/// The probes of `runs` (from, to, IPv6) at once, 1,000 packets/s each for 3 s.
+fn batch(lab: &Lab, runs: &[(usize, usize, bool)]) -> Vec<Result<Probe>> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = runs
+            .iter()
+            .map(|&(a, b, v6)| s.spawn(move || probe(lab, a, b, v6, 3000, 1000)))
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("probe panicked")))
+            })
+            .collect()
+    })
 }
 
 #[test]
@@ -354,21 +400,20 @@ fn round_trips_match_the_matrix_at_1000_packets_per_second() -> Result<()> {
     let lab = Lab::new(&matrix, &[id("lille")?, id("montreal")?, id("tokyo")?])?;
     // three pairs at once, 1,000 packets/s each, 3 s, both families
     let runs = [(1, 2, false), (2, 3, true), (1, 3, true)];
-    let results: Vec<Result<Probe>> = std::thread::scope(|s| {
-        let hs: Vec<_> = runs
-            .iter()
-            .map(|&(a, b, v6)| {
-                let lab = &lab;
-                s.spawn(move || probe(lab, a, b, v6, 3000, 1000))
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("probe panicked")))
-            })
-            .collect()
-    });
+    let h = lab.handle();
+    let mut results: Vec<Result<Probe>> = Vec::new();
+    for attempt in 1..=3 {
+        let s0 = h.stats();
+        results = batch(&lab, &runs);
+        let missed = runs.iter().zip(&results).any(|((a, b, _), r)| {
+            r.as_ref()
+                .is_ok_and(|p| !within_5_percent(p.median(), matrix.rtt(*a - 1, *b - 1)))
+        });
+        if !missed || attempt == 3 || !starved(&s0, &h.stats()) {
+            break;
+        }
+        eprintln!("a median missed while the emulator was starved; measuring again");
+    }
     for ((a, b, v6), r) in runs.iter().zip(results) {
         let p = r?;
         let want = matrix.rtt(*a - 1, *b - 1);
@@ -635,7 +680,7 @@ fn a_delay_changed_while_running_takes_effect() -> Result<()> {
         matrix.region("montreal").context("montreal")?,
     );
     let lab = Lab::new(&matrix, &[l, m])?;
-    let before = probe(&lab, 1, 2, true, 3000, 1000)?;
+    let before = measured(&lab, 1, 2, true, matrix.rtt(l, m))?;
     assert!(
         within_5_percent(before.median(), matrix.rtt(l, m)),
         "{:?}",
@@ -645,7 +690,7 @@ fn a_delay_changed_while_running_takes_effect() -> Result<()> {
     // 300 ms round trip, unevenly: 200 there, 100 back
     h.set_link(l, m, LinkParams::delay(Duration::from_millis(200)));
     h.set_link(m, l, LinkParams::delay(Duration::from_millis(100)));
-    let after = probe(&lab, 1, 2, true, 3000, 1000)?;
+    let after = measured(&lab, 1, 2, true, Duration::from_millis(300))?;
     eprintln!(
         "delay changed: median {:?} ({}) then {:?} ({})",
         before.median(),
@@ -658,6 +703,8 @@ fn a_delay_changed_while_running_takes_effect() -> Result<()> {
         "{:?}",
         after.median()
     );
+    // every answer took the new delays at least: none is early
+    assert!(after.rtts.iter().all(|r| *r >= Duration::from_millis(300)));
     assert_eq!(h.link(l, m).delay, Duration::from_millis(200));
     Ok(())
 }
