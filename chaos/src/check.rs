@@ -363,6 +363,18 @@ pub(crate) fn judge(
         seed: opts.seed,
         mode: if opts.self_hosted {
             "self-hosted: replicas in partitions of nodes, each node a network namespace".into()
+        } else if let (true, Some(m), Some(hosts)) =
+            (opts.namespaces, &opts.regions, opts.host_regions())
+        {
+            let placed: Vec<String> = hosts
+                .iter()
+                .enumerate()
+                .map(|(i, r)| format!("h{} {}", i + 1, m.names()[*r]))
+                .collect();
+            format!(
+                "network namespaces behind the WAN emulator, in regions ({})",
+                placed.join(", ")
+            )
         } else if opts.namespaces {
             "network namespaces".into()
         } else {

@@ -21,4 +21,38 @@ pub struct ChaosOptions {
     pub self_hosted: bool,
     /// The kinds of fault to draw from (empty: all that can be injected).
     pub faults: Vec<FaultKind>,
+    /// Hosts in regions behind the WAN emulator (`slapos-wan`; namespaces only): host `i`
+    /// in region `(i - 1) % regions`, in the matrix's order. `None`: the kernel's router.
+    pub regions: Option<slapos_wan::Matrix>,
+}
+
+impl ChaosOptions {
+    /// The region of each host (1..=replicas), when the run has regions.
+    pub fn host_regions(&self) -> Option<Vec<slapos_wan::RegionId>> {
+        let m = self.regions.as_ref().filter(|m| !m.is_empty())?;
+        Some((0..self.replicas as usize).map(|i| i % m.len()).collect())
+    }
+
+    /// Raft timers for the run's regions, (heartbeat, election minimum, maximum) in ms.
+    /// openraft 0.9 times an AppendEntries out after one heartbeat, and a peer's first
+    /// one (or the first after a cut) also opens the connection: TCP's handshake, then
+    /// HTTP/2's, then the request, about three round trips, all within that heartbeat (a
+    /// shorter one never connects: seen at 1.5 × 230 ms). So the heartbeat is 3 × the
+    /// largest round trip between the hosts' regions (both jitters included), at least
+    /// 100 ms, and elections take 5 to 10 heartbeats (the rule of
+    /// `master_replica::node::Timers`' documentation). Provisional: issue 19's item 3
+    /// chooses timers from measured round trips.
+    pub fn wan_timers(&self) -> Option<(u64, u64, u64)> {
+        let m = self.regions.as_ref()?;
+        let hosts = self.host_regions()?;
+        let mut worst = std::time::Duration::ZERO;
+        for &a in &hosts {
+            for &b in &hosts {
+                let rtt = m.rtt(a, b) + m.link(a, b).jitter + m.link(b, a).jitter;
+                worst = worst.max(rtt);
+            }
+        }
+        let heartbeat = (worst.as_millis() as u64 * 3).max(100);
+        Some((heartbeat, 5 * heartbeat, 10 * heartbeat))
+    }
 }

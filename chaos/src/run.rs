@@ -57,10 +57,12 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
         });
         return drive(opts, hosted, net, gateways, masters, identities).await;
     }
-    let net = if opts.namespaces {
-        Some(Network::create(opts.replicas as usize)?)
-    } else {
-        None
+    let net = match (opts.namespaces, &opts.regions, opts.host_regions()) {
+        (true, Some(matrix), Some(hosts)) => {
+            Some(Network::create_with_regions("chaos", matrix, &hosts)?)
+        }
+        (true, ..) => Some(Network::create(opts.replicas as usize)?),
+        (false, ..) => None,
     };
     let mut cluster = ProcessCluster::new(&opts.bin, &opts.dir);
     if let Some(n) = &net {
@@ -71,6 +73,11 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
     let disk_kinds = opts.faults.is_empty() || opts.faults.iter().any(|k| k.needs_disks());
     if disk_kinds && nix::unistd::geteuid().is_root() {
         cluster.faulty_disk_mb = Some(DISK_MB);
+    }
+    if let Some((heartbeat, min, max)) = opts.wan_timers() {
+        cluster.timers.heartbeat_ms = heartbeat;
+        cluster.timers.election_timeout_min_ms = min;
+        cluster.timers.election_timeout_max_ms = max;
     }
     cluster.gateway_extra =
         "master_deadline_ms = 8000\nlocal_read_staleness_ms = 2000\n\n[slap]\npartition_header = true\n".into();

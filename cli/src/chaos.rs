@@ -49,6 +49,11 @@ pub struct RunArgs {
     /// supervisor. Needs root.
     #[arg(long)]
     self_hosted: bool,
+    /// Hosts in regions behind the WAN emulator: a regions file (TOML: regions, round
+    /// trips between each pair, optional jitter, loss, bandwidth; `examples/regions.toml`).
+    /// Replica i runs in region (i - 1) mod the number of regions. Needs root.
+    #[arg(long, conflicts_with_all = ["loopback", "self_hosted"])]
+    regions: Option<PathBuf>,
     /// Working directory (default: a new one under /tmp; removed at the end unless the
     /// run failed).
     #[arg(long)]
@@ -91,6 +96,13 @@ pub async fn run(cmd: ChaosCommand) -> Result<()> {
             bail!("{e}; run as root, or pass --loopback (no network cuts then)");
         }
     }
+    let regions = match &args.regions {
+        Some(path) => Some(
+            slapos_wan::regions::load(path)
+                .with_context(|| format!("regions file {}", path.display()))?,
+        ),
+        None => None,
+    };
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -114,6 +126,7 @@ pub async fn run(cmd: ChaosCommand) -> Result<()> {
         namespaces,
         self_hosted: args.self_hosted,
         faults: args.faults,
+        regions,
     };
     eprintln!("chaos: seed {seed}, working in {}", dir.display());
     let report = chaos_run(&opts).await?;

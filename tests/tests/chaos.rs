@@ -74,6 +74,54 @@ fn sixty_seconds_of_faults_lose_nothing_and_stay_linearizable() {
     }
 }
 
+/// `--regions`: the hosts in three regions 90, 150 and 230 ms apart behind the WAN
+/// emulator; a short run under leader faults keeps every checker's verdict, and the
+/// emulator's namespaces go with the run.
+#[test]
+fn a_chaos_run_over_three_regions_keeps_its_verdicts() {
+    if !is_root() {
+        eprintln!("SKIPPED: regions need network namespaces (root)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let regions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/regions.toml");
+    let regions = regions.to_string_lossy();
+    let args = [
+        "--duration",
+        "20s",
+        "--seed",
+        "11",
+        "--faults",
+        "kill_leader,isolate_leader",
+        "--regions",
+        &regions,
+    ];
+    // chaos_run asserts the verdicts: passed, nothing lost, linearizable, identical
+    let ChaosRun {
+        report,
+        stdout,
+        pid,
+        ..
+    } = chaos_run(&args, dir.path());
+    let mode = report["mode"].as_str().unwrap_or("");
+    assert!(
+        mode.contains("h1 lille") && mode.contains("h2 montreal") && mode.contains("h3 tokyo"),
+        "{stdout}"
+    );
+    assert!(
+        report["ops_by_outcome"]["write ok"].as_u64().unwrap_or(0) > 0,
+        "{stdout}"
+    );
+    let list = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&format!("slapos-chaos-{pid}-")),
+        "namespaces left behind"
+    );
+}
+
 /// Found by the chaos runs: a leader cut off from the others kept its callers waiting for
 /// its 10 s commit timeout while the majority elected another leader in about a second.
 /// Now it answers "outcome unknown, retry with the same request id" once it has not heard
