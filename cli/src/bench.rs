@@ -58,10 +58,13 @@ pub enum BenchCommand {
 
 #[derive(Args)]
 pub struct AllocArgs {
+    /// Computers of the state (each supplying the release).
     #[arg(long, default_value_t = 100_000)]
     computers: usize,
+    /// Partitions per computer.
     #[arg(long, default_value_t = 10)]
     partitions: usize,
+    /// Regions the computers are spread over (round robin).
     #[arg(long, default_value_t = 10)]
     regions: usize,
     /// Requests timed for each method and condition.
@@ -77,14 +80,19 @@ pub struct ScaleArgs {
     /// Working directory (default: a new one under /tmp; removed at the end).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Replicas of the master group under test (real processes on this machine).
     #[arg(long, default_value_t = 3)]
     replicas: u64,
+    /// Computers of the fleet.
     #[arg(long, default_value_t = 100_000)]
     computers: usize,
+    /// Partitions per computer.
     #[arg(long, default_value_t = 10)]
     partitions: usize,
+    /// Instances requested across the fleet.
     #[arg(long, default_value_t = 500_000)]
     instances: usize,
+    /// Customers the instances belong to.
     #[arg(long, default_value_t = 10_000)]
     customers: usize,
     /// Closed months of usage.
@@ -96,8 +104,10 @@ pub struct ScaleArgs {
     /// Concurrent writers while the fleet is written.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Requests with an SLA timed once the fleet is written.
     #[arg(long, default_value_t = 300)]
     sla_requests: usize,
+    /// Computer reads (`getFullComputerInformation`'s master read) timed.
     #[arg(long, default_value_t = 1000)]
     reads: usize,
     /// Log entries between snapshots.
