@@ -18,6 +18,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+/// What goes to a backend: the client's body, bounded.
+pub(crate) type ReqBody = http_body_util::Limited<hyper::body::Incoming>;
+
 #[derive(Clone)]
 pub(crate) struct Connector {
     pub(crate) tls: Option<TlsConnector>,

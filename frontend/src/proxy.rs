@@ -26,8 +26,6 @@ use crate::sites::Site;
 use crate::Shared;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// What goes to a backend: the client's body, bounded.
-pub(crate) type ReqBody = Limited<Incoming>;
 type Inner = UnsyncBoxBody<Bytes, BoxError>;
 
 /// What the proxy knows of a client connection.

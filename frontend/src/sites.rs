@@ -14,9 +14,8 @@ use rustls::sign::CertifiedKey;
 
 use crate::access_log::AccessLog;
 use crate::config::{self, SiteEntry, SiteSpec, SiteStatus, SitesFile, Status};
-use crate::connect::Connector;
+use crate::connect::{Connector, ReqBody};
 use crate::error::{ConfigError, SiteError};
-use crate::proxy::ReqBody;
 use crate::tls;
 
 /// PEM bytes of a certificate and of its key, when a site has its own.
