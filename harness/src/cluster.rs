@@ -667,8 +667,18 @@ impl ProcessCluster {
     /// the same host back as a new, empty replica `new` that joins (and catches up).
     pub async fn replace_wiped(&mut self, old: u64, new: u64) -> Result<(), HarnessError> {
         let host = self.host_of(old).ok_or(HarnessError::Unknown(old))?;
-        let mut client = self.client().with_deadline(Duration::from_secs(30));
-        client.remove_replica(old).await?;
+        // A removal whose outcome was unknown (the group had no quorum) may have applied
+        // since: the leader's membership says whether `old` is still to be removed.
+        let still_member = self
+            .statuses()
+            .await
+            .iter()
+            .find(|s| s.state == "leader")
+            .is_none_or(|s| s.members.iter().any(|m| m.id == old));
+        if still_member {
+            let mut client = self.client().with_deadline(Duration::from_secs(30));
+            client.remove_replica(old).await?;
+        }
         self.kill9(old)?;
         let addresses = self.replicas.remove(&old).map(|r| {
             let _ = std::fs::remove_dir_all(&r.config.data_dir);

@@ -345,19 +345,24 @@ struct Reader {
     input: BufReader<File>,
     hash: Context,
     at: u64,
+    /// The file's size when it was opened.
+    size: u64,
 }
 
 impl Reader {
     fn open(path: &Path) -> Result<Reader, BackupError> {
-        let file = File::open(path).map_err(|source| BackupError::Io {
+        let io = |source| BackupError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = File::open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
         Ok(Reader {
             path: path.to_path_buf(),
             input: BufReader::with_capacity(1 << 20, file),
             hash: Context::new(&SHA256),
             at: 0,
+            size,
         })
     }
 
@@ -397,6 +402,18 @@ impl Reader {
                 path: self.path.clone(),
                 at: self.at,
                 what: format!("a {what} of {len} bytes"),
+            });
+        }
+        // A length running past the end of the file: the file was cut there, or the
+        // length itself was altered; the reader cannot tell which, and says both.
+        let left = self.size.saturating_sub(self.at);
+        if u64::from(len) > left {
+            return Err(BackupError::Malformed {
+                path: self.path.clone(),
+                at: self.at,
+                what: format!(
+                    "a {what} of {len} bytes runs past the end of the file ({left} bytes left): the file was truncated or altered"
+                ),
             });
         }
         let mut v = vec![0u8; len as usize];
@@ -585,11 +602,15 @@ mod tests {
         for cut in [3, MAGIC.len() + 2, bytes.len() / 2, bytes.len() - 1] {
             std::fs::write(&bad, &bytes[..cut]).unwrap();
             let e = verify(&bad).unwrap_err();
+            // a cut inside a field is told from its length running past the end
+            let cut_field =
+                matches!(e, BackupError::Malformed { .. }) && e.to_string().contains("truncated");
             assert!(
-                matches!(
-                    e,
-                    BackupError::Truncated { .. } | BackupError::NotABackup(_)
-                ),
+                cut_field
+                    || matches!(
+                        e,
+                        BackupError::Truncated { .. } | BackupError::NotABackup(_)
+                    ),
                 "cut at {cut}: {e}"
             );
         }
