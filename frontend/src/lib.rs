@@ -17,7 +17,6 @@
 
 mod access_log;
 pub mod config;
-mod connect;
 mod error;
 mod io;
 mod proxy;

@@ -14,9 +14,12 @@ use rustls::sign::CertifiedKey;
 
 use crate::access_log::AccessLog;
 use crate::config::{self, SiteEntry, SiteSpec, SiteStatus, SitesFile, Status};
-use crate::connect::{Connector, ReqBody};
 use crate::error::{ConfigError, SiteError};
 use crate::tls;
+use http_client::Connector;
+
+/// What goes to a backend: the client's body, bounded.
+pub(crate) type ReqBody = http_body_util::Limited<hyper::body::Incoming>;
 
 /// PEM bytes of a certificate and of its key, when a site has its own.
 type Pems = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -257,14 +260,16 @@ fn build(
                 reason,
             }
         })?;
-        Some(tokio_rustls::TlsConnector::from(config))
+        Some(config)
     } else {
         None
     };
-    let connector = Connector {
-        tls,
-        timeout: c.spec.connect_timeout,
-        local_backends: file.allow_local_backends,
+    // backends on this machine or its link are refused unless the file allows them
+    let connector = Connector::new(tls, c.spec.connect_timeout);
+    let connector = if file.allow_local_backends {
+        connector
+    } else {
+        connector.refusing_local()
     };
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))

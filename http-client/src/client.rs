@@ -10,7 +10,7 @@ use hyper::Method;
 use hyper_util::client::legacy;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::connect::{tls_connector, Connector};
+use crate::connect::Connector;
 use crate::error::{describe, Error, NotSent};
 use crate::{form_urlencode, Endpoint};
 
@@ -171,10 +171,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client; `tls` for `https` endpoints (without it they are refused).
     pub fn new(tls: Option<Arc<rustls::ClientConfig>>, options: Options) -> Client {
-        let connector = Connector {
-            tls: tls.as_ref().map(|c| tls_connector(c.clone())),
-            timeout: options.connect_timeout,
-        };
+        let connector = Connector::new(tls.clone(), options.connect_timeout);
         let mut builder = legacy::Client::builder(TokioExecutor::new());
         // (as the hand-written clients wrote them, and as `requests` does)
         builder.http1_title_case_headers(true);

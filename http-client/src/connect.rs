@@ -17,15 +17,58 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+/// A connector for hyper-util's pooled client: what [`crate::Client`] uses, and what a
+/// proxy's own pooled client (the frontend's backends) can use with its own options.
 #[derive(Clone)]
-pub(crate) struct Connector {
+pub struct Connector {
     pub(crate) tls: Option<TlsConnector>,
     /// Bounds each address's TCP connect, and then the TLS handshake.
     pub(crate) timeout: Duration,
+    /// Refuse addresses of this machine or link ([`is_local`]), checked after name
+    /// resolution on the address connected to.
+    pub(crate) refuse_local: bool,
+}
+
+impl Connector {
+    /// A connector; `tls` for `https` URIs (without it they are refused).
+    pub fn new(tls: Option<Arc<rustls::ClientConfig>>, timeout: Duration) -> Connector {
+        Connector {
+            tls: tls.map(tls_connector),
+            timeout,
+            refuse_local: false,
+        }
+    }
+
+    /// The same, refusing to connect to an address of this machine or its link (a
+    /// proxy whose destinations come from users).
+    pub fn refusing_local(mut self) -> Connector {
+        self.refuse_local = true;
+        self
+    }
+}
+
+/// An address on this machine or its link: loopback, unspecified, link-local,
+/// broadcast, multicast (IPv4-mapped IPv6 addresses as their IPv4).
+pub fn is_local(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+        }
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_unicast_link_local()
+                || v6.is_multicast()
+        }
+    }
 }
 
 /// A connection: plain TCP or TLS over it.
-pub(crate) enum Stream {
+pub enum Stream {
     Plain(TokioIo<TcpStream>),
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
@@ -145,6 +188,13 @@ impl Connector {
     async fn tcp(&self, host: &str, port: u16) -> io::Result<TcpStream> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
         for addr in tokio::net::lookup_host((host, port)).await? {
+            if self.refuse_local && is_local(addr.ip()) {
+                last = io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("{addr}: an address of this machine or its link"),
+                );
+                continue;
+            }
             match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
@@ -186,10 +236,7 @@ pub async fn server_certificate(
     let uri: Uri = format!("https://{}/", endpoint.authority())
         .parse()
         .map_err(|_| crate::Error::BadUrl(endpoint.url.clone()))?;
-    let connector = Connector {
-        tls: Some(tls_connector(config)),
-        timeout,
-    };
+    let connector = Connector::new(Some(config), timeout);
     let stream = connector
         .connect(uri)
         .await

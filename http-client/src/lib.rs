@@ -33,7 +33,7 @@ pub mod tls;
 
 pub use blocking::BlockingClient;
 pub use client::{Client, Options, Request, Response};
-pub use connect::server_certificate;
+pub use connect::{is_local, server_certificate, Connector, Stream};
 pub use endpoint::Endpoint;
 pub use error::{Error, NotSent, Unreached};
 pub use form::form_urlencode;
