@@ -653,3 +653,22 @@ impl Drop for TlsGateway {
         let _ = self.child.wait();
     }
 }
+
+/// The first of three consecutive ports free on loopback now (Raft, API, gateway of one
+/// replica: the nodes' partitions share loopback here).
+pub fn three_ports() -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let held: Vec<_> = (0..3u16)
+            .filter_map(|k| first.checked_add(k))
+            .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == 3 {
+            return first;
+        }
+    }
+}

@@ -17,30 +17,11 @@
 //!
 //! Runs as root (the nodes make a Unix user per partition, removed at the end).
 
-use slapos_e2e::agent::{is_root, open_dir, text, wait_for, Up};
+use slapos_e2e::agent::{is_root, open_dir, text, three_ports, wait_for, Up};
 use slapos_e2e::slapos_bin;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// The first of three consecutive ports free on loopback now (Raft, API, gateway of one
-/// replica: the nodes' partitions share loopback here).
-fn three_ports() -> u16 {
-    loop {
-        let first = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let held: Vec<_> = (0..3u16)
-            .filter_map(|k| first.checked_add(k))
-            .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if held.len() == 3 {
-            return first;
-        }
-    }
-}
 
 #[test]
 fn bootstrap_moves_the_master_into_partitions_one_per_region_and_resumes_when_interrupted() {

@@ -14,29 +14,10 @@
 //!
 //! Runs as root (the nodes make a Unix user per partition, removed at the end).
 
-use slapos_e2e::agent::{is_root, kill9, open_dir, running_pid, text, wait_for, Up};
+use slapos_e2e::agent::{is_root, kill9, open_dir, running_pid, text, three_ports, wait_for, Up};
 use slapos_e2e::slapos_bin;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The first of three consecutive ports free on loopback now (Raft, API, gateway of one
-/// hosted replica).
-fn three_ports() -> u16 {
-    loop {
-        let first = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let held: Vec<_> = (0..3u16)
-            .filter_map(|k| first.checked_add(k))
-            .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if held.len() == 3 {
-            return first;
-        }
-    }
-}
 
 /// The restored replica's process, killed when the test ends however it ends.
 struct Restored(Child);
