@@ -19,20 +19,25 @@
 //! - [`alloc`] (`slapos bench alloc`): allocation in the state machine of a large
 //!   fleet, walking the allocation index and scanning every computer, side by side.
 //! - [`backup`] (`slapos bench backup`): a fleet's state backed up while a client
-//!   writes (its latency alone and during), verified, restored as a new group.
+//!   writes (its latency alone and during, in alternating rounds), verified, restored as a new group.
 //! - [`scale`] (`slapos bench scale`): a provider's fleet in one group (100,000
 //!   computers by default): resident memory, snapshot build and install, restart to
 //!   serving, request and read p99.
 //! - [`tunnel`] (`slapos bench tunnel`): memcached directly, through our tunnel and
 //!   through stunnel4 configured as the same pair: operations/s, latency, bulk
 //!   throughput.
+//! - [`frontend`] (`slapos bench frontend`): a backend directly, through our frontend
+//!   and through nginx configured as the same reverse proxy: requests/s, latency, the
+//!   proxies' added latency, TLS handshakes/s.
 
 #![forbid(unsafe_code)]
 
 pub mod alloc;
 pub mod backup;
 pub mod fleet;
+pub mod frontend;
 pub mod limits;
+mod local;
 pub mod node;
 pub mod raft;
 pub mod scale;

@@ -10,21 +10,14 @@
 //! within each round, and the report gives the median of the rounds for each figure.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The `p` quantile (0..=1, nearest index) of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
+use crate::local::{self, median, percentile, version, Proc};
 
 /// The tunnel bench's options.
 #[derive(Debug, Clone)]
@@ -111,96 +104,35 @@ impl TunnelBenchReport {
     }
 }
 
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(mut cmd: Command, log: &Path, what: &str) -> Result<Proc, TunnelBenchError> {
-    let file = std::fs::File::create(log).map_err(io(format!("create {}", log.display())))?;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .map_err(io(format!("start {what}")))?;
-    Ok(Proc { child })
+fn spawn(cmd: Command, log: &Path, what: &str) -> Result<Proc, TunnelBenchError> {
+    local::spawn(cmd, log).map_err(io(format!("start {what}")))
 }
 
 async fn wait_listening(addr: &str, what: &str) -> Result<(), TunnelBenchError> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).await.is_err() {
-        if Instant::now() > deadline {
-            return Err(TunnelBenchError::NotListening(what.into()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if local::listening(addr).await {
+        Ok(())
+    } else {
+        Err(TunnelBenchError::NotListening(what.into()))
     }
-    Ok(())
 }
 
 fn port() -> Result<u16, TunnelBenchError> {
     slapos_harness::free_port().map_err(|e| TunnelBenchError::Port(e.to_string()))
 }
 
-fn version(program: &str, arg: &str) -> String {
-    Command::new(program)
-        .arg(arg)
-        .output()
-        .map(|o| {
-            let all = [o.stdout, o.stderr].concat();
-            String::from_utf8_lossy(&all)
-                .lines()
-                .find(|l| l.contains(char::is_numeric) && !l.contains("inetd"))
-                .unwrap_or_default()
-                .trim()
-                .to_owned()
-        })
-        .unwrap_or_default()
-}
-
 /// A CA and the server's and client's pairs, as PEM files in `dir`: (ca, server cert,
 /// server key, client cert, client key).
 fn certificates(dir: &Path) -> Result<[PathBuf; 5], TunnelBenchError> {
-    use slapos_ca::{Authority, IssueRequest};
-    use slapos_domain::Identity;
-    let err = |e: &dyn std::fmt::Display| TunnelBenchError::Certificates(e.to_string());
-    let now = SystemTime::now();
-    let (authority, _) = Authority::create("bench", now, 1).map_err(|e| err(&e))?;
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, authority.cert_pem()).map_err(io("write ca.pem"))?;
-    let mut out = vec![ca];
-    for (serial, identity) in [(2u128, SERVER), (3, CLIENT)] {
-        let identity = Identity::parse(identity).map_err(|e| err(&e))?;
-        let (key, csr) = slapos_ca::new_key_and_csr(&identity).map_err(|e| err(&e))?;
-        let issued = authority
-            .issue(&IssueRequest {
-                csr_pem: &csr,
-                identity: identity.clone(),
-                serial,
-                not_before: now - Duration::from_secs(60),
-                not_after: now + Duration::from_secs(86400),
-                dns_names: vec![],
-                ip_addresses: vec![],
-            })
-            .map_err(|e| err(&e))?;
-        let name = identity.common_name().replace(':', "-");
-        let cert = dir.join(format!("{name}.crt"));
-        let key_file = dir.join(format!("{name}.key"));
-        std::fs::write(&cert, issued.pem).map_err(io("write a certificate"))?;
-        std::fs::write(&key_file, key).map_err(io("write a key"))?;
-        out.push(cert);
-        out.push(key_file);
+    let leaf = |identity| local::Leaf {
+        identity,
+        dns_names: vec![],
+    };
+    let (ca, pairs) = local::certificates(dir, &[leaf(SERVER), leaf(CLIENT)])
+        .map_err(TunnelBenchError::Certificates)?;
+    match <[(PathBuf, PathBuf); 2]>::try_from(pairs) {
+        Ok([(sc, sk), (cc, ck)]) => Ok([ca, sc, sk, cc, ck]),
+        Err(_) => Err(TunnelBenchError::Certificates("two pairs".into())),
     }
-    let [ca, sc, sk, cc, ck]: [PathBuf; 5] = out
-        .try_into()
-        .map_err(|_| TunnelBenchError::Certificates("five files".into()))?;
-    Ok([ca, sc, sk, cc, ck])
 }
 
 /// The server end's identity: a server identity (its certificate carries `serverAuth`
@@ -473,19 +405,6 @@ async fn bulk(addr: &str, o: &TunnelBenchOptions) -> Result<(f64, f64), TunnelBe
     let bytes = (lat.len() * 2 * v.len()) as f64;
     lat.sort_by(f64::total_cmp);
     Ok((bytes / elapsed / (1024.0 * 1024.0), percentile(&lat, 0.50)))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return 0.0;
-    }
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Runs the bench (processes stopped at the end, the directory left to the caller).
