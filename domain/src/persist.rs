@@ -65,6 +65,10 @@ pub enum Query {
     Catalog { person: String },
     /// The whole state.
     All,
+    /// The computers `owner` provides (registered as theirs), each with every partition
+    /// (which instance holds it, not the instance) and its software rows: the portal's
+    /// servers page. A scan of every computer (no index by owner).
+    Computers { owner: String },
 }
 
 /// One persisted change: a key and its new value, or None when the entity is gone.
@@ -879,6 +883,24 @@ impl State {
                     }
                     if any {
                         computer_entries(c, |_| false, e, &mut out)?;
+                    }
+                }
+                let k = vec![META];
+                out.push((k.clone(), enc_as(&k, &Meta::of(self), e)?));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(out);
+            }
+            Query::Computers { owner } => {
+                let mut out = Vec::new();
+                for c in self.computers.values().filter(|c| c.owner == *owner) {
+                    computer_entries(c, |_| true, e, &mut out)?;
+                    for ((computer, url), sw) in self
+                        .software
+                        .range((c.id.clone(), String::new())..)
+                        .take_while(|((computer, _), _)| *computer == c.id)
+                    {
+                        let k = software_key(computer, url);
+                        out.push((k.clone(), enc_as(&k, sw, e)?));
                     }
                 }
                 let k = vec![META];
