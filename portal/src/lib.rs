@@ -128,6 +128,31 @@ pub struct Offer {
     pub computers: usize,
 }
 
+/// A software release on a provider's computer: what was asked (`available` or
+/// `destroyed`) and what its node last reported (`building`, `available`, `error: ...`,
+/// `destroyed`), if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub url: String,
+    pub requested: String,
+    pub reported: Option<String>,
+}
+
+/// A computer the signed-in person provides (registered as theirs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub id: String,
+    pub title: String,
+    pub region: Option<String>,
+    /// Partitions, and how many hold an instance.
+    pub partitions: usize,
+    pub used: usize,
+    /// Supplied releases, in supply order.
+    pub releases: Vec<Installed>,
+    /// Unix seconds of the node's last call, if it ever called.
+    pub last_contact: Option<u64>,
+}
+
 /// A request of a service (new, or again with another state or parameters).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRequest {
@@ -200,6 +225,12 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         who: &Principal,
     ) -> impl Future<Output = Result<Vec<Offer>, BackendError>> + Send;
+
+    /// The computers `who` provides (none for a person who provides none).
+    fn servers(
+        &self,
+        who: &Principal,
+    ) -> impl Future<Output = Result<Vec<Server>, BackendError>> + Send;
 
     /// The JSON schema of a release's parameters for a software type (SlapOS's
     /// `software.cfg.json` convention), when the release has one.

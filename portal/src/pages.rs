@@ -5,7 +5,7 @@
 use maud::{html, Markup, DOCTYPE};
 
 use crate::schema::{Field, Kind};
-use crate::{Offer, Principal, Reported, Service, BASE};
+use crate::{Installed, Offer, Principal, Reported, Server, Service, BASE};
 
 /// What every page knows: who is signed in and the CSRF token its forms carry.
 pub struct Frame<'a> {
@@ -35,6 +35,7 @@ pub fn layout(frame: &Frame, title: &str, body: Markup) -> Markup {
                         nav aria-label="Main" {
                             a href={ (BASE) "/services" } { "Services" }
                             a href={ (BASE) "/request" } { "Request" }
+                            a href={ (BASE) "/servers" } { "Servers" }
                             a href={ (BASE) "/account" } { "Account" }
                         }
                         span.who { (who.person) @if who.admin { " (admin)" } }
@@ -92,33 +93,245 @@ fn state_badge(requested: &str, reported: Option<&Reported>) -> Markup {
     html! { span class={ "state " (class) } data-state=(label) { (label) } }
 }
 
-pub fn services(frame: &Frame, list: &[Service], notice: Option<&str>) -> Markup {
+/// The states a person can filter their services by, in the order the filter lists them.
+pub const STATES: [&str; 6] = [
+    "running",
+    "starting",
+    "stopping",
+    "stopped",
+    "destroying",
+    "error",
+];
+
+/// Rows on a page of the services list (about 15 KB of HTML at most: a person with
+/// 1,000 services gets pages far under 100 KB).
+pub const PER_PAGE: usize = 50;
+
+/// One page of a person's services list.
+pub struct ServicesPage<'a> {
+    /// This page's services.
+    pub rows: Vec<&'a Service>,
+    /// How many services the person has, and how many the filter keeps.
+    pub total: usize,
+    pub matching: usize,
+    /// 1-based; `pages` is at least 1.
+    pub page: usize,
+    pub pages: usize,
+    /// The state filter (one of [`STATES`]), if any.
+    pub state: Option<&'static str>,
+    /// How many services are in each of [`STATES`].
+    pub counts: [usize; STATES.len()],
+}
+
+/// Page `page` of `len` rows ([`PER_PAGE`] a page), clamped to the pages there are:
+/// (the page, 1-based; how many pages, at least 1; how many rows come before it).
+pub fn page_bounds(len: usize, page: usize) -> (usize, usize, usize) {
+    let pages = len.div_ceil(PER_PAGE).max(1);
+    let page = page.clamp(1, pages);
+    (page, pages, (page - 1) * PER_PAGE)
+}
+
+/// Previous and next links around "first–last of n · page p of m".
+fn pager(
+    page: usize,
+    pages: usize,
+    shown: usize,
+    of: usize,
+    href: impl Fn(usize) -> String,
+) -> Markup {
+    let first = (page - 1) * PER_PAGE + 1;
+    let last = first + shown.saturating_sub(1);
+    html! {
+        nav.pages aria-label="Pages" {
+            @if page > 1 {
+                a #previous-page rel="prev" href=(href(page - 1)) { "← Previous" }
+            }
+            span #page-of { (first) "–" (last) " of " (of) " · page " (page) " of " (pages) }
+            @if page < pages {
+                a #next-page rel="next" href=(href(page + 1)) { "Next →" }
+            }
+        }
+    }
+}
+
+impl<'a> ServicesPage<'a> {
+    /// Page `page` (1-based, clamped to the pages there are) of the services of `list`
+    /// in `state` (all when None), in the order of `list`.
+    pub fn of(list: &'a [Service], page: usize, state: Option<&'static str>) -> Self {
+        let mut counts = [0; STATES.len()];
+        let mut matching = Vec::new();
+        for s in list {
+            let (label, _) = state_of(&s.requested_state, s.reported.as_ref());
+            if let Some(i) = STATES.iter().position(|x| *x == label) {
+                counts[i] += 1;
+            }
+            if state.is_none_or(|f| f == label) {
+                matching.push(s);
+            }
+        }
+        let (page, pages, skip) = page_bounds(matching.len(), page);
+        let rows = matching.iter().skip(skip).take(PER_PAGE).copied().collect();
+        ServicesPage {
+            rows,
+            total: list.len(),
+            matching: matching.len(),
+            page,
+            pages,
+            state,
+            counts,
+        }
+    }
+}
+
+/// The address of a page of the list (values from [`STATES`] and numbers only; maud
+/// escapes the attribute anyway).
+fn services_href(page: usize, state: Option<&str>) -> String {
+    match state {
+        Some(s) => format!("{BASE}/services?state={s}&page={page}"),
+        None => format!("{BASE}/services?page={page}"),
+    }
+}
+
+pub fn services(frame: &Frame, p: &ServicesPage, notice: Option<&str>) -> Markup {
     layout(
         frame,
         "Services",
         html! {
             h1 { "Services" }
             @if let Some(n) = notice { p.notice role="status" { (n) } }
-            @if list.is_empty() {
+            @if p.total == 0 {
                 div.card {
                     p { "No service yet." }
                     a.button href={ (BASE) "/request" } { "Request a service" }
                 }
             } @else {
+                form.filter method="get" action={ (BASE) "/services" } {
+                    label for="state-filter" { "Show" }
+                    select #state-filter name="state" {
+                        option value="" selected[p.state.is_none()] { "all (" (p.total) ")" }
+                        @for (s, n) in STATES.iter().zip(p.counts) {
+                            option value=(s) selected[p.state == Some(*s)] { (s) " (" (n) ")" }
+                        }
+                    }
+                    button.secondary.small type="submit" { "Filter" }
+                }
                 div.card {
-                    table {
-                        thead { tr { th { "Title" } th { "State" } th.hide-narrow { "Release" } } }
-                        tbody {
-                            @for s in list {
-                                tr {
-                                    td { a href={ (BASE) "/services/" (s.id) } { (s.title) } }
-                                    td { (state_badge(&s.requested_state, s.reported.as_ref())) }
-                                    td.hide-narrow { code { (s.software_release) } }
+                    @if p.rows.is_empty() {
+                        p { "No service is " (p.state.unwrap_or("")) "." }
+                    } @else {
+                        table {
+                            thead { tr { th { "Title" } th { "State" } th.hide-narrow { "Release" } } }
+                            tbody {
+                                @for s in &p.rows {
+                                    tr {
+                                        td { a href={ (BASE) "/services/" (s.id) } { (s.title) } }
+                                        td { (state_badge(&s.requested_state, s.reported.as_ref())) }
+                                        td.hide-narrow { code { (s.software_release) } }
+                                    }
                                 }
                             }
                         }
                     }
                 }
+                @if p.matching > 0 {
+                    (pager(p.page, p.pages, p.rows.len(), p.matching, |n| services_href(n, p.state)))
+                }
+            }
+        },
+    )
+}
+
+/// One page of the computers a person provides.
+pub struct ServersPage<'a> {
+    pub rows: &'a [Server],
+    /// Every computer of theirs, and their partitions: all and used.
+    pub total: usize,
+    pub partitions: usize,
+    pub used: usize,
+    pub page: usize,
+    pub pages: usize,
+    /// Unix seconds, for "last contact … ago".
+    pub now: u64,
+}
+
+impl<'a> ServersPage<'a> {
+    /// Page `page` (1-based, clamped) of `list`, in its order.
+    pub fn of(list: &'a [Server], page: usize, now: u64) -> Self {
+        let (page, pages, skip) = page_bounds(list.len(), page);
+        let end = (skip + PER_PAGE).min(list.len());
+        ServersPage {
+            rows: list.get(skip..end).unwrap_or_default(),
+            total: list.len(),
+            partitions: list.iter().map(|s| s.partitions).sum(),
+            used: list.iter().map(|s| s.used).sum(),
+            page,
+            pages,
+            now,
+        }
+    }
+}
+
+/// "just now", "5 min ago", "3 h ago", "2 days ago" (a clock behind the node's: "just
+/// now").
+pub fn ago(now: u64, then: u64) -> String {
+    let d = now.saturating_sub(then);
+    match d {
+        0..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", d / 60),
+        3600..86400 => format!("{} h ago", d / 3600),
+        _ => format!("{} days ago", d / 86400),
+    }
+}
+
+fn release_state(r: &Installed) -> (String, &'static str) {
+    match (r.requested.as_str(), r.reported.as_deref()) {
+        (_, Some(e)) if e.starts_with("error") => (e.to_owned(), "state-error"),
+        ("destroyed", Some("destroyed")) => ("removed".to_owned(), "state-stopped"),
+        ("destroyed", _) => ("removing".to_owned(), "state-stopping"),
+        (_, Some("available")) => ("installed".to_owned(), "state-running"),
+        (_, Some("building")) => ("building".to_owned(), "state-starting"),
+        _ => ("to install".to_owned(), "state-starting"),
+    }
+}
+
+pub fn servers(frame: &Frame, p: &ServersPage) -> Markup {
+    layout(
+        frame,
+        "Servers",
+        html! {
+            h1 { "Servers" }
+            @if p.total == 0 {
+                div.card { p { "You provide no computer." } }
+            } @else {
+                p #servers-summary {
+                    (p.total) @if p.total == 1 { " computer · " } @else { " computers · " } (p.used) " of " (p.partitions) " partitions used, "
+                    (p.partitions - p.used.min(p.partitions)) " free"
+                }
+                div.card {
+                    table #servers {
+                        thead { tr {
+                            th { "Computer" } th { "Region" } th { "Partitions" }
+                            th.hide-narrow { "Releases" } th { "Contact" }
+                        } }
+                        tbody {
+                            @for s in p.rows {
+                                tr {
+                                    td { span.title { (s.title) } br; code { (s.id) } }
+                                    td { (s.region.as_deref().unwrap_or("")) }
+                                    td { (s.used) " used, " (s.partitions - s.used.min(s.partitions)) " free" }
+                                    td.hide-narrow {
+                                        @for r in &s.releases {
+                                            @let (label, class) = release_state(r);
+                                            div { code { (r.url) } " " span class={ "state " (class) } { (label) } }
+                                        }
+                                    }
+                                    td { @match s.last_contact { Some(t) => (ago(p.now, t)), None => "never" } }
+                                }
+                            }
+                        }
+                    }
+                }
+                (pager(p.page, p.pages, p.rows.len(), p.total, |n| format!("{BASE}/servers?page={n}")))
             }
         },
     )
@@ -498,8 +711,23 @@ mod tests {
             csrf: "t",
         };
         let list = [service(1)];
+        let server = Server {
+            id: HOSTILE.into(),
+            title: HOSTILE.into(),
+            region: Some(HOSTILE.into()),
+            partitions: 3,
+            used: 1,
+            releases: vec![Installed {
+                url: HOSTILE.into(),
+                requested: "available".into(),
+                reported: Some(format!("error: {HOSTILE}")),
+            }],
+            last_contact: Some(0),
+        };
+        let servers_list = [server];
         for html in [
-            services(&frame, &list, Some(HOSTILE)).into_string(),
+            servers(&frame, &ServersPage::of(&servers_list, 1, 7200)).into_string(),
+            services(&frame, &ServicesPage::of(&list, 1, None), Some(HOSTILE)).into_string(),
             super::service(&frame, &list[0], Some(HOSTILE)).into_string(),
             confirm_destroy(&frame, &list[0]).into_string(),
             account(&frame, &who, Some(HOSTILE), Some(HOSTILE)).into_string(),
@@ -512,9 +740,9 @@ mod tests {
         }
     }
 
-    /// Rendering alone (no master read) of a person's list of 1,000 services and of one
-    /// service's page: printed, not asserted (the issue's p99 target is for the whole
-    /// server time, measured elsewhere).
+    /// Rendering alone (no master read) of a page of a person's list of 1,000 services
+    /// and of one service's page: the weight is asserted (the issue's 100 KB), the time
+    /// printed (the p99 target is for the whole server time: `slapos bench portal`).
     #[test]
     fn rendering_a_thousand_services() {
         let who = Principal {
@@ -531,17 +759,116 @@ mod tests {
         let mut bytes = 0;
         for _ in 0..20 {
             let t = std::time::Instant::now();
-            bytes = services(&frame, &list, None).into_string().len();
+            bytes = services(&frame, &ServicesPage::of(&list, 7, None), None)
+                .into_string()
+                .len();
             times.push(t.elapsed());
         }
         times.sort();
+        assert!(bytes < 100_000, "a page of the list weighs {bytes} bytes");
         let t = std::time::Instant::now();
         let one = super::service(&frame, &list[0], None).into_string().len();
+        assert!(one < 100_000, "a service's page weighs {one} bytes");
         eprintln!(
-            "services page of 1,000: median {:?}, max {:?} of 20, {bytes} bytes; one service's page {:?}, {one} bytes",
+            "a page of the services list of 1,000: median {:?}, max {:?} of 20, {bytes} bytes; one service's page {:?}, {one} bytes",
             times[10],
             times[19],
             t.elapsed()
         );
+    }
+
+    /// A provider's 1,000 computers: pages of 50 under 100 KB, the totals of all.
+    #[test]
+    fn a_page_of_a_thousand_servers() {
+        let list: Vec<Server> = (0..1000)
+            .map(|i| Server {
+                id: format!("COMP-{i:06}"),
+                title: format!("rack {} machine {}", i / 40, i % 40),
+                region: Some(format!("region-{}", i % 5)),
+                partitions: 10,
+                used: i % 11,
+                releases: vec![Installed {
+                    url: "https://example.com/software/a-release-url/software.cfg".into(),
+                    requested: "available".into(),
+                    reported: Some("available".into()),
+                }],
+                last_contact: Some(1_000_000 - i as u64 * 60),
+            })
+            .collect();
+        let who = Principal {
+            person: "prov".into(),
+            admin: false,
+            via: SignedInBy::Certificate,
+        };
+        let frame = Frame {
+            who: Some(&who),
+            csrf: "t",
+        };
+        let p = ServersPage::of(&list, 20, 1_000_000);
+        assert_eq!((p.page, p.pages, p.rows.len(), p.total), (20, 20, 50, 1000));
+        assert_eq!(p.partitions, 10_000);
+        assert_eq!(p.rows[0].id, "COMP-000950");
+        let html = servers(&frame, &p).into_string();
+        assert!(html.len() < 100_000, "{} bytes", html.len());
+        assert!(html.contains("951–1000 of 1000 · page 20 of 20"), "{html}");
+        assert!(html.contains("15 h ago"), "{html}");
+        assert_eq!(ago(100, 200), "just now");
+    }
+
+    /// The pages cover the list once, in its order; the filter keeps its state only and
+    /// counts every state; a page out of range is the nearest one; the links keep the
+    /// filter.
+    #[test]
+    fn pages_of_the_services_list() {
+        let mut list: Vec<Service> = (0..120).map(service).collect();
+        for s in list.iter_mut().skip(100) {
+            s.reported = Some(Reported {
+                kind: "started".into(),
+                message: String::new(),
+                at: 0,
+            });
+        }
+        let mut seen = Vec::new();
+        for n in 1..=3 {
+            let p = ServicesPage::of(&list, n, None);
+            assert_eq!((p.page, p.pages, p.total, p.matching), (n, 3, 120, 120));
+            seen.extend(p.rows.iter().map(|s| s.id.clone()));
+        }
+        let all: Vec<String> = list.iter().map(|s| s.id.clone()).collect();
+        assert_eq!(seen, all);
+        assert_eq!(ServicesPage::of(&list, 0, None).page, 1);
+        assert_eq!(ServicesPage::of(&list, 99, None).page, 3);
+        let running = ServicesPage::of(&list, 1, Some("running"));
+        assert_eq!((running.matching, running.pages), (20, 1));
+        assert!(running
+            .rows
+            .iter()
+            .all(|s| s.reported.as_ref().is_some_and(|r| r.kind == "started")));
+        assert_eq!(running.counts, [20, 0, 0, 0, 0, 100]);
+        let none = ServicesPage::of(&list, 1, Some("stopped"));
+        assert_eq!((none.matching, none.pages, none.rows.len()), (0, 1, 0));
+
+        let who = Principal {
+            person: "alice".into(),
+            admin: false,
+            via: SignedInBy::Certificate,
+        };
+        let frame = Frame {
+            who: Some(&who),
+            csrf: "t",
+        };
+        let html = services(&frame, &ServicesPage::of(&list, 2, Some("error")), None).into_string();
+        assert!(
+            html.contains("href=\"/portal/services?state=error&amp;page=1\""),
+            "{html}"
+        );
+        assert!(!html.contains("rel=\"next\""), "{html}");
+        assert!(html.contains("51–100 of 100 · page 2 of 2"), "{html}");
+        let first = services(&frame, &ServicesPage::of(&list, 1, None), None).into_string();
+        assert!(
+            first.contains("href=\"/portal/services?page=2\""),
+            "{first}"
+        );
+        assert!(!first.contains("rel=\"prev\""), "{first}");
     }
 }

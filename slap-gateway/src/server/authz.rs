@@ -247,8 +247,9 @@ fn write_rule(identity: &Identity, op: &Op) -> Result<Needs, String> {
 }
 
 /// The portal's reads (`slapos-portal`, `server/portal.rs`): a person reads their own
-/// trees and the releases offered to them, and nobody else's: the owner of what is read
-/// is always the caller, never a name from the request. Others are refused.
+/// trees, the computers they provide and the releases offered to them, and nobody
+/// else's: the owner of what is read is always the caller, never a name from the
+/// request. Others are refused.
 pub fn portal_reader(caller: &Caller) -> Result<&str, String> {
     match caller.person() {
         Some(p) => Ok(p),

@@ -371,6 +371,15 @@ impl Masters {
         Self::state(self.read_entries(&query, false).await?)
     }
 
+    /// The computers `owner` provides, with their partitions and software rows: the
+    /// portal's servers page (bounded staleness, as the list of a person's trees).
+    pub async fn read_computers(&self, owner: &str) -> Result<State, MasterError> {
+        let query = MasterQuery::Computers {
+            owner: owner.to_string(),
+        };
+        Self::state(self.read_entries(&query, false).await?)
+    }
+
     /// A partition's certificate and key (made by the leader the first time): (PEM
     /// certificate, PEM key).
     pub async fn partition_certificate(

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use slapos_domain::{
-    DomainError, Identity, InstanceId, Op, ParamValue, Reply, Requester, State, StatusKind,
-    Timestamp,
+    DomainError, Identity, InstanceId, Op, ParamValue, Reply, Requester, SoftwareReport,
+    SoftwareState, State, StatusKind, Timestamp,
 };
 use slapos_portal::{
-    Backend, BackendError, Member, Offer, Principal, Reported, Service, ServiceRequest,
-    SessionInfo, SignedInBy,
+    Backend, BackendError, Installed, Member, Offer, Principal, Reported, Server, Service,
+    ServiceRequest, SessionInfo, SignedInBy,
 };
 
 use super::app::App;
@@ -256,6 +256,55 @@ impl Backend for PortalBackend {
             .map(|(url, computers)| Offer {
                 url: url.to_owned(),
                 computers: computers.len(),
+            })
+            .collect())
+    }
+
+    async fn servers(&self, who: &Principal) -> Result<Vec<Server>, BackendError> {
+        let caller = caller_of(who);
+        // The table's portal reader: the owner read is the caller, never a name from
+        // the request, so a person sees only the computers registered as theirs.
+        let owner = authz::portal_reader(&caller).map_err(BackendError::Forbidden)?;
+        let state = self
+            .app
+            .masters
+            .read_computers(owner)
+            .await
+            .map_err(from_master)?;
+        Ok(state
+            .computers()
+            .filter(|c| c.owner == owner)
+            .filter_map(|c| state.computer_view(&c.id).ok())
+            .map(|v| Server {
+                id: v.computer.id.clone(),
+                title: v.computer.title.clone(),
+                region: v.computer.region.clone(),
+                partitions: v.computer.partitions.len(),
+                used: v
+                    .computer
+                    .partitions
+                    .iter()
+                    .filter(|p| p.instance.is_some())
+                    .count(),
+                releases: v
+                    .software
+                    .iter()
+                    .map(|s| Installed {
+                        url: s.url.to_owned(),
+                        requested: match s.installation.requested {
+                            SoftwareState::Available => "available",
+                            SoftwareState::Destroyed => "destroyed",
+                        }
+                        .to_owned(),
+                        reported: s.installation.reported.as_ref().map(|r| match r {
+                            SoftwareReport::Building => "building".to_owned(),
+                            SoftwareReport::Available => "available".to_owned(),
+                            SoftwareReport::Error(e) => format!("error: {e}"),
+                            SoftwareReport::Destroyed => "destroyed".to_owned(),
+                        }),
+                    })
+                    .collect(),
+                last_contact: v.computer.last_contact.map(secs),
             })
             .collect())
     }
