@@ -57,6 +57,7 @@ pub fn router<B: Backend, S: Clone + Send + Sync + 'static>(
             get(parameters_page::<B>).post(set_parameters::<B>),
         )
         .route("/servers", get(servers::<B>))
+        .route("/group", get(group::<B>))
         .route("/request", get(request_page::<B>).post(request::<B>))
         .route("/account", get(account::<B>))
         .route("/account/password", post(set_password::<B>))
@@ -474,6 +475,23 @@ async fn servers<B: Backend>(State(portal): State<Shared<B>>, req: Request) -> R
                 &pages::ServersPage::of(&list, page_of(&q), now_secs()),
             ),
         ),
+        Err(e) => problem(&ctx, &e),
+    }
+}
+
+/// The master group, for an admin only: anyone else is told there is no such page
+/// (the same answer as any unknown path), and the gateway checks it again.
+async fn group<B: Backend>(State(portal): State<Shared<B>>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let (ctx, who) = match signed_in(&portal, &parts).await {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    if !who.admin {
+        return not_found().await;
+    }
+    match portal.backend.group(&who).await {
+        Ok(g) => page(&ctx, StatusCode::OK, pages::group(&ctx.frame(), &g)),
         Err(e) => problem(&ctx, &e),
     }
 }

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use handlers::router;
+pub use master_client::status::{GroupStatus, MemberStatus, TimerStatus};
 
 /// Where the portal is mounted on a gateway.
 pub const BASE: &str = "/portal";
@@ -231,6 +232,14 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         who: &Principal,
     ) -> impl Future<Output = Result<Vec<Server>, BackendError>> + Send;
+
+    /// The master group as an operator sees it (`slapos cluster status`): its members,
+    /// leader, term, lag, round trips, timers and their warnings. Only for an admin:
+    /// anyone else is `Forbidden` (the portal shows them no such page at all).
+    fn group(
+        &self,
+        who: &Principal,
+    ) -> impl Future<Output = Result<GroupStatus, BackendError>> + Send;
 
     /// The JSON schema of a release's parameters for a software type (SlapOS's
     /// `software.cfg.json` convention), when the release has one.

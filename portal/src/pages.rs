@@ -5,7 +5,9 @@
 use maud::{html, Markup, DOCTYPE};
 
 use crate::schema::{Field, Kind};
-use crate::{Installed, Offer, Principal, Reported, Server, Service, BASE};
+use crate::{
+    GroupStatus, Installed, MemberStatus, Offer, Principal, Reported, Server, Service, BASE,
+};
 
 /// What every page knows: who is signed in and the CSRF token its forms carry.
 pub struct Frame<'a> {
@@ -37,6 +39,7 @@ pub fn layout(frame: &Frame, title: &str, body: Markup) -> Markup {
                             a href={ (BASE) "/request" } { "Request" }
                             a href={ (BASE) "/servers" } { "Servers" }
                             a href={ (BASE) "/account" } { "Account" }
+                            @if who.admin { a href={ (BASE) "/group" } { "Group" } }
                         }
                         span.who { (who.person) @if who.admin { " (admin)" } }
                         @if matches!(who.via, crate::SignedInBy::Session { .. }) {
@@ -332,6 +335,114 @@ pub fn servers(frame: &Frame, p: &ServersPage) -> Markup {
                     }
                 }
                 (pager(p.page, p.pages, p.rows.len(), p.total, |n| format!("{BASE}/servers?page={n}")))
+            }
+        },
+    )
+}
+
+/// A byte count as "1.2 MiB".
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn or_dash(v: Option<u64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| v.to_string())
+}
+
+fn member_state(m: &MemberStatus) -> (&str, &'static str) {
+    match (m.state.as_deref(), &m.error) {
+        (_, Some(_)) | (None, _) => ("no answer", "state-error"),
+        (Some(s @ "leader"), _) => (s, "state-running"),
+        (Some(s @ ("follower" | "learner")), _) => (s, "state-running"),
+        (Some(s), _) => (s, "state-starting"),
+    }
+}
+
+/// The master group as an operator sees it: what `slapos cluster status` prints.
+pub fn group(frame: &Frame, g: &GroupStatus) -> Markup {
+    layout(
+        frame,
+        "Master group",
+        html! {
+            h1 { "Master group" }
+            div.card {
+                dl #group-summary {
+                    dt { "Group" } dd { code { @if g.group.is_empty() { "(none)" } @else { (g.group) } } }
+                    dt { "Leader" } dd { @match g.leader { Some(l) => { "replica " (l) }, None => "none" } }
+                    dt { "Term" } dd { (g.term) }
+                    dt { "Members" } dd { (g.members.len()) }
+                    dt { "Timers" }
+                    dd {
+                        @match g.timers {
+                            Some(t) => {
+                                "heartbeat " (t.heartbeat_ms) " ms, election timeout "
+                                (t.election_timeout_min_ms) "–" (t.election_timeout_max_ms) " ms"
+                            },
+                            None => "no leader answered",
+                        }
+                    }
+                }
+            }
+            @if !g.warnings.is_empty() {
+                div #group-warnings {
+                    @for w in &g.warnings { p.error role="alert" { (w) } }
+                }
+            }
+            div.card.scroll {
+                table #members {
+                    thead { tr {
+                        th { "Replica" } th { "State" } th.hide-narrow { "Term" } th { "Applied" } th { "Lag" }
+                        th { "Round trip" } th.hide-narrow { "Seen" } th.hide-narrow { "Addresses" }
+                        th.hide-narrow { "Storage" }
+                    } }
+                    tbody {
+                        @for m in &g.members {
+                            @let (state, class) = member_state(m);
+                            tr {
+                                td {
+                                    strong { (m.id) } " " (m.role)
+                                    @if g.leader == Some(m.id) { " · leader" }
+                                    @if !m.region.is_empty() { br; "region " (m.region) }
+                                    @if let Some(h) = &m.hosted_by { br; "in " code { (h) } }
+                                }
+                                td {
+                                    span class={ "state " (class) } { (state) }
+                                    @if let Some(e) = &m.error { br; span.hint { (e) } }
+                                }
+                                td.hide-narrow { (or_dash(m.term)) }
+                                td {
+                                    (or_dash(m.applied_index))
+                                    span.hint { br; "committed " (or_dash(m.committed_index)) ", last " (or_dash(m.last_log_index)) }
+                                }
+                                td { (m.lag) }
+                                td { @match m.rtt_ms { Some(r) => { (format!("{r:.1}")) " ms" }, None => "–" } }
+                                td.hide-narrow { @match m.last_answer_ms { Some(a) => { (a) " ms ago" }, None => "–" } }
+                                td.hide-narrow {
+                                    "API " code { (m.api_addr) } br; "Raft " code { (m.raft_addr) }
+                                    @if let Some(u) = &m.gateway_url { br; "gateway " code { (u) } }
+                                }
+                                td.hide-narrow {
+                                    @if let Some(l) = m.log_size_bytes { "log " (bytes(l)) }
+                                    @if let Some(sn) = m.snapshot_size_bytes {
+                                        br; "snapshot " (bytes(sn)) " at " (or_dash(m.snapshot_index))
+                                    }
+                                    @if let Some(pu) = m.purged_index { br; "purged to " (pu) }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         },
     )
@@ -725,7 +836,17 @@ mod tests {
             last_contact: Some(0),
         };
         let servers_list = [server];
+        let admin = Principal {
+            admin: true,
+            ..who.clone()
+        };
+        let admin_frame = Frame {
+            who: Some(&admin),
+            csrf: "t",
+        };
+        let group_html = group(&admin_frame, &hostile_group()).into_string();
         for html in [
+            group_html.clone(),
             servers(&frame, &ServersPage::of(&servers_list, 1, 7200)).into_string(),
             services(&frame, &ServicesPage::of(&list, 1, None), Some(HOSTILE)).into_string(),
             super::service(&frame, &list[0], Some(HOSTILE)).into_string(),
@@ -738,6 +859,97 @@ mod tests {
             // the only scripts are the page's own
             assert_eq!(html.matches("<script").count(), 1, "{html}");
         }
+    }
+
+    /// A group whose every text came from somewhere else (a member's addresses and
+    /// region are what an operator typed, an error what a transport said).
+    fn hostile_group() -> GroupStatus {
+        let member = |id: u64, state: Option<&str>, error: Option<&str>| MemberStatus {
+            id,
+            role: HOSTILE.into(),
+            state: state.map(str::to_owned),
+            raft_addr: HOSTILE.into(),
+            api_addr: HOSTILE.into(),
+            region: HOSTILE.into(),
+            hosted_by: Some(HOSTILE.into()),
+            gateway_url: Some(HOSTILE.into()),
+            term: Some(7),
+            last_log_index: Some(120),
+            committed_index: Some(119),
+            applied_index: Some(118),
+            lag: 3,
+            snapshot_index: Some(100),
+            purged_index: Some(90),
+            log_size_bytes: Some(3 * 1024 * 1024 / 2),
+            snapshot_size_bytes: Some(2048),
+            rtt_ms: (id != 1).then_some(230.0),
+            last_answer_ms: (id != 1).then_some(5_000),
+            error: error.map(str::to_owned),
+        };
+        let members = vec![
+            member(1, Some("leader"), None),
+            member(2, Some(HOSTILE), None),
+            member(3, None, Some(HOSTILE)),
+        ];
+        let timers = crate::TimerStatus {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+        };
+        let mut warnings = master_client::status::timer_warnings(timers, &members);
+        warnings.push(HOSTILE.into());
+        GroupStatus {
+            group: HOSTILE.into(),
+            leader: Some(1),
+            term: 7,
+            members,
+            timers: Some(timers),
+            warnings,
+        }
+    }
+
+    #[test]
+    fn the_group_page_shows_what_cluster_status_shows() {
+        let who = Principal {
+            person: "root".into(),
+            admin: true,
+            via: SignedInBy::Certificate,
+        };
+        let frame = Frame {
+            who: Some(&who),
+            csrf: "t",
+        };
+        let html = group(&frame, &hostile_group()).into_string();
+        for said in [
+            "replica 1",
+            "heartbeat 100 ms, election timeout 300–600 ms",
+            "230.0 ms",
+            "5000 ms ago",
+            "no answer",
+            "log 1.5 MiB",
+            "snapshot 2.0 KiB at 100",
+            "purged to 90",
+            "at least 2300 ms",
+            "replica 2 last answered the leader 5000 ms ago",
+        ] {
+            assert!(html.contains(said), "{said} not in {html}");
+        }
+        // the link shows for an admin only
+        assert!(html.contains("/portal/group"));
+        let person = Principal {
+            admin: false,
+            ..who.clone()
+        };
+        let html = services(
+            &Frame {
+                who: Some(&person),
+                csrf: "t",
+            },
+            &ServicesPage::of(&[], 1, None),
+            None,
+        )
+        .into_string();
+        assert!(!html.contains("/portal/group"), "{html}");
     }
 
     /// Rendering alone (no master read) of a page of a person's list of 1,000 services

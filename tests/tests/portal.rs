@@ -10,7 +10,8 @@
 //! session then fails on the gateway too). Bob signs in, sees none of it, and Alice's
 //! service's URL answers 404 to him. A POST without the form's CSRF token is refused.
 //! Alice also provides a computer (registered with her certificate, a hostile title):
-//! her servers page lists it, the title as text; Bob's lists nothing.
+//! her servers page lists it, the title as text; Bob's lists nothing. The master group's
+//! page answers Bob 404 and shows the admin the one replica leading.
 //! Screenshots of each page at 375 and 1440 px go to
 //! `$CARGO_TARGET_TMPDIR/portal-screenshots/`.
 
@@ -25,6 +26,7 @@ use slapos_e2e::slapos_bin;
 
 const ALICE_PASSWORD: &str = "alice's long passphrase";
 const BOB_PASSWORD: &str = "bob's own long passphrase";
+const ADMIN_PASSWORD: &str = "the operator's long passphrase";
 const HOSTILE_TITLE: &str = "<script>alert(1)</script>";
 const HTML_PARAMETER: &str = "<b>bold</b> & <i>it</i>";
 
@@ -383,6 +385,7 @@ fn a_person_requests_watches_and_stops_a_service_in_a_real_browser() {
         .to_owned();
     set_password(&via, &env, "alice", ALICE_PASSWORD);
     set_password(&via, &env, "bob", BOB_PASSWORD);
+    set_password(&via, &env, "admin", ADMIN_PASSWORD);
     // Alice provides a computer whose title is hostile (its owner chose it).
     register_computer(
         &via,
@@ -654,6 +657,41 @@ fn a_person_requests_watches_and_stops_a_service_in_a_real_browser() {
             404
         );
         look(&c, "not-found").await;
+        // The master group's page is for admins: Bob is told there is no such page,
+        // and his menu has no link to it.
+        assert_eq!(
+            curl_status(
+                &format!("{portal}group"),
+                &format!("slapos_session={}", bob.value()),
+                &[]
+            ),
+            404
+        );
+        c.goto(&format!("{portal}services")).await.unwrap();
+        assert!(c.find(Locator::Css("a[href='/portal/group']")).await.is_err());
+        sign_out(&c).await;
+
+        // The admin sees it: the one replica leads, no warning (timers of a LAN).
+        sign_in(&c, &portal, "admin", ADMIN_PASSWORD).await;
+        click_nav(&c, Locator::Css("a[href='/portal/group']")).await;
+        let group = c
+            .execute(
+                "const m = document.getElementById('members');
+                 return [m.tBodies[0].rows.length,
+                         document.getElementById('group-summary').textContent,
+                         m.tBodies[0].rows[0].textContent,
+                         !!document.getElementById('group-warnings')];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(group[0].as_u64(), Some(1), "{group}");
+        let summary = group[1].as_str().unwrap();
+        assert!(summary.contains("Leaderreplica "), "{group}");
+        assert!(summary.contains("heartbeat"), "{group}");
+        assert!(group[2].as_str().unwrap().contains("leader"), "{group}");
+        assert_eq!(group[3], false, "{group}");
+        look(&c, "group").await;
         sign_out(&c).await;
 
         // Alice destroys what she made (confirmed on its own page).

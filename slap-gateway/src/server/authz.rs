@@ -11,8 +11,9 @@
 //!
 //! The portal (`slapos-portal`, mounted at `/portal/`) follows the same table: its
 //! requests are `Op::RequestInstance` as the person ([`check_op`]), its reads are the
-//! person's own ([`portal_reader`]), and a person sets their own password
-//! (`Op::SetPassword` with `by` = themselves).
+//! person's own ([`portal_reader`]), a person sets their own password
+//! (`Op::SetPassword` with `by` = themselves), and only an admin sees the master group's
+//! status ([`portal_operator`]).
 //!
 //! Everything else is 403 with the reason, and nothing reaches the master. Product lookups
 //! and `getHateoasUrl` are open to any authenticated caller.
@@ -257,6 +258,20 @@ pub fn portal_reader(caller: &Caller) -> Result<&str, String> {
             "{} may not use the portal: persons only",
             caller.identity().common_name()
         )),
+    }
+}
+
+/// The portal's group page (the master group's members, lag, round trips and timers,
+/// as `slapos cluster status` shows them): for an admin only. A person who is not one is
+/// refused (and the portal shows them no such page).
+pub fn portal_operator(caller: &Caller) -> Result<(), String> {
+    if caller.is_admin() && caller.person().is_some() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} may not see the master group: admins only",
+            caller.identity().common_name()
+        ))
     }
 }
 
@@ -647,5 +662,16 @@ mod tests {
         ] {
             assert!(check_jsonrpc(&as_(other), &mut list()).is_err());
         }
+    }
+
+    #[test]
+    fn only_an_admin_sees_the_master_group() {
+        let alice = as_(Identity::Person("alice".into()));
+        assert!(portal_operator(&alice).is_err());
+        assert!(portal_operator(&as_(Identity::Computer("COMP-1".into()))).is_err());
+        let mut root = as_(Identity::Person("root".into()));
+        let Caller::Identity { admin, .. } = &mut root;
+        *admin = true;
+        assert!(portal_operator(&root).is_ok());
     }
 }

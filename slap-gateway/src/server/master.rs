@@ -481,6 +481,15 @@ impl Masters {
             .collect())
     }
 
+    /// The group as an operator sees it (`master_client::status`, what `slapos cluster
+    /// status` shows): from the reader's replicas, then the leader, then each member.
+    pub async fn group_status(&self) -> Result<master_client::status::GroupStatus, MasterError> {
+        let client = Self::client(&self.reader)?;
+        master_client::status::group_status(client)
+            .await
+            .map_err(from_client)
+    }
+
     /// A client of the replicas for following their `WatchViews` stream: the reader's
     /// addresses, nearest first.
     pub fn view_client(&self) -> MasterClient {

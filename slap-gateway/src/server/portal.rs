@@ -10,8 +10,8 @@ use slapos_domain::{
     SoftwareState, State, StatusKind, Timestamp,
 };
 use slapos_portal::{
-    Backend, BackendError, Installed, Member, Offer, Principal, Reported, Server, Service,
-    ServiceRequest, SessionInfo, SignedInBy,
+    Backend, BackendError, GroupStatus, Installed, Member, Offer, Principal, Reported, Server,
+    Service, ServiceRequest, SessionInfo, SignedInBy,
 };
 
 use super::app::App;
@@ -307,6 +307,11 @@ impl Backend for PortalBackend {
                 last_contact: v.computer.last_contact.map(secs),
             })
             .collect())
+    }
+
+    async fn group(&self, who: &Principal) -> Result<GroupStatus, BackendError> {
+        authz::portal_operator(&caller_of(who)).map_err(BackendError::Forbidden)?;
+        self.app.masters.group_status().await.map_err(from_master)
     }
 
     async fn parameter_schema(
