@@ -161,3 +161,35 @@ fn a_providers_computers_are_read_with_partitions_and_software_and_nothing_else(
     .unwrap();
     assert_eq!(none.computers().count(), 0);
 }
+
+/// The portal's services list reads a person's roots alone: no member, no computer.
+#[test]
+fn a_persons_roots_are_read_alone() {
+    let mut h = Harness::new();
+    h.ok(Op::RegisterComputer {
+        computer: "COMP-A".into(),
+        title: "a".into(),
+        owner: "prov".into(),
+        region: None,
+        network: None,
+        attributes: Default::default(),
+    });
+    h.format("COMP-A", 4);
+    let alice = slapos_domain::Requester::Person("alice".into());
+    let b = h.request(alice.clone(), "b service");
+    let a = h.request(alice, "a service");
+    h.request(slapos_domain::Requester::Person("bob".into()), "his");
+    let read = State::from_entries(
+        h.state
+            .query_entries(&Query::Roots {
+                owner: "alice".into(),
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    let roots: Vec<_> = read.roots_of("alice").collect();
+    assert_eq!(roots, [("a service", a), ("b service", b)]);
+    assert_eq!(read.instances().count(), 2);
+    assert_eq!(read.computers().count(), 0);
+    assert_eq!(read.roots_of("bob").count(), 0);
+}

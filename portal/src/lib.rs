@@ -122,6 +122,31 @@ pub struct Service {
     pub members: Vec<Member>,
 }
 
+/// A row of the services list: what the list shows of a tree's root, and no more (no
+/// parameters, members or placement: the gateway reads the roots alone for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRow {
+    /// The root instance's id (`SOFTINST-n`).
+    pub id: String,
+    pub title: String,
+    pub software_release: String,
+    /// What the person asked for: `started`, `stopped` or `destroyed`.
+    pub requested_state: String,
+    pub reported: Option<Reported>,
+}
+
+impl From<&Service> for ServiceRow {
+    fn from(s: &Service) -> Self {
+        ServiceRow {
+            id: s.id.clone(),
+            title: s.title.clone(),
+            software_release: s.software_release.clone(),
+            requested_state: s.requested_state.clone(),
+            reported: s.reported.clone(),
+        }
+    }
+}
+
 /// A release the person may request: supplied to computers that admit them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
@@ -207,11 +232,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Ends a session on every gateway.
     fn end_session(&self, hash: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// `who`'s instance trees.
+    /// `who`'s instance trees, a row each (their roots alone), in title order.
     fn services(
         &self,
         who: &Principal,
-    ) -> impl Future<Output = Result<Vec<Service>, BackendError>> + Send;
+    ) -> impl Future<Output = Result<Vec<ServiceRow>, BackendError>> + Send;
 
     /// One of `who`'s services by its root's id; another person's (or no such tree) is
     /// `NotFound`, so that nothing tells them apart.

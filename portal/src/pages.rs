@@ -6,7 +6,8 @@ use maud::{html, Markup, DOCTYPE};
 
 use crate::schema::{Field, Kind};
 use crate::{
-    GroupStatus, Installed, MemberStatus, Offer, Principal, Reported, Server, Service, BASE,
+    GroupStatus, Installed, MemberStatus, Offer, Principal, Reported, Server, Service, ServiceRow,
+    BASE,
 };
 
 /// What every page knows: who is signed in and the CSRF token its forms carry.
@@ -113,7 +114,7 @@ pub const PER_PAGE: usize = 50;
 /// One page of a person's services list.
 pub struct ServicesPage<'a> {
     /// This page's services.
-    pub rows: Vec<&'a Service>,
+    pub rows: Vec<&'a ServiceRow>,
     /// How many services the person has, and how many the filter keeps.
     pub total: usize,
     pub matching: usize,
@@ -160,7 +161,7 @@ fn pager(
 impl<'a> ServicesPage<'a> {
     /// Page `page` (1-based, clamped to the pages there are) of the services of `list`
     /// in `state` (all when None), in the order of `list`.
-    pub fn of(list: &'a [Service], page: usize, state: Option<&'static str>) -> Self {
+    pub fn of(list: &'a [ServiceRow], page: usize, state: Option<&'static str>) -> Self {
         let mut counts = [0; STATES.len()];
         let mut matching = Vec::new();
         for s in list {
@@ -822,6 +823,7 @@ mod tests {
             csrf: "t",
         };
         let list = [service(1)];
+        let rows: Vec<ServiceRow> = list.iter().map(ServiceRow::from).collect();
         let server = Server {
             id: HOSTILE.into(),
             title: HOSTILE.into(),
@@ -848,7 +850,7 @@ mod tests {
         for html in [
             group_html.clone(),
             servers(&frame, &ServersPage::of(&servers_list, 1, 7200)).into_string(),
-            services(&frame, &ServicesPage::of(&list, 1, None), Some(HOSTILE)).into_string(),
+            services(&frame, &ServicesPage::of(&rows, 1, None), Some(HOSTILE)).into_string(),
             super::service(&frame, &list[0], Some(HOSTILE)).into_string(),
             confirm_destroy(&frame, &list[0]).into_string(),
             account(&frame, &who, Some(HOSTILE), Some(HOSTILE)).into_string(),
@@ -967,11 +969,12 @@ mod tests {
             csrf: "t",
         };
         let list: Vec<Service> = (0..1000).map(service).collect();
+        let rows: Vec<ServiceRow> = list.iter().map(ServiceRow::from).collect();
         let mut times = Vec::new();
         let mut bytes = 0;
         for _ in 0..20 {
             let t = std::time::Instant::now();
-            bytes = services(&frame, &ServicesPage::of(&list, 7, None), None)
+            bytes = services(&frame, &ServicesPage::of(&rows, 7, None), None)
                 .into_string()
                 .len();
             times.push(t.elapsed());
@@ -1040,6 +1043,7 @@ mod tests {
                 at: 0,
             });
         }
+        let list: Vec<ServiceRow> = list.iter().map(ServiceRow::from).collect();
         let mut seen = Vec::new();
         for n in 1..=3 {
             let p = ServicesPage::of(&list, n, None);

@@ -338,6 +338,15 @@ impl Masters {
         Self::state(self.read_entries(&query, false).await?)
     }
 
+    /// The roots of `owner`'s trees alone (no member, host or computer): the portal's
+    /// services list. Bounded-staleness, as [`Self::read_trees`].
+    pub async fn read_roots(&self, owner: &str) -> Result<State, MasterError> {
+        let query = MasterQuery::Roots {
+            owner: owner.to_string(),
+        };
+        Self::state(self.read_entries(&query, false).await?)
+    }
+
     /// A person's portal password hash and admin flag (linearizable: a password just
     /// changed is the one checked).
     pub async fn read_person(&self, person: &str) -> Result<State, MasterError> {

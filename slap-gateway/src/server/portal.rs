@@ -11,7 +11,7 @@ use slapos_domain::{
 };
 use slapos_portal::{
     Backend, BackendError, GroupStatus, Installed, Member, Offer, Principal, Reported, Server,
-    Service, ServiceRequest, SessionInfo, SignedInBy,
+    Service, ServiceRequest, ServiceRow, SessionInfo, SignedInBy,
 };
 
 use super::app::App;
@@ -206,18 +206,27 @@ impl Backend for PortalBackend {
         .map(|_| ())
     }
 
-    async fn services(&self, who: &Principal) -> Result<Vec<Service>, BackendError> {
+    async fn services(&self, who: &Principal) -> Result<Vec<ServiceRow>, BackendError> {
         let caller = caller_of(who);
         let owner = authz::portal_reader(&caller).map_err(BackendError::Forbidden)?;
+        // The roots alone (`Query::Roots`): the list shows no member, parameter or
+        // placement, so neither the trees' other members nor their computers are read.
         let state = self
             .app
             .masters
-            .read_trees(owner, None)
+            .read_roots(owner)
             .await
             .map_err(from_master)?;
         Ok(state
             .roots_of(owner)
-            .filter_map(|(_, id)| service_of(&state, id))
+            .filter_map(|(_, id)| state.instance(id))
+            .map(|root| ServiceRow {
+                id: root.id.to_string(),
+                title: root.title.clone(),
+                software_release: root.software_release.clone(),
+                requested_state: root.own_state.as_str().to_owned(),
+                reported: reported(root),
+            })
             .collect())
     }
 
