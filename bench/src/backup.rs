@@ -127,7 +127,7 @@ fn request_op(i: usize, on: &str) -> Op {
 }
 
 /// Applies `ops` with `writers` concurrent clients (each its own request ids).
-async fn fill(
+pub(crate) async fn fill(
     client: &MasterClient,
     ops: Vec<Op>,
     writers: usize,

@@ -23,6 +23,8 @@
 //! - [`scale`] (`slapos bench scale`): a provider's fleet in one group (100,000
 //!   computers by default): resident memory, snapshot build and install, restart to
 //!   serving, request and read p99.
+//! - [`portal`] (`slapos bench portal`): the web portal's server time per page and
+//!   page weight for a person with 1,000 services, over a real gateway.
 //! - [`tunnel`] (`slapos bench tunnel`): memcached directly, through our tunnel and
 //!   through stunnel4 configured as the same pair: operations/s, latency, bulk
 //!   throughput.
@@ -39,6 +41,7 @@ pub mod frontend;
 pub mod limits;
 mod local;
 pub mod node;
+pub mod portal;
 pub mod raft;
 pub mod scale;
 pub mod slap;

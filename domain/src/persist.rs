@@ -65,6 +65,14 @@ pub enum Query {
     Catalog { person: String },
     /// The whole state.
     All,
+    /// The computers `owner` provides (registered as theirs), each with every partition
+    /// (which instance holds it, not the instance) and its software rows: the portal's
+    /// servers page. A scan of every computer (no index by owner).
+    Computers { owner: String },
+    /// The roots of the trees `owner` requested, alone: no other member, no host, no
+    /// computer (the portal's services list shows each root's title, release and
+    /// states). By the owner's index of roots, in title order.
+    Roots { owner: String },
 }
 
 /// One persisted change: a key and its new value, or None when the entity is gone.
@@ -883,6 +891,35 @@ impl State {
                 }
                 let k = vec![META];
                 out.push((k.clone(), enc_as(&k, &Meta::of(self), e)?));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(out);
+            }
+            Query::Computers { owner } => {
+                let mut out = Vec::new();
+                for c in self.computers.values().filter(|c| c.owner == *owner) {
+                    computer_entries(c, |_| true, e, &mut out)?;
+                    for ((computer, url), sw) in self
+                        .software
+                        .range((c.id.clone(), String::new())..)
+                        .take_while(|((computer, _), _)| *computer == c.id)
+                    {
+                        let k = software_key(computer, url);
+                        out.push((k.clone(), enc_as(&k, sw, e)?));
+                    }
+                }
+                let k = vec![META];
+                out.push((k.clone(), enc_as(&k, &Meta::of(self), e)?));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(out);
+            }
+            Query::Roots { owner } => {
+                let mut out = Vec::new();
+                for (_, id) in self.roots_of(owner) {
+                    if let Some(inst) = self.instances.get(&id) {
+                        let k = instance_key(id);
+                        out.push((k.clone(), enc_as(&k, inst, e)?));
+                    }
+                }
                 out.sort_by(|a, b| a.0.cmp(&b.0));
                 return Ok(out);
             }

@@ -107,3 +107,89 @@ fn a_person_or_an_admin_sets_a_password_and_sessions_live_in_the_state() {
     h.ok(set("alice", Some("alice"), Some(HASH)));
     assert!(h.state.web_session(&token('d')).is_none());
 }
+
+/// The portal's servers page reads a provider's computers: theirs only, with every
+/// partition (which instance holds it) and software row, and no instance.
+#[test]
+fn a_providers_computers_are_read_with_partitions_and_software_and_nothing_else() {
+    let mut h = Harness::new();
+    for (computer, owner) in [("COMP-A", "prov"), ("COMP-B", "prov"), ("COMP-C", "other")] {
+        h.ok(Op::RegisterComputer {
+            computer: computer.into(),
+            title: format!("<b>{computer}</b>"),
+            owner: owner.into(),
+            region: Some("eu".into()),
+            network: None,
+            attributes: Default::default(),
+        });
+        h.format(computer, 3);
+    }
+    let id = h.request(
+        slapos_domain::Requester::Person("alice".into()),
+        "a service",
+    );
+    let (on, _) = h.partition_of(id);
+    let read = State::from_entries(
+        h.state
+            .query_entries(&Query::Computers {
+                owner: "prov".into(),
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<&str> = read.computers().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["COMP-A", "COMP-B"]);
+    assert_eq!(read.instances().count(), 0);
+    for c in ["COMP-A", "COMP-B"] {
+        let v = read.computer_view(c).unwrap();
+        assert_eq!(v.partitions.len(), 3);
+        assert_eq!(v.software.len(), 2, "{c}");
+        let used = v
+            .partitions
+            .iter()
+            .filter(|p| p.partition.instance.is_some())
+            .count();
+        assert_eq!(used, usize::from(on == c), "{c}");
+    }
+    let none = State::from_entries(
+        h.state
+            .query_entries(&Query::Computers {
+                owner: "nobody".into(),
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(none.computers().count(), 0);
+}
+
+/// The portal's services list reads a person's roots alone: no member, no computer.
+#[test]
+fn a_persons_roots_are_read_alone() {
+    let mut h = Harness::new();
+    h.ok(Op::RegisterComputer {
+        computer: "COMP-A".into(),
+        title: "a".into(),
+        owner: "prov".into(),
+        region: None,
+        network: None,
+        attributes: Default::default(),
+    });
+    h.format("COMP-A", 4);
+    let alice = slapos_domain::Requester::Person("alice".into());
+    let b = h.request(alice.clone(), "b service");
+    let a = h.request(alice, "a service");
+    h.request(slapos_domain::Requester::Person("bob".into()), "his");
+    let read = State::from_entries(
+        h.state
+            .query_entries(&Query::Roots {
+                owner: "alice".into(),
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    let roots: Vec<_> = read.roots_of("alice").collect();
+    assert_eq!(roots, [("a service", a), ("b service", b)]);
+    assert_eq!(read.instances().count(), 2);
+    assert_eq!(read.computers().count(), 0);
+    assert_eq!(read.roots_of("bob").count(), 0);
+}

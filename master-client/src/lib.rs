@@ -9,6 +9,7 @@
 
 pub mod channel;
 mod client;
+pub mod status;
 pub mod tls;
 
 pub use client::{ClientError, Denial, MasterClient, Read, Submitted};

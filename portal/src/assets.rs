@@ -9,18 +9,20 @@ a{color:var(--accent)}
 header{display:flex;flex-wrap:wrap;gap:.5rem 1.25rem;align-items:center;padding:.6rem 1rem;background:#111827;color:#fff}
 header a{color:#fff;text-decoration:none}
 header .brand{font-weight:700;margin-right:auto}
-header nav{display:flex;gap:1rem}
+header nav{display:flex;flex-wrap:wrap;gap:.25rem 1rem}
 header form{margin:0}
 main{max-width:72rem;margin:0 auto;padding:1rem}
 h1{font-size:1.4rem;margin:.5rem 0 1rem}
 h2{font-size:1.1rem;margin:1.25rem 0 .5rem}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:1rem;margin-bottom:1rem}
+.card.scroll{overflow-x:auto}
 h1,p,dd{overflow-wrap:anywhere}
 table{width:100%;border-collapse:collapse}
 th,td{text-align:left;padding:.45rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}
 th{white-space:nowrap}
 td .value,td code,dd code{overflow-wrap:anywhere}
 td code.key{overflow-wrap:normal}
+td .title{overflow-wrap:anywhere}
 th{color:var(--muted);font-weight:600;font-size:.85rem}
 .state{display:inline-block;padding:.05rem .5rem;border-radius:999px;font-size:.8rem;font-weight:600;border:1px solid currentColor}
 .state-running{color:var(--ok)}.state-stopped,.state-starting,.state-stopping{color:var(--warn)}.state-error,.state-destroyed{color:var(--bad)}
@@ -40,6 +42,9 @@ button.small{padding:.1rem .5rem;font-size:.8rem}
 code,.value{font-family:ui-monospace,monospace;font-size:.9rem;overflow-wrap:anywhere}
 dl{display:grid;grid-template-columns:minmax(7rem,max-content) 1fr;gap:.3rem 1rem;margin:0}
 dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}
+form.filter{display:flex;flex-wrap:wrap;align-items:center;gap:.5rem;margin:0 0 .75rem}
+form.filter label{margin:0}form.filter select{width:auto}
+nav.pages{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:center;justify-content:center;margin:.5rem 0 1rem}
 :focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
 @media (max-width:640px){dl{grid-template-columns:1fr}dt{margin-top:.4rem}.hide-narrow{display:none}th,td{padding:.4rem .25rem}main{padding:.75rem}}
 "#;

@@ -56,6 +56,8 @@ pub fn router<B: Backend, S: Clone + Send + Sync + 'static>(
             "/services/{id}/parameters",
             get(parameters_page::<B>).post(set_parameters::<B>),
         )
+        .route("/servers", get(servers::<B>))
+        .route("/group", get(group::<B>))
         .route("/request", get(request_page::<B>).post(request::<B>))
         .route("/account", get(account::<B>))
         .route("/account/password", post(set_password::<B>))
@@ -419,12 +421,77 @@ async fn services<B: Backend>(State(portal): State<Shared<B>>, req: Request) -> 
         Ok(x) => x,
         Err(r) => return *r,
     };
+    // `?page=N&state=S`: a number and one of the known states; anything else is the
+    // first page of all (nothing from the query string is echoed but these).
+    let q = query_of(&parts);
+    let page_no = page_of(&q);
+    let state = q
+        .get("state")
+        .and_then(|s| pages::STATES.iter().find(|x| **x == s.as_str()).copied());
     match portal.backend.services(&who).await {
         Ok(list) => page(
             &ctx,
             StatusCode::OK,
-            pages::services(&ctx.frame(), &list, None),
+            pages::services(
+                &ctx.frame(),
+                &pages::ServicesPage::of(&list, page_no, state),
+                None,
+            ),
         ),
+        Err(e) => problem(&ctx, &e),
+    }
+}
+
+/// The query string's fields (none when it does not parse).
+fn query_of(parts: &axum::http::request::Parts) -> Fields {
+    parts
+        .uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default()
+}
+
+/// `?page=N` (1 when absent or not a number).
+fn page_of(q: &Fields) -> usize {
+    q.get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+}
+
+/// The computers `who` provides, a page at a time (`?page=N`).
+async fn servers<B: Backend>(State(portal): State<Shared<B>>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let (ctx, who) = match signed_in(&portal, &parts).await {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let q = query_of(&parts);
+    match portal.backend.servers(&who).await {
+        Ok(list) => page(
+            &ctx,
+            StatusCode::OK,
+            pages::servers(
+                &ctx.frame(),
+                &pages::ServersPage::of(&list, page_of(&q), now_secs()),
+            ),
+        ),
+        Err(e) => problem(&ctx, &e),
+    }
+}
+
+/// The master group, for an admin only: anyone else is told there is no such page
+/// (the same answer as any unknown path), and the gateway checks it again.
+async fn group<B: Backend>(State(portal): State<Shared<B>>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let (ctx, who) = match signed_in(&portal, &parts).await {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    if !who.admin {
+        return not_found().await;
+    }
+    match portal.backend.group(&who).await {
+        Ok(g) => page(&ctx, StatusCode::OK, pages::group(&ctx.frame(), &g)),
         Err(e) => problem(&ctx, &e),
     }
 }

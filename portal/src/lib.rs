@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use handlers::router;
+pub use master_client::status::{GroupStatus, MemberStatus, TimerStatus};
 
 /// Where the portal is mounted on a gateway.
 pub const BASE: &str = "/portal";
@@ -121,11 +122,61 @@ pub struct Service {
     pub members: Vec<Member>,
 }
 
+/// A row of the services list: what the list shows of a tree's root, and no more (no
+/// parameters, members or placement: the gateway reads the roots alone for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRow {
+    /// The root instance's id (`SOFTINST-n`).
+    pub id: String,
+    pub title: String,
+    pub software_release: String,
+    /// What the person asked for: `started`, `stopped` or `destroyed`.
+    pub requested_state: String,
+    pub reported: Option<Reported>,
+}
+
+impl From<&Service> for ServiceRow {
+    fn from(s: &Service) -> Self {
+        ServiceRow {
+            id: s.id.clone(),
+            title: s.title.clone(),
+            software_release: s.software_release.clone(),
+            requested_state: s.requested_state.clone(),
+            reported: s.reported.clone(),
+        }
+    }
+}
+
 /// A release the person may request: supplied to computers that admit them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
     pub url: String,
     pub computers: usize,
+}
+
+/// A software release on a provider's computer: what was asked (`available` or
+/// `destroyed`) and what its node last reported (`building`, `available`, `error: ...`,
+/// `destroyed`), if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub url: String,
+    pub requested: String,
+    pub reported: Option<String>,
+}
+
+/// A computer the signed-in person provides (registered as theirs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub id: String,
+    pub title: String,
+    pub region: Option<String>,
+    /// Partitions, and how many hold an instance.
+    pub partitions: usize,
+    pub used: usize,
+    /// Supplied releases, in supply order.
+    pub releases: Vec<Installed>,
+    /// Unix seconds of the node's last call, if it ever called.
+    pub last_contact: Option<u64>,
 }
 
 /// A request of a service (new, or again with another state or parameters).
@@ -181,11 +232,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Ends a session on every gateway.
     fn end_session(&self, hash: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// `who`'s instance trees.
+    /// `who`'s instance trees, a row each (their roots alone), in title order.
     fn services(
         &self,
         who: &Principal,
-    ) -> impl Future<Output = Result<Vec<Service>, BackendError>> + Send;
+    ) -> impl Future<Output = Result<Vec<ServiceRow>, BackendError>> + Send;
 
     /// One of `who`'s services by its root's id; another person's (or no such tree) is
     /// `NotFound`, so that nothing tells them apart.
@@ -200,6 +251,20 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         who: &Principal,
     ) -> impl Future<Output = Result<Vec<Offer>, BackendError>> + Send;
+
+    /// The computers `who` provides (none for a person who provides none).
+    fn servers(
+        &self,
+        who: &Principal,
+    ) -> impl Future<Output = Result<Vec<Server>, BackendError>> + Send;
+
+    /// The master group as an operator sees it (`slapos cluster status`): its members,
+    /// leader, term, lag, round trips, timers and their warnings. Only for an admin:
+    /// anyone else is `Forbidden` (the portal shows them no such page at all).
+    fn group(
+        &self,
+        who: &Principal,
+    ) -> impl Future<Output = Result<GroupStatus, BackendError>> + Send;
 
     /// The JSON schema of a release's parameters for a software type (SlapOS's
     /// `software.cfg.json` convention), when the release has one.

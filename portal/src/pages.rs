@@ -5,7 +5,10 @@
 use maud::{html, Markup, DOCTYPE};
 
 use crate::schema::{Field, Kind};
-use crate::{Offer, Principal, Reported, Service, BASE};
+use crate::{
+    GroupStatus, Installed, MemberStatus, Offer, Principal, Reported, Server, Service, ServiceRow,
+    BASE,
+};
 
 /// What every page knows: who is signed in and the CSRF token its forms carry.
 pub struct Frame<'a> {
@@ -35,7 +38,9 @@ pub fn layout(frame: &Frame, title: &str, body: Markup) -> Markup {
                         nav aria-label="Main" {
                             a href={ (BASE) "/services" } { "Services" }
                             a href={ (BASE) "/request" } { "Request" }
+                            a href={ (BASE) "/servers" } { "Servers" }
                             a href={ (BASE) "/account" } { "Account" }
+                            @if who.admin { a href={ (BASE) "/group" } { "Group" } }
                         }
                         span.who { (who.person) @if who.admin { " (admin)" } }
                         @if matches!(who.via, crate::SignedInBy::Session { .. }) {
@@ -92,28 +97,348 @@ fn state_badge(requested: &str, reported: Option<&Reported>) -> Markup {
     html! { span class={ "state " (class) } data-state=(label) { (label) } }
 }
 
-pub fn services(frame: &Frame, list: &[Service], notice: Option<&str>) -> Markup {
+/// The states a person can filter their services by, in the order the filter lists them.
+pub const STATES: [&str; 6] = [
+    "running",
+    "starting",
+    "stopping",
+    "stopped",
+    "destroying",
+    "error",
+];
+
+/// Rows on a page of the services list (about 15 KB of HTML at most: a person with
+/// 1,000 services gets pages far under 100 KB).
+pub const PER_PAGE: usize = 50;
+
+/// One page of a person's services list.
+pub struct ServicesPage<'a> {
+    /// This page's services.
+    pub rows: Vec<&'a ServiceRow>,
+    /// How many services the person has, and how many the filter keeps.
+    pub total: usize,
+    pub matching: usize,
+    /// 1-based; `pages` is at least 1.
+    pub page: usize,
+    pub pages: usize,
+    /// The state filter (one of [`STATES`]), if any.
+    pub state: Option<&'static str>,
+    /// How many services are in each of [`STATES`].
+    pub counts: [usize; STATES.len()],
+}
+
+/// Page `page` of `len` rows ([`PER_PAGE`] a page), clamped to the pages there are:
+/// (the page, 1-based; how many pages, at least 1; how many rows come before it).
+pub fn page_bounds(len: usize, page: usize) -> (usize, usize, usize) {
+    let pages = len.div_ceil(PER_PAGE).max(1);
+    let page = page.clamp(1, pages);
+    (page, pages, (page - 1) * PER_PAGE)
+}
+
+/// Previous and next links around "first–last of n · page p of m".
+fn pager(
+    page: usize,
+    pages: usize,
+    shown: usize,
+    of: usize,
+    href: impl Fn(usize) -> String,
+) -> Markup {
+    let first = (page - 1) * PER_PAGE + 1;
+    let last = first + shown.saturating_sub(1);
+    html! {
+        nav.pages aria-label="Pages" {
+            @if page > 1 {
+                a #previous-page rel="prev" href=(href(page - 1)) { "← Previous" }
+            }
+            span #page-of { (first) "–" (last) " of " (of) " · page " (page) " of " (pages) }
+            @if page < pages {
+                a #next-page rel="next" href=(href(page + 1)) { "Next →" }
+            }
+        }
+    }
+}
+
+impl<'a> ServicesPage<'a> {
+    /// Page `page` (1-based, clamped to the pages there are) of the services of `list`
+    /// in `state` (all when None), in the order of `list`.
+    pub fn of(list: &'a [ServiceRow], page: usize, state: Option<&'static str>) -> Self {
+        let mut counts = [0; STATES.len()];
+        let mut matching = Vec::new();
+        for s in list {
+            let (label, _) = state_of(&s.requested_state, s.reported.as_ref());
+            if let Some(i) = STATES.iter().position(|x| *x == label) {
+                counts[i] += 1;
+            }
+            if state.is_none_or(|f| f == label) {
+                matching.push(s);
+            }
+        }
+        let (page, pages, skip) = page_bounds(matching.len(), page);
+        let rows = matching.iter().skip(skip).take(PER_PAGE).copied().collect();
+        ServicesPage {
+            rows,
+            total: list.len(),
+            matching: matching.len(),
+            page,
+            pages,
+            state,
+            counts,
+        }
+    }
+}
+
+/// The address of a page of the list (values from [`STATES`] and numbers only; maud
+/// escapes the attribute anyway).
+fn services_href(page: usize, state: Option<&str>) -> String {
+    match state {
+        Some(s) => format!("{BASE}/services?state={s}&page={page}"),
+        None => format!("{BASE}/services?page={page}"),
+    }
+}
+
+pub fn services(frame: &Frame, p: &ServicesPage, notice: Option<&str>) -> Markup {
     layout(
         frame,
         "Services",
         html! {
             h1 { "Services" }
             @if let Some(n) = notice { p.notice role="status" { (n) } }
-            @if list.is_empty() {
+            @if p.total == 0 {
                 div.card {
                     p { "No service yet." }
                     a.button href={ (BASE) "/request" } { "Request a service" }
                 }
             } @else {
+                form.filter method="get" action={ (BASE) "/services" } {
+                    label for="state-filter" { "Show" }
+                    select #state-filter name="state" {
+                        option value="" selected[p.state.is_none()] { "all (" (p.total) ")" }
+                        @for (s, n) in STATES.iter().zip(p.counts) {
+                            option value=(s) selected[p.state == Some(*s)] { (s) " (" (n) ")" }
+                        }
+                    }
+                    button.secondary.small type="submit" { "Filter" }
+                }
                 div.card {
-                    table {
-                        thead { tr { th { "Title" } th { "State" } th.hide-narrow { "Release" } } }
+                    @if p.rows.is_empty() {
+                        p { "No service is " (p.state.unwrap_or("")) "." }
+                    } @else {
+                        table {
+                            thead { tr { th { "Title" } th { "State" } th.hide-narrow { "Release" } } }
+                            tbody {
+                                @for s in &p.rows {
+                                    tr {
+                                        td { a href={ (BASE) "/services/" (s.id) } { (s.title) } }
+                                        td { (state_badge(&s.requested_state, s.reported.as_ref())) }
+                                        td.hide-narrow { code { (s.software_release) } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if p.matching > 0 {
+                    (pager(p.page, p.pages, p.rows.len(), p.matching, |n| services_href(n, p.state)))
+                }
+            }
+        },
+    )
+}
+
+/// One page of the computers a person provides.
+pub struct ServersPage<'a> {
+    pub rows: &'a [Server],
+    /// Every computer of theirs, and their partitions: all and used.
+    pub total: usize,
+    pub partitions: usize,
+    pub used: usize,
+    pub page: usize,
+    pub pages: usize,
+    /// Unix seconds, for "last contact … ago".
+    pub now: u64,
+}
+
+impl<'a> ServersPage<'a> {
+    /// Page `page` (1-based, clamped) of `list`, in its order.
+    pub fn of(list: &'a [Server], page: usize, now: u64) -> Self {
+        let (page, pages, skip) = page_bounds(list.len(), page);
+        let end = (skip + PER_PAGE).min(list.len());
+        ServersPage {
+            rows: list.get(skip..end).unwrap_or_default(),
+            total: list.len(),
+            partitions: list.iter().map(|s| s.partitions).sum(),
+            used: list.iter().map(|s| s.used).sum(),
+            page,
+            pages,
+            now,
+        }
+    }
+}
+
+/// "just now", "5 min ago", "3 h ago", "2 days ago" (a clock behind the node's: "just
+/// now").
+pub fn ago(now: u64, then: u64) -> String {
+    let d = now.saturating_sub(then);
+    match d {
+        0..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", d / 60),
+        3600..86400 => format!("{} h ago", d / 3600),
+        _ => format!("{} days ago", d / 86400),
+    }
+}
+
+fn release_state(r: &Installed) -> (String, &'static str) {
+    match (r.requested.as_str(), r.reported.as_deref()) {
+        (_, Some(e)) if e.starts_with("error") => (e.to_owned(), "state-error"),
+        ("destroyed", Some("destroyed")) => ("removed".to_owned(), "state-stopped"),
+        ("destroyed", _) => ("removing".to_owned(), "state-stopping"),
+        (_, Some("available")) => ("installed".to_owned(), "state-running"),
+        (_, Some("building")) => ("building".to_owned(), "state-starting"),
+        _ => ("to install".to_owned(), "state-starting"),
+    }
+}
+
+pub fn servers(frame: &Frame, p: &ServersPage) -> Markup {
+    layout(
+        frame,
+        "Servers",
+        html! {
+            h1 { "Servers" }
+            @if p.total == 0 {
+                div.card { p { "You provide no computer." } }
+            } @else {
+                p #servers-summary {
+                    (p.total) @if p.total == 1 { " computer · " } @else { " computers · " } (p.used) " of " (p.partitions) " partitions used, "
+                    (p.partitions - p.used.min(p.partitions)) " free"
+                }
+                div.card {
+                    table #servers {
+                        thead { tr {
+                            th { "Computer" } th { "Region" } th { "Partitions" }
+                            th.hide-narrow { "Releases" } th { "Contact" }
+                        } }
                         tbody {
-                            @for s in list {
+                            @for s in p.rows {
                                 tr {
-                                    td { a href={ (BASE) "/services/" (s.id) } { (s.title) } }
-                                    td { (state_badge(&s.requested_state, s.reported.as_ref())) }
-                                    td.hide-narrow { code { (s.software_release) } }
+                                    td { span.title { (s.title) } br; code { (s.id) } }
+                                    td { (s.region.as_deref().unwrap_or("")) }
+                                    td { (s.used) " used, " (s.partitions - s.used.min(s.partitions)) " free" }
+                                    td.hide-narrow {
+                                        @for r in &s.releases {
+                                            @let (label, class) = release_state(r);
+                                            div { code { (r.url) } " " span class={ "state " (class) } { (label) } }
+                                        }
+                                    }
+                                    td { @match s.last_contact { Some(t) => (ago(p.now, t)), None => "never" } }
+                                }
+                            }
+                        }
+                    }
+                }
+                (pager(p.page, p.pages, p.rows.len(), p.total, |n| format!("{BASE}/servers?page={n}")))
+            }
+        },
+    )
+}
+
+/// A byte count as "1.2 MiB".
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn or_dash(v: Option<u64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| v.to_string())
+}
+
+fn member_state(m: &MemberStatus) -> (&str, &'static str) {
+    match (m.state.as_deref(), &m.error) {
+        (_, Some(_)) | (None, _) => ("no answer", "state-error"),
+        (Some(s @ "leader"), _) => (s, "state-running"),
+        (Some(s @ ("follower" | "learner")), _) => (s, "state-running"),
+        (Some(s), _) => (s, "state-starting"),
+    }
+}
+
+/// The master group as an operator sees it: what `slapos cluster status` prints.
+pub fn group(frame: &Frame, g: &GroupStatus) -> Markup {
+    layout(
+        frame,
+        "Master group",
+        html! {
+            h1 { "Master group" }
+            div.card {
+                dl #group-summary {
+                    dt { "Group" } dd { code { @if g.group.is_empty() { "(none)" } @else { (g.group) } } }
+                    dt { "Leader" } dd { @match g.leader { Some(l) => { "replica " (l) }, None => "none" } }
+                    dt { "Term" } dd { (g.term) }
+                    dt { "Members" } dd { (g.members.len()) }
+                    dt { "Timers" }
+                    dd {
+                        @match g.timers {
+                            Some(t) => {
+                                "heartbeat " (t.heartbeat_ms) " ms, election timeout "
+                                (t.election_timeout_min_ms) "–" (t.election_timeout_max_ms) " ms"
+                            },
+                            None => "no leader answered",
+                        }
+                    }
+                }
+            }
+            @if !g.warnings.is_empty() {
+                div #group-warnings {
+                    @for w in &g.warnings { p.error role="alert" { (w) } }
+                }
+            }
+            div.card.scroll {
+                table #members {
+                    thead { tr {
+                        th { "Replica" } th { "State" } th.hide-narrow { "Term" } th { "Applied" } th { "Lag" }
+                        th { "Round trip" } th.hide-narrow { "Seen" } th.hide-narrow { "Addresses" }
+                        th.hide-narrow { "Storage" }
+                    } }
+                    tbody {
+                        @for m in &g.members {
+                            @let (state, class) = member_state(m);
+                            tr {
+                                td {
+                                    strong { (m.id) } " " (m.role)
+                                    @if g.leader == Some(m.id) { " · leader" }
+                                    @if !m.region.is_empty() { br; "region " (m.region) }
+                                    @if let Some(h) = &m.hosted_by { br; "in " code { (h) } }
+                                }
+                                td {
+                                    span class={ "state " (class) } { (state) }
+                                    @if let Some(e) = &m.error { br; span.hint { (e) } }
+                                }
+                                td.hide-narrow { (or_dash(m.term)) }
+                                td {
+                                    (or_dash(m.applied_index))
+                                    span.hint { br; "committed " (or_dash(m.committed_index)) ", last " (or_dash(m.last_log_index)) }
+                                }
+                                td { (m.lag) }
+                                td { @match m.rtt_ms { Some(r) => { (format!("{r:.1}")) " ms" }, None => "–" } }
+                                td.hide-narrow { @match m.last_answer_ms { Some(a) => { (a) " ms ago" }, None => "–" } }
+                                td.hide-narrow {
+                                    "API " code { (m.api_addr) } br; "Raft " code { (m.raft_addr) }
+                                    @if let Some(u) = &m.gateway_url { br; "gateway " code { (u) } }
+                                }
+                                td.hide-narrow {
+                                    @if let Some(l) = m.log_size_bytes { "log " (bytes(l)) }
+                                    @if let Some(sn) = m.snapshot_size_bytes {
+                                        br; "snapshot " (bytes(sn)) " at " (or_dash(m.snapshot_index))
+                                    }
+                                    @if let Some(pu) = m.purged_index { br; "purged to " (pu) }
                                 }
                             }
                         }
@@ -498,8 +823,34 @@ mod tests {
             csrf: "t",
         };
         let list = [service(1)];
+        let rows: Vec<ServiceRow> = list.iter().map(ServiceRow::from).collect();
+        let server = Server {
+            id: HOSTILE.into(),
+            title: HOSTILE.into(),
+            region: Some(HOSTILE.into()),
+            partitions: 3,
+            used: 1,
+            releases: vec![Installed {
+                url: HOSTILE.into(),
+                requested: "available".into(),
+                reported: Some(format!("error: {HOSTILE}")),
+            }],
+            last_contact: Some(0),
+        };
+        let servers_list = [server];
+        let admin = Principal {
+            admin: true,
+            ..who.clone()
+        };
+        let admin_frame = Frame {
+            who: Some(&admin),
+            csrf: "t",
+        };
+        let group_html = group(&admin_frame, &hostile_group()).into_string();
         for html in [
-            services(&frame, &list, Some(HOSTILE)).into_string(),
+            group_html.clone(),
+            servers(&frame, &ServersPage::of(&servers_list, 1, 7200)).into_string(),
+            services(&frame, &ServicesPage::of(&rows, 1, None), Some(HOSTILE)).into_string(),
             super::service(&frame, &list[0], Some(HOSTILE)).into_string(),
             confirm_destroy(&frame, &list[0]).into_string(),
             account(&frame, &who, Some(HOSTILE), Some(HOSTILE)).into_string(),
@@ -512,9 +863,100 @@ mod tests {
         }
     }
 
-    /// Rendering alone (no master read) of a person's list of 1,000 services and of one
-    /// service's page: printed, not asserted (the issue's p99 target is for the whole
-    /// server time, measured elsewhere).
+    /// A group whose every text came from somewhere else (a member's addresses and
+    /// region are what an operator typed, an error what a transport said).
+    fn hostile_group() -> GroupStatus {
+        let member = |id: u64, state: Option<&str>, error: Option<&str>| MemberStatus {
+            id,
+            role: HOSTILE.into(),
+            state: state.map(str::to_owned),
+            raft_addr: HOSTILE.into(),
+            api_addr: HOSTILE.into(),
+            region: HOSTILE.into(),
+            hosted_by: Some(HOSTILE.into()),
+            gateway_url: Some(HOSTILE.into()),
+            term: Some(7),
+            last_log_index: Some(120),
+            committed_index: Some(119),
+            applied_index: Some(118),
+            lag: 3,
+            snapshot_index: Some(100),
+            purged_index: Some(90),
+            log_size_bytes: Some(3 * 1024 * 1024 / 2),
+            snapshot_size_bytes: Some(2048),
+            rtt_ms: (id != 1).then_some(230.0),
+            last_answer_ms: (id != 1).then_some(5_000),
+            error: error.map(str::to_owned),
+        };
+        let members = vec![
+            member(1, Some("leader"), None),
+            member(2, Some(HOSTILE), None),
+            member(3, None, Some(HOSTILE)),
+        ];
+        let timers = crate::TimerStatus {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+        };
+        let mut warnings = master_client::status::timer_warnings(timers, &members);
+        warnings.push(HOSTILE.into());
+        GroupStatus {
+            group: HOSTILE.into(),
+            leader: Some(1),
+            term: 7,
+            members,
+            timers: Some(timers),
+            warnings,
+        }
+    }
+
+    #[test]
+    fn the_group_page_shows_what_cluster_status_shows() {
+        let who = Principal {
+            person: "root".into(),
+            admin: true,
+            via: SignedInBy::Certificate,
+        };
+        let frame = Frame {
+            who: Some(&who),
+            csrf: "t",
+        };
+        let html = group(&frame, &hostile_group()).into_string();
+        for said in [
+            "replica 1",
+            "heartbeat 100 ms, election timeout 300–600 ms",
+            "230.0 ms",
+            "5000 ms ago",
+            "no answer",
+            "log 1.5 MiB",
+            "snapshot 2.0 KiB at 100",
+            "purged to 90",
+            "at least 2300 ms",
+            "replica 2 last answered the leader 5000 ms ago",
+        ] {
+            assert!(html.contains(said), "{said} not in {html}");
+        }
+        // the link shows for an admin only
+        assert!(html.contains("/portal/group"));
+        let person = Principal {
+            admin: false,
+            ..who.clone()
+        };
+        let html = services(
+            &Frame {
+                who: Some(&person),
+                csrf: "t",
+            },
+            &ServicesPage::of(&[], 1, None),
+            None,
+        )
+        .into_string();
+        assert!(!html.contains("/portal/group"), "{html}");
+    }
+
+    /// Rendering alone (no master read) of a page of a person's list of 1,000 services
+    /// and of one service's page: the weight is asserted (the issue's 100 KB), the time
+    /// printed (the p99 target is for the whole server time: `slapos bench portal`).
     #[test]
     fn rendering_a_thousand_services() {
         let who = Principal {
@@ -527,21 +969,122 @@ mod tests {
             csrf: "t",
         };
         let list: Vec<Service> = (0..1000).map(service).collect();
+        let rows: Vec<ServiceRow> = list.iter().map(ServiceRow::from).collect();
         let mut times = Vec::new();
         let mut bytes = 0;
         for _ in 0..20 {
             let t = std::time::Instant::now();
-            bytes = services(&frame, &list, None).into_string().len();
+            bytes = services(&frame, &ServicesPage::of(&rows, 7, None), None)
+                .into_string()
+                .len();
             times.push(t.elapsed());
         }
         times.sort();
+        assert!(bytes < 100_000, "a page of the list weighs {bytes} bytes");
         let t = std::time::Instant::now();
         let one = super::service(&frame, &list[0], None).into_string().len();
+        assert!(one < 100_000, "a service's page weighs {one} bytes");
         eprintln!(
-            "services page of 1,000: median {:?}, max {:?} of 20, {bytes} bytes; one service's page {:?}, {one} bytes",
+            "a page of the services list of 1,000: median {:?}, max {:?} of 20, {bytes} bytes; one service's page {:?}, {one} bytes",
             times[10],
             times[19],
             t.elapsed()
         );
+    }
+
+    /// A provider's 1,000 computers: pages of 50 under 100 KB, the totals of all.
+    #[test]
+    fn a_page_of_a_thousand_servers() {
+        let list: Vec<Server> = (0..1000)
+            .map(|i| Server {
+                id: format!("COMP-{i:06}"),
+                title: format!("rack {} machine {}", i / 40, i % 40),
+                region: Some(format!("region-{}", i % 5)),
+                partitions: 10,
+                used: i % 11,
+                releases: vec![Installed {
+                    url: "https://example.com/software/a-release-url/software.cfg".into(),
+                    requested: "available".into(),
+                    reported: Some("available".into()),
+                }],
+                last_contact: Some(1_000_000 - i as u64 * 60),
+            })
+            .collect();
+        let who = Principal {
+            person: "prov".into(),
+            admin: false,
+            via: SignedInBy::Certificate,
+        };
+        let frame = Frame {
+            who: Some(&who),
+            csrf: "t",
+        };
+        let p = ServersPage::of(&list, 20, 1_000_000);
+        assert_eq!((p.page, p.pages, p.rows.len(), p.total), (20, 20, 50, 1000));
+        assert_eq!(p.partitions, 10_000);
+        assert_eq!(p.rows[0].id, "COMP-000950");
+        let html = servers(&frame, &p).into_string();
+        assert!(html.len() < 100_000, "{} bytes", html.len());
+        assert!(html.contains("951–1000 of 1000 · page 20 of 20"), "{html}");
+        assert!(html.contains("15 h ago"), "{html}");
+        assert_eq!(ago(100, 200), "just now");
+    }
+
+    /// The pages cover the list once, in its order; the filter keeps its state only and
+    /// counts every state; a page out of range is the nearest one; the links keep the
+    /// filter.
+    #[test]
+    fn pages_of_the_services_list() {
+        let mut list: Vec<Service> = (0..120).map(service).collect();
+        for s in list.iter_mut().skip(100) {
+            s.reported = Some(Reported {
+                kind: "started".into(),
+                message: String::new(),
+                at: 0,
+            });
+        }
+        let list: Vec<ServiceRow> = list.iter().map(ServiceRow::from).collect();
+        let mut seen = Vec::new();
+        for n in 1..=3 {
+            let p = ServicesPage::of(&list, n, None);
+            assert_eq!((p.page, p.pages, p.total, p.matching), (n, 3, 120, 120));
+            seen.extend(p.rows.iter().map(|s| s.id.clone()));
+        }
+        let all: Vec<String> = list.iter().map(|s| s.id.clone()).collect();
+        assert_eq!(seen, all);
+        assert_eq!(ServicesPage::of(&list, 0, None).page, 1);
+        assert_eq!(ServicesPage::of(&list, 99, None).page, 3);
+        let running = ServicesPage::of(&list, 1, Some("running"));
+        assert_eq!((running.matching, running.pages), (20, 1));
+        assert!(running
+            .rows
+            .iter()
+            .all(|s| s.reported.as_ref().is_some_and(|r| r.kind == "started")));
+        assert_eq!(running.counts, [20, 0, 0, 0, 0, 100]);
+        let none = ServicesPage::of(&list, 1, Some("stopped"));
+        assert_eq!((none.matching, none.pages, none.rows.len()), (0, 1, 0));
+
+        let who = Principal {
+            person: "alice".into(),
+            admin: false,
+            via: SignedInBy::Certificate,
+        };
+        let frame = Frame {
+            who: Some(&who),
+            csrf: "t",
+        };
+        let html = services(&frame, &ServicesPage::of(&list, 2, Some("error")), None).into_string();
+        assert!(
+            html.contains("href=\"/portal/services?state=error&amp;page=1\""),
+            "{html}"
+        );
+        assert!(!html.contains("rel=\"next\""), "{html}");
+        assert!(html.contains("51–100 of 100 · page 2 of 2"), "{html}");
+        let first = services(&frame, &ServicesPage::of(&list, 1, None), None).into_string();
+        assert!(
+            first.contains("href=\"/portal/services?page=2\""),
+            "{first}"
+        );
+        assert!(!first.contains("rel=\"prev\""), "{first}");
     }
 }

@@ -9,6 +9,9 @@
 //! become running and its connection parameters appear, stops it, and signs out (her
 //! session then fails on the gateway too). Bob signs in, sees none of it, and Alice's
 //! service's URL answers 404 to him. A POST without the form's CSRF token is refused.
+//! Alice also provides a computer (registered with her certificate, a hostile title):
+//! her servers page lists it, the title as text; Bob's lists nothing. The master group's
+//! page answers Bob 404 and shows the admin the one replica leading.
 //! Screenshots of each page at 375 and 1440 px go to
 //! `$CARGO_TARGET_TMPDIR/portal-screenshots/`.
 
@@ -23,6 +26,7 @@ use slapos_e2e::slapos_bin;
 
 const ALICE_PASSWORD: &str = "alice's long passphrase";
 const BOB_PASSWORD: &str = "bob's own long passphrase";
+const ADMIN_PASSWORD: &str = "the operator's long passphrase";
 const HOSTILE_TITLE: &str = "<script>alert(1)</script>";
 const HTML_PARAMETER: &str = "<b>bold</b> & <i>it</i>";
 
@@ -91,6 +95,49 @@ fn set_password(via: &str, env: &str, person: &str, password: &str) {
     assert!(
         out.status.success(),
         "user password {person}: {}",
+        text(&out)
+    );
+}
+
+/// `slapos user add` for `person` on `gateway` (their certificate and client
+/// configuration under `<root>/<person>`), then `slapos computer register` with it: a
+/// computer of theirs, titled `title`, in `region`.
+fn register_computer(
+    via: &str,
+    env: &str,
+    root: &Path,
+    gateway: &str,
+    person: &str,
+    (id, title, region): (&str, &str, &str),
+) {
+    let out_dir = root.join(person);
+    let mut add = Command::new(slapos_bin());
+    add.args(["user", "add", "--via", via, "--person", person])
+        .args(["--gateway", gateway, "--out"])
+        .arg(&out_dir);
+    for pair in env.split(' ') {
+        let (k, v) = pair.split_once('=').expect("VAR=value");
+        add.env(k, v);
+    }
+    let out = add.output().unwrap();
+    assert!(out.status.success(), "user add {person}: {}", text(&out));
+    let cfg = std::fs::read_to_string(out_dir.join("slapos-client.cfg")).unwrap();
+    let value = |key: &str| {
+        cfg.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key} in {cfg}"))
+            .to_owned()
+    };
+    let out = Command::new(slapos_bin())
+        .args(["computer", "register", "--gateway", gateway])
+        .args(["--ca", &value("master_ca_file")])
+        .args(["--cert", &value("cert_file"), "--key", &value("key_file")])
+        .args(["--id", id, "--title", title, "--region", region])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "computer register {id}: {}",
         text(&out)
     );
 }
@@ -338,6 +385,16 @@ fn a_person_requests_watches_and_stops_a_service_in_a_real_browser() {
         .to_owned();
     set_password(&via, &env, "alice", ALICE_PASSWORD);
     set_password(&via, &env, "bob", BOB_PASSWORD);
+    set_password(&via, &env, "admin", ADMIN_PASSWORD);
+    // Alice provides a computer whose title is hostile (its owner chose it).
+    register_computer(
+        &via,
+        &env,
+        &root,
+        up.urls[0].trim_end_matches('/'),
+        "alice",
+        ("COMP-ALICE", HOSTILE_TITLE, "eu-west"),
+    );
     // Too short: refused before anything is sent.
     let mut short = Command::new(slapos_bin());
     short
@@ -531,6 +588,29 @@ fn a_person_requests_watches_and_stops_a_service_in_a_real_browser() {
         c.goto(&format!("{portal}services")).await.unwrap();
         look(&c, "services").await;
 
+        // Her servers: the computer she provides, its hostile title as text.
+        c.goto(&format!("{portal}servers")).await.unwrap();
+        let servers = c
+            .execute(
+                "const t = document.getElementById('servers');
+                 return t ? [t.textContent, t.querySelectorAll('tbody tr').length,
+                             t.querySelector('.title').textContent,
+                             t.querySelector('.title').children.length,
+                             document.querySelectorAll('main script').length] : [];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(servers[1].as_u64(), Some(1), "{servers}");
+        assert_eq!(servers[2], HOSTILE_TITLE, "{servers}");
+        assert_eq!((servers[3].as_u64(), servers[4].as_u64()), (Some(0), Some(0)), "{servers}");
+        let row = servers[0].as_str().unwrap();
+        assert!(row.contains("COMP-ALICE") && row.contains("eu-west"), "{servers}");
+        assert!(row.contains("never"), "no node called yet: {servers}");
+        look(&c, "servers").await;
+        let (median, max) = server_time(&format!("{portal}servers"), &cookie);
+        eprintln!("server time of {portal}servers: median {median:.1} ms, max {max:.1} ms of 20");
+
         // Sign out: the session is over on the gateway too.
         sign_out(&c).await;
         assert_eq!(curl_status(&format!("{portal}services"), &cookie, &[]), 303);
@@ -547,6 +627,17 @@ fn a_person_requests_watches_and_stops_a_service_in_a_real_browser() {
             .unwrap();
         assert!(main.contains("No service yet."), "{main}");
         assert!(!main.contains(HOSTILE_TITLE), "{main}");
+        // Nor her computer.
+        c.goto(&format!("{portal}servers")).await.unwrap();
+        let main = c
+            .find(Locator::Css("main"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(main.contains("You provide no computer."), "{main}");
+        assert!(!main.contains("COMP-ALICE"), "{main}");
         c.goto(&service_url).await.unwrap();
         let h1 = c
             .find(Locator::Css("h1"))
@@ -566,6 +657,41 @@ fn a_person_requests_watches_and_stops_a_service_in_a_real_browser() {
             404
         );
         look(&c, "not-found").await;
+        // The master group's page is for admins: Bob is told there is no such page,
+        // and his menu has no link to it.
+        assert_eq!(
+            curl_status(
+                &format!("{portal}group"),
+                &format!("slapos_session={}", bob.value()),
+                &[]
+            ),
+            404
+        );
+        c.goto(&format!("{portal}services")).await.unwrap();
+        assert!(c.find(Locator::Css("a[href='/portal/group']")).await.is_err());
+        sign_out(&c).await;
+
+        // The admin sees it: the one replica leads, no warning (timers of a LAN).
+        sign_in(&c, &portal, "admin", ADMIN_PASSWORD).await;
+        click_nav(&c, Locator::Css("a[href='/portal/group']")).await;
+        let group = c
+            .execute(
+                "const m = document.getElementById('members');
+                 return [m.tBodies[0].rows.length,
+                         document.getElementById('group-summary').textContent,
+                         m.tBodies[0].rows[0].textContent,
+                         !!document.getElementById('group-warnings')];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(group[0].as_u64(), Some(1), "{group}");
+        let summary = group[1].as_str().unwrap();
+        assert!(summary.contains("Leaderreplica "), "{group}");
+        assert!(summary.contains("heartbeat"), "{group}");
+        assert!(group[2].as_str().unwrap().contains("leader"), "{group}");
+        assert_eq!(group[3], false, "{group}");
+        look(&c, "group").await;
         sign_out(&c).await;
 
         // Alice destroys what she made (confirmed on its own page).

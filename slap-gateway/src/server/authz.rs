@@ -11,8 +11,9 @@
 //!
 //! The portal (`slapos-portal`, mounted at `/portal/`) follows the same table: its
 //! requests are `Op::RequestInstance` as the person ([`check_op`]), its reads are the
-//! person's own ([`portal_reader`]), and a person sets their own password
-//! (`Op::SetPassword` with `by` = themselves).
+//! person's own ([`portal_reader`]), a person sets their own password
+//! (`Op::SetPassword` with `by` = themselves), and only an admin sees the master group's
+//! status ([`portal_operator`]).
 //!
 //! Everything else is 403 with the reason, and nothing reaches the master. Product lookups
 //! and `getHateoasUrl` are open to any authenticated caller.
@@ -247,8 +248,9 @@ fn write_rule(identity: &Identity, op: &Op) -> Result<Needs, String> {
 }
 
 /// The portal's reads (`slapos-portal`, `server/portal.rs`): a person reads their own
-/// trees and the releases offered to them, and nobody else's: the owner of what is read
-/// is always the caller, never a name from the request. Others are refused.
+/// trees, the computers they provide and the releases offered to them, and nobody
+/// else's: the owner of what is read is always the caller, never a name from the
+/// request. Others are refused.
 pub fn portal_reader(caller: &Caller) -> Result<&str, String> {
     match caller.person() {
         Some(p) => Ok(p),
@@ -256,6 +258,20 @@ pub fn portal_reader(caller: &Caller) -> Result<&str, String> {
             "{} may not use the portal: persons only",
             caller.identity().common_name()
         )),
+    }
+}
+
+/// The portal's group page (the master group's members, lag, round trips and timers,
+/// as `slapos cluster status` shows them): for an admin only. A person who is not one is
+/// refused (and the portal shows them no such page).
+pub fn portal_operator(caller: &Caller) -> Result<(), String> {
+    if caller.is_admin() && caller.person().is_some() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} may not see the master group: admins only",
+            caller.identity().common_name()
+        ))
     }
 }
 
@@ -646,5 +662,16 @@ mod tests {
         ] {
             assert!(check_jsonrpc(&as_(other), &mut list()).is_err());
         }
+    }
+
+    #[test]
+    fn only_an_admin_sees_the_master_group() {
+        let alice = as_(Identity::Person("alice".into()));
+        assert!(portal_operator(&alice).is_err());
+        assert!(portal_operator(&as_(Identity::Computer("COMP-1".into()))).is_err());
+        let mut root = as_(Identity::Person("root".into()));
+        let Caller::Identity { admin, .. } = &mut root;
+        *admin = true;
+        assert!(portal_operator(&root).is_ok());
     }
 }

@@ -338,6 +338,15 @@ impl Masters {
         Self::state(self.read_entries(&query, false).await?)
     }
 
+    /// The roots of `owner`'s trees alone (no member, host or computer): the portal's
+    /// services list. Bounded-staleness, as [`Self::read_trees`].
+    pub async fn read_roots(&self, owner: &str) -> Result<State, MasterError> {
+        let query = MasterQuery::Roots {
+            owner: owner.to_string(),
+        };
+        Self::state(self.read_entries(&query, false).await?)
+    }
+
     /// A person's portal password hash and admin flag (linearizable: a password just
     /// changed is the one checked).
     pub async fn read_person(&self, person: &str) -> Result<State, MasterError> {
@@ -367,6 +376,15 @@ impl Masters {
     pub async fn read_catalog(&self, person: &str) -> Result<State, MasterError> {
         let query = MasterQuery::Catalog {
             person: person.to_string(),
+        };
+        Self::state(self.read_entries(&query, false).await?)
+    }
+
+    /// The computers `owner` provides, with their partitions and software rows: the
+    /// portal's servers page (bounded staleness, as the list of a person's trees).
+    pub async fn read_computers(&self, owner: &str) -> Result<State, MasterError> {
+        let query = MasterQuery::Computers {
+            owner: owner.to_string(),
         };
         Self::state(self.read_entries(&query, false).await?)
     }
@@ -470,6 +488,15 @@ impl Masters {
             .filter(|m| m.role == "voter" && !m.gateway_url.is_empty())
             .map(|m| m.gateway_url)
             .collect())
+    }
+
+    /// The group as an operator sees it (`master_client::status`, what `slapos cluster
+    /// status` shows): from the reader's replicas, then the leader, then each member.
+    pub async fn group_status(&self) -> Result<master_client::status::GroupStatus, MasterError> {
+        let client = Self::client(&self.reader)?;
+        master_client::status::group_status(client)
+            .await
+            .map_err(from_client)
     }
 
     /// A client of the replicas for following their `WatchViews` stream: the reader's

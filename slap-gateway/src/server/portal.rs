@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use slapos_domain::{
-    DomainError, Identity, InstanceId, Op, ParamValue, Reply, Requester, State, StatusKind,
-    Timestamp,
+    DomainError, Identity, InstanceId, Op, ParamValue, Reply, Requester, SoftwareReport,
+    SoftwareState, State, StatusKind, Timestamp,
 };
 use slapos_portal::{
-    Backend, BackendError, Member, Offer, Principal, Reported, Service, ServiceRequest,
-    SessionInfo, SignedInBy,
+    Backend, BackendError, GroupStatus, Installed, Member, Offer, Principal, Reported, Server,
+    Service, ServiceRequest, ServiceRow, SessionInfo, SignedInBy,
 };
 
 use super::app::App;
@@ -206,18 +206,27 @@ impl Backend for PortalBackend {
         .map(|_| ())
     }
 
-    async fn services(&self, who: &Principal) -> Result<Vec<Service>, BackendError> {
+    async fn services(&self, who: &Principal) -> Result<Vec<ServiceRow>, BackendError> {
         let caller = caller_of(who);
         let owner = authz::portal_reader(&caller).map_err(BackendError::Forbidden)?;
+        // The roots alone (`Query::Roots`): the list shows no member, parameter or
+        // placement, so neither the trees' other members nor their computers are read.
         let state = self
             .app
             .masters
-            .read_trees(owner, None)
+            .read_roots(owner)
             .await
             .map_err(from_master)?;
         Ok(state
             .roots_of(owner)
-            .filter_map(|(_, id)| service_of(&state, id))
+            .filter_map(|(_, id)| state.instance(id))
+            .map(|root| ServiceRow {
+                id: root.id.to_string(),
+                title: root.title.clone(),
+                software_release: root.software_release.clone(),
+                requested_state: root.own_state.as_str().to_owned(),
+                reported: reported(root),
+            })
             .collect())
     }
 
@@ -258,6 +267,60 @@ impl Backend for PortalBackend {
                 computers: computers.len(),
             })
             .collect())
+    }
+
+    async fn servers(&self, who: &Principal) -> Result<Vec<Server>, BackendError> {
+        let caller = caller_of(who);
+        // The table's portal reader: the owner read is the caller, never a name from
+        // the request, so a person sees only the computers registered as theirs.
+        let owner = authz::portal_reader(&caller).map_err(BackendError::Forbidden)?;
+        let state = self
+            .app
+            .masters
+            .read_computers(owner)
+            .await
+            .map_err(from_master)?;
+        Ok(state
+            .computers()
+            .filter(|c| c.owner == owner)
+            .filter_map(|c| state.computer_view(&c.id).ok())
+            .map(|v| Server {
+                id: v.computer.id.clone(),
+                title: v.computer.title.clone(),
+                region: v.computer.region.clone(),
+                partitions: v.computer.partitions.len(),
+                used: v
+                    .computer
+                    .partitions
+                    .iter()
+                    .filter(|p| p.instance.is_some())
+                    .count(),
+                releases: v
+                    .software
+                    .iter()
+                    .map(|s| Installed {
+                        url: s.url.to_owned(),
+                        requested: match s.installation.requested {
+                            SoftwareState::Available => "available",
+                            SoftwareState::Destroyed => "destroyed",
+                        }
+                        .to_owned(),
+                        reported: s.installation.reported.as_ref().map(|r| match r {
+                            SoftwareReport::Building => "building".to_owned(),
+                            SoftwareReport::Available => "available".to_owned(),
+                            SoftwareReport::Error(e) => format!("error: {e}"),
+                            SoftwareReport::Destroyed => "destroyed".to_owned(),
+                        }),
+                    })
+                    .collect(),
+                last_contact: v.computer.last_contact.map(secs),
+            })
+            .collect())
+    }
+
+    async fn group(&self, who: &Principal) -> Result<GroupStatus, BackendError> {
+        authz::portal_operator(&caller_of(who)).map_err(BackendError::Forbidden)?;
+        self.app.masters.group_status().await.map_err(from_master)
     }
 
     async fn parameter_schema(
