@@ -91,7 +91,9 @@ fn computer(i: usize) -> String {
     format!("COMP-{i:06}")
 }
 
-fn format_op(c: &str, partitions: usize) -> Op {
+/// Formats computer `c` with `partitions` partitions, one IPv4 address each (the same
+/// addresses on every computer, as private addresses of partitions may be).
+pub(crate) fn format_op(c: &str, partitions: usize) -> Op {
     Op::FormatComputer {
         computer: c.to_owned(),
         spec: ComputerSpec {

@@ -26,7 +26,8 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::local::{self, median, percentile, version, Proc};
+pub use crate::local::LocalBenchError;
+use crate::local::{self, io, median, percentile, port, version, Proc};
 
 /// The site's name (SNI and `Host`), in the sites file and nginx's `server_name`.
 const HOST: &str = "bench.example.test";
@@ -52,28 +53,8 @@ pub struct FrontendBenchOptions {
     pub body_bytes: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum FrontendBenchError {
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("certificates: {0}")]
-    Certificates(String),
-    #[error("{0} did not start listening within 20 s (see its log in the bench directory)")]
-    NotListening(String),
-    #[error("{path}: {what}")]
-    Answer { path: String, what: String },
-    #[error("no free port: {0}")]
-    Port(String),
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FrontendBenchError {
-    let what = what.into();
-    move |source| FrontendBenchError::Io { what, source }
-}
+/// What stops the frontend bench.
+pub type FrontendBenchError = LocalBenchError;
 
 /// One request measure (medians over the rounds).
 #[derive(Debug, Clone, Serialize)]
@@ -122,21 +103,14 @@ struct Target {
     tls: Option<TlsConnector>,
 }
 
-fn port() -> Result<u16, FrontendBenchError> {
-    slapos_harness::free_port().map_err(|e| FrontendBenchError::Port(e.to_string()))
-}
-
 async fn started(
     cmd: Command,
     dir: &Path,
     name: &str,
     addr: &str,
 ) -> Result<Proc, FrontendBenchError> {
-    let proc =
-        local::spawn(cmd, &dir.join(format!("{name}.log"))).map_err(io(format!("start {name}")))?;
-    if !local::listening(addr).await {
-        return Err(FrontendBenchError::NotListening(name.into()));
-    }
+    let proc = local::spawn(cmd, &dir.join(format!("{name}.log")), name)?;
+    local::wait_listening(addr, name).await?;
     Ok(proc)
 }
 
@@ -282,8 +256,9 @@ async fn connect(t: &Target) -> Result<SendRequest<Empty<Bytes>>, FrontendBenchE
         .map_err(io(format!("connect to {}", t.name)))?;
     let _ = tcp.set_nodelay(true);
     let handshake = |e: hyper::Error| FrontendBenchError::Answer {
-        path: t.name.clone(),
-        what: format!("HTTP handshake: {e}"),
+        peer: t.name.clone(),
+        request: "an HTTP/1.1 connection".into(),
+        answer: e.to_string(),
     };
     match &t.tls {
         None => {
@@ -315,9 +290,10 @@ async fn get(
     sender: &mut SendRequest<Empty<Bytes>>,
     len: usize,
 ) -> Result<(), FrontendBenchError> {
-    let bad = |what: String| FrontendBenchError::Answer {
-        path: t.name.clone(),
-        what,
+    let bad = |answer: String| FrontendBenchError::Answer {
+        peer: t.name.clone(),
+        request: format!("GET {PATH}"),
+        answer,
     };
     let request = Request::get(PATH)
         .header(hyper::header::HOST, HOST)
@@ -340,7 +316,7 @@ async fn get(
         .map_err(|e| bad(e.to_string()))?
         .to_bytes();
     if status != hyper::StatusCode::OK || body.len() != len {
-        return Err(bad(format!("answered {status} with {} bytes", body.len())));
+        return Err(bad(format!("{status} with {} bytes", body.len())));
     }
     Ok(())
 }

@@ -39,7 +39,7 @@ pub mod backup;
 pub mod fleet;
 pub mod frontend;
 pub mod limits;
-mod local;
+pub mod local;
 pub mod node;
 pub mod portal;
 pub mod raft;

@@ -8,6 +8,41 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpStream;
 
+/// What stops a side-by-side bench (`tunnel`, `frontend`).
+#[derive(Debug, thiserror::Error)]
+pub enum LocalBenchError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("certificates: {0}")]
+    Certificates(String),
+    #[error("{0} did not start listening within 20 s (see its log in the bench directory)")]
+    NotListening(String),
+    /// A server answered what the bench did not ask for (`peer`: memcached, a path).
+    #[error("{peer} answered {answer:?} to {request}")]
+    Answer {
+        peer: String,
+        request: String,
+        answer: String,
+    },
+    #[error("no free port: {0}")]
+    Port(String),
+}
+
+/// An I/O error, with what the bench was doing.
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalBenchError {
+    let what = what.into();
+    move |source| LocalBenchError::Io { what, source }
+}
+
+/// A free TCP port of this machine.
+pub(crate) fn port() -> Result<u16, LocalBenchError> {
+    slapos_harness::free_port().map_err(|e| LocalBenchError::Port(e.to_string()))
+}
+
 /// A process of the bench, stopped and reaped when dropped: SIGTERM first, so that a
 /// server with processes of its own (nginx's master and its workers) stops them all,
 /// then SIGKILL if it has not exited within 5 s.
@@ -34,27 +69,28 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `cmd` with its standard error in `log` (created).
-pub(crate) fn spawn(mut cmd: Command, log: &Path) -> std::io::Result<Proc> {
-    let file = std::fs::File::create(log)?;
+/// Starts `cmd` (`what`) with its standard error in `log` (created).
+pub(crate) fn spawn(mut cmd: Command, log: &Path, what: &str) -> Result<Proc, LocalBenchError> {
+    let file = std::fs::File::create(log).map_err(io(format!("create {}", log.display())))?;
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(file)
-        .spawn()?;
+        .spawn()
+        .map_err(io(format!("start {what}")))?;
     Ok(Proc { child })
 }
 
-/// Whether `addr` accepts a TCP connection within 20 s.
-pub(crate) async fn listening(addr: &str) -> bool {
+/// Waits until `addr` (`what`) accepts a TCP connection, for at most 20 s.
+pub(crate) async fn wait_listening(addr: &str, what: &str) -> Result<(), LocalBenchError> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(addr).await.is_err() {
         if Instant::now() > deadline {
-            return false;
+            return Err(LocalBenchError::NotListening(what.into()));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    true
+    Ok(())
 }
 
 /// The first line of `program arg`'s output that has a digit (its version), or "".

@@ -24,10 +24,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use master_client::MasterClient;
 use serde::Serialize;
-use slapos_domain::{
-    AddressSpec, ComputerSpec, Op, PartitionSpec, Placement, Query, Requester, SoftwareReport,
-    State, StatusKind,
-};
+use slapos_domain::{Op, Placement, Query, Requester, SoftwareReport, State, StatusKind};
 use slapos_harness::{HarnessError, ProcessCluster};
 use slapos_proto::rpc::master::Consistency;
 
@@ -133,28 +130,6 @@ fn register_op(i: usize) -> Op {
         region: Some(format!("region-{}", i % 5)),
         network: None,
         attributes: BTreeMap::new(),
-    }
-}
-
-fn format_op(i: usize, partitions: usize) -> Op {
-    Op::FormatComputer {
-        computer: computer(i),
-        spec: ComputerSpec {
-            address: None,
-            netmask: None,
-            partitions: (0..partitions)
-                .map(|p| PartitionSpec {
-                    id: format!("slappart{p}"),
-                    tap: None,
-                    addresses: vec![AddressSpec {
-                        addr: format!("10.{}.{}.{}", i % 250, (i / 250) % 250, 1 + p % 250),
-                        netmask: "255.255.255.0".into(),
-                        gateway: None,
-                        network: None,
-                    }],
-                })
-                .collect(),
-        },
     }
 }
 
@@ -403,7 +378,7 @@ pub async fn run_portal_bench(
     )
     .await?;
     let formats = (0..computers)
-        .map(|i| format_op(i, opts.partitions))
+        .map(|i| crate::backup::format_op(&computer(i), opts.partitions))
         .collect();
     fill(&client, formats, w, "format").await?;
     // Supplied, then reported installed (in two rounds: the writers are concurrent).

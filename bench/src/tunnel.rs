@@ -17,7 +17,8 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::local::{self, median, percentile, version, Proc};
+pub use crate::local::LocalBenchError;
+use crate::local::{self, io, median, percentile, port, spawn, version, wait_listening, Proc};
 
 /// The tunnel bench's options.
 #[derive(Debug, Clone)]
@@ -40,28 +41,8 @@ pub struct TunnelBenchOptions {
     pub keys: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TunnelBenchError {
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("certificates: {0}")]
-    Certificates(String),
-    #[error("{0} did not start listening within 20 s (see its log in the bench directory)")]
-    NotListening(String),
-    #[error("memcached answered {answer:?} to {request}")]
-    Protocol { request: String, answer: String },
-    #[error("no free port: {0}")]
-    Port(String),
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TunnelBenchError {
-    let what = what.into();
-    move |source| TunnelBenchError::Io { what, source }
-}
+/// What stops the tunnel bench.
+pub type TunnelBenchError = LocalBenchError;
 
 /// One small-value measure (medians over the rounds).
 #[derive(Debug, Clone, Serialize)]
@@ -102,22 +83,6 @@ impl TunnelBenchReport {
     pub fn path(&self, path: &str) -> Option<&PathFigures> {
         self.paths.iter().find(|p| p.path == path)
     }
-}
-
-fn spawn(cmd: Command, log: &Path, what: &str) -> Result<Proc, TunnelBenchError> {
-    local::spawn(cmd, log).map_err(io(format!("start {what}")))
-}
-
-async fn wait_listening(addr: &str, what: &str) -> Result<(), TunnelBenchError> {
-    if local::listening(addr).await {
-        Ok(())
-    } else {
-        Err(TunnelBenchError::NotListening(what.into()))
-    }
-}
-
-fn port() -> Result<u16, TunnelBenchError> {
-    slapos_harness::free_port().map_err(|e| TunnelBenchError::Port(e.to_string()))
 }
 
 /// A CA and the server's and client's pairs, as PEM files in `dir`: (ca, server cert,
@@ -308,7 +273,8 @@ impl Conn {
             .map_err(io("read an answer"))?;
         if !self.buf.ends_with(end) {
             let shown = String::from_utf8_lossy(&self.buf[..self.buf.len().min(80)]).into_owned();
-            return Err(TunnelBenchError::Protocol {
+            return Err(TunnelBenchError::Answer {
+                peer: "memcached".into(),
                 request: String::from_utf8_lossy(&request[..request.len().min(40)]).into_owned(),
                 answer: shown,
             });
