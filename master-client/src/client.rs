@@ -549,10 +549,14 @@ impl MasterClient {
     pub async fn watch_views(
         &mut self,
         after_index: u64,
+        group: &str,
     ) -> Result<(String, tonic::Streaming<ViewsChanged>), ClientError> {
         let addr = self.pick()?;
         let mut c = self.grpc(&addr)?;
-        let mut r = tonic::Request::new(WatchViewsRequest { after_index });
+        let mut r = tonic::Request::new(WatchViewsRequest {
+            after_index,
+            group: group.to_owned(),
+        });
         if self.forwarded {
             r.metadata_mut()
                 .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));

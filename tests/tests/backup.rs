@@ -590,3 +590,39 @@ async fn scheduled_backups_are_uploaded_to_an_https_place() {
         String::from_utf8_lossy(&fresh.stderr)
     );
 }
+
+/// A gateway follows its replica's stream of changed node views (what wakes the nodes'
+/// held long polls) from the last index it was told. A group restored from a backup
+/// under the same addresses has its own, lower indexes: a watcher of another group gets
+/// a reset at this group's index at once (every held poll looks again), where a watcher
+/// of this group from ahead of it (another replica's index) waits for it to catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_of_another_groups_history_is_reset_at_once() {
+    let cluster = Cluster::start("views-group", 1, Settings::default()).await;
+    cluster.wait_leader().await;
+    let addr = cluster.harness().api_addrs()[0].clone();
+    let far = 1_000_000;
+    let (_, mut other) = master_client::MasterClient::new([addr.clone()])
+        .watch_views(far, "a-group-before-the-restore")
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("watch: {e}")));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), other.message())
+        .await
+        .unwrap_or_else(|_| cluster.fail("no answer to a watcher of another group"))
+        .unwrap_or_else(|e| cluster.fail(&format!("stream: {e}")))
+        .unwrap_or_else(|| cluster.fail("stream ended"));
+    assert!(first.reset, "every view may have changed: {first:?}");
+    assert!(first.index < far, "{first:?}");
+    assert!(
+        !first.group.is_empty() && first.group != "a-group-before-the-restore",
+        "the replica names its own group: {first:?}"
+    );
+    // The same group's watcher from ahead (it followed a replica further on) is told
+    // nothing until this replica passes its index.
+    let (_, mut same) = master_client::MasterClient::new([addr])
+        .watch_views(far, &first.group)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("watch: {e}")));
+    let silent = tokio::time::timeout(std::time::Duration::from_secs(2), same.message()).await;
+    assert!(silent.is_err(), "nothing before index {far}: {silent:?}");
+}

@@ -112,7 +112,7 @@ async fn a_replica_whose_disk_fills_stops_and_comes_back() {
         .expect("replica 3's API")
         .to_string();
     let (_, held_watch) = MasterClient::new([api3])
-        .watch_views(0)
+        .watch_views(0, "")
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("watch on replica 3: {e}")));
 

@@ -189,8 +189,17 @@ impl MasterService {
         &self,
         request: Request<WatchViewsRequest>,
     ) -> tokio::sync::mpsc::Receiver<Result<ViewsChanged, Status>> {
-        let after = request.into_inner().after_index;
+        let request = request.into_inner();
         let state = self.state.clone();
+        let group = crate::network::group_of(&state).unwrap_or_default();
+        // An index of another group's history (this group was restored from a backup
+        // under the same addresses) says nothing of this one: start over, with a reset.
+        let other_history = !request.group.is_empty() && request.group != group;
+        let after = if other_history {
+            0
+        } else {
+            request.after_index
+        };
         let mut applied = state.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         self.metrics.view_watchers(1);
@@ -206,18 +215,21 @@ impl MasterService {
                         None => ViewsChanged {
                             index: applied,
                             computers: Vec::new(),
-                            reset: false,
+                            reset: other_history,
+                            group: group.clone(),
                         },
                         Some(after) => match m.views().changed_since(after, applied) {
                             crate::sm::Changed::Computers { index, computers } => ViewsChanged {
                                 index,
                                 computers,
                                 reset: false,
+                                group: group.clone(),
                             },
                             crate::sm::Changed::Reset { index } => ViewsChanged {
                                 index,
                                 computers: Vec::new(),
                                 reset: true,
+                                group: group.clone(),
                             },
                         },
                     }

@@ -21,10 +21,12 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 pub async fn follow(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
     let mut client = app.masters.view_client();
     let mut backoff = RECONNECT_MIN;
+    // The group whose history `followed` counts in (empty until a replica said).
+    let mut group = String::new();
     loop {
         let after = app.views.followed.load(Ordering::Acquire);
         let opened = tokio::select! {
-            o = client.watch_views(after) => o,
+            o = client.watch_views(after, &group) => o,
             _ = stopped.wait_for(|s| *s) => return,
         };
         match opened {
@@ -42,6 +44,17 @@ pub async fn follow(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
                         Ok(Some(m)) => {
                             backoff = RECONNECT_MIN;
                             app.metrics.views_changed(m.computers.len(), m.reset);
+                            if !m.group.is_empty() && m.group != group {
+                                if !group.is_empty() {
+                                    // A new group (restored from a backup) under the
+                                    // same addresses: its indexes are its own, maybe
+                                    // below ours. Everyone looks again, and we follow
+                                    // from its index.
+                                    tracing::info!(from = %group, to = %m.group, index = m.index, "the node views now follow another group");
+                                    app.views.restart(m.index);
+                                }
+                                group = m.group.clone();
+                            }
                             app.views.changed(m.index, &m.computers, m.reset || first);
                             first = false;
                         }

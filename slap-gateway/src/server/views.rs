@@ -127,6 +127,14 @@ impl Views {
         self.followed.fetch_max(index, Ordering::AcqRel);
     }
 
+    /// Follows another history from `index` (a group restored from a backup under the
+    /// same addresses, whose indexes may be below those followed so far), waking every
+    /// held request.
+    pub fn restart(&self, index: u64) {
+        self.followed.store(index, Ordering::Release);
+        self.everything.send_replace(index);
+    }
+
     /// Answers every held request now (304), so that nodes read the new list of the
     /// group's gateways.
     pub fn gateways_changed(&self) {
