@@ -44,6 +44,7 @@ pub async fn follow(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
                         Ok(Some(m)) => {
                             backoff = RECONNECT_MIN;
                             app.metrics.views_changed(m.computers.len(), m.reset);
+                            let mut restarted = false;
                             if !m.group.is_empty() && m.group != group {
                                 if !group.is_empty() {
                                     // A new group (restored from a backup) under the
@@ -52,10 +53,12 @@ pub async fn follow(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
                                     // from its index.
                                     tracing::info!(from = %group, to = %m.group, index = m.index, "the node views now follow another group");
                                     app.views.restart(m.index);
+                                    restarted = true;
                                 }
                                 group = m.group.clone();
                             }
-                            app.views.changed(m.index, &m.computers, m.reset || first);
+                            app.views
+                                .changed(m.index, &m.computers, m.reset || first || restarted);
                             first = false;
                         }
                         Ok(None) => {

@@ -128,11 +128,10 @@ impl Views {
     }
 
     /// Follows another history from `index` (a group restored from a backup under the
-    /// same addresses, whose indexes may be below those followed so far), waking every
-    /// held request.
+    /// same addresses, whose indexes may be below those followed so far); the caller
+    /// wakes every held request with a reset.
     pub fn restart(&self, index: u64) {
         self.followed.store(index, Ordering::Release);
-        self.everything.send_replace(index);
     }
 
     /// Answers every held request now (304), so that nodes read the new list of the
