@@ -77,6 +77,15 @@ pub enum OperatorError {
     /// what to do about it.
     #[error("{0}")]
     Precondition(String),
+    /// A process `slapos up` started exited while a step waited on it: its exit status,
+    /// its log and the log's last lines.
+    #[error("{name} exited ({status}) while the cluster started; the end of {}:\n{tail}", log.display())]
+    Exited {
+        name: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
     /// What a step waits for did not happen in time.
     #[error("{0}")]
     Timeout(String),

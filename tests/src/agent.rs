@@ -257,6 +257,29 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The last lines of every log in a cluster's directory (what a failed start left).
+fn log_tails(cluster: &Path) -> String {
+    let mut out = String::new();
+    let Ok(entries) = std::fs::read_dir(cluster) else {
+        return out;
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out += &format!(
+            "--- {} (last 15 lines)\n{}\n",
+            log.display(),
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        );
+    }
+    out
+}
+
 /// SIGKILL.
 pub fn kill9(pid: u32) {
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
@@ -336,15 +359,26 @@ impl Up {
             .expect("slapos up");
         let json = cluster.join("cluster.json");
         let mut child = child;
-        wait_for("cluster.json", timeout, || {
+        let deadline = Instant::now() + timeout;
+        while !json.exists() {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
                     "slapos up exited ({status}): {}",
                     std::fs::read_to_string(dir.join("up.err")).unwrap_or_default()
                 );
             }
-            json.exists()
-        });
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "slapos up wrote no cluster.json within {timeout:?}; it said:\n{}\n{}\n{}",
+                    std::fs::read_to_string(dir.join("up.log")).unwrap_or_default(),
+                    std::fs::read_to_string(dir.join("up.err")).unwrap_or_default(),
+                    log_tails(&cluster)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         let urls = c["gateway_urls"]
             .as_array()
@@ -655,14 +689,11 @@ impl Drop for TlsGateway {
 }
 
 /// The first of three consecutive ports free on loopback now (Raft, API, gateway of one
-/// replica: the nodes' partitions share loopback here).
+/// replica: the nodes' partitions share loopback here), below the ephemeral range as
+/// every port the harness picks.
 pub fn three_ports() -> u16 {
     loop {
-        let first = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let first = slapos_harness::free_port().expect("a free port");
         let held: Vec<_> = (0..3u16)
             .filter_map(|k| first.checked_add(k))
             .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())

@@ -758,3 +758,45 @@ fn terminate(up: &mut std::process::Child, within: Duration) {
     };
     assert!(status.success(), "{status}");
 }
+
+/// A replica that cannot start (its port taken by another program) makes `slapos up` fail
+/// at once, naming the replica and what its log said, instead of waiting out the join's
+/// deadline; nothing it started stays behind.
+#[test]
+fn up_fails_at_once_naming_a_replica_that_could_not_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Twelve consecutive ports: replica 2's Raft port (base + 4) is held by this test.
+    let (base, _held) = (0..200)
+        .find_map(|_| {
+            let base = slapos_harness::free_port().ok()?;
+            let held = std::net::TcpListener::bind(("127.0.0.1", base + 4)).ok()?;
+            (0..12u16)
+                .filter(|k| *k != 4)
+                .all(|k| std::net::TcpListener::bind(("127.0.0.1", base + k)).is_ok())
+                .then_some((base, held))
+        })
+        .expect("twelve free ports");
+    let out = Command::new(slapos_bin())
+        .args(["up", "--insecure", "--replicas", "3", "--nodes", "0"])
+        .args(["--base-port", &base.to_string(), "--dir"])
+        .arg(dir.path().join("c"))
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run slapos up");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // The replica's own exit, not the join's deadline (60 s), ended the start.
+    assert!(err.contains("replica 2 exited"), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{}", base + 4)),
+        "{err}"
+    );
+    let c = dir.path().join("c");
+    assert!(!c.join("cluster.json").exists());
+    for port in [base, base + 1, base + 5] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} still taken: a process of the failed start stayed"
+        );
+    }
+}

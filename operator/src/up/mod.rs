@@ -17,6 +17,7 @@
 mod dirs;
 mod nodes;
 pub mod plan;
+mod ports;
 mod processes;
 mod tls;
 
@@ -33,11 +34,11 @@ use crate::replicas::{Added, Ports};
 use master_client::MasterClient;
 use master_replica::node::ReplicaConfig;
 use nodes::{format_nodes, run_checked, spawn_daemon, teardown, NodesPlan};
+use ports::consecutive_unused_ports;
 use processes::{spawn, Children};
 use serde::Serialize;
 use slap_gateway::server::GatewayConfig;
 use slapos_proto::rpc::master::AddReplicaRequest;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -196,30 +197,6 @@ fn port(base: Option<u16>, offset: u16) -> Result<u16, OperatorError> {
     }
 }
 
-/// The first of `n` consecutive ports free on loopback now.
-fn consecutive_unused_ports(n: u16) -> Result<u16, OperatorError> {
-    let bind_error = |e| OperatorError::Spawn {
-        program: "a listener on 127.0.0.1".into(),
-        source: e,
-    };
-    for _ in 0..100 {
-        let first = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(bind_error)?
-            .port();
-        let held: Vec<_> = (0..n)
-            .map_while(|k| first.checked_add(k))
-            .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if held.len() == n as usize {
-            return Ok(first);
-        }
-    }
-    Err(OperatorError::Precondition(format!(
-        "no {n} consecutive free ports on loopback"
-    )))
-}
-
 impl LocalCluster {
     /// Starts the cluster and describes it in `<dir>/cluster.json`; returns then, its
     /// processes running. Steps and warnings go to `progress`. Dropping this future
@@ -318,41 +295,51 @@ impl LocalCluster {
                 id: config.id,
                 pid: child.id(),
                 config: path.clone(),
-                log,
+                log: log.clone(),
                 data_dir: Some(config.data_dir.clone()),
                 raft_addr: Some(config.raft_addr.clone()),
                 api_addr: Some(config.api_addr.clone()),
                 metrics_addr: config.metrics_addr.clone(),
                 url: None,
             });
-            made.children.push(format!("replica {}", config.id), child);
+            made.children
+                .push(format!("replica {}", config.id), child, &log);
         }
         let api_addrs: Vec<String> = replicas.iter().map(|(c, _)| c.api_addr.clone()).collect();
         let mut client =
             MasterClient::single(&replicas[0].0.api_addr).with_deadline(Duration::from_secs(60));
         client.call_timeout = Duration::from_secs(50);
-        client
-            .status()
+        // Each step fails at once when a replica exits meanwhile (a port taken between
+        // the choice and the bind, a data directory it cannot open), with its log's end.
+        made.children
+            .while_running(async { client.status().await.map_err(OperatorError::from) })
             .await
             .context("the first replica does not answer")?;
         for (config, _) in replicas.iter().skip(1) {
             let node = config.node_info();
-            client
-                .add_replica(&AddReplicaRequest {
-                    id: config.id,
-                    raft_addr: node.raft_addr,
-                    api_addr: node.api_addr,
-                    region: node.region,
-                    hosted_by: node.hosted_by,
-                    gateway_url: node.gateway_url,
-                    voter: true,
+            let request = AddReplicaRequest {
+                id: config.id,
+                raft_addr: node.raft_addr,
+                api_addr: node.api_addr,
+                region: node.region,
+                hosted_by: node.hosted_by,
+                gateway_url: node.gateway_url,
+                voter: true,
+            };
+            made.children
+                .while_running(async {
+                    client
+                        .add_replica(&request)
+                        .await
+                        .map_err(OperatorError::from)
                 })
                 .await
                 .with_context(|| format!("replica {} could not join", config.id))?;
         }
         if tls.is_none() {
             // the local cluster's one person operates it: they may close periods
-            crate::authority::set_admin(api_addrs.clone(), "user", true)
+            made.children
+                .while_running(crate::authority::set_admin(api_addrs.clone(), "user", true))
                 .await
                 .context("granting the admin's rights")?;
         }
@@ -392,14 +379,15 @@ impl LocalCluster {
                 id: config.id,
                 pid: child.id(),
                 config: path,
-                log,
+                log: log.clone(),
                 data_dir: None,
                 raft_addr: None,
                 api_addr: None,
                 metrics_addr: None,
                 url: Some(url.clone()),
             });
-            made.children.push(format!("gateway {}", config.id), child);
+            made.children
+                .push(format!("gateway {}", config.id), child, &log);
             urls.push(url);
         }
         // Wait until every gateway answers.
@@ -409,15 +397,20 @@ impl LocalCluster {
                 .trim_start_matches("http://")
                 .trim_end_matches('/');
             let deadline = Instant::now() + Duration::from_secs(20);
-            while tokio::net::TcpStream::connect(addr).await.is_err() {
-                if Instant::now() > deadline {
-                    return Err(OperatorError::Timeout(format!(
-                        "the gateway at {url} did not start; see its log in {}",
-                        dir.display()
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            made.children
+                .while_running(async {
+                    while tokio::net::TcpStream::connect(addr).await.is_err() {
+                        if Instant::now() > deadline {
+                            return Err(OperatorError::Timeout(format!(
+                                "the gateway at {url} did not start; see its log in {}",
+                                dir.display()
+                            )));
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Ok(())
+                })
+                .await?;
         }
 
         // Node agents, the sample release and its instance.
@@ -451,7 +444,7 @@ impl LocalCluster {
                 url: None,
             });
             made.children
-                .push(format!("node {}", node.computer_id), child);
+                .push(format!("node {}", node.computer_id), child, &node.log);
         }
         let mut hosted = Vec::new();
         let (mut urls, mut api_addrs) = (urls, api_addrs);
@@ -501,7 +494,7 @@ impl LocalCluster {
                         p.pid = child.id();
                     }
                 }
-                made.children.push(name, child);
+                made.children.push(name, child, &node.log);
             }
             for name in ["gateway 1", "replica 1"] {
                 made.children.stop_named(name);

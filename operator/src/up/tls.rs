@@ -73,11 +73,11 @@ pub(crate) async fn bootstrap_tls(
     seed.push(
         "replica 1 (bootstrap)",
         spawn(bin, &["master", "run", "--config"], first_path, &log)?,
+        &log,
     );
     let via = vec![first.api_addr.clone()];
     let mut client = MasterClient::single(&first.api_addr).with_deadline(Duration::from_secs(30));
-    client
-        .status()
+    seed.while_running(async { client.status().await.map_err(OperatorError::from) })
         .await
         .context("the first replica does not answer")?;
     let ca = out.join("ca.pem");
