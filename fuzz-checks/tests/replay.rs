@@ -177,3 +177,27 @@ fn every_target_has_seeds() {
         );
     }
 }
+
+/// The snapshot seeds taken from a real state reach what they are there for: the pairs
+/// decode and rebuild a state (so `raft_snapshot` exercises every persisted value's
+/// binary decoder, not only the container), and the binary peer seeds decode.
+#[test]
+fn state_and_binary_seeds_reach_the_decoders_behind_the_container() -> Result<()> {
+    let data = std::fs::read(fuzz_dir().join("seeds/raft_snapshot/state-53"))?;
+    let mut bytes = data.clone();
+    bytes.extend_from_slice(&raft_store::snapshot::crc32c(&data).to_be_bytes());
+    let decoded = raft_store::snapshot::decode::<master_replica::NodeInfo>(&bytes)?;
+    assert!(
+        decoded
+            .pairs
+            .iter()
+            .all(|(_, v)| slapos_domain::codec::is_binary(v)),
+        "every value of the state seed is in the binary encoding"
+    );
+    let state = slapos_domain::State::from_entries(decoded.pairs.iter().copied())?;
+    assert_eq!(state.entries()?.len(), decoded.pairs.len());
+    let vote = std::fs::read(fuzz_dir().join("seeds/replica_peer/vote-bin"))?;
+    assert!(master_replica::network::is_binary(&vote[1..]));
+    master_replica::service::wire::vote(&vote[1..])?;
+    Ok(())
+}

@@ -294,6 +294,7 @@ fn write_seeds() -> Result<()> {
             &format!("append-{i:02}"),
             &join0(0, &serde_json::to_vec(&req)?),
         )?;
+        s.put(&format!("append-{i:02}-bin"), &join0(0, &binary(&req)?))?;
     }
     let heartbeat = AppendEntriesRequest::<TypeConfig> {
         vote: Vote::new_committed(3, 1),
@@ -302,11 +303,13 @@ fn write_seeds() -> Result<()> {
         leader_commit: None,
     };
     s.put("heartbeat", &join0(0, &serde_json::to_vec(&heartbeat)?))?;
+    s.put("heartbeat-bin", &join0(0, &binary(&heartbeat)?))?;
     let vote = VoteRequest::<u64> {
         vote: Vote::new(4, 2),
         last_log_id: Some(LogId::new(leader, 9)),
     };
     s.put("vote", &join0(1, &serde_json::to_vec(&vote)?))?;
+    s.put("vote-bin", &join0(1, &binary(&vote)?))?;
     let meta = SnapshotMeta::<u64, NodeInfo> {
         last_log_id: Some(LogId::new(leader, 9)),
         last_membership: StoredMembership::new(Some(LogId::new(leader, 1)), membership),
@@ -362,7 +365,27 @@ fn write_seeds() -> Result<()> {
         )?;
         s.put(&format!("pairs-{n}"), &bytes[..bytes.len() - 4])?;
     }
+    // What a replica's snapshot holds: the persisted pairs of the state the commands make
+    // (binary values), after the first few commands and after all of them.
+    let mut state = slapos_domain::State::default();
+    for (i, c) in commands.iter().enumerate() {
+        // a refused command changes nothing, as on a replica
+        let _outcome = state.apply(c);
+        if [2, commands.len() - 1].contains(&i) {
+            let entries = state.entries()?;
+            let bytes = raft_store::snapshot::encode(
+                &meta,
+                entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            )?;
+            s.put(&format!("state-{}", i + 1), &bytes[..bytes.len() - 4])?;
+        }
+    }
     Ok(())
+}
+
+/// A Raft message in the binary encoding peers send (`bin1`).
+fn binary<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    master_replica::network::encode_wire(value, true).map_err(|e| anyhow!(e))
 }
 
 fn join0(selector: u8, body: &[u8]) -> Vec<u8> {
