@@ -690,16 +690,15 @@ impl Drop for TlsGateway {
 
 /// The first of three consecutive ports free on loopback now (Raft, API, gateway of one
 /// replica: the nodes' partitions share loopback here), below the ephemeral range as
-/// every port the harness picks.
+/// every port the harness picks. Three answers of `free_port` in a row: it hands out
+/// ports in turn, so no later call of this process gets one of them again.
 pub fn three_ports() -> u16 {
     loop {
-        let first = slapos_harness::free_port().expect("a free port");
-        let held: Vec<_> = (0..3u16)
-            .filter_map(|k| first.checked_add(k))
-            .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+        let ports: Vec<u16> = (0..3)
+            .map(|_| slapos_harness::free_port().expect("a free port"))
             .collect();
-        if held.len() == 3 {
-            return first;
+        if ports[1] == ports[0] + 1 && ports[2] == ports[0] + 2 {
+            return ports[0];
         }
     }
 }
