@@ -33,26 +33,17 @@ impl ChaosOptions {
         Some((0..self.replicas as usize).map(|i| i % m.len()).collect())
     }
 
-    /// Raft timers for the run's regions, (heartbeat, election minimum, maximum) in ms.
-    /// openraft 0.9 times an AppendEntries out after one heartbeat, and a peer's first
-    /// one (or the first after a cut) also opens the connection: TCP's handshake, then
-    /// HTTP/2's, then the request, about three round trips, all within that heartbeat (a
-    /// shorter one never connects: seen at 1.5 × 230 ms). So the heartbeat is 3 × the
-    /// largest round trip between the hosts' regions (both jitters included), at least
-    /// 100 ms, and elections take 5 to 10 heartbeats (the rule of
-    /// `master_replica::node::Timers`' documentation). Provisional: issue 19's item 3
-    /// chooses timers from measured round trips.
+    /// Raft timers for the run's regions, (heartbeat, election minimum, maximum) in ms:
+    /// `master_replica::node::Timers::for_round_trip` of the largest round trip between
+    /// the hosts' regions, both jitters included.
     pub fn wan_timers(&self) -> Option<(u64, u64, u64)> {
         let m = self.regions.as_ref()?;
         let hosts = self.host_regions()?;
-        let mut worst = std::time::Duration::ZERO;
-        for &a in &hosts {
-            for &b in &hosts {
-                let rtt = m.rtt(a, b) + m.link(a, b).jitter + m.link(b, a).jitter;
-                worst = worst.max(rtt);
-            }
-        }
-        let heartbeat = (worst.as_millis() as u64 * 3).max(100);
-        Some((heartbeat, 5 * heartbeat, 10 * heartbeat))
+        let t = master_replica::node::Timers::for_round_trip(m.worst_round_trip(&hosts));
+        Some((
+            t.heartbeat_ms,
+            t.election_timeout_min_ms,
+            t.election_timeout_max_ms,
+        ))
     }
 }

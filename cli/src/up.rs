@@ -4,7 +4,7 @@
 
 use crate::progress::Printer;
 use crate::signal::Stop;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use slapos_operator::up::{LocalCluster, UpOptions};
 use slapos_operator::Progress;
@@ -46,6 +46,13 @@ pub struct UpArgs {
     /// network namespaces of their own, each with its own IPv6 /64, joined by a router).
     #[arg(long)]
     loopback: bool,
+    /// Regions apart: a regions file (TOML: regions, round trips between each pair,
+    /// optional jitter, loss, bandwidth; `examples/regions.toml`). Node n goes into region
+    /// (n - 1) mod the number of regions, behind the WAN emulator; the replicas' Raft
+    /// timers follow the largest round trip between their regions; each node reads first
+    /// from its own region's gateway. Needs root and namespaces.
+    #[arg(long, value_name = "FILE")]
+    regions: Option<PathBuf>,
     /// Print the commands `slapos up` would run for these options, in order (what an
     /// operator runs by hand on their own machines, docs/own-machines.md), and exit
     /// without starting anything.
@@ -53,18 +60,27 @@ pub struct UpArgs {
     print_plan: bool,
 }
 
-impl From<UpArgs> for UpOptions {
-    fn from(a: UpArgs) -> UpOptions {
-        UpOptions {
-            dir: a.dir,
-            replicas: a.replicas,
-            base_port: a.base_port,
-            nodes: a.nodes,
-            partitions: a.partitions,
-            insecure: a.insecure,
-            unhosted: a.unhosted,
-            loopback: a.loopback,
-        }
+impl UpArgs {
+    /// The operator's options; the regions file read and checked.
+    fn into_options(self) -> Result<UpOptions> {
+        let regions = match &self.regions {
+            Some(path) => Some(
+                slapos_wan::regions::load(path)
+                    .with_context(|| format!("regions file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(UpOptions {
+            dir: self.dir,
+            replicas: self.replicas,
+            base_port: self.base_port,
+            nodes: self.nodes,
+            partitions: self.partitions,
+            insecure: self.insecure,
+            unhosted: self.unhosted,
+            loopback: self.loopback,
+            regions,
+        })
     }
 }
 
@@ -74,7 +90,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
     if args.print_plan {
         let root = slapgrid::process::is_root();
-        let opts = UpOptions::from(args);
+        let opts = args.into_options()?;
         for (i, s) in slapos_operator::up::plan::plan(&opts, root)
             .iter()
             .enumerate()
@@ -87,7 +103,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     // dropped undoes what it made) instead of killing this process and leaving its
     // children, namespaces and users behind.
     let mut stop = Stop::catch()?;
-    let opts = UpOptions::from(args);
+    let opts = args.into_options()?;
     let progress: Arc<dyn Progress> = Arc::new(Printer);
     let mut start = std::pin::pin!(LocalCluster::start(&opts, progress.clone()));
     let mut cluster = tokio::select! {
@@ -154,8 +170,8 @@ fn describe(cluster: &LocalCluster, opts: &UpOptions) {
     for (i, url) in urls.iter().enumerate() {
         match hosted.get(i) {
             Some(h) => println!(
-                "  SLAP gateway  {url}  (beside replica {} of {}/{}, in {}/{})",
-                h.id, h.computer, h.partition, h.computer, h.gateway_partition
+                "  SLAP gateway  {url}  (beside replica {} of {}/{}, in {}/{}; {})",
+                h.id, h.computer, h.partition, h.computer, h.gateway_partition, h.region
             ),
             None => println!("  SLAP gateway  {url}"),
         }

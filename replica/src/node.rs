@@ -89,13 +89,34 @@ pub struct Timers {
 impl Default for Timers {
     /// For a LAN or one region: a leader's loss is detected in 0.3-0.6 s, and a vote
     /// succeeds once voters' leader lease (the maximum election timeout) has run out, so
-    /// a new leader writes about a second after a crash. Across regions, raise them with
-    /// the round-trip time (heartbeat >= RTT, election timeout >= 5 heartbeats).
+    /// a new leader writes about a second after a crash. Across regions:
+    /// [`Timers::for_round_trip`].
     fn default() -> Self {
         Timers {
             heartbeat_ms: 100,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
+        }
+    }
+}
+
+impl Timers {
+    /// The timers for a group whose largest round trip between two members (jitter
+    /// included) is `worst`. etcd's tuning guide sets the heartbeat near the largest round
+    /// trip and the election timeout several times that; here openraft 0.9 also times an
+    /// AppendEntries out after one heartbeat, and a peer's first one (or the first after a
+    /// cut) opens the connection within it: TCP's handshake, then HTTP/2's, then the
+    /// request, about three round trips (a heartbeat of 1.5 round trips never connected
+    /// at 230 ms). So the heartbeat is 3 round trips, never under the LAN default of
+    /// 100 ms, and an election waits 5 to 10 heartbeats.
+    pub fn for_round_trip(worst: std::time::Duration) -> Timers {
+        let heartbeat_ms = (worst.as_millis() as u64)
+            .saturating_mul(3)
+            .max(Timers::default().heartbeat_ms);
+        Timers {
+            heartbeat_ms,
+            election_timeout_min_ms: heartbeat_ms.saturating_mul(5),
+            election_timeout_max_ms: heartbeat_ms.saturating_mul(10),
         }
     }
 }

@@ -800,3 +800,227 @@ fn up_fails_at_once_naming_a_replica_that_could_not_start() {
         );
     }
 }
+
+/// `ip netns exec <ns> ip -6 rule <verb> to <prefix> blackhole`: packets from the
+/// namespace to that /64 dropped (or no longer).
+fn blackhole(ns: &str, verb: &str, prefix: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ip", "-6", "rule", verb, "to", prefix])
+        .args(["blackhole", "pref", "90"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `slapos up --regions` with the repository's example (Lille, Montréal and Tokyo, 90 to
+/// 230 ms apart): each node in its region behind the WAN emulator, one replica per
+/// region, Raft timers chosen for the largest round trip (and the group's own
+/// measurements find them fitting), each node reading first from its own region's
+/// gateway; with Tokyo cut off from the others, a request on the Montréal node still
+/// deploys there.
+#[test]
+fn up_with_regions_puts_a_replica_per_region_and_deploys_while_one_is_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let regions_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/regions.toml")
+        .canonicalize()
+        .expect("examples/regions.toml");
+    let cluster_dir = dir.path().join("c");
+    let mut up = Command::new(slapos_bin())
+        .arg("up")
+        .arg("--regions")
+        .arg(&regions_file)
+        .arg("--dir")
+        .arg(&cluster_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start slapos up");
+    let (out, err) = gather(&mut up);
+    let json_path = cluster_dir.join("cluster.json");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !json_path.exists() {
+        if let Ok(Some(status)) = up.try_wait() {
+            panic!(
+                "slapos up exited early ({status}): {}\n{}",
+                out.text(),
+                err.text()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cluster.json after 600 s: {}\n{}",
+            out.text(),
+            err.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        out.text()
+            .contains("Raft heartbeat 690 ms, elections after 3450 to 6900 ms"),
+        "{}",
+        out.text()
+    );
+    let cluster: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).expect("cluster.json parses");
+    let nodes = cluster["nodes"].as_array().expect("nodes").clone();
+    let hosted = cluster["hosted_replicas"].as_array().expect("hosted").clone();
+    let region_of = |n: &serde_json::Value| n["region"].as_str().unwrap().to_string();
+    let node_regions: Vec<String> = nodes.iter().map(region_of).collect();
+    assert_eq!(node_regions, ["lille", "montreal", "tokyo"], "{cluster}");
+    let mut hosted_regions: Vec<String> = hosted.iter().map(region_of).collect();
+    hosted_regions.sort();
+    assert_eq!(hosted_regions, ["lille", "montreal", "tokyo"], "{cluster}");
+    // Each node reads first from the gateway of its own region.
+    for node in &nodes {
+        let own = hosted
+            .iter()
+            .find(|h| h["region"] == node["region"])
+            .expect("a replica in each node's region");
+        let cfg = std::fs::read_to_string(node["config"].as_str().unwrap()).unwrap();
+        let url = own["gateway_url"].as_str().unwrap();
+        assert!(
+            cfg.contains(&format!("master_url = {url} ")),
+            "{} does not read from {url} first: {cfg}",
+            node["computer_id"]
+        );
+    }
+
+    // The group runs with the chosen timers, and what its leader measures agrees: each
+    // round trip at least the emulator's, none too long for the timers.
+    let via: Vec<&str> = cluster["master_api_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let matrix_rtt = |a: &str, b: &str| -> f64 {
+        let pair = |x: &str, y: &str| (a == x && b == y) || (a == y && b == x);
+        match () {
+            _ if a == b => 0.0,
+            _ if pair("lille", "montreal") => 90.0,
+            _ if pair("montreal", "tokyo") => 150.0,
+            _ => 230.0,
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let out = Command::new(slapos_bin())
+            .args(["cluster", "status", "--json", "--via", &via.join(",")])
+            .envs(slapos_e2e::agent::master_tls_env(&cluster))
+            .output()
+            .unwrap();
+        let status: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let measured = status["members"].as_array().is_some_and(|m| {
+            m.iter()
+                .filter(|m| m["id"] != status["leader"])
+                .all(|m| m["rtt_ms"].is_f64())
+        });
+        if measured {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader measured its round trips: {status} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(status["timers"]["heartbeat_ms"], 690, "{status}");
+    assert_eq!(status["timers"]["election_timeout_min_ms"], 3450, "{status}");
+    let members = status["members"].as_array().unwrap();
+    let leader = members
+        .iter()
+        .find(|m| m["id"] == status["leader"])
+        .expect("the leader is a member");
+    let leader_region = leader["region"].as_str().unwrap();
+    for m in members.iter().filter(|m| m["id"] != status["leader"]) {
+        let rtt = m["rtt_ms"].as_f64().unwrap();
+        let expected = matrix_rtt(leader_region, m["region"].as_str().unwrap());
+        assert!(rtt >= expected * 0.95, "{rtt} ms < {expected} ms: {status}");
+    }
+    let warnings = status["warnings"].as_array().unwrap();
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("round trip")),
+        "{status}"
+    );
+
+    // Tokyo cut off, both ways (routes of the namespaces; the emulator carries the rest).
+    let ns = |n: &serde_json::Value| n["netns"].as_str().unwrap().to_string();
+    let prefix = |n: &serde_json::Value| {
+        let (net, _) = n["address"].as_str().unwrap().rsplit_once("::").unwrap();
+        format!("{net}::/64")
+    };
+    let tokyo = &nodes[2];
+    let cuts: Vec<(String, String)> = nodes[..2]
+        .iter()
+        .flat_map(|n| [(ns(n), prefix(tokyo)), (ns(tokyo), prefix(n))])
+        .collect();
+    for (ns, p) in &cuts {
+        blackhole(ns, "add", p);
+    }
+    // A second sample on the Montréal node deploys through Montréal's gateway.
+    let admin = &cluster["admin"];
+    let path = |k: &str| std::path::PathBuf::from(admin[k].as_str().unwrap());
+    let (cert, key, ca) = (path("certificate"), path("key"), path("ca"));
+    let montreal = &nodes[1];
+    let own = hosted
+        .iter()
+        .find(|h| h["region"] == "montreal")
+        .unwrap()["gateway_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = slapgrid::client::SlapClient::new(&[own], Some((&cert, &key)), Some(&ca))
+        .expect("the admin's SLAP client");
+    let software = cluster["sample"]["software_release"].as_str().unwrap();
+    let (computer, cfg) = (
+        montreal["computer_id"].as_str().unwrap(),
+        montreal["config"].as_str().unwrap(),
+    );
+    client
+        .supply(software, computer, "available")
+        .expect("supply the sample to the Montréal node");
+    client
+        .request_instance(
+            software,
+            "hello-montreal",
+            &[("name", "issue 19")],
+            &[("computer_guid", computer)],
+            "started",
+        )
+        .expect("request a sample in Montréal while Tokyo is cut off");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while slapos_e2e::agent::running_pid(cfg, "hello-on-watch").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the Montréal sample does not run with Tokyo cut off: {}",
+            slapos_e2e::agent::node_status(cfg)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for (ns, p) in &cuts {
+        blackhole(ns, "del", p);
+    }
+    let namespaces: Vec<String> = nodes.iter().map(ns).collect();
+    terminate(&mut up, Duration::from_secs(90));
+    slapos_e2e::assert_no_process_naming(&cluster_dir);
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    for ns in namespaces {
+        assert!(
+            !String::from_utf8_lossy(&list.stdout).contains(&ns),
+            "namespace {ns} left behind"
+        );
+    }
+}

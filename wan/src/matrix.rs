@@ -103,6 +103,19 @@ impl Matrix {
         self.link(a, b).delay + self.link(b, a).delay
     }
 
+    /// The largest round trip between two of `regions`, each way's jitter included: what
+    /// a group with a member in each of them must allow for.
+    pub fn worst_round_trip(&self, regions: &[RegionId]) -> Duration {
+        let mut worst = Duration::ZERO;
+        for &a in regions {
+            for &b in regions {
+                let rtt = self.rtt(a, b) + self.link(a, b).jitter + self.link(b, a).jitter;
+                worst = worst.max(rtt);
+            }
+        }
+        worst
+    }
+
     pub fn seed(&self) -> u64 {
         self.seed
     }

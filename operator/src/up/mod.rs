@@ -32,7 +32,7 @@ use crate::netns::Network;
 use crate::progress::Progress;
 use crate::replicas::{Added, Ports};
 use master_client::MasterClient;
-use master_replica::node::ReplicaConfig;
+use master_replica::node::{ReplicaConfig, Timers};
 use nodes::{format_nodes, run_checked, spawn_daemon, teardown, NodesPlan};
 use ports::consecutive_unused_ports;
 use processes::{spawn, Children};
@@ -65,6 +65,11 @@ pub struct UpOptions {
     pub unhosted: bool,
     /// The nodes of the self-hosted group on loopback rather than in namespaces.
     pub loopback: bool,
+    /// Regions apart: node `n` in region `(n - 1) % regions` of this matrix, behind the
+    /// WAN emulator (its delays, jitter, loss between their namespaces), the replicas'
+    /// timers chosen for its largest round trip, each node reading first from the
+    /// gateway of its own region. Needs root and the self-hosted group in namespaces.
+    pub regions: Option<slapos_wan::Matrix>,
 }
 
 impl UpOptions {
@@ -73,6 +78,24 @@ impl UpOptions {
     }
 
     /// Nodes, one per replica at least when self-hosted.
+    /// The region of each node (in the order of `regions`), when given.
+    fn node_regions(&self) -> Option<Vec<slapos_wan::RegionId>> {
+        let m = self.regions.as_ref().filter(|m| !m.is_empty())?;
+        Some((0..self.node_count()).map(|i| i % m.len()).collect())
+    }
+
+    /// The replicas' Raft timers: for the largest round trip between the regions of the
+    /// nodes that host them (`Timers::for_round_trip`), else the LAN defaults.
+    pub fn timers(&self) -> Timers {
+        match (&self.regions, self.node_regions()) {
+            (Some(m), Some(regions)) => {
+                let hosts = &regions[..(self.replicas as usize).min(regions.len())];
+                Timers::for_round_trip(m.worst_round_trip(hosts))
+            }
+            _ => Timers::default(),
+        }
+    }
+
     pub fn node_count(&self) -> usize {
         if self.self_hosted() {
             self.nodes.max(self.replicas as usize)
@@ -245,14 +268,41 @@ impl LocalCluster {
         // a partition for the replica, another for its gateway, and one for the sample on
         // the first node), and the seed leaves.
         let seeds = if self_hosted { 1 } else { opts.replicas };
+        if let Some(m) = &opts.regions {
+            if !self_hosted || opts.loopback || !root || node_count == 0 {
+                crate::error::refuse!(
+                    "--regions puts each node in a region behind the WAN emulator: it needs \
+                     root, network namespaces (no --loopback) and the group hosted in the \
+                     nodes' partitions (no --unhosted, no --insecure)"
+                );
+            }
+            if opts.replicas as usize > m.len() {
+                crate::error::refuse!(
+                    "{} replicas in {} regions: the group keeps one replica per region; \
+                     give --replicas {} at most, or more regions",
+                    opts.replicas,
+                    m.len(),
+                    m.len()
+                );
+            }
+        }
         // Each node in a network namespace of its own (its own IPv6 /64, standing for a
         // region), the seed reachable from them on this namespace's end of the router.
         if self_hosted && !opts.loopback && node_count > 0 && root {
-            made.net =
-                Some(Network::create_tagged("up", node_count).context(
-                    "network namespaces for the nodes (--loopback keeps them on loopback)",
-                )?);
+            let net = match (&opts.regions, opts.node_regions()) {
+                (Some(m), Some(regions)) => Network::create_with_regions("up", m, &regions),
+                _ => Network::create_tagged("up", node_count),
+            };
+            made.net = Some(net.context(
+                "network namespaces for the nodes (--loopback keeps them on loopback)",
+            )?);
         }
+        let region_names: Option<Vec<String>> = match (&opts.regions, opts.node_regions()) {
+            (Some(m), Some(regions)) => {
+                Some(regions.iter().map(|r| m.names()[*r].clone()).collect())
+            }
+            _ => None,
+        };
         let seed_host = match &made.net {
             Some(n) => format!("[{}]", n.harness_v6()),
             None => "127.0.0.1".to_string(),
@@ -424,6 +474,7 @@ impl LocalCluster {
                 partitions,
                 tls: tls.as_ref(),
                 net: made.net.as_ref(),
+                regions: region_names.as_deref(),
             },
             &mut made.nodes,
         )
@@ -457,14 +508,26 @@ impl LocalCluster {
                 Some(_) => ReplicaPorts::OwnAddresses,
                 None => ReplicaPorts::Loopback(opts.base_port),
             };
+            let timers = opts.timers();
+            if opts.regions.is_some() {
+                progress.line(&format!(
+                    "regions apart: Raft heartbeat {} ms, elections after {} to {} ms",
+                    timers.heartbeat_ms,
+                    timers.election_timeout_min_ms,
+                    timers.election_timeout_max_ms
+                ));
+            }
             hosted = self_host(
                 &dirs.shared,
                 t,
                 &api_addrs,
                 &urls[0],
                 &nodes,
-                opts.replicas,
-                ports,
+                SelfHostPlan {
+                    count: opts.replicas,
+                    ports,
+                    timers,
+                },
                 &*progress,
             )
             .await?;
@@ -475,11 +538,12 @@ impl LocalCluster {
             api_addrs = hosted.iter().map(|h| h.api_addr.clone()).collect();
             for node in &nodes {
                 let text = files::read_to_string(&node.config)?;
+                let mine = own_region_first(&hosted, node.region.as_deref());
                 let text: Vec<String> = text
                     .lines()
                     .map(|l| {
                         if l.starts_with("master_url =") {
-                            format!("master_url = {}", urls.join(" "))
+                            format!("master_url = {}", mine.join(" "))
                         } else {
                             l.to_string()
                         }
@@ -670,6 +734,23 @@ impl LocalCluster {
     }
 }
 
+/// The gateways a node reads from, those of its own region first (a node fails over to
+/// the others in the order given).
+fn own_region_first(hosted: &[Added], region: Option<&str>) -> Vec<String> {
+    let (mut mine, others): (Vec<&Added>, Vec<&Added>) = hosted
+        .iter()
+        .partition(|h| Some(h.region.as_str()) == region);
+    mine.extend(others);
+    mine.into_iter().map(|h| h.gateway_url.clone()).collect()
+}
+
+/// How many replicas `self_host` puts in partitions, where they listen, and their timers.
+struct SelfHostPlan {
+    count: u64,
+    ports: ReplicaPorts,
+    timers: Timers,
+}
+
 /// Where the hosted replicas listen.
 enum ReplicaPorts {
     /// Each partition has an address of its own (namespaced nodes): the default ports.
@@ -684,17 +765,20 @@ enum ReplicaPorts {
 /// written into `<shared>/software/slapos-master`. In namespaces each
 /// partition has its own address and the default ports; on loopback the partitions share
 /// one, so each replica gets three consecutive free ports of its own.
-#[allow(clippy::too_many_arguments)]
 async fn self_host(
     shared: &Path,
     tls: &ClusterTls,
     seed_apis: &[String],
     seed_gateway: &str,
     nodes: &[NodeInfo],
-    count: u64,
-    ports: ReplicaPorts,
+    plan: SelfHostPlan,
     progress: &dyn Progress,
 ) -> Result<Vec<Added>, OperatorError> {
+    let SelfHostPlan {
+        count,
+        ports,
+        timers,
+    } = plan;
     let operator = Operator {
         via: seed_apis.to_vec(),
         gateway: seed_gateway.to_string(),
@@ -743,7 +827,7 @@ async fn self_host(
             computers,
             first_id: Some(2),
             ports: Default::default(),
-            timers: Default::default(),
+            timers,
             backups: Default::default(),
             presented_cert: None,
             // `up` writes its own (client.cfg, every gateway) and stops its seed itself

@@ -74,6 +74,8 @@ pub(crate) struct NodesPlan<'a> {
     pub partitions: usize,
     pub tls: Option<&'a ClusterTls>,
     pub net: Option<&'a Network>,
+    /// Each node's region by name (`--regions`); else node `n` is in `region-<n>`.
+    pub regions: Option<&'a [String]>,
 }
 
 /// Writes each node's slapos.cfg, registers it with a token under mTLS, and formats it
@@ -92,6 +94,7 @@ pub(crate) async fn format_nodes(
         partitions,
         tls,
         net,
+        regions,
     } = plan;
     let admin = match tls {
         Some(_) => Some(admin_client(urls, tls)?),
@@ -109,7 +112,10 @@ pub(crate) async fn format_nodes(
         }
         let computer_id = format!("COMP-{n}");
         let netns = net.map(|net| net.host_ns(n));
-        let region = format!("region-{n}");
+        let region = match regions.and_then(|r| r.get(n - 1)) {
+            Some(name) => name.clone(),
+            None => format!("region-{n}"),
+        };
         let users = root.then(|| format!("up{:04x}n{n}", std::process::id() & 0xffff));
         let (r, roots_of) = (node_dir.display(), node_roots.display());
         let user_part = match &users {

@@ -32,10 +32,19 @@ pub fn plan(opts: &UpOptions, root: bool) -> Vec<PlanStep> {
     let netns = self_hosted && !opts.loopback && nodes > 0 && root;
     let mut out = Vec::new();
     if netns {
-        out.push(step(
-            format!("{nodes} network namespaces, one per node (its own IPv6 /64, a region), joined by a router"),
-            "ip netns add <slapos-up-N>; ip link add ... type veth  (one per node)",
-        ));
+        match &opts.regions {
+            None => out.push(step(
+                format!("{nodes} network namespaces, one per node (its own IPv6 /64, a region), joined by a router"),
+                "ip netns add <slapos-up-N>; ip link add ... type veth  (one per node)",
+            )),
+            Some(m) => out.push(step(
+                format!(
+                    "{nodes} network namespaces, one per node, in the regions {} in turn, joined by the WAN emulator (the file's delays between regions)",
+                    m.names().join(", ")
+                ),
+                "ip netns add <slapos-up-N>; a TUN device per node as its eth0, moved by this process",
+            )),
+        }
     }
     for id in 1..=seeds {
         out.push(step(
@@ -150,8 +159,18 @@ pub fn plan(opts: &UpOptions, root: bool) -> Vec<PlanStep> {
             format!(
                 "{env}slapos cluster bootstrap --via <replica-1 api> --gateway <gateway-1 url> \
                  --cert {d}/tls/person-admin.crt --key {d}/tls/person-admin.key --ca {d}/tls/ca.pem \
-                 --computer {} --release-dir <software>/slapos-master",
-                computers.join(",")
+                 --computer {} --release-dir <software>/slapos-master{timers}",
+                computers.join(","),
+                timers = match &opts.regions {
+                    None => String::new(),
+                    Some(_) => {
+                        let t = opts.timers();
+                        format!(
+                            " --heartbeat-ms {} --election-timeout-min-ms {} --election-timeout-max-ms {}",
+                            t.heartbeat_ms, t.election_timeout_min_ms, t.election_timeout_max_ms
+                        )
+                    }
+                }
             ),
         ));
         out.push(step(
@@ -194,6 +213,7 @@ mod tests {
             insecure,
             unhosted,
             loopback: false,
+            regions: None,
         }
     }
 
@@ -238,5 +258,39 @@ mod tests {
                 "{c:#?}"
             );
         }
+    }
+
+    #[test]
+    fn a_plan_with_regions_puts_nodes_behind_the_emulator_and_times_raft_for_the_worst_round_trip(
+    ) {
+        let matrix = slapos_wan::regions::parse(include_str!("../../../examples/regions.toml"))
+            .expect("the example regions file");
+        let mut o = opts(false, false);
+        o.regions = Some(matrix);
+        // Three replicas, one per region: the largest round trip is Lille-Tokyo's 230 ms.
+        let t = o.timers();
+        assert_eq!(
+            (t.heartbeat_ms, t.election_timeout_min_ms, t.election_timeout_max_ms),
+            (690, 3450, 6900)
+        );
+        // Two replicas in Lille and Montréal: 90 ms, but never under the LAN heartbeat.
+        o.replicas = 2;
+        assert_eq!(o.timers().heartbeat_ms, 270);
+        o.replicas = 3;
+        let p = plan(&o, true);
+        assert!(p[0].what.contains("lille, montreal, tokyo"), "{}", p[0].what);
+        let c = commands(&p);
+        let bootstrap = c
+            .iter()
+            .find(|l| l.contains("cluster bootstrap"))
+            .expect("a bootstrap");
+        assert!(
+            bootstrap.contains("--heartbeat-ms 690 --election-timeout-min-ms 3450"),
+            "{bootstrap}"
+        );
+        // Without regions, the defaults and no timer flags.
+        assert!(!commands(&plan(&opts(false, false), true))
+            .iter()
+            .any(|l| l.contains("--heartbeat-ms")));
     }
 }
