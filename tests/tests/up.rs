@@ -872,7 +872,10 @@ fn up_with_regions_puts_a_replica_per_region_and_deploys_while_one_is_cut_off() 
     let cluster: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json_path).unwrap()).expect("cluster.json parses");
     let nodes = cluster["nodes"].as_array().expect("nodes").clone();
-    let hosted = cluster["hosted_replicas"].as_array().expect("hosted").clone();
+    let hosted = cluster["hosted_replicas"]
+        .as_array()
+        .expect("hosted")
+        .clone();
     let region_of = |n: &serde_json::Value| n["region"].as_str().unwrap().to_string();
     let node_regions: Vec<String> = nodes.iter().map(region_of).collect();
     assert_eq!(node_regions, ["lille", "montreal", "tokyo"], "{cluster}");
@@ -936,7 +939,10 @@ fn up_with_regions_puts_a_replica_per_region_and_deploys_while_one_is_cut_off() 
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(status["timers"]["heartbeat_ms"], 690, "{status}");
-    assert_eq!(status["timers"]["election_timeout_min_ms"], 3450, "{status}");
+    assert_eq!(
+        status["timers"]["election_timeout_min_ms"], 3450,
+        "{status}"
+    );
     let members = status["members"].as_array().unwrap();
     let leader = members
         .iter()
@@ -967,18 +973,46 @@ fn up_with_regions_puts_a_replica_per_region_and_deploys_while_one_is_cut_off() 
         .iter()
         .flat_map(|n| [(ns(n), prefix(tokyo)), (ns(tokyo), prefix(n))])
         .collect();
+    let tokyo_gateway = hosted.iter().find(|h| h["region"] == "tokyo").unwrap()["gateway_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // curl's exit code from the Montréal node to Tokyo's gateway (0: it answered).
+    let reach_tokyo = || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns(&nodes[1]),
+                "curl",
+                "-sk",
+                "-o",
+                "/dev/null",
+            ])
+            .args(["--max-time", "5", &tokyo_gateway])
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(
+        reach_tokyo(),
+        Some(0),
+        "Tokyo's gateway answers before the cut"
+    );
     for (ns, p) in &cuts {
         blackhole(ns, "add", p);
     }
+    assert_ne!(
+        reach_tokyo(),
+        Some(0),
+        "Tokyo's gateway answers through the cut"
+    );
     // A second sample on the Montréal node deploys through Montréal's gateway.
     let admin = &cluster["admin"];
     let path = |k: &str| std::path::PathBuf::from(admin[k].as_str().unwrap());
     let (cert, key, ca) = (path("certificate"), path("key"), path("ca"));
     let montreal = &nodes[1];
-    let own = hosted
-        .iter()
-        .find(|h| h["region"] == "montreal")
-        .unwrap()["gateway_url"]
+    let own = hosted.iter().find(|h| h["region"] == "montreal").unwrap()["gateway_url"]
         .as_str()
         .unwrap()
         .to_string();

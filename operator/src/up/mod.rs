@@ -293,9 +293,10 @@ impl LocalCluster {
                 (Some(m), Some(regions)) => Network::create_with_regions("up", m, &regions),
                 _ => Network::create_tagged("up", node_count),
             };
-            made.net = Some(net.context(
-                "network namespaces for the nodes (--loopback keeps them on loopback)",
-            )?);
+            made.net =
+                Some(net.context(
+                    "network namespaces for the nodes (--loopback keeps them on loopback)",
+                )?);
         }
         let region_names: Option<Vec<String>> = match (&opts.regions, opts.node_regions()) {
             (Some(m), Some(regions)) => {

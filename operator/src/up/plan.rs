@@ -261,8 +261,8 @@ mod tests {
     }
 
     #[test]
-    fn a_plan_with_regions_puts_nodes_behind_the_emulator_and_times_raft_for_the_worst_round_trip(
-    ) {
+    fn a_plan_with_regions_puts_nodes_behind_the_emulator_and_times_raft_for_the_worst_round_trip()
+    {
         let matrix = slapos_wan::regions::parse(include_str!("../../../examples/regions.toml"))
             .expect("the example regions file");
         let mut o = opts(false, false);
@@ -270,7 +270,11 @@ mod tests {
         // Three replicas, one per region: the largest round trip is Lille-Tokyo's 230 ms.
         let t = o.timers();
         assert_eq!(
-            (t.heartbeat_ms, t.election_timeout_min_ms, t.election_timeout_max_ms),
+            (
+                t.heartbeat_ms,
+                t.election_timeout_min_ms,
+                t.election_timeout_max_ms
+            ),
             (690, 3450, 6900)
         );
         // Two replicas in Lille and Montréal: 90 ms, but never under the LAN heartbeat.
@@ -278,7 +282,11 @@ mod tests {
         assert_eq!(o.timers().heartbeat_ms, 270);
         o.replicas = 3;
         let p = plan(&o, true);
-        assert!(p[0].what.contains("lille, montreal, tokyo"), "{}", p[0].what);
+        assert!(
+            p[0].what.contains("lille, montreal, tokyo"),
+            "{}",
+            p[0].what
+        );
         let c = commands(&p);
         let bootstrap = c
             .iter()
