@@ -202,6 +202,11 @@ pub enum PersistError {
     Truncated(usize),
     #[error("snapshot keys out of order at byte {0}")]
     Unordered(usize),
+    /// A pair whose value does not agree with its key or with the rest of the state (a
+    /// computer or partition that names another, a partition listed twice or not at
+    /// all): such a state is refused rather than loaded with something silently lost.
+    #[error("key {:?}: {reason}", String::from_utf8_lossy(key))]
+    Inconsistent { key: Vec<u8>, reason: &'static str },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -542,6 +547,13 @@ fn split_len(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_be_bytes(body.get(..4)?.try_into().ok()?) as usize;
     let field = body.get(4..4 + len)?;
     Some((field, body.get(4 + len..)?))
+}
+
+fn inconsistent(key: &[u8], reason: &'static str) -> PersistError {
+    PersistError::Inconsistent {
+        key: key.to_vec(),
+        reason,
+    }
 }
 
 fn utf8(key: &[u8], bytes: &[u8]) -> Result<String, PersistError> {
@@ -1106,16 +1118,24 @@ impl State {
             match KeyKind::of(k) {
                 Some(KeyKind::Computer) => {
                     let header = parse_header(k, v)?;
-                    headers.insert(utf8(k, body)?, header);
+                    let id = utf8(k, body)?;
+                    if header.computer.id != id {
+                        return Err(inconsistent(k, "the computer's value names another"));
+                    }
+                    headers.insert(id, header);
                 }
                 Some(KeyKind::Partition) => {
                     let (computer, partition) =
                         split_len(body).ok_or(bad("short partition key"))?;
                     let p: Partition = parse(k, v)?;
+                    let partition = utf8(k, partition)?;
+                    if p.id != partition {
+                        return Err(inconsistent(k, "the partition's value names another"));
+                    }
                     partitions
                         .entry(utf8(k, computer)?)
                         .or_default()
-                        .insert(utf8(k, partition)?, p);
+                        .insert(partition, p);
                 }
                 Some(KeyKind::Software) => {
                     let (computer, url) = split_len(body).ok_or(bad("short software key"))?;
@@ -1125,9 +1145,11 @@ impl State {
                 Some(KeyKind::Instance) => {
                     let id: [u8; 8] = body.try_into().map_err(|_| bad("instance key length"))?;
                     let inst: Instance = parse(k, v)?;
-                    state
-                        .instances
-                        .load(InstanceId(u64::from_be_bytes(id)), inst);
+                    let id = InstanceId(u64::from_be_bytes(id));
+                    if inst.id != id {
+                        return Err(inconsistent(k, "the instance's value names another"));
+                    }
+                    state.instances.load(id, inst);
                 }
                 Some(KeyKind::Outcome) => {
                     let (client, slot) = split_len(body).ok_or(bad("short outcome key"))?;
@@ -1244,6 +1266,15 @@ impl State {
         // still carries its partitions inline (the earlier layout) keeps them.
         for (id, header) in headers {
             let mut c = header.computer;
+            let key = computer_key(&id);
+            let mut listed = std::collections::HashSet::new();
+            if !header
+                .partition_order
+                .iter()
+                .all(|pid| listed.insert(pid.as_str()))
+            {
+                return Err(inconsistent(&key, "the computer lists a partition twice"));
+            }
             if let Some(mut present) = partitions.remove(id.as_str()) {
                 c.partitions.reserve(present.len());
                 for pid in &header.partition_order {
@@ -1251,8 +1282,26 @@ impl State {
                         c.partitions.push(p);
                     }
                 }
+                if let Some(pid) = present.keys().next() {
+                    return Err(inconsistent(
+                        &partition_key(&id, pid),
+                        "a partition its computer does not list",
+                    ));
+                }
             }
             state.computers.load(id, c);
+        }
+        // A whole state has no partition without its computer (a read may carry one).
+        if !with_usage {
+            if let Some((computer, pid)) = partitions
+                .iter()
+                .find_map(|(c, ps)| ps.keys().next().map(|p| (c, p)))
+            {
+                return Err(inconsistent(
+                    &partition_key(computer, pid),
+                    "a partition of no computer",
+                ));
+            }
         }
         for (client, session) in derived {
             if !state.sessions.contains_key(&client) {

@@ -1036,3 +1036,45 @@ fn the_computers_whose_views_changed_are_named() {
         [c2]
     );
 }
+
+/// A state whose pairs disagree (a partition's value naming another partition, a
+/// partition without its computer) is refused with the pair named, not loaded with a
+/// partition silently dropped (found by the `raft_snapshot` fuzz target).
+#[test]
+fn pairs_that_disagree_are_refused_rather_than_loaded_with_a_loss() {
+    use slapos_domain::{KeyKind, State};
+    let mut h = Harness::new();
+    h.format("COMP-1", 3);
+    let entries = h.state.entries().unwrap();
+    assert_eq!(
+        State::from_entries(entries.clone())
+            .unwrap()
+            .entries()
+            .unwrap(),
+        entries
+    );
+    let key_of = |kind: KeyKind, tail: &str| {
+        entries
+            .iter()
+            .position(|(k, _)| KeyKind::of(k) == Some(kind) && k.ends_with(tail.as_bytes()))
+            .unwrap()
+    };
+    // slappart2's key holding slappart1's value
+    let mut swapped = entries.clone();
+    swapped[key_of(KeyKind::Partition, "slappart2")].1 =
+        entries[key_of(KeyKind::Partition, "slappart1")].1.clone();
+    let err = State::from_entries(swapped).unwrap_err();
+    assert!(
+        matches!(err, slapos_domain::PersistError::Inconsistent { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("slappart2"), "{err}");
+    // the partitions without their computer
+    let mut orphans = entries.clone();
+    orphans.remove(key_of(KeyKind::Computer, "COMP-1"));
+    let err = State::from_entries(orphans).unwrap_err();
+    assert!(
+        err.to_string().contains("a partition of no computer"),
+        "{err}"
+    );
+}
