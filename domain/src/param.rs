@@ -17,12 +17,26 @@ pub enum ParamValue {
     Int(i64),
     /// An integer beyond i64, kept as its decimal digits.
     Long(String),
-    Float(f64),
+    /// Finite only: what JSON carries; a NaN or an infinity is refused when decoded, in
+    /// either encoding, so that a value a replica accepts is one every reader can read.
+    Float(#[serde(deserialize_with = "finite")] f64),
     Str(String),
     List(Vec<ParamValue>),
     Tuple(Vec<ParamValue>),
     /// Keys are strings in every SLAP use; kept ordered.
     Dict(BTreeMap<String, ParamValue>),
+}
+
+/// A float that is neither NaN nor infinite.
+fn finite<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let x = f64::deserialize(d)?;
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(serde::de::Error::custom(
+            "a parameter cannot be NaN or infinite",
+        ))
+    }
 }
 
 /// Typed parameters of an instance, by name.
@@ -144,5 +158,21 @@ mod tests {
         assert_eq!(s["ratio"].as_deref(), Some("2.5"));
         assert_eq!(s["list"].as_deref(), Some("[\"a'b\", 1]"));
         assert_eq!(s["pair"].as_deref(), Some("('x',)"));
+    }
+
+    #[test]
+    fn non_finite_floats_are_refused_in_both_encodings() {
+        let ok = ParamValue::Float(2.5);
+        let bin = crate::codec::encode(&ok).unwrap();
+        assert_eq!(crate::codec::decode::<ParamValue>(&bin).unwrap(), ok);
+        for x in [f64::NAN, f64::INFINITY] {
+            let bin = crate::codec::encode(&ParamValue::Float(x)).unwrap();
+            assert!(
+                crate::codec::decode::<ParamValue>(&bin).is_err(),
+                "{x} decoded"
+            );
+        }
+        // JSON has no NaN; an overflowing number is no float either
+        assert!(serde_json::from_str::<ParamValue>(r#"{"Float":1e999}"#).is_err());
     }
 }

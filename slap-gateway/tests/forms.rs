@@ -635,6 +635,15 @@ fn wrong_shapes_of_marshalled_request_fields() {
         err.to_string(),
         "field 'partition_parameter_xml': inner[0]: a SoftwareRelease object cannot be a parameter"
     );
+    // A float the master's JSON could not carry (Python's float('nan'), float('inf')).
+    for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let nan = Value::str_dict([("ratio", Value::List(vec![Value::Float(x)]))]);
+        let err = request(&[("partition_parameter_xml", m(&nan))], None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "field 'partition_parameter_xml': ratio[0]: a parameter cannot be NaN or infinite"
+        );
+    }
     // shared_xml: None and ints are Python truthiness.
     for (v, want) in [
         (Value::None, false),

@@ -599,6 +599,13 @@ pub fn param_value(
         Value::Bool(b) => ParamValue::Bool(*b),
         Value::Int(i) => ParamValue::Int(*i),
         Value::Long(digits) => ParamValue::Long(digits.clone()),
+        Value::Float(x) if !x.is_finite() => {
+            return Err(FormError::shape(
+                field,
+                path,
+                "a parameter cannot be NaN or infinite",
+            ))
+        }
         Value::Float(x) => ParamValue::Float(*x),
         Value::Str(s) => ParamValue::Str(s.clone()),
         Value::List(items) => ParamValue::List(
