@@ -47,3 +47,4 @@ pub mod scale;
 pub mod slap;
 pub mod tunnel;
 pub mod usage;
+pub mod wan;

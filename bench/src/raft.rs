@@ -127,7 +127,10 @@ pub(crate) async fn level(
 
 /// Time from killing the leader to the first acknowledged write, probing every live
 /// replica every few milliseconds (followers forward to the new leader).
-async fn failover_once(cluster: &mut ProcessCluster, run: u64) -> Result<f64, HarnessError> {
+pub(crate) async fn failover_once(
+    cluster: &mut ProcessCluster,
+    run: u64,
+) -> Result<f64, HarnessError> {
     let leader = cluster.wait_leader(Duration::from_secs(20)).await?;
     let others = cluster.api_addrs_except(leader);
     let mut probes: Vec<MasterClient> = others
@@ -180,6 +183,22 @@ async fn failover_once(cluster: &mut ProcessCluster, run: u64) -> Result<f64, Ha
     Ok(elapsed.as_secs_f64() * 1000.0)
 }
 
+/// The median and maximum of failover samples (ms), with the samples.
+pub(crate) fn failover_summary(samples: Vec<f64>) -> FailoverResult {
+    let mut sorted = samples.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    };
+    FailoverResult {
+        max_ms: sorted.last().copied().unwrap_or(0.0),
+        median_ms: median,
+        samples_ms: samples,
+    }
+}
+
 pub async fn run_raft_bench(opts: &RaftBenchOptions) -> Result<RaftBenchReport, HarnessError> {
     let mut cluster = ProcessCluster::new(&opts.bin, &opts.dir);
     cluster.timers = opts.timers.clone();
@@ -201,18 +220,7 @@ pub async fn run_raft_bench(opts: &RaftBenchOptions) -> Result<RaftBenchReport, 
             eprintln!("kill {:>2}: first write after {:>7.1} ms", k + 1, ms);
             samples.push(ms);
         }
-        let mut sorted = samples.clone();
-        sorted.sort_by(f64::total_cmp);
-        let median = if sorted.len() % 2 == 1 {
-            sorted[sorted.len() / 2]
-        } else {
-            (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
-        };
-        Some(FailoverResult {
-            max_ms: sorted.last().copied().unwrap_or(0.0),
-            median_ms: median,
-            samples_ms: samples,
-        })
+        Some(failover_summary(samples))
     } else {
         None
     };

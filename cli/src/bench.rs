@@ -10,6 +10,11 @@ pub enum BenchCommand {
     /// Commits per second and p50/p99 commit latency of a replica group on loopback, and
     /// the time from a leader's kill -9 to the first successful write.
     Raft(RaftArgs),
+    /// The group across regions (root): three replicas in network namespaces behind the
+    /// WAN emulator (default: Lille, Montréal, Tokyo, 90 to 230 ms apart), timers from the
+    /// largest round trip; per region, write latency through its replica with 1 and 32
+    /// writers and node-poll latency of its gateway; then leader kills to first write.
+    Wan(WanArgs),
     /// The slapproxy baseline workload (real Python slapos.core client) against a fresh
     /// slapproxy and against a three-replica cluster behind a gateway, side by side; then
     /// concurrent getFullComputerInformation pollers against both.
@@ -454,8 +459,107 @@ pub struct RaftArgs {
     json: Option<PathBuf>,
 }
 
+#[derive(Args)]
+pub struct WanArgs {
+    /// A regions file (TOML, `examples/regions.toml`); default: that example, embedded.
+    #[arg(long)]
+    regions: Option<PathBuf>,
+    /// Working directory for the replicas' data (default: a new one under /tmp).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Concurrent writers, one measurement each per region.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    writers: Vec<usize>,
+    /// Concurrent pollers of each region's gateway.
+    #[arg(long, default_value_t = 4)]
+    pollers: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Leader kills for the failover measurement (0 to skip).
+    #[arg(long, default_value_t = 10)]
+    kills: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+async fn run_wan(args: WanArgs) -> Result<()> {
+    let matrix = match &args.regions {
+        Some(path) => slapos_wan::regions::load(path)
+            .with_context(|| format!("regions file {}", path.display()))?,
+        None => slapos_wan::regions::parse(slapos_bench::wan::DEFAULT_REGIONS)
+            .context("the embedded regions")?,
+    };
+    let dir = match args.dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("slapos-bench-wan-{}", std::process::id())),
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
+    }
+    let opts = slapos_bench::wan::WanBenchOptions {
+        bin: std::env::current_exe()?,
+        dir: dir.clone(),
+        matrix,
+        writers: args.writers,
+        pollers: args.pollers,
+        duration: Duration::from_secs(args.seconds),
+        kills: args.kills,
+    };
+    let report = slapos_bench::wan::run_wan_bench(&opts).await;
+    let r = match report {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "the replicas' and gateways' logs are kept in {}",
+                    dir.display()
+                )
+            })
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "wan bench: 3 replicas in {}; heartbeat {} ms, elections after {}-{} ms; {} leads",
+        r.regions.join(", "),
+        r.timers.heartbeat_ms,
+        r.timers.election_timeout_min_ms,
+        r.timers.election_timeout_max_ms,
+        r.leader_region
+    );
+    println!(
+        "{:<10} {:>9} {:>8} {:>10} {:>10} {:>13} {:>13}",
+        "region", "to leader", "writers", "write p50", "write p99", "poll p50 ms", "poll p99 ms"
+    );
+    for g in &r.per_region {
+        for w in &g.writes {
+            println!(
+                "{:<10} {:>6.0} ms {:>8} {:>7.1} ms {:>7.1} ms {:>13.2} {:>13.2}",
+                g.region,
+                g.rtt_to_leader_ms,
+                w.writers,
+                w.p50_ms,
+                w.p99_ms,
+                g.polls.p50_ms,
+                g.polls.p99_ms
+            );
+        }
+    }
+    if let Some(f) = &r.failover {
+        println!(
+            "failover (kill -9 of the leader to first acknowledged write), {} kills: median {:.0} ms, max {:.0} ms",
+            f.samples_ms.len(),
+            f.median_ms,
+            f.max_ms
+        );
+    }
+    write_json(args.json.as_deref(), &r)
+}
+
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Wan(args) => run_wan(args).await,
         BenchCommand::Tunnel(args) => run_tunnel(args).await,
         BenchCommand::Frontend(args) => run_frontend(args).await,
         BenchCommand::Scale(args) => run_scale(args).await,

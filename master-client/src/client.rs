@@ -150,6 +150,17 @@ impl MasterClient {
         self
     }
 
+    /// The same client with its channel to each address made now (it connects on first
+    /// use): its clones then share one connection per address rather than each opening
+    /// its own (a replica forwarding writes to a leader regions away would otherwise pay
+    /// TCP's, TLS's and HTTP/2's round trips on every write).
+    pub fn with_channels(mut self) -> Self {
+        for addr in self.addrs.clone() {
+            let _ = self.grpc(&addr);
+        }
+        self
+    }
+
     /// The address calls go to first (the last known leader).
     pub fn current_addr(&self) -> Option<&str> {
         self.addrs.get(self.current).map(String::as_str)

@@ -356,6 +356,7 @@ impl Replica {
             log_stats: self.log_stats.clone(),
             contact: self.contact.clone(),
             peers: self.peers.clone(),
+            forward: std::sync::Mutex::new(None),
         })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(256 << 20);

@@ -122,6 +122,82 @@ fn a_chaos_run_over_three_regions_keeps_its_verdicts() {
     );
 }
 
+/// `slapos bench wan` (the figures come from it): a short run over the example
+/// regions reports each region's writes and polls and a failover, with the timers chosen
+/// for 230 ms; a write forwarded from a region pays at least its round trip to the
+/// leader's, so the emulator is in the path; and its namespaces go with it.
+#[test]
+fn bench_wan_measures_each_region_through_the_emulator() {
+    if !is_root() {
+        eprintln!("SKIPPED: regions need network namespaces (root)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("wan.json");
+    let out = Command::new(slapos_e2e::slapos_bin())
+        .args([
+            "bench",
+            "wan",
+            "--seconds",
+            "2",
+            "--writers",
+            "1",
+            "--pollers",
+            "2",
+        ])
+        .args(["--kills", "1", "--dir"])
+        .arg(dir.path().join("work"))
+        .arg("--json")
+        .arg(&json)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("slapos bench wan");
+    let pid = out.id();
+    let out = out.wait_with_output().expect("slapos bench wan's output");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report")).unwrap();
+    assert_eq!(
+        r["regions"],
+        serde_json::json!(["lille", "montreal", "tokyo"]),
+        "{r}"
+    );
+    assert_eq!(r["timers"]["heartbeat_ms"], 690, "{r}");
+    let regions = r["per_region"].as_array().unwrap();
+    assert_eq!(regions.len(), 3, "{r}");
+    assert_eq!(
+        regions.iter().filter(|g| g["leads"] == true).count(),
+        1,
+        "{r}"
+    );
+    for g in regions {
+        let w = &g["writes"][0];
+        assert!(w["commits"].as_u64().unwrap() > 0, "{r}");
+        let to_leader = g["rtt_to_leader_ms"].as_f64().unwrap();
+        assert!(w["p50_ms"].as_f64().unwrap() >= to_leader, "{r}");
+        assert!(g["polls"]["ok"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(g["polls"]["errors"], 0, "{r}");
+    }
+    assert_eq!(
+        r["failover"]["samples_ms"].as_array().unwrap().len(),
+        1,
+        "{r}"
+    );
+    assert!(said.contains("failover (kill -9 of the leader"), "{said}");
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&format!("slapos-chaos-{pid}-")),
+        "namespaces left behind"
+    );
+}
+
 /// Found by the chaos runs: a leader cut off from the others kept its callers waiting for
 /// its 10 s commit timeout while the majority elected another leader in about a second.
 /// Now it answers "outcome unknown, retry with the same request id" once it has not heard

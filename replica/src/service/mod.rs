@@ -113,6 +113,9 @@ pub struct MasterService {
     pub log_stats: raft_store::LogStats,
     pub contact: Arc<LeaderContact>,
     pub peers: crate::network::PeerContacts,
+    /// The client forwarded calls go to the leader with, kept while the leader stays:
+    /// its clones share one connection.
+    pub forward: std::sync::Mutex<Option<MasterClient>>,
 }
 
 fn hint_of(raft_leader: Option<NodeId>, node: Option<&NodeInfo>) -> Option<LeaderHint> {
@@ -134,13 +137,24 @@ impl MasterService {
         request.metadata().get(FORWARDED).is_some()
     }
 
-    /// The leader, for a one-shot forward; None when unknown or when it is us.
+    /// The leader, for a one-shot forward; None when unknown or when it is us. One
+    /// connection to the leader serves every forward until the leader changes.
     pub(super) fn forward_target(&self, hint: &Option<LeaderHint>) -> Option<MasterClient> {
         let hint = hint.as_ref()?;
         if hint.leader_id == self.id {
             return None;
         }
-        Some(MasterClient::single(&hint.api_addr).forwarded())
+        let mut cached = self.forward.lock().unwrap_or_else(|e| e.into_inner());
+        match cached.as_ref() {
+            Some(c) if c.current_addr() == Some(hint.api_addr.as_str()) => Some(c.clone()),
+            _ => {
+                let c = MasterClient::single(&hint.api_addr)
+                    .forwarded()
+                    .with_channels();
+                *cached = Some(c.clone());
+                Some(c)
+            }
+        }
     }
 
     /// Propose a command on this replica (which must be the leader), through the
