@@ -130,6 +130,7 @@ pub(crate) async fn level(
 pub(crate) async fn failover_once(
     cluster: &mut ProcessCluster,
     run: u64,
+    limit: Duration,
 ) -> Result<f64, HarnessError> {
     let leader = cluster.wait_leader(Duration::from_secs(20)).await?;
     let others = cluster.api_addrs_except(leader);
@@ -162,10 +163,11 @@ pub(crate) async fn failover_once(
                 }
             }
         }
-        if t0.elapsed() > Duration::from_secs(30) {
-            return Err(HarnessError::Timeout(
-                "no write succeeded within 30 s of the kill".into(),
-            ));
+        if t0.elapsed() > limit {
+            return Err(HarnessError::Timeout(format!(
+                "no write succeeded within {} s of the kill",
+                limit.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
@@ -216,7 +218,7 @@ pub async fn run_raft_bench(opts: &RaftBenchOptions) -> Result<RaftBenchReport, 
     let failover = if opts.kills > 0 {
         let mut samples = Vec::new();
         for k in 0..opts.kills {
-            let ms = failover_once(&mut cluster, k as u64).await?;
+            let ms = failover_once(&mut cluster, k as u64, Duration::from_secs(30)).await?;
             eprintln!("kill {:>2}: first write after {:>7.1} ms", k + 1, ms);
             samples.push(ms);
         }

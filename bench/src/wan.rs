@@ -131,7 +131,9 @@ pub async fn run_wan_bench(opts: &WanBenchOptions) -> Result<WanBenchReport, Wan
     let failover = if opts.kills > 0 {
         let mut samples = Vec::new();
         for k in 0..opts.kills {
-            let ms = failover_once(&mut cluster, k as u64).await?;
+            // Elections wait out the leader's lease (the maximum election timeout,
+            // seconds across regions), sometimes twice: give each kill two minutes.
+            let ms = failover_once(&mut cluster, k as u64, Duration::from_secs(120)).await?;
             eprintln!("kill {:>2}: first write after {:>7.1} ms", k + 1, ms);
             samples.push(ms);
         }
