@@ -539,7 +539,12 @@ impl LocalCluster {
             api_addrs = hosted.iter().map(|h| h.api_addr.clone()).collect();
             for node in &nodes {
                 let text = files::read_to_string(&node.config)?;
-                let mine = own_region_first(&hosted, node.region.as_deref());
+                // With regions, its own region's gateway first; else as before, in the
+                // replicas' order.
+                let mine = match opts.regions {
+                    Some(_) => own_region_first(&hosted, node.region.as_deref()),
+                    None => urls.clone(),
+                };
                 let text: Vec<String> = text
                     .lines()
                     .map(|l| {
