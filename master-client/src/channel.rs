@@ -15,11 +15,12 @@ pub fn grpc_uri(addr: &str) -> String {
     }
 }
 
-/// A channel that connects on first use (and reconnects after failures).
-pub fn lazy_channel(
+/// The endpoint of a master at `addr`: the process's TLS identity when it has one, no
+/// Nagle delay, HTTP/2 keep-alives.
+pub fn endpoint(
     addr: &str,
     connect_timeout: Duration,
-) -> Result<Channel, tonic::transport::Error> {
+) -> Result<Endpoint, tonic::transport::Error> {
     let endpoint = Endpoint::from_shared(grpc_uri(addr))?;
     let endpoint = match crate::tls::client() {
         Some(tls) => endpoint.tls_config(tls.clone())?,
@@ -29,8 +30,15 @@ pub fn lazy_channel(
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy())
+        .keep_alive_timeout(Duration::from_secs(5)))
+}
+
+/// A channel that connects on first use (and reconnects after failures).
+pub fn lazy_channel(
+    addr: &str,
+    connect_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint(addr, connect_timeout)?.connect_lazy())
 }
 
 /// Whether the server at `addr` (`host:port`) answers the HTTP/2 preface with a TLS

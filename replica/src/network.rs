@@ -2,7 +2,7 @@
 //! the `data` field; snapshots are streamed in chunks on one client-streaming call.
 
 use super::types::{NodeId, NodeInfo, TypeConfig};
-use master_client::channel::lazy_channel;
+use master_client::channel::endpoint;
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
     StreamingError, Unreachable,
@@ -125,6 +125,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             state: self.state.clone(),
             contacts: self.contacts.clone(),
             client: None,
+            connecting: None,
+            untried: false,
             append_budget: MAX_APPEND_BYTES,
             append_pending: false,
             binary: false,
@@ -140,6 +142,12 @@ pub struct Peer {
     state: Option<crate::types::StateHandle>,
     contacts: PeerContacts,
     client: Option<RaftClient<Channel>>,
+    /// A connection being opened in the background (TCP's, TLS's and HTTP/2's round
+    /// trips), kept across calls that time out meanwhile.
+    connecting: Option<tokio::task::JoinHandle<Result<Channel, String>>>,
+    /// The connection has not answered a call yet (its first may have timed out only for
+    /// the time the connection took to open): kept through one AppendEntries timeout.
+    untried: bool,
     /// Bytes of entries the next AppendEntries may carry: halved when the previous one
     /// did not finish (openraft dropped it at its timeout), doubled back after one that
     /// did, between `MIN_APPEND_BYTES` and `MAX_APPEND_BYTES`.
@@ -215,17 +223,53 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NetworkError> {
     decode_wire(bytes).map_err(|e| NetworkError::new(&std::io::Error::other(e)))
 }
 
+/// How long a connection to a peer may take to open in the background.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
 impl Peer {
-    fn client(&mut self) -> Result<RaftClient<Channel>, Unreachable> {
+    /// The connection to the peer, waiting for it `within` at most. A connection is opened
+    /// in a task of its own, which a call that gives up (openraft times an AppendEntries
+    /// out after one heartbeat) leaves running: across regions, TCP's, TLS's and HTTP/2's
+    /// round trips may take longer than a heartbeat, and a connection dropped each time
+    /// its first call timed out would never open.
+    async fn ready_client(&mut self, within: Duration) -> Result<RaftClient<Channel>, Unreachable> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let channel =
-            lazy_channel(&self.addr, self.connect_timeout).map_err(|e| Unreachable::new(&e))?;
+        let connecting = match &mut self.connecting {
+            Some(task) => task,
+            None => {
+                let endpoint =
+                    endpoint(&self.addr, self.connect_timeout).map_err(|e| Unreachable::new(&e))?;
+                self.connecting.insert(tokio::spawn(async move {
+                    match tokio::time::timeout(CONNECT_WITHIN, endpoint.connect()).await {
+                        Ok(Ok(channel)) => Ok(channel),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("no connection within {CONNECT_WITHIN:?}")),
+                    }
+                }))
+            }
+        };
+        let opened = match tokio::time::timeout(within, connecting).await {
+            Err(_) => {
+                return Err(Unreachable::new(&std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "still connecting",
+                )))
+            }
+            Ok(joined) => joined,
+        };
+        self.connecting = None;
+        let channel = match opened {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(e)) => return Err(Unreachable::new(&std::io::Error::other(e))),
+            Err(e) => return Err(Unreachable::new(&e)),
+        };
         let client = RaftClient::new(channel)
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE);
         self.client = Some(client.clone());
+        self.untried = true;
         Ok(client)
     }
 
@@ -288,12 +332,16 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let client = self.client().map_err(RPCError::Unreachable)?;
+        let client = self
+            .ready_client(option.hard_ttl())
+            .await
+            .map_err(RPCError::Unreachable)?;
         let mut request = tonic::Request::new(RaftMessage { data });
         request.set_timeout(option.hard_ttl());
         self.name_group(request.metadata_mut());
         let reply = match call(client, request).await {
             Ok(r) => {
+                self.untried = false;
                 self.learn_codec(r.metadata());
                 r.into_inner()
             }
@@ -319,9 +367,16 @@ impl RaftNetwork<TypeConfig> for Peer {
         // less this time (a starved or slow follower still makes progress).
         // The connection goes too: a peer that restarted in place (a replica back from
         // a full disk) may have left it half-open, and every call on it would time out.
+        // A connection that has not answered yet is kept once: its first call may have
+        // timed out only because opening it (three round trips with TLS) took most of
+        // the heartbeat.
         if self.append_pending {
             self.append_budget = (self.append_budget / 2).max(MIN_APPEND_BYTES);
-            self.client = None;
+            if std::mem::take(&mut self.untried) {
+                tracing::debug!(target_id = self.target, "new connection kept once");
+            } else {
+                self.client = None;
+            }
         }
         let budget = self.append_budget;
         // The cut comes before the request is encoded, so that the work of one call
@@ -392,7 +447,9 @@ impl RaftNetwork<TypeConfig> for Peer {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        let mut client = self.client()?;
+        let mut client = self
+            .ready_client(option.hard_ttl().max(Duration::from_secs(60)))
+            .await?;
         let header = encode(&(&vote, &snapshot.meta), false)?;
         let data = snapshot.snapshot.into_inner();
         let mut chunks = Vec::with_capacity(data.len() / SNAPSHOT_CHUNK + 1);
