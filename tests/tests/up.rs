@@ -44,6 +44,24 @@ fn gather(up: &mut Child) -> (Said, Said) {
     )
 }
 
+/// `slapos up` stopped (SIGTERM, then up to two minutes for it to clean up) when a test
+/// ends early: a failed assertion must not leave its nodes, users and namespaces running.
+struct StopOnDrop(u32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let pid = u64::from(self.0);
+        if !alive(pid) {
+            return;
+        }
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 fn alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -85,6 +103,7 @@ fn up_unhosted_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
         .spawn()
         .expect("start slapos up");
     let (_, err) = gather(&mut up);
+    let _stop = StopOnDrop(up.id());
     let json_path = cluster_dir.join("cluster.json");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !json_path.exists() {
@@ -261,6 +280,7 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
         .spawn()
         .expect("start slapos up");
     let (out, err) = gather(&mut up);
+    let _stop = StopOnDrop(up.id());
     let json_path = cluster_dir.join("cluster.json");
     let deadline = Instant::now() + Duration::from_secs(300);
     while !json_path.exists() {
@@ -490,6 +510,7 @@ fn up_under_a_closed_parent_hosts_its_partitions_within_reach_and_stops_on_sigte
         .expect("start slapos up");
     let pid = up.id();
     let (out, err) = gather(&mut up);
+    let _stop = StopOnDrop(up.id());
     let mut wait_for = |text: &str, within: Duration| {
         let deadline = Instant::now() + within;
         while !out.text().contains(text) {
@@ -845,6 +866,7 @@ fn up_with_regions_puts_a_replica_per_region_and_deploys_while_one_is_cut_off() 
         .spawn()
         .expect("start slapos up");
     let (out, err) = gather(&mut up);
+    let _stop = StopOnDrop(up.id());
     let json_path = cluster_dir.join("cluster.json");
     let deadline = Instant::now() + Duration::from_secs(600);
     while !json_path.exists() {
