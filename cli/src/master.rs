@@ -7,7 +7,6 @@ use clap::{Args, Subcommand};
 use master_client::MasterClient;
 use master_replica::node::{Replica, ReplicaConfig};
 use slapos_operator::authority;
-use slapos_proto::rpc::master::AddReplicaRequest;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -347,19 +346,10 @@ pub async fn run(cmd: MasterCommand) -> Result<()> {
             if let Some(files) = &config.tls {
                 master_client::tls::set_client(files)?;
             }
-            let node = config.node_info();
             let mut client = MasterClient::new(via).with_deadline(Duration::from_secs(120));
             client.call_timeout = Duration::from_secs(110);
             let msg = client
-                .add_replica(&AddReplicaRequest {
-                    id: config.id,
-                    raft_addr: node.raft_addr,
-                    api_addr: node.api_addr,
-                    region: node.region,
-                    hosted_by: node.hosted_by,
-                    gateway_url: node.gateway_url,
-                    voter: !learner,
-                })
+                .add_replica(&config.add_replica_request(!learner))
                 .await?;
             println!("{msg}");
             Ok(())

@@ -14,7 +14,7 @@ use master_client::MasterClient;
 use master_replica::node::{ReplicaConfig, SnapshotPolicy, Timers};
 use slapos_domain::{Entry, Query};
 use slapos_operator::netns::Network;
-use slapos_proto::rpc::master::{read_response, AddReplicaRequest, Consistency, StatusResponse};
+use slapos_proto::rpc::master::{read_response, Consistency, StatusResponse};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
@@ -411,20 +411,10 @@ impl ProcessCluster {
 
     pub async fn join(&mut self, id: u64) -> Result<(), HarnessError> {
         let r = self.replicas.get(&id).ok_or(HarnessError::Unknown(id))?;
-        let node = r.config.node_info();
+        let request = r.config.add_replica_request(true);
         let mut client = self.client().with_deadline(Duration::from_secs(60));
         client.call_timeout = Duration::from_secs(50);
-        client
-            .add_replica(&AddReplicaRequest {
-                id,
-                raft_addr: node.raft_addr,
-                api_addr: node.api_addr,
-                region: node.region,
-                hosted_by: node.hosted_by,
-                gateway_url: node.gateway_url,
-                voter: true,
-            })
-            .await?;
+        client.add_replica(&request).await?;
         Ok(())
     }
 

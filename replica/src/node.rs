@@ -248,6 +248,21 @@ impl ReplicaConfig {
         }
     }
 
+    /// The request that adds this replica to a group (`slapos master join`, `slapos up`,
+    /// the harness): its id and the addresses and place it advertises.
+    pub fn add_replica_request(&self, voter: bool) -> slapos_proto::rpc::master::AddReplicaRequest {
+        let node = self.node_info();
+        slapos_proto::rpc::master::AddReplicaRequest {
+            id: self.id,
+            raft_addr: node.raft_addr,
+            api_addr: node.api_addr,
+            region: node.region,
+            hosted_by: node.hosted_by,
+            gateway_url: node.gateway_url,
+            voter,
+        }
+    }
+
     fn raft_config(&self) -> Result<Arc<openraft::Config>, NodeError> {
         let c = openraft::Config {
             cluster_name: "slapos-master".into(),

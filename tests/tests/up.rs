@@ -62,6 +62,62 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// A `slapos up` that wrote its cluster.json.
+struct Started {
+    up: Child,
+    out: Said,
+    err: Said,
+    cluster: serde_json::Value,
+    _stop: StopOnDrop,
+}
+
+/// `slapos up <args> --dir <cluster_dir>` until it wrote cluster.json (within `timeout`,
+/// else the test fails with what it said).
+fn start_up(
+    args: &[&std::ffi::OsStr],
+    cluster_dir: &std::path::Path,
+    timeout: Duration,
+) -> Started {
+    let mut up = Command::new(slapos_bin())
+        .arg("up")
+        .args(args)
+        .arg("--dir")
+        .arg(cluster_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start slapos up");
+    let (out, err) = gather(&mut up);
+    let stop = StopOnDrop(up.id());
+    let json_path = cluster_dir.join("cluster.json");
+    let deadline = Instant::now() + timeout;
+    while !json_path.exists() {
+        if let Ok(Some(status)) = up.try_wait() {
+            panic!(
+                "slapos up exited early ({status}): {}\n{}",
+                out.text(),
+                err.text()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cluster.json after {timeout:?}: {}\n{}",
+            out.text(),
+            err.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cluster =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).expect("cluster.json parses");
+    Started {
+        up,
+        out,
+        err,
+        cluster,
+        _stop: stop,
+    }
+}
+
 fn alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -272,30 +328,13 @@ fn up_by_default_hosts_the_master_in_partitions_of_three_nodes() {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let cluster_dir = dir.path().join("c");
-    let mut up = Command::new(slapos_bin())
-        .args(["up", "--dir"])
-        .arg(&cluster_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start slapos up");
-    let (out, err) = gather(&mut up);
-    let _stop = StopOnDrop(up.id());
-    let json_path = cluster_dir.join("cluster.json");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !json_path.exists() {
-        if let Ok(Some(status)) = up.try_wait() {
-            panic!(
-                "slapos up exited early ({status}): {}\n{}",
-                out.text(),
-                err.text()
-            );
-        }
-        assert!(Instant::now() < deadline, "no cluster.json after 300 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let cluster: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).expect("cluster.json parses");
+    let Started {
+        mut up,
+        err,
+        cluster,
+        _stop,
+        ..
+    } = start_up(&[], &cluster_dir, Duration::from_secs(300));
     let hosted = cluster["hosted_replicas"]
         .as_array()
         .expect("hosted_replicas");
@@ -855,44 +894,23 @@ fn up_with_regions_puts_a_replica_per_region_and_deploys_while_one_is_cut_off() 
         .canonicalize()
         .expect("examples/regions.toml");
     let cluster_dir = dir.path().join("c");
-    let mut up = Command::new(slapos_bin())
-        .arg("up")
-        .arg("--regions")
-        .arg(&regions_file)
-        .arg("--dir")
-        .arg(&cluster_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start slapos up");
-    let (out, err) = gather(&mut up);
-    let _stop = StopOnDrop(up.id());
-    let json_path = cluster_dir.join("cluster.json");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !json_path.exists() {
-        if let Ok(Some(status)) = up.try_wait() {
-            panic!(
-                "slapos up exited early ({status}): {}\n{}",
-                out.text(),
-                err.text()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no cluster.json after 600 s: {}\n{}",
-            out.text(),
-            err.text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let Started {
+        mut up,
+        out,
+        cluster,
+        _stop,
+        ..
+    } = start_up(
+        &["--regions".as_ref(), regions_file.as_os_str()],
+        &cluster_dir,
+        Duration::from_secs(600),
+    );
     assert!(
         out.text()
             .contains("Raft heartbeat 690 ms, elections after 3450 to 6900 ms"),
         "{}",
         out.text()
     );
-    let cluster: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).expect("cluster.json parses");
     let nodes = cluster["nodes"].as_array().expect("nodes").clone();
     let hosted = cluster["hosted_replicas"]
         .as_array()

@@ -38,7 +38,6 @@ use ports::consecutive_unused_ports;
 use processes::{spawn, Children};
 use serde::Serialize;
 use slap_gateway::server::GatewayConfig;
-use slapos_proto::rpc::master::AddReplicaRequest;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -367,16 +366,7 @@ impl LocalCluster {
             .await
             .context("the first replica does not answer")?;
         for (config, _) in replicas.iter().skip(1) {
-            let node = config.node_info();
-            let request = AddReplicaRequest {
-                id: config.id,
-                raft_addr: node.raft_addr,
-                api_addr: node.api_addr,
-                region: node.region,
-                hosted_by: node.hosted_by,
-                gateway_url: node.gateway_url,
-                voter: true,
-            };
+            let request = config.add_replica_request(true);
             made.children
                 .while_running(async {
                     client
