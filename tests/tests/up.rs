@@ -151,26 +151,18 @@ fn https_get(url: &str, path: &str, ca: &str, client: Option<(&str, &str)>) -> (
 fn up_unhosted_starts_a_described_cluster_that_serves_slap_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster_dir = dir.path().join("c");
-    let mut up = Command::new(slapos_bin())
-        .args(["up", "--unhosted", "--replicas", "3", "--dir"])
-        .arg(&cluster_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start slapos up");
-    let (_, err) = gather(&mut up);
-    let _stop = StopOnDrop(up.id());
     let json_path = cluster_dir.join("cluster.json");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !json_path.exists() {
-        if let Ok(Some(status)) = up.try_wait() {
-            panic!("slapos up exited early ({status}): {}", err.text());
-        }
-        assert!(Instant::now() < deadline, "no cluster.json after 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let cluster: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).expect("cluster.json parses");
+    let Started {
+        mut up,
+        err,
+        cluster,
+        _stop,
+        ..
+    } = start_up(
+        &["--unhosted", "--replicas", "3"].map(std::ffi::OsStr::new),
+        &cluster_dir,
+        Duration::from_secs(60),
+    );
     let procs = cluster["processes"].as_array().expect("processes");
     let masters: Vec<_> = procs.iter().filter(|p| p["role"] == "master").collect();
     let gateways: Vec<_> = procs.iter().filter(|p| p["role"] == "gateway").collect();
