@@ -33,17 +33,14 @@ impl ChaosOptions {
         Some((0..self.replicas as usize).map(|i| i % m.len()).collect())
     }
 
-    /// Raft timers for the run's regions, (heartbeat, election minimum, maximum) in ms:
+    /// Raft timers for the run's regions:
     /// `master_replica::node::Timers::for_round_trip` of the largest round trip between
     /// the hosts' regions, both jitters included.
-    pub fn wan_timers(&self) -> Option<(u64, u64, u64)> {
+    pub fn wan_timers(&self) -> Option<master_replica::node::Timers> {
         let m = self.regions.as_ref()?;
         let hosts = self.host_regions()?;
-        let t = master_replica::node::Timers::for_round_trip(m.worst_round_trip(&hosts));
-        Some((
-            t.heartbeat_ms,
-            t.election_timeout_min_ms,
-            t.election_timeout_max_ms,
+        Some(master_replica::node::Timers::for_round_trip(
+            m.worst_round_trip(&hosts),
         ))
     }
 }

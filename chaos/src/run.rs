@@ -74,10 +74,8 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report, ChaosError> {
     if disk_kinds && nix::unistd::geteuid().is_root() {
         cluster.faulty_disk_mb = Some(DISK_MB);
     }
-    if let Some((heartbeat, min, max)) = opts.wan_timers() {
-        cluster.timers.heartbeat_ms = heartbeat;
-        cluster.timers.election_timeout_min_ms = min;
-        cluster.timers.election_timeout_max_ms = max;
+    if let Some(timers) = opts.wan_timers() {
+        cluster.timers = timers;
     }
     cluster.gateway_extra =
         "master_deadline_ms = 8000\nlocal_read_staleness_ms = 2000\n\n[slap]\npartition_header = true\n".into();

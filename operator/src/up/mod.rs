@@ -287,9 +287,10 @@ impl LocalCluster {
         }
         // Each node in a network namespace of its own (its own IPv6 /64, standing for a
         // region), the seed reachable from them on this namespace's end of the router.
+        let node_regions = opts.regions.as_ref().zip(opts.node_regions());
         if self_hosted && !opts.loopback && node_count > 0 && root {
-            let net = match (&opts.regions, opts.node_regions()) {
-                (Some(m), Some(regions)) => Network::create_with_regions("up", m, &regions),
+            let net = match &node_regions {
+                Some((m, regions)) => Network::create_with_regions("up", m, regions),
                 _ => Network::create_tagged("up", node_count),
             };
             made.net =
@@ -297,12 +298,8 @@ impl LocalCluster {
                     "network namespaces for the nodes (--loopback keeps them on loopback)",
                 )?);
         }
-        let region_names: Option<Vec<String>> = match (&opts.regions, opts.node_regions()) {
-            (Some(m), Some(regions)) => {
-                Some(regions.iter().map(|r| m.names()[*r].clone()).collect())
-            }
-            _ => None,
-        };
+        let region_names: Option<Vec<String>> = node_regions
+            .map(|(m, regions)| regions.iter().map(|r| m.names()[*r].clone()).collect());
         let seed_host = match &made.net {
             Some(n) => format!("[{}]", n.harness_v6()),
             None => "127.0.0.1".to_string(),
