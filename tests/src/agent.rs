@@ -269,12 +269,10 @@ fn log_tails(cluster: &Path) -> String {
         .collect();
     logs.sort();
     for log in logs {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
         out += &format!(
-            "--- {} (last 15 lines)\n{}\n",
+            "--- {}\n{}",
             log.display(),
-            lines[lines.len().saturating_sub(15)..].join("\n")
+            slapos_harness::cluster::tail(&log, 15)
         );
     }
     out
